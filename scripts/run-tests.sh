@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it: install what is missing, build twice (normal, and with
+# AddressSanitizer + UndefinedBehaviorSanitizer), run every test suite in both, and print the
+# totals as the last line: "N passed, N failed, N skipped".
+set -uo pipefail
+cd "$(dirname "$0")/.."
+SRC=$(pwd)
+
+bash scripts/setup-deps.sh || { echo "setup-deps failed"; echo "0 passed, 1 failed"; exit 1; }
+
+SHARED=${KEGBOT_SHARED_DIR:-$SRC/../shared}
+if [ ! -d "$SHARED/kegboard-vectors" ]; then
+  echo "run-tests: $SHARED/kegboard-vectors not found (the shared/ folder must sit beside the checkout)"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+declare -A BUILDS=(
+  [build]=""
+  [build-asan]="-Db_sanitize=address,undefined -Db_lundef=false"
+)
+ORDER=(build build-asan)
+
+total_pass=0; total_fail=0; total_skip=0; status=0
+
+for b in "${ORDER[@]}"; do
+  echo "=== $b: configure and compile"
+  if [ ! -f "$b/build.ninja" ]; then
+    # shellcheck disable=SC2086
+    meson setup "$b" -Dshared_dir="$SHARED" ${BUILDS[$b]} >"/tmp/kegbot-$b-setup.log" 2>&1 \
+      || { cat "/tmp/kegbot-$b-setup.log"; echo "meson setup $b failed"; total_fail=$((total_fail+1)); status=1; continue; }
+  fi
+  if ! ninja -C "$b" >"/tmp/kegbot-$b-build.log" 2>&1; then
+    tail -50 "/tmp/kegbot-$b-build.log"; echo "build $b failed"
+    total_fail=$((total_fail+1)); status=1; continue
+  fi
+
+  echo "=== $b: meson test"
+  export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1:strict_string_checks=1"
+  export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
+  slow=1; [ "$b" = build-asan ] && slow=3
+  # The system suite boots a container: once is enough, in the normal build.
+  suites=(--no-suite system)
+  [ "$b" = build ] && suites=()
+  KEGBOT_TEST_SLOW=$slow meson test -C "$b" --print-errorlogs --num-processes 2 "${suites[@]}" \
+    --timeout-multiplier "$slow" || status=1
+
+  read -r p f s < <(/usr/bin/python3 - "$b/meson-logs/testlog.json" <<'PY'
+import json, sys
+p = f = s = 0
+try:
+    for line in open(sys.argv[1]):
+        line = line.strip()
+        if not line:
+            continue
+        r = json.loads(line).get("result")
+        if r in ("OK", "EXPECTEDFAIL"):
+            p += 1
+        elif r == "SKIP":
+            s += 1
+        else:
+            f += 1
+except FileNotFoundError:
+    f = 1
+print(p, f, s)
+PY
+)
+  echo "=== $b: $p passed, $f failed, $s skipped"
+  total_pass=$((total_pass+p)); total_fail=$((total_fail+f)); total_skip=$((total_skip+s))
+done
+
+[ "$total_fail" -gt 0 ] && status=1
+echo "${total_pass} passed, ${total_fail} failed, ${total_skip} skipped"
+exit $status

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Install the Debian 12 packages needed to build kegbot-core-c and run its test suite.
+# Installs only what is missing; safe to run again. Needs root (or sudo) for apt-get.
+set -euo pipefail
+
+PKGS=(
+  # build
+  build-essential meson ninja-build pkg-config
+  libsystemd-dev libudev-dev libcurl4-openssl-dev libjansson-dev
+  # sanitizer/fuzzer builds
+  clang libclang-rt-dev
+  # test tooling
+  python3 python3-dbus dbus dbus-bin socat util-linux systemd procps
+  umockdev libumockdev-dev curl iproute2
+)
+
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "setup-deps: all packages present"
+  exit 0
+fi
+
+SUDO=
+[ "$(id -u)" -eq 0 ] || SUDO=sudo
+echo "setup-deps: installing: ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "setup-deps: done"

@@ -1,0 +1,402 @@
+"""Shared helpers for the integration tests: find the built programs, run them as a user would,
+wait for their log lines, talk kegnet, stand in for a core, open a simulated Kegboard.
+
+Every test script is a plain unittest module run by /usr/bin/python3 from `meson test`; the
+environment (KEGBOT_BUILD_DIR, KEGBOT_SOURCE_DIR, KEGBOT_SHARED_DIR) comes from tests/meson.build.
+"""
+import json
+import os
+import queue
+import re
+import select
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+BUILD_DIR = os.environ.get("KEGBOT_BUILD_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
+SOURCE_DIR = os.environ.get("KEGBOT_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
+SHARED_DIR = os.environ.get("KEGBOT_SHARED_DIR", os.path.join(SOURCE_DIR, "..", "shared"))
+
+# Sanitizer builds are slower; tests scale their waits by this factor.
+SLOW = float(os.environ.get("KEGBOT_TEST_SLOW", "1"))
+
+_PROGRAM_DIRS = ["src/core", "src/kegboard", "src/tools", "src/master",
+                 "src/extras/lcd", "src/extras/rfid", "src/extras/sound", "src/extras"]
+
+
+def binary(name):
+    """Path of a built program; the test is skipped if it is not built."""
+    for d in _PROGRAM_DIRS:
+        p = os.path.join(BUILD_DIR, d, name)
+        if os.access(p, os.X_OK):
+            return p
+    raise unittest.SkipTest("program %s is not built" % name)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
+    deadline = time.monotonic() + timeout * SLOW
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout * SLOW, what))
+        time.sleep(interval)
+
+
+class Proc:
+    """A running program whose stdout and stderr lines are collected as they come."""
+
+    def __init__(self, args, env=None, cwd=None, stdin=False, name=None):
+        self.args = [str(a) for a in args]
+        self.name = name or os.path.basename(self.args[0])
+        full_env = dict(os.environ)
+        full_env.pop("VERBOSE", None)
+        full_env.pop("JOURNAL_STREAM", None)
+        full_env.pop("NOTIFY_SOCKET", None)
+        if env:
+            full_env.update(env)
+        self.p = subprocess.Popen(self.args, stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  env=full_env, cwd=cwd)
+        self.lines = {"stdout": [], "stderr": []}
+        self._cv = threading.Condition()
+        self._threads = [threading.Thread(target=self._reader, args=(self.p.stdout, "stdout"), daemon=True),
+                         threading.Thread(target=self._reader, args=(self.p.stderr, "stderr"), daemon=True)]
+        for t in self._threads:
+            t.start()
+
+    def _reader(self, f, key):
+        for raw in iter(f.readline, b""):
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            if os.environ.get("KEGBOT_TEST_ECHO"):
+                sys.stderr.write("[%s %s] %s\n" % (self.name, key, line))
+            with self._cv:
+                self.lines[key].append(line)
+                self._cv.notify_all()
+        f.close()
+
+    @property
+    def pid(self):
+        return self.p.pid
+
+    def output(self, key=None):
+        with self._cv:
+            if key:
+                return list(self.lines[key])
+            return self.lines["stdout"] + self.lines["stderr"]
+
+    def wait_line(self, pattern, timeout=5.0, key=None, start=0):
+        """Wait for a line matching the regex; returns the match. `start` skips earlier lines
+        (an index into the combined or chosen stream, see count())."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout * SLOW
+        with self._cv:
+            while True:
+                keys = [key] if key else ["stdout", "stderr"]
+                for k in keys:
+                    lines = self.lines[k]
+                    for line in lines[start if key else 0:]:
+                        m = rx.search(line)
+                        if m:
+                            return m
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("%s: no line matching %r within %.1fs; output was:\n%s" % (
+                        self.name, pattern, timeout * SLOW, "\n".join(self.output_unlocked())))
+                self._cv.wait(min(left, 0.1))
+
+    def output_unlocked(self):
+        return ["out: " + l for l in self.lines["stdout"]] + ["err: " + l for l in self.lines["stderr"]]
+
+    def count(self, key):
+        with self._cv:
+            return len(self.lines[key])
+
+    def write(self, text):
+        self.p.stdin.write(text.encode())
+        self.p.stdin.flush()
+
+    def signal(self, sig):
+        if self.p.poll() is None:
+            self.p.send_signal(sig)
+
+    def wait(self, timeout=10.0):
+        rc = self.p.wait(timeout * SLOW)
+        for t in self._threads:
+            t.join(2)
+        return rc
+
+    def stop(self, timeout=10.0):
+        """SIGTERM and wait; returns the exit status (SIGKILL after the timeout)."""
+        if self.p.poll() is None:
+            self.p.send_signal(signal.SIGTERM)
+            try:
+                return self.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+                raise AssertionError("%s did not exit on SIGTERM" % self.name)
+        return self.wait()
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+        return self.p.wait()
+
+    def alive(self):
+        return self.p.poll() is None
+
+
+def run(args, env=None, timeout=30, cwd=None, input=None):
+    """Run a program to completion; returns CompletedProcess with text stdout/stderr."""
+    full_env = dict(os.environ)
+    full_env.pop("VERBOSE", None)
+    full_env.pop("JOURNAL_STREAM", None)
+    if env:
+        full_env.update(env)
+    return subprocess.run([str(a) for a in args], env=full_env, cwd=cwd, timeout=timeout * SLOW,
+                          capture_output=True, text=True, input=input)
+
+
+# ---------------------------------------------------------------- kegnet
+
+def kegnet_frame(event, **data):
+    return (json.dumps({"event": event, "data": data}, separators=(",", ":")) + "\n\n").encode()
+
+
+class KegnetConn:
+    """One kegnet TCP connection: send frames, receive decoded messages."""
+
+    def __init__(self, sock):
+        self.sock = sock
+        self.buf = b""
+        self.closed = False
+
+    @classmethod
+    def connect(cls, port, host="127.0.0.1", timeout=5.0):
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            try:
+                s = socket.create_connection((host, port), timeout=1)
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                return cls(s)
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def send(self, event, **data):
+        self.sock.sendall(kegnet_frame(event, **data))
+
+    def send_raw(self, b):
+        self.sock.sendall(b)
+
+    def _fill(self, timeout):
+        r, _, _ = select.select([self.sock], [], [], timeout)
+        if not r:
+            return False
+        try:
+            chunk = self.sock.recv(65536)
+        except (ConnectionResetError, OSError):
+            chunk = b""
+        if not chunk:
+            self.closed = True
+            return False
+        self.buf += chunk
+        return True
+
+    def recv(self, timeout=5.0):
+        """Next message as a dict, or None on timeout/close."""
+        deadline = time.monotonic() + timeout * SLOW
+        while b"\n\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or self.closed:
+                return None
+            self._fill(left)
+        frame, self.buf = self.buf.split(b"\n\n", 1)
+        if not frame.strip():
+            return self.recv(max(0.0, deadline - time.monotonic()))
+        return json.loads(frame)
+
+    def recv_until(self, pred, timeout=5.0, what="message"):
+        """Receive until pred(msg) is true; returns (msg, all messages seen including it)."""
+        seen = []
+        deadline = time.monotonic() + timeout * SLOW
+        while True:
+            left = deadline - time.monotonic()
+            m = self.recv(max(0.0, left)) if left > 0 else None
+            if m is None:
+                raise AssertionError("timed out waiting for %s; got %s" % (what, seen[-20:]))
+            seen.append(m)
+            if pred(m):
+                return m, seen
+
+    def wait_closed(self, timeout=5.0):
+        deadline = time.monotonic() + timeout * SLOW
+        while not self.closed and time.monotonic() < deadline:
+            self._fill(0.1)
+        return self.closed
+
+    def close(self):
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+class FakeCore:
+    """A kegnet listener standing in for kegbot_core: accepts clients, records what they send,
+    and can send them messages (e.g. SetRelayOutputEvent)."""
+
+    def __init__(self, port=None):
+        self.port = port or free_port()
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", self.port))
+        self.lsock.listen(16)
+        self.messages = []
+        self.conns = []
+        self._cv = threading.Condition()
+        self._stop = False
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+
+    def _loop(self):
+        bufs = {}
+        while not self._stop:
+            socks = [self.lsock] + list(bufs)
+            try:
+                r, _, _ = select.select(socks, [], [], 0.05)
+            except (OSError, ValueError):
+                break
+            for s in r:
+                if s is self.lsock:
+                    try:
+                        c, _ = self.lsock.accept()
+                    except OSError:
+                        continue
+                    bufs[c] = b""
+                    with self._cv:
+                        self.conns.append(c)
+                        self._cv.notify_all()
+                    continue
+                try:
+                    chunk = s.recv(65536)
+                except OSError:
+                    chunk = b""
+                if not chunk:
+                    del bufs[s]
+                    with self._cv:
+                        if s in self.conns:
+                            self.conns.remove(s)
+                        self._cv.notify_all()
+                    s.close()
+                    continue
+                bufs[s] += chunk
+                while b"\n\n" in bufs[s]:
+                    frame, bufs[s] = bufs[s].split(b"\n\n", 1)
+                    if frame.strip():
+                        with self._cv:
+                            self.messages.append(json.loads(frame))
+                            self._cv.notify_all()
+        for s in bufs:
+            s.close()
+
+    def wait_connected(self, timeout=10.0):
+        with self._cv:
+            if not self._cv.wait_for(lambda: self.conns, timeout * SLOW):
+                raise AssertionError("no client connected to the fake core")
+
+    def wait_message(self, pred, timeout=10.0, what="message"):
+        with self._cv:
+            ok = self._cv.wait_for(lambda: any(pred(m) for m in self.messages), timeout * SLOW)
+            if not ok:
+                raise AssertionError("fake core: timed out waiting for %s; got %s" % (what, self.messages[-20:]))
+            return next(m for m in self.messages if pred(m))
+
+    def events(self, name=None):
+        with self._cv:
+            return [m for m in self.messages if name is None or m.get("event") == name]
+
+    def broadcast(self, event, **data):
+        frame = kegnet_frame(event, **data)
+        with self._cv:
+            conns = list(self.conns)
+        for c in conns:
+            try:
+                c.sendall(frame)
+            except OSError:
+                pass
+
+    def close(self):
+        self._stop = True
+        self._t.join(2)
+        self.lsock.close()
+        with self._cv:
+            for c in self.conns:
+                try:
+                    c.close()
+                except OSError:
+                    pass
+            self.conns = []
+
+
+# ---------------------------------------------------------------- simulated Kegboard
+
+class Sim(Proc):
+    """kegboard_sim on a pty, reachable at self.link; its stdout event lines are parsed."""
+
+    def __init__(self, tmpdir, *flags, link_name="ttyKB0", stdin=True):
+        self.link = os.path.join(tmpdir, link_name)
+        super().__init__([binary("kegboard_sim"), "--link=" + self.link] + list(flags), stdin=stdin,
+                         name="kegboard_sim")
+        self.wait_line(r"^\d+ LINK ", timeout=5, key="stdout")
+
+    def cmd(self, text):
+        self.write(text.rstrip("\n") + "\n")
+
+    def events(self, name):
+        out = []
+        for line in self.output("stdout"):
+            parts = line.split(" ", 2)
+            if len(parts) >= 2 and parts[1] == name:
+                out.append(line)
+        return out
+
+
+class TempDir:
+    def __init__(self, prefix="kegbot-test-"):
+        self.path = tempfile.mkdtemp(prefix=prefix)
+
+    def __enter__(self):
+        return self.path
+
+    def __exit__(self, *exc):
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def main():
+    """Run the calling module's tests; exit 77 (meson's 'skipped') when every test skipped."""
+    prog = unittest.main(exit=False, verbosity=2)
+    r = prog.result
+    if not r.wasSuccessful():
+        sys.exit(1)
+    if r.testsRun and len(r.skipped) == r.testsRun:
+        sys.exit(77)
+    sys.exit(0)
