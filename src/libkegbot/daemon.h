@@ -1,0 +1,46 @@
+/* Process conventions of programs-and-flags.md section 3: --daemon (double fork), --pidfile
+ * (pycore semantics, removed at exit), sd_notify helpers and the standard signal set-up on an
+ * sd_event loop (SIGTERM/SIGINT/SIGQUIT stop it with 0, SIGHUP reopens logs). */
+#pragma once
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include <systemd/sd-event.h>
+
+#include "macro.h"
+
+/* Section 3.3 check: if 'path' exists, read its first line as a PID; unreadable or not a number ->
+ * logs "Could not read pid, abort." and returns -EBADMSG; alive -> logs "Old pid <n> is still
+ * alive, aborting" and returns -EEXIST. 0 if the file is absent or names a dead process. */
+int daemon_pidfile_check(const char *path);
+
+/* Write "<pid>\n" (mode 0644, replacing the file atomically) and remember the path (made absolute)
+ * so daemon_pidfile_remove() and the atexit() net remove it; only the process that wrote it ever
+ * removes it. Logs and returns a negative errno on failure. */
+int daemon_pidfile_write(const char *path);
+
+/* Remove the pidfile written by this process, if any. */
+void daemon_pidfile_remove(void);
+
+/* Section 3.2: logs "Daemon mode requested, switching to background.", forks, setsid(), forks
+ * again, umask(022), chdir("/"), writes 'pidfile' (if non-empty) with the final PID, points
+ * stdin/stdout/stderr at /dev/null, turns console logging off and logs "Running in background.".
+ * Returns 0 in the background process. The original process waits until the background one is
+ * running (or failed) and exits 0 (or 1) itself; it never returns. Relative paths ('pidfile', the
+ * log file) are resolved before the chdir. A negative errno if the first fork fails. */
+int daemon_daemonize(const char *pidfile);
+
+/* sd_notify() wrappers; harmless without systemd (NOTIFY_SOCKET unset). */
+int daemon_notify_ready(const char *status_format, ...) _printf_(1, 2);  /* READY=1 [+ STATUS=] */
+int daemon_notify_status(const char *format, ...) _printf_(1, 2);
+int daemon_notify_stopping(void);
+
+/* Called on SIGHUP after the log file has been reopened. */
+typedef void (*DaemonReloadHandler)(void *userdata);
+
+/* Block SIGTERM, SIGINT, SIGQUIT, SIGHUP and add them to 'e': the first three make the loop exit
+ * with code 0 (sd_event_exit), SIGHUP calls log_reopen() and then on_reload (may be NULL). Also
+ * turns on sd_event's automatic watchdog pings when WATCHDOG_USEC asks for them. The sources are
+ * floating (owned by the loop). */
+int daemon_setup_event(sd_event *e, DaemonReloadHandler on_reload, void *userdata);

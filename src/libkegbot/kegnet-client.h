@@ -1,0 +1,82 @@
+/* Reconnecting kegnet client on sd-event, shared by kegboard_daemon, rfid_daemon, test_flow,
+ * lcd_daemon and sound_server: non-blocking connect with the spec's backoff, parsed messages in,
+ * bounded non-blocking sends out, and the producer outbox kept while disconnected (kegnet-protocol.md §6). */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "kegnet.h"
+#include "macro.h"
+
+typedef struct KegnetClient KegnetClient;
+
+#define KEGNET_CLIENT_OUTBOX_MAX 256U
+#define KEGNET_CLIENT_SEND_BUFFER_MAX (256U * 1024U)
+
+typedef struct KegnetClientCallbacks {
+        /* A connection is up. Messages sent from here go out before the producer outbox is flushed
+         * (that is where a producer sends its ControllerConnectedEvent). */
+        void (*connected)(KegnetClient *c, void *userdata);
+        /* An established connection is gone (error: negative errno, 0 = closed by the peer or a
+         * kegnet_client_finish() that completed). The client reconnects by itself unless reconnect
+         * is off or it was finishing. */
+        void (*disconnected)(KegnetClient *c, int error, void *userdata);
+        /* A connection attempt failed (error: negative errno). Only called with reconnect off; with
+         * reconnect on the client logs and retries. */
+        void (*connect_failed)(KegnetClient *c, int error, void *userdata);
+        /* A well-formed message of a known kind arrived. Unknown events are dropped (DEBUG) and
+         * malformed ones dropped with a rate-limited WARNING before this is called. */
+        void (*message)(KegnetClient *c, const KegnetMessage *m, void *userdata);
+        /* Everything queued while connected has been written to the socket. */
+        void (*flushed)(KegnetClient *c, void *userdata);
+} KegnetClientCallbacks;
+
+/* Parses the address ("host:port" or "port"), resolving a host name once, here (blocking).
+ * -EINVAL bad address, -EADDRNOTAVAIL host did not resolve (both logged). Nothing happens on the
+ * loop until kegnet_client_start(). Callbacks must not free the client. */
+int kegnet_client_new(KegnetClient **ret, sd_event *event, const char *address,
+                      const KegnetClientCallbacks *callbacks, void *userdata);
+KegnetClient *kegnet_client_free(KegnetClient *c);
+DEFINE_TRIVIAL_CLEANUP_FUNC(KegnetClient *, kegnet_client_free);
+
+/* Producer mode (default off): while disconnected, kegnet_client_send() keeps MeterUpdate,
+ * TokenAuthEvent and board-reset ControllerConnectedEvent in the outbox (§6.2) instead of failing. */
+void kegnet_client_set_producer(KegnetClient *c, bool producer);
+/* Reconnect (default on). Off = one attempt only (test_flow); failure -> connect_failed. */
+void kegnet_client_set_reconnect(KegnetClient *c, bool reconnect);
+/* Log every message sent and received at DEBUG (--debug_events). */
+void kegnet_client_set_debug_events(KegnetClient *c, bool on);
+/* Scales the §6.1 schedule (5, 5, 10, 10, 20, 20, 60 s; 5 s minimum spacing after a drop) for
+ * tests: each nominal second lasts 'unit' µs (default USEC_PER_SEC). Log lines keep nominal seconds.
+ * connect_timeout: a connect that has not completed after this long fails (default 10 s, 0 = none). */
+void kegnet_client_set_timing(KegnetClient *c, uint64_t unit_usec, uint64_t connect_timeout_usec);
+
+/* First attempt at once (logs "Connecting to <host>:<port>"). -EALREADY if started. */
+int kegnet_client_start(KegnetClient *c);
+
+/* Sends one message.
+ * Connected: encoded and written without blocking; the rest waits for POLLOUT. If the unsent bytes
+ * exceed KEGNET_CLIENT_SEND_BUFFER_MAX the connection is treated as lost (returns 0; producer
+ * messages move back to the outbox).
+ * Not connected: producer -> queued in the outbox per §6.2 (ThermoEvent and other kinds dropped,
+ * returns 0); otherwise -ENOTCONN. Encoding errors (-EINVAL, -E2BIG) are returned as is.
+ * After kegnet_client_finish(): -ESHUTDOWN. */
+int kegnet_client_send(KegnetClient *c, const KegnetMessage *m);
+
+/* Graceful end (test_flow, daemon stop): accept no more sends, write out what is queued, then
+ * half-close and wait for the peer's EOF; disconnected(c, 0) is called at the end (or with an error
+ * if the connection breaks first). Not connected: returns -ENOTCONN and does nothing. */
+int kegnet_client_finish(KegnetClient *c);
+
+bool kegnet_client_is_connected(const KegnetClient *c);
+/* True when nothing waits to be written: send queue empty and outbox empty. */
+bool kegnet_client_is_flushed(const KegnetClient *c);
+size_t kegnet_client_outbox_size(const KegnetClient *c);
+size_t kegnet_client_send_queue_bytes(const KegnetClient *c);
+/* Whether a ControllerConnectedEvent with board_reset true for this controller is still queued
+ * (outbox or unsent), so the producer's connect-time announcement must not repeat the reset. */
+bool kegnet_client_reset_pending(const KegnetClient *c, const char *controller_name);
+/* "host:port" as logged ("[v6]:port" for IPv6). */
+const char *kegnet_client_address(const KegnetClient *c);
