@@ -35,8 +35,8 @@ typedef struct AppInfo {
  * false) gets the positional arguments, NULL-terminated, free with strv_free(). */
 int app_init(int argc, char **argv, const AppInfo *info, char ***ret_positional);
 
-/* Orderly end of main(): removes the pidfile and closes the log. Safe to call more than once; an
- * atexit() handler does the same if the program exits another way. */
+/* Orderly end of main(): removes the pidfile (only in the process that wrote it). Safe to call more
+ * than once; an atexit() handler does the same if the program exits another way. */
 void app_finish(void);
 
 /* Print "Usage: <argv0> [flags]", a blank line and "Error: <message>" on stderr and exit 1: for

@@ -1,7 +1,6 @@
-/* gflags-compatible command line flags (programs-and-flags.md section 1): flag tables, --flagfile,
- * --undefok, environment defaults, --help/--helpshort rendering. Programs normally use app_init()
- * (app.h), which wraps all of this; the parser itself never exits and never prints except the
- * circular-flagfile warning, so tests and the fuzzer can call it directly. */
+/* gflags-compatible flags (programs-and-flags.md section 1): flag tables, --flagfile, --undefok,
+ * environment defaults, help rendering. Programs use app_init() (app.h); the parser itself never
+ * exits nor prints (except the circular-flagfile warning), so tests and the fuzzer call it directly. */
 #pragma once
 
 #include <limits.h>
@@ -114,6 +113,11 @@ int flags_apply_env(const FlagGroup *groups, size_t n_groups, char **ret_error);
  * frees with strv_free) receives the first positional argument and everything after it. */
 int flags_parse(const FlagGroup *groups, size_t n_groups, int argc, char *const *argv,
                 char ***ret_positional, char **ret_error);
+
+/* flags_parse() with --flagfile optionally forbidden (an error instead of opening a file): the
+ * fuzzer must not read arbitrary paths. */
+int flags_parse_full(const FlagGroup *groups, size_t n_groups, int argc, char *const *argv,
+                     bool allow_include, char ***ret_positional, char **ret_error);
 
 /* Parse a flag file held in memory, exactly as --flagfile would (one argument per line, comments,
  * nesting). With allow_include false a nested --flagfile is an error instead of opening a file

@@ -23,8 +23,8 @@ typedef struct KegnetClientCallbacks {
          * kegnet_client_finish() that completed). The client reconnects by itself unless reconnect
          * is off or it was finishing. */
         void (*disconnected)(KegnetClient *c, int error, void *userdata);
-        /* A connection attempt failed (error: negative errno). Only called with reconnect off; with
-         * reconnect on the client logs and retries. */
+        /* A connection attempt failed (error: negative errno). With reconnect on, the client has
+         * already scheduled the next attempt; with it off, nothing more happens (test_flow exits). */
         void (*connect_failed)(KegnetClient *c, int error, void *userdata);
         /* A well-formed message of a known kind arrived. Unknown events are dropped (DEBUG) and
          * malformed ones dropped with a rate-limited WARNING before this is called. */

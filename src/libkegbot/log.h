@@ -4,6 +4,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdint.h>
 #include <syslog.h>   /* LOG_DEBUG, LOG_INFO, LOG_WARNING, LOG_ERR, LOG_CRIT */
 
 #include "macro.h"
@@ -30,6 +31,10 @@ void log_set_console(bool on);
 void log_set_max_level(int level);
 int log_get_max_level(void);
 void log_close(void);
+
+/* Test hook: pretend the wall clock reads this (microseconds since the epoch) for timestamps and
+ * midnight rotation; 0 = the real clock. */
+void log_set_fake_time(uint64_t realtime_usec);
 
 /* Core entry point. 'error' is an errno (either sign, 0 = none): it is made available to %m in the
  * format, and the function returns -abs(error) (or 0), so that

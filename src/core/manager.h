@@ -1,0 +1,128 @@
+/* kegbot_core's Manager: owns the sd-event loop and all state (flow engine, tap registry, kegnet
+ * server, thermo sensors, controllers, the drink sink) and turns inbound kegnet messages into
+ * engine calls and the engine's events into kegnet broadcasts, durable drinks and observer calls.
+ * Later layers (D-Bus, the server backend) plug in through the observer list, the DrinkSink, the
+ * auth backend and the public operations below, without touching this logic. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <systemd/sd-event.h>
+
+#include "drinks.h"
+#include "flow.h"
+#include "kegnet-server.h"
+#include "macro.h"
+#include "taps.h"
+#include "thermo.h"
+
+typedef struct Manager Manager;
+
+typedef struct ManagerConfig {
+        const char *bind_addr;          /* --kb_core_bind_addr */
+        const char *state_dir;          /* --state_dir */
+        const char *taps_file;          /* --taps_file (standalone) */
+        const char *tokens_file;        /* --tokens_file (standalone), "" = none: tokens ignored */
+        uint64_t max_tick_delta;        /* 0 = no limit */
+        double min_volume_ml;
+        double default_ticks_per_ml;
+        bool debug_events;
+        bool standalone;                /* false: the caller installs a drink sink (server mode) */
+        unsigned max_clients;           /* 0 = default */
+        uint64_t shutdown_flush_usec;   /* 0 = default 1 s */
+} ManagerConfig;
+
+void manager_config_init(ManagerConfig *c);
+
+/* A board announced by ControllerConnectedEvent. */
+typedef struct Controller {
+        char *name;
+        char *serial_number;            /* NULL = unknown */
+        bool has_firmware_version;
+        uint32_t firmware_version;
+        bool has_uptime_ms;
+        uint64_t uptime_ms;
+        char *device;                   /* NULL = unknown */
+        bool connected;
+        uint64_t last_seen_realtime;    /* usec */
+        uint64_t peer_id;               /* kegnet connection that announced it (0 = none) */
+        char peer_address[64];          /* its "<ip>:<port>", "" when disconnected */
+} Controller;
+
+/* Every callback is optional. They run synchronously, after the kegnet side of the same change;
+ * they must not free the manager. Pointers are valid for the duration of the call. */
+typedef struct ManagerObserver {
+        void (*tap_changed)(Manager *m, const char *meter, TapChange change, void *userdata);
+        void (*flow_updated)(Manager *m, const FlowInfo *flow, void *userdata);
+        void (*relay_changed)(Manager *m, const char *relay, bool enabled, void *userdata);
+        /* The drink is durable (logged or spooled). */
+        void (*drink_recorded)(Manager *m, const Drink *d, void *userdata);
+        /* The drink was accepted (DrinkCreatedEvent sent): local log, or the server took it. */
+        void (*drink_created)(Manager *m, const Drink *d, void *userdata);
+        /* An accepted reading; 'record' = first of its minute (server: post it). */
+        void (*thermo_reading)(Manager *m, const ThermoSensor *s, bool record, void *userdata);
+        void (*thermo_silent)(Manager *m, const ThermoSensor *s, void *userdata);
+        void (*token_authenticated)(Manager *m, const char *device, const char *value,
+                                    const char *username, void *userdata);
+        /* Created, updated or (dis)connected. */
+        void (*controller_changed)(Manager *m, const Controller *c, void *userdata);
+        /* Orderly shutdown has begun (before active flows are ended). */
+        void (*stopping)(Manager *m, void *userdata);
+} ManagerObserver;
+
+/* Token lookups (server mode: the Kegbot Server; standalone: the tokens file, built in). lookup()
+ * starts a lookup of (device, normalised value) and must eventually call manager_auth_answer()
+ * exactly once, possibly from inside lookup(). */
+typedef struct ManagerAuthBackend {
+        int (*lookup)(Manager *m, const char *device, const char *value, void *userdata);
+} ManagerAuthBackend;
+
+/* Sets up everything start-up needs in spec order (state dir + drinks log in standalone mode,
+ * kegnet socket, taps file, tokens file, signals, watchdog). Errors are logged; any error is fatal
+ * (exit 1). */
+int manager_new(Manager **ret, const ManagerConfig *config);
+Manager *manager_free(Manager *m);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
+
+/* Runs the loop until an orderly shutdown completes. Returns the exit code (0) or a negative errno
+ * for a fatal loop failure. */
+int manager_run(Manager *m);
+
+sd_event *manager_get_event(Manager *m);
+FlowEngine *manager_get_engine(Manager *m);
+TapRegistry *manager_get_taps(Manager *m);
+ThermoManager *manager_get_thermo(Manager *m);
+KegnetServer *manager_get_kegnet(Manager *m);
+bool manager_is_standalone(Manager *m);
+
+/* Replaces the drink sink (server mode: the spool); the manager owns it from now on. */
+void manager_set_drink_sink(Manager *m, DrinkSink *sink);
+DrinkSink *manager_get_drink_sink(Manager *m);
+void manager_set_auth_backend(Manager *m, const ManagerAuthBackend *backend, void *userdata);
+/* The answer to a lookup: username, or NULL for every negative outcome (logged by the backend). */
+void manager_auth_answer(Manager *m, const char *device, const char *value, const char *username);
+
+int manager_add_observer(Manager *m, const ManagerObserver *o, void *userdata);
+void manager_remove_observer(Manager *m, const ManagerObserver *o, void *userdata);
+
+/* The operations kegnet clients trigger, for other front ends (D-Bus) to share. */
+int manager_start_flow(Manager *m, const char *meter);
+int manager_stop_flow(Manager *m, const char *meter);
+int manager_meter_update(Manager *m, const char *meter, uint32_t reading);
+/* meter NULL, "" or "__all_taps__" = every tap. */
+int manager_token_event(Manager *m, const char *device, const char *value, const char *meter, bool added);
+int manager_thermo_event(Manager *m, const char *sensor, double value_c);
+/* Sends SetRelayOutputEvent (D-Bus SetRelay). */
+int manager_set_relay(Manager *m, const char *relay, bool enabled);
+/* SIGHUP / Sync(): reload the taps and tokens files (standalone), reopen logs. */
+int manager_reload(Manager *m);
+/* Begins the orderly shutdown (as SIGTERM does). */
+void manager_stop(Manager *m);
+
+size_t manager_n_controllers(Manager *m);
+const Controller *manager_controller_at(Manager *m, size_t i);
+const Controller *manager_find_controller(Manager *m, const char *name);
+
+/* sd_notify STATUS= text, e.g. "Ready: standalone mode, 2 taps, 0 queued drinks". */
+void manager_update_status(Manager *m);

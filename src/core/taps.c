@@ -1,0 +1,306 @@
+/* Tap registry: see taps.h. The flow engine holds the live taps; this module only remembers which
+ * meters the last configured table (file or server) defined, so a reload can tell "removed from the
+ * configuration" apart from "created on first sight". */
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+
+#define LOG_COMPONENT "TapManager"
+#include "log.h"
+
+#include "ini.h"
+#include "taps.h"
+
+struct TapRegistry {
+        FlowEngine *engine;
+        TapChangeHandler handler;
+        void *userdata;
+        TapTable *configured;           /* the table applied last */
+};
+
+static void tap_config_done(TapConfig *c) {
+        free(c->meter_name);
+        free(c->name);
+        free(c->relay_name);
+}
+
+TapTable *tap_table_free(TapTable *t) {
+        if (!t)
+                return NULL;
+        for (size_t i = 0; i < t->n_taps; i++)
+                tap_config_done(&t->taps[i]);
+        free(t->taps);
+        free(t);
+        return NULL;
+}
+
+int tap_table_new(TapTable **ret) {
+        TapTable *t = calloc(1, sizeof(TapTable));
+        if (!t)
+                return -ENOMEM;
+        *ret = t;
+        return 0;
+}
+
+static const TapConfig *tap_table_find(const TapTable *t, const char *meter) {
+        if (!t)
+                return NULL;
+        for (size_t i = 0; i < t->n_taps; i++)
+                if (streq(t->taps[i].meter_name, meter))
+                        return &t->taps[i];
+        return NULL;
+}
+
+int tap_table_add(TapTable *t, const char *meter, const char *name, double ml_per_tick, const char *relay) {
+        TapConfig c = {};
+
+        if (isempty(meter) || !isfinite(ml_per_tick) || ml_per_tick <= 0)
+                return -EINVAL;
+        if (tap_table_find(t, meter))
+                return -EEXIST;
+
+        TapConfig *n = realloc(t->taps, (t->n_taps + 1) * sizeof(TapConfig));
+        if (!n)
+                return -ENOMEM;
+        t->taps = n;
+
+        c.meter_name = strdup(meter);
+        c.name = strdup(isempty(name) ? meter : name);
+        c.relay_name = strdup(relay ?: "");
+        c.ml_per_tick = ml_per_tick;
+        if (!c.meter_name || !c.name || !c.relay_name) {
+                tap_config_done(&c);
+                return -ENOMEM;
+        }
+        t->taps[t->n_taps++] = c;
+        return 0;
+}
+
+static unsigned key_line(const Ini *ini, const char *section, const char *key) {
+        const IniSection *sections[2] = { ini_find_section(ini, section), ini->defaults };
+
+        for (size_t j = 0; j < ELEMENTSOF(sections); j++) {
+                if (!sections[j])
+                        continue;
+                for (size_t i = 0; i < sections[j]->n_keys; i++)
+                        if (streq(sections[j]->keys[i].key, key))
+                                return sections[j]->keys[i].line;
+        }
+        return 0;
+}
+
+static int set_error(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
+static int set_error(char **ret_error, int r, const char *fmt, ...) {
+        va_list ap;
+
+        if (ret_error) {
+                va_start(ap, fmt);
+                if (vasprintf(ret_error, fmt, ap) < 0)
+                        *ret_error = NULL;
+                va_end(ap);
+        }
+        return r;
+}
+
+static int parse_positive(const Ini *ini, const char *path, const char *section, const char *key,
+                          double *ret, char **ret_error) {
+        _cleanup_(freep) char *v = NULL, *err = NULL;
+        char *end;
+        double d;
+        int r;
+
+        r = ini_get(ini, section, key, &v, &err);
+        if (r < 0)
+                return set_error(ret_error, r, "%s", err ?: "bad value");
+
+        errno = 0;
+        d = strtod(v, &end);
+        if (errno != 0 || end == v || *end != '\0' || !isfinite(d) || d <= 0)
+                return set_error(ret_error, -EINVAL, "%s:%u: [%s] %s must be a number > 0, not '%s'",
+                                 path, key_line(ini, section, key), section, key, v);
+        *ret = d;
+        return 0;
+}
+
+int tap_table_load_file(const char *path, double default_ml_per_tick, TapTable **ret, char **ret_error) {
+        _cleanup_(ini_freep) Ini *ini = NULL;
+        _cleanup_(tap_table_freep) TapTable *t = NULL;
+        int r;
+
+        r = ini_load_file(&ini, path, ret_error);
+        if (r < 0)
+                return r;
+
+        r = tap_table_new(&t);
+        if (r < 0)
+                return r;
+
+        for (size_t i = 0; i < ini->n_sections; i++) {
+                const char *section = ini->sections[i]->name;
+                _cleanup_(freep) const char **keys = NULL;
+                _cleanup_(freep) char *name = NULL, *relay = NULL, *err = NULL;
+                bool has_mpt = false, has_tpm = false;
+                double ml_per_tick = default_ml_per_tick;
+                size_t n_keys;
+
+                if (isempty(section))
+                        return set_error(ret_error, -EINVAL, "%s:%u: empty section name", path,
+                                         ini->sections[i]->line);
+
+                r = ini_section_keys(ini, section, &keys, &n_keys);
+                if (r < 0)
+                        return set_error(ret_error, r, "%s: cannot list keys of [%s]", path, section);
+
+                for (size_t k = 0; k < n_keys; k++) {
+                        const char *key = keys[k];
+
+                        if (streq(key, "name")) {
+                                r = ini_get(ini, section, key, &name, &err);
+                        } else if (streq(key, "relay_name")) {
+                                r = ini_get(ini, section, key, &relay, &err);
+                        } else if (streq(key, "ml_per_tick")) {
+                                has_mpt = true;
+                                r = parse_positive(ini, path, section, key, &ml_per_tick, ret_error);
+                                if (r < 0)
+                                        return r;
+                        } else if (streq(key, "ticks_per_ml")) {
+                                double tpm;
+                                has_tpm = true;
+                                r = parse_positive(ini, path, section, key, &tpm, ret_error);
+                                if (r < 0)
+                                        return r;
+                                ml_per_tick = 1.0 / tpm;
+                        } else {
+                                log_warning("%s:%u: unknown key '%s' in [%s], ignored", path,
+                                            key_line(ini, section, key), key, section);
+                                r = 0;
+                        }
+                        if (r < 0)
+                                return set_error(ret_error, r, "%s", err ?: "bad value");
+                }
+
+                if (has_mpt && has_tpm)
+                        return set_error(ret_error, -EINVAL,
+                                         "%s:%u: [%s] has both ml_per_tick and ticks_per_ml; give one",
+                                         path, ini->sections[i]->line, section);
+
+                r = tap_table_add(t, section, name, ml_per_tick, relay);
+                if (r < 0)
+                        return set_error(ret_error, r, "%s:%u: cannot add tap [%s]", path,
+                                         ini->sections[i]->line, section);
+        }
+
+        *ret = TAKE_PTR(t);
+        return 0;
+}
+
+int tap_registry_new(TapRegistry **ret, FlowEngine *engine, TapChangeHandler handler, void *userdata) {
+        TapRegistry *r = calloc(1, sizeof(TapRegistry));
+        if (!r)
+                return -ENOMEM;
+        r->engine = engine;
+        r->handler = handler;
+        r->userdata = userdata;
+        *ret = r;
+        return 0;
+}
+
+TapRegistry *tap_registry_free(TapRegistry *r) {
+        if (!r)
+                return NULL;
+        tap_table_free(r->configured);
+        free(r);
+        return NULL;
+}
+
+static void notify(TapRegistry *r, const char *meter, TapChange change) {
+        if (r->handler)
+                r->handler(meter, change, r->userdata);
+}
+
+int tap_registry_replace(TapRegistry *r, const TapTable *table, TapSource source) {
+        _cleanup_(tap_table_freep) TapTable *copy = NULL;
+        int changes = 0, k;
+
+        /* Copy first: once the engine is changed, remembering the table must not fail. */
+        k = tap_table_new(&copy);
+        if (k < 0)
+                return k;
+        for (size_t i = 0; i < table->n_taps; i++) {
+                const TapConfig *c = &table->taps[i];
+                k = tap_table_add(copy, c->meter_name, c->name, c->ml_per_tick, c->relay_name);
+                if (k < 0 && k != -EEXIST)
+                        return k;
+        }
+
+        if (r->configured)
+                for (size_t i = 0; i < r->configured->n_taps; i++) {
+                        const char *meter = r->configured->taps[i].meter_name;
+                        if (tap_table_find(copy, meter))
+                                continue;
+                        if (flow_engine_remove_tap(r->engine, meter) < 0)
+                                continue;
+                        log_info("Removing tap: %s", meter);
+                        notify(r, meter, TAP_REMOVED);
+                        changes++;
+                }
+
+        for (size_t i = 0; i < copy->n_taps; i++) {
+                const TapConfig *c = &copy->taps[i];
+                const char *relay = isempty(c->relay_name) ? NULL : c->relay_name;
+
+                k = flow_engine_set_tap(r->engine, c->meter_name, c->name, c->ml_per_tick, relay);
+                if (k < 0) {
+                        log_warning_errno(k, "Cannot set tap %s: %m", c->meter_name);
+                        continue;
+                }
+                if (k == FLOW_TAP_ADDED) {
+                        if (source == TAP_SOURCE_FILE)
+                                log_info("Registering new tap: %s", c->meter_name);
+                        else
+                                log_info("Adding tap: %s ml_per_tick=%g relay=%s", c->meter_name,
+                                         c->ml_per_tick, c->relay_name);
+                        notify(r, c->meter_name, TAP_ADDED);
+                        changes++;
+                } else if (k == FLOW_TAP_UPDATED) {
+                        log_info("Updating tap: %s ml_per_tick=%g relay=%s", c->meter_name,
+                                 c->ml_per_tick, c->relay_name);
+                        notify(r, c->meter_name, TAP_UPDATED);
+                        changes++;
+                }
+        }
+
+        tap_table_free(r->configured);
+        r->configured = TAKE_PTR(copy);
+        return changes;
+}
+
+int tap_registry_load_file(TapRegistry *r, const char *path, double default_ml_per_tick) {
+        _cleanup_(tap_table_freep) TapTable *t = NULL;
+        _cleanup_(freep) char *error = NULL;
+        int k;
+
+        k = tap_table_load_file(path, default_ml_per_tick, &t, &error);
+        if (k == -ENOENT) {
+                log_info("Taps file %s does not exist; no preconfigured taps", path);
+                k = tap_table_new(&t);
+        }
+        if (k < 0) {
+                if (error)
+                        log_error("Bad taps file: %s", error);
+                else
+                        log_error_errno(k, "Cannot read taps file %s: %m", path);
+                return k;
+        }
+
+        log_named(LOG_INFO, "main", "Found %zu taps, adding to tap manager.", t->n_taps);
+        return tap_registry_replace(r, t, TAP_SOURCE_FILE);
+}
+
+void tap_registry_note_created(TapRegistry *r, const char *meter) {
+        notify(r, meter, TAP_ADDED);
+}
+
+size_t tap_registry_n_taps(const TapRegistry *r) {
+        return flow_engine_n_taps(r->engine);
+}

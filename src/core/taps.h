@@ -1,0 +1,69 @@
+/* The tap registry (core-behaviour.md section 4): loads the standalone taps file (INI), applies tap
+ * tables to the flow engine (which owns the taps) and reports every change, so that the manager's
+ * observers (D-Bus) learn about added, updated and removed taps. A server-mode sync uses the same
+ * replace operation with the server's table. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "flow.h"
+#include "macro.h"
+
+typedef struct TapConfig {
+        char *meter_name;
+        char *name;                     /* never NULL: defaults to the meter name */
+        double ml_per_tick;             /* > 0 */
+        char *relay_name;               /* "" = none */
+} TapConfig;
+
+typedef struct TapTable {
+        TapConfig *taps;
+        size_t n_taps;
+} TapTable;
+
+TapTable *tap_table_free(TapTable *t);
+DEFINE_TRIVIAL_CLEANUP_FUNC(TapTable *, tap_table_free);
+int tap_table_new(TapTable **ret);
+/* A duplicate meter name is refused with -EEXIST. */
+int tap_table_add(TapTable *t, const char *meter, const char *name, double ml_per_tick, const char *relay);
+
+/* Parses a taps file: one section per meter; keys name, ml_per_tick or ticks_per_ml (at most one, a
+ * number > 0; neither = default_ml_per_tick), relay_name. Unknown keys are logged at WARNING.
+ * -ENOENT: no such file (not an error for callers: no preconfigured taps). Any other failure comes
+ * with a message in *ret_error ("<file>:<line>: <what>"). */
+int tap_table_load_file(const char *path, double default_ml_per_tick, TapTable **ret, char **ret_error);
+
+typedef enum TapChange {
+        TAP_ADDED,
+        TAP_UPDATED,
+        TAP_REMOVED,
+} TapChange;
+
+typedef enum TapSource {
+        TAP_SOURCE_FILE,                /* standalone taps file: "Registering new tap: <meter>" */
+        TAP_SOURCE_SERVER,              /* server sync: "Adding tap: <meter> ml_per_tick=<x> relay=<r>" */
+} TapSource;
+
+typedef void (*TapChangeHandler)(const char *meter, TapChange change, void *userdata);
+
+typedef struct TapRegistry TapRegistry;
+
+int tap_registry_new(TapRegistry **ret, FlowEngine *engine, TapChangeHandler handler, void *userdata);
+TapRegistry *tap_registry_free(TapRegistry *r);
+DEFINE_TRIVIAL_CLEANUP_FUNC(TapRegistry *, tap_registry_free);
+
+/* Makes the configured taps exactly 'table': new meters are added, changed ones updated, configured
+ * meters absent from 'table' removed. Taps the engine created on first sight are kept unless
+ * 'table' configures them (then they become configured). Returns the number of changes. */
+int tap_registry_replace(TapRegistry *r, const TapTable *table, TapSource source);
+
+/* Standalone start-up and reload: load 'path' and replace. A missing file counts as an empty table
+ * (INFO). On a syntax error nothing changes: returns the error (logged at ERROR). Logs
+ * "Found N taps, adding to tap manager." (logger main). */
+int tap_registry_load_file(TapRegistry *r, const char *path, double default_ml_per_tick);
+
+/* A first-sight tap the engine created (FLOW_EVENT_TAP_CREATED): only reported to the handler. */
+void tap_registry_note_created(TapRegistry *r, const char *meter);
+
+size_t tap_registry_n_taps(const TapRegistry *r);

@@ -1,0 +1,78 @@
+/* kegboard_daemon: bridges one Kegboard (KBSP over serial) to kegbot_core over kegnet. */
+
+#include <limits.h>
+
+#include "app.h"
+#include "kegnet.h"
+#include "log.h"
+#include "manager.h"
+#include "serial.h"
+
+static const char *arg_kegboard_name = "";
+static const char *arg_tap_name = KEGNET_ALL_TAPS;
+static double arg_probe_seconds = 3.0;
+static int arg_hello_timeout = 30;
+static int arg_required_firmware_version = 0;
+static bool arg_show_messages = false;
+
+static const FlagDef flags[] = {
+        FLAG_STRING("kegboard_name", &arg_kegboard_name,
+                    "Board name; empty = derive it from the board's serial number."),
+        FLAG_STRING("tap_name", &arg_tap_name, "meter_name put into TokenAuthEvents."),
+        FLAG_DOUBLE_MIN("probe_seconds", &arg_probe_seconds, 0,
+                        "Seconds to wait passively for a first KBSP frame before pinging."),
+        FLAG_INT_MIN("hello_timeout", &arg_hello_timeout, 0,
+                     "Seconds without a hello after which a firmware >= 18 board counts as hung (0 = never)."),
+        FLAG_INT_MIN("required_firmware_version", &arg_required_firmware_version, 0,
+                     "Refuse boards reporting a lower firmware version (0 = accept all)."),
+        FLAG_BOOL("show_messages", &arg_show_messages, "Log every frame at INFO (otherwise at DEBUG)."),
+        FLAG_END,
+};
+
+static const AppInfo app_info = {
+        .name = "kegboard_daemon",
+        .description = "Bridges one Kegboard (flow meters, temperature sensors, auth tokens and relays, "
+                       "spoken to over USB serial) to kegbot_core over kegnet.",
+        .flags = flags,
+        .groups = APP_GROUP_KEGNET | APP_GROUP_KEGBOARD,
+};
+
+int main(int argc, char **argv) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+        _cleanup_(freep) char *device = NULL;
+        int r, status;
+
+        app_init(argc, argv, &app_info, NULL);
+
+        r = serial_resolve_device(app_kegboard_device(), &device);
+        if (r < 0) {
+                log_error_errno(r, "Failed to pick a Kegboard device: %m");
+                app_finish();
+                return 1;
+        }
+
+        const ManagerConfig config = {
+                .board = {
+                        .device = device,
+                        .speed = app_kegboard_speed(),
+                        .name = arg_kegboard_name,
+                        .probe_usec = (uint64_t) (arg_probe_seconds * USEC_PER_SEC),
+                        .hello_timeout_usec = (uint64_t) arg_hello_timeout * USEC_PER_SEC,
+                        .required_firmware_version = (unsigned) arg_required_firmware_version,
+                        .show_messages = arg_show_messages,
+                },
+                .kb_core_addr = app_kb_core_addr(),
+                .tap_name = arg_tap_name,
+        };
+
+        r = manager_new(&m, &config);
+        if (r < 0) {
+                app_finish();
+                return 1;
+        }
+
+        status = manager_run(m);
+        m = manager_free(m);
+        app_finish();
+        return status;
+}

@@ -1,0 +1,469 @@
+/* kegboard_daemon's policy: KBSP messages -> kegnet, relay events -> the board, orderly stop.
+ * See manager.h and programs-and-flags.md section 5. */
+
+#define LOG_COMPONENT "kegboard"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <signal.h>
+
+#include "daemon.h"
+#include "kegnet-client.h"
+#include "log.h"
+#include "manager.h"
+
+/* Section 5 item 9: the kegnet flush on the way out is bounded. */
+#define STOP_TIMEOUT_USEC USEC_PER_SEC
+#define NAME_MAX_LEN 512
+
+struct Manager {
+        sd_event *event;
+        Board *board;
+        KegnetClient *kegnet;
+        sd_event_source *stop_timer;
+        sd_event_source *finish_defer;
+        char *tap_name;
+
+        /* From the latest hello. */
+        bool identified;
+        bool has_serial;
+        char serial[KBSP_STRING_MAX];
+        uint16_t firmware_version;
+        bool has_uptime;
+        uint64_t uptime_ms;
+
+        /* A board_reset event was sent but may not have reached the core yet. */
+        bool reset_unconfirmed;
+
+        bool stopping;
+        bool kegnet_pending;            /* waiting for the kegnet flush to finish */
+        int exit_status;
+};
+
+static void manager_update_status(Manager *m) {
+        const char *core = kegnet_client_is_connected(m->kegnet) ? "connected" : "disconnected";
+
+        if (m->identified)
+                (void) daemon_notify_status("%s (firmware %u) on %s; core %s", board_name(m->board),
+                                            (unsigned) m->firmware_version, board_device(m->board), core);
+        else
+                (void) daemon_notify_status("Waiting for a Kegboard on %s; core %s", board_device(m->board), core);
+}
+
+static void manager_send(Manager *m, const KegnetMessage *msg) {
+        int r = kegnet_client_send(m->kegnet, msg);
+        /* After the stop the client takes nothing more; that is expected, not an error. */
+        if (r < 0 && r != -ESHUTDOWN)
+                log_warning_errno(r, "Failed to send %s: %m", kegnet_kind_to_string(msg->kind));
+}
+
+static void send_controller_connected(Manager *m, bool board_reset) {
+        KegnetMessage msg = { .kind = KEGNET_CONTROLLER_CONNECTED_EVENT };
+        KegnetControllerConnectedEvent *e = &msg.controller_connected_event;
+
+        e->controller_name = board_name(m->board);
+        e->serial_number = m->has_serial ? m->serial : NULL;
+        e->has_firmware_version = true;
+        e->firmware_version = m->firmware_version;
+        e->has_uptime_ms = m->has_uptime;
+        e->uptime_ms = m->uptime_ms;
+        e->board_reset = board_reset;
+        e->device = board_device(m->board);
+        if (board_reset)
+                m->reset_unconfirmed = true;
+        manager_send(m, &msg);
+}
+
+/* ---- stopping ---- */
+
+static void manager_check_done(Manager *m) {
+        if (!m->stopping || m->kegnet_pending || !board_commands_drained(m->board))
+                return;
+        (void) sd_event_exit(m->event, m->exit_status);
+}
+
+static int finish_defer_handler(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+
+        if (kegnet_client_finish(m->kegnet) < 0) {
+                /* Not connected (any more): nothing can be flushed. */
+                m->kegnet_pending = false;
+                manager_check_done(m);
+        }
+        return 0;
+}
+
+/* Deferred so that a connection that just came up first flushes its outbox. */
+static void schedule_kegnet_finish(Manager *m) {
+        int r;
+
+        if (m->finish_defer)
+                return;
+        r = sd_event_add_defer(m->event, &m->finish_defer, finish_defer_handler, m);
+        if (r >= 0)
+                r = sd_event_source_set_priority(m->finish_defer, SD_EVENT_PRIORITY_IDLE);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to schedule the kegnet flush: %m");
+                m->kegnet_pending = false;
+        }
+}
+
+static int stop_timer_handler(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+
+        if (m->kegnet_pending)
+                log_debug("kegnet flush not finished in time, exiting anyway");
+        (void) sd_event_exit(m->event, m->exit_status);
+        return 0;
+}
+
+static void manager_stop(Manager *m, int exit_status) {
+        uint64_t now = 0;
+        int r;
+
+        if (m->stopping) {
+                /* A second signal does not wait for anything. */
+                (void) sd_event_exit(m->event, m->exit_status);
+                return;
+        }
+        m->stopping = true;
+        m->exit_status = exit_status;
+        (void) daemon_notify_stopping();
+
+        board_relays_off(m->board);
+
+        m->kegnet_pending = true;
+        if (kegnet_client_is_connected(m->kegnet))
+                schedule_kegnet_finish(m);
+        /* Otherwise wait (within the deadline) for a connection attempt to come through: a replay
+         * file can be read before the first connect completes. */
+
+        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
+        r = sd_event_add_time(m->event, &m->stop_timer, CLOCK_MONOTONIC, now + STOP_TIMEOUT_USEC,
+                              USEC_PER_MSEC, stop_timer_handler, m);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to arm the stop timer: %m");
+                (void) sd_event_exit(m->event, exit_status);
+                return;
+        }
+        manager_check_done(m);
+}
+
+static int signal_handler(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        Manager *m = userdata;
+
+        if (si->ssi_signo == SIGHUP) {
+                (void) log_reopen();
+                return 0;
+        }
+        log_info("Received SIG%s, stopping.", sigabbrev_np((int) si->ssi_signo) ?: "?");
+        manager_stop(m, 0);
+        return 0;
+}
+
+/* ---- the board side ---- */
+
+static void on_board_ready(Board *b, void *userdata) {
+        Manager *m = userdata;
+        (void) daemon_notify_ready("Kegboard protocol seen on %s, waiting for hello", board_device(b));
+        (void) m;
+}
+
+static void remember_hello(Manager *m, const KbspHello *h) {
+        m->firmware_version = h->firmware_version;
+        if (h->has_serial_number) {
+                m->has_serial = true;
+                snprintf(m->serial, sizeof m->serial, "%s", h->serial_number);
+        }
+}
+
+static bool hello_uptime(const KbspHello *h, uint64_t *ret) {
+        if (!h->has_uptime_ms)
+                return false;
+        *ret = (uint64_t) (h->has_uptime_days ? h->uptime_days : 0) * UINT64_C(86400000) + h->uptime_ms;
+        return true;
+}
+
+static void on_board_identified(Board *b, const KbspHello *h, void *userdata) {
+        Manager *m = userdata;
+        uint64_t uptime;
+
+        m->identified = true;
+        remember_hello(m, h);
+        m->has_uptime = hello_uptime(h, &uptime);
+        m->uptime_ms = m->has_uptime ? uptime : 0;
+
+        /* Section 5.1 (a): the first hello; a boot hello means the counters just restarted. */
+        send_controller_connected(m, m->has_uptime && uptime == 0);
+        manager_update_status(m);
+}
+
+static void handle_hello(Manager *m, const KbspHello *h) {
+        const char *name = board_name(m->board);
+        uint64_t uptime;
+
+        if (h->has_serial_number && m->has_serial && !streq(h->serial_number, m->serial))
+                log_warning("%s: serial number changed from '%s' to '%s'; keeping the name %s",
+                            name, m->serial, h->serial_number, name);
+        remember_hello(m, h);
+
+        if (!hello_uptime(h, &uptime))
+                return;
+
+        if (uptime == 0) {
+                log_info("%s: board reset (boot hello)", name);
+                m->has_uptime = true;
+                m->uptime_ms = 0;
+                send_controller_connected(m, true);
+                return;
+        }
+        if (m->has_uptime && uptime < m->uptime_ms)
+                log_warning("Board reset detected (uptime went backwards)");
+        m->has_uptime = true;
+        m->uptime_ms = uptime;
+}
+
+/* "relay<N>" with a single digit 0-5, else -1. */
+static int output_index(const char *output_name) {
+        const char *p = startswith(output_name, "relay");
+
+        if (!p || p[0] < '0' || p[0] >= '0' + KBSP_MAX_OUTPUTS || p[1] != '\0')
+                return -1;
+        return p[0] - '0';
+}
+
+static void handle_output_status(Manager *m, const KbspOutputStatus *o) {
+        const char *name = board_name(m->board);
+        int id = output_index(o->output_name);
+
+        log_info("%s: %s is now %s", name, o->output_name, o->output_reading ? "on" : "off");
+        if (!o->output_reading && id >= 0 && board_relay_wanted_on(m->board, (unsigned) id))
+                log_warning("%s: %s was switched off by the board (relay watchdog) while the core still wants it on",
+                            name, o->output_name);
+}
+
+static void on_board_message(Board *b, const KbspMessage *km, void *userdata) {
+        Manager *m = userdata;
+        const char *board = board_name(b);
+        char port[NAME_MAX_LEN];
+        KegnetMessage msg = {};
+
+        switch (km->message_id) {
+        case KBSP_MSG_HELLO:
+                handle_hello(m, &km->hello);
+                return;
+
+        case KBSP_MSG_METER_STATUS:
+                if ((size_t) kbsp_port_name(port, sizeof port, board, km->meter_status.meter_name) >= sizeof port) {
+                        log_warning("%s: meter name too long, reading dropped", board);
+                        return;
+                }
+                msg.kind = KEGNET_METER_UPDATE;
+                msg.meter_update.meter_name = port;
+                msg.meter_update.reading = km->meter_status.meter_reading;
+                break;
+
+        case KBSP_MSG_TEMPERATURE_READING:
+                if ((size_t) kbsp_port_name(port, sizeof port, board,
+                                            km->temperature_reading.sensor_name) >= sizeof port) {
+                        log_warning("%s: sensor name too long, reading dropped", board);
+                        return;
+                }
+                msg.kind = KEGNET_THERMO_EVENT;
+                msg.thermo_event.sensor_name = port;
+                msg.thermo_event.sensor_value = kbsp_temperature_c(km->temperature_reading.sensor_reading);
+                break;
+
+        case KBSP_MSG_AUTH_TOKEN: {
+                const KbspAuthToken *t = &km->auth_token;
+                char token[2 * KBSP_MAX_PAYLOAD + 1];
+
+                kbsp_token_to_string(t->token, t->token_len, token);
+                msg.kind = KEGNET_TOKEN_AUTH_EVENT;
+                msg.token_auth_event.meter_name = m->tap_name;
+                msg.token_auth_event.auth_device_name = kbsp_auth_device_name(t->device);
+                msg.token_auth_event.token_value = token;
+                msg.token_auth_event.status = t->status ? KEGNET_TOKEN_ADDED : KEGNET_TOKEN_REMOVED;
+                /* The message borrows 'token': send before it goes out of scope. */
+                manager_send(m, &msg);
+                return;
+        }
+
+        case KBSP_MSG_OUTPUT_STATUS:
+                handle_output_status(m, &km->output_status);
+                return;
+
+        default:
+                log_debug("%s: ignoring %s message (id 0x%02x)", board,
+                          kbsp_message_name(km->message_id) ?: "unknown", (unsigned) km->message_id);
+                return;
+        }
+
+        manager_send(m, &msg);
+}
+
+static void on_board_finished(Board *b, int exit_status, void *userdata) {
+        manager_stop(userdata, exit_status);
+}
+
+static void on_board_drained(Board *b, void *userdata) {
+        manager_check_done(userdata);
+}
+
+/* ---- the core side ---- */
+
+static void on_kegnet_connected(KegnetClient *c, void *userdata) {
+        Manager *m = userdata;
+
+        /* Section 5.1 (c): announce the board before the outbox goes out. A reset that is still
+         * queued travels in the outbox in its place among the readings; repeat it here only if
+         * it was lost (dropped from a full outbox). */
+        if (m->identified)
+                send_controller_connected(m, m->reset_unconfirmed &&
+                                          !kegnet_client_reset_pending(c, board_name(m->board)));
+        manager_update_status(m);
+        if (m->stopping)
+                schedule_kegnet_finish(m);
+}
+
+static void on_kegnet_disconnected(KegnetClient *c, int error, void *userdata) {
+        Manager *m = userdata;
+
+        manager_update_status(m);
+        if (m->stopping && m->finish_defer) {
+                m->kegnet_pending = false;
+                manager_check_done(m);
+        }
+}
+
+static void on_kegnet_flushed(KegnetClient *c, void *userdata) {
+        Manager *m = userdata;
+
+        if (kegnet_client_is_flushed(c))
+                m->reset_unconfirmed = false;
+}
+
+static void handle_relay_event(Manager *m, const KegnetSetRelayOutputEvent *e) {
+        const char *name = board_name(m->board);
+        unsigned id;
+        int r;
+
+        if (m->stopping || !name) {
+                log_debug("Ignoring SetRelayOutputEvent for %s: %s", e->output_name,
+                          m->stopping ? "stopping" : "board not identified yet");
+                return;
+        }
+        r = kbsp_relay_parse(e->output_name, name, &id);
+        if (r == 0) {
+                log_debug("Ignoring SetRelayOutputEvent for another board's relay %s", e->output_name);
+                return;
+        }
+        if (r < 0) {
+                log_warning("Ignoring SetRelayOutputEvent for malformed relay name '%s'", e->output_name);
+                return;
+        }
+        r = board_set_relay(m->board, id, e->output_mode == KEGNET_OUTPUT_ENABLED);
+        if (r < 0)
+                log_debug_errno(r, "Cannot set %s: %m", e->output_name);
+}
+
+static void on_kegnet_message(KegnetClient *c, const KegnetMessage *msg, void *userdata) {
+        Manager *m = userdata;
+
+        if (msg->kind == KEGNET_SET_RELAY_OUTPUT_EVENT)
+                handle_relay_event(m, &msg->set_relay_output_event);
+}
+
+/* ---- life cycle ---- */
+
+int manager_new(Manager **ret, const ManagerConfig *config) {
+        _cleanup_(manager_freep) Manager *m = NULL;
+        static const BoardCallbacks board_callbacks = {
+                .ready = on_board_ready,
+                .identified = on_board_identified,
+                .message = on_board_message,
+                .finished = on_board_finished,
+        };
+        static const KegnetClientCallbacks kegnet_callbacks = {
+                .connected = on_kegnet_connected,
+                .disconnected = on_kegnet_disconnected,
+                .message = on_kegnet_message,
+                .flushed = on_kegnet_flushed,
+        };
+        static const int signals[] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP };
+        sigset_t mask;
+        int r;
+
+        m = calloc(1, sizeof *m);
+        if (!m)
+                return log_error_errno(-ENOMEM, "%m");
+        m->tap_name = strdup(config->tap_name ?: KEGNET_ALL_TAPS);
+        if (!m->tap_name)
+                return log_error_errno(-ENOMEM, "%m");
+
+        r = sd_event_default(&m->event);
+        if (r < 0)
+                return log_error_errno(r, "Failed to allocate the event loop: %m");
+
+        /* Own handlers rather than daemon_setup_event(): a stop has to switch relays off and
+         * flush kegnet before the loop ends. */
+        sigemptyset(&mask);
+        for (size_t i = 0; i < ELEMENTSOF(signals); i++)
+                sigaddset(&mask, signals[i]);
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return log_error_errno(-errno, "Failed to block signals: %m");
+        for (size_t i = 0; i < ELEMENTSOF(signals); i++) {
+                r = sd_event_add_signal(m->event, NULL, signals[i], signal_handler, m);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to watch signal %d: %m", signals[i]);
+        }
+        (void) sd_event_set_watchdog(m->event, true);
+
+        r = board_new(&m->board, m->event, &config->board, &board_callbacks, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the board: %m");
+        board_set_drained_callback(m->board, on_board_drained);
+
+        r = kegnet_client_new(&m->kegnet, m->event, config->kb_core_addr, &kegnet_callbacks, m);
+        if (r < 0)
+                return r;
+        kegnet_client_set_producer(m->kegnet, true);
+
+        *ret = TAKE_PTR(m);
+        return 0;
+}
+
+Manager *manager_free(Manager *m) {
+        if (!m)
+                return NULL;
+        sd_event_source_disable_unref(m->stop_timer);
+        sd_event_source_disable_unref(m->finish_defer);
+        kegnet_client_free(m->kegnet);
+        board_free(m->board);
+        sd_event_unref(m->event);
+        free(m->tap_name);
+        free(m);
+        return NULL;
+}
+
+int manager_run(Manager *m) {
+        int r;
+
+        r = board_start(m->board);
+        if (r < 0)
+                return 1;
+        manager_update_status(m);
+
+        r = kegnet_client_start(m->kegnet);
+        if (r < 0) {
+                log_error_errno(r, "Failed to start the kegnet client: %m");
+                return 1;
+        }
+
+        r = sd_event_loop(m->event);
+        if (r < 0) {
+                log_error_errno(r, "Event loop failed: %m");
+                return 1;
+        }
+        return r == 0 ? 0 : 1;
+}

@@ -1,0 +1,45 @@
+/* The serial side shared by every Kegboard host (kegboard_daemon, kegboard_monitor, kegboard_tester):
+ * picking the default device, opening a tty raw 8N1 with DTR/RTS up and stale input flushed, or a
+ * regular file read-only for replaying a capture (kegboard-serial-protocol.md section 1), and the
+ * line format in which kegboard_monitor and kegboard_tester print what the board sends. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kbsp.h"
+
+typedef enum SerialKind {
+        SERIAL_TTY,             /* a terminal: termios applied */
+        SERIAL_FILE,            /* a regular file: replay, read-only, no writes */
+        SERIAL_STREAM,          /* anything else readable (fifo, socket, char device): used as is */
+} SerialKind;
+
+/* Programs-and-flags.md section 2.1: the first existing <dev_dir>/ttyUSB*, then <dev_dir>/ttyACM*
+ * (each sorted), else <dev_dir>/ttyUSB0. dev_dir is "/dev" except in tests. *ret is malloc'ed. */
+int serial_default_device(const char *dev_dir, char **ret);
+
+/* The device to use: 'configured' if non-empty, else serial_default_device("/dev"). */
+int serial_resolve_device(const char *configured, char **ret);
+
+/* 1 if the speed (baud) is one termios can set, 0 if not. 1200 counts as unsupported: closing a
+ * port opened at 1200 baud puts Caterina (32u4) boards into their bootloader. */
+bool serial_speed_supported(int speed);
+
+/* Opens 'path' non-blocking, close-on-exec, never as the controlling tty. A regular file is opened
+ * read-only; a tty read-write, set raw 8N1 at 'speed' without flow control, CLOCAL|CREAD, DTR and
+ * RTS asserted (failures of that last step are ignored: ptys have no modem lines), input flushed.
+ * Returns the fd, or a negative errno (-EINVAL: unsupported speed). *ret_kind is optional. */
+int serial_open(const char *path, int speed, SerialKind *ret_kind);
+
+/* Writes all of buf to a non-blocking fd, waiting with poll() at most timeout_ms in total for
+ * room; for the short command frames of the one-shot tools. Returns 0 or a negative errno
+ * (-ETIMEDOUT). */
+int serial_write_all(int fd, const void *buf, size_t size, int timeout_ms);
+
+/* kegboard_monitor's line (programs-and-flags.md section 6): local time of 'realtime_usec' as
+ * HH:MM:SS.mmm, a space, the event text; with 'hex', frames get " hex=<bytes>" appended. No
+ * newline. snprintf() semantics; SERIAL_LINE_MAX always suffices. */
+#define SERIAL_LINE_MAX (KBSP_TEXT_MAX + 2 * KBSP_MAX_FRAME + 32)
+int serial_format_line(const KbspEvent *ev, uint64_t realtime_usec, bool hex, char *buf, size_t size);

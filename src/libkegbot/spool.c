@@ -1,0 +1,1226 @@
+/* Durable drink queue: see spool.h. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define LOG_COMPONENT "DrinkManager"
+#include "log.h"
+
+#include "spool.h"
+
+#define SPOOL_WINDOW_DEFAULT 256
+#define SEQ_DIGITS 20
+/* "<20 digits>-<36>.json" */
+#define SPOOL_NAME_LEN (SEQ_DIGITS + 1 + 36 + 5)
+#define SPOOL_NAME_MAX (SPOOL_NAME_LEN + 16)
+
+typedef struct SpoolEntry {
+        uint64_t seq;
+        char uuid[SPOOL_UUID_MAX];
+        SpoolDrink *mem;        /* not durable yet (only in Spool.mem) */
+} SpoolEntry;
+
+struct Spool {
+        char *dir;
+        int dir_fd;
+        int failed_fd;
+        uint64_t last_seq;
+
+        /* Durable queued entries. Invariant: every durable queued file with seq <= boundary is in
+         * win (sorted); when 'complete', there is none beyond the window at all. */
+        SpoolEntry *win;
+        size_t n_win, window_max;
+        bool complete;
+        uint64_t boundary;
+
+        /* Queued but not durable, seq order. */
+        SpoolEntry *mem;
+        size_t n_mem;
+
+        size_t n_disk;          /* durable queued files */
+        size_t n_failed;
+        size_t n_corrupt;
+};
+
+/* ---------------------------------------------------------------- records */
+
+static void failure_done(SpoolFailure *f) {
+        free(f->code);
+        free(f->message);
+        *f = (SpoolFailure) {};
+}
+
+SpoolDrink *spool_drink_free(SpoolDrink *d) {
+        if (!d)
+                return NULL;
+        free(d->meter_name);
+        free(d->username);
+        failure_done(&d->failure);
+        free(d);
+        return NULL;
+}
+
+static int strdup_or_null(const char *s, char **ret) {
+        if (!s) {
+                *ret = NULL;
+                return 0;
+        }
+        *ret = strdup(s);
+        return *ret ? 0 : -ENOMEM;
+}
+
+static int failure_copy(SpoolFailure *to, const SpoolFailure *from) {
+        SpoolFailure c = { .time_usec = from->time_usec, .http_status = from->http_status };
+        if (strdup_or_null(from->code, &c.code) < 0 || strdup_or_null(from->message, &c.message) < 0) {
+                failure_done(&c);
+                return -ENOMEM;
+        }
+        *to = c;
+        return 0;
+}
+
+int spool_drink_dup(const SpoolDrink *d, SpoolDrink **ret) {
+        _cleanup_(spool_drink_freep) SpoolDrink *c = NULL;
+
+        c = malloc(sizeof(SpoolDrink));
+        if (!c)
+                return -ENOMEM;
+        *c = *d;
+        c->meter_name = c->username = NULL;
+        c->failure = (SpoolFailure) {};
+        if (strdup_or_null(d->meter_name, &c->meter_name) < 0 ||
+            strdup_or_null(d->username, &c->username) < 0)
+                return -ENOMEM;
+        if (d->has_failure && failure_copy(&c->failure, &d->failure) < 0)
+                return -ENOMEM;
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+bool spool_uuid_is_valid(const char *s) {
+        if (!s || strlen(s) != 36)
+                return false;
+        for (size_t i = 0; i < 36; i++) {
+                char c = s[i];
+                if (i == 8 || i == 13 || i == 18 || i == 23) {
+                        if (c != '-')
+                                return false;
+                } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
+                        return false;
+        }
+        return true;
+}
+
+static bool boot_id_is_valid(const char *s) {
+        size_t l = strlen(s);
+        if (l == 0)
+                return true;
+        if (l != 32)
+                return false;
+        for (size_t i = 0; i < l; i++)
+                if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
+                        return false;
+        return true;
+}
+
+int spool_name_parse(const char *name, uint64_t *ret_seq, char ret_uuid[static SPOOL_UUID_MAX]) {
+        uint64_t seq = 0;
+
+        if (strlen(name) != SPOOL_NAME_LEN || name[SEQ_DIGITS] != '-' ||
+            !streq(name + SEQ_DIGITS + 1 + 36, ".json"))
+                return -EINVAL;
+        for (size_t i = 0; i < SEQ_DIGITS; i++) {
+                if (name[i] < '0' || name[i] > '9')
+                        return -EINVAL;
+                unsigned dgt = (unsigned) (name[i] - '0');
+                if (seq > (UINT64_MAX - dgt) / 10)
+                        return -EINVAL;
+                seq = seq * 10 + dgt;
+        }
+        char u[SPOOL_UUID_MAX];
+        memcpy(u, name + SEQ_DIGITS + 1, 36);
+        u[36] = 0;
+        if (!spool_uuid_is_valid(u))
+                return -EINVAL;
+        *ret_seq = seq;
+        memcpy(ret_uuid, u, SPOOL_UUID_MAX);
+        return 0;
+}
+
+static void name_format(char buf[static SPOOL_NAME_MAX], uint64_t seq, const char *uuid) {
+        snprintf(buf, SPOOL_NAME_MAX, "%020" PRIu64 "-%s.json", seq, uuid);
+}
+
+/* Small growable string for the writer. */
+typedef struct Buf {
+        char *p;
+        size_t n, cap;
+        bool oom;
+} Buf;
+
+static void buf_add(Buf *b, const char *s, size_t l) {
+        if (b->oom)
+                return;
+        if (b->n + l + 1 > b->cap) {
+                size_t cap = MAX(b->cap * 2, b->n + l + 1);
+                cap = MAX(cap, (size_t) 512);
+                char *n = realloc(b->p, cap);
+                if (!n) {
+                        b->oom = true;
+                        return;
+                }
+                b->p = n;
+                b->cap = cap;
+        }
+        memcpy(b->p + b->n, s, l);
+        b->n += l;
+        b->p[b->n] = 0;
+}
+
+static void buf_puts(Buf *b, const char *s) {
+        buf_add(b, s, strlen(s));
+}
+
+_printf_(2, 3) static void buf_printf(Buf *b, const char *fmt, ...) {
+        char tmp[128];
+        va_list ap;
+        va_start(ap, fmt);
+        int l = vsnprintf(tmp, sizeof tmp, fmt, ap);
+        va_end(ap);
+        if (l < 0 || (size_t) l >= sizeof tmp) {
+                b->oom = true;
+                return;
+        }
+        buf_add(b, tmp, (size_t) l);
+}
+
+static void buf_json_string(Buf *b, const char *s) {
+        buf_puts(b, "\"");
+        for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
+                if (*p == '"' || *p == '\\') {
+                        char e[2] = { '\\', (char) *p };
+                        buf_add(b, e, 2);
+                } else if (*p < 0x20)
+                        buf_printf(b, "\\u%04x", *p);
+                else
+                        buf_add(b, (const char *) p, 1);
+        }
+        buf_puts(b, "\"");
+}
+
+static void format_double(double v, char buf[static 32]) {
+        for (int prec = 1; prec <= 17; prec++) {
+                snprintf(buf, 32, "%.*g", prec, v);
+                if (strtod(buf, NULL) == v)
+                        break;
+        }
+        if (!strpbrk(buf, ".eEn"))
+                strcat(buf, ".0");
+}
+
+static void format_time(uint64_t usec, char buf[static 32]) {
+        time_t t = (time_t) (usec / USEC_PER_SEC);
+        struct tm tm;
+        if (!gmtime_r(&t, &tm) || strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+                snprintf(buf, 32, "1970-01-01T00:00:00Z");
+}
+
+/* RFC 3339 in UTC ("Z" or "+00:00"), optional fraction (dropped). */
+static int parse_time(const char *s, uint64_t *ret) {
+        static const char pattern[] = "dddd-dd-ddTdd:dd:dd";
+        int v[6] = {};
+        size_t i;
+
+        for (i = 0; pattern[i]; i++) {
+                if (pattern[i] == 'd') {
+                        if (s[i] < '0' || s[i] > '9')
+                                return -EINVAL;
+                } else if (s[i] != pattern[i])
+                        return -EINVAL;
+        }
+        v[0] = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
+        for (int k = 0; k < 5; k++)
+                v[k + 1] = (s[5 + 3 * k] - '0') * 10 + (s[6 + 3 * k] - '0');
+        const char *p = s + i;
+        if (*p == '.') {
+                p++;
+                if (*p < '0' || *p > '9')
+                        return -EINVAL;
+                while (*p >= '0' && *p <= '9')
+                        p++;
+        }
+        if (!streq(p, "Z") && !streq(p, "+00:00"))
+                return -EINVAL;
+        if (v[0] < 1970 || v[1] < 1 || v[1] > 12 || v[2] < 1 || v[2] > 31 || v[3] > 23 || v[4] > 59 || v[5] > 60)
+                return -EINVAL;
+        struct tm tm = {
+                .tm_year = v[0] - 1900, .tm_mon = v[1] - 1, .tm_mday = v[2],
+                .tm_hour = v[3], .tm_min = v[4], .tm_sec = v[5],
+        };
+        time_t t = timegm(&tm);
+        if (t < 0)
+                return -EINVAL;
+        *ret = (uint64_t) t * USEC_PER_SEC;
+        return 0;
+}
+
+int spool_drink_to_json(const SpoolDrink *d, char **ret) {
+        Buf b = {};
+        char tmp[32];
+
+        buf_puts(&b, "{\"version\":1,\"uuid\":");
+        buf_json_string(&b, d->uuid);
+        buf_printf(&b, ",\"seq\":%" PRIu64 ",\"flow_id\":%" PRIu64 ",\"meter_name\":", d->seq, d->flow_id);
+        buf_json_string(&b, d->meter_name ?: "");
+        buf_printf(&b, ",\"ticks\":%" PRIu64 ",\"volume_ml\":", d->ticks);
+        if (d->volume_known && isfinite(d->volume_ml)) {
+                format_double(d->volume_ml, tmp);
+                buf_puts(&b, tmp);
+        } else
+                buf_puts(&b, "null");
+        buf_puts(&b, ",\"username\":");
+        if (d->username)
+                buf_json_string(&b, d->username);
+        else
+                buf_puts(&b, "null");
+        format_time(d->start_usec, tmp);
+        buf_printf(&b, ",\"start_time\":\"%s\"", tmp);
+        format_time(d->pour_usec, tmp);
+        buf_printf(&b, ",\"pour_time\":\"%s\"", tmp);
+        buf_printf(&b, ",\"pour_time_unix\":%" PRIu64 ",\"duration\":%" PRIu64 ",\"boot_id\":\"%s\""
+                   ",\"pour_boottime_ns\":%" PRIu64,
+                   d->pour_time_unix, d->duration, d->boot_id, d->pour_boottime_ns);
+        if (d->has_failure) {
+                format_time(d->failure.time_usec, tmp);
+                buf_printf(&b, ",\"failure\":{\"time\":\"%s\"", tmp);
+                if (d->failure.http_status > 0)
+                        buf_printf(&b, ",\"http_status\":%d", d->failure.http_status);
+                if (d->failure.code) {
+                        buf_puts(&b, ",\"code\":");
+                        buf_json_string(&b, d->failure.code);
+                }
+                if (d->failure.message) {
+                        buf_puts(&b, ",\"message\":");
+                        buf_json_string(&b, d->failure.message);
+                }
+                buf_puts(&b, "}");
+        }
+        buf_puts(&b, "}\n");
+        if (b.oom) {
+                free(b.p);
+                return -ENOMEM;
+        }
+        *ret = b.p;
+        return 0;
+}
+
+static int get_uint(json_t *o, const char *key, uint64_t *ret) {
+        json_t *v = json_object_get(o, key);
+        if (!json_is_integer(v) || json_integer_value(v) < 0)
+                return -EBADMSG;
+        *ret = (uint64_t) json_integer_value(v);
+        return 0;
+}
+
+/* A string without embedded NUL, at most 'max' bytes; NULL allowed if 'nullable'. */
+static int get_string(json_t *o, const char *key, size_t max, bool nullable, const char **ret) {
+        json_t *v = json_object_get(o, key);
+        if (!v || json_is_null(v)) {
+                if (!nullable)
+                        return -EBADMSG;
+                *ret = NULL;
+                return 0;
+        }
+        if (!json_is_string(v))
+                return -EBADMSG;
+        const char *s = json_string_value(v);
+        size_t l = json_string_length(v);
+        if (strlen(s) != l || l > max)
+                return -EBADMSG;
+        *ret = s;
+        return 0;
+}
+
+int spool_drink_from_json(const char *buf, size_t len, SpoolDrink **ret) {
+        _cleanup_(spool_drink_freep) SpoolDrink *d = NULL;
+        json_t *root = NULL;
+        const char *s;
+        int r = -EBADMSG;
+
+        if (!buf || len == 0 || len > SPOOL_FILE_MAX)
+                return -EBADMSG;
+        root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL);
+        if (!json_is_object(root))
+                goto out;
+
+        d = calloc(1, sizeof(SpoolDrink));
+        if (!d) {
+                r = -ENOMEM;
+                goto out;
+        }
+
+        json_t *v = json_object_get(root, "version");
+        if (!json_is_integer(v) || json_integer_value(v) != 1)
+                goto out;
+        if (get_string(root, "uuid", 36, false, &s) < 0 || !spool_uuid_is_valid(s))
+                goto out;
+        memcpy(d->uuid, s, SPOOL_UUID_MAX);
+        if (get_uint(root, "seq", &d->seq) < 0 || get_uint(root, "flow_id", &d->flow_id) < 0 ||
+            get_uint(root, "ticks", &d->ticks) < 0 || get_uint(root, "pour_time_unix", &d->pour_time_unix) < 0 ||
+            get_uint(root, "duration", &d->duration) < 0 ||
+            get_uint(root, "pour_boottime_ns", &d->pour_boottime_ns) < 0)
+                goto out;
+        if (get_string(root, "meter_name", 255, false, &s) < 0 || !*s)
+                goto out;
+        if (!(d->meter_name = strdup(s)))
+                goto oom;
+        if (get_string(root, "username", 255, true, &s) < 0)
+                goto out;
+        if (s && !(d->username = strdup(s)))
+                goto oom;
+
+        v = json_object_get(root, "volume_ml");
+        if (!v)
+                goto out;
+        if (json_is_number(v)) {
+                d->volume_ml = json_number_value(v);
+                if (!isfinite(d->volume_ml))
+                        goto out;
+                d->volume_known = true;
+        } else if (!json_is_null(v))
+                goto out;
+
+        if (get_string(root, "start_time", 64, false, &s) < 0 || parse_time(s, &d->start_usec) < 0)
+                goto out;
+        if (get_string(root, "pour_time", 64, false, &s) < 0 || parse_time(s, &d->pour_usec) < 0)
+                goto out;
+        if (get_string(root, "boot_id", 32, false, &s) < 0 || !boot_id_is_valid(s))
+                goto out;
+        memcpy(d->boot_id, s, strlen(s) + 1);
+
+        json_t *f = json_object_get(root, "failure");
+        if (f) {
+                if (!json_is_object(f))
+                        goto out;
+                d->has_failure = true;
+                if (get_string(f, "time", 64, false, &s) < 0 || parse_time(s, &d->failure.time_usec) < 0)
+                        goto out;
+                v = json_object_get(f, "http_status");
+                if (v) {
+                        if (!json_is_integer(v) || json_integer_value(v) < 0 || json_integer_value(v) > 999)
+                                goto out;
+                        d->failure.http_status = (int) json_integer_value(v);
+                }
+                if (get_string(f, "code", 4096, true, &s) < 0)
+                        goto out;
+                if (s && !(d->failure.code = strdup(s)))
+                        goto oom;
+                if (get_string(f, "message", SPOOL_FILE_MAX, true, &s) < 0)
+                        goto out;
+                if (s && !(d->failure.message = strdup(s)))
+                        goto oom;
+        }
+
+        *ret = TAKE_PTR(d);
+        r = 0;
+        goto out;
+oom:
+        r = -ENOMEM;
+out:
+        json_decref(root);
+        return r;
+}
+
+/* ---------------------------------------------------------------- files */
+
+static int fsync_dir(int fd) {
+        return fsync(fd) < 0 ? -errno : 0;
+}
+
+static int write_all(int fd, const char *p, size_t l) {
+        while (l > 0) {
+                ssize_t n = write(fd, p, l);
+                if (n < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (n == 0)
+                        return -EIO;
+                p += n;
+                l -= (size_t) n;
+        }
+        return 0;
+}
+
+/* tmp (exclusive, 0640), write, fsync, rename, fsync the directory. */
+static int write_atomic(int dir_fd, const char *name, const char *content) {
+        char tmp[SPOOL_NAME_MAX + 16];
+        _cleanup_(closep) int fd = -1;
+        int r;
+
+        snprintf(tmp, sizeof tmp, ".%s.tmp", name);
+        fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640);
+        if (fd < 0 && errno == EEXIST) {
+                /* A leftover of an earlier failure; it was never renamed, so it holds nothing. */
+                (void) unlinkat(dir_fd, tmp, 0);
+                fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640);
+        }
+        if (fd < 0)
+                return -errno;
+        r = write_all(fd, content, strlen(content));
+        if (r >= 0 && fsync(fd) < 0)
+                r = -errno;
+        if (r >= 0 && close(TAKE_FD(fd)) < 0)
+                r = -errno;
+        if (r >= 0 && renameat(dir_fd, tmp, dir_fd, name) < 0)
+                r = -errno;
+        if (r < 0) {
+                (void) unlinkat(dir_fd, tmp, 0);
+                return r;
+        }
+        return fsync_dir(dir_fd);
+}
+
+static int read_entry(int dir_fd, const char *name, SpoolDrink **ret) {
+        _cleanup_(closep) int fd = -1;
+        _cleanup_(freep) char *buf = NULL;
+        struct stat st;
+        size_t n = 0;
+
+        fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+        if (fd < 0)
+                return -errno;
+        if (fstat(fd, &st) < 0)
+                return -errno;
+        if (!S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size > (off_t) SPOOL_FILE_MAX)
+                return -EBADMSG;
+        buf = malloc((size_t) st.st_size + 1);
+        if (!buf)
+                return -ENOMEM;
+        while (n < (size_t) st.st_size) {
+                ssize_t k = read(fd, buf + n, (size_t) st.st_size - n);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        break;
+                n += (size_t) k;
+        }
+        /* A record is one object and a newline; anything shorter was cut off. */
+        if (n == 0 || buf[n - 1] != '\n')
+                return -EBADMSG;
+        return spool_drink_from_json(buf, n, ret);
+}
+
+/* Reads and checks a queued file against its name. */
+static int load_entry(int dir_fd, const char *name, uint64_t seq, const char *uuid, SpoolDrink **ret) {
+        _cleanup_(spool_drink_freep) SpoolDrink *d = NULL;
+        int r;
+
+        r = read_entry(dir_fd, name, &d);
+        if (r < 0)
+                return r;
+        if (d->seq != seq || !streq(d->uuid, uuid))
+                return -EBADMSG;
+        *ret = TAKE_PTR(d);
+        return 0;
+}
+
+/* Moves a bad file out of the queue for good; never deletes it. */
+static void quarantine(Spool *s, int from_fd, const char *name, int error) {
+        char target[NAME_MAX + 1];
+
+        snprintf(target, sizeof target, "%.*s.corrupt", (int) (sizeof target - 9), name);
+        if (renameat(from_fd, name, s->failed_fd, target) < 0) {
+                log_error_errno(errno, "Spool file %s/%s is unreadable (%s) and could not be moved to failed/: %m",
+                                s->dir, name, strerror(abs(error)));
+                return;
+        }
+        (void) fsync_dir(s->failed_fd);
+        (void) fsync_dir(from_fd);
+        s->n_corrupt++;
+        log_error("Spool file %s/%s is corrupt (%s); moved to failed/%s", s->dir, name,
+                  error == -EBADMSG ? "invalid or truncated record" : strerror(abs(error)), target);
+}
+
+/* ---------------------------------------------------------------- window */
+
+static int entry_cmp(const void *a, const void *b) {
+        const SpoolEntry *x = a, *y = b;
+        return x->seq < y->seq ? -1 : x->seq > y->seq;
+}
+
+static bool heap_less(const SpoolEntry *a, const SpoolEntry *b) {
+        return a->seq < b->seq;
+}
+
+/* Keeps the 'max' smallest seqs seen in a max-heap. */
+static void heap_offer(SpoolEntry *h, size_t *n, size_t max, const SpoolEntry *e) {
+        size_t i;
+
+        if (*n < max) {
+                i = (*n)++;
+                h[i] = *e;
+                while (i > 0) {
+                        size_t p = (i - 1) / 2;
+                        if (!heap_less(&h[p], &h[i]))
+                                break;
+                        SpoolEntry t = h[p]; h[p] = h[i]; h[i] = t;
+                        i = p;
+                }
+                return;
+        }
+        if (max == 0 || !heap_less(e, &h[0]))
+                return;
+        h[0] = *e;
+        i = 0;
+        for (;;) {
+                size_t l = 2 * i + 1, r = l + 1, big = i;
+                if (l < *n && heap_less(&h[big], &h[l]))
+                        big = l;
+                if (r < *n && heap_less(&h[big], &h[r]))
+                        big = r;
+                if (big == i)
+                        break;
+                SpoolEntry t = h[big]; h[big] = h[i]; h[i] = t;
+                i = big;
+        }
+}
+
+/* Reloads the window with the oldest durable entries beyond the boundary. */
+static int window_refill(Spool *s) {
+        _cleanup_(freep) SpoolEntry *heap = NULL;
+        size_t n = 0, total = 0;
+        int fd;
+        DIR *d;
+        struct dirent *de;
+
+        heap = malloc(s->window_max * sizeof(SpoolEntry));
+        if (!heap)
+                return -ENOMEM;
+        fd = openat(s->dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        d = fdopendir(fd);
+        if (!d) {
+                safe_close(fd);
+                return -errno;
+        }
+        while ((de = readdir(d))) {
+                SpoolEntry e = {};
+                if (spool_name_parse(de->d_name, &e.seq, e.uuid) < 0)
+                        continue;
+                if (e.seq <= s->boundary)
+                        continue;
+                total++;
+                heap_offer(heap, &n, s->window_max, &e);
+        }
+        closedir(d);
+
+        qsort(heap, n, sizeof(SpoolEntry), entry_cmp);
+        free(s->win);
+        s->win = TAKE_PTR(heap);
+        s->n_win = n;
+        s->complete = total <= s->window_max;
+        if (n > 0)
+                s->boundary = s->win[n - 1].seq;
+        /* Files may have appeared or gone behind our back; trust the directory. */
+        if (s->complete)
+                s->n_disk = n;
+        return 0;
+}
+
+static int window_add(Spool *s, uint64_t seq, const char *uuid) {
+        size_t i;
+
+        if (!s->complete && seq > s->boundary)
+                return 0;       /* found by the next refill */
+        if (s->n_win >= s->window_max && (s->n_win == 0 || seq > s->win[s->n_win - 1].seq)) {
+                s->complete = false;
+                s->boundary = s->n_win > 0 ? s->win[s->n_win - 1].seq : 0;
+                return 0;
+        }
+        SpoolEntry *n = realloc(s->win, (s->n_win + 1) * sizeof(SpoolEntry));
+        if (!n) {
+                /* Not fatal: the entry is on disk; make the next refill find it. */
+                if (s->n_win > 0) {
+                        s->complete = false;
+                        s->boundary = MIN(s->boundary, s->win[s->n_win - 1].seq);
+                }
+                return -ENOMEM;
+        }
+        s->win = n;
+        for (i = s->n_win; i > 0 && s->win[i - 1].seq > seq; i--)
+                s->win[i] = s->win[i - 1];
+        s->win[i] = (SpoolEntry) { .seq = seq };
+        memcpy(s->win[i].uuid, uuid, SPOOL_UUID_MAX);
+        s->n_win++;
+        if (s->n_win > s->window_max) {
+                s->n_win--;
+                s->complete = false;
+                s->boundary = s->win[s->n_win - 1].seq;
+        }
+        return 0;
+}
+
+static void window_remove_at(Spool *s, size_t i) {
+        memmove(s->win + i, s->win + i + 1, (s->n_win - i - 1) * sizeof(SpoolEntry));
+        s->n_win--;
+}
+
+static void mem_remove_at(Spool *s, size_t i) {
+        spool_drink_free(s->mem[i].mem);
+        memmove(s->mem + i, s->mem + i + 1, (s->n_mem - i - 1) * sizeof(SpoolEntry));
+        s->n_mem--;
+}
+
+/* Where a queued uuid is: 1 window (index), 2 memory (index), 3 on disk beyond the window (seq). */
+static int find_queued(Spool *s, const char *uuid, size_t *ret_idx, uint64_t *ret_seq) {
+        for (size_t i = 0; i < s->n_win; i++)
+                if (streq(s->win[i].uuid, uuid)) {
+                        *ret_idx = i;
+                        *ret_seq = s->win[i].seq;
+                        return 1;
+                }
+        for (size_t i = 0; i < s->n_mem; i++)
+                if (streq(s->mem[i].uuid, uuid)) {
+                        *ret_idx = i;
+                        *ret_seq = s->mem[i].seq;
+                        return 2;
+                }
+        if (s->complete)
+                return -ENOENT;
+
+        int fd = openat(s->dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        DIR *d = fdopendir(fd);
+        if (!d) {
+                safe_close(fd);
+                return -errno;
+        }
+        struct dirent *de;
+        int r = -ENOENT;
+        while ((de = readdir(d))) {
+                SpoolEntry e = {};
+                if (spool_name_parse(de->d_name, &e.seq, e.uuid) < 0 || !streq(e.uuid, uuid))
+                        continue;
+                *ret_seq = e.seq;
+                r = 3;
+                break;
+        }
+        closedir(d);
+        return r;
+}
+
+/* ---------------------------------------------------------------- public */
+
+static int mkdir_p(const char *path, mode_t mode) {
+        _cleanup_(freep) char *p = strdup(path);
+        if (!p)
+                return -ENOMEM;
+        for (char *c = p + 1; *c; c++) {
+                if (*c != '/')
+                        continue;
+                *c = 0;
+                if (mkdir(p, mode) < 0 && errno != EEXIST)
+                        return -errno;
+                *c = '/';
+        }
+        if (mkdir(p, mode) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
+}
+
+static bool is_tmp_name(const char *n) {
+        size_t l = strlen(n);
+        return n[0] == '.' && l > 5 && streq(n + l - 4, ".tmp");
+}
+
+static bool has_suffix(const char *n, const char *suffix) {
+        size_t l = strlen(n), k = strlen(suffix);
+        return l > k && streq(n + l - k, suffix);
+}
+
+static int scan_failed(Spool *s) {
+        int fd = openat(s->failed_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        DIR *d = fdopendir(fd);
+        if (!d) {
+                safe_close(fd);
+                return -errno;
+        }
+        struct dirent *de;
+        s->n_failed = s->n_corrupt = 0;
+        while ((de = readdir(d))) {
+                if (is_tmp_name(de->d_name))
+                        (void) unlinkat(s->failed_fd, de->d_name, 0);
+                else if (has_suffix(de->d_name, ".corrupt"))
+                        s->n_corrupt++;
+                else if (has_suffix(de->d_name, ".json"))
+                        s->n_failed++;
+        }
+        closedir(d);
+        return 0;
+}
+
+int spool_open(Spool **ret, const char *dir) {
+        _cleanup_(spool_freep) Spool *s = NULL;
+        _cleanup_(freep) SpoolEntry *heap = NULL;
+        size_t n_heap = 0;
+        bool changed = false;
+        int r, fd;
+
+        s = calloc(1, sizeof(Spool));
+        if (!s)
+                return log_error_errno(ENOMEM, "Out of memory");
+        s->dir_fd = s->failed_fd = -1;
+        s->window_max = SPOOL_WINDOW_DEFAULT;
+        s->dir = strdup(dir);
+        if (!s->dir)
+                return log_error_errno(ENOMEM, "Out of memory");
+
+        r = mkdir_p(dir, 0750);
+        if (r < 0)
+                return log_error_errno(r, "Failed to create spool directory %s: %m", dir);
+        s->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (s->dir_fd < 0)
+                return log_error_errno(errno, "Failed to open spool directory %s: %m", dir);
+        if (mkdirat(s->dir_fd, "failed", 0750) < 0 && errno != EEXIST)
+                return log_error_errno(errno, "Failed to create %s/failed: %m", dir);
+        s->failed_fd = openat(s->dir_fd, "failed", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (s->failed_fd < 0)
+                return log_error_errno(errno, "Failed to open %s/failed: %m", dir);
+        /* Fail early rather than at the first drink. */
+        if (faccessat(s->dir_fd, ".", W_OK, AT_EACCESS) < 0 || faccessat(s->failed_fd, ".", W_OK, AT_EACCESS) < 0)
+                return log_error_errno(errno, "Spool directory %s is not writable: %m", dir);
+
+        r = scan_failed(s);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read %s/failed: %m", dir);
+
+        heap = malloc(s->window_max * sizeof(SpoolEntry));
+        if (!heap)
+                return log_error_errno(ENOMEM, "Out of memory");
+
+        fd = openat(s->dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return log_error_errno(errno, "Failed to open %s: %m", dir);
+        DIR *d = fdopendir(fd);
+        if (!d) {
+                safe_close(fd);
+                return log_error_errno(errno, "Failed to open %s: %m", dir);
+        }
+        struct dirent *de;
+        size_t total = 0;
+        while ((de = readdir(d))) {
+                const char *n = de->d_name;
+                SpoolEntry e = {};
+
+                if (streq(n, ".") || streq(n, "..") || streq(n, "failed"))
+                        continue;
+                if (is_tmp_name(n)) {
+                        /* Never renamed, so never reported completed. */
+                        log_info("Removing leftover temporary spool file %s/%s", dir, n);
+                        (void) unlinkat(s->dir_fd, n, 0);
+                        changed = true;
+                        continue;
+                }
+                if (!has_suffix(n, ".json"))
+                        continue;
+                if (spool_name_parse(n, &e.seq, e.uuid) < 0) {
+                        quarantine(s, s->dir_fd, n, -EBADMSG);
+                        continue;
+                }
+                _cleanup_(spool_drink_freep) SpoolDrink *sd = NULL;
+                r = load_entry(s->dir_fd, n, e.seq, e.uuid, &sd);
+                if (r == -ENOMEM) {
+                        closedir(d);
+                        return log_error_errno(r, "Out of memory");
+                }
+                if (r < 0) {
+                        quarantine(s, s->dir_fd, n, r);
+                        continue;
+                }
+                s->last_seq = MAX(s->last_seq, e.seq);
+                total++;
+                heap_offer(heap, &n_heap, s->window_max, &e);
+        }
+        closedir(d);
+        if (changed)
+                (void) fsync_dir(s->dir_fd);
+
+        qsort(heap, n_heap, sizeof(SpoolEntry), entry_cmp);
+        s->win = TAKE_PTR(heap);
+        s->n_win = n_heap;
+        s->n_disk = total;
+        s->complete = total <= s->window_max;
+        s->boundary = n_heap > 0 ? s->win[n_heap - 1].seq : 0;
+
+        log_info("Spool %s: %zu queued drinks, %zu failed", dir, s->n_disk, s->n_failed);
+        *ret = TAKE_PTR(s);
+        return 0;
+}
+
+Spool *spool_free(Spool *s) {
+        if (!s)
+                return NULL;
+        if (s->n_mem > 0)
+                log_error("%zu drinks were never written to the spool and are lost", s->n_mem);
+        while (s->n_mem > 0)
+                mem_remove_at(s, s->n_mem - 1);
+        free(s->mem);
+        free(s->win);
+        safe_close(s->dir_fd);
+        safe_close(s->failed_fd);
+        free(s->dir);
+        free(s);
+        return NULL;
+}
+
+void spool_set_window(Spool *s, size_t n) {
+        s->window_max = MAX(n, (size_t) 1);
+        if (s->n_win > s->window_max) {
+                s->n_win = s->window_max;
+                s->complete = false;
+                s->boundary = s->win[s->n_win - 1].seq;
+        }
+}
+
+int spool_flush(Spool *s) {
+        while (s->n_mem > 0) {
+                SpoolEntry *e = &s->mem[0];
+                _cleanup_(freep) char *json = NULL;
+                char name[SPOOL_NAME_MAX];
+                int r;
+
+                r = spool_drink_to_json(e->mem, &json);
+                if (r < 0)
+                        return (int) s->n_mem;
+                name_format(name, e->seq, e->uuid);
+                r = write_atomic(s->dir_fd, name, json);
+                if (r < 0) {
+                        log_error_errno(r, "Spool is degraded: %zu drinks are held in memory only, "
+                                        "still failing to write %s/%s: %m", s->n_mem, s->dir, name);
+                        return (int) s->n_mem;
+                }
+                log_info("Drink %s is now durable in the spool", e->uuid);
+                uint64_t seq = e->seq;
+                char uuid[SPOOL_UUID_MAX];
+                memcpy(uuid, e->uuid, SPOOL_UUID_MAX);
+                mem_remove_at(s, 0);
+                s->n_disk++;
+                (void) window_add(s, seq, uuid);
+        }
+        return 0;
+}
+
+int spool_put(Spool *s, SpoolDrink *d) {
+        _cleanup_(freep) char *json = NULL;
+        char name[SPOOL_NAME_MAX];
+        int r;
+
+        if (!spool_uuid_is_valid(d->uuid) || isempty(d->meter_name))
+                return -EINVAL;
+
+        (void) spool_flush(s);
+
+        d->seq = ++s->last_seq;
+        r = spool_drink_to_json(d, &json);
+        if (r < 0)
+                return log_error_errno(r, "Out of memory");
+        name_format(name, d->seq, d->uuid);
+
+        r = write_atomic(s->dir_fd, name, json);
+        if (r >= 0) {
+                s->n_disk++;
+                (void) window_add(s, d->seq, d->uuid);
+                return 0;
+        }
+
+        log_error_errno(r, "Failed to write drink %s to the spool %s: %m; keeping it in memory "
+                        "(it is lost if the core stops before the disk recovers)", d->uuid, s->dir);
+
+        SpoolEntry *n = realloc(s->mem, (s->n_mem + 1) * sizeof(SpoolEntry));
+        if (!n)
+                return log_error_errno(ENOMEM, "Out of memory: drink %s is lost", d->uuid);
+        s->mem = n;
+        SpoolEntry *e = &s->mem[s->n_mem];
+        *e = (SpoolEntry) { .seq = d->seq };
+        memcpy(e->uuid, d->uuid, SPOOL_UUID_MAX);
+        r = spool_drink_dup(d, &e->mem);
+        if (r < 0)
+                return log_error_errno(r, "Out of memory: drink %s is lost", d->uuid);
+        s->n_mem++;
+        return SPOOL_IN_MEMORY;
+}
+
+int spool_peek(Spool *s, SpoolDrink **ret) {
+        int r;
+
+        for (;;) {
+                if (s->n_win == 0 && !s->complete) {
+                        r = window_refill(s);
+                        if (r < 0)
+                                return log_error_errno(r, "Failed to read spool directory %s: %m", s->dir);
+                }
+                bool have_win = s->n_win > 0, have_mem = s->n_mem > 0;
+                if (!have_win && !have_mem) {
+                        *ret = NULL;
+                        return 0;
+                }
+                if (have_mem && (!have_win || s->mem[0].seq < s->win[0].seq))
+                        return spool_drink_dup(s->mem[0].mem, ret) < 0 ? -ENOMEM : 1;
+
+                SpoolEntry e = s->win[0];
+                char name[SPOOL_NAME_MAX];
+                name_format(name, e.seq, e.uuid);
+                r = load_entry(s->dir_fd, name, e.seq, e.uuid, ret);
+                if (r >= 0)
+                        return 1;
+                if (r == -ENOMEM)
+                        return r;
+                window_remove_at(s, 0);
+                if (s->n_disk > 0)
+                        s->n_disk--;
+                if (r == -ENOENT)
+                        log_error("Spool file %s/%s disappeared; skipping it", s->dir, name);
+                else
+                        quarantine(s, s->dir_fd, name, r);
+        }
+}
+
+int spool_remove(Spool *s, const char *uuid) {
+        char name[SPOOL_NAME_MAX];
+        size_t idx = 0;
+        uint64_t seq = 0;
+        int where;
+
+        where = find_queued(s, uuid, &idx, &seq);
+        if (where < 0)
+                return where;
+        if (where == 2) {
+                mem_remove_at(s, idx);
+                return 0;
+        }
+        name_format(name, seq, uuid);
+        if (unlinkat(s->dir_fd, name, 0) < 0 && errno != ENOENT)
+                return log_error_errno(errno, "Failed to remove %s/%s: %m", s->dir, name);
+        (void) fsync_dir(s->dir_fd);
+        if (where == 1)
+                window_remove_at(s, idx);
+        if (s->n_disk > 0)
+                s->n_disk--;
+        (void) spool_flush(s);
+        return 0;
+}
+
+int spool_fail(Spool *s, const char *uuid, const SpoolFailure *f) {
+        _cleanup_(spool_drink_freep) SpoolDrink *d = NULL;
+        _cleanup_(freep) char *json = NULL;
+        char name[SPOOL_NAME_MAX];
+        size_t idx = 0;
+        uint64_t seq = 0;
+        int where, r;
+
+        where = find_queued(s, uuid, &idx, &seq);
+        if (where < 0)
+                return where;
+        name_format(name, seq, uuid);
+
+        if (where == 2)
+                r = spool_drink_dup(s->mem[idx].mem, &d);
+        else {
+                r = load_entry(s->dir_fd, name, seq, uuid, &d);
+                if (r < 0 && r != -ENOMEM) {
+                        if (where == 1)
+                                window_remove_at(s, idx);
+                        if (s->n_disk > 0)
+                                s->n_disk--;
+                        if (r == -ENOENT)
+                                return r;
+                        quarantine(s, s->dir_fd, name, r);
+                        return 0;
+                }
+        }
+        if (r < 0)
+                return r;
+
+        failure_done(&d->failure);
+        d->has_failure = true;
+        r = failure_copy(&d->failure, f);
+        if (r < 0)
+                return r;
+        r = spool_drink_to_json(d, &json);
+        if (r < 0)
+                return r;
+
+        r = write_atomic(s->failed_fd, name, json);
+        if (r < 0) {
+                if (where == 2)
+                        return log_error_errno(r, "Failed to write drink %s to %s/failed: %m", uuid, s->dir);
+                /* Keep the queue moving and the drink safe: move it without the reason. */
+                log_error_errno(r, "Failed to write drink %s to %s/failed: %m; moving the spool file "
+                                "there without the reason", uuid, s->dir);
+                if (renameat(s->dir_fd, name, s->failed_fd, name) < 0)
+                        return log_error_errno(errno, "Failed to move %s/%s to failed/: %m", s->dir, name);
+                (void) fsync_dir(s->failed_fd);
+                (void) fsync_dir(s->dir_fd);
+        } else if (where != 2) {
+                if (unlinkat(s->dir_fd, name, 0) < 0 && errno != ENOENT)
+                        log_error_errno(errno, "Failed to remove %s/%s after moving it to failed/: %m",
+                                        s->dir, name);
+                (void) fsync_dir(s->dir_fd);
+        }
+
+        if (where == 2)
+                mem_remove_at(s, idx);
+        else {
+                if (where == 1)
+                        window_remove_at(s, idx);
+                if (s->n_disk > 0)
+                        s->n_disk--;
+        }
+        s->n_failed++;
+        return 0;
+}
+
+/* (seq, uuid) of the entries of one directory, sorted; uuid filter optional. */
+static int collect(int dir_fd, const char *only_uuid, SpoolEntry **ret, size_t *ret_n) {
+        _cleanup_(freep) SpoolEntry *v = NULL;
+        size_t n = 0, cap = 0;
+        int fd = openat(dir_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        DIR *d = fdopendir(fd);
+        if (!d) {
+                safe_close(fd);
+                return -errno;
+        }
+        struct dirent *de;
+        while ((de = readdir(d))) {
+                SpoolEntry e = {};
+                if (spool_name_parse(de->d_name, &e.seq, e.uuid) < 0)
+                        continue;
+                if (only_uuid && !streq(only_uuid, e.uuid))
+                        continue;
+                if (n == cap) {
+                        cap = cap ? cap * 2 : 64;
+                        SpoolEntry *nv = realloc(v, cap * sizeof(SpoolEntry));
+                        if (!nv) {
+                                closedir(d);
+                                return -ENOMEM;
+                        }
+                        v = nv;
+                }
+                v[n++] = e;
+        }
+        closedir(d);
+        if (n > 0)
+                qsort(v, n, sizeof(SpoolEntry), entry_cmp);
+        *ret = TAKE_PTR(v);
+        *ret_n = n;
+        return 0;
+}
+
+int spool_requeue_failed(Spool *s, const char *uuid, size_t *ret_n) {
+        _cleanup_(freep) SpoolEntry *v = NULL;
+        size_t n = 0, done = 0;
+        int r;
+
+        (void) spool_flush(s);
+
+        r = collect(s->failed_fd, uuid, &v, &n);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read %s/failed: %m", s->dir);
+        if (uuid && n == 0)
+                return -ENOENT;
+
+        for (size_t i = 0; i < n; i++) {
+                _cleanup_(spool_drink_freep) SpoolDrink *d = NULL;
+                _cleanup_(freep) char *json = NULL;
+                char old[SPOOL_NAME_MAX], name[SPOOL_NAME_MAX];
+
+                name_format(old, v[i].seq, v[i].uuid);
+                r = read_entry(s->failed_fd, old, &d);
+                if (r == -ENOMEM)
+                        return r;
+                if (r < 0 || !streq(d->uuid, v[i].uuid)) {
+                        if (s->n_failed > 0)
+                                s->n_failed--;
+                        quarantine(s, s->failed_fd, old, r < 0 ? r : -EBADMSG);
+                        continue;
+                }
+                failure_done(&d->failure);
+                d->has_failure = false;
+                d->seq = s->last_seq + 1;
+                r = spool_drink_to_json(d, &json);
+                if (r < 0)
+                        return r;
+                name_format(name, d->seq, d->uuid);
+                r = write_atomic(s->dir_fd, name, json);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to re-queue drink %s: %m (it stays in failed/)", d->uuid);
+                s->last_seq++;
+                if (unlinkat(s->failed_fd, old, 0) < 0)
+                        log_error_errno(errno, "Failed to remove failed/%s after re-queueing it: %m", old);
+                (void) fsync_dir(s->failed_fd);
+                if (s->n_failed > 0)
+                        s->n_failed--;
+                s->n_disk++;
+                (void) window_add(s, d->seq, d->uuid);
+                log_info("Re-queued drink %s", d->uuid);
+                done++;
+        }
+        if (ret_n)
+                *ret_n = done;
+        return 0;
+}
+
+int spool_list(Spool *s, SpoolArea area, SpoolListFunc cb, void *userdata) {
+        _cleanup_(freep) SpoolEntry *v = NULL;
+        size_t n = 0, im = 0;
+        int fd = area == SPOOL_QUEUED ? s->dir_fd : s->failed_fd;
+        int r;
+
+        r = collect(fd, NULL, &v, &n);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i <= n; i++) {
+                /* Merge the in-memory entries in by seq. */
+                while (area == SPOOL_QUEUED && im < s->n_mem && (i == n || s->mem[im].seq < v[i].seq)) {
+                        r = cb(s->mem[im].mem, userdata);
+                        if (r < 0)
+                                return r;
+                        im++;
+                }
+                if (i == n)
+                        break;
+                _cleanup_(spool_drink_freep) SpoolDrink *d = NULL;
+                char name[SPOOL_NAME_MAX];
+                name_format(name, v[i].seq, v[i].uuid);
+                if (read_entry(fd, name, &d) < 0)
+                        continue;
+                r = cb(d, userdata);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+size_t spool_n_pending(Spool *s) { return s->n_disk + s->n_mem; }
+size_t spool_n_failed(Spool *s) { return s->n_failed; }
+size_t spool_n_corrupt(Spool *s) { return s->n_corrupt; }
+size_t spool_n_in_memory(Spool *s) { return s->n_mem; }
+bool spool_is_degraded(Spool *s) { return s->n_mem > 0; }
+uint64_t spool_last_seq(Spool *s) { return s->last_seq; }

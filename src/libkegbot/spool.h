@@ -1,0 +1,108 @@
+/* The durable drink queue of server mode (core-behaviour.md section 10.2): one JSON file per drink
+ * in <state_dir>/spool/, written tmp + fsync + rename + directory fsync, uploaded oldest first;
+ * dead letters in spool/failed/. Only a bounded window of queue entries is held in memory. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "macro.h"
+
+#define SPOOL_UUID_MAX 37               /* 36 characters + NUL */
+#define SPOOL_BOOT_ID_MAX 33            /* 32 hex digits + NUL */
+#define SPOOL_FILE_MAX (64U * 1024U)    /* larger spool files are corrupt by definition */
+
+typedef struct SpoolFailure {
+        uint64_t time_usec;             /* wall clock of the failure */
+        int http_status;                /* 0 = none */
+        char *code;                     /* e.g. "NotFoundError"; NULL = none */
+        char *message;                  /* e.g. "Meter is inactive"; NULL = none */
+} SpoolFailure;
+
+typedef struct SpoolDrink {
+        char uuid[SPOOL_UUID_MAX];      /* lowercase v4 UUID; the durable key */
+        uint64_t seq;                   /* queue position, assigned by spool_put() */
+        uint64_t flow_id;
+        char *meter_name;
+        char *username;                 /* NULL = anonymous */
+        uint64_t ticks;
+        bool volume_known;
+        double volume_ml;
+        uint64_t start_usec;            /* wall clock, whole seconds are kept */
+        uint64_t pour_usec;
+        uint64_t pour_time_unix;        /* seconds */
+        uint64_t duration;              /* seconds */
+        char boot_id[SPOOL_BOOT_ID_MAX];        /* "" = unknown */
+        uint64_t pour_boottime_ns;
+
+        bool has_failure;               /* only for entries of the failed area */
+        SpoolFailure failure;
+} SpoolDrink;
+
+SpoolDrink *spool_drink_free(SpoolDrink *d);
+DEFINE_TRIVIAL_CLEANUP_FUNC(SpoolDrink *, spool_drink_free);
+int spool_drink_dup(const SpoolDrink *d, SpoolDrink **ret);
+
+/* The file format: one JSON object and a newline. Parsing trusts nothing: -EBADMSG for anything that
+ * is not a complete, valid record. */
+int spool_drink_to_json(const SpoolDrink *d, char **ret);
+int spool_drink_from_json(const char *buf, size_t len, SpoolDrink **ret);
+
+/* Spool file names: "<20-digit seq>-<uuid>.json". */
+bool spool_uuid_is_valid(const char *s);
+int spool_name_parse(const char *name, uint64_t *ret_seq, char ret_uuid[static SPOOL_UUID_MAX]);
+
+typedef struct Spool Spool;
+
+/* Opens (creating with mode 0750) 'dir' and 'dir'/failed, removes leftover ".*.tmp" files, checks
+ * every queued file (a bad one is moved to failed/<name>.corrupt with an ERROR) and counts both
+ * areas. Errors are logged. */
+int spool_open(Spool **ret, const char *dir);
+Spool *spool_free(Spool *s);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Spool *, spool_free);
+
+/* Appends a drink at the tail (d->seq is assigned, and set in the caller's copy). Returns 0 when the
+ * drink is durable; SPOOL_IN_MEMORY when persisting failed (logged at ERROR): the drink is still
+ * queued in memory at its place and persisting is retried by later operations and spool_flush();
+ * < 0 when it could not be queued at all. */
+#define SPOOL_IN_MEMORY 1
+int spool_put(Spool *s, SpoolDrink *d);
+
+/* The oldest queued drink (caller frees), or *ret = NULL and 0 when the queue is empty. Corrupt or
+ * vanished files met on the way are quarantined/dropped with an ERROR and skipped. */
+int spool_peek(Spool *s, SpoolDrink **ret);
+
+/* Uploaded: forget it (unlink, fsync spool/). -ENOENT if not queued. */
+int spool_remove(Spool *s, const char *uuid);
+
+/* Move a queued drink to failed/ with the reason. -ENOENT if not queued. */
+int spool_fail(Spool *s, const char *uuid, const SpoolFailure *f);
+
+/* Move failed drinks back to the tail with a new seq (same uuid and pour data). uuid NULL = all of
+ * them, in their old order. *ret_n (may be NULL) gets how many were re-queued. -ENOENT if a given
+ * uuid is not in failed/. */
+int spool_requeue_failed(Spool *s, const char *uuid, size_t *ret_n);
+
+/* Retry persisting drinks held in memory. Returns how many are still not durable. */
+int spool_flush(Spool *s);
+
+typedef enum SpoolArea {
+        SPOOL_QUEUED,
+        SPOOL_FAILED,
+} SpoolArea;
+
+/* Calls cb for every drink of the area in seq order (drinks are loaded one at a time; corrupt
+ * files are skipped). A negative return of cb stops the walk and is returned. */
+typedef int (*SpoolListFunc)(const SpoolDrink *d, void *userdata);
+int spool_list(Spool *s, SpoolArea area, SpoolListFunc cb, void *userdata);
+
+size_t spool_n_pending(Spool *s);       /* queued, durable or in memory */
+size_t spool_n_failed(Spool *s);        /* re-queueable drinks in failed/ */
+size_t spool_n_corrupt(Spool *s);       /* quarantined *.corrupt files in failed/ */
+size_t spool_n_in_memory(Spool *s);     /* queued but not durable: the spool is degraded */
+bool spool_is_degraded(Spool *s);
+uint64_t spool_last_seq(Spool *s);
+
+/* Test hook: the window of queue entries held in memory (default 256, minimum 1). */
+void spool_set_window(Spool *s, size_t n);

@@ -1,0 +1,199 @@
+"""kegbot_core's kegnet server: inbound whitelist, frame limit, slow clients, many clients, broadcast
+to everyone, systemd socket activation."""
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+import unittest
+
+import kbtest
+from coretest import Core, collect, flow_updates
+
+
+class Drainer:
+    """A kegnet client that reads everything as fast as it comes (in a thread), keeping the highest
+    FlowUpdate tick count seen."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.max_ticks = -1
+        self.closed = False
+        self._stop = False
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+
+    def _loop(self):
+        buf = b""
+        while not self._stop:
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except OSError:
+                chunk = b""
+            if not chunk:
+                self.closed = not self._stop
+                return
+            buf += chunk
+            frames = buf.split(b"\n\n")
+            buf = frames.pop()
+            for f in frames:
+                if b'"FlowUpdate"' in f:
+                    m = json.loads(f)
+                    self.max_ticks = max(self.max_ticks, m["data"]["ticks"])
+
+    def close(self):
+        self._stop = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self._t.join(2)
+        self.sock.close()
+
+
+def meter(conn, reading, name="kegboard.flow0"):
+    conn.send("MeterUpdate", meter_name=name, reading=reading)
+
+
+class WhitelistTest(unittest.TestCase):
+    def test_forged_and_unknown_events_are_ignored(self):
+        with kbtest.TempDir() as tmp:
+            core = Core(tmp, "--verbose")
+            try:
+                c = core.connect()
+                c.send("QuitEvent")
+                c.send("FlowUpdate", flow_id=1, meter_name="kegboard.flow0", state="completed", username=None,
+                       start_time=None, last_activity_time=None, ticks=5000, volume_ml=None)
+                c.send("DrinkCreatedEvent", flow_id=1, drink_id=3, meter_name="kegboard.flow0")
+                c.send("SyncEvent")
+                c.send_raw(b"this is not json\n\n")
+                c.send_raw(b'{"event":"MeterUpdate"}\n\n')
+                # pycore style input is fine: spaces and the legacy tap_name.
+                c.send_raw(b'{"event": "MeterUpdate", "data": {"tap_name": "kegboard.flow0", "reading": 100}}\n\n')
+                core.wait_line(r"DEBUG    \(kegnet\) Ignoring QuitEvent from 127\.0\.0\.1:\d+")
+                core.wait_line(r"DEBUG    \(kegnet\) Ignoring FlowUpdate from")
+                core.wait_line(r"WARNING  \(kegnet\) Dropping bad frame from")
+                core.wait_line(r"first reading 100 is the baseline")
+                time.sleep(0.3)
+                self.assertTrue(core.alive())
+                self.assertEqual(core.drinks(), [])
+                # The same connection still works after the bad frames.
+                meter(c, 150)
+                m, _ = c.recv_until(lambda m: m["event"] == "FlowUpdate")
+                self.assertEqual(m["data"]["ticks"], 50)
+                self.assertEqual(core.stop(), 0)
+                self.assertEqual(core.drinks()[0]["ticks"], 50)
+            finally:
+                core.kill()
+
+
+class LimitsTest(unittest.TestCase):
+    def test_oversized_frame_closes_only_that_client(self):
+        with kbtest.TempDir() as tmp:
+            core = Core(tmp)
+            try:
+                good = core.connect()
+                bad = core.connect()
+                meter(good, 0)
+                chunk = b"x" * 65536
+                sent = 0
+                try:
+                    while sent < 1024 * 1024:
+                        bad.send_raw(chunk)
+                        sent += len(chunk)
+                except OSError:
+                    pass
+                self.assertTrue(bad.wait_closed(5), "the 1 MB client was not disconnected")
+                core.wait_line(r"WARNING  \(kegnet\) Frame from 127\.0\.0\.1:\d+ exceeds 65536 bytes")
+                meter(good, 10)
+                m, _ = good.recv_until(lambda m: m["event"] == "FlowUpdate")
+                self.assertEqual(m["data"]["ticks"], 10)
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+    def test_slow_client_dropped_others_keep_receiving(self):
+        with kbtest.TempDir() as tmp:
+            core = Core(tmp)
+            try:
+                slow = socket.socket()
+                slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+                slow.connect(("127.0.0.1", core.port))
+                fast = Drainer(core.port)
+                producer = Drainer(core.port)
+                kbtest.wait_until(lambda: len(core.stderr_lines(r"Remote host connected")) == 3, what="3 clients")
+                # 20,000 FlowUpdates of ~250 bytes: MiBs for a client that never reads.
+                batch = []
+                for i in range(20001):
+                    batch.append(kbtest.kegnet_frame("MeterUpdate", meter_name="kegboard.flow0", reading=i))
+                    if len(batch) == 500:
+                        producer.sock.sendall(b"".join(batch))
+                        batch = []
+                if batch:
+                    producer.sock.sendall(b"".join(batch))
+                core.wait_line(r"WARNING  \(kegnet\) Dropping slow client 127\.0\.0\.1:%d" % slow.getsockname()[1],
+                               timeout=20)
+                kbtest.wait_until(lambda: fast.max_ticks == 20000, timeout=20, what="the last FlowUpdate")
+                self.assertFalse(fast.closed)
+                self.assertFalse(producer.closed)
+                fast.close()
+                producer.close()
+                slow.close()
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+    def test_many_clients_and_broadcast(self):
+        with kbtest.TempDir() as tmp:
+            core = Core(tmp)
+            try:
+                conns = [core.connect() for _ in range(40)]
+                core.wait_line(r"Remote host connected", timeout=5)
+                kbtest.wait_until(lambda: len(core.stderr_lines(r"Remote host connected")) == 40, what="40 clients")
+                meter(conns[0], 0)
+                meter(conns[0], 5)
+                for c in conns:
+                    m, _ = c.recv_until(lambda m: m["event"] == "FlowUpdate")
+                    self.assertEqual(m["data"]["ticks"], 5)
+                # Beyond the limit (64): accepted and closed at once with a warning.
+                extra = [core.connect() for _ in range(30)]
+                core.wait_line(r"WARNING  \(kegnet\) Too many clients \(64\); refusing connection", timeout=5)
+                closed = sum(1 for c in extra if c.wait_closed(2))
+                self.assertEqual(closed, 6)
+                for c in conns:
+                    c.close()
+                core.wait_line(r"Remote host closed: 127\.0\.0\.1:\d+")
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+
+class SocketActivationTest(unittest.TestCase):
+    def test_first_connection_starts_the_core(self):
+        sa = shutil.which("systemd-socket-activate")
+        if not sa:
+            raise unittest.SkipTest("systemd-socket-activate is not installed")
+        with kbtest.TempDir() as tmp:
+            port = kbtest.free_port()
+            core = Core(tmp, port=port, wait=False,
+                        prefix=[sa, "-l", "127.0.0.1:%d" % port])
+            try:
+                core.wait_line(r"Listening on 127\.0\.0\.1:%d" % port, timeout=5)
+                c = kbtest.KegnetConn.connect(port)
+                meter(c, 7)
+                meter(c, 17)
+                m, _ = c.recv_until(lambda m: m["event"] == "FlowUpdate", timeout=10)
+                self.assertEqual(m["data"]["ticks"], 10)
+                core.wait_line(r"\(kegnet\) Using the socket passed by systemd; --kb_core_bind_addr=127\.0\.0\.1:%d is ignored" % port)
+                core.wait_line(r"\(kegnet\) Starting server on 127\.0\.0\.1:%d" % port)
+                core.wait_line(r"Remote host connected")
+                self.assertEqual(core.stop(), 0)
+                self.assertEqual(core.drinks()[0]["ticks"], 10)
+            finally:
+                core.kill()
+
+
+if __name__ == "__main__":
+    kbtest.main()

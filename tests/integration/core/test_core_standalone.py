@@ -1,0 +1,284 @@
+"""kegbot_core in standalone mode: start-up, taps file and first-sight taps, test_flow pours, the
+drinks log (format, drink_id sequence, torn line, kill -9), idle timing, shutdown, reload, thermo."""
+import os
+import signal
+import socket
+import time
+import unittest
+
+import kbtest
+from coretest import TAPS_INI, Core, collect, events, flow_updates, write_file
+
+
+def run_test_flow(port, *flags, timeout=30):
+    return kbtest.run([kbtest.binary("test_flow"), "--kb_core_addr=%d" % port] + list(flags), timeout=timeout)
+
+
+class StartupTest(unittest.TestCase):
+    def test_startup_lines_and_taps_file(self):
+        with kbtest.TempDir() as tmp:
+            taps = write_file(os.path.join(tmp, "taps.ini"), TAPS_INI)
+            core = Core(tmp, taps=taps)
+            try:
+                core.wait_line(r"INFO     \(main\) Kegbot is starting up\.")
+                core.wait_line(r"\(main\) Running in standalone mode \(no --api_url\)")
+                core.wait_line(r"\(kegnet\) Starting server on 127\.0\.0\.1:%d$" % core.port)
+                core.wait_line(r"\(main\) Found 2 taps, adding to tap manager\.")
+                core.wait_line(r"\(TapManager\) Registering new tap: kegboard\.flow0$")
+                core.wait_line(r"\(TapManager\) Registering new tap: kegboard\.flow1$")
+                # Order of the spec's start-up sequence.
+                err = core.output("stderr")
+                idx = lambda pat: next(i for i, l in enumerate(err) if pat in l)
+                self.assertLess(idx("Kegbot is starting up."), idx("Running in standalone mode"))
+                self.assertLess(idx("Running in standalone mode"), idx("Starting server on"))
+                self.assertLess(idx("Starting server on"), idx("Found 2 taps"))
+                self.assertLess(idx("Found 2 taps"), idx("All services started."))
+                self.assertEqual(core.stop(), 0)
+                core.wait_line(r"\(main\) Kegbot stopped\.")
+            finally:
+                core.kill()
+
+    def test_fatal_startup_errors_exit_1(self):
+        with kbtest.TempDir() as tmp:
+            core = kbtest.binary("kegbot_core")
+            base = ["--state_dir=" + os.path.join(tmp, "s"), "--taps_file=" + os.path.join(tmp, "none.ini"),
+                    "--dbus=none"]
+            env = {"KEGBOT_API_URL": ""}
+            # Bad flag.
+            r = kbtest.run([core, "--no_such_flag"] + base, env=env)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("Error:", r.stderr)
+            r = kbtest.run([core, "--dbus=bogus"] + base, env=env)
+            self.assertEqual(r.returncode, 1)
+            # Port in use.
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            s.listen(1)
+            port = s.getsockname()[1]
+            r = kbtest.run([core, "--kb_core_bind_addr=127.0.0.1:%d" % port] + base, env=env)
+            s.close()
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("Failed to listen", r.stderr)
+            # Unusable state directory (a regular file in the way).
+            blocker = write_file(os.path.join(tmp, "blocker"), "x")
+            r = kbtest.run([core, "--kb_core_bind_addr=127.0.0.1:%d" % kbtest.free_port(),
+                            "--state_dir=" + os.path.join(blocker, "sub"),
+                            "--taps_file=" + os.path.join(tmp, "none.ini"), "--dbus=none"], env=env)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("unusable", r.stderr)
+            # Taps file with a syntax error.
+            bad = write_file(os.path.join(tmp, "bad.ini"), "[kegboard.flow0]\nml_per_tick = 1\nticks_per_ml = 2\n")
+            r = kbtest.run([core, "--kb_core_bind_addr=127.0.0.1:%d" % kbtest.free_port(),
+                            "--state_dir=" + os.path.join(tmp, "s"), "--taps_file=" + bad, "--dbus=none"], env=env)
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertIn("both ml_per_tick and ticks_per_ml", r.stderr)
+            # Server mode is not in this build: a clear error, exit 1.
+            r = kbtest.run([core, "--api_url=http://127.0.0.1:1/api/"] + base)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("Server mode is not available in this build", r.stderr)
+            # --maximum_event_retries: accepted with a warning.
+            p = Core(tmp, "--maximum_event_retries=5")
+            try:
+                p.wait_line(r"WARNING  \(main\) --maximum_event_retries is accepted .* ignored")
+                self.assertEqual(p.stop(), 0)
+            finally:
+                p.kill()
+
+
+class PourTest(unittest.TestCase):
+    def test_test_flow_pour_recorded_once(self):
+        with kbtest.TempDir() as tmp:
+            taps = write_file(os.path.join(tmp, "taps.ini"), TAPS_INI)
+            core = Core(tmp, taps=taps)
+            try:
+                listener = core.connect()
+                r = run_test_flow(core.port, "--ticks=1100", "--steps=4", "--delay_seconds=0.02",
+                                  "--explicit_start_stop")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                # test_flow's own log lines: 0, 275, 550, 825, 1100.
+                sent = [l.split("Sending flow update: ")[1] for l in r.stderr.splitlines()
+                        if "(test_flow) Sending flow update: " in l]
+                self.assertEqual(sent, ["0", "275", "550", "825", "1100"])
+                drink_ev, seen = listener.recv_until(lambda m: m["event"] == "DrinkCreatedEvent", timeout=5)
+                updates = flow_updates(seen)
+                self.assertEqual([u["state"] for u in updates], ["active"] * 5 + ["completed"])
+                self.assertEqual([u["ticks"] for u in updates], [0, 275, 550, 825, 1100, 1100])
+                self.assertAlmostEqual(updates[-1]["volume_ml"], 500.0, places=6)
+                # completed comes before DrinkCreatedEvent.
+                self.assertEqual(seen[-2]["event"], "FlowUpdate")
+                d = drink_ev["data"]
+                self.assertEqual(d["ticks"], 1100)
+                self.assertEqual(d["drink_id"], 1)
+                drinks = core.drinks()
+                self.assertEqual(len(drinks), 1)
+                self.assertEqual(list(drinks[0].keys()),
+                                 ["drink_id", "uuid", "flow_id", "meter_name", "ticks", "volume_ml", "username",
+                                  "start_time", "pour_time", "duration"])
+                self.assertEqual(drinks[0]["uuid"], d["uuid"])
+                self.assertEqual(drinks[0]["meter_name"], "kegboard.flow0")
+                self.assertAlmostEqual(drinks[0]["volume_ml"], 500.0, places=6)
+                self.assertIsNone(drinks[0]["username"])
+                self.assertRegex(drinks[0]["start_time"], r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+                # Second pour on the first-sight meter flow2: default calibration 2.2 ticks/mL.
+                r = run_test_flow(core.port, "--ticks=220", "--steps=2", "--delay_seconds=0",
+                                  "--explicit_start_stop", "--meter_name=kegboard.flow2")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                core.wait_line(r"\(flowmanager\) Creating tap kegboard\.flow2 with default calibration 0\.454545 mL/tick")
+                kbtest.wait_until(lambda: len(core.drinks()) == 2, what="second drink")
+                d2 = core.drinks()[1]
+                self.assertEqual(d2["drink_id"], 2)
+                self.assertAlmostEqual(d2["volume_ml"], 100.0, places=6)
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+    def test_test_flow_cannot_connect(self):
+        r = run_test_flow(kbtest.free_port(), "--ticks=10")
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("Could not connect to core.", r.stderr)
+        r = kbtest.run([kbtest.binary("test_flow"), "--auth_token=nocolon"])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("Error:", r.stderr)
+
+    def test_idle_end_at_the_right_time(self):
+        with kbtest.TempDir() as tmp:
+            core = Core(tmp)
+            try:
+                listener = core.connect()
+                r = run_test_flow(core.port, "--ticks=100", "--steps=1", "--delay_seconds=0")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                m, _ = listener.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 100)
+                t_last = time.monotonic()
+                # A repeated reading is no activity: the flow still ends 10 s after the last tick.
+                time.sleep(3)
+                c = core.connect()
+                c.send("MeterUpdate", meter_name="kegboard.flow0", reading=100)
+                m, _ = listener.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["state"] == "idle",
+                                           timeout=15)
+                elapsed = time.monotonic() - t_last
+                self.assertGreater(elapsed, 9.8)
+                self.assertLess(elapsed, 10.6 * kbtest.SLOW)
+                m, _ = listener.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["state"] == "completed")
+                core.wait_line(r"\(flowmanager\) Flow has become too idle, ending: flow_id=0x[0-9a-f]{8}")
+                kbtest.wait_until(lambda: len(core.drinks()) == 1)
+                self.assertEqual(core.drinks()[0]["ticks"], 100)
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+
+class DurabilityTest(unittest.TestCase):
+    def test_kill_9_after_completed_keeps_the_drink(self):
+        with kbtest.TempDir() as tmp:
+            port = kbtest.free_port()
+            core = Core(tmp, port=port)
+            try:
+                listener = core.connect()
+                r = run_test_flow(port, "--ticks=500", "--steps=5", "--delay_seconds=0", "--explicit_start_stop")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                listener.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["state"] == "completed")
+                core.kill()
+            finally:
+                core.kill()
+            core = Core(tmp, port=port)
+            try:
+                drinks = core.drinks()
+                self.assertEqual(len(drinks), 1)
+                self.assertEqual(drinks[0]["ticks"], 500)
+                core.wait_line(r"next drink_id 2\)")
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+    def test_torn_last_line_is_cut(self):
+        with kbtest.TempDir() as tmp:
+            state = os.path.join(tmp, "state")
+            os.makedirs(state)
+            write_file(os.path.join(state, "drinks.log"),
+                       '{"drink_id":41,"uuid":"x","ticks":1}\n{"drink_id":42,"uuid":"y","ticks":1}\n{"drink_id":43,"uu')
+            core = Core(tmp)
+            try:
+                core.wait_line(r"ERROR    \(DrinkManager\) .*torn last line")
+                core.wait_line(r"next drink_id 43\)")
+                with open(core.drinks_path) as f:
+                    self.assertTrue(f.read().endswith('"ticks":1}\n'))
+                r = run_test_flow(core.port, "--ticks=100", "--steps=1", "--delay_seconds=0", "--explicit_start_stop")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                kbtest.wait_until(lambda: len(core.drinks()) == 3)
+                self.assertEqual(core.drinks()[-1]["drink_id"], 43)
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+    def test_sigterm_mid_pour_records_the_drink(self):
+        with kbtest.TempDir() as tmp:
+            core = Core(tmp)
+            try:
+                listener = core.connect()
+                c = core.connect()
+                c.send("MeterUpdate", meter_name="kegboard.flow0", reading=1000)
+                c.send("MeterUpdate", meter_name="kegboard.flow0", reading=1300)
+                listener.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 300)
+                core.signal(signal.SIGTERM)
+                m, seen = listener.recv_until(lambda m: m["event"] == "DrinkCreatedEvent", timeout=5)
+                self.assertEqual(flow_updates(seen)[-1]["state"], "completed")
+                self.assertEqual(core.wait(5), 0)
+                core.wait_line(r"\(main\) Got signal 15")
+                drinks = core.drinks()
+                self.assertEqual(len(drinks), 1)
+                self.assertEqual(drinks[0]["ticks"], 300)
+            finally:
+                core.kill()
+
+
+class ReloadAndThermoTest(unittest.TestCase):
+    def test_sighup_reloads_taps(self):
+        with kbtest.TempDir() as tmp:
+            taps = write_file(os.path.join(tmp, "taps.ini"), "[kegboard.flow0]\nml_per_tick = 1.0\n")
+            core = Core(tmp, taps=taps)
+            try:
+                core.wait_line(r"Found 1 taps")
+                write_file(taps, "[kegboard.flow0]\nml_per_tick = 2.0\n[kegboard.flow5]\nticks_per_ml = 4\n")
+                core.signal(signal.SIGHUP)
+                core.wait_line(r"\(TapManager\) Registering new tap: kegboard\.flow5")
+                core.wait_line(r"\(TapManager\) Updating tap: kegboard\.flow0 ml_per_tick=2")
+                # A syntax error keeps the old table.
+                write_file(taps, "[kegboard.flow0]\nml_per_tick = -3\n")
+                core.signal(signal.SIGHUP)
+                core.wait_line(r"ERROR    \(TapManager\) Bad taps file")
+                time.sleep(0.2)
+                self.assertTrue(core.alive())
+                listener = core.connect()
+                r = run_test_flow(core.port, "--ticks=100", "--steps=1", "--delay_seconds=0",
+                                  "--explicit_start_stop", "--meter_name=kegboard.flow5")
+                self.assertEqual(r.returncode, 0, r.stderr)
+                m, _ = listener.recv_until(lambda m: m["event"] == "DrinkCreatedEvent")
+                self.assertAlmostEqual(m["data"]["volume_ml"], 25.0)
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+    def test_thermo_log_once_per_minute_and_range(self):
+        with kbtest.TempDir() as tmp:
+            core = Core(tmp)
+            try:
+                c = core.connect()
+                for v in (4.5, 4.6, 85.0, -20.1, 80.1):
+                    c.send("ThermoEvent", sensor_name="kegboard.thermo-1", sensor_value=v)
+                c.send("ThermoEvent", sensor_name="kegboard.thermo-2", sensor_value=-20.0)
+                core.wait_line(r"\(ThermoManager\) Recording temperature sensor=kegboard\.thermo-2 value=-20")
+                core.wait_line(r"\(ThermoManager\) Recording temperature sensor=kegboard\.thermo-1 value=4\.5")
+                log = core.thermo_log()
+                # Two sensors, one recorded reading each (unless the minute turned over in between).
+                names = [e["sensor_name"] for e in log]
+                self.assertIn(names.count("kegboard.thermo-1"), (1, 2))
+                self.assertEqual(names.count("kegboard.thermo-2"), 1)
+                self.assertEqual(log[0]["temperature_c"], 4.5)
+                self.assertFalse([e for e in log if e["temperature_c"] > 80 or e["temperature_c"] < -20])
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+
+if __name__ == "__main__":
+    kbtest.main()
