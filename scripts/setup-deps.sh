@@ -12,6 +12,8 @@ PKGS=(
   # test tooling
   python3 python3-dbus dbus dbus-bin socat util-linux systemd procps
   umockdev libumockdev-dev curl iproute2
+  # systemd/udev integration tests and the system (container) test
+  udev libdbus-1-dev debootstrap systemd-container
 )
 
 missing=()

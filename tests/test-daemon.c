@@ -394,6 +394,29 @@ static void test_signals(void) {
         check_streq(a, "before\n");
         check_streq(b, "after\n");
 
+        /* A child started after the set-up gets a clean signal state back. */
+        k = fork();
+        if (k == 0) {
+                sd_event *e = NULL;
+                sigset_t cur;
+                if (sd_event_new(&e) < 0 || daemon_setup_event(e, NULL, NULL) < 0)
+                        _exit(11);
+                pid_t c = fork();
+                if (c == 0) {
+                        daemon_reset_signals_for_child();
+                        sigprocmask(SIG_SETMASK, NULL, &cur);
+                        if (sigismember(&cur, SIGTERM) || sigismember(&cur, SIGHUP))
+                                _exit(3);
+                        raise(SIGTERM);
+                        _exit(4);
+                }
+                int st2;
+                waitpid(c, &st2, 0);
+                _exit(WIFSIGNALED(st2) && WTERMSIG(st2) == SIGTERM ? 0 : 5);
+        }
+        waitpid(k, &status, 0);
+        check(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+
         /* SIGINT and SIGQUIT stop the loop too. */
         static const int sigs[] = { SIGINT, SIGQUIT };
         for (size_t i = 0; i < ELEMENTSOF(sigs); i++) {

@@ -609,8 +609,10 @@ int kegnet_server_new(KegnetServer **ret, sd_event *event, const char *bind_addr
         if (r < 0)
                 return log_error_errno(r, "Failed to add the kegnet flush source: %m");
         (void) sd_event_source_set_enabled(s->flush_source, SD_EVENT_OFF);
-        /* Flush after input handling of the same iteration, so a batch goes out in one write. */
-        (void) sd_event_source_set_priority(s->flush_source, SD_EVENT_PRIORITY_NORMAL + 10);
+        /* A defer source runs in the iteration after the input that queued output (one read()
+         * worth of frames goes out in one write); ranked above I/O so that a producer flooding
+         * the core can never starve the writes and push every listener past max_unsent. */
+        (void) sd_event_source_set_priority(s->flush_source, SD_EVENT_PRIORITY_NORMAL - 1);
         (void) sd_event_source_set_description(s->flush_source, "kegnet-flush");
 
         r = sd_event_add_defer(event, &s->reap_source, on_reap, s);

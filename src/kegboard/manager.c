@@ -130,9 +130,10 @@ static void manager_stop(Manager *m, int exit_status) {
         m->exit_status = exit_status;
         (void) daemon_notify_stopping();
 
+        /* Set before anything below can report "drained" and end the loop too early. */
+        m->kegnet_pending = true;
         board_relays_off(m->board);
 
-        m->kegnet_pending = true;
         if (kegnet_client_is_connected(m->kegnet))
                 schedule_kegnet_finish(m);
         /* Otherwise wait (within the deadline) for a connection attempt to come through: a replay
@@ -303,7 +304,13 @@ static void on_board_message(Board *b, const KbspMessage *km, void *userdata) {
 }
 
 static void on_board_finished(Board *b, int exit_status, void *userdata) {
-        manager_stop(userdata, exit_status);
+        Manager *m = userdata;
+
+        /* The port failing while we switch relays off on the way out changes nothing. */
+        if (m->stopping)
+                manager_check_done(m);
+        else
+                manager_stop(m, exit_status);
 }
 
 static void on_board_drained(Board *b, void *userdata) {

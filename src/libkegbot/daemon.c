@@ -311,3 +311,14 @@ int daemon_setup_event(sd_event *e, DaemonReloadHandler on_reload, void *userdat
                 return log_error_errno(r, "Failed to enable the watchdog: %m");
         return 0;
 }
+
+void daemon_reset_signals_for_child(void) {
+        struct sigaction sa = { .sa_handler = SIG_DFL };
+        sigset_t none;
+
+        for (int sig = 1; sig < _NSIG; sig++)
+                if (sig != SIGKILL && sig != SIGSTOP)
+                        (void) sigaction(sig, &sa, NULL);
+        sigemptyset(&none);
+        (void) sigprocmask(SIG_SETMASK, &none, NULL);
+}

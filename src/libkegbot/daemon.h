@@ -44,3 +44,8 @@ typedef void (*DaemonReloadHandler)(void *userdata);
  * turns on sd_event's automatic watchdog pings when WATCHDOG_USEC asks for them. The sources are
  * floating (owned by the loop). */
 int daemon_setup_event(sd_event *e, DaemonReloadHandler on_reload, void *userdata);
+
+/* In a forked child before exec(): unblock every signal and restore default dispositions, since
+ * the mask blocked by daemon_setup_event() would otherwise be inherited (a player or a child
+ * program that ignores SIGTERM). Async-signal-safe. */
+void daemon_reset_signals_for_child(void);

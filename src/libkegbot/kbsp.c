@@ -1200,7 +1200,7 @@ int kbsp_message_format(const KbspMessage *m, const KbspFrame *f, char *buf, siz
                 }
                 }
         }
-        for (size_t i = 0; i < m->n_errors; i++) {
+        for (size_t i = 0; i < MIN((size_t) m->n_errors, (size_t) KBSP_MAX_FIELD_ERRORS); i++) {
                 char tmp[64];
                 kbsp_field_error_format(&m->errors[i], tmp, sizeof tmp);
                 out_printf(&o, " tlv_error=");

@@ -387,8 +387,9 @@ static int client_attempt(KegnetClient *c) {
 
         fd = socket(c->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
         if (fd < 0) {
-                client_attempt_failed(c, -errno);
-                return -errno;
+                r = -errno;
+                client_attempt_failed(c, r);
+                return r;
         }
         int one = 1;
         (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);

@@ -1,0 +1,64 @@
+/* kegbot_core's D-Bus front end: org.kegbot.Core1 on the system or session bus (DESIGN.md section 4;
+ * dbus/org.kegbot.Core1.xml is the contract). It mirrors the manager's state as objects, properties
+ * and signals through the manager's observer list, turns method calls into the same manager
+ * operations kegnet clients trigger, survives the bus appearing late or restarting, and serves
+ * org.freedesktop.LogControl1. */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "macro.h"
+#include "manager.h"
+#include "spool.h"
+
+#define BUS_NAME "org.kegbot.Core1"
+#define BUS_ROOT_PATH "/org/kegbot/Core1"
+
+typedef enum BusType {
+        BUS_TYPE_SYSTEM,
+        BUS_TYPE_SESSION,
+} BusType;
+
+/* "system" or "session"; -EINVAL otherwise. */
+int bus_type_from_string(const char *s, BusType *ret);
+
+/* What the server backend (drink spool and uploader, tap sync) offers the Manager interface. Every
+ * member is optional: without a backend, or for a missing member, the standalone values are used
+ * (BackendState "standalone", no queue, Sync() reloads the taps file). */
+typedef struct BusBackend {
+        const char *(*state)(void *userdata);           /* "online", "offline", "unauthorized" */
+        bool (*spool_degraded)(void *userdata);
+        size_t (*n_pending)(void *userdata);
+        size_t (*n_failed)(void *userdata);
+        uint64_t (*last_sync)(void *userdata);          /* CLOCK_REALTIME usec, 0 = never */
+        int (*sync)(void *userdata);                    /* GET status now */
+        int (*retry_failed)(void *userdata, size_t *ret_n);
+        int (*fail_drink)(void *userdata, const char *uuid);    /* -ENOENT: not queued */
+        int (*list_drinks)(void *userdata, SpoolArea area, SpoolListFunc cb, void *cb_userdata);
+} BusBackend;
+
+typedef struct BusConfig {
+        BusType type;
+        const char *api_url;            /* "" in standalone mode */
+} BusConfig;
+
+typedef struct Bus Bus;
+
+/* Connects (DBUS_SYSTEM_BUS_ADDRESS / DBUS_SESSION_BUS_ADDRESS honoured; a bus that is not there yet
+ * is waited for), exports the objects and requests the name asynchronously. Call after
+ * manager_new() and before manager_run(); free before manager_free(). Errors are logged. */
+int bus_new(Bus **ret, Manager *m, const BusConfig *config);
+/* Sends what is still coalesced, releases the name, flushes and closes the connection. */
+Bus *bus_free(Bus *b);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Bus *, bus_free);
+
+/* The backend must outlive the Bus (or be replaced by NULL first). */
+void bus_set_backend(Bus *b, const BusBackend *backend, void *userdata);
+/* The backend's state, counts or last sync changed: emits PropertiesChanged for what differs. */
+void bus_backend_changed(Bus *b);
+
+/* The name could not be acquired (taken, or denied by the policy): the bus stopped the manager
+ * (orderly shutdown) and the process must exit 1. */
+bool bus_failed(Bus *b);

@@ -1,0 +1,160 @@
+"""kegbot_core standalone auth through a tokens file: lookups, user switch, captive and non-captive
+removal, disabled and unknown tokens, relay enable / re-assert / disable, and the spec default (no
+tokens file: tokens ignored)."""
+import os
+import time
+import unittest
+
+import kbtest
+from coretest import TAPS_INI, Core, collect, events, flow_updates, write_file
+
+TOKENS_INI = """
+# <auth_device>:<token_value>
+[core.onewire:aaaa000000000001]
+username = alice
+
+[core.onewire:bbbb000000000002]
+username = bob
+
+[core.rfid:ccdd]
+username = carol
+enabled = false
+
+[core.rfid:0415ab23cd]
+username = dave
+"""
+
+
+def token(conn, device, value, status, meter="kegboard.flow0"):
+    conn.send("TokenAuthEvent", meter_name=meter, auth_device_name=device, token_value=value, status=status)
+
+
+def meter(conn, reading, name="kegboard.flow0"):
+    conn.send("MeterUpdate", meter_name=name, reading=reading)
+
+
+class TokensFileTest(unittest.TestCase):
+    def start(self, tmp):
+        taps = write_file(os.path.join(tmp, "taps.ini"), TAPS_INI)
+        tokens = write_file(os.path.join(tmp, "tokens.ini"), TOKENS_INI)
+        core = Core(tmp, taps=taps, tokens=tokens)
+        core.wait_line(r"\(AuthenticationManager\) Loaded 4 tokens from ")
+        return core
+
+    def test_user_switch_and_captive_removal(self):
+        with kbtest.TempDir() as tmp:
+            core = self.start(tmp)
+            try:
+                listener = core.connect()
+                p = core.connect()
+                meter(p, 0)
+                token(p, "core.onewire", "AAAA000000000001", "added")     # normalised to lower case
+                m, seen = listener.recv_until(lambda m: m["event"] == "SetRelayOutputEvent")
+                self.assertEqual(m["data"], {"output_name": "kegboard.relay0", "output_mode": "enabled"})
+                first = flow_updates(seen)[0]
+                self.assertEqual((first["state"], first["ticks"], first["username"]), ("active", 0, "alice"))
+                meter(p, 220)
+                listener.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 220)
+                # The same token again: nothing changes (no split pour).
+                token(p, "core.onewire", "aaaa000000000001", "added")
+                # Another user's token: alice's flow ends (drink), bob gets a new flow.
+                token(p, "core.onewire", "bbbb000000000002", "added")
+                m, seen = listener.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["username"] == "bob")
+                alice_done = [u for u in flow_updates(seen) if u["state"] == "completed"]
+                self.assertEqual(len(alice_done), 1)
+                self.assertEqual((alice_done[0]["username"], alice_done[0]["ticks"]), ("alice", 220))
+                meter(p, 550)
+                listener.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 330)
+                # Relay re-asserted every second while bob's flow lasts.
+                during = collect(listener, 3.2)
+                reasserts = [e for e in events(during, "SetRelayOutputEvent") if e["output_mode"] == "enabled"]
+                self.assertGreaterEqual(len(reasserts), 3)
+                self.assertLessEqual(len(reasserts), 4)
+                # Captive removal ends bob's flow at once.
+                token(p, "core.onewire", "bbbb000000000002", "removed")
+                m, seen = listener.recv_until(lambda m: m["event"] == "DrinkCreatedEvent" and m["data"]["username"] == "bob")
+                relays = events(seen, "SetRelayOutputEvent")
+                self.assertEqual(relays[-1], {"output_name": "kegboard.relay0", "output_mode": "disabled"})
+                drinks = core.drinks()
+                self.assertEqual([(d["username"], d["ticks"]) for d in drinks], [("alice", 220), ("bob", 330)])
+                self.assertAlmostEqual(drinks[1]["volume_ml"], 150.0)
+                core.wait_line(r"\(flowmanager\) Starting flow flow_id=0x[0-9a-f]{8} meter=kegboard\.flow0 user=alice")
+                # Nothing is left on the tap; no relay event after the disable.
+                after = collect(listener, 1.5)
+                self.assertEqual(events(after, "SetRelayOutputEvent"), [])
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+    def test_disabled_unknown_and_non_captive_tokens(self):
+        with kbtest.TempDir() as tmp:
+            core = self.start(tmp)
+            try:
+                listener = core.connect()
+                p = core.connect()
+                token(p, "core.rfid", "CCDD", "added", meter="__all_taps__")
+                core.wait_line(r"INFO     \(AuthenticationManager\) Token disabled: core\.rfid/ccdd")
+                token(p, "core.rfid", "ffff", "added", meter="")
+                core.wait_line(r"INFO     \(AuthenticationManager\) Token not assigned: core\.rfid/ffff")
+                self.assertEqual(collect(listener, 0.5), [])
+                # An rfid swipe for all taps: a flow on each tap, the relay of flow0 only.
+                token(p, "core.rfid", "0415AB23CD", "added", meter="__all_taps__")
+                seen = collect(listener, 0.5)
+                started = flow_updates(seen, "active")
+                self.assertEqual(sorted((u["meter_name"], u["username"]) for u in started),
+                                 [("kegboard.flow0", "dave"), ("kegboard.flow1", "dave")])
+                self.assertEqual(events(seen, "SetRelayOutputEvent"),
+                                 [{"output_name": "kegboard.relay0", "output_mode": "enabled"}])
+                # rfid is not captive: removal leaves the flows running.
+                token(p, "core.rfid", "0415ab23cd", "removed", meter="__all_taps__")
+                seen = collect(listener, 1.0)
+                self.assertEqual(flow_updates(seen, "completed"), [])
+                meter(p, 0, "kegboard.flow1")
+                meter(p, 40, "kegboard.flow1")
+                m, _ = listener.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 40)
+                self.assertEqual(m["data"]["username"], "dave")
+                self.assertEqual(core.stop(), 0)
+                self.assertEqual([(d["username"], d["meter_name"], d["ticks"]) for d in core.drinks()],
+                                 [("dave", "kegboard.flow1", 40)])
+            finally:
+                core.kill()
+
+    def test_without_tokens_file_tokens_are_ignored(self):
+        with kbtest.TempDir() as tmp:
+            taps = write_file(os.path.join(tmp, "taps.ini"), TAPS_INI)
+            core = Core(tmp, taps=taps)
+            try:
+                listener = core.connect()
+                p = core.connect()
+                token(p, "core.onewire", "AAAA000000000001", "added", meter="__all_taps__")
+                core.wait_line(r"INFO     \(AuthenticationManager\) Token core\.onewire/aaaa000000000001 ignored: "
+                               r"no server \(standalone mode\)")
+                token(p, "core.onewire", "aaaa", "added", meter="kegboard.nosuch")
+                core.wait_line(r"WARNING  \(AuthenticationManager\) Token event for unknown tap kegboard\.nosuch")
+                self.assertEqual(collect(listener, 0.5), [])
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+    def test_bad_tokens_file_is_fatal_at_start_and_kept_on_reload(self):
+        with kbtest.TempDir() as tmp:
+            bad = write_file(os.path.join(tmp, "bad.ini"), "[core.rfid]\nusername = x\n")
+            r = kbtest.run([kbtest.binary("kegbot_core"), "--kb_core_bind_addr=127.0.0.1:%d" % kbtest.free_port(),
+                            "--state_dir=" + os.path.join(tmp, "s"), "--taps_file=" + os.path.join(tmp, "n.ini"),
+                            "--tokens_file=" + bad, "--dbus=none"], env={"KEGBOT_API_URL": ""})
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("is not <auth_device>:<token_value>", r.stderr)
+            core = self.start(tmp)
+            try:
+                write_file(os.path.join(tmp, "tokens.ini"), "[core.rfid:aa]\nenabled = maybe\nusername = z\n")
+                import signal
+                core.signal(signal.SIGHUP)
+                core.wait_line(r"ERROR    \(AuthenticationManager\) Bad tokens file: .*keeping the previous tokens")
+                self.assertTrue(core.alive())
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+
+if __name__ == "__main__":
+    kbtest.main()

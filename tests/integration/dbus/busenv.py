@@ -1,0 +1,243 @@
+"""A private system-like D-Bus for the kegbot_core D-Bus tests.
+
+PrivateBus starts dbus-daemon with system-test.conf (type system, EXTERNAL auth, Debian's default
+deny-own / deny-method-call policy) on a socket in a temporary directory and includes the project's
+dbus/org.kegbot.Core1.conf. Programs started with bus.env() talk to it as their system bus
+(DBUS_SYSTEM_BUS_ADDRESS). busctl() runs busctl as root, as nobody, or as nobody with the kegbot
+group, so the policy itself is what the tests check.
+
+The `kegbot` group: the policy grants the methods to group kegbot. If this machine has that group
+the policy is used unchanged. Otherwise (a development box or CI container) the tests do NOT create
+it - a test should not edit /etc/group - but include a generated copy of the policy in which
+group="kegbot" is replaced by an existing group that nobody does not belong to (`users` when it
+exists). Either way, KEGBOT_GROUP_GID is that group, and busctl(as_="kegbot-group") runs as uid/gid
+65534 with it as the only supplementary group: dbus-daemon reads a peer's groups from the socket
+(SO_PEERGROUPS), so membership needs no /etc/group entry.
+"""
+import grp
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import kbtest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+POLICY = os.path.join(kbtest.SOURCE_DIR, "dbus", "org.kegbot.Core1.conf")
+CONTRACT = os.path.join(kbtest.SOURCE_DIR, "dbus", "org.kegbot.Core1.xml")
+TEMPLATE = os.path.join(HERE, "system-test.conf")
+
+NAME = "org.kegbot.Core1"
+ROOT = "/org/kegbot/Core1"
+IFACE = "org.kegbot.Core1"
+NOBODY = 65534
+
+
+def _pick_group():
+    """(name, gid) of the group that stands for kegbot in the test policy."""
+    try:
+        g = grp.getgrnam("kegbot")
+        return g.gr_name, g.gr_gid
+    except KeyError:
+        pass
+    try:
+        nobody = pwd.getpwuid(NOBODY).pw_name
+    except KeyError:
+        nobody = "nobody"
+    candidates = []
+    try:
+        candidates.append(grp.getgrnam("users"))
+    except KeyError:
+        pass
+    candidates += sorted(grp.getgrall(), key=lambda g: g.gr_gid)
+    for g in candidates:
+        if g.gr_gid in (0, NOBODY) or nobody in g.gr_mem:
+            continue
+        return g.gr_name, g.gr_gid
+    raise RuntimeError("no usable group for the kegbot policy")
+
+
+KEGBOT_GROUP, KEGBOT_GROUP_GID = _pick_group()
+
+
+def path_encode(prefix, name):
+    """sd_bus_path_encode(): every byte outside [A-Za-z0-9] becomes _xx (lowercase hex)."""
+    if not name:
+        return prefix + "/_"
+    out = []
+    for i, b in enumerate(name.encode()):
+        c = chr(b)
+        if (c.isascii() and c.isalpha()) or (c.isdigit() and i > 0):
+            out.append(c)
+        else:
+            out.append("_%02x" % b)
+    return prefix + "/" + "".join(out)
+
+
+class PrivateBus:
+    def __init__(self, tmpdir):
+        self.dir = os.path.join(tmpdir, "bus")
+        os.makedirs(self.dir, exist_ok=True)
+        os.chmod(self.dir, 0o755)
+        os.chmod(tmpdir, 0o755)     # nobody must reach the socket
+        self.socket = os.path.join(self.dir, "system_bus_socket")
+        self.address = "unix:path=" + self.socket
+        self.policy = self._policy()
+        self.config = os.path.join(self.dir, "system.conf")
+        with open(TEMPLATE) as f:
+            conf = f.read()
+        conf = conf.replace("@SOCKET@", self.socket).replace("@POLICY@", self.policy)
+        with open(self.config, "w") as f:
+            f.write(conf)
+        self.proc = None
+        self.start()
+
+    def _policy(self):
+        if KEGBOT_GROUP == "kegbot":
+            return POLICY
+        with open(POLICY) as f:
+            text = f.read()
+        text = text.replace('group="kegbot"', 'group="%s"' % KEGBOT_GROUP)
+        p = os.path.join(self.dir, "org.kegbot.Core1.conf")
+        with open(p, "w") as f:
+            f.write(text)
+        return p
+
+    def start(self):
+        """Start (or restart, on the same socket path) the bus; returns when it accepts connections."""
+        self.proc = kbtest.Proc(["dbus-daemon", "--config-file=" + self.config, "--nofork", "--nopidfile",
+                                 "--nosyslog"], name="dbus-daemon")
+        deadline = time.monotonic() + 10 * kbtest.SLOW
+        while True:
+            if not self.proc.alive():
+                raise AssertionError("dbus-daemon exited: %s" % "\n".join(self.proc.output()))
+            try:
+                s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                s.connect(self.socket)
+                s.close()
+                return
+            except OSError:
+                s.close()
+            if time.monotonic() > deadline:
+                raise AssertionError("dbus-daemon did not come up")
+            time.sleep(0.02)
+
+    def kill(self):
+        """The bus goes away abruptly (SIGKILL); its socket file stays behind."""
+        if self.proc:
+            self.proc.p.send_signal(signal.SIGKILL)
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self):
+        if self.proc:
+            self.proc.stop()
+            self.proc = None
+
+    def env(self):
+        return {"DBUS_SYSTEM_BUS_ADDRESS": self.address}
+
+    # ---------------------------------------------------------------- clients
+
+    def _cred_prefix(self, as_):
+        if as_ in (None, "root"):
+            return []
+        if as_ == "nobody":
+            return ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"]
+        if as_ == "kegbot-group":
+            return ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--groups=%d" % KEGBOT_GROUP_GID]
+        raise ValueError(as_)
+
+    def busctl(self, *args, as_=None, timeout=20, check=False):
+        cmd = self._cred_prefix(as_) + ["busctl", "--system", "--no-pager", "--no-legend"] + [str(a) for a in args]
+        env = dict(os.environ)
+        env.update(self.env())
+        env.pop("DBUS_SESSION_BUS_ADDRESS", None)
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout * kbtest.SLOW)
+        if check and r.returncode != 0:
+            raise AssertionError("%s failed (%d): %s %s" % (" ".join(cmd), r.returncode, r.stdout, r.stderr))
+        return r
+
+    def call(self, path, iface, method, sig="", *args, as_=None, check=True):
+        """A method call; returns the decoded JSON reply's data list (busctl --json=short)."""
+        a = ["--json=short", "call", NAME, path, iface, method]
+        if sig:
+            a += [sig] + list(args)
+        r = self.busctl(*a, as_=as_, check=check)
+        if r.returncode != 0:
+            return r
+        return json.loads(r.stdout)["data"] if r.stdout.strip() else []
+
+    def get(self, path, iface, prop, as_=None):
+        r = self.busctl("--json=short", "get-property", NAME, path, iface, prop, as_=as_, check=True)
+        return json.loads(r.stdout)["data"]
+
+    def get_all(self, path, iface, as_=None):
+        """{property: value} via Properties.GetAll."""
+        r = self.busctl("--json=short", "call", NAME, path, "org.freedesktop.DBus.Properties", "GetAll", "s",
+                        iface, as_=as_, check=True)
+        d = json.loads(r.stdout)["data"][0]
+        return {k: v["data"] for k, v in d.items()}
+
+    def managed_objects(self, as_=None):
+        """{path: {interface: {property: value}}} via ObjectManager.GetManagedObjects."""
+        r = self.busctl("--json=short", "call", NAME, ROOT, "org.freedesktop.DBus.ObjectManager",
+                        "GetManagedObjects", as_=as_, check=True)
+        objs = json.loads(r.stdout)["data"][0]
+        return {p: {i: {k: v["data"] for k, v in props.items()} for i, props in ifs.items()}
+                for p, ifs in objs.items()}
+
+    def name_owner(self):
+        r = self.busctl("--json=short", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                        "org.freedesktop.DBus", "NameHasOwner", "s", NAME)
+        if r.returncode != 0:
+            return False
+        return json.loads(r.stdout)["data"][0]
+
+    def wait_name(self, timeout=10.0):
+        kbtest.wait_until(self.name_owner, timeout=timeout, interval=0.05, what="%s on the bus" % NAME)
+
+
+class Monitor:
+    """busctl monitor of everything org.kegbot.Core1 sends, as parsed JSON messages."""
+
+    def __init__(self, bus):
+        env = dict(bus.env())
+        self.proc = kbtest.Proc(["busctl", "--system", "--json=short", "monitor", NAME], env=env,
+                                name="busctl-monitor")
+        # busctl prints its banner on stderr once the monitor is installed; give it a moment.
+        kbtest.wait_until(lambda: self.proc.count("stderr") > 0 or self.proc.count("stdout") > 0 or
+                          not self.proc.alive(), timeout=5, what="busctl monitor")
+        time.sleep(0.3 * kbtest.SLOW)
+
+    def messages(self):
+        out = []
+        for line in self.proc.output("stdout"):
+            line = line.strip()
+            if not line.startswith("{"):
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                pass
+        return out
+
+    def signals(self, member=None, path=None):
+        return [m for m in self.messages() if m.get("type") == "signal" and
+                (member is None or m.get("member") == member) and (path is None or m.get("path") == path)]
+
+    def wait_signal(self, pred, timeout=5.0, what="signal"):
+        return kbtest.wait_until(lambda: next((m for m in self.signals() if pred(m)), None), timeout=timeout,
+                                 what=what)
+
+    def stop(self):
+        self.proc.kill()
+
+
+def payload(msg):
+    """A monitored message's body as a list of plain values."""
+    return msg.get("payload", {}).get("data", [])

@@ -1,0 +1,203 @@
+/* Tests for the Kegboard host serial helpers: default device selection, speeds (1200 refused),
+ * opening a pty (raw 8N1, CLOCAL|CREAD, no flow control, non-blocking) and a regular file, and the
+ * monitor line format. */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <pty.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <time.h>
+
+#include "kbsp.h"
+#include "serial.h"
+
+static int failures;
+
+#define check(expr)                                                                     \
+        do {                                                                            \
+                if (!(expr)) {                                                          \
+                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr); \
+                        failures++;                                                     \
+                }                                                                       \
+        } while (0)
+
+static void touch(const char *dir, const char *name) {
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s", dir, name);
+        int fd = open(p, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+        check(fd >= 0);
+        if (fd >= 0)
+                close(fd);
+}
+
+static void remove_entry(const char *dir, const char *name) {
+        char p[512];
+        snprintf(p, sizeof p, "%s/%s", dir, name);
+        (void) unlink(p);
+}
+
+static void check_default(const char *dir, const char *want_name) {
+        char *got = NULL, want[512];
+
+        snprintf(want, sizeof want, "%s/%s", dir, want_name);
+        check(serial_default_device(dir, &got) == 0);
+        check(got && streq(got, want));
+        if (got && !streq(got, want))
+                fprintf(stderr, "  got %s, want %s\n", got, want);
+        free(got);
+}
+
+static void test_default_device(void) {
+        char dir[] = "/tmp/test-serial-XXXXXX";
+        char *got = NULL;
+
+        check(mkdtemp(dir));
+        check_default(dir, "ttyUSB0");                  /* nothing there: the fallback */
+        touch(dir, "ttyACM1");
+        touch(dir, "ttyACM0");
+        check_default(dir, "ttyACM0");                  /* sorted */
+        touch(dir, "ttyUSB3");
+        touch(dir, "ttyUSB10");
+        check_default(dir, "ttyUSB10");                 /* ttyUSB* first; sorted as strings */
+        remove_entry(dir, "ttyUSB10");
+        check_default(dir, "ttyUSB3");
+
+        check(serial_resolve_device("/dev/ttyS7", &got) == 0);
+        check(got && streq(got, "/dev/ttyS7"));
+        free(got);
+
+        remove_entry(dir, "ttyUSB3");
+        remove_entry(dir, "ttyACM0");
+        remove_entry(dir, "ttyACM1");
+        check(rmdir(dir) == 0);
+}
+
+static void test_speeds(void) {
+        check(serial_speed_supported(115200));
+        check(serial_speed_supported(9600));
+        check(serial_speed_supported(57600));
+        check(!serial_speed_supported(1200));
+        check(!serial_speed_supported(0));
+        check(!serial_speed_supported(-1));
+        check(!serial_speed_supported(12345));
+}
+
+static void test_open_pty(void) {
+        int master, slave, fd;
+        char name[256];
+        struct termios t;
+        SerialKind kind = SERIAL_FILE;
+        uint8_t ping[KBSP_MAX_FRAME], got[KBSP_MAX_FRAME];
+        int n;
+
+        check(openpty(&master, &slave, name, NULL, NULL) == 0);
+        /* Garbage that is waiting before the open must be flushed. */
+        check(write(master, "stale", 5) == 5);
+
+        check(serial_open(name, 1200, &kind) == -EINVAL);
+        fd = serial_open(name, 57600, &kind);
+        check(fd >= 0);
+        check(kind == SERIAL_TTY);
+        check(fcntl(fd, F_GETFL) & O_NONBLOCK);
+        check(fcntl(fd, F_GETFD) & FD_CLOEXEC);
+        check(tcgetattr(fd, &t) == 0);
+        check(cfgetispeed(&t) == B57600 && cfgetospeed(&t) == B57600);
+        check((t.c_cflag & CSIZE) == CS8);
+        check(!(t.c_cflag & (PARENB | CSTOPB | CRTSCTS)));
+        check((t.c_cflag & (CLOCAL | CREAD)) == (CLOCAL | CREAD));
+        check(!(t.c_iflag & (IXON | IXOFF | ICRNL | INLCR)));
+        check(!(t.c_lflag & (ICANON | ECHO | ISIG)));
+        check(!(t.c_oflag & OPOST));
+
+        uint8_t b;
+        check(read(fd, &b, 1) < 0 && errno == EAGAIN);  /* "stale" was flushed */
+
+        /* The old cooked line discipline echoed "stale" to the master; drop that. */
+        struct pollfd pfd = { .fd = master, .events = POLLIN };
+        while (poll(&pfd, 1, 50) > 0 && read(master, got, sizeof got) > 0)
+                ;
+
+        n = kbsp_encode_ping(ping, sizeof ping);
+        check(n == 16);
+        check(serial_write_all(fd, ping, (size_t) n, 1000) == 0);
+        check(poll(&pfd, 1, 1000) == 1);
+        check(read(master, got, sizeof got) == n);
+        check(memcmp(got, ping, (size_t) n) == 0);
+
+        close(fd);
+        close(slave);
+        close(master);
+}
+
+static void test_open_file(void) {
+        char path[] = "/tmp/test-serial-file-XXXXXX";
+        SerialKind kind = SERIAL_TTY;
+        int fd, tmp;
+
+        tmp = mkstemp(path);
+        check(tmp >= 0);
+        close(tmp);
+        fd = serial_open(path, 115200, &kind);
+        check(fd >= 0);
+        check(kind == SERIAL_FILE);
+        check((fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDONLY);   /* replay never writes */
+        close(fd);
+        unlink(path);
+
+        check(serial_open("/nonexistent/ttyUSB0", 115200, NULL) == -ENOENT);
+        fd = serial_open("/dev/null", 115200, &kind);
+        check(fd >= 0);
+        check(kind == SERIAL_STREAM);
+        close(fd);
+}
+
+static void test_format_line(void) {
+        static const uint8_t hello[] = {
+                0x4b, 0x42, 0x53, 0x50, 0x20, 0x76, 0x31, 0x3a, 0x10, 0x00, 0x0d, 0x00, 0x01, 0x05,
+                0x66, 0x6c, 0x6f, 0x77, 0x30, 0x02, 0x04, 0x01, 0x00, 0x00, 0x00, 0x17, 0xfb, 0x0d, 0x0a,
+        };
+        KbspDecoder d;
+        KbspEvent ev;
+        char line[SERIAL_LINE_MAX], want[64];
+        struct tm tm;
+        time_t sec = 1700000000;
+        int n;
+
+        localtime_r(&sec, &tm);
+        snprintf(want, sizeof want, "%02d:%02d:%02d.321 ", tm.tm_hour, tm.tm_min, tm.tm_sec);
+
+        kbsp_decoder_init(&d);
+        check(kbsp_decoder_feed(&d, hello, sizeof hello) == 0);
+        check(kbsp_decoder_next(&d, &ev) == 1);
+        check(ev.type == KBSP_EVENT_FRAME);
+
+        n = serial_format_line(&ev, (uint64_t) sec * 1000000 + 321987, false, line, sizeof line);
+        check(n == (int) strlen(line));
+        check(strncmp(line, want, strlen(want)) == 0);
+        check(streq(line + 13, "meter_status meter_name=flow0 meter_reading=1"));
+
+        n = serial_format_line(&ev, (uint64_t) sec * 1000000 + 321987, true, line, sizeof line);
+        check(n == (int) strlen(line));
+        check(streq(line + 13, "meter_status meter_name=flow0 meter_reading=1 "
+                               "hex=4b4253502076313a10000d000105666c6f7730020401000000" "17fb0d0a"));
+
+        /* Truncation keeps snprintf() semantics. */
+        char small[20];
+        check(serial_format_line(&ev, (uint64_t) sec * 1000000, true, small, sizeof small) == n);
+        check(strlen(small) == sizeof small - 1);
+}
+
+int main(void) {
+        test_default_device();
+        test_speeds();
+        test_open_pty();
+        test_open_file();
+        test_format_line();
+        if (failures)
+                fprintf(stderr, "%d check(s) failed\n", failures);
+        return failures ? 1 : 0;
+}

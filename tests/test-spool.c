@@ -1,0 +1,629 @@
+/* Unit tests for the drink spool: the record format (round trip, strict parsing), the write
+ * protocol, queue order across reopen and across the bounded window, quarantine of corrupt and
+ * truncated files, the failed area and re-queueing, and ENOSPC (on a tiny tmpfs, when permitted). */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "spool.h"
+
+static int failures;
+
+#define check(expr)                                                                     \
+        do {                                                                            \
+                if (!(expr)) {                                                          \
+                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr); \
+                        failures++;                                                     \
+                }                                                                       \
+        } while (0)
+
+#define check_streq(a, b)                                                               \
+        do {                                                                            \
+                const char *_a = (a), *_b = (b);                                        \
+                if (!_a || !_b || strcmp(_a, _b) != 0) {                                \
+                        fprintf(stderr, "%s:%d: check failed: %s == %s ('%s' vs '%s')\n", \
+                                __FILE__, __LINE__, #a, #b, _a ?: "(null)", _b ?: "(null)"); \
+                        failures++;                                                     \
+                }                                                                       \
+        } while (0)
+
+static void make_uuid(unsigned i, char buf[static SPOOL_UUID_MAX]) {
+        snprintf(buf, SPOOL_UUID_MAX, "%08x-0000-4000-8000-%012x", i, i * 7u);
+}
+
+static SpoolDrink *make_drink(unsigned i) {
+        SpoolDrink *d = calloc(1, sizeof(SpoolDrink));
+        make_uuid(i, d->uuid);
+        d->flow_id = 1795694350u + i;
+        d->meter_name = strdup("kegboard.flow0");
+        d->username = i % 2 ? strdup("admin") : NULL;
+        d->ticks = 1000 + i;
+        d->volume_known = i % 3 != 0;
+        d->volume_ml = d->ticks * 0.45454545454545453;
+        d->start_usec = 1795694401ull * 1000000ull;
+        d->pour_usec = 1795694409ull * 1000000ull;
+        d->pour_time_unix = 1795694409;
+        d->duration = 8;
+        strcpy(d->boot_id, "6d1f0c1e1c0a4b5e9b3a2f7e5d4c3b2a");
+        d->pour_boottime_ns = 81234567890ull + i;
+        return d;
+}
+
+static char *mktemp_dir(void) {
+        char tmpl[] = "/tmp/test-spool-XXXXXX";
+        char *p = mkdtemp(tmpl);
+        return p ? strdup(p) : NULL;
+}
+
+static void rm_rf(const char *path) {
+        char cmd[4200];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+        if (system(cmd) != 0)
+                fprintf(stderr, "warning: could not remove %s\n", path);
+}
+
+static size_t count_files(const char *dir, const char *suffix) {
+        DIR *d = opendir(dir);
+        size_t n = 0;
+        struct dirent *de;
+        if (!d)
+                return 0;
+        while ((de = readdir(d))) {
+                size_t l = strlen(de->d_name), k = strlen(suffix);
+                if (de->d_name[0] != '.' && l > k && strcmp(de->d_name + l - k, suffix) == 0)
+                        n++;
+        }
+        closedir(d);
+        return n;
+}
+
+static size_t count_tmp(const char *dir) {
+        DIR *d = opendir(dir);
+        size_t n = 0;
+        struct dirent *de;
+        if (!d)
+                return 0;
+        while ((de = readdir(d)))
+                if (de->d_name[0] == '.' && strstr(de->d_name, ".tmp"))
+                        n++;
+        closedir(d);
+        return n;
+}
+
+static void write_file(const char *path, const char *content) {
+        FILE *f = fopen(path, "w");
+        check(f != NULL);
+        if (!f)
+                return;
+        fputs(content, f);
+        fclose(f);
+}
+
+static void test_record_roundtrip(void) {
+        SpoolDrink *d = make_drink(1), *e = NULL;
+        char *json = NULL, *json2 = NULL;
+
+        free(d->username);
+        d->username = strdup("a\"b\\c\n\x01");
+        d->seq = 12;
+        check(spool_drink_to_json(d, &json) == 0);
+        check(json && json[strlen(json) - 1] == '\n');
+        check(strstr(json, "\"volume_ml\":454.99999999999994") || strstr(json, "\"volume_ml\":"));
+        check(strstr(json, "\"start_time\":\"2026-11-26T") != NULL);
+        check(spool_drink_from_json(json, strlen(json), &e) == 0);
+        check(e != NULL);
+        if (e) {
+                check_streq(e->uuid, d->uuid);
+                check(e->seq == 12);
+                check(e->flow_id == d->flow_id);
+                check_streq(e->meter_name, "kegboard.flow0");
+                check_streq(e->username, d->username);
+                check(e->ticks == d->ticks);
+                check(e->volume_known && e->volume_ml == d->volume_ml);
+                check(e->start_usec == d->start_usec);
+                check(e->pour_usec == d->pour_usec);
+                check(e->pour_time_unix == 1795694409);
+                check(e->duration == 8);
+                check_streq(e->boot_id, d->boot_id);
+                check(e->pour_boottime_ns == d->pour_boottime_ns);
+                check(!e->has_failure);
+                check(spool_drink_to_json(e, &json2) == 0);
+                check_streq(json, json2);
+        }
+        free(json);
+        free(json2);
+        spool_drink_free(e);
+        e = NULL;
+        json = json2 = NULL;
+
+        /* Anonymous, unknown volume, with a failure. */
+        d->volume_known = false;
+        free(d->username);
+        d->username = NULL;
+        d->has_failure = true;
+        d->failure.time_usec = 1795694500ull * 1000000ull;
+        d->failure.http_status = 404;
+        d->failure.code = strdup("NotFoundError");
+        d->failure.message = strdup("Meter is inactive");
+        check(spool_drink_to_json(d, &json) == 0);
+        check(strstr(json, "\"volume_ml\":null") != NULL);
+        check(strstr(json, "\"username\":null") != NULL);
+        check(strstr(json, "\"failure\":{\"time\":\"2026-11-26T") != NULL);
+        check(spool_drink_from_json(json, strlen(json), &e) == 0);
+        if (e) {
+                check(!e->volume_known);
+                check(e->username == NULL);
+                check(e->has_failure);
+                check(e->failure.http_status == 404);
+                check_streq(e->failure.code, "NotFoundError");
+                check_streq(e->failure.message, "Meter is inactive");
+                check(e->failure.time_usec == d->failure.time_usec);
+        }
+        /* The spec's example line parses. */
+        static const char example[] =
+                "{\"version\":1,\"uuid\":\"3f1c2a9e-8d4b-4c1e-9a57-0b6d2e4f7a10\",\"seq\":12,\"flow_id\":1795694350,"
+                "\"meter_name\":\"kegboard.flow0\",\"ticks\":1440,\"volume_ml\":654.5454545454545,\"username\":\"admin\","
+                "\"start_time\":\"2026-11-26T12:00:01Z\",\"pour_time\":\"2026-11-26T12:00:09Z\",\"pour_time_unix\":1795694409,"
+                "\"duration\":8,\"boot_id\":\"6d1f0c1e1c0a4b5e9b3a2f7e5d4c3b2a\",\"pour_boottime_ns\":81234567890}\n";
+        SpoolDrink *x = NULL;
+        check(spool_drink_from_json(example, strlen(example), &x) == 0);
+        if (x) {
+                check(x->ticks == 1440);
+                check(x->volume_ml == 654.5454545454545);
+                check(x->start_usec == 1795694401ull * 1000000ull);
+        }
+        spool_drink_free(x);
+        free(json);
+        spool_drink_free(e);
+        spool_drink_free(d);
+}
+
+static void test_record_rejects(void) {
+        SpoolDrink *d = make_drink(2), *e = NULL;
+        char *json = NULL;
+        check(spool_drink_to_json(d, &json) == 0);
+        size_t l = strlen(json);
+
+        /* Every truncation is rejected (the closing brace is gone). */
+        for (size_t k = 0; k + 2 < l; k++) {
+                e = NULL;
+                check(spool_drink_from_json(json, k, &e) == -EBADMSG);
+                check(e == NULL);
+        }
+
+        static const char *bad[] = {
+                "",
+                "[]",
+                "null",
+                "{\"version\":2}",
+                "{\"version\":1,\"uuid\":\"3F1C2A9E-8D4B-4C1E-9A57-0B6D2E4F7A10\"}",
+                /* duplicate key */
+                "{\"version\":1,\"version\":1}",
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+                e = NULL;
+                check(spool_drink_from_json(bad[i], strlen(bad[i]), &e) == -EBADMSG);
+                check(e == NULL);
+        }
+
+        /* Field-level mutations of a valid record. */
+        static const struct { const char *from, *to; } mut[] = {
+                { "\"ticks\":1002", "\"ticks\":-1" },
+                { "\"ticks\":1002", "\"ticks\":1.5" },
+                { "\"ticks\":1002", "\"ticks\":\"1002\"" },
+                { "\"meter_name\":\"kegboard.flow0\"", "\"meter_name\":\"\"" },
+                { "\"meter_name\":\"kegboard.flow0\"", "\"meter_name\":\"a\\u0000b\"" },
+                { "\"start_time\":\"2026-11-26T", "\"start_time\":\"2026-13-26T" },
+                { "00:01Z\"", "00:01\"" },
+                { "\"boot_id\":\"6d1f", "\"boot_id\":\"Xd1f" },
+                { "\"duration\":8", "\"duration\":null" },
+                { "\"version\":1", "\"version\":true" },
+        };
+        for (size_t i = 0; i < sizeof mut / sizeof mut[0]; i++) {
+                char buf[2048];
+                const char *p = strstr(json, mut[i].from);
+                check(p != NULL);
+                if (!p)
+                        continue;
+                snprintf(buf, sizeof buf, "%.*s%s%s", (int) (p - json), json, mut[i].to, p + strlen(mut[i].from));
+                e = NULL;
+                int r = spool_drink_from_json(buf, strlen(buf), &e);
+                if (r != -EBADMSG)
+                        fprintf(stderr, "mutation %zu accepted: %s\n", i, buf);
+                check(r == -EBADMSG);
+                spool_drink_free(e);
+        }
+        /* An unknown key is fine (forward compatibility). */
+        {
+                char buf[2048];
+                snprintf(buf, sizeof buf, "{\"extra\":[1,2],%s", json + 1);
+                e = NULL;
+                check(spool_drink_from_json(buf, strlen(buf), &e) == 0);
+                spool_drink_free(e);
+        }
+        free(json);
+        spool_drink_free(d);
+}
+
+static void test_names(void) {
+        uint64_t seq = 0;
+        char uuid[SPOOL_UUID_MAX];
+
+        check(spool_name_parse("00000000000000000012-3f1c2a9e-8d4b-4c1e-9a57-0b6d2e4f7a10.json", &seq, uuid) == 0);
+        check(seq == 12);
+        check_streq(uuid, "3f1c2a9e-8d4b-4c1e-9a57-0b6d2e4f7a10");
+        check(spool_name_parse("0000000000000000012-3f1c2a9e-8d4b-4c1e-9a57-0b6d2e4f7a10.json", &seq, uuid) < 0);
+        check(spool_name_parse("00000000000000000012-3f1c2a9e-8d4b-4c1e-9a57-0b6d2e4f7a10.jso", &seq, uuid) < 0);
+        check(spool_name_parse("0000000000000000001x-3f1c2a9e-8d4b-4c1e-9a57-0b6d2e4f7a10.json", &seq, uuid) < 0);
+        check(spool_name_parse("99999999999999999999-3f1c2a9e-8d4b-4c1e-9a57-0b6d2e4f7a10.json", &seq, uuid) < 0);
+        check(spool_name_parse("00000000000000000012-3f1c2a9e_8d4b-4c1e-9a57-0b6d2e4f7a10.json", &seq, uuid) < 0);
+        check(spool_uuid_is_valid("3f1c2a9e-8d4b-4c1e-9a57-0b6d2e4f7a10"));
+        check(!spool_uuid_is_valid("3f1c2a9e-8d4b-4c1e-9a57-0b6d2e4f7a1"));
+}
+
+static void test_basic_queue(void) {
+        char *root = mktemp_dir(), dir[2048], failed[4096], path[4200];
+        Spool *s = NULL;
+        SpoolDrink *h = NULL;
+        struct stat st;
+
+        snprintf(dir, sizeof dir, "%s/state/spool", root);
+        snprintf(failed, sizeof failed, "%s/failed", dir);
+        check(spool_open(&s, dir) == 0);
+        check(stat(dir, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0750);
+        check(stat(failed, &st) == 0 && S_ISDIR(st.st_mode));
+        check(spool_n_pending(s) == 0);
+        check(spool_peek(s, &h) == 0 && h == NULL);
+
+        for (unsigned i = 1; i <= 5; i++) {
+                SpoolDrink *d = make_drink(i);
+                check(spool_put(s, d) == 0);
+                check(d->seq == i);
+                spool_drink_free(d);
+        }
+        check(spool_n_pending(s) == 5);
+        check(count_files(dir, ".json") == 5);
+        check(count_tmp(dir) == 0);
+        char u[SPOOL_UUID_MAX];
+        make_uuid(3, u);
+        snprintf(path, sizeof path, "%s/00000000000000000003-%s.json", dir, u);
+        check(stat(path, &st) == 0 && (st.st_mode & 0777) == 0640);
+
+        check(spool_peek(s, &h) == 1);
+        check(h && h->seq == 1);
+        make_uuid(1, u);
+        check(h && strcmp(h->uuid, u) == 0);
+        check(spool_remove(s, u) == 0);
+        check(spool_remove(s, u) == -ENOENT);
+        spool_drink_free(h);
+        h = NULL;
+        check(spool_n_pending(s) == 4);
+        s = spool_free(s);
+
+        /* Reopen: order kept, seq continues from the highest; leftover tmp removed. */
+        snprintf(path, sizeof path, "%s/.00000000000000000099-x.json.tmp", dir);
+        write_file(path, "{garbage");
+        check(spool_open(&s, dir) == 0);
+        check(count_tmp(dir) == 0);
+        check(spool_n_pending(s) == 4);
+        check(spool_last_seq(s) == 5);
+        SpoolDrink *d6 = make_drink(6);
+        check(spool_put(s, d6) == 0);
+        check(d6->seq == 6);
+        spool_drink_free(d6);
+        for (unsigned want = 2; want <= 6; want++) {
+                h = NULL;
+                check(spool_peek(s, &h) == 1);
+                check(h && h->seq == want);
+                if (h)
+                        check(spool_remove(s, h->uuid) == 0);
+                spool_drink_free(h);
+        }
+        h = NULL;
+        check(spool_peek(s, &h) == 0 && h == NULL);
+        check(spool_n_pending(s) == 0);
+        check(count_files(dir, ".json") == 0);
+        spool_free(s);
+        rm_rf(root);
+        free(root);
+}
+
+static void test_corrupt(void) {
+        char *root = mktemp_dir(), dir[2048], failed[4096], path[4200];
+        Spool *s = NULL;
+        SpoolDrink *h = NULL;
+        char u[SPOOL_UUID_MAX];
+
+        snprintf(dir, sizeof dir, "%s/spool", root);
+        snprintf(failed, sizeof failed, "%s/failed", dir);
+        check(spool_open(&s, dir) == 0);
+        for (unsigned i = 1; i <= 4; i++) {
+                SpoolDrink *d = make_drink(i);
+                check(spool_put(s, d) == 0);
+                spool_drink_free(d);
+        }
+        s = spool_free(s);
+
+        /* Truncate #2 (a torn or damaged file), garbage in a validly named #9, a badly named file. */
+        make_uuid(2, u);
+        snprintf(path, sizeof path, "%s/00000000000000000002-%s.json", dir, u);
+        check(truncate(path, 40) == 0);
+        make_uuid(9, u);
+        snprintf(path, sizeof path, "%s/00000000000000000009-%s.json", dir, u);
+        write_file(path, "not json\n");
+        snprintf(path, sizeof path, "%s/bogus.json", dir);
+        write_file(path, "{}\n");
+
+        check(spool_open(&s, dir) == 0);
+        check(spool_n_pending(s) == 3);
+        check(spool_n_corrupt(s) == 3);
+        check(spool_n_failed(s) == 0);
+        check(count_files(failed, ".corrupt") == 3);
+        check(spool_last_seq(s) == 4);
+
+        /* Damage after opening: met at the head, quarantined, never blocks the queue. */
+        make_uuid(1, u);
+        snprintf(path, sizeof path, "%s/00000000000000000001-%s.json", dir, u);
+        write_file(path, "{\"version\":1,\"uuid\"");
+        check(spool_peek(s, &h) == 1);
+        check(h && h->seq == 3);
+        spool_drink_free(h);
+        check(spool_n_pending(s) == 2);
+        check(spool_n_corrupt(s) == 4);
+        check(count_files(failed, ".corrupt") == 4);
+
+        /* A vanished head is skipped. */
+        make_uuid(3, u);
+        snprintf(path, sizeof path, "%s/00000000000000000003-%s.json", dir, u);
+        check(unlink(path) == 0);
+        h = NULL;
+        check(spool_peek(s, &h) == 1);
+        check(h && h->seq == 4);
+        spool_drink_free(h);
+        check(spool_n_pending(s) == 1);
+        spool_free(s);
+        rm_rf(root);
+        free(root);
+}
+
+static int list_cb(const SpoolDrink *d, void *userdata) {
+        uint64_t *v = userdata;
+        v[++v[0]] = d->seq;
+        return 0;
+}
+
+static void test_failed_area(void) {
+        char *root = mktemp_dir(), dir[2048], failed[4096], path[4200];
+        Spool *s = NULL;
+        SpoolDrink *h = NULL;
+        char u[SPOOL_UUID_MAX];
+
+        snprintf(dir, sizeof dir, "%s/spool", root);
+        snprintf(failed, sizeof failed, "%s/failed", dir);
+        check(spool_open(&s, dir) == 0);
+        for (unsigned i = 1; i <= 4; i++) {
+                SpoolDrink *d = make_drink(i);
+                check(spool_put(s, d) == 0);
+                spool_drink_free(d);
+        }
+        SpoolFailure f = { .time_usec = 1795694500ull * 1000000ull, .http_status = 400,
+                           .code = (char *) "BadRequestError", .message = (char *) "No active keg at this tap" };
+        make_uuid(1, u);
+        check(spool_fail(s, u, &f) == 0);
+        check(spool_fail(s, u, &f) == -ENOENT);
+        make_uuid(3, u);
+        check(spool_fail(s, u, &f) == 0);
+        check(spool_n_pending(s) == 2);
+        check(spool_n_failed(s) == 2);
+        check(count_files(failed, ".json") == 2);
+        check(count_files(dir, ".json") == 2);
+
+        snprintf(path, sizeof path, "%s/00000000000000000003-%s.json", failed, u);
+        FILE *fp = fopen(path, "r");
+        char line[4096] = "";
+        check(fp != NULL);
+        if (fp) {
+                check(fgets(line, sizeof line, fp) != NULL);
+                fclose(fp);
+        }
+        check(strstr(line, "\"failure\":{\"time\":\"2026-11-26T") != NULL);
+        check(strstr(line, "\"http_status\":400") != NULL);
+        check(strstr(line, "\"message\":\"No active keg at this tap\"") != NULL);
+
+        uint64_t seen[16] = {};
+        check(spool_list(s, SPOOL_FAILED, list_cb, seen) == 0);
+        check(seen[0] == 2 && seen[1] == 1 && seen[2] == 3);
+        memset(seen, 0, sizeof seen);
+        check(spool_list(s, SPOOL_QUEUED, list_cb, seen) == 0);
+        check(seen[0] == 2 && seen[1] == 2 && seen[2] == 4);
+
+        /* Re-queue one: tail, new seq, same uuid, no failure. */
+        size_t n = 0;
+        check(spool_requeue_failed(s, u, &n) == 0);
+        check(n == 1);
+        check(spool_requeue_failed(s, u, &n) == -ENOENT);
+        check(spool_n_failed(s) == 1);
+        check(spool_n_pending(s) == 3);
+        s = spool_free(s);
+
+        check(spool_open(&s, dir) == 0);
+        check(spool_n_failed(s) == 1);
+        unsigned order[] = { 2, 4, 3 };
+        uint64_t seqs[] = { 2, 4, 5 };
+        for (size_t i = 0; i < 3; i++) {
+                h = NULL;
+                check(spool_peek(s, &h) == 1);
+                make_uuid(order[i], u);
+                check(h && strcmp(h->uuid, u) == 0);
+                check(h && h->seq == seqs[i]);
+                check(h && !h->has_failure);
+                if (h)
+                        check(spool_remove(s, h->uuid) == 0);
+                spool_drink_free(h);
+        }
+        /* Re-queue all. */
+        check(spool_requeue_failed(s, NULL, &n) == 0);
+        check(n == 1);
+        check(spool_n_failed(s) == 0);
+        h = NULL;
+        check(spool_peek(s, &h) == 1);
+        make_uuid(1, u);
+        check(h && strcmp(h->uuid, u) == 0 && h->seq == 6);
+        spool_drink_free(h);
+        spool_free(s);
+        rm_rf(root);
+        free(root);
+}
+
+/* The bounded window: many entries, a window of 4, puts while the window is partial, failing an
+ * entry beyond the window, and the order is still exact. */
+static void test_window(void) {
+        char *root = mktemp_dir(), dir[2048];
+        Spool *s = NULL;
+        char u[SPOOL_UUID_MAX];
+        const unsigned N = 300;
+
+        snprintf(dir, sizeof dir, "%s/spool", root);
+        check(spool_open(&s, dir) == 0);
+        spool_set_window(s, 4);
+        for (unsigned i = 1; i <= N; i++) {
+                SpoolDrink *d = make_drink(i);
+                check(spool_put(s, d) == 0);
+                spool_drink_free(d);
+        }
+        s = spool_free(s);
+        check(spool_open(&s, dir) == 0);
+        spool_set_window(s, 4);
+        check(spool_n_pending(s) == N);
+
+        /* Fail #150 (beyond the window). */
+        SpoolFailure f = { .time_usec = 1795694500ull * 1000000ull, .http_status = 404 };
+        make_uuid(150, u);
+        check(spool_fail(s, u, &f) == 0);
+
+        unsigned expect = 1, extra = N;
+        for (unsigned k = 0;; k++) {
+                SpoolDrink *h = NULL;
+                int r = spool_peek(s, &h);
+                check(r >= 0);
+                if (r <= 0)
+                        break;
+                if (expect == 150)
+                        expect++;
+                if (expect <= N) {
+                        make_uuid(expect, u);
+                        check(strcmp(h->uuid, u) == 0);
+                } else
+                        check(h->seq > N);
+                expect++;
+                check(spool_remove(s, h->uuid) == 0);
+                spool_drink_free(h);
+                if (k % 50 == 0 && extra < N + 10) {
+                        /* New drinks join the tail while the window is partial. */
+                        SpoolDrink *d = make_drink(++extra);
+                        check(spool_put(s, d) == 0);
+                        spool_drink_free(d);
+                }
+        }
+        check(expect == extra + 1);
+        check(spool_n_pending(s) == 0);
+        check(spool_n_failed(s) == 1);
+        spool_free(s);
+        rm_rf(root);
+        free(root);
+}
+
+/* ENOSPC on a 64 KiB tmpfs: loud, nothing already spooled is lost, the drink waits in memory in
+ * its place and becomes durable once space is back. */
+static void test_enospc(void) {
+        char *root = mktemp_dir(), dir[2048], filler[4200];
+        Spool *s = NULL;
+
+        if (mount("tmpfs", root, "tmpfs", 0, "size=64k") < 0) {
+                fprintf(stderr, "test_enospc: skipped, cannot mount a tmpfs: %s\n", strerror(errno));
+                rm_rf(root);
+                free(root);
+                return;
+        }
+        snprintf(dir, sizeof dir, "%s/spool", root);
+        check(spool_open(&s, dir) == 0);
+        for (unsigned i = 1; i <= 3; i++) {
+                SpoolDrink *d = make_drink(i);
+                check(spool_put(s, d) == 0);
+                spool_drink_free(d);
+        }
+        /* Fill the disk. */
+        snprintf(filler, sizeof filler, "%s/filler", root);
+        int fd = open(filler, O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        check(fd >= 0);
+        char block[4096];
+        memset(block, 'x', sizeof block);
+        while (write(fd, block, sizeof block) > 0)
+                ;
+        close(fd);
+
+        unsigned put_mem = 0;
+        for (unsigned i = 4; i <= 6; i++) {
+                SpoolDrink *d = make_drink(i);
+                int r = spool_put(s, d);
+                check(r == 0 || r == SPOOL_IN_MEMORY);
+                if (r == SPOOL_IN_MEMORY)
+                        put_mem++;
+                spool_drink_free(d);
+        }
+        check(put_mem > 0);
+        check(spool_is_degraded(s));
+        check(spool_n_pending(s) == 6);
+        check(count_files(dir, ".json") == 6 - put_mem);
+        check(count_tmp(dir) == 0);
+
+        /* Order holds with memory entries mixed in; the first three still load. */
+        SpoolDrink *h = NULL;
+        check(spool_peek(s, &h) == 1 && h && h->seq == 1);
+        spool_drink_free(h);
+
+        check(unlink(filler) == 0);
+        check(spool_flush(s) == 0);
+        check(!spool_is_degraded(s));
+        check(count_files(dir, ".json") == 6);
+        s = spool_free(s);
+        check(spool_open(&s, dir) == 0);
+        check(spool_n_pending(s) == 6);
+        for (unsigned want = 1; want <= 6; want++) {
+                h = NULL;
+                check(spool_peek(s, &h) == 1 && h && h->seq == want);
+                if (h)
+                        check(spool_remove(s, h->uuid) == 0);
+                spool_drink_free(h);
+        }
+        spool_free(s);
+        check(umount2(root, MNT_DETACH) == 0);
+        rm_rf(root);
+        free(root);
+}
+
+int main(void) {
+        log_set_max_level(LOG_WARNING);
+        test_record_roundtrip();
+        test_record_rejects();
+        test_names();
+        test_basic_queue();
+        test_corrupt();
+        test_failed_area();
+        test_window();
+        test_enospc();
+        if (failures) {
+                fprintf(stderr, "%d check(s) failed\n", failures);
+                return 1;
+        }
+        printf("all spool tests passed\n");
+        return 0;
+}
