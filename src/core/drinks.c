@@ -120,16 +120,29 @@ void drink_sink_notify_created(DrinkSink *s, const Drink *d) {
 }
 
 void drink_format_double(double v, char buf[static 32]) {
+        char t[32];
+        int prec;
+
         if (!isfinite(v)) {
                 /* JSON has no such numbers; callers only pass finite volumes. */
-                snprintf(buf, 32, "0.0");
+                memcpy(buf, "0.0", 4);
                 return;
         }
-        for (int prec = 1; prec <= 17; prec++) {
-                snprintf(buf, 32, "%.*g", prec, v);
-                if (strtod(buf, NULL) == v)
+        /* Shortest digits that read back exactly, laid out as Python's repr() does: positional
+         * for exponents -4..15, scientific otherwise. */
+        for (prec = 1; prec < 17; prec++) {
+                snprintf(t, sizeof(t), "%.*e", prec - 1, v);
+                if (strtod(t, NULL) == v)
                         break;
         }
-        if (!strpbrk(buf, ".eEn"))
-                strcat(buf, ".0");
+        snprintf(t, sizeof(t), "%.*e", prec - 1, v);
+        const char *e = strchr(t, 'e');
+        int exp = e ? atoi(e + 1) : 0;
+        if (exp >= -4 && exp < 16) {
+                /* At most 16 significant digits with exponent < 16: at most 22 characters. */
+                snprintf(t, sizeof(t) - 2, "%.*f", MAX(prec - 1 - exp, 0), v);
+                if (!strchr(t, '.'))
+                        strcat(t, ".0");
+        }
+        memcpy(buf, t, sizeof(t));
 }

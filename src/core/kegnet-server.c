@@ -22,6 +22,7 @@
 #define MALFORMED_WARNING_INTERVAL_USEC (60 * USEC_PER_SEC)
 #define ACCEPT_PAUSE_USEC (1 * USEC_PER_SEC)
 #define ADDRESS_MAX (INET6_ADDRSTRLEN + 16)
+#define OUT_KEEP_MAX (64U * 1024U)
 
 struct KegnetPeer {
         KegnetServer *server;
@@ -197,8 +198,15 @@ static int peer_write(KegnetPeer *p) {
         }
 
         bool want_out = peer_has_output(p);
-        if (!want_out)
+        if (!want_out) {
                 p->out_start = p->out_end = 0;
+                /* A burst may have grown the buffer to MiBs: give that back once it is written. */
+                if (p->out_allocated > OUT_KEEP_MAX) {
+                        free(p->out);
+                        p->out = NULL;
+                        p->out_allocated = 0;
+                }
+        }
         if (want_out != p->out_armed) {
                 p->out_armed = want_out;
                 if (peer_update_io_events(p) < 0) {

@@ -267,19 +267,18 @@ static int on_flow_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+static void on_thermo_silent(const ThermoSensor *t, void *userdata) {
+        Manager *m = userdata;
+        FOREACH_OBSERVER(m, thermo_silent, t);
+}
+
 static int on_thermo_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
         uint64_t now = 0;
 
         m->thermo_timer_deadline = UINT64_MAX;
         (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
-        if (thermo_manager_process_deadlines(m->thermo, now) > 0)
-                for (size_t i = 0; i < thermo_manager_n_sensors(m->thermo); i++) {
-                        const ThermoSensor *t = thermo_manager_sensor_at(m->thermo, i);
-                        if (t->silent && now > t->last_seen_monotonic + THERMO_SILENCE_USEC &&
-                            now <= t->last_seen_monotonic + THERMO_SILENCE_USEC + 2 * USEC_PER_SEC)
-                                FOREACH_OBSERVER(m, thermo_silent, t);
-                }
+        (void) thermo_manager_process_deadlines(m->thermo, now, on_thermo_silent, m);
         arm_timer(m, m->thermo_timer_source, &m->thermo_timer_deadline, thermo_manager_next_deadline(m->thermo));
         return 0;
 }
@@ -811,6 +810,10 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         r = sd_event_set_watchdog(m->event, true);
         if (r < 0)
                 return log_error_errno(r, "Cannot enable the watchdog: %m");
+        /* Early, so that a SIGTERM during start-up waits for the loop and ends in an orderly way. */
+        r = setup_signals(m);
+        if (r < 0)
+                return r;
 
         /* Flow engine first: taps and the drink sink hang off it. */
         flow_engine_config_init(&fc);
@@ -867,9 +870,6 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
                 }
         }
 
-        r = setup_signals(m);
-        if (r < 0)
-                return r;
         r = setup_timers(m);
         if (r < 0)
                 return r;

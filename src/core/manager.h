@@ -51,7 +51,10 @@ typedef struct Controller {
 } Controller;
 
 /* Every callback is optional. They run synchronously, after the kegnet side of the same change;
- * they must not free the manager. Pointers are valid for the duration of the call. */
+ * they must not free the manager. Pointers are valid for the duration of the call. Callbacks that
+ * come from inside the flow engine (flow_updated, relay_changed, drink_recorded, token_authenticated,
+ * tap_changed for first-sight taps) must not call the mutating manager_*() operations: the engine
+ * refuses re-entry (-EBUSY); defer such work to the loop instead. */
 typedef struct ManagerObserver {
         void (*tap_changed)(Manager *m, const char *meter, TapChange change, void *userdata);
         void (*flow_updated)(Manager *m, const FlowInfo *flow, void *userdata);

@@ -120,7 +120,8 @@ uint64_t thermo_manager_next_deadline(const ThermoManager *t) {
         return next;
 }
 
-int thermo_manager_process_deadlines(ThermoManager *t, uint64_t monotonic) {
+int thermo_manager_process_deadlines(ThermoManager *t, uint64_t monotonic, ThermoSilentHandler on_silent,
+                                     void *userdata) {
         int n = 0;
 
         for (size_t i = 0; i < t->n_sensors; i++) {
@@ -129,6 +130,8 @@ int thermo_manager_process_deadlines(ThermoManager *t, uint64_t monotonic) {
                         continue;
                 s->silent = true;
                 log_warning("Stopped receiving updates for thermo sensor %s", s->name);
+                if (on_silent)
+                        on_silent(s, userdata);
                 n++;
         }
         return n;

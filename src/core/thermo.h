@@ -43,8 +43,11 @@ ThermoResult thermo_manager_reading(ThermoManager *t, const char *sensor, double
 
 /* Monotonic time at which some sensor becomes silent; THERMO_NO_DEADLINE if none can. */
 uint64_t thermo_manager_next_deadline(const ThermoManager *t);
-/* Warns (once) about each sensor silent at 'monotonic'. Returns how many were declared silent. */
-int thermo_manager_process_deadlines(ThermoManager *t, uint64_t monotonic);
+/* Warns (once) about each sensor silent at 'monotonic' and calls on_silent (may be NULL) for it.
+ * Returns how many were declared silent. */
+typedef void (*ThermoSilentHandler)(const ThermoSensor *s, void *userdata);
+int thermo_manager_process_deadlines(ThermoManager *t, uint64_t monotonic, ThermoSilentHandler on_silent,
+                                     void *userdata);
 
 size_t thermo_manager_n_sensors(const ThermoManager *t);
 const ThermoSensor *thermo_manager_sensor_at(const ThermoManager *t, size_t i);

@@ -7,6 +7,7 @@
 #include <sys/epoll.h>
 
 #include "board.h"
+#include "daemon.h"
 #include "log.h"
 #include "serial.h"
 
@@ -566,6 +567,9 @@ static int probe_timer_handler(sd_event_source *s, uint64_t usec, void *userdata
 
         if (b->probe_pings >= PROBE_PINGS) {
                 log_info("%s: not a kegboard (no KBSP frame)", b->device);
+                /* Tell systemd we started fine and are leaving on purpose: exiting 0 before READY=1
+                 * would leave a udev-started instance "failed (protocol)" on a foreign serial port. */
+                (void) daemon_notify_ready("%s: not a kegboard", b->device);
                 board_finish(b, 0);
                 return 0;
         }
@@ -664,8 +668,4 @@ const char *board_device(const Board *b) {
 
 const char *board_name(const Board *b) {
         return b->name;
-}
-
-bool board_is_replay(const Board *b) {
-        return b->kind == SERIAL_FILE && b->state != BOARD_INIT;
 }

@@ -44,7 +44,6 @@ int board_start(Board *b);
 
 const char *board_device(const Board *b);
 const char *board_name(const Board *b);         /* NULL until identified */
-bool board_is_replay(const Board *b);
 
 /* Queues set_output(id, on) (id < KBSP_MAX_OUTPUTS); only the newest state per output waits.
  * -ENOTCONN when the port is closed or a replay. */

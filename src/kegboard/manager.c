@@ -165,9 +165,7 @@ static int signal_handler(sd_event_source *s, const struct signalfd_siginfo *si,
 /* ---- the board side ---- */
 
 static void on_board_ready(Board *b, void *userdata) {
-        Manager *m = userdata;
         (void) daemon_notify_ready("Kegboard protocol seen on %s, waiting for hello", board_device(b));
-        (void) m;
 }
 
 static void remember_hello(Manager *m, const KbspHello *h) {

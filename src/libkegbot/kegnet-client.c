@@ -65,6 +65,7 @@ struct KegnetClient {
         sd_event_source *io;
         sd_event_source *timer;
         sd_event_source *defer;         /* delivers pending_error on the loop */
+        sd_event_source *flush_notify;  /* delivers 'flushed' after a direct write, on the loop */
         uint64_t generation;    /* bumped whenever a connection ends, to notice it from callbacks */
 
         unsigned failures;      /* consecutive failed attempts */
@@ -259,6 +260,7 @@ static uint64_t client_now(KegnetClient *c) {
 static void client_close_socket(KegnetClient *c) {
         c->io = sd_event_source_disable_unref(c->io);
         c->defer = sd_event_source_disable_unref(c->defer);
+        c->flush_notify = sd_event_source_disable_unref(c->flush_notify);
         c->timer = sd_event_source_disable_unref(c->timer);
         c->fd = safe_close(c->fd);
         kegnet_splitter_done(&c->splitter);
@@ -614,6 +616,43 @@ static void client_doom(KegnetClient *c, int error) {
                 (void) shutdown(c->fd, SHUT_RDWR);
 }
 
+static int on_flush_notify(sd_event_source *s, void *userdata) {
+        KegnetClient *c = userdata;
+
+        c->flush_notify = sd_event_source_disable_unref(c->flush_notify);
+        if (c->state == STATE_CONNECTED && !c->sendq.head && c->cb.flushed)
+                c->cb.flushed(c, c->userdata);
+        return 0;
+}
+
+/* Write the queue from inside kegnet_client_send(): never calls back into the caller; errors and
+ * the 'flushed' notification are delivered on the loop. */
+static int client_write_direct(KegnetClient *c) {
+        while (c->sendq.head) {
+                Entry *e = c->sendq.head;
+                ssize_t l = send(c->fd, e->frame + e->written, e->size - e->written, MSG_DONTWAIT | MSG_NOSIGNAL);
+                if (l < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        if (errno == EAGAIN)
+                                break;
+                        client_doom(c, -errno);
+                        return 0;
+                }
+                e->written += (size_t) l;
+                c->sendq_bytes -= (size_t) l;
+                if (e->written == e->size) {
+                        list_remove(&c->sendq, e);
+                        entry_free(e);
+                }
+        }
+        client_update_events(c);
+        if (!c->sendq.head && c->cb.flushed && !c->flush_notify &&
+            sd_event_add_defer(c->event, &c->flush_notify, on_flush_notify, c) >= 0)
+                (void) sd_event_source_set_description(c->flush_notify, "kegnet-client-flushed");
+        return 0;
+}
+
 int kegnet_client_send(KegnetClient *c, const KegnetMessage *m) {
         Entry *e = NULL;
         int r;
@@ -641,6 +680,10 @@ int kegnet_client_send(KegnetClient *c, const KegnetMessage *m) {
 
         list_append(&c->sendq, e);
         c->sendq_bytes += e->size;
+        if (c->sendq.head == e && !c->shut_wr)
+                /* The common case: nothing queued, so write now rather than arm EPOLLOUT and come
+                 * back a loop iteration later (two epoll_ctl calls and a wakeup per message). */
+                return client_write_direct(c);
         if (c->sendq_bytes > KEGNET_CLIENT_SEND_BUFFER_MAX) {
                 log_warning("Send buffer to %s exceeds %u bytes; the core is not reading",
                             c->display, KEGNET_CLIENT_SEND_BUFFER_MAX);
@@ -737,6 +780,7 @@ KegnetClient *kegnet_client_free(KegnetClient *c) {
         c->io = sd_event_source_disable_unref(c->io);
         c->timer = sd_event_source_disable_unref(c->timer);
         c->defer = sd_event_source_disable_unref(c->defer);
+        c->flush_notify = sd_event_source_disable_unref(c->flush_notify);
         c->fd = safe_close(c->fd);
         kegnet_splitter_done(&c->splitter);
         list_clear(&c->sendq);

@@ -25,7 +25,9 @@ Control API (JSON bodies and answers, on the control port):
   POST /_control/accept          listen again on the same port
   POST /_control/seed            add users, api_keys, tokens, controllers, meters, toggles, kegs, taps
   POST /_control/set             {"privacy", "profile", "setup_required", "debug", "insecure_key"}
-  POST /_control/revoke-key      {"key": K} (deactivates it)
+  POST /_control/revoke-key      {"key": K} (deactivates it); /_control/add-key {"key", "user"}
+  POST /_control/remove-user     {"username": U} (drinks for U then fail with 500, as on a real server)
+  POST /_control/remove-tap      {"meter": M}; /_control/remove-keg {"meter": M}
 """
 import argparse
 import datetime
@@ -737,7 +739,8 @@ def make_api_handler(st):
             try:
                 self.route(method, url.path, query, form, entry)
             except ConnectionDrop:
-                entry["status"] = "dropped"
+                if entry["status"] is None:
+                    entry["status"] = "dropped"
                 self.close_connection = True
                 try:
                     self.connection.shutdown(socket.SHUT_RDWR)
@@ -1014,6 +1017,9 @@ def make_control_handler(st):
                         for k in ("privacy", "profile", "setup_required", "debug", "insecure_key"):
                             if k in body:
                                 setattr(data, k, body[k])
+                elif p == "/_control/remove-user":
+                    with data.lock:
+                        data.users.pop(body["username"], None)
                 elif p == "/_control/revoke-key":
                     with data.lock:
                         data.api_keys[body["key"]]["active"] = False

@@ -79,6 +79,9 @@ class StandIn:
     def remove_keg(self, meter):
         self._call("POST", "remove-keg", {"meter": meter})
 
+    def remove_user(self, username):
+        self._call("POST", "remove-user", {"username": username})
+
     def revoke_key(self, key):
         self._call("POST", "revoke-key", {"key": key})
 

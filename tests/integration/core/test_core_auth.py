@@ -66,7 +66,7 @@ class TokensFileTest(unittest.TestCase):
                 meter(p, 550)
                 listener.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 330)
                 # Relay re-asserted every second while bob's flow lasts.
-                during = collect(listener, 3.2)
+                during = collect(listener, 3.2, scale=False)
                 reasserts = [e for e in events(during, "SetRelayOutputEvent") if e["output_mode"] == "enabled"]
                 self.assertGreaterEqual(len(reasserts), 3)
                 self.assertLessEqual(len(reasserts), 4)
@@ -103,8 +103,10 @@ class TokensFileTest(unittest.TestCase):
                 started = flow_updates(seen, "active")
                 self.assertEqual(sorted((u["meter_name"], u["username"]) for u in started),
                                  [("kegboard.flow0", "dave"), ("kegboard.flow1", "dave")])
-                self.assertEqual(events(seen, "SetRelayOutputEvent"),
-                                 [{"output_name": "kegboard.relay0", "output_mode": "enabled"}])
+                relays = events(seen, "SetRelayOutputEvent")
+                self.assertGreaterEqual(len(relays), 1)
+                self.assertEqual(set((r["output_name"], r["output_mode"]) for r in relays),
+                                 {("kegboard.relay0", "enabled")})
                 # rfid is not captive: removal leaves the flows running.
                 token(p, "core.rfid", "0415ab23cd", "removed", meter="__all_taps__")
                 seen = collect(listener, 1.0)

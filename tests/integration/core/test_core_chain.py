@@ -91,6 +91,9 @@ class ChainTest(unittest.TestCase):
                 d = c.core.drinks()[0]
                 self.assertEqual((d["username"], d["ticks"]), ("mikey", 440))
                 self.assertAlmostEqual(d["volume_ml"], 200.0, places=6)
+                # The controller registry follows the daemon's connection.
+                self.assertEqual(c.daemon.stop(), 0)
+                c.core.wait_line(r"\(main\) Controller disconnected: kegboard$")
             finally:
                 c.close()
 

@@ -89,6 +89,29 @@ class WhitelistTest(unittest.TestCase):
                 core.kill()
 
 
+    def test_controller_registry(self):
+        with kbtest.TempDir() as tmp:
+            core = Core(tmp)
+            try:
+                a = core.connect()
+                b = core.connect()
+                a.send("ControllerConnectedEvent", controller_name="kegboard-1a2b3c4d",
+                       serial_number="KB-0000-0000-1A2B3C4D", firmware_version=18, uptime_ms=0, board_reset=True,
+                       device="/dev/ttyACM0")
+                core.wait_line(r"\(main\) Controller connected: kegboard-1a2b3c4d serial=KB-0000-0000-1A2B3C4D "
+                               r"firmware_version=18 board_reset=yes")
+                core.wait_line(r"Controller kegboard-1a2b3c4d was reset")
+                # pycore senders: only controller_name.
+                b.send("ControllerConnectedEvent", controller_name="kegboard-1a2b3c4d")
+                core.wait_line(r"WARNING  \(main\) Controller kegboard-1a2b3c4d announced by two connections "
+                               r"\(127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+\)")
+                b.close()
+                core.wait_line(r"\(main\) Controller disconnected: kegboard-1a2b3c4d$")
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+
 class LimitsTest(unittest.TestCase):
     def test_oversized_frame_closes_only_that_client(self):
         with kbtest.TempDir() as tmp:

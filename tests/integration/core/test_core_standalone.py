@@ -85,6 +85,23 @@ class StartupTest(unittest.TestCase):
                 p.kill()
 
 
+    def test_state_directory_from_environment(self):
+        with kbtest.TempDir() as tmp:
+            a, b = os.path.join(tmp, "a"), os.path.join(tmp, "b")
+            port = kbtest.free_port()
+            p = kbtest.Proc([kbtest.binary("kegbot_core"), "--kb_core_bind_addr=127.0.0.1:%d" % port,
+                             "--taps_file=" + os.path.join(tmp, "none.ini"), "--dbus=none"],
+                            env={"KEGBOT_API_URL": "", "STATE_DIRECTORY": a + ":" + b})
+            try:
+                p.wait_line(r"Recording drinks in %s/drinks\.log \(next drink_id 1\)" % a)
+                p.wait_line(r"All services started")
+                self.assertTrue(os.path.exists(os.path.join(a, "drinks.log")))
+                self.assertFalse(os.path.exists(b))
+                self.assertEqual(p.stop(), 0)
+            finally:
+                p.kill()
+
+
 class PourTest(unittest.TestCase):
     def test_test_flow_pour_recorded_once(self):
         with kbtest.TempDir() as tmp:
@@ -268,6 +285,8 @@ class ReloadAndThermoTest(unittest.TestCase):
                 c.send("ThermoEvent", sensor_name="kegboard.thermo-2", sensor_value=-20.0)
                 core.wait_line(r"\(ThermoManager\) Recording temperature sensor=kegboard\.thermo-2 value=-20")
                 core.wait_line(r"\(ThermoManager\) Recording temperature sensor=kegboard\.thermo-1 value=4\.5")
+                kbtest.wait_until(lambda: len(core.thermo_log()) >= 2, what="thermo.log lines")
+                time.sleep(0.2)
                 log = core.thermo_log()
                 # Two sensors, one recorded reading each (unless the minute turned over in between).
                 names = [e["sensor_name"] for e in log]

@@ -79,7 +79,7 @@ def path_encode(prefix, name):
 
 
 class PrivateBus:
-    def __init__(self, tmpdir):
+    def __init__(self, tmpdir, start=True):
         self.dir = os.path.join(tmpdir, "bus")
         os.makedirs(self.dir, exist_ok=True)
         os.chmod(self.dir, 0o755)
@@ -94,7 +94,8 @@ class PrivateBus:
         with open(self.config, "w") as f:
             f.write(conf)
         self.proc = None
-        self.start()
+        if start:
+            self.start()
 
     def _policy(self):
         if KEGBOT_GROUP == "kegbot":
@@ -191,6 +192,19 @@ class PrivateBus:
         return {p: {i: {k: v["data"] for k, v in props.items()} for i, props in ifs.items()}
                 for p, ifs in objs.items()}
 
+    def dbus_call(self, path, iface, method, signature="", args=(), as_=None):
+        """A method call through python3-dbus in a child process (so it can run as another user);
+        returns ("ok", reply list) or (error name, error message)."""
+        cmd = self._cred_prefix(as_) + ["/usr/bin/python3", "-c", _CALL_SCRIPT,
+                                        json.dumps([NAME, path, iface, method, signature, list(args)])]
+        env = dict(os.environ)
+        env.update(self.env())
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=30 * kbtest.SLOW)
+        if r.returncode != 0 or not r.stdout.strip():
+            raise AssertionError("dbus call helper failed: %s %s" % (r.stdout, r.stderr))
+        out = json.loads(r.stdout)
+        return out[0], out[1]
+
     def name_owner(self):
         r = self.busctl("--json=short", "call", "org.freedesktop.DBus", "/org/freedesktop/DBus",
                         "org.freedesktop.DBus", "NameHasOwner", "s", NAME)
@@ -200,6 +214,38 @@ class PrivateBus:
 
     def wait_name(self, timeout=10.0):
         kbtest.wait_until(self.name_owner, timeout=timeout, interval=0.05, what="%s on the bus" % NAME)
+
+
+_CALL_SCRIPT = r"""
+import json, sys
+import dbus
+name, path, iface, method, sig, args = json.loads(sys.argv[1])
+try:
+    bus = dbus.SystemBus()
+    obj = bus.get_object(name, path, introspect=False)
+    reply = obj.get_dbus_method(method, iface)(*args, signature=sig)
+    def plain(v):
+        if isinstance(v, (list, tuple, dbus.Array, dbus.Struct)):
+            return [plain(x) for x in v]
+        if isinstance(v, (dict, dbus.Dictionary)):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, dbus.Boolean):
+            return bool(v)
+        if isinstance(v, (dbus.String, dbus.ObjectPath, dbus.Signature)):
+            return str(v)
+        if isinstance(v, dbus.Double):
+            return float(v)
+        if isinstance(v, (int,)):
+            return int(v)
+        return v
+    if reply is None:
+        reply = []
+    elif not isinstance(reply, tuple):
+        reply = [reply]
+    print(json.dumps(["ok", plain(list(reply))]))
+except dbus.exceptions.DBusException as e:
+    print(json.dumps([e.get_dbus_name(), e.get_dbus_message()]))
+"""
 
 
 class Monitor:
@@ -241,3 +287,68 @@ class Monitor:
 def payload(msg):
     """A monitored message's body as a list of plain values."""
     return msg.get("payload", {}).get("data", [])
+
+
+# ---------------------------------------------------------------- the core on the private bus
+
+TAPS_INI = """
+[kegboard.flow0]
+name = Main Tap
+ticks_per_ml = 2.2
+relay_name = kegboard.relay0
+
+[kegboard.flow1]
+name = Guest Tap
+ml_per_tick = 0.5
+"""
+
+TOKENS_INI = """
+[core.onewire:aaaa000000000001]
+username = alice
+
+[core.rfid:0415ab23cd]
+username = dave
+"""
+
+
+def write_file(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+class Core(kbtest.Proc):
+    """kegbot_core in standalone mode serving org.kegbot.Core1 on the private bus."""
+
+    def __init__(self, tmp, bus, *flags, port=None, taps=TAPS_INI, tokens=None, wait=True, wait_name=True,
+                 address=None, prefix=None):
+        self.tmp = tmp
+        self.port = port or kbtest.free_port()
+        self.state_dir = os.path.join(tmp, "state")
+        taps_path = write_file(os.path.join(tmp, "taps.ini"), taps) if taps is not None else \
+            os.path.join(tmp, "no-taps.ini")
+        args = list(prefix or []) + [kbtest.binary("kegbot_core"),
+                "--kb_core_bind_addr=127.0.0.1:%d" % self.port,
+                "--state_dir=" + self.state_dir,
+                "--taps_file=" + taps_path,
+                "--dbus=system"]
+        if tokens is not None:
+            args.append("--tokens_file=" + write_file(os.path.join(tmp, "tokens.ini"), tokens))
+        args += list(flags)
+        env = {"KEGBOT_API_URL": "", "STATE_DIRECTORY": "",
+               "DBUS_SYSTEM_BUS_ADDRESS": address or bus.address}
+        super().__init__(args, env=env, name="kegbot_core")
+        if wait:
+            self.wait_line(r"\(main\) All services started\.", timeout=10)
+        if wait_name:
+            bus.wait_name()
+
+    def connect(self):
+        return kbtest.KegnetConn.connect(self.port)
+
+    def drinks(self):
+        try:
+            with open(os.path.join(self.state_dir, "drinks.log")) as f:
+                return [json.loads(l) for l in f if l.strip()]
+        except FileNotFoundError:
+            return []

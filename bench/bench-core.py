@@ -1,0 +1,239 @@
+"""kegbot_core benchmarks (standalone mode); prints one figure per line.
+
+1. MeterUpdate throughput: one producer floods the core with MeterUpdates (delta 1 each); a listener
+   receives the FlowUpdate broadcast for every one. Messages/s from the first send to the last
+   FlowUpdate at the listener (target >= 50,000/s).
+2. Latency: a meter_status frame written on a pseudo-terminal that kegboard_daemon reads, to the
+   FlowUpdate at a kegnet listener of the core; p50 / p99 over single frames (target p99 < 2 ms).
+3. Idle wake-ups: voluntary context switches of an idle core per minute (target < 2).
+   BENCH_IDLE_SECONDS overrides the 60 s window.
+4. RSS of the standalone core at start and after the throughput run (target < 4 MB).
+"""
+import os
+import socket
+import struct
+import sys
+import threading
+import time
+import tty
+import unittest
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
+import kbtest  # noqa: E402
+
+
+def proc_status(pid, key):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return None
+
+
+class Counter:
+    """Drains a kegnet connection in a thread; remembers when a frame containing `marker` arrived."""
+
+    def __init__(self, port):
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        self.frames = 0
+        self.marker = None
+        self.marker_time = None
+        self.cv = threading.Condition()
+        self.stop = False
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        tail = b""
+        while not self.stop:
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except OSError:
+                return
+            if not chunk:
+                return
+            data = tail + chunk
+            n = data.count(b"\n\n")
+            with self.cv:
+                self.frames += n
+                if self.marker and self.marker in data:
+                    self.marker_time = time.perf_counter()
+                    self.cv.notify_all()
+            tail = data[-256:]
+
+    def expect(self, marker):
+        with self.cv:
+            self.marker = marker
+            self.marker_time = None
+
+    def wait(self, timeout):
+        with self.cv:
+            self.cv.wait_for(lambda: self.marker_time is not None, timeout)
+            return self.marker_time
+
+    def close(self):
+        self.stop = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.t.join(2)
+        self.sock.close()
+
+
+def start_core(tmp, extra=()):
+    port = kbtest.free_port()
+    core = kbtest.Proc([kbtest.binary("kegbot_core"), "--kb_core_bind_addr=127.0.0.1:%d" % port,
+                        "--state_dir=" + os.path.join(tmp, "state"), "--taps_file=" + os.path.join(tmp, "none"),
+                        "--dbus=none", "--max_tick_delta=0"] + list(extra),
+                       env={"KEGBOT_API_URL": ""}, name="kegbot_core")
+    core.wait_line(r"All services started", timeout=10)
+    return core, port
+
+
+def bench_throughput(tmp, n=200000):
+    core, port = start_core(tmp)
+    try:
+        rss_start = proc_status(core.pid, "VmRSS")
+        listener = Counter(port)
+        producer = Counter(port)        # the producer gets the broadcast too; keep it drained
+        time.sleep(0.2)
+        frames = b"".join(kbtest.kegnet_frame("MeterUpdate", meter_name="kegboard.flow0", reading=i)
+                          for i in range(n + 1))
+        listener.expect(b'"ticks":%d,' % n)
+        t0 = time.perf_counter()
+        view = memoryview(frames)
+        step = 256 * 1024
+        for off in range(0, len(frames), step):
+            producer.sock.sendall(view[off:off + step])
+        t1 = listener.wait(120)
+        if t1 is None:
+            raise SystemExit("throughput: the last FlowUpdate never arrived (%d frames seen)" % listener.frames)
+        rate = n / (t1 - t0)
+        rss_after = proc_status(core.pid, "VmRSS")
+        listener.close()
+        producer.close()
+        core.stop()
+        return rate, rss_start, rss_after
+    finally:
+        core.kill()
+
+
+def crc16_kermit(data):
+    crc = 0
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc
+
+
+def kbsp_frame(message_id, payload):
+    head = b"KBSP v1:" + struct.pack("<HH", message_id, len(payload)) + payload
+    return head + struct.pack("<H", crc16_kermit(head)) + b"\r\n"
+
+
+def tlv(tag, value):
+    return bytes([tag, len(value)]) + value
+
+
+def bench_latency(tmp, samples=500):
+    core, port = start_core(tmp)
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    path = os.ttyname(slave)
+    daemon = None
+    try:
+        listener = Counter(port)
+        daemon = kbtest.Proc([kbtest.binary("kegboard_daemon"), "--kegboard_device=" + path,
+                              "--kb_core_addr=%d" % port, "--probe_seconds=0.2", "--hello_timeout=0"],
+                             name="kegboard_daemon")
+        hello = kbsp_frame(0x01, tlv(1, struct.pack("<H", 18)) + tlv(3, b"BENCH".ljust(30, b"\0"))
+                           + tlv(4, struct.pack("<I", 0)) + tlv(5, struct.pack("<I", 0)))
+        # Keep saying hello until the daemon has announced the board to the core.
+        deadline = time.monotonic() + 20
+        while not [l for l in core.output("stderr") if "Controller connected" in l]:
+            if time.monotonic() > deadline:
+                raise SystemExit("latency: kegboard_daemon never identified the pty board:\n"
+                                 + "\n".join(daemon.output()))
+            os.write(master, hello)
+            time.sleep(0.3)
+        os.set_blocking(master, False)
+
+        def meter(reading):
+            return kbsp_frame(0x10, tlv(1, b"flow0") + tlv(2, struct.pack("<I", reading)))
+
+        os.write(master, meter(0))          # baseline
+        time.sleep(0.3)
+        lat = []
+        for i in range(1, samples + 1):
+            try:
+                while os.read(master, 4096):    # drain what the daemon writes (pings, relays)
+                    pass
+            except OSError:
+                pass
+            listener.expect(b'"ticks":%d,' % i)
+            frame = meter(i)
+            t0 = time.perf_counter()
+            os.write(master, frame)
+            t1 = listener.wait(5)
+            if t1 is None:
+                raise SystemExit("latency: no FlowUpdate for reading %d" % i)
+            lat.append((t1 - t0) * 1000.0)
+            time.sleep(0.002)
+        listener.close()
+        lat.sort()
+        return lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1], lat[-1]
+    finally:
+        if daemon:
+            daemon.stop()
+        core.stop()
+        os.close(master)
+        os.close(slave)
+
+
+def bench_idle(tmp, seconds):
+    core, port = start_core(tmp)
+    try:
+        c = kbtest.KegnetConn.connect(port)     # an idle connected client, as in production
+        time.sleep(2)
+        v0 = proc_status(core.pid, "voluntary_ctxt_switches")
+        nv0 = proc_status(core.pid, "nonvoluntary_ctxt_switches")
+        time.sleep(seconds)
+        v1 = proc_status(core.pid, "voluntary_ctxt_switches")
+        nv1 = proc_status(core.pid, "nonvoluntary_ctxt_switches")
+        rss = proc_status(core.pid, "VmRSS")
+        c.close()
+        core.stop()
+        return (v1 - v0) * 60.0 / seconds, (nv1 - nv0) * 60.0 / seconds, rss
+    finally:
+        core.kill()
+
+
+def main():
+    idle_seconds = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
+    with kbtest.TempDir() as tmp:
+        rate, rss_start, rss_after = bench_throughput(tmp)
+        print("core MeterUpdate throughput (FlowUpdate to 1 listener): %.0f messages/s (target >= 50000)" % rate)
+        print("core RSS at start: %.2f MB; after %s messages: %.2f MB (target < 4 MB)"
+              % (rss_start / 1024.0, "200000", rss_after / 1024.0))
+        sys.stdout.flush()
+    with kbtest.TempDir() as tmp:
+        try:
+            p50, p99, pmax = bench_latency(tmp)
+            print("pty meter frame -> FlowUpdate latency: p50 %.3f ms, p99 %.3f ms, max %.3f ms (target p99 < 2 ms)"
+                  % (p50, p99, pmax))
+        except unittest.SkipTest as e:
+            print("pty latency: skipped (%s)" % e)
+        sys.stdout.flush()
+    with kbtest.TempDir() as tmp:
+        vol, invol, rss = bench_idle(tmp, idle_seconds)
+        print("idle core: %.1f voluntary context switches/min (%.1f involuntary) over %.0f s (target < 2)"
+              % (vol, invol, idle_seconds))
+        print("idle core RSS: %.2f MB" % (rss / 1024.0))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1219 @@
+/* Server mode: see backend.h. */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <math.h>
+#include <sys/stat.h>
+#include <systemd/sd-id128.h>
+#include <time.h>
+
+#define LOG_COMPONENT "api-backend"
+#include "log.h"
+
+#include "backend.h"
+#include "drinks.h"
+#include "http.h"
+#include "taps.h"
+
+#define BACKOFF_MAX_USEC (300 * USEC_PER_SEC)
+#define FIRST_SYNC_RETRY_USEC (10 * USEC_PER_SEC)
+#define TOKEN_CACHE_USEC (10 * USEC_PER_SEC)
+#define SPOOL_FLUSH_USEC (60 * USEC_PER_SEC)
+#define POISON_LIMIT 3
+
+typedef struct SpoolSink {
+        DrinkSink sink;                 /* first: the manager sees a DrinkSink */
+        Backend *backend;               /* NULL once the backend is gone */
+} SpoolSink;
+
+typedef enum TokenAnswer {
+        TOKEN_ASSIGNED,
+        TOKEN_NOT_ASSIGNED,
+        TOKEN_DISABLED,
+        TOKEN_EXPIRED,
+} TokenAnswer;
+
+typedef struct TokenCache {
+        struct TokenCache *next;
+        char *device, *value, *username;
+        TokenAnswer answer;
+        uint64_t until;                 /* monotonic */
+} TokenCache;
+
+typedef struct Lookup {
+        struct Lookup *next;
+        Backend *backend;
+        char *device, *value;
+        unsigned waiters;               /* lookup() calls merged into this request */
+} Lookup;
+
+typedef struct Provision {
+        struct Provision *next;
+        Backend *backend;
+        char *name, *serial;
+        long controller_id;
+        int step;                       /* 0 controller, 1 flow0, 2 flow1, 3 done */
+        uint64_t backoff;
+        sd_event_source *retry;
+        bool busy;
+} Provision;
+
+typedef struct ThermoPost {
+        struct ThermoPost *next;
+        Backend *backend;
+        char *sensor;
+} ThermoPost;
+
+struct Backend {
+        Manager *manager;
+        sd_event *event;
+        ApiClient *client;
+        Spool *spool;
+        SpoolSink *sink;
+        char *api_url;
+        char *state_dir;
+        char *taps_cache;
+        uint64_t sync_interval, retry_interval;
+        char boot_id[SD_ID128_STRING_MAX];
+        bool stopping;
+
+        BackendState state;
+        void (*changed)(void *userdata);
+        void *changed_userdata;
+
+        /* Tap sync. */
+        sd_event_source *sync_timer;
+        bool sync_in_flight, sync_again, synced;
+        uint64_t last_sync;
+
+        /* Uploader. */
+        sd_event_source *upload_timer;  /* backoff */
+        ApiRequest *upload_req;
+        SpoolDrink *uploading;
+        uint64_t backoff;
+        bool in_backoff;
+        bool poison_check;              /* a GET status for the head drink's 5xx is in flight */
+        char poison_uuid[SPOOL_UUID_MAX];
+        unsigned poison_count;
+        ApiResult poison_result;        /* the drink's last answer while its status check runs */
+        sd_event_source *flush_timer;
+
+        TokenCache *token_cache;
+        Lookup *lookups;
+        Provision *provisions;
+        ThermoPost *thermo_posts;
+};
+
+static const ManagerObserver backend_observer;
+
+const char *backend_state_to_string(BackendState s) {
+        switch (s) {
+        case BACKEND_ONLINE: return "online";
+        case BACKEND_OFFLINE: return "offline";
+        case BACKEND_UNAUTHORIZED: return "unauthorized";
+        }
+        return "offline";
+}
+
+static void notify_changed(Backend *b) {
+        if (b->changed)
+                b->changed(b->changed_userdata);
+}
+
+static void note_outcome(Backend *b, ApiOutcome o) {
+        BackendState s = o == API_TRANSIENT ? BACKEND_OFFLINE :
+                         o == API_UNAUTHORIZED ? BACKEND_UNAUTHORIZED : BACKEND_ONLINE;
+        if (s != b->state) {
+                log_info("Backend state: %s -> %s", backend_state_to_string(b->state), backend_state_to_string(s));
+                b->state = s;
+        }
+        notify_changed(b);
+}
+
+static uint64_t now_mono(Backend *b) {
+        uint64_t t = 0;
+        (void) sd_event_now(b->event, CLOCK_MONOTONIC, &t);
+        return t;
+}
+
+static uint64_t now_real(void) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
+}
+
+static int arm(Backend *b, sd_event_source **s, uint64_t usec, sd_event_time_handler_t h, void *userdata,
+               const char *description) {
+        int r;
+
+        if (!*s) {
+                r = sd_event_add_time_relative(b->event, s, CLOCK_MONOTONIC, usec, 0, h, userdata);
+                if (r < 0)
+                        return log_error_errno(r, "Failed to arm the %s timer: %m", description);
+                (void) sd_event_source_set_description(*s, description);
+                return 0;
+        }
+        r = sd_event_source_set_time_relative(*s, usec);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(*s, SD_EVENT_ONESHOT);
+        if (r < 0)
+                return log_error_errno(r, "Failed to arm the %s timer: %m", description);
+        return 0;
+}
+
+static void disarm(sd_event_source *s) {
+        if (s)
+                (void) sd_event_source_set_enabled(s, SD_EVENT_OFF);
+}
+
+static int level_for(ApiOutcome o) {
+        return o == API_UNAUTHORIZED ? LOG_ERR : LOG_WARNING;
+}
+
+static int log_oom_errno(void) {
+        return log_error_errno(ENOMEM, "Out of memory");
+}
+
+/* ---------------------------------------------------------------- time parsing */
+
+/* ISO 8601 with an offset ("...Z", "...+01:00"); fraction ignored. */
+static int parse_iso8601(const char *s, int64_t *ret_unix) {
+        int Y, M, D, h, m, sec, n = 0;
+        struct tm tm = {};
+
+        if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &Y, &M, &D, &h, &m, &sec, &n) != 6 || n != 19)
+                return -EINVAL;
+        const char *p = s + n;
+        if (*p == '.') {
+                p++;
+                while (*p >= '0' && *p <= '9')
+                        p++;
+        }
+        int off = 0;
+        if (*p == 'Z' && p[1] == 0)
+                off = 0;
+        else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
+                int oh, om;
+                if (sscanf(p + 1, "%2d:%2d", &oh, &om) != 2)
+                        return -EINVAL;
+                off = (oh * 60 + om) * 60 * (*p == '-' ? -1 : 1);
+        } else
+                return -EINVAL;
+        tm.tm_year = Y - 1900;
+        tm.tm_mon = M - 1;
+        tm.tm_mday = D;
+        tm.tm_hour = h;
+        tm.tm_min = m;
+        tm.tm_sec = sec;
+        *ret_unix = (int64_t) timegm(&tm) - off;
+        return 0;
+}
+
+/* ---------------------------------------------------------------- tap sync */
+
+static int on_sync_timer(sd_event_source *s, uint64_t usec, void *userdata);
+static void upload_kick(Backend *b);
+static void upload_reset_backoff(Backend *b, bool kick);
+static int on_flush_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+static void save_tap_cache(Backend *b, const TapTable *t) {
+        _cleanup_(freep) char *tmp = NULL;
+        json_t *root = json_object(), *arr = json_array();
+        int r = -ENOMEM;
+
+        if (!root || !arr)
+                goto out;
+        for (size_t i = 0; i < t->n_taps; i++) {
+                json_t *o = json_pack("{s:s,s:s,s:f,s:s}", "meter_name", t->taps[i].meter_name,
+                                      "name", t->taps[i].name, "ml_per_tick", t->taps[i].ml_per_tick,
+                                      "relay_name", t->taps[i].relay_name ?: "");
+                if (!o || json_array_append_new(arr, o) < 0)
+                        goto out;
+        }
+        if (json_object_set(root, "taps", arr) < 0)
+                goto out;
+        if (asprintf(&tmp, "%s.tmp", b->taps_cache) < 0) {
+                tmp = NULL;
+                goto out;
+        }
+        if (json_dump_file(root, tmp, JSON_COMPACT) < 0) {
+                r = -EIO;
+                goto out;
+        }
+        r = rename(tmp, b->taps_cache) < 0 ? -errno : 0;
+out:
+        if (r < 0) {
+                log_warning_errno(r, "Failed to save the tap cache %s: %m", b->taps_cache);
+                if (tmp)
+                        (void) unlink(tmp);
+        }
+        json_decref(arr);
+        json_decref(root);
+}
+
+/* The server's taps (status object.taps) as a table; skipped entries logged at DEBUG. */
+static int taps_from_status(json_t *taps, TapTable **ret) {
+        _cleanup_(tap_table_freep) TapTable *t = NULL;
+        size_t i;
+        json_t *e;
+        int r;
+
+        r = tap_table_new(&t);
+        if (r < 0)
+                return r;
+        if (taps && !json_is_array(taps))
+                return -EBADMSG;
+        json_array_foreach(taps, i, e) {
+                json_t *mn = json_object_get(e, "meter_name"), *mpt = json_object_get(e, "ml_per_tick");
+                json_t *nm = json_object_get(e, "name"), *rl = json_object_get(e, "relay_name");
+                const char *meter = json_string_value(mn);
+                double ml = json_is_number(mpt) ? json_number_value(mpt) : 0;
+
+                if (isempty(meter)) {
+                        log_debug("Skipping tap entry %zu without meter_name", i);
+                        continue;
+                }
+                if (!isfinite(ml) || ml <= 0) {
+                        log_debug("Skipping tap %s: ml_per_tick %g (no meter)", meter, ml);
+                        continue;
+                }
+                r = tap_table_add(t, meter, json_is_string(nm) ? json_string_value(nm) : meter, ml,
+                                  json_is_string(rl) ? json_string_value(rl) : "");
+                if (r == -EEXIST) {
+                        log_named(LOG_WARNING, "TapManager", "Duplicate meter %s in the server's taps; keeping the first", meter);
+                        continue;
+                }
+                if (r < 0)
+                        return r;
+        }
+        *ret = TAKE_PTR(t);
+        return 0;
+}
+
+static void load_tap_cache(Backend *b) {
+        _cleanup_(tap_table_freep) TapTable *t = NULL;
+        json_t *root = json_load_file(b->taps_cache, JSON_REJECT_DUPLICATES, NULL);
+
+        if (!root)
+                return;
+        if (json_is_object(root) && taps_from_status(json_object_get(root, "taps"), &t) >= 0) {
+                log_info("Using %zu taps cached from the last successful sync", t->n_taps);
+                (void) tap_registry_replace(manager_get_taps(b->manager), t, TAP_SOURCE_SERVER);
+        } else
+                log_warning("Ignoring the unreadable tap cache %s", b->taps_cache);
+        json_decref(root);
+}
+
+static void sync_schedule(Backend *b) {
+        (void) arm(b, &b->sync_timer, b->synced ? b->sync_interval : FIRST_SYNC_RETRY_USEC, on_sync_timer, b, "sync");
+}
+
+static void on_status(ApiClient *c, const ApiResult *res, void *userdata) {
+        Backend *b = userdata;
+        _cleanup_(tap_table_freep) TapTable *t = NULL;
+        bool first = !b->synced;
+        int r, level;
+
+        b->sync_in_flight = false;
+        if (res->outcome == API_OK && json_is_object(res->object)) {
+                r = taps_from_status(json_object_get(res->object, "taps"), &t);
+                if (r < 0) {
+                        log_warning("Sync: malformed taps in the status answer; keeping %zu taps",
+                                    tap_registry_n_taps(manager_get_taps(b->manager)));
+                        note_outcome(b, API_TRANSIENT);
+                        goto next;
+                }
+                if (first) {
+                        log_named(LOG_INFO, "main", "Backend appears to be alive.");
+                        log_named(LOG_INFO, "main", "Found %zu taps, adding to tap manager.", t->n_taps);
+                } else
+                        log_debug("Sync: %zu taps", t->n_taps);
+                (void) tap_registry_replace(manager_get_taps(b->manager), t, TAP_SOURCE_SERVER);
+                save_tap_cache(b, t);
+                b->synced = true;
+                b->last_sync = now_real();
+                note_outcome(b, API_OK);
+                manager_update_status(b->manager);
+                /* The server is back: do not make queued drinks wait for their backoff. */
+                if (b->in_backoff)
+                        upload_reset_backoff(b, true);
+                goto next;
+        }
+        if (res->outcome == API_OK)
+                log_warning("Sync: status answer without an object; keeping the current taps");
+        else {
+                level = level_for(res->outcome);
+                if (res->outcome == API_TRANSIENT && first)
+                        log_named(LOG_WARNING, "main", "Backend is not reachable (%s); running with %zu known taps, "
+                                  "retrying in %" PRIu64 " s", res->reason, tap_registry_n_taps(manager_get_taps(b->manager)),
+                                  FIRST_SYNC_RETRY_USEC / USEC_PER_SEC);
+                else
+                        log_full(level, "Sync failed (%s); keeping %zu taps", res->reason,
+                                 tap_registry_n_taps(manager_get_taps(b->manager)));
+        }
+        note_outcome(b, res->outcome == API_OK ? API_TRANSIENT : res->outcome);
+next:
+        if (b->sync_again) {
+                b->sync_again = false;
+                (void) backend_sync(b);
+        } else
+                sync_schedule(b);
+}
+
+int backend_sync(Backend *b) {
+        int r;
+
+        if (b->stopping || !b->client)
+                return -ESHUTDOWN;
+        if (b->sync_in_flight) {
+                b->sync_again = true;
+                return 0;
+        }
+        disarm(b->sync_timer);
+        r = api_client_get(b->client, "status", on_status, b, NULL);
+        if (r < 0) {
+                log_error_errno(r, "Failed to start a sync: %m");
+                sync_schedule(b);
+                return r;
+        }
+        b->sync_in_flight = true;
+        return 0;
+}
+
+static int on_sync_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        (void) backend_sync(userdata);
+        return 0;
+}
+
+/* ---------------------------------------------------------------- drinks */
+
+static void spool_from_drink(const Drink *d, SpoolDrink *s) {
+        *s = (SpoolDrink) {};
+        memcpy(s->uuid, d->uuid, SPOOL_UUID_MAX);
+        s->flow_id = d->flow_id;
+        s->meter_name = d->meter_name;
+        s->username = d->username;
+        s->ticks = d->ticks;
+        s->volume_known = d->volume_known;
+        s->volume_ml = d->volume_ml;
+        s->start_usec = d->start_realtime;
+        s->pour_usec = d->pour_realtime;
+        s->pour_time_unix = d->pour_realtime / USEC_PER_SEC;
+        s->duration = d->duration_sec;
+        snprintf(s->boot_id, sizeof s->boot_id, "%s", d->boot_id);
+        s->pour_boottime_ns = d->pour_boottime * NSEC_PER_USEC;
+}
+
+static void drink_from_spool(const SpoolDrink *s, Drink *d) {
+        *d = (Drink) {};
+        memcpy(d->uuid, s->uuid, DRINK_UUID_STRING_MAX);
+        d->flow_id = s->flow_id;
+        d->meter_name = s->meter_name;
+        d->username = s->username;
+        d->ticks = s->ticks;
+        d->volume_known = s->volume_known;
+        d->volume_ml = s->volume_ml;
+        d->start_realtime = s->start_usec;
+        d->pour_realtime = s->pour_usec;
+        d->duration_sec = s->duration;
+        snprintf(d->boot_id, sizeof d->boot_id, "%s", s->boot_id);
+        d->pour_boottime = s->pour_boottime_ns / NSEC_PER_USEC;
+}
+
+static int sink_record(DrinkSink *sink, Drink *d) {
+        Backend *b = ((SpoolSink *) sink)->backend;
+        SpoolDrink sd;
+        int r;
+
+        if (!b) {
+                log_named(LOG_ERR, "DrinkManager", "Drink %s cannot be spooled: the backend is gone", d->uuid);
+                return -ESHUTDOWN;
+        }
+        spool_from_drink(d, &sd);
+        r = spool_put(b->spool, &sd);
+        if (r < 0)
+                return r;
+        if (r == SPOOL_IN_MEMORY)
+                (void) arm(b, &b->flush_timer, SPOOL_FLUSH_USEC, on_flush_timer, b, "spool-flush");
+        log_named(LOG_INFO, "DrinkManager", "Drink %s queued for upload: meter=%s ticks=%" PRIu64 " user=%s (%zu queued)",
+                  d->uuid, d->meter_name, d->ticks, d->username ?: "(anonymous)", spool_n_pending(b->spool));
+        notify_changed(b);
+        upload_kick(b);
+        return 0;
+}
+
+static size_t sink_n_pending(DrinkSink *sink) {
+        Backend *b = ((SpoolSink *) sink)->backend;
+        return b ? spool_n_pending(b->spool) : 0;
+}
+
+static int sink_reopen(DrinkSink *sink) {
+        Backend *b = ((SpoolSink *) sink)->backend;
+        /* SIGHUP: re-sync taps now. */
+        if (b && !b->stopping)
+                (void) backend_sync(b);
+        return 0;
+}
+
+static void sink_free(DrinkSink *sink) {
+        SpoolSink *s = (SpoolSink *) sink;
+        if (s->backend)
+                s->backend->sink = NULL;
+        free(s);
+}
+
+static const DrinkSinkVTable spool_sink_vtable = {
+        .name = "spool",
+        .record = sink_record,
+        .n_pending = sink_n_pending,
+        .reopen = sink_reopen,
+        .free = sink_free,
+};
+
+static void upload_reset_backoff(Backend *b, bool kick) {
+        b->backoff = b->retry_interval;
+        if (b->in_backoff) {
+                b->in_backoff = false;
+                disarm(b->upload_timer);
+        }
+        if (kick)
+                upload_kick(b);
+}
+
+static int on_upload_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Backend *b = userdata;
+        b->in_backoff = false;
+        upload_kick(b);
+        return 0;
+}
+
+static void upload_backoff(Backend *b) {
+        uint64_t wait = b->backoff;
+
+        b->in_backoff = true;
+        b->backoff = MIN(b->backoff * 2, BACKOFF_MAX_USEC);
+        if (arm(b, &b->upload_timer, wait, on_upload_timer, b, "upload-backoff") < 0)
+                b->in_backoff = false;
+        else
+                log_debug("Next upload attempt in %" PRIu64 " s", wait / USEC_PER_SEC);
+}
+
+static void upload_done_head(Backend *b) {
+        b->uploading = spool_drink_free(b->uploading);
+        b->upload_req = NULL;
+}
+
+static void fail_head(Backend *b, const ApiResult *res) {
+        SpoolFailure f = {
+                .time_usec = now_real(),
+                .http_status = (int) res->http_status,
+                .code = res->error_code,
+                .message = res->error_message ?: res->reason,
+        };
+        int r = spool_fail(b->spool, b->uploading->uuid, &f);
+        if (r < 0 && r != -ENOENT)
+                log_named(LOG_ERR, "DrinkManager", "Drink %s could not be moved to failed/: %s", b->uploading->uuid, strerror(-r));
+}
+
+static void on_poison_status(ApiClient *c, const ApiResult *res, void *userdata) {
+        Backend *b = userdata;
+        ApiResult *dr = &b->poison_result;
+
+        b->poison_check = false;
+        if (!b->uploading) {
+                api_result_done(dr);
+                upload_kick(b);
+                return;
+        }
+        if (res->outcome == API_OK) {
+                /* The server is healthy; this drink's own answer is the problem. */
+                note_outcome(b, API_OK);
+                if (!streq(b->poison_uuid, b->uploading->uuid)) {
+                        memcpy(b->poison_uuid, b->uploading->uuid, SPOOL_UUID_MAX);
+                        b->poison_count = 0;
+                }
+                b->poison_count++;
+                if (b->poison_count >= POISON_LIMIT) {
+                        log_named(LOG_WARNING, "DrinkManager",
+                                  "Drink %s failed %u times while the server is otherwise healthy (%s); moved to failed/",
+                                  b->uploading->uuid, b->poison_count, dr->reason ?: "?");
+                        fail_head(b, dr);
+                        b->poison_count = 0;
+                        api_result_done(dr);
+                        upload_done_head(b);
+                        notify_changed(b);
+                        upload_kick(b);
+                        return;
+                }
+        } else
+                note_outcome(b, res->outcome);
+        api_result_done(dr);
+        upload_done_head(b);
+        upload_backoff(b);
+}
+
+static void on_upload(ApiClient *c, const ApiResult *res, void *userdata) {
+        Backend *b = userdata;
+        SpoolDrink *sd = b->uploading;
+        int r;
+
+        b->upload_req = NULL;
+        if (!sd)
+                return;
+
+        switch (res->outcome) {
+        case API_OK: {
+                json_t *o = res->object;
+                json_t *id = json_object_get(o, "id"), *keg = json_object_get(o, "keg_id");
+                json_t *vol = json_object_get(o, "volume_ml"), *user = json_object_get(o, "user_id");
+                char kegs[32] = "None";
+                Drink d;
+
+                if (json_is_integer(keg))
+                        snprintf(kegs, sizeof kegs, "%" JSON_INTEGER_FORMAT, json_integer_value(keg));
+                log_named(LOG_INFO, "DrinkManager", "Logged drink %" JSON_INTEGER_FORMAT " username=%s keg=%s liters=%g ticks=%" PRIu64 " uuid=%s",
+                          json_is_integer(id) ? json_integer_value(id) : (json_int_t) -1,
+                          json_is_string(user) ? json_string_value(user) : "guest", kegs,
+                          json_is_number(vol) ? json_number_value(vol) / 1000.0 : 0.0, sd->ticks, sd->uuid);
+                r = spool_remove(b->spool, sd->uuid);
+                if (r < 0 && r != -ENOENT)
+                        log_named(LOG_ERR, "DrinkManager", "Drink %s was delivered but stays in the spool (%s): it will be sent again",
+                                  sd->uuid, strerror(-r));
+                note_outcome(b, API_OK);
+                b->poison_count = 0;
+                upload_reset_backoff(b, false);
+                drink_from_spool(sd, &d);
+                if (json_is_integer(id)) {
+                        d.has_drink_id = true;
+                        d.drink_id = json_integer_value(id);
+                }
+                if (json_is_number(vol)) {
+                        d.volume_known = true;
+                        d.volume_ml = json_number_value(vol);
+                }
+                if (b->sink)
+                        drink_sink_notify_created(&b->sink->sink, &d);
+                upload_done_head(b);
+                manager_update_status(b->manager);
+                notify_changed(b);
+                upload_kick(b);
+                return;
+        }
+        case API_NOT_FOUND:
+        case API_REJECTED:
+                log_named(LOG_WARNING, "DrinkManager", "Drink %s rejected by server (%ld %s: %s); moved to failed/",
+                          sd->uuid, res->http_status, res->error_code ?: "?", res->error_message ?: "");
+                fail_head(b, res);
+                note_outcome(b, res->outcome);
+                upload_done_head(b);
+                manager_update_status(b->manager);
+                upload_kick(b);
+                return;
+        case API_UNAUTHORIZED:
+                log_named(LOG_ERR, "DrinkManager", "Upload of drink %s refused: %s; retrying in %" PRIu64 " s",
+                          sd->uuid, res->reason, b->backoff / USEC_PER_SEC);
+                note_outcome(b, res->outcome);
+                upload_done_head(b);
+                upload_backoff(b);
+                return;
+        case API_TRANSIENT:
+                log_named(LOG_WARNING, "DrinkManager", "Upload of drink %s failed: %s; retrying in %" PRIu64 " s",
+                          sd->uuid, res->reason, b->backoff / USEC_PER_SEC);
+                note_outcome(b, res->outcome);
+                if (res->http_status != 0 && b->client && !b->stopping) {
+                        /* The server answered, but badly: is it this drink (poison) or the server? */
+                        r = api_client_get(b->client, "status", on_poison_status, b, NULL);
+                        if (r >= 0) {
+                                b->poison_check = true;
+                                api_result_done(&b->poison_result);
+                                b->poison_result = (ApiResult) {
+                                        .outcome = res->outcome,
+                                        .http_status = res->http_status,
+                                        .error_code = res->error_code ? strdup(res->error_code) : NULL,
+                                        .error_message = res->error_message ? strdup(res->error_message) : NULL,
+                                        .reason = res->reason ? strdup(res->reason) : NULL,
+                                };
+                                return;
+                        }
+                }
+                upload_done_head(b);
+                upload_backoff(b);
+                return;
+        }
+}
+
+static void upload_kick(Backend *b) {
+        _cleanup_(spool_drink_freep) SpoolDrink *sd = NULL;
+        _cleanup_(freep) char *meter = NULL, *path = NULL;
+        ApiForm f = {};
+        uint64_t boot = 0;
+        int r;
+
+        if (b->stopping || !b->client || b->upload_req || b->uploading || b->poison_check || b->in_backoff)
+                return;
+        r = spool_peek(b->spool, &sd);
+        notify_changed(b);
+        if (r <= 0)
+                return;
+
+        /* Clock correction (core-behaviour.md 10.4): only the drink's age matters to the server. */
+        uint64_t now = now_real() / USEC_PER_SEC, pour = sd->pour_time_unix;
+        if (!isempty(sd->boot_id) && streq(sd->boot_id, b->boot_id) &&
+            sd_event_now(b->event, CLOCK_BOOTTIME, &boot) >= 0) {
+                uint64_t boot_ns = boot * NSEC_PER_USEC;
+                uint64_t age = boot_ns > sd->pour_boottime_ns ? (boot_ns - sd->pour_boottime_ns) / 1000000000ULL : 0;
+                pour = now > age ? now - age : 0;
+        }
+
+        api_form_add(&f, "tap_name", sd->meter_name);
+        api_form_addf(&f, "ticks", "%" PRIu64, sd->ticks);
+        if (sd->username)
+                api_form_add(&f, "username", sd->username);
+        if (sd->duration > 0)
+                api_form_addf(&f, "duration", "%" PRIu64, sd->duration);
+        api_form_addf(&f, "pour_time", "%" PRIu64, pour);
+        api_form_addf(&f, "now", "%" PRIu64, now);
+
+        meter = api_escape(sd->meter_name);
+        if (!meter || asprintf(&path, "taps/%s", meter) < 0) {
+                path = NULL;
+                api_form_done(&f);
+                log_error_errno(ENOMEM, "Out of memory");
+                upload_backoff(b);
+                return;
+        }
+        r = api_client_post(b->client, path, &f, on_upload, b, &b->upload_req);
+        api_form_done(&f);
+        if (r < 0) {
+                log_error_errno(r, "Failed to start the upload of drink %s: %m", sd->uuid);
+                upload_backoff(b);
+                return;
+        }
+        log_debug("Uploading drink %s (seq %" PRIu64 ")", sd->uuid, sd->seq);
+        b->uploading = TAKE_PTR(sd);
+}
+
+static int on_flush_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Backend *b = userdata;
+
+        if (spool_flush(b->spool) > 0)
+                (void) arm(b, &b->flush_timer, SPOOL_FLUSH_USEC, on_flush_timer, b, "spool-flush");
+        notify_changed(b);
+        return 0;
+}
+
+int backend_retry_failed(Backend *b, size_t *ret_n) {
+        int r = spool_requeue_failed(b->spool, NULL, ret_n);
+        notify_changed(b);
+        manager_update_status(b->manager);
+        upload_kick(b);
+        return r;
+}
+
+int backend_fail_drink(Backend *b, const char *uuid) {
+        SpoolFailure f = { .time_usec = now_real(), .message = (char *) "moved to failed/ by an operator" };
+        int r;
+
+        if (!spool_uuid_is_valid(uuid))
+                return -ENOENT;
+        if (b->uploading && streq(b->uploading->uuid, uuid)) {
+                /* The server may still record it; the operator asked for it anyway. */
+                api_request_cancel(b->upload_req);
+                upload_done_head(b);
+                b->poison_check = false;
+        }
+        r = spool_fail(b->spool, uuid, &f);
+        if (r >= 0)
+                log_named(LOG_WARNING, "DrinkManager", "Drink %s moved to failed/ by an operator", uuid);
+        notify_changed(b);
+        manager_update_status(b->manager);
+        upload_kick(b);
+        return r;
+}
+
+int backend_list_drinks(Backend *b, SpoolArea area, SpoolListFunc cb, void *userdata) {
+        return spool_list(b->spool, area, cb, userdata);
+}
+
+/* ---------------------------------------------------------------- tokens */
+
+static void token_cache_prune(Backend *b) {
+        uint64_t now = now_mono(b);
+        for (TokenCache **p = &b->token_cache; *p;) {
+                TokenCache *t = *p;
+                if (t->until <= now) {
+                        *p = t->next;
+                        free(t->device);
+                        free(t->value);
+                        free(t->username);
+                        free(t);
+                } else
+                        p = &t->next;
+        }
+}
+
+static void token_log(TokenAnswer a, const char *device, const char *value) {
+        static const char *const what[] = {
+                [TOKEN_NOT_ASSIGNED] = "Token not assigned",
+                [TOKEN_DISABLED] = "Token disabled",
+                [TOKEN_EXPIRED] = "Token expired",
+        };
+        if (a != TOKEN_ASSIGNED)
+                log_named(LOG_INFO, "AuthenticationManager", "%s: %s/%s", what[a], device, value);
+}
+
+static void lookup_answer(Backend *b, Lookup *l, const char *username) {
+        unsigned n = l->waiters;
+
+        for (Lookup **p = &b->lookups; *p; p = &(*p)->next)
+                if (*p == l) {
+                        *p = l->next;
+                        break;
+                }
+        for (unsigned i = 0; i < n; i++)
+                manager_auth_answer(b->manager, l->device, l->value, username);
+        free(l->device);
+        free(l->value);
+        free(l);
+}
+
+static void on_token(ApiClient *c, const ApiResult *res, void *userdata) {
+        Lookup *l = userdata;
+        Backend *b = l->backend;
+        TokenAnswer a;
+        const char *username = NULL;
+
+        note_outcome(b, res->outcome);
+        if (res->outcome == API_OK && json_is_object(res->object)) {
+                json_t *u = json_object_get(res->object, "username");
+                json_t *en = json_object_get(res->object, "enabled");
+                json_t *ex = json_object_get(res->object, "expire_time");
+                int64_t exp;
+                if (!json_is_string(u) || isempty(json_string_value(u)))
+                        a = TOKEN_NOT_ASSIGNED;
+                else if (json_is_false(en))
+                        a = TOKEN_DISABLED;
+                else if (json_is_string(ex) && parse_iso8601(json_string_value(ex), &exp) >= 0 &&
+                         exp <= (int64_t) (now_real() / USEC_PER_SEC))
+                        a = TOKEN_EXPIRED;
+                else {
+                        a = TOKEN_ASSIGNED;
+                        username = json_string_value(u);
+                }
+        } else if (res->outcome == API_NOT_FOUND)
+                a = TOKEN_NOT_ASSIGNED;
+        else {
+                log_named(LOG_WARNING, "AuthenticationManager", "Token lookup failed for %s/%s: %s; not starting a flow",
+                          l->device, l->value, res->reason ?: "malformed answer");
+                lookup_answer(b, l, NULL);
+                return;
+        }
+
+        TokenCache *t = calloc(1, sizeof(TokenCache));
+        if (t) {
+                t->device = strdup(l->device);
+                t->value = strdup(l->value);
+                t->username = username ? strdup(username) : NULL;
+                t->answer = a;
+                t->until = now_mono(b) + TOKEN_CACHE_USEC;
+                if (!t->device || !t->value || (username && !t->username)) {
+                        free(t->device);
+                        free(t->value);
+                        free(t->username);
+                        free(t);
+                } else {
+                        t->next = b->token_cache;
+                        b->token_cache = t;
+                }
+        }
+        if (a == TOKEN_ASSIGNED)
+                log_named(LOG_INFO, "AuthenticationManager", "Token %s/%s belongs to %s", l->device, l->value, username);
+        token_log(a, l->device, l->value);
+        lookup_answer(b, l, username);
+}
+
+static int auth_lookup(Manager *m, const char *device, const char *value, void *userdata) {
+        Backend *b = userdata;
+        _cleanup_(freep) char *d = NULL, *v = NULL, *path = NULL;
+        int r;
+
+        token_cache_prune(b);
+        for (TokenCache *t = b->token_cache; t; t = t->next)
+                if (streq(t->device, device) && streq(t->value, value)) {
+                        log_debug("Token %s/%s: cached answer", device, value);
+                        token_log(t->answer, device, value);
+                        manager_auth_answer(m, device, value, t->answer == TOKEN_ASSIGNED ? t->username : NULL);
+                        return 0;
+                }
+        for (Lookup *l = b->lookups; l; l = l->next)
+                if (streq(l->device, device) && streq(l->value, value)) {
+                        l->waiters++;
+                        return 0;
+                }
+        if (b->stopping || !b->client) {
+                manager_auth_answer(m, device, value, NULL);
+                return 0;
+        }
+
+        Lookup *l = calloc(1, sizeof(Lookup));
+        if (!l)
+                goto fail;
+        l->backend = b;
+        l->waiters = 1;
+        l->device = strdup(device);
+        l->value = strdup(value);
+        d = api_escape(device);
+        v = api_escape(value);
+        if (!l->device || !l->value || !d || !v || asprintf(&path, "auth-tokens/%s/%s", d, v) < 0) {
+                path = NULL;
+                free(l->device);
+                free(l->value);
+                free(l);
+                goto fail;
+        }
+        r = api_client_get(b->client, path, on_token, l, NULL);
+        if (r < 0) {
+                free(l->device);
+                free(l->value);
+                free(l);
+                goto fail;
+        }
+        l->next = b->lookups;
+        b->lookups = l;
+        return 0;
+fail:
+        log_named(LOG_WARNING, "AuthenticationManager", "Token lookup failed for %s/%s: out of memory; not starting a flow",
+                  device, value);
+        manager_auth_answer(m, device, value, NULL);
+        return 0;
+}
+
+static const ManagerAuthBackend auth_backend = {
+        .lookup = auth_lookup,
+};
+
+/* ---------------------------------------------------------------- thermo */
+
+static void thermo_post_free(Backend *b, ThermoPost *t) {
+        for (ThermoPost **p = &b->thermo_posts; *p; p = &(*p)->next)
+                if (*p == t) {
+                        *p = t->next;
+                        break;
+                }
+        free(t->sensor);
+        free(t);
+}
+
+static void on_thermo(ApiClient *c, const ApiResult *res, void *userdata) {
+        ThermoPost *t = userdata;
+        Backend *b = t->backend;
+        int level;
+
+        note_outcome(b, res->outcome);
+        if (res->outcome == API_OK)
+                log_named(LOG_DEBUG, "ThermoManager", "Temperature of %s posted", t->sensor);
+        else {
+                level = level_for(res->outcome);
+                log_named(level, "ThermoManager", "Temperature post for %s failed (%s); reading dropped",
+                          t->sensor, res->reason ?: "?");
+        }
+        thermo_post_free(b, t);
+}
+
+static void on_thermo_reading(Manager *m, const ThermoSensor *s, bool record, void *userdata) {
+        Backend *b = userdata;
+        _cleanup_(freep) char *name = NULL, *path = NULL;
+        ApiForm f = {};
+        char v[32];
+        int r;
+
+        if (!record || b->stopping || !b->client)
+                return;
+        name = api_escape(s->name);
+        if (!name || asprintf(&path, "thermo-sensors/%s", name) < 0) {
+                path = NULL;
+                return;
+        }
+        drink_format_double(s->value, v);
+        api_form_add(&f, "temp_c", v);
+        ThermoPost *t = calloc(1, sizeof(ThermoPost));
+        if (!t || !(t->sensor = strdup(s->name))) {
+                free(t);
+                api_form_done(&f);
+                return;
+        }
+        t->backend = b;
+        r = api_client_post(b->client, path, &f, on_thermo, t, NULL);
+        api_form_done(&f);
+        if (r < 0) {
+                log_named(LOG_WARNING, "ThermoManager", "Temperature post for %s failed: %s; reading dropped",
+                          s->name, strerror(-r));
+                free(t->sensor);
+                free(t);
+                return;
+        }
+        t->next = b->thermo_posts;
+        b->thermo_posts = t;
+}
+
+/* ---------------------------------------------------------------- controllers */
+
+static void provision_step(Provision *p);
+
+static int on_provision_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        provision_step(userdata);
+        return 0;
+}
+
+static void provision_retry(Provision *p) {
+        Backend *b = p->backend;
+        uint64_t wait = p->backoff;
+
+        p->backoff = MIN(p->backoff * 2, BACKOFF_MAX_USEC);
+        (void) arm(b, &p->retry, wait, on_provision_retry, p, "provision-retry");
+}
+
+static void on_provision(ApiClient *c, const ApiResult *res, void *userdata) {
+        Provision *p = userdata;
+        Backend *b = p->backend;
+        int level;
+
+        p->busy = false;
+        note_outcome(b, res->outcome);
+        if (res->outcome == API_UNAUTHORIZED || res->outcome == API_TRANSIENT) {
+                level = level_for(res->outcome);
+                log_full(level, "Provisioning of controller %s failed (%s); retrying in %" PRIu64 " s",
+                         p->name, res->reason, p->backoff / USEC_PER_SEC);
+                provision_retry(p);
+                return;
+        }
+        p->backoff = b->retry_interval;
+        if (p->step == 0) {
+                if (res->outcome != API_OK) {
+                        log_info("Not creating controller: %s", res->error_message ?: res->reason ?: "?");
+                        p->step = 3;
+                        return;
+                }
+                json_t *id = json_object_get(res->object, "id");
+                if (!json_is_integer(id)) {
+                        log_warning("Controller %s created, but the answer has no id; not creating its flow meters", p->name);
+                        p->step = 3;
+                        return;
+                }
+                p->controller_id = (long) json_integer_value(id);
+                log_info("Created controller %s (id %ld) on the server", p->name, p->controller_id);
+        } else if (res->outcome == API_OK)
+                log_info("Created flow meter %s.flow%d on the server", p->name, p->step - 1);
+        else
+                log_info("Not creating flow meter %s.flow%d: %s", p->name, p->step - 1,
+                         res->error_message ?: res->reason ?: "?");
+        p->step++;
+        if (p->step < 3)
+                provision_step(p);
+}
+
+static void provision_step(Provision *p) {
+        Backend *b = p->backend;
+        ApiForm f = {};
+        int r;
+
+        if (b->stopping || !b->client || p->step >= 3 || p->busy)
+                return;
+        if (p->step == 0) {
+                api_form_add(&f, "name", p->name);
+                api_form_add(&f, "model_name", "unknown");
+                api_form_add(&f, "serial_number", p->serial ?: "unknown");
+                r = api_client_post(b->client, "controllers", &f, on_provision, p, NULL);
+        } else {
+                api_form_addf(&f, "port_name", "flow%d", p->step - 1);
+                api_form_addf(&f, "controller", "%ld", p->controller_id);
+                api_form_add(&f, "ticks_per_ml", "2.2");
+                r = api_client_post(b->client, "flow-meters", &f, on_provision, p, NULL);
+        }
+        api_form_done(&f);
+        if (r < 0) {
+                log_error_errno(r, "Failed to start provisioning of controller %s: %m", p->name);
+                provision_retry(p);
+                return;
+        }
+        p->busy = true;
+}
+
+static void on_controller_changed(Manager *m, const Controller *c, void *userdata) {
+        Backend *b = userdata;
+
+        if (!c->connected || isempty(c->name))
+                return;
+        for (Provision *p = b->provisions; p; p = p->next)
+                if (streq(p->name, c->name))
+                        return;         /* first time in this process only */
+
+        Provision *p = calloc(1, sizeof(Provision));
+        if (!p)
+                return;
+        p->backend = b;
+        p->backoff = b->retry_interval;
+        p->name = strdup(c->name);
+        p->serial = !isempty(c->serial_number) ? strdup(c->serial_number) : NULL;
+        if (!p->name || (!isempty(c->serial_number) && !p->serial)) {
+                free(p->name);
+                free(p->serial);
+                free(p);
+                return;
+        }
+        p->next = b->provisions;
+        b->provisions = p;
+        log_info("Provisioning controller %s on the server", c->name);
+        provision_step(p);
+}
+
+/* ---------------------------------------------------------------- lifecycle */
+
+static void backend_stop_io(Backend *b) {
+        /* Aborts every request in flight without callbacks (core-behaviour.md section 3). */
+        b->client = api_client_free(b->client);
+        b->upload_req = NULL;
+        b->uploading = spool_drink_free(b->uploading);
+        b->poison_check = false;
+        api_result_done(&b->poison_result);
+        while (b->lookups) {
+                Lookup *l = b->lookups;
+                b->lookups = l->next;
+                free(l->device);
+                free(l->value);
+                free(l);
+        }
+        while (b->thermo_posts)
+                thermo_post_free(b, b->thermo_posts);
+        for (Provision *p = b->provisions; p; p = p->next) {
+                p->retry = sd_event_source_disable_unref(p->retry);
+                p->busy = false;
+        }
+        b->sync_in_flight = false;
+        disarm(b->sync_timer);
+        disarm(b->upload_timer);
+}
+
+static void on_stopping(Manager *m, void *userdata) {
+        Backend *b = userdata;
+
+        b->stopping = true;
+        if (b->upload_req && b->uploading)
+                log_named(LOG_INFO, "DrinkManager", "Abandoning the upload of drink %s; it stays queued", b->uploading->uuid);
+        backend_stop_io(b);
+}
+
+static const ManagerObserver backend_observer = {
+        .thermo_reading = on_thermo_reading,
+        .controller_changed = on_controller_changed,
+        .stopping = on_stopping,
+};
+
+int backend_new(Backend **ret, Manager *m, const BackendConfig *config) {
+        _cleanup_(backend_freep) Backend *b = NULL;
+        _cleanup_(freep) char *spool_dir = NULL;
+        sd_id128_t boot;
+        int r;
+
+        b = calloc(1, sizeof(Backend));
+        if (!b)
+                return log_oom_errno();
+        b->manager = m;
+        b->event = sd_event_ref(manager_get_event(m));
+        b->state = BACKEND_OFFLINE;
+        b->sync_interval = (uint64_t) MAX(config->sync_interval, 1U) * USEC_PER_SEC;
+        b->retry_interval = (uint64_t) MAX(config->retry_interval, 1U) * USEC_PER_SEC;
+        b->backoff = b->retry_interval;
+        b->api_url = strdup(config->api_url);
+        b->state_dir = strdup(config->state_dir);
+        if (!b->api_url || !b->state_dir)
+                return log_oom_errno();
+        if (asprintf(&spool_dir, "%s/spool", config->state_dir) < 0 ||
+            asprintf(&b->taps_cache, "%s/taps-cache.json", config->state_dir) < 0) {
+                spool_dir = NULL;
+                b->taps_cache = NULL;
+                return log_oom_errno();
+        }
+        if (sd_id128_get_boot(&boot) >= 0)
+                sd_id128_to_string(boot, b->boot_id);
+
+        r = spool_open(&b->spool, spool_dir);
+        if (r < 0)
+                return r;
+
+        r = api_client_new(&b->client, b->event, config->api_url, config->api_key, config->api_timeout);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the HTTP client: %m");
+
+        b->sink = calloc(1, sizeof(SpoolSink));
+        if (!b->sink)
+                return log_oom_errno();
+        b->sink->sink.vtable = &spool_sink_vtable;
+        b->sink->backend = b;
+        manager_set_drink_sink(m, &b->sink->sink);
+        manager_set_auth_backend(m, &auth_backend, b);
+        r = manager_add_observer(m, &backend_observer, b);
+        if (r < 0)
+                return log_error_errno(r, "Failed to register the backend: %m");
+
+        load_tap_cache(b);
+        *ret = TAKE_PTR(b);
+        return 0;
+}
+
+int backend_start(Backend *b) {
+        log_named(LOG_INFO, "main", "Querying backend liveness.");
+        (void) backend_sync(b);
+        if (spool_n_pending(b->spool) > 0)
+                log_named(LOG_INFO, "DrinkManager", "%zu queued drinks to upload", spool_n_pending(b->spool));
+        upload_kick(b);
+        return 0;
+}
+
+Backend *backend_free(Backend *b) {
+        if (!b)
+                return NULL;
+        if (b->manager)
+                manager_remove_observer(b->manager, &backend_observer, b);
+        backend_stop_io(b);
+        if (b->sink)
+                b->sink->backend = NULL;
+        while (b->provisions) {
+                Provision *p = b->provisions;
+                b->provisions = p->next;
+                sd_event_source_disable_unref(p->retry);
+                free(p->name);
+                free(p->serial);
+                free(p);
+        }
+        while (b->token_cache) {
+                TokenCache *t = b->token_cache;
+                b->token_cache = t->next;
+                free(t->device);
+                free(t->value);
+                free(t->username);
+                free(t);
+        }
+        sd_event_source_disable_unref(b->sync_timer);
+        sd_event_source_disable_unref(b->upload_timer);
+        sd_event_source_disable_unref(b->flush_timer);
+        spool_free(b->spool);
+        sd_event_unref(b->event);
+        free(b->api_url);
+        free(b->state_dir);
+        free(b->taps_cache);
+        free(b);
+        return NULL;
+}
+
+void backend_set_changed_handler(Backend *b, void (*handler)(void *userdata), void *userdata) {
+        b->changed = handler;
+        b->changed_userdata = userdata;
+}
+
+BackendState backend_get_state(Backend *b) { return b->state; }
+const char *backend_get_api_url(Backend *b) { return b->api_url; }
+size_t backend_n_pending(Backend *b) { return spool_n_pending(b->spool); }
+size_t backend_n_failed(Backend *b) { return spool_n_failed(b->spool); }
+bool backend_spool_degraded(Backend *b) { return spool_is_degraded(b->spool); }
+uint64_t backend_last_sync(Backend *b) { return b->last_sync; }
+bool backend_synced(Backend *b) { return b->synced; }

@@ -1,0 +1,1743 @@
+/* kegbot_core's D-Bus front end: see bus.h. The objects are views: taps, controllers and sensors
+ * are read from the manager when asked; only what the manager does not keep (the last flow of each
+ * meter, relay states, which objects were announced) is remembered here. Nothing is emitted while
+ * the name is not ours (bus not there yet, or restarting): a client that connects later asks for
+ * the state anyway, and signals queued for a bus that never comes would only grow memory. */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <systemd/sd-bus.h>
+
+#define LOG_COMPONENT "dbus"
+#include "log.h"
+
+#include "bus.h"
+
+#define MANAGER_IFACE "org.kegbot.Core1.Manager"
+#define TAP_IFACE "org.kegbot.Core1.Tap"
+#define CONTROLLER_IFACE "org.kegbot.Core1.Controller"
+#define SENSOR_IFACE "org.kegbot.Core1.ThermoSensor"
+#define FLOW_IFACE "org.kegbot.Core1.Flow"
+#define LOG_CONTROL_PATH "/org/freedesktop/LogControl1"
+#define LOG_CONTROL_IFACE "org.freedesktop.LogControl1"
+
+#define TAP_PREFIX BUS_ROOT_PATH "/tap"
+#define CONTROLLER_PREFIX BUS_ROOT_PATH "/controller"
+#define SENSOR_PREFIX BUS_ROOT_PATH "/sensor"
+#define FLOW_PREFIX BUS_ROOT_PATH "/flow"
+
+#define BUS_ERROR_UNKNOWN_METER "org.kegbot.Core1.Error.UnknownMeter"
+#define BUS_ERROR_UNKNOWN_DRINK "org.kegbot.Core1.Error.UnknownDrink"
+#define BUS_ERROR_NOT_SUPPORTED "org.kegbot.Core1.Error.NotSupported"
+#define BUS_ERROR_SHUTTING_DOWN "org.kegbot.Core1.Error.ShuttingDown"
+
+/* Pour values of one tap (and its flow object) go out at most this often. */
+#define EMIT_INTERVAL_USEC (100 * USEC_PER_MSEC)
+/* After losing the bus, wait this long before connecting again (then sd-bus waits for the socket). */
+#define RECONNECT_DELAY_USEC (1 * USEC_PER_SEC)
+#define RECONNECT_RETRY_USEC (5 * USEC_PER_SEC)
+
+#define NAME_MAX_LEN 255
+
+static const sd_bus_error_map kegbot_bus_errors[] = {
+        SD_BUS_ERROR_MAP(BUS_ERROR_UNKNOWN_METER, ENOENT),
+        SD_BUS_ERROR_MAP(BUS_ERROR_UNKNOWN_DRINK, ENOENT),
+        SD_BUS_ERROR_MAP(BUS_ERROR_NOT_SUPPORTED, EOPNOTSUPP),
+        SD_BUS_ERROR_MAP(BUS_ERROR_SHUTTING_DOWN, ESHUTDOWN),
+        SD_BUS_ERROR_MAP_END
+};
+
+typedef struct Bus Bus;
+
+/* Everything about one meter the D-Bus view needs beyond the engine: whether it is exported as a
+ * tap, its last flow (the engine forgets a flow when it completes) and the coalescing state. */
+typedef struct MeterObj {
+        Bus *bus;
+        char *meter;
+        char *tap_path;
+        bool has_tap;
+
+        bool has_flow;                  /* a flow was seen on this meter */
+        uint64_t flow_id;
+        FlowState flow_state;
+        char *username;
+        char *auth_device;
+        char *relay_name;
+        uint64_t ticks;
+        bool volume_known;
+        double volume_ml;
+        uint64_t start_realtime;
+        uint64_t last_activity_realtime;
+        uint64_t max_idle_usec;
+        char *flow_path;                /* set while the flow object is exported */
+
+        bool dirty;
+        uint64_t last_emit;             /* monotonic; 0 = never */
+        sd_event_source *emit_timer;
+} MeterObj;
+
+typedef struct RelayState {
+        char *name;
+        bool enabled;
+} RelayState;
+
+struct Bus {
+        Manager *manager;
+        sd_event *event;
+        BusType type;
+        char *api_url;
+
+        const BusBackend *backend;
+        void *backend_userdata;
+
+        sd_bus *bus;
+        bool ready;                     /* connected and the name is ours */
+        bool failed;
+        sd_event_source *reconnect_source;
+
+        MeterObj **meters;
+        size_t n_meters;
+        char **controllers;             /* announced (InterfacesAdded sent or due) */
+        size_t n_controllers;
+        char **sensors;
+        size_t n_sensors;
+        RelayState *relays;
+        size_t n_relays;
+
+        uint64_t last_sync;             /* standalone: taps file loaded (start-up, Sync()) */
+        char *log_target;
+
+        /* Manager properties as last emitted, so only changes go out. */
+        const char *emitted_state;
+        const char *emitted_spool;
+        uint32_t emitted_pending;
+        uint32_t emitted_failed;
+        uint64_t emitted_last_sync;
+};
+
+static const char *bus_type_to_string(BusType t) {
+        return t == BUS_TYPE_SESSION ? "session" : "system";
+}
+
+int bus_type_from_string(const char *s, BusType *ret) {
+        if (streq_ptr(s, "system"))
+                *ret = BUS_TYPE_SYSTEM;
+        else if (streq_ptr(s, "session"))
+                *ret = BUS_TYPE_SESSION;
+        else
+                return -EINVAL;
+        return 0;
+}
+
+static uint64_t bus_now(Bus *b, clockid_t clock) {
+        uint64_t t = 0;
+        (void) sd_event_now(b->event, clock, &t);
+        return t;
+}
+
+static void *mfree(void *p) {
+        free(p);
+        return NULL;
+}
+
+static int free_and_strdup(char **p, const char *s) {
+        char *n = NULL;
+
+        if (streq_ptr(*p, s))
+                return 0;
+        if (s) {
+                n = strdup(s);
+                if (!n)
+                        return -ENOMEM;
+        }
+        free(*p);
+        *p = n;
+        return 1;
+}
+
+static int strv_push_dup(char ***l, size_t *n, const char *s) {
+        char **a = realloc(*l, (*n + 1) * sizeof(char *));
+        if (!a)
+                return -ENOMEM;
+        *l = a;
+        a[*n] = strdup(s);
+        if (!a[*n])
+                return -ENOMEM;
+        (*n)++;
+        return 0;
+}
+
+static bool strv_has(char **l, size_t n, const char *s) {
+        for (size_t i = 0; i < n; i++)
+                if (streq(l[i], s))
+                        return true;
+        return false;
+}
+
+/* ---- argument checks ---- */
+
+/* Names travel into logs, kegnet frames and object paths: keep them short and printable. */
+static bool name_is_valid(const char *s) {
+        size_t n = 0;
+
+        if (isempty(s))
+                return false;
+        for (const unsigned char *p = (const unsigned char *) s; *p; p++, n++)
+                if (*p <= ' ' || *p == 0x7f || n >= NAME_MAX_LEN)
+                        return false;
+        return true;
+}
+
+/* "<controller>.<port>" */
+static bool meter_name_is_valid(const char *s) {
+        const char *dot;
+
+        if (!name_is_valid(s))
+                return false;
+        dot = strchr(s, '.');
+        return dot && dot != s && dot[1] != '\0';
+}
+
+/* "<controller>.relay<N>": the kegboard daemon of <controller> maps it to set_output id N. */
+static bool relay_name_is_valid(const char *s) {
+        const char *dot, *num;
+        size_t digits;
+
+        if (!name_is_valid(s))
+                return false;
+        dot = strchr(s, '.');
+        if (!dot || dot == s)
+                return false;
+        num = startswith(dot + 1, "relay");
+        if (!num)
+                return false;
+        digits = strspn(num, "0123456789");
+        return digits >= 1 && digits <= 3 && num[digits] == '\0';
+}
+
+static bool uuid_is_valid(const char *s) {
+        if (!s || strlen(s) != 36)
+                return false;
+        for (size_t i = 0; i < 36; i++) {
+                bool dash = i == 8 || i == 13 || i == 18 || i == 23;
+                if (dash ? s[i] != '-' : !strchr("0123456789abcdefABCDEF", s[i]))
+                        return false;
+        }
+        return true;
+}
+
+static int reply_manager_error(sd_bus_error *error, int r, const char *what) {
+        if (r == -ESHUTDOWN)
+                return sd_bus_error_set(error, BUS_ERROR_SHUTTING_DOWN, "kegbot_core is shutting down");
+        return sd_bus_error_set_errnof(error, r, "%s failed: %s", what, strerror(-r));
+}
+
+/* ---- meters ---- */
+
+static MeterObj *meter_obj_free(MeterObj *mo) {
+        if (!mo)
+                return NULL;
+        sd_event_source_disable_unref(mo->emit_timer);
+        free(mo->meter);
+        free(mo->tap_path);
+        free(mo->username);
+        free(mo->auth_device);
+        free(mo->relay_name);
+        free(mo->flow_path);
+        free(mo);
+        return NULL;
+}
+
+static MeterObj *meter_find(Bus *b, const char *meter) {
+        for (size_t i = 0; i < b->n_meters; i++)
+                if (streq(b->meters[i]->meter, meter))
+                        return b->meters[i];
+        return NULL;
+}
+
+static MeterObj *meter_get(Bus *b, const char *meter) {
+        MeterObj *mo = meter_find(b, meter);
+
+        if (mo)
+                return mo;
+
+        MeterObj **a = realloc(b->meters, (b->n_meters + 1) * sizeof(MeterObj *));
+        if (!a)
+                return NULL;
+        b->meters = a;
+
+        mo = calloc(1, sizeof(MeterObj));
+        if (!mo)
+                return NULL;
+        mo->bus = b;
+        mo->meter = strdup(meter);
+        if (!mo->meter || sd_bus_path_encode(TAP_PREFIX, meter, &mo->tap_path) < 0)
+                return meter_obj_free(mo);
+        b->meters[b->n_meters++] = mo;
+        return mo;
+}
+
+/* A meter that is neither a tap nor pouring has nothing left to show. */
+static void meter_gc(Bus *b, MeterObj *mo) {
+        if (mo->has_tap || mo->flow_path)
+                return;
+        for (size_t i = 0; i < b->n_meters; i++)
+                if (b->meters[i] == mo) {
+                        memmove(&b->meters[i], &b->meters[i + 1], (b->n_meters - i - 1) * sizeof(MeterObj *));
+                        b->n_meters--;
+                        break;
+                }
+        meter_obj_free(mo);
+}
+
+static bool relay_enabled(Bus *b, const char *relay) {
+        if (isempty(relay))
+                return false;
+        for (size_t i = 0; i < b->n_relays; i++)
+                if (streq(b->relays[i].name, relay))
+                        return b->relays[i].enabled;
+        return false;
+}
+
+/* ---- emitting ---- */
+
+static void emit_properties(Bus *b, const char *path, const char *iface, char **names) {
+        int r;
+
+        if (!b->ready || !path)
+                return;
+        r = sd_bus_emit_properties_changed_strv(b->bus, path, iface, names);
+        if (r < 0)
+                log_debug_errno(r, "Cannot emit PropertiesChanged on %s: %m", path);
+}
+
+static void emit_object_added(Bus *b, const char *path) {
+        int r;
+
+        if (!b->ready || !path)
+                return;
+        r = sd_bus_emit_object_added(b->bus, path);
+        if (r < 0)
+                log_debug_errno(r, "Cannot emit InterfacesAdded for %s: %m", path);
+}
+
+static void emit_object_removed(Bus *b, const char *path) {
+        int r;
+
+        if (!b->ready || !path)
+                return;
+        r = sd_bus_emit_object_removed(b->bus, path);
+        if (r < 0)
+                log_debug_errno(r, "Cannot emit InterfacesRemoved for %s: %m", path);
+}
+
+static void meter_flush(MeterObj *mo) {
+        static char *tap_props[] = { "TotalTicks", "FlowId", "FlowState", "FlowTicks", "FlowVolumeMl",
+                                     "FlowUsername", NULL };
+        static char *flow_props[] = { "State", "Username", "AuthDevice", "Ticks", "VolumeMl", "LastActivity",
+                                      "RelayName", "MaxIdle", NULL };
+        Bus *b = mo->bus;
+
+        if (!mo->dirty)
+                return;
+        mo->dirty = false;
+        mo->last_emit = bus_now(b, CLOCK_MONOTONIC);
+        if (mo->emit_timer)
+                (void) sd_event_source_set_enabled(mo->emit_timer, SD_EVENT_OFF);
+        if (mo->has_tap)
+                emit_properties(b, mo->tap_path, TAP_IFACE, tap_props);
+        if (mo->flow_path)
+                emit_properties(b, mo->flow_path, FLOW_IFACE, flow_props);
+}
+
+static int on_emit_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        MeterObj *mo = userdata;
+
+        meter_flush(mo);
+        meter_gc(mo->bus, mo);
+        return 0;
+}
+
+/* Coalesces a tap's pour values: at once if the last emission is at least EMIT_INTERVAL_USEC old,
+ * else when it will be. Whatever is pending when the timer fires is what goes out, so the final
+ * values of a pour always do. */
+static void meter_mark_dirty(MeterObj *mo) {
+        Bus *b = mo->bus;
+        uint64_t now = bus_now(b, CLOCK_MONOTONIC), due;
+        int r;
+
+        mo->dirty = true;
+        if (mo->last_emit == 0 || now >= mo->last_emit + EMIT_INTERVAL_USEC) {
+                meter_flush(mo);
+                return;
+        }
+
+        due = mo->last_emit + EMIT_INTERVAL_USEC;
+        if (!mo->emit_timer) {
+                r = sd_event_add_time(b->event, &mo->emit_timer, CLOCK_MONOTONIC, due, USEC_PER_MSEC,
+                                      on_emit_timer, mo);
+                if (r < 0) {
+                        /* Better a burst than a lost final value. */
+                        meter_flush(mo);
+                        return;
+                }
+                (void) sd_event_source_set_description(mo->emit_timer, "dbus-coalesce");
+                return;
+        }
+        if (sd_event_source_set_time(mo->emit_timer, due) < 0 ||
+            sd_event_source_set_enabled(mo->emit_timer, SD_EVENT_ONESHOT) < 0)
+                meter_flush(mo);
+}
+
+/* ---- Manager object ---- */
+
+static const char *backend_state(Bus *b) {
+        if (b->backend && b->backend->state)
+                return b->backend->state(b->backend_userdata);
+        return manager_is_standalone(b->manager) ? "standalone" : "offline";
+}
+
+static const char *spool_state(Bus *b) {
+        if (b->backend && b->backend->spool_degraded)
+                return b->backend->spool_degraded(b->backend_userdata) ? "degraded" : "ok";
+        return manager_is_standalone(b->manager) ? "standalone" : "ok";
+}
+
+static uint32_t pending_drinks(Bus *b) {
+        size_t n;
+
+        if (b->backend && b->backend->n_pending)
+                n = b->backend->n_pending(b->backend_userdata);
+        else
+                n = manager_get_drink_sink(b->manager) ? drink_sink_n_pending(manager_get_drink_sink(b->manager)) : 0;
+        return (uint32_t) MIN(n, (size_t) UINT32_MAX);
+}
+
+static uint32_t failed_drinks(Bus *b) {
+        size_t n = 0;
+
+        if (b->backend && b->backend->n_failed)
+                n = b->backend->n_failed(b->backend_userdata);
+        return (uint32_t) MIN(n, (size_t) UINT32_MAX);
+}
+
+static uint64_t last_sync(Bus *b) {
+        if (b->backend && b->backend->last_sync)
+                return b->backend->last_sync(b->backend_userdata);
+        return b->last_sync;
+}
+
+static void manager_props_remember(Bus *b) {
+        b->emitted_state = backend_state(b);
+        b->emitted_spool = spool_state(b);
+        b->emitted_pending = pending_drinks(b);
+        b->emitted_failed = failed_drinks(b);
+        b->emitted_last_sync = last_sync(b);
+}
+
+static void manager_props_refresh(Bus *b) {
+        char *changed[6];
+        size_t n = 0;
+
+        if (!streq_ptr(backend_state(b), b->emitted_state))
+                changed[n++] = (char *) "BackendState";
+        if (!streq_ptr(spool_state(b), b->emitted_spool))
+                changed[n++] = (char *) "SpoolState";
+        if (pending_drinks(b) != b->emitted_pending)
+                changed[n++] = (char *) "PendingDrinks";
+        if (failed_drinks(b) != b->emitted_failed)
+                changed[n++] = (char *) "FailedDrinks";
+        if (last_sync(b) != b->emitted_last_sync)
+                changed[n++] = (char *) "LastSync";
+        changed[n] = NULL;
+        if (n == 0)
+                return;
+        manager_props_remember(b);
+        emit_properties(b, BUS_ROOT_PATH, MANAGER_IFACE, changed);
+}
+
+void bus_backend_changed(Bus *b) {
+        if (b)
+                manager_props_refresh(b);
+}
+
+static int manager_property_get(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+
+        if (streq(property, "Version"))
+                return sd_bus_message_append(reply, "s", KEGBOT_VERSION);
+        if (streq(property, "Mode"))
+                return sd_bus_message_append(reply, "s", manager_is_standalone(b->manager) ? "standalone" : "server");
+        if (streq(property, "ApiUrl"))
+                return sd_bus_message_append(reply, "s", b->api_url);
+        if (streq(property, "BackendState"))
+                return sd_bus_message_append(reply, "s", backend_state(b));
+        if (streq(property, "SpoolState"))
+                return sd_bus_message_append(reply, "s", spool_state(b));
+        if (streq(property, "PendingDrinks"))
+                return sd_bus_message_append(reply, "u", pending_drinks(b));
+        if (streq(property, "FailedDrinks"))
+                return sd_bus_message_append(reply, "u", failed_drinks(b));
+        if (streq(property, "LastSync"))
+                return sd_bus_message_append(reply, "t", last_sync(b));
+        return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s", property);
+}
+
+static bool meter_known(Bus *b, const char *meter) {
+        FlowEngine *e = manager_get_engine(b->manager);
+        FlowTapInfo t;
+        FlowInfo f;
+
+        return flow_engine_get_tap(e, meter, &t) >= 0 || flow_engine_get_flow(e, meter, &f) >= 0;
+}
+
+static int method_start_flow(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+        const char *meter;
+        FlowTapInfo t;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &meter);
+        if (r < 0)
+                return r;
+        if (!meter_name_is_valid(meter))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Invalid meter name '%s': expected <controller>.<port>", meter);
+        /* Standalone mode creates a tap on first sight, as a kegnet FlowRequest does; a server's taps
+         * come from the server, so an unknown meter there is a caller's mistake. */
+        if (!manager_is_standalone(b->manager) &&
+            flow_engine_get_tap(manager_get_engine(b->manager), meter, &t) < 0)
+                return sd_bus_error_setf(error, BUS_ERROR_UNKNOWN_METER, "No tap for meter %s", meter);
+
+        log_info("StartFlow(%s) requested over D-Bus", meter);
+        r = manager_start_flow(b->manager, meter);
+        if (r < 0)
+                return reply_manager_error(error, r, "StartFlow");
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_stop_flow(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+        const char *meter;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &meter);
+        if (r < 0)
+                return r;
+        if (!meter_name_is_valid(meter))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Invalid meter name '%s': expected <controller>.<port>", meter);
+        if (!meter_known(b, meter))
+                return sd_bus_error_setf(error, BUS_ERROR_UNKNOWN_METER, "No tap and no flow for meter %s", meter);
+
+        log_info("StopFlow(%s) requested over D-Bus", meter);
+        r = manager_stop_flow(b->manager, meter);
+        if (r < 0)
+                return reply_manager_error(error, r, "StopFlow");
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int token_method(sd_bus_message *m, Bus *b, sd_bus_error *error, bool added) {
+        const char *meter, *device, *token;
+        FlowTapInfo t;
+        int r;
+
+        r = sd_bus_message_read(m, "sss", &meter, &device, &token);
+        if (r < 0)
+                return r;
+        if (!name_is_valid(device))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Invalid auth device '%s': expected e.g. core.rfid", device);
+        if (!name_is_valid(token))
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
+                                        isempty(token) ? "Empty token" : "Invalid token value");
+        if (!isempty(meter) && !streq(meter, FLOW_ALL_TAPS)) {
+                if (!meter_name_is_valid(meter))
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "Invalid meter name '%s': expected <controller>.<port>, "
+                                                 "\"\" or " FLOW_ALL_TAPS, meter);
+                if (flow_engine_get_tap(manager_get_engine(b->manager), meter, &t) < 0)
+                        return sd_bus_error_setf(error, BUS_ERROR_UNKNOWN_METER, "No tap for meter %s", meter);
+        }
+
+        log_info("%s(%s, %s) requested over D-Bus", added ? "AddAuthToken" : "RemoveAuthToken",
+                 isempty(meter) ? FLOW_ALL_TAPS : meter, device);
+        r = manager_token_event(b->manager, device, token, meter, added);
+        if (r < 0)
+                return reply_manager_error(error, r, added ? "AddAuthToken" : "RemoveAuthToken");
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_add_auth_token(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return token_method(m, userdata, error, true);
+}
+
+static int method_remove_auth_token(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return token_method(m, userdata, error, false);
+}
+
+static int method_set_relay(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+        const char *relay;
+        int enabled, r;
+
+        r = sd_bus_message_read(m, "sb", &relay, &enabled);
+        if (r < 0)
+                return r;
+        if (!relay_name_is_valid(relay))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Invalid relay name '%s': expected <controller>.relay<N>", relay);
+
+        log_info("SetRelay(%s, %s) requested over D-Bus", relay, enabled ? "enabled" : "disabled");
+        r = manager_set_relay(b->manager, relay, enabled);
+        if (r < 0)
+                return reply_manager_error(error, r, "SetRelay");
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_sync(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+        int r;
+
+        log_info("Sync() requested over D-Bus");
+        if (b->backend && b->backend->sync) {
+                r = b->backend->sync(b->backend_userdata);
+                if (r < 0)
+                        return reply_manager_error(error, r, "Sync");
+        } else {
+                r = manager_reload(b->manager);
+                if (r < 0)
+                        return reply_manager_error(error, r, "Sync");
+                b->last_sync = bus_now(b, CLOCK_REALTIME);
+        }
+        manager_props_refresh(b);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_retry_failed_drinks(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+        size_t n = 0;
+        int r;
+
+        if (b->backend && b->backend->retry_failed) {
+                r = b->backend->retry_failed(b->backend_userdata, &n);
+                if (r < 0)
+                        return reply_manager_error(error, r, "RetryFailedDrinks");
+                log_info("RetryFailedDrinks() over D-Bus: %zu drinks re-queued", n);
+        }
+        manager_props_refresh(b);
+        return sd_bus_reply_method_return(m, "u", (uint32_t) MIN(n, (size_t) UINT32_MAX));
+}
+
+static int method_fail_drink(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+        const char *uuid;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &uuid);
+        if (r < 0)
+                return r;
+        if (!uuid_is_valid(uuid))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid drink UUID '%s'", uuid);
+        if (!b->backend || !b->backend->fail_drink)
+                return sd_bus_error_set(error, BUS_ERROR_NOT_SUPPORTED,
+                                        "There is no drink queue in standalone mode");
+
+        r = b->backend->fail_drink(b->backend_userdata, uuid);
+        if (r == -ENOENT)
+                return sd_bus_error_setf(error, BUS_ERROR_UNKNOWN_DRINK, "Drink %s is not queued", uuid);
+        if (r < 0)
+                return reply_manager_error(error, r, "FailDrink");
+        log_info("FailDrink(%s) over D-Bus: moved to failed/", uuid);
+        manager_props_refresh(b);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int append_entry(sd_bus_message *reply, const char *key, const char *type, ...) {
+        va_list ap;
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'e', "sv");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(reply, "s", key);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'v', type);
+        if (r < 0)
+                return r;
+        va_start(ap, type);
+        r = sd_bus_message_appendv(reply, type, ap);
+        va_end(ap);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_message_close_container(reply);
+}
+
+static int list_drink_cb(const SpoolDrink *d, void *userdata) {
+        sd_bus_message *reply = userdata;
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        if ((r = append_entry(reply, "uuid", "s", d->uuid)) < 0 ||
+            (r = append_entry(reply, "seq", "t", d->seq)) < 0 ||
+            (r = append_entry(reply, "flow_id", "t", d->flow_id)) < 0 ||
+            (r = append_entry(reply, "meter_name", "s", d->meter_name ?: "")) < 0 ||
+            (r = append_entry(reply, "username", "s", d->username ?: "")) < 0 ||
+            (r = append_entry(reply, "ticks", "t", d->ticks)) < 0 ||
+            (r = append_entry(reply, "volume_ml", "d", d->volume_known ? d->volume_ml : -1.0)) < 0 ||
+            (r = append_entry(reply, "start_time", "t", d->start_usec)) < 0 ||
+            (r = append_entry(reply, "pour_time", "t", d->pour_usec)) < 0 ||
+            (r = append_entry(reply, "duration", "t", d->duration)) < 0)
+                return r;
+        if (d->has_failure)
+                if ((r = append_entry(reply, "failure_time", "t", d->failure.time_usec)) < 0 ||
+                    (r = append_entry(reply, "http_status", "i", (int32_t) d->failure.http_status)) < 0 ||
+                    (r = append_entry(reply, "failure_code", "s", d->failure.code ?: "")) < 0 ||
+                    (r = append_entry(reply, "failure_message", "s", d->failure.message ?: "")) < 0)
+                        return r;
+        return sd_bus_message_close_container(reply);
+}
+
+static int method_list_drinks(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
+        Bus *b = userdata;
+        const char *which;
+        SpoolArea area;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &which);
+        if (r < 0)
+                return r;
+        if (streq(which, "queued"))
+                area = SPOOL_QUEUED;
+        else if (streq(which, "failed"))
+                area = SPOOL_FAILED;
+        else
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Invalid list '%s': expected \"queued\" or \"failed\"", which);
+
+        r = sd_bus_message_new_method_return(m, &reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'a', "a{sv}");
+        if (r < 0)
+                return r;
+        if (b->backend && b->backend->list_drinks) {
+                r = b->backend->list_drinks(b->backend_userdata, area, list_drink_cb, reply);
+                if (r < 0)
+                        return reply_manager_error(error, r, "ListDrinks");
+        }
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_send(NULL, reply, NULL);
+}
+
+static const sd_bus_vtable manager_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Version", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("Mode", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("ApiUrl", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("BackendState", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("SpoolState", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("PendingDrinks", "u", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("FailedDrinks", "u", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("LastSync", "t", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        /* Access is the bus policy's job (root and group kegbot), not a capability check here. */
+        SD_BUS_METHOD_WITH_ARGS("StartFlow", SD_BUS_ARGS("s", meter), SD_BUS_NO_RESULT,
+                                method_start_flow, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("StopFlow", SD_BUS_ARGS("s", meter), SD_BUS_NO_RESULT,
+                                method_stop_flow, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("AddAuthToken", SD_BUS_ARGS("s", meter, "s", device, "s", token), SD_BUS_NO_RESULT,
+                                method_add_auth_token, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RemoveAuthToken", SD_BUS_ARGS("s", meter, "s", device, "s", token),
+                                SD_BUS_NO_RESULT, method_remove_auth_token, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetRelay", SD_BUS_ARGS("s", relay, "b", enabled), SD_BUS_NO_RESULT,
+                                method_set_relay, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("Sync", SD_BUS_NO_ARGS, SD_BUS_NO_RESULT, method_sync, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RetryFailedDrinks", SD_BUS_NO_ARGS, SD_BUS_RESULT("u", requeued),
+                                method_retry_failed_drinks, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("FailDrink", SD_BUS_ARGS("s", uuid), SD_BUS_NO_RESULT, method_fail_drink,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ListDrinks", SD_BUS_ARGS("s", which), SD_BUS_RESULT("aa{sv}", drinks),
+                                method_list_drinks, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_SIGNAL_WITH_ARGS("FlowUpdated",
+                                SD_BUS_ARGS("t", flow_id, "s", meter, "s", state, "s", username, "t", ticks,
+                                            "d", volume_ml, "t", start_time, "t", last_activity_time),
+                                0),
+        SD_BUS_SIGNAL_WITH_ARGS("DrinkRecorded",
+                                SD_BUS_ARGS("s", uuid, "x", drink_id, "t", flow_id, "s", meter, "s", username,
+                                            "t", ticks, "d", volume_ml, "t", start_time, "t", pour_time,
+                                            "t", duration),
+                                0),
+        SD_BUS_SIGNAL_WITH_ARGS("ThermoReading", SD_BUS_ARGS("s", sensor, "d", temperature_c, "t", time), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("TokenAuthenticated", SD_BUS_ARGS("s", device, "s", token, "s", username), 0),
+        SD_BUS_VTABLE_END
+};
+
+/* ---- Tap objects ---- */
+
+static int tap_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
+                    sd_bus_error *error) {
+        _cleanup_(freep) char *meter = NULL;
+        MeterObj *mo;
+        int r;
+
+        r = sd_bus_path_decode(path, TAP_PREFIX, &meter);
+        if (r <= 0)
+                return 0;
+        mo = meter_find(userdata, meter);
+        if (!mo || !mo->has_tap)
+                return 0;
+        *found = mo;
+        return 1;
+}
+
+static int tap_enumerate(sd_bus *bus, const char *prefix, void *userdata, char ***nodes, sd_bus_error *error) {
+        Bus *b = userdata;
+        char **l;
+        size_t n = 0;
+
+        l = calloc(b->n_meters + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; i < b->n_meters; i++) {
+                if (!b->meters[i]->has_tap)
+                        continue;
+                l[n] = strdup(b->meters[i]->tap_path);
+                if (!l[n]) {
+                        strv_free(l);
+                        return -ENOMEM;
+                }
+                n++;
+        }
+        *nodes = l;
+        return 0;
+}
+
+static const char *flow_state_name(const MeterObj *mo) {
+        return mo->has_flow ? flow_state_to_string(mo->flow_state) : "";
+}
+
+static int tap_property_get(sd_bus *bus, const char *path, const char *interface, const char *property,
+                            sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        MeterObj *mo = userdata;
+        Bus *b = mo->bus;
+        FlowTapInfo t = {};
+
+        if (flow_engine_get_tap(manager_get_engine(b->manager), mo->meter, &t) < 0)
+                t = (FlowTapInfo) { .meter_name = mo->meter, .name = mo->meter, .relay_name = "" };
+
+        if (streq(property, "MeterName"))
+                return sd_bus_message_append(reply, "s", mo->meter);
+        if (streq(property, "Name"))
+                return sd_bus_message_append(reply, "s", t.name ?: mo->meter);
+        if (streq(property, "MlPerTick"))
+                return sd_bus_message_append(reply, "d", t.ml_per_tick);
+        if (streq(property, "RelayName"))
+                return sd_bus_message_append(reply, "s", t.relay_name ?: "");
+        if (streq(property, "RelayEnabled"))
+                return sd_bus_message_append(reply, "b", (int) relay_enabled(b, t.relay_name));
+        if (streq(property, "AutoCreated"))
+                return sd_bus_message_append(reply, "b", (int) t.auto_created);
+        if (streq(property, "TotalTicks"))
+                return sd_bus_message_append(reply, "t", t.total_ticks);
+        if (streq(property, "FlowId"))
+                return sd_bus_message_append(reply, "t", mo->has_flow ? mo->flow_id : (uint64_t) 0);
+        if (streq(property, "FlowState"))
+                return sd_bus_message_append(reply, "s", flow_state_name(mo));
+        if (streq(property, "FlowTicks"))
+                return sd_bus_message_append(reply, "t", mo->has_flow ? mo->ticks : (uint64_t) 0);
+        if (streq(property, "FlowVolumeMl"))
+                return sd_bus_message_append(reply, "d",
+                                             !mo->has_flow ? 0.0 : mo->volume_known ? mo->volume_ml : -1.0);
+        if (streq(property, "FlowUsername"))
+                return sd_bus_message_append(reply, "s", mo->has_flow ? mo->username ?: "" : "");
+        return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s", property);
+}
+
+#define TAP_PROPERTY(name, sig) \
+        SD_BUS_PROPERTY(name, sig, tap_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
+
+static const sd_bus_vtable tap_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("MeterName", "s", tap_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        TAP_PROPERTY("Name", "s"),
+        TAP_PROPERTY("MlPerTick", "d"),
+        TAP_PROPERTY("RelayName", "s"),
+        TAP_PROPERTY("RelayEnabled", "b"),
+        TAP_PROPERTY("AutoCreated", "b"),
+        TAP_PROPERTY("TotalTicks", "t"),
+        TAP_PROPERTY("FlowId", "t"),
+        TAP_PROPERTY("FlowState", "s"),
+        TAP_PROPERTY("FlowTicks", "t"),
+        TAP_PROPERTY("FlowVolumeMl", "d"),
+        TAP_PROPERTY("FlowUsername", "s"),
+        SD_BUS_VTABLE_END
+};
+
+/* ---- Flow objects ---- */
+
+static int flow_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
+                     sd_bus_error *error) {
+        Bus *b = userdata;
+
+        if (!startswith(path, FLOW_PREFIX "/"))
+                return 0;
+        for (size_t i = 0; i < b->n_meters; i++)
+                if (b->meters[i]->flow_path && streq(b->meters[i]->flow_path, path)) {
+                        *found = b->meters[i];
+                        return 1;
+                }
+        return 0;
+}
+
+static int flow_enumerate(sd_bus *bus, const char *prefix, void *userdata, char ***nodes, sd_bus_error *error) {
+        Bus *b = userdata;
+        char **l;
+        size_t n = 0;
+
+        l = calloc(b->n_meters + 1, sizeof(char *));
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; i < b->n_meters; i++) {
+                if (!b->meters[i]->flow_path)
+                        continue;
+                l[n] = strdup(b->meters[i]->flow_path);
+                if (!l[n]) {
+                        strv_free(l);
+                        return -ENOMEM;
+                }
+                n++;
+        }
+        *nodes = l;
+        return 0;
+}
+
+static int flow_property_get(sd_bus *bus, const char *path, const char *interface, const char *property,
+                             sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        MeterObj *mo = userdata;
+
+        if (streq(property, "FlowId"))
+                return sd_bus_message_append(reply, "t", mo->flow_id);
+        if (streq(property, "MeterName"))
+                return sd_bus_message_append(reply, "s", mo->meter);
+        if (streq(property, "State"))
+                return sd_bus_message_append(reply, "s", flow_state_name(mo));
+        if (streq(property, "Username"))
+                return sd_bus_message_append(reply, "s", mo->username ?: "");
+        if (streq(property, "AuthDevice"))
+                return sd_bus_message_append(reply, "s", mo->auth_device ?: "");
+        if (streq(property, "Ticks"))
+                return sd_bus_message_append(reply, "t", mo->ticks);
+        if (streq(property, "VolumeMl"))
+                return sd_bus_message_append(reply, "d", mo->volume_known ? mo->volume_ml : -1.0);
+        if (streq(property, "StartTime"))
+                return sd_bus_message_append(reply, "t", mo->start_realtime);
+        if (streq(property, "LastActivity"))
+                return sd_bus_message_append(reply, "t", mo->last_activity_realtime);
+        if (streq(property, "RelayName"))
+                return sd_bus_message_append(reply, "s", mo->relay_name ?: "");
+        if (streq(property, "MaxIdle"))
+                return sd_bus_message_append(reply, "t", mo->max_idle_usec);
+        return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s", property);
+}
+
+#define FLOW_PROPERTY(name, sig) \
+        SD_BUS_PROPERTY(name, sig, flow_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE)
+
+static const sd_bus_vtable flow_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("FlowId", "t", flow_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("MeterName", "s", flow_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        FLOW_PROPERTY("State", "s"),
+        FLOW_PROPERTY("Username", "s"),
+        FLOW_PROPERTY("AuthDevice", "s"),
+        FLOW_PROPERTY("Ticks", "t"),
+        FLOW_PROPERTY("VolumeMl", "d"),
+        SD_BUS_PROPERTY("StartTime", "t", flow_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        FLOW_PROPERTY("LastActivity", "t"),
+        FLOW_PROPERTY("RelayName", "s"),
+        FLOW_PROPERTY("MaxIdle", "t"),
+        SD_BUS_VTABLE_END
+};
+
+/* ---- Controller and ThermoSensor objects ---- */
+
+static int names_enumerate(const char *prefix, char **names, size_t n_names, char ***nodes) {
+        char **l = calloc(n_names + 1, sizeof(char *));
+        int r;
+
+        if (!l)
+                return -ENOMEM;
+        for (size_t i = 0; i < n_names; i++) {
+                r = sd_bus_path_encode(prefix, names[i], &l[i]);
+                if (r < 0) {
+                        strv_free(l);
+                        return r;
+                }
+        }
+        *nodes = l;
+        return 0;
+}
+
+static int controller_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
+                           sd_bus_error *error) {
+        _cleanup_(freep) char *name = NULL;
+        Bus *b = userdata;
+        const Controller *c;
+
+        if (sd_bus_path_decode(path, CONTROLLER_PREFIX, &name) <= 0)
+                return 0;
+        if (!strv_has(b->controllers, b->n_controllers, name))
+                return 0;
+        c = manager_find_controller(b->manager, name);
+        if (!c)
+                return 0;
+        *found = (void *) c;
+        return 1;
+}
+
+static int controller_enumerate(sd_bus *bus, const char *prefix, void *userdata, char ***nodes,
+                                sd_bus_error *error) {
+        Bus *b = userdata;
+        return names_enumerate(CONTROLLER_PREFIX, b->controllers, b->n_controllers, nodes);
+}
+
+static int controller_property_get(sd_bus *bus, const char *path, const char *interface, const char *property,
+                                   sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        const Controller *c = userdata;
+
+        if (streq(property, "Name"))
+                return sd_bus_message_append(reply, "s", c->name);
+        if (streq(property, "SerialNumber"))
+                return sd_bus_message_append(reply, "s", c->serial_number ?: "");
+        if (streq(property, "FirmwareVersion"))
+                return sd_bus_message_append(reply, "u", c->has_firmware_version ? c->firmware_version : 0);
+        if (streq(property, "Device"))
+                return sd_bus_message_append(reply, "s", c->device ?: "");
+        if (streq(property, "Connected"))
+                return sd_bus_message_append(reply, "b", (int) c->connected);
+        if (streq(property, "LastSeen"))
+                return sd_bus_message_append(reply, "t", c->last_seen_realtime);
+        return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s", property);
+}
+
+static const sd_bus_vtable controller_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Name", "s", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("SerialNumber", "s", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("FirmwareVersion", "u", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Device", "s", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Connected", "b", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("LastSeen", "t", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_VTABLE_END
+};
+
+static int sensor_find(sd_bus *bus, const char *path, const char *interface, void *userdata, void **found,
+                       sd_bus_error *error) {
+        _cleanup_(freep) char *name = NULL;
+        Bus *b = userdata;
+        const ThermoSensor *s;
+
+        if (sd_bus_path_decode(path, SENSOR_PREFIX, &name) <= 0)
+                return 0;
+        if (!strv_has(b->sensors, b->n_sensors, name))
+                return 0;
+        s = thermo_manager_find(manager_get_thermo(b->manager), name);
+        if (!s)
+                return 0;
+        *found = (void *) s;
+        return 1;
+}
+
+static int sensor_enumerate(sd_bus *bus, const char *prefix, void *userdata, char ***nodes, sd_bus_error *error) {
+        Bus *b = userdata;
+        return names_enumerate(SENSOR_PREFIX, b->sensors, b->n_sensors, nodes);
+}
+
+static int sensor_property_get(sd_bus *bus, const char *path, const char *interface, const char *property,
+                               sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        const ThermoSensor *s = userdata;
+
+        if (streq(property, "Name"))
+                return sd_bus_message_append(reply, "s", s->name);
+        if (streq(property, "TemperatureC"))
+                return sd_bus_message_append(reply, "d", s->value);
+        if (streq(property, "LastSeen"))
+                return sd_bus_message_append(reply, "t", s->last_seen_realtime);
+        if (streq(property, "Silent"))
+                return sd_bus_message_append(reply, "b", (int) s->silent);
+        return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s", property);
+}
+
+static const sd_bus_vtable sensor_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_PROPERTY("Name", "s", sensor_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("TemperatureC", "d", sensor_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("LastSeen", "t", sensor_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Silent", "b", sensor_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_VTABLE_END
+};
+
+/* ---- org.freedesktop.LogControl1 (systemctl service-log-level / service-log-target) ---- */
+
+static const char *const log_level_names[] = {
+        [LOG_EMERG] = "emerg",
+        [LOG_ALERT] = "alert",
+        [LOG_CRIT] = "crit",
+        [LOG_ERR] = "err",
+        [LOG_WARNING] = "warning",
+        [LOG_NOTICE] = "notice",
+        [LOG_INFO] = "info",
+        [LOG_DEBUG] = "debug",
+};
+
+static int log_control_get(sd_bus *bus, const char *path, const char *interface, const char *property,
+                           sd_bus_message *reply, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+
+        if (streq(property, "LogLevel")) {
+                int l = log_get_max_level();
+                return sd_bus_message_append(reply, "s",
+                                             l >= 0 && (size_t) l < ELEMENTSOF(log_level_names) ?
+                                             log_level_names[l] : "info");
+        }
+        if (streq(property, "LogTarget"))
+                return sd_bus_message_append(reply, "s", b->log_target);
+        if (streq(property, "SyslogIdentifier"))
+                return sd_bus_message_append(reply, "s", program_invocation_short_name);
+        return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s", property);
+}
+
+static int log_control_set(sd_bus *bus, const char *path, const char *interface, const char *property,
+                           sd_bus_message *value, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+        const char *s;
+        int r;
+
+        r = sd_bus_message_read(value, "s", &s);
+        if (r < 0)
+                return r;
+
+        if (streq(property, "LogLevel")) {
+                for (size_t i = 0; i < ELEMENTSOF(log_level_names); i++)
+                        if (streq(s, log_level_names[i])) {
+                                log_set_max_level((int) i);
+                                log_info("Log level set to %s over D-Bus", s);
+                                (void) sd_bus_emit_properties_changed(bus, LOG_CONTROL_PATH, LOG_CONTROL_IFACE,
+                                                                      "LogLevel", NULL);
+                                return 1;
+                        }
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Invalid log level '%s': expected emerg, alert, crit, err, warning, "
+                                         "notice, info or debug", s);
+        }
+
+        if (streq(property, "LogTarget")) {
+                /* Our one output stream is stderr, which under systemd is the journal. */
+                if (streq(s, "console") || streq(s, "journal") || streq(s, "auto") ||
+                    streq(s, "journal-or-kmsg") || streq(s, "console-prefixed"))
+                        log_set_console(true);
+                else if (streq(s, "null"))
+                        log_set_console(false);
+                else
+                        return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                                 "Log target '%s' is not supported: use console, journal, "
+                                                 "auto or null", s);
+                r = free_and_strdup(&b->log_target, s);
+                if (r < 0)
+                        return r;
+                log_info("Log target set to %s over D-Bus", s);
+                (void) sd_bus_emit_properties_changed(bus, LOG_CONTROL_PATH, LOG_CONTROL_IFACE, "LogTarget", NULL);
+                return 1;
+        }
+        return sd_bus_error_setf(error, SD_BUS_ERROR_PROPERTY_READ_ONLY, "Property %s is read-only", property);
+}
+
+static const sd_bus_vtable log_control_vtable[] = {
+        SD_BUS_VTABLE_START(0),
+        SD_BUS_WRITABLE_PROPERTY("LogLevel", "s", log_control_get, log_control_set, 0,
+                                 SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE | SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_WRITABLE_PROPERTY("LogTarget", "s", log_control_get, log_control_set, 0,
+                                 SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE | SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_PROPERTY("SyslogIdentifier", "s", log_control_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_VTABLE_END
+};
+
+/* ---- manager observer ---- */
+
+static void on_tap_changed(Manager *m, const char *meter, TapChange change, void *userdata) {
+        static char *config_props[] = { "Name", "MlPerTick", "RelayName", "RelayEnabled", "AutoCreated", NULL };
+        Bus *b = userdata;
+        MeterObj *mo;
+
+        switch (change) {
+        case TAP_ADDED:
+                mo = meter_get(b, meter);
+                if (!mo)
+                        return (void) log_error("Out of memory exporting tap %s", meter);
+                if (mo->has_tap)
+                        return emit_properties(b, mo->tap_path, TAP_IFACE, config_props);
+                mo->has_tap = true;
+                emit_object_added(b, mo->tap_path);
+                break;
+        case TAP_UPDATED:
+                mo = meter_find(b, meter);
+                if (mo && mo->has_tap)
+                        emit_properties(b, mo->tap_path, TAP_IFACE, config_props);
+                break;
+        case TAP_REMOVED:
+                mo = meter_find(b, meter);
+                if (!mo || !mo->has_tap)
+                        break;
+                /* While tap_find() still answers for it, so the signal lists its interfaces. */
+                emit_object_removed(b, mo->tap_path);
+                mo->has_tap = false;
+                meter_gc(b, mo);
+                break;
+        }
+}
+
+static void on_flow_updated(Manager *m, const FlowInfo *f, void *userdata) {
+        Bus *b = userdata;
+        MeterObj *mo;
+        bool ended = f->state == FLOW_STATE_COMPLETED;
+        int r;
+
+        mo = meter_get(b, f->meter_name);
+        if (!mo)
+                return (void) log_error("Out of memory tracking the flow on %s", f->meter_name);
+
+        /* A different flow on the same meter: the old one's object goes first. */
+        if (mo->flow_path && mo->flow_id != f->flow_id) {
+                emit_object_removed(b, mo->flow_path);
+                mo->flow_path = mfree(mo->flow_path);
+        }
+
+        mo->has_flow = true;
+        mo->flow_id = f->flow_id;
+        mo->flow_state = f->state;
+        mo->ticks = f->ticks;
+        mo->volume_known = f->volume_known;
+        mo->volume_ml = f->volume_ml;
+        mo->start_realtime = f->start_realtime;
+        mo->last_activity_realtime = f->last_activity_realtime;
+        mo->max_idle_usec = f->max_idle_usec;
+        if (free_and_strdup(&mo->username, f->username) < 0 ||
+            free_and_strdup(&mo->auth_device, f->auth_device) < 0 ||
+            free_and_strdup(&mo->relay_name, f->relay_name) < 0)
+                log_error("Out of memory tracking the flow on %s", f->meter_name);
+
+        if (!ended && !mo->flow_path) {
+                r = asprintf(&mo->flow_path, FLOW_PREFIX "/%" PRIu64, f->flow_id);
+                if (r < 0)
+                        mo->flow_path = NULL;
+                else
+                        emit_object_added(b, mo->flow_path);
+        }
+
+        if (b->ready) {
+                r = sd_bus_emit_signal(b->bus, BUS_ROOT_PATH, MANAGER_IFACE, "FlowUpdated", "tssstdtt",
+                                       f->flow_id, f->meter_name, flow_state_to_string(f->state), f->username ?: "",
+                                       f->ticks, f->volume_known ? f->volume_ml : -1.0, f->start_realtime,
+                                       f->last_activity_realtime);
+                if (r < 0)
+                        log_debug_errno(r, "Cannot emit FlowUpdated: %m");
+        }
+
+        if (ended && mo->flow_path) {
+                emit_object_removed(b, mo->flow_path);
+                mo->flow_path = mfree(mo->flow_path);
+        }
+
+        /* Without a tap (server mode, unbound meter) an ended flow leaves nothing to show. */
+        if (ended && !mo->has_tap)
+                return meter_gc(b, mo);
+        meter_mark_dirty(mo);
+}
+
+static void on_relay_changed(Manager *m, const char *relay, bool enabled, void *userdata) {
+        static char *props[] = { "RelayEnabled", NULL };
+        Bus *b = userdata;
+        RelayState *rs = NULL;
+
+        for (size_t i = 0; i < b->n_relays; i++)
+                if (streq(b->relays[i].name, relay))
+                        rs = &b->relays[i];
+        if (!rs) {
+                RelayState *a = realloc(b->relays, (b->n_relays + 1) * sizeof(RelayState));
+                if (!a)
+                        return (void) log_error("Out of memory tracking relay %s", relay);
+                b->relays = a;
+                rs = &b->relays[b->n_relays];
+                rs->name = strdup(relay);
+                if (!rs->name)
+                        return (void) log_error("Out of memory tracking relay %s", relay);
+                rs->enabled = !enabled;
+                b->n_relays++;
+        }
+        if (rs->enabled == enabled)
+                return;
+        rs->enabled = enabled;
+
+        for (size_t i = 0; i < b->n_meters; i++) {
+                MeterObj *mo = b->meters[i];
+                FlowTapInfo t;
+
+                if (mo->has_tap && flow_engine_get_tap(manager_get_engine(m), mo->meter, &t) >= 0 &&
+                    streq_ptr(t.relay_name, relay))
+                        emit_properties(b, mo->tap_path, TAP_IFACE, props);
+        }
+}
+
+static void on_drink_recorded(Manager *m, const Drink *d, void *userdata) {
+        manager_props_refresh(userdata);
+}
+
+static void on_drink_created(Manager *m, const Drink *d, void *userdata) {
+        Bus *b = userdata;
+        int r;
+
+        if (b->ready) {
+                r = sd_bus_emit_signal(b->bus, BUS_ROOT_PATH, MANAGER_IFACE, "DrinkRecorded", "sxtsstdttt",
+                                       d->uuid, d->has_drink_id ? d->drink_id : (int64_t) -1, d->flow_id,
+                                       d->meter_name, d->username ?: "", d->ticks,
+                                       d->volume_known ? d->volume_ml : -1.0, d->start_realtime,
+                                       d->pour_realtime, d->duration_sec);
+                if (r < 0)
+                        log_debug_errno(r, "Cannot emit DrinkRecorded: %m");
+        }
+        manager_props_refresh(b);
+}
+
+static void sensor_path_emit(Bus *b, const ThermoSensor *s, bool added) {
+        static char *props[] = { "TemperatureC", "LastSeen", "Silent", NULL };
+        _cleanup_(freep) char *path = NULL;
+
+        if (sd_bus_path_encode(SENSOR_PREFIX, s->name, &path) < 0)
+                return;
+        if (added)
+                emit_object_added(b, path);
+        else
+                emit_properties(b, path, SENSOR_IFACE, props);
+}
+
+static void on_thermo_reading(Manager *m, const ThermoSensor *s, bool record, void *userdata) {
+        Bus *b = userdata;
+        bool added = false;
+        int r;
+
+        if (!strv_has(b->sensors, b->n_sensors, s->name)) {
+                if (strv_push_dup(&b->sensors, &b->n_sensors, s->name) < 0)
+                        return (void) log_error("Out of memory exporting sensor %s", s->name);
+                added = true;
+        }
+        sensor_path_emit(b, s, added);
+
+        if (b->ready) {
+                r = sd_bus_emit_signal(b->bus, BUS_ROOT_PATH, MANAGER_IFACE, "ThermoReading", "sdt", s->name,
+                                       s->value, s->last_seen_realtime);
+                if (r < 0)
+                        log_debug_errno(r, "Cannot emit ThermoReading: %m");
+        }
+}
+
+static void on_thermo_silent(Manager *m, const ThermoSensor *s, void *userdata) {
+        Bus *b = userdata;
+
+        if (strv_has(b->sensors, b->n_sensors, s->name))
+                sensor_path_emit(b, s, false);
+}
+
+static void on_token_authenticated(Manager *m, const char *device, const char *value, const char *username,
+                                   void *userdata) {
+        Bus *b = userdata;
+        int r;
+
+        if (!b->ready)
+                return;
+        r = sd_bus_emit_signal(b->bus, BUS_ROOT_PATH, MANAGER_IFACE, "TokenAuthenticated", "sss", device, value,
+                               username ?: "");
+        if (r < 0)
+                log_debug_errno(r, "Cannot emit TokenAuthenticated: %m");
+}
+
+static void on_controller_changed(Manager *m, const Controller *c, void *userdata) {
+        static char *props[] = { "SerialNumber", "FirmwareVersion", "Device", "Connected", "LastSeen", NULL };
+        _cleanup_(freep) char *path = NULL;
+        Bus *b = userdata;
+
+        if (sd_bus_path_encode(CONTROLLER_PREFIX, c->name, &path) < 0)
+                return (void) log_error("Out of memory exporting controller %s", c->name);
+        if (!strv_has(b->controllers, b->n_controllers, c->name)) {
+                if (strv_push_dup(&b->controllers, &b->n_controllers, c->name) < 0)
+                        return (void) log_error("Out of memory exporting controller %s", c->name);
+                emit_object_added(b, path);
+                return;
+        }
+        emit_properties(b, path, CONTROLLER_IFACE, props);
+}
+
+static const ManagerObserver bus_observer = {
+        .tap_changed = on_tap_changed,
+        .flow_updated = on_flow_updated,
+        .relay_changed = on_relay_changed,
+        .drink_recorded = on_drink_recorded,
+        .drink_created = on_drink_created,
+        .thermo_reading = on_thermo_reading,
+        .thermo_silent = on_thermo_silent,
+        .token_authenticated = on_token_authenticated,
+        .controller_changed = on_controller_changed,
+};
+
+/* ---- connection ---- */
+
+static int bus_connect(Bus *b);
+
+static void bus_fail(Bus *b, const char *why) {
+        if (b->failed)
+                return;
+        b->failed = true;
+        log_error("Cannot serve %s on the %s bus: %s; stopping", BUS_NAME, bus_type_to_string(b->type), why);
+        manager_stop(b->manager);
+}
+
+static int on_name_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error);
+
+static int request_name(Bus *b) {
+        int r;
+
+        r = sd_bus_call_method_async(b->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                     "org.freedesktop.DBus", "RequestName", on_name_reply, b, "su", BUS_NAME,
+                                     (uint32_t) 4 /* DBUS_NAME_FLAG_DO_NOT_QUEUE */);
+        if (r < 0)
+                return log_error_errno(r, "Cannot request the name %s: %m", BUS_NAME);
+        return 0;
+}
+
+static int on_name_reply(sd_bus_message *reply, void *userdata, sd_bus_error *ret_error) {
+        Bus *b = userdata;
+        const sd_bus_error *e;
+        uint32_t code;
+        int r;
+
+        if (sd_bus_message_get_bus(reply) != b->bus)
+                return 0;       /* an answer on a connection we already dropped */
+
+        e = sd_bus_message_get_error(reply);
+        if (e) {
+                /* The connection went away before the answer: reconnecting asks again. */
+                if (sd_bus_error_has_names(e, SD_BUS_ERROR_NO_REPLY, SD_BUS_ERROR_DISCONNECTED)) {
+                        log_debug("Name request interrupted: %s", e->message ?: e->name);
+                        return 0;
+                }
+                if (sd_bus_error_has_name(e, SD_BUS_ERROR_TIMEOUT)) {
+                        log_warning("Name request timed out; asking again");
+                        (void) request_name(b);
+                        return 0;
+                }
+                bus_fail(b, e->message ?: e->name);
+                return 0;
+        }
+
+        r = sd_bus_message_read(reply, "u", &code);
+        if (r < 0) {
+                bus_fail(b, "bad reply to RequestName");
+                return 0;
+        }
+        /* 1 = primary owner, 4 = already the owner; 3 = exists (someone else has it). */
+        if (code != 1 && code != 4) {
+                bus_fail(b, "the name is already taken by another process");
+                return 0;
+        }
+
+        b->ready = true;
+        log_info("Serving %s on the %s bus", BUS_NAME, bus_type_to_string(b->type));
+        return 0;
+}
+
+static int on_reconnect_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Bus *b = userdata;
+        int r;
+
+        b->reconnect_source = sd_event_source_unref(b->reconnect_source);
+        b->bus = sd_bus_close_unref(b->bus);
+
+        r = bus_connect(b);
+        if (r < 0) {
+                log_warning_errno(r, "Cannot reconnect to the %s bus, retrying in %" PRIu64 " s: %m",
+                                  bus_type_to_string(b->type), RECONNECT_RETRY_USEC / USEC_PER_SEC);
+                r = sd_event_add_time_relative(b->event, &b->reconnect_source, CLOCK_MONOTONIC, RECONNECT_RETRY_USEC,
+                                               0, on_reconnect_timer, b);
+                if (r < 0)
+                        log_error_errno(r, "Cannot schedule a reconnection; D-Bus stays offline: %m");
+        }
+        return 0;
+}
+
+static int on_disconnected(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+        Bus *b = userdata;
+        int r;
+
+        if (sd_bus_message_get_bus(message) != b->bus || b->reconnect_source)
+                return 0;
+
+        b->ready = false;
+        log_warning("Lost the connection to the %s bus; reconnecting", bus_type_to_string(b->type));
+        /* The connection cannot be dropped from inside its own callback. */
+        r = sd_event_add_time_relative(b->event, &b->reconnect_source, CLOCK_MONOTONIC, RECONNECT_DELAY_USEC, 0,
+                                       on_reconnect_timer, b);
+        if (r < 0)
+                log_error_errno(r, "Cannot schedule a reconnection; D-Bus stays offline: %m");
+        return 0;
+}
+
+static int on_connected(sd_bus_message *message, void *userdata, sd_bus_error *ret_error) {
+        Bus *b = userdata;
+
+        log_debug("Connected to the %s bus", bus_type_to_string(b->type));
+        return 0;
+}
+
+static int bus_address(BusType type, char **ret) {
+        const char *e;
+        char *a;
+
+        if (type == BUS_TYPE_SYSTEM) {
+                e = getenv("DBUS_SYSTEM_BUS_ADDRESS");
+                a = strdup(!isempty(e) ? e : "unix:path=/run/dbus/system_bus_socket");
+        } else {
+                e = getenv("DBUS_SESSION_BUS_ADDRESS");
+                if (!isempty(e))
+                        a = strdup(e);
+                else {
+                        e = getenv("XDG_RUNTIME_DIR");
+                        if (isempty(e))
+                                return -ENXIO;
+                        if (asprintf(&a, "unix:path=%s/bus", e) < 0)
+                                a = NULL;
+                }
+        }
+        if (!a)
+                return -ENOMEM;
+        *ret = a;
+        return 0;
+}
+
+static int bus_install(Bus *b, sd_bus *bus) {
+        static const struct {
+                const char *prefix, *iface;
+                const sd_bus_vtable *vtable;
+                sd_bus_object_find_t find;
+                sd_bus_node_enumerator_t enumerate;
+        } fallbacks[] = {
+                { TAP_PREFIX, TAP_IFACE, tap_vtable, tap_find, tap_enumerate },
+                { CONTROLLER_PREFIX, CONTROLLER_IFACE, controller_vtable, controller_find, controller_enumerate },
+                { SENSOR_PREFIX, SENSOR_IFACE, sensor_vtable, sensor_find, sensor_enumerate },
+                { FLOW_PREFIX, FLOW_IFACE, flow_vtable, flow_find, flow_enumerate },
+        };
+        int r;
+
+        r = sd_bus_add_object_vtable(bus, NULL, BUS_ROOT_PATH, MANAGER_IFACE, manager_vtable, b);
+        if (r < 0)
+                return log_error_errno(r, "Cannot export %s: %m", BUS_ROOT_PATH);
+        r = sd_bus_add_object_manager(bus, NULL, BUS_ROOT_PATH);
+        if (r < 0)
+                return log_error_errno(r, "Cannot add the object manager: %m");
+        for (size_t i = 0; i < ELEMENTSOF(fallbacks); i++) {
+                r = sd_bus_add_fallback_vtable(bus, NULL, fallbacks[i].prefix, fallbacks[i].iface,
+                                               fallbacks[i].vtable, fallbacks[i].find, b);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot export %s: %m", fallbacks[i].prefix);
+                r = sd_bus_add_node_enumerator(bus, NULL, fallbacks[i].prefix, fallbacks[i].enumerate, b);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot export %s: %m", fallbacks[i].prefix);
+        }
+        r = sd_bus_add_object_vtable(bus, NULL, LOG_CONTROL_PATH, LOG_CONTROL_IFACE, log_control_vtable, b);
+        if (r < 0)
+                return log_error_errno(r, "Cannot export %s: %m", LOG_CONTROL_PATH);
+
+        /* Local matches: they never reach the bus daemon. */
+        r = sd_bus_match_signal(bus, NULL, NULL, "/org/freedesktop/DBus/Local", "org.freedesktop.DBus.Local",
+                                "Disconnected", on_disconnected, b);
+        if (r < 0)
+                return log_error_errno(r, "Cannot watch for disconnection: %m");
+        r = sd_bus_match_signal(bus, NULL, NULL, "/org/freedesktop/DBus/Local", "org.freedesktop.DBus.Local",
+                                "Connected", on_connected, b);
+        if (r < 0)
+                return log_error_errno(r, "Cannot watch for the connection: %m");
+        return 0;
+}
+
+/* A bus that is not there yet (socket missing or refusing) is waited for (watch-bind). */
+static int bus_connect(Bus *b) {
+        _cleanup_(sd_bus_close_unrefp) sd_bus *bus = NULL;
+        _cleanup_(freep) char *address = NULL;
+        int r;
+
+        r = bus_address(b->type, &address);
+        if (r == -ENXIO)
+                return log_error_errno(r, "No session bus: neither DBUS_SESSION_BUS_ADDRESS nor XDG_RUNTIME_DIR is set");
+        if (r < 0)
+                return log_error_errno(r, "Out of memory");
+
+        r = sd_bus_new(&bus);
+        if (r < 0)
+                return log_error_errno(r, "Cannot create a bus connection: %m");
+        (void) sd_bus_set_description(bus, b->type == BUS_TYPE_SYSTEM ? "system-bus" : "session-bus");
+        r = sd_bus_set_address(bus, address);
+        if (r < 0)
+                return log_error_errno(r, "Bad %s bus address %s: %m", bus_type_to_string(b->type), address);
+        if ((r = sd_bus_set_bus_client(bus, true)) < 0 ||
+            (r = sd_bus_set_watch_bind(bus, true)) < 0 ||
+            (r = sd_bus_set_connected_signal(bus, true)) < 0 ||
+            (r = sd_bus_set_close_on_exit(bus, false)) < 0)
+                return log_error_errno(r, "Cannot configure the bus connection: %m");
+
+        r = bus_install(b, bus);
+        if (r < 0)
+                return r;
+
+        r = sd_bus_start(bus);
+        if (r < 0)
+                return log_error_errno(r, "Cannot connect to the %s bus at %s: %m", bus_type_to_string(b->type),
+                                       address);
+        r = sd_bus_attach_event(bus, b->event, SD_EVENT_PRIORITY_NORMAL);
+        if (r < 0)
+                return log_error_errno(r, "Cannot attach the bus to the event loop: %m");
+
+        b->bus = TAKE_PTR(bus);
+        r = request_name(b);
+        if (r < 0) {
+                b->bus = sd_bus_close_unref(b->bus);
+                return r;
+        }
+        log_debug("Connecting to the %s bus at %s", bus_type_to_string(b->type), address);
+        return 0;
+}
+
+/* ---- life cycle ---- */
+
+static int bus_scan(Bus *b) {
+        FlowEngine *e = manager_get_engine(b->manager);
+        ThermoManager *t = manager_get_thermo(b->manager);
+
+        for (size_t i = 0; i < flow_engine_n_taps(e); i++) {
+                FlowTapInfo info;
+                MeterObj *mo;
+
+                if (flow_engine_tap_at(e, i, &info) < 0)
+                        break;
+                mo = meter_get(b, info.meter_name);
+                if (!mo)
+                        return -ENOMEM;
+                mo->has_tap = true;
+        }
+        for (size_t i = 0; i < flow_engine_n_flows(e); i++) {
+                FlowInfo f;
+
+                if (flow_engine_flow_at(e, i, &f) < 0)
+                        break;
+                on_flow_updated(b->manager, &f, b);
+        }
+        for (size_t i = 0; i < manager_n_controllers(b->manager); i++)
+                if (strv_push_dup(&b->controllers, &b->n_controllers, manager_controller_at(b->manager, i)->name) < 0)
+                        return -ENOMEM;
+        for (size_t i = 0; i < thermo_manager_n_sensors(t); i++)
+                if (strv_push_dup(&b->sensors, &b->n_sensors, thermo_manager_sensor_at(t, i)->name) < 0)
+                        return -ENOMEM;
+        return 0;
+}
+
+int bus_new(Bus **ret, Manager *m, const BusConfig *config) {
+        _cleanup_(bus_freep) Bus *b = NULL;
+        int r;
+
+        b = calloc(1, sizeof(Bus));
+        if (!b)
+                return log_error_errno(-ENOMEM, "Out of memory");
+        b->manager = m;
+        b->event = sd_event_ref(manager_get_event(m));
+        b->type = config->type;
+        b->api_url = strdup(config->api_url ?: "");
+        b->log_target = strdup("console");
+        if (!b->api_url || !b->log_target)
+                return log_error_errno(-ENOMEM, "Out of memory");
+        b->last_sync = bus_now(b, CLOCK_REALTIME);
+
+        (void) sd_bus_error_add_map(kegbot_bus_errors);
+
+        r = bus_scan(b);
+        if (r < 0)
+                return log_error_errno(r, "Out of memory");
+        manager_props_remember(b);
+
+        r = manager_add_observer(m, &bus_observer, b);
+        if (r < 0)
+                return log_error_errno(r, "Out of memory");
+
+        r = bus_connect(b);
+        if (r < 0)
+                return r;
+
+        *ret = TAKE_PTR(b);
+        return 0;
+}
+
+void bus_set_backend(Bus *b, const BusBackend *backend, void *userdata) {
+        b->backend = backend;
+        b->backend_userdata = userdata;
+        manager_props_refresh(b);
+}
+
+bool bus_failed(Bus *b) {
+        return b && b->failed;
+}
+
+Bus *bus_free(Bus *b) {
+        if (!b)
+                return NULL;
+
+        if (b->manager)
+                manager_remove_observer(b->manager, &bus_observer, b);
+
+        /* The final values of pours that ended during shutdown. */
+        for (size_t i = 0; i < b->n_meters; i++)
+                meter_flush(b->meters[i]);
+
+        if (b->bus) {
+                if (b->ready)
+                        (void) sd_bus_call_method_async(b->bus, NULL, "org.freedesktop.DBus", "/org/freedesktop/DBus",
+                                                        "org.freedesktop.DBus", "ReleaseName", NULL, NULL, "s",
+                                                        BUS_NAME);
+                (void) sd_bus_flush(b->bus);
+                b->bus = sd_bus_close_unref(b->bus);
+        }
+        b->reconnect_source = sd_event_source_disable_unref(b->reconnect_source);
+
+        for (size_t i = 0; i < b->n_meters; i++)
+                meter_obj_free(b->meters[i]);
+        free(b->meters);
+        for (size_t i = 0; i < b->n_controllers; i++)
+                free(b->controllers[i]);
+        free(b->controllers);
+        for (size_t i = 0; i < b->n_sensors; i++)
+                free(b->sensors[i]);
+        free(b->sensors);
+        for (size_t i = 0; i < b->n_relays; i++)
+                free(b->relays[i].name);
+        free(b->relays);
+
+        sd_event_unref(b->event);
+        free(b->api_url);
+        free(b->log_target);
+        free(b);
+        return NULL;
+}

@@ -1,0 +1,446 @@
+"""kegbot_core in server mode against the stand-in Kegbot Server (kegbot-server-api.md,
+core-behaviour.md sections 2, 4.2, 7, 9, 10, 11): every endpoint the core uses, outages, crashes,
+lost responses, bad keys, permanent rejections, a stalled server, a damaged spool and a full disk."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import kbtest
+from standin import API_KEY, StandIn
+
+
+class ServerCore(kbtest.Proc):
+    """kegbot_core in server mode on a free kegnet port, with its own state directory."""
+
+    def __init__(self, tmp, standin, *flags, key=API_KEY, key_file=None, state_dir=None, mount="/api/",
+                 wait=True, retry_interval=1, sync_interval=2, api_timeout=2, url=None):
+        self.port = kbtest.free_port()
+        self.state_dir = state_dir or os.path.join(tmp, "state")
+        args = [kbtest.binary("kegbot_core"),
+                "--kb_core_bind_addr=127.0.0.1:%d" % self.port,
+                "--state_dir=" + self.state_dir,
+                "--api_url=" + (url or standin.url(mount)),
+                "--api_timeout=%s" % api_timeout,
+                "--retry_interval=%d" % retry_interval,
+                "--sync_interval=%d" % sync_interval,
+                "--dbus=none"]
+        if key_file:
+            args.append("--api_key_file=" + key_file)
+        elif key is not None:
+            args.append("--api_key=" + key)
+        args += list(flags)
+        env = {"KEGBOT_API_URL": "", "KEGBOT_API_KEY": "", "STATE_DIRECTORY": "",
+               "http_proxy": "", "HTTP_PROXY": "", "no_proxy": "*"}
+        super().__init__(args, env=env, name="kegbot_core")
+        self.readings = {}
+        if wait:
+            self.wait_line(r"\(main\) All services started\.", timeout=10)
+            self.conn = kbtest.KegnetConn.connect(self.port)
+
+    def spool_files(self):
+        return sorted(glob.glob(os.path.join(self.state_dir, "spool", "*.json")))
+
+    def failed_files(self, pattern="*.json"):
+        return sorted(glob.glob(os.path.join(self.state_dir, "spool", "failed", pattern)))
+
+    def pour(self, meter, ticks, conn=None):
+        """One complete pour of 'ticks' (<= 1000) on 'meter'; returns the FlowUpdate(completed)."""
+        conn = conn or self.conn
+        if meter not in self.readings:
+            conn.send("MeterUpdate", meter_name=meter, reading=0)
+            self.readings[meter] = 0
+        self.readings[meter] += ticks
+        conn.send("MeterUpdate", meter_name=meter, reading=self.readings[meter])
+        conn.send("FlowRequest", meter_name=meter, request="stop_flow")
+        m, _ = conn.recv_until(lambda m: m.get("event") == "FlowUpdate" and m["data"]["meter_name"] == meter
+                               and m["data"]["state"] == "completed", timeout=10, what="completed flow")
+        return m["data"]
+
+    def kill(self):
+        if getattr(self, "conn", None):
+            self.conn.close()
+        return super().kill()
+
+    def stop(self, timeout=10.0):
+        if getattr(self, "conn", None):
+            self.conn.close()
+        return super().stop(timeout)
+
+    def count_lines(self, pattern):
+        import re
+        rx = re.compile(pattern)
+        return len([l for l in self.output() if rx.search(l)])
+
+
+def load_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def drink_ticks(standin):
+    return [d["ticks"] for d in standin.drinks()]
+
+
+class BackendTest(unittest.TestCase):
+    def setUp(self):
+        self.tmpd = kbtest.TempDir("kegbot-backend-")
+        self.tmp = self.tmpd.__enter__()
+        self.standin = StandIn()
+        self.cores = []
+        self.mounts = []
+
+    def tearDown(self):
+        for c in self.cores:
+            c.kill()
+        self.standin.stop()
+        for m in self.mounts:
+            subprocess.run(["umount", "-l", m], capture_output=True)
+        self.tmpd.__exit__(None, None, None)
+
+    def core(self, *flags, **kw):
+        c = ServerCore(self.tmp, self.standin, *flags, **kw)
+        self.cores.append(c)
+        return c
+
+    # ------------------------------------------------------------------ endpoints
+
+    def test_startup_and_every_endpoint(self):
+        c = self.core()
+        c.wait_line(r"\(main\) Running in server mode, api_url=http://127\.0\.0\.1:\d+/api/")
+        c.wait_line(r"\(main\) Querying backend liveness\.")
+        c.wait_line(r"\(main\) Backend appears to be alive\.")
+        c.wait_line(r"\(main\) Found 2 taps, adding to tap manager\.")
+        c.wait_line(r"Adding tap: kegboard\.flow0 ml_per_tick=0\.4545")
+        st = self.standin.requests("status")[0]
+        self.assertEqual(st["path"], "/api/status")
+        self.assertEqual(st["headers"]["X-Kegbot-Api-Key"], API_KEY)
+        self.assertEqual(st["headers"]["Accept"], "application/json")
+
+        # A drink: form fields in order, pour_time/now at send time, DrinkCreatedEvent with the server id.
+        done = c.pour("kegboard.flow0", 440)
+        self.assertEqual(done["ticks"], 440)
+        ev, _ = c.conn.recv_until(lambda m: m.get("event") == "DrinkCreatedEvent", timeout=10, what="DrinkCreatedEvent")
+        drinks = self.standin.drinks()
+        self.assertEqual(len(drinks), 1)
+        self.assertEqual(ev["data"]["drink_id"], drinks[0]["id"])
+        self.assertEqual(ev["data"]["ticks"], 440)
+        self.assertAlmostEqual(ev["data"]["volume_ml"], 200.0, places=6)
+        self.assertEqual(len(ev["data"]["uuid"]), 36)
+        req = self.standin.requests("drink")[0]
+        self.assertEqual(req["path"], "/api/taps/kegboard.flow0")
+        self.assertEqual(req["headers"]["Content-Type"], "application/x-www-form-urlencoded")
+        self.assertEqual(list(req["form"].keys()), ["tap_name", "ticks", "pour_time", "now"])
+        self.assertEqual(req["form"]["tap_name"], "kegboard.flow0")
+        self.assertLessEqual(int(req["form"]["now"]) - int(req["form"]["pour_time"]), 2)
+        self.assertLess(abs(int(req["form"]["now"]) - time.time()), 5)
+        self.assertEqual(drinks[0]["user_id"], "guest")
+        c.wait_line(r"\(DrinkManager\) Logged drink %d username=guest keg=1 liters=0\.2 ticks=440" % drinks[0]["id"])
+        self.assertEqual(c.spool_files(), [])
+
+        # Temperatures: the first reading of the minute is posted, no key needed but sent anyway.
+        c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-28aa", sensor_value=4.5)
+        c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-28aa", sensor_value=4.75)
+        c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-28aa", sensor_value=85.0)
+        kbtest.wait_until(lambda: self.standin.thermo(), what="thermo post")
+        time.sleep(0.5)
+        posts = self.standin.requests("thermo")
+        if len(posts) == 2:
+            # The wall-clock minute turned between the two readings.
+            self.assertEqual(posts[1]["form"], {"temp_c": "4.75"})
+        else:
+            self.assertEqual(len(posts), 1)
+        self.assertEqual(posts[0]["form"], {"temp_c": "4.5"})
+        self.assertEqual(posts[0]["path"], "/api/thermo-sensors/kegboard.thermo-28aa")
+
+        # Token lookup (lowercased for core.rfid), owned flow, relay, drink with the username.
+        c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.rfid",
+                    token_value="DEADBEEF", status="added")
+        m, _ = c.conn.recv_until(lambda m: m.get("event") == "FlowUpdate" and m["data"]["username"] == "alice",
+                                 timeout=10, what="owned flow")
+        c.conn.recv_until(lambda m: m.get("event") == "SetRelayOutputEvent", timeout=5, what="relay on")
+        self.assertEqual(self.standin.requests("auth")[0]["path"], "/api/auth-tokens/core.rfid/deadbeef")
+        c.pour("kegboard.flow0", 220)
+        self.standin.wait_drinks(2)
+        d = self.standin.drinks()[1]
+        self.assertEqual(d["user_id"], "alice")
+        self.assertEqual(d["form"]["username"], "alice")
+
+        # Unassigned, disabled and expired tokens: no flow, no relay; the second swipe within 10 s is cached.
+        for value in ("f00d", "d15ab1ed", "0ld"):
+            c.conn.send("TokenAuthEvent", meter_name="kegboard.flow1", auth_device_name="core.rfid",
+                        token_value=value, status="added")
+        c.wait_line(r"Token not assigned: core\.rfid/f00d")
+        c.wait_line(r"Token disabled: core\.rfid/d15ab1ed")
+        c.wait_line(r"Token expired: core\.rfid/0ld")
+        c.conn.send("TokenAuthEvent", meter_name="kegboard.flow1", auth_device_name="core.rfid",
+                    token_value="f00d", status="removed")
+        c.conn.send("TokenAuthEvent", meter_name="kegboard.flow1", auth_device_name="core.rfid",
+                    token_value="f00d", status="added")
+        time.sleep(0.5)
+        self.assertEqual(len([r for r in self.standin.requests("auth") if r["path"].endswith("/f00d")]), 1)
+
+        # Controller provisioning: controllers, then flow0 and flow1, the real serial number.
+        c.conn.send("ControllerConnectedEvent", controller_name="kegboard-0a1b2c3d", serial_number="KB-0a1b2c3d",
+                    firmware_version=18, board_reset=True)
+        kbtest.wait_until(lambda: len(self.standin.requests("flow-meters")) >= 2, what="flow meters")
+        ctl = self.standin.requests("controllers")[0]
+        self.assertEqual(ctl["form"], {"name": "kegboard-0a1b2c3d", "model_name": "unknown",
+                                       "serial_number": "KB-0a1b2c3d"})
+        fm = self.standin.requests("flow-meters")
+        self.assertEqual([r["form"]["port_name"] for r in fm], ["flow0", "flow1"])
+        self.assertEqual(fm[0]["form"]["ticks_per_ml"], "2.2")
+        names = [m["name"] for m in self.standin.state()["meters"]]
+        self.assertIn("kegboard-0a1b2c3d.flow1", names)
+
+        # A restart: the controller exists (400), logged at INFO, provisioning ends.
+        self.assertEqual(c.stop(), 0)
+        c2 = self.core()
+        c2.conn.send("ControllerConnectedEvent", controller_name="kegboard-0a1b2c3d", serial_number="KB-0a1b2c3d")
+        c2.wait_line(r"INFO .*Not creating controller: .*Controller with this Name already exists")
+        time.sleep(0.3)
+        self.assertEqual(len(self.standin.requests("flow-meters")), 2)
+
+    def test_api_v1_mount_and_profile_20(self):
+        self.standin.set(profile="2.0")
+        c = self.core(mount="/api/v1/")
+        c.wait_line(r"Found 2 taps")
+        c.pour("kegboard.flow1", 300)
+        self.standin.wait_drinks(1)
+        self.assertEqual(self.standin.requests("drink")[0]["path"], "/api/v1/taps/kegboard.flow1")
+        # The 2.0 /api/ is a different API: the core reports it as unauthorized and keeps running.
+        c2 = self.core(mount="/api/")
+        c2.wait_line(r"ERROR .*Sync failed \(HTTP 401")
+        self.assertTrue(c2.alive())
+
+    def test_sighup_resyncs_and_removes_taps(self):
+        c = self.core("--sync_interval=600")
+        c.wait_line(r"Found 2 taps")
+        n = len(self.standin.requests("status"))
+        self.standin.remove_tap("kegboard.flow1")
+        c.signal(signal.SIGHUP)
+        c.wait_line(r"Removing tap: kegboard\.flow1")
+        self.assertEqual(len(self.standin.requests("status")), n + 1)
+        # A failing status keeps the taps.
+        self.standin.fail("status", "html500", count=1)
+        c.signal(signal.SIGHUP)
+        c.wait_line(r"WARNING .*Sync failed \(HTTP 500 with a non-JSON answer\); keeping 1 taps")
+        self.assertTrue(c.alive())
+
+    # ------------------------------------------------------------------ outages and crashes
+
+    def test_outage_20_pours_then_recovery(self):
+        c = self.core()
+        c.wait_line(r"Found 2 taps")
+        self.standin.refuse()
+        ticks = [100 + i for i in range(20)]
+        for t in ticks:
+            c.pour("kegboard.flow0" if t % 2 else "kegboard.flow1", t)
+        kbtest.wait_until(lambda: len(c.spool_files()) == 20, what="20 spooled drinks")
+        c.wait_line(r"Backend state: online -> offline")
+        self.assertTrue(c.alive())
+        self.standin.accept()
+        self.standin.wait_drinks(20, timeout=30)
+        time.sleep(1.0)
+        self.assertEqual(drink_ticks(self.standin), ticks)      # each once, in order
+        self.assertEqual(len(self.standin.requests("drink")), 20)
+        kbtest.wait_until(lambda: c.spool_files() == [], what="empty spool")
+
+    def test_kill9_mid_upload_and_after_completion(self):
+        c = self.core()
+        c.wait_line(r"Found 2 taps")
+        # Mid-upload: the server accepts the request and never answers (nothing committed).
+        self.standin.fail("drink", "hang", delay=60)
+        c.pour("kegboard.flow0", 500)
+        kbtest.wait_until(lambda: self.standin.requests("drink"), what="upload in flight")
+        c.kill()
+        # Right after FlowUpdate(completed), with the server refusing.
+        self.standin.clear_failures()
+        self.standin.refuse()
+        c2 = self.core(state_dir=c.state_dir)
+        c2.readings = {}
+        c2.pour("kegboard.flow1", 600)
+        c2.kill()
+        self.assertEqual(len(c2.spool_files()), 2)
+        self.standin.accept()
+        self.core(state_dir=c.state_dir)
+        self.standin.wait_drinks(2, timeout=20)
+        time.sleep(1.5)
+        self.assertEqual(drink_ticks(self.standin), [500, 600])
+
+    def test_lost_response_duplicates(self):
+        # The server commits the drink and the answer is lost (connection closed). The legacy API has
+        # no idempotency key, so the retry records it a second time: at-least-once delivery
+        # (core-behaviour.md 10.5). The stand-in's log shows both requests and both drinks; they
+        # carry the same ticks and pour_time, and the core logs the drink UUID for each attempt.
+        c = self.core()
+        c.wait_line(r"Found 2 taps")
+        self.standin.fail("drink", "lost", count=1)
+        c.pour("kegboard.flow0", 321)
+        self.standin.wait_drinks(2, timeout=15)
+        time.sleep(1.0)
+        reqs = self.standin.requests("drink")
+        self.assertEqual([r["status"] for r in reqs], ["lost", 200])
+        self.assertEqual(drink_ticks(self.standin), [321, 321])
+        self.assertEqual(reqs[0]["form"]["pour_time"], reqs[1]["form"]["pour_time"])
+        c.wait_line(r"Upload of drink [0-9a-f-]{36} failed")
+        self.assertEqual(c.spool_files(), [])
+
+    def test_unauthorized_then_fixed_key(self):
+        key_file = os.path.join(self.tmp, "api_key")
+        with open(key_file, "w") as f:
+            f.write("ffffffffffffffffffffffffffffffff\n")
+        c = self.core(key_file=key_file)
+        c.wait_line(r"ERROR .*Sync failed \(HTTP 401 BadApiKeyError: API key does not exist\)")
+        c.pour("kegboard.flow0", 200)
+        c.wait_line(r"ERROR .*Upload of drink [0-9a-f-]{36} refused: HTTP 401")
+        self.assertEqual(len(c.spool_files()), 1)
+        self.assertEqual(self.standin.drinks(), [])
+        self.assertEqual(c.stop(), 0)
+        with open(key_file, "w") as f:
+            f.write("  %s\n\n" % API_KEY)
+        self.core(key_file=key_file, state_dir=c.state_dir)
+        self.standin.wait_drinks(1)
+        self.assertEqual(drink_ticks(self.standin), [200])
+
+    def test_key_file_rules(self):
+        # Unreadable: exit 1.
+        p = kbtest.run([kbtest.binary("kegbot_core"), "--api_url=" + self.standin.url(), "--dbus=none",
+                        "--api_key_file=" + os.path.join(self.tmp, "missing"), "--state_dir=" + self.tmp,
+                        "--kb_core_bind_addr=127.0.0.1:%d" % kbtest.free_port()],
+                       env={"KEGBOT_API_URL": "", "STATE_DIRECTORY": ""}, timeout=10)
+        self.assertEqual(p.returncode, 1)
+        # Empty: no key (wins over --api_key), warned about.
+        empty = os.path.join(self.tmp, "empty")
+        open(empty, "w").close()
+        c = self.core("--api_key=" + API_KEY, key=None, key_file=empty)
+        c.wait_line(r"WARNING .*No API key configured")
+        c.wait_line(r"Sync failed \(HTTP 401 NoAuthTokenError")
+
+    # ------------------------------------------------------------------ permanent failures
+
+    def test_unknown_tap_and_no_keg_go_to_failed(self):
+        c = self.core()
+        c.wait_line(r"Found 2 taps")
+        self.standin.remove_keg("kegboard.flow1")
+        c.pour("kegboard.flow7", 50)          # no such meter on the server
+        c.pour("kegboard.flow1", 60)          # tap without a keg
+        c.pour("kegboard.flow0", 70)
+        self.standin.wait_drinks(1)
+        kbtest.wait_until(lambda: len(c.failed_files()) == 2, what="2 failed drinks")
+        c.wait_line(r"WARNING .*Drink [0-9a-f-]{36} rejected by server \(404 NotFoundError: FlowMeter matching query does not exist\.\); moved to failed/")
+        c.wait_line(r"Drink [0-9a-f-]{36} rejected by server \(400 BadRequestError: No active keg at this tap\)")
+        reasons = [load_json(f)["failure"] for f in c.failed_files()]
+        self.assertEqual(sorted(r["http_status"] for r in reasons), [400, 404])
+        self.assertEqual(drink_ticks(self.standin), [70])
+        self.assertEqual(c.spool_files(), [])
+
+    def test_poison_drink_moves_to_failed(self):
+        # A drink for a user deleted on the server gets a 500 while status works: after 3 such
+        # failures it goes to failed/ and the queue moves on.
+        c = self.core()
+        c.wait_line(r"Found 2 taps")
+        c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.onewire",
+                    token_value="0000111122223333", status="added")
+        c.conn.recv_until(lambda m: m.get("event") == "FlowUpdate" and m["data"]["username"] == "bob",
+                          timeout=15, what="bob's flow")
+        self.standin.remove_user("bob")
+        c.pour("kegboard.flow0", 400)
+        c.pour("kegboard.flow1", 410)
+        kbtest.wait_until(lambda: len(c.failed_files()) == 1, timeout=30, what="poison drink in failed/")
+        self.standin.wait_drinks(1, timeout=15)
+        self.assertEqual(drink_ticks(self.standin), [410])
+        self.assertEqual(len([r for r in self.standin.requests("drink") if r["form"].get("username") == "bob"]), 3)
+        f = load_json(c.failed_files()[0])
+        self.assertEqual(f["failure"]["http_status"], 500)
+        self.assertIn("User matching query does not exist", f["failure"]["message"])
+
+    # ------------------------------------------------------------------ non-blocking
+
+    def test_stalled_server_does_not_delay_flow_updates(self):
+        c = self.core()
+        c.wait_line(r"Found 2 taps")
+        # Every request hangs for 10 s; a pour's upload is stuck in flight...
+        self.standin.fail("*", "hang", delay=10)
+        c.pour("kegboard.flow0", 100)
+        kbtest.wait_until(lambda: self.standin.requests("drink"), what="hanging upload")
+        c.signal(signal.SIGHUP)               # ...and a sync too
+        worst = 0.0
+        reading = c.readings["kegboard.flow0"]
+        for i in range(20):
+            reading += 10
+            t0 = time.monotonic()
+            c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=reading)
+            c.conn.recv_until(lambda m: m.get("event") == "FlowUpdate" and m["data"]["meter_name"] == "kegboard.flow0",
+                              timeout=2, what="FlowUpdate")
+            worst = max(worst, time.monotonic() - t0)
+            time.sleep(0.1)
+        self.assertLess(worst, 0.5, "FlowUpdate latency %.3f s while the server hangs" % worst)
+        self.standin.clear_failures()
+
+    # ------------------------------------------------------------------ spool damage and full disk
+
+    def test_truncated_spool_file_quarantined(self):
+        c = self.core()
+        c.wait_line(r"Found 2 taps")
+        self.standin.refuse()
+        for t in (111, 222, 333):
+            c.pour("kegboard.flow0", t)
+        self.assertEqual(c.stop(), 0)
+        files = c.spool_files()
+        self.assertEqual(len(files), 3)
+        with open(files[1], "r+") as f:
+            f.truncate(50)
+        # A leftover temporary file is removed too.
+        with open(os.path.join(c.state_dir, "spool", ".00000000000000000099-x.json.tmp"), "w") as f:
+            f.write("{")
+        self.standin.accept()
+        c2 = self.core(state_dir=c.state_dir)
+        c2.wait_line(r"ERROR .*Spool file .* is corrupt .*moved to failed/.*\.corrupt")
+        self.standin.wait_drinks(2)
+        time.sleep(1.0)
+        self.assertEqual(drink_ticks(self.standin), [111, 333])
+        self.assertEqual(len(c2.failed_files("*.corrupt")), 1)
+        self.assertEqual(glob.glob(os.path.join(c.state_dir, "spool", ".*.tmp")), [])
+
+    def test_enospc_is_loud_and_loses_nothing_spooled(self):
+        state = os.path.join(self.tmp, "tiny")
+        os.makedirs(state)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", state], capture_output=True, text=True)
+        if r.returncode != 0:
+            self.skipTest("cannot mount a tmpfs: %s" % r.stderr.strip())
+        self.mounts.append(state)
+        c = self.core(state_dir=state)
+        c.wait_line(r"Found 2 taps")
+        self.standin.refuse()
+        for t in (101, 102, 103):
+            c.pour("kegboard.flow0", t)
+        self.assertEqual(len(c.spool_files()), 3)
+        filler = os.path.join(state, "filler")
+        fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            while os.write(fd, b"x" * 4096) > 0:
+                pass
+        except OSError:
+            pass
+        os.close(fd)
+        for t in (104, 105):
+            c.pour("kegboard.flow0", t)
+        c.wait_line(r"ERROR .*Failed to write drink [0-9a-f-]{36} to the spool .*No space left on device")
+        self.assertEqual(len(c.spool_files()), 3)
+        self.assertTrue(c.alive())
+        os.unlink(filler)
+        self.standin.accept()
+        self.standin.wait_drinks(5, timeout=30)
+        time.sleep(1.0)
+        self.assertEqual(drink_ticks(self.standin), [101, 102, 103, 104, 105])
+
+
+if __name__ == "__main__":
+    kbtest.main()

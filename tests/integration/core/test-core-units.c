@@ -1,0 +1,428 @@
+/* Unit tests of kegbot_core's own modules (src/core): number formatting and the drinks log
+ * (line format, drink_id sequence, torn last line), the taps file and the tap registry, thermo
+ * throttling and silence deadlines, and the standalone tokens file. */
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <sys/stat.h>
+
+#include "drinks.h"
+#include "flow.h"
+#include "log.h"
+#include "standalone.h"
+#include "taps.h"
+#include "thermo.h"
+
+static int failures;
+
+#define CHECK(expr)                                                                     \
+        do {                                                                            \
+                if (!(expr)) {                                                          \
+                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr); \
+                        failures++;                                                     \
+                }                                                                       \
+        } while (0)
+
+static char tmpdir[256];
+
+static char *path_in_tmp(const char *name) {
+        char *p;
+        if (asprintf(&p, "%s/%s", tmpdir, name) < 0)
+                abort();
+        return p;
+}
+
+static void write_text(const char *path, const char *text) {
+        FILE *f = fopen(path, "w");
+        if (!f)
+                abort();
+        fputs(text, f);
+        fclose(f);
+}
+
+static char *read_text(const char *path) {
+        FILE *f = fopen(path, "r");
+        char *buf = calloc(1, 1 << 16);
+        if (!f || !buf)
+                abort();
+        size_t n = fread(buf, 1, (1 << 16) - 1, f);
+        buf[n] = '\0';
+        fclose(f);
+        return buf;
+}
+
+static void test_format_double(void) {
+        char b[32];
+
+        drink_format_double(100.0, b);
+        CHECK(streq(b, "100.0"));
+        drink_format_double(1440 / 2.2, b);
+        CHECK(streq(b, "654.5454545454545"));
+        drink_format_double(0.1, b);
+        CHECK(streq(b, "0.1"));
+        drink_format_double(-20.0, b);
+        CHECK(streq(b, "-20.0"));
+        drink_format_double(1e21, b);
+        CHECK(strtod(b, NULL) == 1e21 && strpbrk(b, ".e"));
+        drink_format_double(1.0 / 3.0, b);
+        CHECK(strtod(b, NULL) == 1.0 / 3.0);
+}
+
+static Drink *make_drink(uint64_t ticks, const char *user) {
+        FlowDrink fd = {
+                .flow_id = 1795694350,
+                .meter_name = "kegboard.flow0",
+                .username = user,
+                .ticks = ticks,
+                .volume_known = true,
+                .volume_ml = (double) ticks / 2.2,
+                .start_realtime = UINT64_C(1795694401) * USEC_PER_SEC,
+                .pour_realtime = UINT64_C(1795694409) * USEC_PER_SEC + 999999,
+                .pour_boottime = 42,
+                .duration_sec = 8,
+        };
+        Drink *d = NULL;
+        CHECK(drink_new_from_flow(&d, &fd) == 0);
+        return d;
+}
+
+static void test_uuid(void) {
+        char a[DRINK_UUID_STRING_MAX], b[DRINK_UUID_STRING_MAX];
+
+        CHECK(drink_uuid_generate(a) == 0);
+        CHECK(drink_uuid_generate(b) == 0);
+        CHECK(strlen(a) == 36);
+        CHECK(a[14] == '4');
+        CHECK(strchr("89ab", a[19]) != NULL);
+        CHECK(a[8] == '-' && a[13] == '-' && a[18] == '-' && a[23] == '-');
+        CHECK(!streq(a, b));
+        for (const char *p = a; *p; p++)
+                CHECK(*p == '-' || (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'));
+}
+
+static void test_drinks_log(void) {
+        _cleanup_(freep) char *state = path_in_tmp("state"), *log = NULL, *text = NULL;
+        DrinkSink *s = NULL;
+        Drink *d;
+
+        CHECK(asprintf(&log, "%s/drinks.log", state) > 0);
+
+        /* Fresh directory: created, next id 1. */
+        CHECK(drinks_log_new(&s, state) == 0);
+        CHECK(drinks_log_next_id(s) == 1);
+
+        d = make_drink(1440, NULL);
+        CHECK(drink_sink_record(s, d) == 1);
+        CHECK(d->has_drink_id && d->drink_id == 1);
+        drink_free(d);
+        d = make_drink(220, "mikey \"the\" user");
+        CHECK(drink_sink_record(s, d) == 1);
+        CHECK(d->drink_id == 2);
+        {
+                char *line = NULL;
+                CHECK(drinks_log_format_line(d, 7, &line) == 0);
+                CHECK(strstr(line, "{\"drink_id\":7,\"uuid\":\"") == line);
+                CHECK(strstr(line, "\"username\":\"mikey \\\"the\\\" user\"") != NULL);
+                free(line);
+        }
+        drink_free(d);
+        CHECK(drink_sink_n_pending(s) == 0);
+        s = drink_sink_free(s);
+
+        text = read_text(log);
+        json_error_t err;
+        char *second = strchr(text, '\n');
+        CHECK(second && second[1] != '\0');
+        json_t *j = json_loadb(text, (size_t) (second - text), 0, &err);
+        CHECK(j != NULL);
+        if (j) {
+                CHECK(json_integer_value(json_object_get(j, "drink_id")) == 1);
+                CHECK(json_integer_value(json_object_get(j, "ticks")) == 1440);
+                CHECK(json_real_value(json_object_get(j, "volume_ml")) == 1440 / 2.2);
+                CHECK(json_is_null(json_object_get(j, "username")));
+                CHECK(streq(json_string_value(json_object_get(j, "start_time")), "2026-11-26T12:00:01Z"));
+                CHECK(streq(json_string_value(json_object_get(j, "pour_time")), "2026-11-26T12:00:09Z"));
+                CHECK(json_integer_value(json_object_get(j, "duration")) == 8);
+                CHECK(json_integer_value(json_object_get(j, "flow_id")) == 1795694350);
+                json_decref(j);
+        }
+        CHECK(strncmp(text, "{\"drink_id\":1,\"uuid\":\"", 22) == 0);
+        CHECK(strstr(text, "\"meter_name\":\"kegboard.flow0\",\"ticks\":1440,\"volume_ml\":654.5454545454545,"
+                           "\"username\":null,\"start_time\":\"2026-11-26T12:00:01Z\",\"pour_time\":"
+                           "\"2026-11-26T12:00:09Z\",\"duration\":8}\n") != NULL);
+
+        /* A torn last line is cut off; the id continues after the last complete line. */
+        {
+                int fd = open(log, O_WRONLY | O_APPEND);
+                CHECK(fd >= 0);
+                CHECK(write(fd, "{\"drink_id\":3,\"uu", 17) == 17);
+                close(fd);
+        }
+        CHECK(drinks_log_new(&s, state) == 0);
+        CHECK(drinks_log_next_id(s) == 3);
+        s = drink_sink_free(s);
+        free(text);
+        text = read_text(log);
+        CHECK(text[strlen(text) - 1] == '\n');
+        CHECK(strstr(text, "\"drink_id\":3") == NULL);
+
+        /* Invalid complete lines at the end are skipped when looking for the last id. */
+        {
+                int fd = open(log, O_WRONLY | O_APPEND);
+                CHECK(write(fd, "garbage\n{\"no_id\":1}\n", 20) == 20);
+                close(fd);
+        }
+        CHECK(drinks_log_new(&s, state) == 0);
+        CHECK(drinks_log_next_id(s) == 3);
+        s = drink_sink_free(s);
+
+        /* Only a torn line: the file becomes empty, ids start at 1. */
+        write_text(log, "{\"drink_id\":99");
+        CHECK(drinks_log_new(&s, state) == 0);
+        CHECK(drinks_log_next_id(s) == 1);
+        s = drink_sink_free(s);
+        free(text);
+        text = read_text(log);
+        CHECK(text[0] == '\0');
+
+        /* A state directory that cannot be created. */
+        {
+                _cleanup_(freep) char *blocker = path_in_tmp("blocker"), *bad = NULL;
+                write_text(blocker, "x");
+                CHECK(asprintf(&bad, "%s/sub", blocker) > 0);
+                CHECK(drinks_log_new(&s, bad) < 0);
+        }
+}
+
+static void test_taps_file(void) {
+        _cleanup_(freep) char *p = path_in_tmp("taps.ini");
+        _cleanup_(freep) char *err = NULL;
+        TapTable *t = NULL;
+
+        write_text(p,
+                   "[DEFAULT]\nrelay_name = kegboard.%(port)s\nport = relay0\n"
+                   "[kegboard.flow0]\nname = Main Tap\nml_per_tick = 0.454545\n"
+                   "[kegboard.flow1]\nticks_per_ml = 2\nport = relay1\n"
+                   "[kegboard.flow2]\ncolour = red\n");
+        CHECK(tap_table_load_file(p, 0.25, &t, &err) == 0);
+        if (t) {
+                CHECK(t->n_taps == 3);
+                CHECK(streq(t->taps[0].meter_name, "kegboard.flow0"));
+                CHECK(streq(t->taps[0].name, "Main Tap"));
+                CHECK(t->taps[0].ml_per_tick == 0.454545);
+                CHECK(streq(t->taps[0].relay_name, "kegboard.relay0"));
+                CHECK(streq(t->taps[1].name, "kegboard.flow1"));
+                CHECK(t->taps[1].ml_per_tick == 0.5);
+                CHECK(streq(t->taps[1].relay_name, "kegboard.relay1"));
+                CHECK(t->taps[2].ml_per_tick == 0.25);
+        }
+        t = tap_table_free(t);
+
+        write_text(p, "[kegboard.flow0]\nml_per_tick = 1\nticks_per_ml = 2\n");
+        CHECK(tap_table_load_file(p, 0.25, &t, &err) == -EINVAL);
+        CHECK(err && strstr(err, "both ml_per_tick and ticks_per_ml"));
+        free(TAKE_PTR(err));
+
+        write_text(p, "[kegboard.flow0]\nml_per_tick = 0\n");
+        CHECK(tap_table_load_file(p, 0.25, &t, &err) == -EINVAL);
+        CHECK(err && strstr(err, ":2:"));
+        free(TAKE_PTR(err));
+
+        write_text(p, "[kegboard.flow0]\nticks_per_ml = abc\n");
+        CHECK(tap_table_load_file(p, 0.25, &t, &err) == -EINVAL);
+        free(TAKE_PTR(err));
+
+        write_text(p, "ml_per_tick = 1\n");
+        CHECK(tap_table_load_file(p, 0.25, &t, &err) < 0);
+        free(TAKE_PTR(err));
+
+        {
+                _cleanup_(freep) char *missing = path_in_tmp("missing.ini");
+                CHECK(tap_table_load_file(missing, 0.25, &t, &err) == -ENOENT);
+                free(TAKE_PTR(err));
+        }
+        CHECK(t == NULL);
+}
+
+static int n_added, n_updated, n_removed;
+
+static void on_change(const char *meter, TapChange change, void *userdata) {
+        if (change == TAP_ADDED)
+                n_added++;
+        else if (change == TAP_UPDATED)
+                n_updated++;
+        else
+                n_removed++;
+}
+
+static void test_tap_registry(void) {
+        FlowEngineConfig c;
+        FlowEngine *e = NULL;
+        TapRegistry *r = NULL;
+        TapTable *t = NULL;
+        FlowTapInfo info;
+        FlowTime now = { .monotonic = 1000, .realtime = UINT64_C(1795694400) * USEC_PER_SEC, .boottime = 1000 };
+
+        flow_engine_config_init(&c);
+        c.create_unknown_taps = true;
+        CHECK(flow_engine_new(&e, &c, NULL, NULL) == 0);
+        CHECK(tap_registry_new(&r, e, on_change, NULL) == 0);
+
+        CHECK(tap_table_new(&t) == 0);
+        CHECK(tap_table_add(t, "m.flow0", "A", 0.5, "m.relay0") == 0);
+        CHECK(tap_table_add(t, "m.flow1", NULL, 2.0, NULL) == 0);
+        CHECK(tap_table_add(t, "m.flow1", NULL, 2.0, NULL) == -EEXIST);
+        CHECK(tap_table_add(t, "m.flow9", NULL, 0.0, NULL) == -EINVAL);
+        CHECK(tap_registry_replace(r, t, TAP_SOURCE_FILE) == 2);
+        CHECK(n_added == 2);
+        CHECK(tap_registry_n_taps(r) == 2);
+        t = tap_table_free(t);
+
+        /* A first-sight tap. */
+        CHECK(flow_engine_meter_update(e, "m.flow5", 10, &now) == 0);
+        CHECK(tap_registry_n_taps(r) == 3);
+
+        /* Replace: flow0 changed, flow1 gone, the first-sight tap kept. */
+        CHECK(tap_table_new(&t) == 0);
+        CHECK(tap_table_add(t, "m.flow0", "A", 0.25, "m.relay0") == 0);
+        CHECK(tap_registry_replace(r, t, TAP_SOURCE_SERVER) == 2);
+        CHECK(n_updated == 1);
+        CHECK(n_removed == 1);
+        CHECK(flow_engine_get_tap(e, "m.flow1", &info) == -ENOENT);
+        CHECK(flow_engine_get_tap(e, "m.flow5", &info) == 0);
+        CHECK(flow_engine_get_tap(e, "m.flow0", &info) == 0 && info.ml_per_tick == 0.25);
+        /* Same table again: no change. */
+        CHECK(tap_registry_replace(r, t, TAP_SOURCE_SERVER) == 0);
+        t = tap_table_free(t);
+
+        /* Load from a file: a syntax error changes nothing. */
+        {
+                _cleanup_(freep) char *p = path_in_tmp("reg.ini");
+                write_text(p, "[m.flow0]\nml_per_tick = -1\n");
+                CHECK(tap_registry_load_file(r, p, 0.5) < 0);
+                CHECK(flow_engine_get_tap(e, "m.flow0", &info) == 0 && info.ml_per_tick == 0.25);
+                write_text(p, "[m.flow3]\n");
+                CHECK(tap_registry_load_file(r, p, 0.5) == 2);
+                CHECK(flow_engine_get_tap(e, "m.flow0", &info) == -ENOENT);
+                CHECK(flow_engine_get_tap(e, "m.flow3", &info) == 0 && info.ml_per_tick == 0.5);
+        }
+
+        tap_registry_free(r);
+        flow_engine_free(e);
+}
+
+static int n_silent;
+
+static void on_silent(const ThermoSensor *s, void *userdata) {
+        n_silent++;
+}
+
+static void test_thermo(void) {
+        ThermoManager *t = NULL;
+        const ThermoSensor *s = NULL;
+        uint64_t minute = UINT64_C(1795694400) * USEC_PER_SEC;      /* a whole minute */
+        uint64_t mono = 5 * USEC_PER_SEC;
+
+        CHECK(thermo_manager_new(&t) == 0);
+        CHECK(thermo_manager_next_deadline(t) == THERMO_NO_DEADLINE);
+
+        CHECK(thermo_manager_reading(t, "kb.thermo-1", 85.0, mono, minute, &s) == THERMO_DROPPED);
+        CHECK(thermo_manager_reading(t, "kb.thermo-1", -20.1, mono, minute, &s) == THERMO_DROPPED);
+        CHECK(thermo_manager_reading(t, "kb.thermo-1", 80.1, mono, minute, &s) == THERMO_DROPPED);
+        CHECK(thermo_manager_reading(t, "kb.thermo-1", NAN, mono, minute, &s) == THERMO_DROPPED);
+        CHECK(thermo_manager_n_sensors(t) == 0);
+
+        CHECK(thermo_manager_reading(t, "kb.thermo-1", -20.0, mono, minute + 1, &s) == THERMO_RECORD);
+        CHECK(s && s->value == -20.0);
+        CHECK(thermo_manager_reading(t, "kb.thermo-1", 80.0, mono + 1, minute + 59 * USEC_PER_SEC, &s) == THERMO_ACCEPTED);
+        CHECK(s && s->value == 80.0);
+        CHECK(thermo_manager_reading(t, "kb.thermo-1", 4.5, mono + 2, minute + 60 * USEC_PER_SEC, &s) == THERMO_RECORD);
+        CHECK(thermo_manager_reading(t, "kb.thermo-2", 4.5, mono + 2, minute + 60 * USEC_PER_SEC, &s) == THERMO_RECORD);
+        CHECK(thermo_manager_n_sensors(t) == 2);
+        CHECK(thermo_manager_find(t, "kb.thermo-2") != NULL);
+        CHECK(thermo_manager_find(t, "nope") == NULL);
+
+        /* Silence: more than 2 minutes after the last reading. */
+        CHECK(thermo_manager_next_deadline(t) == mono + 2 + THERMO_SILENCE_USEC + 1);
+        CHECK(thermo_manager_process_deadlines(t, mono + 2 + THERMO_SILENCE_USEC, on_silent, NULL) == 0);
+        CHECK(thermo_manager_process_deadlines(t, mono + 2 + THERMO_SILENCE_USEC + 1, on_silent, NULL) == 2);
+        CHECK(n_silent == 2);
+        CHECK(thermo_manager_next_deadline(t) == THERMO_NO_DEADLINE);
+        CHECK(thermo_manager_sensor_at(t, 0)->silent);
+        CHECK(thermo_manager_sensor_at(t, 5) == NULL);
+        /* Warned once; a new reading revives the sensor. */
+        CHECK(thermo_manager_process_deadlines(t, mono + 10 * THERMO_SILENCE_USEC, on_silent, NULL) == 0);
+        CHECK(thermo_manager_reading(t, "kb.thermo-1", 3.0, mono + 500 * USEC_PER_SEC,
+                                     minute + 600 * USEC_PER_SEC, &s) == THERMO_RECORD);
+        CHECK(!s->silent);
+        CHECK(thermo_manager_next_deadline(t) == mono + 500 * USEC_PER_SEC + THERMO_SILENCE_USEC + 1);
+
+        thermo_manager_free(t);
+}
+
+static void test_tokens(void) {
+        _cleanup_(freep) char *p = path_in_tmp("tokens.ini");
+        _cleanup_(freep) char *err = NULL;
+        TokenDb *db = NULL;
+        const char *user = NULL;
+
+        write_text(p,
+                   "[core.rfid:0415AB23CD]\nusername = dave\n"
+                   "[core.onewire:aaaa]\nusername = alice\nenabled = no\n"
+                   "[my.reader:CaseKept]\nusername = bob\nenabled = yes\n");
+        CHECK(token_db_load(p, &db, &err) == 0);
+        CHECK(token_db_size(db) == 3);
+        CHECK(token_db_lookup(db, "core.rfid", "0415ab23cd", &user) == TOKEN_OK && streq(user, "dave"));
+        CHECK(token_db_lookup(db, "core.rfid", "0415AB23CD", &user) == TOKEN_OK);
+        CHECK(token_db_lookup(db, "core.onewire", "AAAA", &user) == TOKEN_DISABLED);
+        CHECK(token_db_lookup(db, "my.reader", "CaseKept", &user) == TOKEN_OK && streq(user, "bob"));
+        CHECK(token_db_lookup(db, "my.reader", "casekept", &user) == TOKEN_NOT_ASSIGNED);
+        CHECK(token_db_lookup(db, "core.onewire", "0415ab23cd", &user) == TOKEN_NOT_ASSIGNED);
+        CHECK(token_db_lookup(NULL, "core.rfid", "x", &user) == TOKEN_NOT_ASSIGNED);
+        db = token_db_free(db);
+
+        const char *bad[] = {
+                "[core.rfid]\nusername = x\n",
+                "[:abc]\nusername = x\n",
+                "[core.rfid:]\nusername = x\n",
+                "[core.rfid:ab]\n",
+                "[core.rfid:ab]\nusername = x\nenabled = maybe\n",
+                "[core.rfid:ab]\nusername = x\n[core.rfid:AB]\nusername = y\n",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                write_text(p, bad[i]);
+                CHECK(token_db_load(p, &db, &err) < 0);
+                CHECK(db == NULL);
+                free(TAKE_PTR(err));
+        }
+        {
+                _cleanup_(freep) char *missing = path_in_tmp("none.ini");
+                CHECK(token_db_load(missing, &db, &err) == -ENOENT);
+        }
+}
+
+int main(void) {
+        char cmd[300];
+
+        snprintf(tmpdir, sizeof(tmpdir), "/tmp/test-core-units-XXXXXX");
+        if (!mkdtemp(tmpdir))
+                return 1;
+        log_set_max_level(LOG_ERR);     /* expected warnings would only clutter the output */
+
+        test_format_double();
+        test_uuid();
+        test_drinks_log();
+        test_taps_file();
+        test_tap_registry();
+        test_thermo();
+        test_tokens();
+
+        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+        if (system(cmd) != 0)
+                fprintf(stderr, "could not remove %s\n", tmpdir);
+        if (failures)
+                fprintf(stderr, "%d checks failed\n", failures);
+        return failures ? 1 : 0;
+}

@@ -1,0 +1,233 @@
+"""kegbot_core's D-Bus objects and signals while kegnet producers pour, authenticate, report
+temperatures and come and go: busctl tree / get-property during a pour, the signals a monitor sees
+and their order, the PropertiesChanged rate of a tap during a pour (<= 10/s) with the final values
+always arriving, controllers going disconnected with their kegnet connection."""
+import os
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import busenv  # noqa: E402
+import kbtest  # noqa: E402
+from busenv import IFACE, ROOT, Monitor, payload  # noqa: E402
+
+TAP0 = ROOT + "/tap/kegboard_2eflow0"
+TAP1 = ROOT + "/tap/kegboard_2eflow1"
+MANAGER = IFACE + ".Manager"
+TAP = IFACE + ".Tap"
+
+
+def changed(msg):
+    """(interface, {property: value}) of a PropertiesChanged message."""
+    iface, props, _ = payload(msg)
+    return iface, {k: v["data"] for k, v in props.items()}
+
+
+class PourTest(unittest.TestCase):
+    def setUp(self):
+        self.tmpdir = kbtest.TempDir()
+        tmp = self.tmpdir.__enter__()
+        self.bus = busenv.PrivateBus(tmp)
+        self.core = busenv.Core(tmp, self.bus, tokens=busenv.TOKENS_INI)
+        self.mon = Monitor(self.bus)
+
+    def tearDown(self):
+        self.mon.stop()
+        self.core.stop()
+        self.bus.stop()
+        self.tmpdir.__exit__(None, None, None)
+
+    def test_pour_signals_properties_and_rate(self):
+        conn = self.core.connect()
+        conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=1000)     # baseline
+        time.sleep(0.2)
+        self.assertEqual(self.bus.get(TAP0, TAP, "FlowState"), "")
+
+        # 2.5 s of readings every 10 ms, 22 ticks each: 250 kegnet updates.
+        reading = 1000
+        start = time.monotonic()
+        for i in range(250):
+            reading += 22
+            conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=reading)
+            if i == 120:
+                # Mid-pour reads.
+                self.assertEqual(self.bus.get(TAP0, TAP, "FlowState"), "active")
+                self.assertGreater(self.bus.get(TAP0, TAP, "FlowTicks"), 0)
+                tree = self.bus.busctl("tree", "--list", busenv.NAME, check=True).stdout.split()
+                flows = [p for p in tree if p.startswith(ROOT + "/flow/")]
+                self.assertEqual(len(flows), 1)
+                self.assertEqual(self.bus.get(flows[0], IFACE + ".Flow", "MeterName"), "kegboard.flow0")
+            time.sleep(0.01)
+        pour_seconds = time.monotonic() - start
+        total = 250 * 22
+        kbtest.wait_until(lambda: self.bus.get(TAP0, TAP, "FlowTicks") == total, timeout=5, what="all ticks")
+        flow_id = self.bus.get(TAP0, TAP, "FlowId")
+        self.assertNotEqual(flow_id, 0)
+        self.bus.call(ROOT, MANAGER, "StopFlow", "s", "kegboard.flow0")
+        drink = self.mon.wait_signal(lambda m: m["member"] == "DrinkRecorded", timeout=5, what="DrinkRecorded")
+        uuid, drink_id, d_flow, d_meter, d_user, d_ticks, d_vol = payload(drink)[:7]
+        self.assertEqual((drink_id, d_flow, d_meter, d_user, d_ticks), (1, flow_id, "kegboard.flow0", "", total))
+        self.assertAlmostEqual(d_vol, total / 2.2, places=6)
+
+        # The final values arrive as PropertiesChanged on the tap.
+        def final():
+            for m in self.mon.signals("PropertiesChanged", TAP0):
+                iface, props = changed(m)
+                if iface == TAP and props.get("FlowState") == "completed":
+                    return props
+            return None
+        props = kbtest.wait_until(final, timeout=3, what="final PropertiesChanged")
+        self.assertEqual(props["FlowTicks"], total)
+        self.assertEqual(props["FlowId"], flow_id)
+        self.assertAlmostEqual(props["FlowVolumeMl"], total / 2.2, places=6)
+        self.assertEqual(props["TotalTicks"], total)
+        self.assertEqual(self.bus.get(TAP0, TAP, "FlowState"), "completed")
+
+        # Signal order: flow object added, FlowUpdated active ..., completed, object removed, drink.
+        sigs = [m for m in self.mon.signals() if m["path"] in (ROOT, TAP0) or m["path"].startswith(ROOT + "/flow")]
+        names = [m["member"] for m in sigs]
+        fu = [i for i, m in enumerate(sigs) if m["member"] == "FlowUpdated"]
+        states = [payload(sigs[i])[2] for i in fu]
+        self.assertEqual(len(fu), 251, "one FlowUpdated per counted reading plus completed")
+        self.assertEqual(set(states[:-1]), {"active"})
+        self.assertEqual(states[-1], "completed")
+        added = names.index("InterfacesAdded")
+        self.assertLess(added, fu[0])
+        removed = max(i for i, n in enumerate(names) if n == "InterfacesRemoved")
+        self.assertLess(fu[-1], removed)
+        self.assertEqual(payload(sigs[added])[0], payload(sigs[removed])[0])
+        self.assertTrue(payload(sigs[added])[0].startswith(ROOT + "/flow/"))
+        self.assertIn(IFACE + ".Flow", payload(sigs[removed])[1])
+        self.assertLess(fu[-1], names.index("DrinkRecorded"))
+        ticks = [payload(sigs[i])[4] for i in fu]
+        self.assertEqual(ticks, sorted(ticks))
+        self.assertEqual(ticks[-1], total)
+
+        # Rate: at most 10 PropertiesChanged per second on the tap while pouring.
+        tap_changes = [m for m in self.mon.signals("PropertiesChanged", TAP0) if changed(m)[0] == TAP]
+        self.assertGreaterEqual(len(tap_changes), 5)
+        self.assertLessEqual(len(tap_changes), int(pour_seconds * 10) + 3,
+                             "%d PropertiesChanged in %.2f s" % (len(tap_changes), pour_seconds))
+        stamps = [m.get("timestamp-realtime") for m in tap_changes]
+        if all(stamps):
+            gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+            self.assertGreaterEqual(min(gaps), 90000, "PropertiesChanged closer than 100 ms: %s" % gaps)
+        flow_changes = {}
+        for m in self.mon.signals("PropertiesChanged"):
+            if m["path"].startswith(ROOT + "/flow/"):
+                flow_changes[m["path"]] = flow_changes.get(m["path"], 0) + 1
+        for path, n in flow_changes.items():
+            self.assertLessEqual(n, int(pour_seconds * 10) + 3, path)
+        conn.close()
+
+    def test_token_relay_thermo_controller(self):
+        producer = self.core.connect()
+        listener = self.core.connect()
+        producer.send("ControllerConnectedEvent", controller_name="kegboard", serial_number="KB-0000-0000-0001",
+                      firmware_version=18, board_reset=False, device="/dev/ttyUSB0")
+        ctrl = ROOT + "/controller/kegboard"
+        self.mon.wait_signal(lambda m: m["member"] == "InterfacesAdded" and payload(m)[0] == ctrl, timeout=5,
+                             what="controller InterfacesAdded")
+        props = self.bus.get_all(ctrl, IFACE + ".Controller")
+        self.assertEqual(props["Name"], "kegboard")
+        self.assertEqual(props["SerialNumber"], "KB-0000-0000-0001")
+        self.assertEqual(props["FirmwareVersion"], 18)
+        self.assertEqual(props["Device"], "/dev/ttyUSB0")
+        self.assertTrue(props["Connected"])
+        self.assertGreater(props["LastSeen"], (time.time() - 60) * 1e6)
+
+        producer.send("ThermoEvent", sensor_name="kegboard.thermo-1", sensor_value=4.5)
+        producer.send("ThermoEvent", sensor_name="kegboard.thermo-1", sensor_value=85.0)   # dropped
+        producer.send("ThermoEvent", sensor_name="kegboard.thermo-1", sensor_value=5.25)
+        sensor = busenv.path_encode(ROOT + "/sensor", "kegboard.thermo-1")
+        kbtest.wait_until(lambda: len(self.mon.signals("ThermoReading")) >= 2, timeout=5, what="ThermoReading")
+        self.assertEqual([payload(m)[:2] for m in self.mon.signals("ThermoReading")],
+                         [["kegboard.thermo-1", 4.5], ["kegboard.thermo-1", 5.25]])
+        self.assertEqual(self.bus.get(sensor, IFACE + ".ThermoSensor", "TemperatureC"), 5.25)
+        self.assertFalse(self.bus.get(sensor, IFACE + ".ThermoSensor", "Silent"))
+        ch = [changed(m)[1] for m in self.mon.signals("PropertiesChanged", sensor)]
+        self.assertEqual(ch[-1]["TemperatureC"], 5.25)
+
+        # A token through D-Bus, as a kegnet TokenAuthEvent: alice on flow0 (relay kegboard.relay0).
+        self.bus.call(ROOT, MANAGER, "AddAuthToken", "sss", "kegboard.flow0", "core.onewire", "AAAA000000000001")
+        auth = self.mon.wait_signal(lambda m: m["member"] == "TokenAuthenticated", timeout=5,
+                                    what="TokenAuthenticated")
+        self.assertEqual(payload(auth), ["core.onewire", "aaaa000000000001", "alice"])
+        listener.recv_until(lambda m: m["event"] == "SetRelayOutputEvent" and
+                            m["data"] == {"output_name": "kegboard.relay0", "output_mode": "enabled"})
+        kbtest.wait_until(lambda: self.bus.get(TAP0, TAP, "RelayEnabled"), timeout=3, what="RelayEnabled")
+        kbtest.wait_until(lambda: self.bus.get(TAP0, TAP, "FlowUsername") == "alice", timeout=3,
+                          what="FlowUsername")
+        flows = [p for p in self.bus.managed_objects() if p.startswith(ROOT + "/flow/")]
+        self.assertEqual(len(flows), 1)
+        fp = self.bus.get_all(flows[0], IFACE + ".Flow")
+        self.assertEqual((fp["Username"], fp["AuthDevice"], fp["State"], fp["RelayName"], fp["MaxIdle"]),
+                         ("alice", "core.onewire", "active", "kegboard.relay0", 120 * 1000000))
+
+        # Captive removal ends the flow (0 ticks: no drink) and closes the relay.
+        self.bus.call(ROOT, MANAGER, "RemoveAuthToken", "sss", "kegboard.flow0", "core.onewire",
+                      "aaaa000000000001")
+        listener.recv_until(lambda m: m["event"] == "SetRelayOutputEvent" and
+                            m["data"]["output_mode"] == "disabled")
+        kbtest.wait_until(lambda: not self.bus.get(TAP0, TAP, "RelayEnabled"), timeout=3, what="relay off")
+        kbtest.wait_until(lambda: self.bus.get(TAP0, TAP, "FlowState") == "completed", timeout=3,
+                          what="flow completed")
+        self.assertEqual([p for p in self.bus.managed_objects() if p.startswith(ROOT + "/flow/")], [])
+        self.assertEqual(self.mon.signals("DrinkRecorded"), [])
+
+        # SetRelay goes to the kegnet clients and shows on the tap.
+        self.bus.call(ROOT, MANAGER, "SetRelay", "sb", "kegboard.relay0", "true")
+        listener.recv_until(lambda m: m["event"] == "SetRelayOutputEvent" and
+                            m["data"] == {"output_name": "kegboard.relay0", "output_mode": "enabled"})
+        kbtest.wait_until(lambda: self.bus.get(TAP0, TAP, "RelayEnabled"), timeout=3, what="SetRelay shown")
+        self.bus.call(ROOT, MANAGER, "SetRelay", "sb", "kegboard.relay0", "false")
+        listener.recv_until(lambda m: m["event"] == "SetRelayOutputEvent" and
+                            m["data"] == {"output_name": "kegboard.relay0", "output_mode": "disabled"})
+
+        # The board's daemon goes away: the controller stays, disconnected.
+        producer.close()
+        kbtest.wait_until(lambda: not self.bus.get(ctrl, IFACE + ".Controller", "Connected"), timeout=5,
+                          what="controller disconnected")
+        ch = [changed(m)[1] for m in self.mon.signals("PropertiesChanged", ctrl)]
+        self.assertFalse(ch[-1]["Connected"])
+        listener.close()
+
+    def test_first_sight_tap_and_start_flow(self):
+        # Standalone: a new meter gets a tap (InterfacesAdded), StartFlow makes a flow object.
+        meter = "kegboard-1a2b3c4d.flow1"
+        path = busenv.path_encode(ROOT + "/tap", meter)
+        self.bus.call(ROOT, MANAGER, "StartFlow", "s", meter)
+        self.mon.wait_signal(lambda m: m["member"] == "InterfacesAdded" and payload(m)[0] == path, timeout=5,
+                             what="first-sight tap")
+        props = self.bus.get_all(path, TAP)
+        self.assertEqual((props["MeterName"], props["Name"], props["AutoCreated"], props["FlowState"]),
+                         (meter, meter, True, "active"))
+        self.assertAlmostEqual(props["MlPerTick"], 1 / 2.2)
+        self.bus.call(ROOT, MANAGER, "StopFlow", "s", meter)
+        kbtest.wait_until(lambda: self.bus.get(path, TAP, "FlowState") == "completed", timeout=3,
+                          what="completed")
+        # Sync() re-reads the taps file (the first-sight tap stays) and sets LastSync.
+        before = self.bus.get(ROOT, MANAGER, "LastSync")
+        time.sleep(0.01)
+        self.bus.call(ROOT, MANAGER, "Sync")
+        self.assertGreater(self.bus.get(ROOT, MANAGER, "LastSync"), before)
+        self.assertIn(path, self.bus.managed_objects())
+        # A tap removed from the file disappears at the next Sync(), with InterfacesRemoved.
+        busenv.write_file(os.path.join(self.core.tmp, "taps.ini"), busenv.TAPS_INI.split("[kegboard.flow1]")[0])
+        self.bus.call(ROOT, MANAGER, "Sync")
+        gone = self.mon.wait_signal(lambda m: m["member"] == "InterfacesRemoved" and payload(m)[0] == TAP1,
+                                    timeout=5, what="InterfacesRemoved of flow1")
+        self.assertIn(TAP, payload(gone)[1])
+        self.assertNotIn(TAP1, self.bus.managed_objects())
+        self.assertIn(TAP0, self.bus.managed_objects())
+        m = self.bus.get_all(ROOT, MANAGER)
+        self.assertEqual((m["Mode"], m["BackendState"], m["SpoolState"], m["PendingDrinks"], m["FailedDrinks"],
+                          m["ApiUrl"]), ("standalone", "standalone", "standalone", 0, 0, ""))
+        self.assertEqual(self.bus.call(ROOT, MANAGER, "ListDrinks", "s", "queued"), [[]])
+        self.assertEqual(self.bus.call(ROOT, MANAGER, "ListDrinks", "s", "failed"), [[]])
+        self.assertEqual(self.bus.call(ROOT, MANAGER, "RetryFailedDrinks"), [0])
+
+
+if __name__ == "__main__":
+    kbtest.main()

@@ -1,0 +1,196 @@
+"""sound_server through the real binary: a fake core broadcasts FlowUpdates, the player is a
+script that records its arguments, a fake server offers sound events and sound files."""
+import os
+import signal
+import sys
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import kbtest  # noqa: E402
+from extrastest import FakeApi  # noqa: E402
+
+PLAYER = """#!/bin/sh
+log="$PLAYER_LOG"
+echo "PLAY $*" >> "$log"
+trap 'echo "TERM $*" >> "$log"; exit 0' TERM
+sleep "${PLAYER_SLEEP:-0}" &
+wait $!
+echo "DONE $*" >> "$log"
+"""
+
+
+def flow(state, volume_ml, flow_id=1):
+    return dict(flow_id=flow_id, meter_name="kegboard.flow0", state=state, username=None,
+                start_time="2026-11-26T12:00:00Z", last_activity_time="2026-11-26T12:00:00Z",
+                ticks=0, volume_ml=volume_ml)
+
+
+class SoundTest(unittest.TestCase):
+    def setUp(self):
+        self.tmp = kbtest.TempDir()
+        self.dir = self.tmp.__enter__()
+        self.addCleanup(self.tmp.__exit__, None, None, None)
+        self.core = kbtest.FakeCore()
+        self.addCleanup(self.core.close)
+        self.player = os.path.join(self.dir, "player.sh")
+        with open(self.player, "w") as f:
+            f.write(PLAYER)
+        os.chmod(self.player, 0o755)
+        self.log = os.path.join(self.dir, "player.log")
+        self.sounds = os.path.join(self.dir, "sounds")
+        self.cache = os.path.join(self.dir, "cache")
+        os.mkdir(self.sounds)
+        for t in (0, 1, 8, 12, 16, 24, 32):
+            os.mkdir(os.path.join(self.sounds, str(t)))
+            with open(os.path.join(self.sounds, str(t), "t%d.wav" % t), "w") as f:
+                f.write("RIFF")
+        # Never chosen: hidden files and anything that is not a regular file.
+        open(os.path.join(self.sounds, "0", ".hidden.wav"), "w").close()
+        os.mkdir(os.path.join(self.sounds, "0", "subdir"))
+        self.procs = []
+
+    def tearDown(self):
+        for p in self.procs:
+            p.kill()
+
+    def start(self, *flags, sleep=0, player=None):
+        p = kbtest.Proc([kbtest.binary("sound_server"), "--kb_core_addr=%d" % self.core.port,
+                         "--sound_dir=" + self.sounds, "--cache_dir=" + self.cache,
+                         "--player=%s  -x" % (player or self.player)] + list(flags),
+                        env={"PLAYER_LOG": self.log, "PLAYER_SLEEP": str(sleep)})
+        self.procs.append(p)
+        p.wait_line(r"Sound server ready", timeout=5)
+        self.core.wait_connected()
+        return p
+
+    def played(self):
+        try:
+            with open(self.log) as f:
+                return [l.split() for l in f.read().splitlines()]
+        except FileNotFoundError:
+            return []
+
+    def wait_plays(self, n, kind="PLAY"):
+        return kbtest.wait_until(lambda: len([l for l in self.played() if l[0] == kind]) >= n and
+                                 [l for l in self.played() if l[0] == kind],
+                                 what="%d %s lines in the player log" % (n, kind))
+
+    def test_thresholds(self):
+        p = self.start()
+        s = lambda t: os.path.join(self.sounds, str(t), "t%d.wav" % t)  # noqa: E731
+        steps = [(10.0, 0), (40.0, 1), (40.5, None), (300.0, 8), (2000.0, 32), (2000.0, None)]
+        n = 0
+        for volume, expect in steps:
+            self.core.broadcast("FlowUpdate", **flow("active", volume))
+            if expect is not None:
+                n += 1
+                plays = self.wait_plays(n)
+                # Split on spaces, empty words dropped, the file appended last.
+                self.assertEqual(plays[-1], ["PLAY", "-x", s(expect)])
+        # A null volume plays nothing; completed forgets the flow; its next update starts over.
+        self.core.broadcast("FlowUpdate", **flow("active", None, flow_id=2))
+        self.core.broadcast("FlowUpdate", **flow("completed", 2000.0))
+        self.core.broadcast("FlowUpdate", **flow("idle", 5.0))
+        n += 1
+        self.assertEqual(self.wait_plays(n)[-1], ["PLAY", "-x", s(0)])
+        # Exactly the expected sounds, never the hidden file or the directory.
+        self.assertEqual([l[2] for l in self.played() if l[0] == "PLAY"],
+                         [s(0), s(1), s(8), s(32), s(0)])
+        self.assertEqual(p.stop(), 0)
+
+    def test_new_sound_stops_the_current_one(self):
+        p = self.start(sleep=30)
+        self.core.broadcast("FlowUpdate", **flow("active", 10.0))
+        self.wait_plays(1)
+        self.core.broadcast("FlowUpdate", **flow("active", 40.0))
+        self.wait_plays(2)
+        terms = self.wait_plays(1, kind="TERM")
+        self.assertEqual(terms[0][2], os.path.join(self.sounds, "0", "t0.wav"))
+        # At exit the sound still playing is stopped too.
+        self.assertEqual(p.stop(), 0)
+        self.wait_plays(2, kind="TERM")
+
+    def test_server_sounds(self):
+        api = FakeApi()
+        self.addCleanup(api.close)
+        api.routes["/api/sound-events"] = (200, {"objects": [
+            {"event_name": "flow.threshold.ounces", "event_predicate": "0",
+             "sound_url": api.url("/media/sounds/cheer.wav?v=2"), "user": None},
+            {"event_name": "flow.threshold.ounces", "event_predicate": "1", "sound_url": "ftp://x/y.wav"},
+            {"event_name": "flow.threshold.ounces", "event_predicate": "1.0", "sound_url": api.url("/media/z.wav")},
+            {"event_name": "drink.poured", "event_predicate": "0", "sound_url": api.url("/media/other.wav")},
+        ], "meta": {"result": "ok"}})
+        api.routes["/media/sounds/cheer.wav?v=2"] = (200, b"RIFFcheer")
+        os.rmdir(os.path.join(self.sounds, "0", "subdir"))
+        os.unlink(os.path.join(self.sounds, "0", "t0.wav"))
+        p = self.start("--api_url=" + api.url("/api/"), "--api_key=k")
+        p.wait_line(r"ERROR .*ftp://x/y.wav", timeout=5)
+        cached = os.path.join(self.cache, "cheer.wav")
+        p.wait_line(r"Downloaded .* to " + cached, timeout=5)
+        with open(cached, "rb") as f:
+            self.assertEqual(f.read(), b"RIFFcheer")
+        self.core.broadcast("FlowUpdate", **flow("active", 10.0))
+        self.assertEqual(self.wait_plays(1)[-1], ["PLAY", "-x", cached])
+        self.assertEqual(p.stop(), 0)
+        paths = api.paths()
+        self.assertNotIn("/media/z.wav", paths)
+        self.assertNotIn("/media/other.wav", paths)
+        # The sound-events request carried the key; the media download did not.
+        hdrs = dict(api.requests)
+        self.assertEqual(hdrs["/api/sound-events"].get("X-Kegbot-Api-Key"), "k")
+        self.assertIsNone(hdrs["/media/sounds/cheer.wav?v=2"].get("X-Kegbot-Api-Key"))
+
+        # A second start reuses the cached file.
+        n = len(api.requests)
+        p = self.start("--api_url=" + api.url("/api/"))
+        kbtest.wait_until(lambda: len(api.requests) > n, what="sound-events request")
+        self.core.broadcast("FlowUpdate", **flow("active", 10.0, flow_id=5))
+        self.assertEqual(self.wait_plays(2)[-1], ["PLAY", "-x", cached])
+        self.assertEqual([x for x in api.paths() if x.startswith("/media")], ["/media/sounds/cheer.wav?v=2"])
+        self.assertEqual(p.stop(), 0)
+
+    def test_server_without_sound_events(self):
+        api = FakeApi()
+        self.addCleanup(api.close)
+        api.routes["/api/v1/sound-events"] = (410, {"error": {"code": "GoneError", "message": "gone"}})
+        p = self.start("--api_url=" + api.url("/api/v1/"))
+        p.wait_line(r"INFO .*local sounds only", timeout=5)
+        self.core.broadcast("FlowUpdate", **flow("active", 10.0))
+        self.assertEqual(self.wait_plays(1)[-1][2], os.path.join(self.sounds, "0", "t0.wav"))
+        self.assertEqual(p.stop(), 0)
+        # --noserver_sounds: not even asked.
+        n = len(api.requests)
+        p = self.start("--api_url=" + api.url("/api/v1/"), "--noserver_sounds")
+        self.assertEqual(p.stop(), 0)
+        self.assertEqual(len(api.requests), n)
+
+    def test_player_that_cannot_run(self):
+        p = self.start(player=os.path.join(self.dir, "no-such-player"))
+        self.core.broadcast("FlowUpdate", **flow("active", 10.0))
+        self.core.broadcast("FlowUpdate", **flow("active", 40.0))
+        p.wait_line(r"ERROR .*Cannot run the player", timeout=5)
+        self.core.broadcast("FlowUpdate", **flow("active", 300.0))
+        self.assertEqual(p.stop(), 0)
+        self.assertEqual(len([l for l in p.output() if "Cannot run the player" in l]), 1)
+
+    def test_flags(self):
+        r = kbtest.run([kbtest.binary("sound_server"), "--help"], env={"CACHE_DIRECTORY": "/var/cache/kegbot:/x"})
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("(default: '/var/cache/kegbot/sounds')", r.stdout)
+        self.assertIn("(default: 'aplay -q')", r.stdout)
+        r = kbtest.run([kbtest.binary("sound_server"), "--player="])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("Error:", r.stderr)
+        r = kbtest.run([kbtest.binary("sound_server"), "extra"])
+        self.assertEqual(r.returncode, 1)
+
+    def test_sighup_keeps_running(self):
+        p = self.start()
+        p.signal(signal.SIGHUP)
+        self.core.broadcast("FlowUpdate", **flow("active", 10.0))
+        self.wait_plays(1)
+        self.assertEqual(p.stop(), 0)
+
+
+if __name__ == "__main__":
+    kbtest.main()

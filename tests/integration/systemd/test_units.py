@@ -1,0 +1,190 @@
+"""Static checks of the installed systemd units (units/):
+
+* `systemd-analyze verify` prints nothing for every unit (and for an instance of the template), with
+  the ExecStart= binaries taken from a `meson install --destdir` tree and the man pages from it;
+* every service scores <= 2.0 on `systemd-analyze security --offline=yes` (the score is printed);
+* every ExecStart= binary is installed in the build's bindir, each flag it is given exists in that
+  program's --help, and the command line really runs (specifiers filled in with scratch files);
+* the wiring the design asks for (socket address, Type=notify, BusName=, WatchdogSec=, ...).
+"""
+import os
+import re
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import unittest
+
+import kbtest
+import sdtest
+
+
+class UnitTests(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        sdtest.need_tool("systemd-analyze", "pkg-config")
+        cls.inst = sdtest.Installed().__enter__()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.inst.__exit__(None, None, None)
+
+    def unit_path(self, name):
+        return self.inst.path(os.path.join(self.inst.unitdir, name))
+
+    def rewritten_units(self, tmp):
+        """Copies of the installed units whose binary paths point into the DESTDIR tree, plus an
+        instance of each template (verify checks instances the way systemd loads them)."""
+        out = []
+        for u in self.inst.units():
+            with open(self.unit_path(u)) as f:
+                text = f.read()
+            text = text.replace(self.inst.bindir + "/", self.inst.path(self.inst.bindir) + "/")
+            names = [u]
+            if u.endswith("@.service"):
+                names.append(u.replace("@.", "@ttyUSB0."))
+            for n in names:
+                with open(os.path.join(tmp, n), "w") as f:
+                    f.write(text)
+                out.append(os.path.join(tmp, n))
+        return out
+
+    def test_units_installed(self):
+        self.assertEqual(self.inst.units()[:len(sdtest.UNITS)], sdtest.UNITS)
+
+    def test_verify(self):
+        # Documentation= pages are checked by test_man_pages (they come from man/).
+        with tempfile.TemporaryDirectory() as tmp:
+            for path in self.rewritten_units(tmp):
+                with self.subTest(unit=os.path.basename(path)):
+                    r = subprocess.run(["systemd-analyze", "verify", "--man=no", path], capture_output=True,
+                                       text=True, cwd=tmp, env=dict(os.environ, SYSTEMD_LOG_COLOR="0"),
+                                       timeout=60)
+                    out = (r.stdout + r.stderr).strip()
+                    self.assertEqual(out, "", "systemd-analyze verify %s printed:\n%s" % (path, out))
+                    self.assertEqual(r.returncode, 0)
+
+    def test_man_pages(self):
+        """Every Documentation=man:page(N) of every unit is installed (the check verify does with
+        --man=yes, against the DESTDIR's mandir)."""
+        mandir = self.inst.path(os.path.join(self.inst.prefix, "share", "man"))
+        for u in self.inst.units():
+            unit = sdtest.read_unit(self.unit_path(u))
+            for doc in " ".join(sdtest.unit_values(unit, "Unit", "Documentation")).split():
+                m = re.match(r"^man:([^()]+)\((\w+)\)$", doc)
+                if not m:
+                    continue
+                with self.subTest(unit=u, page=doc):
+                    r = subprocess.run(["man", "-w", "%s.%s" % (m.group(1), m.group(2))], capture_output=True,
+                                       text=True, env=dict(os.environ, MANPATH=mandir), timeout=30)
+                    self.assertEqual(r.returncode, 0, "%s: %s is not installed under %s" % (u, doc, mandir))
+
+    def test_security(self):
+        for u in self.inst.units():
+            if not u.endswith(".service"):
+                continue
+            with self.subTest(unit=u):
+                r = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager",
+                                    self.unit_path(u)], capture_output=True, text=True, timeout=60,
+                                   env=dict(os.environ, SYSTEMD_COLORS="0"))
+                m = re.search(r"Overall exposure level for (\S+): (\d+\.\d+)", r.stdout)
+                self.assertIsNotNone(m, "no score in:\n" + r.stdout + r.stderr)
+                score = float(m.group(2))
+                print("security: %s %.1f" % (m.group(1), score))
+                if score > sdtest.SECURITY_LIMIT:
+                    self.fail("%s scores %.1f > %.1f:\n%s" % (u, score, sdtest.SECURITY_LIMIT,
+                              "\n".join(l for l in r.stdout.splitlines() if l.startswith("✗"))))
+
+    def test_execstart_flags(self):
+        for u in self.inst.units():
+            unit = sdtest.read_unit(self.unit_path(u))
+            for cmd in sdtest.unit_values(unit, "Service", "ExecStart"):
+                with self.subTest(unit=u, cmd=cmd):
+                    argv = shlex.split(cmd.lstrip("-@:+!"))
+                    prog = argv[0]
+                    self.assertEqual(os.path.dirname(prog), self.inst.bindir, "%s not in bindir" % prog)
+                    self.assertTrue(os.access(self.inst.path(prog), os.X_OK), "%s is not installed" % prog)
+                    built = kbtest.binary(os.path.basename(prog))
+                    helptext = kbtest.run([built, "--help"]).stdout
+                    for a in argv[1:]:
+                        m = re.match(r"^--?(?:no)?([a-z_0-9]+)", a)
+                        self.assertIsNotNone(m, "unexpected argument %r" % a)
+                        name = m.group(1)
+                        self.assertRegex(helptext, r"\n  --(\[no\])?%s:" % re.escape(name),
+                                         "%s has no flag --%s" % (prog, name))
+
+    def test_core_command_line_runs(self):
+        """ExecStart= of kegbot-core.service, with the SetCredential= fallbacks as credentials:
+        the core must start (empty key, empty flag file) and stop cleanly on SIGTERM."""
+        unit = sdtest.read_unit(self.unit_path("kegbot-core.service"))
+        cmd = sdtest.unit_values(unit, "Service", "ExecStart")[0]
+        fallbacks = {}
+        for v in sdtest.unit_values(unit, "Service", "SetCredential"):
+            k, _, data = v.partition(":")
+            fallbacks[k] = data.encode().decode("unicode_escape")
+        loaded = [v.partition(":")[0] for v in sdtest.unit_values(unit, "Service", "LoadCredential")]
+        self.assertIn("api_key", loaded)
+        # A missing source file of a LoadCredential= fails the start unless a fallback exists.
+        self.assertEqual(sorted(fallbacks), sorted(loaded))
+        with tempfile.TemporaryDirectory() as tmp:
+            creds = os.path.join(tmp, "creds")
+            os.mkdir(creds)
+            for k, data in fallbacks.items():
+                with open(os.path.join(creds, k), "w") as f:
+                    f.write(data)
+            argv = [a.replace("%d", creds) for a in shlex.split(cmd)]
+            argv[0] = kbtest.binary("kegbot_core")
+            port = kbtest.free_port()
+            argv += ["--dbus=none", "--kb_core_bind_addr=127.0.0.1:%d" % port]
+            p = kbtest.Proc(argv, env={"STATE_DIRECTORY": os.path.join(tmp, "state"),
+                                       "KEGBOT_API_URL": "", "KEGBOT_API_KEY": ""}, cwd=tmp)
+            try:
+                p.wait_line(r"Starting server on", timeout=10)
+            finally:
+                rc = p.stop()
+            err = "\n".join(p.output("stderr"))
+            self.assertEqual(rc, 0, err)
+            self.assertNotIn("Error:", err)
+            self.assertIn("standalone mode", err)
+
+    def test_kegboard_daemon_command_line_runs(self):
+        """ExecStart= of kegboard-daemon@.service on an empty capture file: parsed, replayed, exit 0."""
+        unit = sdtest.read_unit(self.unit_path("kegboard-daemon@.service"))
+        cmd = sdtest.unit_values(unit, "Service", "ExecStart")[0]
+        with tempfile.NamedTemporaryFile(dir="/dev/shm" if os.path.isdir("/dev/shm") else None) as f:
+            argv = [a.replace("/dev/%I", f.name) for a in shlex.split(cmd)]
+            argv[0] = kbtest.binary("kegboard_daemon")
+            r = kbtest.run(argv + ["--kb_core_addr=127.0.0.1:%d" % kbtest.free_port()], timeout=20)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertNotIn("Error:", r.stderr)
+
+    def test_wiring(self):
+        u = {n: sdtest.read_unit(self.unit_path(n)) for n in sdtest.UNITS}
+        sock, core, kbd, target = (u["kegbot-core.socket"], u["kegbot-core.service"],
+                                   u["kegboard-daemon@.service"], u["kegbot.target"])
+        self.assertEqual(sdtest.unit_values(sock, "Socket", "ListenStream"), ["127.0.0.1:9805"])
+        self.assertEqual(sdtest.unit_values(core, "Service", "Type"), ["notify"])
+        self.assertEqual(sdtest.unit_values(core, "Service", "BusName"), ["org.kegbot.Core1"])
+        self.assertTrue(sdtest.unit_values(core, "Service", "WatchdogSec"))
+        self.assertEqual(sdtest.unit_values(core, "Service", "Restart"), ["on-failure"])
+        self.assertEqual(sdtest.unit_values(core, "Service", "User"), ["kegbot"])
+        self.assertEqual(sdtest.unit_values(core, "Service", "StateDirectory"), ["kegbot"])
+        self.assertIn("api_key:/etc/kegbot/api_key", sdtest.unit_values(core, "Service", "LoadCredential"))
+        self.assertIn("flags:/etc/kegbot/kegbot_core.flags",
+                      sdtest.unit_values(core, "Service", "LoadCredential"))
+        # The target pulls in the socket only: the core is socket/bus activated.
+        self.assertIn("kegbot-core.socket", " ".join(sdtest.unit_values(target, "Unit", "Wants")).split())
+        self.assertNotIn("kegbot-core.service", " ".join(sdtest.unit_values(target, "Unit", "Wants")).split())
+        for n in ("kegbot-core.socket", "kegbot-core.service", "kegboard-daemon@.service"):
+            self.assertIn("kegbot.target", sdtest.unit_values(u[n], "Unit", "PartOf"), n)
+        self.assertEqual(sdtest.unit_values(kbd, "Unit", "BindsTo"), ["dev-%i.device"])
+        self.assertIn("dev-%i.device", " ".join(sdtest.unit_values(kbd, "Unit", "After")).split())
+        self.assertEqual(sdtest.unit_values(kbd, "Service", "Type"), ["notify"])
+        self.assertEqual(sdtest.unit_values(kbd, "Service", "DevicePolicy"), ["closed"])
+        self.assertEqual(sdtest.unit_values(kbd, "Service", "DeviceAllow"), ["/dev/%I rw"])
+        self.assertEqual(sdtest.unit_values(kbd, "Service", "SupplementaryGroups"), ["dialout"])
+
+
+if __name__ == "__main__":
+    kbtest.main()

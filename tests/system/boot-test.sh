@@ -1,0 +1,369 @@
+#!/usr/bin/env bash
+# System test: boot a minimal Debian 12 container with systemd-nspawn, `meson install` the build into
+# it and drive the real systemd integration:
+#   sysusers/tmpfiles at boot -> systemctl start kegbot.target -> socket activation of the core by the
+#   first kegnet connection -> systemctl stop -> D-Bus activation by busctl -> kegboard-daemon@ttyKB0
+#   on a kegboard_sim pty records a pour, seen with busctl -> a mutating call as nobody is denied ->
+#   systemctl reload keeps the core -> systemctl stop kegbot.target stops everything -> poweroff.
+#
+# The base rootfs is debootstrapped once (DEFAULT mirror of debootstrap) into $KEGBOT_SYSTEST_CACHE
+# (default /var/cache/kegbot-systest/rootfs) and extended once with the runtime libraries the built
+# programs need (rootfs-kegbot, its package list in .kegbot-packages); every run works on a copy.
+# systemd is only ever booted by systemd-nspawn, never by unshare/chroot on the host.
+# Exit: 0 all steps passed, 1 some failed, 77 cannot run here (not root, tools missing, no rootfs).
+set -uo pipefail
+
+SKIP=77
+say() { printf '%s\n' "$*"; }
+skip() { say "SKIP: $*"; exit $SKIP; }
+
+[ "$(id -u)" -eq 0 ] || skip "needs root (systemd-nspawn)"
+for t in systemd-nspawn nsenter pgrep meson cp; do
+  command -v "$t" >/dev/null || skip "$t is not installed (scripts/setup-deps.sh: systemd-container, util-linux, procps)"
+done
+
+BUILD=${KEGBOT_BUILD_DIR:?KEGBOT_BUILD_DIR not set}
+CACHE=${KEGBOT_SYSTEST_CACHE:-/var/cache/kegbot-systest}
+BASE=$CACHE/rootfs
+KEGROOT=$CACHE/rootfs-kegbot
+SECONDS=0
+WORK=
+NSPAWN_PID=
+PID1=
+FAILED=0
+PASSED=0
+
+cleanup_cgroups() {
+  # systemd-nspawn without a systemd host leaves empty cgroups behind; remove them.
+  local base d
+  for base in /sys/fs/cgroup/systemd /sys/fs/cgroup/unified; do
+    for d in payload supervisor; do
+      [ -d "$base/$d" ] && find "$base/$d" -depth -type d -exec rmdir {} \; 2>/dev/null
+    done
+  done
+  rm -rf /run/systemd/nspawn
+}
+
+cleanup() {
+  if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
+    [ -n "$PID1" ] && nsenter -t "$PID1" -a /bin/systemctl poweroff >/dev/null 2>&1
+    for _ in $(seq 1 60); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.5; done
+    kill -TERM "$NSPAWN_PID" 2>/dev/null
+    for _ in $(seq 1 20); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.5; done
+    kill -KILL "$NSPAWN_PID" 2>/dev/null
+    wait "$NSPAWN_PID" 2>/dev/null
+  fi
+  cleanup_cgroups
+  [ -n "$WORK" ] && rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 1' INT TERM
+
+# ------------------------------------------------------------------ rootfs cache
+
+# Debian packages providing the shared libraries of the programs we install.
+runtime_packages() {
+  local b l
+  for b in "$BUILD"/src/core/kegbot_core "$BUILD"/src/kegboard/kegboard_daemon "$BUILD"/src/tools/kegboard_sim; do
+    ldd "$b" | awk '/=> \//{print $3}'
+  done | sort -u | while read -r l; do
+    dpkg -S "$l" 2>/dev/null || dpkg -S "$(readlink -f "$l")" 2>/dev/null || dpkg -S "/usr$l" 2>/dev/null \
+      || say "unknown:$l"
+  done | cut -d: -f1 | sort -u
+}
+
+ensure_rootfs() {
+  local pkgs missing p tmp
+  if [ ! -x "$BASE/lib/systemd/systemd" ]; then
+    command -v debootstrap >/dev/null || skip "no cached rootfs at $BASE and debootstrap is not installed"
+    mkdir -p "$CACHE"
+    tmp=$CACHE/rootfs.new
+    rm -rf "$tmp"
+    say "debootstrap of a minimal bookworm into $BASE (once)"
+    if ! debootstrap --variant=minbase --include=systemd,systemd-sysv,dbus,udev bookworm "$tmp" \
+        >"$CACHE/debootstrap.log" 2>&1; then
+      rm -rf "$tmp"
+      skip "debootstrap failed (no network?), see $CACHE/debootstrap.log"
+    fi
+    mv "$tmp" "$BASE"
+  fi
+  pkgs=$(runtime_packages | tr "\n" " ")
+  if grep -q "unknown:" <<<"$pkgs"; then
+    say "cannot map these libraries to packages: $pkgs"
+    return 1
+  fi
+  missing=
+  for p in $pkgs; do
+    grep -qx "$p" "$KEGROOT/.kegbot-packages" 2>/dev/null || missing="$missing $p"
+  done
+  [ -z "$missing" ] && return 0
+  say "extending the cached rootfs with:$missing"
+  tmp=$CACHE/rootfs-kegbot.new
+  rm -rf "$tmp"
+  cp -a "$BASE" "$tmp" || return 1
+  # A plain command in a container (no --boot): apt-get inside the copy, the host's apt untouched.
+  if ! systemd-nspawn -q --register=no --keep-unit --resolv-conf=copy-host -D "$tmp" /bin/sh -c \
+      "apt-get -q update && DEBIAN_FRONTEND=noninteractive apt-get -q -y --no-install-recommends install $pkgs \
+       && apt-get clean" >"$CACHE/apt.log" 2>&1; then
+    cleanup_cgroups
+    rm -rf "$tmp"
+    skip "could not install$missing into the rootfs (no network?), see $CACHE/apt.log"
+  fi
+  cleanup_cgroups
+  printf '%s\n' $pkgs >"$tmp/.kegbot-packages"
+  rm -rf "$KEGROOT"
+  mv "$tmp" "$KEGROOT"
+}
+
+# ------------------------------------------------------------------ helpers
+
+# Run a command inside the container (all namespaces of its PID 1), with a clean environment.
+IN() {
+  nsenter -t "$PID1" -a env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 "$@"
+}
+
+pass() { PASSED=$((PASSED+1)); say "PASS [${SECONDS}s] $*"; }
+fail() { FAILED=$((FAILED+1)); say "FAIL [${SECONDS}s] $*"; }
+
+# wait_for SECONDS DESCRIPTION COMMAND...: retry until the command succeeds (DESCRIPTION documents
+# the call only).
+wait_for() {
+  local t=$1 end
+  shift 2
+  end=$((SECONDS + t))
+  while [ $SECONDS -lt $end ]; do
+    "$@" >/dev/null 2>&1 && return 0
+    sleep 0.3
+  done
+  "$@" >/dev/null 2>&1
+}
+
+state() { IN systemctl is-active "$1" 2>/dev/null; }
+is_active() { [ "$(state "$1")" = active ]; }
+is_inactive() { local s; s=$(state "$1"); [ "$s" = inactive ] || [ "$s" = failed ]; }
+
+show_unit() {
+  IN systemctl status --no-pager -l "$@" 2>&1 | sed 's/^/    /' | tail -40
+  local u args=()
+  for u in "$@"; do args+=(-u "$u"); done
+  IN journalctl --no-pager -b -n 40 -o short-monotonic "${args[@]}" 2>&1 | sed 's/^/    /'
+}
+
+BUS=(busctl --system)
+CORE=(org.kegbot.Core1 /org/kegbot/Core1)
+MGR=org.kegbot.Core1.Manager
+
+# ------------------------------------------------------------------ set up and boot
+
+# One preparer at a time (another build's test run may share the cache).
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.lock"
+command -v flock >/dev/null && flock -w 300 9
+ensure_rootfs || { say "FAIL: rootfs preparation"; exit 1; }
+command -v flock >/dev/null && flock -u 9
+say "rootfs ready [${SECONDS}s]"
+
+mkdir -p /var/tmp
+WORK=$(mktemp -d /var/tmp/kegbot-systest.XXXXXX)
+ROOT=$WORK/root
+cp -a "$KEGROOT" "$ROOT" || { say "FAIL: copy of the rootfs"; exit 1; }
+if ! meson install -C "$BUILD" --no-rebuild --quiet --destdir "$ROOT" >"$WORK/install.log" 2>&1; then
+  cat "$WORK/install.log"; say "FAIL: meson install into the rootfs"; exit 1
+fi
+UNITDIR=$(pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null || echo /lib/systemd/system)
+# No udev in a container: a test copy of the template without the device binding.
+mkdir -p "$ROOT/etc/systemd/system"
+grep -v -e '^BindsTo=dev-%i.device' "$ROOT$UNITDIR/kegboard-daemon@.service" \
+  | sed 's/^After=dev-%i.device /After=/' >"$ROOT/etc/systemd/system/kegboard-daemon@.service"
+echo kegbot-systest >"$ROOT/etc/hostname"
+say "installed into $ROOT [${SECONDS}s]"
+
+systemd-nspawn --boot --register=no --keep-unit --private-network --console=passive -q \
+  -D "$ROOT" >"$WORK/console.log" 2>&1 &
+NSPAWN_PID=$!
+# The container's PID 1 is the child of systemd-nspawn that runs systemd (an intermediate child
+# exists briefly first), and it answers once its private socket exists.
+PID1=
+for _ in $(seq 1 300); do
+  for c in $(pgrep -P "$NSPAWN_PID"); do
+    [ "$(cat /proc/"$c"/comm 2>/dev/null)" = systemd ] && PID1=$c
+  done
+  [ -n "$PID1" ] && IN test -S /run/systemd/private 2>/dev/null && break
+  kill -0 "$NSPAWN_PID" 2>/dev/null || break
+  sleep 0.1
+done
+[ -n "$PID1" ] || { cat "$WORK/console.log"; say "FAIL: the container did not start"; exit 1; }
+sys=$(IN timeout 90 systemctl is-system-running --wait 2>&1)
+if [ "$sys" = running ] || [ "$sys" = degraded ]; then
+  pass "container booted (system state: $sys)"
+  [ "$sys" = degraded ] && IN systemctl --failed --no-pager | sed 's/^/    /'
+else
+  fail "container did not boot: '$sys'"; tail -30 "$WORK/console.log"; exit 1
+fi
+
+# ------------------------------------------------------------------ the steps
+
+# 1. sysusers.d and tmpfiles.d applied at boot.
+if IN id -nG kegbot 2>/dev/null | grep -qw dialout && IN test -d /var/lib/kegbot -a -d /run/kegbot -a -d /var/log/kegbot \
+    && [ "$(IN stat -c %U /var/lib/kegbot)" = kegbot ]; then
+  pass "kegbot user (in dialout) and its directories created at boot"
+else
+  fail "kegbot user/directories missing: $(IN id kegbot 2>&1); $(IN ls -ld /var/lib/kegbot /run/kegbot /var/log/kegbot 2>&1)"
+fi
+
+# 2. The target starts the socket only.
+IN systemctl start kegbot.target
+if is_active kegbot.target && is_active kegbot-core.socket && is_inactive kegbot-core.service; then
+  pass "systemctl start kegbot.target: socket listening, core not started yet"
+else
+  fail "after start kegbot.target: target=$(state kegbot.target) socket=$(state kegbot-core.socket) core=$(state kegbot-core.service)"
+fi
+
+# 3. Socket activation by the first kegnet connection.
+IN bash -c 'exec 3<>/dev/tcp/127.0.0.1/9805 && sleep 0.5' >/dev/null 2>&1
+if wait_for 20 "core active" is_active kegbot-core.service; then
+  st=$(IN systemctl show -P StatusText kegbot-core.service)
+  pass "socket activation: kegbot-core.service active after a kegnet connection (STATUS=$st)"
+  [ -n "$st" ] || fail "kegbot-core.service sent no STATUS= text"
+  wd=$(IN systemctl show -P WatchdogUSec kegbot-core.service)
+  [ "$wd" != 0 ] && [ -n "$wd" ] && pass "watchdog armed ($wd), service stays active" || fail "no watchdog: $wd"
+else
+  fail "socket activation: core is $(state kegbot-core.service)"; show_unit kegbot-core.service kegbot-core.socket
+fi
+
+# 4. Bus activation after a stop.
+IN systemctl stop kegbot-core.service
+if is_inactive kegbot-core.service && is_active kegbot-core.socket; then
+  out=$(IN timeout 30 "${BUS[@]}" get-property "${CORE[@]}" $MGR Version 2>&1)
+  if [ $? -eq 0 ] && is_active kegbot-core.service; then
+    pass "bus activation: busctl get-property Version = $out started kegbot-core.service"
+  else
+    fail "bus activation: busctl said '$out', core is $(state kegbot-core.service)"; show_unit kegbot-core.service dbus.service
+  fi
+else
+  fail "systemctl stop kegbot-core.service: core=$(state kegbot-core.service) socket=$(state kegbot-core.socket)"
+fi
+
+# 5. A pour from a simulated Kegboard through kegboard-daemon@ttyKB0.
+IN systemd-run --unit=kegbot-systest-sim --collect -q /usr/local/bin/kegboard_sim --link=/dev/ttyKB0 --nostdin \
+  --serial_number=SYSTEST-0001 --commands="sleep 4; pour flow0 1000 1" >/dev/null 2>&1
+if wait_for 10 "sim link" IN test -L /dev/ttyKB0; then
+  # What 70-kegboard.rules does on a real system: the port belongs to group dialout, mode 0660.
+  IN sh -c 'p=$(readlink -f /dev/ttyKB0) && chgrp dialout "$p" && chmod 0660 "$p"'
+  IN systemctl start kegboard-daemon@ttyKB0.service
+  if wait_for 20 "daemon active" is_active kegboard-daemon@ttyKB0.service; then
+    pass "kegboard-daemon@ttyKB0.service active (READY=1, STATUS=$(IN systemctl show -P StatusText kegboard-daemon@ttyKB0.service))"
+  else
+    fail "kegboard-daemon@ttyKB0.service is $(state kegboard-daemon@ttyKB0.service)"
+    show_unit kegboard-daemon@ttyKB0.service kegbot-systest-sim.service
+  fi
+  tap=
+  ticks=
+  find_tap() {
+    tap=$(IN "${BUS[@]}" --list tree org.kegbot.Core1 2>/dev/null | grep '^/org/kegbot/Core1/tap/' | head -1)
+    [ -n "$tap" ] || return 1
+    ticks=$(IN "${BUS[@]}" get-property org.kegbot.Core1 "$tap" org.kegbot.Core1.Tap TotalTicks 2>/dev/null)
+    [ "$ticks" = "t 1000" ]
+  }
+  if wait_for 15 "1000 ticks" find_tap; then
+    meter=$(IN "${BUS[@]}" get-property org.kegbot.Core1 "$tap" org.kegbot.Core1.Tap MeterName | sed 's/^s "\(.*\)"$/\1/')
+    pass "busctl: tap $meter ($tap) TotalTicks=1000"
+    if out=$(IN "${BUS[@]}" call "${CORE[@]}" $MGR StopFlow s "$meter" 2>&1); then
+      pass "StopFlow $meter by root allowed"
+    else
+      fail "StopFlow $meter by root: $out"
+    fi
+  else
+    fail "pour not seen on D-Bus: tap='$tap' TotalTicks='$ticks'"
+  fi
+  # Ended by StopFlow, or else by the 10 s idle timeout.
+  if wait_for 20 "drink" IN grep -Eq '"ticks": *1000' /var/lib/kegbot/drinks.log; then
+    pass "drink of 1000 ticks recorded: $(IN tail -1 /var/lib/kegbot/drinks.log)"
+  else
+    fail "no drink recorded: $(IN tail -3 /var/lib/kegbot/drinks.log 2>&1)"
+    show_unit kegboard-daemon@ttyKB0.service kegbot-core.service kegbot-systest-sim.service
+  fi
+else
+  fail "kegboard_sim did not create /dev/ttyKB0"; show_unit kegbot-systest-sim.service
+fi
+
+# 5b. A port that is no Kegboard (a board that never speaks): the daemon gives up after its probe,
+# exits 0 and is not restarted over and over.
+IN systemd-run --unit=kegbot-systest-mute --collect -q /usr/local/bin/kegboard_sim --link=/dev/ttyKB1 --nostdin \
+  --noreset_on_open --commands=hang >/dev/null 2>&1
+if wait_for 10 "mute link" IN test -L /dev/ttyKB1; then
+  IN sh -c 'p=$(readlink -f /dev/ttyKB1) && chgrp dialout "$p" && chmod 0660 "$p"'
+  IN systemctl start --no-block kegboard-daemon@ttyKB1.service
+  sleep 1
+  not_running() { local s; s=$(state kegboard-daemon@ttyKB1.service); [ "$s" = inactive ] || [ "$s" = failed ]; }
+  if wait_for 20 "probe gave up" not_running && sleep 3 && not_running \
+      && [ "$(IN systemctl show -P NRestarts kegboard-daemon@ttyKB1.service)" = 0 ]; then
+    pass "not a Kegboard: kegboard-daemon@ttyKB1 stopped without restarts ($(state kegboard-daemon@ttyKB1.service), $(IN journalctl -b -t kegboard_daemon --no-pager -o cat | grep -m1 'not a kegboard'))"
+  else
+    fail "not a Kegboard: kegboard-daemon@ttyKB1 is $(state kegboard-daemon@ttyKB1.service), restarts=$(IN systemctl show -P NRestarts kegboard-daemon@ttyKB1.service)"
+    show_unit kegboard-daemon@ttyKB1.service
+  fi
+  IN systemctl reset-failed kegboard-daemon@ttyKB1.service 2>/dev/null
+  IN systemctl stop kegbot-systest-mute.service 2>/dev/null
+else
+  fail "second kegboard_sim did not create /dev/ttyKB1"
+fi
+
+# 6. Reads are open to all, methods to root and group kegbot only.
+if out=$(IN setpriv --reuid=65534 --regid=65534 --clear-groups "${BUS[@]}" get-property "${CORE[@]}" $MGR Mode 2>&1); then
+  pass "busctl get-property as nobody allowed ($out)"
+else
+  fail "busctl get-property as nobody failed: $out"
+fi
+out=$(IN setpriv --reuid=65534 --regid=65534 --clear-groups "${BUS[@]}" call "${CORE[@]}" $MGR StartFlow s kegboard.flow1 2>&1)
+rc=$?
+if [ $rc -ne 0 ] && grep -qi 'denied\|not allowed\|AccessDenied' <<<"$out"; then
+  pass "mutating busctl call as nobody denied ($out)"
+else
+  fail "mutating call as nobody was not denied (rc=$rc): $out"
+fi
+
+# 7. systemctl reload sends SIGHUP and the core stays up.
+pid=$(IN systemctl show -P MainPID kegbot-core.service)
+IN systemctl reload kegbot-core.service
+sleep 1
+if is_active kegbot-core.service && [ "$(IN systemctl show -P MainPID kegbot-core.service)" = "$pid" ]; then
+  pass "systemctl reload kept the core running (pid $pid)"
+else
+  fail "reload: core is $(state kegbot-core.service), pid $pid -> $(IN systemctl show -P MainPID kegbot-core.service)"
+fi
+
+# 8. Stopping the target stops everything.
+IN systemctl stop kegbot.target
+sleep 0.5
+bad=
+for u in kegbot.target kegbot-core.socket kegbot-core.service kegboard-daemon@ttyKB0.service; do
+  is_inactive $u || bad="$bad $u=$(state $u)"
+done
+if [ -z "$bad" ]; then
+  pass "systemctl stop kegbot.target stopped the socket, the core and the Kegboard daemon"
+else
+  fail "still running after stop kegbot.target:$bad"
+fi
+# (By identifier: journald may no longer map the last lines of an exited process to its unit.)
+res=$(IN systemctl show -P Result kegbot-core.service)
+if [ "$res" = success ] && IN journalctl -b --no-pager -t kegbot_core | grep -q 'Kegbot stopped'; then
+  pass "core stopped in order (Result=$res, 'Kegbot stopped.' in the journal)"
+else
+  fail "core stop: Result=$res; journal: $(IN journalctl -b --no-pager -t kegbot_core -n 5 2>&1)"
+fi
+
+# ------------------------------------------------------------------ power off
+
+IN systemctl poweroff >/dev/null 2>&1
+for _ in $(seq 1 60); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.5; done
+if kill -0 "$NSPAWN_PID" 2>/dev/null; then
+  fail "container did not power off within 30 s"
+else
+  wait "$NSPAWN_PID" 2>/dev/null
+  NSPAWN_PID=
+  pass "container powered off"
+fi
+
+say "system test: $PASSED passed, $FAILED failed in ${SECONDS}s"
+[ $FAILED -eq 0 ]
