@@ -11,7 +11,7 @@ PKGS=(
   clang libclang-rt-dev
   # test tooling
   python3 python3-dbus dbus dbus-bin socat util-linux systemd procps
-  umockdev libumockdev-dev curl iproute2
+  umockdev libumockdev-dev curl iproute2 groff-base
   # systemd/udev integration tests and the system (container) test
   udev libdbus-1-dev debootstrap systemd-container
 )

@@ -13,26 +13,7 @@
 
 #include "daemon.h"
 #include "log.h"
-
-static int failures;
-
-#define check(expr)                                                                     \
-        do {                                                                            \
-                if (!(expr)) {                                                          \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr); \
-                        failures++;                                                     \
-                }                                                                       \
-        } while (0)
-
-#define check_streq(a, b)                                                               \
-        do {                                                                            \
-                const char *_a = (a), *_b = (b);                                        \
-                if (!streq_ptr(_a, _b)) {                                               \
-                        fprintf(stderr, "%s:%d: check failed: %s == %s (\"%s\" != \"%s\")\n", \
-                                __FILE__, __LINE__, #a, #b, _a ?: "(null)", _b ?: "(null)"); \
-                        failures++;                                                     \
-                }                                                                       \
-        } while (0)
+#include "test-util.h"
 
 static char tmpdir[] = "/tmp/test-daemon-XXXXXX";
 static int saved_stderr = -1;

@@ -9,36 +9,7 @@
 
 #include "flow.h"
 #include "kegnet.h"
-
-static int failures;
-
-#define check(expr)                                                                     \
-        do {                                                                            \
-                if (!(expr)) {                                                          \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr); \
-                        failures++;                                                     \
-                }                                                                       \
-        } while (0)
-
-#define check_streq(a, b)                                                               \
-        do {                                                                            \
-                const char *_a = (a), *_b = (b);                                        \
-                if (!streq_ptr(_a, _b)) {                                               \
-                        fprintf(stderr, "%s:%d: check failed: %s == %s\n  got:      %s\n  expected: %s\n", \
-                                __FILE__, __LINE__, #a, #b, _a ?: "(null)", _b ?: "(null)"); \
-                        failures++;                                                     \
-                }                                                                       \
-        } while (0)
-
-#define check_int(a, b)                                                                 \
-        do {                                                                            \
-                int64_t _a = (int64_t) (a), _b = (int64_t) (b);                         \
-                if (_a != _b) {                                                         \
-                        fprintf(stderr, "%s:%d: check failed: %s == %s (%" PRId64 " != %" PRId64 ")\n", \
-                                __FILE__, __LINE__, #a, #b, _a, _b);                    \
-                        failures++;                                                     \
-                }                                                                       \
-        } while (0)
+#include "test-util.h"
 
 #define check_double(a, b) check(fabs((double) (a) - (double) (b)) < 1e-9)
 

@@ -8,26 +8,7 @@
 #include <unistd.h>
 
 #include "ini.h"
-
-static int failures;
-
-#define check(expr)                                                                     \
-        do {                                                                            \
-                if (!(expr)) {                                                          \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr); \
-                        failures++;                                                     \
-                }                                                                       \
-        } while (0)
-
-#define check_streq(a, b)                                                               \
-        do {                                                                            \
-                const char *_a = (a), *_b = (b);                                        \
-                if (!_a || !_b || strcmp(_a, _b) != 0) {                                \
-                        fprintf(stderr, "%s:%d: check failed: %s == %s ('%s' vs '%s')\n", \
-                                __FILE__, __LINE__, #a, #b, _a ?: "(null)", _b ?: "(null)"); \
-                        failures++;                                                     \
-                }                                                                       \
-        } while (0)
+#include "test-util.h"
 
 /* Parses 'text' as "t.ini"; on failure returns NULL and stores the message in *err (if given). */
 static Ini *parse(const char *text, char **err) {

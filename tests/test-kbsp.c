@@ -9,18 +9,9 @@
 #include <string.h>
 
 #include "kbsp.h"
+#include "test-util.h"
 
-static int failures;
 static const char *current = "";
-
-#define check(expr)                                                                     \
-        do {                                                                            \
-                if (!(expr)) {                                                          \
-                        fprintf(stderr, "%s:%d: [%s] check failed: %s\n",               \
-                                __FILE__, __LINE__, current, #expr);                    \
-                        failures++;                                                     \
-                }                                                                       \
-        } while (0)
 
 #define check_json(a, b)                                                                \
         do {                                                                            \

@@ -13,16 +13,7 @@
 #include "kegnet-client.h"
 #include "kegnet.h"
 #include "macro.h"
-
-static int failures;
-
-#define check(expr)                                                                     \
-        do {                                                                            \
-                if (!(expr)) {                                                          \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr); \
-                        failures++;                                                     \
-                }                                                                       \
-        } while (0)
+#include "test-util.h"
 
 #define UNIT (20 * USEC_PER_MSEC)
 #define MSEC(x) ((uint64_t) (x) * USEC_PER_MSEC)

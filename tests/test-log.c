@@ -8,26 +8,7 @@
 #include <time.h>
 
 #include "log.h"
-
-static int failures;
-
-#define check(expr)                                                                     \
-        do {                                                                            \
-                if (!(expr)) {                                                          \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr); \
-                        failures++;                                                     \
-                }                                                                       \
-        } while (0)
-
-#define check_streq(a, b)                                                               \
-        do {                                                                            \
-                const char *_a = (a), *_b = (b);                                        \
-                if (!streq_ptr(_a, _b)) {                                               \
-                        fprintf(stderr, "%s:%d: check failed: %s == %s (\"%s\" != \"%s\")\n", \
-                                __FILE__, __LINE__, #a, #b, _a ?: "(null)", _b ?: "(null)"); \
-                        failures++;                                                     \
-                }                                                                       \
-        } while (0)
+#include "test-util.h"
 
 /* 2012-06-21 23:06:34,705 UTC, the seed's example line. */
 #define T_SEED ((uint64_t) 1340319994 * USEC_PER_SEC + 705 * USEC_PER_MSEC)

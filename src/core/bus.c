@@ -86,8 +86,7 @@ struct Bus {
         BusType type;
         char *api_url;
 
-        const BusBackend *backend;
-        void *backend_userdata;
+        Backend *backend;
 
         sd_bus *bus;
         bool ready;                     /* connected and the name is ours */
@@ -390,63 +389,63 @@ static void meter_mark_dirty(MeterObj *mo) {
 
 /* ---- Manager object ---- */
 
-static const char *backend_state(Bus *b) {
-        if (b->backend && b->backend->state)
-                return b->backend->state(b->backend_userdata);
+static const char *shown_backend_state(Bus *b) {
+        if (b->backend)
+                return backend_state_to_string(backend_get_state(b->backend));
         return manager_is_standalone(b->manager) ? "standalone" : "offline";
 }
 
-static const char *spool_state(Bus *b) {
-        if (b->backend && b->backend->spool_degraded)
-                return b->backend->spool_degraded(b->backend_userdata) ? "degraded" : "ok";
+static const char *shown_spool_state(Bus *b) {
+        if (b->backend)
+                return backend_spool_degraded(b->backend) ? "degraded" : "ok";
         return manager_is_standalone(b->manager) ? "standalone" : "ok";
 }
 
-static uint32_t pending_drinks(Bus *b) {
+static uint32_t shown_pending(Bus *b) {
         size_t n;
 
-        if (b->backend && b->backend->n_pending)
-                n = b->backend->n_pending(b->backend_userdata);
+        if (b->backend)
+                n = backend_n_pending(b->backend);
         else
                 n = manager_get_drink_sink(b->manager) ? drink_sink_n_pending(manager_get_drink_sink(b->manager)) : 0;
         return (uint32_t) MIN(n, (size_t) UINT32_MAX);
 }
 
-static uint32_t failed_drinks(Bus *b) {
+static uint32_t shown_failed(Bus *b) {
         size_t n = 0;
 
-        if (b->backend && b->backend->n_failed)
-                n = b->backend->n_failed(b->backend_userdata);
+        if (b->backend)
+                n = backend_n_failed(b->backend);
         return (uint32_t) MIN(n, (size_t) UINT32_MAX);
 }
 
-static uint64_t last_sync(Bus *b) {
-        if (b->backend && b->backend->last_sync)
-                return b->backend->last_sync(b->backend_userdata);
+static uint64_t shown_last_sync(Bus *b) {
+        if (b->backend)
+                return backend_last_sync(b->backend);
         return b->last_sync;
 }
 
 static void manager_props_remember(Bus *b) {
-        b->emitted_state = backend_state(b);
-        b->emitted_spool = spool_state(b);
-        b->emitted_pending = pending_drinks(b);
-        b->emitted_failed = failed_drinks(b);
-        b->emitted_last_sync = last_sync(b);
+        b->emitted_state = shown_backend_state(b);
+        b->emitted_spool = shown_spool_state(b);
+        b->emitted_pending = shown_pending(b);
+        b->emitted_failed = shown_failed(b);
+        b->emitted_last_sync = shown_last_sync(b);
 }
 
 static void manager_props_refresh(Bus *b) {
         char *changed[6];
         size_t n = 0;
 
-        if (!streq_ptr(backend_state(b), b->emitted_state))
+        if (!streq_ptr(shown_backend_state(b), b->emitted_state))
                 changed[n++] = (char *) "BackendState";
-        if (!streq_ptr(spool_state(b), b->emitted_spool))
+        if (!streq_ptr(shown_spool_state(b), b->emitted_spool))
                 changed[n++] = (char *) "SpoolState";
-        if (pending_drinks(b) != b->emitted_pending)
+        if (shown_pending(b) != b->emitted_pending)
                 changed[n++] = (char *) "PendingDrinks";
-        if (failed_drinks(b) != b->emitted_failed)
+        if (shown_failed(b) != b->emitted_failed)
                 changed[n++] = (char *) "FailedDrinks";
-        if (last_sync(b) != b->emitted_last_sync)
+        if (shown_last_sync(b) != b->emitted_last_sync)
                 changed[n++] = (char *) "LastSync";
         changed[n] = NULL;
         if (n == 0)
@@ -471,15 +470,15 @@ static int manager_property_get(sd_bus *bus, const char *path, const char *inter
         if (streq(property, "ApiUrl"))
                 return sd_bus_message_append(reply, "s", b->api_url);
         if (streq(property, "BackendState"))
-                return sd_bus_message_append(reply, "s", backend_state(b));
+                return sd_bus_message_append(reply, "s", shown_backend_state(b));
         if (streq(property, "SpoolState"))
-                return sd_bus_message_append(reply, "s", spool_state(b));
+                return sd_bus_message_append(reply, "s", shown_spool_state(b));
         if (streq(property, "PendingDrinks"))
-                return sd_bus_message_append(reply, "u", pending_drinks(b));
+                return sd_bus_message_append(reply, "u", shown_pending(b));
         if (streq(property, "FailedDrinks"))
-                return sd_bus_message_append(reply, "u", failed_drinks(b));
+                return sd_bus_message_append(reply, "u", shown_failed(b));
         if (streq(property, "LastSync"))
-                return sd_bus_message_append(reply, "t", last_sync(b));
+                return sd_bus_message_append(reply, "t", shown_last_sync(b));
         return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s", property);
 }
 
@@ -600,8 +599,8 @@ static int method_sync(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         int r;
 
         log_info("Sync() requested over D-Bus");
-        if (b->backend && b->backend->sync) {
-                r = b->backend->sync(b->backend_userdata);
+        if (b->backend) {
+                r = backend_sync(b->backend);
                 if (r < 0)
                         return reply_manager_error(error, r, "Sync");
         } else {
@@ -619,8 +618,8 @@ static int method_retry_failed_drinks(sd_bus_message *m, void *userdata, sd_bus_
         size_t n = 0;
         int r;
 
-        if (b->backend && b->backend->retry_failed) {
-                r = b->backend->retry_failed(b->backend_userdata, &n);
+        if (b->backend) {
+                r = backend_retry_failed(b->backend, &n);
                 if (r < 0)
                         return reply_manager_error(error, r, "RetryFailedDrinks");
                 log_info("RetryFailedDrinks() over D-Bus: %zu drinks re-queued", n);
@@ -639,11 +638,11 @@ static int method_fail_drink(sd_bus_message *m, void *userdata, sd_bus_error *er
                 return r;
         if (!uuid_is_valid(uuid))
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid drink UUID '%s'", uuid);
-        if (!b->backend || !b->backend->fail_drink)
+        if (!b->backend)
                 return sd_bus_error_set(error, BUS_ERROR_NOT_SUPPORTED,
                                         "There is no drink queue in standalone mode");
 
-        r = b->backend->fail_drink(b->backend_userdata, uuid);
+        r = backend_fail_drink(b->backend, uuid);
         if (r == -ENOENT)
                 return sd_bus_error_setf(error, BUS_ERROR_UNKNOWN_DRINK, "Drink %s is not queued", uuid);
         if (r < 0)
@@ -728,8 +727,8 @@ static int method_list_drinks(sd_bus_message *m, void *userdata, sd_bus_error *e
         r = sd_bus_message_open_container(reply, 'a', "a{sv}");
         if (r < 0)
                 return r;
-        if (b->backend && b->backend->list_drinks) {
-                r = b->backend->list_drinks(b->backend_userdata, area, list_drink_cb, reply);
+        if (b->backend) {
+                r = backend_list_drinks(b->backend, area, list_drink_cb, reply);
                 if (r < 0)
                         return reply_manager_error(error, r, "ListDrinks");
         }
@@ -1691,9 +1690,16 @@ int bus_new(Bus **ret, Manager *m, const BusConfig *config) {
         return 0;
 }
 
-void bus_set_backend(Bus *b, const BusBackend *backend, void *userdata) {
+static void on_backend_changed(void *userdata) {
+        manager_props_refresh(userdata);
+}
+
+void bus_set_backend(Bus *b, Backend *backend) {
+        if (b->backend)
+                backend_set_changed_handler(b->backend, NULL, NULL);
         b->backend = backend;
-        b->backend_userdata = userdata;
+        if (backend)
+                backend_set_changed_handler(backend, on_backend_changed, b);
         manager_props_refresh(b);
 }
 
@@ -1707,6 +1713,8 @@ Bus *bus_free(Bus *b) {
 
         if (b->manager)
                 manager_remove_observer(b->manager, &bus_observer, b);
+        if (b->backend)
+                backend_set_changed_handler(b->backend, NULL, NULL);
 
         /* The final values of pours that ended during shutdown. */
         for (size_t i = 0; i < b->n_meters; i++)

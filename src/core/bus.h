@@ -9,9 +9,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "backend.h"
 #include "macro.h"
 #include "manager.h"
-#include "spool.h"
 
 #define BUS_NAME "org.kegbot.Core1"
 #define BUS_ROOT_PATH "/org/kegbot/Core1"
@@ -24,20 +24,6 @@ typedef enum BusType {
 /* "system" or "session"; -EINVAL otherwise. */
 int bus_type_from_string(const char *s, BusType *ret);
 
-/* What the server backend (drink spool and uploader, tap sync) offers the Manager interface. Every
- * member is optional: without a backend, or for a missing member, the standalone values are used
- * (BackendState "standalone", no queue, Sync() reloads the taps file). */
-typedef struct BusBackend {
-        const char *(*state)(void *userdata);           /* "online", "offline", "unauthorized" */
-        bool (*spool_degraded)(void *userdata);
-        size_t (*n_pending)(void *userdata);
-        size_t (*n_failed)(void *userdata);
-        uint64_t (*last_sync)(void *userdata);          /* CLOCK_REALTIME usec, 0 = never */
-        int (*sync)(void *userdata);                    /* GET status now */
-        int (*retry_failed)(void *userdata, size_t *ret_n);
-        int (*fail_drink)(void *userdata, const char *uuid);    /* -ENOENT: not queued */
-        int (*list_drinks)(void *userdata, SpoolArea area, SpoolListFunc cb, void *cb_userdata);
-} BusBackend;
 
 typedef struct BusConfig {
         BusType type;
@@ -54,9 +40,12 @@ int bus_new(Bus **ret, Manager *m, const BusConfig *config);
 Bus *bus_free(Bus *b);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Bus *, bus_free);
 
-/* The backend must outlive the Bus (or be replaced by NULL first). */
-void bus_set_backend(Bus *b, const BusBackend *backend, void *userdata);
-/* The backend's state, counts or last sync changed: emits PropertiesChanged for what differs. */
+/* Server mode: the Manager interface shows the backend's state, counts and last sync (kept current
+ * through the backend's changed handler, which this takes) and its methods call the backend.
+ * Without a backend the standalone values are shown (BackendState "standalone", no drink queue,
+ * Sync() reloads the taps file). Free the Bus before the backend, or set NULL first. */
+void bus_set_backend(Bus *b, Backend *backend);
+/* Something the Manager interface shows may have changed: emits PropertiesChanged for what differs. */
 void bus_backend_changed(Bus *b);
 
 /* The name could not be acquired (taken, or denied by the policy): the bus stopped the manager
