@@ -146,7 +146,7 @@ static int arm(Backend *b, sd_event_source **s, uint64_t usec, sd_event_time_han
         int r;
 
         if (!*s) {
-                r = sd_event_add_time_relative(b->event, s, CLOCK_MONOTONIC, usec, 0, h, userdata);
+                r = sd_event_add_time_relative(b->event, s, CLOCK_MONOTONIC, usec, USEC_PER_MSEC, h, userdata);
                 if (r < 0)
                         return log_error_errno(r, "Failed to arm the %s timer: %m", description);
                 (void) sd_event_source_set_description(*s, description);

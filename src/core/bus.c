@@ -46,8 +46,6 @@ static const sd_bus_error_map kegbot_bus_errors[] = {
         SD_BUS_ERROR_MAP_END
 };
 
-typedef struct Bus Bus;
-
 /* Everything about one meter the D-Bus view needs beyond the engine: whether it is exported as a
  * tap, its last flow (the engine forgets a flow when it completes) and the coalescing state. */
 typedef struct MeterObj {
@@ -606,7 +604,9 @@ static int method_sync(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         } else {
                 r = manager_reload(b->manager);
                 if (r < 0)
-                        return reply_manager_error(error, r, "Sync");
+                        return sd_bus_error_set_errnof(error, r,
+                                                       "Sync failed (%s): the previous taps are kept; "
+                                                       "the core's log says why", strerror(-r));
                 b->last_sync = bus_now(b, CLOCK_REALTIME);
         }
         manager_props_refresh(b);

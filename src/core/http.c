@@ -416,7 +416,8 @@ int api_client_new(ApiClient **ret, sd_event *event, const char *base_url, const
         if (c->timeout_ms < 1)
                 c->timeout_ms = 1;
 
-        r = sd_event_add_time(event, &c->timer, CLOCK_MONOTONIC, UINT64_MAX, 0, on_timer, c);
+        /* Accuracy 1 us: the default 250 ms slack would delay every transfer step curl schedules. */
+        r = sd_event_add_time(event, &c->timer, CLOCK_MONOTONIC, UINT64_MAX, 1, on_timer, c);
         if (r < 0)
                 return r;
         (void) sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);

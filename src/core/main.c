@@ -9,6 +9,8 @@
 #include "daemon.h"
 #include "drinks.h"
 #include "flags.h"
+#include "backend.h"
+#include "bus.h"
 #include "manager.h"
 
 static const char *arg_kb_core_bind_addr = KEGNET_DEFAULT_ADDR;
@@ -62,7 +64,11 @@ static const AppInfo app_info = {
 
 int main(int argc, char **argv) {
         _cleanup_(manager_freep) Manager *m = NULL;
+        _cleanup_(backend_freep) Backend *backend = NULL;
+        _cleanup_(bus_freep) Bus *bus = NULL;  /* freed first: it observes the manager and the backend */
+        bool bus_lost;
         ManagerConfig config;
+        bool server;
         int r;
 
         (void) app_init(argc, argv, &app_info, NULL);
@@ -71,17 +77,13 @@ int main(int argc, char **argv) {
                 log_warning("--maximum_event_retries is accepted for old flag files and ignored: "
                             "drinks are retried until delivered");
 
-        if (!isempty(app_api_url())) {
+        server = !isempty(app_api_url());
+        if (server) {
                 log_info("Running in server mode, api_url=%s", app_api_url());
-                log_error("Server mode is not available in this build; run without --api_url "
-                          "(and without KEGBOT_API_URL) for standalone mode");
-                app_finish();
-                return 1;
-        }
-        log_info("Running in standalone mode (no --api_url)");
-
-        if (!streq(arg_dbus, "none"))
-                log_debug("D-Bus interface on the %s bus is not served by this build", arg_dbus);
+                if (isempty(app_api_key()))
+                        log_warning("No API key configured");
+        } else
+                log_info("Running in standalone mode (no --api_url)");
 
         manager_config_init(&config);
         config.bind_addr = arg_kb_core_bind_addr;
@@ -92,23 +94,57 @@ int main(int argc, char **argv) {
         config.min_volume_ml = arg_min_volume_ml;
         config.default_ticks_per_ml = arg_default_ticks_per_ml;
         config.debug_events = arg_debug_events;
-        config.standalone = true;
+        config.standalone = !server;
 
         r = manager_new(&m, &config);
         if (r < 0) {
                 app_finish();
                 return 1;
         }
+        if (server) {
+                BackendConfig bc = {
+                        .api_url = app_api_url(),
+                        .api_key = app_api_key(),
+                        .api_timeout = app_api_timeout(),
+                        .sync_interval = (unsigned) arg_sync_interval,
+                        .retry_interval = (unsigned) arg_retry_interval,
+                        .state_dir = arg_state_dir,
+                };
+                r = backend_new(&backend, m, &bc);
+                if (r < 0) {
+                        app_finish();
+                        return 1;
+                }
+        }
+
+        if (!streq(arg_dbus, "none")) {
+                BusConfig bus_config = { .api_url = app_api_url() };
+
+                (void) bus_type_from_string(arg_dbus, &bus_config.type);
+                r = bus_new(&bus, m, &bus_config);
+                if (r < 0) {
+                        app_finish();
+                        return 1;
+                }
+                if (backend)
+                        bus_set_backend(bus, backend);
+        }
 
         log_info("All services started.");
-        (void) daemon_notify_ready("Ready: standalone mode, %zu taps, %zu queued drinks",
+        (void) daemon_notify_ready("Ready: %s mode, %zu taps, %zu queued drinks",
+                                   server ? "server" : "standalone",
                                    flow_engine_n_taps(manager_get_engine(m)),
                                    drink_sink_n_pending(manager_get_drink_sink(m)));
+        if (backend)
+                (void) backend_start(backend);
 
         r = manager_run(m);
+        bus_lost = bus_failed(bus);
+        bus = bus_free(bus);
+        backend = backend_free(backend);
         m = manager_free(m);
 
         log_info("Kegbot stopped.");
         app_finish();
-        return r < 0 ? 1 : 0;
+        return r < 0 || bus_lost ? 1 : 0;
 }

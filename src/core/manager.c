@@ -645,17 +645,22 @@ int manager_reload(Manager *m) {
 
         (void) log_reopen();
         if (m->config.standalone) {
-                if (tap_registry_load_file(m->taps, m->taps_file, 1.0 / m->config.default_ticks_per_ml) < 0)
+                r = tap_registry_load_file(m->taps, m->taps_file, 1.0 / m->config.default_ticks_per_ml);
+                if (r < 0)
                         log_named(LOG_ERR, "TapManager", "Keeping the previous taps");
                 manager_engine_done(m);
                 if (!isempty(m->tokens_file))
                         (void) load_tokens(m, false);
         }
-        if (m->drinks)
-                r = drink_sink_reopen(m->drinks);
+        /* The first failure is returned (D-Bus Sync() reports it); the rest is still done. */
+        if (m->drinks) {
+                int k = drink_sink_reopen(m->drinks);
+                if (k < 0 && r >= 0)
+                        r = k;
+        }
         if (m->thermo_log)
                 (void) thermo_log_reopen(m->thermo_log);
-        return r;
+        return r < 0 ? r : 0;
 }
 
 /* ---- shutdown ---- */

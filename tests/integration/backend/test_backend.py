@@ -323,6 +323,50 @@ class BackendTest(unittest.TestCase):
         c.wait_line(r"WARNING .*No API key configured")
         c.wait_line(r"Sync failed \(HTTP 401 NoAuthTokenError")
 
+    def test_server_down_at_start_uses_cached_taps(self):
+        c = self.core()
+        c.wait_line(r"Found 2 taps")
+        self.assertEqual(c.stop(), 0)
+        self.standin.refuse()
+        c2 = self.core(state_dir=c.state_dir)
+        c2.wait_line(r"Using 2 taps cached from the last successful sync")
+        c2.wait_line(r"WARNING  \(main\) Backend is not reachable \(.*\); running with 2 known taps")
+        # Pours still flow and are spooled; the known calibration applies.
+        done = c2.pour("kegboard.flow0", 220)
+        self.assertAlmostEqual(done["volume_ml"], 100.0, places=6)
+        self.assertEqual(len(c2.spool_files()), 1)
+        self.standin.accept()
+        self.standin.wait_drinks(1, timeout=20)
+        c2.wait_line(r"\(main\) Backend appears to be alive\.", timeout=15)
+
+    def test_clock_correction(self):
+        # Same boot: pour_time is derived from CLOCK_BOOTTIME, so a wrong wall clock at pour time
+        # (here: a stored pour_time_unix one hour off) does not misdate the drink. Another boot:
+        # the stored wall-clock time is all there is.
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            boot = f.read().strip().replace("-", "")
+        state = os.path.join(self.tmp, "state")
+        spool = os.path.join(state, "spool")
+        os.makedirs(os.path.join(spool, "failed"))
+        now = int(time.time())
+        boottime = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        for seq, (uuid, boot_id, bt, unix) in enumerate([
+                ("11111111-1111-4111-8111-111111111111", boot, boottime - 120 * 10**9, now - 3600),
+                ("22222222-2222-4222-8222-222222222222", "0" * 32, 5 * 10**9, now - 7200)], 1):
+            with open(os.path.join(spool, "%020d-%s.json" % (seq, uuid)), "w") as f:
+                f.write(json.dumps({"version": 1, "uuid": uuid, "seq": seq, "flow_id": 1, "meter_name": "kegboard.flow0",
+                                    "ticks": 100 * seq, "volume_ml": None, "username": None,
+                                    "start_time": "2026-11-26T12:00:01Z", "pour_time": "2026-11-26T12:00:09Z",
+                                    "pour_time_unix": unix, "duration": 0, "boot_id": boot_id,
+                                    "pour_boottime_ns": bt}, separators=(",", ":")) + "\n")
+        self.core(state_dir=state)
+        self.standin.wait_drinks(2)
+        forms = [r["form"] for r in self.standin.requests("drink")]
+        age0 = int(forms[0]["now"]) - int(forms[0]["pour_time"])
+        self.assertTrue(120 <= age0 <= 123, age0)
+        self.assertEqual(int(forms[1]["pour_time"]), now - 7200)
+        self.assertNotIn("duration", forms[0])
+
     # ------------------------------------------------------------------ permanent failures
 
     def test_unknown_tap_and_no_keg_go_to_failed(self):

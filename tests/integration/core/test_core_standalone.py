@@ -72,10 +72,6 @@ class StartupTest(unittest.TestCase):
                             "--state_dir=" + os.path.join(tmp, "s"), "--taps_file=" + bad, "--dbus=none"], env=env)
             self.assertEqual(r.returncode, 1, r.stderr)
             self.assertIn("both ml_per_tick and ticks_per_ml", r.stderr)
-            # Server mode is not in this build: a clear error, exit 1.
-            r = kbtest.run([core, "--api_url=http://127.0.0.1:1/api/"] + base)
-            self.assertEqual(r.returncode, 1)
-            self.assertIn("Server mode is not available in this build", r.stderr)
             # --maximum_event_retries: accepted with a warning.
             p = Core(tmp, "--maximum_event_retries=5")
             try:

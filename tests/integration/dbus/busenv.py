@@ -321,7 +321,7 @@ class Core(kbtest.Proc):
     """kegbot_core in standalone mode serving org.kegbot.Core1 on the private bus."""
 
     def __init__(self, tmp, bus, *flags, port=None, taps=TAPS_INI, tokens=None, wait=True, wait_name=True,
-                 address=None, prefix=None):
+                 address=None, prefix=None, env=None):
         self.tmp = tmp
         self.port = port or kbtest.free_port()
         self.state_dir = os.path.join(tmp, "state")
@@ -335,9 +335,10 @@ class Core(kbtest.Proc):
         if tokens is not None:
             args.append("--tokens_file=" + write_file(os.path.join(tmp, "tokens.ini"), tokens))
         args += list(flags)
-        env = {"KEGBOT_API_URL": "", "STATE_DIRECTORY": "",
-               "DBUS_SYSTEM_BUS_ADDRESS": address or bus.address}
-        super().__init__(args, env=env, name="kegbot_core")
+        full_env = {"KEGBOT_API_URL": "", "STATE_DIRECTORY": "",
+                    "DBUS_SYSTEM_BUS_ADDRESS": address or bus.address}
+        full_env.update(env or {})
+        super().__init__(args, env=full_env, name="kegbot_core")
         if wait:
             self.wait_line(r"\(main\) All services started\.", timeout=10)
         if wait_name:

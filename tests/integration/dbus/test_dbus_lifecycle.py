@@ -130,6 +130,17 @@ class LifecycleTest(unittest.TestCase):
         self.assertEqual(c.wait(10), 1)
         self.assertTrue(any("system bus" in l for l in c.output()), "\n".join(c.output()))
 
+    def test_session_bus(self):
+        # --dbus=session follows DBUS_SESSION_BUS_ADDRESS and leaves the system bus alone.
+        bus = self.bus()
+        c = busenv.Core(self.tmp, bus, "--dbus=session", wait_name=False, address="unix:path=/nonexistent/bus",
+                        env={"DBUS_SESSION_BUS_ADDRESS": bus.address})
+        self.procs.append(c)
+        bus.wait_name()
+        c.wait_line(r"\(dbus\) Serving org\.kegbot\.Core1 on the session bus")
+        self.assertEqual(bus.get(ROOT, IFACE + ".Manager", "Mode"), "standalone")
+        self.assertEqual(c.stop(), 0)
+
     def test_dbus_none(self):
         bus = self.bus()
         core = self.core(bus, "--dbus=none", wait_name=False)

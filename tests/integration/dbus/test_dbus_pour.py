@@ -221,6 +221,15 @@ class PourTest(unittest.TestCase):
         self.assertIn(TAP, payload(gone)[1])
         self.assertNotIn(TAP1, self.bus.managed_objects())
         self.assertIn(TAP0, self.bus.managed_objects())
+        # A broken taps file: Sync() says so and the taps stay.
+        busenv.write_file(os.path.join(self.core.tmp, "taps.ini"), "[kegboard.flow0]\nml_per_tick = -1\n")
+        last = self.bus.get(ROOT, MANAGER, "LastSync")
+        err, msg = self.bus.dbus_call(ROOT, MANAGER, "Sync")
+        self.assertNotEqual(err, "ok")
+        self.assertIn("the previous taps are kept", msg)
+        self.assertEqual(self.bus.get(ROOT, MANAGER, "LastSync"), last)
+        self.assertIn(TAP0, self.bus.managed_objects())
+        self.assertEqual(self.bus.get(TAP0, TAP, "Name"), "Main Tap")
         m = self.bus.get_all(ROOT, MANAGER)
         self.assertEqual((m["Mode"], m["BackendState"], m["SpoolState"], m["PendingDrinks"], m["FailedDrinks"],
                           m["ApiUrl"]), ("standalone", "standalone", "standalone", 0, 0, ""))
