@@ -1,11 +1,11 @@
 /* Kegbot Server API client on curl multi + sd-event: see http.h. */
-#include <curl/curl.h>
 #include <stdarg.h>
 #include <sys/epoll.h>
 
 #define LOG_COMPONENT "api-backend"
 #include "log.h"
 
+#include "curl-dl.h"
 #include "http.h"
 
 #ifndef KEGBOT_VERSION
@@ -397,6 +397,9 @@ int api_client_new(ApiClient **ret, sd_event *event, const char *base_url, const
         int r;
 
         if (!curl_ready) {
+                r = curl_dlopen();
+                if (r < 0)
+                        return r;
                 if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
                         return -EIO;
                 curl_ready = true;

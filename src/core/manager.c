@@ -137,12 +137,15 @@ static void emit_drink_created(Manager *m, const Drink *d) {
                         .uuid = d->uuid,
                 },
         };
-        char num[32];
+        /* In server mode the uploader logs the server's answer (user, keg) instead. */
+        if (manager_is_standalone(m)) {
+                char num[32];
 
-        drink_format_double(d->volume_known ? d->volume_ml / 1000.0 : 0.0, num);
-        log_named(LOG_INFO, "DrinkManager", "Logged drink %" PRIi64 " username=%s liters=%s ticks=%" PRIu64 " uuid=%s",
-                  d->has_drink_id ? d->drink_id : (int64_t) -1, d->username ?: "None",
-                  d->volume_known ? num : "None", d->ticks, d->uuid);
+                drink_format_double(d->volume_known ? d->volume_ml / 1000.0 : 0.0, num);
+                log_named(LOG_INFO, "DrinkManager", "Logged drink %" PRIi64 " username=%s liters=%s ticks=%" PRIu64 " uuid=%s",
+                          d->has_drink_id ? d->drink_id : (int64_t) -1, d->username ?: "None",
+                          d->volume_known ? num : "None", d->ticks, d->uuid);
+        }
         (void) kegnet_server_broadcast(m->kegnet, &msg);
         FOREACH_OBSERVER(m, drink_created, d);
 }

@@ -87,7 +87,8 @@ ensure_rootfs() {
     fi
     mv "$tmp" "$BASE"
   fi
-  pkgs=$(runtime_packages | tr "\n" " ")
+  # libcurl4 is dlopen()ed by the core in server mode, so ldd does not list it.
+  pkgs="$(runtime_packages | tr "\n" " ") libcurl4"
   if grep -q "unknown:" <<<"$pkgs"; then
     say "cannot map these libraries to packages: $pkgs"
     return 1

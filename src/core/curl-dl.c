@@ -1,0 +1,61 @@
+/* dlopen() of libcurl; see curl-dl.h for why. */
+#define CURL_DISABLE_TYPECHECK 1
+#include <curl/curl.h>
+#include <dlfcn.h>
+#include <errno.h>
+
+#define LOG_COMPONENT "api-backend"
+#include "log.h"
+
+/* The declarations come from curl.h here, without the redirections of curl-dl.h. */
+int curl_dlopen(void);
+
+#define CURL_DL_FUNCS_LOCAL(X)          \
+        X(curl_global_init)             \
+        X(curl_easy_init)               \
+        X(curl_easy_cleanup)            \
+        X(curl_easy_setopt)             \
+        X(curl_easy_getinfo)            \
+        X(curl_easy_strerror)           \
+        X(curl_slist_append)            \
+        X(curl_slist_free_all)          \
+        X(curl_multi_init)              \
+        X(curl_multi_cleanup)           \
+        X(curl_multi_setopt)            \
+        X(curl_multi_assign)            \
+        X(curl_multi_add_handle)        \
+        X(curl_multi_remove_handle)     \
+        X(curl_multi_socket_action)     \
+        X(curl_multi_info_read)
+
+#define CURL_DL_DEFINE(name) __typeof__(name) *sym_##name;
+CURL_DL_FUNCS_LOCAL(CURL_DL_DEFINE)
+#undef CURL_DL_DEFINE
+
+#define CURL_SONAME "libcurl.so.4"
+
+int curl_dlopen(void) {
+        static void *handle;
+
+        if (handle)
+                return 0;
+
+        void *h = dlopen(CURL_SONAME, RTLD_NOW | RTLD_LOCAL);
+        if (!h) {
+                log_error("Server mode needs %s: %s", CURL_SONAME, dlerror());
+                return -EOPNOTSUPP;
+        }
+
+#define CURL_DL_RESOLVE(name)                                                   \
+        sym_##name = (__typeof__(name) *) dlsym(h, #name);                      \
+        if (!sym_##name) {                                                      \
+                log_error("%s lacks %s: %s", CURL_SONAME, #name, dlerror());    \
+                dlclose(h);                                                     \
+                return -EOPNOTSUPP;                                             \
+        }
+        CURL_DL_FUNCS_LOCAL(CURL_DL_RESOLVE)
+#undef CURL_DL_RESOLVE
+
+        handle = h;
+        return 0;
+}
