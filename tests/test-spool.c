@@ -483,6 +483,108 @@ static void test_failed_area(void) {
         free(root);
 }
 
+/* A crash between the two steps of a move leaves a drink in both spool/ and failed/. spool_open()
+ * finishes the move: an interrupted spool_fail() (same seq in both) keeps only the failed/ copy, an
+ * interrupted re-queue (failed/ seq older) keeps only the queued copy. Without that, the drink is
+ * uploaded and later re-queued from failed/ again, or uploaded twice: a silent duplicate. */
+static void test_interrupted_moves(void) {
+        char *root = mktemp_dir(), dir[2048], failed[4096], path[4200], fpath4[4200];
+        char u[SPOOL_UUID_MAX], saved4[8192] = "";
+        Spool *s = NULL;
+        SpoolDrink *h = NULL;
+        size_t n = 0;
+
+        snprintf(dir, sizeof dir, "%s/spool", root);
+        snprintf(failed, sizeof failed, "%s/failed", dir);
+        check(spool_open(&s, dir) == 0);
+        for (unsigned i = 1; i <= 4; i++) {
+                SpoolDrink *d = make_drink(i);
+                check(spool_put(s, d) == 0);
+                spool_drink_free(d);
+        }
+        SpoolFailure f = { .time_usec = 1795694500ull * 1000000ull, .http_status = 404,
+                           .code = (char *) "NotFoundError", .message = (char *) "Meter is inactive" };
+        make_uuid(1, u);
+        check(spool_fail(s, u, &f) == 0);
+        make_uuid(4, u);
+        check(spool_fail(s, u, &f) == 0);
+        snprintf(fpath4, sizeof fpath4, "%s/00000000000000000004-%s.json", failed, u);
+        FILE *fp = fopen(fpath4, "r");
+        check(fp != NULL);
+        if (fp) {
+                check(fgets(saved4, sizeof saved4, fp) != NULL);
+                fclose(fp);
+        }
+        check(spool_requeue_failed(s, u, &n) == 0 && n == 1);      /* now seq 5 in spool/ */
+        s = spool_free(s);
+
+        /* Crash images: drink 1's queued file came back (spool_fail() did not get to unlink it),
+         * drink 4's failed file came back (the re-queue did not get to unlink it). */
+        SpoolDrink *d1 = make_drink(1);
+        char *json = NULL;
+        d1->seq = 1;
+        check(spool_drink_to_json(d1, &json) == 0);
+        make_uuid(1, u);
+        snprintf(path, sizeof path, "%s/00000000000000000001-%s.json", dir, u);
+        write_file(path, json ?: "");
+        free(json);
+        spool_drink_free(d1);
+        write_file(fpath4, saved4);
+        check(count_files(dir, ".json") == 4 && count_files(failed, ".json") == 2);
+
+        check(spool_open(&s, dir) == 0);
+        check(spool_n_pending(s) == 2 + 1);     /* 2, 3 and re-queued 4 */
+        check(spool_n_failed(s) == 1);          /* 1 */
+        check(count_files(dir, ".json") == 3);
+        check(count_files(failed, ".json") == 1);
+        check(access(path, F_OK) < 0);
+        check(access(fpath4, F_OK) < 0);
+        unsigned order[] = { 2, 3, 4 };
+        for (size_t i = 0; i < 3; i++) {
+                h = NULL;
+                check(spool_peek(s, &h) == 1);
+                make_uuid(order[i], u);
+                check(h && strcmp(h->uuid, u) == 0);
+                if (h)
+                        check(spool_remove(s, h->uuid) == 0);
+                spool_drink_free(h);
+        }
+        h = NULL;
+        check(spool_peek(s, &h) == 0 && !h);
+        /* Re-queueing all brings back drink 1 only, once. */
+        check(spool_requeue_failed(s, NULL, &n) == 0 && n == 1);
+        check(spool_n_pending(s) == 1 && spool_n_failed(s) == 0);
+        spool_free(s);
+
+        /* A damaged failed/ copy is not trusted: the queued copy of an interrupted fail stays. */
+        check(spool_open(&s, dir) == 0);
+        h = NULL;
+        check(spool_peek(s, &h) == 1);
+        check(h != NULL);
+        if (h) {
+                check(spool_fail(s, h->uuid, &f) == 0);
+                char fpath[4200];
+                snprintf(fpath, sizeof fpath, "%s/%020" PRIu64 "-%s.json", failed, h->seq, h->uuid);
+                write_file(fpath, "{\"version\":1,");
+                snprintf(path, sizeof path, "%s/%020" PRIu64 "-%s.json", dir, h->seq, h->uuid);
+                d1 = NULL;
+                check(spool_drink_dup(h, &d1) == 0);
+                json = NULL;
+                check(d1 && spool_drink_to_json(d1, &json) == 0);
+                write_file(path, json ?: "");
+                free(json);
+                spool_drink_free(d1);
+        }
+        spool_drink_free(h);
+        s = spool_free(s);
+        check(spool_open(&s, dir) == 0);
+        check(spool_n_pending(s) == 1);
+        check(access(path, F_OK) == 0);
+        spool_free(s);
+        rm_rf(root);
+        free(root);
+}
+
 /* The bounded window: many entries, a window of 4, puts while the window is partial, failing an
  * entry beyond the window, and the order is still exact. */
 static void test_window(void) {
@@ -618,6 +720,7 @@ int main(void) {
         test_basic_queue();
         test_corrupt();
         test_failed_area();
+        test_interrupted_moves();
         test_window();
         test_enospc();
         if (failures) {

@@ -551,6 +551,21 @@ static void on_poison_status(ApiClient *c, const ApiResult *res, void *userdata)
         upload_backoff(b);
 }
 
+/* Only a 5xx or a non-JSON answer can be the drink's own failure (core-behaviour.md 10.3). A 408 or
+ * 429 in a JSON envelope is the server pacing us: a healthy status check must not count it against
+ * the drink, or throttling would move good drinks to failed/. */
+static bool answer_may_be_poison(const ApiResult *res) {
+        json_t *meta;
+
+        if (res->http_status == 0)
+                return false;
+        if (res->http_status >= 500)
+                return true;
+        meta = json_is_object(res->root) ? json_object_get(res->root, "meta") : NULL;
+        return !(json_is_object(meta) &&
+                 (res->object || res->objects || json_is_object(json_object_get(res->root, "error"))));
+}
+
 static void on_upload(ApiClient *c, const ApiResult *res, void *userdata) {
         Backend *b = userdata;
         SpoolDrink *sd = b->uploading;
@@ -619,7 +634,7 @@ static void on_upload(ApiClient *c, const ApiResult *res, void *userdata) {
                 log_named(LOG_WARNING, "DrinkManager", "Upload of drink %s failed: %s; retrying in %" PRIu64 " s",
                           sd->uuid, res->reason, b->backoff / USEC_PER_SEC);
                 note_outcome(b, res->outcome);
-                if (res->http_status != 0 && b->client && !b->stopping) {
+                if (answer_may_be_poison(res) && b->client && !b->stopping) {
                         /* The server answered, but badly: is it this drink (poison) or the server? */
                         r = api_client_get(b->client, "status", on_poison_status, b, NULL);
                         if (r >= 0) {

@@ -464,20 +464,25 @@ static void handle_controller_connected(Manager *m, KegnetPeer *peer, const Kegn
 
         c = find_controller(m, ev->controller_name);
         if (!c) {
+                /* Without a registry entry the reset notice still applies: it is about ticks. */
                 if (m->n_controllers >= MAX_CONTROLLERS) {
                         log_warning("Too many controllers (%u); ignoring controller %s", MAX_CONTROLLERS,
                                     ev->controller_name);
-                        return;
+                        goto reset;
                 }
                 Controller *n = realloc(m->controllers, (m->n_controllers + 1) * sizeof(Controller));
-                if (!n)
-                        return (void) log_error("Out of memory adding controller %s", ev->controller_name);
+                if (!n) {
+                        log_error("Out of memory adding controller %s", ev->controller_name);
+                        goto reset;
+                }
                 m->controllers = n;
                 c = &m->controllers[m->n_controllers];
                 *c = (Controller) {};
                 c->name = strdup(ev->controller_name);
-                if (!c->name)
-                        return (void) log_error("Out of memory adding controller %s", ev->controller_name);
+                if (!c->name) {
+                        log_error("Out of memory adding controller %s", ev->controller_name);
+                        goto reset;
+                }
                 m->n_controllers++;
         } else if (c->connected && c->peer_id != 0 && c->peer_id != kegnet_peer_id(peer))
                 log_warning("Controller %s announced by two connections (%s, %s)", c->name,
@@ -501,14 +506,17 @@ static void handle_controller_connected(Manager *m, KegnetPeer *peer, const Kegn
         c->peer_id = kegnet_peer_id(peer);
         snprintf(c->peer_address, sizeof(c->peer_address), "%s", kegnet_peer_address(peer));
 
-        char fw[16] = "unknown";
+        char fw[16];
         if (c->has_firmware_version)
                 snprintf(fw, sizeof(fw), "%" PRIu32, c->firmware_version);
+        else
+                snprintf(fw, sizeof(fw), "unknown");
         log_info("Controller connected: %s serial=%s firmware_version=%s board_reset=%s (from %s)", c->name,
                  c->serial_number ? (*c->serial_number ? c->serial_number : "\"\"") : "unknown",
                  fw, ev->board_reset ? "yes" : "no", kegnet_peer_address(peer));
         FOREACH_OBSERVER(m, controller_changed, c);
 
+reset:
         if (ev->board_reset) {
                 (void) flow_engine_controller_reset(m->engine, ev->controller_name);
                 manager_engine_done(m);

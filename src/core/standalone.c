@@ -16,7 +16,10 @@
 #include "standalone.h"
 
 #define SCAN_CHUNK 4096
-#define MAX_LINE (64U * 1024U)
+/* A line holds a meter name of up to a kegnet frame (64 KiB), up to 6 bytes per character once
+ * escaped, plus a username: a valid line may be far longer than a frame. A valid line misread as
+ * invalid would hand out its drink_id a second time. */
+#define MAX_LINE (16U * 1024U * 1024U)
 
 typedef struct DrinksLog {
         DrinkSink sink;                 /* first: the sink pointer is the log pointer */

@@ -724,6 +724,54 @@ static int find_queued(Spool *s, const char *uuid, size_t *ret_idx, uint64_t *re
 
 /* ---------------------------------------------------------------- public */
 
+static int collect(int dir_fd, const char *only_uuid, SpoolEntry **ret, size_t *ret_n);
+
+static int entry_uuid_cmp(const void *a, const void *b) {
+        return strcmp(((const SpoolEntry *) a)->uuid, ((const SpoolEntry *) b)->uuid);
+}
+
+/* A drink in both spool/ and failed/ is a move that a crash cut short: spool_fail() writes failed/
+ * before it unlinks the queued file (same seq), spool_requeue_failed() writes the queued file (a new,
+ * higher seq) before it unlinks the failed one. Finish the move, so that the drink is neither
+ * uploaded and then re-queued again, nor uploaded twice. Returns true if the queued file 'name'
+ * was removed (the drink is in failed/). */
+static bool resolve_interrupted_move(Spool *s, const SpoolEntry *failed, size_t n_failed, const char *name,
+                                     uint64_t seq, const char *uuid) {
+        SpoolEntry key = { .seq = seq };
+        const SpoolEntry *f;
+        char fname[SPOOL_NAME_MAX];
+
+        if (n_failed == 0)
+                return false;
+        memcpy(key.uuid, uuid, SPOOL_UUID_MAX);
+        f = bsearch(&key, failed, n_failed, sizeof(SpoolEntry), entry_uuid_cmp);
+        if (!f)
+                return false;
+        name_format(fname, f->seq, f->uuid);
+        if (f->seq == seq) {
+                _cleanup_(spool_drink_freep) SpoolDrink *d = NULL;
+
+                /* Only trust the failed/ copy if it is complete; else keep the queued one. */
+                if (read_entry(s->failed_fd, fname, &d) < 0 || !streq(d->uuid, uuid))
+                        return false;
+                if (unlinkat(s->dir_fd, name, 0) < 0)
+                        return false;
+                log_warning("Drink %s is both queued and in failed/ (a move to failed/ was interrupted); "
+                            "removed the queued copy %s/%s", uuid, s->dir, name);
+                return true;
+        }
+        if (f->seq < seq) {
+                if (unlinkat(s->failed_fd, fname, 0) < 0)
+                        return false;
+                (void) fsync_dir(s->failed_fd);
+                if (s->n_failed > 0)
+                        s->n_failed--;
+                log_warning("Drink %s is both queued and in failed/ (a re-queue was interrupted); "
+                            "removed failed/%s", uuid, fname);
+        }
+        return false;
+}
+
 static int mkdir_p(const char *path, mode_t mode) {
         _cleanup_(freep) char *p = strdup(path);
         if (!p)
@@ -776,8 +824,8 @@ static int scan_failed(Spool *s) {
 
 int spool_open(Spool **ret, const char *dir) {
         _cleanup_(spool_freep) Spool *s = NULL;
-        _cleanup_(freep) SpoolEntry *heap = NULL;
-        size_t n_heap = 0;
+        _cleanup_(freep) SpoolEntry *heap = NULL, *failed = NULL;
+        size_t n_heap = 0, n_failed = 0;
         bool changed = false;
         int r, fd;
 
@@ -808,6 +856,12 @@ int spool_open(Spool **ret, const char *dir) {
         r = scan_failed(s);
         if (r < 0)
                 return log_error_errno(r, "Failed to read %s/failed: %m", dir);
+
+        r = collect(s->failed_fd, NULL, &failed, &n_failed);
+        if (r < 0)
+                return log_error_errno(r, "Failed to read %s/failed: %m", dir);
+        if (n_failed > 0)
+                qsort(failed, n_failed, sizeof(SpoolEntry), entry_uuid_cmp);
 
         heap = malloc(s->window_max * sizeof(SpoolEntry));
         if (!heap)
@@ -853,6 +907,10 @@ int spool_open(Spool **ret, const char *dir) {
                         continue;
                 }
                 s->last_seq = MAX(s->last_seq, e.seq);
+                if (resolve_interrupted_move(s, failed, n_failed, n, e.seq, e.uuid)) {
+                        changed = true;
+                        continue;
+                }
                 total++;
                 heap_offer(heap, &n_heap, s->window_max, &e);
         }

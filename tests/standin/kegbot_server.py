@@ -18,7 +18,8 @@ Control API (JSON bodies and answers, on the control port):
   POST /_control/clear-log       forget the request log
   POST /_control/fail            {"endpoint": "drink"|"status"|"thermo"|"auth"|"controllers"|
                                   "flow-meters"|"taps"|"*", "mode": "html500"|"json500"|"401"|
-                                  "404"|"400"|"hang"|"slow"|"delay"|"lost"|"reset", "count": N,
+                                  "404"|"400"|"408"|"429"|"hang"|"slow"|"delay"|"lost"|"reset",
+                                  "count": N,
                                   "delay": seconds}
   POST /_control/clear-failures  back to normal answers (also wakes hanging requests)
   POST /_control/refuse          close the API listening socket (connection refused)
@@ -796,6 +797,10 @@ def make_api_handler(st):
             if mode == "401":
                 entry["status"] = 401
                 return self.send_error_envelope(ApiError(401, "BadApiKeyError", "API key does not exist"))
+            if mode in ("408", "429"):
+                # A throttling front end answering in the API's envelope: transient, never the drink's fault.
+                entry["status"] = int(mode)
+                return self.send_error_envelope(ApiError(int(mode), "ThrottledError", "Request was throttled."))
             if mode == "404":
                 entry["status"] = 404
                 return self.send_error_envelope(not_found("Meter is inactive"))

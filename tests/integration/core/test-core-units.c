@@ -187,6 +187,30 @@ static void test_drinks_log(void) {
         text = read_text(log);
         CHECK(text[0] == '\0');
 
+        /* A long line (a 20,000-character meter name of control characters, 6 bytes each once
+         * escaped: far more than 64 KiB) is still a valid last line: its drink_id must not be reused. */
+        {
+                _cleanup_(freep) char *state2 = path_in_tmp("state-long"), *name = malloc(20001);
+                FlowDrink fd = {
+                        .flow_id = 1, .meter_name = name, .ticks = 100, .volume_known = true,
+                        .volume_ml = 50.0, .start_realtime = USEC_PER_SEC, .pour_realtime = USEC_PER_SEC,
+                };
+                CHECK(name != NULL);
+                memset(name, '\x01', 20000);
+                name[20000] = '\0';
+                CHECK(drinks_log_new(&s, state2) == 0);
+                for (int i = 0; i < 2; i++) {
+                        Drink *ld = NULL;
+                        CHECK(drink_new_from_flow(&ld, &fd) == 0);
+                        CHECK(drink_sink_record(s, ld) == 1);
+                        drink_free(ld);
+                }
+                s = drink_sink_free(s);
+                CHECK(drinks_log_new(&s, state2) == 0);
+                CHECK(drinks_log_next_id(s) == 3);
+                s = drink_sink_free(s);
+        }
+
         /* A state directory that cannot be created. */
         {
                 _cleanup_(freep) char *blocker = path_in_tmp("blocker"), *bad = NULL;

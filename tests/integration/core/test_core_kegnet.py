@@ -112,6 +112,26 @@ class WhitelistTest(unittest.TestCase):
                 core.kill()
 
 
+    def test_board_reset_applies_beyond_the_controller_limit(self):
+        # The registry holds 256 controllers; a reset notice from one more still re-baselines its
+        # meters (it is about ticks, not about the D-Bus registry).
+        with kbtest.TempDir() as tmp:
+            core = Core(tmp)
+            try:
+                c = core.connect()
+                c.send_raw(b"".join(kbtest.kegnet_frame("ControllerConnectedEvent", controller_name="board%d" % i)
+                                    for i in range(256)))
+                meter(c, 500, "extra.flow0")
+                c.send("ControllerConnectedEvent", controller_name="extra", board_reset=True)
+                core.wait_line(r"WARNING  \(main\) Too many controllers \(256\); ignoring controller extra")
+                meter(c, 600, "extra.flow0")
+                m, _ = c.recv_until(lambda m: m["event"] == "FlowUpdate")
+                self.assertEqual(m["data"]["ticks"], 600)
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+
 class LimitsTest(unittest.TestCase):
     def test_oversized_frame_closes_only_that_client(self):
         with kbtest.TempDir() as tmp:

@@ -46,22 +46,25 @@ class PourTest(unittest.TestCase):
 
         # 2.5 s of readings every 10 ms, 22 ticks each: 250 kegnet updates.
         reading = 1000
-        start = time.monotonic()
+        start_realtime = time.time()
         for i in range(250):
             reading += 22
             conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=reading)
             if i == 120:
-                # Mid-pour reads.
-                self.assertEqual(self.bus.get(TAP0, TAP, "FlowState"), "active")
+                # Mid-pour reads (a loaded core may still be behind the sender: wait, do not assume).
+                kbtest.wait_until(lambda: self.bus.get(TAP0, TAP, "FlowState") == "active", timeout=5,
+                                  what="FlowState active")
                 self.assertGreater(self.bus.get(TAP0, TAP, "FlowTicks"), 0)
                 tree = self.bus.busctl("tree", "--list", busenv.NAME, check=True).stdout.split()
                 flows = [p for p in tree if p.startswith(ROOT + "/flow/")]
                 self.assertEqual(len(flows), 1)
                 self.assertEqual(self.bus.get(flows[0], IFACE + ".Flow", "MeterName"), "kegboard.flow0")
             time.sleep(0.01)
-        pour_seconds = time.monotonic() - start
         total = 250 * 22
         kbtest.wait_until(lambda: self.bus.get(TAP0, TAP, "FlowTicks") == total, timeout=5, what="all ticks")
+        # Every pour reading has been handled by now: the core's pour emissions lie in
+        # [start_realtime, pour_end_realtime + one interval].
+        pour_end_realtime = time.time()
         flow_id = self.bus.get(TAP0, TAP, "FlowId")
         self.assertNotEqual(flow_id, 0)
         self.bus.call(ROOT, MANAGER, "StopFlow", "s", "kegboard.flow0")
@@ -104,21 +107,33 @@ class PourTest(unittest.TestCase):
         self.assertEqual(ticks, sorted(ticks))
         self.assertEqual(ticks[-1], total)
 
-        # Rate: at most 10 PropertiesChanged per second on the tap while pouring.
+        # Rate: at most 10 PropertiesChanged per second on the tap while pouring. The monitor's
+        # timestamps are when busctl received a message, not when the core sent it: a loaded
+        # dbus-daemon or busctl may deliver one late and the next on time, so gaps between receive
+        # times say nothing exact (that made this test flaky). What holds regardless: the core sent
+        # the k-th change no earlier than start + (k-1) intervals (it cannot send before the pour
+        # starts, and then sends at most one per 100 ms), and a message is never received before it
+        # was sent. 90 ms allows for clock granularity.
         tap_changes = [m for m in self.mon.signals("PropertiesChanged", TAP0) if changed(m)[0] == TAP]
         self.assertGreaterEqual(len(tap_changes), 5)
-        self.assertLessEqual(len(tap_changes), int(pour_seconds * 10) + 3,
-                             "%d PropertiesChanged in %.2f s" % (len(tap_changes), pour_seconds))
+        pour_changes = [m for m in tap_changes if changed(m)[1].get("FlowState") != "completed"]
+        window = pour_end_realtime - start_realtime + 0.1
+        self.assertLessEqual(len(pour_changes), int(window / 0.09) + 1,
+                             "%d PropertiesChanged in %.2f s" % (len(pour_changes), window))
         stamps = [m.get("timestamp-realtime") for m in tap_changes]
         if all(stamps):
-            gaps = [b - a for a, b in zip(stamps, stamps[1:])]
-            self.assertGreaterEqual(min(gaps), 90000, "PropertiesChanged closer than 100 ms: %s" % gaps)
+            start_us = int(start_realtime * 1e6)
+            for k, stamp in enumerate(stamps):
+                self.assertGreaterEqual(stamp - start_us, k * 90000,
+                                        "PropertiesChanged #%d received %d us after the pour started: more "
+                                        "than one per 100 ms (%s)" % (k, stamp - start_us,
+                                                                      [s - start_us for s in stamps]))
         flow_changes = {}
         for m in self.mon.signals("PropertiesChanged"):
             if m["path"].startswith(ROOT + "/flow/"):
                 flow_changes[m["path"]] = flow_changes.get(m["path"], 0) + 1
         for path, n in flow_changes.items():
-            self.assertLessEqual(n, int(pour_seconds * 10) + 3, path)
+            self.assertLessEqual(n, int(window / 0.09) + 2, path)
         conn.close()
 
     def test_token_relay_thermo_controller(self):

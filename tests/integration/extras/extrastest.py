@@ -192,16 +192,20 @@ class MatrixOrbital(Display):
 
 class FakeApi:
     """A threaded HTTP server: routes[path] = (status, body bytes or JSON-able object).
-    Records (path, headers) of every request."""
+    Records (path, headers) of every request (when it arrives, i.e. before the answer is sent);
+    delays[path] = seconds holds that answer back (to pin open races in tests)."""
 
     def __init__(self):
         self.routes = {}
+        self.delays = {}
         self.requests = []
         api = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_GET(self):
                 api.requests.append((self.path, dict(self.headers)))
+                if api.delays.get(self.path):
+                    time.sleep(api.delays[self.path])
                 status, body = api.routes.get(self.path, (404, {"error": {"code": "NotFoundError",
                                                                           "message": "Not found"}}))
                 if not isinstance(body, (bytes, bytearray)):

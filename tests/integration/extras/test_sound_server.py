@@ -1,6 +1,7 @@
 """sound_server through the real binary: a fake core broadcasts FlowUpdates, the player is a
 script that records its arguments, a fake server offers sound events and sound files."""
 import os
+import re
 import signal
 import sys
 import unittest
@@ -9,10 +10,12 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kbtest  # noqa: E402
 from extrastest import FakeApi  # noqa: E402
 
+# The trap is installed before PLAY is logged: the tests send the SIGTERM only after they have seen
+# the PLAY line, so a TERM is never lost to a player that had not reached its trap yet.
 PLAYER = """#!/bin/sh
 log="$PLAYER_LOG"
-echo "PLAY $*" >> "$log"
 trap 'echo "TERM $*" >> "$log"; exit 0' TERM
+echo "PLAY $*" >> "$log"
 sleep "${PLAYER_SLEEP:-0}" &
 wait $!
 echo "DONE $*" >> "$log"
@@ -54,13 +57,18 @@ class SoundTest(unittest.TestCase):
             p.kill()
 
     def start(self, *flags, sleep=0, player=None):
+        # A previous instance's connection can still be in the fake core's list (its EOF not
+        # seen yet): wait for this instance's own connection, or a broadcast may miss it.
+        with self.core._cv:
+            before = list(self.core.conns)
         p = kbtest.Proc([kbtest.binary("sound_server"), "--kb_core_addr=%d" % self.core.port,
                          "--sound_dir=" + self.sounds, "--cache_dir=" + self.cache,
                          "--player=%s  -x" % (player or self.player)] + list(flags),
                         env={"PLAYER_LOG": self.log, "PLAYER_SLEEP": str(sleep)})
         self.procs.append(p)
         p.wait_line(r"Sound server ready", timeout=5)
-        self.core.wait_connected()
+        kbtest.wait_until(lambda: any(c not in before for c in list(self.core.conns)), timeout=10,
+                          what="sound_server's kegnet connection")
         return p
 
     def played(self):
@@ -140,10 +148,14 @@ class SoundTest(unittest.TestCase):
         self.assertEqual(hdrs["/api/sound-events"].get("X-Kegbot-Api-Key"), "k")
         self.assertIsNone(hdrs["/media/sounds/cheer.wav?v=2"].get("X-Kegbot-Api-Key"))
 
-        # A second start reuses the cached file.
+        # A second start reuses the cached file. The sound events must have been processed (not
+        # merely requested) before the pour, else only local sounds exist (none for 0 oz here): the
+        # answer is held back to make that race certain rather than occasional.
         n = len(api.requests)
-        p = self.start("--api_url=" + api.url("/api/"))
+        api.delays["/api/sound-events"] = 0.3
+        p = self.start("--api_url=" + api.url("/api/"), "--verbose")
         kbtest.wait_until(lambda: len(api.requests) > n, what="sound-events request")
+        p.wait_line(r"DEBUG .*Using cached %s for " % re.escape(cached), timeout=5)
         self.core.broadcast("FlowUpdate", **flow("active", 10.0, flow_id=5))
         self.assertEqual(self.wait_plays(2)[-1], ["PLAY", "-x", cached])
         self.assertEqual([x for x in api.paths() if x.startswith("/media")], ["/media/sounds/cheer.wav?v=2"])
