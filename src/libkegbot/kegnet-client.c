@@ -1,5 +1,6 @@
-/* Reconnecting kegnet client (spec/kegnet-protocol.md section 6). Writes happen only from the IO
- * event handler, so kegnet_client_send() never blocks and never calls back into the caller. */
+/* Reconnecting kegnet client (spec/kegnet-protocol.md section 6). kegnet_client_send() writes at once
+ * when nothing is queued (never blocking: MSG_DONTWAIT), otherwise the IO event handler writes; it never
+ * calls back into the caller: errors and the 'flushed' notification are delivered from the loop. */
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
@@ -324,6 +325,11 @@ static void client_update_events(KegnetClient *c) {
 
 static void client_lost(KegnetClient *c, int error) {
         bool again = c->reconnect && !c->finishing;
+        /* A direct write emptied the queue but its 'flushed' notification still waits for the loop
+         * (the loss can be dispatched first, e.g. the core's EOF noticed in the same epoll wakeup as
+         * the board data that was sent): the bytes did go out, so say so before 'disconnected'
+         * instead of dropping the notification with the socket. */
+        bool flushed = c->flush_notify && !c->sendq.head && !c->pending_error;
 
         client_close_socket(c);
         requeue_sendq(c);
@@ -341,6 +347,8 @@ static void client_lost(KegnetClient *c, int error) {
                 if (client_arm_timer(c, earliest > now ? earliest - now : 0) < 0)
                         c->state = STATE_DONE;
         }
+        if (flushed && c->cb.flushed)
+                c->cb.flushed(c, c->userdata);
         if (c->cb.disconnected)
                 c->cb.disconnected(c, error, c->userdata);
 }
@@ -620,7 +628,8 @@ static int on_flush_notify(sd_event_source *s, void *userdata) {
         KegnetClient *c = userdata;
 
         c->flush_notify = sd_event_source_disable_unref(c->flush_notify);
-        if (c->state == STATE_CONNECTED && !c->sendq.head && c->cb.flushed)
+        /* Not after client_doom(): what it moved back to the outbox was not written. */
+        if (c->state == STATE_CONNECTED && !c->sendq.head && !c->pending_error && c->cb.flushed)
                 c->cb.flushed(c, c->userdata);
         return 0;
 }

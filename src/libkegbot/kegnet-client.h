@@ -29,7 +29,9 @@ typedef struct KegnetClientCallbacks {
         /* A well-formed message of a known kind arrived. Unknown events are dropped (DEBUG) and
          * malformed ones dropped with a rate-limited WARNING before this is called. */
         void (*message)(KegnetClient *c, const KegnetMessage *m, void *userdata);
-        /* Everything queued while connected has been written to the socket. */
+        /* Everything queued while connected has been written to the socket. After a direct write
+         * from kegnet_client_send() it comes from the loop; if the connection is lost before that,
+         * it comes right before 'disconnected' (never for messages moved back to the outbox). */
         void (*flushed)(KegnetClient *c, void *userdata);
 } KegnetClientCallbacks;
 
