@@ -95,6 +95,7 @@ int main(int argc, char **argv) {
         config.default_ticks_per_ml = arg_default_ticks_per_ml;
         config.debug_events = arg_debug_events;
         config.standalone = !server;
+        config.retry_usec = (uint64_t) arg_retry_interval * USEC_PER_SEC;
 
         r = manager_new(&m, &config);
         if (r < 0) {

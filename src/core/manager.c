@@ -79,6 +79,7 @@ void manager_config_init(ManagerConfig *c) {
                 .min_volume_ml = 10.0,
                 .default_ticks_per_ml = 2.2,
                 .standalone = true,
+                .retry_usec = 10 * USEC_PER_SEC,
         };
 }
 
@@ -852,7 +853,7 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
 
         /* Spec start-up order: state directory, socket, (D-Bus), taps file. */
         if (config->standalone) {
-                r = drinks_log_new(&m->drinks, m->state_dir);
+                r = drinks_log_new(&m->drinks, m->state_dir, m->event, config->retry_usec);
                 if (r < 0)
                         return log_error_errno(r, "State directory %s is unusable: %m", m->state_dir);
                 drink_sink_set_created_handler(m->drinks, on_sink_created, m);

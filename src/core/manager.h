@@ -31,6 +31,7 @@ typedef struct ManagerConfig {
         bool standalone;                /* false: the caller installs a drink sink (server mode) */
         unsigned max_clients;           /* 0 = default */
         uint64_t shutdown_flush_usec;   /* 0 = default 1 s */
+        uint64_t retry_usec;            /* standalone: retry of a failed drinks.log append */
 } ManagerConfig;
 
 void manager_config_init(ManagerConfig *c);

@@ -26,6 +26,13 @@ typedef struct DrinksLog {
         char *path;
         int fd;
         int64_t next_id;
+
+        /* Drinks whose append failed, oldest first; written by the retry timer. */
+        Drink **held;
+        size_t n_held;
+        sd_event *event;
+        sd_event_source *retry;
+        uint64_t retry_usec;
 } DrinksLog;
 
 /* ---- small output buffer ---- */
@@ -252,8 +259,8 @@ static int drinks_log_open(DrinksLog *l) {
         return 0;
 }
 
-static int drinks_log_record(DrinkSink *sink, Drink *d) {
-        DrinksLog *l = (DrinksLog *) sink;
+/* Appends one drink durably (write + fsync) and gives it the next drink_id. */
+static int drinks_log_append(DrinksLog *l, Drink *d) {
         _cleanup_(freep) char *line = NULL;
         struct stat st;
         size_t len;
@@ -263,7 +270,6 @@ static int drinks_log_record(DrinkSink *sink, Drink *d) {
         if (r < 0)
                 return log_error_errno(r, "Cannot format drink %s: %m", d->uuid);
         len = strlen(line);
-        line[len] = '\0';
         {
                 char *t = realloc(line, len + 2);
                 if (!t)
@@ -292,11 +298,88 @@ static int drinks_log_record(DrinkSink *sink, Drink *d) {
 
         d->has_drink_id = true;
         d->drink_id = l->next_id++;
-        return 1;
+        return 0;
+}
+
+static int drinks_log_arm_retry(DrinksLog *l);
+
+/* Writes held drinks in order; stops at the first failure. Never called from record(). */
+static void drinks_log_flush_held(DrinksLog *l) {
+        size_t done = 0;
+
+        while (done < l->n_held) {
+                Drink *d = l->held[done];
+                if (drinks_log_append(l, d) < 0)
+                        break;
+                log_info("Drink %s written to %s after an earlier failure", d->uuid, l->path);
+                drink_sink_notify_created(&l->sink, d);
+                drink_free(d);
+                done++;
+        }
+        memmove(l->held, l->held + done, (l->n_held - done) * sizeof(Drink *));
+        l->n_held -= done;
+        if (l->n_held > 0)
+                (void) drinks_log_arm_retry(l);
+}
+
+static int drinks_log_on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        DrinksLog *l = userdata;
+
+        l->retry = sd_event_source_disable_unref(l->retry);
+        drinks_log_flush_held(l);
+        return 0;
+}
+
+static int drinks_log_arm_retry(DrinksLog *l) {
+        int r;
+
+        if (l->retry || !l->event)
+                return 0;
+        r = sd_event_add_time_relative(l->event, &l->retry, CLOCK_MONOTONIC, l->retry_usec, USEC_PER_MSEC,
+                                       drinks_log_on_retry, l);
+        if (r < 0)
+                return log_error_errno(r, "Cannot arm the drinks.log retry timer: %m");
+        (void) sd_event_source_set_description(l->retry, "drinks-log-retry");
+        return 0;
+}
+
+static int drinks_log_hold(DrinksLog *l, const Drink *d) {
+        Drink *copy = NULL;
+        Drink **n;
+        int r;
+
+        r = drink_dup(d, &copy);
+        if (r < 0)
+                return r;
+        n = realloc(l->held, (l->n_held + 1) * sizeof(Drink *));
+        if (!n) {
+                drink_free(copy);
+                return -ENOMEM;
+        }
+        l->held = n;
+        l->held[l->n_held++] = copy;
+        log_error("Drink %s (%s, %" PRIu64 " ticks) is held in memory until %s can be written; "
+                  "%zu drink(s) waiting, retrying every %" PRIu64 " s",
+                  d->uuid, d->meter_name, d->ticks, l->path, l->n_held, l->retry_usec / USEC_PER_SEC);
+        return drinks_log_arm_retry(l);
+}
+
+static int drinks_log_record(DrinkSink *sink, Drink *d) {
+        DrinksLog *l = (DrinksLog *) sink;
+        int r;
+
+        /* Behind drinks already waiting, so that drink_ids follow the order of the pours. */
+        if (l->n_held == 0 && drinks_log_append(l, d) >= 0)
+                return 1;
+
+        r = drinks_log_hold(l, d);
+        if (r < 0)
+                return log_error_errno(r, "Drink %s is lost: cannot hold it in memory: %m", d->uuid);
+        return 0;
 }
 
 static size_t drinks_log_n_pending(DrinkSink *sink) {
-        return 0;
+        return ((DrinksLog *) sink)->n_held;
 }
 
 static int drinks_log_reopen(DrinkSink *sink) {
@@ -306,6 +389,24 @@ static int drinks_log_reopen(DrinkSink *sink) {
 static void drinks_log_free(DrinkSink *sink) {
         DrinksLog *l = (DrinksLog *) sink;
 
+        /* Last chance for held drinks; what still cannot be written goes to the log in full, so
+         * that it can be recovered by hand rather than vanish. */
+        for (size_t i = 0; i < l->n_held; i++) {
+                Drink *d = l->held[i];
+                _cleanup_(freep) char *line = NULL;
+
+                if (drinks_log_append(l, d) >= 0)
+                        continue;
+                if (drinks_log_format_line(d, -1, &line) >= 0)
+                        log_critical("Drink %s could not be written to %s; its record: %s", d->uuid, l->path, line);
+                else
+                        log_critical("Drink %s could not be written to %s", d->uuid, l->path);
+        }
+        for (size_t i = 0; i < l->n_held; i++)
+                drink_free(l->held[i]);
+        free(l->held);
+        l->retry = sd_event_source_disable_unref(l->retry);
+        sd_event_unref(l->event);
         safe_close(l->fd);
         free(l->path);
         free(l);
@@ -325,7 +426,7 @@ static int make_state_dir(const char *dir) {
         return 0;
 }
 
-int drinks_log_new(DrinkSink **ret, const char *state_dir) {
+int drinks_log_new(DrinkSink **ret, const char *state_dir, sd_event *event, uint64_t retry_usec) {
         DrinksLog *l;
         int r;
 
@@ -338,6 +439,8 @@ int drinks_log_new(DrinkSink **ret, const char *state_dir) {
                 return -ENOMEM;
         l->sink.vtable = &drinks_log_vtable;
         l->fd = -1;
+        l->event = event ? sd_event_ref(event) : NULL;
+        l->retry_usec = MAX(retry_usec, USEC_PER_SEC);
         if (asprintf(&l->path, "%s/drinks.log", state_dir) < 0) {
                 free(l);
                 return -ENOMEM;

@@ -3,6 +3,8 @@
  * tokens file that stands in for the server's auth-token lookups. */
 #pragma once
 
+#include <systemd/sd-event.h>
+
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -11,7 +13,10 @@
 
 /* <state_dir>/drinks.log. Creates state_dir (0750) if needed, cuts a torn last line (ERROR) and
  * takes drink_id = 1 + the last valid line's drink_id. Errors are logged. */
-int drinks_log_new(DrinkSink **ret, const char *state_dir);
+/* The standalone drinks log. An append that fails (disk full, I/O error) does not lose the drink:
+ * it is held in memory, in order, retried every retry_usec on 'event', and reported through the
+ * sink's 'created' callback once written; later drinks queue behind it. */
+int drinks_log_new(DrinkSink **ret, const char *state_dir, sd_event *event, uint64_t retry_usec);
 /* The next drink_id the log will assign (tests). */
 int64_t drinks_log_next_id(DrinkSink *s);
 

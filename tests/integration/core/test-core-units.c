@@ -110,7 +110,7 @@ static void test_drinks_log(void) {
         CHECK(asprintf(&log, "%s/drinks.log", state) > 0);
 
         /* Fresh directory: created, next id 1. */
-        CHECK(drinks_log_new(&s, state) == 0);
+        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
         CHECK(drinks_log_next_id(s) == 1);
 
         d = make_drink(1440, NULL);
@@ -160,7 +160,7 @@ static void test_drinks_log(void) {
                 CHECK(write(fd, "{\"drink_id\":3,\"uu", 17) == 17);
                 close(fd);
         }
-        CHECK(drinks_log_new(&s, state) == 0);
+        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
         CHECK(drinks_log_next_id(s) == 3);
         s = drink_sink_free(s);
         free(text);
@@ -174,13 +174,13 @@ static void test_drinks_log(void) {
                 CHECK(write(fd, "garbage\n{\"no_id\":1}\n", 20) == 20);
                 close(fd);
         }
-        CHECK(drinks_log_new(&s, state) == 0);
+        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
         CHECK(drinks_log_next_id(s) == 3);
         s = drink_sink_free(s);
 
         /* Only a torn line: the file becomes empty, ids start at 1. */
         write_text(log, "{\"drink_id\":99");
-        CHECK(drinks_log_new(&s, state) == 0);
+        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
         CHECK(drinks_log_next_id(s) == 1);
         s = drink_sink_free(s);
         free(text);
@@ -198,7 +198,7 @@ static void test_drinks_log(void) {
                 CHECK(name != NULL);
                 memset(name, '\x01', 20000);
                 name[20000] = '\0';
-                CHECK(drinks_log_new(&s, state2) == 0);
+                CHECK(drinks_log_new(&s, state2, NULL, 0) == 0);
                 for (int i = 0; i < 2; i++) {
                         Drink *ld = NULL;
                         CHECK(drink_new_from_flow(&ld, &fd) == 0);
@@ -206,7 +206,7 @@ static void test_drinks_log(void) {
                         drink_free(ld);
                 }
                 s = drink_sink_free(s);
-                CHECK(drinks_log_new(&s, state2) == 0);
+                CHECK(drinks_log_new(&s, state2, NULL, 0) == 0);
                 CHECK(drinks_log_next_id(s) == 3);
                 s = drink_sink_free(s);
         }
@@ -216,7 +216,7 @@ static void test_drinks_log(void) {
                 _cleanup_(freep) char *blocker = path_in_tmp("blocker"), *bad = NULL;
                 write_text(blocker, "x");
                 CHECK(asprintf(&bad, "%s/sub", blocker) > 0);
-                CHECK(drinks_log_new(&s, bad) < 0);
+                CHECK(drinks_log_new(&s, bad, NULL, 0) < 0);
         }
 }
 

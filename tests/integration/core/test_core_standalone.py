@@ -1,5 +1,7 @@
 """kegbot_core in standalone mode: start-up, taps file and first-sight taps, test_flow pours, the
 drinks log (format, drink_id sequence, torn line, kill -9), idle timing, shutdown, reload, thermo."""
+import errno
+import json
 import os
 import signal
 import socket
@@ -205,6 +207,80 @@ class DurabilityTest(unittest.TestCase):
                 self.assertEqual(core.stop(), 0)
             finally:
                 core.kill()
+
+    def test_disk_full_holds_drinks_until_they_can_be_written(self):
+        """A failed drinks.log append (here: a full tmpfs) must not lose the drink: it is held in
+        memory, retried every --retry_interval, written in pour order once there is room, and only
+        then announced with DrinkCreatedEvent. At shutdown a drink that still cannot be written is
+        logged in full."""
+        import subprocess
+        with kbtest.TempDir() as tmp:
+            mounts = []
+            core = None
+
+            def tiny_state(name):
+                state = os.path.join(tmp, name)
+                os.makedirs(state)
+                r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", state],
+                                   capture_output=True, text=True)
+                if r.returncode != 0:
+                    self.skipTest("cannot mount a tmpfs: %s" % r.stderr.strip())
+                mounts.append(state)
+                return state
+
+            def fill(state):
+                # An empty drinks.log has no data page yet, so the next append needs a new one.
+                with open(os.path.join(state, "filler"), "ab", buffering=0) as f:
+                    try:
+                        while True:
+                            f.write(b"x" * 4096)
+                    except OSError as e:
+                        self.assertEqual(e.errno, errno.ENOSPC)
+
+            def pour(ticks):
+                r = run_test_flow(core.port, "--ticks=%d" % ticks, "--steps=1", "--delay_seconds=0",
+                                  "--explicit_start_stop")
+                self.assertEqual(r.returncode, 0, r.stderr)
+
+            try:
+                state = tiny_state("tiny")
+                core = Core(tmp, "--retry_interval=1", state_dir=state)
+                fill(state)
+                listener = core.connect()
+                for ticks in (500, 300):
+                    pour(ticks)
+                    listener.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["state"] == "completed"
+                                        and m["data"]["ticks"] == ticks)
+                core.wait_line(r"ERROR    \(DrinkManager\) Drink \S+ .*500 ticks\) is held in memory")
+                core.wait_line(r"ERROR    \(DrinkManager\) Drink \S+ .*300 ticks\) is held in memory.*2 drink\(s\) waiting")
+                self.assertEqual(core.drinks(), [])
+
+                os.unlink(os.path.join(state, "filler"))
+                created = []
+                while len(created) < 2:
+                    m, _ = listener.recv_until(lambda m: m["event"] == "DrinkCreatedEvent", timeout=10)
+                    created.append(m["data"])
+                drinks = core.drinks()
+                self.assertEqual([d["ticks"] for d in drinks], [500, 300])
+                self.assertEqual([d["drink_id"] for d in drinks], [1, 2])
+                self.assertEqual([c["uuid"] for c in created], [d["uuid"] for d in drinks])
+                self.assertEqual(core.stop(), 0)
+
+                # Still full at shutdown: the held drink's whole record goes to the log.
+                state = tiny_state("tiny2")
+                core = Core(tmp, "--retry_interval=1", state_dir=state)
+                fill(state)
+                pour(200)
+                core.wait_line(r"200 ticks\) is held in memory")
+                self.assertEqual(core.stop(), 0)
+                m = core.wait_line(r"CRITICAL \(DrinkManager\) Drink \S+ could not be written to .*; its record: (\{.*\})")
+                self.assertEqual(json.loads(m.group(1))["ticks"], 200)
+                self.assertEqual(core.drinks(), [])
+            finally:
+                if core:
+                    core.kill()
+                for state in mounts:
+                    subprocess.run(["umount", state], capture_output=True)
 
     def test_torn_last_line_is_cut(self):
         with kbtest.TempDir() as tmp:
