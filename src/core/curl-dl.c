@@ -56,6 +56,13 @@ int curl_dlopen(void) {
         CURL_DL_FUNCS_LOCAL(CURL_DL_RESOLVE)
 #undef CURL_DL_RESOLVE
 
+        /* Without the threaded (or c-ares) resolver, every name lookup would block the loop. */
+        __typeof__(curl_version_info) *version_info = (__typeof__(curl_version_info) *) dlsym(h, "curl_version_info");
+        const curl_version_info_data *info = version_info ? version_info(CURLVERSION_NOW) : NULL;
+        if (!info || !(info->features & CURL_VERSION_ASYNCHDNS))
+                log_warning("%s resolves host names synchronously: a slow DNS server would stall the core; "
+                            "use an IP address in --api_url", CURL_SONAME);
+
         handle = h;
         return 0;
 }
