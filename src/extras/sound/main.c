@@ -24,7 +24,6 @@
 #include "webget.h"
 
 #define FLOW_FORGET_USEC (10 * 60 * USEC_PER_SEC)
-#define PRUNE_INTERVAL_USEC (60 * USEC_PER_SEC)
 #define SOUND_FILE_MAX (64U * 1024U * 1024U)
 #define THRESHOLD_EVENT "flow.threshold.ounces"
 
@@ -319,6 +318,25 @@ static FlowState *manager_flow(Manager *m, int64_t flow_id, bool create) {
         return f;
 }
 
+/* Flows are forgotten 10 minutes after their last update: one timer at the earliest such moment,
+ * armed only while flows are remembered, so an idle sound_server never wakes up. */
+static void manager_schedule_prune(Manager *m) {
+        uint64_t earliest = UINT64_MAX;
+        int r;
+
+        for (FlowState *f = m->flows; f; f = f->next)
+                earliest = MIN(earliest, f->last_update);
+        if (earliest == UINT64_MAX) {
+                (void) sd_event_source_set_enabled(m->prune_timer, SD_EVENT_OFF);
+                return;
+        }
+        r = sd_event_source_set_time(m->prune_timer, earliest + FLOW_FORGET_USEC);
+        if (r >= 0)
+                r = sd_event_source_set_enabled(m->prune_timer, SD_EVENT_ONESHOT);
+        if (r < 0)
+                log_debug_errno(r, "Cannot arm the flow prune timer: %m");
+}
+
 static void manager_forget_flow(Manager *m, FlowState *f) {
         for (FlowState **i = &m->flows; *i; i = &(*i)->next)
                 if (*i == f) {
@@ -333,8 +351,10 @@ static void on_flow_update(Manager *m, const KegnetFlowUpdate *u) {
 
         if (u->state == KEGNET_FLOW_COMPLETED) {
                 f = manager_flow(m, u->flow_id, false);
-                if (f)
+                if (f) {
                         manager_forget_flow(m, f);
+                        manager_schedule_prune(m);
+                }
                 return;
         }
         if (!u->has_volume_ml)
@@ -347,24 +367,25 @@ static void on_flow_update(Manager *m, const KegnetFlowUpdate *u) {
         int t = sound_threshold_crossed(f->last_oz, current);
         f->last_oz = current;
         f->last_update = manager_now(m);
+        manager_schedule_prune(m);
         if (t >= 0)
                 manager_fire(m, t);
 }
 
 static int on_prune(sd_event_source *s, uint64_t usec, void *userdata) {
         Manager *m = userdata;
+        uint64_t now = manager_now(m);
 
         for (FlowState **i = &m->flows; *i;) {
                 FlowState *f = *i;
-                if (usec - f->last_update >= FLOW_FORGET_USEC) {
+                if (now - f->last_update >= FLOW_FORGET_USEC) {
                         log_debug("Forgetting flow %" PRIi64 " (no update for 10 minutes)", f->flow_id);
                         *i = f->next;
                         free(f);
                 } else
                         i = &f->next;
         }
-        if (sd_event_source_set_time(s, usec + PRUNE_INTERVAL_USEC) < 0)
-                (void) sd_event_source_set_enabled(s, SD_EVENT_OFF);
+        manager_schedule_prune(m);
         return 0;
 }
 
@@ -642,10 +663,10 @@ static int manager_new(Manager **ret) {
                 return r;
 
         now = manager_now(m);
-        r = sd_event_add_time(m->event, &m->prune_timer, CLOCK_MONOTONIC, now + PRUNE_INTERVAL_USEC, 0,
+        r = sd_event_add_time(m->event, &m->prune_timer, CLOCK_MONOTONIC, now + FLOW_FORGET_USEC, USEC_PER_SEC,
                               on_prune, m);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(m->prune_timer, SD_EVENT_ON);
+        if (r >= 0)     /* armed by manager_schedule_prune() once a flow is remembered */
+                r = sd_event_source_set_enabled(m->prune_timer, SD_EVENT_OFF);
         if (r < 0)
                 return log_error_errno(r, "Cannot create a timer: %m");
 
