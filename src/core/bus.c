@@ -798,8 +798,8 @@ static int tap_find(sd_bus *bus, const char *path, const char *interface, void *
         return 1;
 }
 
-static int tap_enumerate(sd_bus *bus, const char *prefix, void *userdata, char ***nodes, sd_bus_error *error) {
-        Bus *b = userdata;
+/* The object paths of the meters for which path_of() gives one. */
+static int meter_paths(Bus *b, const char *(*path_of)(const MeterObj *mo), char ***ret) {
         char **l;
         size_t n = 0;
 
@@ -807,17 +807,26 @@ static int tap_enumerate(sd_bus *bus, const char *prefix, void *userdata, char *
         if (!l)
                 return -ENOMEM;
         for (size_t i = 0; i < b->n_meters; i++) {
-                if (!b->meters[i]->has_tap)
+                const char *path = path_of(b->meters[i]);
+                if (!path)
                         continue;
-                l[n] = strdup(b->meters[i]->tap_path);
+                l[n] = strdup(path);
                 if (!l[n]) {
                         strv_free(l);
                         return -ENOMEM;
                 }
                 n++;
         }
-        *nodes = l;
+        *ret = l;
         return 0;
+}
+
+static const char *tap_path_of(const MeterObj *mo) {
+        return mo->has_tap ? mo->tap_path : NULL;
+}
+
+static int tap_enumerate(sd_bus *bus, const char *prefix, void *userdata, char ***nodes, sd_bus_error *error) {
+        return meter_paths(userdata, tap_path_of, nodes);
 }
 
 static const char *flow_state_name(const MeterObj *mo) {
@@ -897,26 +906,12 @@ static int flow_find(sd_bus *bus, const char *path, const char *interface, void 
         return 0;
 }
 
-static int flow_enumerate(sd_bus *bus, const char *prefix, void *userdata, char ***nodes, sd_bus_error *error) {
-        Bus *b = userdata;
-        char **l;
-        size_t n = 0;
+static const char *flow_path_of(const MeterObj *mo) {
+        return mo->flow_path;
+}
 
-        l = calloc(b->n_meters + 1, sizeof(char *));
-        if (!l)
-                return -ENOMEM;
-        for (size_t i = 0; i < b->n_meters; i++) {
-                if (!b->meters[i]->flow_path)
-                        continue;
-                l[n] = strdup(b->meters[i]->flow_path);
-                if (!l[n]) {
-                        strv_free(l);
-                        return -ENOMEM;
-                }
-                n++;
-        }
-        *nodes = l;
-        return 0;
+static int flow_enumerate(sd_bus *bus, const char *prefix, void *userdata, char ***nodes, sd_bus_error *error) {
+        return meter_paths(userdata, flow_path_of, nodes);
 }
 
 static int flow_property_get(sd_bus *bus, const char *path, const char *interface, const char *property,

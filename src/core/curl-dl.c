@@ -1,35 +1,15 @@
 /* dlopen() of libcurl; see curl-dl.h for why. */
-#define CURL_DISABLE_TYPECHECK 1
-#include <curl/curl.h>
 #include <dlfcn.h>
 #include <errno.h>
+
+#define CURL_DL_NO_REDIRECT 1
+#include "curl-dl.h"
 
 #define LOG_COMPONENT "api-backend"
 #include "log.h"
 
-/* The declarations come from curl.h here, without the redirections of curl-dl.h. */
-int curl_dlopen(void);
-
-#define CURL_DL_FUNCS_LOCAL(X)          \
-        X(curl_global_init)             \
-        X(curl_easy_init)               \
-        X(curl_easy_cleanup)            \
-        X(curl_easy_setopt)             \
-        X(curl_easy_getinfo)            \
-        X(curl_easy_strerror)           \
-        X(curl_slist_append)            \
-        X(curl_slist_free_all)          \
-        X(curl_multi_init)              \
-        X(curl_multi_cleanup)           \
-        X(curl_multi_setopt)            \
-        X(curl_multi_assign)            \
-        X(curl_multi_add_handle)        \
-        X(curl_multi_remove_handle)     \
-        X(curl_multi_socket_action)     \
-        X(curl_multi_info_read)
-
 #define CURL_DL_DEFINE(name) __typeof__(name) *sym_##name;
-CURL_DL_FUNCS_LOCAL(CURL_DL_DEFINE)
+CURL_DL_FUNCS(CURL_DL_DEFINE)
 #undef CURL_DL_DEFINE
 
 #define CURL_SONAME "libcurl.so.4"
@@ -53,7 +33,7 @@ int curl_dlopen(void) {
                 dlclose(h);                                                     \
                 return -EOPNOTSUPP;                                             \
         }
-        CURL_DL_FUNCS_LOCAL(CURL_DL_RESOLVE)
+        CURL_DL_FUNCS(CURL_DL_RESOLVE)
 #undef CURL_DL_RESOLVE
 
         /* Without the threaded (or c-ares) resolver, every name lookup would block the loop. */

@@ -33,6 +33,9 @@ int curl_dlopen(void);
 CURL_DL_FUNCS(CURL_DL_DECLARE)
 #undef CURL_DL_DECLARE
 
+/* curl-dl.c itself needs the real names. */
+#ifndef CURL_DL_NO_REDIRECT
+
 /* curl.h defines call-through macros for these three; replace them. */
 #undef curl_easy_setopt
 #undef curl_easy_getinfo
@@ -54,3 +57,4 @@ CURL_DL_FUNCS(CURL_DL_DECLARE)
 #define curl_multi_remove_handle sym_curl_multi_remove_handle
 #define curl_multi_socket_action sym_curl_multi_socket_action
 #define curl_multi_info_read sym_curl_multi_info_read
+#endif

@@ -204,3 +204,15 @@ int serial_format_line(const KbspEvent *ev, uint64_t realtime_usec, bool hex, ch
         }
         return n;
 }
+
+void serial_print_event(FILE *f, const KbspEvent *ev, bool hex) {
+        char line[SERIAL_LINE_MAX];
+        struct timespec ts;
+
+        clock_gettime(CLOCK_REALTIME, &ts);
+        (void) serial_format_line(ev, (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC,
+                                  hex, line, sizeof line);
+        fputs(line, f);
+        fputc('\n', f);
+        fflush(f);
+}

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <stdbool.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -43,3 +44,5 @@ int serial_write_all(int fd, const void *buf, size_t size, int timeout_ms);
  * newline. snprintf() semantics; SERIAL_LINE_MAX always suffices. */
 #define SERIAL_LINE_MAX (KBSP_TEXT_MAX + 2 * KBSP_MAX_FRAME + 32)
 int serial_format_line(const KbspEvent *ev, uint64_t realtime_usec, bool hex, char *buf, size_t size);
+/* Prints one such line, stamped now, with a newline, and flushes 'f' (the tools' stdout may be a pipe). */
+void serial_print_event(FILE *f, const KbspEvent *ev, bool hex);

@@ -48,19 +48,8 @@ typedef struct Monitor {
         int last_open_error;
 } Monitor;
 
-static uint64_t realtime_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
-
 static void print_event(const KbspEvent *ev) {
-        char line[SERIAL_LINE_MAX];
-
-        (void) serial_format_line(ev, realtime_usec(), arg_hex, line, sizeof line);
-        fputs(line, stdout);
-        fputc('\n', stdout);
-        fflush(stdout);
+        serial_print_event(stdout, ev, arg_hex);
 }
 
 static void feed(KbspDecoder *d, const void *data, size_t size) {

@@ -84,19 +84,8 @@ static int parse_relay_ids(const char *s, unsigned *ids, size_t max, size_t *ret
         return 0;
 }
 
-static uint64_t realtime_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
-}
-
 static void print_event(const KbspEvent *ev) {
-        char line[SERIAL_LINE_MAX];
-
-        (void) serial_format_line(ev, realtime_usec(), false, line, sizeof line);
-        fputs(line, stdout);
-        fputc('\n', stdout);
-        fflush(stdout);
+        serial_print_event(stdout, ev, false);
 }
 
 static int send_frame(Tester *t, const uint8_t *frame, int size) {
