@@ -1019,11 +1019,26 @@ static bool token_targets_all(const char *meter) {
         return isempty(meter) || streq(meter, FLOW_ALL_TAPS);
 }
 
-static int token_check_args(FlowEngine *e, const char *device, const char *value, const FlowTime *now) {
+/* What token_added and token_removed share: argument checks, the normalised value and the target
+ * check. Returns 1 to go on (with *ret_norm set), 0 when the event names an unknown tap (logged),
+ * or a negative errno. */
+static int token_event_begin(FlowEngine *e, const char *device, const char *value, const char *meter,
+                             const FlowTime *now, char **ret_norm) {
+        char *norm;
+
         if (!e || isempty(device) || !value || !flow_time_valid(now))
                 return -EINVAL;
         assert_not_emitting(e);
-        return 0;
+        norm = flow_token_normalize(device, value);
+        if (!norm)
+                return -ENOMEM;
+        if (!token_targets_all(meter) && !tap_find(e, meter)) {
+                emit_log(e, meter, LOG_WARNING, "Token event for unknown tap %s", meter);
+                free(norm);
+                return 0;
+        }
+        *ret_norm = norm;
+        return 1;
 }
 
 int flow_engine_token_added(FlowEngine *e, const char *device, const char *value, const char *meter, const FlowTime *now) {
@@ -1032,17 +1047,9 @@ int flow_engine_token_added(FlowEngine *e, const char *device, const char *value
         bool all = token_targets_all(meter);
         int r, n = 0;
 
-        r = token_check_args(e, device, value, now);
-        if (r < 0)
+        r = token_event_begin(e, device, value, meter, now, &norm);
+        if (r <= 0)
                 return r;
-        norm = flow_token_normalize(device, value);
-        if (!norm)
-                return -ENOMEM;
-
-        if (!all && !tap_find(e, meter)) {
-                emit_log(e, meter, LOG_WARNING, "Token event for unknown tap %s", meter);
-                return 0;
-        }
 
         for (size_t i = 0; i < e->n_taps; i++) {
                 Tap *t = e->taps[i];
@@ -1073,17 +1080,9 @@ int flow_engine_token_removed(FlowEngine *e, const char *device, const char *val
         bool all = token_targets_all(meter);
         int r, n = 0;
 
-        r = token_check_args(e, device, value, now);
-        if (r < 0)
+        r = token_event_begin(e, device, value, meter, now, &norm);
+        if (r <= 0)
                 return r;
-        norm = flow_token_normalize(device, value);
-        if (!norm)
-                return -ENOMEM;
-
-        if (!all && !tap_find(e, meter)) {
-                emit_log(e, meter, LOG_WARNING, "Token event for unknown tap %s", meter);
-                return 0;
-        }
 
         for (size_t i = 0; i < e->n_taps; i++) {
                 Tap *t = e->taps[i];
@@ -1203,14 +1202,11 @@ int flow_engine_token_resolved(FlowEngine *e, const char *device, const char *va
         _cleanup_(freep) char *norm = NULL;
         int r, n = 0;
 
-        r = token_check_args(e, device, value, now);
-        if (r < 0)
+        r = token_event_begin(e, device, value, NULL, now, &norm);  /* no meter: no target check */
+        if (r <= 0)
                 return r;
         if (username && !*username)
                 username = NULL;
-        norm = flow_token_normalize(device, value);
-        if (!norm)
-                return -ENOMEM;
 
         for (size_t i = 0; i < e->n_taps; i++) {
                 Tap *t = e->taps[i];
