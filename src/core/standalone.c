@@ -251,7 +251,7 @@ static int drinks_log_scan(DrinksLog *l) {
 }
 
 static int drinks_log_open(DrinksLog *l) {
-        int fd = open(l->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+        int fd = open(l->path, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
         if (fd < 0)
                 return log_error_errno(errno, "Cannot open %s: %m", l->path);
         safe_close(l->fd);
@@ -271,7 +271,7 @@ static int drinks_log_append(DrinksLog *l, Drink *d) {
                 return log_error_errno(r, "Cannot format drink %s: %m", d->uuid);
         len = strlen(line);
         {
-                char *t = realloc(line, len + 2);
+                char *t = realloc(line, len + 3);       /* '\n', NUL, and room for a leading '\n' */
                 if (!t)
                         return log_error_errno(-ENOMEM, "Cannot record drink %s: %m", d->uuid);
                 line = t;
@@ -286,6 +286,18 @@ static int drinks_log_append(DrinksLog *l, Drink *d) {
         }
         if (fstat(l->fd, &st) < 0)
                 return log_error_errno(errno, "Cannot stat %s: %m", l->path);
+
+        /* A partial line at the end (a failed append whose rollback failed too, or another writer)
+         * must not swallow this drink: start it on a line of its own. */
+        if (st.st_size > 0) {
+                char last = '\n';
+                if (pread(l->fd, &last, 1, st.st_size - 1) == 1 && last != '\n') {
+                        log_warning("%s does not end with a newline; starting drink %s on a new line", l->path, d->uuid);
+                        memmove(line + 1, line, len + 1);
+                        line[0] = '\n';
+                        len++;
+                }
+        }
 
         r = write_all(l->fd, line, len);
         if (r >= 0 && fsync(l->fd) < 0)

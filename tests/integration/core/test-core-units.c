@@ -178,6 +178,32 @@ static void test_drinks_log(void) {
         CHECK(drinks_log_next_id(s) == 3);
         s = drink_sink_free(s);
 
+        /* A partial line appearing while the log is open (a failed append whose rollback failed
+         * too) does not swallow the next drink: it starts on a line of its own. */
+        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
+        {
+                int fd = open(log, O_WRONLY | O_APPEND);
+                CHECK(fd >= 0);
+                CHECK(write(fd, "{\"drink_id\":3,\"uu", 17) == 17);
+                close(fd);
+        }
+        d = make_drink(330, NULL);
+        CHECK(drink_sink_record(s, d) == 1);
+        CHECK(d->drink_id == 3);
+        drink_free(d);
+        s = drink_sink_free(s);
+        free(text);
+        text = read_text(log);
+        {
+                const char *want = "{\"drink_id\":3,\"uu\n{\"drink_id\":3,\"uuid\":\"";
+                const char *at = strstr(text, want);
+                CHECK(at != NULL);
+                CHECK(at && strstr(at, "\"ticks\":330,") != NULL);
+        }
+        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
+        CHECK(drinks_log_next_id(s) == 4);
+        s = drink_sink_free(s);
+
         /* Only a torn line: the file becomes empty, ids start at 1. */
         write_text(log, "{\"drink_id\":99");
         CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
