@@ -31,21 +31,6 @@ static void result_free(Result *r) {
         free(r->err);
 }
 
-static char *read_all(const char *path) {
-        FILE *f = fopen(path, "re");
-        if (!f)
-                return NULL;
-        char *buf = NULL;
-        size_t len = 0;
-        FILE *m = open_memstream(&buf, &len);
-        int c;
-        while ((c = fgetc(f)) != EOF)
-                fputc(c, m);
-        fclose(m);
-        fclose(f);
-        return buf;
-}
-
 typedef void (*Body)(char **positional);
 
 /* Run app_init(argv) in a child, then body (which prints what it wants checked), then exit 0. */

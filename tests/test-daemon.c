@@ -16,29 +16,12 @@
 #include "test-util.h"
 
 static char tmpdir[] = "/tmp/test-daemon-XXXXXX";
-static int saved_stderr = -1;
-static char capture_path[PATH_MAX];
 
 static char *tmp_path(const char *name) {
         char *p;
         if (asprintf(&p, "%s/%s", tmpdir, name) < 0)
                 abort();
         return p;
-}
-
-static char *read_all(const char *path) {
-        FILE *f = fopen(path, "re");
-        if (!f)
-                return NULL;
-        char *buf = NULL;
-        size_t len = 0;
-        FILE *m = open_memstream(&buf, &len);
-        int c;
-        while ((c = fgetc(f)) != EOF)
-                fputc(c, m);
-        fclose(m);
-        fclose(f);
-        return buf;
 }
 
 static void write_file(const char *path, const char *content) {
@@ -48,25 +31,6 @@ static void write_file(const char *path, const char *content) {
                 return;
         fputs(content, f);
         fclose(f);
-}
-
-static void capture_begin(void) {
-        snprintf(capture_path, sizeof capture_path, "%s/stderr", tmpdir);
-        int fd = open(capture_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0)
-                abort();
-        fflush(stderr);
-        saved_stderr = dup(STDERR_FILENO);
-        dup2(fd, STDERR_FILENO);
-        close(fd);
-}
-
-static char *capture_end(void) {
-        fflush(stderr);
-        dup2(saved_stderr, STDERR_FILENO);
-        close(saved_stderr);
-        saved_stderr = -1;
-        return read_all(capture_path);
 }
 
 static void log_plain(void) {
@@ -113,7 +77,7 @@ static void test_pidfile_check(void) {
         /* Alive: our parent. */
         snprintf(buf, sizeof buf, "%d\n", (int) getppid());
         write_file(p, buf);
-        capture_begin();
+        capture_begin_in(tmpdir);
         check(daemon_pidfile_check(p) == -EEXIST);
         out = capture_end();
         snprintf(expect, sizeof expect, "Old pid %d is still alive, aborting\n", (int) getppid());
@@ -123,14 +87,14 @@ static void test_pidfile_check(void) {
         /* Alive with surrounding whitespace and more lines. */
         snprintf(buf, sizeof buf, "  %d  \nsecond line\n", (int) getppid());
         write_file(p, buf);
-        capture_begin();
+        capture_begin_in(tmpdir);
         check(daemon_pidfile_check(p) == -EEXIST);
         free(capture_end());
 
         /* Dead. */
         snprintf(buf, sizeof buf, "%d\n", (int) dead_pid());
         write_file(p, buf);
-        capture_begin();
+        capture_begin_in(tmpdir);
         check(daemon_pidfile_check(p) == 0);
         out = capture_end();
         check_streq(out, "");
@@ -150,14 +114,14 @@ static void test_pidfile_check(void) {
                                                "-\n", "0x10\n" };
         for (size_t i = 0; i < ELEMENTSOF(garbage); i++) {
                 write_file(p, garbage[i]);
-                capture_begin();
+                capture_begin_in(tmpdir);
                 check(daemon_pidfile_check(p) == -EBADMSG);
                 out = capture_end();
                 check_streq(out, "Could not read pid, abort.\n");
                 free(out);
         }
         /* A directory cannot be read as a pidfile. */
-        capture_begin();
+        capture_begin_in(tmpdir);
         check(daemon_pidfile_check(tmpdir) == -EBADMSG);
         out = capture_end();
         check_streq(out, "Could not read pid, abort.\n");
@@ -215,7 +179,7 @@ static void test_pidfile_write(void) {
 
         /* Failure. */
         log_plain();
-        capture_begin();
+        capture_begin_in(tmpdir);
         _cleanup_(freep) char *bad = tmp_path("nodir/x.pid");
         check(daemon_pidfile_write(bad) < 0);
         _cleanup_(freep) char *out = capture_end();

@@ -16,43 +16,6 @@
 #define DAY ((uint64_t) 86400 * USEC_PER_SEC)
 
 static char tmpdir[] = "/tmp/test-log-XXXXXX";
-static int saved_stderr = -1;
-static char capture_path[PATH_MAX];
-
-static char *read_all(const char *path) {
-        FILE *f = fopen(path, "re");
-        if (!f)
-                return NULL;
-        char *buf = NULL;
-        size_t len = 0;
-        FILE *m = open_memstream(&buf, &len);
-        int c;
-        while ((c = fgetc(f)) != EOF)
-                fputc(c, m);
-        fclose(m);
-        fclose(f);
-        return buf;
-}
-
-/* stderr goes to a file until capture_end(), which returns what was written. */
-static void capture_begin(void) {
-        snprintf(capture_path, sizeof capture_path, "%s/stderr", tmpdir);
-        int fd = open(capture_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-        if (fd < 0)
-                abort();
-        fflush(stderr);
-        saved_stderr = dup(STDERR_FILENO);
-        dup2(fd, STDERR_FILENO);
-        close(fd);
-}
-
-static char *capture_end(void) {
-        fflush(stderr);
-        dup2(saved_stderr, STDERR_FILENO);
-        close(saved_stderr);
-        saved_stderr = -1;
-        return read_all(capture_path);
-}
 
 static char *tmp_path(const char *name) {
         char *p;
@@ -74,7 +37,7 @@ static void test_default_format(void) {
         log_set_fake_time(T_SEED);
 
         /* Before log_setup(): stderr, default format, INFO. */
-        capture_begin();
+        capture_begin_in(tmpdir);
         log_info("Kegbot is starting up.");
         log_debug("not shown");
         char *out = capture_end();
@@ -82,7 +45,7 @@ static void test_default_format(void) {
         free(out);
 
         setup(&(LogConfig) { .program = "test", .to_console = true });
-        capture_begin();
+        capture_begin_in(tmpdir);
         log_named(LOG_INFO, "kegnet", "Starting server on %s:%d", "127.0.0.1", 9805);
         log_warning("careful");
         log_error("broken");
@@ -104,7 +67,7 @@ static void test_default_format(void) {
 
         /* Milliseconds are zero-padded. */
         log_set_fake_time(T_SEED - 700 * USEC_PER_MSEC);
-        capture_begin();
+        capture_begin_in(tmpdir);
         log_info("x");
         out = capture_end();
         check_streq(out, "2012-06-21 23:06:34,005 INFO     (main) x\n");
@@ -114,7 +77,7 @@ static void test_default_format(void) {
         /* Verbose shows DEBUG. */
         setup(&(LogConfig) { .program = "test", .to_console = true, .verbose = true });
         check(log_get_max_level() == LOG_DEBUG);
-        capture_begin();
+        capture_begin_in(tmpdir);
         log_debug("shown");
         out = capture_end();
         check_streq(out, "2012-06-21 23:06:34,705 DEBUG    (main) shown\n");
@@ -122,7 +85,7 @@ static void test_default_format(void) {
 
         /* Console off. */
         log_set_console(false);
-        capture_begin();
+        capture_begin_in(tmpdir);
         log_error("hidden");
         out = capture_end();
         check_streq(out, "");
@@ -130,7 +93,7 @@ static void test_default_format(void) {
         log_set_console(true);
 
         log_set_max_level(LOG_WARNING);
-        capture_begin();
+        capture_begin_in(tmpdir);
         log_info("filtered");
         log_warning("kept");
         out = capture_end();
@@ -140,7 +103,7 @@ static void test_default_format(void) {
 
 static void test_errno(void) {
         setup(&(LogConfig) { .program = "test", .to_console = true, .format = "%(message)s" });
-        capture_begin();
+        capture_begin_in(tmpdir);
         errno = EAGAIN;
         int r = log_error_errno(ENOENT, "Failed to open %s: %m", "/x");
         check(r == -ENOENT);
@@ -161,7 +124,7 @@ static void test_errno(void) {
 
 static void test_robustness(void) {
         setup(&(LogConfig) { .program = "test", .to_console = true, .format = "[%(message)s]" });
-        capture_begin();
+        capture_begin_in(tmpdir);
         /* A NULL format: (null), not a crash. The call goes around the printf attribute on purpose. */
         int (*fn)(int, int, const char *, const char *, ...) = log_internal;
         fn(LOG_INFO, 0, NULL, NULL);
@@ -200,7 +163,7 @@ static void test_logformat(void) {
         log_set_fake_time(T_SEED);
         for (size_t i = 0; i < ELEMENTSOF(good); i++) {
                 setup(&(LogConfig) { .program = "t", .to_console = true, .format = good[i].format });
-                capture_begin();
+                capture_begin_in(tmpdir);
                 log_named(LOG_WARNING, "kegnet", "m");
                 char *out = capture_end();
                 check_streq(out, good[i].expected);
@@ -208,7 +171,7 @@ static void test_logformat(void) {
         }
 
         setup(&(LogConfig) { .program = "t", .to_console = true, .format = "%(process)d %(process)8d" });
-        capture_begin();
+        capture_begin_in(tmpdir);
         log_info("x");
         char *out = capture_end();
         char expect[64];
@@ -230,7 +193,7 @@ static void test_logformat(void) {
                 free(e);
         }
         /* A failed setup leaves the previous configuration working. */
-        capture_begin();
+        capture_begin_in(tmpdir);
         log_info("y");
         out = capture_end();
         snprintf(expect, sizeof expect, "%d %8d\n", (int) getpid(), (int) getpid());
@@ -239,7 +202,7 @@ static void test_logformat(void) {
 }
 
 static void test_journal(void) {
-        capture_begin();
+        capture_begin_in(tmpdir);
         struct stat st;
         check(fstat(STDERR_FILENO, &st) == 0);
         char js[64];
@@ -260,7 +223,7 @@ static void test_journal(void) {
         /* Not matching (another inode, garbage): normal lines. */
         static const char *const others[] = { "1:1", "garbage", "", "12:", ":5" };
         for (size_t i = 0; i < ELEMENTSOF(others); i++) {
-                capture_begin();
+                capture_begin_in(tmpdir);
                 setenv("JOURNAL_STREAM", others[i], 1);
                 setup(&(LogConfig) { .program = "t", .to_console = true, .format = "%(message)s" });
                 log_info("plain");
@@ -285,7 +248,7 @@ static void test_file(void) {
 
         setup(&(LogConfig) { .program = "t", .to_console = true, .to_file = true, .logfile = path,
                              .rotate = true, .max_files = 0 });
-        capture_begin();
+        capture_begin_in(tmpdir);
         log_info("both");
         char *out = capture_end();
         check_streq(out, "2012-06-21 23:06:34,705 INFO     (main) both\n");

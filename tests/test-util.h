@@ -3,9 +3,13 @@
  * `return test_result();`. Header-only: every test program is a single translation unit. */
 #pragma once
 
+#include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
 
 #include "macro.h"
 
@@ -45,4 +49,43 @@ static inline int test_result(void) {
                 return 1;
         }
         return 0;
+}
+
+/* The whole file as a string (caller frees), NULL if it cannot be read. */
+static inline char *read_all(const char *path) {
+        FILE *f = fopen(path, "re");
+        if (!f)
+                return NULL;
+        char *buf = NULL;
+        size_t len = 0;
+        FILE *m = open_memstream(&buf, &len);
+        int c;
+        while ((c = fgetc(f)) != EOF)
+                fputc(c, m);
+        fclose(m);
+        fclose(f);
+        return buf;
+}
+
+/* stderr goes to <dir>/stderr until capture_end(), which returns what was written. */
+static int capture_saved_stderr = -1;
+static char capture_path[PATH_MAX];
+
+static inline void capture_begin_in(const char *dir) {
+        snprintf(capture_path, sizeof capture_path, "%s/stderr", dir);
+        int fd = open(capture_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+                abort();
+        fflush(stderr);
+        capture_saved_stderr = dup(STDERR_FILENO);
+        dup2(fd, STDERR_FILENO);
+        close(fd);
+}
+
+static inline char *capture_end(void) {
+        fflush(stderr);
+        dup2(capture_saved_stderr, STDERR_FILENO);
+        close(capture_saved_stderr);
+        capture_saved_stderr = -1;
+        return read_all(capture_path);
 }

@@ -710,19 +710,27 @@ static uint64_t meter_delta(FlowEngine *e, Meter *m, uint32_t r) {
         return 0;
 }
 
-int64_t flow_engine_meter_update(FlowEngine *e, const char *meter, uint32_t reading, const FlowTime *now) {
-        Meter *m;
-        uint64_t delta;
+/* What a meter reading and a flow request share: argument checks, the meter (added on first
+ * sight) and, in standalone mode, its first-sight tap. */
+static int meter_event_begin(FlowEngine *e, const char *meter, const FlowTime *now, Meter **ret) {
         int r;
 
         if (!e || isempty(meter) || !flow_time_valid(now))
                 return -EINVAL;
         assert_not_emitting(e);
 
-        r = meter_get_or_add(e, meter, &m);
+        r = meter_get_or_add(e, meter, ret);
         if (r < 0)
                 return r;
-        r = tap_maybe_create(e, meter);
+        return tap_maybe_create(e, meter);
+}
+
+int64_t flow_engine_meter_update(FlowEngine *e, const char *meter, uint32_t reading, const FlowTime *now) {
+        Meter *m;
+        uint64_t delta;
+        int r;
+
+        r = meter_event_begin(e, meter, now, &m);
         if (r < 0)
                 return r;
 
@@ -803,14 +811,7 @@ int flow_engine_start_flow(FlowEngine *e, const char *meter, const FlowTime *now
         Flow *f;
         int r;
 
-        if (!e || isempty(meter) || !flow_time_valid(now))
-                return -EINVAL;
-        assert_not_emitting(e);
-
-        r = meter_get_or_add(e, meter, &m);
-        if (r < 0)
-                return r;
-        r = tap_maybe_create(e, meter);
+        r = meter_event_begin(e, meter, now, &m);
         if (r < 0)
                 return r;
 
