@@ -5,6 +5,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SRC=$(pwd)
+# Logs of this run stay with this checkout (several checkouts may run the suite at once).
+LOGDIR=$SRC/.run-logs
+mkdir -p "$LOGDIR"
 
 bash scripts/setup-deps.sh || { echo "setup-deps failed"; echo "0 passed, 1 failed"; exit 1; }
 
@@ -27,11 +30,11 @@ for b in "${ORDER[@]}"; do
   echo "=== $b: configure and compile"
   if [ ! -f "$b/build.ninja" ]; then
     # shellcheck disable=SC2086
-    meson setup "$b" -Dshared_dir="$SHARED" ${BUILDS[$b]} >"/tmp/kegbot-$b-setup.log" 2>&1 \
-      || { cat "/tmp/kegbot-$b-setup.log"; echo "meson setup $b failed"; total_fail=$((total_fail+1)); status=1; continue; }
+    meson setup "$b" -Dshared_dir="$SHARED" ${BUILDS[$b]} >"$LOGDIR/kegbot-$b-setup.log" 2>&1 \
+      || { cat "$LOGDIR/kegbot-$b-setup.log"; echo "meson setup $b failed"; total_fail=$((total_fail+1)); status=1; continue; }
   fi
-  if ! ninja -C "$b" >"/tmp/kegbot-$b-build.log" 2>&1; then
-    tail -50 "/tmp/kegbot-$b-build.log"; echo "build $b failed"
+  if ! ninja -C "$b" >"$LOGDIR/kegbot-$b-build.log" 2>&1; then
+    tail -50 "$LOGDIR/kegbot-$b-build.log"; echo "build $b failed"
     total_fail=$((total_fail+1)); status=1; continue
   fi
 
@@ -54,8 +57,8 @@ for b in "${ORDER[@]}"; do
     [ -n "$t" ] || continue
     i=$((i+1))
     echo "=== $b: re-running $t"
-    KEGBOT_TEST_SLOW=$slow meson test -C "$b" --no-rebuild --print-errorlogs --timeout-multiplier "$slow" "$t" >"/tmp/kegbot-$b-rerun-$i.log" 2>&1
-    tail -n 3 "/tmp/kegbot-$b-rerun-$i.log"
+    KEGBOT_TEST_SLOW=$slow meson test -C "$b" --no-rebuild --print-errorlogs --timeout-multiplier "$slow" "$t" >"$LOGDIR/kegbot-$b-rerun-$i.log" 2>&1
+    tail -n 3 "$LOGDIR/kegbot-$b-rerun-$i.log"
     cp "$b/meson-logs/testlog.json" "$b/meson-logs/testlog-rerun-$i.json"
     reruns+=("$b/meson-logs/testlog-rerun-$i.json")
   done < <(/usr/bin/python3 scripts/test-results.py --failed "$b/meson-logs/testlog-first.json")

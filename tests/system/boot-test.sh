@@ -158,6 +158,9 @@ MGR=org.kegbot.Core1.Manager
 
 # One preparer at a time (another build's test run may share the cache).
 mkdir -p "$CACHE"
+# One container at a time on this machine (nspawn payload cgroups, /run/systemd/nspawn).
+exec 8>"$CACHE/.boot-lock"
+command -v flock >/dev/null && flock -w 480 8
 exec 9>"$CACHE/.lock"
 command -v flock >/dev/null && flock -w 300 9
 ensure_rootfs || { say "FAIL: rootfs preparation"; exit 1; }
