@@ -11,6 +11,7 @@
 #include "log.h"
 
 #include "bus.h"
+#include "util-strv.h"
 
 #define MANAGER_IFACE "org.kegbot.Core1.Manager"
 #define TAP_IFACE "org.kegbot.Core1.Tap"

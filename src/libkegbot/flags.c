@@ -95,20 +95,6 @@ static int fail(char **ret_error, const char *format, ...) {
         return -EINVAL;
 }
 
-static int strv_push(char ***l, size_t *n, char *s) {
-        if (!s)
-                return -ENOMEM;
-        char **t = realloc(*l, (*n + 2) * sizeof(char *));
-        if (!t) {
-                free(s);
-                return -ENOMEM;
-        }
-        t[(*n)++] = s;
-        t[*n] = NULL;
-        *l = t;
-        return 0;
-}
-
 /* Python's repr() of a str, which gflags used for "(default: ...)". */
 static char *py_repr(const char *s) {
         bool sq = strchr(s, '\''), dq = strchr(s, '"');

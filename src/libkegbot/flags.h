@@ -9,6 +9,8 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "util-strv.h"
+
 typedef enum FlagType {
         FLAG_TYPE_BOOL,
         FLAG_TYPE_INT,          /* int */

@@ -1,5 +1,5 @@
-/* Small helpers shared by every module: cleanup attributes, string tests, array sizes.
- * Header-only; nothing here does I/O. */
+/* Small helpers shared by every module: cleanup attributes, preconditions, string tests, array
+ * sizes. Header-only; nothing here does I/O. */
 #pragma once
 
 #include <errno.h>
@@ -25,6 +25,18 @@
 #define USEC_PER_MSEC ((uint64_t) 1000ULL)
 #define NSEC_PER_USEC ((uint64_t) 1000ULL)
 
+/* Preconditions of public library functions, in the manner of sd-bus: a caller that breaks one
+ * gets 'r' back (usually -EINVAL) and nothing changes. A violated precondition is the caller's
+ * bug, so this is no substitute for checking untrusted input; it keeps a wrong call from turning
+ * into a crash. No log line: the pure modules (flow, kbsp, kegnet) must stay free of I/O, and the
+ * caller logs where it decides what to do with the error. For a function returning void, leave
+ * 'r' empty: assert_return(x, ). */
+#define assert_return(expr, r)                  \
+        do {                                    \
+                if (_unlikely_(!(expr)))        \
+                        return r;               \
+        } while (false)
+
 static inline bool streq(const char *a, const char *b) { return strcmp(a, b) == 0; }
 static inline bool streq_ptr(const char *a, const char *b) {
         if (!a || !b)
@@ -40,14 +52,6 @@ static inline const char *startswith(const char *s, const char *prefix) {
 }
 
 static inline void freep(void *p) { free(*(void **) p); }
-static inline void strv_free(char **l) {
-        if (!l)
-                return;
-        for (char **i = l; *i; i++)
-                free(*i);
-        free(l);
-}
-static inline void strv_freep(char ***l) { strv_free(*l); }
 
 static inline int safe_close(int fd) {
         if (fd >= 0) {

@@ -15,6 +15,7 @@
 #include "apps.h"
 #include "ini.h"
 #include "log.h"
+#include "util-strv.h"
 
 #define log_oom() log_error_errno(ENOMEM, "Out of memory.")
 

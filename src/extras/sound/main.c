@@ -21,6 +21,7 @@
 #include "flags.h"
 #include "kegnet-client.h"
 #include "thresholds.h"
+#include "util-strv.h"
 #include "webget.h"
 
 #define FLOW_FORGET_USEC (10 * 60 * USEC_PER_SEC)
@@ -234,31 +235,12 @@ static int on_player_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         return 0;
 }
 
-/* Takes ownership of s (NULL: out of memory, nothing added). */
-static int strv_push(char ***l, size_t *n, size_t *allocated, char *s) {
-        if (!s)
-                return -ENOMEM;
-        if (*n + 2 > *allocated) {
-                size_t a = MAX(*allocated * 2, (size_t) 8);
-                char **nl = realloc(*l, a * sizeof(char *));
-                if (!nl) {
-                        free(s);
-                        return -ENOMEM;
-                }
-                *l = nl;
-                *allocated = a;
-        }
-        (*l)[(*n)++] = s;
-        (*l)[*n] = NULL;
-        return 0;
-}
-
 /* Every candidate for threshold T: the regular, non-hidden files of <sound_dir>/<T>/ and the
  * downloaded server sounds for T. */
 static void manager_fire(Manager *m, int threshold) {
         _cleanup_(strv_freep) char **candidates = NULL;
         _cleanup_(freep) char *dir = NULL;
-        size_t n = 0, allocated = 0;
+        size_t n = 0;
         DIR *d;
 
         if (asprintf(&dir, "%s/%d", arg_sound_dir, threshold) < 0) {
@@ -280,7 +262,7 @@ static void manager_fire(Manager *m, int threshold) {
                                 continue;
                         if (asprintf(&path, "%s/%s", dir, de->d_name) < 0)
                                 continue;
-                        (void) strv_push(&candidates, &n, &allocated, path);
+                        (void) strv_push(&candidates, &n, path);
                 }
                 closedir(d);
         } else if (errno != ENOENT)
@@ -288,7 +270,7 @@ static void manager_fire(Manager *m, int threshold) {
 
         for (ServerSound *s = m->sounds; s; s = s->next)
                 if (s->ready && s->threshold == threshold)
-                        (void) strv_push(&candidates, &n, &allocated, strdup(s->path));
+                        (void) strv_push(&candidates, &n, strdup(s->path));
 
         if (n == 0) {
                 log_debug("Threshold %d oz reached; no sound for it", threshold);
@@ -597,37 +579,26 @@ static void on_sound_events(WebClient *c, const WebResponse *resp, void *userdat
 /* ---- set-up */
 
 static int split_player(const char *cmd, char ***ret, size_t *ret_n) {
-        char **argv = NULL;
-        size_t n = 0;
-        const char *p = cmd;
+        _cleanup_(strv_freep) char **argv = NULL;
+        size_t n;
+        char **t;
+        int r;
 
-        while (*p) {
-                size_t len = strcspn(p, " ");
-                if (len > 0) {
-                        char **l = realloc(argv, (n + 3) * sizeof(char *));
-                        if (!l)
-                                goto oom;
-                        argv = l;
-                        argv[n] = strndup(p, len);
-                        if (!argv[n])
-                                goto oom;
-                        argv[++n] = NULL;
-                }
-                p += len;
-                if (*p == ' ')
-                        p++;
-        }
-        if (n == 0) {
-                free(argv);
+        r = strv_split(cmd, " ", &argv);
+        if (r < 0)
+                return r;
+        n = strv_length(argv);
+        if (n == 0)
                 return -EINVAL;
-        }
-        argv[n + 1] = NULL;     /* the slot argv[n] receives the file name */
-        *ret = argv;
+        /* One slot more: argv[n] receives the file name when a sound plays. */
+        t = realloc(argv, (n + 2) * sizeof(char *));
+        if (!t)
+                return -ENOMEM;
+        t[n + 1] = NULL;
+        argv = NULL;
+        *ret = t;
         *ret_n = n;
         return 0;
-oom:
-        strv_free(argv);
-        return -ENOMEM;
 }
 
 static int manager_new(Manager **ret) {

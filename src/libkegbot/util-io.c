@@ -1,0 +1,76 @@
+/* Whole-buffer I/O: see util-io.h. */
+#include <fcntl.h>
+
+#include "util-io.h"
+
+int io_write_all(int fd, const void *p, size_t n) {
+        const char *c = p;
+
+        assert_return(fd >= 0, -EBADF);
+        assert_return(p || n == 0, -EINVAL);
+
+        while (n > 0) {
+                ssize_t k = write(fd, c, n);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        return -EIO;
+                c += k;
+                n -= (size_t) k;
+        }
+        return 0;
+}
+
+int io_read_all(int fd, size_t max, char **ret, size_t *ret_len) {
+        _cleanup_(freep) char *buf = NULL;
+        size_t len = 0, allocated = 0;
+
+        assert_return(fd >= 0, -EBADF);
+        assert_return(ret, -EINVAL);
+
+        for (;;) {
+                if (allocated - len < 2) {
+                        size_t want = allocated ? allocated * 2 : 4096;
+                        if (max > 0 && want > max + 2)
+                                want = max + 2;         /* room to notice one byte too many */
+                        if (want <= allocated)
+                                return -EFBIG;
+                        char *t = realloc(buf, want);
+                        if (!t)
+                                return -ENOMEM;
+                        buf = t;
+                        allocated = want;
+                }
+                ssize_t k = read(fd, buf + len, allocated - len - 1);
+                if (k < 0) {
+                        if (errno == EINTR)
+                                continue;
+                        return -errno;
+                }
+                if (k == 0)
+                        break;
+                len += (size_t) k;
+                if (max > 0 && len > max)
+                        return -EFBIG;
+        }
+        buf[len] = '\0';
+        *ret = TAKE_PTR(buf);
+        if (ret_len)
+                *ret_len = len;
+        return 0;
+}
+
+int io_read_file(const char *path, size_t max, char **ret, size_t *ret_len) {
+        _cleanup_(closep) int fd = -1;
+
+        assert_return(path, -EINVAL);
+        assert_return(ret, -EINVAL);
+
+        fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        return io_read_all(fd, max, ret, ret_len);
+}

@@ -1,0 +1,75 @@
+/* Unit tests of the shortest round-trip double spelling (util-double.h): Python's repr() layout,
+ * and that every spelling reads back to the very same value. */
+#include <float.h>
+#include <math.h>
+
+#include "test-util.h"
+#include "util-double.h"
+
+static void check_format(double v, const char *expect) {
+        char b[DOUBLE_STRING_MAX];
+
+        check_streq(double_format(v, b), expect);
+}
+
+static void test_spelling(void) {
+        check_format(100.0, "100.0");
+        check_format(4.5, "4.5");
+        check_format(5.0 / 11.0, "0.45454545454545453");
+        check_format(1440 / 2.2, "654.5454545454545");
+        check_format(0.1, "0.1");
+        check_format(2.2, "2.2");
+        check_format(-0.0, "-0.0");
+        check_format(0.0, "0.0");
+        check_format(1.0, "1.0");
+        check_format(-3.0, "-3.0");
+        check_format(-20.0, "-20.0");
+        check_format(1e16, "1e+16");
+        check_format(1.5e16, "1.5e+16");
+        check_format(1e21, "1e+21");
+        check_format(9999999999999998.0, "9999999999999998.0");
+        check_format(123456789012345.0, "123456789012345.0");
+        check_format(0.0001, "0.0001");
+        check_format(0.00001, "1e-05");
+        check_format(1.25e-7, "1.25e-07");
+        check_format(1e300, "1e+300");
+        check_format(5e-324, "5e-324");
+        check_format(-DBL_MAX, "-1.7976931348623157e+308");
+        check_format(DBL_MIN, "2.2250738585072014e-308");
+        check_format(85.0, "85.0");
+        check_format(-20.1, "-20.1");
+        check_format(1.0 / 3.0, "0.3333333333333333");
+        check_format(NAN, "nan");
+        check_format(INFINITY, "inf");
+        check_format(-INFINITY, "-inf");
+}
+
+static void test_roundtrip(void) {
+        char b[DOUBLE_STRING_MAX];
+        uint64_t x = UINT64_C(0x9e3779b97f4a7c15);
+
+        /* Random bit patterns across the whole range: each spelling reads back exactly, and has a
+         * '.' or an exponent (a JSON reader must see a float). */
+        for (int i = 0; i < 200000; i++) {
+                double v;
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                memcpy(&v, &x, sizeof v);
+                if (!isfinite(v))
+                        continue;
+                double_format(v, b);
+                if (strtod(b, NULL) != v || !strpbrk(b, ".e")) {
+                        fprintf(stderr, "bad spelling %s of %a\n", b, v);
+                        check(false);
+                        break;
+                }
+                check(strlen(b) < DOUBLE_STRING_MAX);
+        }
+}
+
+int main(void) {
+        test_spelling();
+        test_roundtrip();
+        return test_result();
+}

@@ -1,0 +1,84 @@
+/* Unit tests of whole-buffer I/O (util-io.h): everything written, everything read, the size limit,
+ * NUL bytes in the data, and the errors of a missing file or a closed descriptor. */
+#include <fcntl.h>
+#include <signal.h>
+
+#include "test-util.h"
+#include "util-io.h"
+
+static char dir[] = "/tmp/test-util-io-XXXXXX";
+
+static void test_roundtrip(void) {
+        char path[PATH_MAX], *buf = NULL, big[100000];
+        size_t len = 0;
+        int fd;
+
+        snprintf(path, sizeof path, "%s/f", dir);
+        for (size_t i = 0; i < sizeof big; i++)
+                big[i] = (char) (i % 251);
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        check(fd >= 0);
+        check_int(io_write_all(fd, big, sizeof big), 0);
+        check_int(io_write_all(fd, "", 0), 0);
+        close(fd);
+
+        check_int(io_read_file(path, 0, &buf, &len), 0);
+        check_int(len, sizeof big);
+        check(buf && memcmp(buf, big, sizeof big) == 0 && buf[len] == '\0');
+        free(buf);
+        buf = NULL;
+
+        /* Exactly at the limit is fine, one byte more is not. */
+        check_int(io_read_file(path, sizeof big, &buf, &len), 0);
+        free(buf);
+        buf = NULL;
+        check_int(io_read_file(path, sizeof big - 1, &buf, &len), -EFBIG);
+        check(buf == NULL);
+
+        /* From the current position of a descriptor. */
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        check(lseek(fd, 99990, SEEK_SET) == 99990);
+        check_int(io_read_all(fd, 0, &buf, &len), 0);
+        check_int(len, 10);
+        check(memcmp(buf, big + 99990, 10) == 0);
+        free(buf);
+        close(fd);
+
+        /* An empty file: "" and length 0. */
+        snprintf(path, sizeof path, "%s/empty", dir);
+        fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        close(fd);
+        buf = NULL;
+        check_int(io_read_file(path, 10, &buf, &len), 0);
+        check(buf && buf[0] == '\0' && len == 0);
+        free(buf);
+}
+
+static void test_errors(void) {
+        char path[PATH_MAX], *buf = NULL;
+        int p[2];
+
+        snprintf(path, sizeof path, "%s/missing", dir);
+        check_int(io_read_file(path, 0, &buf, NULL), -ENOENT);
+        check_int(io_read_file(dir, 0, &buf, NULL), -EISDIR);
+        check_int(io_write_all(-1, "x", 1), -EBADF);
+        check_int(io_read_all(-1, 0, &buf, NULL), -EBADF);
+        check_int(io_read_file(NULL, 0, &buf, NULL), -EINVAL);
+
+        /* A pipe whose reader is gone: EPIPE (SIGPIPE ignored), not a hang. */
+        check(pipe2(p, O_CLOEXEC) == 0);
+        close(p[0]);
+        signal(SIGPIPE, SIG_IGN);
+        check_int(io_write_all(p[1], "x", 1), -EPIPE);
+        close(p[1]);
+}
+
+int main(void) {
+        check(mkdtemp(dir) != NULL);
+        test_roundtrip();
+        test_errors();
+        char cmd[PATH_MAX + 16];
+        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+        check(system(cmd) == 0);
+        return test_result();
+}
