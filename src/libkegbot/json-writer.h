@@ -1,0 +1,73 @@
+/* The one JSON writer, for everything this project writes as JSON: kegnet frames, spool records,
+ * drinks.log lines, the thermo log and every future payload. Compact output in the order the caller
+ * writes it (fixed key order), doubles in the shortest round-trip spelling (util-double.h),
+ * timestamps as RFC 3339 UTC strings (util-time.h), and strings checked as UTF-8: text that is not
+ * valid UTF-8 is refused, never written. Reading JSON stays with jansson.
+ *
+ * Errors are sticky: the first one (-EINVAL for invalid text, a non-finite double, a value where a
+ * key is due or unbalanced containers; -ERANGE for a timestamp past year 9999; -ENOMEM) is kept,
+ * later calls do nothing, and json_writer_finish() returns it. So a writer is filled without
+ * checking every call:
+ *
+ *     JsonWriter w = JSON_WRITER_INIT;
+ *     json_writer_object_begin(&w);
+ *     json_writer_field_string(&w, "meter_name", name);
+ *     json_writer_field_double(&w, "volume_ml", ml);
+ *     json_writer_object_end(&w);
+ *     r = json_writer_finish(&w, &text, &len);
+ */
+#pragma once
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "macro.h"
+#include "util-strbuf.h"
+
+#define JSON_WRITER_MAX_DEPTH 32
+
+typedef struct JsonWriter {
+        StrBuf out;
+        unsigned depth;
+        uint32_t is_object;     /* bit d: the container at depth d+1 is an object */
+        uint32_t has_items;     /* bit d: it holds at least one member */
+        bool after_key;         /* a key was written, its value is due */
+} JsonWriter;
+
+#define JSON_WRITER_INIT ((JsonWriter) {})
+
+/* Each returns the writer's sticky error (0 while all is well). */
+int json_writer_object_begin(JsonWriter *w);
+int json_writer_object_end(JsonWriter *w);
+int json_writer_array_begin(JsonWriter *w);
+int json_writer_array_end(JsonWriter *w);
+int json_writer_key(JsonWriter *w, const char *key);
+
+int json_writer_null(JsonWriter *w);
+int json_writer_bool(JsonWriter *w, bool v);
+int json_writer_int(JsonWriter *w, int64_t v);
+int json_writer_uint(JsonWriter *w, uint64_t v);
+int json_writer_double(JsonWriter *w, double v);                /* finite only */
+int json_writer_string(JsonWriter *w, const char *s);           /* NULL writes null */
+int json_writer_timestamp(JsonWriter *w, uint64_t realtime_usec);
+
+/* key + value. */
+int json_writer_field_null(JsonWriter *w, const char *key);
+int json_writer_field_bool(JsonWriter *w, const char *key, bool v);
+int json_writer_field_int(JsonWriter *w, const char *key, int64_t v);
+int json_writer_field_uint(JsonWriter *w, const char *key, uint64_t v);
+int json_writer_field_double(JsonWriter *w, const char *key, double v);
+int json_writer_field_string(JsonWriter *w, const char *key, const char *s);
+int json_writer_field_timestamp(JsonWriter *w, const char *key, uint64_t realtime_usec);
+
+/* Records an error of the caller's (e.g. a value out of its range) unless one is already set. */
+int json_writer_set_error(JsonWriter *w, int error);
+/* Bytes written so far. */
+size_t json_writer_length(const JsonWriter *w);
+
+/* The document (NUL-terminated, malloc'ed) once every container is closed; the writer is reset.
+ * On any recorded error, or open containers (-EINVAL), nothing is handed over, the memory is freed
+ * and the error is returned. */
+int json_writer_finish(JsonWriter *w, char **ret, size_t *ret_len);
+void json_writer_done(JsonWriter *w);
