@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "kegnet.h"
+#include "util-time.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -92,11 +93,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 memcpy(str, data, size);
                 str[size] = 0;
 
-                kegnet_usec_t t;
-                if (kegnet_timestamp_parse(str, &t) == 0) {
-                        char b[KEGNET_TIMESTAMP_MAX];
-                        kegnet_usec_t t2;
-                        if (kegnet_timestamp_format(t, b) < 0 || kegnet_timestamp_parse(b, &t2) < 0 ||
+                uint64_t t;
+                if (time_parse_rfc3339(str, &t) == 0) {
+                        char b[TIME_RFC3339_MAX];
+                        uint64_t t2;
+                        if (time_format_rfc3339(t, b) < 0 || time_parse_rfc3339(b, &t2) < 0 ||
                             t2 != t / 1000000 * 1000000)
                                 abort();
                 }

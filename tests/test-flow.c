@@ -9,6 +9,7 @@
 
 #include "flow.h"
 #include "kegnet.h"
+#include "util-time.h"
 #include "test-util.h"
 
 #define check_double(a, b) check(fabs((double) (a) - (double) (b)) < 1e-9)
@@ -446,7 +447,7 @@ static void test_flow_get_update_event(void) {
         FlowEngineConfig c;
         Rec r;
         _cleanup_(flow_engine_freep) FlowEngine *e = NULL;
-        char buf[KEGNET_TIMESTAMP_MAX];
+        char buf[TIME_RFC3339_MAX];
 
         flow_engine_config_init(&c);
         c.first_flow_id = 123;
@@ -463,9 +464,9 @@ static void test_flow_get_update_event(void) {
         check_int(r.last_update.ticks, 10);
         check_int(r.last_update.start_realtime, WALL0);
         check_int(r.last_update.last_activity_realtime, WALL0 + SEC(20));
-        check_int(kegnet_timestamp_format(r.last_update.start_realtime, buf), 0);
+        check_int(time_format_rfc3339(r.last_update.start_realtime, buf), 0);
         check_streq(buf, "2026-11-26T12:00:00Z");
-        check_int(kegnet_timestamp_format(r.last_update.last_activity_realtime, buf), 0);
+        check_int(time_format_rfc3339(r.last_update.last_activity_realtime, buf), 0);
         check_streq(buf, "2026-11-26T12:00:20Z");
 }
 

@@ -1,5 +1,5 @@
 /* Unit tests for the kegnet codec: the spec's example frames byte for byte, round trips of every
- * message, value-type rules, every decoder error, timestamps, addresses and the frame splitter. */
+ * message, value-type rules, every decoder error, addresses and the frame splitter. */
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -320,27 +320,14 @@ static void check_float(double v, const char *expect) {
 }
 
 static void test_floats(void) {
+        /* The spelling itself is util-double's (tests/test-util-double.c); here: that frames use it
+         * and that it reads back exactly. */
         check_float(100.0, "100.0");
-        check_float(4.5, "4.5");
         check_float(5.0 / 11.0, "0.45454545454545453");
-        check_float(0.1, "0.1");
-        check_float(2.2, "2.2");
         check_float(-0.0, "-0.0");
-        check_float(0.0, "0.0");
-        check_float(1.0, "1.0");
-        check_float(-3.0, "-3.0");
         check_float(1e16, "1e+16");
-        check_float(1.5e16, "1.5e+16");
-        check_float(9999999999999998.0, "9999999999999998.0");
-        check_float(123456789012345.0, "123456789012345.0");
-        check_float(0.0001, "0.0001");
         check_float(0.00001, "1e-05");
-        check_float(1.25e-7, "1.25e-07");
-        check_float(1e300, "1e+300");
         check_float(5e-324, "5e-324");
-        check_float(1.7976931348623157e308, "1.7976931348623157e+308");
-        check_float(85.0, "85.0");
-        check_float(-20.1, "-20.1");
 
         /* Integer literals are fine as floats on input. */
         KegnetMessage m;
@@ -750,57 +737,6 @@ static void test_splitter_limit(void) {
         free(big);
 }
 
-static void test_timestamps(void) {
-        char b[KEGNET_TIMESTAMP_MAX];
-        kegnet_usec_t t;
-
-        check(kegnet_timestamp_format(0, b) == 0);
-        check_streq(b, "1970-01-01T00:00:00Z");
-        check(kegnet_timestamp_format(T0 + 999999, b) == 0);
-        check_streq(b, "2026-11-26T12:00:00Z");
-        check(kegnet_timestamp_format(UINT64_C(951782400) * USEC_PER_SEC, b) == 0);
-        check_streq(b, "2000-02-29T00:00:00Z");
-        check(kegnet_timestamp_format(UINT64_C(253402300799) * USEC_PER_SEC, b) == 0);
-        check_streq(b, "9999-12-31T23:59:59Z");
-        check(kegnet_timestamp_format(UINT64_C(253402300800) * USEC_PER_SEC, b) == -ERANGE);
-        check(kegnet_timestamp_format(UINT64_MAX, b) == -ERANGE);
-
-        check(kegnet_timestamp_parse("2026-11-26T12:00:00Z", &t) == 0 && t == T0);
-        check(kegnet_timestamp_parse("2026-11-26t12:00:00z", &t) == 0 && t == T0);
-        check(kegnet_timestamp_parse("2026-11-26T12:00:00.5Z", &t) == 0 && t == T0 + 500000);
-        check(kegnet_timestamp_parse("2026-11-26T12:00:00.123456789Z", &t) == 0 && t == T0 + 123456);
-        check(kegnet_timestamp_parse("2026-11-26T13:30:00+01:30", &t) == 0 && t == T0);
-        check(kegnet_timestamp_parse("2026-11-26T07:00:00-05:00", &t) == 0 && t == T0);
-        check(kegnet_timestamp_parse("2026-11-26T12:00:00+00:00", &t) == 0 && t == T0);
-        check(kegnet_timestamp_parse("1970-01-01T00:00:00Z", &t) == 0 && t == 0);
-        check(kegnet_timestamp_parse("2000-02-29T00:00:00Z", &t) == 0 && t == UINT64_C(951782400) * USEC_PER_SEC);
-        check(kegnet_timestamp_parse("2016-12-31T23:59:60Z", &t) == 0);
-        check(kegnet_timestamp_parse("9999-12-31T23:59:59Z", &t) == 0);
-
-        static const char *const bad[] = {
-                "", "2026-11-26", "2026-11-26T12:00:00", "2014-03-16T11:23:37", "2026-11-26 12:00:00Z",
-                "2026-13-01T00:00:00Z", "2026-00-01T00:00:00Z", "2026-02-29T00:00:00Z", "1900-02-29T00:00:00Z",
-                "2026-04-31T00:00:00Z", "2026-11-26T24:00:00Z", "2026-11-26T12:60:00Z", "2026-11-26T12:00:61Z",
-                "2026-11-26T12:00:00.Z", "2026-11-26T12:00:00+0100", "2026-11-26T12:00:00+24:00",
-                "2026-11-26T12:00:00+01:60", "2026-11-26T12:00:00ZZ", "2026-11-26T12:00:00Z ", " 2026-11-26T12:00:00Z",
-                "1969-12-31T23:59:59Z", "1970-01-01T00:00:00+00:01", "26-11-26T12:00:00Z", "2026-1-26T12:00:00Z",
-                "2026-11-26T1:00:00Z", "20x6-11-26T12:00:00Z", "9999-12-31T23:59:59-01:00",
-        };
-        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
-                if (kegnet_timestamp_parse(bad[i], &t) != -EINVAL)
-                        fprintf(stderr, "accepted bad timestamp '%s'\n", bad[i]);
-                check(kegnet_timestamp_parse(bad[i], &t) == -EINVAL);
-        }
-        check(kegnet_timestamp_parse(NULL, &t) == -EINVAL);
-
-        /* Every day of a few years round-trips. */
-        for (uint64_t day = 0; day < 366 * 4; day++) {
-                uint64_t sec = UINT64_C(1704067200) + day * 86400 + day * 37 % 86400;
-                check(kegnet_timestamp_format(sec * USEC_PER_SEC, b) == 0);
-                check(kegnet_timestamp_parse(b, &t) == 0 && t == sec * USEC_PER_SEC);
-        }
-}
-
 static void test_address(void) {
         char *h = NULL;
         uint16_t p = 0;
@@ -890,7 +826,6 @@ int main(void) {
         test_max_frame();
         test_splitter_chunking();
         test_splitter_limit();
-        test_timestamps();
         test_address();
         test_names();
 

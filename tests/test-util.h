@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "macro.h"
+#include "util-io.h"
 
 static int failures;
 
@@ -53,18 +54,9 @@ static inline int test_result(void) {
 
 /* The whole file as a string (caller frees), NULL if it cannot be read. */
 static inline char *read_all(const char *path) {
-        FILE *f = fopen(path, "re");
-        if (!f)
-                return NULL;
         char *buf = NULL;
-        size_t len = 0;
-        FILE *m = open_memstream(&buf, &len);
-        int c;
-        while ((c = fgetc(f)) != EOF)
-                fputc(c, m);
-        fclose(m);
-        fclose(f);
-        return buf;
+
+        return io_read_file(path, 0, &buf, NULL) < 0 ? NULL : buf;
 }
 
 /* stderr goes to <dir>/stderr until capture_end(), which returns what was written. */

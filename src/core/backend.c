@@ -13,6 +13,9 @@
 #include "drinks.h"
 #include "http.h"
 #include "taps.h"
+#include "util-double.h"
+#include "util-time.h"
+#include "util-uuid.h"
 
 #define BACKOFF_MAX_USEC (300 * USEC_PER_SEC)
 #define FIRST_SYNC_RETRY_USEC (10 * USEC_PER_SEC)
@@ -171,41 +174,6 @@ static int level_for(ApiOutcome o) {
 
 static int log_oom_errno(void) {
         return log_error_errno(ENOMEM, "Out of memory");
-}
-
-/* ---------------------------------------------------------------- time parsing */
-
-/* ISO 8601 with an offset ("...Z", "...+01:00"); fraction ignored. */
-static int parse_iso8601(const char *s, int64_t *ret_unix) {
-        int Y, M, D, h, m, sec, n = 0;
-        struct tm tm = {};
-
-        if (sscanf(s, "%4d-%2d-%2dT%2d:%2d:%2d%n", &Y, &M, &D, &h, &m, &sec, &n) != 6 || n != 19)
-                return -EINVAL;
-        const char *p = s + n;
-        if (*p == '.') {
-                p++;
-                while (*p >= '0' && *p <= '9')
-                        p++;
-        }
-        int off = 0;
-        if (*p == 'Z' && p[1] == 0)
-                off = 0;
-        else if ((*p == '+' || *p == '-') && strlen(p) == 6 && p[3] == ':') {
-                int oh, om;
-                if (sscanf(p + 1, "%2d:%2d", &oh, &om) != 2)
-                        return -EINVAL;
-                off = (oh * 60 + om) * 60 * (*p == '-' ? -1 : 1);
-        } else
-                return -EINVAL;
-        tm.tm_year = Y - 1900;
-        tm.tm_mon = M - 1;
-        tm.tm_mday = D;
-        tm.tm_hour = h;
-        tm.tm_min = m;
-        tm.tm_sec = sec;
-        *ret_unix = (int64_t) timegm(&tm) - off;
-        return 0;
 }
 
 /* ---------------------------------------------------------------- tap sync */
@@ -724,12 +692,15 @@ int backend_retry_failed(Backend *b, size_t *ret_n) {
         return r;
 }
 
-int backend_fail_drink(Backend *b, const char *uuid) {
+int backend_fail_drink(Backend *b, const char *uuid_arg) {
         SpoolFailure f = { .time_usec = now_real(), .message = (char *) "moved to failed/ by an operator" };
+        char uuid[UUID_STRING_MAX];
         int r;
 
-        if (!spool_uuid_is_valid(uuid))
-                return -ENOENT;
+        /* Either case names the drink (util-uuid.h); the spool knows it by the lowercase spelling. */
+        r = uuid_normalize(uuid_arg, uuid);
+        if (r < 0)
+                return r;
         if (b->uploading && streq(b->uploading->uuid, uuid)) {
                 /* The server may still record it; the operator asked for it anyway. */
                 api_request_cancel(b->upload_req);
@@ -802,13 +773,13 @@ static void on_token(ApiClient *c, const ApiResult *res, void *userdata) {
                 json_t *u = json_object_get(res->object, "username");
                 json_t *en = json_object_get(res->object, "enabled");
                 json_t *ex = json_object_get(res->object, "expire_time");
-                int64_t exp;
+                uint64_t exp;
                 if (!json_is_string(u) || isempty(json_string_value(u)))
                         a = TOKEN_NOT_ASSIGNED;
                 else if (json_is_false(en))
                         a = TOKEN_DISABLED;
-                else if (json_is_string(ex) && parse_iso8601(json_string_value(ex), &exp) >= 0 &&
-                         exp <= (int64_t) (now_real() / USEC_PER_SEC))
+                else if (json_is_string(ex) && time_parse_rfc3339(json_string_value(ex), &exp) >= 0 &&
+                         exp <= now_real())
                         a = TOKEN_EXPIRED;
                 else {
                         a = TOKEN_ASSIGNED;
@@ -938,7 +909,7 @@ static void on_thermo_reading(Manager *m, const ThermoSensor *s, bool record, vo
         Backend *b = userdata;
         _cleanup_(freep) char *name = NULL, *path = NULL;
         ApiForm f = {};
-        char v[32];
+        char v[DOUBLE_STRING_MAX];
         int r;
 
         if (!record || b->stopping || !b->client)
@@ -948,7 +919,7 @@ static void on_thermo_reading(Manager *m, const ThermoSensor *s, bool record, vo
                 path = NULL;
                 return;
         }
-        drink_format_double(s->value, v);
+        double_format(s->value, v);
         api_form_add(&f, "temp_c", v);
         ThermoPost *t = calloc(1, sizeof(ThermoPost));
         if (!t || !(t->sensor = strdup(s->name))) {

@@ -56,6 +56,7 @@ bool backend_synced(Backend *b);                /* a sync succeeded in this proc
 int backend_sync(Backend *b);
 /* Re-queue every failed drink at the tail. */
 int backend_retry_failed(Backend *b, size_t *ret_n);
-/* Move a queued drink to failed/ (an upload of it in flight is abandoned). -ENOENT: not queued. */
+/* Move a queued drink to failed/ (an upload of it in flight is abandoned). The UUID may be spelled
+ * in either case. -EINVAL: not a UUID; -ENOENT: not queued. */
 int backend_fail_drink(Backend *b, const char *uuid);
 int backend_list_drinks(Backend *b, SpoolArea area, SpoolListFunc cb, void *userdata);

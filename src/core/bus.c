@@ -12,6 +12,7 @@
 
 #include "bus.h"
 #include "util-strv.h"
+#include "util-uuid.h"
 
 #define MANAGER_IFACE "org.kegbot.Core1.Manager"
 #define TAP_IFACE "org.kegbot.Core1.Tap"
@@ -152,25 +153,6 @@ static int free_and_strdup(char **p, const char *s) {
         return 1;
 }
 
-static int strv_push_dup(char ***l, size_t *n, const char *s) {
-        char **a = realloc(*l, (*n + 1) * sizeof(char *));
-        if (!a)
-                return -ENOMEM;
-        *l = a;
-        a[*n] = strdup(s);
-        if (!a[*n])
-                return -ENOMEM;
-        (*n)++;
-        return 0;
-}
-
-static bool strv_has(char **l, size_t n, const char *s) {
-        for (size_t i = 0; i < n; i++)
-                if (streq(l[i], s))
-                        return true;
-        return false;
-}
-
 /* ---- argument checks ---- */
 
 /* Names travel into logs, kegnet frames and object paths: keep them short and printable. */
@@ -210,17 +192,6 @@ static bool relay_name_is_valid(const char *s) {
                 return false;
         digits = strspn(num, "0123456789");
         return digits >= 1 && digits <= 3 && num[digits] == '\0';
-}
-
-static bool uuid_is_valid(const char *s) {
-        if (!s || strlen(s) != 36)
-                return false;
-        for (size_t i = 0; i < 36; i++) {
-                bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-                if (dash ? s[i] != '-' : !strchr("0123456789abcdefABCDEF", s[i]))
-                        return false;
-        }
-        return true;
 }
 
 static int reply_manager_error(sd_bus_error *error, int r, const char *what) {
@@ -631,14 +602,16 @@ static int method_retry_failed_drinks(sd_bus_message *m, void *userdata, sd_bus_
 
 static int method_fail_drink(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Bus *b = userdata;
-        const char *uuid;
+        const char *uuid_arg;
+        char uuid[UUID_STRING_MAX];
         int r;
 
-        r = sd_bus_message_read(m, "s", &uuid);
+        r = sd_bus_message_read(m, "s", &uuid_arg);
         if (r < 0)
                 return r;
-        if (!uuid_is_valid(uuid))
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid drink UUID '%s'", uuid);
+        /* Either case names the same drink (util-uuid.h); replies and logs use the lowercase spelling. */
+        if (uuid_normalize(uuid_arg, uuid) < 0)
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid drink UUID '%s'", uuid_arg);
         if (!b->backend)
                 return sd_bus_error_set(error, BUS_ERROR_NOT_SUPPORTED,
                                         "There is no drink queue in standalone mode");
@@ -990,7 +963,7 @@ static int controller_find(sd_bus *bus, const char *path, const char *interface,
 
         if (sd_bus_path_decode(path, CONTROLLER_PREFIX, &name) <= 0)
                 return 0;
-        if (!strv_has(b->controllers, b->n_controllers, name))
+        if (!strv_contains(b->controllers, name))
                 return 0;
         c = manager_find_controller(b->manager, name);
         if (!c)
@@ -1043,7 +1016,7 @@ static int sensor_find(sd_bus *bus, const char *path, const char *interface, voi
 
         if (sd_bus_path_decode(path, SENSOR_PREFIX, &name) <= 0)
                 return 0;
-        if (!strv_has(b->sensors, b->n_sensors, name))
+        if (!strv_contains(b->sensors, name))
                 return 0;
         s = thermo_manager_find(manager_get_thermo(b->manager), name);
         if (!s)
@@ -1329,8 +1302,8 @@ static void on_thermo_reading(Manager *m, const ThermoSensor *s, bool record, vo
         bool added = false;
         int r;
 
-        if (!strv_has(b->sensors, b->n_sensors, s->name)) {
-                if (strv_push_dup(&b->sensors, &b->n_sensors, s->name) < 0)
+        if (!strv_contains(b->sensors, s->name)) {
+                if (strv_extend(&b->sensors, &b->n_sensors, s->name) < 0)
                         return (void) log_error("Out of memory exporting sensor %s", s->name);
                 added = true;
         }
@@ -1347,7 +1320,7 @@ static void on_thermo_reading(Manager *m, const ThermoSensor *s, bool record, vo
 static void on_thermo_silent(Manager *m, const ThermoSensor *s, void *userdata) {
         Bus *b = userdata;
 
-        if (strv_has(b->sensors, b->n_sensors, s->name))
+        if (strv_contains(b->sensors, s->name))
                 sensor_path_emit(b, s, false);
 }
 
@@ -1371,8 +1344,8 @@ static void on_controller_changed(Manager *m, const Controller *c, void *userdat
 
         if (sd_bus_path_encode(CONTROLLER_PREFIX, c->name, &path) < 0)
                 return (void) log_error("Out of memory exporting controller %s", c->name);
-        if (!strv_has(b->controllers, b->n_controllers, c->name)) {
-                if (strv_push_dup(&b->controllers, &b->n_controllers, c->name) < 0)
+        if (!strv_contains(b->controllers, c->name)) {
+                if (strv_extend(&b->controllers, &b->n_controllers, c->name) < 0)
                         return (void) log_error("Out of memory exporting controller %s", c->name);
                 emit_object_added(b, path);
                 return;
@@ -1643,10 +1616,10 @@ static int bus_scan(Bus *b) {
                 on_flow_updated(b->manager, &f, b);
         }
         for (size_t i = 0; i < manager_n_controllers(b->manager); i++)
-                if (strv_push_dup(&b->controllers, &b->n_controllers, manager_controller_at(b->manager, i)->name) < 0)
+                if (strv_extend(&b->controllers, &b->n_controllers, manager_controller_at(b->manager, i)->name) < 0)
                         return -ENOMEM;
         for (size_t i = 0; i < thermo_manager_n_sensors(t); i++)
-                if (strv_push_dup(&b->sensors, &b->n_sensors, thermo_manager_sensor_at(t, i)->name) < 0)
+                if (strv_extend(&b->sensors, &b->n_sensors, thermo_manager_sensor_at(t, i)->name) < 0)
                         return -ENOMEM;
         return 0;
 }
@@ -1729,12 +1702,8 @@ Bus *bus_free(Bus *b) {
         for (size_t i = 0; i < b->n_meters; i++)
                 meter_obj_free(b->meters[i]);
         free(b->meters);
-        for (size_t i = 0; i < b->n_controllers; i++)
-                free(b->controllers[i]);
-        free(b->controllers);
-        for (size_t i = 0; i < b->n_sensors; i++)
-                free(b->sensors[i]);
-        free(b->sensors);
+        strv_free(b->controllers);
+        strv_free(b->sensors);
         for (size_t i = 0; i < b->n_relays; i++)
                 free(b->relays[i].name);
         free(b->relays);

@@ -39,9 +39,6 @@ Drink *drink_free(Drink *d);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Drink *, drink_free);
 int drink_dup(const Drink *d, Drink **ret);
 
-/* A random (version 4) UUID, lowercase with dashes. */
-int drink_uuid_generate(char buf[static DRINK_UUID_STRING_MAX]);
-
 typedef struct DrinkSink DrinkSink;
 
 /* The sink accepted a drink it had queued (server: uploaded; d->drink_id set if known). Never
@@ -78,7 +75,3 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(DrinkSink *, drink_sink_free);
 
 /* For sink implementations: report a queued drink as accepted. */
 void drink_sink_notify_created(DrinkSink *s, const Drink *d);
-
-/* JSON number text for a double: the shortest form that reads back to the same value, always with
- * a '.' or an exponent ("100.0", "654.5454545454545"). buf needs 32 bytes. */
-void drink_format_double(double v, char buf[static 32]);

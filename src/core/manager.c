@@ -13,8 +13,10 @@
 #include "daemon.h"
 #include "manager.h"
 #include "standalone.h"
+#include "util-double.h"
 
 #define MAX_CONTROLLERS 256U
+#define MANAGER_N_SIGNALS 4
 #define SHUTDOWN_FLUSH_USEC_DEFAULT (1 * USEC_PER_SEC)
 
 typedef struct ObserverSlot {
@@ -27,10 +29,7 @@ struct Manager {
         char *bind_addr, *state_dir, *taps_file, *tokens_file;
 
         sd_event *event;
-        sd_event_source *sigterm_source;
-        sd_event_source *sigint_source;
-        sd_event_source *sigquit_source;
-        sd_event_source *sighup_source;
+        sd_event_source *signal_sources[MANAGER_N_SIGNALS];  /* SIGTERM, SIGINT, SIGQUIT, SIGHUP */
         sd_event_source *flow_timer_source;     /* armed at flow_engine_next_deadline() */
         sd_event_source *thermo_timer_source;   /* armed at thermo_manager_next_deadline() */
         sd_event_source *shutdown_timer_source; /* bounds the final output flush */
@@ -140,9 +139,9 @@ static void emit_drink_created(Manager *m, const Drink *d) {
         };
         /* In server mode the uploader logs the server's answer (user, keg) instead. */
         if (manager_is_standalone(m)) {
-                char num[32];
+                char num[DOUBLE_STRING_MAX];
 
-                drink_format_double(d->volume_known ? d->volume_ml / 1000.0 : 0.0, num);
+                double_format(d->volume_known ? d->volume_ml / 1000.0 : 0.0, num);
                 log_named(LOG_INFO, "DrinkManager", "Logged drink %" PRIi64 " username=%s liters=%s ticks=%" PRIu64 " uuid=%s",
                           d->has_drink_id ? d->drink_id : (int64_t) -1, d->username ?: "None",
                           d->volume_known ? num : "None", d->ticks, d->uuid);
@@ -739,33 +738,10 @@ static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void
 /* ---- set-up ---- */
 
 static int setup_signals(Manager *m) {
-        sigset_t mask;
-        int r;
+        static const int signals[MANAGER_N_SIGNALS] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP };
 
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGTERM);
-        sigaddset(&mask, SIGINT);
-        sigaddset(&mask, SIGQUIT);
-        sigaddset(&mask, SIGHUP);
-        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
-                return log_error_errno(errno, "Cannot block signals: %m");
         (void) signal(SIGPIPE, SIG_IGN);
-
-        struct {
-                int sig;
-                sd_event_source **s;
-        } table[] = {
-                { SIGTERM, &m->sigterm_source },
-                { SIGINT, &m->sigint_source },
-                { SIGQUIT, &m->sigquit_source },
-                { SIGHUP, &m->sighup_source },
-        };
-        for (size_t i = 0; i < ELEMENTSOF(table); i++) {
-                r = sd_event_add_signal(m->event, table[i].s, table[i].sig, on_signal, m);
-                if (r < 0)
-                        return log_error_errno(r, "Cannot watch signal %d: %m", table[i].sig);
-        }
-        return 0;
+        return daemon_watch_signals(m->event, signals, ELEMENTSOF(signals), on_signal, m, m->signal_sources);
 }
 
 static int setup_timers(Manager *m) {
@@ -899,10 +875,8 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
 
-        m->sigterm_source = sd_event_source_disable_unref(m->sigterm_source);
-        m->sigint_source = sd_event_source_disable_unref(m->sigint_source);
-        m->sigquit_source = sd_event_source_disable_unref(m->sigquit_source);
-        m->sighup_source = sd_event_source_disable_unref(m->sighup_source);
+        for (size_t i = 0; i < ELEMENTSOF(m->signal_sources); i++)
+                m->signal_sources[i] = sd_event_source_disable_unref(m->signal_sources[i]);
         m->flow_timer_source = sd_event_source_disable_unref(m->flow_timer_source);
         m->thermo_timer_source = sd_event_source_disable_unref(m->thermo_timer_source);
         m->shutdown_timer_source = sd_event_source_disable_unref(m->shutdown_timer_source);

@@ -12,8 +12,9 @@
 
 #include "flow.h"
 #include "ini.h"
-#include "kegnet.h"
+#include "json-writer.h"
 #include "standalone.h"
+#include "util-io.h"
 
 #define SCAN_CHUNK 4096
 /* A line holds a meter name of up to a kegnet frame (64 KiB), up to 6 bytes per character once
@@ -35,128 +36,25 @@ typedef struct DrinksLog {
         uint64_t retry_usec;
 } DrinksLog;
 
-/* ---- small output buffer ---- */
-
-typedef struct Buf {
-        char *p;
-        size_t n, a;
-        bool oom;
-} Buf;
-
-static void buf_add(Buf *b, const char *s, size_t len) {
-        if (b->oom)
-                return;
-        if (b->n + len + 1 > b->a) {
-                size_t a = MAX(b->a * 2, b->n + len + 1);
-                a = MAX(a, (size_t) 256);
-                char *t = realloc(b->p, a);
-                if (!t) {
-                        b->oom = true;
-                        return;
-                }
-                b->p = t;
-                b->a = a;
-        }
-        memcpy(b->p + b->n, s, len);
-        b->n += len;
-        b->p[b->n] = '\0';
-}
-
-static void buf_puts(Buf *b, const char *s) {
-        buf_add(b, s, strlen(s));
-}
-
-static void buf_printf(Buf *b, const char *fmt, ...) _printf_(2, 3);
-static void buf_printf(Buf *b, const char *fmt, ...) {
-        char tmp[128];
-        va_list ap;
-        int n;
-
-        va_start(ap, fmt);
-        n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-        va_end(ap);
-        if (n < 0 || (size_t) n >= sizeof(tmp)) {
-                b->oom = true;
-                return;
-        }
-        buf_add(b, tmp, (size_t) n);
-}
-
-static void buf_json_string(Buf *b, const char *s) {
-        if (!s) {
-                buf_puts(b, "null");
-                return;
-        }
-        buf_puts(b, "\"");
-        for (const unsigned char *c = (const unsigned char *) s; *c; c++) {
-                char esc[8];
-                if (*c == '"' || *c == '\\') {
-                        esc[0] = '\\';
-                        esc[1] = (char) *c;
-                        buf_add(b, esc, 2);
-                } else if (*c < 0x20) {
-                        snprintf(esc, sizeof(esc), "\\u%04x", *c);
-                        buf_puts(b, esc);
-                } else
-                        buf_add(b, (const char *) c, 1);
-        }
-        buf_puts(b, "\"");
-}
-
-static void buf_timestamp(Buf *b, uint64_t usec) {
-        char ts[KEGNET_TIMESTAMP_MAX];
-
-        if (kegnet_timestamp_format(usec, ts) < 0) {
-                buf_puts(b, "null");
-                return;
-        }
-        buf_json_string(b, ts);
-}
-
 int drinks_log_format_line(const Drink *d, int64_t drink_id, char **ret) {
-        Buf b = {};
-        char num[32];
+        JsonWriter w = JSON_WRITER_INIT;
 
-        buf_printf(&b, "{\"drink_id\":%" PRIi64 ",\"uuid\":", drink_id);
-        buf_json_string(&b, d->uuid);
-        buf_printf(&b, ",\"flow_id\":%" PRIu64 ",\"meter_name\":", d->flow_id);
-        buf_json_string(&b, d->meter_name);
-        buf_printf(&b, ",\"ticks\":%" PRIu64 ",\"volume_ml\":", d->ticks);
-        if (d->volume_known) {
-                drink_format_double(d->volume_ml, num);
-                buf_puts(&b, num);
-        } else
-                buf_puts(&b, "null");
-        buf_puts(&b, ",\"username\":");
-        buf_json_string(&b, d->username);
-        buf_puts(&b, ",\"start_time\":");
-        buf_timestamp(&b, d->start_realtime);
-        buf_puts(&b, ",\"pour_time\":");
-        buf_timestamp(&b, d->pour_realtime);
-        buf_printf(&b, ",\"duration\":%" PRIu64 "}", d->duration_sec);
-
-        if (b.oom) {
-                free(b.p);
-                return -ENOMEM;
-        }
-        *ret = b.p;
-        return 0;
-}
-
-static int write_all(int fd, const char *p, size_t n) {
-        while (n > 0) {
-                ssize_t k = write(fd, p, n);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (k == 0)
-                        return -EIO;
-                p += k;
-                n -= (size_t) k;
-        }
-        return 0;
+        json_writer_object_begin(&w);
+        json_writer_field_int(&w, "drink_id", drink_id);
+        json_writer_field_string(&w, "uuid", d->uuid);
+        json_writer_field_uint(&w, "flow_id", d->flow_id);
+        json_writer_field_string(&w, "meter_name", d->meter_name);
+        json_writer_field_uint(&w, "ticks", d->ticks);
+        if (d->volume_known)
+                json_writer_field_double(&w, "volume_ml", d->volume_ml);
+        else
+                json_writer_field_null(&w, "volume_ml");
+        json_writer_field_string(&w, "username", d->username);
+        json_writer_field_timestamp(&w, "start_time", d->start_realtime);
+        json_writer_field_timestamp(&w, "pour_time", d->pour_realtime);
+        json_writer_field_uint(&w, "duration", d->duration_sec);
+        json_writer_object_end(&w);
+        return json_writer_finish(&w, ret, NULL);
 }
 
 /* ---- drinks log start-up scan ---- */
@@ -299,7 +197,7 @@ static int drinks_log_append(DrinksLog *l, Drink *d) {
                 }
         }
 
-        r = write_all(l->fd, line, len);
+        r = io_write_all(l->fd, line, len);
         if (r >= 0 && fsync(l->fd) < 0)
                 r = -errno;
         if (r < 0) {
@@ -527,24 +425,21 @@ ThermoLog *thermo_log_free(ThermoLog *l) {
 }
 
 int thermo_log_append(ThermoLog *l, const char *sensor, double value_c, uint64_t realtime) {
-        Buf b = {};
-        char num[32];
+        JsonWriter w = JSON_WRITER_INIT;
+        _cleanup_(freep) char *line = NULL;
+        size_t len;
         int r;
 
-        drink_format_double(value_c, num);
-        buf_puts(&b, "{\"sensor_name\":");
-        buf_json_string(&b, sensor);
-        buf_puts(&b, ",\"temperature_c\":");
-        buf_puts(&b, num);
-        buf_puts(&b, ",\"time\":");
-        buf_timestamp(&b, realtime);
-        buf_puts(&b, "}\n");
-        if (b.oom) {
-                free(b.p);
-                return -ENOMEM;
+        json_writer_object_begin(&w);
+        json_writer_field_string(&w, "sensor_name", sensor);
+        json_writer_field_double(&w, "temperature_c", value_c);
+        json_writer_field_timestamp(&w, "time", realtime);
+        json_writer_object_end(&w);
+        r = json_writer_finish(&w, &line, &len);
+        if (r >= 0) {
+                line[len] = '\n';      /* in place of the NUL: io_write_all() takes a length */
+                r = l->fd >= 0 ? io_write_all(l->fd, line, len + 1) : -EBADF;
         }
-        r = l->fd >= 0 ? write_all(l->fd, b.p, b.n) : -EBADF;
-        free(b.p);
         if (r < 0)
                 log_named(LOG_WARNING, "ThermoManager", "Cannot append to %s: %s", l->path, strerror(-r));
         return r;

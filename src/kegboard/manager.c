@@ -396,7 +396,6 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
                 .flushed = on_kegnet_flushed,
         };
         static const int signals[] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP };
-        sigset_t mask;
         int r;
 
         m = calloc(1, sizeof *m);
@@ -410,18 +409,11 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         if (r < 0)
                 return log_error_errno(r, "Failed to allocate the event loop: %m");
 
-        /* Own handlers rather than daemon_setup_event(): a stop has to switch relays off and
+        /* Own handler rather than daemon_setup_event(): a stop has to switch relays off and
          * flush kegnet before the loop ends. */
-        sigemptyset(&mask);
-        for (size_t i = 0; i < ELEMENTSOF(signals); i++)
-                sigaddset(&mask, signals[i]);
-        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
-                return log_error_errno(-errno, "Failed to block signals: %m");
-        for (size_t i = 0; i < ELEMENTSOF(signals); i++) {
-                r = sd_event_add_signal(m->event, NULL, signals[i], signal_handler, m);
-                if (r < 0)
-                        return log_error_errno(r, "Failed to watch signal %d: %m", signals[i]);
-        }
+        r = daemon_watch_signals(m->event, signals, ELEMENTSOF(signals), signal_handler, m, NULL);
+        if (r < 0)
+                return r;
         (void) sd_event_set_watchdog(m->event, true);
 
         r = board_new(&m->board, m->event, &config->board, &board_callbacks, m);

@@ -1,10 +1,11 @@
 /* Program start-up: see app.h. Owns the common and shared flag groups. */
 #include <ctype.h>
-#include <fcntl.h>
 #include <stdarg.h>
 
 #include "app.h"
 #include "log.h"
+#include "util-io.h"
+#include "util-utf8.h"
 
 #define DEFAULT_LOGFORMAT "%(asctime)s %(levelname)-8s (%(name)s) %(message)s"
 
@@ -98,27 +99,14 @@ void app_flag_error(const char *format, ...) {
 
 /* The --api_key_file contents with surrounding whitespace (and the trailing newline) removed. */
 static int read_key_file(const char *path, char **ret) {
-        _cleanup_(closep) int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
-        char buf[4096];
+        _cleanup_(freep) char *buf = NULL;
         size_t len = 0;
+        int r;
 
-        if (fd < 0)
-                return -errno;
-        for (;;) {
-                ssize_t k = read(fd, buf + len, sizeof buf - 1 - len);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (k == 0)
-                        break;
-                len += (size_t) k;
-                if (len == sizeof buf - 1)
-                        return -EFBIG;
-        }
-        buf[len] = '\0';
-        if (strlen(buf) != len)
+        r = io_read_file(path, 4095, &buf, &len);
+        if (r < 0)
+                return r;
+        if (strlen(buf) != len || !utf8_is_valid(buf))
                 return -EBADMSG;
         char *a = buf, *b = buf + len;
         while (a < b && isspace((unsigned char) *a))

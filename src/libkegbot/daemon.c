@@ -269,35 +269,59 @@ static int on_hup(sd_event_source *s, const struct signalfd_siginfo *si, void *u
         return 0;
 }
 
-int daemon_setup_event(sd_event *e, DaemonReloadHandler on_reload, void *userdata) {
-        static const int exit_signals[] = { SIGTERM, SIGINT, SIGQUIT };
+int daemon_block_signals(const int *signals, size_t n) {
         sigset_t mask;
+
+        assert_return(signals || n == 0, -EINVAL);
+
+        sigemptyset(&mask);
+        for (size_t i = 0; i < n; i++)
+                if (sigaddset(&mask, signals[i]) < 0)
+                        return -errno;
+        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
+                return -errno;
+        return 0;
+}
+
+int daemon_watch_signals(sd_event *e, const int *signals, size_t n, sd_event_signal_handler_t handler,
+                         void *userdata, sd_event_source **ret_sources) {
         int r;
 
-        if (!e)
-                return -EINVAL;
-        sigemptyset(&mask);
-        for (size_t i = 0; i < ELEMENTSOF(exit_signals); i++)
-                sigaddset(&mask, exit_signals[i]);
-        sigaddset(&mask, SIGHUP);
-        if (sigprocmask(SIG_BLOCK, &mask, NULL) < 0)
-                return log_error_errno(errno, "Failed to block signals: %m");
+        assert_return(e, -EINVAL);
+        assert_return(signals || n == 0, -EINVAL);
+        assert_return(handler, -EINVAL);
 
-        for (size_t i = 0; i < ELEMENTSOF(exit_signals); i++) {
-                r = sd_event_add_signal(e, NULL, exit_signals[i], on_exit_signal, NULL);
+        r = daemon_block_signals(signals, n);
+        if (r < 0)
+                return log_error_errno(r, "Failed to block signals: %m");
+        for (size_t i = 0; i < n; i++) {
+                r = sd_event_add_signal(e, ret_sources ? &ret_sources[i] : NULL, signals[i], handler, userdata);
                 if (r < 0)
-                        return log_error_errno(r, "Failed to add a signal handler: %m");
+                        return log_error_errno(r, "Failed to watch signal %s: %m", sigabbrev_np(signals[i]) ?: "?");
         }
+        return 0;
+}
+
+int daemon_setup_event(sd_event *e, DaemonReloadHandler on_reload, void *userdata) {
+        static const int exit_signals[] = { SIGTERM, SIGINT, SIGQUIT };
+        static const int hup[] = { SIGHUP };
+        int r;
+
+        assert_return(e, -EINVAL);
+
+        r = daemon_watch_signals(e, exit_signals, ELEMENTSOF(exit_signals), on_exit_signal, NULL, NULL);
+        if (r < 0)
+                return r;
 
         ReloadHook *h = calloc(1, sizeof(ReloadHook));
         if (!h)
                 return log_error_errno(ENOMEM, "Failed to add a signal handler: %m");
         *h = (ReloadHook) { on_reload, userdata };
         sd_event_source *s = NULL;
-        r = sd_event_add_signal(e, &s, SIGHUP, on_hup, h);
+        r = daemon_watch_signals(e, hup, ELEMENTSOF(hup), on_hup, h, &s);
         if (r < 0) {
                 free(h);
-                return log_error_errno(r, "Failed to add a signal handler: %m");
+                return r;
         }
         (void) sd_event_source_set_destroy_callback(s, free);
         (void) sd_event_source_set_description(s, "sighup");

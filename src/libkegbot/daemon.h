@@ -36,6 +36,16 @@ int daemon_notify_ready(const char *status_format, ...) _printf_(1, 2);  /* READ
 int daemon_notify_status(const char *format, ...) _printf_(1, 2);
 int daemon_notify_stopping(void);
 
+/* Blocks the n signals in the calling thread (sd-event's signal sources and child watches need
+ * them blocked). */
+int daemon_block_signals(const int *signals, size_t n);
+
+/* The one signal set-up: blocks the n signals and watches each on 'e' with 'handler'. With
+ * ret_sources (n slots, filled in the same order) the caller owns the sources; without, they are
+ * floating (owned by the loop). Errors are logged. */
+int daemon_watch_signals(sd_event *e, const int *signals, size_t n, sd_event_signal_handler_t handler,
+                         void *userdata, sd_event_source **ret_sources);
+
 /* Called on SIGHUP after the log file has been reopened. */
 typedef void (*DaemonReloadHandler)(void *userdata);
 

@@ -14,6 +14,8 @@
 
 #include "flags.h"
 #include "macro.h"
+#include "util-double.h"
+#include "util-io.h"
 
 /* A flag file bigger than this is certainly a mistake (e.g. --flagfile=/dev/zero). */
 #define FLAGFILE_MAX (1024U * 1024U)
@@ -128,44 +130,12 @@ static char *py_repr(const char *s) {
         return out;
 }
 
-/* Python's repr() of a float: the shortest string that reads back the same, fixed notation for
- * exponents -4..15 (always with a fractional part), else scientific. */
-static void format_double(double d, char out[static 64]) {
-        if (isnan(d)) {
-                strcpy(out, "nan");
-                return;
-        }
-        if (isinf(d)) {
-                strcpy(out, d < 0 ? "-inf" : "inf");
-                return;
-        }
-        int prec = 1;
-        char tmp[64];
-        for (; prec <= 17; prec++) {
-                snprintf(tmp, sizeof tmp, "%.*e", prec - 1, d);
-                if (strtod(tmp, NULL) == d)
-                        break;
-        }
-        if (prec > 17)
-                prec = 17;
-        const char *e = strchr(tmp, 'e');
-        int exp = e ? atoi(e + 1) : 0;
-        if (exp >= -4 && exp < 16) {
-                int decimals = prec - 1 - exp;
-                if (decimals < 1)
-                        snprintf(out, 64, "%.0f.0", d);
-                else
-                        snprintf(out, 64, "%.*f", decimals, d);
-        } else
-                snprintf(out, 64, "%.*e", prec - 1, d);
-}
-
 /* Bounds are shown the way a person writes them: "[0, 60]", not "[0.0, 60.0]". */
 static void format_bound(double d, char out[static 64]) {
         if (isfinite(d) && d == floor(d) && fabs(d) < 1e15)
                 snprintf(out, 64, "%.0f", d);
         else
-                format_double(d, out);
+                double_format(d, out);
 }
 
 /* ---- flag definitions ---- */
@@ -283,8 +253,7 @@ static char *value_to_string(const FlagDef *d) {
         case FLAG_TYPE_INT64:
                 return strdup_printf("%" PRIi64, *d->v.i64);
         case FLAG_TYPE_DOUBLE:
-                format_double(*d->v.d, buf);
-                return strdup(buf);
+                return strdup(double_format(*d->v.d, buf));
         case FLAG_TYPE_STRING:
                 return strdup(*d->v.s ?: "");
         }
@@ -688,39 +657,7 @@ static int read_file(const char *path, char **ret, size_t *ret_len, struct stat 
                 return -errno;
         if (S_ISDIR(ret_st->st_mode))
                 return -EISDIR;
-        size_t len = 0, cap = 4096;
-        char *buf = malloc(cap);
-        if (!buf)
-                return -ENOMEM;
-        for (;;) {
-                if (len == cap) {
-                        if (cap > FLAGFILE_MAX) {
-                                free(buf);
-                                return -EFBIG;
-                        }
-                        char *t = realloc(buf, cap * 2);
-                        if (!t) {
-                                free(buf);
-                                return -ENOMEM;
-                        }
-                        buf = t;
-                        cap *= 2;
-                }
-                ssize_t k = read(fd, buf + len, cap - len);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        int r = -errno;
-                        free(buf);
-                        return r;
-                }
-                if (k == 0)
-                        break;
-                len += (size_t) k;
-        }
-        *ret = buf;
-        *ret_len = len;
-        return 0;
+        return io_read_all(fd, FLAGFILE_MAX, ret, ret_len);
 }
 
 static int parser_include(Parser *p, const char *value, char **ret_error) {

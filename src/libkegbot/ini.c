@@ -8,9 +8,12 @@
 #include <strings.h>
 
 #include "ini.h"
+#include "util-io.h"
+#include "util-strbuf.h"
 
 /* Python would happily expand "%(b)s%(b)s..." ten levels deep into gigabytes; we refuse instead. */
 #define INI_MAX_VALUE_SIZE (1024U * 1024U)
+#define INI_MAX_FILE_SIZE (64U * 1024U * 1024U)
 #define INI_MAX_REFERENCES 10000U
 
 static const char *ini_name(const Ini *ini) {
@@ -322,38 +325,20 @@ int ini_parse_buffer(Ini *ini, const char *name, const char *data, size_t size, 
 }
 
 int ini_parse_file(Ini *ini, const char *path, char **ret_error) {
-        _cleanup_(fclosep) FILE *f = NULL;
         _cleanup_(freep) char *buf = NULL;
-        size_t len = 0, cap = 0;
+        size_t len = 0;
+        int r;
 
         if (ret_error)
                 *ret_error = NULL;
 
-        f = fopen(path, "re");
-        if (!f) {
-                int r = -errno;
+        r = io_read_file(path, INI_MAX_FILE_SIZE, &buf, &len);
+        if (r == -EFBIG)
+                return set_error(ret_error, r, "%s: file too large", path);
+        if (r == -ENOMEM)
+                return set_error(ret_error, r, "%s: out of memory", path);
+        if (r < 0)
                 return set_error(ret_error, r, "%s: %s", path, strerror(-r));
-        }
-        for (;;) {
-                if (cap - len < 4096) {
-                        if (cap >= 64U * 1024U * 1024U)
-                                return set_error(ret_error, -EFBIG, "%s: file too large", path);
-                        cap = cap ? cap * 2 : 8192;
-                        char *n = realloc(buf, cap);
-                        if (!n)
-                                return set_error(ret_error, -ENOMEM, "%s: out of memory", path);
-                        buf = n;
-                }
-                size_t k = fread(buf + len, 1, cap - len, f);
-                len += k;
-                if (k == 0) {
-                        if (ferror(f)) {
-                                int r = errno > 0 ? -errno : -EIO;
-                                return set_error(ret_error, r, "%s: %s", path, strerror(-r));
-                        }
-                        break;
-                }
-        }
         return ini_parse_buffer(ini, path, buf, len, ret_error);
 }
 
@@ -427,29 +412,6 @@ const char *ini_get_raw(const Ini *ini, const char *section, const char *key) {
         return k ? k->value : NULL;
 }
 
-typedef struct Buf {
-        char *data;
-        size_t len, cap;
-} Buf;
-
-static int buf_append(Buf *b, const char *s, size_t n) {
-        if (n > INI_MAX_VALUE_SIZE - b->len)
-                return -E2BIG;
-        if (b->len + n + 1 > b->cap) {
-                size_t cap = MAX(b->cap * 2, b->len + n + 1);
-                cap = MAX(cap, (size_t) 64);
-                char *d = realloc(b->data, cap);
-                if (!d)
-                        return -ENOMEM;
-                b->data = d;
-                b->cap = cap;
-        }
-        memcpy(b->data + b->len, s, n);
-        b->len += n;
-        b->data[b->len] = '\0';
-        return 0;
-}
-
 typedef struct Interp {
         const Ini *ini;
         const IniSection *section;
@@ -483,7 +445,7 @@ static int interp_error(Interp *in, unsigned line, const char *format, ...) {
 }
 
 /* 'line' is where 'text' came from (0: built-in). 'depth' starts at 1, as in Python. */
-static int interpolate(Interp *in, const char *text, unsigned line, unsigned depth, Buf *out) {
+static int interpolate(Interp *in, const char *text, unsigned line, unsigned depth, StrBuf *out) {
         const char *p = text;
         int r;
 
@@ -494,13 +456,13 @@ static int interpolate(Interp *in, const char *text, unsigned line, unsigned dep
         for (;;) {
                 const char *pct = strchr(p, '%');
                 if (!pct)
-                        return buf_append(out, p, strlen(p));
-                r = buf_append(out, p, (size_t) (pct - p));
+                        return strbuf_puts(out, p);
+                r = strbuf_append(out, p, (size_t) (pct - p));
                 if (r < 0)
                         return r;
 
                 if (pct[1] == '%') {
-                        r = buf_append(out, "%", 1);
+                        r = strbuf_putc(out, '%');
                         if (r < 0)
                                 return r;
                         p = pct + 2;
@@ -538,7 +500,7 @@ static int interpolate(Interp *in, const char *text, unsigned line, unsigned dep
                 if (strchr(value, '%'))
                         r = interpolate(in, value, vline, depth + 1, out);
                 else
-                        r = buf_append(out, value, strlen(value));
+                        r = strbuf_puts(out, value);
                 if (r < 0)
                         return r;
                 p = close + 2;
@@ -573,23 +535,17 @@ int ini_get(const Ini *ini, const char *section, const char *key, char **ret_val
                 .top_line = k->line,
                 .ret_error = ret_error,
         };
-        Buf out = {};
+        StrBuf out = { .max = INI_MAX_VALUE_SIZE };
         r = interpolate(&in, k->value, k->line, 1, &out);
         if (r == -E2BIG)
                 r = interp_error(&in, k->line, "interpolated value longer than %u bytes", INI_MAX_VALUE_SIZE);
         else if (r == -ENOMEM)
                 r = set_error(ret_error, r, "%s: out of memory", ini_name(ini));
         if (r < 0) {
-                free(out.data);
+                strbuf_done(&out);
                 return r;
         }
-        if (!out.data) {
-                out.data = strdup("");
-                if (!out.data)
-                        return -ENOMEM;
-        }
-        *ret_value = out.data;
-        return 0;
+        return strbuf_take(&out, ret_value, NULL);
 }
 
 int ini_parse_boolean(const char *s) {

@@ -1,5 +1,6 @@
-/* kegnet message codec (spec/kegnet-protocol.md sections 2-5, 8). Encoding is done by hand so that
- * the field order, null handling and float spelling are exactly the spec's; decoding uses jansson. */
+/* kegnet message codec (spec/kegnet-protocol.md sections 2-5, 8). Encoding goes through the JSON
+ * writer, so that the field order, null handling and float spelling are exactly the spec's and no
+ * string that is not UTF-8 leaves; decoding uses jansson, which refuses invalid UTF-8 on input. */
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -9,8 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "json-writer.h"
 #include "kegnet.h"
 #include "macro.h"
+#include "util-time.h"
 
 /* ---- names ---- */
 
@@ -130,135 +133,6 @@ KegnetInboundVerdict kegnet_inbound_verdict(int parse_result, const KegnetMessag
         return KEGNET_INBOUND_ACCEPT;
 }
 
-/* ---- time ---- */
-
-/* Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's civil calendar algorithm). */
-static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
-        y -= m <= 2;
-        int64_t era = (y >= 0 ? y : y - 399) / 400;
-        unsigned yoe = (unsigned) (y - era * 400);
-        unsigned doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;
-        unsigned doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        return era * 146097 + (int64_t) doe - 719468;
-}
-
-static void civil_from_days(int64_t z, int64_t *ret_y, unsigned *ret_m, unsigned *ret_d) {
-        z += 719468;
-        int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-        unsigned doe = (unsigned) (z - era * 146097);
-        unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-        int64_t y = (int64_t) yoe + era * 400;
-        unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        unsigned mp = (5 * doy + 2) / 153;
-        unsigned d = doy - (153 * mp + 2) / 5 + 1;
-        unsigned m = mp < 10 ? mp + 3 : mp - 9;
-        *ret_y = y + (m <= 2);
-        *ret_m = m;
-        *ret_d = d;
-}
-
-static bool is_leap(int64_t y) {
-        return (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-}
-
-static unsigned days_in_month(int64_t y, unsigned m) {
-        static const unsigned dim[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-        return m == 2 && is_leap(y) ? 29 : dim[m - 1];
-}
-
-/* 253402300800 = 10000-01-01T00:00:00Z */
-#define KEGNET_TIME_LIMIT_SEC INT64_C(253402300800)
-
-int kegnet_timestamp_format(kegnet_usec_t t, char buf[static KEGNET_TIMESTAMP_MAX]) {
-        uint64_t sec = t / USEC_PER_SEC;
-        if (sec >= (uint64_t) KEGNET_TIME_LIMIT_SEC)
-                return -ERANGE;
-
-        int64_t days = (int64_t) (sec / 86400);
-        unsigned rem = (unsigned) (sec % 86400);
-        int64_t y;
-        unsigned m, d;
-        civil_from_days(days, &y, &m, &d);
-        char tmp[64];   /* the compiler cannot see that every field has its fixed width */
-        int n = snprintf(tmp, sizeof tmp, "%04" PRId64 "-%02u-%02uT%02u:%02u:%02uZ",
-                         y, m, d, rem / 3600, rem / 60 % 60, rem % 60);
-        if (n != KEGNET_TIMESTAMP_MAX - 1)
-                return -ERANGE;
-        memcpy(buf, tmp, KEGNET_TIMESTAMP_MAX);
-        return 0;
-}
-
-static bool parse_digits(const char **p, unsigned n, unsigned *ret) {
-        unsigned v = 0;
-        for (unsigned i = 0; i < n; i++) {
-                char c = (*p)[i];
-                if (c < '0' || c > '9')
-                        return false;
-                v = v * 10 + (unsigned) (c - '0');
-        }
-        *p += n;
-        *ret = v;
-        return true;
-}
-
-int kegnet_timestamp_parse(const char *s, kegnet_usec_t *ret) {
-        unsigned y, mo, d, h, mi, sec, oh = 0, om = 0;
-        uint64_t usec = 0;
-        int sign = 0;
-        const char *p = s;
-
-        if (!s || !ret)
-                return -EINVAL;
-
-        if (!parse_digits(&p, 4, &y) || *p++ != '-' ||
-            !parse_digits(&p, 2, &mo) || *p++ != '-' ||
-            !parse_digits(&p, 2, &d))
-                return -EINVAL;
-        if (*p != 'T' && *p != 't')
-                return -EINVAL;
-        p++;
-        if (!parse_digits(&p, 2, &h) || *p++ != ':' ||
-            !parse_digits(&p, 2, &mi) || *p++ != ':' ||
-            !parse_digits(&p, 2, &sec))
-                return -EINVAL;
-        if (*p == '.') {
-                unsigned n = 0;
-                p++;
-                if (*p < '0' || *p > '9')
-                        return -EINVAL;
-                for (; *p >= '0' && *p <= '9'; p++, n++)
-                        if (n < 6)
-                                usec = usec * 10 + (uint64_t) (*p - '0');
-                for (; n < 6; n++)
-                        usec *= 10;
-        }
-        if (*p == 'Z' || *p == 'z')
-                p++;
-        else if (*p == '+' || *p == '-') {
-                sign = *p == '+' ? 1 : -1;
-                p++;
-                if (!parse_digits(&p, 2, &oh) || *p++ != ':' || !parse_digits(&p, 2, &om))
-                        return -EINVAL;
-                if (oh > 23 || om > 59)
-                        return -EINVAL;
-        } else
-                return -EINVAL;
-        if (*p != 0)
-                return -EINVAL;
-
-        if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) ||
-            h > 23 || mi > 59 || sec > 60)    /* 60: a leap second, as RFC 3339 allows */
-                return -EINVAL;
-
-        int64_t t = days_from_civil(y, mo, d) * 86400 + h * 3600 + mi * 60 + sec;
-        t -= sign * (int64_t) (oh * 3600 + om * 60);
-        if (t < 0 || t >= KEGNET_TIME_LIMIT_SEC)
-                return -EINVAL;
-
-        *ret = (uint64_t) t * USEC_PER_SEC + usec;
-        return 0;
-}
-
 /* ---- address ---- */
 
 static int parse_port(const char *s, uint16_t *ret) {
@@ -317,398 +191,155 @@ int kegnet_address_parse(const char *s, char **ret_host, uint16_t *ret_port) {
 
 /* ---- encoder ---- */
 
-typedef struct Out {
-        char *buf;
-        size_t size, allocated;
-        int error;
-} Out;
-
-static void out_reserve(Out *o, size_t extra) {
-        if (o->error)
-                return;
-        if (o->size + extra + 1 <= o->allocated)
-                return;
-        size_t want = MAX(o->allocated * 2, o->size + extra + 1);
-        want = MAX(want, (size_t) 256);
-        char *n = realloc(o->buf, want);
-        if (!n) {
-                o->error = -ENOMEM;
-                return;
-        }
-        o->buf = n;
-        o->allocated = want;
+/* Range checks the writer cannot know about; the writer keeps the first error. */
+static void enc_uint_max(JsonWriter *w, const char *key, uint64_t v, uint64_t max) {
+        if (v > max)
+                json_writer_set_error(w, -EINVAL);
+        json_writer_field_uint(w, key, v);
 }
 
-static void out_mem(Out *o, const char *p, size_t n) {
-        out_reserve(o, n);
-        if (o->error)
-                return;
-        memcpy(o->buf + o->size, p, n);
-        o->size += n;
-        o->buf[o->size] = 0;
+static void enc_nonneg(JsonWriter *w, const char *key, int64_t v) {
+        if (v < 0)
+                json_writer_set_error(w, -EINVAL);
+        json_writer_field_int(w, key, v);
 }
 
-static void out_str(Out *o, const char *s) {
-        out_mem(o, s, strlen(s));
+static void enc_required(JsonWriter *w, const char *key, const char *v) {
+        if (!v)
+                json_writer_set_error(w, -EINVAL);
+        json_writer_field_string(w, key, v);
 }
 
-/* Length of the UTF-8 sequence at p (at most n bytes available), or 0 if it is not well formed
- * (overlong forms, surrogates and code points past U+10FFFF are refused, as JSON requires). */
-static size_t utf8_seq_len(const unsigned char *p, size_t n) {
-        unsigned c = p[0];
-        size_t len;
-        uint32_t cp;
-
-        if (c < 0x80)
-                return 1;
-        if (c >= 0xc2 && c <= 0xdf) {
-                len = 2;
-                cp = c & 0x1f;
-        } else if (c >= 0xe0 && c <= 0xef) {
-                len = 3;
-                cp = c & 0x0f;
-        } else if (c >= 0xf0 && c <= 0xf4) {
-                len = 4;
-                cp = c & 0x07;
-        } else
-                return 0;
-        if (n < len)
-                return 0;
-        for (size_t i = 1; i < len; i++) {
-                if ((p[i] & 0xc0) != 0x80)
-                        return 0;
-                cp = (cp << 6) | (p[i] & 0x3f);
-        }
-        if ((len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) ||
-            (cp >= 0xd800 && cp <= 0xdfff) || cp > 0x10ffff)
-                return 0;
-        return len;
+static void enc_enum(JsonWriter *w, const char *key, const char *name) {
+        enc_required(w, key, name);
 }
 
-static void out_json_string(Out *o, const char *s) {
-        const unsigned char *p = (const unsigned char *) s;
-        size_t n = strlen(s);
-
-        out_mem(o, "\"", 1);
-        for (size_t i = 0; i < n && !o->error;) {
-                unsigned char c = p[i];
-                if (c >= 0x80) {
-                        size_t l = utf8_seq_len(p + i, n - i);
-                        if (l == 0) {
-                                o->error = -EINVAL;
-                                return;
-                        }
-                        out_mem(o, s + i, l);
-                        i += l;
-                        continue;
-                }
-                switch (c) {
-                case '"':  out_str(o, "\\\""); break;
-                case '\\': out_str(o, "\\\\"); break;
-                case '\b': out_str(o, "\\b"); break;
-                case '\f': out_str(o, "\\f"); break;
-                case '\n': out_str(o, "\\n"); break;
-                case '\r': out_str(o, "\\r"); break;
-                case '\t': out_str(o, "\\t"); break;
-                default:
-                        if (c < 0x20) {
-                                char e[8];
-                                snprintf(e, sizeof e, "\\u%04x", c);
-                                out_str(o, e);
-                        } else
-                                out_mem(o, s + i, 1);
-                }
-                i++;
-        }
-        out_mem(o, "\"", 1);
-}
-
-/* Shortest decimal that reads back as the same double, spelled like Python's repr() (fixed
- * notation for exponents -4..15, else d.ddde+XX) and always with a '.' or an exponent. */
-static int format_double(double v, char *buf, size_t bufsize) {
-        char tmp[48], digits[24];
-        size_t nd = 0;
-        int exp10;
-        bool neg;
-
-        if (!isfinite(v))
-                return -EINVAL;
-        if (v == 0) {
-                snprintf(buf, bufsize, "%s", signbit(v) ? "-0.0" : "0.0");
-                return 0;
-        }
-        for (int prec = 1; prec <= 17; prec++) {
-                snprintf(tmp, sizeof tmp, "%.*e", prec - 1, v);
-                if (strtod(tmp, NULL) == v)
-                        break;
-        }
-
-        const char *p = tmp;
-        neg = *p == '-';
-        if (neg)
-                p++;
-        for (; *p && *p != 'e'; p++)
-                if (*p >= '0' && *p <= '9' && nd < sizeof digits - 1)
-                        digits[nd++] = *p;
-        digits[nd] = 0;
-        if (*p != 'e')
-                return -EINVAL;
-        exp10 = atoi(p + 1);
-        while (nd > 1 && digits[nd - 1] == '0')
-                digits[--nd] = 0;
-
-        Out o = {};
-        if (neg)
-                out_str(&o, "-");
-        if (exp10 >= -4 && exp10 < 16) {
-                if (exp10 < 0) {
-                        out_str(&o, "0.");
-                        for (int i = 0; i < -exp10 - 1; i++)
-                                out_str(&o, "0");
-                        out_str(&o, digits);
-                } else {
-                        size_t ip = (size_t) exp10 + 1;
-                        for (size_t i = 0; i < ip; i++)
-                                out_mem(&o, i < nd ? &digits[i] : "0", 1);
-                        out_str(&o, ".");
-                        if (nd > ip)
-                                out_str(&o, digits + ip);
-                        else
-                                out_str(&o, "0");
-                }
-        } else {
-                char e[16];
-                out_mem(&o, digits, 1);
-                if (nd > 1) {
-                        out_str(&o, ".");
-                        out_str(&o, digits + 1);
-                }
-                snprintf(e, sizeof e, "e%c%02d", exp10 < 0 ? '-' : '+', exp10 < 0 ? -exp10 : exp10);
-                out_str(&o, e);
-        }
-        if (o.error) {
-                free(o.buf);
-                return o.error;
-        }
-        if (o.size + 1 > bufsize) {
-                free(o.buf);
-                return -ENOBUFS;
-        }
-        memcpy(buf, o.buf, o.size + 1);
-        free(o.buf);
-        return 0;
-}
-
-typedef struct Enc {
-        Out out;
-        bool first;
-} Enc;
-
-static void enc_key(Enc *e, const char *key) {
-        if (!e->first)
-                out_str(&e->out, ",");
-        e->first = false;
-        out_str(&e->out, "\"");
-        out_str(&e->out, key);
-        out_str(&e->out, "\":");
-}
-
-static void enc_string(Enc *e, const char *key, const char *v, bool required) {
-        enc_key(e, key);
-        if (!v) {
-                if (required && !e->out.error)
-                        e->out.error = -EINVAL;
-                out_str(&e->out, "null");
-                return;
-        }
-        out_json_string(&e->out, v);
-}
-
-static void enc_int(Enc *e, const char *key, int64_t v) {
-        char b[32];
-        enc_key(e, key);
-        snprintf(b, sizeof b, "%" PRId64, v);
-        out_str(&e->out, b);
-}
-
-static void enc_uint_max(Enc *e, const char *key, uint64_t v, uint64_t max) {
-        char b[32];
-        enc_key(e, key);
-        if (v > max && !e->out.error)
-                e->out.error = -EINVAL;
-        snprintf(b, sizeof b, "%" PRIu64, v);
-        out_str(&e->out, b);
-}
-
-static void enc_nonneg(Enc *e, const char *key, int64_t v) {
-        if (v < 0 && !e->out.error)
-                e->out.error = -EINVAL;
-        enc_int(e, key, v);
-}
-
-static void enc_null(Enc *e, const char *key) {
-        enc_key(e, key);
-        out_str(&e->out, "null");
-}
-
-static void enc_bool(Enc *e, const char *key, bool v) {
-        enc_key(e, key);
-        out_str(&e->out, v ? "true" : "false");
-}
-
-static void enc_double(Enc *e, const char *key, double v) {
-        char b[48];
-        int r;
-        enc_key(e, key);
-        r = format_double(v, b, sizeof b);
-        if (r < 0) {
-                if (!e->out.error)
-                        e->out.error = r;
-                return;
-        }
-        out_str(&e->out, b);
-}
-
-static void enc_enum(Enc *e, const char *key, const char *name) {
-        enc_key(e, key);
-        if (!name) {
-                if (!e->out.error)
-                        e->out.error = -EINVAL;
-                return;
-        }
-        out_json_string(&e->out, name);
-}
-
-static void enc_time(Enc *e, const char *key, kegnet_usec_t t) {
-        char b[KEGNET_TIMESTAMP_MAX];
-        enc_key(e, key);
-        if (kegnet_timestamp_format(t, b) < 0) {
-                if (!e->out.error)
-                        e->out.error = -EINVAL;
-                return;
-        }
-        out_json_string(&e->out, b);
+static void enc_double_or_null(JsonWriter *w, const char *key, bool known, double v) {
+        if (known)
+                json_writer_field_double(w, key, v);
+        else
+                json_writer_field_null(w, key);
 }
 
 int kegnet_message_encode(const KegnetMessage *m, char **ret, size_t *ret_size) {
+        JsonWriter w = JSON_WRITER_INIT;
+        _cleanup_(freep) char *text = NULL;
         const char *name;
-        Enc e = { .first = true };
+        size_t len;
+        int r;
 
-        if (!m || !ret)
-                return -EINVAL;
+        assert_return(m, -EINVAL);
+        assert_return(ret, -EINVAL);
+
         name = kegnet_kind_to_string(m->kind);
         if (!name)
                 return -EINVAL;
 
-        out_str(&e.out, "{\"event\":\"");
-        out_str(&e.out, name);
-        out_str(&e.out, "\",\"data\":{");
+        json_writer_object_begin(&w);
+        json_writer_field_string(&w, "event", name);
+        json_writer_key(&w, "data");
+        json_writer_object_begin(&w);
 
         switch (m->kind) {
         case KEGNET_METER_UPDATE: {
                 const KegnetMeterUpdate *u = &m->meter_update;
-                enc_string(&e, "meter_name", u->meter_name, true);
-                enc_int(&e, "reading", u->reading);
+                enc_required(&w, "meter_name", u->meter_name);
+                json_writer_field_uint(&w, "reading", u->reading);
                 break;
         }
         case KEGNET_THERMO_EVENT: {
                 const KegnetThermoEvent *u = &m->thermo_event;
-                enc_string(&e, "sensor_name", u->sensor_name, true);
-                enc_double(&e, "sensor_value", u->sensor_value);
+                enc_required(&w, "sensor_name", u->sensor_name);
+                json_writer_field_double(&w, "sensor_value", u->sensor_value);
                 break;
         }
         case KEGNET_TOKEN_AUTH_EVENT: {
                 const KegnetTokenAuthEvent *u = &m->token_auth_event;
-                enc_string(&e, "meter_name", u->meter_name, false);
-                enc_string(&e, "auth_device_name", u->auth_device_name, true);
-                enc_string(&e, "token_value", u->token_value, true);
-                enc_enum(&e, "status", kegnet_token_status_to_string(u->status));
+                json_writer_field_string(&w, "meter_name", u->meter_name);
+                enc_required(&w, "auth_device_name", u->auth_device_name);
+                enc_required(&w, "token_value", u->token_value);
+                enc_enum(&w, "status", kegnet_token_status_to_string(u->status));
                 break;
         }
         case KEGNET_FLOW_REQUEST: {
                 const KegnetFlowRequest *u = &m->flow_request;
-                enc_string(&e, "meter_name", u->meter_name, true);
-                enc_enum(&e, "request", kegnet_flow_request_type_to_string(u->request));
+                enc_required(&w, "meter_name", u->meter_name);
+                enc_enum(&w, "request", kegnet_flow_request_type_to_string(u->request));
                 break;
         }
         case KEGNET_CONTROLLER_CONNECTED_EVENT: {
                 const KegnetControllerConnectedEvent *u = &m->controller_connected_event;
-                enc_string(&e, "controller_name", u->controller_name, true);
-                enc_string(&e, "serial_number", u->serial_number, false);
+                enc_required(&w, "controller_name", u->controller_name);
+                json_writer_field_string(&w, "serial_number", u->serial_number);
                 if (u->has_firmware_version)
-                        enc_uint_max(&e, "firmware_version", u->firmware_version, INT32_MAX);
+                        enc_uint_max(&w, "firmware_version", u->firmware_version, INT32_MAX);
                 else
-                        enc_null(&e, "firmware_version");
+                        json_writer_field_null(&w, "firmware_version");
                 if (u->has_uptime_ms)
-                        enc_uint_max(&e, "uptime_ms", u->uptime_ms, INT64_MAX);
+                        enc_uint_max(&w, "uptime_ms", u->uptime_ms, INT64_MAX);
                 else
-                        enc_null(&e, "uptime_ms");
-                enc_bool(&e, "board_reset", u->board_reset);
-                enc_string(&e, "device", u->device, false);
+                        json_writer_field_null(&w, "uptime_ms");
+                json_writer_field_bool(&w, "board_reset", u->board_reset);
+                json_writer_field_string(&w, "device", u->device);
                 break;
         }
         case KEGNET_FLOW_UPDATE: {
                 const KegnetFlowUpdate *u = &m->flow_update;
-                enc_nonneg(&e, "flow_id", u->flow_id);
-                enc_string(&e, "meter_name", u->meter_name, true);
-                enc_enum(&e, "state", kegnet_flow_state_to_string(u->state));
-                enc_string(&e, "username", u->username, false);
-                enc_time(&e, "start_time", u->start_time);
-                enc_time(&e, "last_activity_time", u->last_activity_time);
-                enc_uint_max(&e, "ticks", u->ticks, INT64_MAX);
-                if (u->has_volume_ml)
-                        enc_double(&e, "volume_ml", u->volume_ml);
-                else
-                        enc_null(&e, "volume_ml");
+                enc_nonneg(&w, "flow_id", u->flow_id);
+                enc_required(&w, "meter_name", u->meter_name);
+                enc_enum(&w, "state", kegnet_flow_state_to_string(u->state));
+                json_writer_field_string(&w, "username", u->username);
+                json_writer_field_timestamp(&w, "start_time", u->start_time);
+                json_writer_field_timestamp(&w, "last_activity_time", u->last_activity_time);
+                enc_uint_max(&w, "ticks", u->ticks, INT64_MAX);
+                enc_double_or_null(&w, "volume_ml", u->has_volume_ml, u->volume_ml);
                 break;
         }
         case KEGNET_DRINK_CREATED_EVENT: {
                 const KegnetDrinkCreatedEvent *u = &m->drink_created_event;
-                enc_nonneg(&e, "flow_id", u->flow_id);
+                enc_nonneg(&w, "flow_id", u->flow_id);
                 if (u->has_drink_id)
-                        enc_nonneg(&e, "drink_id", u->drink_id);
+                        enc_nonneg(&w, "drink_id", u->drink_id);
                 else
-                        enc_null(&e, "drink_id");
-                enc_string(&e, "meter_name", u->meter_name, true);
-                enc_time(&e, "start_time", u->start_time);
-                enc_time(&e, "end_time", u->end_time);
-                enc_string(&e, "username", u->username, false);
-                enc_uint_max(&e, "ticks", u->ticks, INT64_MAX);
-                if (u->has_volume_ml)
-                        enc_double(&e, "volume_ml", u->volume_ml);
-                else
-                        enc_null(&e, "volume_ml");
-                enc_string(&e, "uuid", u->uuid, true);
+                        json_writer_field_null(&w, "drink_id");
+                enc_required(&w, "meter_name", u->meter_name);
+                json_writer_field_timestamp(&w, "start_time", u->start_time);
+                json_writer_field_timestamp(&w, "end_time", u->end_time);
+                json_writer_field_string(&w, "username", u->username);
+                enc_uint_max(&w, "ticks", u->ticks, INT64_MAX);
+                enc_double_or_null(&w, "volume_ml", u->has_volume_ml, u->volume_ml);
+                enc_required(&w, "uuid", u->uuid);
                 break;
         }
         case KEGNET_SET_RELAY_OUTPUT_EVENT: {
                 const KegnetSetRelayOutputEvent *u = &m->set_relay_output_event;
-                enc_string(&e, "output_name", u->output_name, true);
-                enc_enum(&e, "output_mode", kegnet_output_mode_to_string(u->output_mode));
+                enc_required(&w, "output_name", u->output_name);
+                enc_enum(&w, "output_mode", kegnet_output_mode_to_string(u->output_mode));
                 break;
         }
         default:
-                free(e.out.buf);
-                return -EINVAL;
+                json_writer_set_error(&w, -EINVAL);
         }
-        out_str(&e.out, "}}");
+        json_writer_object_end(&w);
+        json_writer_object_end(&w);
 
-        if (e.out.error) {
-                free(e.out.buf);
-                return e.out.error;
-        }
-        if (e.out.size > KEGNET_MAX_FRAME) {
-                free(e.out.buf);
+        /* Timestamps past year 9999 are the caller's bad value like any other. */
+        r = json_writer_finish(&w, &text, &len);
+        if (r == -ERANGE)
+                r = -EINVAL;
+        if (r < 0)
+                return r;
+        if (len > KEGNET_MAX_FRAME)
                 return -E2BIG;
-        }
-        out_str(&e.out, "\n\n");
-        if (e.out.error) {
-                free(e.out.buf);
-                return e.out.error;
-        }
-        *ret = e.out.buf;
+
+        char *t = realloc(text, len + 3);
+        if (!t)
+                return -ENOMEM;
+        text = t;
+        memcpy(text + len, "\n\n", 3);
+        *ret = TAKE_PTR(text);
         if (ret_size)
-                *ret_size = e.out.size;
+                *ret_size = len + 2;
         return 0;
 }
 
@@ -869,7 +500,7 @@ static int dec_time(Dec *d, const char *key, kegnet_usec_t *ret) {
         int r = dec_string(d, key, true, &s);
         if (r < 0)
                 return r;
-        if (kegnet_timestamp_parse(s, ret) < 0)
+        if (time_parse_rfc3339(s, ret) < 0)
                 return fail(d->ret_error, -EINVAL, "%s: field '%s' is not an RFC 3339 timestamp", d->event, key);
         return 0;
 }

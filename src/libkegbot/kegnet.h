@@ -54,7 +54,8 @@ typedef enum KegnetOutputMode {
 } KegnetOutputMode;
 
 /* Timestamps are wall-clock microseconds since the Unix epoch (CLOCK_REALTIME, as sd-event's
- * now(CLOCK_REALTIME)). Sent as RFC 3339 UTC whole seconds ("2026-11-26T12:00:00Z"). */
+ * now(CLOCK_REALTIME)). Sent as RFC 3339 UTC whole seconds ("2026-11-26T12:00:00Z"), see
+ * util-time.h. */
 typedef uint64_t kegnet_usec_t;
 
 /* Strings are borrowed: a sender points them at its own storage; in a parsed message they point
@@ -160,7 +161,8 @@ int kegnet_output_mode_from_string(const char *s);
 /* Encodes one message as a complete frame (compact JSON, every field in the spec's order, unset
  * ones as null, then "\n\n"). *ret is NUL-terminated and malloc'ed; *ret_size excludes the NUL.
  * -EINVAL: KEGNET_UNKNOWN kind, a required string NULL, a string not valid UTF-8, a non-finite
- * float, an enum or integer out of range. -E2BIG: the payload would exceed KEGNET_MAX_FRAME. */
+ * float, an enum, integer or timestamp out of range. -E2BIG: the payload would exceed
+ * KEGNET_MAX_FRAME. */
 int kegnet_message_encode(const KegnetMessage *m, char **ret, size_t *ret_size);
 
 /* Decodes one frame (without its terminator; it need not be NUL-terminated). *ret is always
@@ -191,13 +193,6 @@ typedef enum KegnetInboundVerdict {
 /* What the core does with a frame, given kegnet_message_parse()'s result and message: a
  * non-whitelisted event is dropped quietly even when its data is malformed. */
 KegnetInboundVerdict kegnet_inbound_verdict(int parse_result, const KegnetMessage *m);
-
-/* RFC 3339 timestamps. format: UTC whole seconds with 'Z' (sub-second part truncated); buf needs
- * KEGNET_TIMESTAMP_MAX bytes; -ERANGE past year 9999. parse: "YYYY-MM-DDTHH:MM:SS[.frac](Z|+hh:mm|-hh:mm)"
- * ('t'/'z' accepted too), years 1970..9999 after applying the offset; -EINVAL otherwise. */
-#define KEGNET_TIMESTAMP_MAX 21
-int kegnet_timestamp_format(kegnet_usec_t t, char buf[static KEGNET_TIMESTAMP_MAX]);
-int kegnet_timestamp_parse(const char *s, kegnet_usec_t *ret);
 
 /* kegnet address syntax: "host:port", "[v6]:port" or just "port" (host "127.0.0.1"). No name
  * resolution. *ret_host is malloc'ed, without brackets. -EINVAL on a bad port or an empty host. Port 0 is

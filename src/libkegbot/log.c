@@ -10,6 +10,8 @@
 #include <time.h>
 
 #include "log.h"
+#include "util-io.h"
+#include "util-strbuf.h"
 
 #define DEFAULT_FORMAT "%(asctime)s %(levelname)-8s (%(name)s) %(message)s"
 /* Messages longer than this are cut: a log line is not the place for megabytes. */
@@ -180,39 +182,15 @@ fail:
         return r;
 }
 
-/* Growable line buffer; on allocation failure it keeps what it has. */
-typedef struct Buf {
-        char *p;
-        size_t len, cap;
-        bool failed;
-} Buf;
-
-static void buf_add(Buf *b, const char *s, size_t n) {
-        if (b->failed)
-                return;
-        if (b->len + n + 2 > b->cap) {
-                size_t cap = MAX(b->cap * 2, b->len + n + 64);
-                char *t = realloc(b->p, cap);
-                if (!t) {
-                        b->failed = true;
-                        return;
-                }
-                b->p = t;
-                b->cap = cap;
-        }
-        memcpy(b->p + b->len, s, n);
-        b->len += n;
-}
-
-static void buf_add_padded(Buf *b, const char *s, const Segment *seg) {
+static void buf_add_padded(StrBuf *b, const char *s, const Segment *seg) {
         size_t n = strlen(s);
         size_t pad = seg->width > 0 && (size_t) seg->width > n ? (size_t) seg->width - n : 0;
         static const char spaces[WIDTH_MAX] = { [0 ... WIDTH_MAX - 1] = ' ' };
         if (!seg->left)
-                buf_add(b, spaces, pad);
-        buf_add(b, s, n);
+                strbuf_append(b, spaces, pad);
+        strbuf_append(b, s, n);
         if (seg->left)
-                buf_add(b, spaces, pad);
+                strbuf_append(b, spaces, pad);
 }
 
 static const char *level_name(int level) {
@@ -284,19 +262,6 @@ static bool detect_journal(void) {
         if (fstat(STDERR_FILENO, &st) < 0)
                 return false;
         return (unsigned long long) st.st_dev == dev && (unsigned long long) st.st_ino == ino;
-}
-
-static void write_all(int fd, const char *p, size_t n) {
-        while (n > 0) {
-                ssize_t k = write(fd, p, n);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return;
-                }
-                p += k;
-                n -= (size_t) k;
-        }
 }
 
 static int file_open(void) {
@@ -449,18 +414,13 @@ int log_internal(int level, int error, const char *logger, const char *format, .
         if (state.journal < 0)
                 state.journal = detect_journal();
 
+        /* A line that cannot be assembled in full is not written at all. */
         if (console && state.journal) {
-                Buf b = {};
-                char prefix[8];
-                snprintf(prefix, sizeof prefix, "<%d>(", level_priority(level));
-                buf_add(&b, prefix, strlen(prefix));
-                buf_add(&b, logger, strlen(logger));
-                buf_add(&b, ") ", 2);
-                buf_add(&b, msg, strlen(msg));
-                buf_add(&b, "\n", 1);
-                if (!b.failed)
-                        write_all(STDERR_FILENO, b.p, b.len);
-                free(b.p);
+                StrBuf b = STRBUF_INIT;
+                strbuf_printf(&b, "<%d>(%s) %s\n", level_priority(level), logger, msg);
+                if (!b.error)
+                        (void) io_write_all(STDERR_FILENO, b.buf, b.len);
+                strbuf_done(&b);
                 console = false;
         }
 
@@ -469,7 +429,7 @@ int log_internal(int level, int error, const char *logger, const char *format, .
         if (!console && state.file_fd < 0)
                 goto out;
 
-        Buf b = {};
+        StrBuf b = STRBUF_INIT;
         if (!state.segments)
                 (void) format_compile(DEFAULT_FORMAT, &state.segments, &state.n_segments, NULL);
         for (size_t i = 0; i < state.n_segments; i++) {
@@ -477,7 +437,7 @@ int log_internal(int level, int error, const char *logger, const char *format, .
                 char tmp[32];
                 switch (seg->type) {
                 case SEG_LITERAL:
-                        buf_add(&b, seg->literal, strlen(seg->literal));
+                        strbuf_puts(&b, seg->literal);
                         break;
                 case SEG_ASCTIME:
                         format_asctime(&now, tmp);
@@ -498,14 +458,14 @@ int log_internal(int level, int error, const char *logger, const char *format, .
                         break;
                 }
         }
-        buf_add(&b, "\n", 1);
-        if (!b.failed) {
+        strbuf_putc(&b, '\n');
+        if (!b.error) {
                 if (console)
-                        write_all(STDERR_FILENO, b.p, b.len);
+                        (void) io_write_all(STDERR_FILENO, b.buf, b.len);
                 if (state.file_fd >= 0)
-                        write_all(state.file_fd, b.p, b.len);
+                        (void) io_write_all(state.file_fd, b.buf, b.len);
         }
-        free(b.p);
+        strbuf_done(&b);
 out:
         errno = saved_errno;
         return ret;

@@ -5,14 +5,18 @@
 #include <jansson.h>
 #include <limits.h>
 #include <math.h>
-#include <stdarg.h>
 #include <sys/stat.h>
-#include <time.h>
 
 #define LOG_COMPONENT "DrinkManager"
 #include "log.h"
 
+#include "json-writer.h"
 #include "spool.h"
+#include "util-escape.h"
+#include "util-io.h"
+#include "util-time.h"
+#include "util-utf8.h"
+#include "util-uuid.h"
 
 #define SPOOL_WINDOW_DEFAULT 256
 #define SEQ_DIGITS 20
@@ -75,9 +79,18 @@ static int strdup_or_null(const char *s, char **ret) {
         return *ret ? 0 : -ENOMEM;
 }
 
+/* A failure's text comes from the server's answer: whatever it held, what is stored is valid UTF-8
+ * (the record must be written and read back), escaped where it was not. */
+static int text_copy(const char *s, char **ret) {
+        if (!s || utf8_is_valid(s))
+                return strdup_or_null(s, ret);
+        *ret = escape_for_log(s);
+        return *ret ? 0 : -ENOMEM;
+}
+
 static int failure_copy(SpoolFailure *to, const SpoolFailure *from) {
         SpoolFailure c = { .time_usec = from->time_usec, .http_status = from->http_status };
-        if (strdup_or_null(from->code, &c.code) < 0 || strdup_or_null(from->message, &c.message) < 0) {
+        if (text_copy(from->code, &c.code) < 0 || text_copy(from->message, &c.message) < 0) {
                 failure_done(&c);
                 return -ENOMEM;
         }
@@ -103,30 +116,8 @@ int spool_drink_dup(const SpoolDrink *d, SpoolDrink **ret) {
         return 0;
 }
 
-bool spool_uuid_is_valid(const char *s) {
-        if (!s || strlen(s) != 36)
-                return false;
-        for (size_t i = 0; i < 36; i++) {
-                char c = s[i];
-                if (i == 8 || i == 13 || i == 18 || i == 23) {
-                        if (c != '-')
-                                return false;
-                } else if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
-                        return false;
-        }
-        return true;
-}
-
 static bool boot_id_is_valid(const char *s) {
-        size_t l = strlen(s);
-        if (l == 0)
-                return true;
-        if (l != 32)
-                return false;
-        for (size_t i = 0; i < l; i++)
-                if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f')))
-                        return false;
-        return true;
+        return isempty(s) || uuid_from_plain_string(s, NULL) >= 0;
 }
 
 int spool_name_parse(const char *name, uint64_t *ret_seq, char ret_uuid[static SPOOL_UUID_MAX]) {
@@ -146,7 +137,8 @@ int spool_name_parse(const char *name, uint64_t *ret_seq, char ret_uuid[static S
         char u[SPOOL_UUID_MAX];
         memcpy(u, name + SEQ_DIGITS + 1, 36);
         u[36] = 0;
-        if (!spool_uuid_is_valid(u))
+        /* Names are matched exactly: the spool only ever creates lowercase ones. */
+        if (!uuid_is_canonical(u))
                 return -EINVAL;
         *ret_seq = seq;
         memcpy(ret_uuid, u, SPOOL_UUID_MAX);
@@ -157,166 +149,55 @@ static void name_format(char buf[static SPOOL_NAME_MAX], uint64_t seq, const cha
         snprintf(buf, SPOOL_NAME_MAX, "%020" PRIu64 "-%s.json", seq, uuid);
 }
 
-/* Small growable string for the writer. */
-typedef struct Buf {
-        char *p;
-        size_t n, cap;
-        bool oom;
-} Buf;
-
-static void buf_add(Buf *b, const char *s, size_t l) {
-        if (b->oom)
-                return;
-        if (b->n + l + 1 > b->cap) {
-                size_t cap = MAX(b->cap * 2, b->n + l + 1);
-                cap = MAX(cap, (size_t) 512);
-                char *n = realloc(b->p, cap);
-                if (!n) {
-                        b->oom = true;
-                        return;
-                }
-                b->p = n;
-                b->cap = cap;
-        }
-        memcpy(b->p + b->n, s, l);
-        b->n += l;
-        b->p[b->n] = 0;
-}
-
-static void buf_puts(Buf *b, const char *s) {
-        buf_add(b, s, strlen(s));
-}
-
-_printf_(2, 3) static void buf_printf(Buf *b, const char *fmt, ...) {
-        char tmp[128];
-        va_list ap;
-        va_start(ap, fmt);
-        int l = vsnprintf(tmp, sizeof tmp, fmt, ap);
-        va_end(ap);
-        if (l < 0 || (size_t) l >= sizeof tmp) {
-                b->oom = true;
-                return;
-        }
-        buf_add(b, tmp, (size_t) l);
-}
-
-static void buf_json_string(Buf *b, const char *s) {
-        buf_puts(b, "\"");
-        for (const unsigned char *p = (const unsigned char *) s; *p; p++) {
-                if (*p == '"' || *p == '\\') {
-                        char e[2] = { '\\', (char) *p };
-                        buf_add(b, e, 2);
-                } else if (*p < 0x20)
-                        buf_printf(b, "\\u%04x", *p);
-                else
-                        buf_add(b, (const char *) p, 1);
-        }
-        buf_puts(b, "\"");
-}
-
-static void format_double(double v, char buf[static 32]) {
-        for (int prec = 1; prec <= 17; prec++) {
-                snprintf(buf, 32, "%.*g", prec, v);
-                if (strtod(buf, NULL) == v)
-                        break;
-        }
-        if (!strpbrk(buf, ".eEn"))
-                strcat(buf, ".0");
-}
-
-static void format_time(uint64_t usec, char buf[static 32]) {
-        time_t t = (time_t) (usec / USEC_PER_SEC);
-        struct tm tm;
-        if (!gmtime_r(&t, &tm) || strftime(buf, 32, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-                snprintf(buf, 32, "1970-01-01T00:00:00Z");
-}
-
-/* RFC 3339 in UTC ("Z" or "+00:00"), optional fraction (dropped). */
-static int parse_time(const char *s, uint64_t *ret) {
-        static const char pattern[] = "dddd-dd-ddTdd:dd:dd";
-        int v[6] = {};
-        size_t i;
-
-        for (i = 0; pattern[i]; i++) {
-                if (pattern[i] == 'd') {
-                        if (s[i] < '0' || s[i] > '9')
-                                return -EINVAL;
-                } else if (s[i] != pattern[i])
-                        return -EINVAL;
-        }
-        v[0] = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
-        for (int k = 0; k < 5; k++)
-                v[k + 1] = (s[5 + 3 * k] - '0') * 10 + (s[6 + 3 * k] - '0');
-        const char *p = s + i;
-        if (*p == '.') {
-                p++;
-                if (*p < '0' || *p > '9')
-                        return -EINVAL;
-                while (*p >= '0' && *p <= '9')
-                        p++;
-        }
-        if (!streq(p, "Z") && !streq(p, "+00:00"))
-                return -EINVAL;
-        if (v[0] < 1970 || v[1] < 1 || v[1] > 12 || v[2] < 1 || v[2] > 31 || v[3] > 23 || v[4] > 59 || v[5] > 60)
-                return -EINVAL;
-        struct tm tm = {
-                .tm_year = v[0] - 1900, .tm_mon = v[1] - 1, .tm_mday = v[2],
-                .tm_hour = v[3], .tm_min = v[4], .tm_sec = v[5],
-        };
-        time_t t = timegm(&tm);
-        if (t < 0)
-                return -EINVAL;
-        *ret = (uint64_t) t * USEC_PER_SEC;
-        return 0;
-}
-
 int spool_drink_to_json(const SpoolDrink *d, char **ret) {
-        Buf b = {};
-        char tmp[32];
+        JsonWriter w = JSON_WRITER_INIT;
+        _cleanup_(freep) char *text = NULL;
+        size_t len;
+        int r;
 
-        buf_puts(&b, "{\"version\":1,\"uuid\":");
-        buf_json_string(&b, d->uuid);
-        buf_printf(&b, ",\"seq\":%" PRIu64 ",\"flow_id\":%" PRIu64 ",\"meter_name\":", d->seq, d->flow_id);
-        buf_json_string(&b, d->meter_name ?: "");
-        buf_printf(&b, ",\"ticks\":%" PRIu64 ",\"volume_ml\":", d->ticks);
-        if (d->volume_known && isfinite(d->volume_ml)) {
-                format_double(d->volume_ml, tmp);
-                buf_puts(&b, tmp);
-        } else
-                buf_puts(&b, "null");
-        buf_puts(&b, ",\"username\":");
-        if (d->username)
-                buf_json_string(&b, d->username);
+        json_writer_object_begin(&w);
+        json_writer_field_int(&w, "version", 1);
+        json_writer_field_string(&w, "uuid", d->uuid);
+        json_writer_field_uint(&w, "seq", d->seq);
+        json_writer_field_uint(&w, "flow_id", d->flow_id);
+        json_writer_field_string(&w, "meter_name", d->meter_name ?: "");
+        json_writer_field_uint(&w, "ticks", d->ticks);
+        if (d->volume_known && isfinite(d->volume_ml))
+                json_writer_field_double(&w, "volume_ml", d->volume_ml);
         else
-                buf_puts(&b, "null");
-        format_time(d->start_usec, tmp);
-        buf_printf(&b, ",\"start_time\":\"%s\"", tmp);
-        format_time(d->pour_usec, tmp);
-        buf_printf(&b, ",\"pour_time\":\"%s\"", tmp);
-        buf_printf(&b, ",\"pour_time_unix\":%" PRIu64 ",\"duration\":%" PRIu64 ",\"boot_id\":\"%s\""
-                   ",\"pour_boottime_ns\":%" PRIu64,
-                   d->pour_time_unix, d->duration, d->boot_id, d->pour_boottime_ns);
+                json_writer_field_null(&w, "volume_ml");
+        json_writer_field_string(&w, "username", d->username);
+        json_writer_field_timestamp(&w, "start_time", d->start_usec);
+        json_writer_field_timestamp(&w, "pour_time", d->pour_usec);
+        json_writer_field_uint(&w, "pour_time_unix", d->pour_time_unix);
+        json_writer_field_uint(&w, "duration", d->duration);
+        json_writer_field_string(&w, "boot_id", d->boot_id);
+        json_writer_field_uint(&w, "pour_boottime_ns", d->pour_boottime_ns);
         if (d->has_failure) {
-                format_time(d->failure.time_usec, tmp);
-                buf_printf(&b, ",\"failure\":{\"time\":\"%s\"", tmp);
+                json_writer_key(&w, "failure");
+                json_writer_object_begin(&w);
+                json_writer_field_timestamp(&w, "time", d->failure.time_usec);
                 if (d->failure.http_status > 0)
-                        buf_printf(&b, ",\"http_status\":%d", d->failure.http_status);
-                if (d->failure.code) {
-                        buf_puts(&b, ",\"code\":");
-                        buf_json_string(&b, d->failure.code);
-                }
-                if (d->failure.message) {
-                        buf_puts(&b, ",\"message\":");
-                        buf_json_string(&b, d->failure.message);
-                }
-                buf_puts(&b, "}");
+                        json_writer_field_int(&w, "http_status", d->failure.http_status);
+                if (d->failure.code)
+                        json_writer_field_string(&w, "code", d->failure.code);
+                if (d->failure.message)
+                        json_writer_field_string(&w, "message", d->failure.message);
+                json_writer_object_end(&w);
         }
-        buf_puts(&b, "}\n");
-        if (b.oom) {
-                free(b.p);
+        json_writer_object_end(&w);
+        r = json_writer_finish(&w, &text, &len);
+        if (r < 0)
+                return r;
+
+        /* A record is one object and a newline. */
+        char *t = realloc(text, len + 2);
+        if (!t)
                 return -ENOMEM;
-        }
-        *ret = b.p;
+        t[len] = '\n';
+        t[len + 1] = '\0';
+        text = NULL;
+        *ret = t;
         return 0;
 }
 
@@ -368,9 +249,8 @@ int spool_drink_from_json(const char *buf, size_t len, SpoolDrink **ret) {
         json_t *v = json_object_get(root, "version");
         if (!json_is_integer(v) || json_integer_value(v) != 1)
                 goto out;
-        if (get_string(root, "uuid", 36, false, &s) < 0 || !spool_uuid_is_valid(s))
+        if (get_string(root, "uuid", 36, false, &s) < 0 || uuid_normalize(s, d->uuid) < 0)
                 goto out;
-        memcpy(d->uuid, s, SPOOL_UUID_MAX);
         if (get_uint(root, "seq", &d->seq) < 0 || get_uint(root, "flow_id", &d->flow_id) < 0 ||
             get_uint(root, "ticks", &d->ticks) < 0 || get_uint(root, "pour_time_unix", &d->pour_time_unix) < 0 ||
             get_uint(root, "duration", &d->duration) < 0 ||
@@ -396,9 +276,9 @@ int spool_drink_from_json(const char *buf, size_t len, SpoolDrink **ret) {
         } else if (!json_is_null(v))
                 goto out;
 
-        if (get_string(root, "start_time", 64, false, &s) < 0 || parse_time(s, &d->start_usec) < 0)
+        if (get_string(root, "start_time", 64, false, &s) < 0 || time_parse_rfc3339(s, &d->start_usec) < 0)
                 goto out;
-        if (get_string(root, "pour_time", 64, false, &s) < 0 || parse_time(s, &d->pour_usec) < 0)
+        if (get_string(root, "pour_time", 64, false, &s) < 0 || time_parse_rfc3339(s, &d->pour_usec) < 0)
                 goto out;
         if (get_string(root, "boot_id", 32, false, &s) < 0 || !boot_id_is_valid(s))
                 goto out;
@@ -409,7 +289,7 @@ int spool_drink_from_json(const char *buf, size_t len, SpoolDrink **ret) {
                 if (!json_is_object(f))
                         goto out;
                 d->has_failure = true;
-                if (get_string(f, "time", 64, false, &s) < 0 || parse_time(s, &d->failure.time_usec) < 0)
+                if (get_string(f, "time", 64, false, &s) < 0 || time_parse_rfc3339(s, &d->failure.time_usec) < 0)
                         goto out;
                 v = json_object_get(f, "http_status");
                 if (v) {
@@ -443,22 +323,6 @@ static int fsync_dir(int fd) {
         return fsync(fd) < 0 ? -errno : 0;
 }
 
-static int write_all(int fd, const char *p, size_t l) {
-        while (l > 0) {
-                ssize_t n = write(fd, p, l);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (n == 0)
-                        return -EIO;
-                p += n;
-                l -= (size_t) n;
-        }
-        return 0;
-}
-
 /* tmp (exclusive, 0640), write, fsync, rename, fsync the directory. */
 static int write_atomic(int dir_fd, const char *name, const char *content) {
         char tmp[SPOOL_NAME_MAX + 16];
@@ -474,7 +338,7 @@ static int write_atomic(int dir_fd, const char *name, const char *content) {
         }
         if (fd < 0)
                 return -errno;
-        r = write_all(fd, content, strlen(content));
+        r = io_write_all(fd, content, strlen(content));
         if (r >= 0 && fsync(fd) < 0)
                 r = -errno;
         if (r >= 0 && close(TAKE_FD(fd)) < 0)
@@ -493,6 +357,7 @@ static int read_entry(int dir_fd, const char *name, SpoolDrink **ret) {
         _cleanup_(freep) char *buf = NULL;
         struct stat st;
         size_t n = 0;
+        int r;
 
         fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         if (fd < 0)
@@ -501,20 +366,11 @@ static int read_entry(int dir_fd, const char *name, SpoolDrink **ret) {
                 return -errno;
         if (!S_ISREG(st.st_mode) || st.st_size <= 0 || st.st_size > (off_t) SPOOL_FILE_MAX)
                 return -EBADMSG;
-        buf = malloc((size_t) st.st_size + 1);
-        if (!buf)
-                return -ENOMEM;
-        while (n < (size_t) st.st_size) {
-                ssize_t k = read(fd, buf + n, (size_t) st.st_size - n);
-                if (k < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        return -errno;
-                }
-                if (k == 0)
-                        break;
-                n += (size_t) k;
-        }
+        r = io_read_all(fd, SPOOL_FILE_MAX, &buf, &n);
+        if (r == -EFBIG)
+                return -EBADMSG;
+        if (r < 0)
+                return r;
         /* A record is one object and a newline; anything shorter was cut off. */
         if (n == 0 || buf[n - 1] != '\n')
                 return -EBADMSG;
@@ -988,7 +844,9 @@ int spool_put(Spool *s, SpoolDrink *d) {
         char name[SPOOL_NAME_MAX];
         int r;
 
-        if (!spool_uuid_is_valid(d->uuid) || isempty(d->meter_name))
+        assert_return(s, -EINVAL);
+        assert_return(d, -EINVAL);
+        if (!uuid_is_canonical(d->uuid) || isempty(d->meter_name))
                 return -EINVAL;
 
         (void) spool_flush(s);
@@ -1058,11 +916,15 @@ int spool_peek(Spool *s, SpoolDrink **ret) {
         }
 }
 
-int spool_remove(Spool *s, const char *uuid) {
-        char name[SPOOL_NAME_MAX];
+int spool_remove(Spool *s, const char *uuid_arg) {
+        char name[SPOOL_NAME_MAX], uuid[UUID_STRING_MAX];
         size_t idx = 0;
         uint64_t seq = 0;
         int where;
+
+        assert_return(s, -EINVAL);
+        if (uuid_normalize(uuid_arg, uuid) < 0)
+                return -EINVAL;
 
         where = find_queued(s, uuid, &idx, &seq);
         if (where < 0)
@@ -1083,13 +945,18 @@ int spool_remove(Spool *s, const char *uuid) {
         return 0;
 }
 
-int spool_fail(Spool *s, const char *uuid, const SpoolFailure *f) {
+int spool_fail(Spool *s, const char *uuid_arg, const SpoolFailure *f) {
         _cleanup_(spool_drink_freep) SpoolDrink *d = NULL;
         _cleanup_(freep) char *json = NULL;
-        char name[SPOOL_NAME_MAX];
+        char name[SPOOL_NAME_MAX], uuid[UUID_STRING_MAX];
         size_t idx = 0;
         uint64_t seq = 0;
         int where, r;
+
+        assert_return(s, -EINVAL);
+        assert_return(f, -EINVAL);
+        if (uuid_normalize(uuid_arg, uuid) < 0)
+                return -EINVAL;
 
         where = find_queued(s, uuid, &idx, &seq);
         if (where < 0)
@@ -1191,10 +1058,19 @@ static int collect(int dir_fd, const char *only_uuid, SpoolEntry **ret, size_t *
         return 0;
 }
 
-int spool_requeue_failed(Spool *s, const char *uuid, size_t *ret_n) {
+int spool_requeue_failed(Spool *s, const char *uuid_arg, size_t *ret_n) {
         _cleanup_(freep) SpoolEntry *v = NULL;
+        char buf[UUID_STRING_MAX];
+        const char *uuid = NULL;
         size_t n = 0, done = 0;
         int r;
+
+        assert_return(s, -EINVAL);
+        if (uuid_arg) {
+                if (uuid_normalize(uuid_arg, buf) < 0)
+                        return -EINVAL;
+                uuid = buf;
+        }
 
         (void) spool_flush(s);
 

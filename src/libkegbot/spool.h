@@ -49,8 +49,8 @@ int spool_drink_dup(const SpoolDrink *d, SpoolDrink **ret);
 int spool_drink_to_json(const SpoolDrink *d, char **ret);
 int spool_drink_from_json(const char *buf, size_t len, SpoolDrink **ret);
 
-/* Spool file names: "<20-digit seq>-<uuid>.json". */
-bool spool_uuid_is_valid(const char *s);
+/* Spool file names: "<20-digit seq>-<uuid>.json", the UUID in lowercase (names are matched
+ * exactly; the spool creates no other). */
 int spool_name_parse(const char *name, uint64_t *ret_seq, char ret_uuid[static SPOOL_UUID_MAX]);
 
 typedef struct Spool Spool;
@@ -73,10 +73,13 @@ int spool_put(Spool *s, SpoolDrink *d);
  * vanished files met on the way are quarantined/dropped with an ERROR and skipped. */
 int spool_peek(Spool *s, SpoolDrink **ret);
 
+/* A UUID argument may be spelled in either case (util-uuid.h); -EINVAL if it is no UUID. */
+
 /* Uploaded: forget it (unlink, fsync spool/). -ENOENT if not queued. */
 int spool_remove(Spool *s, const char *uuid);
 
-/* Move a queued drink to failed/ with the reason. -ENOENT if not queued. */
+/* Move a queued drink to failed/ with the reason. -ENOENT if not queued. Reason text that is not
+ * valid UTF-8 is stored escaped (util-escape.h). */
 int spool_fail(Spool *s, const char *uuid, const SpoolFailure *f);
 
 /* Move failed drinks back to the tail with a new seq (same uuid and pour data). uuid NULL = all of

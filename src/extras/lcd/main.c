@@ -16,6 +16,7 @@
 #include "flags.h"
 #include "kegnet-client.h"
 #include "screens.h"
+#include "util-time.h"
 #include "webget.h"
 
 #define UI_INTERVAL_USEC (100 * USEC_PER_MSEC)
@@ -309,8 +310,8 @@ static void on_drinks(WebClient *c, const WebResponse *resp, void *userdata) {
         if (json_is_number(v))
                 p.volume_ml = json_number_value(v);
         v = json_object_get(d, "time");
-        kegnet_usec_t t;
-        if (json_is_string(v) && kegnet_timestamp_parse(json_string_value(v), &t) >= 0) {
+        uint64_t t;
+        if (json_is_string(v) && time_parse_rfc3339(json_string_value(v), &t) >= 0) {
                 p.has_time = true;
                 p.time = (time_t) (t / USEC_PER_SEC);
         }

@@ -603,7 +603,6 @@ static int split_player(const char *cmd, char ***ret, size_t *ret_n) {
 
 static int manager_new(Manager **ret) {
         _cleanup_(manager_freep) Manager *m = NULL;
-        sigset_t mask;
         uint64_t now;
         int r;
 
@@ -618,9 +617,9 @@ static int manager_new(Manager **ret) {
                 return log_error_errno(r, "Out of memory.");
 
         /* sd-event watches players through SIGCHLD, which must be blocked for that. */
-        sigemptyset(&mask);
-        sigaddset(&mask, SIGCHLD);
-        (void) sigprocmask(SIG_BLOCK, &mask, NULL);
+        r = daemon_block_signals((const int[]) { SIGCHLD }, 1);
+        if (r < 0)
+                return log_error_errno(r, "Cannot block SIGCHLD: %m");
 
         r = sd_event_default(&m->event);
         if (r < 0)

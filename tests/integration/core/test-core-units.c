@@ -1,5 +1,5 @@
-/* Unit tests of kegbot_core's own modules (src/core): number formatting and the drinks log
- * (line format, drink_id sequence, torn last line), the taps file and the tap registry, thermo
+/* Unit tests of kegbot_core's own modules (src/core): the drinks log (line format, drink_id
+ * sequence, torn last line), the taps file and the tap registry, thermo
  * throttling and silence deadlines, and the standalone tokens file. */
 #include <fcntl.h>
 #include <inttypes.h>
@@ -53,23 +53,6 @@ static char *read_text(const char *path) {
         return buf;
 }
 
-static void test_format_double(void) {
-        char b[32];
-
-        drink_format_double(100.0, b);
-        CHECK(streq(b, "100.0"));
-        drink_format_double(1440 / 2.2, b);
-        CHECK(streq(b, "654.5454545454545"));
-        drink_format_double(0.1, b);
-        CHECK(streq(b, "0.1"));
-        drink_format_double(-20.0, b);
-        CHECK(streq(b, "-20.0"));
-        drink_format_double(1e21, b);
-        CHECK(strtod(b, NULL) == 1e21 && strpbrk(b, ".e"));
-        drink_format_double(1.0 / 3.0, b);
-        CHECK(strtod(b, NULL) == 1.0 / 3.0);
-}
-
 static Drink *make_drink(uint64_t ticks, const char *user) {
         FlowDrink fd = {
                 .flow_id = 1795694350,
@@ -86,20 +69,6 @@ static Drink *make_drink(uint64_t ticks, const char *user) {
         Drink *d = NULL;
         CHECK(drink_new_from_flow(&d, &fd) == 0);
         return d;
-}
-
-static void test_uuid(void) {
-        char a[DRINK_UUID_STRING_MAX], b[DRINK_UUID_STRING_MAX];
-
-        CHECK(drink_uuid_generate(a) == 0);
-        CHECK(drink_uuid_generate(b) == 0);
-        CHECK(strlen(a) == 36);
-        CHECK(a[14] == '4');
-        CHECK(strchr("89ab", a[19]) != NULL);
-        CHECK(a[8] == '-' && a[13] == '-' && a[18] == '-' && a[23] == '-');
-        CHECK(!streq(a, b));
-        for (const char *p = a; *p; p++)
-                CHECK(*p == '-' || (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'));
 }
 
 static void test_drinks_log(void) {
@@ -461,8 +430,6 @@ int main(void) {
                 return 1;
         log_set_max_level(LOG_ERR);     /* expected warnings would only clutter the output */
 
-        test_format_double();
-        test_uuid();
         test_drinks_log();
         test_taps_file();
         test_tap_registry();
