@@ -521,6 +521,37 @@ static void test_buffer(void) {
         flags_reset();
 }
 
+static void test_utf8(void) {
+        _cleanup_(freep) char *f = path_in_tmp("latin1.flags");
+        char *e = NULL;
+
+        /* Arguments, values of any source and flag-file lines are checked once, where they enter. */
+        PARSE_ERROR("argument '--str=caf\\xe9' is not valid UTF-8", "--str=caf\xe9");
+        PARSE_ERROR("flag --str: the value is not valid UTF-8", "--str", "caf\xe9");
+        PARSE_ERROR("argument 'caf\\xe9' is not valid UTF-8", "--int=1", "caf\xe9");
+        write_file(f, "--int=3\n--str=caf\xe9\n");
+        e = parse_error((const char *const[]) { "--flagfile", f, NULL });
+        check(e && strstr(e, "latin1.flags:2: not valid UTF-8"));
+        free(e);
+        flags_reset();
+        e = NULL;
+        check(flags_parse_buffer(groups, ELEMENTSOF(groups), "--int=3\n\xff\n", 10, false, &e) == -EINVAL);
+        check_streq(e, "flag file:2: not valid UTF-8");
+        free(e);
+        flags_reset();
+        setenv("TEST_OTHER", "caf\xe9", 1);
+        e = NULL;
+        check(flags_apply_env(groups, ELEMENTSOF(groups), &e) == -EINVAL);
+        check_streq(e, "environment variable TEST_OTHER is not valid UTF-8");
+        free(e);
+        unsetenv("TEST_OTHER");
+        flags_reset();
+        /* Valid UTF-8 passes untouched. */
+        check(PARSE("--str=caf\xc3\xa9 \xf0\x9f\x8d\xba") == FLAGS_OK);
+        check_streq(arg_str, "caf\xc3\xa9 \xf0\x9f\x8d\xba");
+        flags_reset();
+}
+
 static void test_env(void) {
         char *e = NULL;
 
@@ -740,6 +771,7 @@ int main(void) {
         test_flagfile_paths();
         test_buffer();
         test_env();
+        test_utf8();
         test_help_output();
         test_help_bounds_and_defaults();
         test_given();

@@ -472,6 +472,17 @@ static void test_syntax_errors(void) {
         free(err);
         ini_free(ini);
 
+        /* Text that is not UTF-8 (a Latin-1 username, an overlong form, a cut sequence): refused
+         * with the file and the line, wherever on the line it is. */
+        CHECK_PARSE_ERROR("[core.rfid:0415ab23cd]\nusername = caf\xe9\n", "t.ini:2: not valid UTF-8");
+        CHECK_PARSE_ERROR("[s\xc0\xae]\n", "t.ini:1: not valid UTF-8");
+        CHECK_PARSE_ERROR("[s]\nk = v\n  continued \xe2\x82\n", "t.ini:3: not valid UTF-8");
+        CHECK_PARSE_ERROR("; comment \xff\n[s]\n", "t.ini:1: not valid UTF-8");
+        ini = parse("[s]\nk = caf\xc3\xa9 \xf0\x9f\x8d\xba\n", NULL);
+        check(ini);
+        CHECK_GET(ini, "s", "k", "caf\xc3\xa9 \xf0\x9f\x8d\xba");
+        ini_free(ini);
+
         /* Quotes are not special; trailing text after ']' is ignored, as in Python. */
         ini = parse("[s] trailing\nq = 'quoted'\nd = \"\"\n", NULL);
         check(ini);

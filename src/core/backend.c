@@ -1,4 +1,5 @@
-/* Server mode: see backend.h. */
+/* Server mode: see backend.h. Server text (usernames, tap and error texts) arrives as JSON that
+ * jansson has checked as UTF-8 (it refuses anything else), so it is never checked again here. */
 #include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>

@@ -2,7 +2,9 @@
  * are read from the manager when asked; only what the manager does not keep (the last flow of each
  * meter, relay states, which objects were announced) is remembered here. Nothing is emitted while
  * the name is not ours (bus not there yet, or restarting): a client that connects later asks for
- * the state anyway, and signals queued for a bus that never comes would only grow memory. */
+ * the state anyway, and signals queued for a bus that never comes would only grow memory.
+ * Text from callers is UTF-8 by the time a method sees it: sd-bus refuses any message whose
+ * strings are not (the D-Bus specification requires valid UTF-8), so that check is not repeated. */
 #include <inttypes.h>
 #include <stdarg.h>
 #include <systemd/sd-bus.h>

@@ -16,6 +16,7 @@
 #include "log.h"
 
 #include "kegnet-server.h"
+#include "util-escape.h"
 
 #define READ_CHUNK (64U * 1024U)
 #define ACCEPTS_PER_DISPATCH 32
@@ -292,8 +293,13 @@ static int on_reap(sd_event_source *source, void *userdata) {
         return 0;
 }
 
-static void peer_malformed(KegnetPeer *p, const char *why) {
+static void peer_malformed(KegnetPeer *p, const char *why_raw) {
+        /* The parser's reason may quote the frame: escaped, it cannot break the log line. */
+        _cleanup_(freep) char *why = escape_for_log(why_raw);
         uint64_t now = 0;
+
+        if (!why)
+                return;
 
         (void) sd_event_now(p->server->event, CLOCK_MONOTONIC, &now);
         if (p->warned_malformed && now < p->last_malformed_warning + MALFORMED_WARNING_INTERVAL_USEC) {

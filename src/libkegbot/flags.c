@@ -15,7 +15,9 @@
 #include "flags.h"
 #include "macro.h"
 #include "util-double.h"
+#include "util-escape.h"
 #include "util-io.h"
+#include "util-utf8.h"
 
 /* A flag file bigger than this is certainly a mistake (e.g. --flagfile=/dev/zero). */
 #define FLAGFILE_MAX (1024U * 1024U)
@@ -431,6 +433,9 @@ static int flag_assign(const FlagDef *d, const char *value, bool given, char **r
                 break;
         }
         case FLAG_TYPE_STRING:
+                /* Every source (argument, flag file, environment) ends here: text is checked once. */
+                if (!utf8_is_valid(value))
+                        return fail(ret_error, "flag --%s: the value is not valid UTF-8", d->name);
                 if (d->choices) {
                         bool ok = false;
                         for (const char *const *c = d->choices; *c; c++)
@@ -494,6 +499,8 @@ int flags_apply_env(const FlagGroup *groups, size_t n_groups, char **ret_error) 
                         const char *e = getenv(d->env);
                         if (!e)
                                 continue;
+                        if (!utf8_is_valid(e))
+                                return fail(ret_error, "environment variable %s is not valid UTF-8", d->env);
                         if (d->type == FLAG_TYPE_BOOL) {
                                 r = flag_assign(d, NULL, false, ret_error);
                                 if (r < 0)
@@ -576,14 +583,18 @@ static bool line_is_blank_or_comment(const char *s) {
         return !*s || s[0] == '#' || (s[0] == '/' && s[1] == '/');
 }
 
-/* Split a flag file into its argument lines. */
-static int split_lines(const char *buf, size_t len, char ***ret, size_t *ret_n) {
+/* Split a flag file into its argument lines. A line that is not valid UTF-8 is an error naming
+ * the file ('name') and the line. */
+static int split_lines(const char *name, const char *buf, size_t len, char ***ret, size_t *ret_n,
+                       char **ret_error) {
         char **l = NULL;
         size_t n = 0;
+        unsigned lineno = 0;
         const char *p = buf, *end = buf + len;
         int r;
 
         while (p < end) {
+                lineno++;
                 const char *nl = memchr(p, '\n', (size_t) (end - p));
                 const char *e = nl ?: end;
                 const char *a = p, *b = e;
@@ -595,6 +606,11 @@ static int split_lines(const char *buf, size_t len, char ***ret, size_t *ret_n) 
                 if (!line) {
                         strv_free(l);
                         return -ENOMEM;
+                }
+                if (!utf8_is_valid(line)) {
+                        free(line);
+                        strv_free(l);
+                        return fail(ret_error, "%s:%u: not valid UTF-8", name, lineno);
                 }
                 if (line_is_blank_or_comment(line))
                         free(line);
@@ -689,7 +705,7 @@ static int parser_include(Parser *p, const char *value, char **ret_error) {
                 return -ENOMEM;
         p->seen = t;
         p->seen[p->n_seen++] = (SeenFile) { sb.st_dev, sb.st_ino };
-        r = split_lines(buf, len, &lines, &n);
+        r = split_lines(path, buf, len, &lines, &n, ret_error);
         if (r < 0)
                 return r;
         return parser_push_lines(p, lines, n, ret_error);
@@ -790,6 +806,13 @@ static int parser_flag(Parser *p, const char *arg, char **ret_error) {
         return flag_assign(d, value, true, ret_error);
 }
 
+static int fail_not_utf8(const char *arg, char **ret_error) {
+        _cleanup_(freep) char *e = escape_for_log(arg);
+        if (!e)
+                return -ENOMEM;
+        return fail(ret_error, "argument '%s' is not valid UTF-8", e);
+}
+
 static int parser_run(Parser *p, char ***ret_positional, bool positional_ok, char **ret_error) {
         char **pos = NULL;
         size_t n_pos = 0;
@@ -797,6 +820,10 @@ static int parser_run(Parser *p, char ***ret_positional, bool positional_ok, cha
         int r = 0;
 
         while ((a = parser_next(p))) {
+                if (!utf8_is_valid(a)) {
+                        r = fail_not_utf8(a, ret_error);
+                        break;
+                }
                 if (streq(a, "--") || a[0] != '-' || a[1] == '\0') {
                         if (!positional_ok) {
                                 r = fail(ret_error, "unexpected argument '%s'", a);
@@ -808,6 +835,10 @@ static int parser_run(Parser *p, char ***ret_positional, bool positional_ok, cha
                                         break;
                         }
                         while ((a = parser_next(p))) {
+                                if (!utf8_is_valid(a)) {
+                                        r = fail_not_utf8(a, ret_error);
+                                        break;
+                                }
                                 r = strv_push(&pos, &n_pos, strdup(a));
                                 if (r < 0)
                                         break;
@@ -910,9 +941,12 @@ int flags_parse_buffer(const FlagGroup *groups, size_t n_groups, const char *buf
 
         if (ret_error)
                 *ret_error = NULL;
-        r = split_lines(buf ?: "", buf ? len : 0, &lines, &n);
-        if (r < 0)
+        r = split_lines("flag file", buf ?: "", buf ? len : 0, &lines, &n, &error);
+        if (r < 0) {
+                if (ret_error)
+                        *ret_error = TAKE_PTR(error);
                 return r;
+        }
         r = parser_push_lines(&p, lines, n, &error);
         if (r >= 0)
                 r = parser_run(&p, NULL, false, &error);

@@ -10,6 +10,7 @@
 #include "ini.h"
 #include "util-io.h"
 #include "util-strbuf.h"
+#include "util-utf8.h"
 
 /* Python would happily expand "%(b)s%(b)s..." ten levels deep into gigabytes; we refuse instead. */
 #define INI_MAX_VALUE_SIZE (1024U * 1024U)
@@ -210,6 +211,10 @@ static int parse_line(Ini *ini, const char *line, size_t len, unsigned lineno,
 
         if (memchr(line, '\0', len))
                 return set_error(ret_error, -EINVAL, "%s:%u: NUL byte in line", name, lineno);
+        /* Text is checked once, here where it enters: no value of an INI file reaches a log line, a
+         * kegnet frame or a record on disk unless it is valid UTF-8. */
+        if (!utf8_is_valid_n(line, len))
+                return set_error(ret_error, -EINVAL, "%s:%u: not valid UTF-8", name, lineno);
 
         while (i < len && is_blank(line[i]))
                 i++;

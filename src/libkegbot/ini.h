@@ -49,7 +49,8 @@ int ini_set_builtin_default(Ini *ini, const char *key, const char *value);
  * On failure returns a negative errno and, if ret_error is not NULL, a message the caller frees:
  * -ENOENT (and other open/read errors) "<path>: <strerror>", -EINVAL "<name>:<line>: <what>",
  * -ENOMEM. On a syntax error 'ini' keeps what was parsed before the bad line; callers that need
- * all-or-nothing parse into a fresh Ini. The buffer may hold any bytes (a NUL is an error). */
+ * all-or-nothing parse into a fresh Ini. The buffer may hold any bytes (a NUL, or a line that is
+ * not valid UTF-8, is an error naming the line). */
 int ini_parse_file(Ini *ini, const char *path, char **ret_error);
 int ini_parse_buffer(Ini *ini, const char *name, const char *data, size_t size, char **ret_error);
 
