@@ -31,12 +31,13 @@ int main(int argc, char **argv) {
 
         t0 = now();
         for (unsigned i = 0; i < n; i++) {
-                SpoolDrink d = {
+                Drink d = {
                         .flow_id = 1795694350u + i, .meter_name = (char *) "kegboard.flow0",
                         .username = (char *) "admin", .ticks = 1440, .volume_known = true,
-                        .volume_ml = 654.5454545454545, .start_usec = 1795694401000000ull,
-                        .pour_usec = 1795694409000000ull, .pour_time_unix = 1795694409, .duration = 8,
-                        .boot_id = "6d1f0c1e1c0a4b5e9b3a2f7e5d4c3b2a", .pour_boottime_ns = 81234567890ull,
+                        .volume_ml = 654.5454545454545, .start_realtime = 1795694401000000ull,
+                        .pour_realtime = 1795694409000000ull, .duration_sec = 8,
+                        .boot_id = SD_ID128_MAKE(6d,1f,0c,1e,1c,0a,4b,5e,9b,3a,2f,7e,5d,4c,3b,2a),
+                        .pour_boottime = 81234567890ull,
                 };
                 snprintf(d.uuid, sizeof d.uuid, "%08x-0000-4000-8000-%012x", i, i);
                 if (spool_put(s, &d) != 0) {
@@ -58,12 +59,12 @@ int main(int argc, char **argv) {
         t0 = now();
         unsigned drained = 0;
         for (;;) {
-                SpoolDrink *d = NULL;
+                Drink *d = NULL;
                 if (spool_peek(s, &d) <= 0)
                         break;
                 if (spool_remove(s, d->uuid) < 0)
                         return 1;
-                spool_drink_free(d);
+                drink_free(d);
                 drained++;
         }
         t1 = now();

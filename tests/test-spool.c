@@ -1,6 +1,7 @@
 /* Unit tests for the drink spool: the record format (round trip, strict parsing), the write
  * protocol, queue order across reopen and across the bounded window, quarantine of corrupt and
  * truncated files, the failed area and re-queueing, and ENOSPC (on a tiny tmpfs, when permitted). */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +15,7 @@
 
 #include "log.h"
 #include "spool.h"
+#include "util-uuid.h"
 
 static int failures;
 
@@ -35,12 +37,12 @@ static int failures;
                 }                                                                       \
         } while (0)
 
-static void make_uuid(unsigned i, char buf[static SPOOL_UUID_MAX]) {
-        snprintf(buf, SPOOL_UUID_MAX, "%08x-0000-4000-8000-%012x", i, i * 7u);
+static void make_uuid(unsigned i, char buf[static UUID_STRING_MAX]) {
+        snprintf(buf, UUID_STRING_MAX, "%08x-0000-4000-8000-%012x", i, i * 7u);
 }
 
-static SpoolDrink *make_drink(unsigned i) {
-        SpoolDrink *d = calloc(1, sizeof(SpoolDrink));
+static Drink *make_drink(unsigned i) {
+        Drink *d = calloc(1, sizeof(Drink));
         make_uuid(i, d->uuid);
         d->flow_id = 1795694350u + i;
         d->meter_name = strdup("kegboard.flow0");
@@ -48,12 +50,11 @@ static SpoolDrink *make_drink(unsigned i) {
         d->ticks = 1000 + i;
         d->volume_known = i % 3 != 0;
         d->volume_ml = d->ticks * 0.45454545454545453;
-        d->start_usec = 1795694401ull * 1000000ull;
-        d->pour_usec = 1795694409ull * 1000000ull;
-        d->pour_time_unix = 1795694409;
-        d->duration = 8;
-        strcpy(d->boot_id, "6d1f0c1e1c0a4b5e9b3a2f7e5d4c3b2a");
-        d->pour_boottime_ns = 81234567890ull + i;
+        d->start_realtime = 1795694401ull * 1000000ull;
+        d->pour_realtime = 1795694409ull * 1000000ull;
+        d->duration_sec = 8;
+        d->boot_id = SD_ID128_MAKE(6d,1f,0c,1e,1c,0a,4b,5e,9b,3a,2f,7e,5d,4c,3b,2a);
+        d->pour_boottime = 81234567ull + i;
         return d;
 }
 
@@ -108,7 +109,7 @@ static void write_file(const char *path, const char *content) {
 }
 
 static void test_record_roundtrip(void) {
-        SpoolDrink *d = make_drink(1), *e = NULL;
+        Drink *d = make_drink(1), *e = NULL;
         char *json = NULL, *json2 = NULL;
 
         free(d->username);
@@ -118,6 +119,10 @@ static void test_record_roundtrip(void) {
         check(json && json[strlen(json) - 1] == '\n');
         check(strstr(json, "\"volume_ml\":454.99999999999994") || strstr(json, "\"volume_ml\":"));
         check(strstr(json, "\"start_time\":\"2026-11-26T") != NULL);
+        /* The file's units: seconds and nanoseconds. */
+        check(strstr(json, "\"pour_time_unix\":1795694409,") != NULL);
+        check(strstr(json, "\"boot_id\":\"6d1f0c1e1c0a4b5e9b3a2f7e5d4c3b2a\"") != NULL);
+        check(strstr(json, "\"pour_boottime_ns\":81234568000}") != NULL);
         check(spool_drink_from_json(json, strlen(json), &e) == 0);
         check(e != NULL);
         if (e) {
@@ -128,19 +133,18 @@ static void test_record_roundtrip(void) {
                 check_streq(e->username, d->username);
                 check(e->ticks == d->ticks);
                 check(e->volume_known && e->volume_ml == d->volume_ml);
-                check(e->start_usec == d->start_usec);
-                check(e->pour_usec == d->pour_usec);
-                check(e->pour_time_unix == 1795694409);
-                check(e->duration == 8);
-                check_streq(e->boot_id, d->boot_id);
-                check(e->pour_boottime_ns == d->pour_boottime_ns);
+                check(e->start_realtime == d->start_realtime);
+                check(e->pour_realtime == d->pour_realtime);
+                check(e->duration_sec == 8);
+                check(sd_id128_equal(e->boot_id, d->boot_id));
+                check(e->pour_boottime == d->pour_boottime);
                 check(!e->has_failure);
                 check(spool_drink_to_json(e, &json2) == 0);
                 check_streq(json, json2);
         }
         free(json);
         free(json2);
-        spool_drink_free(e);
+        drink_free(e);
         e = NULL;
         json = json2 = NULL;
 
@@ -149,7 +153,7 @@ static void test_record_roundtrip(void) {
         free(d->username);
         d->username = NULL;
         d->has_failure = true;
-        d->failure.time_usec = 1795694500ull * 1000000ull;
+        d->failure.time_realtime = 1795694500ull * 1000000ull;
         d->failure.http_status = 404;
         d->failure.code = strdup("NotFoundError");
         d->failure.message = strdup("Meter is inactive");
@@ -165,7 +169,7 @@ static void test_record_roundtrip(void) {
                 check(e->failure.http_status == 404);
                 check_streq(e->failure.code, "NotFoundError");
                 check_streq(e->failure.message, "Meter is inactive");
-                check(e->failure.time_usec == d->failure.time_usec);
+                check(e->failure.time_realtime == d->failure.time_realtime);
         }
         /* The spec's example line parses. */
         static const char example[] =
@@ -173,21 +177,50 @@ static void test_record_roundtrip(void) {
                 "\"meter_name\":\"kegboard.flow0\",\"ticks\":1440,\"volume_ml\":654.5454545454545,\"username\":\"admin\","
                 "\"start_time\":\"2026-11-26T12:00:01Z\",\"pour_time\":\"2026-11-26T12:00:09Z\",\"pour_time_unix\":1795694409,"
                 "\"duration\":8,\"boot_id\":\"6d1f0c1e1c0a4b5e9b3a2f7e5d4c3b2a\",\"pour_boottime_ns\":81234567890}\n";
-        SpoolDrink *x = NULL;
+        Drink *x = NULL;
         check(spool_drink_from_json(example, strlen(example), &x) == 0);
         if (x) {
                 check(x->ticks == 1440);
                 check(x->volume_ml == 654.5454545454545);
-                check(x->start_usec == 1795694401ull * 1000000ull);
+                check(x->start_realtime == 1795694401ull * 1000000ull);
+                check(x->pour_realtime == 1795694409ull * 1000000ull);
+                check(x->pour_boottime == 81234567ull);        /* ns to the drink's usec */
+                check(sd_id128_equal(x->boot_id, SD_ID128_MAKE(6d,1f,0c,1e,1c,0a,4b,5e,9b,3a,2f,7e,5d,4c,3b,2a)));
         }
-        spool_drink_free(x);
+        drink_free(x);
+        x = NULL;
+        /* An upper-case UUID (or boot id) reads back in lowercase: one case rule. An empty boot id
+         * is an unknown one. */
+        {
+                char up[sizeof example];
+                memcpy(up, example, sizeof example);
+                char *u = strstr(up, "3f1c2a9e");
+                for (char *c = u; c && c < u + 36; c++)
+                        *c = (char) toupper((unsigned char) *c);
+                char *b = strstr(up, "\"boot_id\":\"6d1f") + 11;
+                for (char *c = b; c < b + 32; c++)
+                        *c = (char) toupper((unsigned char) *c);
+                check(spool_drink_from_json(up, strlen(up), &x) == 0);
+                if (x) {
+                        check_streq(x->uuid, "3f1c2a9e-8d4b-4c1e-9a57-0b6d2e4f7a10");
+                        check(sd_id128_equal(x->boot_id, SD_ID128_MAKE(6d,1f,0c,1e,1c,0a,4b,5e,9b,3a,2f,7e,5d,4c,3b,2a)));
+                }
+                drink_free(x);
+                x = NULL;
+                char *nob = strstr(up, "\"boot_id\":\"") + 11;
+                memmove(nob, nob + 32, strlen(nob + 32) + 1);
+                check(spool_drink_from_json(up, strlen(up), &x) == 0);
+                if (x)
+                        check(sd_id128_is_null(x->boot_id));
+        }
+        drink_free(x);
         free(json);
-        spool_drink_free(e);
-        spool_drink_free(d);
+        drink_free(e);
+        drink_free(d);
 }
 
 static void test_record_rejects(void) {
-        SpoolDrink *d = make_drink(2), *e = NULL;
+        Drink *d = make_drink(2), *e = NULL;
         char *json = NULL;
         check(spool_drink_to_json(d, &json) == 0);
         size_t l = strlen(json);
@@ -239,7 +272,7 @@ static void test_record_rejects(void) {
                 if (r != -EBADMSG)
                         fprintf(stderr, "mutation %zu accepted: %s\n", i, buf);
                 check(r == -EBADMSG);
-                spool_drink_free(e);
+                drink_free(e);
         }
         /* An unknown key is fine (forward compatibility). */
         {
@@ -247,15 +280,15 @@ static void test_record_rejects(void) {
                 snprintf(buf, sizeof buf, "{\"extra\":[1,2],%s", json + 1);
                 e = NULL;
                 check(spool_drink_from_json(buf, strlen(buf), &e) == 0);
-                spool_drink_free(e);
+                drink_free(e);
         }
         free(json);
-        spool_drink_free(d);
+        drink_free(d);
 }
 
 static void test_names(void) {
         uint64_t seq = 0;
-        char uuid[SPOOL_UUID_MAX];
+        char uuid[UUID_STRING_MAX];
 
         check(spool_name_parse("00000000000000000012-3f1c2a9e-8d4b-4c1e-9a57-0b6d2e4f7a10.json", &seq, uuid) == 0);
         check(seq == 12);
@@ -272,7 +305,7 @@ static void test_names(void) {
 static void test_basic_queue(void) {
         char *root = mktemp_dir(), dir[2048], failed[4096], path[4200];
         Spool *s = NULL;
-        SpoolDrink *h = NULL;
+        Drink *h = NULL;
         struct stat st;
 
         snprintf(dir, sizeof dir, "%s/state/spool", root);
@@ -284,15 +317,15 @@ static void test_basic_queue(void) {
         check(spool_peek(s, &h) == 0 && h == NULL);
 
         for (unsigned i = 1; i <= 5; i++) {
-                SpoolDrink *d = make_drink(i);
+                Drink *d = make_drink(i);
                 check(spool_put(s, d) == 0);
                 check(d->seq == i);
-                spool_drink_free(d);
+                drink_free(d);
         }
         check(spool_n_pending(s) == 5);
         check(count_files(dir, ".json") == 5);
         check(count_tmp(dir) == 0);
-        char u[SPOOL_UUID_MAX];
+        char u[UUID_STRING_MAX];
         make_uuid(3, u);
         snprintf(path, sizeof path, "%s/00000000000000000003-%s.json", dir, u);
         check(stat(path, &st) == 0 && (st.st_mode & 0777) == 0640);
@@ -303,7 +336,7 @@ static void test_basic_queue(void) {
         check(h && strcmp(h->uuid, u) == 0);
         check(spool_remove(s, u) == 0);
         check(spool_remove(s, u) == -ENOENT);
-        spool_drink_free(h);
+        drink_free(h);
         h = NULL;
         check(spool_n_pending(s) == 4);
         s = spool_free(s);
@@ -315,17 +348,17 @@ static void test_basic_queue(void) {
         check(count_tmp(dir) == 0);
         check(spool_n_pending(s) == 4);
         check(spool_last_seq(s) == 5);
-        SpoolDrink *d6 = make_drink(6);
+        Drink *d6 = make_drink(6);
         check(spool_put(s, d6) == 0);
         check(d6->seq == 6);
-        spool_drink_free(d6);
+        drink_free(d6);
         for (unsigned want = 2; want <= 6; want++) {
                 h = NULL;
                 check(spool_peek(s, &h) == 1);
                 check(h && h->seq == want);
                 if (h)
                         check(spool_remove(s, h->uuid) == 0);
-                spool_drink_free(h);
+                drink_free(h);
         }
         h = NULL;
         check(spool_peek(s, &h) == 0 && h == NULL);
@@ -339,16 +372,16 @@ static void test_basic_queue(void) {
 static void test_corrupt(void) {
         char *root = mktemp_dir(), dir[2048], failed[4096], path[4200];
         Spool *s = NULL;
-        SpoolDrink *h = NULL;
-        char u[SPOOL_UUID_MAX];
+        Drink *h = NULL;
+        char u[UUID_STRING_MAX];
 
         snprintf(dir, sizeof dir, "%s/spool", root);
         snprintf(failed, sizeof failed, "%s/failed", dir);
         check(spool_open(&s, dir) == 0);
         for (unsigned i = 1; i <= 4; i++) {
-                SpoolDrink *d = make_drink(i);
+                Drink *d = make_drink(i);
                 check(spool_put(s, d) == 0);
-                spool_drink_free(d);
+                drink_free(d);
         }
         s = spool_free(s);
 
@@ -375,7 +408,7 @@ static void test_corrupt(void) {
         write_file(path, "{\"version\":1,\"uuid\"");
         check(spool_peek(s, &h) == 1);
         check(h && h->seq == 3);
-        spool_drink_free(h);
+        drink_free(h);
         check(spool_n_pending(s) == 2);
         check(spool_n_corrupt(s) == 4);
         check(count_files(failed, ".corrupt") == 4);
@@ -387,14 +420,14 @@ static void test_corrupt(void) {
         h = NULL;
         check(spool_peek(s, &h) == 1);
         check(h && h->seq == 4);
-        spool_drink_free(h);
+        drink_free(h);
         check(spool_n_pending(s) == 1);
         spool_free(s);
         rm_rf(root);
         free(root);
 }
 
-static int list_cb(const SpoolDrink *d, void *userdata) {
+static int list_cb(const Drink *d, void *userdata) {
         uint64_t *v = userdata;
         v[++v[0]] = d->seq;
         return 0;
@@ -403,18 +436,18 @@ static int list_cb(const SpoolDrink *d, void *userdata) {
 static void test_failed_area(void) {
         char *root = mktemp_dir(), dir[2048], failed[4096], path[4200];
         Spool *s = NULL;
-        SpoolDrink *h = NULL;
-        char u[SPOOL_UUID_MAX];
+        Drink *h = NULL;
+        char u[UUID_STRING_MAX];
 
         snprintf(dir, sizeof dir, "%s/spool", root);
         snprintf(failed, sizeof failed, "%s/failed", dir);
         check(spool_open(&s, dir) == 0);
         for (unsigned i = 1; i <= 4; i++) {
-                SpoolDrink *d = make_drink(i);
+                Drink *d = make_drink(i);
                 check(spool_put(s, d) == 0);
-                spool_drink_free(d);
+                drink_free(d);
         }
-        SpoolFailure f = { .time_usec = 1795694500ull * 1000000ull, .http_status = 400,
+        DrinkFailure f = { .time_realtime = 1795694500ull * 1000000ull, .http_status = 400,
                            .code = (char *) "BadRequestError", .message = (char *) "No active keg at this tap" };
         make_uuid(1, u);
         check(spool_fail(s, u, &f) == 0);
@@ -467,7 +500,7 @@ static void test_failed_area(void) {
                 check(h && !h->has_failure);
                 if (h)
                         check(spool_remove(s, h->uuid) == 0);
-                spool_drink_free(h);
+                drink_free(h);
         }
         /* Re-queue all. */
         check(spool_requeue_failed(s, NULL, &n) == 0);
@@ -477,7 +510,7 @@ static void test_failed_area(void) {
         check(spool_peek(s, &h) == 1);
         make_uuid(1, u);
         check(h && strcmp(h->uuid, u) == 0 && h->seq == 6);
-        spool_drink_free(h);
+        drink_free(h);
         spool_free(s);
         rm_rf(root);
         free(root);
@@ -489,20 +522,20 @@ static void test_failed_area(void) {
  * uploaded and later re-queued from failed/ again, or uploaded twice: a silent duplicate. */
 static void test_interrupted_moves(void) {
         char *root = mktemp_dir(), dir[2048], failed[4096], path[4200], fpath4[4200];
-        char u[SPOOL_UUID_MAX], saved4[8192] = "";
+        char u[UUID_STRING_MAX], saved4[8192] = "";
         Spool *s = NULL;
-        SpoolDrink *h = NULL;
+        Drink *h = NULL;
         size_t n = 0;
 
         snprintf(dir, sizeof dir, "%s/spool", root);
         snprintf(failed, sizeof failed, "%s/failed", dir);
         check(spool_open(&s, dir) == 0);
         for (unsigned i = 1; i <= 4; i++) {
-                SpoolDrink *d = make_drink(i);
+                Drink *d = make_drink(i);
                 check(spool_put(s, d) == 0);
-                spool_drink_free(d);
+                drink_free(d);
         }
-        SpoolFailure f = { .time_usec = 1795694500ull * 1000000ull, .http_status = 404,
+        DrinkFailure f = { .time_realtime = 1795694500ull * 1000000ull, .http_status = 404,
                            .code = (char *) "NotFoundError", .message = (char *) "Meter is inactive" };
         make_uuid(1, u);
         check(spool_fail(s, u, &f) == 0);
@@ -520,7 +553,7 @@ static void test_interrupted_moves(void) {
 
         /* Crash images: drink 1's queued file came back (spool_fail() did not get to unlink it),
          * drink 4's failed file came back (the re-queue did not get to unlink it). */
-        SpoolDrink *d1 = make_drink(1);
+        Drink *d1 = make_drink(1);
         char *json = NULL;
         d1->seq = 1;
         check(spool_drink_to_json(d1, &json) == 0);
@@ -528,7 +561,7 @@ static void test_interrupted_moves(void) {
         snprintf(path, sizeof path, "%s/00000000000000000001-%s.json", dir, u);
         write_file(path, json ?: "");
         free(json);
-        spool_drink_free(d1);
+        drink_free(d1);
         write_file(fpath4, saved4);
         check(count_files(dir, ".json") == 4 && count_files(failed, ".json") == 2);
 
@@ -547,7 +580,7 @@ static void test_interrupted_moves(void) {
                 check(h && strcmp(h->uuid, u) == 0);
                 if (h)
                         check(spool_remove(s, h->uuid) == 0);
-                spool_drink_free(h);
+                drink_free(h);
         }
         h = NULL;
         check(spool_peek(s, &h) == 0 && !h);
@@ -568,14 +601,14 @@ static void test_interrupted_moves(void) {
                 write_file(fpath, "{\"version\":1,");
                 snprintf(path, sizeof path, "%s/%020" PRIu64 "-%s.json", dir, h->seq, h->uuid);
                 d1 = NULL;
-                check(spool_drink_dup(h, &d1) == 0);
+                check(drink_dup(h, &d1) == 0);
                 json = NULL;
                 check(d1 && spool_drink_to_json(d1, &json) == 0);
                 write_file(path, json ?: "");
                 free(json);
-                spool_drink_free(d1);
+                drink_free(d1);
         }
-        spool_drink_free(h);
+        drink_free(h);
         s = spool_free(s);
         check(spool_open(&s, dir) == 0);
         check(spool_n_pending(s) == 1);
@@ -590,16 +623,16 @@ static void test_interrupted_moves(void) {
 static void test_window(void) {
         char *root = mktemp_dir(), dir[2048];
         Spool *s = NULL;
-        char u[SPOOL_UUID_MAX];
+        char u[UUID_STRING_MAX];
         const unsigned N = 300;
 
         snprintf(dir, sizeof dir, "%s/spool", root);
         check(spool_open(&s, dir) == 0);
         spool_set_window(s, 4);
         for (unsigned i = 1; i <= N; i++) {
-                SpoolDrink *d = make_drink(i);
+                Drink *d = make_drink(i);
                 check(spool_put(s, d) == 0);
-                spool_drink_free(d);
+                drink_free(d);
         }
         s = spool_free(s);
         check(spool_open(&s, dir) == 0);
@@ -607,13 +640,13 @@ static void test_window(void) {
         check(spool_n_pending(s) == N);
 
         /* Fail #150 (beyond the window). */
-        SpoolFailure f = { .time_usec = 1795694500ull * 1000000ull, .http_status = 404 };
+        DrinkFailure f = { .time_realtime = 1795694500ull * 1000000ull, .http_status = 404 };
         make_uuid(150, u);
         check(spool_fail(s, u, &f) == 0);
 
         unsigned expect = 1, extra = N;
         for (unsigned k = 0;; k++) {
-                SpoolDrink *h = NULL;
+                Drink *h = NULL;
                 int r = spool_peek(s, &h);
                 check(r >= 0);
                 if (r <= 0)
@@ -627,12 +660,12 @@ static void test_window(void) {
                         check(h->seq > N);
                 expect++;
                 check(spool_remove(s, h->uuid) == 0);
-                spool_drink_free(h);
+                drink_free(h);
                 if (k % 50 == 0 && extra < N + 10) {
                         /* New drinks join the tail while the window is partial. */
-                        SpoolDrink *d = make_drink(++extra);
+                        Drink *d = make_drink(++extra);
                         check(spool_put(s, d) == 0);
-                        spool_drink_free(d);
+                        drink_free(d);
                 }
         }
         check(expect == extra + 1);
@@ -658,9 +691,9 @@ static void test_enospc(void) {
         snprintf(dir, sizeof dir, "%s/spool", root);
         check(spool_open(&s, dir) == 0);
         for (unsigned i = 1; i <= 3; i++) {
-                SpoolDrink *d = make_drink(i);
+                Drink *d = make_drink(i);
                 check(spool_put(s, d) == 0);
-                spool_drink_free(d);
+                drink_free(d);
         }
         /* Fill the disk. */
         snprintf(filler, sizeof filler, "%s/filler", root);
@@ -674,12 +707,12 @@ static void test_enospc(void) {
 
         unsigned put_mem = 0;
         for (unsigned i = 4; i <= 6; i++) {
-                SpoolDrink *d = make_drink(i);
+                Drink *d = make_drink(i);
                 int r = spool_put(s, d);
                 check(r == 0 || r == SPOOL_IN_MEMORY);
                 if (r == SPOOL_IN_MEMORY)
                         put_mem++;
-                spool_drink_free(d);
+                drink_free(d);
         }
         check(put_mem > 0);
         check(spool_is_degraded(s));
@@ -688,9 +721,9 @@ static void test_enospc(void) {
         check(count_tmp(dir) == 0);
 
         /* Order holds with memory entries mixed in; the first three still load. */
-        SpoolDrink *h = NULL;
+        Drink *h = NULL;
         check(spool_peek(s, &h) == 1 && h && h->seq == 1);
-        spool_drink_free(h);
+        drink_free(h);
 
         check(unlink(filler) == 0);
         check(spool_flush(s) == 0);
@@ -704,7 +737,7 @@ static void test_enospc(void) {
                 check(spool_peek(s, &h) == 1 && h && h->seq == want);
                 if (h)
                         check(spool_remove(s, h->uuid) == 0);
-                spool_drink_free(h);
+                drink_free(h);
         }
         spool_free(s);
         check(umount2(root, MNT_DETACH) == 0);

@@ -11,7 +11,7 @@
 #include "log.h"
 
 #include "backend.h"
-#include "drinks.h"
+#include "drink-sink.h"
 #include "http.h"
 #include "taps.h"
 #include "util-double.h"
@@ -77,7 +77,7 @@ struct Backend {
         char *state_dir;
         char *taps_cache;
         uint64_t sync_interval, retry_interval;
-        char boot_id[SD_ID128_STRING_MAX];
+        sd_id128_t boot_id;             /* SD_ID128_NULL = unknown */
         bool stopping;
 
         BackendState state;
@@ -92,11 +92,11 @@ struct Backend {
         /* Uploader. */
         sd_event_source *upload_timer;  /* backoff */
         ApiRequest *upload_req;
-        SpoolDrink *uploading;
+        Drink *uploading;
         uint64_t backoff;
         bool in_backoff;
         bool poison_check;              /* a GET status for the head drink's 5xx is in flight */
-        char poison_uuid[SPOOL_UUID_MAX];
+        char poison_uuid[UUID_STRING_MAX];
         unsigned poison_count;
         ApiResult poison_result;        /* the drink's last answer while its status check runs */
         sd_event_source *flush_timer;
@@ -355,64 +355,35 @@ static int on_sync_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* ---------------------------------------------------------------- drinks */
 
-static void spool_from_drink(const Drink *d, SpoolDrink *s) {
-        *s = (SpoolDrink) {};
-        memcpy(s->uuid, d->uuid, SPOOL_UUID_MAX);
-        s->flow_id = d->flow_id;
-        s->meter_name = d->meter_name;
-        s->username = d->username;
-        s->ticks = d->ticks;
-        s->volume_known = d->volume_known;
-        s->volume_ml = d->volume_ml;
-        s->start_usec = d->start_realtime;
-        s->pour_usec = d->pour_realtime;
-        s->pour_time_unix = d->pour_realtime / USEC_PER_SEC;
-        s->duration = d->duration_sec;
-        snprintf(s->boot_id, sizeof s->boot_id, "%s", d->boot_id);
-        s->pour_boottime_ns = d->pour_boottime * NSEC_PER_USEC;
-}
-
-static void drink_from_spool(const SpoolDrink *s, Drink *d) {
-        *d = (Drink) {};
-        memcpy(d->uuid, s->uuid, DRINK_UUID_STRING_MAX);
-        d->flow_id = s->flow_id;
-        d->meter_name = s->meter_name;
-        d->username = s->username;
-        d->ticks = s->ticks;
-        d->volume_known = s->volume_known;
-        d->volume_ml = s->volume_ml;
-        d->start_realtime = s->start_usec;
-        d->pour_realtime = s->pour_usec;
-        d->duration_sec = s->duration;
-        snprintf(d->boot_id, sizeof d->boot_id, "%s", s->boot_id);
-        d->pour_boottime = s->pour_boottime_ns / NSEC_PER_USEC;
-}
-
 static int sink_record(DrinkSink *sink, Drink *d) {
         Backend *b = ((SpoolSink *) sink)->backend;
-        SpoolDrink sd;
         int r;
 
         if (!b) {
                 log_named(LOG_ERR, "DrinkManager", "Drink %s cannot be spooled: the backend is gone", d->uuid);
                 return -ESHUTDOWN;
         }
-        spool_from_drink(d, &sd);
-        r = spool_put(b->spool, &sd);
+        r = spool_put(b->spool, d);
         if (r < 0)
                 return r;
         if (r == SPOOL_IN_MEMORY)
                 (void) arm(b, &b->flush_timer, SPOOL_FLUSH_USEC, on_flush_timer, b, "spool-flush");
-        log_named(LOG_INFO, "DrinkManager", "Drink %s queued for upload: meter=%s ticks=%" PRIu64 " user=%s (%zu queued)",
-                  d->uuid, d->meter_name, d->ticks, d->username ?: "(anonymous)", spool_n_pending(b->spool));
+        log_named(LOG_INFO, "DrinkManager", "Drink %s queued for upload%s: meter=%s ticks=%" PRIu64 " user=%s (%zu queued)",
+                  d->uuid, r == SPOOL_IN_MEMORY ? " (held in memory, not durable)" : "",
+                  d->meter_name, d->ticks, d->username ?: "(anonymous)", spool_n_pending(b->spool));
         notify_changed(b);
         upload_kick(b);
-        return 0;
+        return r == SPOOL_IN_MEMORY ? DRINK_SINK_HELD : DRINK_SINK_QUEUED;
 }
 
 static size_t sink_n_pending(DrinkSink *sink) {
         Backend *b = ((SpoolSink *) sink)->backend;
         return b ? spool_n_pending(b->spool) : 0;
+}
+
+static size_t sink_n_held(DrinkSink *sink) {
+        Backend *b = ((SpoolSink *) sink)->backend;
+        return b ? spool_n_in_memory(b->spool) : 0;
 }
 
 static int sink_reopen(DrinkSink *sink) {
@@ -434,6 +405,7 @@ static const DrinkSinkVTable spool_sink_vtable = {
         .name = "spool",
         .record = sink_record,
         .n_pending = sink_n_pending,
+        .n_held = sink_n_held,
         .reopen = sink_reopen,
         .free = sink_free,
 };
@@ -467,13 +439,13 @@ static void upload_backoff(Backend *b) {
 }
 
 static void upload_done_head(Backend *b) {
-        b->uploading = spool_drink_free(b->uploading);
+        b->uploading = drink_free(b->uploading);
         b->upload_req = NULL;
 }
 
 static void fail_head(Backend *b, const ApiResult *res) {
-        SpoolFailure f = {
-                .time_usec = now_real(),
+        DrinkFailure f = {
+                .time_realtime = now_real(),
                 .http_status = (int) res->http_status,
                 .code = res->error_code,
                 .message = res->error_message ?: res->reason,
@@ -497,7 +469,7 @@ static void on_poison_status(ApiClient *c, const ApiResult *res, void *userdata)
                 /* The server is healthy; this drink's own answer is the problem. */
                 note_outcome(b, API_OK);
                 if (!streq(b->poison_uuid, b->uploading->uuid)) {
-                        memcpy(b->poison_uuid, b->uploading->uuid, SPOOL_UUID_MAX);
+                        memcpy(b->poison_uuid, b->uploading->uuid, UUID_STRING_MAX);
                         b->poison_count = 0;
                 }
                 b->poison_count++;
@@ -537,7 +509,7 @@ static bool answer_may_be_poison(const ApiResult *res) {
 
 static void on_upload(ApiClient *c, const ApiResult *res, void *userdata) {
         Backend *b = userdata;
-        SpoolDrink *sd = b->uploading;
+        Drink *sd = b->uploading;
         int r;
 
         b->upload_req = NULL;
@@ -550,7 +522,6 @@ static void on_upload(ApiClient *c, const ApiResult *res, void *userdata) {
                 json_t *id = json_object_get(o, "id"), *keg = json_object_get(o, "keg_id");
                 json_t *vol = json_object_get(o, "volume_ml"), *user = json_object_get(o, "user_id");
                 char kegs[32] = "None";
-                Drink d;
 
                 if (json_is_integer(keg))
                         snprintf(kegs, sizeof kegs, "%" JSON_INTEGER_FORMAT, json_integer_value(keg));
@@ -565,17 +536,17 @@ static void on_upload(ApiClient *c, const ApiResult *res, void *userdata) {
                 note_outcome(b, API_OK);
                 b->poison_count = 0;
                 upload_reset_backoff(b, false);
-                drink_from_spool(sd, &d);
+                /* The server's word on id and volume is what gets announced. */
                 if (json_is_integer(id)) {
-                        d.has_drink_id = true;
-                        d.drink_id = json_integer_value(id);
+                        sd->has_drink_id = true;
+                        sd->drink_id = json_integer_value(id);
                 }
                 if (json_is_number(vol)) {
-                        d.volume_known = true;
-                        d.volume_ml = json_number_value(vol);
+                        sd->volume_known = true;
+                        sd->volume_ml = json_number_value(vol);
                 }
                 if (b->sink)
-                        drink_sink_notify_created(&b->sink->sink, &d);
+                        drink_sink_notify_accepted(&b->sink->sink, sd);
                 upload_done_head(b);
                 manager_update_status(b->manager);
                 notify_changed(b);
@@ -626,7 +597,7 @@ static void on_upload(ApiClient *c, const ApiResult *res, void *userdata) {
 }
 
 static void upload_kick(Backend *b) {
-        _cleanup_(spool_drink_freep) SpoolDrink *sd = NULL;
+        _cleanup_(drink_freep) Drink *sd = NULL;
         _cleanup_(freep) char *meter = NULL, *path = NULL;
         ApiForm f = {};
         uint64_t boot = 0;
@@ -639,12 +610,12 @@ static void upload_kick(Backend *b) {
         if (r <= 0)
                 return;
 
-        /* Clock correction (core-behaviour.md 10.4): only the drink's age matters to the server. */
-        uint64_t now = now_real() / USEC_PER_SEC, pour = sd->pour_time_unix;
-        if (!isempty(sd->boot_id) && streq(sd->boot_id, b->boot_id) &&
+        /* Clock correction (core-behaviour.md 10.4): only the drink's age matters to the server.
+         * The form speaks Unix seconds: the conversion from the drink's microseconds is here. */
+        uint64_t now = now_real() / USEC_PER_SEC, pour = sd->pour_realtime / USEC_PER_SEC;
+        if (!sd_id128_is_null(sd->boot_id) && sd_id128_equal(sd->boot_id, b->boot_id) &&
             sd_event_now(b->event, CLOCK_BOOTTIME, &boot) >= 0) {
-                uint64_t boot_ns = boot * NSEC_PER_USEC;
-                uint64_t age = boot_ns > sd->pour_boottime_ns ? (boot_ns - sd->pour_boottime_ns) / 1000000000ULL : 0;
+                uint64_t age = boot > sd->pour_boottime ? (boot - sd->pour_boottime) / USEC_PER_SEC : 0;
                 pour = now > age ? now - age : 0;
         }
 
@@ -652,8 +623,8 @@ static void upload_kick(Backend *b) {
         api_form_addf(&f, "ticks", "%" PRIu64, sd->ticks);
         if (sd->username)
                 api_form_add(&f, "username", sd->username);
-        if (sd->duration > 0)
-                api_form_addf(&f, "duration", "%" PRIu64, sd->duration);
+        if (sd->duration_sec > 0)
+                api_form_addf(&f, "duration", "%" PRIu64, sd->duration_sec);
         api_form_addf(&f, "pour_time", "%" PRIu64, pour);
         api_form_addf(&f, "now", "%" PRIu64, now);
 
@@ -694,7 +665,7 @@ int backend_retry_failed(Backend *b, size_t *ret_n) {
 }
 
 int backend_fail_drink(Backend *b, const char *uuid_arg) {
-        SpoolFailure f = { .time_usec = now_real(), .message = (char *) "moved to failed/ by an operator" };
+        DrinkFailure f = { .time_realtime = now_real(), .message = (char *) "moved to failed/ by an operator" };
         char uuid[UUID_STRING_MAX];
         int r;
 
@@ -1059,7 +1030,7 @@ static void backend_stop_io(Backend *b) {
         /* Aborts every request in flight without callbacks (core-behaviour.md section 3). */
         b->client = api_client_free(b->client);
         b->upload_req = NULL;
-        b->uploading = spool_drink_free(b->uploading);
+        b->uploading = drink_free(b->uploading);
         b->poison_check = false;
         api_result_done(&b->poison_result);
         while (b->lookups) {
@@ -1098,7 +1069,6 @@ static const ManagerObserver backend_observer = {
 int backend_new(Backend **ret, Manager *m, const BackendConfig *config) {
         _cleanup_(backend_freep) Backend *b = NULL;
         _cleanup_(freep) char *spool_dir = NULL;
-        sd_id128_t boot;
         int r;
 
         b = calloc(1, sizeof(Backend));
@@ -1120,8 +1090,8 @@ int backend_new(Backend **ret, Manager *m, const BackendConfig *config) {
                 b->taps_cache = NULL;
                 return log_oom_errno();
         }
-        if (sd_id128_get_boot(&boot) >= 0)
-                sd_id128_to_string(boot, b->boot_id);
+        if (sd_id128_get_boot(&b->boot_id) < 0)
+                b->boot_id = SD_ID128_NULL;
 
         r = spool_open(&b->spool, spool_dir);
         if (r < 0)

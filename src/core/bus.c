@@ -368,8 +368,13 @@ static const char *shown_backend_state(Bus *b) {
 }
 
 static const char *shown_spool_state(Bus *b) {
+        DrinkSink *sink = manager_get_drink_sink(b->manager);
+
         if (b->backend)
                 return backend_spool_degraded(b->backend) ? "degraded" : "ok";
+        /* Standalone: drinks held in memory after a failed drinks.log write are not durable either. */
+        if (sink && drink_sink_n_held(sink) > 0)
+                return "degraded";
         return manager_is_standalone(b->manager) ? "standalone" : "ok";
 }
 
@@ -652,7 +657,7 @@ static int append_entry(sd_bus_message *reply, const char *key, const char *type
         return sd_bus_message_close_container(reply);
 }
 
-static int list_drink_cb(const SpoolDrink *d, void *userdata) {
+static int list_drink_cb(const Drink *d, void *userdata) {
         sd_bus_message *reply = userdata;
         int r;
 
@@ -666,12 +671,12 @@ static int list_drink_cb(const SpoolDrink *d, void *userdata) {
             (r = append_entry(reply, "username", "s", d->username ?: "")) < 0 ||
             (r = append_entry(reply, "ticks", "t", d->ticks)) < 0 ||
             (r = append_entry(reply, "volume_ml", "d", d->volume_known ? d->volume_ml : -1.0)) < 0 ||
-            (r = append_entry(reply, "start_time", "t", d->start_usec)) < 0 ||
-            (r = append_entry(reply, "pour_time", "t", d->pour_usec)) < 0 ||
-            (r = append_entry(reply, "duration", "t", d->duration)) < 0)
+            (r = append_entry(reply, "start_time", "t", d->start_realtime)) < 0 ||
+            (r = append_entry(reply, "pour_time", "t", d->pour_realtime)) < 0 ||
+            (r = append_entry(reply, "duration", "t", d->duration_sec)) < 0)
                 return r;
         if (d->has_failure)
-                if ((r = append_entry(reply, "failure_time", "t", d->failure.time_usec)) < 0 ||
+                if ((r = append_entry(reply, "failure_time", "t", d->failure.time_realtime)) < 0 ||
                     (r = append_entry(reply, "http_status", "i", (int32_t) d->failure.http_status)) < 0 ||
                     (r = append_entry(reply, "failure_code", "s", d->failure.code ?: "")) < 0 ||
                     (r = append_entry(reply, "failure_message", "s", d->failure.message ?: "")) < 0)
@@ -1267,11 +1272,12 @@ static void on_relay_changed(Manager *m, const char *relay, bool enabled, void *
         }
 }
 
-static void on_drink_recorded(Manager *m, const Drink *d, void *userdata) {
-        manager_props_refresh(userdata);
+static void on_drink_stored(Manager *m, const Drink *d, bool durable, void *userdata) {
+        manager_props_refresh(userdata);        /* PendingDrinks; SpoolState when held in memory */
 }
 
-static void on_drink_created(Manager *m, const Drink *d, void *userdata) {
+/* Accepted: the kegnet DrinkCreatedEvent went out; DrinkRecorded is its D-Bus twin. */
+static void on_drink_recorded(Manager *m, const Drink *d, void *userdata) {
         Bus *b = userdata;
         int r;
 
@@ -1359,8 +1365,8 @@ static const ManagerObserver bus_observer = {
         .tap_changed = on_tap_changed,
         .flow_updated = on_flow_updated,
         .relay_changed = on_relay_changed,
+        .drink_stored = on_drink_stored,
         .drink_recorded = on_drink_recorded,
-        .drink_created = on_drink_created,
         .thermo_reading = on_thermo_reading,
         .thermo_silent = on_thermo_silent,
         .token_authenticated = on_token_authenticated,

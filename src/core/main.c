@@ -7,7 +7,7 @@
 
 #include "app.h"
 #include "daemon.h"
-#include "drinks.h"
+#include "drink-sink.h"
 #include "flags.h"
 #include "backend.h"
 #include "bus.h"

@@ -12,7 +12,9 @@
 
 #include "daemon.h"
 #include "manager.h"
-#include "standalone.h"
+#include "drinks-log.h"
+#include "thermo-log.h"
+#include "tokens.h"
 #include "util-double.h"
 
 #define MAX_CONTROLLERS 256U
@@ -40,7 +42,7 @@ struct Manager {
         ThermoManager *thermo;
         DrinkSink *drinks;
         ThermoLog *thermo_log;
-        TokenDb *tokens;
+        Tokens *tokens;
 
         ManagerAuthBackend auth;
         void *auth_userdata;
@@ -53,8 +55,8 @@ struct Manager {
         size_t n_controllers;
 
         /* Drinks the sink accepted at once; their DrinkCreatedEvent follows FlowUpdate(completed). */
-        Drink **created;
-        size_t n_created;
+        Drink **accepted;
+        size_t n_accepted;
 
         uint64_t flow_timer_deadline;
         uint64_t thermo_timer_deadline;
@@ -120,7 +122,9 @@ static void broadcast_relay(Manager *m, const char *relay, bool enabled) {
         (void) kegnet_server_broadcast(m->kegnet, &msg);
 }
 
-static void emit_drink_created(Manager *m, const Drink *d) {
+/* The drink was accepted: kegnet DrinkCreatedEvent, and the drink_recorded observers (D-Bus
+ * DrinkRecorded). */
+static void announce_drink(Manager *m, const Drink *d) {
         KegnetMessage msg = {
                 .kind = KEGNET_DRINK_CREATED_EVENT,
                 .drink_created_event = {
@@ -147,58 +151,60 @@ static void emit_drink_created(Manager *m, const Drink *d) {
                           d->volume_known ? num : "None", d->ticks, d->uuid);
         }
         (void) kegnet_server_broadcast(m->kegnet, &msg);
-        FOREACH_OBSERVER(m, drink_created, d);
+        FOREACH_OBSERVER(m, drink_recorded, d);
 }
 
-static void flush_created(Manager *m, bool only_flow, uint64_t flow_id) {
+static void flush_accepted(Manager *m, bool only_flow, uint64_t flow_id) {
         size_t j = 0;
 
-        for (size_t i = 0; i < m->n_created; i++) {
-                Drink *d = m->created[i];
+        for (size_t i = 0; i < m->n_accepted; i++) {
+                Drink *d = m->accepted[i];
                 if (only_flow && d->flow_id != flow_id) {
-                        m->created[j++] = d;
+                        m->accepted[j++] = d;
                         continue;
                 }
-                emit_drink_created(m, d);
+                announce_drink(m, d);
                 drink_free(d);
         }
-        m->n_created = j;
+        m->n_accepted = j;
 }
 
-static void on_sink_created(DrinkSink *sink, const Drink *d, void *userdata) {
-        emit_drink_created(userdata, d);
+static void on_sink_accepted(DrinkSink *sink, const Drink *d, void *userdata) {
+        announce_drink(userdata, d);
         manager_update_status(userdata);
 }
 
-static void record_drink(Manager *m, const FlowDrink *fd) {
+static void record_drink(Manager *m, const Drink *flow_drink) {
         _cleanup_(drink_freep) Drink *d = NULL;
         int r;
 
-        r = drink_new_from_flow(&d, fd);
+        r = drink_new_from_flow(flow_drink, &d);
         if (r < 0) {
                 log_named(LOG_ERR, "DrinkManager", "Cannot create drink for flow 0x%08" PRIx64 ": %s",
-                          fd->flow_id, strerror(-r));
+                          flow_drink->flow_id, strerror(-r));
                 return;
         }
 
         r = drink_sink_record(m->drinks, d);
         if (r < 0) {
                 log_named(LOG_ERR, "DrinkManager", "Drink %s of flow 0x%08" PRIx64 " (%" PRIu64 " ticks) was not recorded",
-                          d->uuid, fd->flow_id, fd->ticks);
+                          d->uuid, d->flow_id, d->ticks);
                 return;
         }
-        FOREACH_OBSERVER(m, drink_recorded, d);
-        if (r == 0)
+        /* Held (the write failed): the flow is still reported completed (core-behaviour.md 10.2),
+         * but the drink is not durable, and observers are told so. */
+        FOREACH_OBSERVER(m, drink_stored, d, r != DRINK_SINK_HELD);
+        if (r != DRINK_SINK_ACCEPTED)
                 return;
 
-        Drink **n = realloc(m->created, (m->n_created + 1) * sizeof(Drink *));
+        Drink **n = realloc(m->accepted, (m->n_accepted + 1) * sizeof(Drink *));
         if (!n) {
-                /* Durable already; only the notification is lost. */
+                /* Durable already; only the announcement is lost. */
                 log_named(LOG_ERR, "DrinkManager", "Out of memory; no DrinkCreatedEvent for drink %s", d->uuid);
                 return;
         }
-        m->created = n;
-        m->created[m->n_created++] = TAKE_PTR(d);
+        m->accepted = n;
+        m->accepted[m->n_accepted++] = TAKE_PTR(d);
 }
 
 static void on_engine_event(FlowEngine *e, const FlowEvent *ev, void *userdata) {
@@ -212,7 +218,7 @@ static void on_engine_event(FlowEngine *e, const FlowEvent *ev, void *userdata) 
                 broadcast_flow_update(m, ev->flow);
                 FOREACH_OBSERVER(m, flow_updated, ev->flow);
                 if (ev->flow->state == FLOW_STATE_COMPLETED)
-                        flush_created(m, true, ev->flow->flow_id);
+                        flush_accepted(m, true, ev->flow->flow_id);
                 break;
         case FLOW_EVENT_DRINK:
                 record_drink(m, ev->drink);
@@ -253,7 +259,7 @@ static void arm_timer(Manager *m, sd_event_source *s, uint64_t *armed, uint64_t 
 
 /* After every engine call. */
 static void manager_engine_done(Manager *m) {
-        flush_created(m, false, 0);
+        flush_accepted(m, false, 0);
         if (!m->stopping)
                 arm_timer(m, m->flow_timer_source, &m->flow_timer_deadline, flow_engine_next_deadline(m->engine));
         manager_update_status(m);
@@ -600,17 +606,17 @@ static void on_tap_changed(const char *meter, TapChange change, void *userdata) 
         FOREACH_OBSERVER(m, tap_changed, meter, change);
 }
 
-static int tokens_lookup(Manager *m, const char *device, const char *value, void *userdata) {
+static int tokens_file_lookup(Manager *m, const char *device, const char *value, void *userdata) {
         const char *username = NULL;
 
-        switch (token_db_lookup(m->tokens, device, value, &username)) {
-        case TOKEN_OK:
+        switch (tokens_lookup(m->tokens, device, value, &username)) {
+        case TOKENS_OK:
                 break;
-        case TOKEN_DISABLED:
+        case TOKENS_DISABLED:
                 log_named(LOG_INFO, "AuthenticationManager", "Token disabled: %s/%s", device, value);
                 username = NULL;
                 break;
-        case TOKEN_NOT_ASSIGNED:
+        case TOKENS_NOT_ASSIGNED:
         default:
                 log_named(LOG_INFO, "AuthenticationManager", "Token not assigned: %s/%s", device, value);
                 username = NULL;
@@ -621,15 +627,15 @@ static int tokens_lookup(Manager *m, const char *device, const char *value, void
 }
 
 static const ManagerAuthBackend tokens_file_backend = {
-        .lookup = tokens_lookup,
+        .lookup = tokens_file_lookup,
 };
 
 static int load_tokens(Manager *m, bool startup) {
-        _cleanup_(token_db_freep) TokenDb *db = NULL;
+        _cleanup_(tokens_freep) Tokens *db = NULL;
         _cleanup_(freep) char *error = NULL;
         int r;
 
-        r = token_db_load(m->tokens_file, &db, &error);
+        r = tokens_load(m->tokens_file, &db, &error);
         if (r == -ENOENT) {
                 log_named(LOG_WARNING, "AuthenticationManager", "Tokens file %s does not exist; no token is assigned",
                           m->tokens_file);
@@ -643,10 +649,10 @@ static int load_tokens(Manager *m, bool startup) {
                                   m->tokens_file, strerror(-r), startup ? "" : "; keeping the previous tokens");
                 return r;
         } else
-                log_named(LOG_INFO, "AuthenticationManager", "Loaded %zu tokens from %s", token_db_size(db),
+                log_named(LOG_INFO, "AuthenticationManager", "Loaded %zu tokens from %s", tokens_size(db),
                           m->tokens_file);
 
-        token_db_free(m->tokens);
+        tokens_free(m->tokens);
         m->tokens = TAKE_PTR(db);
         return 0;
 }
@@ -832,7 +838,7 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
                 r = drinks_log_new(&m->drinks, m->state_dir, m->event, config->retry_usec);
                 if (r < 0)
                         return log_error_errno(r, "State directory %s is unusable: %m", m->state_dir);
-                drink_sink_set_created_handler(m->drinks, on_sink_created, m);
+                drink_sink_set_accepted_handler(m->drinks, on_sink_accepted, m);
                 r = thermo_log_new(&m->thermo_log, m->state_dir);
                 if (r < 0)
                         return log_error_errno(r, "State directory %s is unusable: %m", m->state_dir);
@@ -882,12 +888,12 @@ Manager *manager_free(Manager *m) {
         m->shutdown_timer_source = sd_event_source_disable_unref(m->shutdown_timer_source);
 
         kegnet_server_free(m->kegnet);
-        for (size_t i = 0; i < m->n_created; i++)
-                drink_free(m->created[i]);
-        free(m->created);
+        for (size_t i = 0; i < m->n_accepted; i++)
+                drink_free(m->accepted[i]);
+        free(m->accepted);
         drink_sink_free(m->drinks);
         thermo_log_free(m->thermo_log);
-        token_db_free(m->tokens);
+        tokens_free(m->tokens);
         tap_registry_free(m->taps);
         thermo_manager_free(m->thermo);
         flow_engine_free(m->engine);
@@ -932,7 +938,7 @@ void manager_set_drink_sink(Manager *m, DrinkSink *sink) {
         drink_sink_free(m->drinks);
         m->drinks = sink;
         if (sink)
-                drink_sink_set_created_handler(sink, on_sink_created, m);
+                drink_sink_set_accepted_handler(sink, on_sink_accepted, m);
 }
 
 void manager_set_auth_backend(Manager *m, const ManagerAuthBackend *backend, void *userdata) {

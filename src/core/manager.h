@@ -1,6 +1,6 @@
 /* kegbot_core's Manager: owns the sd-event loop and all state (flow engine, tap registry, kegnet
  * server, thermo sensors, controllers, the drink sink) and turns inbound kegnet messages into
- * engine calls and the engine's events into kegnet broadcasts, durable drinks and observer calls.
+ * engine calls and the engine's events into kegnet broadcasts, drinks for the sink and observer calls.
  * Later layers (D-Bus, the server backend) plug in through the observer list, the DrinkSink, the
  * auth backend and the public operations below, without touching this logic. */
 #pragma once
@@ -10,7 +10,7 @@
 #include <stdint.h>
 #include <systemd/sd-event.h>
 
-#include "drinks.h"
+#include "drink-sink.h"
 #include "flow.h"
 #include "kegnet-server.h"
 #include "macro.h"
@@ -60,10 +60,13 @@ typedef struct ManagerObserver {
         void (*tap_changed)(Manager *m, const char *meter, TapChange change, void *userdata);
         void (*flow_updated)(Manager *m, const FlowInfo *flow, void *userdata);
         void (*relay_changed)(Manager *m, const char *relay, bool enabled, void *userdata);
-        /* The drink is durable (logged or spooled). */
+        /* The sink has the drink (drink-sink.h): 'durable' = written and fsync'ed (drinks.log or
+         * spool); false = held in memory because the write failed, lost if the core stops before
+         * a retry writes it (D-Bus shows SpoolState "degraded" meanwhile). Not an announcement. */
+        void (*drink_stored)(Manager *m, const Drink *d, bool durable, void *userdata);
+        /* The drink was accepted: appended to drinks.log, or taken by the server. The manager has
+         * sent kegnet DrinkCreatedEvent; D-Bus emits DrinkRecorded. The same event, by one name. */
         void (*drink_recorded)(Manager *m, const Drink *d, void *userdata);
-        /* The drink was accepted (DrinkCreatedEvent sent): local log, or the server took it. */
-        void (*drink_created)(Manager *m, const Drink *d, void *userdata);
         /* An accepted reading; 'record' = first of its minute (server: post it). */
         void (*thermo_reading)(Manager *m, const ThermoSensor *s, bool record, void *userdata);
         void (*thermo_silent)(Manager *m, const ThermoSensor *s, void *userdata);

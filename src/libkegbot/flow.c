@@ -382,7 +382,7 @@ static void flow_grab_relay(FlowEngine *e, Flow *f, char *relay, const FlowTime 
 static void flow_end(FlowEngine *e, Meter *m, bool idle, bool keep_relay) {
         Flow *f = m->flow;
         FlowInfo info;
-        FlowDrink drink;
+        Drink drink;
 
         /* Detached first: queries from the handler already see the tap without this flow. */
         m->flow = NULL;
@@ -424,7 +424,7 @@ static void flow_end(FlowEngine *e, Meter *m, bool idle, bool keep_relay) {
                         .not_recorded.min_volume_ml = e->config.min_volume_ml,
                 });
         } else {
-                drink = (FlowDrink) {
+                drink = (Drink) {
                         .flow_id = f->id,
                         .meter_name = f->meter_name,
                         .username = f->username,

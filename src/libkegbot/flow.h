@@ -7,6 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "drink.h"
 #include "macro.h"
 
 #define FLOW_ALL_TAPS "__all_taps__"
@@ -73,21 +74,6 @@ typedef struct FlowInfo {
         uint64_t idle_deadline;         /* monotonic */
 } FlowInfo;
 
-/* A completed flow worth recording (section 10.1). The caller adds uuid and boot_id and must persist it
- * before it passes on the FLOW_STATE_COMPLETED update that follows. */
-typedef struct FlowDrink {
-        uint64_t flow_id;
-        const char *meter_name;
-        const char *username;           /* NULL = anonymous */
-        uint64_t ticks;
-        bool volume_known;              /* false: volume_ml null (server computes it) */
-        double volume_ml;
-        uint64_t start_realtime;        /* first counted tick */
-        uint64_t pour_realtime;         /* last counted tick */
-        uint64_t pour_boottime;         /* CLOCK_BOOTTIME of the last counted tick (usec) */
-        uint64_t duration_sec;          /* first -> last tick on the monotonic clock, rounded down */
-} FlowDrink;
-
 typedef enum FlowNotRecordedReason {
         FLOW_NOT_RECORDED_NO_TICKS,
         FLOW_NOT_RECORDED_BELOW_MINIMUM,
@@ -96,7 +82,7 @@ typedef enum FlowNotRecordedReason {
 typedef enum FlowEventType {
         FLOW_EVENT_LOG,                 /* a decision worth a log line: .log (logger "flowmanager") */
         FLOW_EVENT_FLOW_UPDATE,         /* kegnet FlowUpdate / D-Bus FlowUpdated: .flow */
-        FLOW_EVENT_DRINK,               /* persist durably now: .drink; .flow is the ending flow */
+        FLOW_EVENT_DRINK,               /* a drink to record now: .drink; .flow is the ending flow */
         FLOW_EVENT_NOT_RECORDED,        /* the ending flow is no drink: .not_recorded; .flow as above */
         FLOW_EVENT_RELAY,               /* kegnet SetRelayOutputEvent: .relay */
         FLOW_EVENT_TOKEN_AUTHENTICATED, /* a looked-up user was applied to a tap: .token */
@@ -112,7 +98,11 @@ typedef struct FlowEvent {
                         int level;      /* syslog priority: LOG_DEBUG, LOG_INFO, LOG_WARNING */
                         const char *message;
                 } log;
-                const FlowDrink *drink;
+                /* A completed flow worth recording (section 10.1): the pour fields of the one drink
+                 * record, strings borrowed from the engine, no uuid or boot id yet (the engine reads
+                 * no clock and no randomness): see drink_new_from_flow(). The caller hands it to its
+                 * drink sink before it passes on the FLOW_STATE_COMPLETED update that follows. */
+                const Drink *drink;
                 struct {
                         FlowNotRecordedReason reason;
                         double min_volume_ml;

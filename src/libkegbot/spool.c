@@ -26,8 +26,8 @@
 
 typedef struct SpoolEntry {
         uint64_t seq;
-        char uuid[SPOOL_UUID_MAX];
-        SpoolDrink *mem;        /* not durable yet (only in Spool.mem) */
+        char uuid[UUID_STRING_MAX];
+        Drink *mem;        /* not durable yet (only in Spool.mem) */
 } SpoolEntry;
 
 struct Spool {
@@ -54,73 +54,7 @@ struct Spool {
 
 /* ---------------------------------------------------------------- records */
 
-static void failure_done(SpoolFailure *f) {
-        free(f->code);
-        free(f->message);
-        *f = (SpoolFailure) {};
-}
-
-SpoolDrink *spool_drink_free(SpoolDrink *d) {
-        if (!d)
-                return NULL;
-        free(d->meter_name);
-        free(d->username);
-        failure_done(&d->failure);
-        free(d);
-        return NULL;
-}
-
-static int strdup_or_null(const char *s, char **ret) {
-        if (!s) {
-                *ret = NULL;
-                return 0;
-        }
-        *ret = strdup(s);
-        return *ret ? 0 : -ENOMEM;
-}
-
-/* A failure's text comes from the server's answer: whatever it held, what is stored is valid UTF-8
- * (the record must be written and read back), escaped where it was not. */
-static int text_copy(const char *s, char **ret) {
-        if (!s || utf8_is_valid(s))
-                return strdup_or_null(s, ret);
-        *ret = escape_for_log(s);
-        return *ret ? 0 : -ENOMEM;
-}
-
-static int failure_copy(SpoolFailure *to, const SpoolFailure *from) {
-        SpoolFailure c = { .time_usec = from->time_usec, .http_status = from->http_status };
-        if (text_copy(from->code, &c.code) < 0 || text_copy(from->message, &c.message) < 0) {
-                failure_done(&c);
-                return -ENOMEM;
-        }
-        *to = c;
-        return 0;
-}
-
-int spool_drink_dup(const SpoolDrink *d, SpoolDrink **ret) {
-        _cleanup_(spool_drink_freep) SpoolDrink *c = NULL;
-
-        c = malloc(sizeof(SpoolDrink));
-        if (!c)
-                return -ENOMEM;
-        *c = *d;
-        c->meter_name = c->username = NULL;
-        c->failure = (SpoolFailure) {};
-        if (strdup_or_null(d->meter_name, &c->meter_name) < 0 ||
-            strdup_or_null(d->username, &c->username) < 0)
-                return -ENOMEM;
-        if (d->has_failure && failure_copy(&c->failure, &d->failure) < 0)
-                return -ENOMEM;
-        *ret = TAKE_PTR(c);
-        return 0;
-}
-
-static bool boot_id_is_valid(const char *s) {
-        return isempty(s) || uuid_from_plain_string(s, NULL) >= 0;
-}
-
-int spool_name_parse(const char *name, uint64_t *ret_seq, char ret_uuid[static SPOOL_UUID_MAX]) {
+int spool_name_parse(const char *name, uint64_t *ret_seq, char ret_uuid[static UUID_STRING_MAX]) {
         uint64_t seq = 0;
 
         if (strlen(name) != SPOOL_NAME_LEN || name[SEQ_DIGITS] != '-' ||
@@ -134,14 +68,14 @@ int spool_name_parse(const char *name, uint64_t *ret_seq, char ret_uuid[static S
                         return -EINVAL;
                 seq = seq * 10 + dgt;
         }
-        char u[SPOOL_UUID_MAX];
+        char u[UUID_STRING_MAX];
         memcpy(u, name + SEQ_DIGITS + 1, 36);
         u[36] = 0;
         /* Names are matched exactly: the spool only ever creates lowercase ones. */
         if (!uuid_is_canonical(u))
                 return -EINVAL;
         *ret_seq = seq;
-        memcpy(ret_uuid, u, SPOOL_UUID_MAX);
+        memcpy(ret_uuid, u, UUID_STRING_MAX);
         return 0;
 }
 
@@ -149,9 +83,10 @@ static void name_format(char buf[static SPOOL_NAME_MAX], uint64_t seq, const cha
         snprintf(buf, SPOOL_NAME_MAX, "%020" PRIu64 "-%s.json", seq, uuid);
 }
 
-int spool_drink_to_json(const SpoolDrink *d, char **ret) {
+int spool_drink_to_json(const Drink *d, char **ret) {
         JsonWriter w = JSON_WRITER_INIT;
         _cleanup_(freep) char *text = NULL;
+        char boot_id[ID128_STRING_MAX];
         size_t len;
         int r;
 
@@ -167,16 +102,16 @@ int spool_drink_to_json(const SpoolDrink *d, char **ret) {
         else
                 json_writer_field_null(&w, "volume_ml");
         json_writer_field_string(&w, "username", d->username);
-        json_writer_field_timestamp(&w, "start_time", d->start_usec);
-        json_writer_field_timestamp(&w, "pour_time", d->pour_usec);
-        json_writer_field_uint(&w, "pour_time_unix", d->pour_time_unix);
-        json_writer_field_uint(&w, "duration", d->duration);
-        json_writer_field_string(&w, "boot_id", d->boot_id);
-        json_writer_field_uint(&w, "pour_boottime_ns", d->pour_boottime_ns);
+        json_writer_field_timestamp(&w, "start_time", d->start_realtime);
+        json_writer_field_timestamp(&w, "pour_time", d->pour_realtime);
+        json_writer_field_uint(&w, "pour_time_unix", d->pour_realtime / USEC_PER_SEC);
+        json_writer_field_uint(&w, "duration", d->duration_sec);
+        json_writer_field_string(&w, "boot_id", sd_id128_is_null(d->boot_id) ? "" : sd_id128_to_string(d->boot_id, boot_id));
+        json_writer_field_uint(&w, "pour_boottime_ns", d->pour_boottime * NSEC_PER_USEC);
         if (d->has_failure) {
                 json_writer_key(&w, "failure");
                 json_writer_object_begin(&w);
-                json_writer_field_timestamp(&w, "time", d->failure.time_usec);
+                json_writer_field_timestamp(&w, "time", d->failure.time_realtime);
                 if (d->failure.http_status > 0)
                         json_writer_field_int(&w, "http_status", d->failure.http_status);
                 if (d->failure.code)
@@ -228,8 +163,9 @@ static int get_string(json_t *o, const char *key, size_t max, bool nullable, con
         return 0;
 }
 
-int spool_drink_from_json(const char *buf, size_t len, SpoolDrink **ret) {
-        _cleanup_(spool_drink_freep) SpoolDrink *d = NULL;
+int spool_drink_from_json(const char *buf, size_t len, Drink **ret) {
+        _cleanup_(drink_freep) Drink *d = NULL;
+        uint64_t pour_sec, boottime_ns, t;
         json_t *root = NULL;
         const char *s;
         int r = -EBADMSG;
@@ -240,7 +176,7 @@ int spool_drink_from_json(const char *buf, size_t len, SpoolDrink **ret) {
         if (!json_is_object(root))
                 goto out;
 
-        d = calloc(1, sizeof(SpoolDrink));
+        d = calloc(1, sizeof(Drink));
         if (!d) {
                 r = -ENOMEM;
                 goto out;
@@ -252,10 +188,15 @@ int spool_drink_from_json(const char *buf, size_t len, SpoolDrink **ret) {
         if (get_string(root, "uuid", 36, false, &s) < 0 || uuid_normalize(s, d->uuid) < 0)
                 goto out;
         if (get_uint(root, "seq", &d->seq) < 0 || get_uint(root, "flow_id", &d->flow_id) < 0 ||
-            get_uint(root, "ticks", &d->ticks) < 0 || get_uint(root, "pour_time_unix", &d->pour_time_unix) < 0 ||
-            get_uint(root, "duration", &d->duration) < 0 ||
-            get_uint(root, "pour_boottime_ns", &d->pour_boottime_ns) < 0)
+            get_uint(root, "ticks", &d->ticks) < 0 || get_uint(root, "pour_time_unix", &pour_sec) < 0 ||
+            get_uint(root, "duration", &d->duration_sec) < 0 ||
+            get_uint(root, "pour_boottime_ns", &boottime_ns) < 0)
                 goto out;
+        /* The record's units to the drink's (drink.h): seconds and nanoseconds to microseconds. */
+        if (pour_sec > UINT64_MAX / USEC_PER_SEC)
+                goto out;
+        d->pour_realtime = pour_sec * USEC_PER_SEC;
+        d->pour_boottime = boottime_ns / NSEC_PER_USEC;
         if (get_string(root, "meter_name", 255, false, &s) < 0 || !*s)
                 goto out;
         if (!(d->meter_name = strdup(s)))
@@ -276,20 +217,28 @@ int spool_drink_from_json(const char *buf, size_t len, SpoolDrink **ret) {
         } else if (!json_is_null(v))
                 goto out;
 
-        if (get_string(root, "start_time", 64, false, &s) < 0 || time_parse_rfc3339(s, &d->start_usec) < 0)
+        /* pour_time repeats pour_time_unix for people reading the file: checked, not used. */
+        if (get_string(root, "start_time", 64, false, &s) < 0 || time_parse_rfc3339(s, &d->start_realtime) < 0)
                 goto out;
-        if (get_string(root, "pour_time", 64, false, &s) < 0 || time_parse_rfc3339(s, &d->pour_usec) < 0)
+        if (get_string(root, "pour_time", 64, false, &s) < 0 || time_parse_rfc3339(s, &t) < 0)
                 goto out;
-        if (get_string(root, "boot_id", 32, false, &s) < 0 || !boot_id_is_valid(s))
+        /* What is loaded must be writable again (failed/, re-queueing): times up to year 9999. */
+        char tmp[TIME_RFC3339_MAX];
+        if (time_format_rfc3339(d->pour_realtime, tmp) < 0)
                 goto out;
-        memcpy(d->boot_id, s, strlen(s) + 1);
+        if (get_string(root, "boot_id", 32, false, &s) < 0)
+                goto out;
+        if (isempty(s))
+                d->boot_id = SD_ID128_NULL;
+        else if (uuid_from_plain_string(s, &d->boot_id) < 0)
+                goto out;
 
         json_t *f = json_object_get(root, "failure");
         if (f) {
                 if (!json_is_object(f))
                         goto out;
                 d->has_failure = true;
-                if (get_string(f, "time", 64, false, &s) < 0 || time_parse_rfc3339(s, &d->failure.time_usec) < 0)
+                if (get_string(f, "time", 64, false, &s) < 0 || time_parse_rfc3339(s, &d->failure.time_realtime) < 0)
                         goto out;
                 v = json_object_get(f, "http_status");
                 if (v) {
@@ -352,7 +301,7 @@ static int write_atomic(int dir_fd, const char *name, const char *content) {
         return fsync_dir(dir_fd);
 }
 
-static int read_entry(int dir_fd, const char *name, SpoolDrink **ret) {
+static int read_entry(int dir_fd, const char *name, Drink **ret) {
         _cleanup_(closep) int fd = -1;
         _cleanup_(freep) char *buf = NULL;
         struct stat st;
@@ -378,8 +327,8 @@ static int read_entry(int dir_fd, const char *name, SpoolDrink **ret) {
 }
 
 /* Reads and checks a queued file against its name. */
-static int load_entry(int dir_fd, const char *name, uint64_t seq, const char *uuid, SpoolDrink **ret) {
-        _cleanup_(spool_drink_freep) SpoolDrink *d = NULL;
+static int load_entry(int dir_fd, const char *name, uint64_t seq, const char *uuid, Drink **ret) {
+        _cleanup_(drink_freep) Drink *d = NULL;
         int r;
 
         r = read_entry(dir_fd, name, &d);
@@ -518,7 +467,7 @@ static int window_add(Spool *s, uint64_t seq, const char *uuid) {
         for (i = s->n_win; i > 0 && s->win[i - 1].seq > seq; i--)
                 s->win[i] = s->win[i - 1];
         s->win[i] = (SpoolEntry) { .seq = seq };
-        memcpy(s->win[i].uuid, uuid, SPOOL_UUID_MAX);
+        memcpy(s->win[i].uuid, uuid, UUID_STRING_MAX);
         s->n_win++;
         if (s->n_win > s->window_max) {
                 s->n_win--;
@@ -534,7 +483,7 @@ static void window_remove_at(Spool *s, size_t i) {
 }
 
 static void mem_remove_at(Spool *s, size_t i) {
-        spool_drink_free(s->mem[i].mem);
+        drink_free(s->mem[i].mem);
         memmove(s->mem + i, s->mem + i + 1, (s->n_mem - i - 1) * sizeof(SpoolEntry));
         s->n_mem--;
 }
@@ -599,13 +548,13 @@ static bool resolve_interrupted_move(Spool *s, const SpoolEntry *failed, size_t 
 
         if (n_failed == 0)
                 return false;
-        memcpy(key.uuid, uuid, SPOOL_UUID_MAX);
+        memcpy(key.uuid, uuid, UUID_STRING_MAX);
         f = bsearch(&key, failed, n_failed, sizeof(SpoolEntry), entry_uuid_cmp);
         if (!f)
                 return false;
         name_format(fname, f->seq, f->uuid);
         if (f->seq == seq) {
-                _cleanup_(spool_drink_freep) SpoolDrink *d = NULL;
+                _cleanup_(drink_freep) Drink *d = NULL;
 
                 /* Only trust the failed/ copy if it is complete; else keep the queued one. */
                 if (read_entry(s->failed_fd, fname, &d) < 0 || !streq(d->uuid, uuid))
@@ -752,7 +701,7 @@ int spool_open(Spool **ret, const char *dir) {
                         quarantine(s, s->dir_fd, n, -EBADMSG);
                         continue;
                 }
-                _cleanup_(spool_drink_freep) SpoolDrink *sd = NULL;
+                _cleanup_(drink_freep) Drink *sd = NULL;
                 r = load_entry(s->dir_fd, n, e.seq, e.uuid, &sd);
                 if (r == -ENOMEM) {
                         closedir(d);
@@ -830,8 +779,8 @@ int spool_flush(Spool *s) {
                 }
                 log_info("Drink %s is now durable in the spool", e->uuid);
                 uint64_t seq = e->seq;
-                char uuid[SPOOL_UUID_MAX];
-                memcpy(uuid, e->uuid, SPOOL_UUID_MAX);
+                char uuid[UUID_STRING_MAX];
+                memcpy(uuid, e->uuid, UUID_STRING_MAX);
                 mem_remove_at(s, 0);
                 s->n_disk++;
                 (void) window_add(s, seq, uuid);
@@ -839,7 +788,7 @@ int spool_flush(Spool *s) {
         return 0;
 }
 
-int spool_put(Spool *s, SpoolDrink *d) {
+int spool_put(Spool *s, Drink *d) {
         _cleanup_(freep) char *json = NULL;
         char name[SPOOL_NAME_MAX];
         int r;
@@ -873,15 +822,15 @@ int spool_put(Spool *s, SpoolDrink *d) {
         s->mem = n;
         SpoolEntry *e = &s->mem[s->n_mem];
         *e = (SpoolEntry) { .seq = d->seq };
-        memcpy(e->uuid, d->uuid, SPOOL_UUID_MAX);
-        r = spool_drink_dup(d, &e->mem);
+        memcpy(e->uuid, d->uuid, UUID_STRING_MAX);
+        r = drink_dup(d, &e->mem);
         if (r < 0)
                 return log_error_errno(r, "Out of memory: drink %s is lost", d->uuid);
         s->n_mem++;
         return SPOOL_IN_MEMORY;
 }
 
-int spool_peek(Spool *s, SpoolDrink **ret) {
+int spool_peek(Spool *s, Drink **ret) {
         int r;
 
         for (;;) {
@@ -896,7 +845,7 @@ int spool_peek(Spool *s, SpoolDrink **ret) {
                         return 0;
                 }
                 if (have_mem && (!have_win || s->mem[0].seq < s->win[0].seq))
-                        return spool_drink_dup(s->mem[0].mem, ret) < 0 ? -ENOMEM : 1;
+                        return drink_dup(s->mem[0].mem, ret) < 0 ? -ENOMEM : 1;
 
                 SpoolEntry e = s->win[0];
                 char name[SPOOL_NAME_MAX];
@@ -945,8 +894,8 @@ int spool_remove(Spool *s, const char *uuid_arg) {
         return 0;
 }
 
-int spool_fail(Spool *s, const char *uuid_arg, const SpoolFailure *f) {
-        _cleanup_(spool_drink_freep) SpoolDrink *d = NULL;
+int spool_fail(Spool *s, const char *uuid_arg, const DrinkFailure *f) {
+        _cleanup_(drink_freep) Drink *d = NULL;
         _cleanup_(freep) char *json = NULL;
         char name[SPOOL_NAME_MAX], uuid[UUID_STRING_MAX];
         size_t idx = 0;
@@ -964,7 +913,7 @@ int spool_fail(Spool *s, const char *uuid_arg, const SpoolFailure *f) {
         name_format(name, seq, uuid);
 
         if (where == 2)
-                r = spool_drink_dup(s->mem[idx].mem, &d);
+                r = drink_dup(s->mem[idx].mem, &d);
         else {
                 r = load_entry(s->dir_fd, name, seq, uuid, &d);
                 if (r < 0 && r != -ENOMEM) {
@@ -981,9 +930,7 @@ int spool_fail(Spool *s, const char *uuid_arg, const SpoolFailure *f) {
         if (r < 0)
                 return r;
 
-        failure_done(&d->failure);
-        d->has_failure = true;
-        r = failure_copy(&d->failure, f);
+        r = drink_set_failure(d, f);
         if (r < 0)
                 return r;
         r = spool_drink_to_json(d, &json);
@@ -1081,7 +1028,7 @@ int spool_requeue_failed(Spool *s, const char *uuid_arg, size_t *ret_n) {
                 return -ENOENT;
 
         for (size_t i = 0; i < n; i++) {
-                _cleanup_(spool_drink_freep) SpoolDrink *d = NULL;
+                _cleanup_(drink_freep) Drink *d = NULL;
                 _cleanup_(freep) char *json = NULL;
                 char old[SPOOL_NAME_MAX], name[SPOOL_NAME_MAX];
 
@@ -1095,8 +1042,7 @@ int spool_requeue_failed(Spool *s, const char *uuid_arg, size_t *ret_n) {
                         quarantine(s, s->failed_fd, old, r < 0 ? r : -EBADMSG);
                         continue;
                 }
-                failure_done(&d->failure);
-                d->has_failure = false;
+                drink_clear_failure(d);
                 d->seq = s->last_seq + 1;
                 r = spool_drink_to_json(d, &json);
                 if (r < 0)
@@ -1140,7 +1086,7 @@ int spool_list(Spool *s, SpoolArea area, SpoolListFunc cb, void *userdata) {
                 }
                 if (i == n)
                         break;
-                _cleanup_(spool_drink_freep) SpoolDrink *d = NULL;
+                _cleanup_(drink_freep) Drink *d = NULL;
                 char name[SPOOL_NAME_MAX];
                 name_format(name, v[i].seq, v[i].uuid);
                 if (read_entry(fd, name, &d) < 0)

@@ -7,51 +7,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "drink.h"
 #include "macro.h"
 
-#define SPOOL_UUID_MAX 37               /* 36 characters + NUL */
-#define SPOOL_BOOT_ID_MAX 33            /* 32 hex digits + NUL */
 #define SPOOL_FILE_MAX (64U * 1024U)    /* larger spool files are corrupt by definition */
 
-typedef struct SpoolFailure {
-        uint64_t time_usec;             /* wall clock of the failure */
-        int http_status;                /* 0 = none */
-        char *code;                     /* e.g. "NotFoundError"; NULL = none */
-        char *message;                  /* e.g. "Meter is inactive"; NULL = none */
-} SpoolFailure;
-
-typedef struct SpoolDrink {
-        char uuid[SPOOL_UUID_MAX];      /* lowercase v4 UUID; the durable key */
-        uint64_t seq;                   /* queue position, assigned by spool_put() */
-        uint64_t flow_id;
-        char *meter_name;
-        char *username;                 /* NULL = anonymous */
-        uint64_t ticks;
-        bool volume_known;
-        double volume_ml;
-        uint64_t start_usec;            /* wall clock, whole seconds are kept */
-        uint64_t pour_usec;
-        uint64_t pour_time_unix;        /* seconds */
-        uint64_t duration;              /* seconds */
-        char boot_id[SPOOL_BOOT_ID_MAX];        /* "" = unknown */
-        uint64_t pour_boottime_ns;
-
-        bool has_failure;               /* only for entries of the failed area */
-        SpoolFailure failure;
-} SpoolDrink;
-
-SpoolDrink *spool_drink_free(SpoolDrink *d);
-DEFINE_TRIVIAL_CLEANUP_FUNC(SpoolDrink *, spool_drink_free);
-int spool_drink_dup(const SpoolDrink *d, SpoolDrink **ret);
-
-/* The file format: one JSON object and a newline. Parsing trusts nothing: -EBADMSG for anything that
- * is not a complete, valid record. */
-int spool_drink_to_json(const SpoolDrink *d, char **ret);
-int spool_drink_from_json(const char *buf, size_t len, SpoolDrink **ret);
+/* The file format (core-behaviour.md section 10.2): one JSON object and a newline, the drink's
+ * fields in the units of the file (pour_time_unix in seconds, pour_boottime_ns in nanoseconds,
+ * RFC 3339 strings; a version 1 file of any earlier release reads back unchanged). Parsing trusts
+ * nothing: -EBADMSG for anything that is not a complete, valid record; a UUID in upper case is read
+ * in lowercase (util-uuid.h). -EINVAL from writing: text of the drink is not valid UTF-8. */
+int spool_drink_to_json(const Drink *d, char **ret);
+int spool_drink_from_json(const char *buf, size_t len, Drink **ret);
 
 /* Spool file names: "<20-digit seq>-<uuid>.json", the UUID in lowercase (names are matched
  * exactly; the spool creates no other). */
-int spool_name_parse(const char *name, uint64_t *ret_seq, char ret_uuid[static SPOOL_UUID_MAX]);
+int spool_name_parse(const char *name, uint64_t *ret_seq, char ret_uuid[static UUID_STRING_MAX]);
 
 typedef struct Spool Spool;
 
@@ -67,11 +38,11 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Spool *, spool_free);
  * queued in memory at its place and persisting is retried by later operations and spool_flush();
  * < 0 when it could not be queued at all. */
 #define SPOOL_IN_MEMORY 1
-int spool_put(Spool *s, SpoolDrink *d);
+int spool_put(Spool *s, Drink *d);
 
 /* The oldest queued drink (caller frees), or *ret = NULL and 0 when the queue is empty. Corrupt or
  * vanished files met on the way are quarantined/dropped with an ERROR and skipped. */
-int spool_peek(Spool *s, SpoolDrink **ret);
+int spool_peek(Spool *s, Drink **ret);
 
 /* A UUID argument may be spelled in either case (util-uuid.h); -EINVAL if it is no UUID. */
 
@@ -80,7 +51,7 @@ int spool_remove(Spool *s, const char *uuid);
 
 /* Move a queued drink to failed/ with the reason. -ENOENT if not queued. Reason text that is not
  * valid UTF-8 is stored escaped (util-escape.h). */
-int spool_fail(Spool *s, const char *uuid, const SpoolFailure *f);
+int spool_fail(Spool *s, const char *uuid, const DrinkFailure *f);
 
 /* Move failed drinks back to the tail with a new seq (same uuid and pour data). uuid NULL = all of
  * them, in their old order. *ret_n (may be NULL) gets how many were re-queued. -ENOENT if a given
@@ -97,7 +68,7 @@ typedef enum SpoolArea {
 
 /* Calls cb for every drink of the area in seq order (drinks are loaded one at a time; corrupt
  * files are skipped). A negative return of cb stops the walk and is returned. */
-typedef int (*SpoolListFunc)(const SpoolDrink *d, void *userdata);
+typedef int (*SpoolListFunc)(const Drink *d, void *userdata);
 int spool_list(Spool *s, SpoolArea area, SpoolListFunc cb, void *userdata);
 
 size_t spool_n_pending(Spool *s);       /* queued, durable or in memory */

@@ -8,10 +8,11 @@
 #include <stdarg.h>
 #include <sys/stat.h>
 
-#include "drinks.h"
+#include "drink-sink.h"
+#include "drinks-log.h"
 #include "flow.h"
 #include "log.h"
-#include "standalone.h"
+#include "tokens.h"
 #include "taps.h"
 #include "thermo.h"
 
@@ -54,10 +55,10 @@ static char *read_text(const char *path) {
 }
 
 static Drink *make_drink(uint64_t ticks, const char *user) {
-        FlowDrink fd = {
+        Drink fd = {
                 .flow_id = 1795694350,
-                .meter_name = "kegboard.flow0",
-                .username = user,
+                .meter_name = (char *) "kegboard.flow0",
+                .username = (char *) user,
                 .ticks = ticks,
                 .volume_known = true,
                 .volume_ml = (double) ticks / 2.2,
@@ -67,7 +68,7 @@ static Drink *make_drink(uint64_t ticks, const char *user) {
                 .duration_sec = 8,
         };
         Drink *d = NULL;
-        CHECK(drink_new_from_flow(&d, &fd) == 0);
+        CHECK(drink_new_from_flow(&fd, &d) == 0);
         return d;
 }
 
@@ -186,7 +187,7 @@ static void test_drinks_log(void) {
          * escaped: far more than 64 KiB) is still a valid last line: its drink_id must not be reused. */
         {
                 _cleanup_(freep) char *state2 = path_in_tmp("state-long"), *name = malloc(20001);
-                FlowDrink fd = {
+                Drink fd = {
                         .flow_id = 1, .meter_name = name, .ticks = 100, .volume_known = true,
                         .volume_ml = 50.0, .start_realtime = USEC_PER_SEC, .pour_realtime = USEC_PER_SEC,
                 };
@@ -196,7 +197,7 @@ static void test_drinks_log(void) {
                 CHECK(drinks_log_new(&s, state2, NULL, 0) == 0);
                 for (int i = 0; i < 2; i++) {
                         Drink *ld = NULL;
-                        CHECK(drink_new_from_flow(&ld, &fd) == 0);
+                        CHECK(drink_new_from_flow(&fd, &ld) == 0);
                         CHECK(drink_sink_record(s, ld) == 1);
                         drink_free(ld);
                 }
@@ -213,6 +214,83 @@ static void test_drinks_log(void) {
                 CHECK(asprintf(&bad, "%s/sub", blocker) > 0);
                 CHECK(drinks_log_new(&s, bad, NULL, 0) < 0);
         }
+}
+
+/* Every line of the file parses as JSON. */
+static bool all_lines_json(const char *path, size_t *ret_n) {
+        _cleanup_(freep) char *text = read_text(path);
+        size_t n = 0;
+        bool ok = true;
+
+        for (char *line = text, *nl; *line; line = nl + 1) {
+                nl = strchr(line, '\n');
+                if (!nl)
+                        return false;
+                json_t *j = json_loadb(line, (size_t) (nl - line), 0, NULL);
+                ok = ok && json_is_integer(json_object_get(j, "drink_id"));
+                json_decref(j);
+                n++;
+        }
+        if (ret_n)
+                *ret_n = n;
+        return ok;
+}
+
+static void test_drinks_log_ids_and_text(void) {
+        _cleanup_(freep) char *state = path_in_tmp("state-ids"), *log = NULL;
+        DrinkSink *s = NULL;
+        Drink *d;
+        size_t n = 0;
+
+        CHECK(asprintf(&log, "%s/drinks.log", state) > 0);
+        CHECK(mkdir(state, 0750) == 0);
+
+        /* What an older version wrote for a Latin-1 username: a line that is not JSON. Its drink_id
+         * is still taken, also when an invalid line follows, and after any number of restarts. */
+        write_text(log,
+                   "{\"drink_id\":1,\"uuid\":\"a\",\"ticks\":1}\n"
+                   "{\"drink_id\":2,\"uuid\":\"b\",\"username\":\"caf\xe9\",\"ticks\":1}\n"
+                   "garbage\n");
+        for (int restart = 0; restart < 2; restart++) {
+                CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
+                CHECK(drinks_log_next_id(s) == 3);
+                s = drink_sink_free(s);
+        }
+        /* The highest id wins, wherever it stands; spaces around ':' are fine; an id inside a
+         * string is text, not a member. */
+        write_text(log,
+                   "{\"drink_id\" : 7,\"uuid\":\"a\"}\n"
+                   "{\"drink_id\":5,\"username\":\"x\\\",\\\"drink_id\\\":999,\\\"y\":\"\xff\"}\n"
+                   "{\"uuid\":\"drink_id\",\"note\":\"\\\"drink_id\\\":500\"}\n");
+        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
+        CHECK(drinks_log_next_id(s) == 8);
+
+        /* From here on every line is JSON, whatever the text: quotes, backslashes, control
+         * characters, a line separator, non-ASCII letters. */
+        write_text(log, "");
+        s = drink_sink_free(s);
+        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
+        static const char *const users[] = {
+                NULL, "mikey", "caf\xc3\xa9", "a\"b\\c", "tab\there\nnewline\x01\x1f\x7f",
+                "x\",\"drink_id\":999,\"y\":\"", "\xe2\x80\xa8\xf0\x9f\x8d\xba",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(users); i++) {
+                d = make_drink(100 + i, users[i]);
+                CHECK(drink_sink_record(s, d) == DRINK_SINK_ACCEPTED);
+                CHECK(d->drink_id == (int64_t) i + 1);
+                drink_free(d);
+        }
+        /* Text that is not UTF-8 is never written: the drink is refused, not held. */
+        d = make_drink(999, "caf\xe9");
+        CHECK(drink_sink_record(s, d) == -EBADMSG);
+        CHECK(drink_sink_n_pending(s) == 0);
+        drink_free(d);
+        s = drink_sink_free(s);
+        CHECK(all_lines_json(log, &n));
+        CHECK(n == ELEMENTSOF(users));
+        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
+        CHECK(drinks_log_next_id(s) == (int64_t) ELEMENTSOF(users) + 1);
+        s = drink_sink_free(s);
 }
 
 static void test_taps_file(void) {
@@ -384,23 +462,23 @@ static void test_thermo(void) {
 static void test_tokens(void) {
         _cleanup_(freep) char *p = path_in_tmp("tokens.ini");
         _cleanup_(freep) char *err = NULL;
-        TokenDb *db = NULL;
+        Tokens *db = NULL;
         const char *user = NULL;
 
         write_text(p,
                    "[core.rfid:0415AB23CD]\nusername = dave\n"
                    "[core.onewire:aaaa]\nusername = alice\nenabled = no\n"
                    "[my.reader:CaseKept]\nusername = bob\nenabled = yes\n");
-        CHECK(token_db_load(p, &db, &err) == 0);
-        CHECK(token_db_size(db) == 3);
-        CHECK(token_db_lookup(db, "core.rfid", "0415ab23cd", &user) == TOKEN_OK && streq(user, "dave"));
-        CHECK(token_db_lookup(db, "core.rfid", "0415AB23CD", &user) == TOKEN_OK);
-        CHECK(token_db_lookup(db, "core.onewire", "AAAA", &user) == TOKEN_DISABLED);
-        CHECK(token_db_lookup(db, "my.reader", "CaseKept", &user) == TOKEN_OK && streq(user, "bob"));
-        CHECK(token_db_lookup(db, "my.reader", "casekept", &user) == TOKEN_NOT_ASSIGNED);
-        CHECK(token_db_lookup(db, "core.onewire", "0415ab23cd", &user) == TOKEN_NOT_ASSIGNED);
-        CHECK(token_db_lookup(NULL, "core.rfid", "x", &user) == TOKEN_NOT_ASSIGNED);
-        db = token_db_free(db);
+        CHECK(tokens_load(p, &db, &err) == 0);
+        CHECK(tokens_size(db) == 3);
+        CHECK(tokens_lookup(db, "core.rfid", "0415ab23cd", &user) == TOKENS_OK && streq(user, "dave"));
+        CHECK(tokens_lookup(db, "core.rfid", "0415AB23CD", &user) == TOKENS_OK);
+        CHECK(tokens_lookup(db, "core.onewire", "AAAA", &user) == TOKENS_DISABLED);
+        CHECK(tokens_lookup(db, "my.reader", "CaseKept", &user) == TOKENS_OK && streq(user, "bob"));
+        CHECK(tokens_lookup(db, "my.reader", "casekept", &user) == TOKENS_NOT_ASSIGNED);
+        CHECK(tokens_lookup(db, "core.onewire", "0415ab23cd", &user) == TOKENS_NOT_ASSIGNED);
+        CHECK(tokens_lookup(NULL, "core.rfid", "x", &user) == TOKENS_NOT_ASSIGNED);
+        db = tokens_free(db);
 
         const char *bad[] = {
                 "[core.rfid]\nusername = x\n",
@@ -412,13 +490,24 @@ static void test_tokens(void) {
         };
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
                 write_text(p, bad[i]);
-                CHECK(token_db_load(p, &db, &err) < 0);
+                CHECK(tokens_load(p, &db, &err) < 0);
                 CHECK(db == NULL);
                 free(TAKE_PTR(err));
         }
         {
                 _cleanup_(freep) char *missing = path_in_tmp("none.ini");
-                CHECK(token_db_load(missing, &db, &err) == -ENOENT);
+                CHECK(tokens_load(missing, &db, &err) == -ENOENT);
+        }
+
+        /* A username with a Latin-1 byte: refused, naming the file and the line, not carried on. */
+        {
+                _cleanup_(freep) char *want = NULL;
+                write_text(p, "[core.rfid:0415ab23cd]\nusername = caf\xe9\n");
+                CHECK(tokens_load(p, &db, &err) == -EINVAL);
+                CHECK(db == NULL);
+                CHECK(asprintf(&want, "%s:2: not valid UTF-8", p) > 0);
+                CHECK(err && streq(err, want));
+                free(TAKE_PTR(err));
         }
 }
 
@@ -431,6 +520,7 @@ int main(void) {
         log_set_max_level(LOG_ERR);     /* expected warnings would only clutter the output */
 
         test_drinks_log();
+        test_drinks_log_ids_and_text();
         test_taps_file();
         test_tap_registry();
         test_thermo();

@@ -1,26 +1,19 @@
-/* Standalone storage: see standalone.h. The drinks log is append-only; a line is complete and
- * fsync'ed before the flow is reported completed, so at start-up only a last line without its
- * newline can be partial, and it was never reported to anyone: cutting it off is safe. */
-#include <inttypes.h>
+/* The drinks log: see drinks-log.h. The log is append-only; a line is complete and fsync'ed before
+ * the flow is reported completed, so at start-up only a last line without its newline can be
+ * partial, and it was never reported to anyone: cutting it off is safe. */
 #include <fcntl.h>
-#include <jansson.h>
-#include <stdarg.h>
+#include <inttypes.h>
 #include <sys/stat.h>
 
 #define LOG_COMPONENT "DrinkManager"
 #include "log.h"
 
-#include "flow.h"
-#include "ini.h"
+#include "drinks-log.h"
 #include "json-writer.h"
-#include "standalone.h"
 #include "util-io.h"
+#include "util-utf8.h"
 
 #define SCAN_CHUNK 4096
-/* A line holds a meter name of up to a kegnet frame (64 KiB), up to 6 bytes per character once
- * escaped, plus a username: a valid line may be far longer than a frame. A valid line misread as
- * invalid would hand out its drink_id a second time. */
-#define MAX_LINE (16U * 1024U * 1024U)
 
 typedef struct DrinksLog {
         DrinkSink sink;                 /* first: the sink pointer is the log pointer */
@@ -38,6 +31,9 @@ typedef struct DrinksLog {
 
 int drinks_log_format_line(const Drink *d, int64_t drink_id, char **ret) {
         JsonWriter w = JSON_WRITER_INIT;
+
+        assert_return(d, -EINVAL);
+        assert_return(ret, -EINVAL);
 
         json_writer_object_begin(&w);
         json_writer_field_int(&w, "drink_id", drink_id);
@@ -76,36 +72,80 @@ static off_t find_prev_newline(int fd, off_t before) {
         return -1;
 }
 
-static bool parse_drink_id(int fd, off_t start, off_t end, int64_t *ret) {
-        _cleanup_(freep) char *line = NULL;
-        json_t *j, *id;
-        bool ok = false;
-        size_t len;
+static bool is_json_space(char c) {
+        return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
 
-        if (end <= start || (size_t) (end - start) > MAX_LINE)
-                return false;
-        len = (size_t) (end - start);
-        line = malloc(len);
-        if (!line)
-                return false;
-        if (pread(fd, line, len, start) != (ssize_t) len)
-                return false;
+/* The drink_id of one line, read as text. Only a member counts: "drink_id" right after '{' or ','
+ * (JSON escapes every '"' inside a string, so the same letters inside a username cannot match),
+ * then ':' and a whole non-negative integer. */
+static bool line_drink_id(const char *line, size_t len, int64_t *ret) {
+        static const char key[] = "\"drink_id\"";
+        const char *p = line, *end = line + len;
 
-        j = json_loadb(line, len, 0, NULL);
-        if (!j)
-                return false;
-        id = json_object_get(j, "drink_id");
-        if (json_is_integer(id) && json_integer_value(id) >= 0 && json_integer_value(id) < INT64_MAX) {
-                *ret = json_integer_value(id);
-                ok = true;
+        while (p < end && (p = memmem(p, (size_t) (end - p), key, sizeof key - 1))) {
+                const char *b = p, *q = p + sizeof key - 1;
+                int64_t v = 0;
+                size_t digits = 0;
+
+                p = q;
+                while (b > line && is_json_space(b[-1]))
+                        b--;
+                if (b == line || (b[-1] != '{' && b[-1] != ','))
+                        continue;
+                while (q < end && is_json_space(*q))
+                        q++;
+                if (q == end || *q++ != ':')
+                        continue;
+                while (q < end && is_json_space(*q))
+                        q++;
+                for (; q < end && *q >= '0' && *q <= '9'; q++, digits++) {
+                        if (v > (INT64_MAX - 9) / 10)
+                                return false;           /* no drink_id we could follow */
+                        v = v * 10 + (*q - '0');
+                }
+                if (digits == 0 || (q < end && *q != ',' && *q != '}' && !is_json_space(*q)))
+                        continue;
+                *ret = v;
+                return true;
         }
-        json_decref(j);
-        return ok;
+        return false;
+}
+
+/* 1 + the highest drink_id of any complete line. */
+static int drinks_log_find_next_id(DrinksLog *l) {
+        _cleanup_(fclosep) FILE *f = NULL;
+        _cleanup_(freep) char *line = NULL;
+        size_t allocated = 0;
+        unsigned lineno = 0;
+        int64_t max = 0;
+        ssize_t n;
+
+        f = fopen(l->path, "re");
+        if (!f)
+                return log_error_errno(errno, "Cannot read %s: %m", l->path);
+        while ((n = getline(&line, &allocated, f)) > 0) {
+                int64_t id;
+
+                lineno++;
+                if (!line_drink_id(line, (size_t) n, &id)) {
+                        log_warning("%s:%u: no drink_id in this line; ignoring it", l->path, lineno);
+                        continue;
+                }
+                if (!utf8_is_valid_n(line, (size_t) n))
+                        log_warning("%s:%u: the line is not valid UTF-8 (written by an older version?); "
+                                    "drink_id %" PRIi64 " stays taken", l->path, lineno, id);
+                max = MAX(max, id);
+        }
+        if (ferror(f))
+                return log_error_errno(EIO, "Cannot read %s: %m", l->path);
+        l->next_id = max + 1;
+        return 0;
 }
 
 static int drinks_log_scan(DrinksLog *l) {
         struct stat st;
-        off_t size, end;
+        off_t size;
         char last;
 
         if (fstat(l->fd, &st) < 0)
@@ -127,25 +167,8 @@ static int drinks_log_scan(DrinksLog *l) {
                         return log_error_errno(errno, "Cannot truncate %s: %m", l->path);
                 if (fsync(l->fd) < 0)
                         return log_error_errno(errno, "Cannot fsync %s: %m", l->path);
-                size = keep;
         }
-
-        /* Walk back line by line to the last one that parses; normally that is the very last. */
-        end = size - 1;                 /* the last line's newline */
-        while (end > 0) {
-                off_t nl = find_prev_newline(l->fd, end);
-                int64_t id;
-
-                if (parse_drink_id(l->fd, nl + 1, end, &id)) {
-                        l->next_id = id + 1;
-                        return 0;
-                }
-                log_warning("%s: ignoring an invalid line at offset %jd", l->path, (intmax_t) (nl + 1));
-                if (nl < 0)
-                        break;
-                end = nl;
-        }
-        return 0;
+        return drinks_log_find_next_id(l);
 }
 
 static int drinks_log_open(DrinksLog *l) {
@@ -157,7 +180,8 @@ static int drinks_log_open(DrinksLog *l) {
         return 0;
 }
 
-/* Appends one drink durably (write + fsync) and gives it the next drink_id. */
+/* Appends one drink durably (write + fsync) and gives it the next drink_id. -EBADMSG: the drink
+ * cannot be written at all (its text is not UTF-8); other errors are the disk's. */
 static int drinks_log_append(DrinksLog *l, Drink *d) {
         _cleanup_(freep) char *line = NULL;
         struct stat st;
@@ -165,6 +189,9 @@ static int drinks_log_append(DrinksLog *l, Drink *d) {
         int r;
 
         r = drinks_log_format_line(d, l->next_id, &line);
+        if (r == -EINVAL)
+                return log_error_errno(EBADMSG, "Drink %s cannot be written to %s: its text is not valid UTF-8",
+                                       d->uuid, l->path);
         if (r < 0)
                 return log_error_errno(r, "Cannot format drink %s: %m", d->uuid);
         len = strlen(line);
@@ -221,8 +248,8 @@ static void drinks_log_flush_held(DrinksLog *l) {
                 Drink *d = l->held[done];
                 if (drinks_log_append(l, d) < 0)
                         break;
-                log_info("Drink %s written to %s after an earlier failure", d->uuid, l->path);
-                drink_sink_notify_created(&l->sink, d);
+                log_info("Drink %s written to %s after an earlier failure: it is durable now", d->uuid, l->path);
+                drink_sink_notify_accepted(&l->sink, d);
                 drink_free(d);
                 done++;
         }
@@ -268,8 +295,8 @@ static int drinks_log_hold(DrinksLog *l, const Drink *d) {
         }
         l->held = n;
         l->held[l->n_held++] = copy;
-        log_error("Drink %s (%s, %" PRIu64 " ticks) is held in memory until %s can be written; "
-                  "%zu drink(s) waiting, retrying every %" PRIu64 " s",
+        log_error("Drink %s (%s, %" PRIu64 " ticks) is held in memory until %s can be written (not durable: "
+                  "lost if the core stops first); %zu drink(s) waiting, retrying every %" PRIu64 " s",
                   d->uuid, d->meter_name, d->ticks, l->path, l->n_held, l->retry_usec / USEC_PER_SEC);
         return drinks_log_arm_retry(l);
 }
@@ -279,16 +306,22 @@ static int drinks_log_record(DrinkSink *sink, Drink *d) {
         int r;
 
         /* Behind drinks already waiting, so that drink_ids follow the order of the pours. */
-        if (l->n_held == 0 && drinks_log_append(l, d) >= 0)
-                return 1;
+        if (l->n_held == 0) {
+                r = drinks_log_append(l, d);
+                if (r >= 0)
+                        return DRINK_SINK_ACCEPTED;
+                if (r == -EBADMSG)
+                        return r;       /* no retry could ever write it */
+        }
 
         r = drinks_log_hold(l, d);
         if (r < 0)
                 return log_error_errno(r, "Drink %s is lost: cannot hold it in memory: %m", d->uuid);
-        return 0;
+        return DRINK_SINK_HELD;
 }
 
-static size_t drinks_log_n_pending(DrinkSink *sink) {
+/* Every drink not yet written is held: both counts are the same here. */
+static size_t drinks_log_n_held(DrinkSink *sink) {
         return ((DrinksLog *) sink)->n_held;
 }
 
@@ -325,7 +358,8 @@ static void drinks_log_free(DrinkSink *sink) {
 static const DrinkSinkVTable drinks_log_vtable = {
         .name = "drinks-log",
         .record = drinks_log_record,
-        .n_pending = drinks_log_n_pending,
+        .n_pending = drinks_log_n_held,
+        .n_held = drinks_log_n_held,
         .reopen = drinks_log_reopen,
         .free = drinks_log_free,
 };
@@ -339,6 +373,9 @@ static int make_state_dir(const char *dir) {
 int drinks_log_new(DrinkSink **ret, const char *state_dir, sd_event *event, uint64_t retry_usec) {
         DrinksLog *l;
         int r;
+
+        assert_return(ret, -EINVAL);
+        assert_return(!isempty(state_dir), -EINVAL);
 
         r = make_state_dir(state_dir);
         if (r < 0)
@@ -374,200 +411,6 @@ int drinks_log_new(DrinkSink **ret, const char *state_dir, sd_event *event, uint
 }
 
 int64_t drinks_log_next_id(DrinkSink *s) {
+        assert_return(s, -EINVAL);
         return ((DrinksLog *) s)->next_id;
-}
-
-/* ---- thermo log ---- */
-
-struct ThermoLog {
-        char *path;
-        int fd;
-};
-
-int thermo_log_reopen(ThermoLog *l) {
-        int fd = open(l->path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
-        if (fd < 0)
-                return log_internal(LOG_ERR, errno, "ThermoManager", "Cannot open %s: %m", l->path);
-        safe_close(l->fd);
-        l->fd = fd;
-        return 0;
-}
-
-int thermo_log_new(ThermoLog **ret, const char *state_dir) {
-        _cleanup_(thermo_log_freep) ThermoLog *l = NULL;
-        int r;
-
-        r = make_state_dir(state_dir);
-        if (r < 0)
-                return r;
-        l = calloc(1, sizeof(ThermoLog));
-        if (!l)
-                return -ENOMEM;
-        l->fd = -1;
-        if (asprintf(&l->path, "%s/thermo.log", state_dir) < 0) {
-                l->path = NULL;
-                return -ENOMEM;
-        }
-        r = thermo_log_reopen(l);
-        if (r < 0)
-                return r;
-        *ret = TAKE_PTR(l);
-        return 0;
-}
-
-ThermoLog *thermo_log_free(ThermoLog *l) {
-        if (!l)
-                return NULL;
-        safe_close(l->fd);
-        free(l->path);
-        free(l);
-        return NULL;
-}
-
-int thermo_log_append(ThermoLog *l, const char *sensor, double value_c, uint64_t realtime) {
-        JsonWriter w = JSON_WRITER_INIT;
-        _cleanup_(freep) char *line = NULL;
-        size_t len;
-        int r;
-
-        json_writer_object_begin(&w);
-        json_writer_field_string(&w, "sensor_name", sensor);
-        json_writer_field_double(&w, "temperature_c", value_c);
-        json_writer_field_timestamp(&w, "time", realtime);
-        json_writer_object_end(&w);
-        r = json_writer_finish(&w, &line, &len);
-        if (r >= 0) {
-                line[len] = '\n';      /* in place of the NUL: io_write_all() takes a length */
-                r = l->fd >= 0 ? io_write_all(l->fd, line, len + 1) : -EBADF;
-        }
-        if (r < 0)
-                log_named(LOG_WARNING, "ThermoManager", "Cannot append to %s: %s", l->path, strerror(-r));
-        return r;
-}
-
-/* ---- tokens file ---- */
-
-typedef struct TokenEntry {
-        char *device;
-        char *value;            /* normalised */
-        char *username;
-        bool enabled;
-} TokenEntry;
-
-struct TokenDb {
-        TokenEntry *entries;
-        size_t n;
-};
-
-TokenDb *token_db_free(TokenDb *db) {
-        if (!db)
-                return NULL;
-        for (size_t i = 0; i < db->n; i++) {
-                free(db->entries[i].device);
-                free(db->entries[i].value);
-                free(db->entries[i].username);
-        }
-        free(db->entries);
-        free(db);
-        return NULL;
-}
-
-size_t token_db_size(const TokenDb *db) {
-        return db ? db->n : 0;
-}
-
-static int token_error(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
-static int token_error(char **ret_error, int r, const char *fmt, ...) {
-        va_list ap;
-
-        if (ret_error) {
-                va_start(ap, fmt);
-                if (vasprintf(ret_error, fmt, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
-}
-
-int token_db_load(const char *path, TokenDb **ret, char **ret_error) {
-        _cleanup_(ini_freep) Ini *ini = NULL;
-        _cleanup_(token_db_freep) TokenDb *db = NULL;
-        int r;
-
-        r = ini_load_file(&ini, path, ret_error);
-        if (r < 0)
-                return r;
-
-        db = calloc(1, sizeof(TokenDb));
-        if (!db)
-                return -ENOMEM;
-        if (ini->n_sections > 0) {
-                db->entries = calloc(ini->n_sections, sizeof(TokenEntry));
-                if (!db->entries)
-                        return -ENOMEM;
-        }
-
-        for (size_t i = 0; i < ini->n_sections; i++) {
-                const IniSection *sec = ini->sections[i];
-                const char *colon = strchr(sec->name, ':');
-                _cleanup_(freep) char *err = NULL;
-                TokenEntry *e = &db->entries[db->n];
-                bool enabled = true;
-
-                if (!colon || colon == sec->name || colon[1] == '\0')
-                        return token_error(ret_error, -EINVAL,
-                                           "%s:%u: section [%s] is not <auth_device>:<token_value>",
-                                           path, sec->line, sec->name);
-
-                e->device = strndup(sec->name, (size_t) (colon - sec->name));
-                if (!e->device)
-                        return -ENOMEM;
-                db->n++;
-                e->value = flow_token_normalize(e->device, colon + 1);
-                if (!e->value)
-                        return -ENOMEM;
-
-                r = ini_get(ini, sec->name, "username", &e->username, &err);
-                if (r == -ENOENT || (r >= 0 && isempty(e->username)))
-                        return token_error(ret_error, -EINVAL, "%s:%u: [%s] has no username",
-                                           path, sec->line, sec->name);
-                if (r < 0)
-                        return token_error(ret_error, r, "%s", err ?: "bad username");
-
-                if (ini_get_raw(ini, sec->name, "enabled")) {
-                        r = ini_get_boolean(ini, sec->name, "enabled", &enabled, &err);
-                        if (r < 0)
-                                return token_error(ret_error, r, "%s", err ?: "bad 'enabled' value");
-                }
-                e->enabled = enabled;
-
-                for (size_t j = 0; j + 1 < db->n; j++)
-                        if (streq(db->entries[j].device, e->device) && streq(db->entries[j].value, e->value))
-                                return token_error(ret_error, -EINVAL, "%s:%u: token [%s] listed twice",
-                                                   path, sec->line, sec->name);
-        }
-
-        *ret = TAKE_PTR(db);
-        return 0;
-}
-
-TokenLookup token_db_lookup(const TokenDb *db, const char *device, const char *value, const char **ret_username) {
-        _cleanup_(freep) char *norm = NULL;
-
-        if (!db)
-                return TOKEN_NOT_ASSIGNED;
-        norm = flow_token_normalize(device, value);
-        if (!norm)
-                return TOKEN_NOT_ASSIGNED;
-        for (size_t i = 0; i < db->n; i++) {
-                const TokenEntry *e = &db->entries[i];
-                if (!streq(e->device, device) || !streq(e->value, norm))
-                        continue;
-                if (!e->enabled)
-                        return TOKEN_DISABLED;
-                if (ret_username)
-                        *ret_username = e->username;
-                return TOKEN_OK;
-        }
-        return TOKEN_NOT_ASSIGNED;
 }

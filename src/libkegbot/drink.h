@@ -1,0 +1,71 @@
+/* The one drink record (core-behaviour.md section 10.1), from the flow engine to the drink sink, the
+ * spool and the uploaders. Units, for every drink everywhere in this program:
+ *
+ *     volumes            millilitres (double)
+ *     wall-clock times   microseconds since the Unix epoch (CLOCK_REALTIME)
+ *     boot-clock times   microseconds (CLOCK_BOOTTIME)
+ *     durations          whole seconds
+ *
+ * Other units exist only on the wire, and are converted there and nowhere else: the spool file
+ * (pour_time_unix in seconds, pour_boottime_ns in nanoseconds, RFC 3339 strings; spool.c),
+ * drinks.log and kegnet (RFC 3339; drinks-log.c, kegnet.c), the Kegbot API form (Unix seconds,
+ * litres in the log line; backend.c) and D-Bus (usec, -1 for unknown volume; bus.c).
+ *
+ * To add a field: add it here (and to drink_dup()/drink_done() if it owns memory), then to each
+ * wire format that carries it. */
+#pragma once
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <systemd/sd-id128.h>
+
+#include "macro.h"
+#include "util-uuid.h"
+
+/* Why a drink was moved to the dead-letter area (spool/failed/). */
+typedef struct DrinkFailure {
+        uint64_t time_realtime;         /* when it failed */
+        int http_status;                /* 0 = none */
+        char *code;                     /* e.g. "NotFoundError"; NULL = none */
+        char *message;                  /* e.g. "Meter is inactive"; NULL = none */
+} DrinkFailure;
+
+typedef struct Drink {
+        /* The pour, as the flow engine records it. */
+        uint64_t flow_id;
+        char *meter_name;
+        char *username;                 /* NULL = anonymous */
+        uint64_t ticks;
+        bool volume_known;              /* false: volume_ml is null (server mode computes it) */
+        double volume_ml;
+        uint64_t start_realtime;        /* first counted tick */
+        uint64_t pour_realtime;         /* last counted tick */
+        uint64_t duration_sec;          /* first -> last tick on the monotonic clock, rounded down */
+        uint64_t pour_boottime;         /* CLOCK_BOOTTIME of the last counted tick (clock correction) */
+
+        /* Given when the drink is created from the engine's record (drink_new_from_flow()). */
+        char uuid[UUID_STRING_MAX];     /* random version 4, lowercase: the durable key */
+        sd_id128_t boot_id;             /* kernel boot id of pour_boottime; SD_ID128_NULL = unknown */
+
+        /* Filled later by whoever holds the drink. */
+        uint64_t seq;                   /* spool: queue position */
+        bool has_drink_id;              /* accepted: the server's id, or the drinks.log sequence */
+        int64_t drink_id;
+        bool has_failure;               /* spool: a dead letter, and why */
+        DrinkFailure failure;
+} Drink;
+
+/* The flow engine hands its drinks out with borrowed strings and without uuid and boot id: this
+ * makes the owned copy the rest of the program works with, with a fresh UUID and the current boot
+ * id. */
+int drink_new_from_flow(const Drink *flow_drink, Drink **ret);
+
+/* A deep copy. */
+int drink_dup(const Drink *d, Drink **ret);
+Drink *drink_free(Drink *d);
+DEFINE_TRIVIAL_CLEANUP_FUNC(Drink *, drink_free);
+
+/* Replaces d's failure with a copy of f. Failure text that is not valid UTF-8 (a server's answer)
+ * is stored escaped (util-escape.h), so that the record can always be written. */
+int drink_set_failure(Drink *d, const DrinkFailure *f);
+void drink_clear_failure(Drink *d);
