@@ -194,6 +194,63 @@ class TokensFileTest(unittest.TestCase):
             finally:
                 core.kill()
 
+    def test_non_utf8_username_in_tokens_file(self):
+        """A username with a Latin-1 byte (caf\\xe9) is refused with the file and the line, at start-up
+        (exit 1) and on reload (the previous tokens stay); the UTF-8 spelling goes through to the
+        FlowUpdates, the DrinkCreatedEvent and drinks.log unchanged, and every drinks.log line is
+        JSON. (An older core carried the Latin-1 name on: kegnet refused its frames and drinks.log got
+        a line that is not JSON.)"""
+        import json
+        import signal
+        with kbtest.TempDir() as tmp:
+            taps = write_file(os.path.join(tmp, "taps.ini"), TAPS_INI)
+            tokens = os.path.join(tmp, "tokens.ini")
+            latin1 = b"# Latin-1, as an editor might save it\n[core.rfid:0415ab23cd]\nusername = caf\xe9\n"
+            with open(tokens, "wb") as f:
+                f.write(latin1)
+            core = Core(tmp, taps=taps, tokens=tokens, wait=False)
+            try:
+                self.assertEqual(core.wait(10), 1)
+                core.wait_line(r"ERROR    \(AuthenticationManager\) Bad tokens file: %s:3: not valid UTF-8$"
+                               % tokens.replace(".", r"\."))
+            finally:
+                core.kill()
+
+            with open(tokens, "wb") as f:
+                f.write("[core.rfid:0415ab23cd]\nusername = caf\u00e9\n".encode())
+            core = Core(tmp, taps=taps, tokens=tokens)
+            try:
+                core.wait_line(r"\(AuthenticationManager\) Loaded 1 tokens from ")
+                listener = core.connect()
+                p = core.connect()
+                for ticks in (220, 440):
+                    meter(p, 0 if ticks == 220 else 220)
+                    token(p, "core.rfid", "0415AB23CD", "added")
+                    m, _ = listener.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["state"] == "active")
+                    self.assertEqual(m["data"]["username"], "caf\u00e9")
+                    meter(p, ticks)
+                    p.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
+                    m, _ = listener.recv_until(lambda m: m["event"] == "DrinkCreatedEvent")
+                    self.assertEqual(m["data"]["username"], "caf\u00e9")
+                    token(p, "core.rfid", "0415ab23cd", "removed")
+                    if ticks == 220:
+                        # Back to the Latin-1 file: refused on reload, the previous tokens stay.
+                        with open(tokens, "wb") as f:
+                            f.write(latin1)
+                        core.signal(signal.SIGHUP)
+                        core.wait_line(r"ERROR    \(AuthenticationManager\) Bad tokens file: %s:3: not valid "
+                                       r"UTF-8; keeping the previous tokens" % tokens.replace(".", r"\."))
+                self.assertEqual(core.stop(), 0)
+                with open(core.drinks_path, "rb") as f:
+                    lines = f.read().splitlines()
+                self.assertEqual(len(lines), 2)
+                drinks = [json.loads(l.decode("utf-8")) for l in lines]
+                self.assertEqual([(d["drink_id"], d["username"], d["ticks"]) for d in drinks],
+                                 [(1, "caf\u00e9", 220), (2, "caf\u00e9", 220)])
+                self.assertFalse([l for l in core.output("stderr") if "\ufffd" in l])
+            finally:
+                core.kill()
+
 
 if __name__ == "__main__":
     kbtest.main()

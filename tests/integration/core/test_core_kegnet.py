@@ -89,6 +89,26 @@ class WhitelistTest(unittest.TestCase):
                 core.kill()
 
 
+    def test_frames_that_are_not_utf8_are_dropped_naming_the_peer(self):
+        with kbtest.TempDir() as tmp:
+            core = Core(tmp)
+            try:
+                c = core.connect()
+                peer = c.sock.getsockname()[1]
+                c.send_raw(b'{"event":"MeterUpdate","data":{"meter_name":"kegboard.flow\xe9","reading":100}}\n\n')
+                core.wait_line(r"WARNING  \(kegnet\) Dropping bad frame from 127\.0\.0\.1:%d: invalid JSON: "
+                               r"unable to decode byte 0xe9" % peer)
+                # The connection still works (the sentinel proves the bad frame was processed first).
+                meter(c, 0)
+                meter(c, 50)
+                m, _ = c.recv_until(lambda m: m["event"] == "FlowUpdate")
+                self.assertEqual((m["data"]["meter_name"], m["data"]["ticks"]), ("kegboard.flow0", 50))
+                self.assertEqual(core.stop(), 0)
+                self.assertEqual([d["meter_name"] for d in core.drinks()], ["kegboard.flow0"])
+                self.assertFalse([l for l in core.output("stderr") if "\ufffd" in l])
+            finally:
+                core.kill()
+
     def test_controller_registry(self):
         with kbtest.TempDir() as tmp:
             core = Core(tmp)

@@ -302,6 +302,42 @@ class DurabilityTest(unittest.TestCase):
             finally:
                 core.kill()
 
+    def test_drink_id_never_reused_after_a_line_that_does_not_parse(self):
+        """drinks.log as an older core left it after a Latin-1 username: line 2 is not JSON. Its
+        drink_id (2) stays taken across restarts (an older core started again at 2); every line
+        this core writes is JSON."""
+        with kbtest.TempDir() as tmp:
+            port = kbtest.free_port()
+            state = os.path.join(tmp, "state")
+            os.makedirs(state)
+            old_lines = (b'{"drink_id":1,"uuid":"3f1c2a9e-8d4b-4c1e-9a57-0b6d2e4f7a10","flow_id":1,'
+                         b'"meter_name":"kegboard.flow0","ticks":1100,"volume_ml":500.0,"username":null,'
+                         b'"start_time":"2026-11-26T12:00:01Z","pour_time":"2026-11-26T12:00:09Z","duration":8}\n'
+                         b'{"drink_id":2,"uuid":"4f1c2a9e-8d4b-4c1e-9a57-0b6d2e4f7a10","flow_id":2,'
+                         b'"meter_name":"kegboard.flow0","ticks":220,"volume_ml":100.0,"username":"caf\xe9",'
+                         b'"start_time":"2026-11-26T12:01:01Z","pour_time":"2026-11-26T12:01:09Z","duration":8}\n')
+            with open(os.path.join(state, "drinks.log"), "wb") as f:
+                f.write(old_lines)
+            for expect_id in (3, 4):
+                core = Core(tmp, port=port)
+                try:
+                    core.wait_line(r"WARNING  \(DrinkManager\) %s/drinks\.log:2: the line is not valid UTF-8 .*"
+                                   r"drink_id 2 stays taken" % state.replace(".", r"\."))
+                    core.wait_line(r"next drink_id %d\)" % expect_id)
+                    listener = core.connect()
+                    r = run_test_flow(port, "--ticks=330", "--steps=1", "--delay_seconds=0", "--explicit_start_stop")
+                    self.assertEqual(r.returncode, 0, r.stderr)
+                    m, _ = listener.recv_until(lambda m: m["event"] == "DrinkCreatedEvent")
+                    self.assertEqual(m["data"]["drink_id"], expect_id)
+                    self.assertEqual(core.stop(), 0)
+                finally:
+                    core.kill()
+            with open(os.path.join(state, "drinks.log"), "rb") as f:
+                data = f.read()
+            self.assertTrue(data.startswith(old_lines))     # history is kept as it was
+            new = [json.loads(l.decode("utf-8")) for l in data[len(old_lines):].splitlines()]
+            self.assertEqual([(d["drink_id"], d["ticks"]) for d in new], [(3, 330), (4, 330)])
+
     def test_sigterm_mid_pour_records_the_drink(self):
         with kbtest.TempDir() as tmp:
             core = Core(tmp)

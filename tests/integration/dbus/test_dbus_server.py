@@ -107,14 +107,20 @@ class ServerModeTest(unittest.TestCase):
         self.assertAlmostEqual(d["volume_ml"], 100.0, places=6)
         uuid = d["uuid"]
 
-        # An operator gives up on it, then re-queues it.
-        self.assertEqual(self.bus.dbus_call(ROOT, MANAGER, "FailDrink", "s", [uuid])[0], "ok")
+        # An operator gives up on it, then re-queues it. UUIDs are read in either case (one rule,
+        # util-uuid.h): the upper-case spelling names the same queued drink.
+        self.assertEqual(uuid, uuid.lower())
+        err, msg = self.bus.dbus_call(ROOT, MANAGER, "FailDrink", "s", [uuid.upper()])
+        self.assertEqual(err, "ok", msg)
+        self.core.wait_line(r"FailDrink\(%s\) over D-Bus: moved to failed/" % uuid)
         self.wait_prop("FailedDrinks", 1, timeout=3)
         self.assertEqual(self.get("PendingDrinks"), 0)
         err, failed = self.bus.dbus_call(ROOT, MANAGER, "ListDrinks", "s", ["failed"])
         self.assertEqual([x["uuid"] for x in failed[0]], [uuid])
         self.assertIn("failure_message", failed[0][0])
         err, msg = self.bus.dbus_call(ROOT, MANAGER, "FailDrink", "s", [uuid])
+        self.assertEqual(err, "org.kegbot.Core1.Error.UnknownDrink", msg)
+        err, msg = self.bus.dbus_call(ROOT, MANAGER, "FailDrink", "s", [uuid.upper()])
         self.assertEqual(err, "org.kegbot.Core1.Error.UnknownDrink", msg)
 
         self.standin.accept()
