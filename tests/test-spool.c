@@ -302,6 +302,55 @@ static void test_names(void) {
         check(spool_name_parse("00000000000000000012-3F1C2A9E-8D4B-4C1E-9A57-0B6D2E4F7A10.json", &seq, uuid) < 0);
 }
 
+/* The spool reads back every record it writes, whatever the (valid) text; text it could not read
+ * back is refused at the door instead of becoming a record that is quarantined on the next load. */
+static void test_reads_back_its_own_records(void) {
+        static const char *const users[] = {
+                "caf\xc3\xa9", "a\"b\\c", "tab\there\nnewline\x01\x1f\x7f", "\xe2\x80\xa8\xf0\x9f\x8d\xba", NULL,
+        };
+        char *root = mktemp_dir(), dir[2048], failed[4096];
+        Spool *s = NULL;
+
+        snprintf(dir, sizeof dir, "%s/spool", root);
+        snprintf(failed, sizeof failed, "%s/failed", dir);
+        check(spool_open(&s, dir) == 0);
+        for (unsigned i = 0; i < ELEMENTSOF(users); i++) {
+                Drink *d = make_drink(i + 1);
+                free(d->username);
+                d->username = users[i] ? strdup(users[i]) : NULL;
+                check(spool_put(s, d) == 0);
+                drink_free(d);
+        }
+        /* A Latin-1 username: refused, nothing written, nothing held, no seq used up. */
+        Drink *bad = make_drink(99);
+        free(bad->username);
+        bad->username = strdup("caf\xe9");
+        check(spool_put(s, bad) == -EINVAL);
+        drink_free(bad);
+        check(spool_n_pending(s) == ELEMENTSOF(users));
+        check(spool_n_in_memory(s) == 0);
+        check(spool_last_seq(s) == ELEMENTSOF(users));
+        s = spool_free(s);
+
+        check(spool_open(&s, dir) == 0);
+        check(spool_n_pending(s) == ELEMENTSOF(users));
+        check(count_files(failed, ".corrupt") == 0);
+        for (unsigned i = 0; i < ELEMENTSOF(users); i++) {
+                Drink *h = NULL;
+                check(spool_peek(s, &h) == 1);
+                if (!h)
+                        break;
+                check(h->seq == i + 1);
+                check(streq_ptr(h->username, users[i]));
+                check(spool_remove(s, h->uuid) == 0);
+                drink_free(h);
+        }
+        check(spool_n_pending(s) == 0);
+        spool_free(s);
+        rm_rf(root);
+        free(root);
+}
+
 static void test_basic_queue(void) {
         char *root = mktemp_dir(), dir[2048], failed[4096], path[4200];
         Spool *s = NULL;
@@ -750,6 +799,7 @@ int main(void) {
         test_record_roundtrip();
         test_record_rejects();
         test_names();
+        test_reads_back_its_own_records();
         test_basic_queue();
         test_corrupt();
         test_failed_area();

@@ -800,10 +800,13 @@ int spool_put(Spool *s, Drink *d) {
 
         (void) spool_flush(s);
 
-        d->seq = ++s->last_seq;
+        d->seq = s->last_seq + 1;
         r = spool_drink_to_json(d, &json);
+        if (r == -EINVAL)
+                return log_error_errno(r, "Drink %s cannot be spooled: its text is not valid UTF-8", d->uuid);
         if (r < 0)
-                return log_error_errno(r, "Out of memory");
+                return log_error_errno(r, "Cannot spool drink %s: %m", d->uuid);
+        s->last_seq++;
         name_format(name, d->seq, d->uuid);
 
         r = write_atomic(s->dir_fd, name, json);

@@ -35,8 +35,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Spool *, spool_free);
 
 /* Appends a drink at the tail (d->seq is assigned, and set in the caller's copy). Returns 0 when the
  * drink is durable; SPOOL_IN_MEMORY when persisting failed (logged at ERROR): the drink is still
- * queued in memory at its place and persisting is retried by later operations and spool_flush();
- * < 0 when it could not be queued at all. */
+ * queued in memory at its place and persisting is retried by later operations and spool_flush(),
+ * but it is not durable (lost if the process stops first); < 0 when it could not be queued at all
+ * (-EINVAL: a drink whose text is not valid UTF-8 could never be read back, so it is refused). */
 #define SPOOL_IN_MEMORY 1
 int spool_put(Spool *s, Drink *d);
 

@@ -321,9 +321,9 @@ class DurabilityTest(unittest.TestCase):
             for expect_id in (3, 4):
                 core = Core(tmp, port=port)
                 try:
+                    core.wait_line(r"next drink_id %d\)" % expect_id)
                     core.wait_line(r"WARNING  \(DrinkManager\) %s/drinks\.log:2: the line is not valid UTF-8 .*"
                                    r"drink_id 2 stays taken" % state.replace(".", r"\."))
-                    core.wait_line(r"next drink_id %d\)" % expect_id)
                     listener = core.connect()
                     r = run_test_flow(port, "--ticks=330", "--steps=1", "--delay_seconds=0", "--explicit_start_stop")
                     self.assertEqual(r.returncode, 0, r.stderr)
