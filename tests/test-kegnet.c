@@ -737,6 +737,23 @@ static void test_splitter_limit(void) {
         free(big);
 }
 
+/* assert_return(): a wrong call is refused, not a crash. */
+static void test_preconditions(void) {
+        KegnetSplitter sp = KEGNET_SPLITTER_INIT;
+        const char *f;
+        size_t l;
+        char *s = NULL;
+
+        check(kegnet_message_encode(NULL, &s, NULL) == -EINVAL);
+        check(kegnet_message_parse("{}", 2, NULL, NULL) == -EINVAL);
+        check(kegnet_splitter_feed(NULL, "x", 1) == -EINVAL);
+        check(kegnet_splitter_feed(&sp, NULL, 1) == -EINVAL);
+        check(kegnet_splitter_next(&sp, NULL, &l) == -EINVAL);
+        check(kegnet_splitter_next(NULL, &f, &l) == -EINVAL);
+        check(kegnet_address_parse("1", NULL, NULL) == -EINVAL);
+        kegnet_splitter_done(&sp);
+}
+
 static void test_address(void) {
         char *h = NULL;
         uint16_t p = 0;
@@ -827,6 +844,7 @@ int main(void) {
         test_splitter_chunking();
         test_splitter_limit();
         test_address();
+        test_preconditions();
         test_names();
 
         if (failures) {

@@ -351,6 +351,25 @@ static void test_reads_back_its_own_records(void) {
         free(root);
 }
 
+/* assert_return(): a wrong call is refused, not a crash. */
+static void test_preconditions(void) {
+        Drink *h = NULL;
+        char u[UUID_STRING_MAX];
+        uint64_t seq;
+
+        check(spool_open(NULL, "/tmp") == -EINVAL);
+        check(spool_put(NULL, h) == -EINVAL);
+        check(spool_peek(NULL, &h) == -EINVAL);
+        check(spool_remove(NULL, "3f1c2a9e-8d4b-4c1e-9a57-0b6d2e4f7a10") == -EINVAL);
+        check(spool_list(NULL, SPOOL_QUEUED, NULL, NULL) == -EINVAL);
+        check(spool_flush(NULL) == -EINVAL);
+        check(spool_drink_to_json(NULL, NULL) == -EINVAL);
+        check(spool_name_parse(NULL, &seq, u) == -EINVAL);
+        check(spool_n_pending(NULL) == 0);
+        spool_set_window(NULL, 3);
+        check(spool_free(NULL) == NULL);
+}
+
 static void test_basic_queue(void) {
         char *root = mktemp_dir(), dir[2048], failed[4096], path[4200];
         Spool *s = NULL;
@@ -800,6 +819,7 @@ int main(void) {
         test_record_rejects();
         test_names();
         test_reads_back_its_own_records();
+        test_preconditions();
         test_basic_queue();
         test_corrupt();
         test_failed_area();

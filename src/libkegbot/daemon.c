@@ -75,8 +75,7 @@ int daemon_pidfile_write(const char *path) {
         char buf[32];
         int r, n;
 
-        if (isempty(path))
-                return -EINVAL;
+        assert_return(!isempty(path), -EINVAL);
         abs = path_make_absolute(path);
         if (!abs)
                 return log_error_errno(ENOMEM, "Failed to write pidfile %s: %m", path);
@@ -235,8 +234,7 @@ int daemon_notify_ready(const char *status_format, ...) {
 int daemon_notify_status(const char *format, ...) {
         va_list ap;
         int r;
-        if (!format)
-                return -EINVAL;
+        assert_return(format, -EINVAL);
         va_start(ap, format);
         r = notify_with_status("", format, ap);
         va_end(ap);

@@ -487,6 +487,7 @@ static const FlagDef *lookup(const FlagGroup *groups, size_t n_groups, const cha
 /* ---- environment ---- */
 
 int flags_apply_env(const FlagGroup *groups, size_t n_groups, char **ret_error) {
+        assert_return(groups || n_groups == 0, -EINVAL);
         if (ret_error)
                 *ret_error = NULL;
         for (size_t g = 0; g < n_groups; g++) {
@@ -911,6 +912,9 @@ int flags_parse_full(const FlagGroup *groups, size_t n_groups, int argc, char *c
         Parser p = { .groups = groups, .n_groups = n_groups, .allow_include = allow_include };
         int r;
 
+        assert_return(groups || n_groups == 0, -EINVAL);
+        assert_return(argv || argc <= 1, -EINVAL);
+
         if (ret_error)
                 *ret_error = NULL;
         gf_help = gf_helpshort = false;
@@ -938,6 +942,8 @@ int flags_parse_buffer(const FlagGroup *groups, size_t n_groups, const char *buf
         char **lines;
         size_t n;
         int r;
+
+        assert_return(groups || n_groups == 0, -EINVAL);
 
         if (ret_error)
                 *ret_error = NULL;

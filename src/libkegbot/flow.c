@@ -455,8 +455,7 @@ int flow_engine_new(FlowEngine **ret, const FlowEngineConfig *config, FlowEventH
         FlowEngine *e;
         FlowEngineConfig c;
 
-        if (!ret)
-                return -EINVAL;
+        assert_return(ret, -EINVAL);
         if (config)
                 c = *config;
         else
@@ -550,7 +549,8 @@ int flow_engine_set_tap(FlowEngine *e, const char *meter, const char *name, doub
         Tap *t;
         int r;
 
-        if (!e || isempty(meter) || !isfinite(ml_per_tick) || ml_per_tick <= 0)
+        assert_return(e, -EINVAL);
+        if (isempty(meter) || !isfinite(ml_per_tick) || ml_per_tick <= 0)
                 return -EINVAL;
         assert_not_emitting(e);
         if (isempty(name))
@@ -590,8 +590,8 @@ int flow_engine_set_tap(FlowEngine *e, const char *meter, const char *name, doub
 int flow_engine_remove_tap(FlowEngine *e, const char *meter) {
         Meter *m;
 
-        if (!e || !meter)
-                return -EINVAL;
+        assert_return(e, -EINVAL);
+        assert_return(meter, -EINVAL);
         assert_not_emitting(e);
         for (size_t i = 0; i < e->n_taps; i++) {
                 if (!streq(e->taps[i]->meter_name, meter))
@@ -652,8 +652,8 @@ size_t flow_engine_n_taps(FlowEngine *e) {
 }
 
 int flow_engine_tap_at(FlowEngine *e, size_t i, FlowTapInfo *ret) {
-        if (!e || !ret)
-                return -EINVAL;
+        assert_return(e, -EINVAL);
+        assert_return(ret, -EINVAL);
         if (i >= e->n_taps)
                 return -ENOENT;
         tap_fill_info(e, e->taps[i], ret);
@@ -663,8 +663,9 @@ int flow_engine_tap_at(FlowEngine *e, size_t i, FlowTapInfo *ret) {
 int flow_engine_get_tap(FlowEngine *e, const char *meter, FlowTapInfo *ret) {
         Tap *t;
 
-        if (!e || !meter || !ret)
-                return -EINVAL;
+        assert_return(e, -EINVAL);
+        assert_return(meter, -EINVAL);
+        assert_return(ret, -EINVAL);
         t = tap_find(e, meter);
         if (!t)
                 return -ENOENT;
@@ -759,7 +760,8 @@ int64_t flow_engine_meter_update(FlowEngine *e, const char *meter, uint32_t read
 int flow_engine_controller_reset(FlowEngine *e, const char *controller) {
         int r;
 
-        if (!e || isempty(controller))
+        assert_return(e, -EINVAL);
+        if (isempty(controller))
                 return -EINVAL;
         assert_not_emitting(e);
 
@@ -790,8 +792,9 @@ done:
 int flow_engine_get_meter(FlowEngine *e, const char *meter, FlowMeterInfo *ret) {
         Meter *m;
 
-        if (!e || !meter || !ret)
-                return -EINVAL;
+        assert_return(e, -EINVAL);
+        assert_return(meter, -EINVAL);
+        assert_return(ret, -EINVAL);
         m = meter_find(e, meter);
         if (!m)
                 return -ENOENT;
@@ -833,7 +836,8 @@ int flow_engine_stop_flow(FlowEngine *e, const char *meter, const FlowTime *now)
         Meter *m;
         int r;
 
-        if (!e || isempty(meter) || !flow_time_valid(now))
+        assert_return(e, -EINVAL);
+        if (isempty(meter) || !flow_time_valid(now))
                 return -EINVAL;
         assert_not_emitting(e);
 
@@ -853,7 +857,8 @@ int flow_engine_stop_flow(FlowEngine *e, const char *meter, const FlowTime *now)
 int flow_engine_shutdown(FlowEngine *e, const FlowTime *now) {
         int n = 0;
 
-        if (!e || !flow_time_valid(now))
+        assert_return(e, -EINVAL);
+        if (!flow_time_valid(now))
                 return -EINVAL;
         assert_not_emitting(e);
 
@@ -894,7 +899,8 @@ uint64_t flow_engine_next_deadline(FlowEngine *e) {
 int flow_engine_process_deadlines(FlowEngine *e, const FlowTime *now) {
         int n = 0;
 
-        if (!e || !flow_time_valid(now))
+        assert_return(e, -EINVAL);
+        if (!flow_time_valid(now))
                 return -EINVAL;
         assert_not_emitting(e);
 
@@ -940,8 +946,9 @@ int flow_engine_process_deadlines(FlowEngine *e, const FlowTime *now) {
 int flow_engine_get_flow(FlowEngine *e, const char *meter, FlowInfo *ret) {
         Meter *m;
 
-        if (!e || !meter || !ret)
-                return -EINVAL;
+        assert_return(e, -EINVAL);
+        assert_return(meter, -EINVAL);
+        assert_return(ret, -EINVAL);
         m = meter_find(e, meter);
         if (!m || !m->flow)
                 return -ENOENT;
@@ -950,8 +957,8 @@ int flow_engine_get_flow(FlowEngine *e, const char *meter, FlowInfo *ret) {
 }
 
 int flow_engine_get_flow_by_id(FlowEngine *e, uint64_t flow_id, FlowInfo *ret) {
-        if (!e || !ret)
-                return -EINVAL;
+        assert_return(e, -EINVAL);
+        assert_return(ret, -EINVAL);
         for (size_t i = 0; i < e->n_meters; i++) {
                 Flow *f = e->meters[i]->flow;
                 if (f && f->id == flow_id) {
@@ -974,8 +981,8 @@ size_t flow_engine_n_flows(FlowEngine *e) {
 }
 
 int flow_engine_flow_at(FlowEngine *e, size_t idx, FlowInfo *ret) {
-        if (!e || !ret)
-                return -EINVAL;
+        assert_return(e, -EINVAL);
+        assert_return(ret, -EINVAL);
         for (size_t i = 0; i < e->n_meters; i++) {
                 Flow *f = e->meters[i]->flow;
                 if (!f)

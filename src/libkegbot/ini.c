@@ -132,7 +132,11 @@ static int section_put_copy(IniSection *s, const char *key, const char *value) {
 }
 
 int ini_new(Ini **ret, const char *name) {
-        _cleanup_(ini_freep) Ini *ini = calloc(1, sizeof(Ini));
+        _cleanup_(ini_freep) Ini *ini = NULL;
+
+        assert_return(ret, -EINVAL);
+
+        ini = calloc(1, sizeof(Ini));
         if (!ini)
                 return -ENOMEM;
         if (name) {
@@ -164,14 +168,21 @@ Ini *ini_free(Ini *ini) {
 }
 
 int ini_set_variable(Ini *ini, const char *name, const char *value) {
+        assert_return(ini, -EINVAL);
+        assert_return(name, -EINVAL);
+        assert_return(value, -EINVAL);
         return section_put_copy(ini->variables, name, value);
 }
 
 int ini_set_builtin_default(Ini *ini, const char *key, const char *value) {
+        assert_return(ini, -EINVAL);
+        assert_return(key, -EINVAL);
+        assert_return(value, -EINVAL);
         return section_put_copy(ini->builtin_defaults, key, value);
 }
 
 const IniSection *ini_find_section(const Ini *ini, const char *section) {
+        assert_return(ini, NULL);
         if (!section)
                 return NULL;
         if (streq(section, INI_DEFAULT_SECTION))
@@ -302,6 +313,9 @@ int ini_parse_buffer(Ini *ini, const char *name, const char *data, size_t size, 
         size_t pos = 0;
         int r;
 
+        assert_return(ini, -EINVAL);
+        assert_return(data || size == 0, -EINVAL);
+
         if (ret_error)
                 *ret_error = NULL;
         if (name) {
@@ -334,6 +348,9 @@ int ini_parse_file(Ini *ini, const char *path, char **ret_error) {
         size_t len = 0;
         int r;
 
+        assert_return(ini, -EINVAL);
+        assert_return(path, -EINVAL);
+
         if (ret_error)
                 *ret_error = NULL;
 
@@ -350,6 +367,9 @@ int ini_parse_file(Ini *ini, const char *path, char **ret_error) {
 int ini_load_file(Ini **ret, const char *path, char **ret_error) {
         _cleanup_(ini_freep) Ini *ini = NULL;
         int r;
+
+        assert_return(ret, -EINVAL);
+        assert_return(path, -EINVAL);
 
         if (ret_error)
                 *ret_error = NULL;
@@ -374,7 +394,12 @@ static const IniKey *lookup_key(const Ini *ini, const IniSection *s, const char 
 }
 
 int ini_section_keys(const Ini *ini, const char *section, const char ***ret_keys, size_t *ret_n) {
-        const IniSection *s = ini_find_section(ini, section);
+        const IniSection *s;
+
+        assert_return(ini, -EINVAL);
+        assert_return(ret_keys, -EINVAL);
+
+        s = ini_find_section(ini, section);
         if (!s)
                 return -ENOENT;
 
@@ -516,6 +541,10 @@ int ini_get(const Ini *ini, const char *section, const char *key, char **ret_val
         const IniSection *s;
         int r;
 
+        assert_return(ini, -EINVAL);
+        assert_return(key, -EINVAL);
+        assert_return(ret_value, -EINVAL);
+
         if (ret_error)
                 *ret_error = NULL;
 
@@ -557,8 +586,7 @@ int ini_parse_boolean(const char *s) {
         static const char *const yes[] = { "1", "yes", "true", "on" };
         static const char *const no[] = { "0", "no", "false", "off" };
 
-        if (!s)
-                return -EINVAL;
+        assert_return(s, -EINVAL);
         for (size_t i = 0; i < ELEMENTSOF(yes); i++)
                 if (strcasecmp(s, yes[i]) == 0)
                         return 1;
@@ -571,6 +599,8 @@ int ini_parse_boolean(const char *s) {
 int ini_get_boolean(const Ini *ini, const char *section, const char *key, bool *ret, char **ret_error) {
         _cleanup_(freep) char *v = NULL;
         int r;
+
+        assert_return(ret, -EINVAL);
 
         r = ini_get(ini, section, key, &v, ret_error);
         if (r < 0)

@@ -133,6 +133,8 @@ const KbspRecord *kbsp_frame_find_record(const KbspFrame *f, uint8_t tag) {
 int kbsp_frame_parse(const void *data, size_t size, bool check_crc, KbspFrame *ret) {
         const uint8_t *p = data;
 
+        assert_return(ret, -EINVAL);
+
         if (!p || size < KBSP_MIN_FRAME || size > KBSP_MAX_FRAME)
                 return -EBADMSG;
         if (memcmp(p, prefix, KBSP_PREFIX_LEN) != 0)
@@ -300,6 +302,7 @@ static void message_add_error(KbspMessage *m, KbspFieldError e) {
 }
 
 void kbsp_message_init(KbspMessage *m, uint16_t message_id) {
+        assert_return(m, );
         memset(m, 0, sizeof *m);
         m->message_id = message_id;
         m->complete = true;
@@ -312,6 +315,9 @@ static bool field_is_set(const KbspMessage *m, const FieldDesc *fd) {
 void kbsp_frame_decode(const KbspFrame *f, KbspMessage *ret) {
         const MessageDesc *md;
         uint32_t seen = 0;      /* per field index: a record with this tag was already used */
+
+        assert_return(f, );
+        assert_return(ret, );
 
         kbsp_message_init(ret, f->message_id);
         md = message_desc(f->message_id);
@@ -396,11 +402,13 @@ void kbsp_frame_decode(const KbspFrame *f, KbspMessage *ret) {
 /* ---- encoders ---- */
 
 void kbsp_payload_init(KbspPayload *p) {
+        assert_return(p, );
         p->len = 0;
         p->error = 0;
 }
 
 void kbsp_payload_add(KbspPayload *p, uint8_t tag, const void *value, size_t len) {
+        assert_return(p, );
         if (p->error)
                 return;
         if (len > UINT8_MAX || len + 2 > KBSP_MAX_PAYLOAD - p->len) {
@@ -465,6 +473,7 @@ int kbsp_encode_frame(void *buf, size_t size, uint16_t message_id, const void *p
 }
 
 int kbsp_encode_payload_frame(void *buf, size_t size, uint16_t message_id, const KbspPayload *p) {
+        assert_return(p, -EINVAL);
         if (p->error)
                 return p->error;
         return kbsp_encode_frame(buf, size, message_id, p->data, p->len);
@@ -473,6 +482,8 @@ int kbsp_encode_payload_frame(void *buf, size_t size, uint16_t message_id, const
 int kbsp_encode_records(void *buf, size_t size, const KbspFrame *f) {
         KbspPayload p;
 
+        assert_return(f, -EINVAL);
+
         kbsp_payload_init(&p);
         for (size_t i = 0; i < f->n_records; i++)
                 kbsp_payload_add(&p, f->records[i].tag, kbsp_record_value(f, &f->records[i]), f->records[i].len);
@@ -480,9 +491,11 @@ int kbsp_encode_records(void *buf, size_t size, const KbspFrame *f) {
 }
 
 int kbsp_message_encode(const KbspMessage *m, void *buf, size_t size) {
-        const MessageDesc *md = message_desc(m->message_id);
+        const MessageDesc *md;
         KbspPayload p;
 
+        assert_return(m, -EINVAL);
+        md = message_desc(m->message_id);
         if (!md)
                 return -EINVAL;
 
@@ -746,11 +759,16 @@ static void emit_frame(KbspStats *s, const KbspFrame *f, uint64_t offset, KbspEv
 }
 
 void kbsp_decoder_init(KbspDecoder *d) {
+        assert_return(d, );
         memset(d, 0, offsetof(KbspDecoder, frame));
 }
 
 int kbsp_decoder_new(KbspDecoder **ret) {
-        KbspDecoder *d = malloc(sizeof *d);
+        KbspDecoder *d;
+
+        assert_return(ret, -EINVAL);
+
+        d = malloc(sizeof *d);
         if (!d)
                 return -ENOMEM;
         kbsp_decoder_init(d);
@@ -764,6 +782,7 @@ KbspDecoder *kbsp_decoder_free(KbspDecoder *d) {
 }
 
 int kbsp_decoder_feed(KbspDecoder *d, const void *data, size_t size) {
+        assert_return(d, -EINVAL);
         if (d->in_len > 0)
                 return -EBUSY;
         if (size > 0 && !data)
@@ -910,6 +929,8 @@ static int decoder_scan_input(KbspDecoder *d, KbspEvent *ret) {
 }
 
 int kbsp_decoder_next(KbspDecoder *d, KbspEvent *ret) {
+        assert_return(d, -EINVAL);
+        assert_return(ret, -EINVAL);
         if (d->buf_len > 0) {
                 int r = decoder_step_buffered(d, ret);
                 if (r != 2)
@@ -921,6 +942,8 @@ int kbsp_decoder_next(KbspDecoder *d, KbspEvent *ret) {
 }
 
 int kbsp_decoder_finish(KbspDecoder *d, KbspEvent *ret) {
+        assert_return(d, -EINVAL);
+        assert_return(ret, -EINVAL);
         if (d->in_len > 0)
                 return -EBUSY;
         if (d->garbage_run == 0)
@@ -931,11 +954,13 @@ int kbsp_decoder_finish(KbspDecoder *d, KbspEvent *ret) {
 /* ---- firmware receive parser ---- */
 
 void kbsp_firmware_parser_init(KbspFirmwareParser *p, bool strict_crc) {
+        assert_return(p, );
         memset(p, 0, offsetof(KbspFirmwareParser, frame));
         p->strict_crc = strict_crc;
 }
 
 int kbsp_firmware_parser_feed(KbspFirmwareParser *p, const void *data, size_t size) {
+        assert_return(p, -EINVAL);
         if (p->in_len > 0)
                 return -EBUSY;
         if (size > 0 && !data)
@@ -956,6 +981,8 @@ static void fw_take(KbspFirmwareParser *p, size_t want) {
 }
 
 int kbsp_firmware_parser_next(KbspFirmwareParser *p, KbspEvent *ret) {
+        assert_return(p, -EINVAL);
+        assert_return(ret, -EINVAL);
         for (;;) {
                 if (p->buf_len < KBSP_PREFIX_LEN) {
                         uint8_t c;
@@ -1024,6 +1051,8 @@ int kbsp_firmware_parser_next(KbspFirmwareParser *p, KbspEvent *ret) {
 }
 
 int kbsp_firmware_parser_finish(KbspFirmwareParser *p, KbspEvent *ret) {
+        assert_return(p, -EINVAL);
+        assert_return(ret, -EINVAL);
         if (p->in_len > 0)
                 return -EBUSY;
         if (p->garbage_run == 0)
@@ -1137,16 +1166,20 @@ static void out_field_error(Out *o, const KbspFieldError *e) {
 int kbsp_field_error_format(const KbspFieldError *e, char *buf, size_t size) {
         Out o;
 
+        assert_return(e, -EINVAL);
+
         out_init(&o, buf, size);
         out_field_error(&o, e);
         return out_done(&o);
 }
 
 int kbsp_message_format(const KbspMessage *m, const KbspFrame *f, char *buf, size_t size) {
-        const MessageDesc *md = message_desc(m->message_id);
+        const MessageDesc *md;
         bool first_missing = true;
         Out o;
 
+        assert_return(m, -EINVAL);
+        md = message_desc(m->message_id);
         out_init(&o, buf, size);
         if (!md) {
                 out_printf(&o, "unknown message_id=0x%02x", m->message_id);
@@ -1217,6 +1250,8 @@ int kbsp_message_format(const KbspMessage *m, const KbspFrame *f, char *buf, siz
 
 int kbsp_event_format(const KbspEvent *ev, char *buf, size_t size) {
         Out o;
+
+        assert_return(ev, -EINVAL);
 
         switch (ev->type) {
         case KBSP_EVENT_FRAME: {
@@ -1290,8 +1325,9 @@ int kbsp_token_from_string(const char *s, void *buf, size_t size) {
         uint8_t *b = buf;
         size_t n;
 
-        if (!s)
-                return -EINVAL;
+        assert_return(s, -EINVAL);
+        assert_return(buf || size == 0, -EINVAL);
+
         n = strlen(s);
         if (n % 2 != 0)
                 return -EINVAL;
@@ -1325,8 +1361,9 @@ int kbsp_relay_parse(const char *relay_name, const char *board, unsigned *ret_id
         const char *dot, *port;
         size_t bl;
 
-        if (!relay_name || !board)
-                return -EINVAL;
+        assert_return(relay_name, -EINVAL);
+        assert_return(board, -EINVAL);
+
         dot = strchr(relay_name, '.');
         bl = strlen(board);
         if (!dot || (size_t) (dot - relay_name) != bl || strncmp(relay_name, board, bl) != 0)

@@ -666,8 +666,8 @@ int kegnet_client_send(KegnetClient *c, const KegnetMessage *m) {
         Entry *e = NULL;
         int r;
 
-        if (!c || !m)
-                return -EINVAL;
+        assert_return(c, -EINVAL);
+        assert_return(m, -EINVAL);
         if (c->finishing)
                 return -ESHUTDOWN;
         if (c->state != STATE_CONNECTED || c->pending_error) {
@@ -705,8 +705,7 @@ int kegnet_client_send(KegnetClient *c, const KegnetMessage *m) {
 }
 
 int kegnet_client_finish(KegnetClient *c) {
-        if (!c)
-                return -EINVAL;
+        assert_return(c, -EINVAL);
         if (c->state != STATE_CONNECTED)
                 return -ENOTCONN;
         if (c->finishing)
@@ -734,8 +733,9 @@ int kegnet_client_new(KegnetClient **ret, sd_event *event, const char *address,
         uint16_t port;
         int r;
 
-        if (!ret || !event || !address)
-                return -EINVAL;
+        assert_return(ret, -EINVAL);
+        assert_return(event, -EINVAL);
+        assert_return(address, -EINVAL);
 
         r = kegnet_address_parse(address, &host, &port);
         if (r == -ENOMEM)
@@ -802,25 +802,28 @@ KegnetClient *kegnet_client_free(KegnetClient *c) {
 }
 
 void kegnet_client_set_producer(KegnetClient *c, bool producer) {
+        assert_return(c, );
         c->producer = producer;
 }
 
 void kegnet_client_set_reconnect(KegnetClient *c, bool reconnect) {
+        assert_return(c, );
         c->reconnect = reconnect;
 }
 
 void kegnet_client_set_debug_events(KegnetClient *c, bool on) {
+        assert_return(c, );
         c->debug_events = on;
 }
 
 void kegnet_client_set_timing(KegnetClient *c, uint64_t unit_usec, uint64_t connect_timeout_usec) {
+        assert_return(c, );
         c->unit = unit_usec > 0 ? unit_usec : USEC_PER_SEC;
         c->connect_timeout = connect_timeout_usec;
 }
 
 int kegnet_client_start(KegnetClient *c) {
-        if (!c)
-                return -EINVAL;
+        assert_return(c, -EINVAL);
         if (c->state != STATE_IDLE)
                 return -EALREADY;
         (void) client_attempt(c);

@@ -157,7 +157,10 @@ int kegnet_address_parse(const char *s, char **ret_host, uint16_t *ret_port) {
         uint16_t port;
         int r;
 
-        if (isempty(s) || !ret_host || !ret_port)
+        assert_return(ret_host, -EINVAL);
+        assert_return(ret_port, -EINVAL);
+
+        if (isempty(s))
                 return -EINVAL;
 
         if (s[0] == '[') {
@@ -623,11 +626,9 @@ int kegnet_message_parse(const void *frame, size_t size, KegnetMessage *ret, cha
 
         if (ret_error)
                 *ret_error = NULL;
-        if (!ret)
-                return -EINVAL;
+        assert_return(ret, -EINVAL);
         *ret = KEGNET_MESSAGE_NULL;
-        if (!frame && size > 0)
-                return -EINVAL;
+        assert_return(frame || size == 0, -EINVAL);
 
         size_t i = 0;
         while (i < size && is_json_space(p[i]))
@@ -682,6 +683,7 @@ void kegnet_message_done(KegnetMessage *m) {
 /* ---- splitter ---- */
 
 void kegnet_splitter_init(KegnetSplitter *s) {
+        assert_return(s, );
         *s = KEGNET_SPLITTER_INIT;
 }
 
@@ -693,10 +695,14 @@ void kegnet_splitter_done(KegnetSplitter *s) {
 }
 
 size_t kegnet_splitter_pending(const KegnetSplitter *s) {
+        assert_return(s, 0);
         return s->size - s->start;
 }
 
 int kegnet_splitter_feed(KegnetSplitter *s, const void *data, size_t size) {
+        assert_return(s, -EINVAL);
+        assert_return(data || size == 0, -EINVAL);
+
         if (s->overflow)
                 return -EMSGSIZE;
         if (size == 0)
@@ -726,6 +732,10 @@ int kegnet_splitter_feed(KegnetSplitter *s, const void *data, size_t size) {
 }
 
 int kegnet_splitter_next(KegnetSplitter *s, const char **ret_frame, size_t *ret_size) {
+        assert_return(s, -EINVAL);
+        assert_return(ret_frame, -EINVAL);
+        assert_return(ret_size, -EINVAL);
+
         for (;;) {
                 if (s->overflow)
                         return -EMSGSIZE;

@@ -478,8 +478,7 @@ int log_setup(const LogConfig *cfg, char **ret_error) {
 
         if (ret_error)
                 *ret_error = NULL;
-        if (!cfg)
-                return -EINVAL;
+        assert_return(cfg, -EINVAL);
 
         /* Python's logging.Formatter treats an empty format as "%(message)s". */
         r = format_compile(isempty(cfg->format) ? (cfg->format ? "%(message)s" : DEFAULT_FORMAT) : cfg->format,

@@ -62,6 +62,9 @@ int serial_default_device(const char *dev_dir, char **ret) {
         char *found = NULL;
         int r;
 
+        assert_return(dev_dir, -EINVAL);
+        assert_return(ret, -EINVAL);
+
         r = first_match(dev_dir, "ttyUSB*", &found);
         if (r == 0)
                 r = first_match(dev_dir, "ttyACM*", &found);
@@ -74,6 +77,7 @@ int serial_default_device(const char *dev_dir, char **ret) {
 }
 
 int serial_resolve_device(const char *configured, char **ret) {
+        assert_return(ret, -EINVAL);
         if (!isempty(configured)) {
                 char *s = strdup(configured);
                 if (!s)
@@ -119,6 +123,8 @@ int serial_open(const char *path, int speed, SerialKind *ret_kind) {
         SerialKind kind;
         int r;
 
+        assert_return(path, -EINVAL);
+
         if (!serial_speed_supported(speed))
                 return -EINVAL;
 
@@ -157,6 +163,9 @@ int serial_write_all(int fd, const void *buf, size_t size, int timeout_ms) {
         const uint8_t *p = buf;
         uint64_t deadline = now_ms() + (uint64_t) MAX(timeout_ms, 0);
 
+        assert_return(fd >= 0, -EBADF);
+        assert_return(buf || size == 0, -EINVAL);
+
         while (size > 0) {
                 ssize_t n = write(fd, p, size);
                 if (n > 0) {
@@ -186,6 +195,9 @@ int serial_format_line(const KbspEvent *ev, uint64_t realtime_usec, bool hex, ch
         time_t sec = (time_t) (realtime_usec / USEC_PER_SEC);
         struct tm tm;
         int n;
+
+        assert_return(ev, -EINVAL);
+        assert_return(buf || size == 0, -EINVAL);
 
         if (!localtime_r(&sec, &tm))
                 return -EINVAL;

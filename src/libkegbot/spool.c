@@ -57,6 +57,10 @@ struct Spool {
 int spool_name_parse(const char *name, uint64_t *ret_seq, char ret_uuid[static UUID_STRING_MAX]) {
         uint64_t seq = 0;
 
+        assert_return(name, -EINVAL);
+        assert_return(ret_seq, -EINVAL);
+        assert_return(ret_uuid, -EINVAL);
+
         if (strlen(name) != SPOOL_NAME_LEN || name[SEQ_DIGITS] != '-' ||
             !streq(name + SEQ_DIGITS + 1 + 36, ".json"))
                 return -EINVAL;
@@ -89,6 +93,9 @@ int spool_drink_to_json(const Drink *d, char **ret) {
         char boot_id[ID128_STRING_MAX];
         size_t len;
         int r;
+
+        assert_return(d, -EINVAL);
+        assert_return(ret, -EINVAL);
 
         json_writer_object_begin(&w);
         json_writer_field_int(&w, "version", 1);
@@ -169,6 +176,8 @@ int spool_drink_from_json(const char *buf, size_t len, Drink **ret) {
         json_t *root = NULL;
         const char *s;
         int r = -EBADMSG;
+
+        assert_return(ret, -EINVAL);
 
         if (!buf || len == 0 || len > SPOOL_FILE_MAX)
                 return -EBADMSG;
@@ -634,6 +643,9 @@ int spool_open(Spool **ret, const char *dir) {
         bool changed = false;
         int r, fd;
 
+        assert_return(ret, -EINVAL);
+        assert_return(!isempty(dir), -EINVAL);
+
         s = calloc(1, sizeof(Spool));
         if (!s)
                 return log_error_errno(ENOMEM, "Out of memory");
@@ -752,6 +764,7 @@ Spool *spool_free(Spool *s) {
 }
 
 void spool_set_window(Spool *s, size_t n) {
+        assert_return(s, );
         s->window_max = MAX(n, (size_t) 1);
         if (s->n_win > s->window_max) {
                 s->n_win = s->window_max;
@@ -761,6 +774,8 @@ void spool_set_window(Spool *s, size_t n) {
 }
 
 int spool_flush(Spool *s) {
+        assert_return(s, -EINVAL);
+
         while (s->n_mem > 0) {
                 SpoolEntry *e = &s->mem[0];
                 _cleanup_(freep) char *json = NULL;
@@ -835,6 +850,9 @@ int spool_put(Spool *s, Drink *d) {
 
 int spool_peek(Spool *s, Drink **ret) {
         int r;
+
+        assert_return(s, -EINVAL);
+        assert_return(ret, -EINVAL);
 
         for (;;) {
                 if (s->n_win == 0 && !s->complete) {
@@ -1073,9 +1091,12 @@ int spool_requeue_failed(Spool *s, const char *uuid_arg, size_t *ret_n) {
 int spool_list(Spool *s, SpoolArea area, SpoolListFunc cb, void *userdata) {
         _cleanup_(freep) SpoolEntry *v = NULL;
         size_t n = 0, im = 0;
-        int fd = area == SPOOL_QUEUED ? s->dir_fd : s->failed_fd;
-        int r;
+        int fd, r;
 
+        assert_return(s, -EINVAL);
+        assert_return(cb, -EINVAL);
+
+        fd = area == SPOOL_QUEUED ? s->dir_fd : s->failed_fd;
         r = collect(fd, NULL, &v, &n);
         if (r < 0)
                 return r;
@@ -1101,9 +1122,9 @@ int spool_list(Spool *s, SpoolArea area, SpoolListFunc cb, void *userdata) {
         return 0;
 }
 
-size_t spool_n_pending(Spool *s) { return s->n_disk + s->n_mem; }
-size_t spool_n_failed(Spool *s) { return s->n_failed; }
-size_t spool_n_corrupt(Spool *s) { return s->n_corrupt; }
-size_t spool_n_in_memory(Spool *s) { return s->n_mem; }
-bool spool_is_degraded(Spool *s) { return s->n_mem > 0; }
-uint64_t spool_last_seq(Spool *s) { return s->last_seq; }
+size_t spool_n_pending(Spool *s) { return s ? s->n_disk + s->n_mem : 0; }
+size_t spool_n_failed(Spool *s) { return s ? s->n_failed : 0; }
+size_t spool_n_corrupt(Spool *s) { return s ? s->n_corrupt : 0; }
+size_t spool_n_in_memory(Spool *s) { return s ? s->n_mem : 0; }
+bool spool_is_degraded(Spool *s) { return s && s->n_mem > 0; }
+uint64_t spool_last_seq(Spool *s) { return s ? s->last_seq : 0; }
