@@ -497,6 +497,7 @@ static void test_tokens(void) {
         {
                 _cleanup_(freep) char *missing = path_in_tmp("none.ini");
                 CHECK(tokens_load(missing, &db, &err) == -ENOENT);
+                free(TAKE_PTR(err));
         }
 
         /* A username with a Latin-1 byte: refused, naming the file and the line, not carried on. */
