@@ -2,12 +2,13 @@
 
 1. MeterUpdate throughput: one producer floods the core with MeterUpdates (delta 1 each); a listener
    receives the FlowUpdate broadcast for every one. Messages/s from the first send to the last
-   FlowUpdate at the listener (target >= 50,000/s).
+   FlowUpdate at the listener (target >= 150,000/s).
 2. Latency: a meter_status frame written on a pseudo-terminal that kegboard_daemon reads, to the
    FlowUpdate at a kegnet listener of the core; p50 / p99 over single frames (target p99 < 2 ms).
 3. Idle wake-ups: voluntary context switches of an idle core per minute (target < 2).
    BENCH_IDLE_SECONDS overrides the 60 s window.
-4. RSS of the standalone core at start and after the throughput run (target < 4 MB).
+4. RSS of the standalone core at start and after the throughput run (target <= 4 MB).
+The last line is PASS, or FAIL: <which> with a non-zero exit.
 """
 import os
 import socket
@@ -212,19 +213,31 @@ def bench_idle(tmp, seconds):
         core.kill()
 
 
+THROUGHPUT_TARGET = 150000     # MeterUpdates/s
+RSS_TARGET_KB = 4 * 1024        # standalone core, at most
+
+
 def main():
     idle_seconds = float(os.environ.get("BENCH_IDLE_SECONDS", "60"))
+    failed = []
     with kbtest.TempDir() as tmp:
         rate, rss_start, rss_after = bench_throughput(tmp)
-        print("core MeterUpdate throughput (FlowUpdate to 1 listener): %.0f messages/s (target >= 50000)" % rate)
-        print("core RSS at start: %.2f MB; after %s messages: %.2f MB (target < 4 MB)"
+        print("core MeterUpdate throughput (FlowUpdate to 1 listener): %.0f messages/s (target >= %d)"
+              % (rate, THROUGHPUT_TARGET))
+        print("core RSS at start: %.2f MB; after %s messages: %.2f MB (target <= 4 MB)"
               % (rss_start / 1024.0, "200000", rss_after / 1024.0))
+        if rate < THROUGHPUT_TARGET:
+            failed.append("throughput")
+        if max(rss_start, rss_after) > RSS_TARGET_KB:
+            failed.append("RSS")
         sys.stdout.flush()
     with kbtest.TempDir() as tmp:
         try:
             p50, p99, pmax = bench_latency(tmp)
             print("pty meter frame -> FlowUpdate latency: p50 %.3f ms, p99 %.3f ms, max %.3f ms (target p99 < 2 ms)"
                   % (p50, p99, pmax))
+            if p99 >= 2.0:
+                failed.append("latency")
         except unittest.SkipTest as e:
             print("pty latency: skipped (%s)" % e)
         sys.stdout.flush()
@@ -232,8 +245,14 @@ def main():
         vol, invol, rss = bench_idle(tmp, idle_seconds)
         print("idle core: %.1f voluntary context switches/min (%.1f involuntary) over %.0f s (target < 2)"
               % (vol, invol, idle_seconds))
-        print("idle core RSS: %.2f MB" % (rss / 1024.0))
+        print("idle core RSS: %.2f MB (target <= 4 MB)" % (rss / 1024.0))
+        if vol >= 2:
+            failed.append("idle wake-ups")
+        if rss > RSS_TARGET_KB:
+            failed.append("idle RSS")
+    print("FAIL: " + ", ".join(failed) if failed else "PASS")
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -68,8 +68,80 @@ static void test_roundtrip(void) {
         }
 }
 
+/* The significant digits of a spelling ("1.25e-07" -> 3, "100.0" -> 1, "0.001" -> 1). */
+static int digits_of(const char *s) {
+        int first = -1, last = -1, i = 0;
+
+        for (const char *p = s; *p && *p != 'e'; p++, i++)
+                if (*p >= '1' && *p <= '9') {
+                        if (first < 0)
+                                first = i;
+                        last = i;
+                }
+        if (first < 0)
+                return 1;
+        int n = 0;
+        for (int k = first; k <= last; k++)
+                if (s[k] >= '0' && s[k] <= '9')
+                        n++;
+        return n;
+}
+
+/* The fewest digits found by trying every precision from 1 up: what the search must match. */
+static int shortest_by_scan(double v) {
+        char t[40];
+
+        for (int p = 1; p < 17; p++) {
+                snprintf(t, sizeof t, "%.*e", p - 1, v);
+                if (strtod(t, NULL) == v)
+                        return p;
+        }
+        return 17;
+}
+
+static void test_shortest(void) {
+        char b[DOUBLE_STRING_MAX];
+        uint64_t x = UINT64_C(0x2545f4914f6cdd1d);
+
+        /* Powers of two (the uneven spacing), their neighbours, and random values. */
+        for (int e = -1074; e <= 1023; e++) {
+                double v = ldexp(1.0, e);
+                double around[] = { v, nextafter(v, 0), nextafter(v, INFINITY), -v };
+                for (size_t i = 0; i < ELEMENTSOF(around); i++) {
+                        if (!isfinite(around[i]) || around[i] == 0)
+                                continue;
+                        double_format(around[i], b);
+                        if (digits_of(b) != shortest_by_scan(around[i])) {
+                                fprintf(stderr, "not shortest: %s for %a\n", b, around[i]);
+                                check(false);
+                        }
+                }
+        }
+        for (int i = 0; i < 20000; i++) {
+                double v;
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                memcpy(&v, &x, sizeof v);
+                if (!isfinite(v) || v == 0)
+                        continue;
+                double_format(v, b);
+                if (digits_of(b) != shortest_by_scan(v)) {
+                        fprintf(stderr, "not shortest: %s for %a\n", b, v);
+                        check(false);
+                        break;
+                }
+        }
+        for (int i = 1; i < 5000; i++) {
+                double v = i / 2.2;                     /* volumes of a 2.2 ticks/mL meter */
+                double_format(v, b);
+                check_int(digits_of(b), shortest_by_scan(v));
+        }
+}
+
 int main(void) {
         test_spelling();
         test_roundtrip();
+        test_shortest();
         return test_result();
 }
