@@ -86,8 +86,32 @@ static void test_dup_and_failure(void) {
         check(drink_free(NULL) == NULL);
 }
 
+static void test_pour_json(void) {
+        JsonWriter w = JSON_WRITER_INIT;
+        _cleanup_(freep) char *s = NULL;
+        Drink anon = engine_drink;
+
+        anon.username = NULL;
+        anon.volume_known = false;
+        json_writer_object_begin(&w);
+        drink_write_pour_json(&engine_drink, &w);
+        json_writer_object_end(&w);
+        check_int(json_writer_finish(&w, &s, NULL), 0);
+        check_streq(s, "{\"flow_id\":1795694350,\"meter_name\":\"kegboard.flow0\",\"ticks\":1440,"
+                       "\"volume_ml\":654.5454545454545,\"username\":\"mikey\",\"start_time\":"
+                       "\"2026-11-26T12:00:01Z\",\"pour_time\":\"2026-11-26T12:00:09Z\"}");
+        free(s);
+        s = NULL;
+        json_writer_object_begin(&w);
+        drink_write_pour_json(&anon, &w);
+        json_writer_object_end(&w);
+        check_int(json_writer_finish(&w, &s, NULL), 0);
+        check(s && strstr(s, "\"volume_ml\":null,\"username\":null,"));
+}
+
 int main(void) {
         test_new_from_flow();
         test_dup_and_failure();
+        test_pour_json();
         return test_result();
 }

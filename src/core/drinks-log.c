@@ -38,16 +38,7 @@ int drinks_log_format_line(const Drink *d, int64_t drink_id, char **ret) {
         json_writer_object_begin(&w);
         json_writer_field_int(&w, "drink_id", drink_id);
         json_writer_field_string(&w, "uuid", d->uuid);
-        json_writer_field_uint(&w, "flow_id", d->flow_id);
-        json_writer_field_string(&w, "meter_name", d->meter_name);
-        json_writer_field_uint(&w, "ticks", d->ticks);
-        if (d->volume_known)
-                json_writer_field_double(&w, "volume_ml", d->volume_ml);
-        else
-                json_writer_field_null(&w, "volume_ml");
-        json_writer_field_string(&w, "username", d->username);
-        json_writer_field_timestamp(&w, "start_time", d->start_realtime);
-        json_writer_field_timestamp(&w, "pour_time", d->pour_realtime);
+        drink_write_pour_json(d, &w);
         json_writer_field_uint(&w, "duration", d->duration_sec);
         json_writer_object_end(&w);
         return json_writer_finish(&w, ret, NULL);

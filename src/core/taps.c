@@ -3,13 +3,13 @@
  * configuration" apart from "created on first sight". */
 #include <inttypes.h>
 #include <math.h>
-#include <stdarg.h>
 
 #define LOG_COMPONENT "TapManager"
 #include "log.h"
 
 #include "ini.h"
 #include "taps.h"
+#include "util-string.h"
 
 struct TapRegistry {
         FlowEngine *engine;
@@ -89,19 +89,6 @@ static unsigned key_line(const Ini *ini, const char *section, const char *key) {
         return 0;
 }
 
-static int set_error(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
-static int set_error(char **ret_error, int r, const char *fmt, ...) {
-        va_list ap;
-
-        if (ret_error) {
-                va_start(ap, fmt);
-                if (vasprintf(ret_error, fmt, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
-}
-
 static int parse_positive(const Ini *ini, const char *path, const char *section, const char *key,
                           double *ret, char **ret_error) {
         _cleanup_(freep) char *v = NULL, *err = NULL;
@@ -111,12 +98,12 @@ static int parse_positive(const Ini *ini, const char *path, const char *section,
 
         r = ini_get(ini, section, key, &v, &err);
         if (r < 0)
-                return set_error(ret_error, r, "%s", err ?: "bad value");
+                return strdup_error(ret_error, r, "%s", err ?: "bad value");
 
         errno = 0;
         d = strtod(v, &end);
         if (errno != 0 || end == v || *end != '\0' || !isfinite(d) || d <= 0)
-                return set_error(ret_error, -EINVAL, "%s:%u: [%s] %s must be a number > 0, not '%s'",
+                return strdup_error(ret_error, -EINVAL, "%s:%u: [%s] %s must be a number > 0, not '%s'",
                                  path, key_line(ini, section, key), section, key, v);
         *ret = d;
         return 0;
@@ -144,12 +131,12 @@ int tap_table_load_file(const char *path, double default_ml_per_tick, TapTable *
                 size_t n_keys;
 
                 if (isempty(section))
-                        return set_error(ret_error, -EINVAL, "%s:%u: empty section name", path,
+                        return strdup_error(ret_error, -EINVAL, "%s:%u: empty section name", path,
                                          ini->sections[i]->line);
 
                 r = ini_section_keys(ini, section, &keys, &n_keys);
                 if (r < 0)
-                        return set_error(ret_error, r, "%s: cannot list keys of [%s]", path, section);
+                        return strdup_error(ret_error, r, "%s: cannot list keys of [%s]", path, section);
 
                 for (size_t k = 0; k < n_keys; k++) {
                         const char *key = keys[k];
@@ -176,17 +163,17 @@ int tap_table_load_file(const char *path, double default_ml_per_tick, TapTable *
                                 r = 0;
                         }
                         if (r < 0)
-                                return set_error(ret_error, r, "%s", err ?: "bad value");
+                                return strdup_error(ret_error, r, "%s", err ?: "bad value");
                 }
 
                 if (has_mpt && has_tpm)
-                        return set_error(ret_error, -EINVAL,
+                        return strdup_error(ret_error, -EINVAL,
                                          "%s:%u: [%s] has both ml_per_tick and ticks_per_ml; give one",
                                          path, ini->sections[i]->line, section);
 
                 r = tap_table_add(t, section, name, ml_per_tick, relay);
                 if (r < 0)
-                        return set_error(ret_error, r, "%s:%u: cannot add tap [%s]", path,
+                        return strdup_error(ret_error, r, "%s:%u: cannot add tap [%s]", path,
                                          ini->sections[i]->line, section);
         }
 

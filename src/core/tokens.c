@@ -1,9 +1,8 @@
 /* The tokens file: see tokens.h. */
-#include <stdarg.h>
-
 #include "flow.h"
 #include "ini.h"
 #include "tokens.h"
+#include "util-string.h"
 
 typedef struct TokenEntry {
         char *device;
@@ -32,19 +31,6 @@ Tokens *tokens_free(Tokens *db) {
 
 size_t tokens_size(const Tokens *db) {
         return db ? db->n : 0;
-}
-
-static int token_error(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
-static int token_error(char **ret_error, int r, const char *fmt, ...) {
-        va_list ap;
-
-        if (ret_error) {
-                va_start(ap, fmt);
-                if (vasprintf(ret_error, fmt, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
 }
 
 int tokens_load(const char *path, Tokens **ret, char **ret_error) {
@@ -76,7 +62,7 @@ int tokens_load(const char *path, Tokens **ret, char **ret_error) {
                 bool enabled = true;
 
                 if (!colon || colon == sec->name || colon[1] == '\0')
-                        return token_error(ret_error, -EINVAL,
+                        return strdup_error(ret_error, -EINVAL,
                                            "%s:%u: section [%s] is not <auth_device>:<token_value>",
                                            path, sec->line, sec->name);
 
@@ -90,21 +76,21 @@ int tokens_load(const char *path, Tokens **ret, char **ret_error) {
 
                 r = ini_get(ini, sec->name, "username", &e->username, &err);
                 if (r == -ENOENT || (r >= 0 && isempty(e->username)))
-                        return token_error(ret_error, -EINVAL, "%s:%u: [%s] has no username",
+                        return strdup_error(ret_error, -EINVAL, "%s:%u: [%s] has no username",
                                            path, sec->line, sec->name);
                 if (r < 0)
-                        return token_error(ret_error, r, "%s", err ?: "bad username");
+                        return strdup_error(ret_error, r, "%s", err ?: "bad username");
 
                 if (ini_get_raw(ini, sec->name, "enabled")) {
                         r = ini_get_boolean(ini, sec->name, "enabled", &enabled, &err);
                         if (r < 0)
-                                return token_error(ret_error, r, "%s", err ?: "bad 'enabled' value");
+                                return strdup_error(ret_error, r, "%s", err ?: "bad 'enabled' value");
                 }
                 e->enabled = enabled;
 
                 for (size_t j = 0; j + 1 < db->n; j++)
                         if (streq(db->entries[j].device, e->device) && streq(db->entries[j].value, e->value))
-                                return token_error(ret_error, -EINVAL, "%s:%u: token [%s] listed twice",
+                                return strdup_error(ret_error, -EINVAL, "%s:%u: token [%s] listed twice",
                                                    path, sec->line, sec->name);
         }
 

@@ -79,6 +79,22 @@ int drink_dup(const Drink *d, Drink **ret) {
         return 0;
 }
 
+void drink_write_pour_json(const Drink *d, JsonWriter *w) {
+        assert_return(d, );
+        assert_return(w, );
+
+        json_writer_field_uint(w, "flow_id", d->flow_id);
+        json_writer_field_string(w, "meter_name", d->meter_name);
+        json_writer_field_uint(w, "ticks", d->ticks);
+        if (d->volume_known)
+                json_writer_field_double(w, "volume_ml", d->volume_ml);
+        else
+                json_writer_field_null(w, "volume_ml");
+        json_writer_field_string(w, "username", d->username);
+        json_writer_field_timestamp(w, "start_time", d->start_realtime);
+        json_writer_field_timestamp(w, "pour_time", d->pour_realtime);
+}
+
 int drink_new_from_flow(const Drink *flow_drink, Drink **ret) {
         _cleanup_(drink_freep) Drink *d = NULL;
         int r;

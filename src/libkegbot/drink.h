@@ -19,6 +19,7 @@
 #include <stdint.h>
 #include <systemd/sd-id128.h>
 
+#include "json-writer.h"
 #include "macro.h"
 #include "util-uuid.h"
 
@@ -64,6 +65,12 @@ int drink_new_from_flow(const Drink *flow_drink, Drink **ret);
 int drink_dup(const Drink *d, Drink **ret);
 Drink *drink_free(Drink *d);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Drink *, drink_free);
+
+/* The pour as JSON members, in the order every drink record shares (core-behaviour.md 10.2 and
+ * 10.6): flow_id, meter_name, ticks, volume_ml (null when unknown), username (null = anonymous),
+ * start_time and pour_time (RFC 3339). The spool record and the drinks.log line put their own
+ * members around these. */
+void drink_write_pour_json(const Drink *d, JsonWriter *w);
 
 /* Replaces d's failure with a copy of f. Failure text that is not valid UTF-8 (a server's answer)
  * is stored escaped (util-escape.h), so that the record can always be written. */

@@ -17,6 +17,7 @@
 #include "util-double.h"
 #include "util-escape.h"
 #include "util-io.h"
+#include "util-string.h"
 #include "util-utf8.h"
 
 /* A flag file bigger than this is certainly a mistake (e.g. --flagfile=/dev/zero). */
@@ -71,17 +72,6 @@ static const FlagGroup gflags_group = { "gflags", gflags_defs };
 
 /* ---- small string helpers ---- */
 
-static char *strdup_printf(const char *format, ...) _printf_(1, 2);
-static char *strdup_printf(const char *format, ...) {
-        va_list ap;
-        char *s;
-        va_start(ap, format);
-        if (vasprintf(&s, format, ap) < 0)
-                s = NULL;
-        va_end(ap);
-        return s;
-}
-
 /* Sets *ret_error (if still unset) and returns -EINVAL; -ENOMEM if the message cannot be built. */
 static int fail(char **ret_error, const char *format, ...) _printf_(2, 3);
 static int fail(char **ret_error, const char *format, ...) {
@@ -90,8 +80,7 @@ static int fail(char **ret_error, const char *format, ...) {
         if (!ret_error || *ret_error)
                 return -EINVAL;
         va_start(ap, format);
-        if (vasprintf(&s, format, ap) < 0)
-                s = NULL;
+        s = strdup_vprintf(format, ap);
         va_end(ap);
         if (!s)
                 return -ENOMEM;

@@ -10,6 +10,7 @@
 #include "ini.h"
 #include "util-io.h"
 #include "util-strbuf.h"
+#include "util-string.h"
 #include "util-utf8.h"
 
 /* Python would happily expand "%(b)s%(b)s..." ten levels deep into gigabytes; we refuse instead. */
@@ -19,22 +20,6 @@
 
 static const char *ini_name(const Ini *ini) {
         return ini->name ?: "<ini>";
-}
-
-static int set_error(char **ret_error, int r, const char *format, ...) _printf_(3, 4);
-static int set_error(char **ret_error, int r, const char *format, ...) {
-        if (ret_error) {
-                va_list ap;
-                char *s = NULL;
-
-                va_start(ap, format);
-                if (vasprintf(&s, format, ap) < 0)
-                        s = NULL;
-                va_end(ap);
-                free(*ret_error);
-                *ret_error = s;
-        }
-        return r;
 }
 
 static bool is_blank(char c) {
@@ -221,11 +206,11 @@ static int parse_line(Ini *ini, const char *line, size_t len, unsigned lineno,
         size_t i = 0;
 
         if (memchr(line, '\0', len))
-                return set_error(ret_error, -EINVAL, "%s:%u: NUL byte in line", name, lineno);
+                return strdup_error(ret_error, -EINVAL, "%s:%u: NUL byte in line", name, lineno);
         /* Text is checked once, here where it enters: no value of an INI file reaches a log line, a
          * kegnet frame or a record on disk unless it is valid UTF-8. */
         if (!utf8_is_valid_n(line, len))
-                return set_error(ret_error, -EINVAL, "%s:%u: not valid UTF-8", name, lineno);
+                return strdup_error(ret_error, -EINVAL, "%s:%u: not valid UTF-8", name, lineno);
 
         while (i < len && is_blank(line[i]))
                 i++;
@@ -237,7 +222,7 @@ static int parse_line(Ini *ini, const char *line, size_t len, unsigned lineno,
         if (i > 0) {
                 /* Leading whitespace: a continuation of the previous value. */
                 if (!*cur || *last_key < 0)
-                        return set_error(ret_error, -EINVAL,
+                        return strdup_error(ret_error, -EINVAL,
                                          "%s:%u: continuation line without a preceding key", name, lineno);
                 _cleanup_(freep) char *piece = strndup_trim(line + i, len - i);
                 if (!piece)
@@ -245,7 +230,7 @@ static int parse_line(Ini *ini, const char *line, size_t len, unsigned lineno,
                 IniKey *k = &(*cur)->keys[*last_key];
                 size_t a = strlen(k->value), b = strlen(piece);
                 if (a + 1 + b + 1 > INI_MAX_VALUE_SIZE)
-                        return set_error(ret_error, -EINVAL, "%s:%u: value too long", name, lineno);
+                        return strdup_error(ret_error, -EINVAL, "%s:%u: value too long", name, lineno);
                 char *v = realloc(k->value, a + 1 + b + 1);
                 if (!v)
                         return -ENOMEM;
@@ -258,13 +243,13 @@ static int parse_line(Ini *ini, const char *line, size_t len, unsigned lineno,
         if (line[0] == '[') {
                 const char *close = memchr(line, ']', len);
                 if (!close)
-                        return set_error(ret_error, -EINVAL, "%s:%u: section header without ']'", name, lineno);
+                        return strdup_error(ret_error, -EINVAL, "%s:%u: section header without ']'", name, lineno);
                 /* Python ignores whatever follows the ']'. */
                 _cleanup_(freep) char *sect = strndup_trim(line + 1, (size_t) (close - line - 1));
                 if (!sect)
                         return -ENOMEM;
                 if (!*sect)
-                        return set_error(ret_error, -EINVAL, "%s:%u: empty section name", name, lineno);
+                        return strdup_error(ret_error, -EINVAL, "%s:%u: empty section name", name, lineno);
                 IniSection *s = ini_get_or_add_section(ini, sect, lineno);
                 if (!s)
                         return -ENOMEM;
@@ -277,11 +262,11 @@ static int parse_line(Ini *ini, const char *line, size_t len, unsigned lineno,
         while (sep < len && line[sep] != '=' && line[sep] != ':')
                 sep++;
         if (!*cur)
-                return set_error(ret_error, -EINVAL, "%s:%u: key outside of any [section]", name, lineno);
+                return strdup_error(ret_error, -EINVAL, "%s:%u: key outside of any [section]", name, lineno);
         if (sep == len)
-                return set_error(ret_error, -EINVAL, "%s:%u: expected 'key = value' or '[section]'", name, lineno);
+                return strdup_error(ret_error, -EINVAL, "%s:%u: expected 'key = value' or '[section]'", name, lineno);
         if (sep == 0)
-                return set_error(ret_error, -EINVAL, "%s:%u: missing key name before '%c'", name, lineno, line[0]);
+                return strdup_error(ret_error, -EINVAL, "%s:%u: missing key name before '%c'", name, lineno, line[0]);
 
         /* An inline comment: ';' preceded by whitespace. '#' stays literal. */
         size_t end = len;
@@ -299,7 +284,7 @@ static int parse_line(Ini *ini, const char *line, size_t len, unsigned lineno,
 
         int r = section_put(*cur, TAKE_PTR(key), TAKE_PTR(value), lineno);
         if (r == -E2BIG)
-                return set_error(ret_error, -EINVAL, "%s:%u: too many keys", name, lineno);
+                return strdup_error(ret_error, -EINVAL, "%s:%u: too many keys", name, lineno);
         if (r < 0)
                 return r;
         *last_key = r;
@@ -331,11 +316,11 @@ int ini_parse_buffer(Ini *ini, const char *name, const char *data, size_t size, 
                 size_t len = nl ? (size_t) (nl - (data + pos)) : size - pos;
 
                 if (lineno == UINT32_MAX)
-                        return set_error(ret_error, -EINVAL, "%s: too many lines", ini_name(ini));
+                        return strdup_error(ret_error, -EINVAL, "%s: too many lines", ini_name(ini));
                 lineno++;
                 r = parse_line(ini, data + pos, len, lineno, &cur, &last_key, ret_error);
                 if (r == -ENOMEM)
-                        return set_error(ret_error, r, "%s:%u: out of memory", ini_name(ini), lineno);
+                        return strdup_error(ret_error, r, "%s:%u: out of memory", ini_name(ini), lineno);
                 if (r < 0)
                         return r;
                 pos += len + (nl ? 1 : 0);
@@ -356,11 +341,11 @@ int ini_parse_file(Ini *ini, const char *path, char **ret_error) {
 
         r = io_read_file(path, INI_MAX_FILE_SIZE, &buf, &len);
         if (r == -EFBIG)
-                return set_error(ret_error, r, "%s: file too large", path);
+                return strdup_error(ret_error, r, "%s: file too large", path);
         if (r == -ENOMEM)
-                return set_error(ret_error, r, "%s: out of memory", path);
+                return strdup_error(ret_error, r, "%s: out of memory", path);
         if (r < 0)
-                return set_error(ret_error, r, "%s: %s", path, strerror(-r));
+                return strdup_error(ret_error, r, "%s: %s", path, strerror(-r));
         return ini_parse_buffer(ini, path, buf, len, ret_error);
 }
 
@@ -375,7 +360,7 @@ int ini_load_file(Ini **ret, const char *path, char **ret_error) {
                 *ret_error = NULL;
         r = ini_new(&ini, path);
         if (r < 0)
-                return set_error(ret_error, r, "%s: out of memory", path);
+                return strdup_error(ret_error, r, "%s: out of memory", path);
         r = ini_parse_file(ini, path, ret_error);
         if (r < 0)
                 return r;
@@ -461,16 +446,15 @@ static int interp_error(Interp *in, unsigned line, const char *format, ...) {
         _cleanup_(freep) char *what = NULL;
         va_list ap;
         va_start(ap, format);
-        if (vasprintf(&what, format, ap) < 0)
-                what = NULL;
+        what = strdup_vprintf(format, ap);
         va_end(ap);
 
         if (line == 0)
                 line = in->top_line;
         if (line > 0)
-                return set_error(in->ret_error, -EINVAL, "%s:%u: [%s] %s: %s", ini_name(in->ini), line,
+                return strdup_error(in->ret_error, -EINVAL, "%s:%u: [%s] %s: %s", ini_name(in->ini), line,
                                  in->section->name, in->top_key, what ?: "interpolation error");
-        return set_error(in->ret_error, -EINVAL, "%s: [%s] %s: %s", ini_name(in->ini),
+        return strdup_error(in->ret_error, -EINVAL, "%s: [%s] %s: %s", ini_name(in->ini),
                          in->section->name, in->top_key, what ?: "interpolation error");
 }
 
@@ -550,7 +534,7 @@ int ini_get(const Ini *ini, const char *section, const char *key, char **ret_val
 
         s = ini_find_section(ini, section);
         if (!s)
-                return set_error(ret_error, -ENOENT, "%s: no section [%s]", ini_name(ini), section ?: "");
+                return strdup_error(ret_error, -ENOENT, "%s: no section [%s]", ini_name(ini), section ?: "");
 
         _cleanup_(freep) char *lower = strdup(key);
         if (!lower)
@@ -559,7 +543,7 @@ int ini_get(const Ini *ini, const char *section, const char *key, char **ret_val
 
         const IniKey *k = lookup_key(ini, s, lower);
         if (!k)
-                return set_error(ret_error, -ENOENT, "%s: no key '%s' in section [%s]",
+                return strdup_error(ret_error, -ENOENT, "%s: no key '%s' in section [%s]",
                                  ini_name(ini), lower, s->name);
 
         Interp in = {
@@ -574,7 +558,7 @@ int ini_get(const Ini *ini, const char *section, const char *key, char **ret_val
         if (r == -E2BIG)
                 r = interp_error(&in, k->line, "interpolated value longer than %u bytes", INI_MAX_VALUE_SIZE);
         else if (r == -ENOMEM)
-                r = set_error(ret_error, r, "%s: out of memory", ini_name(ini));
+                r = strdup_error(ret_error, r, "%s: out of memory", ini_name(ini));
         if (r < 0) {
                 strbuf_done(&out);
                 return r;
@@ -614,9 +598,9 @@ int ini_get_boolean(const Ini *ini, const char *section, const char *key, bool *
                 ascii_lower(lower);
                 const IniKey *k = lookup_key(ini, s, lower);
                 if (k && k->line > 0)
-                        return set_error(ret_error, -EINVAL, "%s:%u: [%s] %s: not a boolean: '%s'",
+                        return strdup_error(ret_error, -EINVAL, "%s:%u: [%s] %s: not a boolean: '%s'",
                                          ini_name(ini), k->line, s->name, lower, v);
-                return set_error(ret_error, -EINVAL, "%s: [%s] %s: not a boolean: '%s'",
+                return strdup_error(ret_error, -EINVAL, "%s: [%s] %s: not a boolean: '%s'",
                                  ini_name(ini), s->name, lower, v);
         }
         *ret = r;

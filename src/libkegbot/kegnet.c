@@ -13,6 +13,7 @@
 #include "json-writer.h"
 #include "kegnet.h"
 #include "macro.h"
+#include "util-string.h"
 #include "util-time.h"
 
 /* ---- names ---- */
@@ -348,18 +349,6 @@ int kegnet_message_encode(const KegnetMessage *m, char **ret, size_t *ret_size) 
 
 /* ---- decoder ---- */
 
-static int fail(char **ret_error, int r, const char *fmt, ...) _printf_(3, 4);
-static int fail(char **ret_error, int r, const char *fmt, ...) {
-        if (ret_error) {
-                va_list ap;
-                va_start(ap, fmt);
-                if (vasprintf(ret_error, fmt, ap) < 0)
-                        *ret_error = NULL;
-                va_end(ap);
-        }
-        return r;
-}
-
 typedef struct Dec {
         json_t *data;
         const char *event;
@@ -373,11 +362,11 @@ static json_t *dec_get(Dec *d, const char *key) {
 }
 
 static int dec_missing(Dec *d, const char *key) {
-        return fail(d->ret_error, -EINVAL, "%s: required field '%s' is missing or null", d->event, key);
+        return strdup_error(d->ret_error, -EINVAL, "%s: required field '%s' is missing or null", d->event, key);
 }
 
 static int dec_type(Dec *d, const char *key, const char *want) {
-        return fail(d->ret_error, -EINVAL, "%s: field '%s' is not %s", d->event, key, want);
+        return strdup_error(d->ret_error, -EINVAL, "%s: field '%s' is not %s", d->event, key, want);
 }
 
 static int dec_string_value(Dec *d, const char *key, json_t *v, bool required, const char **ret) {
@@ -427,7 +416,7 @@ static int dec_int(Dec *d, const char *key, bool required, int64_t min, int64_t 
         if (json_is_integer(v)) {
                 json_int_t i = json_integer_value(v);
                 if (i < min || i > max)
-                        return fail(d->ret_error, -EINVAL, "%s: field '%s' out of range (%lld not in %" PRId64 "..%" PRId64 ")",
+                        return strdup_error(d->ret_error, -EINVAL, "%s: field '%s' out of range (%lld not in %" PRId64 "..%" PRId64 ")",
                                     d->event, key, (long long) i, min, max);
                 x = i;
         } else if (json_is_real(v)) {
@@ -436,10 +425,10 @@ static int dec_int(Dec *d, const char *key, bool required, int64_t min, int64_t 
                         return dec_type(d, key, "an integer");
                 /* Compare as doubles; 2^63 is the first double past INT64_MAX. */
                 if (f < (double) min || f >= 9223372036854775808.0 || f > (double) max)
-                        return fail(d->ret_error, -EINVAL, "%s: field '%s' out of range", d->event, key);
+                        return strdup_error(d->ret_error, -EINVAL, "%s: field '%s' out of range", d->event, key);
                 x = (int64_t) f;
                 if (x > max)
-                        return fail(d->ret_error, -EINVAL, "%s: field '%s' out of range", d->event, key);
+                        return strdup_error(d->ret_error, -EINVAL, "%s: field '%s' out of range", d->event, key);
         } else
                 return dec_type(d, key, "an integer");
 
@@ -493,7 +482,7 @@ static int dec_enum(Dec *d, const char *key, int (*from_string)(const char *), i
                 return r;
         r = from_string(s);
         if (r < 0)
-                return fail(d->ret_error, -EINVAL, "%s: field '%s' has an unknown value", d->event, key);
+                return strdup_error(d->ret_error, -EINVAL, "%s: field '%s' has an unknown value", d->event, key);
         *ret = r;
         return 0;
 }
@@ -504,7 +493,7 @@ static int dec_time(Dec *d, const char *key, kegnet_usec_t *ret) {
         if (r < 0)
                 return r;
         if (time_parse_rfc3339(s, ret) < 0)
-                return fail(d->ret_error, -EINVAL, "%s: field '%s' is not an RFC 3339 timestamp", d->event, key);
+                return strdup_error(d->ret_error, -EINVAL, "%s: field '%s' is not an RFC 3339 timestamp", d->event, key);
         return 0;
 }
 
@@ -638,15 +627,15 @@ int kegnet_message_parse(const void *frame, size_t size, KegnetMessage *ret, cha
 
         root = json_loadb(p, size, 0, &jerr);
         if (!root)
-                return fail(ret_error, -EBADMSG, "invalid JSON: %s (line %d, column %d)",
+                return strdup_error(ret_error, -EBADMSG, "invalid JSON: %s (line %d, column %d)",
                             jerr.text, jerr.line, jerr.column);
         ret->_doc = root;
 
         if (!json_is_object(root))
-                return fail(ret_error, -EBADMSG, "frame is not a JSON object");
+                return strdup_error(ret_error, -EBADMSG, "frame is not a JSON object");
         ev = json_object_get(root, "event");
         if (!json_is_string(ev))
-                return fail(ret_error, -EBADMSG, "frame has no string 'event'");
+                return strdup_error(ret_error, -EBADMSG, "frame has no string 'event'");
 
         ret->event_name = json_string_value(ev);
         kind = kegnet_kind_from_string(ret->event_name);
@@ -656,7 +645,7 @@ int kegnet_message_parse(const void *frame, size_t size, KegnetMessage *ret, cha
 
         data = json_object_get(root, "data");
         if (!json_is_object(data))
-                return fail(ret_error, -EINVAL, "%s: 'data' is missing or not an object", ret->event_name);
+                return strdup_error(ret_error, -EINVAL, "%s: 'data' is missing or not an object", ret->event_name);
 
         Dec d = { .data = data, .event = ret->event_name, .ret_error = ret_error };
         r = decode_data(&d, ret);

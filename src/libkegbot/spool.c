@@ -101,16 +101,7 @@ int spool_drink_to_json(const Drink *d, char **ret) {
         json_writer_field_int(&w, "version", 1);
         json_writer_field_string(&w, "uuid", d->uuid);
         json_writer_field_uint(&w, "seq", d->seq);
-        json_writer_field_uint(&w, "flow_id", d->flow_id);
-        json_writer_field_string(&w, "meter_name", d->meter_name ?: "");
-        json_writer_field_uint(&w, "ticks", d->ticks);
-        if (d->volume_known && isfinite(d->volume_ml))
-                json_writer_field_double(&w, "volume_ml", d->volume_ml);
-        else
-                json_writer_field_null(&w, "volume_ml");
-        json_writer_field_string(&w, "username", d->username);
-        json_writer_field_timestamp(&w, "start_time", d->start_realtime);
-        json_writer_field_timestamp(&w, "pour_time", d->pour_realtime);
+        drink_write_pour_json(d, &w);
         json_writer_field_uint(&w, "pour_time_unix", d->pour_realtime / USEC_PER_SEC);
         json_writer_field_uint(&w, "duration", d->duration_sec);
         json_writer_field_string(&w, "boot_id", sd_id128_is_null(d->boot_id) ? "" : sd_id128_to_string(d->boot_id, boot_id));

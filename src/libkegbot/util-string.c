@@ -1,0 +1,34 @@
+/* String helpers: see util-string.h. */
+#include "util-string.h"
+
+char *strdup_vprintf(const char *format, va_list ap) {
+        char *s;
+
+        assert_return(format, NULL);
+
+        if (vasprintf(&s, format, ap) < 0)
+                return NULL;
+        return s;
+}
+
+char *strdup_printf(const char *format, ...) {
+        va_list ap;
+        char *s;
+
+        va_start(ap, format);
+        s = strdup_vprintf(format, ap);
+        va_end(ap);
+        return s;
+}
+
+int strdup_error(char **ret_error, int r, const char *format, ...) {
+        va_list ap;
+
+        if (!ret_error)
+                return r;
+        free(*ret_error);
+        va_start(ap, format);
+        *ret_error = strdup_vprintf(format, ap);
+        va_end(ap);
+        return r;
+}

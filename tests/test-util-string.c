@@ -1,0 +1,30 @@
+/* Unit tests of the string helpers (util-string.h). */
+#include "test-util.h"
+#include "util-string.h"
+
+static void test_printf(void) {
+        _cleanup_(freep) char *a = strdup_printf("%s:%u: %s", "t.ini", 3u, "not valid UTF-8");
+        _cleanup_(freep) char *b = strdup_printf("%s", "");
+
+        check_streq(a, "t.ini:3: not valid UTF-8");
+        check_streq(b, "");
+}
+
+static void test_error(void) {
+        char *e = NULL;
+
+        check_int(strdup_error(&e, -EINVAL, "first %d", 1), -EINVAL);
+        check_streq(e, "first 1");
+        /* A later message replaces the earlier one (no leak: the test runs under ASan too). */
+        check_int(strdup_error(&e, -ENOENT, "%s", "second"), -ENOENT);
+        check_streq(e, "second");
+        free(e);
+        /* Without a place for the message, only the code. */
+        check_int(strdup_error(NULL, -E2BIG, "ignored %s", "text"), -E2BIG);
+}
+
+int main(void) {
+        test_printf();
+        test_error();
+        return test_result();
+}
