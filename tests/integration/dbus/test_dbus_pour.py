@@ -253,5 +253,59 @@ class PourTest(unittest.TestCase):
         self.assertEqual(self.bus.call(ROOT, MANAGER, "RetryFailedDrinks"), [0])
 
 
+class HeldDrinkTest(unittest.TestCase):
+    def test_held_drink_is_degraded_and_announced_once_written(self):
+        """A drink whose drinks.log append fails (a full disk) is held in memory and is not durable:
+        SpoolState says "degraded" and PendingDrinks counts it, while DrinkRecorded (the same event
+        as kegnet's DrinkCreatedEvent) waits until a retry has written it."""
+        import errno
+        import subprocess
+        with kbtest.TempDir() as tmp:
+            state = os.path.join(tmp, "state")
+            os.makedirs(state)
+            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", state],
+                               capture_output=True, text=True)
+            if r.returncode != 0:
+                self.skipTest("cannot mount a tmpfs: %s" % r.stderr.strip())
+            bus = core = mon = None
+            try:
+                bus = busenv.PrivateBus(tmp)
+                core = busenv.Core(tmp, bus, "--retry_interval=1")
+                mon = Monitor(bus)
+                self.assertEqual(bus.get(ROOT, MANAGER, "SpoolState"), "standalone")
+                filler = os.path.join(state, "filler")
+                with open(filler, "ab", buffering=0) as f:
+                    try:
+                        while True:
+                            f.write(b"x" * 4096)
+                    except OSError as e:
+                        self.assertEqual(e.errno, errno.ENOSPC)
+                conn = core.connect()
+                conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
+                conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=500)
+                conn.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
+                kbtest.wait_until(lambda: bus.get(ROOT, MANAGER, "SpoolState") == "degraded", timeout=5,
+                                  what="SpoolState degraded")
+                core.wait_line(r"ERROR    \(DrinkManager\) Drink \S+ .*500 ticks\) is held in memory .*not durable")
+                self.assertEqual(bus.get(ROOT, MANAGER, "PendingDrinks"), 1)
+                self.assertEqual(mon.signals("DrinkRecorded"), [])
+
+                os.unlink(filler)
+                d = mon.wait_signal(lambda m: m["member"] == "DrinkRecorded", timeout=10, what="DrinkRecorded")
+                self.assertEqual((payload(d)[1], payload(d)[5]), (1, 500))
+                kbtest.wait_until(lambda: bus.get(ROOT, MANAGER, "SpoolState") == "standalone", timeout=5,
+                                  what="SpoolState back to standalone")
+                self.assertEqual(bus.get(ROOT, MANAGER, "PendingDrinks"), 0)
+                self.assertEqual([x["ticks"] for x in core.drinks()], [500])
+            finally:
+                if mon:
+                    mon.stop()
+                if core:
+                    core.stop()
+                if bus:
+                    bus.stop()
+                subprocess.run(["umount", state], capture_output=True)
+
+
 if __name__ == "__main__":
     kbtest.main()
