@@ -11,8 +11,8 @@
 #include "log.h"
 
 #include "daemon.h"
-#include "manager.h"
 #include "drinks-log.h"
+#include "manager.h"
 #include "thermo-log.h"
 #include "tokens.h"
 #include "util-double.h"

@@ -476,7 +476,7 @@ static int dec_bool(Dec *d, const char *key, bool *ret) {
 }
 
 static int dec_enum(Dec *d, const char *key, int (*from_string)(const char *), int *ret) {
-        const char *s;
+        const char *s = NULL;
         int r = dec_string(d, key, true, &s);
         if (r < 0)
                 return r;
@@ -488,7 +488,7 @@ static int dec_enum(Dec *d, const char *key, int (*from_string)(const char *), i
 }
 
 static int dec_time(Dec *d, const char *key, kegnet_usec_t *ret) {
-        const char *s;
+        const char *s = NULL;
         int r = dec_string(d, key, true, &s);
         if (r < 0)
                 return r;
