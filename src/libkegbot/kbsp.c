@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "kbsp.h"
+#include "util-hex.h"
 
 /* ---- CRC ---- */
 
@@ -1299,26 +1300,16 @@ void kbsp_board_name(const char *serial, char ret[static KBSP_BOARD_NAME_MAX]) {
 }
 
 char *kbsp_token_to_string(const void *token, size_t len, char *buf) {
-        static const char hex[] = "0123456789abcdef";
         const uint8_t *t = token;
 
+        /* the host string is the wire bytes reversed */
         for (size_t i = 0; i < len; i++) {
                 uint8_t b = t[len - 1 - i];
-                buf[2 * i] = hex[b >> 4];
-                buf[2 * i + 1] = hex[b & 0xf];
+                buf[2 * i] = hexchar(b >> 4);
+                buf[2 * i + 1] = hexchar(b);
         }
         buf[2 * len] = 0;
         return buf;
-}
-
-static int unhex(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
 }
 
 int kbsp_token_from_string(const char *s, void *buf, size_t size) {
@@ -1331,14 +1322,13 @@ int kbsp_token_from_string(const char *s, void *buf, size_t size) {
         n = strlen(s);
         if (n % 2 != 0)
                 return -EINVAL;
-        for (size_t i = 0; i < n; i++)
-                if (unhex(s[i]) < 0)
-                        return -EINVAL;
+        if (!hex_is_valid(s, n))
+                return -EINVAL;
         if (n / 2 > size || n / 2 > INT_MAX)
                 return -ENOBUFS;
         /* the host string is the wire bytes reversed */
         for (size_t i = 0; i < n / 2; i++)
-                b[n / 2 - 1 - i] = (uint8_t) (unhex(s[2 * i]) << 4 | unhex(s[2 * i + 1]));
+                b[n / 2 - 1 - i] = (uint8_t) (unhexchar(s[2 * i]) << 4 | unhexchar(s[2 * i + 1]));
         return (int) (n / 2);
 }
 

@@ -1,9 +1,6 @@
 /* UUIDs: see util-uuid.h. */
+#include "util-hex.h"
 #include "util-uuid.h"
-
-static bool is_hex(char c) {
-        return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
-}
 
 int uuid_generate(char buf[static UUID_STRING_MAX]) {
         sd_id128_t id;
@@ -28,7 +25,7 @@ int uuid_from_string(const char *s, sd_id128_t *ret) {
                 return -EINVAL;
         for (size_t i = 0; i < UUID_STRING_MAX - 1; i++) {
                 bool dash = i == 8 || i == 13 || i == 18 || i == 23;
-                if (dash ? s[i] != '-' : !is_hex(s[i]))
+                if (dash ? s[i] != '-' : unhexchar(s[i]) < 0)
                         return -EINVAL;
         }
         if (sd_id128_from_string(s, &id) < 0)
@@ -66,11 +63,8 @@ int uuid_from_plain_string(const char *s, sd_id128_t *ret) {
 
         assert_return(s, -EINVAL);
 
-        if (strlen(s) != ID128_STRING_MAX - 1)
+        if (!hex_is_valid(s, ID128_STRING_MAX - 1))
                 return -EINVAL;
-        for (size_t i = 0; i < ID128_STRING_MAX - 1; i++)
-                if (!is_hex(s[i]))
-                        return -EINVAL;
         if (sd_id128_from_string(s, &id) < 0)
                 return -EINVAL;
         if (ret)

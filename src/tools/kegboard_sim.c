@@ -26,6 +26,7 @@
 #include "kbsp.h"
 #include "log.h"
 #include "macro.h"
+#include "util-hex.h"
 
 #define SIM_METERS_MAX 6
 #define SIM_OUTPUTS KBSP_MAX_OUTPUTS
@@ -250,35 +251,6 @@ static char *quote(const char *s, size_t len, char *buf, size_t size) {
         return buf;
 }
 
-static void hex_string(const uint8_t *p, size_t len, char *buf) {
-        static const char digits[] = "0123456789abcdef";
-
-        for (size_t i = 0; i < len; i++) {
-                buf[2 * i] = digits[p[i] >> 4];
-                buf[2 * i + 1] = digits[p[i] & 15];
-        }
-        buf[2 * len] = 0;
-}
-
-static int hex_digit(char c) {
-        if (c >= '0' && c <= '9')
-                return c - '0';
-        if (c >= 'a' && c <= 'f')
-                return c - 'a' + 10;
-        if (c >= 'A' && c <= 'F')
-                return c - 'A' + 10;
-        return -1;
-}
-
-static bool is_hex(const char *s, size_t len) {
-        if (strlen(s) != len)
-                return false;
-        for (size_t i = 0; i < len; i++)
-                if (hex_digit(s[i]) < 0)
-                        return false;
-        return true;
-}
-
 /* ---- timers ---- */
 
 static int timer_arm(Sim *s, sd_event_source **src, uint64_t usec, sd_event_time_handler_t cb) {
@@ -432,7 +404,7 @@ static void sim_job_run(Sim *s, const Job *j) {
                 break;
         case JOB_AUTH:
                 r = kbsp_encode_auth_token(buf, sizeof buf, j->device, j->token, j->token_len, j->status);
-                hex_string(j->token, j->token_len, hex);
+                hex_encode(j->token, j->token_len, hex);
                 sim_send_frame(s, buf, r, "auth_token device=%s token=%s status=%u", j->device, hex,
                                j->status);
                 if (j->status == 1 && arg_buzzer)
@@ -985,7 +957,7 @@ static void sim_unplug(Sim *s) {
 static int sensor_name_normalize(const char *in, char ret[static SENSOR_NAME_MAX]) {
         size_t len = strlen(in);
 
-        if (len == 16 && is_hex(in, 16)) {
+        if (len == 16 && hex_is_valid(in, 16)) {
                 snprintf(ret, SENSOR_NAME_MAX, "thermo-%s", in);
                 for (char *p = ret; *p; p++)
                         *p = (char) tolower((unsigned char) *p);
@@ -1285,7 +1257,7 @@ static int sim_command(Sim *s, char *line) {
 
         } else if (streq(argv[0], "swipe")) {
                 NEED(2, "swipe <10 hex digits>");
-                if (!is_hex(argv[1], 10)) {
+                if (!hex_is_valid(argv[1], 10)) {
                         sim_command_error(s, "bad card '%s' (10 hex digits)", argv[1]);
                         return 0;
                 }
@@ -1294,7 +1266,7 @@ static int sim_command(Sim *s, char *line) {
 
         } else if (streq(argv[0], "ibutton")) {
                 NEED(3, "ibutton <16 hex digits> on|off");
-                if (!is_hex(argv[1], 16) || (!streq(argv[2], "on") && !streq(argv[2], "off"))) {
+                if (!hex_is_valid(argv[1], 16) || (!streq(argv[2], "on") && !streq(argv[2], "off"))) {
                         sim_command_error(s, "usage: ibutton <16 hex digits> on|off");
                         return 0;
                 }
@@ -1330,13 +1302,13 @@ static int sim_command(Sim *s, char *line) {
                         h += l;
                 }
                 hex[h] = 0;
-                if (h == 0 || h % 2 != 0 || !is_hex(hex, h)) {
+                if (h == 0 || h % 2 != 0 || !hex_is_valid(hex, h)) {
                         sim_command_error(s, "bad hex '%s'", hex);
                         return 0;
                 }
                 for (size_t i = 0; i < h; i += 2)
-                        bytes[n++] = (uint8_t) (hex_digit(hex[i]) << 4 | hex_digit(hex[i + 1]));
-                hex_string(bytes, n, hex);
+                        bytes[n++] = (uint8_t) (unhexchar(hex[i]) << 4 | unhexchar(hex[i + 1]));
+                hex_encode(bytes, n, hex);
                 if (sim_write(s, bytes, n))
                         sim_event(s, "TX raw hex=%s", hex);
                 else
