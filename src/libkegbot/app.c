@@ -5,6 +5,7 @@
 #include "app.h"
 #include "log.h"
 #include "util-io.h"
+#include "util-string.h"
 #include "util-utf8.h"
 
 #define DEFAULT_LOGFORMAT "%(asctime)s %(levelname)-8s (%(name)s) %(message)s"
@@ -89,10 +90,9 @@ _noreturn_ static void usage_error(const char *message) {
 
 void app_flag_error(const char *format, ...) {
         va_list ap;
-        char *m = NULL;
+        char *m;
         va_start(ap, format);
-        if (vasprintf(&m, format, ap) < 0)
-                m = NULL;
+        m = strdup_vprintf(format, ap);
         va_end(ap);
         usage_error(m);
 }

@@ -10,6 +10,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "util-string.h"
 
 static char *pidfile_path;      /* absolute */
 static pid_t pidfile_owner;     /* the process that wrote it */
@@ -213,7 +214,7 @@ static int notify_with_status(const char *head, const char *format, va_list ap) 
 static int notify_with_status(const char *head, const char *format, va_list ap) {
         _cleanup_(freep) char *status = NULL, *msg = NULL;
 
-        if (format && vasprintf(&status, format, ap) < 0)
+        if (format && !(status = strdup_vprintf(format, ap)))
                 return -ENOMEM;
         if (asprintf(&msg, "%s%s%s", head, status ? "STATUS=" : "", status ?: "") < 0) {
                 msg = NULL;
