@@ -181,6 +181,23 @@ static void test_refusals(void) {
         json_writer_done(NULL);
 }
 
+static void test_finish_with(void) {
+        JsonWriter w = JSON_WRITER_INIT;
+        _cleanup_(freep) char *s = NULL;
+        char *t = NULL;
+        size_t n = 0;
+
+        json_writer_object_begin(&w);
+        json_writer_object_end(&w);
+        check_int(json_writer_finish_with(&w, "\n\n", &s, &n), 0);
+        check_streq(s, "{}\n\n");
+        check_int(n, 4);
+        /* No terminator after a refused document. */
+        json_writer_string(&w, "caf\xe9");
+        check_int(json_writer_finish_with(&w, "\n", &t, &n), -EINVAL);
+        check(t == NULL);
+}
+
 static void test_length_and_reuse(void) {
         JsonWriter w = JSON_WRITER_INIT;
         _cleanup_(freep) char *a = NULL, *b = NULL;
@@ -203,6 +220,7 @@ int main(void) {
         test_nesting();
         test_strings();
         test_refusals();
+        test_finish_with();
         test_length_and_reuse();
         return test_result();
 }

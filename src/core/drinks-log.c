@@ -29,11 +29,8 @@ typedef struct DrinksLog {
         uint64_t retry_usec;
 } DrinksLog;
 
-int drinks_log_format_line(const Drink *d, int64_t drink_id, char **ret) {
+static int format_record(const Drink *d, int64_t drink_id, const char *terminator, char **ret, size_t *ret_len) {
         JsonWriter w = JSON_WRITER_INIT;
-
-        assert_return(d, -EINVAL);
-        assert_return(ret, -EINVAL);
 
         json_writer_object_begin(&w);
         json_writer_field_int(&w, "drink_id", drink_id);
@@ -41,7 +38,14 @@ int drinks_log_format_line(const Drink *d, int64_t drink_id, char **ret) {
         drink_write_pour_json(d, &w);
         json_writer_field_uint(&w, "duration", d->duration_sec);
         json_writer_object_end(&w);
-        return json_writer_finish(&w, ret, NULL);
+        return json_writer_finish_with(&w, terminator, ret, ret_len);
+}
+
+int drinks_log_format_line(const Drink *d, int64_t drink_id, char **ret) {
+        assert_return(d, -EINVAL);
+        assert_return(ret, -EINVAL);
+
+        return format_record(d, drink_id, "", ret, NULL);
 }
 
 /* ---- drinks log start-up scan ---- */
@@ -179,21 +183,12 @@ static int drinks_log_append(DrinksLog *l, Drink *d) {
         size_t len;
         int r;
 
-        r = drinks_log_format_line(d, l->next_id, &line);
+        r = format_record(d, l->next_id, "\n", &line, &len);
         if (r == -EINVAL)
                 return log_error_errno(EBADMSG, "Drink %s cannot be written to %s: its text is not valid UTF-8",
                                        d->uuid, l->path);
         if (r < 0)
                 return log_error_errno(r, "Cannot format drink %s: %m", d->uuid);
-        len = strlen(line);
-        {
-                char *t = realloc(line, len + 3);       /* '\n', NUL, and room for a leading '\n' */
-                if (!t)
-                        return log_error_errno(-ENOMEM, "Cannot record drink %s: %m", d->uuid);
-                line = t;
-                line[len++] = '\n';
-                line[len] = '\0';
-        }
 
         if (l->fd < 0) {
                 r = drinks_log_open(l);
@@ -208,6 +203,10 @@ static int drinks_log_append(DrinksLog *l, Drink *d) {
         if (st.st_size > 0) {
                 char last = '\n';
                 if (pread(l->fd, &last, 1, st.st_size - 1) == 1 && last != '\n') {
+                        char *t = realloc(line, len + 2);
+                        if (!t)
+                                return log_error_errno(ENOMEM, "Cannot record drink %s: %m", d->uuid);
+                        line = t;
                         log_warning("%s does not end with a newline; starting drink %s on a new line", l->path, d->uuid);
                         memmove(line + 1, line, len + 1);
                         line[0] = '\n';

@@ -70,11 +70,9 @@ int thermo_log_append(ThermoLog *l, const char *sensor, double value_c, uint64_t
         json_writer_field_double(&w, "temperature_c", value_c);
         json_writer_field_timestamp(&w, "time", realtime);
         json_writer_object_end(&w);
-        r = json_writer_finish(&w, &line, &len);
-        if (r >= 0) {
-                line[len] = '\n';      /* in place of the NUL: io_write_all() takes a length */
-                r = l->fd >= 0 ? io_write_all(l->fd, line, len + 1) : -EBADF;
-        }
+        r = json_writer_finish_with(&w, "\n", &line, &len);
+        if (r >= 0)
+                r = l->fd >= 0 ? io_write_all(l->fd, line, len) : -EBADF;
         if (r < 0)
                 log_warning_errno(r, "Cannot append to %s: %m", l->path);
         return r;

@@ -235,17 +235,23 @@ size_t json_writer_length(const JsonWriter *w) {
         return w ? w->out.len : 0;
 }
 
-int json_writer_finish(JsonWriter *w, char **ret, size_t *ret_len) {
+int json_writer_finish_with(JsonWriter *w, const char *suffix, char **ret, size_t *ret_len) {
         int r;
 
         assert_return(w, -EINVAL);
+        assert_return(suffix, -EINVAL);
         assert_return(ret, -EINVAL);
 
         if (w->depth > 0 || w->after_key || w->out.len == 0)
                 json_writer_set_error(w, -EINVAL);
+        strbuf_puts(&w->out, suffix);
         r = strbuf_take(&w->out, ret, ret_len);
         *w = JSON_WRITER_INIT;
         return r;
+}
+
+int json_writer_finish(JsonWriter *w, char **ret, size_t *ret_len) {
+        return json_writer_finish_with(w, "", ret, ret_len);
 }
 
 void json_writer_done(JsonWriter *w) {

@@ -70,4 +70,7 @@ size_t json_writer_length(const JsonWriter *w);
  * On any recorded error, or open containers (-EINVAL), nothing is handed over, the memory is freed
  * and the error is returned. */
 int json_writer_finish(JsonWriter *w, char **ret, size_t *ret_len);
+/* The same with 'suffix' (a record's terminator: "\n", kegnet's "\n\n") appended to the document;
+ * *ret_len counts it. */
+int json_writer_finish_with(JsonWriter *w, const char *suffix, char **ret, size_t *ret_len);
 void json_writer_done(JsonWriter *w);

@@ -328,22 +328,17 @@ int kegnet_message_encode(const KegnetMessage *m, char **ret, size_t *ret_size) 
         json_writer_object_end(&w);
 
         /* Timestamps past year 9999 are the caller's bad value like any other. */
-        r = json_writer_finish(&w, &text, &len);
+        r = json_writer_finish_with(&w, "\n\n", &text, &len);
         if (r == -ERANGE)
                 r = -EINVAL;
         if (r < 0)
                 return r;
-        if (len > KEGNET_MAX_FRAME)
+        if (len - 2 > KEGNET_MAX_FRAME)
                 return -E2BIG;
 
-        char *t = realloc(text, len + 3);
-        if (!t)
-                return -ENOMEM;
-        text = t;
-        memcpy(text + len, "\n\n", 3);
         *ret = TAKE_PTR(text);
         if (ret_size)
-                *ret_size = len + 2;
+                *ret_size = len;
         return 0;
 }
 

@@ -89,10 +89,7 @@ static void name_format(char buf[static SPOOL_NAME_MAX], uint64_t seq, const cha
 
 int spool_drink_to_json(const Drink *d, char **ret) {
         JsonWriter w = JSON_WRITER_INIT;
-        _cleanup_(freep) char *text = NULL;
         char boot_id[ID128_STRING_MAX];
-        size_t len;
-        int r;
 
         assert_return(d, -EINVAL);
         assert_return(ret, -EINVAL);
@@ -119,19 +116,8 @@ int spool_drink_to_json(const Drink *d, char **ret) {
                 json_writer_object_end(&w);
         }
         json_writer_object_end(&w);
-        r = json_writer_finish(&w, &text, &len);
-        if (r < 0)
-                return r;
-
         /* A record is one object and a newline. */
-        char *t = realloc(text, len + 2);
-        if (!t)
-                return -ENOMEM;
-        t[len] = '\n';
-        t[len + 1] = '\0';
-        text = NULL;
-        *ret = t;
-        return 0;
+        return json_writer_finish_with(&w, "\n", ret, NULL);
 }
 
 static int get_uint(json_t *o, const char *key, uint64_t *ret) {
