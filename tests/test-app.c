@@ -322,23 +322,18 @@ int main(void) {
         for (size_t i = 0; i < ELEMENTSOF(env); i++)
                 unsetenv(env[i]);
 
-        test_help();
-        test_errors();
-        test_positional();
-        test_given_and_env();
-        test_api_key_file();
-        test_kegboard_group();
-        test_common();
-        test_pidfile();
-        test_logfile();
+        test_run(test_help);
+        test_run(test_errors);
+        test_run(test_positional);
+        test_run(test_given_and_env);
+        test_run(test_api_key_file);
+        test_run(test_kegboard_group);
+        test_run(test_common);
+        test_run(test_pidfile);
+        test_run(test_logfile);
 
         char cmd[PATH_MAX + 16];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
         (void) system(cmd);
-        if (failures > 0) {
-                fprintf(stderr, "%d check(s) failed\n", failures);
-                return 1;
-        }
-        printf("all app tests passed\n");
-        return 0;
+        return test_result();
 }

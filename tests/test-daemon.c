@@ -469,20 +469,15 @@ int main(void) {
         }
         unsetenv("JOURNAL_STREAM");
 
-        test_pidfile_check();
-        test_pidfile_write();
-        test_daemonize();
-        test_daemonize_failure();
-        test_signals();
-        test_notify();
+        test_run(test_pidfile_check);
+        test_run(test_pidfile_write);
+        test_run(test_daemonize);
+        test_run(test_daemonize_failure);
+        test_run(test_signals);
+        test_run(test_notify);
 
         char cmd[PATH_MAX + 16];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
         (void) system(cmd);
-        if (failures > 0) {
-                fprintf(stderr, "%d check(s) failed\n", failures);
-                return 1;
-        }
-        printf("all daemon tests passed\n");
-        return 0;
+        return test_result();
 }

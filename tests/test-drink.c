@@ -110,8 +110,8 @@ static void test_pour_json(void) {
 }
 
 int main(void) {
-        test_new_from_flow();
-        test_dup_and_failure();
-        test_pour_json();
+        test_run(test_new_from_flow);
+        test_run(test_dup_and_failure);
+        test_run(test_pour_json);
         return test_result();
 }

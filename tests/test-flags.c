@@ -758,31 +758,26 @@ int main(void) {
         unsetenv("TEST_OTHER");
         unsetenv("TEST_VERBOSE");
 
-        test_forms();
-        test_bools();
-        test_integers();
-        test_numbers();
-        test_strings_and_enums();
-        test_positional();
-        test_unknown_and_abbreviations();
-        test_undefok();
-        test_help_flags();
-        test_flagfile();
-        test_flagfile_paths();
-        test_buffer();
-        test_env();
-        test_utf8();
-        test_help_output();
-        test_help_bounds_and_defaults();
-        test_given();
+        test_run(test_forms);
+        test_run(test_bools);
+        test_run(test_integers);
+        test_run(test_numbers);
+        test_run(test_strings_and_enums);
+        test_run(test_positional);
+        test_run(test_unknown_and_abbreviations);
+        test_run(test_undefok);
+        test_run(test_help_flags);
+        test_run(test_flagfile);
+        test_run(test_flagfile_paths);
+        test_run(test_buffer);
+        test_run(test_env);
+        test_run(test_utf8);
+        test_run(test_help_output);
+        test_run(test_help_bounds_and_defaults);
+        test_run(test_given);
 
         _cleanup_(freep) char *cmd = NULL;
         if (asprintf(&cmd, "rm -rf '%s'", tmpdir) > 0)
                 (void) system(cmd);
-        if (failures > 0) {
-                fprintf(stderr, "%d check(s) failed\n", failures);
-                return 1;
-        }
-        printf("all flags tests passed\n");
-        return 0;
+        return test_result();
 }

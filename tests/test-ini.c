@@ -543,46 +543,34 @@ static void test_files(void) {
         free(err);
 
         /* The example config of run-daemons.rst parses as pycore read it. */
-        const char *shared = getenv("KEGBOT_SOURCE_DIR");
-        if (shared) {
-                char fixture[4096];
-                snprintf(fixture, sizeof fixture, "%s/tests/fixtures/kegbot_master.cfg", shared);
-                if (access(fixture, R_OK) == 0) {
-                        err = NULL;
-                        check(ini_load_file(&ini, fixture, &err) == 0);
-                        check(err == NULL);
-                        check(ini && ini->n_sections == 7);
-                        if (ini && ini->n_sections == 7) {
-                                check_streq(ini->sections[0]->name, "kegbot_core");
-                                check_streq(ini->sections[4]->name, "second_kegboard");
-                                check_streq(ini->sections[6]->name, "kegbot_twitter");
-                        }
-                        CHECK_GET(ini, "kegbot_core", "api_url", "'http://example.com/api'");
-                        CHECK_GET(ini, "second_kegboard", "_program_name", "kegboard_daemon.py");
-                        ini_free(ini);
-                        free(err);
-                }
+        err = NULL;
+        check(ini_load_file(&ini, test_fixture("kegbot_master.cfg"), &err) == 0);
+        check(err == NULL);
+        check(ini && ini->n_sections == 7);
+        if (ini && ini->n_sections == 7) {
+                check_streq(ini->sections[0]->name, "kegbot_core");
+                check_streq(ini->sections[4]->name, "second_kegboard");
+                check_streq(ini->sections[6]->name, "kegbot_twitter");
         }
+        CHECK_GET(ini, "kegbot_core", "api_url", "'http://example.com/api'");
+        CHECK_GET(ini, "second_kegboard", "_program_name", "kegboard_daemon.py");
+        ini_free(ini);
+        free(err);
 }
 
 int main(void) {
-        test_sections_and_keys();
-        test_comments();
-        test_continuation();
-        test_repeats();
-        test_default_section();
-        test_interpolation();
-        test_interpolation_errors();
-        test_depth();
-        test_limits();
-        test_builtins();
-        test_booleans();
-        test_syntax_errors();
-        test_files();
-        if (failures) {
-                fprintf(stderr, "%d check(s) failed\n", failures);
-                return 1;
-        }
-        printf("all ini tests passed\n");
-        return 0;
+        test_run(test_sections_and_keys);
+        test_run(test_comments);
+        test_run(test_continuation);
+        test_run(test_repeats);
+        test_run(test_default_section);
+        test_run(test_interpolation);
+        test_run(test_interpolation_errors);
+        test_run(test_depth);
+        test_run(test_limits);
+        test_run(test_builtins);
+        test_run(test_booleans);
+        test_run(test_syntax_errors);
+        test_run(test_files);
+        return test_result();
 }

@@ -215,12 +215,12 @@ static void test_length_and_reuse(void) {
 }
 
 int main(void) {
-        test_object();
-        test_uint_max();
-        test_nesting();
-        test_strings();
-        test_refusals();
-        test_finish_with();
-        test_length_and_reuse();
+        test_run(test_object);
+        test_run(test_uint_max);
+        test_run(test_nesting);
+        test_run(test_strings);
+        test_run(test_refusals);
+        test_run(test_finish_with);
+        test_run(test_length_and_reuse);
         return test_result();
 }

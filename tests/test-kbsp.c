@@ -52,22 +52,19 @@ static char *tohex(const uint8_t *b, size_t n, char *out) {
         return out;
 }
 
-static const char *shared_dir(void) {
-        const char *d = getenv("KEGBOT_SHARED_DIR");
-        if (!d || !*d) {
-                fprintf(stderr, "KEGBOT_SHARED_DIR is not set: it must point to the shared/ folder "
-                                "holding kegboard-vectors/ (meson test sets it)\n");
-                exit(1);
-        }
-        return d;
+/* The Kegboard vectors: tests/fixtures/kegboard-vectors. */
+static const char *vector_path(const char *name) {
+        char rel[PATH_MAX];
+
+        snprintf(rel, sizeof rel, "kegboard-vectors/%s", name);
+        return test_fixture(rel);
 }
 
 static json_t *load_json(const char *name) {
-        char path[4096];
+        const char *path = vector_path(name);
         json_error_t err;
         json_t *j;
 
-        snprintf(path, sizeof path, "%s/kegboard-vectors/%s", shared_dir(), name);
         j = json_load_file(path, 0, &err);
         if (!j) {
                 fprintf(stderr, "cannot load %s: %s (line %d)\n", path, err.text, err.line);
@@ -77,12 +74,11 @@ static json_t *load_json(const char *name) {
 }
 
 static uint8_t *load_bin(const char *name, size_t *ret_len) {
-        char path[4096];
+        const char *path = vector_path(name);
         uint8_t *b;
         long n;
         FILE *f;
 
-        snprintf(path, sizeof path, "%s/kegboard-vectors/%s", shared_dir(), name);
         f = fopen(path, "rb");
         if (!f) {
                 fprintf(stderr, "cannot open %s: %s\n", path, strerror(errno));
@@ -1423,23 +1419,18 @@ static void test_naming(void) {
 }
 
 int main(void) {
-        test_crc();
-        test_encoders();
-        test_tlv();
-        test_resync_rules();
-        test_firmware_parser();
-        test_vectors();
-        test_named_vectors();
-        test_stream();
-        test_capture();
-        test_random_streams();
-        test_format();
-        test_naming();
+        test_run(test_crc);
+        test_run(test_encoders);
+        test_run(test_tlv);
+        test_run(test_resync_rules);
+        test_run(test_firmware_parser);
+        test_run(test_vectors);
+        test_run(test_named_vectors);
+        test_run(test_stream);
+        test_run(test_capture);
+        test_run(test_random_streams);
+        test_run(test_format);
+        test_run(test_naming);
 
-        if (failures > 0) {
-                fprintf(stderr, "%d check(s) failed\n", failures);
-                return 1;
-        }
-        printf("all kbsp tests passed\n");
-        return 0;
+        return test_result();
 }

@@ -660,21 +660,16 @@ static void test_one_shot_failure(void) {
 int main(void) {
         uint64_t start = now_usec();
 
-        test_address();
-        test_connect_and_receive();
-        test_backoff_and_spacing();
-        test_outbox_order();
-        test_outbox_limit();
-        test_slow_server();
-        test_finish();
-        test_flushed_survives_loss();
-        test_one_shot_failure();
+        test_run(test_address);
+        test_run(test_connect_and_receive);
+        test_run(test_backoff_and_spacing);
+        test_run(test_outbox_order);
+        test_run(test_outbox_limit);
+        test_run(test_slow_server);
+        test_run(test_finish);
+        test_run(test_flushed_survives_loss);
+        test_run(test_one_shot_failure);
 
         fprintf(stderr, "kegnet client tests took %llu ms\n", (unsigned long long) ((now_usec() - start) / 1000));
-        if (failures) {
-                fprintf(stderr, "%d check(s) failed\n", failures);
-                return 1;
-        }
-        printf("all kegnet client tests passed\n");
-        return 0;
+        return test_result();
 }

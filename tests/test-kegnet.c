@@ -833,24 +833,19 @@ static void test_names(void) {
 }
 
 int main(void) {
-        test_examples();
-        test_legacy_and_dropped();
-        test_roundtrip();
-        test_floats();
-        test_ints();
-        test_errors();
-        test_encode_errors();
-        test_max_frame();
-        test_splitter_chunking();
-        test_splitter_limit();
-        test_address();
-        test_preconditions();
-        test_names();
+        test_run(test_examples);
+        test_run(test_legacy_and_dropped);
+        test_run(test_roundtrip);
+        test_run(test_floats);
+        test_run(test_ints);
+        test_run(test_errors);
+        test_run(test_encode_errors);
+        test_run(test_max_frame);
+        test_run(test_splitter_chunking);
+        test_run(test_splitter_limit);
+        test_run(test_address);
+        test_run(test_preconditions);
+        test_run(test_names);
 
-        if (failures) {
-                fprintf(stderr, "%d check(s) failed\n", failures);
-                return 1;
-        }
-        printf("all kegnet tests passed\n");
-        return 0;
+        return test_result();
 }

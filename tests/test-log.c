@@ -440,23 +440,18 @@ int main(void) {
         tzset();
         unsetenv("JOURNAL_STREAM");
 
-        test_default_format();
-        test_errno();
-        test_robustness();
-        test_logformat();
-        test_journal();
-        test_file();
-        test_rotation();
-        test_relative_and_default_path();
-        test_concurrent_writers();
+        test_run(test_default_format);
+        test_run(test_errno);
+        test_run(test_robustness);
+        test_run(test_logformat);
+        test_run(test_journal);
+        test_run(test_file);
+        test_run(test_rotation);
+        test_run(test_relative_and_default_path);
+        test_run(test_concurrent_writers);
 
         char cmd[PATH_MAX + 16];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
         (void) system(cmd);
-        if (failures > 0) {
-                fprintf(stderr, "%d check(s) failed\n", failures);
-                return 1;
-        }
-        printf("all log tests passed\n");
-        return 0;
+        return test_result();
 }

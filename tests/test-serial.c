@@ -183,12 +183,10 @@ static void test_format_line(void) {
 }
 
 int main(void) {
-        test_default_device();
-        test_speeds();
-        test_open_pty();
-        test_open_file();
-        test_format_line();
-        if (failures)
-                fprintf(stderr, "%d check(s) failed\n", failures);
-        return failures ? 1 : 0;
+        test_run(test_default_device);
+        test_run(test_speeds);
+        test_run(test_open_pty);
+        test_run(test_open_file);
+        test_run(test_format_line);
+        return test_result();
 }

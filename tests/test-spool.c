@@ -16,26 +16,7 @@
 #include "log.h"
 #include "spool.h"
 #include "util-uuid.h"
-
-static int failures;
-
-#define check(expr)                                                                     \
-        do {                                                                            \
-                if (!(expr)) {                                                          \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr); \
-                        failures++;                                                     \
-                }                                                                       \
-        } while (0)
-
-#define check_streq(a, b)                                                               \
-        do {                                                                            \
-                const char *_a = (a), *_b = (b);                                        \
-                if (!_a || !_b || strcmp(_a, _b) != 0) {                                \
-                        fprintf(stderr, "%s:%d: check failed: %s == %s ('%s' vs '%s')\n", \
-                                __FILE__, __LINE__, #a, #b, _a ?: "(null)", _b ?: "(null)"); \
-                        failures++;                                                     \
-                }                                                                       \
-        } while (0)
+#include "test-util.h"
 
 static void make_uuid(unsigned i, char buf[static UUID_STRING_MAX]) {
         snprintf(buf, UUID_STRING_MAX, "%08x-0000-4000-8000-%012x", i, i * 7u);
@@ -751,7 +732,7 @@ static void test_enospc(void) {
         Spool *s = NULL;
 
         if (mount("tmpfs", root, "tmpfs", 0, "size=64k") < 0) {
-                fprintf(stderr, "test_enospc: skipped, cannot mount a tmpfs: %s\n", strerror(errno));
+                test_skip("cannot mount a tmpfs: %s", strerror(errno));
                 rm_rf(root);
                 free(root);
                 return;
@@ -815,21 +796,16 @@ static void test_enospc(void) {
 
 int main(void) {
         log_set_max_level(LOG_WARNING);
-        test_record_roundtrip();
-        test_record_rejects();
-        test_names();
-        test_reads_back_its_own_records();
-        test_preconditions();
-        test_basic_queue();
-        test_corrupt();
-        test_failed_area();
-        test_interrupted_moves();
-        test_window();
-        test_enospc();
-        if (failures) {
-                fprintf(stderr, "%d check(s) failed\n", failures);
-                return 1;
-        }
-        printf("all spool tests passed\n");
-        return 0;
+        test_run(test_record_roundtrip);
+        test_run(test_record_rejects);
+        test_run(test_names);
+        test_run(test_reads_back_its_own_records);
+        test_run(test_preconditions);
+        test_run(test_basic_queue);
+        test_run(test_corrupt);
+        test_run(test_failed_area);
+        test_run(test_interrupted_moves);
+        test_run(test_window);
+        test_run(test_enospc);
+        return test_result();
 }

@@ -140,8 +140,8 @@ static void test_shortest(void) {
 }
 
 int main(void) {
-        test_spelling();
-        test_roundtrip();
-        test_shortest();
+        test_run(test_spelling);
+        test_run(test_roundtrip);
+        test_run(test_shortest);
         return test_result();
 }

@@ -31,6 +31,6 @@ static void test_escape(void) {
 }
 
 int main(void) {
-        test_escape();
+        test_run(test_escape);
         return test_result();
 }

@@ -75,8 +75,8 @@ static void test_errors(void) {
 
 int main(void) {
         check(mkdtemp(dir) != NULL);
-        test_roundtrip();
-        test_errors();
+        test_run(test_roundtrip);
+        test_run(test_errors);
         char cmd[PATH_MAX + 16];
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
         check(system(cmd) == 0);

@@ -92,8 +92,8 @@ static void test_limit_and_errors(void) {
 }
 
 int main(void) {
-        test_append();
-        test_printf();
-        test_limit_and_errors();
+        test_run(test_append);
+        test_run(test_printf);
+        test_run(test_limit_and_errors);
         return test_result();
 }

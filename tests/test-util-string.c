@@ -24,7 +24,7 @@ static void test_error(void) {
 }
 
 int main(void) {
-        test_printf();
-        test_error();
+        test_run(test_printf);
+        test_run(test_error);
         return test_result();
 }

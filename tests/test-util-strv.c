@@ -50,7 +50,7 @@ static void test_split(void) {
 }
 
 int main(void) {
-        test_push_and_query();
-        test_split();
+        test_run(test_push_and_query);
+        test_run(test_split);
         return test_result();
 }

@@ -66,8 +66,8 @@ static void test_roundtrip(void) {
 }
 
 int main(void) {
-        test_format();
-        test_parse();
-        test_roundtrip();
+        test_run(test_format);
+        test_run(test_parse);
+        test_run(test_roundtrip);
         return test_result();
 }

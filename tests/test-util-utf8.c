@@ -54,8 +54,8 @@ static void test_sequence_length(void) {
 }
 
 int main(void) {
-        test_valid();
-        test_invalid();
-        test_sequence_length();
+        test_run(test_valid);
+        test_run(test_invalid);
+        test_run(test_sequence_length);
         return test_result();
 }

@@ -56,7 +56,7 @@ static void test_parse(void) {
 }
 
 int main(void) {
-        test_generate();
-        test_parse();
+        test_run(test_generate);
+        test_run(test_parse);
         return test_result();
 }

@@ -2,7 +2,8 @@
 wait for their log lines, talk kegnet, stand in for a core, open a simulated Kegboard.
 
 Every test script is a plain unittest module run by /usr/bin/python3 from `meson test`; the
-environment (KEGBOT_BUILD_DIR, KEGBOT_SOURCE_DIR, KEGBOT_SHARED_DIR) comes from tests/meson.build.
+environment (KEGBOT_BUILD_DIR, KEGBOT_SOURCE_DIR) comes from tests/meson.build. Test data lives in
+tests/fixtures (FIXTURES_DIR; the Kegboard vectors in VECTORS_DIR).
 """
 import json
 import os
@@ -21,7 +22,8 @@ import unittest
 
 BUILD_DIR = os.environ.get("KEGBOT_BUILD_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "build"))
 SOURCE_DIR = os.environ.get("KEGBOT_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", ".."))
-SHARED_DIR = os.environ.get("KEGBOT_SHARED_DIR", os.path.join(SOURCE_DIR, "..", "shared"))
+FIXTURES_DIR = os.path.join(SOURCE_DIR, "tests", "fixtures")
+VECTORS_DIR = os.path.join(FIXTURES_DIR, "kegboard-vectors")
 
 # Sanitizer builds are slower; tests scale their waits by this factor.
 SLOW = float(os.environ.get("KEGBOT_TEST_SLOW", "1"))
@@ -31,12 +33,13 @@ _PROGRAM_DIRS = ["src/core", "src/kegboard", "src/tools", "src/master",
 
 
 def binary(name):
-    """Path of a built program; the test is skipped if it is not built."""
+    """Path of a built program. Every program is always built: a missing one is an error (a
+    renamed program must not turn its tests into silent skips)."""
     for d in _PROGRAM_DIRS:
         p = os.path.join(BUILD_DIR, d, name)
         if os.access(p, os.X_OK):
             return p
-    raise unittest.SkipTest("program %s is not built" % name)
+    raise AssertionError("program %s is not built in %s" % (name, BUILD_DIR))
 
 
 def free_port():
@@ -391,12 +394,87 @@ class TempDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+class TapResult(unittest.TextTestResult):
+    """unittest's verbose report on stderr, and one TAP line per test on `tap` (meson runs the
+    integration tests with protocol : 'tap', see tests/meson.build): a skipped test is counted as
+    skipped, a failed subtest fails its test."""
+
+    def __init__(self, stream, descriptions, verbosity, *, tap, **kw):
+        super().__init__(stream, descriptions, verbosity, **kw)
+        self.tap = tap
+        self.n = 0
+        self._status = None
+
+    def _line(self, ok, test, directive=None):
+        self.n += 1
+        name = test.id() if hasattr(test, "_testMethodName") else str(test)
+        if name.startswith("__main__."):
+            name = name[len("__main__."):]
+        # '#' would start a TAP directive and a newline a new line: neither is kept in a name.
+        name = name.replace("#", " ").replace("\n", " ")
+        line = "%s %d - %s" % ("ok" if ok else "not ok", self.n, name)
+        if directive:
+            line += " # " + " ".join(directive.replace("#", " ").split())
+        self.tap.write(line + "\n")
+        self.tap.flush()
+
+    # A test's outcome is known at stopTest (its subtests may have failed before it "succeeds").
+    def startTest(self, test):
+        super().startTest(test)
+        self._status = ("ok", None)
+
+    def _set(self, test, status, directive=None):
+        if self._status is None:
+            # No startTest: an error or skip of setUpClass/setUpModule, reported on its own.
+            self._line(status == "ok", test, directive)
+        elif self._status[0] == "ok" or status == "not ok":
+            self._status = (status, directive)
+
+    def addError(self, test, err):
+        super().addError(test, err)
+        self._set(test, "not ok")
+
+    def addFailure(self, test, err):
+        super().addFailure(test, err)
+        self._set(test, "not ok")
+
+    def addSubTest(self, test, subtest, err):
+        super().addSubTest(test, subtest, err)
+        if err is not None:
+            self._set(test, "not ok")
+
+    def addSkip(self, test, reason):
+        super().addSkip(test, reason)
+        self._set(test, "ok", "SKIP " + reason)
+
+    def addUnexpectedSuccess(self, test):
+        super().addUnexpectedSuccess(test)
+        self._set(test, "not ok", None)
+
+    def stopTest(self, test):
+        super().stopTest(test)
+        status, directive = self._status
+        self._status = None
+        self._line(status == "ok", test, directive)
+
+
 def main():
-    """Run the calling module's tests; exit 77 (meson's 'skipped') when every test skipped."""
-    prog = unittest.main(exit=False, verbosity=2)
+    """Run the calling module's tests, reporting TAP on stdout (the plan last) and unittest's
+    verbose report on stderr. Anything else written to stdout - by the test or a child process
+    that inherits it - goes to stderr, so it cannot corrupt the TAP stream. Exit status 0 when
+    every test passed or skipped (a program whose every test skipped is a skipped test in TAP), 1
+    otherwise (also when no test ran at all: a module that lost its tests must not pass)."""
+    sys.stdout.flush()
+    tap = os.fdopen(os.dup(sys.stdout.fileno()), "w")
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
+    runner = unittest.TextTestRunner(stream=sys.stderr, verbosity=2,
+                                     resultclass=lambda *a, **kw: TapResult(*a, tap=tap, **kw))
+    prog = unittest.main(exit=False, testRunner=runner)
     r = prog.result
-    if not r.wasSuccessful():
-        sys.exit(1)
-    if r.testsRun and len(r.skipped) == r.testsRun:
-        sys.exit(77)
-    sys.exit(0)
+    ok = r.wasSuccessful()
+    if r.n == 0:
+        r._line(False, "no test ran")
+        ok = False
+    tap.write("1..%d\n" % r.n)
+    tap.flush()
+    sys.exit(0 if ok else 1)

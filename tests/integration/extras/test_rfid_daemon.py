@@ -15,7 +15,7 @@ FAKE = os.path.join(kbtest.BUILD_DIR, "tests", "integration", "extras", "rfid_da
 
 def fake_binary():
     if not os.access(FAKE, os.X_OK):
-        raise unittest.SkipTest("rfid_daemon_fakephidget is not built")
+        raise AssertionError("rfid_daemon_fakephidget is not built")
     return FAKE
 
 

@@ -341,8 +341,8 @@ class DaemonTest(unittest.TestCase):
 
     def test_replay_capture_file(self):
         core = self.core()
-        cap = os.path.join(kbtest.SHARED_DIR, "kegboard-vectors", "capture-one_flow_active.bin")
-        with open(os.path.join(kbtest.SHARED_DIR, "kegboard-vectors", "capture-one_flow_active.expected.json")) as f:
+        cap = os.path.join(kbtest.VECTORS_DIR, "capture-one_flow_active.bin")
+        with open(os.path.join(kbtest.VECTORS_DIR, "capture-one_flow_active.expected.json")) as f:
             expected = json.load(f)
         last = [m["fields"]["meter_reading"] for m in expected["messages"] if m["message"] == "meter_status"][-1]
         d = self.daemon(cap, core.port)

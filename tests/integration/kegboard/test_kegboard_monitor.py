@@ -56,7 +56,7 @@ class MonitorTest(unittest.TestCase):
         self.assertEqual(m.stop(), 0)
 
     def test_replay_capture(self):
-        vec = os.path.join(kbtest.SHARED_DIR, "kegboard-vectors")
+        vec = kbtest.VECTORS_DIR
         with open(os.path.join(vec, "capture-one_flow_active.expected.json")) as f:
             expected = json.load(f)
         r = kbtest.run([kbtest.binary("kegboard_monitor"),
@@ -71,7 +71,7 @@ class MonitorTest(unittest.TestCase):
         self.assertRegex(lines[-1], TIME + r"meter_status meter_name=flow1 meter_reading=%d$" % last)
 
     def test_replay_stream_with_errors(self):
-        vec = os.path.join(kbtest.SHARED_DIR, "kegboard-vectors")
+        vec = kbtest.VECTORS_DIR
         with open(os.path.join(vec, "expected.json")) as f:
             expected = json.load(f)
         r = kbtest.run([kbtest.binary("kegboard_monitor"), "--kegboard_device=" + os.path.join(vec, "stream.bin")])

@@ -7,9 +7,9 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 BUILD_DIR = os.environ.get('KEGBOT_BUILD_DIR', '')
 SOURCE_DIR = os.environ.get('KEGBOT_SOURCE_DIR', os.path.join(HERE, '..', '..', '..'))
-SHARED_DIR = os.environ.get('KEGBOT_SHARED_DIR', os.path.join(SOURCE_DIR, '..', 'shared'))
 MASTER = os.path.join(BUILD_DIR, 'src', 'master', 'kegbot_master')
 FIXTURE = os.path.join(SOURCE_DIR, 'tests', 'fixtures', 'kegbot_master.cfg')
+CONFIGTEST = os.path.join(SOURCE_DIR, 'tests', 'fixtures', 'kegbot_master.configtest')
 FAKE_APP = os.path.join(HERE, 'fake_app.py')
 
 

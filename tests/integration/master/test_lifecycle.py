@@ -9,6 +9,7 @@ import signal
 import time
 import unittest
 
+import kbtest
 from master_util import MASTER, Sandbox, messages
 
 CONFIG = '''
@@ -228,4 +229,4 @@ class LifecycleTest(unittest.TestCase):
 
 
 if __name__ == '__main__':
-    unittest.main(verbosity=2)
+    kbtest.main()

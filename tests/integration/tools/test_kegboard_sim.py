@@ -599,7 +599,7 @@ class SimTest(unittest.TestCase):
         return m.group(1), lines, host.frames[n:]
 
     def test_host_to_board_vectors(self):
-        with open(os.path.join(kbtest.SHARED_DIR, "kegboard-vectors", "vectors.json")) as f:
+        with open(os.path.join(kbtest.VECTORS_DIR, "vectors.json")) as f:
             vectors = [v for v in json.load(f)["vectors"] if v["direction"] == "host_to_board"]
         names = {v["name"] for v in vectors}
         for required in ("host_set_output_android_style_crc", "host_set_output_bad_crc",

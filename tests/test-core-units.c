@@ -15,16 +15,7 @@
 #include "tokens.h"
 #include "taps.h"
 #include "thermo.h"
-
-static int failures;
-
-#define CHECK(expr)                                                                     \
-        do {                                                                            \
-                if (!(expr)) {                                                          \
-                        fprintf(stderr, "%s:%d: check failed: %s\n", __FILE__, __LINE__, #expr); \
-                        failures++;                                                     \
-                }                                                                       \
-        } while (0)
+#include "test-util.h"
 
 static char tmpdir[256];
 
@@ -68,7 +59,7 @@ static Drink *make_drink(uint64_t ticks, const char *user) {
                 .duration_sec = 8,
         };
         Drink *d = NULL;
-        CHECK(drink_new_from_flow(&fd, &d) == 0);
+        check(drink_new_from_flow(&fd, &d) == 0);
         return d;
 }
 
@@ -77,89 +68,89 @@ static void test_drinks_log(void) {
         DrinkSink *s = NULL;
         Drink *d;
 
-        CHECK(asprintf(&log, "%s/drinks.log", state) > 0);
+        check(asprintf(&log, "%s/drinks.log", state) > 0);
 
         /* Fresh directory: created, next id 1. */
-        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
-        CHECK(drinks_log_next_id(s) == 1);
+        check(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_next_id(s) == 1);
 
         d = make_drink(1440, NULL);
-        CHECK(drink_sink_record(s, d) == 1);
-        CHECK(d->has_drink_id && d->drink_id == 1);
+        check(drink_sink_record(s, d) == 1);
+        check(d->has_drink_id && d->drink_id == 1);
         drink_free(d);
         d = make_drink(220, "mikey \"the\" user");
-        CHECK(drink_sink_record(s, d) == 1);
-        CHECK(d->drink_id == 2);
+        check(drink_sink_record(s, d) == 1);
+        check(d->drink_id == 2);
         {
                 char *line = NULL;
-                CHECK(drinks_log_format_line(d, 7, &line) == 0);
-                CHECK(strstr(line, "{\"drink_id\":7,\"uuid\":\"") == line);
-                CHECK(strstr(line, "\"username\":\"mikey \\\"the\\\" user\"") != NULL);
+                check(drinks_log_format_line(d, 7, &line) == 0);
+                check(strstr(line, "{\"drink_id\":7,\"uuid\":\"") == line);
+                check(strstr(line, "\"username\":\"mikey \\\"the\\\" user\"") != NULL);
                 free(line);
         }
         drink_free(d);
-        CHECK(drink_sink_n_pending(s) == 0);
+        check(drink_sink_n_pending(s) == 0);
         s = drink_sink_free(s);
 
         text = read_text(log);
         json_error_t err;
         char *second = strchr(text, '\n');
-        CHECK(second && second[1] != '\0');
+        check(second && second[1] != '\0');
         json_t *j = json_loadb(text, (size_t) (second - text), 0, &err);
-        CHECK(j != NULL);
+        check(j != NULL);
         if (j) {
-                CHECK(json_integer_value(json_object_get(j, "drink_id")) == 1);
-                CHECK(json_integer_value(json_object_get(j, "ticks")) == 1440);
-                CHECK(json_real_value(json_object_get(j, "volume_ml")) == 1440 / 2.2);
-                CHECK(json_is_null(json_object_get(j, "username")));
-                CHECK(streq(json_string_value(json_object_get(j, "start_time")), "2026-11-26T12:00:01Z"));
-                CHECK(streq(json_string_value(json_object_get(j, "pour_time")), "2026-11-26T12:00:09Z"));
-                CHECK(json_integer_value(json_object_get(j, "duration")) == 8);
-                CHECK(json_integer_value(json_object_get(j, "flow_id")) == 1795694350);
+                check(json_integer_value(json_object_get(j, "drink_id")) == 1);
+                check(json_integer_value(json_object_get(j, "ticks")) == 1440);
+                check(json_real_value(json_object_get(j, "volume_ml")) == 1440 / 2.2);
+                check(json_is_null(json_object_get(j, "username")));
+                check(streq(json_string_value(json_object_get(j, "start_time")), "2026-11-26T12:00:01Z"));
+                check(streq(json_string_value(json_object_get(j, "pour_time")), "2026-11-26T12:00:09Z"));
+                check(json_integer_value(json_object_get(j, "duration")) == 8);
+                check(json_integer_value(json_object_get(j, "flow_id")) == 1795694350);
                 json_decref(j);
         }
-        CHECK(strncmp(text, "{\"drink_id\":1,\"uuid\":\"", 22) == 0);
-        CHECK(strstr(text, "\"meter_name\":\"kegboard.flow0\",\"ticks\":1440,\"volume_ml\":654.5454545454545,"
+        check(strncmp(text, "{\"drink_id\":1,\"uuid\":\"", 22) == 0);
+        check(strstr(text, "\"meter_name\":\"kegboard.flow0\",\"ticks\":1440,\"volume_ml\":654.5454545454545,"
                            "\"username\":null,\"start_time\":\"2026-11-26T12:00:01Z\",\"pour_time\":"
                            "\"2026-11-26T12:00:09Z\",\"duration\":8}\n") != NULL);
 
         /* A torn last line is cut off; the id continues after the last complete line. */
         {
                 int fd = open(log, O_WRONLY | O_APPEND);
-                CHECK(fd >= 0);
-                CHECK(write(fd, "{\"drink_id\":3,\"uu", 17) == 17);
+                check(fd >= 0);
+                check(write(fd, "{\"drink_id\":3,\"uu", 17) == 17);
                 close(fd);
         }
-        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
-        CHECK(drinks_log_next_id(s) == 3);
+        check(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_next_id(s) == 3);
         s = drink_sink_free(s);
         free(text);
         text = read_text(log);
-        CHECK(text[strlen(text) - 1] == '\n');
-        CHECK(strstr(text, "\"drink_id\":3") == NULL);
+        check(text[strlen(text) - 1] == '\n');
+        check(strstr(text, "\"drink_id\":3") == NULL);
 
         /* Invalid complete lines at the end are skipped when looking for the last id. */
         {
                 int fd = open(log, O_WRONLY | O_APPEND);
-                CHECK(write(fd, "garbage\n{\"no_id\":1}\n", 20) == 20);
+                check(write(fd, "garbage\n{\"no_id\":1}\n", 20) == 20);
                 close(fd);
         }
-        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
-        CHECK(drinks_log_next_id(s) == 3);
+        check(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_next_id(s) == 3);
         s = drink_sink_free(s);
 
         /* A partial line appearing while the log is open (a failed append whose rollback failed
          * too) does not swallow the next drink: it starts on a line of its own. */
-        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_new(&s, state, NULL, 0) == 0);
         {
                 int fd = open(log, O_WRONLY | O_APPEND);
-                CHECK(fd >= 0);
-                CHECK(write(fd, "{\"drink_id\":3,\"uu", 17) == 17);
+                check(fd >= 0);
+                check(write(fd, "{\"drink_id\":3,\"uu", 17) == 17);
                 close(fd);
         }
         d = make_drink(330, NULL);
-        CHECK(drink_sink_record(s, d) == 1);
-        CHECK(d->drink_id == 3);
+        check(drink_sink_record(s, d) == 1);
+        check(d->drink_id == 3);
         drink_free(d);
         s = drink_sink_free(s);
         free(text);
@@ -167,21 +158,21 @@ static void test_drinks_log(void) {
         {
                 const char *want = "{\"drink_id\":3,\"uu\n{\"drink_id\":3,\"uuid\":\"";
                 const char *at = strstr(text, want);
-                CHECK(at != NULL);
-                CHECK(at && strstr(at, "\"ticks\":330,") != NULL);
+                check(at != NULL);
+                check(at && strstr(at, "\"ticks\":330,") != NULL);
         }
-        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
-        CHECK(drinks_log_next_id(s) == 4);
+        check(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_next_id(s) == 4);
         s = drink_sink_free(s);
 
         /* Only a torn line: the file becomes empty, ids start at 1. */
         write_text(log, "{\"drink_id\":99");
-        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
-        CHECK(drinks_log_next_id(s) == 1);
+        check(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_next_id(s) == 1);
         s = drink_sink_free(s);
         free(text);
         text = read_text(log);
-        CHECK(text[0] == '\0');
+        check(text[0] == '\0');
 
         /* A long line (a 20,000-character meter name of control characters, 6 bytes each once
          * escaped: far more than 64 KiB) is still a valid last line: its drink_id must not be reused. */
@@ -191,19 +182,19 @@ static void test_drinks_log(void) {
                         .flow_id = 1, .meter_name = name, .ticks = 100, .volume_known = true,
                         .volume_ml = 50.0, .start_realtime = USEC_PER_SEC, .pour_realtime = USEC_PER_SEC,
                 };
-                CHECK(name != NULL);
+                check(name != NULL);
                 memset(name, '\x01', 20000);
                 name[20000] = '\0';
-                CHECK(drinks_log_new(&s, state2, NULL, 0) == 0);
+                check(drinks_log_new(&s, state2, NULL, 0) == 0);
                 for (int i = 0; i < 2; i++) {
                         Drink *ld = NULL;
-                        CHECK(drink_new_from_flow(&fd, &ld) == 0);
-                        CHECK(drink_sink_record(s, ld) == 1);
+                        check(drink_new_from_flow(&fd, &ld) == 0);
+                        check(drink_sink_record(s, ld) == 1);
                         drink_free(ld);
                 }
                 s = drink_sink_free(s);
-                CHECK(drinks_log_new(&s, state2, NULL, 0) == 0);
-                CHECK(drinks_log_next_id(s) == 3);
+                check(drinks_log_new(&s, state2, NULL, 0) == 0);
+                check(drinks_log_next_id(s) == 3);
                 s = drink_sink_free(s);
         }
 
@@ -211,8 +202,8 @@ static void test_drinks_log(void) {
         {
                 _cleanup_(freep) char *blocker = path_in_tmp("blocker"), *bad = NULL;
                 write_text(blocker, "x");
-                CHECK(asprintf(&bad, "%s/sub", blocker) > 0);
-                CHECK(drinks_log_new(&s, bad, NULL, 0) < 0);
+                check(asprintf(&bad, "%s/sub", blocker) > 0);
+                check(drinks_log_new(&s, bad, NULL, 0) < 0);
         }
 }
 
@@ -242,8 +233,8 @@ static void test_drinks_log_ids_and_text(void) {
         Drink *d;
         size_t n = 0;
 
-        CHECK(asprintf(&log, "%s/drinks.log", state) > 0);
-        CHECK(mkdir(state, 0750) == 0);
+        check(asprintf(&log, "%s/drinks.log", state) > 0);
+        check(mkdir(state, 0750) == 0);
 
         /* What an older version wrote for a Latin-1 username: a line that is not JSON. Its drink_id
          * is still taken, also when an invalid line follows, and after any number of restarts. */
@@ -252,8 +243,8 @@ static void test_drinks_log_ids_and_text(void) {
                    "{\"drink_id\":2,\"uuid\":\"b\",\"username\":\"caf\xe9\",\"ticks\":1}\n"
                    "garbage\n");
         for (int restart = 0; restart < 2; restart++) {
-                CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
-                CHECK(drinks_log_next_id(s) == 3);
+                check(drinks_log_new(&s, state, NULL, 0) == 0);
+                check(drinks_log_next_id(s) == 3);
                 s = drink_sink_free(s);
         }
         /* The highest id wins, wherever it stands; spaces around ':' are fine; an id inside a
@@ -262,34 +253,34 @@ static void test_drinks_log_ids_and_text(void) {
                    "{\"drink_id\" : 7,\"uuid\":\"a\"}\n"
                    "{\"drink_id\":5,\"username\":\"x\\\",\\\"drink_id\\\":999,\\\"y\":\"\xff\"}\n"
                    "{\"uuid\":\"drink_id\",\"note\":\"\\\"drink_id\\\":500\"}\n");
-        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
-        CHECK(drinks_log_next_id(s) == 8);
+        check(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_next_id(s) == 8);
 
         /* From here on every line is JSON, whatever the text: quotes, backslashes, control
          * characters, a line separator, non-ASCII letters. */
         write_text(log, "");
         s = drink_sink_free(s);
-        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_new(&s, state, NULL, 0) == 0);
         static const char *const users[] = {
                 NULL, "mikey", "caf\xc3\xa9", "a\"b\\c", "tab\there\nnewline\x01\x1f\x7f",
                 "x\",\"drink_id\":999,\"y\":\"", "\xe2\x80\xa8\xf0\x9f\x8d\xba",
         };
         for (size_t i = 0; i < ELEMENTSOF(users); i++) {
                 d = make_drink(100 + i, users[i]);
-                CHECK(drink_sink_record(s, d) == DRINK_SINK_ACCEPTED);
-                CHECK(d->drink_id == (int64_t) i + 1);
+                check(drink_sink_record(s, d) == DRINK_SINK_ACCEPTED);
+                check(d->drink_id == (int64_t) i + 1);
                 drink_free(d);
         }
         /* Text that is not UTF-8 is never written: the drink is refused, not held. */
         d = make_drink(999, "caf\xe9");
-        CHECK(drink_sink_record(s, d) == -EBADMSG);
-        CHECK(drink_sink_n_pending(s) == 0);
+        check(drink_sink_record(s, d) == -EBADMSG);
+        check(drink_sink_n_pending(s) == 0);
         drink_free(d);
         s = drink_sink_free(s);
-        CHECK(all_lines_json(log, &n));
-        CHECK(n == ELEMENTSOF(users));
-        CHECK(drinks_log_new(&s, state, NULL, 0) == 0);
-        CHECK(drinks_log_next_id(s) == (int64_t) ELEMENTSOF(users) + 1);
+        check(all_lines_json(log, &n));
+        check(n == ELEMENTSOF(users));
+        check(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_next_id(s) == (int64_t) ELEMENTSOF(users) + 1);
         s = drink_sink_free(s);
 }
 
@@ -303,44 +294,44 @@ static void test_taps_file(void) {
                    "[kegboard.flow0]\nname = Main Tap\nml_per_tick = 0.454545\n"
                    "[kegboard.flow1]\nticks_per_ml = 2\nport = relay1\n"
                    "[kegboard.flow2]\ncolour = red\n");
-        CHECK(tap_table_load_file(p, 0.25, &t, &err) == 0);
+        check(tap_table_load_file(p, 0.25, &t, &err) == 0);
         if (t) {
-                CHECK(t->n_taps == 3);
-                CHECK(streq(t->taps[0].meter_name, "kegboard.flow0"));
-                CHECK(streq(t->taps[0].name, "Main Tap"));
-                CHECK(t->taps[0].ml_per_tick == 0.454545);
-                CHECK(streq(t->taps[0].relay_name, "kegboard.relay0"));
-                CHECK(streq(t->taps[1].name, "kegboard.flow1"));
-                CHECK(t->taps[1].ml_per_tick == 0.5);
-                CHECK(streq(t->taps[1].relay_name, "kegboard.relay1"));
-                CHECK(t->taps[2].ml_per_tick == 0.25);
+                check(t->n_taps == 3);
+                check(streq(t->taps[0].meter_name, "kegboard.flow0"));
+                check(streq(t->taps[0].name, "Main Tap"));
+                check(t->taps[0].ml_per_tick == 0.454545);
+                check(streq(t->taps[0].relay_name, "kegboard.relay0"));
+                check(streq(t->taps[1].name, "kegboard.flow1"));
+                check(t->taps[1].ml_per_tick == 0.5);
+                check(streq(t->taps[1].relay_name, "kegboard.relay1"));
+                check(t->taps[2].ml_per_tick == 0.25);
         }
         t = tap_table_free(t);
 
         write_text(p, "[kegboard.flow0]\nml_per_tick = 1\nticks_per_ml = 2\n");
-        CHECK(tap_table_load_file(p, 0.25, &t, &err) == -EINVAL);
-        CHECK(err && strstr(err, "both ml_per_tick and ticks_per_ml"));
+        check(tap_table_load_file(p, 0.25, &t, &err) == -EINVAL);
+        check(err && strstr(err, "both ml_per_tick and ticks_per_ml"));
         free(TAKE_PTR(err));
 
         write_text(p, "[kegboard.flow0]\nml_per_tick = 0\n");
-        CHECK(tap_table_load_file(p, 0.25, &t, &err) == -EINVAL);
-        CHECK(err && strstr(err, ":2:"));
+        check(tap_table_load_file(p, 0.25, &t, &err) == -EINVAL);
+        check(err && strstr(err, ":2:"));
         free(TAKE_PTR(err));
 
         write_text(p, "[kegboard.flow0]\nticks_per_ml = abc\n");
-        CHECK(tap_table_load_file(p, 0.25, &t, &err) == -EINVAL);
+        check(tap_table_load_file(p, 0.25, &t, &err) == -EINVAL);
         free(TAKE_PTR(err));
 
         write_text(p, "ml_per_tick = 1\n");
-        CHECK(tap_table_load_file(p, 0.25, &t, &err) < 0);
+        check(tap_table_load_file(p, 0.25, &t, &err) < 0);
         free(TAKE_PTR(err));
 
         {
                 _cleanup_(freep) char *missing = path_in_tmp("missing.ini");
-                CHECK(tap_table_load_file(missing, 0.25, &t, &err) == -ENOENT);
+                check(tap_table_load_file(missing, 0.25, &t, &err) == -ENOENT);
                 free(TAKE_PTR(err));
         }
-        CHECK(t == NULL);
+        check(t == NULL);
 }
 
 static int n_added, n_updated, n_removed;
@@ -364,46 +355,46 @@ static void test_tap_registry(void) {
 
         flow_engine_config_init(&c);
         c.create_unknown_taps = true;
-        CHECK(flow_engine_new(&e, &c, NULL, NULL) == 0);
-        CHECK(tap_registry_new(&r, e, on_change, NULL) == 0);
+        check(flow_engine_new(&e, &c, NULL, NULL) == 0);
+        check(tap_registry_new(&r, e, on_change, NULL) == 0);
 
-        CHECK(tap_table_new(&t) == 0);
-        CHECK(tap_table_add(t, "m.flow0", "A", 0.5, "m.relay0") == 0);
-        CHECK(tap_table_add(t, "m.flow1", NULL, 2.0, NULL) == 0);
-        CHECK(tap_table_add(t, "m.flow1", NULL, 2.0, NULL) == -EEXIST);
-        CHECK(tap_table_add(t, "m.flow9", NULL, 0.0, NULL) == -EINVAL);
-        CHECK(tap_registry_replace(r, t, TAP_SOURCE_FILE) == 2);
-        CHECK(n_added == 2);
-        CHECK(tap_registry_n_taps(r) == 2);
+        check(tap_table_new(&t) == 0);
+        check(tap_table_add(t, "m.flow0", "A", 0.5, "m.relay0") == 0);
+        check(tap_table_add(t, "m.flow1", NULL, 2.0, NULL) == 0);
+        check(tap_table_add(t, "m.flow1", NULL, 2.0, NULL) == -EEXIST);
+        check(tap_table_add(t, "m.flow9", NULL, 0.0, NULL) == -EINVAL);
+        check(tap_registry_replace(r, t, TAP_SOURCE_FILE) == 2);
+        check(n_added == 2);
+        check(tap_registry_n_taps(r) == 2);
         t = tap_table_free(t);
 
         /* A first-sight tap. */
-        CHECK(flow_engine_meter_update(e, "m.flow5", 10, &now) == 0);
-        CHECK(tap_registry_n_taps(r) == 3);
+        check(flow_engine_meter_update(e, "m.flow5", 10, &now) == 0);
+        check(tap_registry_n_taps(r) == 3);
 
         /* Replace: flow0 changed, flow1 gone, the first-sight tap kept. */
-        CHECK(tap_table_new(&t) == 0);
-        CHECK(tap_table_add(t, "m.flow0", "A", 0.25, "m.relay0") == 0);
-        CHECK(tap_registry_replace(r, t, TAP_SOURCE_SERVER) == 2);
-        CHECK(n_updated == 1);
-        CHECK(n_removed == 1);
-        CHECK(flow_engine_get_tap(e, "m.flow1", &info) == -ENOENT);
-        CHECK(flow_engine_get_tap(e, "m.flow5", &info) == 0);
-        CHECK(flow_engine_get_tap(e, "m.flow0", &info) == 0 && info.ml_per_tick == 0.25);
+        check(tap_table_new(&t) == 0);
+        check(tap_table_add(t, "m.flow0", "A", 0.25, "m.relay0") == 0);
+        check(tap_registry_replace(r, t, TAP_SOURCE_SERVER) == 2);
+        check(n_updated == 1);
+        check(n_removed == 1);
+        check(flow_engine_get_tap(e, "m.flow1", &info) == -ENOENT);
+        check(flow_engine_get_tap(e, "m.flow5", &info) == 0);
+        check(flow_engine_get_tap(e, "m.flow0", &info) == 0 && info.ml_per_tick == 0.25);
         /* Same table again: no change. */
-        CHECK(tap_registry_replace(r, t, TAP_SOURCE_SERVER) == 0);
+        check(tap_registry_replace(r, t, TAP_SOURCE_SERVER) == 0);
         t = tap_table_free(t);
 
         /* Load from a file: a syntax error changes nothing. */
         {
                 _cleanup_(freep) char *p = path_in_tmp("reg.ini");
                 write_text(p, "[m.flow0]\nml_per_tick = -1\n");
-                CHECK(tap_registry_load_file(r, p, 0.5) < 0);
-                CHECK(flow_engine_get_tap(e, "m.flow0", &info) == 0 && info.ml_per_tick == 0.25);
+                check(tap_registry_load_file(r, p, 0.5) < 0);
+                check(flow_engine_get_tap(e, "m.flow0", &info) == 0 && info.ml_per_tick == 0.25);
                 write_text(p, "[m.flow3]\n");
-                CHECK(tap_registry_load_file(r, p, 0.5) == 2);
-                CHECK(flow_engine_get_tap(e, "m.flow0", &info) == -ENOENT);
-                CHECK(flow_engine_get_tap(e, "m.flow3", &info) == 0 && info.ml_per_tick == 0.5);
+                check(tap_registry_load_file(r, p, 0.5) == 2);
+                check(flow_engine_get_tap(e, "m.flow0", &info) == -ENOENT);
+                check(flow_engine_get_tap(e, "m.flow3", &info) == 0 && info.ml_per_tick == 0.5);
         }
 
         tap_registry_free(r);
@@ -422,39 +413,39 @@ static void test_thermo(void) {
         uint64_t minute = UINT64_C(1795694400) * USEC_PER_SEC;      /* a whole minute */
         uint64_t mono = 5 * USEC_PER_SEC;
 
-        CHECK(thermo_manager_new(&t) == 0);
-        CHECK(thermo_manager_next_deadline(t) == THERMO_NO_DEADLINE);
+        check(thermo_manager_new(&t) == 0);
+        check(thermo_manager_next_deadline(t) == THERMO_NO_DEADLINE);
 
-        CHECK(thermo_manager_reading(t, "kb.thermo-1", 85.0, mono, minute, &s) == THERMO_DROPPED);
-        CHECK(thermo_manager_reading(t, "kb.thermo-1", -20.1, mono, minute, &s) == THERMO_DROPPED);
-        CHECK(thermo_manager_reading(t, "kb.thermo-1", 80.1, mono, minute, &s) == THERMO_DROPPED);
-        CHECK(thermo_manager_reading(t, "kb.thermo-1", NAN, mono, minute, &s) == THERMO_DROPPED);
-        CHECK(thermo_manager_n_sensors(t) == 0);
+        check(thermo_manager_reading(t, "kb.thermo-1", 85.0, mono, minute, &s) == THERMO_DROPPED);
+        check(thermo_manager_reading(t, "kb.thermo-1", -20.1, mono, minute, &s) == THERMO_DROPPED);
+        check(thermo_manager_reading(t, "kb.thermo-1", 80.1, mono, minute, &s) == THERMO_DROPPED);
+        check(thermo_manager_reading(t, "kb.thermo-1", NAN, mono, minute, &s) == THERMO_DROPPED);
+        check(thermo_manager_n_sensors(t) == 0);
 
-        CHECK(thermo_manager_reading(t, "kb.thermo-1", -20.0, mono, minute + 1, &s) == THERMO_RECORD);
-        CHECK(s && s->value == -20.0);
-        CHECK(thermo_manager_reading(t, "kb.thermo-1", 80.0, mono + 1, minute + 59 * USEC_PER_SEC, &s) == THERMO_ACCEPTED);
-        CHECK(s && s->value == 80.0);
-        CHECK(thermo_manager_reading(t, "kb.thermo-1", 4.5, mono + 2, minute + 60 * USEC_PER_SEC, &s) == THERMO_RECORD);
-        CHECK(thermo_manager_reading(t, "kb.thermo-2", 4.5, mono + 2, minute + 60 * USEC_PER_SEC, &s) == THERMO_RECORD);
-        CHECK(thermo_manager_n_sensors(t) == 2);
-        CHECK(thermo_manager_find(t, "kb.thermo-2") != NULL);
-        CHECK(thermo_manager_find(t, "nope") == NULL);
+        check(thermo_manager_reading(t, "kb.thermo-1", -20.0, mono, minute + 1, &s) == THERMO_RECORD);
+        check(s && s->value == -20.0);
+        check(thermo_manager_reading(t, "kb.thermo-1", 80.0, mono + 1, minute + 59 * USEC_PER_SEC, &s) == THERMO_ACCEPTED);
+        check(s && s->value == 80.0);
+        check(thermo_manager_reading(t, "kb.thermo-1", 4.5, mono + 2, minute + 60 * USEC_PER_SEC, &s) == THERMO_RECORD);
+        check(thermo_manager_reading(t, "kb.thermo-2", 4.5, mono + 2, minute + 60 * USEC_PER_SEC, &s) == THERMO_RECORD);
+        check(thermo_manager_n_sensors(t) == 2);
+        check(thermo_manager_find(t, "kb.thermo-2") != NULL);
+        check(thermo_manager_find(t, "nope") == NULL);
 
         /* Silence: more than 2 minutes after the last reading. */
-        CHECK(thermo_manager_next_deadline(t) == mono + 2 + THERMO_SILENCE_USEC + 1);
-        CHECK(thermo_manager_process_deadlines(t, mono + 2 + THERMO_SILENCE_USEC, on_silent, NULL) == 0);
-        CHECK(thermo_manager_process_deadlines(t, mono + 2 + THERMO_SILENCE_USEC + 1, on_silent, NULL) == 2);
-        CHECK(n_silent == 2);
-        CHECK(thermo_manager_next_deadline(t) == THERMO_NO_DEADLINE);
-        CHECK(thermo_manager_sensor_at(t, 0)->silent);
-        CHECK(thermo_manager_sensor_at(t, 5) == NULL);
+        check(thermo_manager_next_deadline(t) == mono + 2 + THERMO_SILENCE_USEC + 1);
+        check(thermo_manager_process_deadlines(t, mono + 2 + THERMO_SILENCE_USEC, on_silent, NULL) == 0);
+        check(thermo_manager_process_deadlines(t, mono + 2 + THERMO_SILENCE_USEC + 1, on_silent, NULL) == 2);
+        check(n_silent == 2);
+        check(thermo_manager_next_deadline(t) == THERMO_NO_DEADLINE);
+        check(thermo_manager_sensor_at(t, 0)->silent);
+        check(thermo_manager_sensor_at(t, 5) == NULL);
         /* Warned once; a new reading revives the sensor. */
-        CHECK(thermo_manager_process_deadlines(t, mono + 10 * THERMO_SILENCE_USEC, on_silent, NULL) == 0);
-        CHECK(thermo_manager_reading(t, "kb.thermo-1", 3.0, mono + 500 * USEC_PER_SEC,
+        check(thermo_manager_process_deadlines(t, mono + 10 * THERMO_SILENCE_USEC, on_silent, NULL) == 0);
+        check(thermo_manager_reading(t, "kb.thermo-1", 3.0, mono + 500 * USEC_PER_SEC,
                                      minute + 600 * USEC_PER_SEC, &s) == THERMO_RECORD);
-        CHECK(!s->silent);
-        CHECK(thermo_manager_next_deadline(t) == mono + 500 * USEC_PER_SEC + THERMO_SILENCE_USEC + 1);
+        check(!s->silent);
+        check(thermo_manager_next_deadline(t) == mono + 500 * USEC_PER_SEC + THERMO_SILENCE_USEC + 1);
 
         thermo_manager_free(t);
 }
@@ -469,15 +460,15 @@ static void test_tokens(void) {
                    "[core.rfid:0415AB23CD]\nusername = dave\n"
                    "[core.onewire:aaaa]\nusername = alice\nenabled = no\n"
                    "[my.reader:CaseKept]\nusername = bob\nenabled = yes\n");
-        CHECK(tokens_load(p, &db, &err) == 0);
-        CHECK(tokens_size(db) == 3);
-        CHECK(tokens_lookup(db, "core.rfid", "0415ab23cd", &user) == TOKENS_OK && streq(user, "dave"));
-        CHECK(tokens_lookup(db, "core.rfid", "0415AB23CD", &user) == TOKENS_OK);
-        CHECK(tokens_lookup(db, "core.onewire", "AAAA", &user) == TOKENS_DISABLED);
-        CHECK(tokens_lookup(db, "my.reader", "CaseKept", &user) == TOKENS_OK && streq(user, "bob"));
-        CHECK(tokens_lookup(db, "my.reader", "casekept", &user) == TOKENS_NOT_ASSIGNED);
-        CHECK(tokens_lookup(db, "core.onewire", "0415ab23cd", &user) == TOKENS_NOT_ASSIGNED);
-        CHECK(tokens_lookup(NULL, "core.rfid", "x", &user) == TOKENS_NOT_ASSIGNED);
+        check(tokens_load(p, &db, &err) == 0);
+        check(tokens_size(db) == 3);
+        check(tokens_lookup(db, "core.rfid", "0415ab23cd", &user) == TOKENS_OK && streq(user, "dave"));
+        check(tokens_lookup(db, "core.rfid", "0415AB23CD", &user) == TOKENS_OK);
+        check(tokens_lookup(db, "core.onewire", "AAAA", &user) == TOKENS_DISABLED);
+        check(tokens_lookup(db, "my.reader", "CaseKept", &user) == TOKENS_OK && streq(user, "bob"));
+        check(tokens_lookup(db, "my.reader", "casekept", &user) == TOKENS_NOT_ASSIGNED);
+        check(tokens_lookup(db, "core.onewire", "0415ab23cd", &user) == TOKENS_NOT_ASSIGNED);
+        check(tokens_lookup(NULL, "core.rfid", "x", &user) == TOKENS_NOT_ASSIGNED);
         db = tokens_free(db);
 
         const char *bad[] = {
@@ -490,13 +481,13 @@ static void test_tokens(void) {
         };
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
                 write_text(p, bad[i]);
-                CHECK(tokens_load(p, &db, &err) < 0);
-                CHECK(db == NULL);
+                check(tokens_load(p, &db, &err) < 0);
+                check(db == NULL);
                 free(TAKE_PTR(err));
         }
         {
                 _cleanup_(freep) char *missing = path_in_tmp("none.ini");
-                CHECK(tokens_load(missing, &db, &err) == -ENOENT);
+                check(tokens_load(missing, &db, &err) == -ENOENT);
                 free(TAKE_PTR(err));
         }
 
@@ -504,10 +495,10 @@ static void test_tokens(void) {
         {
                 _cleanup_(freep) char *want = NULL;
                 write_text(p, "[core.rfid:0415ab23cd]\nusername = caf\xe9\n");
-                CHECK(tokens_load(p, &db, &err) == -EINVAL);
-                CHECK(db == NULL);
-                CHECK(asprintf(&want, "%s:2: not valid UTF-8", p) > 0);
-                CHECK(err && streq(err, want));
+                check(tokens_load(p, &db, &err) == -EINVAL);
+                check(db == NULL);
+                check(asprintf(&want, "%s:2: not valid UTF-8", p) > 0);
+                check(err && streq(err, want));
                 free(TAKE_PTR(err));
         }
 }
@@ -520,17 +511,15 @@ int main(void) {
                 return 1;
         log_set_max_level(LOG_ERR);     /* expected warnings would only clutter the output */
 
-        test_drinks_log();
-        test_drinks_log_ids_and_text();
-        test_taps_file();
-        test_tap_registry();
-        test_thermo();
-        test_tokens();
+        test_run(test_drinks_log);
+        test_run(test_drinks_log_ids_and_text);
+        test_run(test_taps_file);
+        test_run(test_tap_registry);
+        test_run(test_thermo);
+        test_run(test_tokens);
 
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
         if (system(cmd) != 0)
                 fprintf(stderr, "could not remove %s\n", tmpdir);
-        if (failures)
-                fprintf(stderr, "%d checks failed\n", failures);
-        return failures ? 1 : 0;
+        return test_result();
 }
