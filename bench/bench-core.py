@@ -17,7 +17,6 @@ import sys
 import threading
 import time
 import tty
-import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "integration"))
 import kbtest  # noqa: E402

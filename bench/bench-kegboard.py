@@ -7,7 +7,6 @@ CPU = (utime + stime) over the run from /proc/<pid>/stat; memory from /proc/<pid
 Prints figures (targets: CPU < 1 % of one core, RSS < 3 MB, PSS < 1.5 MB); never fails on them.
 """
 import os
-import struct
 import sys
 import time
 import tty

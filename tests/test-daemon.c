@@ -47,6 +47,7 @@ static pid_t dead_pid(void) {
         return p;
 }
 
+/* Polls for a file to appear or go (the daemonized process has no other channel to us). */
 static bool wait_for(bool (*cond)(const char *), const char *arg) {
         for (int i = 0; i < 500; i++) {
                 if (cond(arg))
@@ -195,7 +196,8 @@ static bool is_dev_null(int fd) {
 
 static void test_daemonize(void) {
         _cleanup_(freep) char *pidfile = tmp_path("d.pid"), *report = tmp_path("report"),
-                         *hold = tmp_path("hold"), *logfile = tmp_path("d.log"), *console = tmp_path("console");
+                         *report_tmp = tmp_path("report.tmp"), *hold = tmp_path("hold"),
+                         *logfile = tmp_path("d.log"), *console = tmp_path("console");
         char cwd[PATH_MAX];
         check(getcwd(cwd, sizeof cwd));
 
@@ -219,16 +221,20 @@ static void test_daemonize(void) {
                 /* Background process from here on. */
                 char cur[PATH_MAX] = "";
                 mode_t old = umask(0);
-                FILE *f = fopen(report, "we");
+                /* Written aside and renamed: once the report exists, it is complete. */
+                FILE *f = fopen(report_tmp, "we");
                 if (!f)
                         _exit(6);
                 fprintf(f, "sid_leader=%d pgrp_leader=%d umask=%03o cwd=%s null=%d%d%d other=%d\n",
                         getsid(0) == getpid(), getpgrp() == getpid(), (unsigned) old,
                         getcwd(cur, sizeof cur) ? cur : "?",
                         is_dev_null(0), is_dev_null(1), is_dev_null(2), getpid() != me);
-                fclose(f);
+                if (fclose(f) != 0 || rename(report_tmp, report) < 0)
+                        _exit(6);
                 fprintf(stderr, "this goes to /dev/null\n");
                 log_info("still logging to the file");
+                /* Stays in the background until the test removes 'hold' (its descriptors are
+                 * /dev/null now, so a file is the channel). */
                 for (int i = 0; i < 1000 && access(hold, F_OK) == 0; i++)
                         usleep(10000);
                 exit(0);
@@ -252,7 +258,6 @@ static void test_daemonize(void) {
         check(stat(pidfile, &st) == 0 && (st.st_mode & 0777) == 0644);
 
         check(wait_for(exists, report));
-        usleep(50000);
         _cleanup_(freep) char *rep = read_all(report);
         check_streq(rep, "sid_leader=0 pgrp_leader=0 umask=022 cwd=/ null=111 other=1\n");
 

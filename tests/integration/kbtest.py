@@ -7,7 +7,6 @@ tests/fixtures (FIXTURES_DIR; the Kegboard vectors in VECTORS_DIR).
 """
 import json
 import os
-import queue
 import re
 import select
 import shutil

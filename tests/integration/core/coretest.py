@@ -84,20 +84,3 @@ def flow_updates(msgs, state=None):
 def events(msgs, name):
     return [m["data"] for m in msgs if m.get("event") == name]
 
-
-def collect(conn, seconds, scale=True):
-    """Every message a connection receives during the given time (scaled for slow builds unless
-    the test counts periodic events)."""
-    import time
-    out = []
-    deadline = time.monotonic() + seconds * (kbtest.SLOW if scale else 1)
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return out
-        m = conn.recv(left)
-        if m is None:
-            if conn.closed:
-                return out
-            continue
-        out.append(m)

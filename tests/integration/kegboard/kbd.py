@@ -4,7 +4,6 @@ import os
 import random
 import struct
 import threading
-import time
 import tty
 
 import kbtest
@@ -96,15 +95,3 @@ def daemon(link, core_port, *flags, env=None):
             "--kb_core_addr=%d" % core_port, "--probe_seconds=1"] + list(flags)
     return kbtest.Proc(args, env=env, name="kegboard_daemon")
 
-
-def wait_events(core, name, pred=lambda m: True, count=1, timeout=10.0):
-    """Wait until the fake core has `count` messages of that event matching pred; return them."""
-    deadline = time.monotonic() + timeout * kbtest.SLOW
-    while True:
-        got = [m for m in core.events(name) if pred(m)]
-        if len(got) >= count:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError("fake core: wanted %d %s, got %s (all: %s)" % (
-                count, name, got, core.events()[-20:]))
-        time.sleep(0.02)

@@ -2,7 +2,6 @@
 programs-and-flags.md section 5, kegnet-protocol.md sections 5 and 6."""
 import json
 import os
-import signal
 import time
 import unittest
 
@@ -198,7 +197,16 @@ class DaemonTest(unittest.TestCase):
         sim, core, d = self.start("--heartbeat_ms=300", daemon_flags=["--hello_timeout=2"])
         sim.cmd("ticks flow0 10")
         core.wait_message(ev("MeterUpdate", reading=10))
-        time.sleep(1.5)                       # heartbeats keep it alive past one timeout
+        # Heartbeats keep it alive past one timeout: once the board has sent them for more than
+        # 2 s (its own clock) since the daemon opened the port, a reading still gets through.
+        lines = sim.output("stdout")
+        opened = max(int(l.split()[0]) for l in lines if l.endswith(" OPEN"))
+
+        def heartbeats_span():
+            return max(int(l.split()[0]) for l in sim.output("stdout") if " TX hello " in l) - opened
+        kbtest.wait_until(lambda: heartbeats_span() >= 2300, timeout=6, what="heartbeats for over 2 s")
+        sim.cmd("ticks flow0 1")
+        core.wait_message(ev("MeterUpdate", reading=11))
         self.assertTrue(d.alive())
         sim.cmd("hang")
         self.assertEqual(d.wait(10), 1)
@@ -239,14 +247,16 @@ class DaemonTest(unittest.TestCase):
         sim.wait_line(r" RELAY id=1 state=off cause=watchdog$", timeout=6, key="stdout")
         d.wait_line(r"WARNING +\(kegboard\) %s: relay1 was switched off by the board" % BOARD)
         self.assertEqual([l for l in sim.events("RELAY") if "id=2" in l], [])
-        # Re-asserted every 0.3 s it stays on; disabled it goes off.
+        # Re-asserted every 0.3 s it stays on (the pauses are the scenario: 8 re-asserts span more
+        # than the 1.5 s watchdog); disabled it goes off - and that is its only 'off'.
         core.broadcast("SetRelayOutputEvent", output_name=BOARD + ".relay0", output_mode="enabled")
         for _ in range(8):
             time.sleep(0.3)
             core.broadcast("SetRelayOutputEvent", output_name=BOARD + ".relay0", output_mode="enabled")
-        self.assertEqual([l for l in sim.events("RELAY") if "id=0" in l and "state=off" in l], [])
         core.broadcast("SetRelayOutputEvent", output_name=BOARD + ".relay0", output_mode="disabled")
         sim.wait_line(r" RELAY id=0 state=off cause=command$", key="stdout")
+        self.assertEqual([l.split(" ", 1)[1] for l in sim.events("RELAY") if "id=0" in l and "state=off" in l],
+                         ["RELAY id=0 state=off cause=command"])
         # (Spacing is checked in test_relay_queue_newest_state_and_spacing, on the daemon's clock:
         # the simulator's receive times bunch up whenever it is descheduled.)
         self.assertTrue(all("crc=ok" in l for l in sim.events("RX")))
@@ -328,8 +338,11 @@ class DaemonTest(unittest.TestCase):
         # Restart the core in the middle of a pour.
         sim.cmd("pour flow0 1000 6")
         core.wait_message(lambda m: m["event"] == "MeterUpdate" and m["data"]["reading"] > 400)
+        # The core goes away; the daemon notices and fails to reconnect while the pour goes on.
+        n = d.count("stderr")
         core.close()
-        time.sleep(1.0)
+        d.wait_line(r"\(kegnet\) Disconnected!$", key="stderr", start=n)
+        d.wait_line(r"\(kegnet\) Connection failed\. Retry in \d+ seconds\.$", key="stderr", start=n)
         core2 = self.core(port)
         core2.wait_message(ev("MeterUpdate", reading=1300), timeout=15, what="final reading after restart")
         first = core2.events()[0]

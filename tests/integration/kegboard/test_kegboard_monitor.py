@@ -1,9 +1,7 @@
 """kegboard_monitor (programs-and-flags.md section 6) against kegboard_sim and capture files."""
 import json
 import os
-import re
 import signal
-import time
 import unittest
 
 import kbtest
@@ -92,16 +90,21 @@ class MonitorTest(unittest.TestCase):
         link = os.path.join(self.tmp, "ttyKB0")
         m = monitor("--kegboard_device=" + link, "--noping")
         self.procs.append(m)
-        time.sleep(0.5)
-        self.assertTrue(m.alive())
+        m.wait_line(r"INFO .*Waiting for %s$" % link)
         sim = self.sim()
         m.wait_line(TIME + r"hello firmware_version=18 ", key="stdout")
-        self.assertEqual(sim.events("RX"), [])              # --noping
+        self.assertTrue(m.alive())
+        # --noping: the simulator handles what arrived before its boot hello right after sending it,
+        # so once it has answered a later command, no ping can be pending.
+        c = sim.count("stdout")
+        sim.cmd("status")
+        sim.wait_line(r"^\d+ STATUS ", key="stdout", start=c)
+        self.assertEqual(sim.events("RX"), [])
         sim.cmd("unplug")
         m.wait_line(r"device disconnected")
         sim.wait(5)
         n = m.count("stdout")
-        sim2 = self.sim()
+        self.sim()                          # a second board on the same link
         kbtest.wait_until(lambda: m.count("stdout") > n, what="hello from the second board")
         self.assertRegex(m.output("stdout")[-1], TIME + "hello ")
         m.signal(signal.SIGINT)

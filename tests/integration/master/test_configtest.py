@@ -4,7 +4,6 @@ usage errors, all without starting anything."""
 import os
 import re
 import subprocess
-import sys
 import unittest
 
 import kbtest

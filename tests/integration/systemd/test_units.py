@@ -11,9 +11,7 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 import tempfile
-import time
 import unittest
 
 import kbtest

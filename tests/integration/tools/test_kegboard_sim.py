@@ -8,7 +8,6 @@ import json
 import os
 import re
 import select
-import signal
 import struct
 import termios
 import time
@@ -199,12 +198,31 @@ class SimTest(unittest.TestCase):
         host = Host(sim.link)
         self.hosts.append(host)
         sim.wait_line(r"^\d+ OPEN$", key="stdout", start=start)
+        # What the simulator sends from here on (its TX lines) is this host's.
+        host.tx_start = start + next(i for i, l in enumerate(self.stdout_from(sim, start)) if l.endswith(" OPEN"))
         if expect_boot:
             sim.wait_line(r"^\d+ BOOT uptime_ms=0$", key="stdout", start=start)
         return host
 
     def stdout_from(self, sim, start):
         return sim.output("stdout")[start:]
+
+    def sync(self, sim, host):
+        """Everything the simulator has done so far has reached the host: a status command is
+        answered after every event before it, the TX lines before its answer are the frames sent
+        (run without the buzzer, nothing is held back), and the host has exactly those, in order -
+        nothing more, nothing stale. Returns the number of frames."""
+        c = sim.count("stdout")
+        sim.cmd("status")
+        sim.wait_line(r"^\d+ STATUS ", key="stdout", start=c)
+        lines = sim.output("stdout")
+        end = next(i for i in range(c, len(lines)) if " STATUS " in lines[i])
+        tx = [l.split(" ", 3)[2] for l in lines[host.tx_start:end] if re.match(r"^\d+ TX (?!raw )", l)]
+        deadline = time.monotonic() + 3 * kbtest.SLOW
+        while len(host.frames) < len(tx) and time.monotonic() < deadline and host.eof is None:
+            host.pump(0.05)
+        self.assertEqual([f[1] for f in host.frames], tx, "frames at the host vs the simulator's TX lines")
+        return len(host.frames)
 
     # ---------------------------------------------------------------- boot, ping, heartbeat
 
@@ -257,7 +275,8 @@ class SimTest(unittest.TestCase):
 
         # A ping reply between two heartbeats must not move the heartbeat timer: the next heartbeat
         # comes ~300 ms after the previous one, not 300 ms after the reply. Ping well inside an
-        # interval; if the reply lands too close to a heartbeat to tell, ping again.
+        # interval (the 150 ms pause is the scenario); if the reply lands too close to a heartbeat
+        # to tell, ping again.
         for attempt in range(5):
             n = len(hellos())
             kbtest.wait_until(lambda: len(hellos()) > n, what="a heartbeat")
@@ -305,15 +324,18 @@ class SimTest(unittest.TestCase):
         sim.cmd("pour flow0 100")
         _, (_, _, f) = host.wait_frame("meter_status")
         self.assertEqual(f, {"meter_name": "flow0", "meter_reading": 100})
-        host.pump(0.3)
-        self.assertEqual(len(host.named("meter_status")), 1, "only on change")
 
         n = len(host.frames)
         sim.cmd("pour 1 300 0.6")
-        host.wait_frame("meter_status", start=n, pred=lambda f: f["meter_reading"] == 300, timeout=3)
-        host.pump(0.2)
-        readings = [f[2]["meter_reading"] for f in host.named("meter_status", n)]
-        self.assertTrue(all(f[2]["meter_name"] == "flow1" for f in host.named("meter_status", n)))
+        i, _ = host.wait_frame("meter_status", start=n, pred=lambda f: f["meter_reading"] == 300, timeout=3)
+        # Counters are u32 and wrap. This change goes out in a later meter pass than the last flow1
+        # one: when it arrives, every pass in between has run and sent nothing more.
+        sim.cmd("counter flow0 4294967295")
+        j, _ = host.wait_frame("meter_status", start=i, pred=lambda f: f["meter_reading"] == 4294967295)
+        self.assertEqual([f[2]["meter_reading"] for f in host.named("meter_status") if f[2]["meter_name"] == "flow0"],
+                         [100, 4294967295], "flow0: only on change")
+        readings = [f[2]["meter_reading"] for f in host.frames[n:j]]
+        self.assertTrue(all(f[1] == "meter_status" and f[2]["meter_name"] == "flow1" for f in host.frames[n:j]))
         self.assertEqual(readings, sorted(set(readings)), "increasing, only on change")
         self.assertEqual(readings[-1], 300)
         self.assertGreaterEqual(len(readings), 6)
@@ -323,10 +345,7 @@ class SimTest(unittest.TestCase):
         for a, b in zip(times, times[1:]):
             self.assertGreaterEqual(b - a, 50, times)
 
-        # Counters are u32 and wrap; ticks adds at once.
-        n = len(host.frames)
-        sim.cmd("counter flow0 4294967295")
-        host.wait_frame("meter_status", start=n, pred=lambda f: f["meter_reading"] == 4294967295)
+        # ticks adds at once.
         n = len(host.frames)
         sim.cmd("ticks 0 2")
         _, (_, _, f) = host.wait_frame("meter_status", start=n)
@@ -363,13 +382,18 @@ class SimTest(unittest.TestCase):
         sim.cmd("temp_remove thermo-6b0316621d4cff28")
         sim.cmd("temp_remove thermo-0123456789abcdef")
         sim.wait_line(r"^\d+ ERROR msg=", key="stdout", start=c)
-        n = len(host.frames)
-        host.wait_frame("temperature_reading", start=n, timeout=3)
-        host.pump(2.1)
-        temps = [(f["sensor_name"], f["sensor_reading"]) for _, _, f in host.named("temperature_reading", n)]
-        self.assertTrue(all(t == ("thermo-0000000000000028", 85000000) for t in temps), temps)
-        # One sensor: reported every 2 s (one idle second per bus pass).
-        self.assertLessEqual(len(temps), 2, temps)
+        # Two bus passes after the commands: only the remaining sensor, with its new value, every
+        # 2 s (one idle second per pass), by the simulator's clock.
+        c = sim.count("stdout")
+
+        def readings():
+            return [l for l in self.stdout_from(sim, c) if " TX temperature_reading " in l]
+        kbtest.wait_until(lambda: len(readings()) >= 2, timeout=6, what="two temperature readings")
+        r = readings()[:2]
+        self.assertTrue(all(l.endswith(" TX temperature_reading sensor_name=thermo-0000000000000028 "
+                                       "sensor_reading=85000000") for l in r), r)
+        self.assertGreaterEqual(event_ms(r[1]) - event_ms(r[0]), 1900, r)
+        self.assertLess(event_ms(r[1]) - event_ms(r[0]), 2000 + 1000 * kbtest.SLOW, r)
 
     # ---------------------------------------------------------------- auth tokens
 
@@ -415,7 +439,8 @@ class SimTest(unittest.TestCase):
         sim.wait_line(r"^\d+ RELAY id=0 state=on cause=command$", key="stdout", start=start)
         sim.wait_line(r"^\d+ TX output_status output_name=relay0 output_reading=1$", key="stdout",
                       start=start)
-        # Re-asserts refresh the watchdog and produce no output_status.
+        # Re-asserts refresh the watchdog and produce no output_status. (The pauses are the
+        # scenario: re-asserts 150 ms apart keep the relay on for twice the 300 ms watchdog.)
         for _ in range(4):
             time.sleep(0.15)
             host.write(set_output(0, True))
@@ -443,19 +468,27 @@ class SimTest(unittest.TestCase):
     # ---------------------------------------------------------------- hang, raw, reset, unplug
 
     def test_hang_and_unhang(self):
-        sim = self.start("--nobuzzer", "--heartbeat_ms=150")
+        sim = self.start("--nobuzzer", "--heartbeat_ms=150", "--verbose")
         host = self.open_host(sim)
         host.wait_frame("hello")
         sim.cmd("hang")
-        time.sleep(0.1)
-        host.pump(0.05)
-        n = len(host.frames)
+        n = self.sync(sim, host)
+        tx = sim.count("stdout")
+        # Hung: the meter update, the ping reply and the heartbeats are all held back. The
+        # simulator says so for each (debug lines), and a status after the ping's RX line shows
+        # no frame went out.
+        e = sim.count("stderr")
         sim.cmd("pour flow0 10")
         host.write(PING)
-        host.pump(0.6)
-        self.assertEqual(host.frames[n:], [])
+        sim.wait_line(r"^\d+ RX ping crc=ok$", key="stdout", start=tx)
+        sim.wait_line(r"Not sent \(hung\): meter_status meter_name=flow0 meter_reading=10$", key="stderr", start=e)
+        kbtest.wait_until(lambda: len([l for l in sim.output("stderr")[e:] if "Not sent (hung): hello " in l]) >= 2,
+                          what="the ping reply and a heartbeat held back")
+        self.assertEqual(self.sync(sim, host), n)
+        self.assertFalse([l for l in self.stdout_from(sim, tx) if " TX " in l])
         sim.cmd("unhang")
         host.wait_frame("hello", start=n)
+        self.sync(sim, host)
 
     def test_raw(self):
         sim = self.start("--nobuzzer", "--heartbeat_ms=0")
@@ -480,9 +513,8 @@ class SimTest(unittest.TestCase):
         host.write(set_output(2, True))
         host.wait_frame("output_status")
         sim.cmd("pour flow1 50")
-        host.wait_frame("meter_status")
-        time.sleep(0.2)
-        n = len(host.frames)
+        host.wait_frame("meter_status", pred=lambda f: f["meter_reading"] == 50)
+        n = self.sync(sim, host)
         start = sim.count("stdout")
         sim.cmd("reset")
         sim.wait_line(r"^\d+ BOOT uptime_ms=0$", key="stdout", start=start)
@@ -508,17 +540,20 @@ class SimTest(unittest.TestCase):
         self.assertFalse(os.path.lexists(sim.link))
 
     def test_open_close(self):
-        sim = self.start("--nobuzzer", "--heartbeat_ms=0")
+        sim = self.start("--nobuzzer", "--heartbeat_ms=0", "--verbose")
         host = self.open_host(sim)
         host.wait_frame("hello")
         start = sim.count("stdout")
         host.close()
         sim.wait_line(r"^\d+ CLOSE$", key="stdout", start=start)
-        # Output while nobody listens is lost, and no stale bytes wait for the next host.
+        # Output while nobody listens is lost (the simulator says so), and no stale bytes wait
+        # for the next host.
+        e = sim.count("stderr")
         sim.cmd("pour flow0 3")
-        time.sleep(0.3)
+        sim.wait_line(r"Not sent \(no host\): meter_status meter_name=flow0 meter_reading=3$", key="stderr", start=e)
         host = self.open_host(sim)
-        host.pump(0.3)
+        host.wait_frame("hello")
+        self.sync(sim, host)
         self.assertEqual([f[1] for f in host.frames], ["hello"])
 
         sim2 = self.start("--nobuzzer", "--heartbeat_ms=0", "--noreset_on_open")
@@ -547,11 +582,14 @@ class SimTest(unittest.TestCase):
         self.assertFalse(os.path.lexists(sim.link))
 
     def test_stdin_eof_keeps_running_and_sigterm(self):
-        sim = self.start("--nobuzzer")
+        sim = self.start("--nobuzzer", "--verbose")
         sim.cmd("status")
         sim.wait_line(r"^\d+ STATUS ", key="stdout")
         sim.p.stdin.close()
-        time.sleep(0.2)
+        sim.wait_line(r"End of stdin; the simulator keeps running\.", key="stderr")
+        # Still serving a host after that.
+        host = self.open_host(sim)
+        host.wait_frame("hello")
         self.assertTrue(sim.alive())
         self.assertEqual(sim.stop(), 0)
         self.assertFalse(os.path.lexists(sim.link))
@@ -589,10 +627,8 @@ class SimTest(unittest.TestCase):
         start = sim.count("stdout")
         host.write(bytes.fromhex(v["hex"]))
         sim.wait_line(r"^\d+ RX(_DROP)? ", key="stdout", start=start)
-        host.pump(0.15)
-        sim.cmd("status")
+        self.sync(sim, host)
         m = sim.wait_line(r"^\d+ STATUS .* relays=([01]{6}) ", key="stdout", start=start)
-        host.pump(0.05)
         lines = self.stdout_from(sim, start)
         sim.cmd("quit")
         self.assertEqual(sim.wait(5), 0)
@@ -647,10 +683,11 @@ class SimTest(unittest.TestCase):
         self.assertEqual(f["serial_number"], "KB-0000-0000-1A2B3C4D")
         sim.wait_line(r'^\d+ SERIAL value="KB-0000-0000-1A2B3C4D"$', key="stdout")
         # Programmed once: a second value is refused, also after a reset.
-        n = len(host.frames)
+        n = self.sync(sim, host)
+        e = sim.count("stderr")
         host.write(frame(0x85, tlv(1, b"KB-9999\0")))
-        host.pump(0.3)
-        self.assertEqual(host.frames[n:], [])
+        sim.wait_line(r"Serial number already programmed; set_serial_number ignored\.", key="stderr", start=e)
+        self.assertEqual(self.sync(sim, host), n)
         sim.cmd("reset")
         _, (_, _, f) = host.wait_frame("hello", start=n)
         self.assertEqual(f["serial_number"], "KB-0000-0000-1A2B3C4D")
