@@ -61,7 +61,7 @@ def main():
         state = os.path.join(tmp, "s1")
         core = start_core(tmp, standin, state)
         core.wait_line(r"Backend appears to be alive", timeout=10)
-        time.sleep(1.0)
+        time.sleep(1.0)                 # the measurement: RSS once idle for a second
         idle = rss_kb(core.pid)
 
         # 1. puts/s through the core while the server refuses.
@@ -103,13 +103,14 @@ def main():
                     peak[0] = max(peak[0], rss_kb(core.pid))
                 except OSError:
                     return
-                time.sleep(0.05)
+                time.sleep(0.05)        # the sampling period of the peak RSS
         th = threading.Thread(target=sample, daemon=True)
         th.start()
         t0 = time.monotonic()
         spool_dir = os.path.join(state, "spool")
+        # Polls for the effect (an empty spool) at a period well below the drain time.
         while glob.glob(os.path.join(spool_dir, "*.json")):
-            time.sleep(0.2)
+            time.sleep(0.02)
             if time.monotonic() - t0 > 500:
                 break
         dt = time.monotonic() - t0

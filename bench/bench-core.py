@@ -99,7 +99,9 @@ def bench_throughput(tmp, n=200000):
         rss_start = proc_status(core.pid, "VmRSS")
         listener = Counter(port)
         producer = Counter(port)        # the producer gets the broadcast too; keep it drained
-        time.sleep(0.2)
+        # Both accepted before the burst (else the listener could miss its start).
+        kbtest.wait_until(lambda: len([l for l in core.output("stderr") if "Remote host connected" in l]) >= 2,
+                          what="both clients connected")
         frames = b"".join(kbtest.kegnet_frame("MeterUpdate", meter_name="kegboard.flow0", reading=i)
                           for i in range(n + 1))
         listener.expect(b'"ticks":%d,' % n)
@@ -152,21 +154,17 @@ def bench_latency(tmp, samples=500):
                              name="kegboard_daemon")
         hello = kbsp_frame(0x01, tlv(1, struct.pack("<H", 18)) + tlv(3, b"BENCH".ljust(30, b"\0"))
                            + tlv(4, struct.pack("<I", 0)) + tlv(5, struct.pack("<I", 0)))
-        # Keep saying hello until the daemon has announced the board to the core.
-        deadline = time.monotonic() + 20
-        while not [l for l in core.output("stderr") if "Controller connected" in l]:
-            if time.monotonic() > deadline:
-                raise SystemExit("latency: kegboard_daemon never identified the pty board:\n"
-                                 + "\n".join(daemon.output()))
-            os.write(master, hello)
-            time.sleep(0.3)
+        # Once the daemon probes, it has opened the port (and flushed what was waiting): the board
+        # says hello and the daemon announces it to the core.
+        daemon.wait_line(r"probing for a Kegboard", timeout=10)
+        os.write(master, hello)
+        core.wait_line(r"Controller connected", timeout=20)
         os.set_blocking(master, False)
 
         def meter(reading):
             return kbsp_frame(0x10, tlv(1, b"flow0") + tlv(2, struct.pack("<I", reading)))
 
-        os.write(master, meter(0))          # baseline
-        time.sleep(0.3)
+        os.write(master, meter(0))          # baseline: handled before reading 1, which follows it
         lat = []
         for i in range(1, samples + 1):
             try:
@@ -182,7 +180,7 @@ def bench_latency(tmp, samples=500):
             if t1 is None:
                 raise SystemExit("latency: no FlowUpdate for reading %d" % i)
             lat.append((t1 - t0) * 1000.0)
-            time.sleep(0.002)
+            time.sleep(0.002)               # the scenario: readings apart, as a board sends them
         listener.close()
         lat.sort()
         return lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1], lat[-1]
@@ -198,6 +196,7 @@ def bench_idle(tmp, seconds):
     core, port = start_core(tmp)
     try:
         c = kbtest.KegnetConn.connect(port)     # an idle connected client, as in production
+        # The measurement: 2 s to settle after the connection, then the idle window itself.
         time.sleep(2)
         v0 = proc_status(core.pid, "voluntary_ctxt_switches")
         nv0 = proc_status(core.pid, "nonvoluntary_ctxt_switches")

@@ -61,13 +61,15 @@ def main():
             due -= due % flen
             if due > sent:
                 sent += os.write(master, frames[sent:due])
-            time.sleep(0.01)
+            time.sleep(0.01)        # the scenario: bytes fed at the serial line's rate
         wall = time.monotonic() - t0
         cpu = (cpu_ticks(d.pid) - reading_start) / os.sysconf("SC_CLK_TCK")
-        time.sleep(0.5)
-        mem = memory_kb(d.pid)
         n_frames = sent // flen
         last = n_frames if n_frames % 2 == 0 else n_frames - 1   # newest flow0 reading
+        # Everything fed has been handled once the newest reading is at the core.
+        core.wait_message(lambda m: m["event"] == "MeterUpdate" and m["data"]["meter_name"].endswith(".flow0")
+                          and m["data"]["reading"] == last, timeout=10)
+        mem = memory_kb(d.pid)
         delivered = [m for m in core.events("MeterUpdate") if m["data"]["meter_name"].endswith(".flow0")]
         print("kegboard_daemon at 115200-baud meter traffic for %.1f s:" % wall)
         print("  bytes fed            %d (%.0f B/s, %d meter_status frames, %.0f frames/s)" % (

@@ -47,6 +47,7 @@ cleanup_cgroups() {
 cleanup() {
   if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
     [ -n "$PID1" ] && nsenter -t "$PID1" -a /bin/systemctl poweroff >/dev/null 2>&1
+    # Polls for the exit of nspawn (bash cannot wait for a child with a timeout).
     for _ in $(seq 1 60); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.5; done
     kill -TERM "$NSPAWN_PID" 2>/dev/null
     for _ in $(seq 1 20); do kill -0 "$NSPAWN_PID" 2>/dev/null || break; sleep 0.5; done
@@ -127,7 +128,7 @@ pass() { PASSED=$((PASSED+1)); say "PASS [${SECONDS}s] $*"; }
 fail() { FAILED=$((FAILED+1)); say "FAIL [${SECONDS}s] $*"; }
 
 # wait_for SECONDS DESCRIPTION COMMAND...: retry until the command succeeds (DESCRIPTION documents
-# the call only).
+# the call only). A poll for an effect inside the container: nothing there can notify us.
 wait_for() {
   local t=$1 end
   shift 2
@@ -223,8 +224,8 @@ else
   fail "after start kegbot.target: target=$(state kegbot.target) socket=$(state kegbot-core.socket) core=$(state kegbot-core.service)"
 fi
 
-# 3. Socket activation by the first kegnet connection.
-IN bash -c 'exec 3<>/dev/tcp/127.0.0.1/9805 && sleep 0.5' >/dev/null 2>&1
+# 3. Socket activation by the first kegnet connection (queued on the socket until the core takes it).
+IN bash -c 'exec 3<>/dev/tcp/127.0.0.1/9805' >/dev/null 2>&1
 if wait_for 20 "core active" is_active kegbot-core.service; then
   st=$(IN systemctl show -P StatusText kegbot-core.service)
   pass "socket activation: kegbot-core.service active after a kegnet connection (STATUS=$st)"
@@ -248,9 +249,18 @@ else
   fail "systemctl stop kegbot-core.service: core=$(state kegbot-core.service) socket=$(state kegbot-core.socket)"
 fi
 
-# 5. A pour from a simulated Kegboard through kegboard-daemon@ttyKB0.
-IN systemd-run --unit=kegbot-systest-sim --collect -q /usr/local/bin/kegboard_sim --link=/dev/ttyKB0 --nostdin \
-  --serial_number=SYSTEST-0001 --commands="sleep 4; pour flow0 1000 1" >/dev/null 2>&1
+# 5. A pour from a simulated Kegboard through kegboard-daemon@ttyKB0. The simulator reads commands
+# from a FIFO (opened read-write, so it never sees end of file): the pour is sent once the core
+# knows the board.
+SIM_IN=/run/kegbot-systest-sim.in
+IN mkfifo "$SIM_IN"
+IN systemd-run --unit=kegbot-systest-sim --collect -q /bin/sh -c \
+  "exec /usr/local/bin/kegboard_sim --link=/dev/ttyKB0 --serial_number=SYSTEST-0001 <>$SIM_IN" >/dev/null 2>&1
+controller_connected() {
+  local c
+  c=$(IN "${BUS[@]}" --list tree org.kegbot.Core1 2>/dev/null | grep '^/org/kegbot/Core1/controller/' | head -1)
+  [ -n "$c" ] && [ "$(IN "${BUS[@]}" get-property org.kegbot.Core1 "$c" org.kegbot.Core1.Controller Connected)" = "b true" ]
+}
 if wait_for 10 "sim link" IN test -L /dev/ttyKB0; then
   # What 70-kegboard.rules does on a real system: the port belongs to group dialout, mode 0660.
   IN sh -c 'p=$(readlink -f /dev/ttyKB0) && chgrp dialout "$p" && chmod 0660 "$p"'
@@ -260,6 +270,11 @@ if wait_for 10 "sim link" IN test -L /dev/ttyKB0; then
   else
     fail "kegboard-daemon@ttyKB0.service is $(state kegboard-daemon@ttyKB0.service)"
     show_unit kegboard-daemon@ttyKB0.service kegbot-systest-sim.service
+  fi
+  if wait_for 20 "board known to the core" controller_connected; then
+    IN sh -c "echo 'pour flow0 1000 1' >$SIM_IN"
+  else
+    fail "the core never saw the board as a connected controller"
   fi
   tap=
   ticks=
@@ -298,9 +313,12 @@ IN systemd-run --unit=kegbot-systest-mute --collect -q /usr/local/bin/kegboard_s
 if wait_for 10 "mute link" IN test -L /dev/ttyKB1; then
   IN sh -c 'p=$(readlink -f /dev/ttyKB1) && chgrp dialout "$p" && chmod 0660 "$p"'
   IN systemctl start --no-block kegboard-daemon@ttyKB1.service
-  sleep 1
+  # Its decision is in the journal; then it has exited, and a restart would show as SubState
+  # auto-restart (with the restart timer pending) rather than dead.
+  gave_up() { IN journalctl -b -t kegboard_daemon --no-pager -o cat | grep -q "/dev/ttyKB1: not a kegboard"; }
   not_running() { local s; s=$(state kegboard-daemon@ttyKB1.service); [ "$s" = inactive ] || [ "$s" = failed ]; }
-  if wait_for 20 "probe gave up" not_running && sleep 3 && not_running \
+  if wait_for 20 "probe gave up" gave_up && wait_for 20 "daemon exited" not_running \
+      && [ "$(IN systemctl show -P SubState kegboard-daemon@ttyKB1.service)" = dead ] \
       && [ "$(IN systemctl show -P NRestarts kegboard-daemon@ttyKB1.service)" = 0 ]; then
     pass "not a Kegboard: kegboard-daemon@ttyKB1 stopped without restarts ($(state kegboard-daemon@ttyKB1.service), $(IN journalctl -b -t kegboard_daemon --no-pager -o cat | grep -m1 'not a kegboard'))"
   else
@@ -329,8 +347,11 @@ fi
 
 # 7. systemctl reload sends SIGHUP and the core stays up.
 pid=$(IN systemctl show -P MainPID kegbot-core.service)
+reloads() { IN journalctl -b -t kegbot_core --no-pager -o cat | grep -c "Got signal 1, reloading"; }
+n_reloads=$(reloads)
 IN systemctl reload kegbot-core.service
-sleep 1
+reloaded() { [ "$(reloads)" -gt "$n_reloads" ]; }
+wait_for 20 "the core handled SIGHUP" reloaded || fail "the core logged no reload after systemctl reload"
 if is_active kegbot-core.service && [ "$(IN systemctl show -P MainPID kegbot-core.service)" = "$pid" ]; then
   pass "systemctl reload kept the core running (pid $pid)"
 else
@@ -339,7 +360,13 @@ fi
 
 # 8. Stopping the target stops everything.
 IN systemctl stop kegbot.target
-sleep 0.5
+all_stopped() {
+  local u
+  for u in kegbot.target kegbot-core.socket kegbot-core.service kegboard-daemon@ttyKB0.service; do
+    is_inactive $u || return 1
+  done
+}
+wait_for 20 "everything stopped" all_stopped
 bad=
 for u in kegbot.target kegbot-core.socket kegbot-core.service kegboard-daemon@ttyKB0.service; do
   is_inactive $u || bad="$bad $u=$(state $u)"

@@ -4,6 +4,7 @@ lost responses, bad keys, permanent rejections, a stalled server, a damaged spoo
 import glob
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -74,9 +75,15 @@ class ServerCore(kbtest.Proc):
         return super().stop(timeout)
 
     def count_lines(self, pattern):
-        import re
         rx = re.compile(pattern)
         return len([l for l in self.output() if rx.search(l)])
+
+    def wait_uploaded(self, n, timeout=20):
+        """This core has logged n drinks as uploaded and its spool is empty. Uploads go one at a
+        time, so from here on no drink request of this core is in flight: whatever the server got
+        is final."""
+        kbtest.wait_until(lambda: self.count_lines(r"\(DrinkManager\) Logged drink ") >= n and not self.spool_files(),
+                          timeout=timeout, what="%d drinks uploaded and an empty spool" % n)
 
 
 def load_json(path):
@@ -112,7 +119,7 @@ class BackendTest(unittest.TestCase):
     # ------------------------------------------------------------------ endpoints
 
     def test_startup_and_every_endpoint(self):
-        c = self.core()
+        c = self.core("--verbose")
         c.wait_line(r"\(main\) Running in server mode, api_url=http://127\.0\.0\.1:\d+/api/")
         c.wait_line(r"\(main\) Querying backend liveness\.")
         c.wait_line(r"\(main\) Backend appears to be alive\.")
@@ -145,19 +152,32 @@ class BackendTest(unittest.TestCase):
         self.assertEqual(c.spool_files(), [])
 
         # Temperatures: the first reading of the minute is posted, no key needed but sent anyway.
+        # Readings are handled in order: once the second sensor's (sent last) is recorded, the
+        # core has decided about all of 28aa's, and it posts exactly what it records.
         c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-28aa", sensor_value=4.5)
         c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-28aa", sensor_value=4.75)
         c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-28aa", sensor_value=85.0)
-        kbtest.wait_until(lambda: self.standin.thermo(), what="thermo post")
-        time.sleep(0.5)
-        posts = self.standin.requests("thermo")
-        if len(posts) == 2:
-            # The wall-clock minute turned between the two readings.
-            self.assertEqual(posts[1]["form"], {"temp_c": "4.75"})
-        else:
-            self.assertEqual(len(posts), 1)
-        self.assertEqual(posts[0]["form"], {"temp_c": "4.5"})
-        self.assertEqual(posts[0]["path"], "/api/thermo-sensors/kegboard.thermo-28aa")
+        c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-28bb", sensor_value=5.0)
+        c.wait_line(r"\(ThermoManager\) Recording temperature sensor=kegboard\.thermo-28bb value=5\b")
+        c.wait_line(r"\(ThermoManager\) Dropping out-of-range reading sensor=kegboard\.thermo-28aa value=85\b")
+        # Each accepted reading is logged; one not recorded this minute is then dropped as excessive.
+        recorded = []
+        for l in c.output():
+            m = re.search(r"\(ThermoManager\) Recording temperature sensor=kegboard\.thermo-28aa value=(\S+)", l)
+            if m:
+                recorded.append(m.group(1))
+            elif re.search(r"\(ThermoManager\) Dropping excessive temp event sensor=kegboard\.thermo-28aa$", l):
+                recorded.pop()
+        # Two only when the wall-clock minute turned between the first two readings.
+        self.assertIn(recorded, (["4.5"], ["4.5", "4.75"]))
+
+        def posts(sensor):
+            return [r for r in self.standin.requests("thermo") if r["path"].endswith("/" + sensor)]
+        kbtest.wait_until(lambda: len(posts("kegboard.thermo-28aa")) == len(recorded) and posts("kegboard.thermo-28bb"),
+                          what="the recorded readings posted")
+        p = posts("kegboard.thermo-28aa")
+        self.assertEqual([r["form"] for r in p], [{"temp_c": v} for v in recorded])
+        self.assertEqual(p[0]["path"], "/api/thermo-sensors/kegboard.thermo-28aa")
 
         # Token lookup (lowercased for core.rfid), owned flow, relay, drink with the username.
         c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.rfid",
@@ -183,7 +203,9 @@ class BackendTest(unittest.TestCase):
                     token_value="f00d", status="removed")
         c.conn.send("TokenAuthEvent", meter_name="kegboard.flow1", auth_device_name="core.rfid",
                     token_value="f00d", status="added")
-        time.sleep(0.5)
+        # Answered again (from the cache: a lookup would be on the server before its answer).
+        kbtest.wait_until(lambda: c.count_lines(r"Token not assigned: core\.rfid/f00d$") == 2, what="the cached answer")
+        c.wait_line(r"Token core\.rfid/f00d: cached answer")
         self.assertEqual(len([r for r in self.standin.requests("auth") if r["path"].endswith("/f00d")]), 1)
 
         # Controller provisioning: controllers, then flow0 and flow1, the real serial number.
@@ -204,7 +226,11 @@ class BackendTest(unittest.TestCase):
         c2 = self.core()
         c2.conn.send("ControllerConnectedEvent", controller_name="kegboard-0a1b2c3d", serial_number="KB-0a1b2c3d")
         c2.wait_line(r"INFO .*Not creating controller: .*Controller with this Name already exists")
-        time.sleep(0.3)
+        # Provisioning ends with that answer. A later request (a sync) reaching the server shows
+        # the core went on without creating flow meters.
+        n = len(self.standin.requests("status"))
+        c2.signal(signal.SIGHUP)
+        kbtest.wait_until(lambda: len(self.standin.requests("status")) > n, what="the sync after SIGHUP")
         self.assertEqual(len(self.standin.requests("flow-meters")), 2)
 
     def test_api_v1_mount_and_profile_20(self):
@@ -246,11 +272,9 @@ class BackendTest(unittest.TestCase):
         c.wait_line(r"Backend state: online -> offline")
         self.assertTrue(c.alive())
         self.standin.accept()
-        self.standin.wait_drinks(20, timeout=30)
-        time.sleep(1.0)
+        c.wait_uploaded(20, timeout=30)
         self.assertEqual(drink_ticks(self.standin), ticks)      # each once, in order
         self.assertEqual(len(self.standin.requests("drink")), 20)
-        kbtest.wait_until(lambda: c.spool_files() == [], what="empty spool")
 
     def test_kill9_mid_upload_and_after_completion(self):
         c = self.core()
@@ -269,9 +293,8 @@ class BackendTest(unittest.TestCase):
         c2.kill()
         self.assertEqual(len(c2.spool_files()), 2)
         self.standin.accept()
-        self.core(state_dir=c.state_dir)
-        self.standin.wait_drinks(2, timeout=20)
-        time.sleep(1.5)
+        c3 = self.core(state_dir=c.state_dir)
+        c3.wait_uploaded(2)
         self.assertEqual(drink_ticks(self.standin), [500, 600])
 
     def test_lost_response_duplicates(self):
@@ -283,8 +306,7 @@ class BackendTest(unittest.TestCase):
         c.wait_line(r"Found 2 taps")
         self.standin.fail("drink", "lost", count=1)
         c.pour("kegboard.flow0", 321)
-        self.standin.wait_drinks(2, timeout=15)
-        time.sleep(1.0)
+        c.wait_uploaded(1, timeout=15)
         reqs = self.standin.requests("drink")
         self.assertEqual([r["status"] for r in reqs], ["lost", 200])
         self.assertEqual(drink_ticks(self.standin), [321, 321])
@@ -437,7 +459,7 @@ class BackendTest(unittest.TestCase):
             c.conn.recv_until(lambda m: m.get("event") == "FlowUpdate" and m["data"]["meter_name"] == "kegboard.flow0",
                               timeout=2, what="FlowUpdate")
             worst = max(worst, time.monotonic() - t0)
-            time.sleep(0.1)
+            time.sleep(0.1)         # the scenario: readings spread over the hang, as a pour sends them
         # The hang lasts 10 s: anything well below that shows the loop is not blocked; 0.5 s is
         # scaled like every timeout so a loaded (ASan, KEGBOT_TEST_SLOW) run does not flake.
         self.assertLess(worst, 0.5 * kbtest.SLOW, "FlowUpdate latency %.3f s while the server hangs" % worst)
@@ -462,8 +484,7 @@ class BackendTest(unittest.TestCase):
         self.standin.accept()
         c2 = self.core(state_dir=c.state_dir)
         c2.wait_line(r"ERROR .*Spool file .* is corrupt .*moved to failed/.*\.corrupt")
-        self.standin.wait_drinks(2)
-        time.sleep(1.0)
+        c2.wait_uploaded(2)
         self.assertEqual(drink_ticks(self.standin), [111, 333])
         self.assertEqual(len(c2.failed_files("*.corrupt")), 1)
         self.assertEqual(glob.glob(os.path.join(c.state_dir, "spool", ".*.tmp")), [])
@@ -496,8 +517,7 @@ class BackendTest(unittest.TestCase):
         self.assertTrue(c.alive())
         os.unlink(filler)
         self.standin.accept()
-        self.standin.wait_drinks(5, timeout=30)
-        time.sleep(1.0)
+        c.wait_uploaded(5, timeout=30)
         self.assertEqual(drink_ticks(self.standin), [101, 102, 103, 104, 105])
 
 

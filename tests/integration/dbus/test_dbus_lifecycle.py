@@ -49,7 +49,8 @@ class LifecycleTest(unittest.TestCase):
         conn = core.connect()
         conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
         conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=100)
-        time.sleep(0.5)
+        # Pouring works without a bus (the update comes back on the same connection).
+        conn.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 100)
         self.assertTrue(core.alive())
         bus.start()
         bus.wait_name()
@@ -65,7 +66,7 @@ class LifecycleTest(unittest.TestCase):
         conn = core.connect()
         conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
         conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=100)
-        time.sleep(0.3)
+        conn.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 100)
         conn.close()
         start = time.monotonic()
         self.assertEqual(core.stop(), 0)
@@ -85,6 +86,9 @@ class LifecycleTest(unittest.TestCase):
             core.wait_line(r"\(dbus\) Lost the connection to the system bus; reconnecting")
             # Pouring goes on without the bus.
             conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=100 + 50 * round_)
+            conn.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 100 + 50 * round_)
+            # The scenario: the outage outlasts the 1 s reconnect delay, so the core's reconnect
+            # meets the dead socket and has to wait for the bus to come back.
             time.sleep(1.5 * kbtest.SLOW)
             self.assertTrue(core.alive(), "\n".join(core.output()))
             bus.start()
@@ -144,9 +148,15 @@ class LifecycleTest(unittest.TestCase):
     def test_dbus_none(self):
         bus = self.bus()
         core = self.core(bus, "--dbus=none", wait_name=False)
-        time.sleep(0.5)
+        # Well past start-up (a pour handled), the core has no connection to the bus at all.
+        conn = core.connect()
+        conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
+        conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=10)
+        conn.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 10)
         self.assertFalse(bus.name_owner())
-        self.assertTrue(core.alive())
+        self.assertNotIn(core.pid, bus.peer_pids())
+        self.assertFalse([l for l in core.output() if "(dbus)" in l])
+        conn.close()
         self.assertEqual(core.stop(), 0)
 
     def test_log_level(self):
@@ -155,7 +165,10 @@ class LifecycleTest(unittest.TestCase):
         conn = core.connect()
         self.assertEqual(bus.get(LOGCTL, LOGCTL_IFACE, "LogLevel"), "info")
         conn.send("QuitEvent")          # dropped with a DEBUG log only
-        time.sleep(0.3)
+        # Handled in order: by the time a later pour comes back, the QuitEvent was dropped.
+        conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
+        conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=10)
+        conn.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 10)
         self.assertFalse([l for l in core.output() if "QuitEvent" in l])
 
         bus.busctl("set-property", busenv.NAME, LOGCTL, LOGCTL_IFACE, "LogLevel", "s", "debug", check=True)
@@ -167,7 +180,9 @@ class LifecycleTest(unittest.TestCase):
         bus.busctl("set-property", busenv.NAME, LOGCTL, LOGCTL_IFACE, "LogLevel", "s", "warning", check=True)
         n = len(core.output())
         conn.send("MeterUpdate", meter_name="kegboard.flow9", reading=0)   # first sight: INFO
-        time.sleep(0.3)
+        # A bad frame after it is logged at WARNING: by then the first sight has been handled.
+        conn.send_raw(b"not json\n\n")
+        core.wait_line(r"WARNING  \(kegnet\) Dropping bad frame from")
         self.assertFalse([l for l in core.output()[n:] if "INFO" in l], core.output()[n:])
         self.assertEqual(bus.get(LOGCTL, LOGCTL_IFACE, "LogTarget"), "console")
         bus.busctl("set-property", busenv.NAME, LOGCTL, LOGCTL_IFACE, "LogTarget", "s", "null", check=True)

@@ -29,7 +29,7 @@ class PourTest(unittest.TestCase):
         self.tmpdir = kbtest.TempDir()
         tmp = self.tmpdir.__enter__()
         self.bus = busenv.PrivateBus(tmp)
-        self.core = busenv.Core(tmp, self.bus, tokens=busenv.TOKENS_INI)
+        self.core = busenv.Core(tmp, self.bus, "--verbose", tokens=busenv.TOKENS_INI)
         self.mon = Monitor(self.bus)
 
     def tearDown(self):
@@ -41,7 +41,7 @@ class PourTest(unittest.TestCase):
     def test_pour_signals_properties_and_rate(self):
         conn = self.core.connect()
         conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=1000)     # baseline
-        time.sleep(0.2)
+        self.core.wait_line(r"Meter kegboard\.flow0: first reading 1000 is the baseline")
         self.assertEqual(self.bus.get(TAP0, TAP, "FlowState"), "")
 
         # 2.5 s of readings every 10 ms, 22 ticks each: 250 kegnet updates.
@@ -59,7 +59,7 @@ class PourTest(unittest.TestCase):
                 flows = [p for p in tree if p.startswith(ROOT + "/flow/")]
                 self.assertEqual(len(flows), 1)
                 self.assertEqual(self.bus.get(flows[0], IFACE + ".Flow", "MeterName"), "kegboard.flow0")
-            time.sleep(0.01)
+            time.sleep(0.01)        # the scenario: a reading every 10 ms, as a fast pour sends them
         total = 250 * 22
         kbtest.wait_until(lambda: self.bus.get(TAP0, TAP, "FlowTicks") == total, timeout=5, what="all ticks")
         # Every pour reading has been handled by now: the core's pour emissions lie in
@@ -224,7 +224,7 @@ class PourTest(unittest.TestCase):
                           what="completed")
         # Sync() re-reads the taps file (the first-sight tap stays) and sets LastSync.
         before = self.bus.get(ROOT, MANAGER, "LastSync")
-        time.sleep(0.01)
+        time.sleep(0.01)            # the clock must move for LastSync to grow
         self.bus.call(ROOT, MANAGER, "Sync")
         self.assertGreater(self.bus.get(ROOT, MANAGER, "LastSync"), before)
         self.assertIn(path, self.bus.managed_objects())

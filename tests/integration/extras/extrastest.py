@@ -56,7 +56,7 @@ class Display:
             try:
                 chunk = os.read(self.master, 4096)
             except OSError:
-                time.sleep(0.05)
+                time.sleep(0.05)        # EIO while no one has the port open: back off, do not spin
                 continue
             with self.cv:
                 self.raw += chunk

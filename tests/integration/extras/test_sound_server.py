@@ -11,7 +11,8 @@ import kbtest  # noqa: E402
 from extrastest import FakeApi  # noqa: E402
 
 # The trap is installed before PLAY is logged: the tests send the SIGTERM only after they have seen
-# the PLAY line, so a TERM is never lost to a player that had not reached its trap yet.
+# the PLAY line, so a TERM is never lost to a player that had not reached its trap yet. The sleep is
+# the sound's playing time (the scenario), not a wait.
 PLAYER = """#!/bin/sh
 log="$PLAYER_LOG"
 trap 'echo "TERM $*" >> "$log"; exit 0' TERM

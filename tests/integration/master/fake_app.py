@@ -14,7 +14,6 @@ import json
 import os
 import signal
 import sys
-import time
 
 
 def parse(argv):
@@ -100,7 +99,7 @@ def main():
         os.write(w, b'1')
         os.close(w)
     while True:
-        time.sleep(3600)
+        signal.pause()
 
 
 if __name__ == '__main__':

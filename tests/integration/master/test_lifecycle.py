@@ -5,8 +5,8 @@ way the real Kegbot programs do, installed under made-up program names in a temp
 import json
 import os
 import shutil
+import select
 import signal
-import time
 import unittest
 
 import kbtest
@@ -29,22 +29,18 @@ record = %(_pidfile_dir)s/%(__name__)s.json
 '''
 
 
-def gone(pid):
-    """Exited (a zombie not yet reaped by init counts as gone)."""
-    try:
-        with open('/proc/%d/stat' % pid) as f:
-            return f.read().rsplit(')', 1)[1].split()[0] == 'Z'
-    except (FileNotFoundError, ProcessLookupError):
-        return True
-
-
 def wait_gone(pid, timeout=5.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if gone(pid):
-            return True
-        time.sleep(0.05)
-    return False
+    """Wait for a process that is not our child to exit: its pidfd becomes readable when it does
+    (a zombie not yet reaped by init counts as gone)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        r, _, _ = select.select([fd], [], [], timeout * kbtest.SLOW)
+        return bool(r)
+    finally:
+        os.close(fd)
 
 
 class LifecycleTest(unittest.TestCase):
