@@ -87,7 +87,8 @@ for b in "${ORDER[@]}"; do
   total_skip=$((total_skip+s)); total_unallowed=$((total_unallowed+u))
 done
 
-allowed=$(grep -v '^\s*\(#\|$\)' "$ALLOWLIST" 2>/dev/null | tr '\n' ' ')
+allowed=$(sed -e 's/#.*//' -e 's/^[[:space:]]*//' -e 's/[[:space:]]*$//' -e '/^$/d' "$ALLOWLIST" 2>/dev/null \
+  | paste -sd ' ')
 echo "flaky allow-list ($ALLOWLIST): ${allowed:-empty}"
 [ -n "${KEGBOT_TEST_SKIP_SUITES:-}" ] && echo "suites left out (KEGBOT_TEST_SKIP_SUITES): $KEGBOT_TEST_SKIP_SUITES"
 totals "$total_pass" "$total_fail" "$total_flaky" "$total_skip"

@@ -189,13 +189,19 @@ class PourTest(unittest.TestCase):
         kbtest.wait_until(lambda: self.bus.get(TAP0, TAP, "FlowState") == "completed", timeout=3,
                           what="flow completed")
         self.assertEqual([p for p in self.bus.managed_objects() if p.startswith(ROOT + "/flow/")], [])
-        self.assertEqual(self.mon.signals("DrinkRecorded"), [])
 
         # SetRelay goes to the kegnet clients and shows on the tap.
         self.bus.call(ROOT, MANAGER, "SetRelay", "sb", "kegboard.relay0", "true")
         listener.recv_until(lambda m: m["event"] == "SetRelayOutputEvent" and
                             m["data"] == {"output_name": "kegboard.relay0", "output_mode": "enabled"})
         kbtest.wait_until(lambda: self.bus.get(TAP0, TAP, "RelayEnabled"), timeout=3, what="SetRelay shown")
+        # The monitor has this later change too (relay off at the removal, then on again), so a
+        # DrinkRecorded of the 0-tick flow would be there by now.
+        def relay_changes():
+            return [changed(m)[1]["RelayEnabled"] for m in self.mon.signals("PropertiesChanged", TAP0)
+                    if "RelayEnabled" in changed(m)[1]]
+        kbtest.wait_until(lambda: relay_changes()[-2:] == [False, True], timeout=5, what="relay off, on")
+        self.assertEqual(self.mon.signals("DrinkRecorded"), [])
         self.bus.call(ROOT, MANAGER, "SetRelay", "sb", "kegboard.relay0", "false")
         listener.recv_until(lambda m: m["event"] == "SetRelayOutputEvent" and
                             m["data"] == {"output_name": "kegboard.relay0", "output_mode": "disabled"})
