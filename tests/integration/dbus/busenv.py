@@ -21,6 +21,7 @@ import pwd
 import re
 import signal
 import subprocess
+import unittest
 
 import kbtest
 
@@ -79,6 +80,10 @@ def path_encode(prefix, name):
 
 class PrivateBus:
     def __init__(self, tmpdir, start=True):
+        if os.geteuid() != 0:
+            # The policy under test lets only root and the kegbot user own the name and call
+            # methods, and the clients switch to nobody with setpriv.
+            raise unittest.SkipTest("needs root (the bus policy under test is for root and user kegbot)")
         self.dir = os.path.join(tmpdir, "bus")
         os.makedirs(self.dir, exist_ok=True)
         os.chmod(self.dir, 0o755)

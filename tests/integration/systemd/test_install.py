@@ -66,6 +66,8 @@ class InstallTests(unittest.TestCase):
                             "%s not installed in %s" % (p, self.inst.bindir))
 
     def test_sysusers_tmpfiles_apply(self):
+        if os.geteuid() != 0:
+            self.skipTest("needs root (systemd-tmpfiles gives the directories to user kegbot)")
         sdtest.need_tool("systemd-sysusers", "systemd-tmpfiles")
         sysusers = self.inst.path(os.path.join(sdtest.pkgconfig_var("systemd", "sysusersdir"), "kegbot.conf"))
         tmpfiles = self.inst.path(os.path.join(sdtest.pkgconfig_var("systemd", "tmpfilesdir"), "kegbot.conf"))
