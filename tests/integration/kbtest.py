@@ -51,6 +51,9 @@ def free_port():
 
 
 def wait_until(pred, timeout=5.0, interval=0.02, what="condition"):
+    """Poll pred() for an effect that nothing announces (a file, a property, a server's log) until
+    it holds; returns its value. Prefer reading a stream (Proc.wait_line, KegnetConn.recv_until,
+    FakeCore.wait_message) where there is one."""
     deadline = time.monotonic() + timeout * SLOW
     while True:
         v = pred()
@@ -192,6 +195,7 @@ class KegnetConn:
 
     @classmethod
     def connect(cls, port, host="127.0.0.1", timeout=5.0):
+        """Connect, retrying while the port refuses (a program that is still starting)."""
         deadline = time.monotonic() + timeout * SLOW
         while True:
             try:
