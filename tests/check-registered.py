@@ -58,23 +58,23 @@ class Registered(unittest.TestCase):
                 found.append(t["name"])
         return found
 
-    def test_c_tests(self):
-        files = files_in("tests/**/test-*.c")
-        self.assertIn("tests/test-kbsp.c", files)
+    def check_tap_sources(self, pattern, example, marker):
+        """Every file matching pattern is run by a TAP test and contains marker (what makes it
+        speak TAP)."""
+        files = files_in(pattern)
+        self.assertIn(example, files)
         for f in files:
             with self.subTest(f):
                 self.assertTrue(self.runs(self.tests, f, protocol="tap"), "%s: no TAP test runs it" % f)
                 with open(os.path.join(SOURCE_DIR, f)) as src:
-                    self.assertIn('#include "test-util.h"', src.read(), "%s: checks come from test-util.h" % f)
+                    self.assertIn(marker, src.read(), "%s: reports through %s" % (f, marker))
+
+    def test_c_tests(self):
+        self.check_tap_sources("tests/**/test-*.c", "tests/test-kbsp.c", '#include "test-util.h"')
 
     def test_python_tests(self):
-        files = files_in("tests/integration/**/test_*.py")
-        self.assertIn("tests/integration/core/test_core_standalone.py", files)
-        for f in files:
-            with self.subTest(f):
-                self.assertTrue(self.runs(self.tests, f, protocol="tap"), "%s: no TAP test runs it" % f)
-                with open(os.path.join(SOURCE_DIR, f)) as src:
-                    self.assertIn("kbtest.main()", src.read(), "%s: runs through kbtest.main() (TAP)" % f)
+        self.check_tap_sources("tests/integration/**/test_*.py", "tests/integration/core/test_core_standalone.py",
+                               "kbtest.main()")
 
     def test_fuzz_targets(self):
         files = files_in("fuzz/fuzz-*.c")

@@ -19,32 +19,6 @@
 
 static char tmpdir[256];
 
-static char *path_in_tmp(const char *name) {
-        char *p;
-        if (asprintf(&p, "%s/%s", tmpdir, name) < 0)
-                abort();
-        return p;
-}
-
-static void write_text(const char *path, const char *text) {
-        FILE *f = fopen(path, "w");
-        if (!f)
-                abort();
-        fputs(text, f);
-        fclose(f);
-}
-
-static char *read_text(const char *path) {
-        FILE *f = fopen(path, "r");
-        char *buf = calloc(1, 1 << 16);
-        if (!f || !buf)
-                abort();
-        size_t n = fread(buf, 1, (1 << 16) - 1, f);
-        buf[n] = '\0';
-        fclose(f);
-        return buf;
-}
-
 static Drink *make_drink(uint64_t ticks, const char *user) {
         Drink fd = {
                 .flow_id = 1795694350,
@@ -64,7 +38,7 @@ static Drink *make_drink(uint64_t ticks, const char *user) {
 }
 
 static void test_drinks_log(void) {
-        _cleanup_(freep) char *state = path_in_tmp("state"), *log = NULL, *text = NULL;
+        _cleanup_(freep) char *state = test_path(tmpdir, "state"), *log = NULL, *text = NULL;
         DrinkSink *s = NULL;
         Drink *d;
 
@@ -92,7 +66,7 @@ static void test_drinks_log(void) {
         check(drink_sink_n_pending(s) == 0);
         s = drink_sink_free(s);
 
-        text = read_text(log);
+        text = read_all(log);
         json_error_t err;
         char *second = strchr(text, '\n');
         check(second && second[1] != '\0');
@@ -125,7 +99,7 @@ static void test_drinks_log(void) {
         check(drinks_log_next_id(s) == 3);
         s = drink_sink_free(s);
         free(text);
-        text = read_text(log);
+        text = read_all(log);
         check(text[strlen(text) - 1] == '\n');
         check(strstr(text, "\"drink_id\":3") == NULL);
 
@@ -154,7 +128,7 @@ static void test_drinks_log(void) {
         drink_free(d);
         s = drink_sink_free(s);
         free(text);
-        text = read_text(log);
+        text = read_all(log);
         {
                 const char *want = "{\"drink_id\":3,\"uu\n{\"drink_id\":3,\"uuid\":\"";
                 const char *at = strstr(text, want);
@@ -166,18 +140,18 @@ static void test_drinks_log(void) {
         s = drink_sink_free(s);
 
         /* Only a torn line: the file becomes empty, ids start at 1. */
-        write_text(log, "{\"drink_id\":99");
+        write_file(log, "{\"drink_id\":99");
         check(drinks_log_new(&s, state, NULL, 0) == 0);
         check(drinks_log_next_id(s) == 1);
         s = drink_sink_free(s);
         free(text);
-        text = read_text(log);
+        text = read_all(log);
         check(text[0] == '\0');
 
         /* A long line (a 20,000-character meter name of control characters, 6 bytes each once
          * escaped: far more than 64 KiB) is still a valid last line: its drink_id must not be reused. */
         {
-                _cleanup_(freep) char *state2 = path_in_tmp("state-long"), *name = malloc(20001);
+                _cleanup_(freep) char *state2 = test_path(tmpdir, "state-long"), *name = malloc(20001);
                 Drink fd = {
                         .flow_id = 1, .meter_name = name, .ticks = 100, .volume_known = true,
                         .volume_ml = 50.0, .start_realtime = USEC_PER_SEC, .pour_realtime = USEC_PER_SEC,
@@ -200,8 +174,8 @@ static void test_drinks_log(void) {
 
         /* A state directory that cannot be created. */
         {
-                _cleanup_(freep) char *blocker = path_in_tmp("blocker"), *bad = NULL;
-                write_text(blocker, "x");
+                _cleanup_(freep) char *blocker = test_path(tmpdir, "blocker"), *bad = NULL;
+                write_file(blocker, "x");
                 check(asprintf(&bad, "%s/sub", blocker) > 0);
                 check(drinks_log_new(&s, bad, NULL, 0) < 0);
         }
@@ -209,7 +183,7 @@ static void test_drinks_log(void) {
 
 /* Every line of the file parses as JSON. */
 static bool all_lines_json(const char *path, size_t *ret_n) {
-        _cleanup_(freep) char *text = read_text(path);
+        _cleanup_(freep) char *text = read_all(path);
         size_t n = 0;
         bool ok = true;
 
@@ -228,7 +202,7 @@ static bool all_lines_json(const char *path, size_t *ret_n) {
 }
 
 static void test_drinks_log_ids_and_text(void) {
-        _cleanup_(freep) char *state = path_in_tmp("state-ids"), *log = NULL;
+        _cleanup_(freep) char *state = test_path(tmpdir, "state-ids"), *log = NULL;
         DrinkSink *s = NULL;
         Drink *d;
         size_t n = 0;
@@ -238,7 +212,7 @@ static void test_drinks_log_ids_and_text(void) {
 
         /* What an older version wrote for a Latin-1 username: a line that is not JSON. Its drink_id
          * is still taken, also when an invalid line follows, and after any number of restarts. */
-        write_text(log,
+        write_file(log,
                    "{\"drink_id\":1,\"uuid\":\"a\",\"ticks\":1}\n"
                    "{\"drink_id\":2,\"uuid\":\"b\",\"username\":\"caf\xe9\",\"ticks\":1}\n"
                    "garbage\n");
@@ -249,7 +223,7 @@ static void test_drinks_log_ids_and_text(void) {
         }
         /* The highest id wins, wherever it stands; spaces around ':' are fine; an id inside a
          * string is text, not a member. */
-        write_text(log,
+        write_file(log,
                    "{\"drink_id\" : 7,\"uuid\":\"a\"}\n"
                    "{\"drink_id\":5,\"username\":\"x\\\",\\\"drink_id\\\":999,\\\"y\":\"\xff\"}\n"
                    "{\"uuid\":\"drink_id\",\"note\":\"\\\"drink_id\\\":500\"}\n");
@@ -258,7 +232,7 @@ static void test_drinks_log_ids_and_text(void) {
 
         /* From here on every line is JSON, whatever the text: quotes, backslashes, control
          * characters, a line separator, non-ASCII letters. */
-        write_text(log, "");
+        write_file(log, "");
         s = drink_sink_free(s);
         check(drinks_log_new(&s, state, NULL, 0) == 0);
         static const char *const users[] = {
@@ -285,11 +259,11 @@ static void test_drinks_log_ids_and_text(void) {
 }
 
 static void test_taps_file(void) {
-        _cleanup_(freep) char *p = path_in_tmp("taps.ini");
+        _cleanup_(freep) char *p = test_path(tmpdir, "taps.ini");
         _cleanup_(freep) char *err = NULL;
         TapTable *t = NULL;
 
-        write_text(p,
+        write_file(p,
                    "[DEFAULT]\nrelay_name = kegboard.%(port)s\nport = relay0\n"
                    "[kegboard.flow0]\nname = Main Tap\nml_per_tick = 0.454545\n"
                    "[kegboard.flow1]\nticks_per_ml = 2\nport = relay1\n"
@@ -308,26 +282,26 @@ static void test_taps_file(void) {
         }
         t = tap_table_free(t);
 
-        write_text(p, "[kegboard.flow0]\nml_per_tick = 1\nticks_per_ml = 2\n");
+        write_file(p, "[kegboard.flow0]\nml_per_tick = 1\nticks_per_ml = 2\n");
         check(tap_table_load_file(p, 0.25, &t, &err) == -EINVAL);
         check(err && strstr(err, "both ml_per_tick and ticks_per_ml"));
         free(TAKE_PTR(err));
 
-        write_text(p, "[kegboard.flow0]\nml_per_tick = 0\n");
+        write_file(p, "[kegboard.flow0]\nml_per_tick = 0\n");
         check(tap_table_load_file(p, 0.25, &t, &err) == -EINVAL);
         check(err && strstr(err, ":2:"));
         free(TAKE_PTR(err));
 
-        write_text(p, "[kegboard.flow0]\nticks_per_ml = abc\n");
+        write_file(p, "[kegboard.flow0]\nticks_per_ml = abc\n");
         check(tap_table_load_file(p, 0.25, &t, &err) == -EINVAL);
         free(TAKE_PTR(err));
 
-        write_text(p, "ml_per_tick = 1\n");
+        write_file(p, "ml_per_tick = 1\n");
         check(tap_table_load_file(p, 0.25, &t, &err) < 0);
         free(TAKE_PTR(err));
 
         {
-                _cleanup_(freep) char *missing = path_in_tmp("missing.ini");
+                _cleanup_(freep) char *missing = test_path(tmpdir, "missing.ini");
                 check(tap_table_load_file(missing, 0.25, &t, &err) == -ENOENT);
                 free(TAKE_PTR(err));
         }
@@ -387,11 +361,11 @@ static void test_tap_registry(void) {
 
         /* Load from a file: a syntax error changes nothing. */
         {
-                _cleanup_(freep) char *p = path_in_tmp("reg.ini");
-                write_text(p, "[m.flow0]\nml_per_tick = -1\n");
+                _cleanup_(freep) char *p = test_path(tmpdir, "reg.ini");
+                write_file(p, "[m.flow0]\nml_per_tick = -1\n");
                 check(tap_registry_load_file(r, p, 0.5) < 0);
                 check(flow_engine_get_tap(e, "m.flow0", &info) == 0 && info.ml_per_tick == 0.25);
-                write_text(p, "[m.flow3]\n");
+                write_file(p, "[m.flow3]\n");
                 check(tap_registry_load_file(r, p, 0.5) == 2);
                 check(flow_engine_get_tap(e, "m.flow0", &info) == -ENOENT);
                 check(flow_engine_get_tap(e, "m.flow3", &info) == 0 && info.ml_per_tick == 0.5);
@@ -451,12 +425,12 @@ static void test_thermo(void) {
 }
 
 static void test_tokens(void) {
-        _cleanup_(freep) char *p = path_in_tmp("tokens.ini");
+        _cleanup_(freep) char *p = test_path(tmpdir, "tokens.ini");
         _cleanup_(freep) char *err = NULL;
         Tokens *db = NULL;
         const char *user = NULL;
 
-        write_text(p,
+        write_file(p,
                    "[core.rfid:0415AB23CD]\nusername = dave\n"
                    "[core.onewire:aaaa]\nusername = alice\nenabled = no\n"
                    "[my.reader:CaseKept]\nusername = bob\nenabled = yes\n");
@@ -480,13 +454,13 @@ static void test_tokens(void) {
                 "[core.rfid:ab]\nusername = x\n[core.rfid:AB]\nusername = y\n",
         };
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
-                write_text(p, bad[i]);
+                write_file(p, bad[i]);
                 check(tokens_load(p, &db, &err) < 0);
                 check(db == NULL);
                 free(TAKE_PTR(err));
         }
         {
-                _cleanup_(freep) char *missing = path_in_tmp("none.ini");
+                _cleanup_(freep) char *missing = test_path(tmpdir, "none.ini");
                 check(tokens_load(missing, &db, &err) == -ENOENT);
                 free(TAKE_PTR(err));
         }
@@ -494,7 +468,7 @@ static void test_tokens(void) {
         /* A username with a Latin-1 byte: refused, naming the file and the line, not carried on. */
         {
                 _cleanup_(freep) char *want = NULL;
-                write_text(p, "[core.rfid:0415ab23cd]\nusername = caf\xe9\n");
+                write_file(p, "[core.rfid:0415ab23cd]\nusername = caf\xe9\n");
                 check(tokens_load(p, &db, &err) == -EINVAL);
                 check(db == NULL);
                 check(asprintf(&want, "%s:2: not valid UTF-8", p) > 0);

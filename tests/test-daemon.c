@@ -17,22 +17,6 @@
 
 static char tmpdir[] = "/tmp/test-daemon-XXXXXX";
 
-static char *tmp_path(const char *name) {
-        char *p;
-        if (asprintf(&p, "%s/%s", tmpdir, name) < 0)
-                abort();
-        return p;
-}
-
-static void write_file(const char *path, const char *content) {
-        FILE *f = fopen(path, "we");
-        check(f);
-        if (!f)
-                return;
-        fputs(content, f);
-        fclose(f);
-}
-
 static void log_plain(void) {
         char *e = NULL;
         check(log_setup(&(LogConfig) { .program = "t", .to_console = true, .format = "%(message)s" }, &e) == 0);
@@ -66,7 +50,7 @@ static bool missing(const char *p) {
 }
 
 static void test_pidfile_check(void) {
-        _cleanup_(freep) char *p = tmp_path("check.pid");
+        _cleanup_(freep) char *p = test_path(tmpdir, "check.pid");
         char buf[64], expect[128];
         char *out;
 
@@ -131,7 +115,7 @@ static void test_pidfile_check(void) {
 }
 
 static void test_pidfile_write(void) {
-        _cleanup_(freep) char *p = tmp_path("write.pid");
+        _cleanup_(freep) char *p = test_path(tmpdir, "write.pid");
         char expect[32];
         struct stat st;
 
@@ -172,7 +156,7 @@ static void test_pidfile_write(void) {
         check(chdir(tmpdir) == 0);
         check(daemon_pidfile_write("rel.pid") == 0);
         check(chdir("/") == 0);
-        _cleanup_(freep) char *rel = tmp_path("rel.pid");
+        _cleanup_(freep) char *rel = test_path(tmpdir, "rel.pid");
         check(exists(rel));
         daemon_pidfile_remove();
         check(missing(rel));
@@ -181,7 +165,7 @@ static void test_pidfile_write(void) {
         /* Failure. */
         log_plain();
         capture_begin_in(tmpdir);
-        _cleanup_(freep) char *bad = tmp_path("nodir/x.pid");
+        _cleanup_(freep) char *bad = test_path(tmpdir, "nodir/x.pid");
         check(daemon_pidfile_write(bad) < 0);
         _cleanup_(freep) char *out = capture_end();
         check(out && strstr(out, "Failed to write pidfile") && strstr(out, "No such file or directory"));
@@ -195,9 +179,9 @@ static bool is_dev_null(int fd) {
 }
 
 static void test_daemonize(void) {
-        _cleanup_(freep) char *pidfile = tmp_path("d.pid"), *report = tmp_path("report"),
-                         *report_tmp = tmp_path("report.tmp"), *hold = tmp_path("hold"),
-                         *logfile = tmp_path("d.log"), *console = tmp_path("console");
+        _cleanup_(freep) char *pidfile = test_path(tmpdir, "d.pid"), *report = test_path(tmpdir, "report"),
+                         *report_tmp = test_path(tmpdir, "report.tmp"), *hold = test_path(tmpdir, "hold"),
+                         *logfile = test_path(tmpdir, "d.log"), *console = test_path(tmpdir, "console");
         char cwd[PATH_MAX];
         check(getcwd(cwd, sizeof cwd));
 
@@ -272,7 +256,7 @@ static void test_daemonize(void) {
 }
 
 static void test_daemonize_failure(void) {
-        _cleanup_(freep) char *console = tmp_path("console2");
+        _cleanup_(freep) char *console = test_path(tmpdir, "console2");
         pid_t harness = fork();
         if (harness == 0) {
                 int fd = open(console, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
@@ -281,7 +265,7 @@ static void test_daemonize_failure(void) {
                 char *e = NULL;
                 if (log_setup(&(LogConfig) { .program = "t", .to_console = true, .format = "%(message)s" }, &e) < 0)
                         _exit(4);
-                _cleanup_(freep) char *bad = tmp_path("nodir/x.pid");
+                _cleanup_(freep) char *bad = test_path(tmpdir, "nodir/x.pid");
                 (void) daemon_daemonize(bad);
                 _exit(7);       /* the background process never gets here: it failed */
         }
@@ -307,7 +291,7 @@ static int on_timer_raise(sd_event_source *s, uint64_t usec, void *userdata) {
 }
 
 static void test_signals(void) {
-        _cleanup_(freep) char *logfile = tmp_path("sig.log"), *moved = tmp_path("sig.log.1");
+        _cleanup_(freep) char *logfile = test_path(tmpdir, "sig.log"), *moved = test_path(tmpdir, "sig.log.1");
         pid_t k = fork();
         if (k == 0) {
                 /* In a child: the signal mask and handlers must not leak into the other tests. */

@@ -86,22 +86,6 @@ static char *parse_error(const char *const *args) {
                 flags_reset();                                                           \
         } while (0)
 
-static void write_file(const char *path, const char *content) {
-        FILE *f = fopen(path, "we");
-        check(f);
-        if (!f)
-                return;
-        fputs(content, f);
-        fclose(f);
-}
-
-static char *path_in_tmp(const char *name) {
-        char *p;
-        if (asprintf(&p, "%s/%s", tmpdir, name) < 0)
-                abort();
-        return p;
-}
-
 static void test_forms(void) {
         check(PARSE("--flag", "--int=5", "--str=x y") == FLAGS_OK);
         check(arg_flag && arg_int == 5);
@@ -347,8 +331,8 @@ static void test_help_flags(void) {
 }
 
 static void test_flagfile(void) {
-        _cleanup_(freep) char *a = path_in_tmp("a.flags"), *b = path_in_tmp("b.flags"),
-                         *c = path_in_tmp("c.flags"), *loop = path_in_tmp("loop.flags");
+        _cleanup_(freep) char *a = test_path(tmpdir, "a.flags"), *b = test_path(tmpdir, "b.flags"),
+                         *c = test_path(tmpdir, "c.flags"), *loop = test_path(tmpdir, "loop.flags");
         _cleanup_(freep) char *content = NULL;
 
         write_file(b, "--str=from b\n--flag\n");
@@ -402,7 +386,7 @@ static void test_flagfile(void) {
         check(asprintf(&lc, "--int=21\n--flagfile=%s\n--flag\n", loop) > 0);
         write_file(loop, lc);
         int saved = dup(STDERR_FILENO);
-        _cleanup_(freep) char *errpath = path_in_tmp("stderr");
+        _cleanup_(freep) char *errpath = test_path(tmpdir, "stderr");
         int efd = open(errpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
         check(efd >= 0);
         fflush(stderr);
@@ -425,7 +409,7 @@ static void test_flagfile(void) {
         check_streq(line, expect);
 
         /* Unreadable / missing. */
-        _cleanup_(freep) char *missing = path_in_tmp("missing.flags"), *msg = NULL;
+        _cleanup_(freep) char *missing = test_path(tmpdir, "missing.flags"), *msg = NULL;
         check(asprintf(&msg, "cannot read flagfile %s: No such file or directory", missing) > 0);
         char *e = parse_error((const char *const[]) { "--flagfile", missing, NULL });
         check_streq(e, msg);
@@ -460,8 +444,8 @@ static void test_flagfile_paths(void) {
         check(getcwd(cwd, sizeof cwd));
 
         /* Relative to the current working directory, also for nested files. */
-        _cleanup_(freep) char *sub = path_in_tmp("sub"), *outer = path_in_tmp("sub/outer.flags"),
-                         *inner = path_in_tmp("inner.flags");
+        _cleanup_(freep) char *sub = test_path(tmpdir, "sub"), *outer = test_path(tmpdir, "sub/outer.flags"),
+                         *inner = test_path(tmpdir, "inner.flags");
         check(mkdir(sub, 0700) == 0);
         write_file(outer, "--flagfile=inner.flags\n--int=1\n");
         write_file(inner, "--int=2\n--str=inner\n");
@@ -522,7 +506,7 @@ static void test_buffer(void) {
 }
 
 static void test_utf8(void) {
-        _cleanup_(freep) char *f = path_in_tmp("latin1.flags");
+        _cleanup_(freep) char *f = test_path(tmpdir, "latin1.flags");
         char *e = NULL;
 
         /* Arguments, values of any source and flag-file lines are checked once, where they enter. */

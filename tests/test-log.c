@@ -17,13 +17,6 @@
 
 static char tmpdir[] = "/tmp/test-log-XXXXXX";
 
-static char *tmp_path(const char *name) {
-        char *p;
-        if (asprintf(&p, "%s/%s", tmpdir, name) < 0)
-                abort();
-        return p;
-}
-
 static void setup(const LogConfig *cfg) {
         char *e = NULL;
         int r = log_setup(cfg, &e);
@@ -235,7 +228,7 @@ static void test_journal(void) {
 }
 
 static void test_file(void) {
-        _cleanup_(freep) char *path = tmp_path("app.log");
+        _cleanup_(freep) char *path = test_path(tmpdir, "app.log");
         log_set_fake_time(T_SEED);
 
         /* Append to existing content; console and file at once. */
@@ -261,7 +254,7 @@ static void test_file(void) {
         free(out);
 
         /* SIGHUP-style reopen after an external rotation. */
-        _cleanup_(freep) char *moved = tmp_path("app.log.moved");
+        _cleanup_(freep) char *moved = test_path(tmpdir, "app.log.moved");
         check(rename(path, moved) == 0);
         check(log_reopen() == 0);
         log_info("after reopen");
@@ -276,7 +269,7 @@ static void test_file(void) {
 }
 
 static void test_rotation(void) {
-        _cleanup_(freep) char *path = tmp_path("rot.log");
+        _cleanup_(freep) char *path = test_path(tmpdir, "rot.log");
         static const char *const old[] = { "2012-06-01", "2012-06-05", "2012-05-30", "2012-06-10" };
         char name[PATH_MAX];
 
@@ -286,8 +279,8 @@ static void test_rotation(void) {
                 fclose(f);
         }
         /* Not rotated files of ours: never touched. */
-        _cleanup_(freep) char *gz = tmp_path("rot.log.2012-01-01.gz"), *txt = tmp_path("rot.log.txt"),
-                         *other = tmp_path("other.log.2000-01-01");
+        _cleanup_(freep) char *gz = test_path(tmpdir, "rot.log.2012-01-01.gz"), *txt = test_path(tmpdir, "rot.log.txt"),
+                         *other = test_path(tmpdir, "other.log.2000-01-01");
         fclose(fopen(gz, "we"));
         fclose(fopen(txt, "we"));
         fclose(fopen(other, "we"));
@@ -378,7 +371,7 @@ static void test_relative_and_default_path(void) {
         log_close();
         check(chdir(cwd) == 0);
 
-        _cleanup_(freep) char *p1 = tmp_path("myprog.log"), *p2 = tmp_path("rel.log");
+        _cleanup_(freep) char *p1 = test_path(tmpdir, "myprog.log"), *p2 = test_path(tmpdir, "rel.log");
         char *out = read_all(p1);
         check_streq(out, "default name\n");
         free(out);
@@ -388,7 +381,7 @@ static void test_relative_and_default_path(void) {
 
         /* A log file that cannot be opened is an error with a message. */
         char *e = NULL;
-        _cleanup_(freep) char *bad = tmp_path("no/such/dir/x.log");
+        _cleanup_(freep) char *bad = test_path(tmpdir, "no/such/dir/x.log");
         check(log_setup(&(LogConfig) { .program = "t", .to_file = true, .logfile = bad }, &e) < 0);
         check(e && strstr(e, "cannot open log file") && strstr(e, bad));
         free(e);
@@ -396,7 +389,7 @@ static void test_relative_and_default_path(void) {
 }
 
 static void test_concurrent_writers(void) {
-        _cleanup_(freep) char *path = tmp_path("conc.log");
+        _cleanup_(freep) char *path = test_path(tmpdir, "conc.log");
         log_set_fake_time(0);
         setup(&(LogConfig) { .program = "t", .to_file = true, .logfile = path, .rotate = false });
         pid_t kids[3];

@@ -80,15 +80,6 @@ static size_t count_tmp(const char *dir) {
         return n;
 }
 
-static void write_file(const char *path, const char *content) {
-        FILE *f = fopen(path, "w");
-        check(f != NULL);
-        if (!f)
-                return;
-        fputs(content, f);
-        fclose(f);
-}
-
 static void test_record_roundtrip(void) {
         Drink *d = make_drink(1), *e = NULL;
         char *json = NULL, *json2 = NULL;

@@ -128,6 +128,26 @@ static inline int test_result(void) {
         return 0;
 }
 
+/* dir/name (caller frees). */
+static inline char *test_path(const char *dir, const char *name) {
+        char *p;
+
+        if (asprintf(&p, "%s/%s", dir, name) < 0)
+                abort();
+        return p;
+}
+
+/* Writes a whole file; a failure is a failed check. */
+static inline void write_file(const char *path, const char *content) {
+        FILE *f = fopen(path, "we");
+
+        check(f);
+        if (!f)
+                return;
+        fputs(content, f);
+        check(fclose(f) == 0);
+}
+
 /* The whole file as a string (caller frees), NULL if it cannot be read. */
 static inline char *read_all(const char *path) {
         char *buf = NULL;
