@@ -250,6 +250,8 @@ class Monitor:
 
     def __init__(self, bus):
         env = dict(bus.env())
+        self.bus = bus
+        self.pings = 0
         self.proc = kbtest.Proc(["busctl", "--system", "--json=short", "monitor", NAME], env=env,
                                 name="busctl-monitor")
         # busctl prints its banner once BecomeMonitor has returned; then a call addressed to the
@@ -258,6 +260,21 @@ class Monitor:
         bus.busctl("call", NAME, SENTINEL_PATH, "org.freedesktop.DBus.Peer", "Ping")
         kbtest.wait_until(lambda: [m for m in self.messages() if m.get("path") == SENTINEL_PATH], timeout=5,
                           what="the monitor to see a call")
+
+    def sync(self):
+        """Everything the core sent before now is on the monitor: the core answers a Ping (sent to
+        a path of its own) after whatever it was doing, the bus keeps one sender's messages in
+        order, and the answer is seen here."""
+        self.pings += 1
+        path = "%s/%d" % (SENTINEL_PATH, self.pings)
+        self.bus.busctl("call", NAME, path, "org.freedesktop.DBus.Peer", "Ping", check=True)
+
+        def answered():
+            msgs = self.messages()
+            call = next((m for m in msgs if m.get("type") == "method_call" and m.get("path") == path), None)
+            return call is not None and any(m.get("type") == "method_return" and m.get("reply_cookie") == call["cookie"]
+                                            and m.get("destination") == call["sender"] for m in msgs)
+        kbtest.wait_until(answered, timeout=5, what="the monitor to see the core answer a ping")
 
     def messages(self):
         out = []

@@ -129,6 +129,7 @@ class ServerModeTest(unittest.TestCase):
         self.wait_prop("PendingDrinks", 0)
         self.wait_prop("FailedDrinks", 0)
         self.wait_prop("BackendState", "online")
+        self.mon.sync()
         recorded = [payload(m)[0] for m in self.mon.signals("DrinkRecorded")]
         self.assertEqual(recorded[-1], uuid)
 
@@ -143,6 +144,7 @@ class ServerModeTest(unittest.TestCase):
         self.wait_prop("BackendState", "unauthorized")
 
         # Every change went out as PropertiesChanged.
+        self.mon.sync()
         self.assertIn(1, self.changed_values("PendingDrinks"))
         self.assertIn(1, self.changed_values("FailedDrinks"))
         states = self.changed_values("BackendState")
