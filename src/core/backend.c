@@ -11,8 +11,8 @@
 #include "log.h"
 
 #include "backend.h"
+#include "api.h"
 #include "drink-sink.h"
-#include "http.h"
 #include "taps.h"
 #include "util-double.h"
 #include "util-time.h"
@@ -1069,6 +1069,7 @@ static const ManagerObserver backend_observer = {
 int backend_new(Backend **ret, Manager *m, const BackendConfig *config) {
         _cleanup_(backend_freep) Backend *b = NULL;
         _cleanup_(freep) char *spool_dir = NULL;
+        _cleanup_(http_client_unrefp) HttpClient *http = NULL;
         int r;
 
         b = calloc(1, sizeof(Backend));
@@ -1097,7 +1098,9 @@ int backend_new(Backend **ret, Manager *m, const BackendConfig *config) {
         if (r < 0)
                 return r;
 
-        r = api_client_new(&b->client, b->event, config->api_url, config->api_key, config->api_timeout);
+        r = http_client_new(&http, b->event);
+        if (r >= 0)
+                r = api_client_new(&b->client, http, config->api_url, config->api_key, config->api_timeout);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the HTTP client: %m");
 

@@ -76,3 +76,26 @@ static inline void fclosep(FILE **f) {
                 if (*p)                                         \
                         func(*p);                               \
         }
+
+/* Declares a library the binary loads with dlopen(), as an ELF note in the format packaging tools read
+ * (https://systemd.io/ELF_DLOPEN_METADATA/): section ".note.dlopen", owner "FDO", type 0x407c0c0a, and
+ * a JSON array of {feature, description, priority, soname[]} objects as the descriptor (NUL-terminated,
+ * zero-padded to 4 bytes). DT_NEEDED does not show such a dependency; this note does. 'name' is the
+ * (file-local) variable holding the note; priority is "required", "recommended" or "suggested". */
+#define ELF_NOTE_DLOPEN_OWNER "FDO"
+#define ELF_NOTE_DLOPEN_TYPE UINT32_C(0x407c0c0a)
+#define ELF_NOTE_DLOPEN(name, feature, description, priority, soname)                          \
+        ELF_NOTE_DLOPEN_JSON(name, "[{\"feature\":\"" feature "\",\"description\":\"" description \
+                                   "\",\"priority\":\"" priority "\",\"soname\":[\"" soname "\"]}]")
+#define ELF_NOTE_DLOPEN_JSON(name, json)                                                        \
+        __attribute__((used, section(".note.dlopen"))) _Alignas(4) static const struct {        \
+                uint32_t namesz, descsz, type;                                                  \
+                char owner[sizeof(ELF_NOTE_DLOPEN_OWNER)];                                      \
+                _Alignas(4) char desc[sizeof(json)];                                            \
+        } name = {                                                                              \
+                .namesz = sizeof(ELF_NOTE_DLOPEN_OWNER),                                        \
+                .descsz = sizeof(json),                                                         \
+                .type = ELF_NOTE_DLOPEN_TYPE,                                                   \
+                .owner = ELF_NOTE_DLOPEN_OWNER,                                                 \
+                .desc = json,                                                                   \
+        }

@@ -10,6 +10,7 @@
 #define LOG_COMPONENT "lcd"
 #include "log.h"
 
+#include "api.h"
 #include "app.h"
 #include "daemon.h"
 #include "display.h"
@@ -17,7 +18,6 @@
 #include "kegnet-client.h"
 #include "screens.h"
 #include "util-time.h"
-#include "webget.h"
 
 #define UI_INTERVAL_USEC (100 * USEC_PER_MSEC)
 #define SPLASH_USEC (5 * USEC_PER_SEC)
@@ -62,7 +62,7 @@ typedef struct Manager {
         sd_event_source *poll_timer;
         Display *display;
         KegnetClient *kegnet;
-        WebClient *web;                 /* NULL without --api_url */
+        ApiClient *api;                 /* NULL without --api_url */
 
         unsigned rotation_index;
         uint64_t rotation_deadline;
@@ -98,7 +98,7 @@ static Manager *manager_free(Manager *m) {
                 return NULL;
         sd_event_source_disable_unref(m->ui_timer);
         sd_event_source_disable_unref(m->poll_timer);
-        web_client_free(m->web);
+        api_client_free(m->api);
         kegnet_client_free(m->kegnet);
         display_free(m->display);
         manager_free_taps(m);
@@ -235,32 +235,24 @@ static const KegnetClientCallbacks kegnet_callbacks = {
 
 /* ---- server polls */
 
-static void on_taps(WebClient *c, const WebResponse *resp, void *userdata) {
+static void on_taps(ApiClient *c, const ApiResult *res, void *userdata) {
         Manager *m = userdata;
-        _cleanup_(freep) char *reason = NULL;
-        json_t *root = NULL, *objects, *tap;
+        json_t *objects, *tap;
         TapInfo *taps;
         size_t i, n = 0;
         int r;
 
         m->polls_in_flight--;
-        r = web_api_parse(resp, &root, &reason);
-        if (r < 0) {
-                log_warning("Could not connect to kegweb: %s", strna(reason));
-                return;
-        }
-        objects = web_api_objects(root, "taps");
+        objects = api_result_list(res, "taps");
         if (!objects) {
-                log_warning("Could not connect to kegweb: no tap list in the answer from %s", resp->url);
-                json_decref(root);
+                log_warning("Could not connect to kegweb: %s",
+                            res->outcome == API_OK ? "no tap list in the answer" : strna(res->reason));
                 return;
         }
 
         taps = calloc(MAX(json_array_size(objects), (size_t) 1), sizeof(TapInfo));
-        if (!taps) {
-                json_decref(root);
+        if (!taps)
                 return;
-        }
         json_array_foreach(objects, i, tap) {
                 r = tap_info_from_json(tap, &taps[n]);
                 if (r == -ENOMEM)
@@ -271,7 +263,6 @@ static void on_taps(WebClient *c, const WebResponse *resp, void *userdata) {
                 }
                 n++;
         }
-        json_decref(root);
 
         manager_free_taps(m);
         m->taps = taps;
@@ -279,29 +270,25 @@ static void on_taps(WebClient *c, const WebResponse *resp, void *userdata) {
         log_debug("Loaded %zu taps", n);
 }
 
-static void on_drinks(WebClient *c, const WebResponse *resp, void *userdata) {
+static void on_drinks(ApiClient *c, const ApiResult *res, void *userdata) {
         Manager *m = userdata;
-        _cleanup_(freep) char *reason = NULL;
-        json_t *root = NULL, *objects, *d, *v;
-        int r;
+        json_t *objects, *d, *v;
 
         m->polls_in_flight--;
-        r = web_api_parse(resp, &root, &reason);
-        if (r == -ENOENT || r == -EPFNOSUPPORT) {
-                log_info("The server has no drink list (HTTP %ld); no longer polling drinks.", resp->status);
+        if (res->http_status == 404 || res->http_status == 410) {
+                log_info("The server has no drink list (HTTP %ld); no longer polling drinks.", res->http_status);
                 m->poll_drinks = false;
                 return;
         }
-        if (r < 0) {
-                log_warning("Could not connect to kegweb: %s", strna(reason));
+        objects = api_result_list(res, "drinks");
+        if (!objects) {
+                if (res->outcome != API_OK)
+                        log_warning("Could not connect to kegweb: %s", strna(res->reason));
                 return;
         }
-        objects = web_api_objects(root, "drinks");
-        d = objects ? json_array_get(objects, 0) : NULL;
-        if (!json_is_object(d)) {
-                json_decref(root);
+        d = json_array_get(objects, 0);
+        if (!json_is_object(d))
                 return;
-        }
 
         LastPour p = { .known = true };
         v = json_object_get(d, "user_id");
@@ -315,32 +302,25 @@ static void on_drinks(WebClient *c, const WebResponse *resp, void *userdata) {
                 p.has_time = true;
                 p.time = (time_t) (t / USEC_PER_SEC);
         }
-        json_decref(root);
         m->last_pour = p;
 }
 
 static void manager_poll(Manager *m) {
-        _cleanup_(freep) char *taps_url = NULL, *drinks_url = NULL;
-        const char *base = app_api_url();
         int r;
 
         if (m->polls_in_flight > 0) {
                 log_debug("Previous server poll still running, skipping this one");
                 return;
         }
-        taps_url = web_api_url(base, "taps");
-        drinks_url = web_api_url(base, "drinks");
-        if (!taps_url || !drinks_url)
-                return;
 
-        r = web_client_get(m->web, taps_url, true, WEB_API_BODY_MAX, on_taps, m);
+        r = api_client_get(m->api, "taps", on_taps, m, NULL);
         if (r < 0)
                 log_warning_errno(r, "Could not connect to kegweb: %m");
         else
                 m->polls_in_flight++;
 
         if (m->poll_drinks) {
-                r = web_client_get(m->web, drinks_url, true, WEB_API_BODY_MAX, on_drinks, m);
+                r = api_client_get(m->api, "drinks", on_drinks, m, NULL);
                 if (r < 0)
                         log_warning_errno(r, "Could not connect to kegweb: %m");
                 else
@@ -408,7 +388,11 @@ static int manager_new(Manager **ret, DisplayType type) {
                 return log_error_errno(r, "Cannot enable the UI timer: %m");
 
         if (!isempty(app_api_url())) {
-                r = web_client_new(&m->web, m->event, app_api_key(), app_api_timeout());
+                _cleanup_(http_client_unrefp) HttpClient *http = NULL;
+
+                r = http_client_new(&http, m->event);
+                if (r >= 0)
+                        r = api_client_new(&m->api, http, app_api_url(), app_api_key(), app_api_timeout());
                 if (r < 0)
                         return log_error_errno(r, "Cannot create the HTTP client: %m");
                 r = sd_event_add_time(m->event, &m->poll_timer, CLOCK_MONOTONIC, now, 0, on_poll_timer, m);

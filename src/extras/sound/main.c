@@ -16,13 +16,13 @@
 #define LOG_COMPONENT "sound"
 #include "log.h"
 
+#include "api.h"
 #include "app.h"
 #include "daemon.h"
 #include "flags.h"
 #include "kegnet-client.h"
 #include "thresholds.h"
 #include "util-strv.h"
-#include "webget.h"
 
 #define FLOW_FORGET_USEC (10 * 60 * USEC_PER_SEC)
 #define SOUND_FILE_MAX (64U * 1024U * 1024U)
@@ -81,7 +81,8 @@ typedef struct Manager {
         sd_event *event;
         sd_event_source *prune_timer;
         KegnetClient *kegnet;
-        WebClient *web;
+        HttpClient *http;               /* NULL without server sounds */
+        ApiClient *api;
         char **player_argv;     /* the split --player, with one free slot for the file */
         size_t player_argc;
         FlowState *flows;
@@ -136,7 +137,8 @@ static Manager *manager_free(Manager *m) {
                 player_free(p);
         }
         sd_event_source_disable_unref(m->prune_timer);
-        web_client_free(m->web);
+        api_client_free(m->api);
+        http_client_unref(m->http);
         kegnet_client_free(m->kegnet);
         strv_free(m->player_argv);
         sd_event_unref(m->event);
@@ -443,7 +445,7 @@ static int write_file_atomic(const char *path, const void *data, size_t size) {
         return 0;
 }
 
-static void on_sound_downloaded(WebClient *c, const WebResponse *resp, void *userdata) {
+static void on_sound_downloaded(HttpClient *c, const HttpResponse *resp, void *userdata) {
         ServerSound *s = userdata;
         int r;
 
@@ -536,44 +538,44 @@ static void manager_add_server_sound(Manager *m, json_t *ev) {
                 if (streq(o->path, s->path))
                         return;         /* already being downloaded */
 
-        r = web_client_get(m->web, url, false, SOUND_FILE_MAX, on_sound_downloaded, s);
+        HttpRequestSpec spec = {
+                .url = url,
+                .max_response = SOUND_FILE_MAX,
+                .timeout_usec = http_timeout_usec(app_api_timeout()),
+        };
+        r = http_client_start(m->http, &spec, on_sound_downloaded, s, NULL);
         if (r < 0)
                 log_error_errno(r, "Cannot download %s: %m", url);
 }
 
-static void on_sound_events(WebClient *c, const WebResponse *resp, void *userdata) {
+static void on_sound_events(ApiClient *c, const ApiResult *res, void *userdata) {
         Manager *m = userdata;
-        _cleanup_(freep) char *reason = NULL;
-        json_t *root = NULL, *events, *ev;
+        json_t *events, *ev;
         size_t i;
         int r;
 
-        r = web_api_parse(resp, &root, &reason);
-        if (r == -ENOENT || r == -EPFNOSUPPORT) {
-                log_info("The server has no sound events (HTTP %ld); local sounds only.", resp->status);
+        if (res->http_status == 404 || res->http_status == 410) {
+                log_info("The server has no sound events (HTTP %ld); local sounds only.", res->http_status);
                 return;
         }
-        if (r < 0) {
-                log_warning("Could not load sound events: %s; local sounds only.", reason ? reason : "error");
+        events = api_result_list(res, "events");
+        if (!events && res->outcome != API_OK) {
+                log_warning("Could not load sound events: %s; local sounds only.", res->reason ?: "error");
                 return;
         }
-        events = web_api_objects(root, "events");
-        if (!events || json_array_size(events) == 0) {
+        if (json_array_size(events) == 0) {
                 log_info("The server has no sound events; local sounds only.");
-                json_decref(root);
                 return;
         }
 
         r = mkdir_p(arg_cache_dir, 0755);
         if (r < 0) {
                 log_error_errno(r, "Cannot create %s: %m", arg_cache_dir);
-                json_decref(root);
                 return;
         }
         json_array_foreach(events, i, ev)
                 if (json_is_object(ev))
                         manager_add_server_sound(m, ev);
-        json_decref(root);
 }
 
 /* ---- set-up */
@@ -641,14 +643,12 @@ static int manager_new(Manager **ret) {
                 return log_error_errno(r, "Cannot create a timer: %m");
 
         if (!isempty(app_api_url()) && arg_server_sounds) {
-                _cleanup_(freep) char *url = web_api_url(app_api_url(), "sound-events");
-
-                if (!url)
-                        return log_error_errno(-ENOMEM, "Out of memory.");
-                r = web_client_new(&m->web, m->event, app_api_key(), app_api_timeout());
+                r = http_client_new(&m->http, m->event);
+                if (r >= 0)
+                        r = api_client_new(&m->api, m->http, app_api_url(), app_api_key(), app_api_timeout());
                 if (r < 0)
                         return log_error_errno(r, "Cannot create the HTTP client: %m");
-                r = web_client_get(m->web, url, true, WEB_API_BODY_MAX, on_sound_events, m);
+                r = api_client_get(m->api, "sound-events", on_sound_events, m, NULL);
                 if (r < 0)
                         log_warning_errno(r, "Could not load sound events: %m");
         }

@@ -1,24 +1,20 @@
-/* Tests for the Kegbot Server API client (src/core/http.c): the outcome classification of
- * kegbot-server-api.md section 4.3 on canned answers, URL and form encoding, and real requests on
- * an sd-event loop against the stand-in server (every endpoint the core uses, both mounts, trailing
- * slashes, 401, HTML errors, refused connections, a hanging server within --api_timeout, and a
- * loop that keeps ticking while a request hangs). */
+/* Tests for the Kegbot Server API client (src/libkegbot/api.c): the outcome classification of
+ * kegbot-server-api.md section 4.3 on canned answers, the text it passes on to logs, the lists the
+ * extras read, URL and form encoding, and real requests on an sd-event loop against the stand-in
+ * server (every endpoint the core uses, both mounts, trailing slashes, 401, HTML errors, refused
+ * connections, a hanging server within --api_timeout, and a loop that keeps ticking while a
+ * request hangs). */
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <time.h>
-#include <unistd.h>
 
-#include "http.h"
-#include "log.h"
 #include "test-util.h"
+#include "test-standin.h"
 
-#define KEY "0123456789abcdef0123456789abcdef"
+#include "api.h"
+#include "log.h"
+
+#define KEY STANDIN_KEY
 
 static ApiOutcome classify(long status, const char *body) {
         ApiResult r;
@@ -89,6 +85,95 @@ static void test_classify(void) {
         }
 }
 
+/* What reaches log lines: one line, no control characters, valid UTF-8 even when cut. */
+static void test_text(void) {
+        ApiResult r;
+        char body[2048];
+        size_t n;
+
+        /* 300 two-byte characters: the 512-byte cut must not split one. */
+        n = (size_t) snprintf(body, sizeof body, "{\"error\": {\"code\": \"X\", \"message\": \"");
+        for (int i = 0; i < 300; i++) {
+                body[n++] = (char) 0xC3;
+                body[n++] = (char) 0xA9;
+        }
+        n += (size_t) snprintf(body + n, sizeof body - n, "\"}, \"meta\": {}}");
+        api_classify(400, body, n, NULL, &r);
+        check(r.outcome == API_REJECTED);
+        check(r.error_message != NULL);
+        if (r.error_message) {
+                size_t l = strlen(r.error_message);
+                check(l <= 512 + 3);
+                check(l > 3 && streq(r.error_message + l - 3, "..."));
+                json_t *j = json_string(r.error_message);       /* jansson takes valid UTF-8 only */
+                check(j != NULL);
+                json_decref(j);
+        }
+        api_result_done(&r);
+
+        /* Control characters (escaped in JSON, real after decoding) become spaces. */
+        const char *ctl = "{\"error\": {\"code\": \"A\\nB\", \"message\": \"line1\\r\\nline2\\u001b[31m\"}, \"meta\": {}}";
+        api_classify(404, ctl, strlen(ctl), NULL, &r);
+        check(r.outcome == API_NOT_FOUND);
+        check_streq(r.error_code, "A B");
+        check_streq(r.error_message, "line1  line2 [31m");
+        check_streq(r.reason, "HTTP 404 A B: line1  line2 [31m");
+        api_result_done(&r);
+
+        /* Invalid UTF-8 in a body is no JSON: transient, and nothing of it is passed on. */
+        const char *bad = "{\"error\": {\"code\": \"caf\xe9\", \"message\": \"x\"}, \"meta\": {}}";
+        api_classify(400, bad, strlen(bad), NULL, &r);
+        check(r.outcome == API_TRANSIENT);
+        check(r.error_code == NULL);
+        api_result_done(&r);
+
+        api_classify(0, NULL, 0, "Timeout was reached\n", &r);
+        check_streq(r.reason, "Timeout was reached ");
+        api_result_done(&r);
+        /* Transport errors are curl's ASCII text: any other byte is not passed on. */
+        api_classify(0, NULL, 0, "host caf\xe9 \xc3\xa9", &r);
+        check_streq(r.reason, "host caf? ??");
+        api_result_done(&r);
+}
+
+static void test_list(void) {
+        ApiResult r;
+        const char *b;
+
+        b = "{\"objects\": [{\"id\": 1}], \"meta\": {\"result\": \"ok\"}}";
+        api_classify(200, b, strlen(b), NULL, &r);
+        check(json_array_size(api_result_list(&r, "taps")) == 1);
+        check(json_array_size(api_result_list(&r, NULL)) == 1);
+        api_result_done(&r);
+
+        /* Servers of the 0.9 era: the list under its own name, in the root or in "object". */
+        b = "{\"events\": [{\"id\": 1}, {\"id\": 2}]}";
+        api_classify(200, b, strlen(b), NULL, &r);
+        check(r.outcome == API_TRANSIENT);
+        check(json_array_size(api_result_list(&r, "events")) == 2);
+        check(api_result_list(&r, "taps") == NULL);
+        check(api_result_list(&r, NULL) == NULL);
+        api_result_done(&r);
+        b = "{\"object\": {\"taps\": [{\"id\": 1}]}, \"meta\": {}}";
+        api_classify(200, b, strlen(b), NULL, &r);
+        check(r.outcome == API_OK);
+        check(json_array_size(api_result_list(&r, "taps")) == 1);
+        api_result_done(&r);
+
+        /* Not from an error answer, nor from a non-list. */
+        b = "{\"events\": [{\"id\": 1}]}";
+        api_classify(500, b, strlen(b), NULL, &r);
+        check(api_result_list(&r, "events") == NULL);
+        api_result_done(&r);
+        b = "{\"objects\": {\"id\": 1}, \"meta\": {}}";
+        api_classify(200, b, strlen(b), NULL, &r);
+        check(api_result_list(&r, "taps") == NULL);
+        api_result_done(&r);
+        api_classify(0, NULL, 0, "Couldn't connect to server", &r);
+        check(api_result_list(&r, "taps") == NULL);
+        api_result_done(&r);
+}
+
 static void test_escape(void) {
         char *e = api_escape("kegboard.flow0");
         check_streq(e, "kegboard.flow0");
@@ -101,54 +186,15 @@ static void test_escape(void) {
         api_form_add(&f, "tap_name", "kegboard.flow0");
         api_form_addf(&f, "ticks", "%d", 1440);
         api_form_add(&f, "username", "a+b c");
-        check_streq(f.buf, "tap_name=kegboard.flow0&ticks=1440&username=a%2Bb%20c");
-        check(!f.oom);
+        check_streq(api_form_body(&f), "tap_name=kegboard.flow0&ticks=1440&username=a%2Bb%20c");
+        api_form_add(&f, "now", "1");
+        check_streq(api_form_body(&f), "tap_name=kegboard.flow0&ticks=1440&username=a%2Bb%20c&now=1");
+        api_form_done(&f);
+        check_streq(api_form_body(&f), "");
         api_form_done(&f);
 }
 
 /* ---------------------------------------------------------------- against the stand-in */
-
-static pid_t standin_pid;
-static int api_port, control_port;
-
-static int start_standin(void) {
-        const char *src = getenv("KEGBOT_SOURCE_DIR");
-        char path[4096];
-        int pfd[2];
-
-        if (!src)
-                src = ".";
-        snprintf(path, sizeof path, "%s/tests/standin/kegbot_server.py", src);
-        if (access(path, R_OK) < 0 || access("/usr/bin/python3", X_OK) < 0)
-                return -ENOENT;
-        if (pipe2(pfd, O_CLOEXEC) < 0)
-                return -errno;
-        standin_pid = fork();
-        if (standin_pid < 0)
-                return -errno;
-        if (standin_pid == 0) {
-                dup2(pfd[1], 1);
-                execl("/usr/bin/python3", "python3", path, "--api-key", KEY, (char *) NULL);
-                _exit(127);
-        }
-        close(pfd[1]);
-        FILE *f = fdopen(pfd[0], "r");
-        char line[256] = "";
-        if (!f || !fgets(line, sizeof line, f) || sscanf(line, "PORT %d CONTROL %d", &api_port, &control_port) != 2) {
-                if (f)
-                        fclose(f);
-                return -EIO;
-        }
-        fclose(f);
-        return 0;
-}
-
-static void stop_standin(void) {
-        if (standin_pid > 0) {
-                kill(standin_pid, SIGTERM);
-                waitpid(standin_pid, NULL, 0);
-        }
-}
 
 typedef struct Got {
         bool done;
@@ -158,12 +204,6 @@ typedef struct Got {
         json_t *object, *objects, *root;
         uint64_t when;
 } Got;
-
-static uint64_t now_usec(void) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / 1000;
-}
 
 static void got_reset(Got *g) {
         free(g->code);
@@ -184,26 +224,11 @@ static void on_result(ApiClient *c, const ApiResult *r, void *userdata) {
         g->object = json_incref(r->object);
         g->objects = json_incref(r->objects);
         g->root = json_incref(r->root);
-        g->when = now_usec();
+        g->when = test_now_usec();
 }
 
 static bool run_until(sd_event *e, Got *g, double timeout_sec) {
-        uint64_t end = now_usec() + (uint64_t) (timeout_sec * 1e6);
-        while (!g->done && now_usec() < end)
-                (void) sd_event_run(e, 20 * USEC_PER_MSEC);
-        return g->done;
-}
-
-/* Control API calls (JSON body) over the same client. */
-static json_t *control(sd_event *e, ApiClient *c, const char *method, const char *what, const char *json) {
-        char url[256];
-        Got g = {};
-        snprintf(url, sizeof url, "http://127.0.0.1:%d/_control/%s", control_port, what);
-        check(api_client_request(c, method, url, "application/json", json, on_result, &g, NULL) == 0);
-        check(run_until(e, &g, 10));
-        json_t *root = json_incref(g.root);
-        got_reset(&g);
-        return root;
+        return run_until_done(e, &g->done, timeout_sec);
 }
 
 static void do_get(sd_event *e, ApiClient *c, const char *path, Got *g) {
@@ -227,20 +252,22 @@ static int on_tick(sd_event_source *s, uint64_t usec, void *userdata) {
 
 static void test_live(void) {
         sd_event *e = NULL;
+        HttpClient *http = NULL;
         ApiClient *c = NULL, *c2 = NULL;
         char base[128];
         Got g = {};
         int r;
 
-        r = start_standin();
+        r = standin_start();
         if (r < 0) {
                 fprintf(stderr, "test_live: cannot start the stand-in: %s\n", strerror(-r));
                 failures++;
                 return;
         }
         check(sd_event_default(&e) >= 0);
-        snprintf(base, sizeof base, "http://127.0.0.1:%d/api/", api_port);
-        check(api_client_new(&c, e, base, KEY, 2.0) == 0);
+        check(http_client_new(&http, e) == 0);
+        snprintf(base, sizeof base, "http://127.0.0.1:%d/api/", standin_api_port);
+        check(api_client_new(&c, http, base, KEY, 2.0) == 0);
         base[strlen(base) - 1] = 0;
         check_streq(api_client_get_base_url(c), base);
 
@@ -267,7 +294,7 @@ static void test_live(void) {
         check_streq(json_string_value(json_object_get(g.object, "user_id")), "alice");
 
         /* What the server saw: key header, form, content type, URL without a trailing slash. */
-        json_t *reqs = control(e, c, "GET", "requests", NULL);
+        json_t *reqs = standin_control(e, http, "GET", "requests", NULL);
         json_t *last = NULL, *it;
         size_t i;
         json_array_foreach(reqs, i, it)
@@ -340,8 +367,8 @@ static void test_live(void) {
         api_form_done(&f);
 
         /* The other mount, with trailing slashes on the base. */
-        snprintf(base, sizeof base, "http://127.0.0.1:%d/api/v1//", api_port);
-        check(api_client_new(&c2, e, base, KEY, 2.0) == 0);
+        snprintf(base, sizeof base, "http://127.0.0.1:%d/api/v1//", standin_api_port);
+        check(api_client_new(&c2, http, base, KEY, 2.0) == 0);
         do_get(e, c2, "status", &g);
         check(g.outcome == API_OK);
         do_get(e, c2, "status/", &g);
@@ -363,7 +390,7 @@ static void test_live(void) {
         api_form_done(&f);
 
         /* Profile 2.0: /api/ is another API (401, not ours); retired paths are 410. */
-        json_decref(control(e, c, "POST", "set", "{\"profile\": \"2.0\"}"));
+        json_decref(standin_control(e, http, "POST", "set", "{\"profile\": \"2.0\"}"));
         do_get(e, c, "status", &g);
         check(g.outcome == API_UNAUTHORIZED);
         check(api_client_set_key(c2, KEY) == 0);
@@ -372,36 +399,36 @@ static void test_live(void) {
         do_get(e, c2, "drinks", &g);
         check(g.outcome == API_REJECTED && g.status == 410);
         check_streq(g.code, "GoneError");
-        json_decref(control(e, c, "POST", "set", "{\"profile\": \"1.3\"}"));
+        json_decref(standin_control(e, http, "POST", "set", "{\"profile\": \"1.3\"}"));
 
         /* Injected failures. */
-        json_decref(control(e, c, "POST", "fail", "{\"endpoint\": \"status\", \"mode\": \"html500\", \"count\": 1}"));
+        json_decref(standin_control(e, http, "POST", "fail", "{\"endpoint\": \"status\", \"mode\": \"html500\", \"count\": 1}"));
         do_get(e, c, "status", &g);
         check(g.outcome == API_TRANSIENT && g.status == 500);
-        json_decref(control(e, c, "POST", "fail", "{\"endpoint\": \"status\", \"mode\": \"json500\", \"count\": 1}"));
+        json_decref(standin_control(e, http, "POST", "fail", "{\"endpoint\": \"status\", \"mode\": \"json500\", \"count\": 1}"));
         do_get(e, c, "status", &g);
         check(g.outcome == API_TRANSIENT && g.status == 500);
         check_streq(g.code, "ServerError");
         /* (curl itself retries a GET once when a reused connection turns out dead, so reset them all.) */
-        json_decref(control(e, c, "POST", "fail", "{\"endpoint\": \"status\", \"mode\": \"reset\"}"));
+        json_decref(standin_control(e, http, "POST", "fail", "{\"endpoint\": \"status\", \"mode\": \"reset\"}"));
         do_get(e, c, "status", &g);
         check(g.outcome == API_TRANSIENT && g.status == 0);
-        json_decref(control(e, c, "POST", "clear-failures", NULL));
+        json_decref(standin_control(e, http, "POST", "clear-failures", NULL));
 
         /* A hanging server: the 2 s whole-request timeout ends it, and the loop keeps running. */
         sd_event_source *tick = NULL;
         uint64_t ticks = 0;
         check(sd_event_add_time_relative(e, &tick, CLOCK_MONOTONIC, 50 * USEC_PER_MSEC, 0, on_tick, &ticks) >= 0);
         check(sd_event_source_set_enabled(tick, SD_EVENT_ON) >= 0);
-        json_decref(control(e, c, "POST", "fail", "{\"endpoint\": \"status\", \"mode\": \"hang\", \"count\": 1, \"delay\": 30}"));
-        uint64_t t0 = now_usec();
+        json_decref(standin_control(e, http, "POST", "fail", "{\"endpoint\": \"status\", \"mode\": \"hang\", \"count\": 1, \"delay\": 30}"));
+        uint64_t t0 = test_now_usec();
         ticks = 0;
         do_get(e, c, "status", &g);
         uint64_t took = g.when - t0;
         check(g.outcome == API_TRANSIENT && g.status == 0);
         check(took >= 1900 * USEC_PER_MSEC && took < 4 * USEC_PER_SEC);
         check(ticks >= 25);             /* ~40 expected over 2 s: the loop was never blocked */
-        json_decref(control(e, c, "POST", "clear-failures", NULL));
+        json_decref(standin_control(e, http, "POST", "clear-failures", NULL));
 
         /* Several requests in flight at once. */
         Got many[20] = {};
@@ -426,24 +453,37 @@ static void test_live(void) {
         got_reset(&g2);
 
         /* Refused connections. */
-        json_decref(control(e, c, "POST", "refuse", NULL));
+        json_decref(standin_control(e, http, "POST", "refuse", NULL));
         do_get(e, c, "status", &g);
         check(g.outcome == API_TRANSIENT && g.status == 0);
-        json_decref(control(e, c, "POST", "accept", NULL));
+        json_decref(standin_control(e, http, "POST", "accept", NULL));
         do_get(e, c, "status", &g);
         check(g.outcome == API_OK);
+
+        /* Freeing a client with requests in flight: no callback, ever; the transport stays usable. */
+        Got orphan = {};
+        check(api_client_get(c2, "status", on_result, &orphan, NULL) == 0);
+        check(http_client_n_in_flight(http) == 1);
+        c2 = api_client_free(c2);
+        check(http_client_n_in_flight(http) == 0);
+        do_get(e, c, "status", &g);
+        check(g.outcome == API_OK);
+        check(!orphan.done);
 
         got_reset(&g);
         sd_event_source_disable_unref(tick);
         api_client_free(c);
         api_client_free(c2);
+        http_client_unref(http);
         sd_event_unref(e);
-        stop_standin();
+        standin_stop();
 }
 
 int main(void) {
         log_set_max_level(LOG_WARNING);
         test_run(test_classify);
+        test_run(test_text);
+        test_run(test_list);
         test_run(test_escape);
         test_run(test_live);
         return test_result();

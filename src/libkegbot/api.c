@@ -1,0 +1,407 @@
+/* Kegbot Server legacy API client: see api.h. */
+#include <stdarg.h>
+
+#include "api.h"
+
+#define API_TEXT_MAX 512
+
+struct ApiRequest {
+        ApiClient *client;
+        ApiRequest *prev, *next;
+        HttpRequest *http;
+        ApiCallback callback;
+        void *userdata;
+};
+
+struct ApiClient {
+        HttpClient *http;
+        char *base_url;                 /* without trailing slashes */
+        char *key_header;
+        uint64_t timeout_usec;
+        ApiRequest *requests;
+        size_t n_requests;
+};
+
+const char *api_outcome_to_string(ApiOutcome o) {
+        switch (o) {
+        case API_OK: return "ok";
+        case API_NOT_FOUND: return "not_found";
+        case API_REJECTED: return "rejected";
+        case API_UNAUTHORIZED: return "unauthorized";
+        case API_TRANSIENT: return "transient";
+        }
+        return "unknown";
+}
+
+void api_result_done(ApiResult *r) {
+        free(r->error_code);
+        free(r->error_message);
+        free(r->reason);
+        json_decref(r->root);
+        *r = (ApiResult) {};
+}
+
+_printf_(2, 3) static void set_reason(ApiResult *r, const char *fmt, ...) {
+        va_list ap;
+        char *s = NULL;
+
+        va_start(ap, fmt);
+        if (vasprintf(&s, fmt, ap) < 0)
+                s = NULL;
+        va_end(ap);
+        free(r->reason);
+        r->reason = s;
+}
+
+/* Server text goes to log lines: one line, control characters blanked, at most API_TEXT_MAX bytes
+ * cut at a character boundary. Text from JSON is valid UTF-8 (jansson checks it); curl's messages
+ * are ASCII, and any other byte in them becomes '?'. */
+static char *sanitize(const char *s, bool ascii) {
+        size_t l = strlen(s), n = MIN(l, (size_t) API_TEXT_MAX);
+        char *o;
+
+        while (n < l && n > 0 && ((unsigned char) s[n] & 0xC0) == 0x80)
+                n--;
+        o = malloc(n + 4);
+        if (!o)
+                return NULL;
+        for (size_t i = 0; i < n; i++) {
+                unsigned char c = (unsigned char) s[i];
+                o[i] = c < 0x20 || c == 0x7f ? ' ' : ascii && c >= 0x80 ? '?' : (char) c;
+        }
+        if (n < l)
+                memcpy(o + n, "...", 4);
+        else
+                o[n] = 0;
+        return o;
+}
+
+/* The envelope of section 4: a JSON object with "meta" and one of "object", "objects", "error". */
+static bool api_envelope_parse(ApiResult *r, const char *body, size_t len, json_t **ret_error) {
+        json_t *meta, *object, *objects, *error;
+
+        *ret_error = NULL;
+        if (!body || len == 0 || len > API_BODY_MAX)
+                return false;
+        r->root = json_loadb(body, len, 0, NULL);
+        if (!json_is_object(r->root))
+                return false;
+        meta = json_object_get(r->root, "meta");
+        object = json_object_get(r->root, "object");
+        objects = json_object_get(r->root, "objects");
+        error = json_object_get(r->root, "error");
+        if (!json_is_object(meta) || !(object || objects || json_is_object(error)))
+                return false;
+        r->object = object;
+        r->objects = objects;
+        if (!json_is_object(error))
+                return true;
+
+        json_t *code = json_object_get(error, "code"), *msg = json_object_get(error, "message");
+        if (json_is_string(code))
+                r->error_code = sanitize(json_string_value(code), false);
+        if (json_is_string(msg))
+                r->error_message = sanitize(json_string_value(msg), false);
+        else if (msg && !json_is_null(msg)) {
+                _cleanup_(freep) char *dump = json_dumps(msg, JSON_COMPACT | JSON_SORT_KEYS);
+                if (dump)
+                        r->error_message = sanitize(dump, false);
+        }
+        *ret_error = error;
+        return true;
+}
+
+void api_classify(long status, const char *body, size_t len, const char *transport_error, ApiResult *ret) {
+        ApiResult r = { .http_status = status };
+        json_t *error;
+        bool envelope;
+
+        if (transport_error) {
+                _cleanup_(freep) char *t = sanitize(transport_error, true);
+                r.http_status = 0;
+                r.outcome = API_TRANSIENT;
+                if (t)
+                        set_reason(&r, "%s", t);
+                *ret = r;
+                return;
+        }
+
+        envelope = api_envelope_parse(&r, body, len, &error);
+        const char *code = r.error_code ?: "?", *msg = r.error_message ?: "";
+        if (status == 401) {
+                r.outcome = API_UNAUTHORIZED;
+                if (error)
+                        set_reason(&r, "HTTP 401 %s: %s", code, msg);
+                else
+                        set_reason(&r, "HTTP 401 (not a Kegbot API answer)");
+        } else if (status >= 500 || status == 408 || status == 429) {
+                r.outcome = API_TRANSIENT;
+                if (error)
+                        set_reason(&r, "HTTP %ld %s: %s", status, code, msg);
+                else
+                        set_reason(&r, "HTTP %ld with a non-JSON answer", status);
+        } else if (!envelope) {
+                r.outcome = API_TRANSIENT;
+                set_reason(&r, "HTTP %ld with a non-JSON or envelope-less answer", status);
+        } else if (status >= 200 && status < 300) {
+                if (!error)
+                        r.outcome = API_OK;
+                else {
+                        r.outcome = API_TRANSIENT;
+                        set_reason(&r, "HTTP %ld with an error envelope %s: %s", status, code, msg);
+                }
+        } else if (status >= 400 && status < 500 && error) {
+                r.outcome = status == 404 ? API_NOT_FOUND : API_REJECTED;
+                set_reason(&r, "HTTP %ld %s: %s", status, code, msg);
+        } else {
+                r.outcome = API_TRANSIENT;
+                set_reason(&r, "unexpected HTTP %ld answer", status);
+        }
+        if (r.outcome != API_OK && !r.reason)
+                r.outcome = API_TRANSIENT;      /* out of memory for the text: treat as transient */
+        *ret = r;
+}
+
+json_t *api_result_list(const ApiResult *r, const char *legacy_key) {
+        json_t *v;
+
+        if (r->outcome == API_OK && json_is_array(r->objects))
+                return r->objects;
+        if (!legacy_key || r->http_status < 200 || r->http_status >= 300 || !json_is_object(r->root))
+                return NULL;
+        v = json_object_get(r->root, legacy_key);
+        if (json_is_array(v))
+                return v;
+        v = json_object_get(json_object_get(r->root, "object"), legacy_key);
+        return json_is_array(v) ? v : NULL;
+}
+
+static bool is_unreserved(unsigned char c) {
+        return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+               c == '.' || c == '_' || c == '-';
+}
+
+char *api_escape(const char *s) {
+        static const char hex[] = "0123456789ABCDEF";
+        char *o, *p;
+
+        if (!s)
+                return NULL;
+        o = p = malloc(strlen(s) * 3 + 1);
+        if (!o)
+                return NULL;
+        for (const unsigned char *c = (const unsigned char *) s; *c; c++) {
+                if (is_unreserved(*c))
+                        *p++ = (char) *c;
+                else {
+                        *p++ = '%';
+                        *p++ = hex[*c >> 4];
+                        *p++ = hex[*c & 15];
+                }
+        }
+        *p = 0;
+        return o;
+}
+
+void api_form_add(ApiForm *f, const char *key, const char *value) {
+        _cleanup_(freep) char *k = api_escape(key), *v = api_escape(value ?: "");
+
+        if (f->failed)
+                return;
+        if (!f->stream)
+                f->stream = open_memstream(&f->buf, &f->size);
+        if (!k || !v || !f->stream ||
+            fprintf(f->stream, "%s%s=%s", ftell(f->stream) > 0 ? "&" : "", k, v) < 0)
+                f->failed = true;
+}
+
+void api_form_addf(ApiForm *f, const char *key, const char *format, ...) {
+        _cleanup_(freep) char *v = NULL;
+        va_list ap;
+
+        va_start(ap, format);
+        if (vasprintf(&v, format, ap) < 0)
+                v = NULL;
+        va_end(ap);
+        if (!v)
+                f->failed = true;
+        else
+                api_form_add(f, key, v);
+}
+
+const char *api_form_body(ApiForm *f) {
+        if (f->failed || (f->stream && fflush(f->stream) != 0))
+                return NULL;
+        return f->buf ?: "";
+}
+
+void api_form_done(ApiForm *f) {
+        if (f->stream)
+                (void) fclose(f->stream);
+        free(f->buf);
+        *f = (ApiForm) {};
+}
+
+/* ---------------------------------------------------------------- the client */
+
+static void api_request_free(ApiRequest *q) {
+        ApiClient *c = q->client;
+
+        if (q->prev)
+                q->prev->next = q->next;
+        else
+                c->requests = q->next;
+        if (q->next)
+                q->next->prev = q->prev;
+        c->n_requests--;
+        http_request_cancel(q->http);
+        free(q);
+}
+
+void api_request_cancel(ApiRequest *r) {
+        if (r)
+                api_request_free(r);
+}
+
+static int api_client_set_key_header(ApiClient *c, const char *api_key) {
+        char *h;
+
+        /* curl drops a "Name:" header without a value; "Name;" sends it empty. */
+        if (isempty(api_key))
+                h = strdup("X-Kegbot-Api-Key;");
+        else if (asprintf(&h, "X-Kegbot-Api-Key: %s", api_key) < 0)
+                h = NULL;
+        if (!h)
+                return -ENOMEM;
+        free(c->key_header);
+        c->key_header = h;
+        return 0;
+}
+
+int api_client_new(ApiClient **ret, HttpClient *http, const char *base_url, const char *api_key,
+                   double timeout_sec) {
+        _cleanup_(api_client_freep) ApiClient *c = NULL;
+        int r;
+
+        if (!ret || !http || !base_url || !(timeout_sec > 0))
+                return -EINVAL;
+
+        c = calloc(1, sizeof(ApiClient));
+        if (!c)
+                return -ENOMEM;
+        c->http = http_client_ref(http);
+        c->base_url = strdup(base_url);
+        if (!c->base_url)
+                return -ENOMEM;
+        size_t l = strlen(c->base_url);
+        while (l > 0 && c->base_url[l - 1] == '/')
+                c->base_url[--l] = 0;
+        r = api_client_set_key_header(c, api_key);
+        if (r < 0)
+                return r;
+        c->timeout_usec = http_timeout_usec(timeout_sec);
+
+        *ret = TAKE_PTR(c);
+        return 0;
+}
+
+ApiClient *api_client_free(ApiClient *c) {
+        if (!c)
+                return NULL;
+        while (c->requests)
+                api_request_free(c->requests);
+        http_client_unref(c->http);
+        free(c->base_url);
+        free(c->key_header);
+        free(c);
+        return NULL;
+}
+
+int api_client_set_key(ApiClient *c, const char *api_key) {
+        if (!c)
+                return -EINVAL;
+        return api_client_set_key_header(c, api_key);
+}
+
+const char *api_client_get_base_url(const ApiClient *c) {
+        return c ? c->base_url : NULL;
+}
+
+size_t api_client_n_in_flight(const ApiClient *c) {
+        return c ? c->n_requests : 0;
+}
+
+static void on_http_done(HttpClient *http, const HttpResponse *resp, void *userdata) {
+        ApiRequest *q = userdata;
+        ApiClient *c = q->client;
+        ApiCallback cb = q->callback;
+        void *ud = q->userdata;
+        ApiResult res;
+
+        q->http = NULL;                 /* finished: nothing to cancel */
+        api_request_free(q);
+        api_classify(resp->status, resp->body, resp->size, resp->error, &res);
+        cb(c, &res, ud);
+        api_result_done(&res);
+}
+
+static int api_client_call(ApiClient *c, const char *method, const char *path, const char *body,
+                           ApiCallback cb, void *userdata, ApiRequest **ret_req) {
+        _cleanup_(freep) char *url = NULL;
+        ApiRequest *q;
+        int r;
+
+        if (!c || !path || !cb)
+                return -EINVAL;
+        if (asprintf(&url, "%s/%s", c->base_url, path) < 0)
+                return -ENOMEM;
+
+        const char *headers[] = {
+                c->key_header,
+                "Accept: application/json",
+                body ? "Content-Type: application/x-www-form-urlencoded" : NULL,
+                NULL,
+        };
+        HttpRequestSpec spec = {
+                .method = method,
+                .url = url,
+                .headers = headers,
+                .body = body,
+                .body_size = body ? strlen(body) : 0,
+                .max_response = API_BODY_MAX,
+                .timeout_usec = c->timeout_usec,
+        };
+
+        q = calloc(1, sizeof(ApiRequest));
+        if (!q)
+                return -ENOMEM;
+        r = http_client_start(c->http, &spec, on_http_done, q, &q->http);
+        if (r < 0) {
+                free(q);
+                return r;
+        }
+        q->client = c;
+        q->callback = cb;
+        q->userdata = userdata;
+        q->next = c->requests;
+        if (c->requests)
+                c->requests->prev = q;
+        c->requests = q;
+        c->n_requests++;
+        if (ret_req)
+                *ret_req = q;
+        return 0;
+}
+
+int api_client_get(ApiClient *c, const char *path, ApiCallback cb, void *userdata, ApiRequest **ret_req) {
+        return api_client_call(c, "GET", path, NULL, cb, userdata, ret_req);
+}
+
+int api_client_post(ApiClient *c, const char *path, ApiForm *form, ApiCallback cb, void *userdata,
+                    ApiRequest **ret_req) {
+        const char *body = form ? api_form_body(form) : "";
+
+        if (!body)
+                return -ENOMEM;
+        return api_client_call(c, "POST", path, body, cb, userdata, ret_req);
+}
