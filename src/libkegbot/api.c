@@ -2,12 +2,13 @@
 #include <stdarg.h>
 
 #include "api.h"
+#include "list.h"
 
 #define API_TEXT_MAX 512
 
 struct ApiRequest {
         ApiClient *client;
-        ApiRequest *prev, *next;
+        LIST_FIELDS(ApiRequest, requests);
         HttpRequest *http;
         ApiCallback callback;
         void *userdata;
@@ -247,12 +248,7 @@ void api_form_done(ApiForm *f) {
 static void api_request_free(ApiRequest *q) {
         ApiClient *c = q->client;
 
-        if (q->prev)
-                q->prev->next = q->next;
-        else
-                c->requests = q->next;
-        if (q->next)
-                q->next->prev = q->prev;
+        LIST_REMOVE(requests, c->requests, q);
         c->n_requests--;
         http_request_cancel(q->http);
         free(q);
@@ -383,10 +379,7 @@ static int api_client_call(ApiClient *c, const char *method, const char *path, c
         q->client = c;
         q->callback = cb;
         q->userdata = userdata;
-        q->next = c->requests;
-        if (c->requests)
-                c->requests->prev = q;
-        c->requests = q;
+        LIST_PREPEND(requests, c->requests, q);
         c->n_requests++;
         if (ret_req)
                 *ret_req = q;

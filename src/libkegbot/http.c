@@ -8,10 +8,11 @@
 
 #include "curl-dl.h"
 #include "http.h"
+#include "list.h"
 
 struct HttpRequest {
         HttpClient *client;
-        HttpRequest *prev, *next;
+        LIST_FIELDS(HttpRequest, requests);
         CURL *easy;
         struct curl_slist *headers;
         char *url;
@@ -39,13 +40,7 @@ static void http_request_unlink(HttpRequest *q) {
 
         if (!c)
                 return;
-        if (q->prev)
-                q->prev->next = q->next;
-        else
-                c->requests = q->next;
-        if (q->next)
-                q->next->prev = q->prev;
-        q->prev = q->next = NULL;
+        LIST_REMOVE(requests, c->requests, q);
         c->n_requests--;
         if (q->easy)
                 (void) sym_curl_multi_remove_handle(c->multi, q->easy);
@@ -270,17 +265,8 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userdata) {
         return n;
 }
 
-static int http_request_headers(HttpRequest *q, const char * const *headers) {
-        /* Expect: 100-continue would cost a round trip per POST for nothing. */
-        static const char * const fixed[] = { "Expect:", NULL };
-
-        for (const char * const *l = headers; l && *l; l++) {
-                struct curl_slist *h = sym_curl_slist_append(q->headers, *l);
-                if (!h)
-                        return -ENOMEM;
-                q->headers = h;
-        }
-        for (const char * const *l = fixed; *l; l++) {
+static int http_request_add_headers(HttpRequest *q, const char * const *lines) {
+        for (const char * const *l = lines; l && *l; l++) {
                 struct curl_slist *h = sym_curl_slist_append(q->headers, *l);
                 if (!h)
                         return -ENOMEM;
@@ -295,7 +281,11 @@ static int http_request_setup(HttpRequest *q, const HttpRequestSpec *spec) {
         CURLcode e = CURLE_OK;
         int r;
 
-        r = http_request_headers(q, spec->headers);
+        /* Expect: 100-continue would cost a round trip per POST for nothing. */
+        static const char * const fixed[] = { "Expect:", NULL };
+        r = http_request_add_headers(q, spec->headers);
+        if (r >= 0)
+                r = http_request_add_headers(q, fixed);
         if (r < 0)
                 return r;
 
@@ -358,10 +348,7 @@ int http_client_start(HttpClient *c, const HttpRequestSpec *spec, HttpCallback c
         }
 
         q->client = c;
-        q->next = c->requests;
-        if (c->requests)
-                c->requests->prev = q;
-        c->requests = q;
+        LIST_PREPEND(requests, c->requests, q);
         c->n_requests++;
         if (sym_curl_multi_add_handle(c->multi, q->easy) != CURLM_OK) {
                 /* Not added: unlinking must not remove it from the multi handle. */
