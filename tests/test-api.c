@@ -13,6 +13,7 @@
 
 #include "api.h"
 #include "log.h"
+#include "util-utf8.h"
 
 #define KEY STANDIN_KEY
 
@@ -103,21 +104,19 @@ static void test_text(void) {
         check(r.error_message != NULL);
         if (r.error_message) {
                 size_t l = strlen(r.error_message);
-                check(l <= 512 + 3);
-                check(l > 3 && streq(r.error_message + l - 3, "..."));
-                json_t *j = json_string(r.error_message);       /* jansson takes valid UTF-8 only */
-                check(j != NULL);
-                json_decref(j);
+                check(l == 512 + 3);
+                check(streq(r.error_message + l - 3, "..."));
+                check(utf8_is_valid(r.error_message));
         }
         api_result_done(&r);
 
-        /* Control characters (escaped in JSON, real after decoding) become spaces. */
+        /* Control characters (escaped in JSON, real after decoding) are escaped for the log line. */
         const char *ctl = "{\"error\": {\"code\": \"A\\nB\", \"message\": \"line1\\r\\nline2\\u001b[31m\"}, \"meta\": {}}";
         api_classify(404, ctl, strlen(ctl), NULL, &r);
         check(r.outcome == API_NOT_FOUND);
-        check_streq(r.error_code, "A B");
-        check_streq(r.error_message, "line1  line2 [31m");
-        check_streq(r.reason, "HTTP 404 A B: line1  line2 [31m");
+        check_streq(r.error_code, "A\\nB");
+        check_streq(r.error_message, "line1\\r\\nline2\\x1b[31m");
+        check_streq(r.reason, "HTTP 404 A\\nB: line1\\r\\nline2\\x1b[31m");
         api_result_done(&r);
 
         /* Invalid UTF-8 in a body is no JSON: transient, and nothing of it is passed on. */
@@ -128,11 +127,11 @@ static void test_text(void) {
         api_result_done(&r);
 
         api_classify(0, NULL, 0, "Timeout was reached\n", &r);
-        check_streq(r.reason, "Timeout was reached ");
+        check_streq(r.reason, "Timeout was reached\\n");
         api_result_done(&r);
-        /* Transport errors are curl's ASCII text: any other byte is not passed on. */
+        /* Transport errors are not checked as UTF-8 where they come from: invalid bytes are escaped. */
         api_classify(0, NULL, 0, "host caf\xe9 \xc3\xa9", &r);
-        check_streq(r.reason, "host caf? ??");
+        check_streq(r.reason, "host caf\\xe9 \xc3\xa9");
         api_result_done(&r);
 }
 

@@ -1,8 +1,12 @@
 /* Kegbot Server legacy API client: see api.h. */
+#include <ctype.h>
 #include <stdarg.h>
 
 #include "api.h"
 #include "list.h"
+#include "util-escape.h"
+#include "util-hex.h"
+#include "util-string.h"
 
 #define API_TEXT_MAX 512
 
@@ -44,37 +48,25 @@ void api_result_done(ApiResult *r) {
 
 _printf_(2, 3) static void set_reason(ApiResult *r, const char *fmt, ...) {
         va_list ap;
-        char *s = NULL;
 
         va_start(ap, fmt);
-        if (vasprintf(&s, fmt, ap) < 0)
-                s = NULL;
-        va_end(ap);
         free(r->reason);
-        r->reason = s;
+        r->reason = strdup_vprintf(fmt, ap);
+        va_end(ap);
 }
 
-/* Server text goes to log lines: one line, control characters blanked, at most API_TEXT_MAX bytes
- * cut at a character boundary. Text from JSON is valid UTF-8 (jansson checks it); curl's messages
- * are ASCII, and any other byte in them becomes '?'. */
-static char *sanitize(const char *s, bool ascii) {
+/* Server and transport text goes to log lines (and failed drinks' records): at most API_TEXT_MAX
+ * bytes, cut at a character boundary, then escaped (escape_for_log()). */
+static char *sanitize(const char *s) {
+        _cleanup_(freep) char *o = NULL;
         size_t l = strlen(s), n = MIN(l, (size_t) API_TEXT_MAX);
-        char *o;
 
         while (n < l && n > 0 && ((unsigned char) s[n] & 0xC0) == 0x80)
                 n--;
-        o = malloc(n + 4);
-        if (!o)
-                return NULL;
-        for (size_t i = 0; i < n; i++) {
-                unsigned char c = (unsigned char) s[i];
-                o[i] = c < 0x20 || c == 0x7f ? ' ' : ascii && c >= 0x80 ? '?' : (char) c;
-        }
-        if (n < l)
-                memcpy(o + n, "...", 4);
-        else
-                o[n] = 0;
-        return o;
+        o = escape_for_log_n(s, n);
+        if (!o || n == l)
+                return TAKE_PTR(o);
+        return strdup_printf("%s...", o);
 }
 
 /* The envelope of section 4: a JSON object with "meta" and one of "object", "objects", "error". */
@@ -100,13 +92,13 @@ static bool api_envelope_parse(ApiResult *r, const char *body, size_t len, json_
 
         json_t *code = json_object_get(error, "code"), *msg = json_object_get(error, "message");
         if (json_is_string(code))
-                r->error_code = sanitize(json_string_value(code), false);
+                r->error_code = sanitize(json_string_value(code));
         if (json_is_string(msg))
-                r->error_message = sanitize(json_string_value(msg), false);
+                r->error_message = sanitize(json_string_value(msg));
         else if (msg && !json_is_null(msg)) {
                 _cleanup_(freep) char *dump = json_dumps(msg, JSON_COMPACT | JSON_SORT_KEYS);
                 if (dump)
-                        r->error_message = sanitize(dump, false);
+                        r->error_message = sanitize(dump);
         }
         *ret_error = error;
         return true;
@@ -118,7 +110,7 @@ void api_classify(long status, const char *body, size_t len, const char *transpo
         bool envelope;
 
         if (transport_error) {
-                _cleanup_(freep) char *t = sanitize(transport_error, true);
+                _cleanup_(freep) char *t = sanitize(transport_error);
                 r.http_status = 0;
                 r.outcome = API_TRANSIENT;
                 if (t)
@@ -183,7 +175,6 @@ static bool is_unreserved(unsigned char c) {
 }
 
 char *api_escape(const char *s) {
-        static const char hex[] = "0123456789ABCDEF";
         char *o, *p;
 
         if (!s)
@@ -195,9 +186,10 @@ char *api_escape(const char *s) {
                 if (is_unreserved(*c))
                         *p++ = (char) *c;
                 else {
+                        /* Uppercase digits, as the spec writes them (section 3.1). */
                         *p++ = '%';
-                        *p++ = hex[*c >> 4];
-                        *p++ = hex[*c & 15];
+                        *p++ = (char) toupper((unsigned char) hexchar(*c >> 4));
+                        *p++ = (char) toupper((unsigned char) hexchar(*c));
                 }
         }
         *p = 0;
@@ -207,13 +199,10 @@ char *api_escape(const char *s) {
 void api_form_add(ApiForm *f, const char *key, const char *value) {
         _cleanup_(freep) char *k = api_escape(key), *v = api_escape(value ?: "");
 
-        if (f->failed)
-                return;
-        if (!f->stream)
-                f->stream = open_memstream(&f->buf, &f->size);
-        if (!k || !v || !f->stream ||
-            fprintf(f->stream, "%s%s=%s", ftell(f->stream) > 0 ? "&" : "", k, v) < 0)
-                f->failed = true;
+        if (!k || !v)
+                (void) strbuf_set_error(&f->body, -ENOMEM);
+        else
+                (void) strbuf_printf(&f->body, "%s%s=%s", f->body.len > 0 ? "&" : "", k, v);
 }
 
 void api_form_addf(ApiForm *f, const char *key, const char *format, ...) {
@@ -221,26 +210,20 @@ void api_form_addf(ApiForm *f, const char *key, const char *format, ...) {
         va_list ap;
 
         va_start(ap, format);
-        if (vasprintf(&v, format, ap) < 0)
-                v = NULL;
+        v = strdup_vprintf(format, ap);
         va_end(ap);
         if (!v)
-                f->failed = true;
+                (void) strbuf_set_error(&f->body, -ENOMEM);
         else
                 api_form_add(f, key, v);
 }
 
-const char *api_form_body(ApiForm *f) {
-        if (f->failed || (f->stream && fflush(f->stream) != 0))
-                return NULL;
-        return f->buf ?: "";
+const char *api_form_body(const ApiForm *f) {
+        return f->body.error < 0 ? NULL : strbuf_str(&f->body);
 }
 
 void api_form_done(ApiForm *f) {
-        if (f->stream)
-                (void) fclose(f->stream);
-        free(f->buf);
-        *f = (ApiForm) {};
+        strbuf_done(&f->body);
 }
 
 /* ---------------------------------------------------------------- the client */
@@ -265,8 +248,8 @@ static int api_client_set_key_header(ApiClient *c, const char *api_key) {
         /* curl drops a "Name:" header without a value; "Name;" sends it empty. */
         if (isempty(api_key))
                 h = strdup("X-Kegbot-Api-Key;");
-        else if (asprintf(&h, "X-Kegbot-Api-Key: %s", api_key) < 0)
-                h = NULL;
+        else
+                h = strdup_printf("X-Kegbot-Api-Key: %s", api_key);
         if (!h)
                 return -ENOMEM;
         free(c->key_header);
@@ -279,8 +262,10 @@ int api_client_new(ApiClient **ret, HttpClient *http, const char *base_url, cons
         _cleanup_(api_client_freep) ApiClient *c = NULL;
         int r;
 
-        if (!ret || !http || !base_url || !(timeout_sec > 0))
-                return -EINVAL;
+        assert_return(ret, -EINVAL);
+        assert_return(http, -EINVAL);
+        assert_return(base_url, -EINVAL);
+        assert_return(timeout_sec > 0, -EINVAL);
 
         c = calloc(1, sizeof(ApiClient));
         if (!c)
@@ -314,8 +299,7 @@ ApiClient *api_client_free(ApiClient *c) {
 }
 
 int api_client_set_key(ApiClient *c, const char *api_key) {
-        if (!c)
-                return -EINVAL;
+        assert_return(c, -EINVAL);
         return api_client_set_key_header(c, api_key);
 }
 
@@ -347,9 +331,11 @@ static int api_client_call(ApiClient *c, const char *method, const char *path, c
         ApiRequest *q;
         int r;
 
-        if (!c || !path || !cb)
-                return -EINVAL;
-        if (asprintf(&url, "%s/%s", c->base_url, path) < 0)
+        assert_return(c, -EINVAL);
+        assert_return(path, -EINVAL);
+        assert_return(cb, -EINVAL);
+        url = strdup_printf("%s/%s", c->base_url, path);
+        if (!url)
                 return -ENOMEM;
 
         const char *headers[] = {
@@ -390,7 +376,7 @@ int api_client_get(ApiClient *c, const char *path, ApiCallback cb, void *userdat
         return api_client_call(c, "GET", path, NULL, cb, userdata, ret_req);
 }
 
-int api_client_post(ApiClient *c, const char *path, ApiForm *form, ApiCallback cb, void *userdata,
+int api_client_post(ApiClient *c, const char *path, const ApiForm *form, ApiCallback cb, void *userdata,
                     ApiRequest **ret_req) {
         const char *body = form ? api_form_body(form) : "";
 

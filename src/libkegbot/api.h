@@ -7,10 +7,10 @@
 #include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
-#include <stdio.h>
 
 #include "http.h"
 #include "macro.h"
+#include "util-strbuf.h"
 
 #define API_BODY_MAX (4U * 1024U * 1024U)
 
@@ -29,8 +29,8 @@ typedef struct ApiResult {
         long http_status;               /* 0 = no HTTP answer */
         json_t *object;                 /* the envelope's "object", or NULL (borrowed from root) */
         json_t *objects;                /* the envelope's "objects", or NULL (borrowed from root) */
-        char *error_code;               /* "NotFoundError", ...; NULL if none */
-        char *error_message;            /* string message, or the compact JSON of an object message */
+        char *error_code;               /* "NotFoundError", ...; NULL if none (escaped, see api_classify()) */
+        char *error_message;            /* string message, or the compact JSON of an object message (same) */
         char *reason;                   /* one line for logs: what went wrong (NULL for API_OK) */
         json_t *root;                   /* the parsed body, if it was JSON (owned) */
 } ApiResult;
@@ -39,7 +39,8 @@ void api_result_done(ApiResult *r);
 
 /* Parses the envelope of an HTTP answer and reduces it to an outcome. 'transport_error' is
  * non-NULL when no complete answer arrived (then status and body are ignored). Never trusts the
- * body: anything is accepted, and the strings in *ret are valid UTF-8 without control characters. */
+ * body: anything is accepted. The texts in *ret (code, message, reason) are cut to a few hundred
+ * bytes and escaped for log lines (escape_for_log()): one line of valid UTF-8. */
 void api_classify(long http_status, const char *body, size_t len, const char *transport_error, ApiResult *ret);
 
 /* The list an answer carries: "objects" of an ok answer or, from servers of the 0.9 era, an array
@@ -52,16 +53,13 @@ char *api_escape(const char *s);
 /* An application/x-www-form-urlencoded body, fields in the order added. Zero-initialise
  * (ApiForm f = {}); an allocation failure is remembered and reported by api_form_body(). */
 typedef struct ApiForm {
-        FILE *stream;
-        char *buf;
-        size_t size;
-        bool failed;
+        StrBuf body;
 } ApiForm;
 
 void api_form_add(ApiForm *f, const char *key, const char *value);
 void api_form_addf(ApiForm *f, const char *key, const char *format, ...) _printf_(3, 4);
 /* The encoded body so far (valid until the next add), or NULL after an allocation failure. */
-const char *api_form_body(ApiForm *f);
+const char *api_form_body(const ApiForm *f);
 void api_form_done(ApiForm *f);
 
 typedef struct ApiClient ApiClient;
@@ -86,7 +84,7 @@ size_t api_client_n_in_flight(const ApiClient *c);
 /* path: relative to the base, segments already escaped (api_escape()). On success *ret_req
  * (optional) identifies the request for api_request_cancel() until its callback runs. */
 int api_client_get(ApiClient *c, const char *path, ApiCallback cb, void *userdata, ApiRequest **ret_req);
-int api_client_post(ApiClient *c, const char *path, ApiForm *form, ApiCallback cb, void *userdata,
+int api_client_post(ApiClient *c, const char *path, const ApiForm *form, ApiCallback cb, void *userdata,
                     ApiRequest **ret_req);
 
 /* Aborts a request in flight; its callback is never called. NULL is fine. */

@@ -39,6 +39,7 @@ static void curl_dl_forget(void) {
 int curl_dl_open_soname(const char *soname) {
         void *h;
 
+        assert_return(soname, -EINVAL);
         if (curl_dl_handle)
                 return 0;
 

@@ -9,6 +9,7 @@
 #include "curl-dl.h"
 #include "http.h"
 #include "list.h"
+#include "util-strbuf.h"
 
 struct HttpRequest {
         HttpClient *client;
@@ -16,11 +17,7 @@ struct HttpRequest {
         CURL *easy;
         struct curl_slist *headers;
         char *url;
-        FILE *answer;                   /* the body as it arrives (open_memstream) */
-        char *answer_buf;
-        size_t answer_buf_size;         /* the stream's: up to date after fflush() only */
-        size_t answer_size, max_response; /* ours, for the limit while the answer arrives */
-        bool too_large, oom;
+        StrBuf answer;                  /* the body as it arrives, at most max_response bytes */
         char errbuf[CURL_ERROR_SIZE];
         HttpCallback callback;
         void *userdata;
@@ -52,9 +49,7 @@ static void http_request_free(HttpRequest *q) {
         if (q->easy)
                 sym_curl_easy_cleanup(q->easy);
         sym_curl_slist_free_all(q->headers);
-        if (q->answer)
-                (void) fclose(q->answer);
-        free(q->answer_buf);
+        strbuf_done(&q->answer);
         free(q->url);
         free(q);
 }
@@ -84,10 +79,10 @@ static void http_client_reap(HttpClient *c) {
                 CURLcode code = msg->data.result;
                 (void) curl_dl_easy_getinfo_long(q->easy, CURLINFO_RESPONSE_CODE, &status);
 
-                if (q->too_large)
+                if (q->answer.error == -E2BIG)
                         (void) snprintf(errtext, sizeof errtext, "response body larger than %zu bytes",
-                                        q->max_response);
-                else if (q->oom || fflush(q->answer) != 0)
+                                        q->answer.max);
+                else if (q->answer.error < 0)
                         (void) snprintf(errtext, sizeof errtext, "out of memory for the response body");
                 else if (code != CURLE_OK)
                         (void) snprintf(errtext, sizeof errtext, "%s%s%s", sym_curl_easy_strerror(code),
@@ -102,8 +97,8 @@ static void http_client_reap(HttpClient *c) {
                         .url = q->url,
                         .status = error ? 0 : status,
                         .error = error,
-                        .body = !error && q->answer_buf ? q->answer_buf : "",
-                        .size = error ? 0 : q->answer_size,
+                        .body = error ? "" : strbuf_str(&q->answer),
+                        .size = error ? 0 : q->answer.len,
                 };
                 q->callback(c, &r, q->userdata);
                 http_request_free(q);
@@ -192,8 +187,8 @@ int http_client_new(HttpClient **ret, sd_event *event) {
         _cleanup_(http_client_unrefp) HttpClient *c = NULL;
         int r;
 
-        if (!ret || !event)
-                return -EINVAL;
+        assert_return(ret, -EINVAL);
+        assert_return(event, -EINVAL);
 
         r = curl_dl_open();
         if (r < 0)
@@ -253,16 +248,8 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *userdata) {
         HttpRequest *q = userdata;
         size_t n = size * nmemb;
 
-        if (n > q->max_response - q->answer_size) {
-                q->too_large = true;
-                return 0;               /* curl then fails the transfer (CURLE_WRITE_ERROR) */
-        }
-        if (fwrite(data, 1, n, q->answer) != n) {
-                q->oom = true;
-                return 0;
-        }
-        q->answer_size += n;
-        return n;
+        /* Past the limit (or out of memory) curl fails the transfer (CURLE_WRITE_ERROR). */
+        return strbuf_append(&q->answer, data, n) < 0 ? 0 : n;
 }
 
 static int http_request_add_headers(HttpRequest *q, const char * const *lines) {
@@ -322,22 +309,22 @@ int http_client_start(HttpClient *c, const HttpRequestSpec *spec, HttpCallback c
         HttpRequest *q;
         int r;
 
-        if (!c || !spec || !spec->url || !callback || spec->timeout_usec == 0 ||
-            (spec->body_size > 0 && !spec->body) || spec->body_size > LONG_MAX)
-                return -EINVAL;
-        if ((!spec->method || streq(spec->method, "GET")) && spec->body)
-                return -EINVAL;
+        assert_return(c, -EINVAL);
+        assert_return(spec && spec->url && spec->timeout_usec > 0, -EINVAL);
+        assert_return(callback, -EINVAL);
+        assert_return(spec->body || spec->body_size == 0, -EINVAL);
+        assert_return(spec->body_size <= LONG_MAX, -EINVAL);
+        assert_return(!spec->body || (spec->method && !streq(spec->method, "GET")), -EINVAL);
 
         q = calloc(1, sizeof(HttpRequest));
         if (!q)
                 return -ENOMEM;
         q->callback = callback;
         q->userdata = userdata;
-        q->max_response = spec->max_response ?: HTTP_RESPONSE_MAX_DEFAULT;
+        q->answer.max = spec->max_response ?: HTTP_RESPONSE_MAX_DEFAULT;
         q->url = strdup(spec->url);
-        q->answer = open_memstream(&q->answer_buf, &q->answer_buf_size);
         q->easy = sym_curl_easy_init();
-        if (!q->url || !q->answer || !q->easy) {
+        if (!q->url || !q->easy) {
                 http_request_free(q);
                 return -ENOMEM;
         }
