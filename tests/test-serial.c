@@ -75,6 +75,44 @@ static void test_speeds(void) {
         check(!serial_speed_supported(0));
         check(!serial_speed_supported(-1));
         check(!serial_speed_supported(12345));
+
+        /* Displays may use 1200; nothing termios cannot set is valid. */
+        check(serial_speed_valid(1200));
+        check(serial_speed_valid(115200));
+        check(!serial_speed_valid(0));
+        check(!serial_speed_valid(12345));
+
+        _cleanup_(freep) char *all = NULL, *kegboard = NULL;
+        check(serial_speeds_string(true, &all) == 0);
+        check(all && startswith(all, "300, 600, 1200, 2400, ") && strstr(all, ", 115200, "));
+        check(serial_speeds_string(false, &kegboard) == 0);
+        check(kegboard && startswith(kegboard, "300, 600, 2400, ") && !strstr(kegboard, "1200"));
+}
+
+static void test_open_tty(void) {
+        int master, slave, fd;
+        char name[256], path[] = "/tmp/test-serial-tty-XXXXXX";
+        struct termios t;
+
+        check(openpty(&master, &slave, name, NULL, NULL) == 0);
+        fd = serial_open_tty(name, 1200);
+        check(fd >= 0);
+        check(tcgetattr(fd, &t) == 0);
+        check(cfgetospeed(&t) == B1200);
+        check(fcntl(fd, F_GETFL) & O_NONBLOCK);
+        safe_close(fd);
+        check(serial_open_tty(name, 12345) == -EINVAL);
+
+        check(serial_open_tty("/nonexistent/ttyLCD", 115200) == -ENOENT);
+        check(serial_open_tty("/dev/null", 115200) == -ENOTTY);
+        fd = mkstemp(path);
+        check(fd >= 0);
+        safe_close(fd);
+        check(serial_open_tty(path, 115200) == -ENOTTY);
+        unlink(path);
+
+        close(slave);
+        close(master);
 }
 
 static void test_open_pty(void) {
@@ -185,6 +223,7 @@ static void test_format_line(void) {
 int main(void) {
         test_run(test_default_device);
         test_run(test_speeds);
+        test_run(test_open_tty);
         test_run(test_open_pty);
         test_run(test_open_file);
         test_run(test_format_line);

@@ -11,12 +11,13 @@
 
 #include "serial.h"
 #include "macro.h"
+#include "util-strbuf.h"
 
 static const struct {
         int speed;
         speed_t constant;
 } speed_table[] = {
-        { 300, B300 },       { 600, B600 },       { 2400, B2400 },     { 4800, B4800 },
+        { 300, B300 },       { 600, B600 },       { 1200, B1200 },     { 2400, B2400 },     { 4800, B4800 },
         { 9600, B9600 },     { 19200, B19200 },   { 38400, B38400 },   { 57600, B57600 },
         { 115200, B115200 }, { 230400, B230400 }, { 460800, B460800 }, { 500000, B500000 },
         { 576000, B576000 }, { 921600, B921600 }, { 1000000, B1000000 },
@@ -24,7 +25,6 @@ static const struct {
 };
 
 static int speed_lookup(int speed, speed_t *ret) {
-        /* 1200 is deliberately absent from the table. */
         for (size_t i = 0; i < ELEMENTSOF(speed_table); i++)
                 if (speed_table[i].speed == speed) {
                         *ret = speed_table[i].constant;
@@ -35,7 +35,23 @@ static int speed_lookup(int speed, speed_t *ret) {
 
 bool serial_speed_supported(int speed) {
         speed_t s;
+        /* 1200 baud is the bootloader-reset signal of 32u4 Kegboards. */
+        return speed != 1200 && speed_lookup(speed, &s) >= 0;
+}
+
+bool serial_speed_valid(int speed) {
+        speed_t s;
         return speed_lookup(speed, &s) >= 0;
+}
+
+int serial_speeds_string(bool with_1200, char **ret) {
+        StrBuf b = STRBUF_INIT;
+
+        assert_return(ret, -EINVAL);
+        for (size_t i = 0; i < ELEMENTSOF(speed_table); i++)
+                if (with_1200 || speed_table[i].speed != 1200)
+                        (void) strbuf_printf(&b, "%s%d", b.len > 0 ? ", " : "", speed_table[i].speed);
+        return strbuf_take(&b, ret, NULL);
 }
 
 static int first_match(const char *dev_dir, const char *pattern, char **ret) {
@@ -88,10 +104,12 @@ int serial_resolve_device(const char *configured, char **ret) {
         return serial_default_device("/dev", ret);
 }
 
-static int tty_setup(int fd, int speed) {
+int serial_setup_tty(int fd, int speed) {
         struct termios t;
         speed_t baud;
         int bits = TIOCM_DTR | TIOCM_RTS;
+
+        assert_return(fd >= 0, -EBADF);
 
         if (speed_lookup(speed, &baud) < 0)
                 return -EINVAL;
@@ -142,7 +160,7 @@ int serial_open(const char *path, int speed, SerialKind *ret_kind) {
                 return -errno;
 
         if (kind == SERIAL_STREAM && isatty(fd)) {
-                r = tty_setup(fd, speed);
+                r = serial_setup_tty(fd, speed);
                 if (r < 0)
                         return r;
                 kind = SERIAL_TTY;
@@ -150,6 +168,25 @@ int serial_open(const char *path, int speed, SerialKind *ret_kind) {
 
         if (ret_kind)
                 *ret_kind = kind;
+        return TAKE_FD(fd);
+}
+
+int serial_open_tty(const char *path, int speed) {
+        _cleanup_(closep) int fd = -1;
+        int r;
+
+        assert_return(path, -EINVAL);
+
+        if (!serial_speed_valid(speed))
+                return -EINVAL;
+        fd = open(path, O_RDWR | O_NOCTTY | O_NONBLOCK | O_CLOEXEC);
+        if (fd < 0)
+                return -errno;
+        if (!isatty(fd))
+                return -ENOTTY;
+        r = serial_setup_tty(fd, speed);
+        if (r < 0)
+                return r;
         return TAKE_FD(fd);
 }
 

@@ -34,6 +34,25 @@ bool serial_speed_supported(int speed);
  * Returns the fd, or a negative errno (-EINVAL: unsupported speed). *ret_kind is optional. */
 int serial_open(const char *path, int speed, SerialKind *ret_kind);
 
+/* The terminal part of serial_open() on an open fd: raw 8N1 at 'speed' (any speed termios knows,
+ * 1200 included), no flow control, CLOCAL|CREAD, VMIN 1, VTIME 0, DTR and RTS asserted where the
+ * port has them, pending input flushed. -EINVAL for a speed termios cannot set, -ENOTTY for an fd
+ * that is not a terminal, other negative errnos from termios. */
+int serial_setup_tty(int fd, int speed);
+
+/* 1 if termios can set the speed, 1200 included (displays run at 1200; only Kegboards refuse it). */
+bool serial_speed_valid(int speed);
+
+/* The speeds termios can set, ascending, as "300, 600, 1200, ..." (1200 left out unless
+ * with_1200), for error messages. *ret is malloc'ed. */
+int serial_speeds_string(bool with_1200, char **ret);
+
+/* Opens a device that must be a terminal (a serial display): read-write, non-blocking,
+ * close-on-exec, never the controlling tty, then serial_setup_tty(). -EINVAL for a speed termios
+ * cannot set, -ENOENT for a missing path, -ENOTTY for anything that is not a terminal (a regular
+ * file, /dev/null), other negative errnos from open() and termios. */
+int serial_open_tty(const char *path, int speed);
+
 /* Writes all of buf to a non-blocking fd, waiting with poll() at most timeout_ms in total for
  * room; for the short command frames of the one-shot tools. Returns 0 or a negative errno
  * (-ETIMEDOUT). */
