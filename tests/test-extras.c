@@ -1,5 +1,5 @@
-/* Unit test of the accessory programs' pure parts: the CFA-635 packet encoder and character
- * translation, the LCD screen layouts, sound_server's thresholds and cache file names. */
+/* Unit test of the accessory programs' pure parts: the CFA-635 packet encoder, reply parser and
+ * character translation, the LCD screen layouts, sound_server's thresholds and cache file names. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -36,6 +36,64 @@ static void test_cfa635(void) {
         check(display_type_from_string("cfa635") == DISPLAY_CFA635);
         check(display_type_from_string("mtxorb20x4") == DISPLAY_MTXORB20X4);
         check(display_type_from_string("CFA635") < 0);
+}
+
+/* Feeds bytes, returns how many packets completed (the last one in *ret) and counts -EBADMSG. */
+static int feed(Cfa635Parser *p, const char *bytes, size_t n, Cfa635Packet *ret, unsigned *bad_lengths) {
+        int packets = 0;
+
+        for (size_t i = 0; i < n; i++) {
+                int r = cfa635_parser_feed(p, (uint8_t) bytes[i], ret);
+                if (r == -EBADMSG)
+                        (*bad_lengths)++;
+                else if (r > 0)
+                        packets++;
+        }
+        return packets;
+}
+
+static void test_cfa635_parser(void) {
+        Cfa635Parser p = {};
+        Cfa635Packet pkt;
+        uint8_t buf[CFA635_PACKET_MAX];
+        unsigned bad = 0;
+        size_t n;
+
+        /* The answer to a clear screen: type 1, code 6, no data. */
+        n = cfa635_encode(CFA635_CMD_CLEAR, NULL, 0, buf);
+        buf[0] |= CFA635_TYPE_RESPONSE << 6;
+        n = 2;
+        uint16_t crc = cfa635_crc(buf, n);
+        buf[n++] = (uint8_t) (crc & 0xFF);
+        buf[n++] = (uint8_t) (crc >> 8);
+        check(feed(&p, (const char *) buf, n, &pkt, &bad) == 1);
+        check(pkt.type == CFA635_TYPE_RESPONSE && pkt.code == CFA635_CMD_CLEAR && pkt.len == 0 && pkt.crc_ok);
+
+        /* A key report (0x80, one data byte), split across two reads. */
+        uint8_t key[5] = { 0x80, 0x01, 0x05 };
+        crc = cfa635_crc(key, 3);
+        key[3] = (uint8_t) (crc & 0xFF);
+        key[4] = (uint8_t) (crc >> 8);
+        check(feed(&p, (const char *) key, 2, &pkt, &bad) == 0);
+        check(feed(&p, (const char *) key + 2, 3, &pkt, &bad) == 1);
+        check(pkt.type == CFA635_TYPE_REPORT && pkt.code == CFA635_REPORT_KEY && pkt.len == 1 &&
+              pkt.data[0] == 5 && pkt.crc_ok);
+
+        /* A bad CRC still ends the packet, marked as such; the next one parses. */
+        key[4] ^= 0xFF;
+        check(feed(&p, (const char *) key, 5, &pkt, &bad) == 1);
+        check(!pkt.crc_ok && pkt.type == CFA635_TYPE_REPORT);
+        check(feed(&p, (const char *) buf, n, &pkt, &bad) == 1);
+        check(pkt.crc_ok && pkt.code == CFA635_CMD_CLEAR);
+
+        /* A length over 22: the byte before it is dropped and parsing resynchronises. */
+        check(bad == 0);
+        check(feed(&p, "\x41\x63", 2, &pkt, &bad) == 0);
+        check(bad == 1);
+        /* 0x63 is now taken as a packet start; its "length" 0x41 > 22 drops it too. */
+        check(feed(&p, "\x41", 1, &pkt, &bad) == 0 && bad == 2);
+        cfa635_parser_reset(&p);
+        check(feed(&p, (const char *) buf, n, &pkt, &bad) == 1 && pkt.crc_ok);
 }
 
 static void test_screens(void) {
@@ -84,6 +142,46 @@ static void test_screens(void) {
         check(streq(buf, "nov 26 12:00pm"));
         lcd_format_time(1795651200, buf, sizeof(buf));  /* 2026-11-26T00:00:00Z */
         check(streq(buf, "nov 26 12:00am"));
+}
+
+static void test_core_tap_screen(void) {
+        LcdScreen s;
+        CoreTapInfo t = {
+                .meter_name = (char *) "kegboard.flow0", .name = (char *) "Main Tap", .ml_per_tick = 1 / 2.2,
+                .flow_state = (char *) "", .flow_volume_ml = -1, .flow_username = (char *) "",
+        };
+
+        lcd_screen_core_tap(&s, &t);
+        check_streq(s.rows[0], "_Main Tap__________ ");
+        check_streq(s.rows[1], "kegboard.flow0      ");
+        check_streq(s.rows[2], "2.2 ticks/ml        ");
+        check_streq(s.rows[3], "no pours yet        ");
+
+        t.flow_state = (char *) "active";
+        t.flow_volume_ml = 100;
+        lcd_screen_core_tap(&s, &t);
+        check_streq(s.rows[3], "pouring 3.38 oz     ");
+        t.flow_state = (char *) "idle";
+        t.flow_volume_ml = -1;
+        lcd_screen_core_tap(&s, &t);
+        check_streq(s.rows[3], "pouring             ");
+        t.flow_state = (char *) "completed";
+        t.flow_volume_ml = 500;
+        lcd_screen_core_tap(&s, &t);
+        check_streq(s.rows[3], "last pour 16.91 oz  ");
+        t.flow_volume_ml = -1;
+        lcd_screen_core_tap(&s, &t);
+        check_streq(s.rows[3], "last pour           ");
+
+        /* No name: the meter stands in; no calibration said so. */
+        t.name = (char *) "";
+        t.ml_per_tick = 0;
+        lcd_screen_core_tap(&s, &t);
+        check_streq(s.rows[0], "_kegboard.flow0____ ");
+        check_streq(s.rows[2], "not calibrated      ");
+        t.ml_per_tick = 1 / 5.4;
+        lcd_screen_core_tap(&s, &t);
+        check_streq(s.rows[2], "5.4 ticks/ml        ");
 }
 
 static void test_tap_json(void) {
@@ -138,7 +236,9 @@ static void test_url_basename(void) {
 
 int main(void) {
         test_run(test_cfa635);
+        test_run(test_cfa635_parser);
         test_run(test_screens);
+        test_run(test_core_tap_screen);
         test_run(test_tap_json);
         test_run(test_thresholds);
         test_run(test_url_basename);

@@ -168,6 +168,22 @@ class Proc:
         return self.p.poll() is None
 
 
+def armed_timers(pid):
+    """Seconds left on each armed timerfd of a process, as the kernel shows them (fdinfo
+    it_value): an event loop that sleeps until something happens has none."""
+    secs = []
+    d = "/proc/%d/fdinfo" % pid
+    for fd in os.listdir(d):
+        try:
+            with open(os.path.join(d, fd)) as f:
+                m = re.search(r"^it_value: \((\d+), (\d+)\)", f.read(), re.M)
+        except OSError:
+            continue
+        if m and (m.group(1), m.group(2)) != ("0", "0"):
+            secs.append(int(m.group(1)))
+    return secs
+
+
 def run(args, env=None, timeout=30, cwd=None, input=None):
     """Run a program to completion; returns CompletedProcess with text stdout/stderr."""
     full_env = dict(os.environ)

@@ -1,6 +1,9 @@
 /* Both drivers share one output path: packets are queued as byte strings and written when the
- * device has room. The CFA-635 sends one packet at a time and waits for its reply (or 250 ms);
- * the Matrix Orbital never answers, so its queue is simply written out. */
+ * device has room. The CFA-635 gets one packet at a time: the next one goes out only when the
+ * display has acknowledged this one (a response of the same command with a good CRC), refused it,
+ * or let 250 ms pass; reports (keys, fans, temperatures) may arrive in between and do not count
+ * as an answer. A reply with a bad CRC is not trusted: the command is sent once more. The Matrix
+ * Orbital never answers, so its queue is simply written out. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,8 +14,15 @@
 
 #include "display.h"
 #include "serial.h"
+#include "util-event.h"
+#include "util-ratelimit.h"
 
 #define DISPLAY_QUEUE_MAX 64U
+/* Sends of one command: the first, and one more after a reply with a bad CRC. */
+#define CFA635_SENDS_MAX 2U
+/* A display that never answers would log one line per command: a few per 10 minutes is enough. */
+#define NO_ANSWER_LOG_INTERVAL_USEC (10 * 60 * USEC_PER_SEC)
+#define NO_ANSWER_LOG_BURST 3
 
 typedef struct Packet {
         uint8_t bytes[CFA635_PACKET_MAX + 4];
@@ -33,13 +43,17 @@ struct Display {
         uint8_t out[DISPLAY_QUEUE_MAX * sizeof(Packet)];
         size_t out_len;
 
+        /* CFA-635: the command on the wire and how often it was sent. */
         bool awaiting_reply;
-        uint8_t in[CFA635_PACKET_MAX];
-        size_t in_len;
+        Packet current;
+        unsigned sends;
+        Cfa635Parser parser;
+        LogRateLimit no_answer_log;
 
         int backlight;          /* -1 unknown, 0 off, 1 on */
         bool failed;
         DisplayFailHandler on_fail;
+        DisplayIdleHandler on_idle;
         void *userdata;
 };
 
@@ -91,12 +105,45 @@ uint8_t cfa635_translate(uint8_t c) {
         }
 }
 
+void cfa635_parser_reset(Cfa635Parser *p) {
+        p->len = 0;
+}
+
+int cfa635_parser_feed(Cfa635Parser *p, uint8_t byte, Cfa635Packet *ret) {
+        size_t size;
+        uint16_t crc;
+
+        p->buf[p->len++] = byte;
+        if (p->len < 2)
+                return 0;
+        if (p->buf[1] > CFA635_DATA_MAX) {
+                /* Drop the first byte: the next one may be where a real packet starts. */
+                p->buf[0] = p->buf[1];
+                p->len = 1;
+                return -EBADMSG;
+        }
+        size = (size_t) p->buf[1] + 4u;
+        if (p->len < size)
+                return 0;
+
+        crc = (uint16_t) (p->buf[size - 2] | (p->buf[size - 1] << 8));
+        *ret = (Cfa635Packet) {
+                .type = p->buf[0] >> 6,
+                .code = p->buf[0] & 0x3F,
+                .len = p->buf[1],
+                .crc_ok = crc == cfa635_crc(p->buf, size - 2),
+        };
+        memcpy(ret->data, p->buf + 2, ret->len);
+        p->len = 0;
+        return 1;
+}
+
 static void display_fail(Display *d, int error) {
         if (d->failed)
                 return;
         d->failed = true;
         (void) sd_event_source_set_enabled(d->io, SD_EVENT_OFF);
-        (void) sd_event_source_set_enabled(d->reply_timer, SD_EVENT_OFF);
+        event_timer_disarm(d->reply_timer);
         if (d->on_fail)
                 d->on_fail(d, error, d->userdata);
 }
@@ -126,35 +173,49 @@ static void display_flush(Display *d) {
         display_update_io(d);
 }
 
-/* Moves packets from the queue to the output: all of them for the Matrix Orbital, one per awaited
- * reply for the CFA-635. */
+static int on_reply_timeout(sd_event_source *s, uint64_t usec, void *userdata);
+
+/* Puts the CFA-635's current command on the wire and starts its 250 ms wait. */
+static void display_send_current(Display *d) {
+        int r;
+
+        if (d->out_len + d->current.size > sizeof(d->out)) {
+                display_fail(d, -ENOBUFS);
+                return;
+        }
+        memcpy(d->out + d->out_len, d->current.bytes, d->current.size);
+        d->out_len += d->current.size;
+        d->sends++;
+        d->awaiting_reply = true;
+        r = event_timer_arm_relative(d->event, &d->reply_timer, CFA635_REPLY_TIMEOUT_USEC,
+                                     CFA635_REPLY_TIMEOUT_ACCURACY_USEC, on_reply_timeout, d);
+        if (r < 0) {
+                log_error_errno(r, "Cannot arm the reply timer: %m");
+                display_fail(d, r);
+        }
+}
+
+/* Moves packets from the queue to the output: all of them for the Matrix Orbital, the next one
+ * once the last is answered for the CFA-635. */
 static void display_pump(Display *d) {
         while (!d->failed && d->queue_len > 0 && !d->awaiting_reply) {
                 Packet *p = &d->queue[d->queue_head];
 
-                if (d->out_len + p->size > sizeof(d->out))
-                        break;
-                memcpy(d->out + d->out_len, p->bytes, p->size);
-                d->out_len += p->size;
+                if (d->type == DISPLAY_CFA635) {
+                        d->current = *p;
+                        d->sends = 0;
+                        display_send_current(d);
+                } else {
+                        if (d->out_len + p->size > sizeof(d->out))
+                                break;
+                        memcpy(d->out + d->out_len, p->bytes, p->size);
+                        d->out_len += p->size;
+                }
                 d->queue_head = (d->queue_head + 1) % DISPLAY_QUEUE_MAX;
                 d->queue_len--;
-
-                if (d->type == DISPLAY_CFA635) {
-                        uint64_t now = 0;
-                        int r;
-
-                        d->awaiting_reply = true;
-                        (void) sd_event_now(d->event, CLOCK_MONOTONIC, &now);
-                        r = sd_event_source_set_time(d->reply_timer, now + CFA635_REPLY_TIMEOUT_USEC);
-                        if (r >= 0)
-                                r = sd_event_source_set_enabled(d->reply_timer, SD_EVENT_ONESHOT);
-                        if (r < 0) {
-                                display_fail(d, r);
-                                return;
-                        }
-                }
         }
-        display_flush(d);
+        if (!d->failed)
+                display_flush(d);
 }
 
 static int display_queue(Display *d, const uint8_t *bytes, size_t size) {
@@ -179,44 +240,89 @@ static int display_queue_cfa(Display *d, uint8_t command, const uint8_t *data, s
         return display_queue(d, buf, n);
 }
 
-static void display_got_reply(Display *d, const uint8_t *p, size_t size) {
-        unsigned type = p[0] >> 6, code = p[0] & 0x3F;
-        uint16_t crc = (uint16_t) (p[size - 2] | (p[size - 1] << 8));
+static uint8_t display_current_command(const Display *d) {
+        return d->current.bytes[0] & 0x3F;
+}
 
-        if (crc != cfa635_crc(p, size - 2))
-                log_debug("%s: reply with a bad CRC (type %u, code %u)", d->path, type, code);
-        else if (type == 3)
-                log_warning("%s: display reported an error for command %u", d->path, code);
-        else
-                log_debug("%s: reply type %u, code %u, %u data bytes", d->path, type, code, p[1]);
+static void display_end_wait(Display *d) {
+        d->awaiting_reply = false;
+        event_timer_disarm(d->reply_timer);
+}
 
-        if (d->awaiting_reply) {
-                d->awaiting_reply = false;
-                (void) sd_event_source_set_enabled(d->reply_timer, SD_EVENT_OFF);
+static void display_got_packet(Display *d, const Cfa635Packet *p) {
+        bool answers = d->awaiting_reply && p->code == display_current_command(d);
+
+        if (!p->crc_ok) {
+                if (!d->awaiting_reply) {
+                        log_warning("%s: packet with a bad CRC (type %u, code %u) ignored", d->path, p->type, p->code);
+                        return;
+                }
+                /* Perhaps the answer, perhaps a report: either way the command may be lost. */
+                if (d->sends < CFA635_SENDS_MAX) {
+                        log_warning("%s: packet with a bad CRC (type %u, code %u) while waiting for the answer "
+                                    "to command %u; sending the command again", d->path, p->type, p->code,
+                                    display_current_command(d));
+                        display_send_current(d);
+                } else {
+                        log_warning("%s: packet with a bad CRC (type %u, code %u) after sending command %u "
+                                    "twice; going on with the next command", d->path, p->type, p->code,
+                                    display_current_command(d));
+                        display_end_wait(d);
+                }
+                return;
+        }
+
+        switch (p->type) {
+        case CFA635_TYPE_REPORT:
+                if (p->code == CFA635_REPORT_KEY && p->len >= 1)
+                        log_debug("%s: key event %u", d->path, p->data[0]);
+                else
+                        log_debug("%s: report %u with %u data bytes ignored", d->path, p->code, p->len);
+                return;
+        case CFA635_TYPE_RESPONSE:
+        case CFA635_TYPE_ERROR:
+                if (!answers) {
+                        /* A late answer to a command given up on, or noise. */
+                        log_debug("%s: unexpected %s for command %u ignored", d->path,
+                                  p->type == CFA635_TYPE_ERROR ? "error" : "response", p->code);
+                        return;
+                }
+                if (p->type == CFA635_TYPE_ERROR)
+                        log_warning("%s: the display refused command %u", d->path, p->code);
+                display_end_wait(d);
+                return;
+        default:
+                log_debug("%s: host-type packet (code %u) from the display ignored", d->path, p->code);
+                return;
         }
 }
 
 static void display_parse_input(Display *d, const uint8_t *buf, size_t n) {
         for (size_t i = 0; i < n; i++) {
-                d->in[d->in_len++] = buf[i];
-                if (d->in_len < 2)
-                        continue;
-                if (d->in[1] > CFA635_DATA_MAX) {
-                        log_warning("%s: invalid reply length %u, resynchronising", d->path, d->in[1]);
-                        /* Drop the first byte: the next one may be where a real packet starts. */
-                        d->in[0] = d->in[1];
-                        d->in_len = 1;
-                        continue;
-                }
-                if (d->in_len == (size_t) d->in[1] + 4u) {
-                        display_got_reply(d, d->in, d->in_len);
-                        d->in_len = 0;
-                }
+                Cfa635Packet p;
+                int r = cfa635_parser_feed(&d->parser, buf[i], &p);
+
+                if (r == -EBADMSG)
+                        log_warning("%s: invalid packet length %u, resynchronising", d->path, buf[i]);
+                else if (r > 0)
+                        display_got_packet(d, &p);
+                if (d->failed)
+                        return;
         }
+}
+
+/* After an event: if that made the display idle, the UI may send the next screen. */
+static void display_after_event(Display *d, bool was_busy) {
+        if (d->failed)
+                return;
+        display_pump(d);
+        if (!d->failed && was_busy && !display_busy(d) && d->on_idle)
+                d->on_idle(d, d->userdata);
 }
 
 static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         Display *d = userdata;
+        bool was_busy = display_busy(d);
 
         if (revents & EPOLLIN) {
                 uint8_t buf[256];
@@ -238,6 +344,8 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
                         }
                         if (d->type == DISPLAY_CFA635)
                                 display_parse_input(d, buf, (size_t) n);
+                        if (d->failed)
+                                return 0;
                 }
         }
         if (revents & (EPOLLHUP | EPOLLERR)) {
@@ -247,21 +355,26 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
         }
         if (revents & EPOLLOUT)
                 display_flush(d);
-        display_pump(d);
+        display_after_event(d, was_busy);
         return 0;
 }
 
 static int on_reply_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
         Display *d = userdata;
 
-        log_error("No response!");
+        if (log_ratelimit_pass(&d->no_answer_log, LOG_ERR, LOG_COMPONENT))
+                log_error("No response! %s did not answer command %u within %u ms (is it a CFA-635, at "
+                          "--lcd_baud_rate?)", d->path, display_current_command(d),
+                          (unsigned) (CFA635_REPLY_TIMEOUT_USEC / USEC_PER_MSEC));
+        /* Whatever partial packet arrived belongs to nothing now. */
+        cfa635_parser_reset(&d->parser);
         d->awaiting_reply = false;
-        display_pump(d);
+        display_after_event(d, true);
         return 0;
 }
 
 int display_open(Display **ret, sd_event *event, const char *path, int baud, DisplayType type,
-                 DisplayFailHandler on_fail, void *userdata) {
+                 DisplayFailHandler on_fail, DisplayIdleHandler on_idle, void *userdata) {
         _cleanup_(display_freep) Display *d = NULL;
         int r;
 
@@ -272,13 +385,28 @@ int display_open(Display **ret, sd_event *event, const char *path, int baud, Dis
         d->type = type;
         d->backlight = -1;
         d->on_fail = on_fail;
+        d->on_idle = on_idle;
         d->userdata = userdata;
+        d->no_answer_log = (LogRateLimit) LOG_RATELIMIT_INIT("no answer from the display",
+                                                             NO_ANSWER_LOG_INTERVAL_USEC, NO_ANSWER_LOG_BURST);
         d->event = sd_event_ref(event);
         d->path = strdup(path);
         if (!d->path)
                 return log_error_errno(-ENOMEM, "Out of memory.");
 
-        r = serial_open(path, baud, NULL);
+        r = serial_open_tty(path, baud);
+        if (r == -EINVAL) {
+                _cleanup_(freep) char *speeds = NULL;
+                (void) serial_speeds_string(true, &speeds);
+                return log_error_errno(r, "Cannot open display %s: unsupported baud rate %d (supported: %s)",
+                                       path, baud, speeds ? speeds : "?");
+        }
+        if (r == -ENOENT)
+                return log_error_errno(r, "Cannot open display %s: no such device (is the display plugged in? "
+                                       "see --lcd_device_path)", path);
+        if (r == -ENOTTY)
+                return log_error_errno(r, "Cannot open display %s: not a serial port (not a terminal device); "
+                                       "--lcd_device_path must name the display's tty, e.g. /dev/ttyUSB0", path);
         if (r < 0)
                 return log_error_errno(r, "Cannot open display %s: %m", path);
         d->fd = r;
@@ -286,10 +414,6 @@ int display_open(Display **ret, sd_event *event, const char *path, int baud, Dis
         r = sd_event_add_io(event, &d->io, d->fd, EPOLLIN, on_io, d);
         if (r < 0)
                 return log_error_errno(r, "Cannot watch %s: %m", path);
-        r = sd_event_add_time(event, &d->reply_timer, CLOCK_MONOTONIC, 0, 0, on_reply_timeout, d);
-        if (r < 0)
-                return log_error_errno(r, "Cannot create a timer: %m");
-        (void) sd_event_source_set_enabled(d->reply_timer, SD_EVENT_OFF);
 
         *ret = TAKE_PTR(d);
         return 0;
@@ -306,7 +430,6 @@ Display *display_free(Display *d) {
         free(d);
         return NULL;
 }
-
 int display_clear(Display *d) {
         if (d->type == DISPLAY_CFA635)
                 return display_queue_cfa(d, CFA635_CMD_CLEAR, NULL, 0);

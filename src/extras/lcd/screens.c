@@ -85,11 +85,12 @@ void lcd_screen_pour(LcdScreen *s, const char *username, bool has_volume, double
         lcd_screen_set_row(s, 3, "|");
 }
 
-void lcd_screen_tap(LcdScreen *s, const TapInfo *t) {
+/* "_" + the name, padded with "_" to 19 characters, then a space; cut at 20. */
+static void set_title(LcdScreen *s, const char *name) {
         char title[LCD_COLS + 64];
         size_t n;
 
-        n = (size_t) snprintf(title, sizeof(title), "_%s", t->name);
+        n = (size_t) snprintf(title, sizeof(title), "_%s", name);
         if (n >= sizeof(title))
                 n = sizeof(title) - 1;
         while (n < LCD_COLS - 1)
@@ -98,13 +99,46 @@ void lcd_screen_tap(LcdScreen *s, const TapInfo *t) {
                 title[n++] = ' ';
         title[MIN(n, (size_t) LCD_COLS)] = 0;
         lcd_screen_set_row(s, 0, title);
+}
 
+void lcd_screen_tap(LcdScreen *s, const TapInfo *t) {
+        set_title(s, t->name);
         lcd_screen_set_row(s, 1, t->beverage);
         lcd_screen_set_row(s, 2, t->producer);
         if (t->has_temperature)
                 set_rowf(s, 3, "%.1f%% full  %.1fc", t->percent_full, t->temperature_c);
         else
                 set_rowf(s, 3, "%.1f%% full", t->percent_full);
+}
+
+void lcd_screen_core_tap(LcdScreen *s, const CoreTapInfo *t) {
+        bool pouring = streq_ptr(t->flow_state, "active") || streq_ptr(t->flow_state, "idle");
+
+        set_title(s, !isempty(t->name) ? t->name : !isempty(t->meter_name) ? t->meter_name : "");
+        lcd_screen_set_row(s, 1, t->meter_name);
+        if (t->ml_per_tick > 0)
+                set_rowf(s, 2, "%.4g ticks/ml", 1.0 / t->ml_per_tick);
+        else
+                lcd_screen_set_row(s, 2, "not calibrated");
+        if (pouring && t->flow_volume_ml >= 0)
+                set_rowf(s, 3, "pouring %.2f oz", t->flow_volume_ml / ML_PER_OUNCE);
+        else if (pouring)
+                lcd_screen_set_row(s, 3, "pouring");
+        else if (streq_ptr(t->flow_state, "completed") && t->flow_volume_ml >= 0)
+                set_rowf(s, 3, "last pour %.2f oz", t->flow_volume_ml / ML_PER_OUNCE);
+        else if (streq_ptr(t->flow_state, "completed"))
+                lcd_screen_set_row(s, 3, "last pour");
+        else
+                lcd_screen_set_row(s, 3, "no pours yet");
+}
+
+void core_tap_info_done(CoreTapInfo *t) {
+        free(t->path);
+        free(t->meter_name);
+        free(t->name);
+        free(t->flow_state);
+        free(t->flow_username);
+        *t = (CoreTapInfo) {};
 }
 
 static const char *json_string_at(json_t *o, const char *a, const char *b) {

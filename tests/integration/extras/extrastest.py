@@ -1,9 +1,11 @@
 """Helpers for the accessory programs' tests: emulated serial LCDs on a pty (CrystalFontz CFA-635
-and Matrix Orbital 20x4) that decode what lcd_daemon writes into a 4x20 screen, and a small
-programmable HTTP server standing in for the Kegbot Server endpoints the extras read."""
+and Matrix Orbital 20x4) that decode what lcd_daemon writes into a 4x20 screen, a small
+programmable HTTP server standing in for the Kegbot Server endpoints the extras read, and a
+private session bus."""
 import http.server
 import json
 import os
+import re
 import threading
 import time
 import tty
@@ -42,6 +44,7 @@ class Display:
         self.backlight = None
         self.raw = bytearray()
         self.events = []        # ("clear",), ("backlight", on), ("row", n, text), ("bad_crc", bytes)
+        self.pending = []       # (monotonic due time, bytes) replies not written yet
         self.cv = threading.Condition()
         self.stopped = False
         self.t = threading.Thread(target=self._loop, daemon=True)
@@ -50,7 +53,11 @@ class Display:
     def _loop(self):
         import select
         while not self.stopped:
-            r, _, _ = select.select([self.master], [], [], 0.05)
+            with self.cv:
+                due = self.pending[0][0] if self.pending else None
+            timeout = 0.05 if due is None else max(0.0, min(0.05, due - time.monotonic()))
+            r, _, _ = select.select([self.master], [], [], timeout)
+            self._send_due()
             if not r:
                 continue
             try:
@@ -62,6 +69,26 @@ class Display:
                 self.raw += chunk
                 self._decode()
                 self.cv.notify_all()
+            self._send_due()
+
+    def _send_due(self):
+        """Writes the replies whose time has come, in order."""
+        with self.cv:
+            now = time.monotonic()
+            while self.pending and self.pending[0][0] <= now:
+                _, data = self.pending.pop(0)
+                try:
+                    os.write(self.master, data)
+                except OSError:
+                    pass
+                self.cv.notify_all()
+
+    def reply_later(self, data, delay=0.0):
+        """Queues bytes for the daemon, after 'delay' seconds (and after what is queued already)."""
+        due = time.monotonic() + delay
+        if self.pending:
+            due = max(due, self.pending[-1][0])
+        self.pending.append((due, bytes(data)))
 
     def screen(self):
         with self.cv:
@@ -97,14 +124,35 @@ class Display:
 
 
 class Cfa635(Display):
-    """CFA-635: decodes host packets, checks their CRC, answers each with a response packet
-    (unless reply=False)."""
+    """CFA-635: decodes host packets, checks their CRC, answers each with a response packet.
 
-    def __init__(self, reply=True):
+    reply=False never answers. delay holds each answer back that many seconds; key_report sends a
+    key report (type 2) at once, before the held-back answer. bad_crc="first" answers the first
+    send of each command with a corrupted CRC and a repeat of it (the same bytes again) properly;
+    bad_crc="always" corrupts every answer. Packets that arrived while the answer to the one before
+    was still held back are recorded in `early`; every packet's arrival time in `times`."""
+
+    def __init__(self, reply=True, delay=0.0, key_report=False, bad_crc=None):
         self.reply = reply
+        self.delay = delay
+        self.key_report = key_report
+        self.bad_crc = bad_crc
         self.pos = 0
         self.packets = []
+        self.times = []
+        self.early = []
         super().__init__()
+
+    def _answer(self, pkt, cmd):
+        if not self.reply:
+            return
+        if self.key_report:
+            self.reply_later(cfa_packet(2, 0, b"\x05"))
+        ack = bytearray(cfa_packet(1, cmd))
+        retry = len(self.packets) >= 2 and self.packets[-2] == pkt
+        if self.bad_crc == "always" or (self.bad_crc == "first" and not retry):
+            ack[-1] ^= 0xFF
+        self.reply_later(ack, self.delay)
 
     def _decode(self):
         while len(self.raw) - self.pos >= 4:
@@ -113,7 +161,10 @@ class Cfa635(Display):
                 return
             pkt = bytes(self.raw[self.pos:self.pos + ln + 4])
             self.pos += ln + 4
+            if self.pending:
+                self.early.append(pkt)
             self.packets.append(pkt)
+            self.times.append(time.monotonic())
             body, crc = pkt[:-2], pkt[-2] | (pkt[-1] << 8)
             if crc != crc_x25(body):
                 self.events.append(("bad_crc", pkt))
@@ -136,8 +187,17 @@ class Cfa635(Display):
                 self.events.append(("row", row, text))
             else:
                 self.events.append(("cmd", cmd, data))
-            if self.reply:
-                os.write(self.master, cfa_packet(1, cmd))
+            self._answer(pkt, cmd)
+
+    def wait_packets(self, n, timeout=10.0):
+        deadline = time.monotonic() + timeout * kbtest.SLOW
+        with self.cv:
+            while len(self.packets) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError("timed out waiting for %d packets; got %d" % (n, len(self.packets)))
+                self.cv.wait(min(left, 0.1))
+            return list(self.packets)
 
 
 class MatrixOrbital(Display):
@@ -233,3 +293,21 @@ class FakeApi:
     def close(self):
         self.httpd.shutdown()
         self.httpd.server_close()
+
+
+class SessionBus:
+    """A private dbus-daemon of the session type on a socket in 'tmpdir' (no root needed); programs
+    reach it through env() and --dbus=session."""
+
+    def __init__(self, tmpdir):
+        self.socket = os.path.join(tmpdir, "session_bus")
+        self.address = "unix:path=" + self.socket
+        self.proc = kbtest.Proc(["dbus-daemon", "--session", "--nofork", "--nopidfile", "--nosyslog",
+                                 "--print-address", "--address=" + self.address], name="dbus-daemon")
+        self.proc.wait_line(r"^unix:path=" + re.escape(self.socket), key="stdout", timeout=10)
+
+    def env(self):
+        return {"DBUS_SESSION_BUS_ADDRESS": self.address}
+
+    def stop(self):
+        self.proc.stop()

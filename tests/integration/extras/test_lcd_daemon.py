@@ -1,15 +1,20 @@
-"""lcd_daemon through the real binary: a pty plays the display (CFA-635 or Matrix Orbital), a fake
-core broadcasts FlowUpdates and DrinkCreatedEvents, a fake server answers GET taps / drinks."""
+"""lcd_daemon through the real binary: a pty plays the display (CFA-635 or Matrix Orbital, with
+slow, bad-CRC and key-report replies), a fake core broadcasts FlowUpdates and DrinkCreatedEvents, a
+fake server answers GET taps / drinks, a private session bus stands in for the core's bus (the tap
+screens from a real core on D-Bus are tested in test_lcd_dbus.py)."""
 import os
+import re
 import signal
 import sys
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kbtest  # noqa: E402
-from extrastest import Cfa635, FakeApi, MatrixOrbital, cfa_packet, crc_x25  # noqa: E402
+from extrastest import Cfa635, FakeApi, MatrixOrbital, SessionBus, cfa_packet, crc_x25  # noqa: E402
 
 SPLASH = [" ================== ", "       kegbot!      ", "      beer you.     ", " ================== "]
+# flow("active", volume_ml=100.0) on the pour screen.
+POUR = ["_now pouring________", "|user: mikey".ljust(20), "|oz: 3.38".ljust(20), "|".ljust(20)]
 
 
 def flow(state, flow_id=7, username="mikey", volume_ml=100.0, ticks=220):
@@ -25,6 +30,16 @@ def drink(username="mikey", volume_ml=500.0, end_time="2026-11-26T12:00:09Z"):
 
 
 class LcdTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = kbtest.TempDir()
+        cls.bus = SessionBus(cls.tmp.__enter__())
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.bus.stop()
+        cls.tmp.__exit__(None, None, None)
+
     def setUp(self):
         self.core = kbtest.FakeCore()
         self.procs = []
@@ -37,11 +52,14 @@ class LcdTest(unittest.TestCase):
             d.close()
         self.core.close()
 
-    def start(self, display, *flags, device_type="cfa635"):
+    def start(self, display, *flags, device_type="cfa635", env=None):
         self.displays.append(display)
+        full_env = {"TZ": "UTC"}
+        full_env.update(self.bus.env())
+        full_env.update(env or {})
         p = kbtest.Proc([kbtest.binary("lcd_daemon"), "--lcd_device_path=" + display.path,
-                         "--lcd_device_type=" + device_type, "--kb_core_addr=%d" % self.core.port]
-                        + list(flags), env={"TZ": "UTC"})
+                         "--lcd_device_type=" + device_type, "--kb_core_addr=%d" % self.core.port,
+                         "--dbus=session"] + list(flags), env=full_env)
         self.procs.append(p)
         return p
 
@@ -81,8 +99,7 @@ class LcdTest(unittest.TestCase):
         d.wait_screen(lambda rows: rows == SPLASH, what="splash")
         self.core.wait_connected()
         self.core.broadcast("FlowUpdate", **flow("active", volume_ml=100.0))
-        pour = ["_now pouring________", "|user: mikey".ljust(20), "|oz: 3.38".ljust(20), "|".ljust(20)]
-        d.wait_screen(lambda rows: rows == pour, what="pour screen")
+        d.wait_screen(lambda rows: rows == POUR, what="pour screen")
         # The '|' went out as the display's 0xFE.
         self.assertIn(b"\xfeuser: mikey", bytes(d.raw))
 
@@ -124,9 +141,64 @@ class LcdTest(unittest.TestCase):
     def test_no_response(self):
         d = Cfa635(reply=False)
         p = self.start(d)
-        p.wait_line(r"\(lcd\) No response!", timeout=5)
-        # Still carries on: the rows arrive one after the other anyway.
+        p.wait_line(r"\(lcd\) No response! %s did not answer command 6 within 250 ms" % re.escape(d.path),
+                    timeout=5)
+        # Still carries on: the rows arrive one after the other anyway, each after its 250 ms wait.
         d.wait_screen(lambda rows: rows == SPLASH, timeout=5, what="splash without replies")
+        self.assertEqual(len(d.packets), 6)     # clear, backlight, 4 rows: each sent once
+        # Sentinel: the pour screen's first row goes out only once the last splash row's wait ended.
+        self.core.wait_connected()
+        self.core.broadcast("FlowUpdate", **flow("active"))
+        d.wait_packets(7)
+        # Rate-limited: 3 of the 6 no-answer ERRORs, each naming the device.
+        errors = [l for l in p.output() if "No response!" in l]
+        self.assertEqual(len(errors), 3, errors)
+        self.assertTrue(all(" ERROR " in l and d.path in l for l in errors), errors)
+        self.assertEqual(p.stop(), 0)
+
+    def test_cfa635_key_report_before_slow_ack(self):
+        """Every command goes out only after its own acknowledgement, although a key report
+        arrives before each (slow) acknowledgement."""
+        d = Cfa635(delay=0.12, key_report=True)
+        p = self.start(d, "--verbose")
+        d.wait_screen(lambda rows: rows == SPLASH, what="splash")
+        self.core.wait_connected()
+        self.core.broadcast("FlowUpdate", **flow("active", volume_ml=100.0))
+        d.wait_screen(lambda rows: rows == POUR, what="pour screen")
+        n = len(d.packets)
+        self.assertEqual(n, 10)         # clear, backlight, 4 splash rows, 4 pour rows
+        with d.cv:
+            self.assertEqual(d.early, [], "commands sent before the previous one was acknowledged")
+        # Each packet once (nothing retried, nothing timed out), keys seen as keys.
+        self.assertEqual(len(set((i, pkt) for i, pkt in enumerate(d.packets))), n)
+        self.assertFalse([l for l in p.output() if "No response!" in l or "WARNING" in l])
+        p.wait_line(r"DEBUG .*key event 5")
+        self.assertEqual(p.stop(), 0)
+
+    def test_cfa635_bad_crc_retried_once(self):
+        d = Cfa635(bad_crc="first")
+        p = self.start(d)
+        d.wait_screen(lambda rows: rows == SPLASH, what="splash")
+        p.wait_line(r"WARNING .*%s: packet with a bad CRC \(type 1, code 6\) while waiting for the answer to "
+                    r"command 6; sending the command again" % re.escape(d.path))
+        # Every command went out twice in a row, the second time after the bad answer to the first.
+        pkts = d.wait_packets(12)[:12]
+        self.assertEqual(pkts[0::2], pkts[1::2])
+        self.assertEqual(pkts[0], bytes.fromhex("0600975B"))
+        with d.cv:
+            self.assertEqual(d.early, [])
+        self.assertFalse([l for l in p.output() if "No response!" in l])
+        self.assertEqual(p.stop(), 0)
+
+    def test_cfa635_bad_crc_twice_moves_on(self):
+        d = Cfa635(bad_crc="always")
+        p = self.start(d)
+        d.wait_screen(lambda rows: rows == SPLASH, what="splash")
+        pkts = d.wait_packets(12)[:12]
+        self.assertEqual(pkts[0::2], pkts[1::2])        # one retry each, no third send
+        self.assertEqual(len(set(pkts)), 6)
+        p.wait_line(r"WARNING .*after sending command 6 twice; going on with the next command")
+        self.assertFalse([l for l in p.output() if "No response!" in l])
         self.assertEqual(p.stop(), 0)
 
     def test_matrix_orbital(self):
@@ -199,14 +271,76 @@ class LcdTest(unittest.TestCase):
         self.assertIn("Bad device type: hd44780", r.stderr)
         r = kbtest.run([kbtest.binary("lcd_daemon"), "--lcd_device_path=/nonexistent/ttyLCD"])
         self.assertEqual(r.returncode, 1)
-        self.assertIn("/nonexistent/ttyLCD", r.stderr)
+        self.assertIn("Cannot open display /nonexistent/ttyLCD: no such device", r.stderr)
+        r = kbtest.run([kbtest.binary("lcd_daemon"), "--lcd_device_path=/dev/null"])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("Cannot open display /dev/null: not a serial port (not a terminal device)", r.stderr)
+        self.assertNotIn("Operation not permitted", r.stderr)
+        r = kbtest.run([kbtest.binary("lcd_daemon"), "--lcd_baud_rate=12345"])
+        self.assertEqual(r.returncode, 1)
+        self.assertRegex(r.stderr, r"Error: --lcd_baud_rate: unsupported baud rate 12345 \(supported: 300, 600, "
+                                   r"1200, 2400, .*, 115200, .*\)")
+        self.assertNotIn("Invalid argument", r.stderr)
         r = kbtest.run([kbtest.binary("lcd_daemon"), "--krest_update_interval=5"])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("Error:", r.stderr)
+        r = kbtest.run([kbtest.binary("lcd_daemon"), "--dbus=none"])
         self.assertEqual(r.returncode, 1)
         self.assertIn("Error:", r.stderr)
         r = kbtest.run([kbtest.binary("lcd_daemon"), "--help"])
         self.assertEqual(r.returncode, 1)
-        for f in ("--lcd_device_path", "--backlight_timeout", "--kb_core_addr", "--api_url"):
+        for f in ("--lcd_device_path", "--backlight_timeout", "--kb_core_addr", "--api_url", "--dbus"):
             self.assertIn(f, r.stdout)
+
+    def test_matrix_orbital_at_1200_baud(self):
+        """Matrix Orbital displays run at 1200 baud: the port is set to it, the bytes are the spec's."""
+        import termios
+        d = MatrixOrbital()
+        p = self.start(d, "--lcd_baud_rate=1200", "--backlight_timeout=1", device_type="mtxorb20x4")
+        d.wait_screen(lambda rows: rows == SPLASH, what="splash")
+        self.assertEqual(termios.tcgetattr(d.slave)[5], termios.B1200)
+        d.wait_backlight(False, timeout=5)
+        self.assertTrue(bytes(d.raw).endswith(bytes.fromhex("FE46")), bytes(d.raw)[-10:])
+        self.core.wait_connected()
+        self.core.broadcast("FlowUpdate", **flow("active", username="x"))
+        pour = ["_now pouring________", "|user: x", "|oz: 3.38", "|"]
+        d.wait_screen(lambda rows: rows == [r.ljust(20) for r in pour], what="pour screen")
+        raw = bytes(d.raw)
+        on = raw.rindex(bytes.fromhex("FE4200"))
+        self.assertGreater(on, raw.rindex(bytes.fromhex("FE46")))
+        # Backlight first, then the four rows, each FE 47 01 <row+1> and its 20 characters.
+        self.assertEqual(raw[on:], bytes.fromhex("FE4200") + b"".join(
+            bytes([0xFE, 0x47, 0x01, row + 1]) + text.ljust(20).encode() for row, text in enumerate(pour)))
+        self.assertEqual(p.stop(), 0)
+
+    def test_idle_display_sleeps(self):
+        """After the backlight timeout the rotation rests on the splash screen and lcd_daemon has no
+        timer left: nothing wakes it until something happens."""
+        d = Cfa635()
+        # Backlight off after 6 s: the splash (5 s) and a second of the last pour, then rest.
+        p = self.start(d, "--backlight_timeout=6", "--rotation_time=1")
+        d.wait_screen(lambda rows: rows[0] == "_last pour__________", timeout=8, what="the last pour")
+        d.wait_backlight(False, timeout=5)
+        d.wait_screen(lambda rows: rows == SPLASH, what="resting on the splash screen")
+        kbtest.wait_until(lambda: kbtest.armed_timers(p.pid) == [], what="no armed timer while idle")
+        # Activity wakes the rotation: backlight on, and after the pour the splash, then the last pour.
+        self.core.wait_connected()
+        self.core.broadcast("FlowUpdate", **flow("active"))
+        d.wait_backlight(True)
+        self.core.broadcast("FlowUpdate", **flow("completed"))
+        d.wait_screen(lambda rows: rows[0] == "_last pour__________", timeout=8, what="rotation running again")
+        d.wait_backlight(False, timeout=5)
+        d.wait_screen(lambda rows: rows == SPLASH, what="resting on the splash screen again")
+        kbtest.wait_until(lambda: kbtest.armed_timers(p.pid) == [], what="no armed timer once idle again")
+        self.assertEqual(p.stop(), 0)
+
+    def test_without_a_bus(self):
+        """No bus to reach: one WARNING, the display works, no tap screens."""
+        d = Cfa635()
+        p = self.start(d, env={"DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent/bus"})
+        p.wait_line(r"WARNING .*Cannot connect to the session bus: .*no tap screens until it can be reached")
+        d.wait_screen(lambda rows: rows == SPLASH, what="splash")
+        self.assertEqual(p.stop(), 0)
 
     def test_signals(self):
         d = Cfa635()

@@ -200,28 +200,15 @@ class SoundTest(unittest.TestCase):
     def test_no_periodic_wakeups(self):
         """Forgetting flows after 10 minutes needs a timer only while flows are remembered: an
         idle sound_server has no armed timer at all (timerfds as the kernel shows them)."""
-        def armed_timers():
-            secs = []
-            d = "/proc/%d/fdinfo" % p.pid
-            for fd in os.listdir(d):
-                try:
-                    with open(os.path.join(d, fd)) as f:
-                        m = re.search(r"^it_value: \((\d+), (\d+)\)", f.read(), re.M)
-                except OSError:
-                    continue
-                if m and (m.group(1), m.group(2)) != ("0", "0"):
-                    secs.append(int(m.group(1)))
-            return secs
-
         p = self.start()
-        kbtest.wait_until(lambda: armed_timers() == [], what="no armed timer while idle")
+        kbtest.wait_until(lambda: kbtest.armed_timers(p.pid) == [], what="no armed timer while idle")
         self.core.broadcast("FlowUpdate", **flow("active", 10.0))
         self.wait_plays(1)
-        timers = kbtest.wait_until(armed_timers, what="the flow's forget timer")
+        timers = kbtest.wait_until(lambda: kbtest.armed_timers(p.pid), what="the flow's forget timer")
         self.assertEqual(len(timers), 1, timers)
         self.assertTrue(500 <= timers[0] <= 600, timers)
         self.core.broadcast("FlowUpdate", **flow("completed", 10.0))
-        kbtest.wait_until(lambda: armed_timers() == [], what="no armed timer once the flow is forgotten")
+        kbtest.wait_until(lambda: kbtest.armed_timers(p.pid) == [], what="no armed timer once the flow is forgotten")
         self.assertEqual(p.stop(), 0)
 
     def test_sighup_keeps_running(self):
