@@ -7,6 +7,8 @@ PKGS=(
   # build
   build-essential meson ninja-build pkg-config
   libsystemd-dev libudev-dev libcurl4-openssl-dev libjansson-dev
+  # sound_server: ALSA playback, libsndfile decoding (WAV, FLAC, Ogg)
+  libasound2-dev libsndfile1-dev
   # sanitizer/fuzzer builds
   clang libclang-rt-dev
   # test tooling

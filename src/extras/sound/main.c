@@ -1,6 +1,7 @@
 /* sound_server: plays a sound when a pour crosses a volume threshold (programs-and-flags.md
  * section 10). Listens to kegnet FlowUpdates; sounds come from <sound_dir>/<T>/ and, optionally,
- * from the server's sound events (downloaded once into --cache_dir); an external player plays them. */
+ * from the server's sound events (downloaded once into --cache_dir). They play through ALSA
+ * (alsa-player.c) or, with --player, through an external program. */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -16,12 +17,14 @@
 #define LOG_COMPONENT "sound"
 #include "log.h"
 
+#include "alsa-player.h"
 #include "api.h"
 #include "app.h"
 #include "daemon.h"
 #include "flags.h"
 #include "kegnet-client.h"
 #include "thresholds.h"
+#include "util-event.h"
 #include "util-strv.h"
 
 #define FLOW_FORGET_USEC (10 * 60 * USEC_PER_SEC)
@@ -32,7 +35,8 @@ extern char **environ;
 
 static const char *arg_sound_dir = "/etc/kegbot/sounds";
 static const char *arg_cache_dir = "/tmp/sound_server_cache";
-static const char *arg_player = "aplay -q";
+static const char *arg_player = "";
+static const char *arg_alsa_device = "default";
 static bool arg_server_sounds = true;
 
 static const FlagDef sound_flags[] = {
@@ -40,8 +44,11 @@ static const FlagDef sound_flags[] = {
                     "Local sounds: <sound_dir>/<T>/* for each threshold T in ounces."),
         FLAG_STRING("cache_dir", &arg_cache_dir, "Where sounds from the server are stored.",
                     .env = "CACHE_DIRECTORY", .env_mode = FLAG_ENV_FIRST_ENTRY, .env_suffix = "/sounds"),
+        FLAG_STRING("alsa_device", &arg_alsa_device,
+                    "ALSA PCM the sounds play on (WAV, FLAC, Ogg and the other formats libsndfile reads)."),
         FLAG_STRING("player", &arg_player,
-                    "Player command, split on spaces; the sound file is appended as the last argument."),
+                    "External player command instead of ALSA (e.g. 'aplay -q'), split on spaces; the sound "
+                    "file is appended as the last argument. Empty: play through ALSA."),
         FLAG_BOOL("server_sounds", &arg_server_sounds,
                   "Also load sound events from the server when --api_url is set."),
         FLAG_END,
@@ -74,6 +81,7 @@ typedef struct Player {
         pid_t pid;
         char *file;
         sd_event_source *child;
+        bool stopped;           /* we sent the SIGTERM */
         struct Player *next;
 } Player;
 
@@ -83,6 +91,7 @@ typedef struct Manager {
         KegnetClient *kegnet;
         HttpClient *http;               /* NULL without server sounds */
         ApiClient *api;
+        AlsaPlayer *alsa;       /* without --player */
         char **player_argv;     /* the split --player, with one free slot for the file */
         size_t player_argc;
         FlowState *flows;
@@ -137,6 +146,7 @@ static Manager *manager_free(Manager *m) {
                 player_free(p);
         }
         sd_event_source_disable_unref(m->prune_timer);
+        alsa_player_free(m->alsa);
         api_client_free(m->api);
         http_client_unref(m->http);
         kegnet_client_free(m->kegnet);
@@ -163,7 +173,7 @@ static uint64_t random_u64(void) {
 
 /* ---- playback */
 
-static void manager_play(Manager *m, const char *file) {
+static void manager_play_external(Manager *m, const char *file) {
         posix_spawnattr_t attr;
         sigset_t empty, all;
         Player *p;
@@ -173,6 +183,7 @@ static void manager_play(Manager *m, const char *file) {
         if (m->current && m->current->pid > 0) {
                 log_debug("Stopping the sound still playing (pid %d)", (int) m->current->pid);
                 (void) kill(m->current->pid, SIGTERM);
+                m->current->stopped = true;
                 m->current = NULL;
         }
 
@@ -227,49 +238,67 @@ static int on_player_exit(sd_event_source *s, const siginfo_t *si, void *userdat
         for (Player *p = m->players; p; p = p->next) {
                 if (p->child != s)
                         continue;
-                if (si->si_code == CLD_EXITED)
-                        log_debug("Player for %s exited with status %d", p->file, si->si_status);
+                if (si->si_code == CLD_EXITED && si->si_status != 0)
+                        log_warning("The player '%s' failed on %s: exit status %d", arg_player, p->file,
+                                    si->si_status);
+                else if (si->si_code == CLD_EXITED)
+                        log_debug("Player for %s exited with status 0", p->file);
+                else if (p->stopped)
+                        log_debug("Player for %s stopped for the next sound (signal %d)", p->file, si->si_status);
                 else
-                        log_debug("Player for %s killed by signal %d", p->file, si->si_status);
+                        log_warning("The player '%s' was killed by signal %d playing %s", arg_player,
+                                    si->si_status, p->file);
                 manager_remove_player(m, p);
                 break;
         }
         return 0;
 }
 
-/* Every candidate for threshold T: the regular, non-hidden files of <sound_dir>/<T>/ and the
- * downloaded server sounds for T. */
-static void manager_fire(Manager *m, int threshold) {
-        _cleanup_(strv_freep) char **candidates = NULL;
+static void manager_play(Manager *m, const char *file) {
+        if (m->alsa)
+                (void) alsa_player_play(m->alsa, file);         /* logs its own failures */
+        else
+                manager_play_external(m, file);
+}
+
+/* The regular, non-hidden files of <sound_dir>/<T>/ appended to *list. A directory that is not
+ * there is no sound for T; one that cannot be read is a WARNING. */
+static void list_local_sounds(int threshold, char ***list, size_t *n) {
         _cleanup_(freep) char *dir = NULL;
-        size_t n = 0;
+        struct dirent *de;
         DIR *d;
 
         if (asprintf(&dir, "%s/%d", arg_sound_dir, threshold) < 0) {
                 dir = NULL;
                 return;
         }
-
-
         d = opendir(dir);
-        if (d) {
-                struct dirent *de;
-                while ((de = readdir(d))) {
-                        struct stat st;
-                        char *path;
+        if (!d) {
+                if (errno != ENOENT)
+                        log_warning_errno(errno, "Cannot read the sound directory %s: %m", dir);
+                return;
+        }
+        while ((de = readdir(d))) {
+                struct stat st;
+                char *path;
 
-                        if (de->d_name[0] == '.')
-                                continue;
-                        if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode))
-                                continue;
-                        if (asprintf(&path, "%s/%s", dir, de->d_name) < 0)
-                                continue;
-                        (void) strv_push(&candidates, &n, path);
-                }
-                closedir(d);
-        } else if (errno != ENOENT)
-                log_debug_errno(errno, "Cannot read %s: %m", dir);
+                if (de->d_name[0] == '.')
+                        continue;
+                if (fstatat(dirfd(d), de->d_name, &st, 0) < 0 || !S_ISREG(st.st_mode))
+                        continue;
+                if (asprintf(&path, "%s/%s", dir, de->d_name) < 0)
+                        continue;
+                (void) strv_push(list, n, path);
+        }
+        closedir(d);
+}
 
+/* Every candidate for threshold T: the local sounds and the downloaded server sounds for T. */
+static void manager_fire(Manager *m, int threshold) {
+        _cleanup_(strv_freep) char **candidates = NULL;
+        size_t n = 0;
+
+        list_local_sounds(threshold, &candidates, &n);
         for (ServerSound *s = m->sounds; s; s = s->next)
                 if (s->ready && s->threshold == threshold)
                         (void) strv_push(&candidates, &n, strdup(s->path));
@@ -280,6 +309,31 @@ static void manager_fire(Manager *m, int threshold) {
         }
         log_debug("Threshold %d oz reached; %zu sound(s) to pick from", threshold, n);
         manager_play(m, candidates[random_u64() % n]);
+}
+
+/* Start-up: a --sound_dir that is missing, unreadable or without a single sound is said at once,
+ * not discovered at the first pour. */
+static void check_sound_dir(bool server_sounds) {
+        const char *fallback = server_sounds ? "only sounds from the server can play" : "no sound will play";
+        _cleanup_(strv_freep) char **all = NULL;
+        size_t n = 0;
+        struct stat st;
+
+        if (stat(arg_sound_dir, &st) < 0) {
+                log_warning_errno(errno, "Sound directory %s: %m; %s.", arg_sound_dir, fallback);
+                return;
+        }
+        if (!S_ISDIR(st.st_mode)) {
+                log_warning("Sound directory %s is not a directory; %s.", arg_sound_dir, fallback);
+                return;
+        }
+        for (size_t i = 0; i < ELEMENTSOF(sound_thresholds); i++)
+                list_local_sounds(sound_thresholds[i], &all, &n);
+        if (n == 0)
+                log_warning("No sounds in %s: put sound files in %s/<ounces>/ (0, 1, 8, 12, 16, 24 or 32); %s.",
+                            arg_sound_dir, arg_sound_dir, fallback);
+        else
+                log_info("%zu local sound(s) in %s", n, arg_sound_dir);
 }
 
 /* ---- flows */
@@ -302,6 +356,8 @@ static FlowState *manager_flow(Manager *m, int64_t flow_id, bool create) {
         return f;
 }
 
+static int on_prune(sd_event_source *s, uint64_t usec, void *userdata);
+
 /* Flows are forgotten 10 minutes after their last update: one timer at the earliest such moment,
  * armed only while flows are remembered, so an idle sound_server never wakes up. */
 static void manager_schedule_prune(Manager *m) {
@@ -311,12 +367,10 @@ static void manager_schedule_prune(Manager *m) {
         for (FlowState *f = m->flows; f; f = f->next)
                 earliest = MIN(earliest, f->last_update);
         if (earliest == UINT64_MAX) {
-                (void) sd_event_source_set_enabled(m->prune_timer, SD_EVENT_OFF);
+                event_timer_disarm(m->prune_timer);
                 return;
         }
-        r = sd_event_source_set_time(m->prune_timer, earliest + FLOW_FORGET_USEC);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(m->prune_timer, SD_EVENT_ONESHOT);
+        r = event_timer_arm(m->event, &m->prune_timer, earliest + FLOW_FORGET_USEC, USEC_PER_SEC, on_prune, m);
         if (r < 0)
                 log_debug_errno(r, "Cannot arm the flow prune timer: %m");
 }
@@ -612,17 +666,6 @@ static int manager_new(Manager **ret) {
         if (!m)
                 return log_error_errno(-ENOMEM, "Out of memory.");
 
-        r = split_player(arg_player, &m->player_argv, &m->player_argc);
-        if (r == -EINVAL)
-                app_flag_error("--player must name a program");
-        if (r < 0)
-                return log_error_errno(r, "Out of memory.");
-
-        /* sd-event watches players through SIGCHLD, which must be blocked for that. */
-        r = daemon_block_signals((const int[]) { SIGCHLD }, 1);
-        if (r < 0)
-                return log_error_errno(r, "Cannot block SIGCHLD: %m");
-
         r = sd_event_default(&m->event);
         if (r < 0)
                 return log_error_errno(r, "Cannot create the event loop: %m");
@@ -630,19 +673,42 @@ static int manager_new(Manager **ret) {
         if (r < 0)
                 return log_error_errno(r, "Cannot set up signals: %m");
 
+        if (!isempty(arg_player)) {
+                r = split_player(arg_player, &m->player_argv, &m->player_argc);
+                if (r == -EINVAL)
+                        app_flag_error("--player must name a program (or be empty: play through ALSA)");
+                if (r < 0)
+                        return log_error_errno(r, "Out of memory.");
+                /* sd-event watches players through SIGCHLD, which must be blocked for that. */
+                r = daemon_block_signals((const int[]) { SIGCHLD }, 1);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot block SIGCHLD: %m");
+        } else {
+                const char *reason = NULL;
+
+                r = alsa_player_new(&m->alsa, m->event, arg_alsa_device);
+                if (r < 0)
+                        return log_error_errno(r, "Cannot set up ALSA playback: %m");
+                r = alsa_player_probe(arg_alsa_device, &reason);
+                if (r < 0)
+                        log_warning("ALSA device '%s' cannot be opened: %s; sounds will not play until it can "
+                                    "(see --alsa_device).", arg_alsa_device, reason ? reason : "?");
+        }
+
         r = kegnet_client_new(&m->kegnet, m->event, app_kb_core_addr(), &kegnet_callbacks, m);
         if (r < 0)
                 return r;
 
         now = manager_now(m);
-        r = sd_event_add_time(m->event, &m->prune_timer, CLOCK_MONOTONIC, now + FLOW_FORGET_USEC, USEC_PER_SEC,
-                              on_prune, m);
-        if (r >= 0)     /* armed by manager_schedule_prune() once a flow is remembered */
-                r = sd_event_source_set_enabled(m->prune_timer, SD_EVENT_OFF);
+        r = event_timer_arm(m->event, &m->prune_timer, now + FLOW_FORGET_USEC, USEC_PER_SEC, on_prune, m);
         if (r < 0)
                 return log_error_errno(r, "Cannot create a timer: %m");
+        /* Armed by manager_schedule_prune() once a flow is remembered. */
+        event_timer_disarm(m->prune_timer);
 
-        if (!isempty(app_api_url()) && arg_server_sounds) {
+        bool server_sounds = !isempty(app_api_url()) && arg_server_sounds;
+        check_sound_dir(server_sounds);
+        if (server_sounds) {
                 r = http_client_new(&m->http, m->event);
                 if (r >= 0)
                         r = api_client_new(&m->api, m->http, app_api_url(), app_api_key(), app_api_timeout());
@@ -671,7 +737,11 @@ int main(int argc, char **argv) {
         }
         if (r >= 0) {
                 (void) daemon_notify_ready("Sounds from %s", arg_sound_dir);
-                log_info("Sound server ready; sounds in %s, player '%s'.", arg_sound_dir, arg_player);
+                if (m->alsa)
+                        log_info("Sound server ready; sounds in %s, playing on ALSA device '%s'.", arg_sound_dir,
+                                 arg_alsa_device);
+                else
+                        log_info("Sound server ready; sounds in %s, player '%s'.", arg_sound_dir, arg_player);
                 r = sd_event_loop(m->event);
                 if (r < 0)
                         log_error_errno(r, "Event loop failed: %m");

@@ -1,11 +1,13 @@
 """Helpers for the accessory programs' tests: emulated serial LCDs on a pty (CrystalFontz CFA-635
 and Matrix Orbital 20x4) that decode what lcd_daemon writes into a 4x20 screen, a small
 programmable HTTP server standing in for the Kegbot Server endpoints the extras read, and a
-private session bus."""
+private session bus; test sounds and ALSA configurations for sound_server."""
 import http.server
 import json
 import os
 import re
+import struct
+import subprocess
 import threading
 import time
 import tty
@@ -311,3 +313,45 @@ class SessionBus:
 
     def stop(self):
         self.proc.stop()
+
+
+# ---------------------------------------------------------------- sounds
+
+EXTRAS_BUILD_DIR = os.path.abspath(os.path.join(kbtest.BUILD_DIR, "tests", "integration", "extras"))
+
+
+def make_sound(path, fmt="wav", rate=8000, channels=1, frames=800, seed=0):
+    """Writes a test sound (make-test-sound.c); returns its path."""
+    subprocess.run([os.path.join(EXTRAS_BUILD_DIR, "make-test-sound"), path, fmt, str(rate), str(channels),
+                    str(frames), str(seed)], check=True)
+    return path
+
+
+def sound_samples(channels=1, frames=800, seed=0):
+    """The 16-bit little-endian interleaved samples make_sound() writes (what a lossless file
+    decodes to, and what ALSA's file plugin records in raw format)."""
+    return b"".join(struct.pack("<h", ((i * 97 + c * 13 + seed * 1009) % 4001 - 2000) * 8)
+                    for i in range(frames) for c in range(channels))
+
+
+def alsa_config(directory, out, paced=False):
+    """An ALSA configuration (for ALSA_CONFIG_PATH) whose default PCM is the file plugin appending
+    everything played to 'out', in front of the null PCM or, with paced, the kegbot_paced test PCM
+    that takes frames at the stream's rate as a card does. Returns its path."""
+    if paced:
+        slave = "{ type kegbot_paced }"
+        head = 'pcm_type.kegbot_paced { lib "%s" }\n' % os.path.join(
+            EXTRAS_BUILD_DIR, "libasound_module_pcm_kegbot_paced.so")
+    else:
+        slave = "{ type null }"
+        head = ""
+    path = os.path.join(directory, "asound.conf")
+    with open(path, "w") as f:
+        f.write(head + """pcm.!default {
+    type file
+    slave.pcm %s
+    file "|/bin/cat >> %s"
+    format "raw"
+}
+""" % (slave, out))
+    return path
