@@ -51,7 +51,7 @@ static const char *arg_dbus = "system";
 
 static const FlagDef lcd_flags[] = {
         FLAG_STRING("lcd_device_path", &arg_lcd_device_path, "Serial device of the display."),
-        FLAG_INT("lcd_baud_rate", &arg_lcd_baud_rate, "Baud rate of the display (1200 to 2000000)."),
+        FLAG_INT("lcd_baud_rate", &arg_lcd_baud_rate, "Baud rate of the display (300 to 2000000; 1200 is fine for displays)."),
         FLAG_STRING("lcd_device_type", &arg_lcd_device_type,
                     "Display type: cfa635 (CrystalFontz CFA-635) or mtxorb20x4 (Matrix Orbital)."),
         FLAG_INT_MIN("backlight_timeout", &arg_backlight_timeout, 0,
