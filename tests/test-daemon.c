@@ -13,6 +13,7 @@
 
 #include "daemon.h"
 #include "log.h"
+#include "util-event.h"
 #include "test-util.h"
 
 static char tmpdir[] = "/tmp/test-daemon-XXXXXX";
@@ -314,8 +315,8 @@ static void test_signals(void) {
                         _exit(14);
                 log_info("after");
                 /* SIGTERM from inside the loop: sd_event_loop() returns the exit code 0. */
-                if (sd_event_add_time_relative(e, NULL, CLOCK_MONOTONIC, 1000, 0, on_timer_raise,
-                                               INT_TO_PTR(SIGTERM)) < 0)
+                sd_event_source *t = NULL;
+                if (event_timer_arm_relative(e, &t, 1000, 1, on_timer_raise, INT_TO_PTR(SIGTERM)) < 0)
                         _exit(15);
                 int r = sd_event_loop(e);
                 sd_event_unref(e);
@@ -357,10 +358,10 @@ static void test_signals(void) {
                 k = fork();
                 if (k == 0) {
                         sd_event *e = NULL;
+                        sd_event_source *t = NULL;
                         if (sd_event_new(&e) < 0 || daemon_setup_event(e, NULL, NULL) < 0)
                                 _exit(11);
-                        if (sd_event_add_time_relative(e, NULL, CLOCK_MONOTONIC, 1000, 0, on_timer_raise,
-                                                       INT_TO_PTR(sigs[i])) < 0)
+                        if (event_timer_arm_relative(e, &t, 1000, 1, on_timer_raise, INT_TO_PTR(sigs[i])) < 0)
                                 _exit(15);
                         _exit(sd_event_loop(e) == 0 ? 0 : 16);
                 }
@@ -432,10 +433,10 @@ static void test_notify(void) {
                 setenv("WATCHDOG_PID", pid, 1);
                 setenv("WATCHDOG_USEC", "100000", 1);
                 sd_event *e = NULL;
+                sd_event_source *t = NULL;
                 if (sd_event_new(&e) < 0 || daemon_setup_event(e, NULL, NULL) < 0)
                         _exit(11);
-                if (sd_event_add_time_relative(e, NULL, CLOCK_MONOTONIC, 300 * USEC_PER_MSEC, 0,
-                                               on_timer_exit, NULL) < 0)
+                if (event_timer_arm_relative(e, &t, 300 * USEC_PER_MSEC, USEC_PER_MSEC, on_timer_exit, NULL) < 0)
                         _exit(12);
                 _exit(sd_event_loop(e) == 0 ? 0 : 13);
         }

@@ -11,6 +11,7 @@
 
 #include "http.h"
 #include "log.h"
+#include "util-event.h"
 
 typedef struct Got {
         bool done;
@@ -186,7 +187,7 @@ static void test_limit(void) {
 static int on_tick(sd_event_source *s, uint64_t usec, void *userdata) {
         uint64_t *ticks = userdata;
         (*ticks)++;
-        (void) sd_event_source_set_time_relative(s, 50 * USEC_PER_MSEC);
+        (void) event_timer_set(s, usec + 50 * USEC_PER_MSEC);
         return 0;
 }
 
@@ -197,8 +198,7 @@ static void test_failures(void) {
         Got g = {};
 
         /* A server that accepts and never answers: the timeout ends it, the loop runs meanwhile. */
-        check(sd_event_add_time_relative(e, &tick, CLOCK_MONOTONIC, 50 * USEC_PER_MSEC, 0, on_tick, &ticks) >= 0);
-        check(sd_event_source_set_enabled(tick, SD_EVENT_ON) >= 0);
+        check(event_timer_arm_relative(e, &tick, 50 * USEC_PER_MSEC, USEC_PER_MSEC, on_tick, &ticks) >= 0);
         json_decref(standin_control(e, c, "POST", "fail", "{\"endpoint\": \"taps\", \"mode\": \"hang\", \"delay\": 30}"));
         uint64_t t0 = test_now_usec();
         ticks = 0;

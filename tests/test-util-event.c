@@ -41,6 +41,13 @@ static void test_accuracy(void) {
         check(!event_timer_is_armed(s));
         event_timer_disarm(NULL);
 
+        /* Moved, the accuracy stays as stated. */
+        check(event_timer_set(s, now + 2 * USEC_PER_SEC) >= 0);
+        check(event_timer_is_armed(s));
+        check(sd_event_source_get_time(s, &t) >= 0 && t == now + 2 * USEC_PER_SEC);
+        check(sd_event_source_get_time_accuracy(s, &acc) >= 0 && acc == USEC_PER_MSEC);
+        check(event_timer_set(NULL, now) == -EINVAL);
+
         check(event_timer_arm_relative(e, &s, UINT64_MAX, USEC_PER_MSEC, on_fire, &s) == 0);
         check(sd_event_source_get_time(s, &t) >= 0 && t == UINT64_MAX);
 

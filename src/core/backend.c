@@ -15,6 +15,7 @@
 #include "drink-sink.h"
 #include "taps.h"
 #include "util-double.h"
+#include "util-event.h"
 #include "util-time.h"
 #include "util-uuid.h"
 
@@ -147,20 +148,14 @@ static uint64_t now_real(void) {
 
 static int arm(Backend *b, sd_event_source **s, uint64_t usec, sd_event_time_handler_t h, void *userdata,
                const char *description) {
+        bool created = !*s;
         int r;
 
-        if (!*s) {
-                r = sd_event_add_time_relative(b->event, s, CLOCK_MONOTONIC, usec, USEC_PER_MSEC, h, userdata);
-                if (r < 0)
-                        return log_error_errno(r, "Failed to arm the %s timer: %m", description);
-                (void) sd_event_source_set_description(*s, description);
-                return 0;
-        }
-        r = sd_event_source_set_time_relative(*s, usec);
-        if (r >= 0)
-                r = sd_event_source_set_enabled(*s, SD_EVENT_ONESHOT);
+        r = event_timer_arm_relative(b->event, s, usec, USEC_PER_MSEC, h, userdata);
         if (r < 0)
                 return log_error_errno(r, "Failed to arm the %s timer: %m", description);
+        if (created)
+                (void) sd_event_source_set_description(*s, description);
         return 0;
 }
 

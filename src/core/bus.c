@@ -13,6 +13,7 @@
 #include "log.h"
 
 #include "bus.h"
+#include "util-event.h"
 #include "util-strv.h"
 #include "util-uuid.h"
 
@@ -39,6 +40,7 @@
 /* After losing the bus, wait this long before connecting again (then sd-bus waits for the socket). */
 #define RECONNECT_DELAY_USEC (1 * USEC_PER_SEC)
 #define RECONNECT_RETRY_USEC (5 * USEC_PER_SEC)
+#define RECONNECT_ACCURACY_USEC (100 * USEC_PER_MSEC)
 
 #define NAME_MAX_LEN 255
 
@@ -344,8 +346,7 @@ static void meter_mark_dirty(MeterObj *mo) {
 
         due = mo->last_emit + EMIT_INTERVAL_USEC;
         if (!mo->emit_timer) {
-                r = sd_event_add_time(b->event, &mo->emit_timer, CLOCK_MONOTONIC, due, USEC_PER_MSEC,
-                                      on_emit_timer, mo);
+                r = event_timer_arm(b->event, &mo->emit_timer, due, USEC_PER_MSEC, on_emit_timer, mo);
                 if (r < 0) {
                         /* Better a burst than a lost final value. */
                         meter_flush(mo);
@@ -354,8 +355,7 @@ static void meter_mark_dirty(MeterObj *mo) {
                 (void) sd_event_source_set_description(mo->emit_timer, "dbus-coalesce");
                 return;
         }
-        if (sd_event_source_set_time(mo->emit_timer, due) < 0 ||
-            sd_event_source_set_enabled(mo->emit_timer, SD_EVENT_ONESHOT) < 0)
+        if (event_timer_set(mo->emit_timer, due) < 0)
                 meter_flush(mo);
 }
 
@@ -1450,8 +1450,8 @@ static int on_reconnect_timer(sd_event_source *s, uint64_t usec, void *userdata)
         if (r < 0) {
                 log_warning_errno(r, "Cannot reconnect to the %s bus, retrying in %" PRIu64 " s: %m",
                                   bus_type_to_string(b->type), RECONNECT_RETRY_USEC / USEC_PER_SEC);
-                r = sd_event_add_time_relative(b->event, &b->reconnect_source, CLOCK_MONOTONIC, RECONNECT_RETRY_USEC,
-                                               0, on_reconnect_timer, b);
+                r = event_timer_arm_relative(b->event, &b->reconnect_source, RECONNECT_RETRY_USEC,
+                                             RECONNECT_ACCURACY_USEC, on_reconnect_timer, b);
                 if (r < 0)
                         log_error_errno(r, "Cannot schedule a reconnection; D-Bus stays offline: %m");
         }
@@ -1468,8 +1468,8 @@ static int on_disconnected(sd_bus_message *message, void *userdata, sd_bus_error
         b->ready = false;
         log_warning("Lost the connection to the %s bus; reconnecting", bus_type_to_string(b->type));
         /* The connection cannot be dropped from inside its own callback. */
-        r = sd_event_add_time_relative(b->event, &b->reconnect_source, CLOCK_MONOTONIC, RECONNECT_DELAY_USEC, 0,
-                                       on_reconnect_timer, b);
+        r = event_timer_arm_relative(b->event, &b->reconnect_source, RECONNECT_DELAY_USEC, RECONNECT_ACCURACY_USEC,
+                                     on_reconnect_timer, b);
         if (r < 0)
                 log_error_errno(r, "Cannot schedule a reconnection; D-Bus stays offline: %m");
         return 0;

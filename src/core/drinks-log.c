@@ -10,6 +10,7 @@
 
 #include "drinks-log.h"
 #include "json-writer.h"
+#include "util-event.h"
 #include "util-io.h"
 #include "util-utf8.h"
 
@@ -262,8 +263,7 @@ static int drinks_log_arm_retry(DrinksLog *l) {
 
         if (l->retry || !l->event)
                 return 0;
-        r = sd_event_add_time_relative(l->event, &l->retry, CLOCK_MONOTONIC, l->retry_usec, USEC_PER_MSEC,
-                                       drinks_log_on_retry, l);
+        r = event_timer_arm_relative(l->event, &l->retry, l->retry_usec, USEC_PER_MSEC, drinks_log_on_retry, l);
         if (r < 0)
                 return log_error_errno(r, "Cannot arm the drinks.log retry timer: %m");
         (void) sd_event_source_set_description(l->retry, "drinks-log-retry");

@@ -17,11 +17,13 @@
 
 #include "kegnet-server.h"
 #include "util-escape.h"
+#include "util-event.h"
 
 #define READ_CHUNK (64U * 1024U)
 #define ACCEPTS_PER_DISPATCH 32
 #define MALFORMED_WARNING_INTERVAL_USEC (60 * USEC_PER_SEC)
 #define ACCEPT_PAUSE_USEC (1 * USEC_PER_SEC)
+#define ACCEPT_PAUSE_ACCURACY_USEC (50 * USEC_PER_MSEC)
 #define ADDRESS_MAX (INET6_ADDRSTRLEN + 16)
 #define OUT_KEEP_MAX (64U * 1024U)
 
@@ -482,14 +484,9 @@ static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *us
                         (void) sd_event_source_set_enabled(s->listen_source, SD_EVENT_OFF);
                         uint64_t now = 0;
                         (void) sd_event_now(s->event, CLOCK_MONOTONIC, &now);
-                        if (!s->accept_pause_source) {
-                                if (sd_event_add_time(s->event, &s->accept_pause_source, CLOCK_MONOTONIC,
-                                                      now + ACCEPT_PAUSE_USEC, 0, on_accept_resume, s) < 0)
-                                        (void) sd_event_source_set_enabled(s->listen_source, SD_EVENT_ON);
-                        } else {
-                                (void) sd_event_source_set_time(s->accept_pause_source, now + ACCEPT_PAUSE_USEC);
-                                (void) sd_event_source_set_enabled(s->accept_pause_source, SD_EVENT_ONESHOT);
-                        }
+                        if (event_timer_arm(s->event, &s->accept_pause_source, now + ACCEPT_PAUSE_USEC,
+                                            ACCEPT_PAUSE_ACCURACY_USEC, on_accept_resume, s) < 0)
+                                (void) sd_event_source_set_enabled(s->listen_source, SD_EVENT_ON);
                         return 0;
                 }
 

@@ -16,6 +16,7 @@
 #include "thermo-log.h"
 #include "tokens.h"
 #include "util-double.h"
+#include "util-event.h"
 
 #define MAX_CONTROLLERS 256U
 #define MANAGER_N_SIGNALS 4
@@ -248,8 +249,7 @@ static void arm_timer(Manager *m, sd_event_source *s, uint64_t *armed, uint64_t 
         }
         if (deadline == *armed)
                 return;
-        if (sd_event_source_set_time(s, deadline) < 0 ||
-            sd_event_source_set_enabled(s, SD_EVENT_ONESHOT) < 0) {
+        if (event_timer_set(s, deadline) < 0) {
                 log_error("Cannot arm a timer; stopping");
                 (void) sd_event_exit(m->event, -EIO);
                 return;
@@ -716,9 +716,9 @@ void manager_stop(Manager *m) {
         m->thermo_timer_source = sd_event_source_disable_unref(m->thermo_timer_source);
 
         (void) sd_event_now(m->event, CLOCK_MONOTONIC, &mono);
-        r = sd_event_add_time(m->event, &m->shutdown_timer_source, CLOCK_MONOTONIC,
-                              mono + (m->config.shutdown_flush_usec ?: SHUTDOWN_FLUSH_USEC_DEFAULT),
-                              USEC_PER_MSEC, on_shutdown_timer, m);
+        r = event_timer_arm(m->event, &m->shutdown_timer_source,
+                            mono + (m->config.shutdown_flush_usec ?: SHUTDOWN_FLUSH_USEC_DEFAULT), USEC_PER_MSEC,
+                            on_shutdown_timer, m);
         if (r < 0)
                 (void) sd_event_exit(m->event, 0);
 }
@@ -754,14 +754,13 @@ static int setup_timers(Manager *m) {
         int r;
 
         /* Accuracy 1 us: idle deadlines must fire exactly, not within sd-event's default 250 ms. */
-        r = sd_event_add_time(m->event, &m->flow_timer_source, CLOCK_MONOTONIC, UINT64_MAX, 1, on_flow_timer, m);
+        r = event_timer_arm(m->event, &m->flow_timer_source, UINT64_MAX, 1, on_flow_timer, m);
         if (r < 0)
                 return log_error_errno(r, "Cannot create the flow timer: %m");
         (void) sd_event_source_set_enabled(m->flow_timer_source, SD_EVENT_OFF);
         (void) sd_event_source_set_description(m->flow_timer_source, "flow-timer");
 
-        r = sd_event_add_time(m->event, &m->thermo_timer_source, CLOCK_MONOTONIC, UINT64_MAX,
-                              100 * USEC_PER_MSEC, on_thermo_timer, m);
+        r = event_timer_arm(m->event, &m->thermo_timer_source, UINT64_MAX, 100 * USEC_PER_MSEC, on_thermo_timer, m);
         if (r < 0)
                 return log_error_errno(r, "Cannot create the thermo timer: %m");
         (void) sd_event_source_set_enabled(m->thermo_timer_source, SD_EVENT_OFF);

@@ -10,6 +10,7 @@
 #include "daemon.h"
 #include "log.h"
 #include "serial.h"
+#include "util-event.h"
 
 /* kegboard-serial-protocol.md section 7: the board's receive ring holds fewer than 3 set_output
  * frames and it sits in blocking delays, so hosts space their frames. */
@@ -98,14 +99,7 @@ static uint64_t now_usec(Board *b) {
 }
 
 static int timer_arm(Board *b, sd_event_source **s, uint64_t usec, sd_event_time_handler_t handler) {
-        int r;
-
-        if (!*s)
-                return sd_event_add_time(b->event, s, CLOCK_MONOTONIC, usec, TIMER_ACCURACY_USEC, handler, b);
-        r = sd_event_source_set_time(*s, usec);
-        if (r < 0)
-                return r;
-        return sd_event_source_set_enabled(*s, SD_EVENT_ONESHOT);
+        return event_timer_arm(b->event, s, usec, TIMER_ACCURACY_USEC, handler, b);
 }
 
 static void timer_disarm(sd_event_source *s) {

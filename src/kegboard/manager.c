@@ -11,6 +11,7 @@
 #include "kegnet-client.h"
 #include "log.h"
 #include "manager.h"
+#include "util-event.h"
 
 /* Section 5 item 9: the kegnet flush on the way out is bounded. */
 #define STOP_TIMEOUT_USEC USEC_PER_SEC
@@ -140,8 +141,7 @@ static void manager_stop(Manager *m, int exit_status) {
          * file can be read before the first connect completes. */
 
         (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
-        r = sd_event_add_time(m->event, &m->stop_timer, CLOCK_MONOTONIC, now + STOP_TIMEOUT_USEC,
-                              USEC_PER_MSEC, stop_timer_handler, m);
+        r = event_timer_arm(m->event, &m->stop_timer, now + STOP_TIMEOUT_USEC, USEC_PER_MSEC, stop_timer_handler, m);
         if (r < 0) {
                 log_warning_errno(r, "Failed to arm the stop timer: %m");
                 (void) sd_event_exit(m->event, exit_status);

@@ -9,6 +9,7 @@
 #include "curl-dl.h"
 #include "http.h"
 #include "list.h"
+#include "util-event.h"
 #include "util-strbuf.h"
 
 struct HttpRequest {
@@ -177,8 +178,7 @@ static int on_timer_change(CURLM *multi, long timeout_ms, void *userp) {
                 return sd_event_source_set_enabled(c->timer, SD_EVENT_OFF) < 0 ? -1 : 0;
         /* Even a zero timeout goes through the loop: never back into curl from its own callback. */
         if (sd_event_now(c->event, CLOCK_MONOTONIC, &now) < 0 ||
-            sd_event_source_set_time(c->timer, now + (uint64_t) timeout_ms * USEC_PER_MSEC) < 0 ||
-            sd_event_source_set_enabled(c->timer, SD_EVENT_ONESHOT) < 0)
+            event_timer_set(c->timer, now + (uint64_t) timeout_ms * USEC_PER_MSEC) < 0)
                 return -1;
         return 0;
 }
@@ -202,7 +202,7 @@ int http_client_new(HttpClient **ret, sd_event *event) {
 
         /* Accuracy 1 us: curl's timeouts pace every step of a transfer; the default 250 ms slack
          * would stretch each of them. */
-        r = sd_event_add_time(event, &c->timer, CLOCK_MONOTONIC, UINT64_MAX, 1, on_timer, c);
+        r = event_timer_arm(event, &c->timer, UINT64_MAX, 1, on_timer, c);
         if (r < 0)
                 return r;
         (void) sd_event_source_set_enabled(c->timer, SD_EVENT_OFF);

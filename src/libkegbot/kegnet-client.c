@@ -17,6 +17,7 @@
 #include "log.h"
 
 #include "kegnet-client.h"
+#include "util-event.h"
 
 /* Seconds to wait after the n-th consecutive failed attempt (index min(n-1, 6)). */
 static const unsigned backoff_seconds[] = { 5, 5, 10, 10, 20, 20, 60 };
@@ -288,7 +289,8 @@ static int client_arm_timer(KegnetClient *c, uint64_t delay) {
         int r;
 
         c->timer = sd_event_source_disable_unref(c->timer);
-        r = sd_event_add_time(c->event, &c->timer, CLOCK_MONOTONIC, client_now(c) + delay, 0, on_timer, c);
+        /* Accuracy a hundredth of the backoff unit (10 ms): retries and the connect timeout. */
+        r = event_timer_arm(c->event, &c->timer, client_now(c) + delay, MAX(c->unit / 100, (uint64_t) 1), on_timer, c);
         if (r < 0)
                 return log_error_errno(r, "Failed to arm kegnet timer: %m");
         (void) sd_event_source_set_description(c->timer, "kegnet-client-timer");

@@ -38,6 +38,17 @@ int event_timer_arm_relative(sd_event *e, sd_event_source **s, uint64_t usec, ui
                                userdata);
 }
 
+int event_timer_set(sd_event_source *s, uint64_t usec) {
+        int r;
+
+        assert_return(s, -EINVAL);
+
+        r = sd_event_source_set_time(s, usec);
+        if (r < 0)
+                return r;
+        return sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
+}
+
 void event_timer_disarm(sd_event_source *s) {
         if (s)
                 (void) sd_event_source_set_enabled(s, SD_EVENT_OFF);

@@ -20,6 +20,10 @@ int event_timer_arm(sd_event *e, sd_event_source **s, uint64_t usec, uint64_t ac
 int event_timer_arm_relative(sd_event *e, sd_event_source **s, uint64_t usec, uint64_t accuracy,
                              sd_event_time_handler_t handler, void *userdata);
 
+/* Moves a timer made by event_timer_arm() to 'usec' and arms it once, keeping its accuracy and
+ * handler. */
+int event_timer_set(sd_event_source *s, uint64_t usec);
+
 /* Turns an armed timer off, keeping the source (NULL is fine). */
 void event_timer_disarm(sd_event_source *s);
 

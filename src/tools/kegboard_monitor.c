@@ -12,6 +12,7 @@
 #include "kbsp.h"
 #include "log.h"
 #include "serial.h"
+#include "util-event.h"
 
 #define WAIT_POLL_USEC (100 * USEC_PER_MSEC)
 #define READ_CHUNK 4096
@@ -182,10 +183,8 @@ static int wait_timer_handler(sd_event_source *s, uint64_t usec, void *userdata)
         r = monitor_open(m);
         if (r < 0)
                 (void) sd_event_exit(m->event, 1);
-        else if (r == 0) {
-                (void) sd_event_source_set_time(s, usec + WAIT_POLL_USEC);
-                (void) sd_event_source_set_enabled(s, SD_EVENT_ONESHOT);
-        }
+        else if (r == 0)
+                (void) event_timer_set(s, usec + WAIT_POLL_USEC);
         return 0;
 }
 
@@ -195,13 +194,7 @@ static int monitor_wait(Monitor *m) {
 
         log_info("Waiting for %s", m->device);
         (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
-        if (m->wait_timer) {
-                r = sd_event_source_set_time(m->wait_timer, now + WAIT_POLL_USEC);
-                if (r >= 0)
-                        r = sd_event_source_set_enabled(m->wait_timer, SD_EVENT_ONESHOT);
-        } else
-                r = sd_event_add_time(m->event, &m->wait_timer, CLOCK_MONOTONIC, now + WAIT_POLL_USEC,
-                                      USEC_PER_MSEC, wait_timer_handler, m);
+        r = event_timer_arm(m->event, &m->wait_timer, now + WAIT_POLL_USEC, USEC_PER_MSEC, wait_timer_handler, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to arm the wait timer: %m");
         return 0;

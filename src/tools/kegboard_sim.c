@@ -26,6 +26,7 @@
 #include "kbsp.h"
 #include "log.h"
 #include "macro.h"
+#include "util-event.h"
 #include "util-hex.h"
 
 #define SIM_METERS_MAX 6
@@ -254,16 +255,8 @@ static char *quote(const char *s, size_t len, char *buf, size_t size) {
 /* ---- timers ---- */
 
 static int timer_arm(Sim *s, sd_event_source **src, uint64_t usec, sd_event_time_handler_t cb) {
-        int r;
-
-        if (*src) {
-                r = sd_event_source_set_time(*src, usec);
-                if (r < 0)
-                        return r;
-                return sd_event_source_set_enabled(*src, SD_EVENT_ONESHOT);
-        }
         /* Accuracy 1 us: the default 250 ms slack would blur the firmware's cadences. */
-        return sd_event_add_time(s->event, src, CLOCK_MONOTONIC, usec, 1, cb, s);
+        return event_timer_arm(s->event, src, usec, 1, cb, s);
 }
 
 static void timer_off(sd_event_source *src) {

@@ -12,6 +12,7 @@
 #include "kbsp.h"
 #include "log.h"
 #include "serial.h"
+#include "util-event.h"
 
 #define FIND_PINGS 5
 #define FIND_PING_INTERVAL_USEC USEC_PER_SEC
@@ -120,7 +121,7 @@ static int arm(Tester *t, uint64_t usec, sd_event_time_handler_t handler) {
         int r;
 
         t->timer = sd_event_source_disable_unref(t->timer);
-        r = sd_event_add_time(t->event, &t->timer, CLOCK_MONOTONIC, usec, USEC_PER_MSEC, handler, t);
+        r = event_timer_arm(t->event, &t->timer, usec, USEC_PER_MSEC, handler, t);
         if (r < 0) {
                 log_error_errno(r, "Failed to arm a timer: %m");
                 tester_stop(t, 1);
@@ -260,9 +261,7 @@ int main(int argc, char **argv) {
                 log_error_errno(r, "Failed to watch %s: %m", t.device);
                 goto finish;
         }
-        uint64_t now = 0;
-        (void) sd_event_now(t.event, CLOCK_MONOTONIC, &now);
-        r = sd_event_add_time(t.event, &t.timer, CLOCK_MONOTONIC, now, USEC_PER_MSEC, find_handler, &t);
+        r = event_timer_arm_relative(t.event, &t.timer, 0, USEC_PER_MSEC, find_handler, &t);
         if (r < 0) {
                 log_error_errno(r, "Failed to arm a timer: %m");
                 goto finish;

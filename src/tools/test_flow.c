@@ -11,6 +11,7 @@
 #include "daemon.h"
 #include "flags.h"
 #include "kegnet-client.h"
+#include "util-event.h"
 
 static int arg_ticks = 1000;
 static int arg_steps = 10;
@@ -125,13 +126,7 @@ static void send_next_reading(TestFlow *t) {
 
         (void) sd_event_now(t->event, CLOCK_MONOTONIC, &now);
         uint64_t when = now + (uint64_t) (arg_delay_seconds * USEC_PER_SEC);
-        if (!t->step_source)
-                r = sd_event_add_time(t->event, &t->step_source, CLOCK_MONOTONIC, when, 1, on_step, t);
-        else {
-                r = sd_event_source_set_time(t->step_source, when);
-                if (r >= 0)
-                        r = sd_event_source_set_enabled(t->step_source, SD_EVENT_ONESHOT);
-        }
+        r = event_timer_arm(t->event, &t->step_source, when, 1, on_step, t);
         if (r < 0) {
                 log_error_errno(r, "Cannot arm the step timer: %m");
                 (void) sd_event_exit(t->event, 1);

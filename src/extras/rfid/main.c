@@ -44,6 +44,7 @@ static const AppInfo app_info = {
 #include <unistd.h>
 
 #include "phidget-api.h"
+#include "util-event.h"
 
 #define RFID_DEVICE_NAME "core.rfid"
 /* DigitalOutput channels of the PhidgetRFID 1023: 0 and 1 are the outputs, 2 the onboard LED. */
@@ -312,11 +313,9 @@ static int manager_new(Manager **ret) {
         kegnet_client_set_producer(m->kegnet, true);
 
         if (arg_phidget_wait_seconds > 0) {
-                uint64_t now = 0;
-                (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
-                r = sd_event_add_time(m->event, &m->wait_timer, CLOCK_MONOTONIC,
-                                      now + (uint64_t) arg_phidget_wait_seconds * USEC_PER_SEC, 0,
-                                      on_wait_timeout, m);
+                /* Accuracy 1 s: a wait counted in seconds. */
+                r = event_timer_arm_relative(m->event, &m->wait_timer, (uint64_t) arg_phidget_wait_seconds * USEC_PER_SEC,
+                                             USEC_PER_SEC, on_wait_timeout, m);
                 if (r < 0)
                         return log_error_errno(r, "Cannot create a timer: %m");
         }
