@@ -1,7 +1,9 @@
 /* Unit tests of whole-buffer I/O (util-io.h): everything written, everything read, the size limit,
- * NUL bytes in the data, and the errors of a missing file or a closed descriptor. */
+ * NUL bytes in the data, the errors of a missing file or a closed descriptor, and the atomic file
+ * replacement. */
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 
 #include "test-util.h"
 #include "util-io.h"
@@ -73,10 +75,41 @@ static void test_errors(void) {
         close(p[1]);
 }
 
+static void test_write_file_atomic(void) {
+        char path[PATH_MAX], tmp[PATH_MAX], *buf = NULL;
+        struct stat st;
+        int d;
+
+        d = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        check(d >= 0);
+        snprintf(path, sizeof path, "%s/state.json", dir);
+        snprintf(tmp, sizeof tmp, "%s/.state.json.tmp", dir);
+
+        check_int(io_write_file_atomic(d, "state.json", "one\n", 4, 0640), 0);
+        check_int(io_read_file(path, 0, &buf, NULL), 0);
+        check_streq(buf, "one\n");
+        free(buf);
+        check(stat(path, &st) == 0 && (st.st_mode & 0777) == 0640);
+
+        /* A leftover temporary file of an earlier failure is replaced; the file is replaced whole. */
+        write_file(tmp, "stale");
+        check_int(io_write_file_atomic(d, "state.json", "two", 3, 0640), 0);
+        check_int(io_read_file(path, 0, &buf, NULL), 0);
+        check_streq(buf, "two");
+        free(buf);
+        check(access(tmp, F_OK) < 0 && errno == ENOENT);
+
+        check_int(io_write_file_atomic(d, "a/b", "x", 1, 0640), -EINVAL);
+        check_int(io_write_file_atomic(d, "", "x", 1, 0640), -EINVAL);
+        check_int(io_write_file_atomic(-1, "x", "x", 1, 0640), -EINVAL);
+        close(d);
+}
+
 int main(void) {
         check(mkdtemp(dir) != NULL);
         test_run(test_roundtrip);
         test_run(test_errors);
+        test_run(test_write_file_atomic);
         char cmd[PATH_MAX + 16];
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
         check(system(cmd) == 0);

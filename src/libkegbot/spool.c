@@ -258,35 +258,6 @@ static int fsync_dir(int fd) {
         return fsync(fd) < 0 ? -errno : 0;
 }
 
-/* tmp (exclusive, 0640), write, fsync, rename, fsync the directory. */
-static int write_atomic(int dir_fd, const char *name, const char *content) {
-        char tmp[SPOOL_NAME_MAX + 16];
-        _cleanup_(closep) int fd = -1;
-        int r;
-
-        snprintf(tmp, sizeof tmp, ".%s.tmp", name);
-        fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640);
-        if (fd < 0 && errno == EEXIST) {
-                /* A leftover of an earlier failure; it was never renamed, so it holds nothing. */
-                (void) unlinkat(dir_fd, tmp, 0);
-                fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0640);
-        }
-        if (fd < 0)
-                return -errno;
-        r = io_write_all(fd, content, strlen(content));
-        if (r >= 0 && fsync(fd) < 0)
-                r = -errno;
-        if (r >= 0 && close(TAKE_FD(fd)) < 0)
-                r = -errno;
-        if (r >= 0 && renameat(dir_fd, tmp, dir_fd, name) < 0)
-                r = -errno;
-        if (r < 0) {
-                (void) unlinkat(dir_fd, tmp, 0);
-                return r;
-        }
-        return fsync_dir(dir_fd);
-}
-
 static int read_entry(int dir_fd, const char *name, Drink **ret) {
         _cleanup_(closep) int fd = -1;
         _cleanup_(freep) char *buf = NULL;
@@ -763,7 +734,7 @@ int spool_flush(Spool *s) {
                 if (r < 0)
                         return (int) s->n_mem;
                 name_format(name, e->seq, e->uuid);
-                r = write_atomic(s->dir_fd, name, json);
+                r = io_write_file_atomic(s->dir_fd, name, json, strlen(json), 0640);
                 if (r < 0) {
                         log_error_errno(r, "Spool is degraded: %zu drinks are held in memory only, "
                                         "still failing to write %s/%s: %m", s->n_mem, s->dir, name);
@@ -801,7 +772,7 @@ int spool_put(Spool *s, Drink *d) {
         s->last_seq++;
         name_format(name, d->seq, d->uuid);
 
-        r = write_atomic(s->dir_fd, name, json);
+        r = io_write_file_atomic(s->dir_fd, name, json, strlen(json), 0640);
         if (r >= 0) {
                 s->n_disk++;
                 (void) window_add(s, d->seq, d->uuid);
@@ -935,7 +906,7 @@ int spool_fail(Spool *s, const char *uuid_arg, const DrinkFailure *f) {
         if (r < 0)
                 return r;
 
-        r = write_atomic(s->failed_fd, name, json);
+        r = io_write_file_atomic(s->failed_fd, name, json, strlen(json), 0640);
         if (r < 0) {
                 if (where == 2)
                         return log_error_errno(r, "Failed to write drink %s to %s/failed: %m", uuid, s->dir);
@@ -1046,7 +1017,7 @@ int spool_requeue_failed(Spool *s, const char *uuid_arg, size_t *ret_n) {
                 if (r < 0)
                         return r;
                 name_format(name, d->seq, d->uuid);
-                r = write_atomic(s->dir_fd, name, json);
+                r = io_write_file_atomic(s->dir_fd, name, json, strlen(json), 0640);
                 if (r < 0)
                         return log_error_errno(r, "Failed to re-queue drink %s: %m (it stays in failed/)", d->uuid);
                 s->last_seq++;

@@ -1,5 +1,7 @@
 /* Whole-buffer I/O: see util-io.h. */
 #include <fcntl.h>
+#include <stdio.h>
+#include <string.h>
 
 #include "util-io.h"
 
@@ -73,4 +75,37 @@ int io_read_file(const char *path, size_t max, char **ret, size_t *ret_len) {
         if (fd < 0)
                 return -errno;
         return io_read_all(fd, max, ret, ret_len);
+}
+
+int io_write_file_atomic(int dir_fd, const char *name, const char *content, size_t len, mode_t mode) {
+        _cleanup_(freep) char *tmp = NULL;
+        _cleanup_(closep) int fd = -1;
+        int r;
+
+        assert_return(dir_fd >= 0, -EINVAL);
+        assert_return(!isempty(name) && !strchr(name, '/'), -EINVAL);
+        assert_return(content || len == 0, -EINVAL);
+
+        if (asprintf(&tmp, ".%s.tmp", name) < 0)
+                return -ENOMEM;
+        fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+        if (fd < 0 && errno == EEXIST) {
+                /* A leftover of an earlier failure; it was never renamed, so it holds nothing. */
+                (void) unlinkat(dir_fd, tmp, 0);
+                fd = openat(dir_fd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, mode);
+        }
+        if (fd < 0)
+                return -errno;
+        r = io_write_all(fd, content, len);
+        if (r >= 0 && fsync(fd) < 0)
+                r = -errno;
+        if (r >= 0 && close(TAKE_FD(fd)) < 0)
+                r = -errno;
+        if (r >= 0 && renameat(dir_fd, tmp, dir_fd, name) < 0)
+                r = -errno;
+        if (r < 0) {
+                (void) unlinkat(dir_fd, tmp, 0);
+                return r;
+        }
+        return fsync(dir_fd) < 0 ? -errno : 0;
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <stddef.h>
+#include <sys/types.h>
 
 #include "macro.h"
 
@@ -16,3 +17,8 @@ int io_read_all(int fd, size_t max, char **ret, size_t *ret_len);
 
 /* io_read_all() of the file at 'path' (opened read-only, close-on-exec, no controlling tty). */
 int io_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
+
+/* Replaces 'name' in the directory 'dir_fd' durably: ".<name>.tmp" created exclusively with 'mode'
+ * (a leftover of an earlier failure is removed first), written, fsync'ed, renamed over 'name', then
+ * the directory fsync'ed. On failure the old file is untouched and the temporary file removed. */
+int io_write_file_atomic(int dir_fd, const char *name, const char *content, size_t len, mode_t mode);
