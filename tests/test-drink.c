@@ -109,9 +109,41 @@ static void test_pour_json(void) {
         check(s && strstr(s, "\"volume_ml\":null,\"username\":null,"));
 }
 
+/* ghost-pours.md section 10: "flags" only when there are some, sorted. */
+static void test_flags_json(void) {
+        static const struct {
+                unsigned flags;
+                const char *json;
+        } cases[] = {
+                { 0, "{}" },
+                { DRINK_FLAG_KICKED, "{\"flags\":[\"kicked\"]}" },
+                { DRINK_FLAG_LONG_POUR, "{\"flags\":[\"long_pour\"]}" },
+                { DRINK_FLAG_LONG_POUR | DRINK_FLAG_KICKED, "{\"flags\":[\"kicked\",\"long_pour\"]}" },
+        };
+
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                JsonWriter w = JSON_WRITER_INIT;
+                _cleanup_(freep) char *s = NULL;
+                Drink d = engine_drink;
+
+                d.flags = cases[i].flags;
+                json_writer_object_begin(&w);
+                drink_write_flags_json(&d, &w);
+                json_writer_object_end(&w);
+                check_int(json_writer_finish(&w, &s, NULL), 0);
+                check_streq(s, cases[i].json);
+        }
+        check_streq(drink_flag_to_string(DRINK_FLAG_KICKED), "kicked");
+        check_streq(drink_flag_to_string(DRINK_FLAG_LONG_POUR), "long_pour");
+        check(drink_flag_to_string(0) == NULL);
+        check_int(drink_flag_from_string("long_pour"), DRINK_FLAG_LONG_POUR);
+        check_int(drink_flag_from_string("flat"), 0);
+}
+
 int main(void) {
         test_run(test_new_from_flow);
         test_run(test_dup_and_failure);
         test_run(test_pour_json);
+        test_run(test_flags_json);
         return test_result();
 }

@@ -111,14 +111,37 @@ static void test_record_roundtrip(void) {
                 check(sd_id128_equal(e->boot_id, d->boot_id));
                 check(e->pour_boottime == d->pour_boottime);
                 check(!e->has_failure);
+                check(e->flags == 0);
                 check(spool_drink_to_json(e, &json2) == 0);
                 check_streq(json, json2);
         }
+        check(strstr(json, "\"flags\"") == NULL);      /* only when the drink has some */
         free(json);
         free(json2);
         drink_free(e);
         e = NULL;
         json = json2 = NULL;
+
+        /* Flags (ghost-pours.md section 10) after "duration"; unknown names are left out. */
+        d->flags = DRINK_FLAG_KICKED | DRINK_FLAG_LONG_POUR;
+        check(spool_drink_to_json(d, &json) == 0);
+        check(json && strstr(json, "\"duration\":8,\"flags\":[\"kicked\",\"long_pour\"],\"boot_id\""));
+        check(spool_drink_from_json(json, strlen(json), &e) == 0);
+        check(e && e->flags == (DRINK_FLAG_KICKED | DRINK_FLAG_LONG_POUR));
+        drink_free(e);
+        e = NULL;
+        {
+                char *p = json ? strstr(json, "\"long_pour\"") : NULL;
+                if (p)
+                        memcpy(p, "\"next_pour\"", 11);
+                check(spool_drink_from_json(json, strlen(json), &e) == 0);
+                check(e && e->flags == DRINK_FLAG_KICKED);
+                drink_free(e);
+                e = NULL;
+        }
+        free(json);
+        json = NULL;
+        d->flags = 0;
 
         /* Anonymous, unknown volume, with a failure. */
         d->volume_known = false;

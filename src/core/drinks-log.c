@@ -38,6 +38,7 @@ static int format_record(const Drink *d, int64_t drink_id, const char *terminato
         json_writer_field_string(&w, "uuid", d->uuid);
         drink_write_pour_json(d, &w);
         json_writer_field_uint(&w, "duration", d->duration_sec);
+        drink_write_flags_json(d, &w);
         json_writer_object_end(&w);
         return json_writer_finish_with(&w, terminator, ret, ret_len);
 }

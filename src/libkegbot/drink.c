@@ -95,6 +95,38 @@ void drink_write_pour_json(const Drink *d, JsonWriter *w) {
         json_writer_field_timestamp(w, "pour_time", d->pour_realtime);
 }
 
+const char *drink_flag_to_string(unsigned flag) {
+        switch (flag) {
+        case DRINK_FLAG_KICKED:
+                return "kicked";
+        case DRINK_FLAG_LONG_POUR:
+                return "long_pour";
+        default:
+                return NULL;
+        }
+}
+
+unsigned drink_flag_from_string(const char *name) {
+        for (unsigned bit = 1; bit & DRINK_FLAGS_ALL; bit <<= 1)
+                if (streq_ptr(name, drink_flag_to_string(bit)))
+                        return bit;
+        return 0;
+}
+
+void drink_write_flags_json(const Drink *d, JsonWriter *w) {
+        assert_return(d, );
+        assert_return(w, );
+
+        if ((d->flags & DRINK_FLAGS_ALL) == 0)
+                return;
+        json_writer_key(w, "flags");
+        json_writer_array_begin(w);
+        for (unsigned bit = 1; bit & DRINK_FLAGS_ALL; bit <<= 1)
+                if (d->flags & bit)
+                        json_writer_string(w, drink_flag_to_string(bit));
+        json_writer_array_end(w);
+}
+
 int drink_new_from_flow(const Drink *flow_drink, Drink **ret) {
         _cleanup_(drink_freep) Drink *d = NULL;
         int r;

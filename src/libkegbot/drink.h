@@ -31,6 +31,13 @@ typedef struct DrinkFailure {
         char *message;                  /* e.g. "Meter is inactive"; NULL = none */
 } DrinkFailure;
 
+/* Flags of a pour (ghost-pours.md section 10): a bit set, written as a sorted list of names. */
+enum {
+        DRINK_FLAG_KICKED = 1 << 0,     /* "kicked": sustained foam-pulse rate, the keg is probably empty */
+        DRINK_FLAG_LONG_POUR = 1 << 1,  /* "long_pour": ran past a cut of --max_pour_s, then stopped */
+};
+#define DRINK_FLAGS_ALL (DRINK_FLAG_KICKED | DRINK_FLAG_LONG_POUR)
+
 typedef struct Drink {
         /* The pour, as the flow engine records it. */
         uint64_t flow_id;
@@ -43,6 +50,7 @@ typedef struct Drink {
         uint64_t pour_realtime;         /* last counted tick */
         uint64_t duration_sec;          /* first -> last tick on the monotonic clock, rounded down */
         uint64_t pour_boottime;         /* CLOCK_BOOTTIME of the last counted tick (clock correction) */
+        unsigned flags;                 /* DRINK_FLAG_* */
 
         /* Given when the drink is created from the engine's record (drink_new_from_flow()). */
         char uuid[UUID_STRING_MAX];     /* random version 4, lowercase: the durable key */
@@ -71,6 +79,14 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Drink *, drink_free);
  * start_time and pour_time (RFC 3339). The spool record and the drinks.log line put their own
  * members around these. */
 void drink_write_pour_json(const Drink *d, JsonWriter *w);
+
+/* "kicked", "long_pour" for one DRINK_FLAG_*, NULL otherwise; the names sort as the bits do. */
+const char *drink_flag_to_string(unsigned flag);
+/* The bit of a flag name, 0 if there is none. */
+unsigned drink_flag_from_string(const char *name);
+/* "flags":["kicked","long_pour"] (sorted), only when d has flags: lines of ordinary drinks stay as
+ * they were (drinks.log, spool and event pour files). */
+void drink_write_flags_json(const Drink *d, JsonWriter *w);
 
 /* Replaces d's failure with a copy of f. Failure text that is not valid UTF-8 (a server's answer)
  * is stored escaped (util-escape.h), so that the record can always be written. */

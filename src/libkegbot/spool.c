@@ -101,6 +101,7 @@ int spool_drink_to_json(const Drink *d, char **ret) {
         drink_write_pour_json(d, &w);
         json_writer_field_uint(&w, "pour_time_unix", d->pour_realtime / USEC_PER_SEC);
         json_writer_field_uint(&w, "duration", d->duration_sec);
+        drink_write_flags_json(d, &w);
         json_writer_field_string(&w, "boot_id", sd_id128_is_null(d->boot_id) ? "" : sd_id128_to_string(d->boot_id, boot_id));
         json_writer_field_uint(&w, "pour_boottime_ns", d->pour_boottime * NSEC_PER_USEC);
         if (d->has_failure) {
@@ -218,6 +219,22 @@ int spool_drink_from_json(const char *buf, size_t len, Drink **ret) {
                 d->boot_id = SD_ID128_NULL;
         else if (uuid_from_plain_string(s, &d->boot_id) < 0)
                 goto out;
+
+        /* Flags (ghost-pours.md section 10): only written when there are some; names this version
+         * does not know are kept out rather than making the record unreadable. */
+        json_t *fl = json_object_get(root, "flags");
+        if (fl) {
+                size_t i;
+                json_t *name;
+
+                if (!json_is_array(fl) || json_array_size(fl) > 16)
+                        goto out;
+                json_array_foreach(fl, i, name) {
+                        if (!json_is_string(name))
+                                goto out;
+                        d->flags |= drink_flag_from_string(json_string_value(name));
+                }
+        }
 
         json_t *f = json_object_get(root, "failure");
         if (f) {
