@@ -12,6 +12,7 @@
 #include "drinks-log.h"
 #include "flow.h"
 #include "log.h"
+#include "quarantine.h"
 #include "tokens.h"
 #include "taps.h"
 #include "thermo.h"
@@ -262,13 +263,16 @@ static void test_taps_file(void) {
         _cleanup_(freep) char *p = test_path(tmpdir, "taps.ini");
         _cleanup_(freep) char *err = NULL;
         TapTable *t = NULL;
+        FlowSettings flags;
+
+        flow_settings_init(&flags);
 
         write_file(p,
                    "[DEFAULT]\nrelay_name = kegboard.%(port)s\nport = relay0\n"
                    "[kegboard.flow0]\nname = Main Tap\nml_per_tick = 0.454545\n"
                    "[kegboard.flow1]\nticks_per_ml = 2\nport = relay1\n"
                    "[kegboard.flow2]\ncolour = red\n");
-        check(tap_table_load_file(p, 0.25, &t, &err) == 0);
+        check(tap_table_load_file(p, 0.25, &flags, false, &t, &err) == 0);
         if (t) {
                 check(t->n_taps == 3);
                 check(streq(t->taps[0].meter_name, "kegboard.flow0"));
@@ -283,26 +287,26 @@ static void test_taps_file(void) {
         t = tap_table_free(t);
 
         write_file(p, "[kegboard.flow0]\nml_per_tick = 1\nticks_per_ml = 2\n");
-        check(tap_table_load_file(p, 0.25, &t, &err) == -EINVAL);
+        check(tap_table_load_file(p, 0.25, &flags, false, &t, &err) == -EINVAL);
         check(err && strstr(err, "both ml_per_tick and ticks_per_ml"));
         free(TAKE_PTR(err));
 
         write_file(p, "[kegboard.flow0]\nml_per_tick = 0\n");
-        check(tap_table_load_file(p, 0.25, &t, &err) == -EINVAL);
+        check(tap_table_load_file(p, 0.25, &flags, false, &t, &err) == -EINVAL);
         check(err && strstr(err, ":2:"));
         free(TAKE_PTR(err));
 
         write_file(p, "[kegboard.flow0]\nticks_per_ml = abc\n");
-        check(tap_table_load_file(p, 0.25, &t, &err) == -EINVAL);
+        check(tap_table_load_file(p, 0.25, &flags, false, &t, &err) == -EINVAL);
         free(TAKE_PTR(err));
 
         write_file(p, "ml_per_tick = 1\n");
-        check(tap_table_load_file(p, 0.25, &t, &err) < 0);
+        check(tap_table_load_file(p, 0.25, &flags, false, &t, &err) < 0);
         free(TAKE_PTR(err));
 
         {
                 _cleanup_(freep) char *missing = test_path(tmpdir, "missing.ini");
-                check(tap_table_load_file(missing, 0.25, &t, &err) == -ENOENT);
+                check(tap_table_load_file(missing, 0.25, &flags, false, &t, &err) == -ENOENT);
                 free(TAKE_PTR(err));
         }
         check(t == NULL);
@@ -330,7 +334,7 @@ static void test_tap_registry(void) {
         flow_engine_config_init(&c);
         c.create_unknown_taps = true;
         check(flow_engine_new(&e, &c, NULL, NULL) == 0);
-        check(tap_registry_new(&r, e, on_change, NULL) == 0);
+        check(tap_registry_new(&r, e, &c.settings, on_change, NULL) == 0);
 
         check(tap_table_new(&t) == 0);
         check(tap_table_add(t, "m.flow0", "A", 0.5, "m.relay0") == 0);
@@ -372,6 +376,177 @@ static void test_tap_registry(void) {
         }
 
         tap_registry_free(r);
+        flow_engine_free(e);
+}
+
+/* ghost-pours.md section 4.2: flag < [DEFAULT] < tap section; validation with file and line. */
+static void test_taps_file_settings(void) {
+        _cleanup_(freep) char *p = test_path(tmpdir, "ghost.ini");
+        _cleanup_(freep) char *err = NULL;
+        TapTable *t = NULL;
+        FlowSettings flags;
+
+        flow_settings_init(&flags);
+        flags.pour_start_ml = 5;
+        flags.kick_rate_ml_s = 100;
+        write_file(p,
+                   "[DEFAULT]\n# every tap of this kegerator\npour_start_ml = 8\n"
+                   "[kegboard.flow0]\nname = Main Tap\nml_per_tick = 0.185\nrelay_name = kegboard.relay0\n"
+                   "[kegboard.flow1]\nname = Guest Tap\nticks_per_ml = 2.2\nvalve_closed_gate = false\n"
+                   "ghost_filter = log\npour_start_ml = 4\nmax_pour_s = 0\nquarantine_after_cuts = 0\n"
+                   "min_volume_ml = 20\n");
+        check(tap_table_load_file(p, 0.25, &flags, false, &t, &err) == 0);
+        if (t) {
+                check(t->has_defaults);
+                check(t->defaults.pour_start_ml == 8);          /* [DEFAULT] over the flag */
+                check(t->defaults.kick_rate_ml_s == 100);       /* the flag */
+                check(t->taps[0].has_settings);
+                check(t->taps[0].settings.pour_start_ml == 8);
+                check(t->taps[0].settings.ghost_filter == FLOW_GHOST_ON);
+                check(t->taps[0].settings.valve_closed_gate);
+                check(t->taps[1].settings.pour_start_ml == 4);  /* the section over [DEFAULT] */
+                check(t->taps[1].settings.ghost_filter == FLOW_GHOST_LOG);
+                check(!t->taps[1].settings.valve_closed_gate);
+                check(t->taps[1].settings.max_pour_s == 0);
+                check(t->taps[1].settings.quarantine_after_cuts == 0);
+                check(t->taps[1].settings.min_volume_ml == 20);
+                check(t->taps[1].settings.kick_rate_ml_s == 100);
+        }
+        t = tap_table_free(t);
+
+        /* A bad value names the file, the line and the key. */
+        write_file(p, "[kegboard.flow0]\nml_per_tick = 0.185\npour_start_window_s = 9\n");
+        check(tap_table_load_file(p, 0.25, &flags, false, &t, &err) == -EINVAL);
+        check(err && strstr(err, "ghost.ini:3: pour_start_window_s: expected a number from 0.5 to 4, not '9'"));
+        free(TAKE_PTR(err));
+        write_file(p, "[DEFAULT]\nghost_filter = maybe\n");
+        check(tap_table_load_file(p, 0.25, &flags, false, &t, &err) == -EINVAL);
+        check(err && strstr(err, ":2: ghost_filter: expected on, log or off"));
+        free(TAKE_PTR(err));
+        write_file(p, "[kegboard.flow0]\nmax_pour_s = 5\n");
+        check(tap_table_load_file(p, 0.25, &flags, false, &t, &err) == -EINVAL);
+        free(TAKE_PTR(err));
+
+        /* Server mode: only the filter keys count; a section with others is a WARNING. */
+        write_file(p, "[kegboard.flow0]\nname = Ignored\nml_per_tick = 9\nghost_filter = off\n"
+                      "[kegboard.flow1]\nkick_rate_ml_s = 0\n");
+        log_set_max_level(LOG_WARNING);
+        capture_begin_in(tmpdir);
+        check(tap_table_load_file(p, 0.25, &flags, true, &t, &err) == 0);
+        {
+                _cleanup_(freep) char *out = capture_end();
+                log_set_max_level(LOG_ERR);
+                check(out && strstr(out, "Taps file entry kegboard.flow0 ignored: controller kegboard uses the legacy API"));
+                check(out && !strstr(out, "entry kegboard.flow1"));
+        }
+        if (t) {
+                check(t->n_taps == 2);
+                check(t->taps[0].settings.ghost_filter == FLOW_GHOST_OFF);
+                check(t->taps[0].ml_per_tick == 0);
+                check(t->taps[1].settings.kick_rate_ml_s == 0);
+        }
+        t = tap_table_free(t);
+}
+
+/* Settings reach the engine: per tap, defaults, server-mode settings; a bad reload keeps them. */
+static void test_tap_registry_settings(void) {
+        _cleanup_(freep) char *p = test_path(tmpdir, "reg-ghost.ini");
+        FlowEngineConfig c;
+        FlowEngine *e = NULL;
+        TapRegistry *r = NULL;
+        TapTable *t = NULL;
+
+        flow_engine_config_init(&c);
+        c.create_unknown_taps = true;
+        check(flow_engine_new(&e, &c, NULL, NULL) == 0);
+        check(tap_registry_new(&r, e, &c.settings, on_change, NULL) == 0);
+
+        write_file(p, "[DEFAULT]\nghost_filter = log\n[a.flow0]\nghost_filter = off\n[a.flow1]\n");
+        check(tap_registry_load_file(r, p, 0.5) == 2);
+        check(flow_engine_meter_mode(e, "a.flow0") == FLOW_GHOST_OFF);
+        check(flow_engine_meter_mode(e, "a.flow1") == FLOW_GHOST_LOG);
+        check(flow_engine_meter_mode(e, "a.flow9") == FLOW_GHOST_LOG);       /* [DEFAULT]: every tap */
+
+        /* A bad value on reload keeps the settings in force. */
+        write_file(p, "[a.flow0]\nghost_filter = sometimes\n");
+        check(tap_registry_load_file(r, p, 0.5) < 0);
+        check(flow_engine_meter_mode(e, "a.flow0") == FLOW_GHOST_OFF);
+
+        /* A reload that changes only a mode reports the tap updated. */
+        n_updated = 0;
+        write_file(p, "[DEFAULT]\nghost_filter = log\n[a.flow0]\n[a.flow1]\n");
+        check(tap_registry_load_file(r, p, 0.5) == 1);
+        check(n_updated == 1);
+        check(flow_engine_meter_mode(e, "a.flow0") == FLOW_GHOST_LOG);
+
+        /* Server mode: the taps come from the server, their settings from the file. */
+        write_file(p, "[s.flow0]\nghost_filter = off\nname = from the file\n");
+        check(tap_registry_load_settings(r, p) == 0);
+        check(tap_table_new(&t) == 0);
+        check(tap_table_add(t, "s.flow0", "Server Tap", 0.5, NULL) == 0);
+        check(tap_table_add(t, "s.flow1", NULL, 0.5, NULL) == 0);
+        check(tap_registry_replace(r, t, TAP_SOURCE_SERVER) >= 2);
+        check(flow_engine_meter_mode(e, "s.flow0") == FLOW_GHOST_OFF);
+        check(flow_engine_meter_mode(e, "s.flow1") == FLOW_GHOST_ON);
+        t = tap_table_free(t);
+        write_file(p, "[s.flow0]\nghost_filter = log\n");
+        check(tap_registry_load_settings(r, p) == 0);
+        check(flow_engine_meter_mode(e, "s.flow0") == FLOW_GHOST_LOG);
+        write_file(p, "[s.flow0]\nghost_filter = 1\n");
+        check(tap_registry_load_settings(r, p) < 0);
+        check(flow_engine_meter_mode(e, "s.flow0") == FLOW_GHOST_LOG);
+
+        tap_registry_free(r);
+        flow_engine_free(e);
+}
+
+/* quarantine.json (ghost-pours.md section 9). */
+static void test_quarantine_file(void) {
+        _cleanup_(freep) char *dir = test_path(tmpdir, "qstate"), *path = NULL, *text = NULL;
+        FlowEngine *e = NULL, *f = NULL;
+        FlowMeterInfo mi;
+        uint64_t since = UINT64_C(1795694400) * USEC_PER_SEC + 2 * USEC_PER_SEC;
+        static const char *const bad[] = {
+                "{", "[]", "{\"version\":2,\"meters\":{}}", "{\"version\":1}",
+                "{\"version\":1,\"meters\":{\"a.flow0\":{\"since\":\"yesterday\",\"cuts\":2,\"max_pour_s\":300}}}",
+                "{\"version\":1,\"meters\":{\"a b\":{\"since\":\"2026-11-26T12:00:02Z\",\"cuts\":2,\"max_pour_s\":300}}}",
+                "{\"version\":1,\"meters\":{\"a.flow0\":{\"since\":\"2026-11-26T12:00:02Z\",\"cuts\":-1,\"max_pour_s\":300}}}",
+        };
+
+        check(mkdir(dir, 0750) == 0);
+        path = test_path(dir, QUARANTINE_FILE);
+        check(flow_engine_new(&e, NULL, NULL, NULL) == 0);
+        check(flow_engine_restore_quarantine(e, "kegboard.flow0", since, 2, 300) == 0);
+        check(quarantine_format(e, &text) == 0);
+        check_streq(text, "{\"version\":1,\"meters\":{\"kegboard.flow0\":{\"since\":\"2026-11-26T12:00:02Z\","
+                          "\"cuts\":2,\"max_pour_s\":300.0}}}\n");
+        check(quarantine_save(e, dir) == 0);
+
+        check(flow_engine_new(&f, NULL, NULL, NULL) == 0);
+        check(quarantine_load(f, dir) == 1);
+        check(flow_engine_get_meter(f, "kegboard.flow0", &mi) == 0);
+        check(mi.quarantined && mi.quarantined_since == since && mi.quarantine_cuts == 2);
+        f = flow_engine_free(f);
+
+        /* Corrupt, or an entry that is not one: a WARNING and no quarantine. */
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                write_file(path, bad[i]);
+                check(flow_engine_new(&f, NULL, NULL, NULL) == 0);
+                log_set_max_level(LOG_WARNING);
+                capture_begin_in(tmpdir);
+                check(quarantine_load(f, dir) == 0);
+                {
+                        _cleanup_(freep) char *out = capture_end();
+                        log_set_max_level(LOG_ERR);
+                        check(out && strstr(out, "WARNING") && strstr(out, "no tap is quarantined"));
+                }
+                check(flow_engine_n_meters(f) == 0);
+                f = flow_engine_free(f);
+        }
+        check(unlink(path) == 0);
+        check(flow_engine_new(&f, NULL, NULL, NULL) == 0);
+        check(quarantine_load(f, dir) == 0);
+        f = flow_engine_free(f);
         flow_engine_free(e);
 }
 
@@ -488,7 +663,10 @@ int main(void) {
         test_run(test_drinks_log);
         test_run(test_drinks_log_ids_and_text);
         test_run(test_taps_file);
+        test_run(test_taps_file_settings);
         test_run(test_tap_registry);
+        test_run(test_tap_registry_settings);
+        test_run(test_quarantine_file);
         test_run(test_thermo);
         test_run(test_tokens);
 

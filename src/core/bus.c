@@ -34,6 +34,7 @@
 #define BUS_ERROR_UNKNOWN_DRINK "org.kegbot.Core1.Error.UnknownDrink"
 #define BUS_ERROR_NOT_SUPPORTED "org.kegbot.Core1.Error.NotSupported"
 #define BUS_ERROR_SHUTTING_DOWN "org.kegbot.Core1.Error.ShuttingDown"
+#define BUS_ERROR_QUARANTINED "org.kegbot.Core1.Error.Quarantined"
 
 /* Pour values of one tap (and its flow object) go out at most this often. */
 #define EMIT_INTERVAL_USEC (100 * USEC_PER_MSEC)
@@ -49,6 +50,7 @@ static const sd_bus_error_map kegbot_bus_errors[] = {
         SD_BUS_ERROR_MAP(BUS_ERROR_UNKNOWN_DRINK, ENOENT),
         SD_BUS_ERROR_MAP(BUS_ERROR_NOT_SUPPORTED, EOPNOTSUPP),
         SD_BUS_ERROR_MAP(BUS_ERROR_SHUTTING_DOWN, ESHUTDOWN),
+        SD_BUS_ERROR_MAP(BUS_ERROR_QUARANTINED, EPERM),
         SD_BUS_ERROR_MAP_END
 };
 
@@ -72,6 +74,7 @@ typedef struct MeterObj {
         uint64_t start_realtime;
         uint64_t last_activity_realtime;
         uint64_t max_idle_usec;
+        unsigned flow_flags;            /* DRINK_FLAG_* of the flow */
         char *flow_path;                /* set while the flow object is exported */
 
         bool dirty;
@@ -305,9 +308,9 @@ static void emit_object_removed(Bus *b, const char *path) {
 
 static void meter_flush(MeterObj *mo) {
         static char *tap_props[] = { "TotalTicks", "FlowId", "FlowState", "FlowTicks", "FlowVolumeMl",
-                                     "FlowUsername", NULL };
+                                     "FlowUsername", "FlowFlags", "GhostTicks", "GhostVolumeMl", NULL };
         static char *flow_props[] = { "State", "Username", "AuthDevice", "Ticks", "VolumeMl", "LastActivity",
-                                      "RelayName", "MaxIdle", NULL };
+                                      "RelayName", "MaxIdle", "Flags", NULL };
         Bus *b = mo->bus;
 
         if (!mo->dirty)
@@ -456,6 +459,8 @@ static int manager_property_get(sd_bus *bus, const char *path, const char *inter
                 return sd_bus_message_append(reply, "u", shown_failed(b));
         if (streq(property, "LastSync"))
                 return sd_bus_message_append(reply, "t", shown_last_sync(b));
+        if (streq(property, "GhostFilter"))
+                return sd_bus_message_append(reply, "s", flow_ghost_mode_to_string(manager_ghost_filter(b->manager)));
         return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s", property);
 }
 
@@ -467,18 +472,28 @@ static bool meter_known(Bus *b, const char *meter) {
         return flow_engine_get_tap(e, meter, &t) >= 0 || flow_engine_get_flow(e, meter, &f) >= 0;
 }
 
+/* A method's meter argument, "<controller>.<port>"; an invalid one is an InvalidArgs error. */
+static int read_meter_arg(sd_bus_message *m, sd_bus_error *error, const char **ret) {
+        int r;
+
+        r = sd_bus_message_read(m, "s", ret);
+        if (r < 0)
+                return r;
+        if (!meter_name_is_valid(*ret))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
+                                         "Invalid meter name '%s': expected <controller>.<port>", *ret);
+        return 0;
+}
+
 static int method_start_flow(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Bus *b = userdata;
         const char *meter;
         FlowTapInfo t;
         int r;
 
-        r = sd_bus_message_read(m, "s", &meter);
+        r = read_meter_arg(m, error, &meter);
         if (r < 0)
                 return r;
-        if (!meter_name_is_valid(meter))
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                         "Invalid meter name '%s': expected <controller>.<port>", meter);
         /* Standalone mode creates a tap on first sight, as a kegnet FlowRequest does; a server's taps
          * come from the server, so an unknown meter there is a caller's mistake. */
         if (!manager_is_standalone(b->manager) &&
@@ -487,6 +502,9 @@ static int method_start_flow(sd_bus_message *m, void *userdata, sd_bus_error *er
 
         log_info("StartFlow(%s) requested over D-Bus", meter);
         r = manager_start_flow(b->manager, meter);
+        if (r == -EPERM)
+                return sd_bus_error_setf(error, BUS_ERROR_QUARANTINED,
+                                         "Tap %s is quarantined (ghost-pour rule G7); ClearQuarantine lifts it", meter);
         if (r < 0)
                 return reply_manager_error(error, r, "StartFlow");
         return sd_bus_reply_method_return(m, NULL);
@@ -497,12 +515,9 @@ static int method_stop_flow(sd_bus_message *m, void *userdata, sd_bus_error *err
         const char *meter;
         int r;
 
-        r = sd_bus_message_read(m, "s", &meter);
+        r = read_meter_arg(m, error, &meter);
         if (r < 0)
                 return r;
-        if (!meter_name_is_valid(meter))
-                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS,
-                                         "Invalid meter name '%s': expected <controller>.<port>", meter);
         if (!meter_known(b, meter))
                 return sd_bus_error_setf(error, BUS_ERROR_UNKNOWN_METER, "No tap and no flow for meter %s", meter);
 
@@ -592,6 +607,39 @@ static int method_sync(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         return sd_bus_reply_method_return(m, NULL);
 }
 
+static int method_clear_quarantine(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+        const char *meter;
+        int r;
+
+        r = read_meter_arg(m, error, &meter);
+        if (r < 0)
+                return r;
+
+        log_info("ClearQuarantine(%s) requested over D-Bus", meter);
+        r = manager_clear_quarantine(b->manager, meter);
+        if (r == -ENOENT)
+                return sd_bus_error_setf(error, BUS_ERROR_UNKNOWN_METER, "No tap and no quarantine for meter %s", meter);
+        if (r < 0)
+                return reply_manager_error(error, r, "ClearQuarantine");
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int append_flags(sd_bus_message *reply, unsigned flags) {
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "s");
+        if (r < 0)
+                return r;
+        for (unsigned bit = 1; bit & DRINK_FLAGS_ALL; bit <<= 1)
+                if (flags & bit) {
+                        r = sd_bus_message_append(reply, "s", drink_flag_to_string(bit));
+                        if (r < 0)
+                                return r;
+                }
+        return sd_bus_message_close_container(reply);
+}
+
 static int method_retry_failed_drinks(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Bus *b = userdata;
         size_t n = 0;
@@ -675,6 +723,24 @@ static int list_drink_cb(const Drink *d, void *userdata) {
             (r = append_entry(reply, "pour_time", "t", d->pour_realtime)) < 0 ||
             (r = append_entry(reply, "duration", "t", d->duration_sec)) < 0)
                 return r;
+        r = sd_bus_message_open_container(reply, 'e', "sv");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append(reply, "s", "flags");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_open_container(reply, 'v', "as");
+        if (r < 0)
+                return r;
+        r = append_flags(reply, d->flags);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
         if (d->has_failure)
                 if ((r = append_entry(reply, "failure_time", "t", d->failure.time_realtime)) < 0 ||
                     (r = append_entry(reply, "http_status", "i", (int32_t) d->failure.http_status)) < 0 ||
@@ -729,6 +795,7 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("PendingDrinks", "u", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("FailedDrinks", "u", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("LastSync", "t", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("GhostFilter", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         /* Access is the bus policy's job (root and group kegbot), not a capability check here. */
         SD_BUS_METHOD_WITH_ARGS("StartFlow", SD_BUS_ARGS("s", meter), SD_BUS_NO_RESULT,
                                 method_start_flow, SD_BUS_VTABLE_UNPRIVILEGED),
@@ -747,6 +814,8 @@ static const sd_bus_vtable manager_vtable[] = {
                                 SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ListDrinks", SD_BUS_ARGS("s", which), SD_BUS_RESULT("aa{sv}", drinks),
                                 method_list_drinks, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ClearQuarantine", SD_BUS_ARGS("s", meter), SD_BUS_NO_RESULT,
+                                method_clear_quarantine, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("FlowUpdated",
                                 SD_BUS_ARGS("t", flow_id, "s", meter, "s", state, "s", username, "t", ticks,
                                             "d", volume_ml, "t", start_time, "t", last_activity_time),
@@ -758,6 +827,11 @@ static const sd_bus_vtable manager_vtable[] = {
                                 0),
         SD_BUS_SIGNAL_WITH_ARGS("ThermoReading", SD_BUS_ARGS("s", sensor, "d", temperature_c, "t", time), 0),
         SD_BUS_SIGNAL_WITH_ARGS("TokenAuthenticated", SD_BUS_ARGS("s", device, "s", token, "s", username), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("GhostFlow",
+                                SD_BUS_ARGS("s", meter, "s", rule, "t", ticks, "d", volume_ml, "t", start_time,
+                                            "t", end_time, "t", flow_id, "s", tick_series, "s", mode),
+                                0),
+        SD_BUS_SIGNAL_WITH_ARGS("PourFlagged", SD_BUS_ARGS("t", flow_id, "s", meter, "s", flag, "s", mode), 0),
         SD_BUS_VTABLE_END
 };
 
@@ -848,6 +922,18 @@ static int tap_property_get(sd_bus *bus, const char *path, const char *interface
                                              !mo->has_flow ? 0.0 : mo->volume_known ? mo->volume_ml : -1.0);
         if (streq(property, "FlowUsername"))
                 return sd_bus_message_append(reply, "s", mo->has_flow ? mo->username ?: "" : "");
+        if (streq(property, "FlowFlags"))
+                return append_flags(reply, mo->has_flow ? mo->flow_flags : 0);
+        if (streq(property, "GhostFilter"))
+                return sd_bus_message_append(reply, "s", flow_ghost_mode_to_string(t.ghost_filter));
+        if (streq(property, "GhostTicks"))
+                return sd_bus_message_append(reply, "t", t.ghost_ticks);
+        if (streq(property, "GhostVolumeMl"))
+                return sd_bus_message_append(reply, "d", t.ghost_volume_ml);
+        if (streq(property, "Quarantined"))
+                return sd_bus_message_append(reply, "b", (int) t.quarantined);
+        if (streq(property, "QuarantinedSince"))
+                return sd_bus_message_append(reply, "t", t.quarantined_since);
         return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s", property);
 }
 
@@ -868,6 +954,12 @@ static const sd_bus_vtable tap_vtable[] = {
         TAP_PROPERTY("FlowTicks", "t"),
         TAP_PROPERTY("FlowVolumeMl", "d"),
         TAP_PROPERTY("FlowUsername", "s"),
+        TAP_PROPERTY("GhostFilter", "s"),
+        TAP_PROPERTY("GhostTicks", "t"),
+        TAP_PROPERTY("GhostVolumeMl", "d"),
+        TAP_PROPERTY("Quarantined", "b"),
+        TAP_PROPERTY("QuarantinedSince", "t"),
+        TAP_PROPERTY("FlowFlags", "as"),
         SD_BUS_VTABLE_END
 };
 
@@ -921,6 +1013,8 @@ static int flow_property_get(sd_bus *bus, const char *path, const char *interfac
                 return sd_bus_message_append(reply, "s", mo->relay_name ?: "");
         if (streq(property, "MaxIdle"))
                 return sd_bus_message_append(reply, "t", mo->max_idle_usec);
+        if (streq(property, "Flags"))
+                return append_flags(reply, mo->flow_flags);
         return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s", property);
 }
 
@@ -940,6 +1034,7 @@ static const sd_bus_vtable flow_vtable[] = {
         FLOW_PROPERTY("LastActivity", "t"),
         FLOW_PROPERTY("RelayName", "s"),
         FLOW_PROPERTY("MaxIdle", "t"),
+        FLOW_PROPERTY("Flags", "as"),
         SD_BUS_VTABLE_END
 };
 
@@ -1149,7 +1244,8 @@ static const sd_bus_vtable log_control_vtable[] = {
 /* ---- manager observer ---- */
 
 static void on_tap_changed(Manager *m, const char *meter, TapChange change, void *userdata) {
-        static char *config_props[] = { "Name", "MlPerTick", "RelayName", "RelayEnabled", "AutoCreated", NULL };
+        static char *config_props[] = { "Name", "MlPerTick", "RelayName", "RelayEnabled", "AutoCreated", "GhostFilter",
+                                        NULL };
         Bus *b = userdata;
         MeterObj *mo;
 
@@ -1205,6 +1301,7 @@ static void on_flow_updated(Manager *m, const FlowInfo *f, void *userdata) {
         mo->start_realtime = f->start_realtime;
         mo->last_activity_realtime = f->last_activity_realtime;
         mo->max_idle_usec = f->max_idle_usec;
+        mo->flow_flags = f->flags;
         if (free_and_strdup(&mo->username, f->username) < 0 ||
             free_and_strdup(&mo->auth_device, f->auth_device) < 0 ||
             free_and_strdup(&mo->relay_name, f->relay_name) < 0)
@@ -1361,6 +1458,52 @@ static void on_controller_changed(Manager *m, const Controller *c, void *userdat
         emit_properties(b, path, CONTROLLER_IFACE, props);
 }
 
+/* The ghost filter's reports (ghost-pours.md section 12). */
+static void on_ghost_event(Manager *m, const FlowEvent *ev, void *userdata) {
+        static char *quarantine_props[] = { "Quarantined", "QuarantinedSince", NULL };
+        Bus *b = userdata;
+        MeterObj *mo = meter_find(b, ev->meter_name);
+        int r;
+
+        switch (ev->type) {
+        case FLOW_EVENT_GHOST:
+                if (!b->ready)
+                        break;
+                r = sd_bus_emit_signal(b->bus, BUS_ROOT_PATH, MANAGER_IFACE, "GhostFlow", "sstdtttss", ev->meter_name,
+                                       flow_ghost_rule_to_string(ev->ghost.rule), ev->ghost.ticks,
+                                       ev->ghost.volume_known ? ev->ghost.volume_ml : -1.0, ev->ghost.start_realtime,
+                                       ev->ghost.end_realtime, ev->ghost.flow_id, ev->ghost.tick_series,
+                                       flow_ghost_mode_to_string(ev->ghost.mode));
+                if (r < 0)
+                        log_debug_errno(r, "Cannot emit GhostFlow: %m");
+                break;
+        case FLOW_EVENT_POUR_FLAGGED:
+                if (b->ready) {
+                        r = sd_bus_emit_signal(b->bus, BUS_ROOT_PATH, MANAGER_IFACE, "PourFlagged", "tsss",
+                                               ev->flagged.flow_id, ev->meter_name, drink_flag_to_string(ev->flagged.flag),
+                                               flow_ghost_mode_to_string(ev->flagged.mode));
+                        if (r < 0)
+                                log_debug_errno(r, "Cannot emit PourFlagged: %m");
+                }
+                /* Log mode flags a shadow pour: the real flow's Flags stay as they are. */
+                if (mo && ev->flagged.mode == FLOW_GHOST_ON && mo->has_flow && mo->flow_id == ev->flagged.flow_id) {
+                        mo->flow_flags |= ev->flagged.flag;
+                        meter_mark_dirty(mo);
+                }
+                break;
+        case FLOW_EVENT_QUARANTINE:
+                if (mo && mo->has_tap)
+                        emit_properties(b, mo->tap_path, TAP_IFACE, quarantine_props);
+                break;
+        case FLOW_EVENT_GHOST_COUNTERS:
+                if (mo && mo->has_tap)
+                        meter_mark_dirty(mo);
+                break;
+        default:
+                break;
+        }
+}
+
 static const ManagerObserver bus_observer = {
         .tap_changed = on_tap_changed,
         .flow_updated = on_flow_updated,
@@ -1371,6 +1514,7 @@ static const ManagerObserver bus_observer = {
         .thermo_silent = on_thermo_silent,
         .token_authenticated = on_token_authenticated,
         .controller_changed = on_controller_changed,
+        .ghost_event = on_ghost_event,
 };
 
 /* ---- connection ---- */

@@ -26,6 +26,23 @@ static int arg_maximum_event_retries = 3;
 static const char *arg_dbus = "system";
 static bool arg_debug_events = false;
 
+/* The ghost filter (ghost-pours.md section 4.1); every one is also a taps-file key. */
+static const char *arg_ghost_filter = "on";
+static bool arg_valve_closed_gate = true;
+static double arg_valve_closed_grace_s = 3.0;
+static double arg_pour_start_ml = 6.0;
+static double arg_pour_start_window_s = 2.0;
+static double arg_ghost_step_ml_s = 10.0;
+static double arg_ghost_baseline_s = 8.0;
+static double arg_pour_activity_ml_s = 3.0;
+static double arg_ghost_min_duration_s = 60.0;
+static double arg_ghost_max_avg_ml_s = 2.0;
+static double arg_ghost_onset_s = 20.0;
+static double arg_ghost_min_onset_ml = 40.0;
+static double arg_max_pour_s = 300.0;
+static int arg_quarantine_after_cuts = 2;
+static double arg_kick_rate_ml_s = 120.0;
+
 static const FlagDef core_flags[] = {
         FLAG_STRING("kb_core_bind_addr", &arg_kb_core_bind_addr,
                     "kegnet listen address, host:port or port (ignored when systemd passes a socket)."),
@@ -34,9 +51,11 @@ static const FlagDef core_flags[] = {
                     .env = "STATE_DIRECTORY", .env_mode = FLAG_ENV_FIRST_ENTRY),
         FLAG_INT64_MIN("max_tick_delta", &arg_max_tick_delta, 0,
                        "Largest accepted meter delta per report (0 = no limit)."),
-        FLAG_DOUBLE_MIN("min_volume_ml", &arg_min_volume_ml, 0, "Smaller drinks are not recorded."),
+        FLAG_DOUBLE_MIN("min_volume_ml", &arg_min_volume_ml, 0,
+                        "Smaller drinks are not recorded (rule G8; also a taps-file key)."),
         FLAG_STRING("taps_file", &arg_taps_file,
-                    "Standalone mode: tap definitions (INI; a missing file means none)."),
+                    "Tap definitions (standalone mode) and the taps' ghost-filter settings (both modes); INI, "
+                    "a missing file means none."),
         FLAG_STRING("tokens_file", &arg_tokens_file,
                     "Standalone mode: auth tokens (INI, sections <auth_device>:<token_value> with "
                     "username and enabled); empty = tokens are ignored."),
@@ -50,6 +69,42 @@ static const FlagDef core_flags[] = {
         FLAG_ENUM("dbus", &arg_dbus, ((const char *const[]) { "system", "session", "none", NULL }),
                   "Bus to serve org.kegbot.Core1 on: system, session or none."),
         FLAG_BOOL("debug_events", &arg_debug_events, "Log every kegnet message received and sent at DEBUG."),
+        FLAG_ENUM("ghost_filter", &arg_ghost_filter, ((const char *const[]) { "on", "log", "off", NULL }),
+                  "Ghost-pour filter (G0): on = ghost ticks never become drinks; log = record what off records, "
+                  "report what on would do; off = every tick pours. Every ghost-filter flag (G0-G9) is also a "
+                  "key of the taps file, per tap or in [DEFAULT]."),
+        FLAG_BOOL("valve_closed_gate", &arg_valve_closed_gate,
+                  "G1: on taps with a relay_name, ticks while the core holds the valve closed are ghost."),
+        FLAG_DOUBLE_RANGE("valve_closed_grace_s", &arg_valve_closed_grace_s, 0, FLOW_VALVE_CLOSED_GRACE_S_MAX,
+                          "G1: seconds after the valve closed that still count (beer in flight); a flow whose "
+                          "valve closes is held this long before it is recorded."),
+        FLAG_DOUBLE_MIN("pour_start_ml", &arg_pour_start_ml, 0,
+                        "G2: mL the start window must hold before a pour starts; 0 = any tick starts one."),
+        FLAG_DOUBLE_RANGE("pour_start_window_s", &arg_pour_start_window_s, FLOW_POUR_START_WINDOW_S_MIN,
+                          FLOW_POUR_START_WINDOW_S_MAX, "G2: length of the start window, in seconds."),
+        FLAG_DOUBLE_MIN("ghost_step_ml_s", &arg_ghost_step_ml_s, 0,
+                        "G3: on a line that is not quiet, a pour must start this many mL/s above the ghost "
+                        "baseline; 0 = off."),
+        FLAG_DOUBLE_RANGE("ghost_baseline_s", &arg_ghost_baseline_s, FLOW_GHOST_BASELINE_S_MIN,
+                          FLOW_GHOST_BASELINE_S_MAX, "G3, G4: seconds of the ghost baseline before the window."),
+        FLAG_DOUBLE_MIN("pour_activity_ml_s", &arg_pour_activity_ml_s, 0,
+                        "G4: mL/s above the ghost baseline a report needs to extend a pour; 0 = off."),
+        FLAG_DOUBLE_MIN("ghost_min_duration_s", &arg_ghost_min_duration_s, 0,
+                        "G5, G6: they judge only flows at least this long (s); 0 = both off."),
+        FLAG_DOUBLE_MIN("ghost_max_avg_ml_s", &arg_ghost_max_avg_ml_s, 0,
+                        "G5: a flow averaging less (mL/s) is ghost; 0 = off."),
+        FLAG_DOUBLE_RANGE("ghost_onset_s", &arg_ghost_onset_s, FLOW_GHOST_ONSET_S_MIN, FLOW_GHOST_ONSET_S_MAX,
+                          "G6: length of a flow's onset, in seconds."),
+        FLAG_DOUBLE_MIN("ghost_min_onset_ml", &arg_ghost_min_onset_ml, 0,
+                        "G6: a flow with less (mL) in its onset is ghost; 0 = off."),
+        FLAG_DOUBLE_RANGE("max_pour_s", &arg_max_pour_s, 0, FLOW_MAX_POUR_S_MAX,
+                          "G7: seconds of a cut: a pour running this long without a 10 s pause is flagged "
+                          "long_pour; 0 = off, else at least 10."),
+        FLAG_INT_MIN("quarantine_after_cuts", &arg_quarantine_after_cuts, 0,
+                     "G7: at this cut the flow is ghost and its tap quarantined until ClearQuarantine; "
+                     "0 = never."),
+        FLAG_DOUBLE_MIN("kick_rate_ml_s", &arg_kick_rate_ml_s, 0,
+                        "G9: a pour above this rate (mL/s) for 2 s is flagged kicked; 0 = off."),
         FLAG_END,
 };
 
@@ -77,6 +132,29 @@ int main(int argc, char **argv) {
                 log_warning("--maximum_event_retries is accepted for old flag files and ignored: "
                             "drinks are retried until delivered");
 
+        FlowSettings settings = {
+                .ghost_filter = (FlowGhostMode) flow_ghost_mode_from_string(arg_ghost_filter),
+                .valve_closed_gate = arg_valve_closed_gate,
+                .valve_closed_grace_s = arg_valve_closed_grace_s,
+                .pour_start_ml = arg_pour_start_ml,
+                .pour_start_window_s = arg_pour_start_window_s,
+                .ghost_step_ml_s = arg_ghost_step_ml_s,
+                .ghost_baseline_s = arg_ghost_baseline_s,
+                .pour_activity_ml_s = arg_pour_activity_ml_s,
+                .ghost_min_duration_s = arg_ghost_min_duration_s,
+                .ghost_max_avg_ml_s = arg_ghost_max_avg_ml_s,
+                .ghost_onset_s = arg_ghost_onset_s,
+                .ghost_min_onset_ml = arg_ghost_min_onset_ml,
+                .max_pour_s = arg_max_pour_s,
+                .quarantine_after_cuts = (unsigned) arg_quarantine_after_cuts,
+                .min_volume_ml = arg_min_volume_ml,
+                .kick_rate_ml_s = arg_kick_rate_ml_s,
+        };
+        const char *bad_key, *reason;
+        /* The one bound a range cannot say: max_pour_s is 0 or at least 10. */
+        if (flow_settings_check(&settings, &bad_key, &reason) < 0)
+                app_flag_error("--%s: %s", bad_key, reason);
+
         server = !isempty(app_api_url());
         if (server) {
                 log_info("Running in server mode, api_url=%s", app_api_url());
@@ -91,7 +169,7 @@ int main(int argc, char **argv) {
         config.taps_file = arg_taps_file;
         config.tokens_file = arg_tokens_file;
         config.max_tick_delta = (uint64_t) arg_max_tick_delta;
-        config.min_volume_ml = arg_min_volume_ml;
+        config.settings = settings;
         config.default_ticks_per_ml = arg_default_ticks_per_ml;
         config.debug_events = arg_debug_events;
         config.standalone = !server;

@@ -13,6 +13,7 @@
 #include "daemon.h"
 #include "drinks-log.h"
 #include "manager.h"
+#include "quarantine.h"
 #include "thermo-log.h"
 #include "tokens.h"
 #include "util-double.h"
@@ -78,11 +79,11 @@ void manager_config_init(ManagerConfig *c) {
                 .taps_file = "/etc/kegbot/taps.ini",
                 .tokens_file = "",
                 .max_tick_delta = 1000,
-                .min_volume_ml = 10.0,
                 .default_ticks_per_ml = 2.2,
                 .standalone = true,
                 .retry_usec = 10 * USEC_PER_SEC,
         };
+        flow_settings_init(&c->settings);
 }
 
 static void manager_now(Manager *m, FlowTime *t) {
@@ -236,6 +237,17 @@ static void on_engine_event(FlowEngine *e, const FlowEvent *ev, void *userdata) 
                 break;
         case FLOW_EVENT_TAP_CREATED:
                 tap_registry_note_created(m->taps, ev->meter_name);
+                break;
+        case FLOW_EVENT_QUARANTINE:
+                /* Log mode's shadow quarantines are not kept over a restart (ghost-pours.md section 9). */
+                if (ev->quarantine.mode == FLOW_GHOST_ON)
+                        (void) quarantine_save(e, m->state_dir);
+                FOREACH_OBSERVER(m, ghost_event, ev);
+                break;
+        case FLOW_EVENT_GHOST:
+        case FLOW_EVENT_POUR_FLAGGED:
+        case FLOW_EVENT_GHOST_COUNTERS:
+                FOREACH_OBSERVER(m, ghost_event, ev);
                 break;
         }
 }
@@ -423,11 +435,31 @@ int manager_thermo_event(Manager *m, const char *sensor, double value_c) {
 }
 
 int manager_set_relay(Manager *m, const char *relay, bool enabled) {
+        FlowTime now;
+
         if (isempty(relay))
                 return -EINVAL;
+        manager_now(m, &now);
+        (void) flow_engine_set_relay(m->engine, relay, enabled, &now);
         broadcast_relay(m, relay, enabled);
         FOREACH_OBSERVER(m, relay_changed, relay, enabled);
         return 0;
+}
+
+int manager_clear_quarantine(Manager *m, const char *meter) {
+        FlowTime now;
+        int r;
+
+        if (m->stopping)
+                return -ESHUTDOWN;
+        manager_now(m, &now);
+        r = flow_engine_clear_quarantine(m->engine, meter, &now);
+        manager_engine_done(m);
+        return r;
+}
+
+FlowGhostMode manager_ghost_filter(Manager *m) {
+        return m->config.settings.ghost_filter;
 }
 
 /* ---- controllers ---- */
@@ -571,9 +603,11 @@ static void on_kegnet_message(KegnetServer *s, KegnetPeer *p, const KegnetMessag
         }
         case KEGNET_FLOW_REQUEST: {
                 const KegnetFlowRequest *f = &msg->flow_request;
-                if (f->request == KEGNET_REQUEST_START_FLOW)
+                if (f->request == KEGNET_REQUEST_START_FLOW) {
                         r = manager_start_flow(m, f->meter_name);
-                else if (f->request == KEGNET_REQUEST_STOP_FLOW)
+                        if (r == -EPERM)
+                                r = 0;  /* quarantined: ignored, the engine said so */
+                } else if (f->request == KEGNET_REQUEST_STOP_FLOW)
                         r = manager_stop_flow(m, f->meter_name);
                 else {
                         log_debug("Ignoring report_status request for %s", f->meter_name);
@@ -657,6 +691,23 @@ static int load_tokens(Manager *m, bool startup) {
         return 0;
 }
 
+/* "Ghost filter: <mode>" plus how many taps differ from it. */
+static void log_ghost_filter(Manager *m) {
+        FlowGhostMode mode = m->config.settings.ghost_filter;
+        size_t differ = 0;
+
+        for (size_t i = 0; i < flow_engine_n_taps(m->engine); i++) {
+                FlowTapInfo t;
+                if (flow_engine_tap_at(m->engine, i, &t) >= 0 && t.ghost_filter != mode)
+                        differ++;
+        }
+        if (differ > 0)
+                log_named(LOG_INFO, "flowmanager", "Ghost filter: %s (%zu taps differ)", flow_ghost_mode_to_string(mode),
+                          differ);
+        else
+                log_named(LOG_INFO, "flowmanager", "Ghost filter: %s", flow_ghost_mode_to_string(mode));
+}
+
 int manager_reload(Manager *m) {
         int r = 0;
 
@@ -668,6 +719,10 @@ int manager_reload(Manager *m) {
                 manager_engine_done(m);
                 if (!isempty(m->tokens_file))
                         (void) load_tokens(m, false);
+        } else {
+                r = tap_registry_load_settings(m->taps, m->taps_file);
+                if (r < 0)
+                        log_named(LOG_ERR, "TapManager", "Keeping the previous ghost-filter settings");
         }
         /* The first failure is returned (D-Bus Sync() reports it); the rest is still done. */
         if (m->drinks) {
@@ -818,7 +873,7 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         (void) sd_event_now(m->event, CLOCK_REALTIME, &now);
         fc.first_flow_id = now / USEC_PER_SEC;
         fc.max_tick_delta = config->max_tick_delta;
-        fc.min_volume_ml = config->min_volume_ml;
+        fc.settings = config->settings;
         fc.create_unknown_taps = config->standalone;
         fc.default_ml_per_tick = 1.0 / config->default_ticks_per_ml;
         r = flow_engine_new(&m->engine, &fc, on_engine_event, m);
@@ -828,7 +883,7 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         r = thermo_manager_new(&m->thermo);
         if (r < 0)
                 return log_error_errno(r, "Out of memory");
-        r = tap_registry_new(&m->taps, m->engine, on_tap_changed, m);
+        r = tap_registry_new(&m->taps, m->engine, &config->settings, on_tap_changed, m);
         if (r < 0)
                 return log_error_errno(r, "Out of memory");
 
@@ -856,6 +911,12 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         if (r < 0)
                 return r;
 
+        if (!config->standalone) {
+                /* The server gives the taps; the taps file still gives their ghost-filter settings. */
+                r = tap_registry_load_settings(m->taps, m->taps_file);
+                if (r < 0)
+                        return r;
+        }
         if (config->standalone) {
                 r = tap_registry_load_file(m->taps, m->taps_file, fc.default_ml_per_tick);
                 if (r < 0)
@@ -871,6 +932,9 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         r = setup_timers(m);
         if (r < 0)
                 return r;
+
+        log_ghost_filter(m);
+        (void) quarantine_load(m->engine, m->state_dir);
 
         *ret = TAKE_PTR(m);
         return 0;

@@ -25,7 +25,7 @@ typedef struct ManagerConfig {
         const char *taps_file;          /* --taps_file (standalone) */
         const char *tokens_file;        /* --tokens_file (standalone), "" = none: tokens ignored */
         uint64_t max_tick_delta;        /* 0 = no limit */
-        double min_volume_ml;
+        FlowSettings settings;          /* the ghost filter's flags (and --min_volume_ml) */
         double default_ticks_per_ml;
         bool debug_events;
         bool standalone;                /* false: the caller installs a drink sink (server mode) */
@@ -76,6 +76,10 @@ typedef struct ManagerObserver {
         void (*controller_changed)(Manager *m, const Controller *c, void *userdata);
         /* Orderly shutdown has begun (before active flows are ended). */
         void (*stopping)(Manager *m, void *userdata);
+        /* The ghost filter reported (ghost-pours.md sections 8-10): ev->type is FLOW_EVENT_GHOST,
+         * FLOW_EVENT_POUR_FLAGGED, FLOW_EVENT_QUARANTINE or FLOW_EVENT_GHOST_COUNTERS. Called from
+         * inside the engine, like flow_updated. */
+        void (*ghost_event)(Manager *m, const FlowEvent *ev, void *userdata);
 } ManagerObserver;
 
 /* Token lookups (server mode: the Kegbot Server; standalone: the tokens file, built in). lookup()
@@ -114,15 +118,22 @@ int manager_add_observer(Manager *m, const ManagerObserver *o, void *userdata);
 void manager_remove_observer(Manager *m, const ManagerObserver *o, void *userdata);
 
 /* The operations kegnet clients trigger, for other front ends (D-Bus) to share. */
+/* -EPERM: the tap is quarantined (the engine logged it). */
 int manager_start_flow(Manager *m, const char *meter);
 int manager_stop_flow(Manager *m, const char *meter);
 int manager_meter_update(Manager *m, const char *meter, uint32_t reading);
 /* meter NULL, "" or "__all_taps__" = every tap. */
 int manager_token_event(Manager *m, const char *device, const char *value, const char *meter, bool added);
 int manager_thermo_event(Manager *m, const char *sensor, double value_c);
-/* Sends SetRelayOutputEvent (D-Bus SetRelay). */
+/* Sends SetRelayOutputEvent (D-Bus SetRelay); the ghost filter's valve-closed gate counts it. */
 int manager_set_relay(Manager *m, const char *relay, bool enabled);
-/* SIGHUP / Sync(): reload the taps and tokens files (standalone), reopen logs. */
+/* D-Bus ClearQuarantine: 1 cleared (quarantine.json rewritten), 0 not quarantined, -ENOENT neither a
+ * tap nor quarantined. */
+int manager_clear_quarantine(Manager *m, const char *meter);
+/* The ghost filter's global mode (--ghost_filter). */
+FlowGhostMode manager_ghost_filter(Manager *m);
+/* SIGHUP / Sync(): reload the taps and tokens files (standalone) or the ghost-filter settings of the
+ * taps file (server mode), reopen logs. */
 int manager_reload(Manager *m);
 /* Begins the orderly shutdown (as SIGTERM does). */
 void manager_stop(Manager *m);

@@ -16,6 +16,8 @@ struct TapRegistry {
         TapChangeHandler handler;
         void *userdata;
         TapTable *configured;           /* the table applied last */
+        FlowSettings flags;             /* the command line's filter settings */
+        TapTable *settings;             /* server mode: the taps file's filter settings per meter */
 };
 
 static void tap_config_done(TapConfig *c) {
@@ -76,6 +78,13 @@ int tap_table_add(TapTable *t, const char *meter, const char *name, double ml_pe
         return 0;
 }
 
+static TapConfig *tap_table_find_mutable(TapTable *t, const char *meter) {
+        for (size_t i = 0; i < t->n_taps; i++)
+                if (streq(t->taps[i].meter_name, meter))
+                        return &t->taps[i];
+        return NULL;
+}
+
 static unsigned key_line(const Ini *ini, const char *section, const char *key) {
         const IniSection *sections[2] = { ini_find_section(ini, section), ini->defaults };
 
@@ -109,7 +118,53 @@ static int parse_positive(const Ini *ini, const char *path, const char *section,
         return 0;
 }
 
-int tap_table_load_file(const char *path, double default_ml_per_tick, TapTable **ret, char **ret_error) {
+/* One ghost-filter key of 'section' (or of [DEFAULT]) into 's'. */
+static int parse_setting(const Ini *ini, const char *path, const char *section, const char *key, FlowSettings *s,
+                         char **ret_error) {
+        _cleanup_(freep) char *v = NULL, *err = NULL;
+        const char *reason = NULL;
+        int r;
+
+        r = ini_get(ini, section, key, &v, &err);
+        if (r < 0)
+                return strdup_error(ret_error, r, "%s", err ?: "bad value");
+        r = flow_settings_set(s, key, v, &reason);
+        if (r < 0)
+                return strdup_error(ret_error, -EINVAL, "%s:%u: %s: %s, not '%s'", path, key_line(ini, section, key),
+                                    key, reason ?: "bad value", v);
+        return 0;
+}
+
+/* [DEFAULT]'s filter settings over the flags: the settings of taps without a section of their own. */
+static int parse_defaults(const Ini *ini, const char *path, const FlowSettings *flags, FlowSettings *ret,
+                          char **ret_error) {
+        _cleanup_(freep) const char **keys = NULL;
+        size_t n_keys;
+        int r;
+
+        *ret = *flags;
+        r = ini_section_keys(ini, INI_DEFAULT_SECTION, &keys, &n_keys);
+        if (r < 0)
+                return strdup_error(ret_error, r, "%s: cannot list the keys of [DEFAULT]", path);
+        for (size_t k = 0; k < n_keys; k++)
+                if (flow_settings_is_key(keys[k])) {
+                        r = parse_setting(ini, path, INI_DEFAULT_SECTION, keys[k], ret, ret_error);
+                        if (r < 0)
+                                return r;
+                }
+        return 0;
+}
+
+/* The controller of a meter "<controller>.<port>". */
+static const char *meter_controller(const char *meter, char *buf, size_t size) {
+        const char *dot = strrchr(meter, '.');
+
+        snprintf(buf, size, "%.*s", dot ? (int) (dot - meter) : (int) strlen(meter), meter);
+        return buf;
+}
+
+int tap_table_load_file(const char *path, double default_ml_per_tick, const FlowSettings *flags, bool filter_only,
+                        TapTable **ret, char **ret_error) {
         _cleanup_(ini_freep) Ini *ini = NULL;
         _cleanup_(tap_table_freep) TapTable *t = NULL;
         int r;
@@ -121,18 +176,24 @@ int tap_table_load_file(const char *path, double default_ml_per_tick, TapTable *
         r = tap_table_new(&t);
         if (r < 0)
                 return r;
+        r = parse_defaults(ini, path, flags, &t->defaults, ret_error);
+        if (r < 0)
+                return r;
+        t->has_defaults = true;
 
         for (size_t i = 0; i < ini->n_sections; i++) {
-                const char *section = ini->sections[i]->name;
+                const IniSection *sec = ini->sections[i];
+                const char *section = sec->name;
                 _cleanup_(freep) const char **keys = NULL;
                 _cleanup_(freep) char *name = NULL, *relay = NULL, *err = NULL;
-                bool has_mpt = false, has_tpm = false;
+                bool has_mpt = false, has_tpm = false, other_keys = false;
                 double ml_per_tick = default_ml_per_tick;
+                FlowSettings settings = t->defaults;
                 size_t n_keys;
+                TapConfig *c;
 
                 if (isempty(section))
-                        return strdup_error(ret_error, -EINVAL, "%s:%u: empty section name", path,
-                                         ini->sections[i]->line);
+                        return strdup_error(ret_error, -EINVAL, "%s:%u: empty section name", path, sec->line);
 
                 r = ini_section_keys(ini, section, &keys, &n_keys);
                 if (r < 0)
@@ -140,6 +201,20 @@ int tap_table_load_file(const char *path, double default_ml_per_tick, TapTable *
 
                 for (size_t k = 0; k < n_keys; k++) {
                         const char *key = keys[k];
+
+                        if (flow_settings_is_key(key)) {
+                                r = parse_setting(ini, path, section, key, &settings, ret_error);
+                                if (r < 0)
+                                        return r;
+                                continue;
+                        }
+                        if (filter_only) {
+                                /* Only the section's own keys make it an entry the server overrides. */
+                                for (size_t j = 0; j < sec->n_keys; j++)
+                                        if (streq(sec->keys[j].key, key))
+                                                other_keys = true;
+                                continue;
+                        }
 
                         if (streq(key, "name")) {
                                 r = ini_get(ini, section, key, &name, &err);
@@ -166,26 +241,38 @@ int tap_table_load_file(const char *path, double default_ml_per_tick, TapTable *
                                 return strdup_error(ret_error, r, "%s", err ?: "bad value");
                 }
 
+                if (other_keys) {
+                        char controller[256];
+                        log_warning("Taps file entry %s ignored: controller %s uses the legacy API", section,
+                                    meter_controller(section, controller, sizeof controller));
+                }
+
                 if (has_mpt && has_tpm)
                         return strdup_error(ret_error, -EINVAL,
                                          "%s:%u: [%s] has both ml_per_tick and ticks_per_ml; give one",
-                                         path, ini->sections[i]->line, section);
+                                         path, sec->line, section);
 
-                r = tap_table_add(t, section, name, ml_per_tick, relay);
+                r = tap_table_add(t, section, name, filter_only ? 1.0 : ml_per_tick, relay);
                 if (r < 0)
-                        return strdup_error(ret_error, r, "%s:%u: cannot add tap [%s]", path,
-                                         ini->sections[i]->line, section);
+                        return strdup_error(ret_error, r, "%s:%u: cannot add tap [%s]", path, sec->line, section);
+                c = tap_table_find_mutable(t, section);
+                c->has_settings = true;
+                c->settings = settings;
+                if (filter_only)
+                        c->ml_per_tick = 0;
         }
 
         *ret = TAKE_PTR(t);
         return 0;
 }
 
-int tap_registry_new(TapRegistry **ret, FlowEngine *engine, TapChangeHandler handler, void *userdata) {
+int tap_registry_new(TapRegistry **ret, FlowEngine *engine, const FlowSettings *flags, TapChangeHandler handler,
+                     void *userdata) {
         TapRegistry *r = calloc(1, sizeof(TapRegistry));
         if (!r)
                 return -ENOMEM;
         r->engine = engine;
+        r->flags = *flags;
         r->handler = handler;
         r->userdata = userdata;
         *ret = r;
@@ -196,6 +283,7 @@ TapRegistry *tap_registry_free(TapRegistry *r) {
         if (!r)
                 return NULL;
         tap_table_free(r->configured);
+        tap_table_free(r->settings);
         free(r);
         return NULL;
 }
@@ -205,8 +293,16 @@ static void notify(TapRegistry *r, const char *meter, TapChange change) {
                 r->handler(meter, change, r->userdata);
 }
 
+/* The tap's own settings, else the taps file's for its meter (server mode), else the defaults. */
+static void tap_registry_apply_settings(TapRegistry *r, const TapConfig *c) {
+        const TapConfig *f = c->has_settings ? c : tap_table_find(r->settings, c->meter_name);
+
+        (void) flow_engine_set_tap_settings(r->engine, c->meter_name, f ? &f->settings : NULL);
+}
+
 int tap_registry_replace(TapRegistry *r, const TapTable *table, TapSource source) {
         _cleanup_(tap_table_freep) TapTable *copy = NULL;
+        FlowGhostMode mode;
         int changes = 0, k;
 
         /* Copy first: once the engine is changed, remembering the table must not fail. */
@@ -215,9 +311,16 @@ int tap_registry_replace(TapRegistry *r, const TapTable *table, TapSource source
                 return k;
         for (size_t i = 0; i < table->n_taps; i++) {
                 const TapConfig *c = &table->taps[i];
+                TapConfig *n;
+
                 k = tap_table_add(copy, c->meter_name, c->name, c->ml_per_tick, c->relay_name);
-                if (k < 0 && k != -EEXIST)
+                if (k == -EEXIST)
+                        continue;
+                if (k < 0)
                         return k;
+                n = tap_table_find_mutable(copy, c->meter_name);
+                n->has_settings = c->has_settings;
+                n->settings = c->settings;
         }
 
         if (r->configured)
@@ -241,6 +344,13 @@ int tap_registry_replace(TapRegistry *r, const TapTable *table, TapSource source
                         log_warning_errno(k, "Cannot set tap %s: %m", c->meter_name);
                         continue;
                 }
+                mode = flow_engine_meter_mode(r->engine, c->meter_name);
+                tap_registry_apply_settings(r, c);
+                /* A reload that changes only the filter's mode still changes what D-Bus shows. */
+                if (k == FLOW_TAP_UNCHANGED && mode != flow_engine_meter_mode(r->engine, c->meter_name)) {
+                        notify(r, c->meter_name, TAP_UPDATED);
+                        changes++;
+                }
                 if (k == FLOW_TAP_ADDED) {
                         if (source == TAP_SOURCE_FILE)
                                 log_info("Registering new tap: %s", c->meter_name);
@@ -262,14 +372,16 @@ int tap_registry_replace(TapRegistry *r, const TapTable *table, TapSource source
         return changes;
 }
 
-int tap_registry_load_file(TapRegistry *r, const char *path, double default_ml_per_tick) {
+/* The taps file, for both modes; a missing one is an empty table ('missing' says what that means). */
+static int tap_registry_read(TapRegistry *r, const char *path, double default_ml_per_tick, bool filter_only,
+                             const char *missing, TapTable **ret) {
         _cleanup_(tap_table_freep) TapTable *t = NULL;
         _cleanup_(freep) char *error = NULL;
         int k;
 
-        k = tap_table_load_file(path, default_ml_per_tick, &t, &error);
+        k = tap_table_load_file(path, default_ml_per_tick, &r->flags, filter_only, &t, &error);
         if (k == -ENOENT) {
-                log_info("Taps file %s does not exist; no preconfigured taps", path);
+                log_info("Taps file %s does not exist; %s", path, missing);
                 k = tap_table_new(&t);
         }
         if (k < 0) {
@@ -279,9 +391,41 @@ int tap_registry_load_file(TapRegistry *r, const char *path, double default_ml_p
                         log_error_errno(k, "Cannot read taps file %s: %m", path);
                 return k;
         }
+        (void) flow_engine_set_default_settings(r->engine, t->has_defaults ? &t->defaults : &r->flags);
+        *ret = TAKE_PTR(t);
+        return 0;
+}
 
+int tap_registry_load_file(TapRegistry *r, const char *path, double default_ml_per_tick) {
+        _cleanup_(tap_table_freep) TapTable *t = NULL;
+        int k;
+
+        k = tap_registry_read(r, path, default_ml_per_tick, false, "no preconfigured taps", &t);
+        if (k < 0)
+                return k;
         log_named(LOG_INFO, "main", "Found %zu taps, adding to tap manager.", t->n_taps);
         return tap_registry_replace(r, t, TAP_SOURCE_FILE);
+}
+
+int tap_registry_load_settings(TapRegistry *r, const char *path) {
+        TapTable *t = NULL;
+        int k;
+
+        k = tap_registry_read(r, path, 1.0, true, "the ghost filter uses the flags alone", &t);
+        if (k < 0)
+                return k;
+        tap_table_free(r->settings);
+        r->settings = t;
+        if (r->configured)
+                for (size_t i = 0; i < r->configured->n_taps; i++) {
+                        const TapConfig *c = &r->configured->taps[i];
+                        FlowGhostMode mode = flow_engine_meter_mode(r->engine, c->meter_name);
+
+                        tap_registry_apply_settings(r, c);
+                        if (mode != flow_engine_meter_mode(r->engine, c->meter_name))
+                                notify(r, c->meter_name, TAP_UPDATED);
+                }
+        return 0;
 }
 
 void tap_registry_note_created(TapRegistry *r, const char *meter) {

@@ -1,7 +1,9 @@
 /* The tap registry (core-behaviour.md section 4): loads the standalone taps file (INI), applies tap
  * tables to the flow engine (which owns the taps) and reports every change, so that the manager's
  * observers (D-Bus) learn about added, updated and removed taps. A server-mode sync uses the same
- * replace operation with the server's table. */
+ * replace operation with the server's table. The taps file also gives each tap its ghost-filter
+ * settings (ghost-pours.md section 4.2: tap section, then [DEFAULT], then the flags), in server mode
+ * too, where a section is read for those keys only. */
 #pragma once
 
 #include <stdbool.h>
@@ -15,11 +17,15 @@ typedef struct TapConfig {
         char *name;                     /* never NULL: defaults to the meter name */
         double ml_per_tick;             /* > 0 */
         char *relay_name;               /* "" = none */
+        bool has_settings;              /* from a taps-file section; else the defaults apply */
+        FlowSettings settings;
 } TapConfig;
 
 typedef struct TapTable {
         TapConfig *taps;
         size_t n_taps;
+        bool has_defaults;              /* a taps file: the flags overridden by its [DEFAULT] */
+        FlowSettings defaults;
 } TapTable;
 
 TapTable *tap_table_free(TapTable *t);
@@ -29,10 +35,16 @@ int tap_table_new(TapTable **ret);
 int tap_table_add(TapTable *t, const char *meter, const char *name, double ml_per_tick, const char *relay);
 
 /* Parses a taps file: one section per meter; keys name, ml_per_tick or ticks_per_ml (at most one, a
- * number > 0; neither = default_ml_per_tick), relay_name. Unknown keys are logged at WARNING.
+ * number > 0; neither = default_ml_per_tick), relay_name, and the ghost-filter settings (every
+ * section gets 'flags' overridden by [DEFAULT] and then by its own keys). Unknown keys are logged at
+ * WARNING. With 'filter_only' (server mode: the server defines the taps) only the filter settings are
+ * read, and a section that holds other keys is logged at WARNING ("Taps file entry <meter> ignored:
+ * controller <C> uses the legacy API"); its entries carry ml_per_tick 0 and mean nothing else.
  * -ENOENT: no such file (not an error for callers: no preconfigured taps). Any other failure comes
- * with a message in *ret_error ("<file>:<line>: <what>"). */
-int tap_table_load_file(const char *path, double default_ml_per_tick, TapTable **ret, char **ret_error);
+ * with a message in *ret_error ("<file>:<line>: <what>", for a setting "<file>:<line>: <key>:
+ * <reason>"). */
+int tap_table_load_file(const char *path, double default_ml_per_tick, const FlowSettings *flags, bool filter_only,
+                        TapTable **ret, char **ret_error);
 
 typedef enum TapChange {
         TAP_ADDED,
@@ -49,19 +61,27 @@ typedef void (*TapChangeHandler)(const char *meter, TapChange change, void *user
 
 typedef struct TapRegistry TapRegistry;
 
-int tap_registry_new(TapRegistry **ret, FlowEngine *engine, TapChangeHandler handler, void *userdata);
+/* 'flags': the filter settings of the command line, the base of every tap's. */
+int tap_registry_new(TapRegistry **ret, FlowEngine *engine, const FlowSettings *flags, TapChangeHandler handler,
+                     void *userdata);
 TapRegistry *tap_registry_free(TapRegistry *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(TapRegistry *, tap_registry_free);
 
 /* Makes the configured taps exactly 'table': new meters are added, changed ones updated, configured
  * meters absent from 'table' removed. Taps the engine created on first sight are kept unless
- * 'table' configures them (then they become configured). Returns the number of changes. */
+ * 'table' configures them (then they become configured). Each tap gets its settings: its own from
+ * the table, else those the last tap_registry_load_settings() read for its meter, else the engine's
+ * defaults. Returns the number of changes. */
 int tap_registry_replace(TapRegistry *r, const TapTable *table, TapSource source);
 
 /* Standalone start-up and reload: load 'path' and replace. A missing file counts as an empty table
  * (INFO). On a syntax error nothing changes: returns the error (logged at ERROR). Logs
  * "Found N taps, adding to tap manager." (logger main). */
 int tap_registry_load_file(TapRegistry *r, const char *path, double default_ml_per_tick);
+/* Server mode, start-up and reload: the filter settings of the taps file, for the taps the server
+ * gives (applied to the current ones at once). A missing file means the flags alone. On an error
+ * the settings in force stay: returns the error (logged at ERROR). */
+int tap_registry_load_settings(TapRegistry *r, const char *path);
 
 /* A first-sight tap the engine created (FLOW_EVENT_TAP_CREATED): only reported to the handler. */
 void tap_registry_note_created(TapRegistry *r, const char *meter);

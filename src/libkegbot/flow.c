@@ -1,5 +1,19 @@
-/* Flow engine (spec/core-behaviour.md sections 4-8, 10.1). Pure: every time comes from the caller and
- * every outcome leaves through the event handler, in the order of section 6.5. */
+/* Flow engine (spec/core-behaviour.md sections 4-8, 10.1) and its ghost-pour filter
+ * (spec/ghost-pours.md). Pure: every time comes from the caller and every outcome leaves through the
+ * event handler, in the order of core-behaviour.md section 6.5 (ghost-pours.md section 7.3 where the
+ * filter is on).
+ *
+ * The filter works per meter on a ring of 0.5 s bins aligned to the monotonic clock. A counted tick
+ * is pending until the gate (G2 start volume, G3 step over the ghost baseline) or a qualifying report
+ * (G4 activity floor) takes it into a flow, or until it leaves the start window and becomes ghost.
+ * Ghost ticks are counted per meter and reported in episodes; a flow may still be classified ghost when
+ * it ends (G5 average, G6 onset, G7 cut, G8 minimum).
+ *
+ * "log" mode runs a shadow: a second engine of the same code, fed the same inputs (counted deltas,
+ * flow requests, tokens, relay commands, deadlines) for the taps in log mode, treating them as "on".
+ * It emits only what classifies (ghost reports, flags, quarantine, their log lines), marked mode log
+ * with flow id 0; everything else it does stays inside. The real engine meanwhile treats those taps
+ * as "off", so log mode records exactly what off records and reports exactly what on would act on. */
 
 #include <errno.h>
 #include <inttypes.h>
@@ -8,6 +22,20 @@
 #include <syslog.h>
 
 #include "flow.h"
+#include "ini.h"
+
+/* Fixed constants of ghost-pours.md section 4.1. */
+#define BIN_USEC (USEC_PER_SEC / 2)
+#define RING_BINS 32
+#define BIN_NONE UINT64_MAX
+#define QUIET_ML_S 0.1
+#define DRIFT_BINS 4
+#define KICK_SUSTAIN_USEC (2 * USEC_PER_SEC)
+#define RUN_GAP_USEC (10 * USEC_PER_SEC)
+#define EPISODE_GAP_USEC (10 * USEC_PER_SEC)
+#define EPISODE_CAP_USEC (600 * USEC_PER_SEC)
+#define RELAY_WATCHDOG_USEC (10 * USEC_PER_SEC)
+#define REL_EPSILON 1e-9
 
 typedef struct TokenRecord {
         char *device;           /* NULL = no record */
@@ -32,7 +60,65 @@ typedef struct Flow {
         double ml_per_tick;     /* last calibration used; 0 = the meter never had a tap */
         char *relay_name;       /* held open while non-NULL */
         uint64_t relay_next;    /* monotonic time of the next re-assert */
+
+        /* Its history (ghost-pours.md section 5.2): fixed size, however long the flow. */
+        TickSeries series;
+        uint64_t onset_ticks;   /* pour ticks less than ghost_onset_s after the first one */
+        unsigned flags;         /* DRINK_FLAG_* */
+        bool held;              /* its valve closed: waiting out the grace (section 7.1) */
+        uint64_t hold_until;    /* monotonic */
 } Flow;
+
+/* One 0.5 s bin (section 5.1). An entry whose number is not the one asked for reads as empty. */
+typedef struct Bin {
+        uint64_t n;
+        uint64_t raw;           /* counted ticks that arrived in the bin */
+        uint64_t taken;         /* of those, into a pour or a hold */
+        uint64_t pending;       /* of those, not classified yet */
+        FlowTime first_pending; /* arrival of the bin's first pending report */
+        uint8_t rule;           /* FlowGhostRule the pending ticks get when they age */
+        bool qualified;         /* a qualifying report (or the gate) arrived in the bin */
+} Bin;
+
+/* Ghost ticks of one meter reported together (section 8.1). */
+typedef struct Episode {
+        bool open;
+        FlowTime first, last;   /* first and last contributing arrival */
+        uint64_t ticks[_FLOW_RULE_MAX];
+        uint64_t total;
+        double volume;          /* at each tick's calibration (the default one without a tap) */
+        bool volume_known;      /* every tick had a tap */
+        TickSeries series;
+} Episode;
+
+typedef struct Filter {
+        Bin ring[RING_BINS];
+        uint64_t pending_total;
+        uint64_t last_tick;     /* monotonic arrival of the last counted tick */
+        bool pouring;
+        double ref;             /* mL/s of ghost assumed under the pour */
+        double carry;           /* fraction of a ghost tick */
+        uint64_t gate_bin;
+        uint64_t last_pour_report;
+        double g3_baseline;     /* baseline of the last G3 refusal (for the log line) */
+        /* G7 */
+        bool has_run;
+        uint64_t run_start, run_last;
+        unsigned cuts;
+        /* G9 */
+        bool kicking;
+        uint64_t kick_start;
+        /* Section 9 */
+        bool quarantined;
+        uint64_t quarantined_since;     /* realtime */
+        unsigned quarantine_cuts;
+        double quarantine_max_pour_s;
+        Episode episode;
+        uint64_t ghost_ticks;
+        double ghost_volume;
+} Filter;
+
+typedef struct Tap Tap;
 
 typedef struct Meter {
         char *name;
@@ -40,9 +126,11 @@ typedef struct Meter {
         uint32_t last;
         uint64_t total;
         Flow *flow;
+        Tap *tap;               /* the meter's tap, kept current by the tap functions */
+        Filter *filter;         /* allocated when the filter first runs on the meter */
 } Meter;
 
-typedef struct Tap {
+struct Tap {
         char *meter_name;
         char *name;
         double ml_per_tick;
@@ -50,7 +138,17 @@ typedef struct Tap {
         bool auto_created;
         TokenRecord record;     /* the tap's active token record */
         bool lookup_pending;
-} Tap;
+        bool has_settings;
+        FlowSettings settings;
+};
+
+/* What G1 knows about a valve (section 6.1): flows holding the relay are found in the flows. */
+typedef struct RelayView {
+        char *name;
+        bool ever_open;         /* false: closed since start-up, with no grace */
+        uint64_t manual_until;  /* D-Bus SetRelay(true) keeps it open until then */
+        uint64_t closed_since;  /* the last flow holding it ended */
+} RelayView;
 
 struct FlowEngine {
         FlowEngineConfig config;
@@ -61,19 +159,249 @@ struct FlowEngine {
 
         Meter **meters;
         size_t n_meters, n_meters_alloc;
+        Meter **index;          /* open addressing by name hash; size a power of two */
+        size_t index_size;
         Tap **taps;
         size_t n_taps, n_taps_alloc;
         char **reset_controllers;
         size_t n_reset_controllers, n_reset_controllers_alloc;
+        RelayView *relays;
+        size_t n_relays, n_relays_alloc;
 
-        char logbuf[1024];
+        FlowEngine *shadow;     /* the log-mode shadow (section 11) */
+        FlowEngine *parent;     /* set in the shadow */
+
+        char series_buf[TICK_SERIES_STRING_MAX];
+        char logbuf[TICK_SERIES_STRING_MAX + 1024];
 };
+
+/* ---- settings ---- */
+
+void flow_settings_init(FlowSettings *s) {
+        *s = (FlowSettings) {
+                .ghost_filter = FLOW_GHOST_ON,
+                .valve_closed_gate = true,
+                .valve_closed_grace_s = 3.0,
+                .pour_start_ml = 6.0,
+                .pour_start_window_s = 2.0,
+                .ghost_step_ml_s = 10.0,
+                .ghost_baseline_s = 8.0,
+                .pour_activity_ml_s = 3.0,
+                .ghost_min_duration_s = 60.0,
+                .ghost_max_avg_ml_s = 2.0,
+                .ghost_onset_s = 20.0,
+                .ghost_min_onset_ml = 40.0,
+                .max_pour_s = 300.0,
+                .quarantine_after_cuts = 2,
+                .min_volume_ml = 10.0,
+                .kick_rate_ml_s = 120.0,
+        };
+}
+
+static const char *const ghost_mode_names[_FLOW_GHOST_MODE_MAX] = {
+        [FLOW_GHOST_OFF] = "off",
+        [FLOW_GHOST_LOG] = "log",
+        [FLOW_GHOST_ON] = "on",
+};
+
+const char *flow_ghost_mode_to_string(FlowGhostMode m) {
+        return m >= 0 && m < _FLOW_GHOST_MODE_MAX ? ghost_mode_names[m] : NULL;
+}
+
+int flow_ghost_mode_from_string(const char *s) {
+        for (int i = 0; i < _FLOW_GHOST_MODE_MAX; i++)
+                if (streq_ptr(s, ghost_mode_names[i]))
+                        return i;
+        return -EINVAL;
+}
+
+const char *flow_ghost_rule_to_string(FlowGhostRule r) {
+        static const char *const names[_FLOW_RULE_MAX] = {
+                [FLOW_RULE_G1] = "G1", [FLOW_RULE_G2] = "G2", [FLOW_RULE_G3] = "G3", [FLOW_RULE_G4] = "G4",
+                [FLOW_RULE_G5] = "G5", [FLOW_RULE_G6] = "G6", [FLOW_RULE_G7] = "G7", [FLOW_RULE_G8] = "G8",
+        };
+        return r > FLOW_RULE_NONE && r < _FLOW_RULE_MAX ? names[r] : NULL;
+}
+
+typedef enum SettingKind {
+        SETTING_MODE,
+        SETTING_BOOL,
+        SETTING_DOUBLE,
+        SETTING_MAX_POUR,       /* 0 or [min, max] */
+        SETTING_UINT,
+} SettingKind;
+
+typedef struct SettingDef {
+        const char *key;
+        SettingKind kind;
+        size_t offset;
+        double min, max;        /* inclusive; max INFINITY = none */
+        const char *reason;
+} SettingDef;
+
+#define SETTING(k, kind, field, lo, hi, why) \
+        { k, kind, offsetof(FlowSettings, field), lo, hi, why }
+
+static const SettingDef setting_defs[] = {
+        SETTING("ghost_filter", SETTING_MODE, ghost_filter, 0, 0, "expected on, log or off"),
+        SETTING("valve_closed_gate", SETTING_BOOL, valve_closed_gate, 0, 0,
+                "expected a boolean (1/yes/true/on, 0/no/false/off)"),
+        SETTING("valve_closed_grace_s", SETTING_DOUBLE, valve_closed_grace_s, 0, FLOW_VALVE_CLOSED_GRACE_S_MAX,
+                "expected a number from 0 to 60"),
+        SETTING("pour_start_ml", SETTING_DOUBLE, pour_start_ml, 0, INFINITY, "expected a number >= 0"),
+        SETTING("pour_start_window_s", SETTING_DOUBLE, pour_start_window_s, FLOW_POUR_START_WINDOW_S_MIN,
+                FLOW_POUR_START_WINDOW_S_MAX, "expected a number from 0.5 to 4"),
+        SETTING("ghost_step_ml_s", SETTING_DOUBLE, ghost_step_ml_s, 0, INFINITY, "expected a number >= 0"),
+        SETTING("ghost_baseline_s", SETTING_DOUBLE, ghost_baseline_s, FLOW_GHOST_BASELINE_S_MIN,
+                FLOW_GHOST_BASELINE_S_MAX, "expected a number from 1 to 12"),
+        SETTING("pour_activity_ml_s", SETTING_DOUBLE, pour_activity_ml_s, 0, INFINITY, "expected a number >= 0"),
+        SETTING("ghost_min_duration_s", SETTING_DOUBLE, ghost_min_duration_s, 0, INFINITY,
+                "expected a number >= 0"),
+        SETTING("ghost_max_avg_ml_s", SETTING_DOUBLE, ghost_max_avg_ml_s, 0, INFINITY, "expected a number >= 0"),
+        SETTING("ghost_onset_s", SETTING_DOUBLE, ghost_onset_s, FLOW_GHOST_ONSET_S_MIN, FLOW_GHOST_ONSET_S_MAX,
+                "expected a number from 1 to 600"),
+        SETTING("ghost_min_onset_ml", SETTING_DOUBLE, ghost_min_onset_ml, 0, INFINITY, "expected a number >= 0"),
+        SETTING("max_pour_s", SETTING_MAX_POUR, max_pour_s, FLOW_MAX_POUR_S_MIN, FLOW_MAX_POUR_S_MAX,
+                "expected 0 or a number from 10 to 86400"),
+        SETTING("quarantine_after_cuts", SETTING_UINT, quarantine_after_cuts, 0, UINT32_MAX,
+                "expected an integer >= 0"),
+        SETTING("min_volume_ml", SETTING_DOUBLE, min_volume_ml, 0, INFINITY, "expected a number >= 0"),
+        SETTING("kick_rate_ml_s", SETTING_DOUBLE, kick_rate_ml_s, 0, INFINITY, "expected a number >= 0"),
+};
+
+static const SettingDef *setting_find(const char *key) {
+        for (size_t i = 0; i < ELEMENTSOF(setting_defs); i++)
+                if (streq_ptr(key, setting_defs[i].key))
+                        return &setting_defs[i];
+        return NULL;
+}
+
+bool flow_settings_is_key(const char *key) {
+        return setting_find(key) != NULL;
+}
+
+static bool setting_double_ok(const SettingDef *d, double v) {
+        if (!isfinite(v))
+                return false;
+        if (d->kind == SETTING_MAX_POUR && v == 0)
+                return true;
+        return v >= d->min && v <= d->max;
+}
+
+int flow_settings_set(FlowSettings *s, const char *key, const char *value, const char **ret_reason) {
+        const SettingDef *d;
+        void *field;
+        char *end;
+
+        assert_return(s, -EINVAL);
+        assert_return(value, -EINVAL);
+        d = setting_find(key);
+        if (!d)
+                return -ENOENT;
+        field = (uint8_t *) s + d->offset;
+        if (ret_reason)
+                *ret_reason = d->reason;
+
+        switch (d->kind) {
+        case SETTING_MODE: {
+                int m = flow_ghost_mode_from_string(value);
+                if (m < 0)
+                        return -EINVAL;
+                *(FlowGhostMode *) field = (FlowGhostMode) m;
+                return 0;
+        }
+        case SETTING_BOOL: {
+                /* The taps file's booleans, as every INI boolean of the project reads them. */
+                int b = ini_parse_boolean(value);
+                if (b < 0)
+                        return -EINVAL;
+                *(bool *) field = b;
+                return 0;
+        }
+        case SETTING_UINT: {
+                unsigned long long v;
+                if (!*value || !strchr("0123456789", value[0]))
+                        return -EINVAL;
+                errno = 0;
+                v = strtoull(value, &end, 10);
+                if (errno != 0 || *end != '\0' || v > d->max)
+                        return -EINVAL;
+                *(unsigned *) field = (unsigned) v;
+                return 0;
+        }
+        case SETTING_DOUBLE:
+        case SETTING_MAX_POUR: {
+                double v;
+                errno = 0;
+                v = strtod(value, &end);
+                if (errno != 0 || end == value || *end != '\0' || !setting_double_ok(d, v))
+                        return -EINVAL;
+                *(double *) field = v;
+                return 0;
+        }
+        }
+        return -EINVAL;
+}
+
+int flow_settings_check(const FlowSettings *s, const char **ret_key, const char **ret_reason) {
+        assert_return(s, -EINVAL);
+        for (size_t i = 0; i < ELEMENTSOF(setting_defs); i++) {
+                const SettingDef *d = &setting_defs[i];
+                const void *field = (const uint8_t *) s + d->offset;
+                bool ok = true;
+
+                if (d->kind == SETTING_MODE)
+                        ok = flow_ghost_mode_to_string(*(const FlowGhostMode *) field) != NULL;
+                else if (d->kind == SETTING_DOUBLE || d->kind == SETTING_MAX_POUR)
+                        ok = setting_double_ok(d, *(const double *) field);
+                if (!ok) {
+                        if (ret_key)
+                                *ret_key = d->key;
+                        if (ret_reason)
+                                *ret_reason = d->reason;
+                        return -EINVAL;
+                }
+        }
+        return 0;
+}
+
+/* Rounding is floor(x + 0.5) on non-negative values: round() and llround() would be the only libm
+ * calls of kegbot_core, and mapping libm costs it 200 kB of RSS. */
+
+/* "Values within 1e-9 (relative) count as equal" (section 3). */
+static bool approx_eq(double a, double b) {
+        return fabs(a - b) <= REL_EPSILON * MAX(1.0, MAX(fabs(a), fabs(b)));
+}
+
+static bool approx_lt(double a, double b) {
+        return a < b && !approx_eq(a, b);
+}
+
+static bool approx_gt(double a, double b) {
+        return a > b && !approx_eq(a, b);
+}
+
+uint64_t flow_volume_ticks(double ml, double ml_per_tick) {
+        double q, r;
+
+        if (!(ml_per_tick > 0) || !isfinite(ml) || ml <= 0)
+                return 3;
+        q = ml / ml_per_tick;
+        r = floor(q + 0.5);
+        if (approx_eq(q, r))
+                q = r;
+        q = ceil(q);
+        if (q >= (double) UINT64_MAX)
+                return UINT64_MAX;
+        return MAX((uint64_t) 3, (uint64_t) q);
+}
+
+/* ---- small things ---- */
 
 void flow_engine_config_init(FlowEngineConfig *c) {
         *c = (FlowEngineConfig) {
                 .first_flow_id = 0,
                 .max_tick_delta = 1000,
-                .min_volume_ml = 10.0,
                 .create_unknown_taps = false,
                 .default_ml_per_tick = 1.0 / 2.2,
                 .idle_onewire_usec = 120 * USEC_PER_SEC,
@@ -81,6 +409,7 @@ void flow_engine_config_init(FlowEngineConfig *c) {
                 .idle_default_usec = 10 * USEC_PER_SEC,
                 .relay_reassert_usec = 1 * USEC_PER_SEC,
         };
+        flow_settings_init(&c->settings);
 }
 
 const char *flow_state_to_string(FlowState s) {
@@ -123,6 +452,14 @@ static uint64_t add_sat(uint64_t a, uint64_t b) {
         return a > UINT64_MAX - b ? UINT64_MAX : a + b;
 }
 
+static uint64_t seconds_to_usec(double s) {
+        if (!(s > 0))
+                return 0;
+        if (s >= 1e12)
+                return UINT64_MAX;
+        return (uint64_t) floor(s * 1e6 + 0.5);
+}
+
 static int grow(void *p, size_t *alloc, size_t need, size_t size) {
         void **array = p;
         size_t n;
@@ -141,6 +478,20 @@ static int grow(void *p, size_t *alloc, size_t need, size_t size) {
 
 /* ---- events ---- */
 
+static bool is_shadow(FlowEngine *e) {
+        return e->parent != NULL;
+}
+
+/* The mode this engine reports in: the shadow is log mode's. */
+static FlowGhostMode report_mode(FlowEngine *e) {
+        return is_shadow(e) ? FLOW_GHOST_LOG : FLOW_GHOST_ON;
+}
+
+/* Flow ids of the shadow are its own and are never published. */
+static uint64_t report_flow_id(FlowEngine *e, const Flow *f) {
+        return is_shadow(e) ? 0 : f->id;
+}
+
 static void emit(FlowEngine *e, const FlowEvent *ev) {
         if (!e->handler)
                 return;
@@ -149,22 +500,38 @@ static void emit(FlowEngine *e, const FlowEvent *ev) {
         e->emitting--;
 }
 
-_printf_(4, 5)
-static void emit_log(FlowEngine *e, const char *meter, int level, const char *format, ...) {
-        va_list ap;
-
+static void emit_logv(FlowEngine *e, const char *meter, int level, const char *format, va_list ap) {
         if (!e->handler)
                 return;
-        va_start(ap, format);
         (void) vsnprintf(e->logbuf, sizeof e->logbuf, format, ap);
-        va_end(ap);
-
         emit(e, &(FlowEvent) {
                 .type = FLOW_EVENT_LOG,
                 .meter_name = meter,
                 .log.level = level,
                 .log.message = e->logbuf,
         });
+}
+
+/* An ordinary decision; the shadow keeps its decisions to itself. */
+_printf_(4, 5)
+static void emit_log(FlowEngine *e, const char *meter, int level, const char *format, ...) {
+        va_list ap;
+
+        if (is_shadow(e))
+                return;
+        va_start(ap, format);
+        emit_logv(e, meter, level, format, ap);
+        va_end(ap);
+}
+
+/* A classification (ghost ticks, flags, quarantine): the shadow reports these too. */
+_printf_(4, 5)
+static void emit_report_log(FlowEngine *e, const char *meter, int level, const char *format, ...) {
+        va_list ap;
+
+        va_start(ap, format);
+        emit_logv(e, meter, level, format, ap);
+        va_end(ap);
 }
 
 static void emit_relay(FlowEngine *e, const char *meter, const char *relay, bool enabled, bool reassert) {
@@ -175,6 +542,23 @@ static void emit_relay(FlowEngine *e, const char *meter, const char *relay, bool
                 .relay.enabled = enabled,
                 .relay.reassert = reassert,
         });
+}
+
+/* The shadow's handler: only classifications reach the real engine's handler. */
+static void shadow_handler(FlowEngine *shadow, const FlowEvent *ev, void *userdata) {
+        FlowEngine *e = userdata;
+
+        switch (ev->type) {
+        case FLOW_EVENT_LOG:            /* only emit_report_log() lines get here */
+        case FLOW_EVENT_GHOST:
+        case FLOW_EVENT_POUR_FLAGGED:
+        case FLOW_EVENT_QUARANTINE:
+        case FLOW_EVENT_GHOST_COUNTERS:
+                emit(e, ev);
+                break;
+        default:
+                break;
+        }
 }
 
 /* ---- token records ---- */
@@ -206,11 +590,55 @@ static bool token_record_eq(const TokenRecord *r, const char *device, const char
 
 /* ---- lookups ---- */
 
+static uint64_t name_hash(const char *s) {
+        uint64_t h = UINT64_C(14695981039346656037);    /* FNV-1a */
+
+        for (; *s; s++) {
+                h ^= (uint8_t) *s;
+                h *= UINT64_C(1099511628211);
+        }
+        return h;
+}
+
 static Meter *meter_find(FlowEngine *e, const char *name) {
+        if (e->index_size == 0)
+                return NULL;
+        for (size_t i = name_hash(name) & (e->index_size - 1);; i = (i + 1) & (e->index_size - 1)) {
+                Meter *m = e->index[i];
+                if (!m)
+                        return NULL;
+                if (streq(m->name, name))
+                        return m;
+        }
+}
+
+static void index_insert(Meter **index, size_t size, Meter *m) {
+        size_t i = name_hash(m->name) & (size - 1);
+
+        while (index[i])
+                i = (i + 1) & (size - 1);
+        index[i] = m;
+}
+
+/* Keeps the index at most half full. */
+static int index_reserve(FlowEngine *e, size_t n) {
+        Meter **index;
+        size_t size;
+
+        if (n * 2 <= e->index_size)
+                return 0;
+        size = MAX((size_t) 16, e->index_size * 2);
+        while (n * 2 > size)
+                size *= 2;
+        index = calloc(size, sizeof(Meter *));
+        if (!index)
+                return -ENOMEM;
         for (size_t i = 0; i < e->n_meters; i++)
-                if (streq(e->meters[i]->name, name))
-                        return e->meters[i];
-        return NULL;
+                index_insert(index, size, e->meters[i]);
+        free(e->index);
+        e->index = index;
+        e->index_size = size;
+        return 0;
 }
 
 static Tap *tap_find(FlowEngine *e, const char *meter) {
@@ -249,6 +677,9 @@ static int meter_get_or_add(FlowEngine *e, const char *name, Meter **ret) {
         r = grow(&e->meters, &e->n_meters_alloc, e->n_meters + 1, sizeof(Meter *));
         if (r < 0)
                 return r;
+        r = index_reserve(e, e->n_meters + 1);
+        if (r < 0)
+                return r;
         m = calloc(1, sizeof(Meter));
         if (!m)
                 return -ENOMEM;
@@ -262,7 +693,9 @@ static int meter_get_or_add(FlowEngine *e, const char *name, Meter **ret) {
                 m->has_last = true;
                 m->last = 0;
         }
+        m->tap = tap_find(e, name);
         e->meters[e->n_meters++] = m;
+        index_insert(e->index, e->index_size, m);
         *ret = m;
         return 0;
 }
@@ -274,6 +707,102 @@ static bool relay_held(FlowEngine *e, const char *relay) {
                         return true;
         }
         return false;
+}
+
+static const FlowSettings *tap_settings(FlowEngine *e, const Tap *t) {
+        return t && t->has_settings ? &t->settings : &e->config.settings;
+}
+
+static const FlowSettings *meter_settings(FlowEngine *e, const Meter *m) {
+        return tap_settings(e, m->tap);
+}
+
+/* The calibration the filter uses: the tap's, the last one of a flow whose tap went away, else the
+ * default (section 2). */
+static double meter_ml_per_tick(FlowEngine *e, const Meter *m) {
+        if (m->tap)
+                return m->tap->ml_per_tick;
+        if (m->flow && m->flow->ml_per_tick > 0)
+                return m->flow->ml_per_tick;
+        return e->config.default_ml_per_tick;
+}
+
+/* Does this engine filter the meter? The real engine filters "on" meters, the shadow "log" ones. */
+static bool filter_in_scope(FlowEngine *e, const Meter *m) {
+        return meter_settings(e, m)->ghost_filter == (is_shadow(e) ? FLOW_GHOST_LOG : FLOW_GHOST_ON);
+}
+
+static bool tap_in_scope(FlowEngine *e, const Tap *t) {
+        return !is_shadow(e) || tap_settings(e, t)->ghost_filter == FLOW_GHOST_LOG;
+}
+
+FlowGhostMode flow_engine_meter_mode(FlowEngine *e, const char *meter) {
+        Meter *m;
+
+        assert_return(e, FLOW_GHOST_OFF);
+        assert_return(meter, FLOW_GHOST_OFF);
+        m = meter_find(e, meter);
+        if (m)
+                return meter_settings(e, m)->ghost_filter;
+        return tap_settings(e, tap_find(e, meter))->ghost_filter;
+}
+
+/* ---- valves (section 6.1) ---- */
+
+static RelayView *relay_view_find(FlowEngine *e, const char *relay) {
+        for (size_t i = 0; i < e->n_relays; i++)
+                if (streq(e->relays[i].name, relay))
+                        return &e->relays[i];
+        return NULL;
+}
+
+static RelayView *relay_view_get(FlowEngine *e, const char *relay) {
+        RelayView *v = relay_view_find(e, relay);
+
+        if (v)
+                return v;
+        /* Names come from taps and D-Bus: bounded like the meters. */
+        if (e->n_relays >= FLOW_ENGINE_MAX_METERS ||
+            grow(&e->relays, &e->n_relays_alloc, e->n_relays + 1, sizeof(RelayView)) < 0)
+                return NULL;
+        v = &e->relays[e->n_relays];
+        *v = (RelayView) { .name = strdup(relay) };
+        if (!v->name)
+                return NULL;
+        e->n_relays++;
+        return v;
+}
+
+static void relay_view_opened(FlowEngine *e, const char *relay) {
+        RelayView *v = relay_view_get(e, relay);
+        if (v)
+                v->ever_open = true;
+}
+
+/* A flow let go of the relay and nothing else holds it. */
+static void relay_view_closed(FlowEngine *e, const char *relay, uint64_t now) {
+        RelayView *v = relay_view_get(e, relay);
+        if (v)
+                v->closed_since = now;
+}
+
+/* G1 (step 5): the tap has a relay, the gate is on, and its valve has been closed for the grace. */
+static bool valve_gate_claims(FlowEngine *e, const Meter *m, const FlowSettings *s, uint64_t now) {
+        const Tap *t = m->tap;
+        const RelayView *v;
+        uint64_t closed_at;
+
+        if (!t || isempty(t->relay_name) || !s->valve_closed_gate)
+                return false;
+        if (relay_held(e, t->relay_name))
+                return false;
+        v = relay_view_find(e, t->relay_name);
+        if (!v || !v->ever_open)
+                return true;
+        if (v->manual_until > now)
+                return false;
+        closed_at = MAX(v->closed_since, v->manual_until);
+        return now >= closed_at && now - closed_at >= seconds_to_usec(s->valve_closed_grace_s);
 }
 
 /* ---- flows ---- */
@@ -318,7 +847,9 @@ static void flow_fill_info(FlowEngine *e, Flow *f, FlowInfo *ret) {
                 .volume_known = f->ml_per_tick > 0,
                 .volume_ml = f->ml_per_tick > 0 ? (double) f->ticks * f->ml_per_tick : 0.0,
                 .relay_name = f->relay_name,
-                .idle_deadline = flow_idle_deadline(f),
+                .idle_deadline = f->held ? f->hold_until : flow_idle_deadline(f),
+                .flags = f->flags,
+                .held = f->held,
         };
 }
 
@@ -347,16 +878,35 @@ static Flow *flow_alloc(FlowEngine *e, const char *meter, const FlowTime *now) {
         return f;
 }
 
-static void flow_add_ticks(Flow *f, uint64_t delta, const FlowTime *now) {
+/* Pour ticks attributed to 'at' (their arrival; section 5.2): first tick, onset, series. The last
+ * tick time is the caller's (flow_set_last_tick()). */
+static void flow_add_ticks_at(Flow *f, uint64_t n, const FlowTime *at, const FlowSettings *s) {
+        uint64_t offset;
+
+        if (n == 0)
+                return;
         if (!f->has_ticks) {
                 f->has_ticks = true;
-                f->first_tick_realtime = now->realtime;
-                f->first_tick_monotonic = now->monotonic;
+                f->first_tick_realtime = at->realtime;
+                f->first_tick_monotonic = at->monotonic;
         }
-        f->ticks += delta;
+        offset = at->monotonic > f->first_tick_monotonic ? at->monotonic - f->first_tick_monotonic : 0;
+        f->ticks += n;
+        tick_series_add(&f->series, offset / USEC_PER_MSEC, n);
+        if (offset < seconds_to_usec(s->ghost_onset_s))
+                f->onset_ticks += n;
+}
+
+static void flow_set_last_tick(Flow *f, const FlowTime *now) {
         f->last_tick_realtime = now->realtime;
         f->last_tick_monotonic = now->monotonic;
         f->last_tick_boottime = now->boottime;
+}
+
+/* Without the filter: every counted tick is a pour tick and activity. */
+static void flow_add_ticks(FlowEngine *e, Meter *m, Flow *f, uint64_t delta, const FlowTime *now) {
+        flow_add_ticks_at(f, delta, now, meter_settings(e, m));
+        flow_set_last_tick(f, now);
         f->last_activity = now->monotonic;
 }
 
@@ -375,54 +925,434 @@ static void flow_grab_relay(FlowEngine *e, Flow *f, char *relay, const FlowTime 
         free(f->relay_name);
         f->relay_name = relay;
         f->relay_next = add_sat(now->monotonic, e->config.relay_reassert_usec);
+        relay_view_opened(e, relay);
 }
 
-/* Ends the meter's flow (section 6.5). 'keep_relay': a new flow takes the same relay at once, so no
- * "disabled" is sent in between (no valve flicker on a user switch). */
-static void flow_end(FlowEngine *e, Meter *m, bool idle, bool keep_relay) {
-        Flow *f = m->flow;
+/* ---- the filter's per-meter state ---- */
+
+static int meter_filter(Meter *m, Filter **ret) {
+        if (!m->filter) {
+                m->filter = malloc(sizeof(Filter));
+                if (!m->filter)
+                        return -ENOMEM;
+                *m->filter = (Filter) {};
+                for (size_t i = 0; i < RING_BINS; i++)
+                        m->filter->ring[i].n = BIN_NONE;
+        }
+        *ret = m->filter;
+        return 0;
+}
+
+static uint64_t bin_of(uint64_t monotonic) {
+        return monotonic / BIN_USEC;
+}
+
+static unsigned window_bins(const FlowSettings *s) {
+        return (unsigned) ceil(2.0 * s->pour_start_window_s - REL_EPSILON);
+}
+
+static unsigned baseline_bins(const FlowSettings *s) {
+        return (unsigned) floor(2.0 * s->ghost_baseline_s + 0.5);
+}
+
+/* First bin of the start window ending with bin b. */
+static uint64_t window_first(uint64_t b, unsigned w) {
+        return b + 1 >= w ? b + 1 - w : 0;
+}
+
+static Bin *bin_get(Filter *f, uint64_t n) {
+        Bin *x = &f->ring[n % RING_BINS];
+        return x->n == n ? x : NULL;
+}
+
+/* 'back' bins before b; absent ones (and those before the clock's first) are empty. */
+static uint64_t bin_raw_back(Filter *f, uint64_t b, unsigned back) {
+        Bin *x;
+
+        if (back > b)
+                return 0;
+        x = bin_get(f, b - back);
+        return x ? x->raw : 0;
+}
+
+/* Bin b, emptied if its slot held an older one. Callers age first, so an older one holds no pending. */
+static Bin *bin_touch(Filter *f, uint64_t n) {
+        Bin *x = &f->ring[n % RING_BINS];
+
+        if (x->n != n)
+                *x = (Bin) { .n = n };
+        return x;
+}
+
+static void filter_reset_pour(Filter *f) {
+        f->pouring = false;
+        f->ref = 0;
+        f->carry = 0;
+        f->kicking = false;
+}
+
+static const char *rule_reason(FlowEngine *e, Filter *f, FlowGhostRule rule, char *buf, size_t size) {
+        switch (rule) {
+        case FLOW_RULE_G1:
+                return "flow with valve closed";
+        case FLOW_RULE_G2:
+                return "too little volume to start a pour";
+        case FLOW_RULE_G3:
+                snprintf(buf, size, "no step above the ghost baseline of %.1f mL/s", f->g3_baseline);
+                return buf;
+        case FLOW_RULE_G4:
+                return "trickle below the activity floor";
+        case FLOW_RULE_G7:
+                return "tap quarantined";
+        default:
+                return "ghost";
+        }
+}
+
+/* An episode is reported (section 8.1): GhostFlow with flow id 0 and its log line. */
+static void episode_report(FlowEngine *e, Meter *m) {
+        Filter *f = m->filter;
+        Episode *ep = &f->episode;
+        FlowGhostRule rule = FLOW_RULE_G1;
+        char reason[128], vol[64];
+        const FlowSettings *s = meter_settings(e, m);
+        bool loud;
+
+        if (!ep->open)
+                return;
+        for (int r = FLOW_RULE_G1; r < _FLOW_RULE_MAX; r++)
+                if (ep->ticks[r] > ep->ticks[rule])
+                        rule = r;
+
+        tick_series_format(&ep->series, e->series_buf);
+        emit(e, &(FlowEvent) {
+                .type = FLOW_EVENT_GHOST,
+                .meter_name = m->name,
+                .ghost.rule = rule,
+                .ghost.ticks = ep->total,
+                .ghost.volume_known = ep->volume_known,
+                .ghost.volume_ml = ep->volume_known ? ep->volume : -1.0,
+                .ghost.start_realtime = ep->first.realtime,
+                .ghost.end_realtime = ep->last.realtime,
+                .ghost.duration_usec = ep->last.monotonic - ep->first.monotonic,
+                .ghost.flow_id = 0,
+                .ghost.tick_series = e->series_buf,
+                .ghost.mode = report_mode(e),
+        });
+
+        if (ep->volume_known)
+                snprintf(vol, sizeof vol, "%" PRIu64 " ticks (%.1f mL)", ep->total, ep->volume);
+        else
+                snprintf(vol, sizeof vol, "%" PRIu64 " ticks (volume unknown)", ep->total);
+        /* A meter without a tap is judged with the default calibration (ep->volume holds it). */
+        loud = rule == FLOW_RULE_G1 || rule == FLOW_RULE_G7 || !approx_lt(ep->volume, s->min_volume_ml);
+        emit_report_log(e, m->name, loud ? LOG_WARNING : LOG_DEBUG,
+                        "Ghost ticks on %s: %s over %.1f s, rule %s (%s); %s; series %s", m->name, vol,
+                        (double) (ep->last.monotonic - ep->first.monotonic) / 1e6, flow_ghost_rule_to_string(rule),
+                        rule_reason(e, f, rule, reason, sizeof reason),
+                        is_shadow(e) ? "ghost_filter=log, no action" : "not recorded", e->series_buf);
+        *ep = (Episode) {};
+}
+
+static void ghost_counters_add(FlowEngine *e, Meter *m, uint64_t n, double c) {
+        Filter *f = m->filter;
+
+        f->ghost_ticks += n;
+        if (m->tap)
+                f->ghost_volume += (double) n * c;
+        emit(e, &(FlowEvent) {
+                .type = FLOW_EVENT_GHOST_COUNTERS,
+                .meter_name = m->name,
+        });
+}
+
+/* Ghost ticks classified while they arrive (section 6): counted, and into the open episode. */
+static void ghost_classify(FlowEngine *e, Meter *m, FlowGhostRule rule, uint64_t n, const FlowTime *at) {
+        Filter *f = m->filter;
+        Episode *ep = &f->episode;
+        double c = meter_ml_per_tick(e, m);
+        uint64_t offset;
+
+        if (n == 0)
+                return;
+        if (ep->open && at->monotonic >= add_sat(ep->first.monotonic, EPISODE_CAP_USEC))
+                episode_report(e, m);
+        if (!ep->open)
+                *ep = (Episode) { .open = true, .first = *at, .last = *at, .volume_known = true };
+        if (at->monotonic < ep->first.monotonic)
+                ep->first = *at;
+        if (at->monotonic > ep->last.monotonic)
+                ep->last = *at;
+        ep->ticks[rule] += n;
+        ep->total += n;
+        ep->volume += (double) n * c;
+        if (!m->tap)
+                ep->volume_known = false;
+        offset = at->monotonic - ep->first.monotonic;
+        tick_series_add(&ep->series, offset / USEC_PER_MSEC, n);
+        ghost_counters_add(e, m, n, c);
+}
+
+/* Step 1: pending ticks of bins before 'first' become ghost with their pending rule, oldest first.
+ * first = UINT64_MAX ages everything (shutdown, clearing a quarantine). */
+static void filter_age(FlowEngine *e, Meter *m, uint64_t first) {
+        Filter *f = m->filter;
+        Bin *due[RING_BINS];
+        size_t n = 0;
+
+        if (!f || f->pending_total == 0)
+                return;
+        for (size_t i = 0; i < RING_BINS; i++) {
+                Bin *x = &f->ring[i];
+                size_t j;
+
+                if (x->n == BIN_NONE || x->pending == 0 || x->n >= first)
+                        continue;
+                for (j = n; j > 0 && due[j - 1]->n > x->n; j--)
+                        due[j] = due[j - 1];
+                due[j] = x;
+                n++;
+        }
+        for (size_t i = 0; i < n; i++) {
+                uint64_t p = due[i]->pending;
+
+                due[i]->pending = 0;
+                f->pending_total -= p;
+                ghost_classify(e, m, due[i]->rule, p, &due[i]->first_pending);
+        }
+}
+
+static uint64_t window_pending(Filter *f, uint64_t first, uint64_t b) {
+        uint64_t p = 0;
+
+        for (uint64_t n = first; n <= b; n++) {
+                Bin *x = bin_get(f, n);
+                if (x)
+                        p += x->pending;
+        }
+        return p;
+}
+
+/* Median of the background rate (mL/s) over the N bins before the window (section 6.2, step 2). */
+static double filter_baseline(Filter *f, uint64_t b, unsigned w, unsigned nb, double c) {
+        double v[RING_BINS], B;
+        unsigned k = 0;
+
+        for (unsigned i = 0; i < nb; i++) {
+                uint64_t back = (uint64_t) w + i;
+                Bin *x = back > b ? NULL : bin_get(f, b - back);
+                double bg = x ? (double) (x->raw - x->taken) * c / 0.5 : 0.0;
+                unsigned j;
+
+                for (j = k; j > 0 && v[j - 1] > bg; j--)
+                        v[j] = v[j - 1];
+                v[j] = bg;
+                k++;
+        }
+        B = k % 2 ? v[k / 2] : (v[k / 2 - 1] + v[k / 2]) / 2.0;
+        return B < QUIET_ML_S ? 0.0 : B;
+}
+
+typedef struct Chunk {
+        Bin *bin;
+        uint64_t ticks;
+        const FlowTime *at;
+} Chunk;
+
+/* Section 6.4: the window's pending ticks into the flow, less the ghost share (taken from the newest
+ * ticks, rule G4). 'd' of bin b's pending are this report's own. Returns the pour ticks added. */
+static uint64_t filter_include(FlowEngine *e, Meter *m, Flow *fl, const FlowSettings *s, double c, uint64_t b,
+                               uint64_t d, double dt, const FlowTime *now) {
+        Filter *f = m->filter;
+        Chunk chunks[2 * RING_BINS];
+        size_t n = 0;
+        uint64_t p = 0, share, added = 0;
+        double g;
+
+        for (uint64_t k = window_first(b, window_bins(s)); k <= b; k++) {
+                Bin *x = bin_get(f, k);
+
+                if (!x || x->pending == 0)
+                        continue;
+                if (k == b && d > 0 && x->pending > d)
+                        chunks[n++] = (Chunk) { x, x->pending - d, &x->first_pending };
+                if (k == b && d > 0)
+                        chunks[n++] = (Chunk) { x, MIN(d, x->pending), now };
+                else
+                        chunks[n++] = (Chunk) { x, x->pending, &x->first_pending };
+                p += x->pending;
+                x->taken += x->pending;
+                f->pending_total -= x->pending;
+                x->pending = 0;
+        }
+
+        g = f->ref / c * dt + f->carry;
+        share = g >= (double) p ? p : (uint64_t) floor(g);
+        f->carry = g - floor(g);
+
+        for (size_t i = n; i > 0 && share > 0; i--) {
+                Chunk *ch = &chunks[i - 1];
+                uint64_t take = MIN(share, ch->ticks);
+
+                ch->ticks -= take;
+                ch->bin->taken -= take;
+                share -= take;
+                ghost_classify(e, m, FLOW_RULE_G4, take, ch->at);
+        }
+        for (size_t i = 0; i < n; i++) {
+                flow_add_ticks_at(fl, chunks[i].ticks, chunks[i].at, s);
+                added += chunks[i].ticks;
+        }
+        if (added > 0) {
+                flow_set_last_tick(fl, now);
+                f->last_pour_report = now->monotonic;
+        }
+        return added;
+}
+
+static void flow_flag(FlowEngine *e, Meter *m, Flow *fl, unsigned flag, const FlowSettings *s, double run_s) {
+        if (fl->flags & flag)
+                return;
+        fl->flags |= flag;
+        emit(e, &(FlowEvent) {
+                .type = FLOW_EVENT_POUR_FLAGGED,
+                .meter_name = m->name,
+                .flagged.flow_id = report_flow_id(e, fl),
+                .flagged.flag = flag,
+                .flagged.mode = report_mode(e),
+        });
+        if (flag == DRINK_FLAG_KICKED) {
+                if (is_shadow(e))
+                        emit_report_log(e, m->name, LOG_WARNING,
+                                        "Pour on %s would be flagged kicked: above %g mL/s for 2 s; ghost_filter=log",
+                                        m->name, s->kick_rate_ml_s);
+                else
+                        emit_report_log(e, m->name, LOG_WARNING,
+                                        "Flow 0x%08" PRIx64 " on %s flagged kicked: above %g mL/s for 2 s",
+                                        fl->id, m->name, s->kick_rate_ml_s);
+        } else {
+                if (is_shadow(e))
+                        emit_report_log(e, m->name, LOG_INFO,
+                                        "Pour on %s would be flagged long_pour: %.1f s without a pause; ghost_filter=log",
+                                        m->name, run_s);
+                else
+                        emit_report_log(e, m->name, LOG_INFO,
+                                        "Flow 0x%08" PRIx64 " on %s flagged long_pour: %.1f s without a pause",
+                                        fl->id, m->name, run_s);
+        }
+}
+
+/* ---- ending flows (section 7) ---- */
+
+typedef enum EndCause {
+        END_IDLE,               /* idle deadline */
+        END_STOP,               /* stop_flow, StopFlow, captive removal: may hold */
+        END_SWITCH,             /* another user's token takes the tap: no hold (a new flow starts now) */
+        END_SHUTDOWN,           /* no hold */
+        END_CUT,                /* G7: ghost, no hold */
+} EndCause;
+
+static void emit_not_recorded(FlowEngine *e, Flow *f, const FlowInfo *info, FlowNotRecordedReason reason,
+                              double min_volume_ml) {
+        emit(e, &(FlowEvent) {
+                .type = FLOW_EVENT_NOT_RECORDED,
+                .meter_name = f->meter_name,
+                .flow = info,
+                .not_recorded.reason = reason,
+                .not_recorded.min_volume_ml = min_volume_ml,
+        });
+}
+
+/* Section 8.2: a flow not recorded by G5-G8 is reported on its own. */
+static void flow_report_ghost(FlowEngine *e, Meter *m, Flow *f, FlowGhostRule rule, const char *reason,
+                              double c) {
+        double v = (double) f->ticks * c, d;
+        char vol[64];
+
+        if (m->filter)
+                ghost_counters_add(e, m, f->ticks, c);
+        d = f->has_ticks ? (double) (f->last_tick_monotonic - f->first_tick_monotonic) / 1e6 : 0.0;
+        tick_series_format(&f->series, e->series_buf);
+        emit(e, &(FlowEvent) {
+                .type = FLOW_EVENT_GHOST,
+                .meter_name = m->name,
+                .ghost.rule = rule,
+                .ghost.ticks = f->ticks,
+                .ghost.volume_known = m->tap != NULL,
+                .ghost.volume_ml = m->tap ? v : -1.0,
+                .ghost.start_realtime = f->first_tick_realtime,
+                .ghost.end_realtime = f->last_tick_realtime,
+                .ghost.duration_usec = f->has_ticks ? f->last_tick_monotonic - f->first_tick_monotonic : 0,
+                .ghost.flow_id = report_flow_id(e, f),
+                .ghost.tick_series = e->series_buf,
+                .ghost.mode = report_mode(e),
+        });
+        if (rule == FLOW_RULE_G8)
+                return;         /* G8 keeps only the existing INFO line */
+
+        if (m->tap)
+                snprintf(vol, sizeof vol, "%" PRIu64 " ticks (%.1f mL)", f->ticks, v);
+        else
+                snprintf(vol, sizeof vol, "%" PRIu64 " ticks (volume unknown)", f->ticks);
+        if (is_shadow(e))
+                emit_report_log(e, m->name, LOG_WARNING,
+                                "Ghost pour on %s: rule %s (%s); %s over %.1f s; ghost_filter=log, no action; series %s",
+                                m->name, flow_ghost_rule_to_string(rule), reason, vol, d, e->series_buf);
+        else
+                emit_report_log(e, m->name, LOG_WARNING,
+                                "Not recording flow 0x%08" PRIx64 ": ghost pour, rule %s (%s); %s over %.1f s; series %s",
+                                f->id, flow_ghost_rule_to_string(rule), reason, vol, d, e->series_buf);
+}
+
+/* The flow is detached from its meter: classify it (section 7.2 when filtered, core-behaviour.md 10.1
+ * otherwise), record it or not, and report it completed. */
+static void flow_complete(FlowEngine *e, Meter *m, Flow *f, bool filtered, bool cut, double run_s) {
+        const FlowSettings *s = meter_settings(e, m);
         FlowInfo info;
         Drink drink;
+        char reason[128];
+        FlowGhostRule rule = FLOW_RULE_NONE;
 
-        /* Detached first: queries from the handler already see the tap without this flow. */
-        m->flow = NULL;
-
-        if (idle) {
-                emit_log(e, f->meter_name, LOG_INFO, "Flow has become too idle, ending: flow_id=0x%08" PRIx64, f->id);
-                f->state = FLOW_STATE_IDLE;
-                emit_flow_update(e, f);
-        }
-
-        if (f->relay_name) {
-                char *relay = TAKE_PTR(f->relay_name);
-                if (!keep_relay && !relay_held(e, relay))
-                        emit_relay(e, f->meter_name, relay, false, false);
-                free(relay);
-        }
-
+        f->held = false;
         f->state = FLOW_STATE_COMPLETED;
         flow_fill_info(e, f, &info);
 
+        if (filtered && f->ticks > 0) {
+                double c = meter_ml_per_tick(e, m), v = (double) f->ticks * c;
+                double d = (double) (f->last_tick_monotonic - f->first_tick_monotonic) / 1e6;
+                bool judged = s->ghost_min_duration_s > 0 && !approx_lt(d, s->ghost_min_duration_s);
+
+                if (cut) {
+                        rule = FLOW_RULE_G7;
+                        snprintf(reason, sizeof reason, "meter ran %.1f s without a pause", run_s);
+                } else if (judged && s->ghost_max_avg_ml_s > 0 && approx_lt(v / d, s->ghost_max_avg_ml_s)) {
+                        rule = FLOW_RULE_G5;
+                        snprintf(reason, sizeof reason, "average %.1f mL/s below %g mL/s over %.1f s", v / d,
+                                 s->ghost_max_avg_ml_s, d);
+                } else if (judged && s->ghost_min_onset_ml > 0 &&
+                           f->onset_ticks < flow_volume_ticks(s->ghost_min_onset_ml, c)) {
+                        rule = FLOW_RULE_G6;
+                        snprintf(reason, sizeof reason, "only %.1f mL in the first %g s", (double) f->onset_ticks * c,
+                                 s->ghost_onset_s);
+                }
+                if (rule != FLOW_RULE_NONE) {
+                        emit_not_recorded(e, f, &info, FLOW_NOT_RECORDED_GHOST, s->min_volume_ml);
+                        flow_report_ghost(e, m, f, rule, reason, c);
+                        goto done;
+                }
+        }
+
         if (f->ticks == 0) {
                 emit_log(e, f->meter_name, LOG_INFO, "Not recording flow 0x%08" PRIx64 ": no ticks", f->id);
-                emit(e, &(FlowEvent) {
-                        .type = FLOW_EVENT_NOT_RECORDED,
-                        .meter_name = f->meter_name,
-                        .flow = &info,
-                        .not_recorded.reason = FLOW_NOT_RECORDED_NO_TICKS,
-                        .not_recorded.min_volume_ml = e->config.min_volume_ml,
-                });
-        } else if (info.volume_known && info.volume_ml < e->config.min_volume_ml) {
+                emit_not_recorded(e, f, &info, FLOW_NOT_RECORDED_NO_TICKS, s->min_volume_ml);
+        } else if (info.volume_known && approx_lt(info.volume_ml, s->min_volume_ml)) {
                 emit_log(e, f->meter_name, LOG_INFO,
                          "Not recording flow 0x%08" PRIx64 ": %g mL is below the minimum of %g mL",
-                         f->id, info.volume_ml, e->config.min_volume_ml);
-                emit(e, &(FlowEvent) {
-                        .type = FLOW_EVENT_NOT_RECORDED,
-                        .meter_name = f->meter_name,
-                        .flow = &info,
-                        .not_recorded.reason = FLOW_NOT_RECORDED_BELOW_MINIMUM,
-                        .not_recorded.min_volume_ml = e->config.min_volume_ml,
-                });
+                         f->id, info.volume_ml, s->min_volume_ml);
+                emit_not_recorded(e, f, &info, FLOW_NOT_RECORDED_BELOW_MINIMUM, s->min_volume_ml);
+                /* In on and log modes every counted tick ends in a drink or the ghost count (8.3). */
+                if (filtered)
+                        flow_report_ghost(e, m, f, FLOW_RULE_G8, NULL, meter_ml_per_tick(e, m));
         } else {
                 drink = (Drink) {
                         .flow_id = f->id,
@@ -435,6 +1365,7 @@ static void flow_end(FlowEngine *e, Meter *m, bool idle, bool keep_relay) {
                         .pour_realtime = f->last_tick_realtime,
                         .pour_boottime = f->last_tick_boottime,
                         .duration_sec = (f->last_tick_monotonic - f->first_tick_monotonic) / USEC_PER_SEC,
+                        .flags = f->flags,
                 };
                 emit(e, &(FlowEvent) {
                         .type = FLOW_EVENT_DRINK,
@@ -444,34 +1375,376 @@ static void flow_end(FlowEngine *e, Meter *m, bool idle, bool keep_relay) {
                 });
         }
 
+done:
+        if (filtered && m->filter)
+                filter_reset_pour(m->filter);
         emit_log(e, f->meter_name, LOG_INFO, "Flow completed: flow_id=0x%08" PRIx64, f->id);
         emit_flow_update(e, f);
         flow_free(f);
 }
 
+/* Section 7.1: G1 is on for the tap and the grace is not zero. */
+static bool flow_may_hold(FlowEngine *e, Meter *m) {
+        const FlowSettings *s = meter_settings(e, m);
+        return m->tap && !isempty(m->tap->relay_name) && s->valve_closed_gate && s->valve_closed_grace_s > 0;
+}
+
+/* Ends the meter's flow (core-behaviour.md 6.5, ghost-pours.md 7.3). 'keep_relay': a new flow takes the
+ * same relay at once, so no "disabled" is sent in between (no valve flicker on a user switch). */
+static void flow_end(FlowEngine *e, Meter *m, EndCause cause, bool keep_relay, const FlowTime *now, double run_s) {
+        Flow *f = m->flow;
+        bool filtered = filter_in_scope(e, m);
+        bool disable = f->relay_name && !keep_relay;
+        bool hold;
+
+        if (cause == END_IDLE) {
+                emit_log(e, f->meter_name, LOG_INFO, "Flow has become too idle, ending: flow_id=0x%08" PRIx64, f->id);
+                f->state = FLOW_STATE_IDLE;
+                emit_flow_update(e, f);
+        }
+
+        if (disable) {
+                /* Another flow (a different tap on the same relay) may still hold it. */
+                m->flow = NULL;
+                disable = !relay_held(e, f->relay_name);
+                m->flow = f;
+        }
+        hold = filtered && disable && (cause == END_IDLE || cause == END_STOP) && flow_may_hold(e, m);
+
+        if (hold) {
+                /* The beer in flight still counts: the flow waits out the grace (section 7.1). */
+                if (cause != END_IDLE) {
+                        f->state = FLOW_STATE_IDLE;
+                        emit_flow_update(e, f);
+                }
+                f->held = true;
+                f->hold_until = add_sat(now->monotonic, seconds_to_usec(meter_settings(e, m)->valve_closed_grace_s));
+        }
+
+        /* Detached first: queries from the handler already see the tap without this flow. */
+        if (!hold)
+                m->flow = NULL;
+
+        if (f->relay_name) {
+                char *relay = TAKE_PTR(f->relay_name);
+                if (disable) {
+                        relay_view_closed(e, relay, now->monotonic);
+                        emit_relay(e, f->meter_name, relay, false, false);
+                }
+                free(relay);
+        }
+
+        if (hold) {
+                if (m->filter)
+                        filter_reset_pour(m->filter);
+                return;
+        }
+        flow_complete(e, m, f, filtered, cause == END_CUT, run_s);
+}
+
+/* The end of a hold, or a hold cut short (section 7.1). */
+static void flow_end_hold(FlowEngine *e, Meter *m) {
+        Flow *f = m->flow;
+
+        m->flow = NULL;
+        flow_complete(e, m, f, filter_in_scope(e, m), false, 0);
+}
+
+/* Something needs the tap for a new flow (or stops it): a held flow completes first. */
+static void meter_finish_hold(FlowEngine *e, Meter *m) {
+        if (m->flow && m->flow->held)
+                flow_end_hold(e, m);
+}
+
+/* ---- handling a report (section 6) ---- */
+
+/* G7 and G9 after a qualifying report (sections 6.5, 6.6). Returns true if the flow ended (cut). */
+static bool filter_after_qualifying(FlowEngine *e, Meter *m, const FlowSettings *s, double c, uint64_t b,
+                                    const FlowTime *now) {
+        Filter *f = m->filter;
+        Flow *fl = m->flow;
+        uint64_t t = now->monotonic;
+
+        if (!f->has_run || t - f->run_last >= RUN_GAP_USEC) {
+                f->has_run = true;
+                f->run_start = t;
+                f->cuts = 0;
+        }
+        f->run_last = t;
+
+        if (s->max_pour_s > 0) {
+                uint64_t k = (t - f->run_start) / seconds_to_usec(s->max_pour_s);
+                double run_s = (double) (t - f->run_start) / 1e6;
+
+                if (k > f->cuts) {
+                        f->cuts = (unsigned) MIN(k, (uint64_t) UINT32_MAX);
+                        if (s->quarantine_after_cuts == 0 || k < s->quarantine_after_cuts)
+                                flow_flag(e, m, fl, DRINK_FLAG_LONG_POUR, s, run_s);
+                        else {
+                                /* A stuck or free-running meter: ghost, and the tap is quarantined. */
+                                flow_end(e, m, END_CUT, false, now, run_s);
+                                f->quarantined = true;
+                                f->quarantined_since = now->realtime;
+                                f->quarantine_cuts = f->cuts;
+                                f->quarantine_max_pour_s = s->max_pour_s;
+                                filter_reset_pour(f);
+                                if (is_shadow(e))
+                                        emit_report_log(e, m->name, LOG_WARNING,
+                                                        "Tap %s would be quarantined: meter ran %.1f s without a pause "
+                                                        "(rule G7); its ticks are ignored until ClearQuarantine; "
+                                                        "ghost_filter=log, no action", m->name, run_s);
+                                else
+                                        emit_report_log(e, m->name, LOG_WARNING,
+                                                        "Tap %s quarantined: meter ran %.1f s without a pause "
+                                                        "(rule G7); its ticks are ignored until ClearQuarantine",
+                                                        m->name, run_s);
+                                emit(e, &(FlowEvent) {
+                                        .type = FLOW_EVENT_QUARANTINE,
+                                        .meter_name = m->name,
+                                        .quarantine.quarantined = true,
+                                        .quarantine.since_realtime = f->quarantined_since,
+                                        .quarantine.cuts = f->quarantine_cuts,
+                                        .quarantine.max_pour_s = f->quarantine_max_pour_s,
+                                        .quarantine.mode = report_mode(e),
+                                });
+                                return true;
+                        }
+                }
+        }
+
+        if (s->kick_rate_ml_s > 0) {
+                double k = (double) (bin_raw_back(f, b, 1) + bin_raw_back(f, b, 2)) * c;
+
+                if (approx_gt(k, s->kick_rate_ml_s)) {
+                        if (!f->kicking) {
+                                f->kicking = true;
+                                f->kick_start = t;
+                        }
+                        if (t - f->kick_start >= KICK_SUSTAIN_USEC)
+                                flow_flag(e, m, fl, DRINK_FLAG_KICKED, s, 0);
+                } else
+                        f->kicking = false;
+        }
+        return false;
+}
+
+/* Section 6.2: not pouring, the window holds pending ticks. */
+static int filter_gate(FlowEngine *e, Meter *m, const FlowSettings *s, double c, uint64_t b, uint64_t d,
+                       const FlowTime *now) {
+        Filter *f = m->filter;
+        unsigned w = window_bins(s);
+        uint64_t first = window_first(b, w), p, earliest = now->monotonic;
+        double B = 0;
+        Flow *fl = m->flow;
+        bool new_flow = !fl;
+
+        p = window_pending(f, first, b);
+        if (s->pour_start_ml > 0 && p < flow_volume_ticks(s->pour_start_ml, c))
+                return 0;
+
+        if (s->ghost_step_ml_s > 0 || s->pour_activity_ml_s > 0)
+                B = filter_baseline(f, b, w, baseline_bins(s), c);
+
+        if (s->ghost_step_ml_s > 0 && B > 0 &&
+            approx_lt((double) p * c / s->pour_start_window_s - B, s->ghost_step_ml_s)) {
+                for (uint64_t k = first; k <= b; k++) {
+                        Bin *x = bin_get(f, k);
+                        if (x && x->pending > 0)
+                                x->rule = FLOW_RULE_G3;
+                }
+                f->g3_baseline = B;
+                return 0;
+        }
+
+        if (new_flow) {
+                fl = flow_alloc(e, m->name, now);
+                if (!fl)
+                        return -ENOMEM;
+        }
+
+        f->pouring = true;
+        f->ref = s->pour_activity_ml_s > 0 ? B : 0;
+        f->carry = 0;
+        f->gate_bin = b;
+        f->kicking = false;
+        bin_get(f, b)->qualified = true;
+        for (uint64_t k = first; k <= b; k++) {
+                Bin *x = bin_get(f, k);
+                if (x && x->pending > 0)
+                        earliest = MIN(earliest, x->first_pending.monotonic);
+        }
+        (void) filter_include(e, m, fl, s, c, b, d,
+                              MIN(s->pour_start_window_s, (double) (now->monotonic - earliest) / 1e6), now);
+        fl->last_activity = now->monotonic;
+        if (new_flow)
+                flow_start(e, m, fl);
+        else
+                emit_flow_update(e, fl);
+        (void) filter_after_qualifying(e, m, s, c, b, now);
+        return 0;
+}
+
+/* Section 6.3: pouring, a report that is not the gate's. */
+static void filter_activity(FlowEngine *e, Meter *m, const FlowSettings *s, double c, uint64_t b, uint64_t d,
+                            const FlowTime *now) {
+        Filter *f = m->filter;
+        Flow *fl = m->flow;
+        double a = MAX((double) (bin_raw_back(f, b, 1) + bin_raw_back(f, b, 2)) * c,
+                       (double) bin_raw_back(f, b, 0) * c / 0.5);
+
+        if (s->pour_activity_ml_s <= 0 || !approx_lt(a - f->ref, s->pour_activity_ml_s)) {
+                uint64_t added = filter_include(e, m, fl, s, c, b, d,
+                                                MIN(s->pour_start_window_s,
+                                                    (double) (now->monotonic - f->last_pour_report) / 1e6), now);
+                bin_get(f, b)->qualified = true;
+                fl->last_activity = now->monotonic;
+                if (added > 0)
+                        emit_flow_update(e, fl);
+                (void) filter_after_qualifying(e, m, s, c, b, now);
+                return;
+        }
+
+        /* Not qualifying: the ticks wait (a pour that resumes within the window loses nothing). */
+        f->kicking = false;
+        if (b >= DRIFT_BINS && b - DRIFT_BINS >= f->gate_bin) {
+                double lowest = INFINITY;
+
+                for (unsigned k = 1; k <= DRIFT_BINS; k++) {
+                        Bin *x = bin_get(f, b - k);
+                        if (x && x->qualified)
+                                return;
+                        lowest = MIN(lowest, (double) (x ? x->raw : 0) * c / 0.5);
+                }
+                /* A ghost that keeps rising after the pour stopped cannot keep the flow alive. */
+                f->ref = MAX(f->ref, lowest);
+        }
+}
+
+/* A counted delta on a meter the engine filters. */
+static int filter_report(FlowEngine *e, Meter *m, uint64_t d, const FlowTime *now) {
+        const FlowSettings *s = meter_settings(e, m);
+        double c = meter_ml_per_tick(e, m);
+        uint64_t b = bin_of(now->monotonic);
+        Filter *f;
+        Bin *x;
+        int r;
+
+        r = meter_filter(m, &f);
+        if (r < 0)
+                return r;
+        f->last_tick = now->monotonic;
+
+        /* 1. Age. */
+        filter_age(e, m, window_first(b, window_bins(s)));
+        x = bin_touch(f, b);
+        x->raw += d;
+
+        /* 3. Quarantine. */
+        if (f->quarantined) {
+                ghost_classify(e, m, FLOW_RULE_G7, d, now);
+                return 0;
+        }
+
+        /* 4. Hold: the beer in flight after the valve closed. */
+        if (m->flow && m->flow->held) {
+                x->taken += d;
+                flow_add_ticks_at(m->flow, d, now, s);
+                flow_set_last_tick(m->flow, now);
+                emit_flow_update(e, m->flow);
+                return 0;
+        }
+
+        /* 5. G1. */
+        if (valve_gate_claims(e, m, s, now->monotonic)) {
+                ghost_classify(e, m, FLOW_RULE_G1, d, now);
+                return 0;
+        }
+
+        /* 6. Pending. */
+        if (x->pending == 0) {
+                x->first_pending = *now;
+                x->rule = f->pouring ? FLOW_RULE_G4 : FLOW_RULE_G2;
+        }
+        x->pending += d;
+        f->pending_total += d;
+
+        /* 7. */
+        if (!f->pouring)
+                return filter_gate(e, m, s, c, b, d, now);
+        if (!m->flow) {
+                /* Pouring always has a flow; should it not, the gate decides again. */
+                filter_reset_pour(f);
+                return filter_gate(e, m, s, c, b, d, now);
+        }
+        filter_activity(e, m, s, c, b, d, now);
+        return 0;
+}
+
+/* A counted delta without the filter (off, and log's real side): pycore's behaviour. */
+static int report_unfiltered(FlowEngine *e, Meter *m, uint64_t delta, const FlowTime *now) {
+        Flow *f;
+
+        if (m->flow && m->flow->held) {
+                /* A hold begun before a reload turned the filter off still takes its beer. */
+                flow_add_ticks_at(m->flow, delta, now, meter_settings(e, m));
+                flow_set_last_tick(m->flow, now);
+                emit_flow_update(e, m->flow);
+                return 0;
+        }
+        if (m->flow) {
+                flow_add_ticks(e, m, m->flow, delta, now);
+                emit_flow_update(e, m->flow);
+                return 0;
+        }
+        f = flow_alloc(e, m->name, now);
+        if (!f)
+                return -ENOMEM;
+        flow_add_ticks(e, m, f, delta, now);
+        flow_start(e, m, f);
+        return 0;
+}
+
 /* ---- engine ---- */
+
+static int engine_new(FlowEngine **ret, const FlowEngineConfig *c, FlowEventHandler handler, void *userdata) {
+        FlowEngine *e = calloc(1, sizeof(FlowEngine));
+
+        if (!e)
+                return -ENOMEM;
+        e->config = *c;
+        e->handler = handler;
+        e->userdata = userdata;
+        e->next_flow_id = c->first_flow_id;
+        *ret = e;
+        return 0;
+}
 
 int flow_engine_new(FlowEngine **ret, const FlowEngineConfig *config, FlowEventHandler handler, void *userdata) {
         FlowEngine *e;
         FlowEngineConfig c;
+        int r;
 
         assert_return(ret, -EINVAL);
         if (config)
                 c = *config;
         else
                 flow_engine_config_init(&c);
-        if (!isfinite(c.min_volume_ml) || c.min_volume_ml < 0)
+        if (flow_settings_check(&c.settings, NULL, NULL) < 0)
                 return -EINVAL;
-        if (c.create_unknown_taps && (!isfinite(c.default_ml_per_tick) || c.default_ml_per_tick <= 0))
+        if (!isfinite(c.default_ml_per_tick) || c.default_ml_per_tick <= 0)
                 return -EINVAL;
 
-        e = calloc(1, sizeof(FlowEngine));
-        if (!e)
-                return -ENOMEM;
-        e->config = c;
-        e->handler = handler;
-        e->userdata = userdata;
-        e->next_flow_id = c.first_flow_id;
+        r = engine_new(&e, &c, handler, userdata);
+        if (r < 0)
+                return r;
+        /* The shadow never creates taps by itself: the real engine tells it. */
+        c.create_unknown_taps = false;
+        r = engine_new(&e->shadow, &c, shadow_handler, e);
+        if (r < 0) {
+                free(e);
+                return r;
+        }
+        e->shadow->parent = e;
         *ret = e;
         return 0;
 }
@@ -490,18 +1763,24 @@ static Tap *tap_free(Tap *t) {
 FlowEngine *flow_engine_free(FlowEngine *e) {
         if (!e)
                 return NULL;
+        flow_engine_free(e->shadow);
         for (size_t i = 0; i < e->n_meters; i++) {
                 flow_free(e->meters[i]->flow);
+                free(e->meters[i]->filter);
                 free(e->meters[i]->name);
                 free(e->meters[i]);
         }
         free(e->meters);
+        free(e->index);
         for (size_t i = 0; i < e->n_taps; i++)
                 tap_free(e->taps[i]);
         free(e->taps);
         for (size_t i = 0; i < e->n_reset_controllers; i++)
                 free(e->reset_controllers[i]);
         free(e->reset_controllers);
+        for (size_t i = 0; i < e->n_relays; i++)
+                free(e->relays[i].name);
+        free(e->relays);
         free(e);
         return NULL;
 }
@@ -518,6 +1797,12 @@ static bool flow_time_valid(const FlowTime *now) {
 }
 
 /* ---- taps ---- */
+
+static void meter_link_tap(FlowEngine *e, const char *meter, Tap *t) {
+        Meter *m = meter_find(e, meter);
+        if (m)
+                m->tap = t;
+}
 
 static int tap_add(FlowEngine *e, const char *meter, const char *name, double ml_per_tick, const char *relay,
                    bool auto_created, Tap **ret) {
@@ -540,23 +1825,15 @@ static int tap_add(FlowEngine *e, const char *meter, const char *name, double ml
         t->ml_per_tick = ml_per_tick;
         t->auto_created = auto_created;
         e->taps[e->n_taps++] = t;
+        meter_link_tap(e, meter, t);
         if (ret)
                 *ret = t;
         return 0;
 }
 
-int flow_engine_set_tap(FlowEngine *e, const char *meter, const char *name, double ml_per_tick, const char *relay_name) {
+static int tap_set(FlowEngine *e, const char *meter, const char *name, double ml_per_tick, const char *relay_name) {
         Tap *t;
         int r;
-
-        assert_return(e, -EINVAL);
-        if (isempty(meter) || !isfinite(ml_per_tick) || ml_per_tick <= 0)
-                return -EINVAL;
-        assert_not_emitting(e);
-        if (isempty(name))
-                name = meter;
-        if (!relay_name)
-                relay_name = "";
 
         t = tap_find(e, meter);
         if (!t) {
@@ -587,12 +1864,64 @@ int flow_engine_set_tap(FlowEngine *e, const char *meter, const char *name, doub
         return FLOW_TAP_UPDATED;
 }
 
-int flow_engine_remove_tap(FlowEngine *e, const char *meter) {
-        Meter *m;
+int flow_engine_set_tap(FlowEngine *e, const char *meter, const char *name, double ml_per_tick, const char *relay_name) {
+        int r;
+
+        assert_return(e, -EINVAL);
+        if (isempty(meter) || !isfinite(ml_per_tick) || ml_per_tick <= 0)
+                return -EINVAL;
+        assert_not_emitting(e);
+        if (isempty(name))
+                name = meter;
+        if (!relay_name)
+                relay_name = "";
+
+        r = tap_set(e, meter, name, ml_per_tick, relay_name);
+        if (r >= 0 && e->shadow)
+                (void) tap_set(e->shadow, meter, name, ml_per_tick, relay_name);
+        return r;
+}
+
+static int tap_set_settings(FlowEngine *e, const char *meter, const FlowSettings *s) {
+        Tap *t = tap_find(e, meter);
+
+        if (!t)
+                return -ENOENT;
+        t->has_settings = s != NULL;
+        if (s)
+                t->settings = *s;
+        return 0;
+}
+
+int flow_engine_set_tap_settings(FlowEngine *e, const char *meter, const FlowSettings *s) {
+        int r;
 
         assert_return(e, -EINVAL);
         assert_return(meter, -EINVAL);
+        if (s && flow_settings_check(s, NULL, NULL) < 0)
+                return -EINVAL;
         assert_not_emitting(e);
+        r = tap_set_settings(e, meter, s);
+        if (r >= 0 && e->shadow)
+                (void) tap_set_settings(e->shadow, meter, s);
+        return r;
+}
+
+int flow_engine_set_default_settings(FlowEngine *e, const FlowSettings *s) {
+        assert_return(e, -EINVAL);
+        assert_return(s, -EINVAL);
+        if (flow_settings_check(s, NULL, NULL) < 0)
+                return -EINVAL;
+        assert_not_emitting(e);
+        e->config.settings = *s;
+        if (e->shadow)
+                e->shadow->config.settings = *s;
+        return 0;
+}
+
+static int tap_remove(FlowEngine *e, const char *meter) {
+        Meter *m;
+
         for (size_t i = 0; i < e->n_taps; i++) {
                 if (!streq(e->taps[i]->meter_name, meter))
                         continue;
@@ -600,12 +1929,26 @@ int flow_engine_remove_tap(FlowEngine *e, const char *meter) {
                 m = meter_find(e, meter);
                 if (m && m->flow)
                         flow_refresh_calibration(e, m->flow);
+                if (m)
+                        m->tap = NULL;
                 tap_free(e->taps[i]);
                 memmove(e->taps + i, e->taps + i + 1, (e->n_taps - i - 1) * sizeof(Tap *));
                 e->n_taps--;
                 return 0;
         }
         return -ENOENT;
+}
+
+int flow_engine_remove_tap(FlowEngine *e, const char *meter) {
+        int r;
+
+        assert_return(e, -EINVAL);
+        assert_return(meter, -EINVAL);
+        assert_not_emitting(e);
+        r = tap_remove(e, meter);
+        if (r >= 0 && e->shadow)
+                (void) tap_remove(e->shadow, meter);
+        return r;
 }
 
 /* Standalone mode: the first MeterUpdate or FlowRequest of a meter without a tap creates one. */
@@ -622,6 +1965,8 @@ static int tap_maybe_create(FlowEngine *e, const char *meter) {
         r = tap_add(e, meter, meter, e->config.default_ml_per_tick, "", true, NULL);
         if (r < 0)
                 return r;
+        if (e->shadow && !tap_find(e->shadow, meter))
+                (void) tap_add(e->shadow, meter, meter, e->config.default_ml_per_tick, "", true, NULL);
         emit_log(e, meter, LOG_INFO, "Creating tap %s with default calibration %g mL/tick",
                  meter, e->config.default_ml_per_tick);
         emit(e, &(FlowEvent) {
@@ -631,8 +1976,29 @@ static int tap_maybe_create(FlowEngine *e, const char *meter) {
         return 1;
 }
 
+/* The counters of both engines: a tap that changed mode keeps what it counted. */
+static void meter_ghost_counts(FlowEngine *e, const char *meter, uint64_t *ret_ticks, double *ret_volume) {
+        *ret_ticks = 0;
+        *ret_volume = 0;
+        for (FlowEngine *x = e; x; x = x->shadow) {
+                Meter *m = meter_find(x, meter);
+                if (m && m->filter) {
+                        *ret_ticks += m->filter->ghost_ticks;
+                        *ret_volume += m->filter->ghost_volume;
+                }
+        }
+}
+
+static const Filter *meter_filter_of(FlowEngine *e, const char *meter) {
+        Meter *m = e ? meter_find(e, meter) : NULL;
+        return m ? m->filter : NULL;
+}
+
 static void tap_fill_info(FlowEngine *e, Tap *t, FlowTapInfo *ret) {
         Meter *m = meter_find(e, t->meter_name);
+        FlowGhostMode mode = tap_settings(e, t)->ghost_filter;
+        const Filter *q = mode == FLOW_GHOST_ON ? meter_filter_of(e, t->meter_name) :
+                          mode == FLOW_GHOST_LOG ? meter_filter_of(e->shadow, t->meter_name) : NULL;
 
         *ret = (FlowTapInfo) {
                 .meter_name = t->meter_name,
@@ -644,7 +2010,11 @@ static void tap_fill_info(FlowEngine *e, Tap *t, FlowTapInfo *ret) {
                 .total_ticks = m ? m->total : 0,
                 .has_flow = m && m->flow,
                 .flow_id = m && m->flow ? m->flow->id : 0,
+                .ghost_filter = mode,
+                .quarantined = q && q->quarantined,
+                .quarantined_since = q && q->quarantined ? q->quarantined_since : 0,
         };
+        meter_ghost_counts(e, t->meter_name, &ret->ghost_ticks, &ret->ghost_volume_ml);
 }
 
 size_t flow_engine_n_taps(FlowEngine *e) {
@@ -726,7 +2096,17 @@ static int meter_event_begin(FlowEngine *e, const char *meter, const FlowTime *n
         return tap_maybe_create(e, meter);
 }
 
+/* The shadow gets the counted delta (it keeps no readings of its own). */
+static void shadow_counted(FlowEngine *s, const char *meter, uint64_t delta, const FlowTime *now) {
+        Meter *m;
+
+        if (meter_get_or_add(s, meter, &m) < 0 || !filter_in_scope(s, m))
+                return;
+        (void) filter_report(s, m, delta, now);
+}
+
 int64_t flow_engine_meter_update(FlowEngine *e, const char *meter, uint32_t reading, const FlowTime *now) {
+        FlowGhostMode mode;
         Meter *m;
         uint64_t delta;
         int r;
@@ -740,21 +2120,18 @@ int64_t flow_engine_meter_update(FlowEngine *e, const char *meter, uint32_t read
         m->last = reading;
         m->total += delta;
 
-        /* Baselines, repeats and rejected reports neither start a flow nor keep one alive. */
+        /* Baselines, repeats and rejected reports are neither pour nor ghost. */
         if (delta == 0)
                 return 0;
 
-        if (m->flow) {
-                flow_add_ticks(m->flow, delta, now);
-                emit_flow_update(e, m->flow);
-        } else {
-                Flow *f = flow_alloc(e, meter, now);
-                if (!f)
-                        return -ENOMEM;
-                flow_add_ticks(f, delta, now);
-                flow_start(e, m, f);
-        }
-        return (int64_t) delta;
+        mode = meter_settings(e, m)->ghost_filter;
+        if (mode == FLOW_GHOST_ON)
+                r = filter_report(e, m, delta, now);
+        else
+                r = report_unfiltered(e, m, delta, now);
+        if (mode == FLOW_GHOST_LOG)
+                shadow_counted(e->shadow, meter, delta, now);
+        return r < 0 ? r : (int64_t) delta;
 }
 
 int flow_engine_controller_reset(FlowEngine *e, const char *controller) {
@@ -789,6 +2166,22 @@ done:
         return 0;
 }
 
+static void meter_fill_info(FlowEngine *e, Meter *m, FlowMeterInfo *ret) {
+        const Filter *f = m->filter;
+
+        *ret = (FlowMeterInfo) {
+                .meter_name = m->name,
+                .has_last = m->has_last,
+                .last = m->last,
+                .total = m->total,
+                .quarantined = f && f->quarantined,
+                .quarantined_since = f && f->quarantined ? f->quarantined_since : 0,
+                .quarantine_cuts = f && f->quarantined ? f->quarantine_cuts : 0,
+                .quarantine_max_pour_s = f && f->quarantined ? f->quarantine_max_pour_s : 0,
+        };
+        meter_ghost_counts(e, m->name, &ret->ghost_ticks, &ret->ghost_volume_ml);
+}
+
 int flow_engine_get_meter(FlowEngine *e, const char *meter, FlowMeterInfo *ret) {
         Meter *m;
 
@@ -798,37 +2191,77 @@ int flow_engine_get_meter(FlowEngine *e, const char *meter, FlowMeterInfo *ret) 
         m = meter_find(e, meter);
         if (!m)
                 return -ENOENT;
-        *ret = (FlowMeterInfo) {
-                .meter_name = m->name,
-                .has_last = m->has_last,
-                .last = m->last,
-                .total = m->total,
-        };
+        meter_fill_info(e, m, ret);
+        return 0;
+}
+
+size_t flow_engine_n_meters(FlowEngine *e) {
+        return e ? e->n_meters : 0;
+}
+
+int flow_engine_meter_at(FlowEngine *e, size_t i, FlowMeterInfo *ret) {
+        assert_return(e, -EINVAL);
+        assert_return(ret, -EINVAL);
+        if (i >= e->n_meters)
+                return -ENOENT;
+        meter_fill_info(e, e->meters[i], ret);
         return 0;
 }
 
 /* ---- flow requests ---- */
 
+static bool meter_quarantined(FlowEngine *e, Meter *m) {
+        return filter_in_scope(e, m) && m->filter && m->filter->quarantined;
+}
+
+static int start_flow(FlowEngine *e, Meter *m, const FlowTime *now) {
+        Flow *f;
+
+        meter_finish_hold(e, m);
+        if (meter_quarantined(e, m)) {
+                emit_log(e, m->name, LOG_INFO, "Tap %s is quarantined; not starting a flow", m->name);
+                return -EPERM;
+        }
+        if (m->flow) {
+                /* pycore replaced the flow here and lost its ticks. */
+                emit_log(e, m->name, LOG_DEBUG, "Flow 0x%08" PRIx64 " already active on %s, keeping it",
+                         m->flow->id, m->name);
+                return 0;
+        }
+
+        f = flow_alloc(e, m->name, now);
+        if (!f)
+                return -ENOMEM;
+        flow_start(e, m, f);
+        return 1;
+}
+
 int flow_engine_start_flow(FlowEngine *e, const char *meter, const FlowTime *now) {
         Meter *m;
-        Flow *f;
         int r;
 
         r = meter_event_begin(e, meter, now, &m);
         if (r < 0)
                 return r;
+        r = start_flow(e, m, now);
+        if (r >= 0 || r == -EPERM) {
+                Meter *sm;
+                if (flow_engine_meter_mode(e, meter) == FLOW_GHOST_LOG && meter_get_or_add(e->shadow, meter, &sm) >= 0)
+                        (void) start_flow(e->shadow, sm, now);
+        }
+        return r;
+}
 
-        if (m->flow) {
-                /* pycore replaced the flow here and lost its ticks. */
-                emit_log(e, meter, LOG_DEBUG, "Flow 0x%08" PRIx64 " already active on %s, keeping it",
-                         m->flow->id, meter);
+static int stop_flow(FlowEngine *e, Meter *m, const FlowTime *now) {
+        if (!m || !m->flow) {
+                emit_log(e, m ? m->name : NULL, LOG_WARNING, "Stop flow request for %s, which has no active flow",
+                         m ? m->name : "?");
                 return 0;
         }
-
-        f = flow_alloc(e, meter, now);
-        if (!f)
-                return -ENOMEM;
-        flow_start(e, m, f);
+        if (m->flow->held)
+                flow_end_hold(e, m);
+        else
+                flow_end(e, m, END_STOP, false, now, 0);
         return 1;
 }
 
@@ -848,96 +2281,175 @@ int flow_engine_stop_flow(FlowEngine *e, const char *meter, const FlowTime *now)
         m = meter_find(e, meter);
         if (!m || !m->flow) {
                 emit_log(e, meter, LOG_WARNING, "Stop flow request for %s, which has no active flow", meter);
-                return 0;
+                r = 0;
+        } else
+                r = stop_flow(e, m, now);
+
+        if (flow_engine_meter_mode(e, meter) == FLOW_GHOST_LOG) {
+                Meter *sm = meter_find(e->shadow, meter);
+                if (sm && sm->flow)
+                        (void) stop_flow(e->shadow, sm, now);
         }
-        flow_end(e, m, false, false);
-        return 1;
+        return r;
+}
+
+static int engine_shutdown(FlowEngine *e, const FlowTime *now) {
+        int n = 0;
+
+        for (size_t i = 0; i < e->n_meters; i++) {
+                Meter *m = e->meters[i];
+
+                if (!m->flow)
+                        continue;
+                if (m->flow->held)
+                        flow_end_hold(e, m);
+                else
+                        flow_end(e, m, END_SHUTDOWN, false, now, 0);
+                n++;
+        }
+        /* Then the open episodes, with every pending tick in them. */
+        for (size_t i = 0; i < e->n_meters; i++) {
+                Meter *m = e->meters[i];
+
+                if (!m->filter)
+                        continue;
+                filter_age(e, m, UINT64_MAX);
+                episode_report(e, m);
+        }
+        return n;
 }
 
 int flow_engine_shutdown(FlowEngine *e, const FlowTime *now) {
-        int n = 0;
+        int n;
 
         assert_return(e, -EINVAL);
         if (!flow_time_valid(now))
                 return -EINVAL;
         assert_not_emitting(e);
 
-        for (size_t i = 0; i < e->n_meters; i++)
-                if (e->meters[i]->flow) {
-                        flow_end(e, e->meters[i], false, false);
-                        n++;
-                }
+        n = engine_shutdown(e, now);
+        (void) engine_shutdown(e->shadow, now);
         return n;
 }
 
 /* ---- deadlines ---- */
 
-static uint64_t flow_deadline(FlowEngine *e, const Flow *f, bool *ret_idle) {
-        uint64_t idle = flow_idle_deadline(f);
+typedef enum DeadlineKind {
+        DEADLINE_IDLE,
+        DEADLINE_REASSERT,
+        DEADLINE_HOLD,
+        DEADLINE_EPISODE,
+} DeadlineKind;
 
+static uint64_t flow_deadline(FlowEngine *e, const Flow *f, DeadlineKind *ret_kind) {
+        uint64_t idle;
+
+        if (f->held) {
+                *ret_kind = DEADLINE_HOLD;
+                return f->hold_until;
+        }
+        idle = flow_idle_deadline(f);
         /* On a tie the flow ends: a re-assert right before "disabled" would be pointless. */
         if (f->relay_name && e->config.relay_reassert_usec > 0 && f->relay_next < idle) {
-                *ret_idle = false;
+                *ret_kind = DEADLINE_REASSERT;
                 return f->relay_next;
         }
-        *ret_idle = true;
+        *ret_kind = DEADLINE_IDLE;
         return idle;
 }
 
-uint64_t flow_engine_next_deadline(FlowEngine *e) {
+/* Section 8.1: 10 s after the meter's last counted tick, pending ticks age and the episode is reported. */
+static uint64_t meter_deadline(FlowEngine *e, const Meter *m, DeadlineKind *ret_kind) {
         uint64_t best = FLOW_USEC_INFINITY;
-        bool idle;
+
+        *ret_kind = DEADLINE_IDLE;
+
+        if (m->flow)
+                best = flow_deadline(e, m->flow, ret_kind);
+        if (m->filter && (m->filter->episode.open || m->filter->pending_total > 0)) {
+                uint64_t t = add_sat(m->filter->last_tick, EPISODE_GAP_USEC);
+                if (t < best) {
+                        best = t;
+                        *ret_kind = DEADLINE_EPISODE;
+                }
+        }
+        return best;
+}
+
+static uint64_t engine_next_deadline(FlowEngine *e) {
+        uint64_t best = FLOW_USEC_INFINITY;
+        DeadlineKind kind;
 
         if (!e)
                 return FLOW_USEC_INFINITY;
         for (size_t i = 0; i < e->n_meters; i++)
-                if (e->meters[i]->flow)
-                        best = MIN(best, flow_deadline(e, e->meters[i]->flow, &idle));
+                best = MIN(best, meter_deadline(e, e->meters[i], &kind));
         return best;
 }
 
-int flow_engine_process_deadlines(FlowEngine *e, const FlowTime *now) {
-        int n = 0;
+uint64_t flow_engine_next_deadline(FlowEngine *e) {
+        if (!e)
+                return FLOW_USEC_INFINITY;
+        return MIN(engine_next_deadline(e), engine_next_deadline(e->shadow));
+}
 
-        assert_return(e, -EINVAL);
-        if (!flow_time_valid(now))
-                return -EINVAL;
-        assert_not_emitting(e);
+static int engine_process_deadlines(FlowEngine *e, const FlowTime *now) {
+        int n = 0;
 
         for (;;) {
                 Meter *due = NULL;
                 uint64_t best = FLOW_USEC_INFINITY;
-                bool due_idle = false;
+                DeadlineKind due_kind = DEADLINE_IDLE;
 
                 for (size_t i = 0; i < e->n_meters; i++) {
-                        Flow *f = e->meters[i]->flow;
-                        bool idle;
-                        uint64_t d;
+                        DeadlineKind kind;
+                        uint64_t d = meter_deadline(e, e->meters[i], &kind);
 
-                        if (!f)
-                                continue;
-                        d = flow_deadline(e, f, &idle);
                         if (d < best) {
                                 best = d;
                                 due = e->meters[i];
-                                due_idle = idle;
+                                due_kind = kind;
                         }
                 }
                 if (!due || best > now->monotonic)
                         break;
 
-                if (due_idle)
-                        flow_end(e, due, true, false);
-                else {
+                switch (due_kind) {
+                case DEADLINE_IDLE:
+                        flow_end(e, due, END_IDLE, false, now, 0);
+                        break;
+                case DEADLINE_HOLD:
+                        flow_end_hold(e, due);
+                        break;
+                case DEADLINE_EPISODE:
+                        filter_age(e, due, UINT64_MAX);
+                        episode_report(e, due);
+                        break;
+                case DEADLINE_REASSERT: {
                         Flow *f = due->flow;
                         /* A late loop does not catch up with a burst of re-asserts. */
                         f->relay_next = add_sat(f->relay_next, e->config.relay_reassert_usec);
                         if (f->relay_next <= now->monotonic)
                                 f->relay_next = add_sat(now->monotonic, e->config.relay_reassert_usec);
                         emit_relay(e, f->meter_name, f->relay_name, true, true);
+                        break;
+                }
                 }
                 n++;
         }
+        return n;
+}
+
+int flow_engine_process_deadlines(FlowEngine *e, const FlowTime *now) {
+        int n;
+
+        assert_return(e, -EINVAL);
+        if (!flow_time_valid(now))
+                return -EINVAL;
+        assert_not_emitting(e);
+
+        n = engine_process_deadlines(e, now);
+        n += engine_process_deadlines(e->shadow, now);
         return n;
 }
 
@@ -996,6 +2508,107 @@ int flow_engine_flow_at(FlowEngine *e, size_t idx, FlowInfo *ret) {
         return -ENOENT;
 }
 
+/* ---- valves and quarantine ---- */
+
+static int set_relay(FlowEngine *e, const char *relay, bool enabled, const FlowTime *now) {
+        RelayView *v = relay_view_get(e, relay);
+
+        if (!v)
+                return -ENOMEM;
+        if (enabled) {
+                v->ever_open = true;
+                v->manual_until = add_sat(now->monotonic, RELAY_WATCHDOG_USEC);
+        } else if (v->manual_until > now->monotonic) {
+                v->manual_until = 0;
+                if (!relay_held(e, relay))
+                        v->closed_since = now->monotonic;
+        }
+        return 0;
+}
+
+int flow_engine_set_relay(FlowEngine *e, const char *relay, bool enabled, const FlowTime *now) {
+        int r;
+
+        assert_return(e, -EINVAL);
+        if (isempty(relay) || !flow_time_valid(now))
+                return -EINVAL;
+        assert_not_emitting(e);
+        r = set_relay(e, relay, enabled, now);
+        (void) set_relay(e->shadow, relay, enabled, now);
+        return r;
+}
+
+static int clear_quarantine(FlowEngine *e, const char *meter) {
+        Meter *m = meter_find(e, meter);
+        Filter *f = m ? m->filter : NULL;
+
+        if (!f || !f->quarantined)
+                return 0;
+        /* The ticks counted while quarantined are reported before the slate is wiped. */
+        filter_age(e, m, UINT64_MAX);
+        episode_report(e, m);
+        for (size_t i = 0; i < RING_BINS; i++)
+                f->ring[i] = (Bin) { .n = BIN_NONE };
+        f->pending_total = 0;
+        f->has_run = false;
+        f->cuts = 0;
+        filter_reset_pour(f);
+        f->quarantined = false;
+        f->quarantined_since = 0;
+        f->quarantine_cuts = 0;
+        f->quarantine_max_pour_s = 0;
+        emit_report_log(e, meter, LOG_INFO, "Quarantine of tap %s cleared", meter);
+        emit(e, &(FlowEvent) {
+                .type = FLOW_EVENT_QUARANTINE,
+                .meter_name = meter,
+                .quarantine.quarantined = false,
+                .quarantine.mode = report_mode(e),
+        });
+        return 1;
+}
+
+int flow_engine_clear_quarantine(FlowEngine *e, const char *meter, const FlowTime *now) {
+        int r, k;
+
+        assert_return(e, -EINVAL);
+        if (isempty(meter) || !flow_time_valid(now))
+                return -EINVAL;
+        assert_not_emitting(e);
+
+        r = clear_quarantine(e, meter);
+        k = clear_quarantine(e->shadow, meter);
+        if (r > 0 || k > 0)
+                return 1;
+        if (!tap_find(e, meter))
+                return -ENOENT;
+        emit_log(e, meter, LOG_DEBUG, "Tap %s is not quarantined", meter);
+        return 0;
+}
+
+int flow_engine_restore_quarantine(FlowEngine *e, const char *meter, uint64_t since_realtime, unsigned cuts,
+                                   double max_pour_s) {
+        Filter *f;
+        Meter *m;
+        int r;
+
+        assert_return(e, -EINVAL);
+        if (isempty(meter))
+                return -EINVAL;
+        assert_not_emitting(e);
+
+        r = meter_get_or_add(e, meter, &m);
+        if (r < 0)
+                return r;
+        r = meter_filter(m, &f);
+        if (r < 0)
+                return r;
+        f->quarantined = true;
+        f->quarantined_since = since_realtime;
+        f->quarantine_cuts = cuts;
+        f->quarantine_max_pour_s = max_pour_s;
+        return 0;
+}
+
 /* ---- authentication ---- */
 
 static const char *record_meter(const char *meter) {
@@ -1003,7 +2616,7 @@ static const char *record_meter(const char *meter) {
 }
 
 /* Section 7.3 for one tap whose active record is being dropped. */
-static void tap_drop_record(FlowEngine *e, Tap *t) {
+static void tap_drop_record(FlowEngine *e, Tap *t, const FlowTime *now) {
         TokenRecord rec = t->record;
         Meter *m;
 
@@ -1012,11 +2625,13 @@ static void tap_drop_record(FlowEngine *e, Tap *t) {
 
         if (flow_auth_device_is_captive(rec.device)) {
                 m = meter_find(e, t->meter_name);
-                if (m && m->flow && token_record_eq(&m->flow->token, rec.device, rec.value, rec.meter)) {
+                /* A held flow has ended already. */
+                if (m && m->flow && !m->flow->held &&
+                    token_record_eq(&m->flow->token, rec.device, rec.value, rec.meter)) {
                         emit_log(e, t->meter_name, LOG_INFO,
                                  "Captive token %s/%s removed, ending flow 0x%08" PRIx64,
                                  rec.device, rec.value, m->flow->id);
-                        flow_end(e, m, false, false);
+                        flow_end(e, m, END_STOP, false, now, 0);
                 }
         }
         token_record_done(&rec);
@@ -1049,7 +2664,7 @@ static int token_event_begin(FlowEngine *e, const char *device, const char *valu
         return 1;
 }
 
-int flow_engine_token_added(FlowEngine *e, const char *device, const char *value, const char *meter, const FlowTime *now) {
+static int token_added(FlowEngine *e, const char *device, const char *value, const char *meter, const FlowTime *now) {
         _cleanup_(freep) char *norm = NULL;
         const char *rmeter = record_meter(meter);
         bool all = token_targets_all(meter);
@@ -1065,6 +2680,8 @@ int flow_engine_token_added(FlowEngine *e, const char *device, const char *value
 
                 if (!all && !streq(t->meter_name, meter))
                         continue;
+                if (!tap_in_scope(e, t))
+                        continue;
                 if (token_record_eq(&t->record, device, norm, rmeter)) {
                         emit_log(e, t->meter_name, LOG_DEBUG, "Token %s/%s already active on tap %s",
                                  device, norm, t->meter_name);
@@ -1074,7 +2691,7 @@ int flow_engine_token_added(FlowEngine *e, const char *device, const char *value
                 if (r < 0)
                         return r;
                 if (t->record.device)
-                        tap_drop_record(e, t);
+                        tap_drop_record(e, t, now);
                 t->record = rec;
                 t->lookup_pending = true;
                 n++;
@@ -1082,7 +2699,14 @@ int flow_engine_token_added(FlowEngine *e, const char *device, const char *value
         return n;
 }
 
-int flow_engine_token_removed(FlowEngine *e, const char *device, const char *value, const char *meter, const FlowTime *now) {
+int flow_engine_token_added(FlowEngine *e, const char *device, const char *value, const char *meter, const FlowTime *now) {
+        int r = token_added(e, device, value, meter, now);
+        if (r >= 0)
+                (void) token_added(e->shadow, device, value, meter, now);
+        return r;
+}
+
+static int token_removed(FlowEngine *e, const char *device, const char *value, const char *meter, const FlowTime *now) {
         _cleanup_(freep) char *norm = NULL;
         const char *rmeter = record_meter(meter);
         bool all = token_targets_all(meter);
@@ -1097,14 +2721,23 @@ int flow_engine_token_removed(FlowEngine *e, const char *device, const char *val
 
                 if (!all && !streq(t->meter_name, meter))
                         continue;
+                if (!tap_in_scope(e, t))
+                        continue;
                 if (!token_record_eq(&t->record, device, norm, rmeter)) {
                         emit_log(e, t->meter_name, LOG_DEBUG, "Token has already been removed");
                         continue;
                 }
-                tap_drop_record(e, t);
+                tap_drop_record(e, t, now);
                 n++;
         }
         return n;
+}
+
+int flow_engine_token_removed(FlowEngine *e, const char *device, const char *value, const char *meter, const FlowTime *now) {
+        int r = token_removed(e, device, value, meter, now);
+        if (r >= 0)
+                (void) token_removed(e->shadow, device, value, meter, now);
+        return r;
 }
 
 /* Builds an owned flow completely before anything is emitted, so an allocation failure changes nothing. */
@@ -1176,6 +2809,14 @@ static int tap_authenticate(FlowEngine *e, Tap *t, const char *username, const F
         if (r < 0)
                 return r;
 
+        /* ghost-pours.md section 9: no flow and no valve on a quarantined tap; other taps go on. */
+        if (meter_quarantined(e, m)) {
+                emit_log(e, t->meter_name, LOG_INFO, "Tap %s is quarantined; not starting a flow", t->meter_name);
+                return 0;
+        }
+
+        /* A held flow completes before anything else happens on the tap (section 7.1). */
+        meter_finish_hold(e, m);
         emit(e, &(FlowEvent) {
                 .type = FLOW_EVENT_TOKEN_AUTHENTICATED,
                 .meter_name = t->meter_name,
@@ -1200,13 +2841,13 @@ static int tap_authenticate(FlowEngine *e, Tap *t, const char *username, const F
                 emit_log(e, t->meter_name, LOG_INFO, "User switch on %s: %s -> %s, ending flow 0x%08" PRIx64,
                          t->meter_name, f->username, username, f->id);
                 keep_relay = f->relay_name && nf->relay_name && streq(f->relay_name, nf->relay_name);
-                flow_end(e, m, false, keep_relay);
+                flow_end(e, m, END_SWITCH, keep_relay, now, 0);
         }
         flow_start(e, m, nf);
         return 0;
 }
 
-int flow_engine_token_resolved(FlowEngine *e, const char *device, const char *value, const char *username, const FlowTime *now) {
+static int token_resolved(FlowEngine *e, const char *device, const char *value, const char *username, const FlowTime *now) {
         _cleanup_(freep) char *norm = NULL;
         int r, n = 0;
 
@@ -1233,4 +2874,11 @@ int flow_engine_token_resolved(FlowEngine *e, const char *device, const char *va
                         return r;
         }
         return n;
+}
+
+int flow_engine_token_resolved(FlowEngine *e, const char *device, const char *value, const char *username, const FlowTime *now) {
+        int r = token_resolved(e, device, value, username, now);
+        if (r >= 0)
+                (void) token_resolved(e->shadow, device, value, username, now);
+        return r;
 }

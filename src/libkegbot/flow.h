@@ -1,6 +1,7 @@
 /* Flow engine: meter accounting, taps, flows, exact idle deadlines, token binding and relay decisions
- * (spec/core-behaviour.md sections 4-8 and 10.1). Pure: no I/O, no clock, no logging. The caller passes
- * the time in on every call and receives, through one handler, the ordered events to publish. */
+ * (spec/core-behaviour.md sections 4-8 and 10.1), and the ghost-pour filter that decides which counted
+ * ticks are beer (spec/ghost-pours.md). Pure: no I/O, no clock, no logging. The caller passes the time
+ * in on every call and receives, through one handler, the ordered events to publish. */
 #pragma once
 
 #include <stdbool.h>
@@ -9,6 +10,7 @@
 
 #include "drink.h"
 #include "macro.h"
+#include "tick-series.h"
 
 #define FLOW_ALL_TAPS "__all_taps__"
 #define FLOW_DEVICE_ONEWIRE "core.onewire"
@@ -22,6 +24,78 @@
 
 typedef struct FlowEngine FlowEngine;
 
+/* ---- ghost-filter settings (ghost-pours.md section 4) ---- */
+
+typedef enum FlowGhostMode {
+        FLOW_GHOST_OFF,                 /* no filter: pycore behaviour */
+        FLOW_GHOST_LOG,                 /* record what "off" records; classify and report only */
+        FLOW_GHOST_ON,                  /* classify and act */
+        _FLOW_GHOST_MODE_MAX,
+} FlowGhostMode;
+
+const char *flow_ghost_mode_to_string(FlowGhostMode m);        /* "off", "log", "on" */
+int flow_ghost_mode_from_string(const char *s);                 /* a FlowGhostMode or -EINVAL */
+
+/* The rule that classified ghost ticks; G8 is the minimum drink volume. */
+typedef enum FlowGhostRule {
+        FLOW_RULE_NONE = 0,
+        FLOW_RULE_G1 = 1,               /* valve closed */
+        FLOW_RULE_G2,                   /* too little volume to start a pour */
+        FLOW_RULE_G3,                   /* no step above the ghost baseline */
+        FLOW_RULE_G4,                   /* below the activity floor / ghost share under a pour */
+        FLOW_RULE_G5,                   /* average rate too low */
+        FLOW_RULE_G6,                   /* too little in the onset */
+        FLOW_RULE_G7,                   /* ran without a pause: cut, quarantine */
+        FLOW_RULE_G8,                   /* below the minimum drink volume */
+        _FLOW_RULE_MAX,
+} FlowGhostRule;
+
+const char *flow_ghost_rule_to_string(FlowGhostRule r);        /* "G1".."G8" */
+
+/* The bounds of the settings, shared by the flags and the taps file keys. */
+#define FLOW_VALVE_CLOSED_GRACE_S_MAX 60.0
+#define FLOW_POUR_START_WINDOW_S_MIN 0.5
+#define FLOW_POUR_START_WINDOW_S_MAX 4.0
+#define FLOW_GHOST_BASELINE_S_MIN 1.0
+#define FLOW_GHOST_BASELINE_S_MAX 12.0
+#define FLOW_GHOST_ONSET_S_MIN 1.0
+#define FLOW_GHOST_ONSET_S_MAX 600.0
+#define FLOW_MAX_POUR_S_MIN 10.0        /* or 0 = G7 off */
+#define FLOW_MAX_POUR_S_MAX 86400.0
+
+/* One tap's settings (the flags' values, overridden per tap by the taps file). */
+typedef struct FlowSettings {
+        FlowGhostMode ghost_filter;     /* G0 */
+        bool valve_closed_gate;         /* G1 */
+        double valve_closed_grace_s;    /* G1, 0..60 */
+        double pour_start_ml;           /* G2, >= 0 (0 = off) */
+        double pour_start_window_s;     /* G2, 0.5..4 */
+        double ghost_step_ml_s;         /* G3, >= 0 (0 = off) */
+        double ghost_baseline_s;        /* G3, G4, 1..12 */
+        double pour_activity_ml_s;      /* G4, >= 0 (0 = off) */
+        double ghost_min_duration_s;    /* G5, G6, >= 0 (0 = both off) */
+        double ghost_max_avg_ml_s;      /* G5, >= 0 (0 = off) */
+        double ghost_onset_s;           /* G6, 1..600 */
+        double ghost_min_onset_ml;      /* G6, >= 0 (0 = off) */
+        double max_pour_s;              /* G7, 0 or 10..86400 */
+        unsigned quarantine_after_cuts; /* G7, 0 = never */
+        double min_volume_ml;           /* G8: the minimum drink volume, in every mode */
+        double kick_rate_ml_s;          /* G9, >= 0 (0 = off) */
+} FlowSettings;
+
+/* The spec's defaults: on, gate on, 3 s, 6 mL in 2 s, step 10, baseline 8 s, floor 3, 60 s, 2 mL/s,
+ * 20 s, 40 mL, 300 s, 2 cuts, 10 mL, 120 mL/s. */
+void flow_settings_init(FlowSettings *s);
+/* Sets one setting from text, by its taps-file key (the flag's name). -ENOENT: not a setting;
+ * -EINVAL: the value does not parse or is out of bounds, *ret_reason says why (static text). */
+int flow_settings_set(FlowSettings *s, const char *key, const char *value, const char **ret_reason);
+bool flow_settings_is_key(const char *key);
+/* Every value within its bounds? Otherwise -EINVAL, the key and the reason (static text). */
+int flow_settings_check(const FlowSettings *s, const char **ret_key, const char **ret_reason);
+/* T(v): a volume threshold in ticks, max(3, ceil(v / c)), a quotient within 1e-9 of an integer
+ * counting as that integer. */
+uint64_t flow_volume_ticks(double ml, double ml_per_tick);
+
 /* All in microseconds. Every mutating call takes the current time. */
 typedef struct FlowTime {
         uint64_t monotonic;     /* CLOCK_MONOTONIC: idle deadlines, drink duration */
@@ -32,17 +106,18 @@ typedef struct FlowTime {
 typedef struct FlowEngineConfig {
         uint64_t first_flow_id;         /* Unix time (s) at start-up; incremented per new flow */
         uint64_t max_tick_delta;        /* --max_tick_delta, 0 = no limit */
-        double min_volume_ml;           /* --min_volume_ml */
+        FlowSettings settings;          /* of every meter without settings of its own (flags, [DEFAULT]) */
         bool create_unknown_taps;       /* standalone mode: a meter without a tap gets one on first sight */
-        double default_ml_per_tick;     /* calibration of those taps (1 / --default_ticks_per_ml) */
+        double default_ml_per_tick;     /* calibration of those taps and of the filter on meters without
+                                         * a tap (1 / --default_ticks_per_ml) */
         uint64_t idle_onewire_usec;     /* max_idle of flows owned through core.onewire */
         uint64_t idle_rfid_usec;        /* ... through core.rfid */
         uint64_t idle_default_usec;     /* ... through any other device, and anonymous flows */
         uint64_t relay_reassert_usec;   /* re-send "enabled" this often per flow; 0 = never (caller does it) */
 } FlowEngineConfig;
 
-/* Server-mode defaults: max_tick_delta 1000, min 10 mL, idle 120/20/10 s, re-assert every 1 s,
- * no first-sight taps (default_ml_per_tick 1/2.2 is preset for when the caller turns them on). */
+/* Server-mode defaults: max_tick_delta 1000, the spec's filter settings (flow_settings_init()), idle
+ * 120/20/10 s, re-assert every 1 s, no first-sight taps (default_ml_per_tick 1/2.2). */
 void flow_engine_config_init(FlowEngineConfig *c);
 
 typedef enum FlowState {
@@ -72,11 +147,14 @@ typedef struct FlowInfo {
         double volume_ml;
         const char *relay_name;         /* relay this flow holds open, NULL if none */
         uint64_t idle_deadline;         /* monotonic */
+        unsigned flags;                 /* DRINK_FLAG_* set so far (ghost-pours.md section 10) */
+        bool held;                      /* ended, its valve closed, waiting out the grace (7.1) */
 } FlowInfo;
 
 typedef enum FlowNotRecordedReason {
         FLOW_NOT_RECORDED_NO_TICKS,
         FLOW_NOT_RECORDED_BELOW_MINIMUM,
+        FLOW_NOT_RECORDED_GHOST,        /* classified ghost (G5, G6, G7); a FLOW_EVENT_GHOST follows */
 } FlowNotRecordedReason;
 
 typedef enum FlowEventType {
@@ -87,6 +165,10 @@ typedef enum FlowEventType {
         FLOW_EVENT_RELAY,               /* kegnet SetRelayOutputEvent: .relay */
         FLOW_EVENT_TOKEN_AUTHENTICATED, /* a looked-up user was applied to a tap: .token */
         FLOW_EVENT_TAP_CREATED,         /* first-sight tap created (standalone): .meter_name */
+        FLOW_EVENT_GHOST,               /* ghost ticks reported, an episode or a flow (D-Bus GhostFlow): .ghost */
+        FLOW_EVENT_POUR_FLAGGED,        /* a flow got a flag (D-Bus PourFlagged): .flagged */
+        FLOW_EVENT_QUARANTINE,          /* a tap's quarantine was set or cleared: .quarantine */
+        FLOW_EVENT_GHOST_COUNTERS,      /* the meter's ghost ticks grew (coalesced D-Bus properties) */
 } FlowEventType;
 
 typedef struct FlowEvent {
@@ -117,6 +199,31 @@ typedef struct FlowEvent {
                         const char *value;
                         const char *username;
                 } token;
+                /* ghost-pours.md section 8. */
+                struct {
+                        FlowGhostRule rule;     /* the rule with the most ticks (ties: the lower) */
+                        uint64_t ticks;
+                        bool volume_known;      /* false: the meter has no tap */
+                        double volume_ml;
+                        uint64_t start_realtime;/* first ghost tick (first pour tick of a flow) */
+                        uint64_t end_realtime;  /* last */
+                        uint64_t duration_usec; /* monotonic, first to last */
+                        uint64_t flow_id;       /* 0 for an episode and in log mode */
+                        const char *tick_series;
+                        FlowGhostMode mode;     /* on: not recorded; log: reported only */
+                } ghost;
+                struct {
+                        uint64_t flow_id;       /* 0 in log mode */
+                        unsigned flag;          /* DRINK_FLAG_KICKED or DRINK_FLAG_LONG_POUR */
+                        FlowGhostMode mode;
+                } flagged;
+                struct {
+                        bool quarantined;       /* set (true) or cleared */
+                        uint64_t since_realtime;
+                        unsigned cuts;
+                        double max_pour_s;
+                        FlowGhostMode mode;     /* log: the shadow's, not to be persisted */
+                } quarantine;
         };
 } FlowEvent;
 
@@ -138,8 +245,16 @@ enum {
 
 /* Adds or updates the tap of 'meter' (name NULL/"" = the meter name, relay_name NULL = none). Returns
  * FLOW_TAP_*, or -EINVAL for an empty meter or ml_per_tick not finite and > 0. A flow in progress keeps
- * the relay it captured; its volume follows the new calibration. */
+ * the relay it captured; its volume follows the new calibration. A new tap uses the engine's settings
+ * until flow_engine_set_tap_settings() gives it its own. */
 int flow_engine_set_tap(FlowEngine *e, const char *meter, const char *name, double ml_per_tick, const char *relay_name);
+/* The tap's own filter settings (NULL: the engine's again). They apply from the next evaluation; the
+ * meter's filter state is kept. -ENOENT: no such tap; -EINVAL: out of bounds. */
+int flow_engine_set_tap_settings(FlowEngine *e, const char *meter, const FlowSettings *s);
+/* Reload: the settings of meters without their own (-EINVAL: out of bounds). */
+int flow_engine_set_default_settings(FlowEngine *e, const FlowSettings *s);
+/* The mode in effect for 'meter': its tap's, else the engine's. */
+FlowGhostMode flow_engine_meter_mode(FlowEngine *e, const char *meter);
 /* Removes the tap (and its active token record); a flow on it keeps the last calibration. -ENOENT. */
 int flow_engine_remove_tap(FlowEngine *e, const char *meter);
 
@@ -153,6 +268,12 @@ typedef struct FlowTapInfo {
         uint64_t total_ticks;           /* the meter's total (section 5) */
         bool has_flow;
         uint64_t flow_id;               /* valid if has_flow */
+        FlowGhostMode ghost_filter;     /* the tap's effective mode */
+        uint64_t ghost_ticks;           /* classified ghost since start-up (ghost-pours.md 8.3) */
+        double ghost_volume_ml;         /* each tick at the calibration of its classification */
+        bool quarantined;               /* G7: every tick is ghost until cleared (mode on; log: the
+                                         * shadow's, which acts on nothing) */
+        uint64_t quarantined_since;     /* realtime, 0 = not quarantined */
 } FlowTapInfo;
 
 size_t flow_engine_n_taps(FlowEngine *e);
@@ -166,6 +287,12 @@ typedef struct FlowMeterInfo {
         bool has_last;
         uint32_t last;
         uint64_t total;
+        uint64_t ghost_ticks;
+        double ghost_volume_ml;         /* of the ticks classified while the meter had a tap */
+        bool quarantined;
+        uint64_t quarantined_since;     /* realtime */
+        unsigned quarantine_cuts;
+        double quarantine_max_pour_s;
 } FlowMeterInfo;
 
 /* MeterUpdate. Returns the counted delta (>= 0; a delta is at most 2^32-1) or a negative errno. */
@@ -173,18 +300,23 @@ int64_t flow_engine_meter_update(FlowEngine *e, const char *meter, uint32_t read
 /* ControllerConnectedEvent with board_reset: every meter "<controller>.*" counts its next reading from 0. */
 int flow_engine_controller_reset(FlowEngine *e, const char *controller);
 int flow_engine_get_meter(FlowEngine *e, const char *meter, FlowMeterInfo *ret);   /* -ENOENT */
+size_t flow_engine_n_meters(FlowEngine *e);
+int flow_engine_meter_at(FlowEngine *e, size_t i, FlowMeterInfo *ret);            /* -ENOENT past the end */
 
 /* ---- flows (6) ---- */
 
-/* FlowRequest start_flow: 1 = a flow started, 0 = one already existed (kept). */
+/* FlowRequest start_flow: 1 = a flow started, 0 = one already existed (kept), -EPERM = the tap is
+ * quarantined (ghost filter on; logged at INFO). A held flow is completed first. */
 int flow_engine_start_flow(FlowEngine *e, const char *meter, const FlowTime *now);
-/* FlowRequest stop_flow: 1 = the flow ended, 0 = there was none (WARNING). */
+/* FlowRequest stop_flow: 1 = the flow ended (or its hold did), 0 = there was none (WARNING). */
 int flow_engine_stop_flow(FlowEngine *e, const char *meter, const FlowTime *now);
-/* Orderly shutdown: ends every active flow as if stopped. Returns how many ended. */
+/* Orderly shutdown: ends every active flow as if stopped (held ones complete at once), then reports
+ * the open ghost episodes. Returns how many flows ended. */
 int flow_engine_shutdown(FlowEngine *e, const FlowTime *now);
 
-/* Earliest monotonic time at which flow_engine_process_deadlines() has work (idle end or relay
- * re-assert), FLOW_USEC_INFINITY if none. Arm one timer at exactly this time. */
+/* Earliest monotonic time at which flow_engine_process_deadlines() has work (idle end, relay
+ * re-assert, end of a hold, a ghost episode to report), FLOW_USEC_INFINITY if none. Arm one timer at
+ * exactly this time. */
 uint64_t flow_engine_next_deadline(FlowEngine *e);
 /* Handles every deadline <= now->monotonic, in time order. Returns the number handled. */
 int flow_engine_process_deadlines(FlowEngine *e, const FlowTime *now);
@@ -207,6 +339,18 @@ int flow_engine_token_removed(FlowEngine *e, const char *device, const char *val
  * outcome (not assigned, disabled, expired, lookup failed). Applies to each tap whose active record for
  * this token still waits; returns how many taps it applied to. */
 int flow_engine_token_resolved(FlowEngine *e, const char *device, const char *value, const char *username, const FlowTime *now);
+
+/* ---- valves and quarantine (ghost-pours.md sections 6.1 and 9) ---- */
+
+/* D-Bus SetRelay: the valve counts as open for 10 s after "enabled" (the board's watchdog) unless
+ * "disabled" follows. Flows' relays are known to the engine already. */
+int flow_engine_set_relay(FlowEngine *e, const char *relay, bool enabled, const FlowTime *now);
+/* Lifts the quarantine of 'meter' (its open episode is reported first; bins, pending ticks and run
+ * are reset). 1 = cleared, 0 = not quarantined (DEBUG), -ENOENT = neither a tap nor quarantined. */
+int flow_engine_clear_quarantine(FlowEngine *e, const char *meter, const FlowTime *now);
+/* Start-up: a quarantine read back from quarantine.json. */
+int flow_engine_restore_quarantine(FlowEngine *e, const char *meter, uint64_t since_realtime, unsigned cuts,
+                                   double max_pour_s);
 
 /* core.rfid is the only non-captive device. */
 bool flow_auth_device_is_captive(const char *device);

@@ -179,11 +179,11 @@ class TokensFileTest(unittest.TestCase):
                 # No flow, no relay: the first thing the listener sees is the anonymous flow of a
                 # later pour (messages are handled and delivered in order).
                 meter(p, 0)
-                meter(p, 10)
+                meter(p, 100)
                 m = listener.recv(5)
                 self.assertIsNotNone(m)
                 self.assertEqual((m["event"], m["data"]["meter_name"], m["data"]["username"], m["data"]["ticks"]),
-                                 ("FlowUpdate", "kegboard.flow0", None, 10))
+                                 ("FlowUpdate", "kegboard.flow0", None, 100))
                 self.assertEqual(core.stop(), 0)
             finally:
                 core.kill()

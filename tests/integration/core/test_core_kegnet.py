@@ -167,9 +167,10 @@ class LimitsTest(unittest.TestCase):
                     pass
                 self.assertTrue(bad.wait_closed(5), "the 1 MB client was not disconnected")
                 core.wait_line(r"WARNING  \(kegnet\) Frame from 127\.0\.0\.1:\d+ exceeds 65536 bytes")
-                meter(good, 10)
+                # A pour (45 mL: the ghost filter takes it at once), not a trickle it would hold back.
+                meter(good, 100)
                 m, _ = good.recv_until(lambda m: m["event"] == "FlowUpdate")
-                self.assertEqual(m["data"]["ticks"], 10)
+                self.assertEqual(m["data"]["ticks"], 100)
                 self.assertEqual(core.stop(), 0)
             finally:
                 core.kill()
@@ -212,11 +213,12 @@ class LimitsTest(unittest.TestCase):
                 conns = [core.connect() for _ in range(40)]
                 core.wait_line(r"Remote host connected", timeout=5)
                 kbtest.wait_until(lambda: len(core.stderr_lines(r"Remote host connected")) == 40, what="40 clients")
+                # Pours large enough for the ghost filter to take them at once (23 mL, then 32 mL more).
                 meter(conns[0], 0)
-                meter(conns[0], 5)
+                meter(conns[0], 50)
                 for c in conns:
                     m, _ = c.recv_until(lambda m: m["event"] == "FlowUpdate")
-                    self.assertEqual(m["data"]["ticks"], 5)
+                    self.assertEqual(m["data"]["ticks"], 50)
                 # Beyond the limit (64): accepted and closed at once with a warning.
                 extra = [core.connect() for _ in range(30)]
                 core.wait_line(r"WARNING  \(kegnet\) Too many clients \(64\); refusing connection", timeout=5)
@@ -224,9 +226,9 @@ class LimitsTest(unittest.TestCase):
                                   what="6 refused connections closed")
                 # The other 24 are clients like the rest: all 64 get the next update, and still only
                 # the 6 were closed.
-                meter(conns[0], 12)
+                meter(conns[0], 120)
                 for c in conns + [c for c in extra if not c.closed]:
-                    m, _ = c.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 12)
+                    m, _ = c.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 120)
                 self.assertEqual(len([c for c in extra if not c.closed]), 24)
                 self.assertEqual(sum(1 for c in extra if c.wait_closed(0.01)), 6)
                 for c in conns:

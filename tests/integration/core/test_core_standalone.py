@@ -360,6 +360,124 @@ class DurabilityTest(unittest.TestCase):
                 core.kill()
 
 
+class GhostSettingsTest(unittest.TestCase):
+    """The ghost filter's settings (ghost-pours.md section 4): flags in --help, bounds, taps-file keys
+    per tap and in [DEFAULT], errors with file and line, reload keeping the old settings."""
+
+    def run_core(self, tmp, *flags):
+        return kbtest.run([kbtest.binary("kegbot_core"), "--state_dir=" + os.path.join(tmp, "s"), "--dbus=none",
+                           "--kb_core_bind_addr=127.0.0.1:%d" % kbtest.free_port()] + list(flags),
+                          env={"KEGBOT_API_URL": ""})
+
+    def test_flags_and_bad_values(self):
+        with kbtest.TempDir() as tmp:
+            r = self.run_core(tmp, "--helpshort")
+            self.assertEqual(r.returncode, 1)
+            for flag in ("ghost_filter", "valve_closed_gate", "valve_closed_grace_s", "pour_start_ml",
+                         "pour_start_window_s", "ghost_step_ml_s", "ghost_baseline_s", "pour_activity_ml_s",
+                         "ghost_min_duration_s", "ghost_max_avg_ml_s", "ghost_onset_s", "ghost_min_onset_ml",
+                         "max_pour_s", "quarantine_after_cuts", "min_volume_ml", "kick_rate_ml_s"):
+                self.assertRegex(r.stdout, r"\n  --(\[no\])?%s:  " % flag)
+            r = self.run_core(tmp, "--max_pour_s=5")
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("Error: --max_pour_s: expected 0 or a number from 10 to 86400", r.stderr)
+            r = self.run_core(tmp, "--ghost_filter=sometimes")
+            self.assertEqual(r.returncode, 1)
+            taps = write_file(os.path.join(tmp, "taps.ini"), "[kegboard.flow0]\nml_per_tick = 0.5\n"
+                              "pour_start_window_s = 9\n")
+            r = self.run_core(tmp, "--taps_file=" + taps)
+            self.assertEqual(r.returncode, 1)
+            self.assertIn("taps.ini:3: pour_start_window_s: expected a number from 0.5 to 4, not '9'", r.stderr)
+
+    def test_per_tap_modes_and_reload(self):
+        with kbtest.TempDir() as tmp:
+            taps = write_file(os.path.join(tmp, "taps.ini"),
+                              "[DEFAULT]\nticks_per_ml = 2.2\n[kegboard.flow0]\n[kegboard.flow1]\nghost_filter = off\n")
+            core = Core(tmp, taps=taps)
+            try:
+                core.wait_line(r"INFO     \(flowmanager\) Ghost filter: on \(1 taps differ\)")
+                listener = core.connect()
+                p = core.connect()
+                # 10 ticks (4.5 mL) on each: a trickle for the filtered tap, a flow on the other.
+                for meter in ("kegboard.flow0", "kegboard.flow1"):
+                    p.send("MeterUpdate", meter_name=meter, reading=0)
+                    p.send("MeterUpdate", meter_name=meter, reading=10)
+                m, seen = listener.recv_until(lambda m: m["event"] == "FlowUpdate", timeout=5)
+                self.assertEqual((m["data"]["meter_name"], m["data"]["ticks"]), ("kegboard.flow1", 10))
+                self.assertFalse([x for x in seen if x["data"].get("meter_name") == "kegboard.flow0"])
+
+                # A bad value on reload: ERROR, and the settings in force stay (flow1 still off).
+                write_file(taps, "[kegboard.flow1]\nghost_filter = sometimes\n")
+                core.signal(signal.SIGHUP)
+                core.wait_line(r"ERROR    \(TapManager\) Bad taps file: .*taps\.ini:2: ghost_filter: expected on, log "
+                               r"or off, not 'sometimes'")
+                p.send("MeterUpdate", meter_name="kegboard.flow1", reading=15)
+                m, _ = listener.recv_until(lambda m: m["event"] == "FlowUpdate", timeout=5)
+                self.assertEqual((m["data"]["meter_name"], m["data"]["ticks"]), ("kegboard.flow1", 15))
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+
+class QuarantineTest(unittest.TestCase):
+    """A tap quarantined by the ghost filter (ghost-pours.md section 9) stays so over a restart:
+    quarantine.json is read at start-up; kegnet start_flow is ignored on it and its ticks are ghost.
+    A corrupt file is a WARNING and means no quarantine."""
+
+    def test_quarantine_file_at_start(self):
+        with kbtest.TempDir() as tmp:
+            taps = write_file(os.path.join(tmp, "taps.ini"), "[kegboard.flow0]\nticks_per_ml = 2.2\n"
+                              "[kegboard.flow1]\nticks_per_ml = 2.2\n")
+            state = os.path.join(tmp, "state")
+            os.makedirs(state)
+            write_file(os.path.join(state, "quarantine.json"),
+                       '{"version":1,"meters":{"kegboard.flow0":{"since":"2026-11-26T12:10:02Z","cuts":2,'
+                       '"max_pour_s":300}}}\n')
+            core = Core(tmp, taps=taps)
+            try:
+                core.wait_line(r"WARNING  \(flowmanager\) Tap kegboard\.flow0 is quarantined since "
+                               r"2026-11-26T12:10:02Z \(2 cuts of 300 s\); its ticks are ignored until ClearQuarantine")
+                listener = core.connect()
+                p = core.connect()
+                p.send("FlowRequest", meter_name="kegboard.flow0", request="start_flow")
+                p.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
+                p.send("MeterUpdate", meter_name="kegboard.flow0", reading=500)
+                # A pour on the other tap, sent last: once it shows, flow0's messages were handled.
+                p.send("MeterUpdate", meter_name="kegboard.flow1", reading=0)
+                p.send("MeterUpdate", meter_name="kegboard.flow1", reading=500)
+                m, seen = listener.recv_until(lambda m: m["event"] == "FlowUpdate", timeout=5)
+                self.assertEqual(m["data"]["meter_name"], "kegboard.flow1")
+                self.assertFalse([x for x in seen if x["data"].get("meter_name") == "kegboard.flow0"])
+                core.wait_line(r"INFO     \(flowmanager\) Tap kegboard\.flow0 is quarantined; not starting a flow")
+                self.assertFalse(core.stderr_lines(r"FlowRequest for kegboard\.flow0 failed"))
+                # Its ticks are ghost, rule G7, reported at shutdown at the latest.
+                self.assertEqual(core.stop(), 0)
+                core.wait_line(r"WARNING  \(flowmanager\) Ghost ticks on kegboard\.flow0: 500 ticks \(227\.3 mL\) "
+                               r"over 0\.0 s, rule G7 \(tap quarantined\); not recorded; series 0:500")
+            finally:
+                core.kill()
+
+            # Still quarantined after the restart (the file was not rewritten); a corrupt file is not.
+            core = Core(tmp, taps=taps)
+            try:
+                core.wait_line(r"Tap kegboard\.flow0 is quarantined since 2026-11-26T12:10:02Z")
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+            write_file(os.path.join(state, "quarantine.json"), '{"version":1,"meters":{"kegboard.flow0":')
+            core = Core(tmp, taps=taps)
+            try:
+                core.wait_line(r"WARNING  \(flowmanager\) .*quarantine\.json is not a valid quarantine file; no tap "
+                               r"is quarantined")
+                listener = core.connect()
+                core.connect().send("FlowRequest", meter_name="kegboard.flow0", request="start_flow")
+                m, _ = listener.recv_until(lambda m: m["event"] == "FlowUpdate", timeout=5)
+                self.assertEqual(m["data"]["meter_name"], "kegboard.flow0")
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+
 class ReloadAndThermoTest(unittest.TestCase):
     def test_sighup_reloads_taps(self):
         with kbtest.TempDir() as tmp:

@@ -312,6 +312,9 @@ TAPS_INI = """
 name = Main Tap
 ticks_per_ml = 2.2
 relay_name = kegboard.relay0
+# Anonymous test pours run with the valve closed: the ghost filter's valve-closed gate (G1) would
+# make them ghost (ghost-pours.md section 6.1). The tests of G1 set up their own taps.
+valve_closed_gate = false
 
 [kegboard.flow1]
 name = Guest Tap

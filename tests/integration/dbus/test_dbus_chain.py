@@ -20,6 +20,8 @@ TAPS = """
 name = Main Tap
 ticks_per_ml = 2.2
 relay_name = kegboard-1a2b3c4d.relay0
+# The pour below is anonymous: no token opens the valve (ghost-pours.md section 6.1, G1).
+valve_closed_gate = false
 """
 
 

@@ -151,8 +151,8 @@ class LifecycleTest(unittest.TestCase):
         # Well past start-up (a pour handled), the core has no connection to the bus at all.
         conn = core.connect()
         conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
-        conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=10)
-        conn.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 10)
+        conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=100)
+        conn.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 100)
         self.assertFalse(bus.name_owner())
         self.assertNotIn(core.pid, bus.peer_pids())
         self.assertFalse([l for l in core.output() if "(dbus)" in l])
@@ -167,8 +167,8 @@ class LifecycleTest(unittest.TestCase):
         conn.send("QuitEvent")          # dropped with a DEBUG log only
         # Handled in order: by the time a later pour comes back, the QuitEvent was dropped.
         conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
-        conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=10)
-        conn.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 10)
+        conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=100)
+        conn.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 100)
         self.assertFalse([l for l in core.output() if "QuitEvent" in l])
 
         bus.busctl("set-property", busenv.NAME, LOGCTL, LOGCTL_IFACE, "LogLevel", "s", "debug", check=True)
