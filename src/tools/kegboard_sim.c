@@ -23,11 +23,13 @@
 #include "app.h"
 #include "daemon.h"
 #include "flags.h"
+#include "ghost-trace.h"
 #include "kbsp.h"
 #include "log.h"
 #include "macro.h"
 #include "util-event.h"
 #include "util-hex.h"
+#include "util-io.h"
 
 #define SIM_METERS_MAX 6
 #define SIM_OUTPUTS KBSP_MAX_OUTPUTS
@@ -43,6 +45,8 @@
 #define LINE_MAX_LEN 4096
 #define SENSOR_NAME_MAX 64
 #define DEVICE_NAME_MAX 64
+/* A trace file larger than this is not one. */
+#define TRACE_FILE_MAX (1024 * 1024)
 
 static const char *arg_link = "";
 static const char *arg_serial_number = "";
@@ -104,6 +108,22 @@ typedef struct Pour {
         uint64_t duration;      /* usec; 0 = at once */
 } Pour;
 
+/* A trace played on one meter (ghost-pours.md section 16.1): each report goes out at its time as a
+ * meter_status of its own, the counter moving by the trace's deltas (so pours and traces add up). */
+typedef struct Sim Sim;
+typedef struct Trace {
+        Sim *sim;
+        unsigned meter;
+        GhostTrace *trace;
+        GhostTraceCursor cursor;
+        uint64_t start;                 /* CLOCK_MONOTONIC of trace time 0 */
+        uint32_t last;                  /* the cursor's reading already added to the counter */
+        uint64_t due_usec;              /* trace time of the next report */
+        uint32_t due_reading;
+        uint64_t reports;
+        sd_event_source *timer;
+} Trace;
+
 typedef enum JobType {
         JOB_HELLO,
         JOB_AUTH,
@@ -119,7 +139,7 @@ typedef struct Job {
         uint8_t status;
 } Job;
 
-typedef struct Sim {
+struct Sim {
         sd_event *event;
         uint64_t start_usec;
 
@@ -155,6 +175,7 @@ typedef struct Sim {
         sd_event_source *meter_timer;
         Pour *pours;
         size_t n_pours;
+        Trace *traces[SIM_METERS_MAX];
 
         bool relay[SIM_OUTPUTS];
         uint64_t relay_refreshed[SIM_OUTPUTS];
@@ -177,13 +198,14 @@ typedef struct Sim {
         size_t stdin_len;
         bool stdin_overlong;
         bool exiting;
-} Sim;
+};
 
 static void sim_update_io(Sim *s);
 static void sim_rx_process(Sim *s);
 static void sim_run_jobs(Sim *s);
 static void sim_meter_schedule(Sim *s);
 static void sim_commands_run(Sim *s);
+static void sim_command_error(Sim *s, const char *format, ...) _printf_(2, 3);
 
 static int log_oom(void) {
         log_error("Out of memory.");
@@ -475,6 +497,18 @@ static bool sim_meters_dirty(Sim *s) {
         return false;
 }
 
+/* A meter_status of the meter's counter, now. */
+static void sim_send_meter_status(Sim *s, unsigned meter) {
+        uint8_t buf[KBSP_MAX_FRAME];
+        char name[16];
+        int r;
+
+        snprintf(name, sizeof name, "flow%u", meter);
+        r = kbsp_encode_meter_status(buf, sizeof buf, name, s->counter[meter]);
+        sim_send_frame(s, buf, r, "meter_status meter_name=%s meter_reading=%" PRIu32, name, s->counter[meter]);
+        s->reported[meter] = s->counter[meter];
+}
+
 static int on_meter_timer(sd_event_source *src, uint64_t usec, void *userdata) {
         Sim *s = userdata;
 
@@ -483,19 +517,9 @@ static int on_meter_timer(sd_event_source *src, uint64_t usec, void *userdata) {
 
         sim_pours_realize(s);
         s->last_meter_check = sim_now(s);
-        for (unsigned i = 0; i < s->n_meters; i++) {
-                uint8_t buf[KBSP_MAX_FRAME];
-                char name[16];
-                int r;
-
-                if (s->counter[i] == s->reported[i])
-                        continue;
-                snprintf(name, sizeof name, "flow%u", i);
-                r = kbsp_encode_meter_status(buf, sizeof buf, name, s->counter[i]);
-                sim_send_frame(s, buf, r, "meter_status meter_name=%s meter_reading=%" PRIu32, name,
-                               s->counter[i]);
-                s->reported[i] = s->counter[i];
-        }
+        for (unsigned i = 0; i < s->n_meters; i++)
+                if (s->counter[i] != s->reported[i])
+                        sim_send_meter_status(s, i);
         sim_meter_schedule(s);
         return 0;
 }
@@ -511,6 +535,95 @@ static void sim_meter_schedule(Sim *s) {
         }
         when = MAX(sim_now(s), s->last_meter_check + ((uint64_t) arg_meter_interval_ms + 1) * USEC_PER_MSEC);
         timer_arm_or_warn(s, &s->meter_timer, when, on_meter_timer);
+}
+
+/* ---- traces ---- */
+
+static Trace *trace_free(Trace *t) {
+        if (!t)
+                return NULL;
+        sd_event_source_disable_unref(t->timer);
+        ghost_trace_free(t->trace);
+        free(t);
+        return NULL;
+}
+
+static void sim_trace_stop(Sim *s, unsigned meter, const char *state) {
+        Trace *t = s->traces[meter];
+
+        if (!t)
+                return;
+        sim_event(s, "TRACE meter=flow%u state=%s reports=%" PRIu64 " ticks=%" PRIu32, meter, state, t->reports,
+                  t->last);
+        s->traces[meter] = trace_free(t);
+}
+
+static int on_trace_timer(sd_event_source *src, uint64_t usec, void *userdata);
+
+/* Arms the timer for the next report, or ends the trace. */
+static void sim_trace_next(Sim *s, Trace *t) {
+        int r;
+
+        if (ghost_trace_next(&t->cursor, &t->due_usec, &t->due_reading) <= 0) {
+                sim_trace_stop(s, t->meter, "end");
+                return;
+        }
+        /* Accuracy 1 us: a report's arrival time is what the core's ghost filter measures. */
+        r = event_timer_arm(s->event, &t->timer, t->start + t->due_usec, 1, on_trace_timer, t);
+        if (r < 0) {
+                log_error_errno(r, "Failed to arm the trace timer: %m");
+                sim_trace_stop(s, t->meter, "failed");
+        }
+}
+
+static int on_trace_timer(sd_event_source *src, uint64_t usec, void *userdata) {
+        Trace *t = userdata;
+        Sim *s = t->sim;
+
+        sim_pours_realize(s);
+        /* u32 arithmetic: the firmware's counter wraps. */
+        s->counter[t->meter] += t->due_reading - t->last;
+        t->last = t->due_reading;
+        t->reports++;
+        sim_send_meter_status(s, t->meter);
+        sim_trace_next(s, t);
+        return 0;
+}
+
+/* Plays 'text' (ghost-trace.h) on the meter from now on; the current counter is its baseline,
+ * reported at once. */
+static int sim_trace_start(Sim *s, unsigned meter, const char *text) {
+        _cleanup_(freep) char *error = NULL;
+        Trace *t;
+        int r;
+
+        if (s->traces[meter]) {
+                sim_command_error(s, "a trace is already playing on flow%u (trace_stop first)", meter);
+                return 0;
+        }
+        t = calloc(1, sizeof(Trace));
+        if (!t)
+                return log_oom();
+        r = ghost_trace_parse(text, &t->trace, &error);
+        if (r < 0) {
+                trace_free(t);
+                if (r == -ENOMEM)
+                        return log_oom();
+                sim_command_error(s, "bad trace: %s", error ?: "invalid");
+                return 0;
+        }
+        t->sim = s;
+        t->meter = meter;
+        t->start = sim_now(s);
+        ghost_trace_cursor_init(&t->cursor, t->trace, 0);
+        s->traces[meter] = t;
+
+        sim_event(s, "TRACE meter=flow%u state=start duration_ms=%" PRIu64 " interval_ms=%" PRIu64, meter,
+                  ghost_trace_end_usec(t->trace) / USEC_PER_MSEC, t->trace->interval_usec / USEC_PER_MSEC);
+        sim_pours_realize(s);
+        sim_send_meter_status(s, meter);        /* the baseline */
+        sim_trace_next(s, t);
+        return 0;
 }
 
 /* ---- relays ---- */
@@ -1125,18 +1238,43 @@ static void sim_status(Sim *s) {
                   quote(s->serial, strnlen(s->serial, sizeof s->serial), q, sizeof q));
 }
 
+/* "trace <meter> <trace...>": the trace is the rest of the line, with its own syntax. */
+static int sim_trace_command(Sim *s, const char *args) {
+        char name[16];
+        unsigned meter;
+        size_t n;
+
+        args += strspn(args, " \t");
+        n = strcspn(args, " \t");
+        if (n == 0 || n >= sizeof name) {
+                sim_command_error(s, "usage: trace <meter> <seconds>:<rate> ... (see kegboard_sim(1))");
+                return 0;
+        }
+        memcpy(name, args, n);
+        name[n] = 0;
+        if (parse_meter(s, name, &meter) < 0) {
+                sim_command_error(s, "bad meter '%s'", name);
+                return 0;
+        }
+        return sim_trace_start(s, meter, args + n);
+}
+
 /* Returns 1 to stop processing further commands for now (sleep), 0 to go on, <0 to exit. */
 static int sim_command(Sim *s, char *line) {
         char *argv[8], *saveptr = NULL, *rest;
         size_t argc = 0;
         uint64_t v, usec;
         unsigned meter;
+        const char *start;
         int r;
 
         /* '#' starts a comment anywhere: no argument can contain one. */
         rest = strchr(line, '#');
         if (rest)
                 *rest = 0;
+        start = line + strspn(line, " \t");
+        if ((rest = (char *) startswith(start, "trace")) && (*rest == ' ' || *rest == '\t'))
+                return sim_trace_command(s, rest);
         for (char *w = strtok_r(line, " \t\r\n", &saveptr); w; w = strtok_r(NULL, " \t\r\n", &saveptr)) {
                 if (argc >= ELEMENTSOF(argv)) {
                         sim_command_error(s, "too many arguments");
@@ -1201,6 +1339,39 @@ static int sim_command(Sim *s, char *line) {
                 sim_pours_realize(s);
                 s->counter[meter] = (uint32_t) v;
                 sim_meter_schedule(s);
+
+        } else if (streq(argv[0], "trace")) {
+                sim_command_error(s, "usage: trace <meter> <seconds>:<rate> ... (see kegboard_sim(1))");
+
+        } else if (streq(argv[0], "trace_file")) {
+                _cleanup_(freep) char *text = NULL;
+
+                NEED(3, "trace_file <meter> <file>");
+                if (parse_meter(s, argv[1], &meter) < 0) {
+                        sim_command_error(s, "bad meter '%s'", argv[1]);
+                        return 0;
+                }
+                r = io_read_file(argv[2], TRACE_FILE_MAX, &text, NULL);
+                if (r < 0) {
+                        sim_command_error(s, "cannot read trace file '%s': %s", argv[2], strerror(-r));
+                        return 0;
+                }
+                if (memchr(text, 0, strlen(text)) || strlen(text) == 0) {
+                        sim_command_error(s, "trace file '%s' is empty", argv[2]);
+                        return 0;
+                }
+                return sim_trace_start(s, meter, text);
+
+        } else if (streq(argv[0], "trace_stop")) {
+                NEED(2, "trace_stop <meter>");
+                if (parse_meter(s, argv[1], &meter) < 0) {
+                        sim_command_error(s, "bad meter '%s'", argv[1]);
+                        return 0;
+                }
+                if (!s->traces[meter])
+                        sim_command_error(s, "no trace is playing on flow%u", meter);
+                else
+                        sim_trace_stop(s, meter, "stopped");
 
         } else if (streq(argv[0], "temp")) {
                 NEED(3, "temp <sensor> <celsius>");
@@ -1493,6 +1664,8 @@ static Sim *sim_free(Sim *s) {
         sd_event_source_disable_unref(s->thermo_timer);
         sd_event_source_disable_unref(s->sleep_timer);
         sd_event_source_disable_unref(s->stdin_io);
+        for (size_t i = 0; i < ELEMENTSOF(s->traces); i++)
+                trace_free(s->traces[i]);
         sd_event_unref(s->event);
         safe_close(s->master_fd);
         free(s->slave_path);

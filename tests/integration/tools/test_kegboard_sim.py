@@ -361,6 +361,92 @@ class SimTest(unittest.TestCase):
             sim.wait_line(r"^\d+ ERROR msg=\".+\"$", key="stdout", start=c)
         self.assertTrue(sim.alive())
 
+    # ---------------------------------------------------------------- traces (ghost-pours.md 16.1)
+
+    @staticmethod
+    def generated(segments, c=0.185, jitter=True, interval=0.1):
+        """The spec's trace generator for constant-rate segments, written again here: the readings'
+        ticks after each report (report k covers (t_k-1, t_k], volume jitter[(k-1) % 8] x rate x dt)."""
+        table = (1.0, 1.2, 0.85, 1.1, 0.9, 1.15, 0.8, 1.05)
+        end = sum(sec for sec, _ in segments)
+        out, v, k = [], 0.0, 0
+        while k * interval < end - 1e-9:
+            k += 1
+            t0, t1, start, vol = (k - 1) * interval, k * interval, 0.0, 0.0
+            for sec, rate in segments:
+                lo, hi = max(t0, start), min(t1, start + sec)
+                if hi > lo:
+                    vol += (hi - lo) * rate
+                start += sec
+            v += (table[(k - 1) % 8] if jitter else 1.0) * vol
+            out.append(int(v / c + 1e-9))
+        return out
+
+    def test_trace(self):
+        sim = self.start("--nobuzzer", "--heartbeat_ms=0")
+        host = self.open_host(sim)
+        host.wait_frame("hello")
+        sim.cmd("counter flow0 500")
+        i, _ = host.wait_frame("meter_status", pred=lambda f: f["meter_reading"] == 500)
+
+        # jitter off, 3.7 mL/s at 0.185 mL/tick: 2 ticks a report, 10 reports, 100 ms apart; the
+        # current counter is the baseline, reported at once.
+        c = sim.count("stdout")
+        sim.cmd("trace flow0 jitter=off 1:3.7")
+        sim.wait_line(r"^\d+ TRACE meter=flow0 state=start duration_ms=1000 interval_ms=100$", key="stdout", start=c)
+        m = sim.wait_line(r"^\d+ TRACE meter=flow0 state=end reports=10 ticks=20$", key="stdout", start=c, timeout=5)
+        j, _ = host.wait_frame("meter_status", start=i + 1, pred=lambda f: f["meter_reading"] == 520)
+        frames = host.frames[i + 1:j + 1]
+        self.assertEqual([f[2]["meter_reading"] for f in frames], list(range(500, 521, 2)))
+        tx = [event_ms(l) for l in self.stdout_from(sim, c) if " TX meter_status meter_name=flow0 " in l]
+        self.assertEqual(len(tx), 11)
+        for a, b in zip(tx[1:], tx[2:]):
+            self.assertTrue(80 <= b - a <= 120 * kbtest.SLOW, tx)
+        self.assertTrue(event_ms(m.group(0)) - tx[0] >= 1000)
+
+        # With jitter, and on another meter: the ticks the generator gives.
+        c = sim.count("stdout")
+        want = self.generated([(1, 0), (2, 30)])
+        sim.cmd("trace flow1 1:0 2:30")
+        m = sim.wait_line(r"^\d+ TRACE meter=flow1 state=end reports=(\d+) ticks=(\d+)$", key="stdout", start=c,
+                          timeout=6)
+        self.assertEqual(int(m.group(2)), want[-1])
+        self.assertEqual(int(m.group(1)), len(set(want)) - (1 if want[0] == 0 else 0))
+        readings = [int(l.rsplit("=", 1)[1]) for l in self.stdout_from(sim, c)
+                    if " TX meter_status meter_name=flow1 " in l]
+        self.assertEqual(readings, [0] + sorted(set(x for x in want if x > 0)))
+
+        # A trace file: comments, one item per line; it starts from the meter's counter.
+        path = os.path.join(self.dir, "r7.trace")
+        with open(path, "w") as f:
+            f.write("# a short pour\nc=0.185\n0.5:0\n\n1:17   # 17 mL/s\n")
+        c = sim.count("stdout")
+        sim.cmd("trace_file flow0 " + path)
+        m = sim.wait_line(r"^\d+ TRACE meter=flow0 state=end reports=\d+ ticks=(\d+)$", key="stdout", start=c,
+                          timeout=5)
+        self.assertEqual(int(m.group(1)), self.generated([(0.5, 0), (1, 17)])[-1])
+        sim.cmd("status")
+        sim.wait_line(r"^\d+ STATUS uptime_ms=\d+ meters=flow0:%d,flow1:%d " % (520 + int(m.group(1)), want[-1]),
+                      key="stdout", start=c)
+
+        # trace_stop; and the errors.
+        c = sim.count("stdout")
+        sim.cmd("trace flow1 600:1")
+        sim.wait_line(r"^\d+ TRACE meter=flow1 state=start", key="stdout", start=c)
+        sim.cmd("trace flow1 1:1")
+        sim.wait_line(r"^\d+ ERROR msg=\"a trace is already playing on flow1 \(trace_stop first\)\"$", key="stdout",
+                      start=c)
+        sim.cmd("trace_stop flow1")
+        sim.wait_line(r"^\d+ TRACE meter=flow1 state=stopped reports=\d+ ticks=\d+$", key="stdout", start=c)
+        for bad, msg in (("trace flow0 5:x", "bad trace: 5:x: expected"), ("trace flow9 1:1", "bad meter"),
+                         ("trace flow0", "bad trace: empty trace"), ("trace", "usage: trace"),
+                         ("trace_file flow0 /nonexistent/x", "cannot read trace"),
+                         ("trace_stop flow1", "no trace is playing on flow1"), ("trace_file flow0", "usage: trace_file")):
+            c = sim.count("stdout")
+            sim.cmd(bad)
+            sim.wait_line(r"^\d+ ERROR msg=\"%s" % re.escape(msg), key="stdout", start=c)
+        self.assertTrue(sim.alive())
+
     # ---------------------------------------------------------------- temperatures
 
     def test_temperatures(self):
