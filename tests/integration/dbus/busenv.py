@@ -277,16 +277,19 @@ class Monitor:
         kbtest.wait_until(answered, timeout=5, what="the monitor to see the core answer a ping")
 
     def messages(self):
-        out = []
-        for line in self.proc.output("stdout"):
+        # Parsed once each: a long test (the ghost filter's, minutes of pours) polls a long stream.
+        lines = self.proc.output("stdout")
+        parsed = getattr(self, "_parsed", [])
+        for line in lines[getattr(self, "_n_lines", 0):]:
             line = line.strip()
             if not line.startswith("{"):
                 continue
             try:
-                out.append(json.loads(line))
+                parsed.append(json.loads(line))
             except ValueError:
                 pass
-        return out
+        self._parsed, self._n_lines = parsed, len(lines)
+        return list(parsed)
 
     def signals(self, member=None, path=None):
         return [m for m in self.messages() if m.get("type") == "signal" and
