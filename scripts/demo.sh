@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The demo: kegbot_core standalone + a simulated Kegboard (kegboard_sim) + kegboard_daemon.
-# Pours one anonymous drink and one authenticated drink (an RFID swipe opens the valve),
-# prints what was recorded, and stops everything cleanly. Installs and builds what is missing.
+# Pours one anonymous drink and one authenticated drink (an RFID swipe opens the valve), lets a
+# CO2 trickle run that the ghost-pour filter keeps out of the drinks, prints what was recorded,
+# and stops everything cleanly. Installs and builds what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -84,6 +85,11 @@ sleep 5
 echo "auth core.rfid 0415ab23cd removed" >&3
 wait_for "$T/drinks.log" '"username":"mikey"' 40
 grep -E 'RELAY' "$T/sim.out" | sed 's/^/  sim: /' || true
+
+step "CO2 in the Guest Tap's line: 20 s at 1.5 mL/s, nobody pours (the ghost filter keeps it out)"
+echo "trace flow1 c=0.454545 20:1.5" >&3   # the tap's calibration: 2.2 ticks/mL
+wait_for "$T/core.log" 'Ghost ticks on kegboard-1a2b3c4d.flow1' 40
+grep -E 'Ghost ticks on' "$T/core.log" | sed 's/^/  core: /'
 
 step "Recorded drinks ($T/drinks.log)"
 /usr/bin/python3 - "$T/drinks.log" <<'PY'
