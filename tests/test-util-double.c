@@ -139,8 +139,35 @@ static void test_shortest(void) {
         }
 }
 
+static void check_round(double v, unsigned d, const char *expect) {
+        char b[DOUBLE_STRING_MAX];
+
+        check_streq(double_format(double_round(v, d), b), expect);
+}
+
+static void test_round(void) {
+        check_round(354.4999999, 1, "354.5");
+        check_round(100.0 / 2.2, 1, "45.5");
+        check_round(123456.74999, 1, "123456.7");
+        check_round(0.05, 1, "0.1");
+        check_round(-0.05, 1, "-0.1");
+        check_round(-1.25, 1, "-1.3");
+        check_round(4.254, 2, "4.25");
+        check_round(4.0625, 2, "4.06");
+        check_round(0.0, 1, "0.0");
+        check_round(1.0 / 3.0, 2, "0.33");
+        check_round(2.0 / 3.0, 0, "1.0");
+        check_round(1e300, 1, "1e+300");
+        check_round(9007199254740993.0, 0, "9007199254740992.0");
+        /* Out of range: unchanged. */
+        check(isnan(double_round(NAN, 1)));
+        check(double_round(INFINITY, 1) == INFINITY);
+        check(double_round(0.123, 10) == 0.123);
+}
+
 int main(void) {
         test_run(test_spelling);
+        test_run(test_round);
         test_run(test_roundtrip);
         test_run(test_shortest);
         return test_result();

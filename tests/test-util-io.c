@@ -105,11 +105,40 @@ static void test_write_file_atomic(void) {
         close(d);
 }
 
+static void test_secret(void) {
+        static const struct {
+                const char *content;
+                size_t len;
+                int r;
+                const char *key;
+        } cases[] = {
+                { " \t s3cr\xc3\xa9t pass \n\n", 18, 0, "s3cr\xc3\xa9t pass" },
+                { "\n", 1, 0, "" },                     /* a systemd credential's fallback */
+                { "ab\0cd", 5, -EBADMSG, NULL },        /* NUL bytes */
+                { "ab\xff", 3, -EBADMSG, NULL },        /* not UTF-8 */
+        };
+        char path[PATH_MAX], *k = NULL;
+
+        snprintf(path, sizeof path, "%s/secret", dir);
+        for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+                int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+                check_int(io_write_all(fd, cases[i].content, cases[i].len), 0);
+                close(fd);
+                k = NULL;
+                check_int(io_read_secret_file(path, &k), cases[i].r);
+                check_streq(k, cases[i].key);
+                free(k);
+        }
+        snprintf(path, sizeof path, "%s/no-such-secret", dir);
+        check_int(io_read_secret_file(path, &k), -ENOENT);
+}
+
 int main(void) {
         check(mkdtemp(dir) != NULL);
         test_run(test_roundtrip);
         test_run(test_errors);
         test_run(test_write_file_atomic);
+        test_run(test_secret);
         char cmd[PATH_MAX + 16];
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
         check(system(cmd) == 0);

@@ -1,12 +1,10 @@
 /* Program start-up: see app.h. Owns the common and shared flag groups. */
-#include <ctype.h>
 #include <stdarg.h>
 
 #include "app.h"
 #include "log.h"
 #include "util-io.h"
 #include "util-string.h"
-#include "util-utf8.h"
 
 #define DEFAULT_LOGFORMAT "%(asctime)s %(levelname)-8s (%(name)s) %(message)s"
 
@@ -97,29 +95,6 @@ void app_flag_error(const char *format, ...) {
         usage_error(m);
 }
 
-/* The --api_key_file contents with surrounding whitespace (and the trailing newline) removed. */
-static int read_key_file(const char *path, char **ret) {
-        _cleanup_(freep) char *buf = NULL;
-        size_t len = 0;
-        int r;
-
-        r = io_read_file(path, 4095, &buf, &len);
-        if (r < 0)
-                return r;
-        if (strlen(buf) != len || !utf8_is_valid(buf))
-                return -EBADMSG;
-        char *a = buf, *b = buf + len;
-        while (a < b && isspace((unsigned char) *a))
-                a++;
-        while (b > a && isspace((unsigned char) b[-1]))
-                b--;
-        char *k = strndup(a, (size_t) (b - a));
-        if (!k)
-                return -ENOMEM;
-        *ret = k;
-        return 0;
-}
-
 static void app_atexit(void) {
         app_finish();
 }
@@ -208,7 +183,7 @@ int app_init(int argc, char **argv, const AppInfo *info, char ***ret_positional)
                 exit(EXIT_FAILURE);
 
         if ((info->groups & APP_GROUP_API) && !isempty(arg_api_key_file)) {
-                r = read_key_file(arg_api_key_file, &api_key_from_file);
+                r = io_read_secret_file(arg_api_key_file, &api_key_from_file);
                 if (r < 0) {
                         log_error_errno(r, "Failed to read --api_key_file %s: %m", arg_api_key_file);
                         exit(EXIT_FAILURE);

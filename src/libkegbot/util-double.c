@@ -101,3 +101,19 @@ char *double_format(double v, char buf[static DOUBLE_STRING_MAX]) {
         }
         return buf;
 }
+
+double double_round(double v, unsigned decimals) {
+        static const double scale[] = { 1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9 };
+        double p, x;
+        int64_t k;
+
+        assert_return(decimals < ELEMENTSOF(scale), v);
+
+        p = scale[decimals];
+        x = v * p;
+        /* Beyond 2^53 every double is an integer already; the comparisons are false for NaN. */
+        if (!(x < 9007199254740992.0 && x > -9007199254740992.0))
+                return v;
+        k = (int64_t) (x < 0 ? x - 0.5 : x + 0.5);
+        return (double) k / p;
+}

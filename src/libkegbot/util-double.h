@@ -11,3 +11,10 @@
 /* Never fails; non-finite values come out as Python spells them ("nan", "inf", "-inf"), which is
  * not JSON: the JSON writer refuses them before they get here. Returns buf. */
 char *double_format(double v, char buf[static DOUBLE_STRING_MAX]);
+
+/* v rounded to 'decimals' decimal places (half away from zero), for values published with a fixed
+ * precision (MQTT documents: volumes to 0.1 mL, temperatures to 0.01 degrees). The result is the
+ * double nearest to that decimal, so double_format() spells it with at most 'decimals' digits after
+ * the point. Values too large to carry a fraction at that precision, and non-finite ones, are
+ * returned unchanged. decimals <= 9. */
+double double_round(double v, unsigned decimals);

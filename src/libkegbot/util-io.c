@@ -1,9 +1,11 @@
 /* Whole-buffer I/O: see util-io.h. */
+#include <ctype.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "util-io.h"
+#include "util-utf8.h"
 
 int io_write_all(int fd, const void *p, size_t n) {
         const char *c = p;
@@ -108,4 +110,31 @@ int io_write_file_atomic(int dir_fd, const char *name, const char *content, size
                 return r;
         }
         return fsync(dir_fd) < 0 ? -errno : 0;
+}
+
+int io_read_secret_file(const char *path, char **ret) {
+        _cleanup_(freep) char *buf = NULL;
+        size_t len = 0;
+        char *a, *b, *k;
+        int r;
+
+        assert_return(path, -EINVAL);
+        assert_return(ret, -EINVAL);
+
+        r = io_read_file(path, 4095, &buf, &len);
+        if (r < 0)
+                return r;
+        if (strlen(buf) != len || !utf8_is_valid(buf))
+                return -EBADMSG;
+        a = buf;
+        b = buf + len;
+        while (a < b && isspace((unsigned char) *a))
+                a++;
+        while (b > a && isspace((unsigned char) b[-1]))
+                b--;
+        k = strndup(a, (size_t) (b - a));
+        if (!k)
+                return -ENOMEM;
+        *ret = k;
+        return 0;
 }

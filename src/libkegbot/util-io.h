@@ -22,3 +22,8 @@ int io_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
  * (a leftover of an earlier failure is removed first), written, fsync'ed, renamed over 'name', then
  * the directory fsync'ed. On failure the old file is untouched and the temporary file removed. */
 int io_write_file_atomic(int dir_fd, const char *name, const char *content, size_t len, mode_t mode);
+
+/* A secret or key kept in a file (an API key, a broker password, a systemd credential): at most
+ * 4095 bytes of UTF-8 without NUL bytes; surrounding whitespace (the trailing newline) is removed.
+ * An empty file gives "". -EBADMSG for NUL bytes or invalid UTF-8, -EFBIG when too long. */
+int io_read_secret_file(const char *path, char **ret);

@@ -6,6 +6,13 @@
 
 #include "macro.h"
 
+/* for (each string s of l): l may be NULL. */
+#define STRV_FOREACH(s, l) for (char **s = (l); s && *s; s++)
+/* Two strings at a time ("key", "value", ...): l has an even length. */
+#define STRV_FOREACH_PAIR(a, b, l) \
+        for (char **_p = (l), *a = _p ? _p[0] : NULL, *b = a ? _p[1] : NULL; a && b; \
+             _p += 2, a = _p[0], b = a ? _p[1] : NULL)
+
 /* Frees every string and the array; NULL is fine. Returns NULL. */
 char **strv_free(char **l);
 static inline void strv_freep(char ***l) { strv_free(*l); }
