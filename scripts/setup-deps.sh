@@ -6,7 +6,7 @@ set -euo pipefail
 PKGS=(
   # build
   build-essential meson ninja-build pkg-config
-  libsystemd-dev libudev-dev libcurl4-openssl-dev libjansson-dev
+  libsystemd-dev libudev-dev libcurl4-openssl-dev libjansson-dev libmosquitto-dev
   # sound_server: ALSA playback, libsndfile decoding (WAV, FLAC, Ogg)
   libasound2-dev libsndfile1-dev
   # sanitizer/fuzzer builds
@@ -14,6 +14,8 @@ PKGS=(
   # test tooling
   python3 python3-dbus dbus dbus-bin socat util-linux systemd procps
   umockdev libumockdev-dev curl iproute2 groff-base
+  # kegbot_mqtt's tests: a real broker, its clients, a test CA; the stub core runs on GLib
+  mosquitto mosquitto-clients openssl python3-gi
   # systemd/udev integration tests and the system (container) test
   udev libdbus-1-dev debootstrap systemd-container
 )

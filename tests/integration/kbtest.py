@@ -27,7 +27,7 @@ VECTORS_DIR = os.path.join(FIXTURES_DIR, "kegboard-vectors")
 # Sanitizer builds are slower; tests scale their waits by this factor.
 SLOW = float(os.environ.get("KEGBOT_TEST_SLOW", "1"))
 
-_PROGRAM_DIRS = ["src/core", "src/kegboard", "src/tools", "src/master",
+_PROGRAM_DIRS = ["src/core", "src/kegboard", "src/tools", "src/master", "src/mqtt",
                  "src/extras/lcd", "src/extras/rfid", "src/extras/sound", "src/extras"]
 
 
@@ -400,6 +400,89 @@ class Sim(Proc):
             if len(parts) >= 2 and parts[1] == name:
                 out.append(line)
         return out
+
+
+def proc_status(pid, key):
+    """A numeric field of /proc/<pid>/status (VmRSS in kB, voluntary_ctxt_switches, ...)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return None
+
+
+def cpu_seconds(pid):
+    """utime + stime of a process so far, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_kb(pid):
+    """The kB figures of /proc/<pid>/smaps_rollup (Rss, Pss, Shared_Clean, ...), plus "Private"
+    (Private_Clean + Private_Dirty: the pages no other process shares)."""
+    out = {}
+    with open("/proc/%d/smaps_rollup" % pid) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) >= 2 and parts[0].endswith(":") and parts[1].isdigit():
+                out[parts[0][:-1]] = int(parts[1])
+    out["Private"] = out.get("Private_Clean", 0) + out.get("Private_Dirty", 0)
+    return out
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's NOTIFY_SOCKET: pass env() to a program and wait
+    for what it sends (READY=1, STATUS=..., STOPPING=1)."""
+
+    def __init__(self, tmpdir, name="notify"):
+        self.path = os.path.join(tmpdir, name)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.messages = []
+        self._cv = threading.Condition()
+        self._t = threading.Thread(target=self._loop, daemon=True)
+        self._t.start()
+
+    def _loop(self):
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except OSError:
+                return
+            with self._cv:
+                self.messages.append((time.monotonic(), data.decode("utf-8", "replace")))
+                self._cv.notify_all()
+
+    def env(self):
+        return {"NOTIFY_SOCKET": self.path}
+
+    def assignments(self, name):
+        """Every value sent for NAME (e.g. "STATUS"), oldest first."""
+        with self._cv:
+            return self.assignments_unlocked(name)
+
+    def wait(self, name, pattern=".*", timeout=10.0):
+        """Wait until NAME=<value matching pattern> was sent; returns the value."""
+        rx = re.compile(pattern)
+        with self._cv:
+            ok = self._cv.wait_for(lambda: any(rx.search(v) for v in self.assignments_unlocked(name)),
+                                   timeout * SLOW)
+            if not ok:
+                raise AssertionError("no %s=%s within %.1fs; got %s" % (name, pattern, timeout * SLOW,
+                                                                      [m for _, m in self.messages]))
+            return next(v for v in self.assignments_unlocked(name) if rx.search(v))
+
+    def assignments_unlocked(self, name):
+        out = []
+        for _, msg in self.messages:
+            for line in msg.split("\n"):
+                if line.startswith(name + "="):
+                    out.append(line[len(name) + 1:])
+        return out
+
+    def close(self):
+        self.sock.close()
 
 
 class TempDir:
