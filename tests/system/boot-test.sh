@@ -4,7 +4,9 @@
 #   sysusers/tmpfiles at boot -> systemctl start kegbot.target -> socket activation of the core by the
 #   first kegnet connection -> systemctl stop -> D-Bus activation by busctl -> kegboard-daemon@ttyKB0
 #   on a kegboard_sim pty records a pour, seen with busctl -> a mutating call as nobody is denied ->
-#   systemctl reload keeps the core -> systemctl stop kegbot.target stops everything -> poweroff.
+#   systemctl reload keeps the core -> kegbot-mqtt.service against a broker in the container (ready,
+#   online, orderly stop, exit 2 not restarted) -> systemctl stop kegbot.target stops everything ->
+#   poweroff.
 #
 # The base rootfs is debootstrapped once (DEFAULT mirror of debootstrap) into $KEGBOT_SYSTEST_CACHE
 # (default /var/cache/kegbot-systest/rootfs) and extended once with the runtime libraries the built
@@ -65,7 +67,8 @@ trap 'exit 1' INT TERM
 # Debian packages providing the shared libraries of the programs we install.
 runtime_packages() {
   local b l
-  for b in "$BUILD"/src/core/kegbot_core "$BUILD"/src/kegboard/kegboard_daemon "$BUILD"/src/tools/kegboard_sim; do
+  for b in "$BUILD"/src/core/kegbot_core "$BUILD"/src/kegboard/kegboard_daemon "$BUILD"/src/tools/kegboard_sim \
+           "$BUILD"/src/mqtt/kegbot_mqtt; do
     ldd "$b" | awk '/=> \//{print $3}'
   done | sort -u | while read -r l; do
     dpkg -S "$l" 2>/dev/null || dpkg -S "$(readlink -f "$l")" 2>/dev/null || dpkg -S "/usr$l" 2>/dev/null \
@@ -88,8 +91,9 @@ ensure_rootfs() {
     fi
     mv "$tmp" "$BASE"
   fi
-  # libcurl4 is dlopen()ed by the core in server mode, so ldd does not list it.
-  pkgs="$(runtime_packages | tr "\n" " ") libcurl4"
+  # libcurl4 is dlopen()ed by the core in server mode, so ldd does not list it; mosquitto and its
+  # clients are the broker and the observer of the kegbot-mqtt.service step.
+  pkgs="$(runtime_packages | tr "\n" " ") libcurl4 mosquitto mosquitto-clients"
   if grep -q "unknown:" <<<"$pkgs"; then
     say "cannot map these libraries to packages: $pkgs"
     return 1
@@ -358,7 +362,62 @@ else
   fail "reload: core is $(state kegbot-core.service), pid $pid -> $(IN systemctl show -P MainPID kegbot-core.service)"
 fi
 
-# 8. Stopping the target stops everything.
+# 8. kegbot-mqtt.service (installed, not enabled) under the real systemd, hardened as shipped: the
+#    three lines a user adds (broker address, credential file, enable --now), a broker with
+#    authentication on 127.0.0.1:18830, READY=1 with the core online, "online" retained; an orderly
+#    stop leaves "offline"; configuration that cannot be read ends it with status 2, not restarted.
+MQTT_PW=systest-s3cret
+IN mkdir -p /etc/kegbot /run/kegbot-systest-broker
+IN mosquitto_passwd -b -c /run/kegbot-systest-broker/passwd kegbot "$MQTT_PW"
+IN sh -c 'printf "listener 18830 127.0.0.1\nallow_anonymous false\npassword_file /run/kegbot-systest-broker/passwd\npersistence false\nlog_dest stderr\nuser root\n" >/run/kegbot-systest-broker/mosquitto.conf'
+IN systemd-run --unit=kegbot-systest-broker --service-type=simple /usr/sbin/mosquitto -c /run/kegbot-systest-broker/mosquitto.conf >/dev/null 2>&1
+broker_up() { IN bash -c 'exec 3<>/dev/tcp/127.0.0.1/18830'; }
+wait_for 20 "the test broker" broker_up || fail "the test broker did not start"
+IN sh -c 'printf -- "--mqtt_host=127.0.0.1\n--mqtt_port=18830\n--mqtt_username=kegbot\n" >/etc/kegbot/kegbot_mqtt.flags'
+IN sh -c "printf '%s\n' '$MQTT_PW' >/etc/kegbot/mqtt_password && chmod 600 /etc/kegbot/mqtt_password"
+mqtt_status() {
+  IN mosquitto_sub -h 127.0.0.1 -p 18830 -u kegbot -P "$MQTT_PW" -t 'kegbot/+/status' --retained-only -C 1 -W 3 2>/dev/null
+}
+if IN systemctl enable --now kegbot-mqtt.service >/dev/null 2>&1 && is_active kegbot-mqtt.service; then
+  st=$(IN systemctl show -P StatusText kegbot-mqtt.service)
+  connected() { IN systemctl show -P StatusText kegbot-mqtt.service | grep -q '^Connected to 127.0.0.1:18830; core online'; }
+  if wait_for 20 "connected, core online" connected && [ "$(mqtt_status)" = online ]; then
+    pass "kegbot-mqtt.service: READY=1, $(IN systemctl show -P StatusText kegbot-mqtt.service), status online retained"
+  else
+    fail "kegbot-mqtt.service: STATUS=$st, retained status '$(mqtt_status)'"; show_unit kegbot-mqtt.service
+  fi
+  if [ "$(IN stat -c %U /var/lib/kegbot-mqtt/state.json 2>/dev/null)" = kegbot ]; then
+    pass "kegbot-mqtt state file in its StateDirectory, owned by kegbot"
+  else
+    fail "kegbot-mqtt state file: $(IN ls -la /var/lib/kegbot-mqtt/ 2>&1)"
+  fi
+else
+  fail "systemctl enable --now kegbot-mqtt.service: $(state kegbot-mqtt.service)"; show_unit kegbot-mqtt.service
+fi
+IN systemctl stop kegbot-mqtt.service
+res=$(IN systemctl show -P Result kegbot-mqtt.service)
+if [ "$res" = success ] && [ "$(mqtt_status)" = offline ]; then
+  pass "kegbot-mqtt.service stopped in order (Result=$res, status offline retained)"
+else
+  fail "kegbot-mqtt.service stop: Result=$res, retained status '$(mqtt_status)'"; show_unit kegbot-mqtt.service
+fi
+IN sh -c 'printf -- "--mqtt_tls\n--mqtt_ca_file=/etc/kegbot/no-such-ca.pem\n" >>/etc/kegbot/kegbot_mqtt.flags'
+IN systemctl start kegbot-mqtt.service >/dev/null 2>&1
+gave_up() { [ "$(state kegbot-mqtt.service)" = failed ]; }
+wait_for 20 "kegbot-mqtt failed" gave_up
+code=$(IN systemctl show -P ExecMainStatus kegbot-mqtt.service)
+restarts=$(IN systemctl show -P NRestarts kegbot-mqtt.service)
+if gave_up && [ "$code" = 2 ] && [ "$restarts" = 0 ] \
+    && IN journalctl -b --no-pager -t kegbot_mqtt | grep -q 'Cannot read --mqtt_ca_file /etc/kegbot/no-such-ca.pem'; then
+  pass "unreadable TLS file: kegbot-mqtt.service exited 2 with its reason and was not restarted"
+else
+  fail "unreadable TLS file: state=$(state kegbot-mqtt.service) status=$code restarts=$restarts"; show_unit kegbot-mqtt.service
+fi
+IN systemctl disable kegbot-mqtt.service >/dev/null 2>&1
+IN systemctl reset-failed kegbot-mqtt.service 2>/dev/null
+IN systemctl stop kegbot-systest-broker.service 2>/dev/null
+
+# 9. Stopping the target stops everything.
 IN systemctl stop kegbot.target
 all_stopped() {
   local u

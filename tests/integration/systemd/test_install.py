@@ -12,7 +12,7 @@ import kbtest
 import sdtest
 
 PROGRAMS = ["kegbot_core", "kegboard_daemon", "kegboard_sim", "kegboard_monitor", "kegboard_tester",
-            "test_flow", "kegbot_master"]
+            "test_flow", "kegbot_master", "kegbot_mqtt"]
 
 
 def read_db(path):

@@ -112,26 +112,31 @@ class UnitTests(unittest.TestCase):
                         self.assertRegex(helptext, r"\n  --(\[no\])?%s:" % re.escape(name),
                                          "%s has no flag --%s" % (prog, name))
 
-    def test_core_command_line_runs(self):
-        """ExecStart= of kegbot-core.service, with the SetCredential= fallbacks as credentials:
-        the core must start (empty key, empty flag file) and stop cleanly on SIGTERM."""
-        unit = sdtest.read_unit(self.unit_path("kegbot-core.service"))
+    def command_with_fallbacks(self, unit_name, creds):
+        """ExecStart= of the unit as argv, %d pointing at 'creds' filled with the SetCredential=
+        fallbacks (what the service gets when none of its LoadCredential= files exist), and the
+        names of the credentials it loads."""
+        unit = sdtest.read_unit(self.unit_path(unit_name))
         cmd = sdtest.unit_values(unit, "Service", "ExecStart")[0]
         fallbacks = {}
         for v in sdtest.unit_values(unit, "Service", "SetCredential"):
             k, _, data = v.partition(":")
             fallbacks[k] = data.encode().decode("unicode_escape")
         loaded = [v.partition(":")[0] for v in sdtest.unit_values(unit, "Service", "LoadCredential")]
-        self.assertIn("api_key", loaded)
         # A missing source file of a LoadCredential= fails the start unless a fallback exists.
         self.assertEqual(sorted(fallbacks), sorted(loaded))
+        os.mkdir(creds)
+        for k, data in fallbacks.items():
+            with open(os.path.join(creds, k), "w") as f:
+                f.write(data)
+        return [a.replace("%d", creds) for a in shlex.split(cmd)], loaded
+
+    def test_core_command_line_runs(self):
+        """ExecStart= of kegbot-core.service, with the SetCredential= fallbacks as credentials:
+        the core must start (empty key, empty flag file) and stop cleanly on SIGTERM."""
         with tempfile.TemporaryDirectory() as tmp:
-            creds = os.path.join(tmp, "creds")
-            os.mkdir(creds)
-            for k, data in fallbacks.items():
-                with open(os.path.join(creds, k), "w") as f:
-                    f.write(data)
-            argv = [a.replace("%d", creds) for a in shlex.split(cmd)]
+            argv, loaded = self.command_with_fallbacks("kegbot-core.service", os.path.join(tmp, "creds"))
+            self.assertIn("api_key", loaded)
             argv[0] = kbtest.binary("kegbot_core")
             port = kbtest.free_port()
             argv += ["--dbus=none", "--kb_core_bind_addr=127.0.0.1:%d" % port]
@@ -145,6 +150,39 @@ class UnitTests(unittest.TestCase):
             self.assertEqual(rc, 0, err)
             self.assertNotIn("Error:", err)
             self.assertIn("standalone mode", err)
+
+    def test_mqtt_command_line_runs(self):
+        """ExecStart= of kegbot-mqtt.service with the SetCredential= fallbacks as credentials: the
+        empty password and flag file are read and the flags are valid; without a bus it stops there
+        (exit 1, which the unit restarts on)."""
+        with tempfile.TemporaryDirectory() as tmp:
+            argv, loaded = self.command_with_fallbacks("kegbot-mqtt.service", os.path.join(tmp, "creds"))
+            self.assertEqual(sorted(loaded), ["api_key", "flags", "mqtt_password"])
+            argv[0] = kbtest.binary("kegbot_mqtt")
+            r = kbtest.run(argv + ["--mqtt_node_id=kegbot_unittest"], timeout=20,
+                           env={"STATE_DIRECTORY": os.path.join(tmp, "state"), "KEGBOT_API_URL": "",
+                                "DBUS_SYSTEM_BUS_ADDRESS": "unix:path=" + os.path.join(tmp, "no-bus")})
+            self.assertEqual(r.returncode, 1, r.stderr)
+            self.assertNotIn("Error:", r.stderr)
+            self.assertIn("Node kegbot_unittest: base kegbot/kegbot_unittest", r.stderr)
+            self.assertIn("Cannot connect to the system bus", r.stderr)
+            self.assertTrue(os.path.isdir(os.path.join(tmp, "state")), "STATE_DIRECTORY is the state directory")
+
+    def test_mqtt_wiring(self):
+        u = sdtest.read_unit(self.unit_path("kegbot-mqtt.service"))
+        self.assertEqual(sdtest.unit_values(u, "Service", "Type"), ["notify"])
+        self.assertTrue(sdtest.unit_values(u, "Service", "WatchdogSec"))
+        self.assertEqual(sdtest.unit_values(u, "Service", "User"), ["kegbot"])
+        self.assertEqual(sdtest.unit_values(u, "Service", "StateDirectory"), ["kegbot-mqtt"])
+        self.assertEqual(sdtest.unit_values(u, "Service", "Restart"), ["on-failure"])
+        self.assertIn("2", " ".join(sdtest.unit_values(u, "Service", "RestartPreventExitStatus")).split())
+        self.assertIn("mqtt_password:/etc/kegbot/mqtt_password", sdtest.unit_values(u, "Service", "LoadCredential"))
+        self.assertIn("-/var/lib/kegbot", sdtest.unit_values(u, "Service", "InaccessiblePaths"))
+        self.assertIn("kegbot-core.service", " ".join(sdtest.unit_values(u, "Unit", "Wants")).split())
+        self.assertIn("kegbot.target", sdtest.unit_values(u, "Unit", "PartOf"))
+        # Installed, not enabled: only [Install], nothing in the target pulls it in.
+        target = sdtest.read_unit(self.unit_path("kegbot.target"))
+        self.assertNotIn("kegbot-mqtt.service", " ".join(sdtest.unit_values(target, "Unit", "Wants")).split())
 
     def test_kegboard_daemon_command_line_runs(self):
         """ExecStart= of kegboard-daemon@.service on an empty capture file: parsed, replayed, exit 0."""
