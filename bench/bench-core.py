@@ -25,14 +25,6 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import kbtest  # noqa: E402
 
 
-def proc_status(pid, key):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return None
-
-
 class Counter:
     """Drains a kegnet connection in a thread; remembers when a frame containing `marker` arrived."""
 
@@ -112,7 +104,7 @@ def bench_throughput(tmp, mode="on", n=200000):
     if others:
         os.sched_setaffinity(0, others)
     try:
-        rss_start = proc_status(core.pid, "VmRSS")
+        rss_start = kbtest.proc_status(core.pid, "VmRSS")
         listener = Counter(port)
         producer = Counter(port)        # the producer gets the broadcast too; keep it drained
         # Both accepted before the burst (else the listener could miss its start).
@@ -130,7 +122,7 @@ def bench_throughput(tmp, mode="on", n=200000):
         if t1 is None:
             raise SystemExit("throughput: the last FlowUpdate never arrived (%d frames seen)" % listener.frames)
         rate = n / (t1 - t0)
-        rss_after = proc_status(core.pid, "VmRSS")
+        rss_after = kbtest.proc_status(core.pid, "VmRSS")
         listener.close()
         producer.close()
         core.stop()
@@ -217,12 +209,12 @@ def bench_idle(tmp, seconds):
         c = kbtest.KegnetConn.connect(port)     # an idle connected client, as in production
         # The measurement: 2 s to settle after the connection, then the idle window itself.
         time.sleep(2)
-        v0 = proc_status(core.pid, "voluntary_ctxt_switches")
-        nv0 = proc_status(core.pid, "nonvoluntary_ctxt_switches")
+        v0 = kbtest.proc_status(core.pid, "voluntary_ctxt_switches")
+        nv0 = kbtest.proc_status(core.pid, "nonvoluntary_ctxt_switches")
         time.sleep(seconds)
-        v1 = proc_status(core.pid, "voluntary_ctxt_switches")
-        nv1 = proc_status(core.pid, "nonvoluntary_ctxt_switches")
-        rss = proc_status(core.pid, "VmRSS")
+        v1 = kbtest.proc_status(core.pid, "voluntary_ctxt_switches")
+        nv1 = kbtest.proc_status(core.pid, "nonvoluntary_ctxt_switches")
+        rss = kbtest.proc_status(core.pid, "VmRSS")
         c.close()
         core.stop()
         return (v1 - v0) * 60.0 / seconds, (nv1 - nv0) * 60.0 / seconds, rss

@@ -20,22 +20,6 @@ SECONDS = float(os.environ.get("KEGBOT_BENCH_SECONDS", "10"))
 BYTES_PER_SEC = 115200 // 10
 
 
-def cpu_ticks(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])       # utime, stime
-
-
-def memory_kb(pid):
-    out = {}
-    with open("/proc/%d/smaps_rollup" % pid) as f:
-        for line in f:
-            parts = line.split()
-            if parts[0] in ("Rss:", "Pss:"):
-                out[parts[0][:-1]] = int(parts[1])
-    return out
-
-
 def main():
     master, slave = os.openpty()
     tty.setraw(slave)
@@ -50,7 +34,7 @@ def main():
         # Two meters counting up; more frames than the run needs.
         frames = b"".join(kbd.meter_status("flow%d" % (i % 2), i) for i in range(1, int(SECONDS * 500) + 1000))
         flen = len(kbd.meter_status("flow0", 1))
-        reading_start = cpu_ticks(d.pid)
+        cpu_start = kbtest.cpu_seconds(d.pid)
         t0 = time.monotonic()
         sent = 0
         while True:
@@ -63,13 +47,13 @@ def main():
                 sent += os.write(master, frames[sent:due])
             time.sleep(0.01)        # the scenario: bytes fed at the serial line's rate
         wall = time.monotonic() - t0
-        cpu = (cpu_ticks(d.pid) - reading_start) / os.sysconf("SC_CLK_TCK")
+        cpu = kbtest.cpu_seconds(d.pid) - cpu_start
         n_frames = sent // flen
         last = n_frames if n_frames % 2 == 0 else n_frames - 1   # newest flow0 reading
         # Everything fed has been handled once the newest reading is at the core.
         core.wait_message(lambda m: m["event"] == "MeterUpdate" and m["data"]["meter_name"].endswith(".flow0")
                           and m["data"]["reading"] == last, timeout=10)
-        mem = memory_kb(d.pid)
+        mem = kbtest.memory_kb(d.pid)
         delivered = [m for m in core.events("MeterUpdate") if m["data"]["meter_name"].endswith(".flow0")]
         print("kegboard_daemon at 115200-baud meter traffic for %.1f s:" % wall)
         print("  bytes fed            %d (%.0f B/s, %d meter_status frames, %.0f frames/s)" % (
