@@ -147,8 +147,8 @@ static void test_screens(void) {
 static void test_core_tap_screen(void) {
         LcdScreen s;
         CoreTapInfo t = {
-                .meter_name = (char *) "kegboard.flow0", .name = (char *) "Main Tap", .ml_per_tick = 1 / 2.2,
-                .flow_state = (char *) "", .flow_volume_ml = -1, .flow_username = (char *) "",
+                .meter_name = "kegboard.flow0", .name = "Main Tap", .ml_per_tick = 1 / 2.2,
+                .flow_state = "", .flow_volume_ml = -1, .flow_username = "",
         };
 
         lcd_screen_core_tap(&s, &t);
@@ -157,15 +157,15 @@ static void test_core_tap_screen(void) {
         check_streq(s.rows[2], "2.2 ticks/ml        ");
         check_streq(s.rows[3], "no pours yet        ");
 
-        t.flow_state = (char *) "active";
+        t.flow_state = "active";
         t.flow_volume_ml = 100;
         lcd_screen_core_tap(&s, &t);
         check_streq(s.rows[3], "pouring 3.38 oz     ");
-        t.flow_state = (char *) "idle";
+        t.flow_state = "idle";
         t.flow_volume_ml = -1;
         lcd_screen_core_tap(&s, &t);
         check_streq(s.rows[3], "pouring             ");
-        t.flow_state = (char *) "completed";
+        t.flow_state = "completed";
         t.flow_volume_ml = 500;
         lcd_screen_core_tap(&s, &t);
         check_streq(s.rows[3], "last pour 16.91 oz  ");
@@ -174,7 +174,7 @@ static void test_core_tap_screen(void) {
         check_streq(s.rows[3], "last pour           ");
 
         /* No name: the meter stands in; no calibration said so. */
-        t.name = (char *) "";
+        t.name = "";
         t.ml_per_tick = 0;
         lcd_screen_core_tap(&s, &t);
         check_streq(s.rows[0], "_kegboard.flow0____ ");

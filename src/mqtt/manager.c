@@ -698,7 +698,7 @@ static void on_drink(CoreWatch *w, const DrinkInfo *d, void *userdata) {
                 return (void) log_error_errno(r, "Out of memory");
 
         if (g) {
-                LastPour *lp = &g->last_pour;
+                TapLastPour *lp = &g->last_pour;
                 char *user = isempty(d->username) ? NULL : strdup(d->username);
 
                 if (volume >= 0)
@@ -760,6 +760,7 @@ static void on_pour_flagged(CoreWatch *w, const FlagInfo *f, void *userdata) {
 static void on_core_failed(CoreWatch *w, void *userdata) {
         Manager *m = userdata;
 
+        log_named(LOG_ERR, "dbus", "Lost the connection to the bus");
         m->exit_code = -ENOTCONN;
         (void) sd_event_exit(m->event, 1);
 }
@@ -1087,7 +1088,8 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
                 return r;
         r = core_watch_new(&m->core, m->event, m->model, config->session_bus, &core_callbacks, m);
         if (r < 0)
-                return r;
+                return log_internal(LOG_ERR, r, "dbus", "Cannot connect to the %s bus: %m",
+                                    config->session_bus ? "session" : "system");
         if (!isempty(config->api_url)) {
                 r = keg_client_new(&m->keg, m->event, m->model, config->api_url, config->api_key, config->api_timeout,
                                    (uint64_t) config->state_interval * USEC_PER_SEC, on_keg_changed, m);

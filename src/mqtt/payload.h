@@ -8,6 +8,7 @@
 #include <stdint.h>
 
 #include "macro.h"
+#include "core-watch.h"
 #include "model.h"
 
 typedef enum DiscoveryMode {
@@ -55,36 +56,6 @@ int doc_core(const Model *m, const Settings *s, char **ret, size_t *ret_len);
 int doc_group(const Model *m, const Group *g, uint64_t now_mono, uint64_t now_real, char **ret, size_t *ret_len);
 
 /* Events (section 6.3). */
-typedef struct DrinkInfo {
-        const char *uuid;
-        int64_t drink_id;               /* -1 = unknown */
-        uint64_t flow_id;
-        const char *meter;
-        const char *username;           /* "" = guest */
-        uint64_t ticks;
-        double volume_ml;               /* < 0 = unknown */
-        uint64_t start_time, pour_time; /* realtime usec */
-        uint64_t duration;              /* seconds */
-} DrinkInfo;
-
-typedef struct GhostInfo {
-        const char *meter;
-        const char *rule;
-        uint64_t ticks;
-        double volume_ml;               /* < 0 = unknown */
-        uint64_t start_time, end_time;  /* realtime usec */
-        uint64_t flow_id;
-        const char *tick_series;
-        const char *mode;
-} GhostInfo;
-
-typedef struct FlagInfo {
-        uint64_t flow_id;
-        const char *meter;
-        const char *flag;
-        const char *mode;
-} FlagInfo;
-
 /* volume_ml: the volume counted (already derived from ticks when the drink had none; < 0 = null). */
 int event_pour(const DrinkInfo *d, double volume_ml, char **ret, size_t *ret_len);
 int event_ghost_flow(const GhostInfo *gi, char **ret, size_t *ret_len);

@@ -48,7 +48,7 @@ static int parse_components(json_t *o, char ***ret) {
         return 0;
 }
 
-static int parse_last_pour(json_t *o, LastPour *lp) {
+static int parse_last_pour(json_t *o, TapLastPour *lp) {
         json_t *uuid = json_object_get(o, "uuid"), *vol = json_object_get(o, "volume_ml"),
                *time = json_object_get(o, "time"), *user = json_object_get(o, "user");
         char *u = NULL;

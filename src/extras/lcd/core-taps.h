@@ -1,7 +1,7 @@
 /* lcd_daemon's tap screens without a server: the core's org.kegbot.Core1.Tap objects (name,
- * calibration, pour state) followed on D-Bus. A snapshot (GetManagedObjects, never activating the
- * core) whenever org.kegbot.Core1 gains an owner, then InterfacesAdded / InterfacesRemoved /
- * PropertiesChanged; nothing is polled. A lost bus connection is retried with a growing delay. */
+ * calibration, pour state) as the one core client (core-watch.h) follows them on D-Bus: a snapshot
+ * whenever org.kegbot.Core1 gains an owner (never activating the core), then its signals; nothing
+ * is polled. A lost bus connection is retried with a growing delay. */
 #pragma once
 
 #include <stdbool.h>

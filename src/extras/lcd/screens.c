@@ -132,15 +132,6 @@ void lcd_screen_core_tap(LcdScreen *s, const CoreTapInfo *t) {
                 lcd_screen_set_row(s, 3, "no pours yet");
 }
 
-void core_tap_info_done(CoreTapInfo *t) {
-        free(t->path);
-        free(t->meter_name);
-        free(t->name);
-        free(t->flow_state);
-        free(t->flow_username);
-        *t = (CoreTapInfo) {};
-}
-
 static const char *json_string_at(json_t *o, const char *a, const char *b) {
         json_t *v = json_object_get(o, a);
         if (b)

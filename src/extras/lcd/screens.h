@@ -34,15 +34,15 @@ typedef struct TapInfo {
         double temperature_c;
 } TapInfo;
 
-/* What a tap screen shows without a server: the core's org.kegbot.Core1.Tap object. */
+/* What a tap screen shows without a server: the core's org.kegbot.Core1.Tap object, as the core
+ * client's model holds it (the strings are borrowed from there). */
 typedef struct CoreTapInfo {
-        char *path;             /* the D-Bus object path */
-        char *meter_name;
-        char *name;
+        const char *meter_name;
+        const char *name;
         double ml_per_tick;     /* 0 = not calibrated */
-        char *flow_state;       /* "" (no flow yet), "active", "idle" or "completed" */
+        const char *flow_state; /* "" or NULL (no flow yet), "active", "idle" or "completed" */
         double flow_volume_ml;  /* -1 = not known */
-        char *flow_username;    /* "" = anonymous */
+        const char *flow_username; /* "" or NULL = anonymous */
 } CoreTapInfo;
 
 void lcd_screen_splash(LcdScreen *s);
@@ -52,7 +52,6 @@ void lcd_screen_tap(LcdScreen *s, const TapInfo *t);
 /* Standalone tap screen: title as lcd_screen_tap(), the meter, the calibration in ticks per mL,
  * then the pour state ("no pours yet", "pouring <x.xx> oz", "last pour <x.xx> oz"). */
 void lcd_screen_core_tap(LcdScreen *s, const CoreTapInfo *t);
-void core_tap_info_done(CoreTapInfo *t);
 
 /* Reads one tap object (full form, kegbot-server-api.md section 5.8). -EINVAL if it has no
  * string name; everything else falls back to the defaults of section 8.1. */

@@ -890,7 +890,6 @@ static int on_message(sd_bus_message *m, void *userdata, sd_bus_error *ret_error
         if (sd_bus_message_is_signal(m, NULL, NULL) <= 0)
                 return 0;
         if (sd_bus_message_is_signal(m, "org.freedesktop.DBus.Local", "Disconnected") > 0) {
-                log_error("Lost the connection to the bus");
                 if (w->cb.failed)
                         w->cb.failed(w, w->userdata);
                 return 0;
@@ -955,7 +954,7 @@ int core_watch_new(CoreWatch **ret, sd_event *event, Model *model, bool session_
         r = session_bus ? sd_bus_open_user_with_description(&w->bus, "session-bus") :
                           sd_bus_open_system_with_description(&w->bus, "system-bus");
         if (r < 0)
-                return log_error_errno(r, "Cannot connect to the %s bus: %m", session_bus ? "session" : "system");
+                return r;
         r = sd_bus_attach_event(w->bus, event, SD_EVENT_PRIORITY_NORMAL);
         if (r < 0)
                 return log_error_errno(r, "Cannot attach the bus to the event loop: %m");

@@ -1,4 +1,4 @@
-/* kegbot_mqtt's model of the core: see model.h. */
+/* The model of the core: see model.h. */
 #include <math.h>
 
 #include "model.h"

@@ -1,6 +1,6 @@
-/* kegbot_mqtt's D-Bus side (mqtt-home-assistant.md section 4): follows org.kegbot.Core1 on the
- * system or session bus - waits for it through NameOwnerChanged (never polls, never activates it),
- * takes a snapshot (Manager properties, GetManagedObjects, introspection of the optional members)
+/* The one client of org.kegbot.Core1, used by kegbot_mqtt (mqtt-home-assistant.md section 4) and
+ * lcd_daemon: follows the core on the system or session bus - waits for it through NameOwnerChanged
+ * (never polls, never activates it), takes a snapshot (Manager properties, GetManagedObjects, introspection of the optional members)
  * whenever it gains an owner, then applies InterfacesAdded / InterfacesRemoved / PropertiesChanged
  * and the Manager's signals to the model. */
 #pragma once
@@ -11,7 +11,37 @@
 
 #include "macro.h"
 #include "model.h"
-#include "payload.h"
+
+/* The Manager's signals, as they are read (the strings live as long as the message). */
+typedef struct DrinkInfo {
+        const char *uuid;
+        int64_t drink_id;               /* -1 = unknown */
+        uint64_t flow_id;
+        const char *meter;
+        const char *username;           /* "" = guest */
+        uint64_t ticks;
+        double volume_ml;               /* < 0 = unknown */
+        uint64_t start_time, pour_time; /* realtime usec */
+        uint64_t duration;              /* seconds */
+} DrinkInfo;
+
+typedef struct GhostInfo {
+        const char *meter;
+        const char *rule;
+        uint64_t ticks;
+        double volume_ml;               /* < 0 = unknown */
+        uint64_t start_time, end_time;  /* realtime usec */
+        uint64_t flow_id;
+        const char *tick_series;
+        const char *mode;
+} GhostInfo;
+
+typedef struct FlagInfo {
+        uint64_t flow_id;
+        const char *meter;
+        const char *flag;
+        const char *mode;
+} FlagInfo;
 
 typedef struct CoreWatch CoreWatch;
 
@@ -35,11 +65,12 @@ typedef struct CoreWatchCallbacks {
         void (*drink)(CoreWatch *w, const DrinkInfo *d, void *userdata);
         void (*ghost_flow)(CoreWatch *w, const GhostInfo *gi, void *userdata);
         void (*pour_flagged)(CoreWatch *w, const FlagInfo *f, void *userdata);
-        /* The bus connection is gone (fatal). */
+        /* The bus connection is gone: the CoreWatch is of no further use (free it outside the callback). */
         void (*failed)(CoreWatch *w, void *userdata);
 } CoreWatchCallbacks;
 
-/* Connects to the bus (system, or session with session_bus); errors are logged. */
+/* Connects to the bus (system, or session with session_bus). A bus that cannot be reached is returned
+ * unlogged (the caller decides whether that is fatal); other errors are logged. */
 int core_watch_new(CoreWatch **ret, sd_event *event, Model *model, bool session_bus, const CoreWatchCallbacks *cb,
                    void *userdata);
 CoreWatch *core_watch_free(CoreWatch *w);

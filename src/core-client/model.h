@@ -1,7 +1,8 @@
-/* kegbot_mqtt's picture of the core (mqtt-home-assistant.md section 1): the Manager's properties,
- * one Group per board, tap and temperature sensor, and what must survive restarts (served totals,
- * the last pour, ghost volumes, drinks already counted). The D-Bus side fills it, the payload
- * module renders it; no I/O and no clock here (times are passed in). */
+/* The picture of the core that the core client (core-watch.h) fills: the Manager's properties, one
+ * Group per board, tap and temperature sensor. kegbot_mqtt (mqtt-home-assistant.md section 1) also
+ * keeps here what must survive its restarts (served totals, the last pour, ghost volumes, drinks
+ * already counted) and what it published; lcd_daemon reads the taps. No I/O and no clock here
+ * (times are passed in). */
 #pragma once
 
 #include <stdbool.h>
@@ -37,13 +38,13 @@ typedef struct GhostEntry {
         double ml;
 } GhostEntry;
 
-typedef struct LastPour {
+typedef struct TapLastPour {
         bool set;
         char uuid[UUID_STRING_MAX];
         double volume_ml;
         uint64_t time;                  /* realtime usec */
         char *user;                     /* NULL = guest */
-} LastPour;
+} TapLastPour;
 
 /* Keg data of a tap from Kegbot Server (section 4.5). */
 typedef struct KegInfo {
@@ -88,7 +89,7 @@ typedef struct Group {
         size_t rate_first, n_rate;
         uint64_t rate_flow_id;
         double served_total_ml;
-        LastPour last_pour;
+        TapLastPour last_pour;
         GhostEntry *ghost;              /* oldest first */
         size_t n_ghost;
         KegInfo keg;

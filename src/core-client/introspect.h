@@ -1,4 +1,4 @@
-/* Reads what kegbot_mqtt needs from D-Bus introspection XML (org.freedesktop.DBus.Introspectable):
+/* Reads what the core client needs from D-Bus introspection XML (org.freedesktop.DBus.Introspectable):
  * whether an interface has a signal or method, and its signature, so the optional members of the
  * core (mqtt-home-assistant.md section 4.2) are used only when the core really has them. A small
  * scanner of start and end tags, not an XML parser: comments, processing instructions and the
