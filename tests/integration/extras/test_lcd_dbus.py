@@ -4,6 +4,7 @@ Name, calibration and pour state are shown; taps added, renamed and removed by a
 leaving and coming back are followed from signals; the core is asked for its objects once per
 appearance and never polled."""
 import os
+import re
 import signal
 import sys
 import unittest
@@ -121,6 +122,28 @@ class LcdDbusTest(unittest.TestCase):
         lcd.wait_line(r"INFO .*kegbot_core is on the system bus: 2 tap screen\(s\)\.", timeout=10)
         self.assertEqual(lcd.stop(), 0)
 
+    def test_bus_lost_and_back(self):
+        """The bus itself goes away: the screens go, lcd_daemon keeps running and reconnects with a
+        fresh client once the bus is back, then follows the core again."""
+        def count(pattern):
+            return len([l for l in lcd.output() if re.search(pattern, l)])
+
+        on_bus = r"INFO .*kegbot_core is on the system bus: 2 tap screen\(s\)\."
+        lcd = self.start_lcd()
+        lcd.wait_line(on_bus)
+        nones = count(r"DEBUG .*Tap screens: none$")
+        self.mon.stop()
+        self.bus.kill()
+        self.core.kill()
+        lcd.wait_line(r"WARNING .*\(lcd\) Lost the connection to the system bus; no tap screens until it is back\.")
+        kbtest.wait_until(lambda: count(r"DEBUG .*Tap screens: none$") == nones + 1, what="screens gone")
+        self.bus.start()
+        self.mon = busenv.Monitor(self.bus)
+        lcd.wait_line(r"INFO .*\(lcd\) Connected to the system bus again\.", timeout=10)
+        self.core = busenv.Core(self.tmp, self.bus, port=self.core.port)
+        kbtest.wait_until(lambda: count(on_bus) == 2, timeout=10, what="tap screens back")
+        self.assertTrue(lcd.alive())
+        self.assertEqual(lcd.stop(), 0)
 
 if __name__ == "__main__":
     kbtest.main()
