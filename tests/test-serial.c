@@ -1,4 +1,4 @@
-/* Tests for the Kegboard host serial helpers: default device selection, speeds (1200 refused),
+/* Tests for the Kegboard host serial helpers: speeds (1200 refused),
  * opening a pty (raw 8N1, CLOCAL|CREAD, no flow control, non-blocking) and a regular file, and the
  * monitor line format. */
 #include <errno.h>
@@ -15,57 +15,6 @@
 #include "kbsp.h"
 #include "serial.h"
 #include "test-util.h"
-
-static void touch(const char *dir, const char *name) {
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", dir, name);
-        int fd = open(p, O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
-        check(fd >= 0);
-        if (fd >= 0)
-                close(fd);
-}
-
-static void remove_entry(const char *dir, const char *name) {
-        char p[512];
-        snprintf(p, sizeof p, "%s/%s", dir, name);
-        (void) unlink(p);
-}
-
-static void check_default(const char *dir, const char *want_name) {
-        char *got = NULL, want[512];
-
-        snprintf(want, sizeof want, "%s/%s", dir, want_name);
-        check(serial_default_device(dir, &got) == 0);
-        check(got && streq(got, want));
-        if (got && !streq(got, want))
-                fprintf(stderr, "  got %s, want %s\n", got, want);
-        free(got);
-}
-
-static void test_default_device(void) {
-        char dir[] = "/tmp/test-serial-XXXXXX";
-        char *got = NULL;
-
-        check(mkdtemp(dir));
-        check_default(dir, "ttyUSB0");                  /* nothing there: the fallback */
-        touch(dir, "ttyACM1");
-        touch(dir, "ttyACM0");
-        check_default(dir, "ttyACM0");                  /* sorted */
-        touch(dir, "ttyUSB3");
-        touch(dir, "ttyUSB10");
-        check_default(dir, "ttyUSB10");                 /* ttyUSB* first; sorted as strings */
-        remove_entry(dir, "ttyUSB10");
-        check_default(dir, "ttyUSB3");
-
-        check(serial_resolve_device("/dev/ttyS7", &got) == 0);
-        check(got && streq(got, "/dev/ttyS7"));
-        free(got);
-
-        remove_entry(dir, "ttyUSB3");
-        remove_entry(dir, "ttyACM0");
-        remove_entry(dir, "ttyACM1");
-        check(rmdir(dir) == 0);
-}
 
 static void test_speeds(void) {
         check(serial_speed_supported(115200));
@@ -113,6 +62,28 @@ static void test_open_tty(void) {
 
         close(slave);
         close(master);
+}
+
+/* The terminal set-up alone (rfid_daemon's serial readers): any termios speed, 1200 included; a
+ * FIFO or pipe is no terminal. */
+static void test_setup_tty(void) {
+        int master, slave, p[2];
+        struct termios t;
+
+        check(openpty(&master, &slave, NULL, NULL, NULL) == 0);
+        check(serial_setup_tty(slave, 1200) == 0);
+        check(tcgetattr(slave, &t) == 0);
+        check(cfgetispeed(&t) == B1200 && cfgetospeed(&t) == B1200);
+        check(t.c_cc[VMIN] == 1 && t.c_cc[VTIME] == 0);
+        check(serial_setup_tty(slave, 9600) == 0);
+        check(tcgetattr(slave, &t) == 0 && cfgetispeed(&t) == B9600);
+        check(serial_setup_tty(slave, 12345) == -EINVAL);
+        check(pipe(p) == 0);
+        check(serial_setup_tty(p[0], 9600) == -ENOTTY);
+        close(p[0]);
+        close(p[1]);
+        close(master);
+        close(slave);
 }
 
 static void test_open_pty(void) {
@@ -221,9 +192,9 @@ static void test_format_line(void) {
 }
 
 int main(void) {
-        test_run(test_default_device);
         test_run(test_speeds);
         test_run(test_open_tty);
+        test_run(test_setup_tty);
         test_run(test_open_pty);
         test_run(test_open_file);
         test_run(test_format_line);

@@ -6,7 +6,6 @@
 #include "kegnet.h"
 #include "log.h"
 #include "manager.h"
-#include "serial.h"
 
 static const char *arg_kegboard_name = "";
 static const char *arg_tap_name = KEGNET_ALL_TAPS;
@@ -39,21 +38,12 @@ static const AppInfo app_info = {
 
 int main(int argc, char **argv) {
         _cleanup_(manager_freep) Manager *m = NULL;
-        _cleanup_(freep) char *device = NULL;
         int r, status;
 
         app_init(argc, argv, &app_info, NULL);
 
-        r = serial_resolve_device(app_kegboard_device(), &device);
-        if (r < 0) {
-                log_error_errno(r, "Failed to pick a Kegboard device: %m");
-                app_finish();
-                return 1;
-        }
-
         const ManagerConfig config = {
                 .board = {
-                        .device = device,
                         .speed = app_kegboard_speed(),
                         .name = arg_kegboard_name,
                         .probe_usec = (uint64_t) (arg_probe_seconds * USEC_PER_SEC),
@@ -71,7 +61,7 @@ int main(int argc, char **argv) {
                 return 1;
         }
 
-        status = manager_run(m);
+        status = manager_run(m, app_kegboard_device());
         m = manager_free(m);
         app_finish();
         return status;

@@ -8,6 +8,8 @@
 #include <signal.h>
 
 #include "daemon.h"
+#include "device-watch.h"
+#include "kegboard-port.h"
 #include "kegnet-client.h"
 #include "log.h"
 #include "manager.h"
@@ -19,7 +21,9 @@
 
 struct Manager {
         sd_event *event;
-        Board *board;
+        Board *board;                   /* NULL while waiting for a port */
+        BoardConfig board_config;
+        DeviceWatch *ports;             /* no --kegboard_device: udev finds the port */
         KegnetClient *kegnet;
         sd_event_source *stop_timer;
         sd_event_source *finish_defer;
@@ -44,7 +48,9 @@ struct Manager {
 static void manager_update_status(Manager *m) {
         const char *core = kegnet_client_is_connected(m->kegnet) ? "connected" : "disconnected";
 
-        if (m->identified)
+        if (!m->board)
+                (void) daemon_notify_status("Waiting for a Kegboard to be plugged in; core %s", core);
+        else if (m->identified)
                 (void) daemon_notify_status("%s (firmware %u) on %s; core %s", board_name(m->board),
                                             (unsigned) m->firmware_version, board_device(m->board), core);
         else
@@ -78,7 +84,7 @@ static void send_controller_connected(Manager *m, bool board_reset) {
 /* ---- stopping ---- */
 
 static void manager_check_done(Manager *m) {
-        if (!m->stopping || m->kegnet_pending || !board_commands_drained(m->board))
+        if (!m->stopping || m->kegnet_pending || (m->board && !board_commands_drained(m->board)))
                 return;
         (void) sd_event_exit(m->event, m->exit_status);
 }
@@ -133,7 +139,9 @@ static void manager_stop(Manager *m, int exit_status) {
 
         /* Set before anything below can report "drained" and end the loop too early. */
         m->kegnet_pending = true;
-        board_relays_off(m->board);
+        device_watch_stop(m->ports);
+        if (m->board)
+                board_relays_off(m->board);
 
         if (kegnet_client_is_connected(m->kegnet))
                 schedule_kegnet_finish(m);
@@ -323,7 +331,7 @@ static void on_kegnet_connected(KegnetClient *c, void *userdata) {
         /* Section 5.1 (c): announce the board before the outbox goes out. A reset that is still
          * queued travels in the outbox in its place among the readings; repeat it here only if
          * it was lost (dropped from a full outbox). */
-        if (m->identified)
+        if (m->board && m->identified)
                 send_controller_connected(m, m->reset_unconfirmed &&
                                           !kegnet_client_reset_pending(c, board_name(m->board)));
         manager_update_status(m);
@@ -349,7 +357,7 @@ static void on_kegnet_flushed(KegnetClient *c, void *userdata) {
 }
 
 static void handle_relay_event(Manager *m, const KegnetSetRelayOutputEvent *e) {
-        const char *name = board_name(m->board);
+        const char *name = m->board ? board_name(m->board) : NULL;
         unsigned id;
         int r;
 
@@ -379,16 +387,79 @@ static void on_kegnet_message(KegnetClient *c, const KegnetMessage *msg, void *u
                 handle_relay_event(m, &msg->set_relay_output_event);
 }
 
+/* ---- the port ---- */
+
+static const BoardCallbacks board_callbacks = {
+        .ready = on_board_ready,
+        .identified = on_board_identified,
+        .message = on_board_message,
+        .finished = on_board_finished,
+};
+
+static int manager_start_board(Manager *m, const char *device) {
+        BoardConfig c = m->board_config;
+        int r;
+
+        c.device = device;
+        r = board_new(&m->board, m->event, &c, &board_callbacks, m);
+        if (r < 0)
+                return log_error_errno(r, "Failed to set up the board: %m");
+        board_set_drained_callback(m->board, on_board_drained);
+        r = board_start(m->board);
+        manager_update_status(m);
+        return r;
+}
+
+static void on_port_event(DeviceWatch *w, DeviceAction action, struct udev_device *d, void *userdata) {
+        Manager *m = userdata;
+        KegboardPortInfo info;
+
+        if (m->board || m->stopping || (action != DEVICE_ADD && action != DEVICE_CHANGE))
+                return;
+        kegboard_port_info(d, &info);
+        if (!kegboard_port_candidate(&info))
+                return;
+
+        /* The first port wins; this process serves one board and stops looking. */
+        device_watch_stop(w);
+        kegboard_port_log_identity(d);
+        if (manager_start_board(m, info.devnode) < 0)
+                manager_stop(m, 1);
+}
+
+static void on_port_overflow(DeviceWatch *w, void *userdata) {
+        log_warning("Missed udev events (monitor overflow); looking for a Kegboard again");
+        if (device_watch_enumerate(w) < 0)
+                log_warning("Cannot enumerate serial ports through udev");
+}
+
+/* No --kegboard_device: the first tty that 70-kegboard.rules would nominate, now or when one is
+ * plugged in (the monitor is created before the scan so that nothing falls in between). */
+static int manager_find_port(Manager *m) {
+        static const char *const subsystems[] = { "tty", NULL };
+        static const DeviceWatchCallbacks callbacks = {
+                .event = on_port_event,
+                .overflow = on_port_overflow,
+        };
+        int r;
+
+        r = device_watch_new(&m->ports, m->event, subsystems, &callbacks, m);
+        if (r < 0)
+                return log_error_errno(r, "Cannot watch serial ports through udev: %m");
+        r = device_watch_enumerate(m->ports);
+        if (r < 0)
+                return log_error_errno(r, "Cannot enumerate serial ports through udev: %m");
+        if (!m->board && !m->stopping) {
+                log_info("Waiting for a Kegboard to be plugged in.");
+                manager_update_status(m);
+        }
+        return 0;
+}
+
 /* ---- life cycle ---- */
 
 int manager_new(Manager **ret, const ManagerConfig *config) {
         _cleanup_(manager_freep) Manager *m = NULL;
-        static const BoardCallbacks board_callbacks = {
-                .ready = on_board_ready,
-                .identified = on_board_identified,
-                .message = on_board_message,
-                .finished = on_board_finished,
-        };
         static const KegnetClientCallbacks kegnet_callbacks = {
                 .connected = on_kegnet_connected,
                 .disconnected = on_kegnet_disconnected,
@@ -416,10 +487,8 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
                 return r;
         (void) sd_event_set_watchdog(m->event, true);
 
-        r = board_new(&m->board, m->event, &config->board, &board_callbacks, m);
-        if (r < 0)
-                return log_error_errno(r, "Failed to set up the board: %m");
-        board_set_drained_callback(m->board, on_board_drained);
+        m->board_config = config->board;
+        m->board_config.device = NULL;
 
         r = kegnet_client_new(&m->kegnet, m->event, config->kb_core_addr, &kegnet_callbacks, m);
         if (r < 0)
@@ -437,19 +506,19 @@ Manager *manager_free(Manager *m) {
         sd_event_source_disable_unref(m->finish_defer);
         kegnet_client_free(m->kegnet);
         board_free(m->board);
+        device_watch_free(m->ports);
         sd_event_unref(m->event);
         free(m->tap_name);
         free(m);
         return NULL;
 }
 
-int manager_run(Manager *m) {
+int manager_run(Manager *m, const char *device) {
         int r;
 
-        r = board_start(m->board);
+        r = isempty(device) ? manager_find_port(m) : manager_start_board(m, device);
         if (r < 0)
                 return 1;
-        manager_update_status(m);
 
         r = kegnet_client_start(m->kegnet);
         if (r < 0) {

@@ -7,7 +7,7 @@
 #include "macro.h"
 
 typedef struct ManagerConfig {
-        BoardConfig board;
+        BoardConfig board;              /* .device is not used: see manager_run() */
         const char *kb_core_addr;       /* "host:port" or "port" */
         const char *tap_name;           /* meter_name of the TokenAuthEvents */
 } ManagerConfig;
@@ -18,5 +18,7 @@ int manager_new(Manager **ret, const ManagerConfig *config);
 Manager *manager_free(Manager *m);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Manager *, manager_free);
 
-/* Opens the board, connects to the core and runs the loop. Returns the exit status (0 or 1). */
-int manager_run(Manager *m);
+/* Opens the board on 'device' (or, if it is empty, on the first port udev nominates as a Kegboard,
+ * waiting for one to be plugged in), connects to the core and runs the loop. Returns the exit
+ * status (0 or 1). */
+int manager_run(Manager *m, const char *device);

@@ -69,7 +69,7 @@ static int arg_kegboard_speed = 115200;
 
 static const FlagDef kegboard_flags[] = {
         FLAG_STRING("kegboard_device", &arg_kegboard_device,
-                    "Serial device of the Kegboard; empty = the first /dev/ttyUSB*, then /dev/ttyACM*."),
+                    "Serial device of the Kegboard; empty = the first port udev nominates as a Kegboard."),
         FLAG_STRING("kegboard_device_path", &arg_kegboard_device_path,
                     "Same as --kegboard_device (pycore 1.1+ name); wins if set."),
         FLAG_INT_MIN("kegboard_speed", &arg_kegboard_speed, 1, "Serial baud rate (1200 is refused)."),

@@ -2,7 +2,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <glob.h>
 #include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
@@ -52,56 +51,6 @@ int serial_speeds_string(bool with_1200, char **ret) {
                 if (with_1200 || speed_table[i].speed != 1200)
                         (void) strbuf_printf(&b, "%s%d", b.len > 0 ? ", " : "", speed_table[i].speed);
         return strbuf_take(&b, ret, NULL);
-}
-
-static int first_match(const char *dev_dir, const char *pattern, char **ret) {
-        _cleanup_(freep) char *p = NULL;
-        glob_t g = {};
-        int r;
-
-        if (asprintf(&p, "%s/%s", dev_dir, pattern) < 0)
-                return -ENOMEM;
-        /* glob() sorts its results, which is the order the spec asks for. */
-        r = glob(p, 0, NULL, &g);
-        if (r == GLOB_NOSPACE)
-                return -ENOMEM;
-        if (r != 0 || g.gl_pathc == 0) {
-                globfree(&g);
-                return 0;
-        }
-        *ret = strdup(g.gl_pathv[0]);
-        globfree(&g);
-        return *ret ? 1 : -ENOMEM;
-}
-
-int serial_default_device(const char *dev_dir, char **ret) {
-        char *found = NULL;
-        int r;
-
-        assert_return(dev_dir, -EINVAL);
-        assert_return(ret, -EINVAL);
-
-        r = first_match(dev_dir, "ttyUSB*", &found);
-        if (r == 0)
-                r = first_match(dev_dir, "ttyACM*", &found);
-        if (r < 0)
-                return r;
-        if (r == 0 && asprintf(&found, "%s/ttyUSB0", dev_dir) < 0)
-                return -ENOMEM;
-        *ret = found;
-        return 0;
-}
-
-int serial_resolve_device(const char *configured, char **ret) {
-        assert_return(ret, -EINVAL);
-        if (!isempty(configured)) {
-                char *s = strdup(configured);
-                if (!s)
-                        return -ENOMEM;
-                *ret = s;
-                return 0;
-        }
-        return serial_default_device("/dev", ret);
 }
 
 int serial_setup_tty(int fd, int speed) {

@@ -1,5 +1,5 @@
-/* The serial side shared by every Kegboard host (kegboard_daemon, kegboard_monitor, kegboard_tester):
- * picking the default device, opening a tty raw 8N1 with DTR/RTS up and stale input flushed, or a
+/* The serial side shared by every Kegboard host (kegboard_daemon, kegboard_monitor, kegboard_tester)
+ * and rfid_daemon's serial readers: opening a tty raw 8N1 with DTR/RTS up and stale input flushed, or a
  * regular file read-only for replaying a capture (kegboard-serial-protocol.md section 1), and the
  * line format in which kegboard_monitor and kegboard_tester print what the board sends. */
 #pragma once
@@ -16,13 +16,6 @@ typedef enum SerialKind {
         SERIAL_FILE,            /* a regular file: replay, read-only, no writes */
         SERIAL_STREAM,          /* anything else readable (fifo, socket, char device): used as is */
 } SerialKind;
-
-/* Programs-and-flags.md section 2.1: the first existing <dev_dir>/ttyUSB*, then <dev_dir>/ttyACM*
- * (each sorted), else <dev_dir>/ttyUSB0. dev_dir is "/dev" except in tests. *ret is malloc'ed. */
-int serial_default_device(const char *dev_dir, char **ret);
-
-/* The device to use: 'configured' if non-empty, else serial_default_device("/dev"). */
-int serial_resolve_device(const char *configured, char **ret);
 
 /* 1 if the speed (baud) is one termios can set, 0 if not. 1200 counts as unsupported: closing a
  * port opened at 1200 baud puts Caterina (32u4) boards into their bootloader. */

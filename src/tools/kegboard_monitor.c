@@ -11,6 +11,7 @@
 #include "daemon.h"
 #include "kbsp.h"
 #include "log.h"
+#include "kegboard-port.h"
 #include "serial.h"
 #include "util-event.h"
 
@@ -208,11 +209,9 @@ int main(int argc, char **argv) {
         kbsp_decoder_init(&m.decoder);
         m.speed = app_kegboard_speed();
 
-        r = serial_resolve_device(app_kegboard_device(), &m.device);
-        if (r < 0) {
-                log_error_errno(r, "Failed to pick a Kegboard device: %m");
+        r = kegboard_port_resolve(app_kegboard_device(), &m.device);
+        if (r < 0)
                 goto finish;
-        }
 
         r = sd_event_default(&m.event);
         if (r < 0) {

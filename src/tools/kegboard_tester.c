@@ -11,6 +11,7 @@
 #include "daemon.h"
 #include "kbsp.h"
 #include "log.h"
+#include "kegboard-port.h"
 #include "serial.h"
 #include "util-event.h"
 
@@ -229,11 +230,9 @@ int main(int argc, char **argv) {
         log_warning("kegboard_tester opens valves; never run it on a live system!");
 
         kbsp_decoder_init(&t.decoder);
-        r = serial_resolve_device(app_kegboard_device(), &t.device);
-        if (r < 0) {
-                log_error_errno(r, "Failed to pick a Kegboard device: %m");
+        r = kegboard_port_resolve(app_kegboard_device(), &t.device);
+        if (r < 0)
                 goto finish;
-        }
 
         r = serial_open(t.device, app_kegboard_speed(), &kind);
         if (r < 0) {
