@@ -18,7 +18,7 @@ SOURCE_DIR = kbtest.SOURCE_DIR
 UNITS = ["kegbot.target", "kegbot-core.socket", "kegbot-core.service", "kegboard-daemon@.service"]
 SERVICES = ["kegbot-core.service", "kegboard-daemon@.service"]
 # Accessory units (installed, not enabled) appear when src/extras builds their programs.
-OPTIONAL_UNITS = ["lcd-daemon.service", "rfid-daemon.service", "sound-server.service", "kegbot-mqtt.service"]
+OPTIONAL_UNITS = ["lcd-daemon.service", "rfid-reader@.service", "sound-server.service", "kegbot-mqtt.service"]
 SECURITY_LIMIT = 2.0
 
 

@@ -40,6 +40,7 @@ class InstallTests(unittest.TestCase):
     def test_udev_rules(self):
         udevdir = sdtest.pkgconfig_var("udev", "udevdir")
         self.assertInstalled(os.path.join(udevdir, "rules.d", "70-kegboard.rules"))
+        self.assertInstalled(os.path.join(udevdir, "rules.d", "70-kegbot-rfid.rules"))
 
     def test_tmpfiles_sysusers(self):
         self.assertInstalled(os.path.join(sdtest.pkgconfig_var("systemd", "tmpfilesdir"), "kegbot.conf"))

@@ -5,7 +5,9 @@
 * every service scores <= 2.0 on `systemd-analyze security --offline=yes` (the score is printed);
 * every ExecStart= binary is installed in the build's bindir, each flag it is given exists in that
   program's --help, and the command line really runs (specifiers filled in with scratch files);
-* the wiring the design asks for (socket address, Type=notify, BusName=, WatchdogSec=, ...).
+* the wiring the design asks for (socket address, Type=notify, BusName=, WatchdogSec=, ...);
+* restarts: every service restarts on failure but within a start limit it can reach, and the exit
+  statuses that mean "missing device, library or configuration" are not retried.
 """
 import os
 import re
@@ -16,6 +18,9 @@ import unittest
 
 import kbtest
 import sdtest
+
+# The instances systemd-analyze verify checks for each template (what udev starts).
+INSTANCES = {"kegboard-daemon@.service": ["ttyUSB0"], "rfid-reader@.service": ["hidraw0", "input-event5"]}
 
 
 class UnitTests(unittest.TestCase):
@@ -39,9 +44,7 @@ class UnitTests(unittest.TestCase):
             with open(self.unit_path(u)) as f:
                 text = f.read()
             text = text.replace(self.inst.bindir + "/", self.inst.path(self.inst.bindir) + "/")
-            names = [u]
-            if u.endswith("@.service"):
-                names.append(u.replace("@.", "@ttyUSB0."))
+            names = [u] + [u.replace("@.", "@%s." % i) for i in INSTANCES.get(u, [])]
             for n in names:
                 with open(os.path.join(tmp, n), "w") as f:
                     f.write(text)
@@ -50,6 +53,10 @@ class UnitTests(unittest.TestCase):
 
     def test_units_installed(self):
         self.assertEqual(self.inst.units()[:len(sdtest.UNITS)], sdtest.UNITS)
+        present = os.listdir(self.inst.path(self.inst.unitdir))
+        self.assertIn("rfid-reader@.service", present)
+        # Replaced by one rfid-reader@ instance per reader.
+        self.assertNotIn("rfid-daemon.service", present)
 
     def test_verify(self):
         # Documentation= pages are checked by test_man_pages (they come from man/).
@@ -195,6 +202,51 @@ class UnitTests(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertNotIn("Error:", r.stderr)
 
+    def test_rfid_reader_command_line_runs(self):
+        """ExecStart= of rfid-reader@.service with the SetCredential= fallback as its flag file, on a node
+        udev does not know (a pty): parsed (no flag error), and the daemon refuses the node with exit 2,
+        a status the unit does not restart on."""
+        unit = sdtest.read_unit(self.unit_path("rfid-reader@.service"))
+        cmd = sdtest.unit_values(unit, "Service", "ExecStart")[0]
+        with tempfile.TemporaryDirectory() as tmp:
+            with open(os.path.join(tmp, "flags"), "w") as f:
+                f.write("\n")
+            master, slave = os.openpty()
+            try:
+                node = os.ttyname(slave)
+                argv = [a.replace("%d", tmp).replace("/dev/%I", node) for a in shlex.split(cmd)]
+                argv[0] = kbtest.binary("rfid_daemon")
+                r = kbtest.run(argv + ["--kb_core_addr=127.0.0.1:%d" % kbtest.free_port()], timeout=20)
+            finally:
+                os.close(master)
+                os.close(slave)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertNotIn("Error:", r.stderr)
+            self.assertIn("cannot tell what kind of RFID reader this is", r.stderr)
+            self.assertIn("2", sdtest.unit_values(unit, "Service", "RestartPreventExitStatus")[0].split())
+
+    def test_restarts(self):
+        """Every service restarts on failure, but a restart loop reaches the start limit (the default
+        limit, 5 starts in 10 s, is never reached with RestartSec=5); the exit statuses that mean a
+        missing device, library or configuration are not retried."""
+        prevent = {"kegboard-daemon@.service": {"0"}, "rfid-reader@.service": {"0", "2"},
+                   "lcd-daemon.service": {"1"}, "sound-server.service": {"1"}, "kegbot-core.service": set()}
+        for u in self.inst.units():
+            if not u.endswith(".service"):
+                continue
+            with self.subTest(unit=u):
+                unit = sdtest.read_unit(self.unit_path(u))
+                self.assertEqual(sdtest.unit_values(unit, "Service", "Restart"), ["on-failure"])
+                restart_sec = float(sdtest.unit_values(unit, "Service", "RestartSec")[0])
+                interval = sdtest.unit_values(unit, "Unit", "StartLimitIntervalSec")
+                burst = sdtest.unit_values(unit, "Unit", "StartLimitBurst")
+                self.assertTrue(interval and burst, "%s has no explicit start limit" % u)
+                self.assertLess(int(burst[0]) * restart_sec, float(interval[0]),
+                                "%s: %s restarts %s s apart never reach a limit of %s s" % (u, burst[0], restart_sec,
+                                                                                            interval[0]))
+                got = set(" ".join(sdtest.unit_values(unit, "Service", "RestartPreventExitStatus")).split())
+                self.assertEqual(got, prevent[u])
+
     def test_wiring(self):
         u = {n: sdtest.read_unit(self.unit_path(n)) for n in sdtest.UNITS}
         sock, core, kbd, target = (u["kegbot-core.socket"], u["kegbot-core.service"],
@@ -220,6 +272,15 @@ class UnitTests(unittest.TestCase):
         self.assertEqual(sdtest.unit_values(kbd, "Service", "DevicePolicy"), ["closed"])
         self.assertEqual(sdtest.unit_values(kbd, "Service", "DeviceAllow"), ["/dev/%I rw"])
         self.assertEqual(sdtest.unit_values(kbd, "Service", "SupplementaryGroups"), ["dialout"])
+
+        rfid = sdtest.read_unit(self.unit_path("rfid-reader@.service"))
+        self.assertEqual(sdtest.unit_values(rfid, "Unit", "BindsTo"), ["dev-%i.device"])
+        self.assertIn("kegbot.target", sdtest.unit_values(rfid, "Unit", "PartOf"))
+        self.assertEqual(sdtest.unit_values(rfid, "Service", "Type"), ["notify"])
+        self.assertEqual(sdtest.unit_values(rfid, "Service", "DevicePolicy"), ["closed"])
+        self.assertEqual(sdtest.unit_values(rfid, "Service", "DeviceAllow"), ["/dev/%I rw"])
+        self.assertIn("flags:/etc/kegbot/rfid_daemon.flags", sdtest.unit_values(rfid, "Service", "LoadCredential"))
+        self.assertNotIn("AF_NETLINK", " ".join(sdtest.unit_values(rfid, "Service", "RestrictAddressFamilies")))
 
 
 if __name__ == "__main__":
