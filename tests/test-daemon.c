@@ -291,6 +291,40 @@ static int on_timer_raise(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* The orderly stop of a daemon with work to do first: the stop handler, called for each stop
+ * signal, ends the loop itself (here on the second signal, with 7). */
+static unsigned stops;
+static sd_event *stop_event;
+
+static void on_stop(void *userdata) {
+        stops++;
+        if (stops == 2)
+                (void) sd_event_exit(stop_event, 7);
+        else
+                raise(SIGINT);
+}
+
+static void test_stop_signals(void) {
+        pid_t k = fork();
+
+        if (k == 0) {
+                int r;
+
+                if (sd_event_new(&stop_event) < 0 || daemon_setup_event_with_stop(stop_event, on_stop, NULL, NULL) < 0)
+                        _exit(11);
+                sd_event_source *t = NULL;
+                if (event_timer_arm_relative(stop_event, &t, 1000, 1, on_timer_raise, INT_TO_PTR(SIGTERM)) < 0)
+                        _exit(12);
+                r = sd_event_loop(stop_event);
+                sd_event_source_unref(t);
+                sd_event_unref(stop_event);
+                _exit(r == 7 && stops == 2 ? 0 : 13);
+        }
+        int status;
+        waitpid(k, &status, 0);
+        check(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 static void test_signals(void) {
         _cleanup_(freep) char *logfile = test_path(tmpdir, "sig.log"), *moved = test_path(tmpdir, "sig.log.1");
         pid_t k = fork();
@@ -464,6 +498,7 @@ int main(void) {
         test_run(test_daemonize);
         test_run(test_daemonize_failure);
         test_run(test_signals);
+        test_run(test_stop_signals);
         test_run(test_notify);
 
         char cmd[PATH_MAX + 16];

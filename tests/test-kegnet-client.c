@@ -1,6 +1,6 @@
 /* Tests of the reconnecting kegnet client against real loopback sockets on an sd-event loop:
  * connect and receive, backoff and reconnect spacing, the producer outbox rules, a server that
- * never reads, graceful finish and one-shot failure. Timings run at 1 nominal second = 20 ms. */
+ * never reads, graceful finish, a producer's drain at its stop, and one-shot failure. Timings run at 1 nominal second = 20 ms. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -621,6 +621,81 @@ static void test_finish(void) {
         test_teardown(&t);
 }
 
+typedef struct Drain {
+        unsigned calls;
+        bool flushed;
+        uint64_t at;
+} Drain;
+
+static void on_drained(KegnetClient *c, bool flushed, void *userdata) {
+        Drain *d = userdata;
+
+        d->calls++;
+        d->flushed = flushed;
+        d->at = now_usec();
+}
+
+/* A producer's stop (kegnet_client_drain): connected, everything queued goes out and the end is
+ * graceful; down, a connection that comes within the deadline takes the outbox; none at all, the
+ * deadline ends it. */
+static void test_drain(void) {
+        Test t;
+        Drain d = {};
+        KegnetMessage m;
+        uint64_t t0;
+
+        /* Connected. */
+        test_setup(&t, true, 0);
+        kegnet_client_set_producer(t.client, true);
+        check(kegnet_client_start(t.client) == 0);
+        check(RUN_UNTIL(t.event, server_accept(&t) && t.connected == 1, 2000));
+        m = token("aa", KEGNET_TOKEN_ADDED);    check(kegnet_client_send(t.client, &m) == 0);
+        m = token("aa", KEGNET_TOKEN_REMOVED);  check(kegnet_client_send(t.client, &m) == 0);
+        check(kegnet_client_drain(t.client, MSEC(2000), on_drained, &d) == 0);
+        check(kegnet_client_drain(t.client, MSEC(2000), on_drained, &d) == -EALREADY);
+        check(kegnet_client_send(t.client, &m) == -ESHUTDOWN);
+        check(RUN_UNTIL(t.event, (server_read(&t, 2), t.server_eof), 2000));
+        check(t.n_frames == 2);
+        check(d.calls == 0);            /* until the core has closed its side too */
+        server_close(&t);
+        check(RUN_UNTIL(t.event, d.calls == 1, 2000));
+        check(d.flushed);
+        test_teardown(&t);
+
+        /* Down at the stop: the outbox waits for the next attempt (5 units later) within the deadline. */
+        d = (Drain) {};
+        test_setup(&t, false, 0);
+        kegnet_client_set_producer(t.client, true);
+        check(kegnet_client_start(t.client) == 0);
+        check(RUN_UNTIL(t.event, t.connect_failed == 1, 2000));
+        m = token("bb", KEGNET_TOKEN_ADDED);    check(kegnet_client_send(t.client, &m) == 0);
+        m = token("bb", KEGNET_TOKEN_REMOVED);  check(kegnet_client_send(t.client, &m) == 0);
+        check(kegnet_client_drain(t.client, MSEC(2000), on_drained, &d) == 0);
+        check(listen(t.lfd, 16) == 0);
+        check(RUN_UNTIL(t.event, server_accept(&t) && (server_read(&t, 2), t.server_eof), 2000));
+        check(t.n_frames == 2);
+        check_frame(&t, 1, token("bb", KEGNET_TOKEN_REMOVED));
+        server_close(&t);
+        check(RUN_UNTIL(t.event, d.calls == 1, 2000));
+        check(d.flushed);
+        test_teardown(&t);
+
+        /* Nobody listens: the deadline. */
+        d = (Drain) {};
+        test_setup(&t, false, 0);
+        kegnet_client_set_producer(t.client, true);
+        check(kegnet_client_start(t.client) == 0);
+        check(RUN_UNTIL(t.event, t.connect_failed == 1, 2000));
+        m = token("cc", KEGNET_TOKEN_ADDED);    check(kegnet_client_send(t.client, &m) == 0);
+        t0 = now_usec();
+        check(kegnet_client_drain(t.client, MSEC(60), on_drained, &d) == 0);
+        check(RUN_UNTIL(t.event, d.calls == 1, 2000));
+        check(!d.flushed);
+        check(d.at - t0 >= MSEC(60));
+        check(RUN_UNTIL(t.event, d.calls > 1, 200) == false);   /* once only (the window is the scenario) */
+        test_teardown(&t);
+}
+
 /* Something else on the loop (here a pipe; in kegboard_daemon the board) sends while the core's
  * EOF is already waiting in the same epoll wakeup: the message is written directly, and the loss is
  * dispatched before the deferred 'flushed' notification. That notification must not be lost with
@@ -716,6 +791,7 @@ int main(void) {
         test_run(test_outbox_limit);
         test_run(test_slow_server);
         test_run(test_finish);
+        test_run(test_drain);
         test_run(test_flushed_survives_loss);
         test_run(test_one_shot_failure);
 

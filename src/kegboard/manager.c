@@ -5,7 +5,6 @@
 
 #include <errno.h>
 #include <inttypes.h>
-#include <signal.h>
 
 #include "daemon.h"
 #include "device-watch.h"
@@ -26,7 +25,6 @@ struct Manager {
         DeviceWatch *ports;             /* no --kegboard_device: udev finds the port */
         KegnetClient *kegnet;
         sd_event_source *stop_timer;
-        sd_event_source *finish_defer;
         char *tap_name;
 
         /* From the latest hello. */
@@ -89,30 +87,11 @@ static void manager_check_done(Manager *m) {
         (void) sd_event_exit(m->event, m->exit_status);
 }
 
-static int finish_defer_handler(sd_event_source *s, void *userdata) {
+static void on_kegnet_drained(KegnetClient *c, bool flushed, void *userdata) {
         Manager *m = userdata;
 
-        if (kegnet_client_finish(m->kegnet) < 0) {
-                /* Not connected (any more): nothing can be flushed. */
-                m->kegnet_pending = false;
-                manager_check_done(m);
-        }
-        return 0;
-}
-
-/* Deferred so that a connection that just came up first flushes its outbox. */
-static void schedule_kegnet_finish(Manager *m) {
-        int r;
-
-        if (m->finish_defer)
-                return;
-        r = sd_event_add_defer(m->event, &m->finish_defer, finish_defer_handler, m);
-        if (r >= 0)
-                r = sd_event_source_set_priority(m->finish_defer, SD_EVENT_PRIORITY_IDLE);
-        if (r < 0) {
-                log_warning_errno(r, "Failed to schedule the kegnet flush: %m");
-                m->kegnet_pending = false;
-        }
+        m->kegnet_pending = false;
+        manager_check_done(m);
 }
 
 static int stop_timer_handler(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -143,10 +122,13 @@ static void manager_stop(Manager *m, int exit_status) {
         if (m->board)
                 board_relays_off(m->board);
 
-        if (kegnet_client_is_connected(m->kegnet))
-                schedule_kegnet_finish(m);
-        /* Otherwise wait (within the deadline) for a connection attempt to come through: a replay
-         * file can be read before the first connect completes. */
+        /* Within the deadline, a connection attempt may still come through (a replay file can be
+         * read before the first connect completes): the outbox goes out then. */
+        r = kegnet_client_drain(m->kegnet, STOP_TIMEOUT_USEC, on_kegnet_drained, m);
+        if (r < 0) {
+                log_warning_errno(r, "Failed to flush kegnet: %m");
+                m->kegnet_pending = false;
+        }
 
         (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
         r = event_timer_arm(m->event, &m->stop_timer, now + STOP_TIMEOUT_USEC, USEC_PER_MSEC, stop_timer_handler, m);
@@ -158,16 +140,8 @@ static void manager_stop(Manager *m, int exit_status) {
         manager_check_done(m);
 }
 
-static int signal_handler(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
-        Manager *m = userdata;
-
-        if (si->ssi_signo == SIGHUP) {
-                (void) log_reopen();
-                return 0;
-        }
-        log_info("Received SIG%s, stopping.", sigabbrev_np((int) si->ssi_signo) ?: "?");
-        manager_stop(m, 0);
-        return 0;
+static void on_stop_signal(void *userdata) {
+        manager_stop(userdata, 0);
 }
 
 /* ---- the board side ---- */
@@ -335,18 +309,10 @@ static void on_kegnet_connected(KegnetClient *c, void *userdata) {
                 send_controller_connected(m, m->reset_unconfirmed &&
                                           !kegnet_client_reset_pending(c, board_name(m->board)));
         manager_update_status(m);
-        if (m->stopping)
-                schedule_kegnet_finish(m);
 }
 
 static void on_kegnet_disconnected(KegnetClient *c, int error, void *userdata) {
-        Manager *m = userdata;
-
-        manager_update_status(m);
-        if (m->stopping && m->finish_defer) {
-                m->kegnet_pending = false;
-                manager_check_done(m);
-        }
+        manager_update_status(userdata);
 }
 
 static void on_kegnet_flushed(KegnetClient *c, void *userdata) {
@@ -466,7 +432,6 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
                 .message = on_kegnet_message,
                 .flushed = on_kegnet_flushed,
         };
-        static const int signals[] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP };
         int r;
 
         m = calloc(1, sizeof *m);
@@ -480,12 +445,10 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         if (r < 0)
                 return log_error_errno(r, "Failed to allocate the event loop: %m");
 
-        /* Own handler rather than daemon_setup_event(): a stop has to switch relays off and
-         * flush kegnet before the loop ends. */
-        r = daemon_watch_signals(m->event, signals, ELEMENTSOF(signals), signal_handler, m, NULL);
+        /* A stop has to switch relays off and flush kegnet before the loop ends. */
+        r = daemon_setup_event_with_stop(m->event, on_stop_signal, NULL, m);
         if (r < 0)
                 return r;
-        (void) sd_event_set_watchdog(m->event, true);
 
         m->board_config = config->board;
         m->board_config.device = NULL;
@@ -503,7 +466,6 @@ Manager *manager_free(Manager *m) {
         if (!m)
                 return NULL;
         sd_event_source_disable_unref(m->stop_timer);
-        sd_event_source_disable_unref(m->finish_defer);
         kegnet_client_free(m->kegnet);
         board_free(m->board);
         device_watch_free(m->ports);

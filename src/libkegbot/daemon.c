@@ -248,10 +248,18 @@ int daemon_notify_stopping(void) {
 
 typedef struct ReloadHook {
         DaemonReloadHandler handler;
+        DaemonStopHandler stop;
         void *userdata;
 } ReloadHook;
 
 static int on_exit_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
+        ReloadHook *h = userdata;
+
+        if (h && h->stop) {
+                log_info("Received SIG%s, stopping.", sigabbrev_np((int) si->ssi_signo) ?: "?");
+                h->stop(h->userdata);
+                return 0;
+        }
         log_debug("Received %s, exiting.", strsignal((int) si->ssi_signo));
         return sd_event_exit(sd_event_source_get_event(s), 0);
 }
@@ -301,38 +309,57 @@ int daemon_watch_signals(sd_event *e, const int *signals, size_t n, sd_event_sig
         return 0;
 }
 
-int daemon_setup_event(sd_event *e, DaemonReloadHandler on_reload, void *userdata) {
+/* The hook lives as long as the source that owns it (floating: as long as the loop). */
+static int watch_with_hook(sd_event *e, const int *signals, size_t n, sd_event_signal_handler_t handler,
+                           const ReloadHook *hook, const char *description) {
+        sd_event_source *sources[3] = {};
+        int r;
+
+        assert_return(n <= ELEMENTSOF(sources), -EINVAL);
+        r = daemon_watch_signals(e, signals, n, handler, NULL, sources);
+        for (size_t i = 0; r >= 0 && i < n; i++) {
+                ReloadHook *h = malloc(sizeof(*h));
+                if (!h) {
+                        r = -ENOMEM;
+                        break;
+                }
+                *h = *hook;
+                (void) sd_event_source_set_userdata(sources[i], h);
+                (void) sd_event_source_set_destroy_callback(sources[i], free);
+                (void) sd_event_source_set_description(sources[i], description);
+                r = sd_event_source_set_floating(sources[i], true);
+        }
+        for (size_t i = 0; i < n; i++)
+                sd_event_source_unref(sources[i]);
+        if (r < 0)
+                return log_error_errno(r, "Failed to add a signal handler: %m");
+        return 0;
+}
+
+int daemon_setup_event_with_stop(sd_event *e, DaemonStopHandler on_stop, DaemonReloadHandler on_reload,
+                                 void *userdata) {
         static const int exit_signals[] = { SIGTERM, SIGINT, SIGQUIT };
         static const int hup[] = { SIGHUP };
+        const ReloadHook hook = { .handler = on_reload, .stop = on_stop, .userdata = userdata };
         int r;
 
         assert_return(e, -EINVAL);
 
-        r = daemon_watch_signals(e, exit_signals, ELEMENTSOF(exit_signals), on_exit_signal, NULL, NULL);
+        r = watch_with_hook(e, exit_signals, ELEMENTSOF(exit_signals), on_exit_signal, &hook, "stop-signal");
         if (r < 0)
                 return r;
-
-        ReloadHook *h = calloc(1, sizeof(ReloadHook));
-        if (!h)
-                return log_error_errno(ENOMEM, "Failed to add a signal handler: %m");
-        *h = (ReloadHook) { on_reload, userdata };
-        sd_event_source *s = NULL;
-        r = daemon_watch_signals(e, hup, ELEMENTSOF(hup), on_hup, h, &s);
-        if (r < 0) {
-                free(h);
-                return r;
-        }
-        (void) sd_event_source_set_destroy_callback(s, free);
-        (void) sd_event_source_set_description(s, "sighup");
-        r = sd_event_source_set_floating(s, true);
-        sd_event_source_unref(s);
+        r = watch_with_hook(e, hup, ELEMENTSOF(hup), on_hup, &hook, "sighup");
         if (r < 0)
-                return log_error_errno(r, "Failed to add a signal handler: %m");
+                return r;
 
         r = sd_event_set_watchdog(e, true);
         if (r < 0)
                 return log_error_errno(r, "Failed to enable the watchdog: %m");
         return 0;
+}
+
+int daemon_setup_event(sd_event *e, DaemonReloadHandler on_reload, void *userdata) {
+        return daemon_setup_event_with_stop(e, NULL, on_reload, userdata);
 }
 
 void daemon_reset_signals_for_child(void) {

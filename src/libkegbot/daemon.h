@@ -55,6 +55,15 @@ typedef void (*DaemonReloadHandler)(void *userdata);
  * floating (owned by the loop). */
 int daemon_setup_event(sd_event *e, DaemonReloadHandler on_reload, void *userdata);
 
+/* Called on SIGTERM, SIGINT or SIGQUIT by a daemon whose stop has work to do first (relays off, the
+ * last events out): it ends the loop itself when done. A second signal comes here again. */
+typedef void (*DaemonStopHandler)(void *userdata);
+
+/* daemon_setup_event() for such a daemon: the three stop signals log INFO "Received SIG<x>,
+ * stopping." and call on_stop instead of ending the loop. */
+int daemon_setup_event_with_stop(sd_event *e, DaemonStopHandler on_stop, DaemonReloadHandler on_reload,
+                                 void *userdata);
+
 /* In a forked child before exec(): unblock every signal and restore default dispositions, since
  * the mask blocked by daemon_setup_event() would otherwise be inherited (a player or a child
  * program that ignores SIGTERM). Async-signal-safe. */

@@ -81,6 +81,11 @@ struct KegnetClient {
         int pending_error;      /* connection already judged lost; handled on the loop */
         bool finishing, shut_wr;
 
+        /* kegnet_client_drain() */
+        sd_event_source *drain_timer;
+        KegnetClientDrained drained;
+        void *drained_userdata;
+
         uint64_t outbox_dropped;
         uint64_t last_drop_warning;
         uint64_t last_bad_warning;
@@ -325,8 +330,12 @@ static void client_update_events(KegnetClient *c) {
         (void) sd_event_source_set_io_events(c->io, ev);
 }
 
+static void drain_complete(KegnetClient *c, bool flushed);
+
 static void client_lost(KegnetClient *c, int error) {
         bool again = c->reconnect && !c->finishing;
+        /* A graceful end: everything was written and the write side shut before the peer closed. */
+        bool all_sent = error == 0 && c->finishing && c->shut_wr;
         /* A direct write emptied the queue but its 'flushed' notification still waits for the loop
          * (the loss can be dispatched first, e.g. the core's EOF noticed in the same epoll wakeup as
          * the board data that was sent): the bytes did go out, so say so before 'disconnected'
@@ -353,6 +362,8 @@ static void client_lost(KegnetClient *c, int error) {
                 c->cb.flushed(c, c->userdata);
         if (c->cb.disconnected)
                 c->cb.disconnected(c, error, c->userdata);
+        if (c->finishing)
+                drain_complete(c, all_sent);
 }
 
 static void client_connected(KegnetClient *c) {
@@ -387,6 +398,9 @@ static void client_connected(KegnetClient *c) {
                 c->sendq_bytes += e->size;
         }
         client_update_events(c);
+        /* A drain was waiting for this connection: the outbox is queued, now end it. */
+        if (c->drained)
+                (void) kegnet_client_finish(c);
 }
 
 static int client_attempt(KegnetClient *c) {
@@ -724,6 +738,46 @@ int kegnet_client_finish(KegnetClient *c) {
         return 0;
 }
 
+static void drain_complete(KegnetClient *c, bool flushed) {
+        KegnetClientDrained cb = c->drained;
+
+        if (!cb)
+                return;
+        c->drained = NULL;
+        c->drain_timer = sd_event_source_disable_unref(c->drain_timer);
+        cb(c, flushed, c->drained_userdata);
+}
+
+static int on_drain_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        KegnetClient *c = userdata;
+
+        log_debug("kegnet: not everything reached %s in time", c->display);
+        drain_complete(c, false);
+        return 0;
+}
+
+int kegnet_client_drain(KegnetClient *c, uint64_t timeout_usec, KegnetClientDrained drained, void *userdata) {
+        uint64_t deadline;
+        int r;
+
+        assert_return(c, -EINVAL);
+        assert_return(drained, -EINVAL);
+        if (c->drained)
+                return -EALREADY;
+
+        /* No connection will ever come (one-shot client that failed, or finished): at once. */
+        deadline = c->state == STATE_DONE ? 0 : client_now(c) + timeout_usec;
+        r = event_timer_arm(c->event, &c->drain_timer, deadline, USEC_PER_MSEC, on_drain_timer, c);
+        if (r < 0)
+                return r;
+        (void) sd_event_source_set_description(c->drain_timer, "kegnet-client-drain");
+        c->drained = drained;
+        c->drained_userdata = userdata;
+        if (c->state == STATE_CONNECTED && !c->pending_error)
+                (void) kegnet_client_finish(c);
+        return 0;
+}
+
 /* ---- setup ---- */
 
 int kegnet_client_new(KegnetClient **ret, sd_event *event, const char *address,
@@ -792,6 +846,7 @@ KegnetClient *kegnet_client_free(KegnetClient *c) {
         c->timer = sd_event_source_disable_unref(c->timer);
         c->defer = sd_event_source_disable_unref(c->defer);
         c->flush_notify = sd_event_source_disable_unref(c->flush_notify);
+        c->drain_timer = sd_event_source_disable_unref(c->drain_timer);
         c->fd = safe_close(c->fd);
         kegnet_splitter_done(&c->splitter);
         list_clear(&c->sendq);

@@ -72,6 +72,14 @@ int kegnet_client_send(KegnetClient *c, const KegnetMessage *m);
  * if the connection breaks first). Not connected: returns -ENOTCONN and does nothing. */
 int kegnet_client_finish(KegnetClient *c);
 
+/* The end of a producer (a daemon's stop): what is queued - and the outbox too, if a connection
+ * comes up within timeout_usec - is written out and the connection closed gracefully, as
+ * kegnet_client_finish() does. drained(c, flushed, userdata) is then called once, from the loop:
+ * flushed is true when the peer has everything, false when the deadline passed or the connection
+ * was lost first. -EALREADY while a drain is running. */
+typedef void (*KegnetClientDrained)(KegnetClient *c, bool flushed, void *userdata);
+int kegnet_client_drain(KegnetClient *c, uint64_t timeout_usec, KegnetClientDrained drained, void *userdata);
+
 bool kegnet_client_is_connected(const KegnetClient *c);
 /* True when nothing waits to be written: send queue empty and outbox empty. */
 bool kegnet_client_is_flushed(const KegnetClient *c);

@@ -63,19 +63,9 @@ static int id12_input(Reader *r) {
         uint8_t buf[256];
 
         for (unsigned i = 0; i < 64; i++) {
-                ssize_t n = read(r->fd, buf, sizeof(buf));
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == EAGAIN)
-                                return 0;
-                        if (reader_errno_is_lost(errno))
-                                return -errno;
-                        reader_bad(r, READER_BAD_READ_ERROR, "cannot read: %m");
-                        return 0;
-                }
-                if (n == 0)
-                        return -ESHUTDOWN;
+                ssize_t n = reader_read(r, buf, sizeof(buf));
+                if (n <= 0)
+                        return (int) n;
                 id12_parser_feed(&r->id12, buf, (size_t) n, r->now);
         }
         return 0;

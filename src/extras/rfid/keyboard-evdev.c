@@ -101,19 +101,9 @@ static int keyboard_input(Reader *r) {
 
                 /* A record split over two reads (FIFOs and ptys do that; evdev never) is completed. */
                 memcpy(buf, k->partial, have);
-                n = read(r->fd, buf + have, sizeof(buf) - have);
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == EAGAIN)
-                                return 0;
-                        if (reader_errno_is_lost(errno))
-                                return -errno;
-                        reader_bad(r, READER_BAD_READ_ERROR, "cannot read: %m");
-                        return 0;
-                }
-                if (n == 0)
-                        return -ESHUTDOWN;
+                n = reader_read(r, buf + have, sizeof(buf) - have);
+                if (n <= 0)
+                        return (int) n;
                 have += (size_t) n;
                 for (; have - off >= sizeof(struct input_event); off += sizeof(struct input_event)) {
                         struct input_event e;

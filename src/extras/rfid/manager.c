@@ -2,7 +2,6 @@
 #define LOG_COMPONENT "rfid"
 
 #include <errno.h>
-#include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -35,10 +34,7 @@ struct Manager {
         bool instance;
         bool ready;
         bool stopping;
-        bool kegnet_pending;
         int exit_status;
-        sd_event_source *stop_timer;
-        sd_event_source *finish_defer;
 };
 
 static void manager_stop(Manager *m, int exit_status);
@@ -406,44 +402,14 @@ static int manager_start_phidget22(Manager *m) {
 
 /* ---- stopping ---- */
 
-static void manager_check_done(Manager *m) {
-        if (m->stopping && !m->kegnet_pending)
-                (void) sd_event_exit(m->event, m->exit_status);
-}
-
-static int on_finish_defer(sd_event_source *s, void *userdata) {
+static void on_kegnet_drained(KegnetClient *c, bool flushed, void *userdata) {
         Manager *m = userdata;
 
-        if (kegnet_client_finish(m->kegnet) < 0) {
-                /* Not connected any more: nothing can be flushed. */
-                m->kegnet_pending = false;
-                manager_check_done(m);
-        }
-        return 0;
-}
-
-/* Deferred, so that a connection that just came up first sends its outbox. */
-static void manager_finish_kegnet(Manager *m) {
-        if (m->finish_defer)
-                return;
-        if (sd_event_add_defer(m->event, &m->finish_defer, on_finish_defer, m) < 0 ||
-            sd_event_source_set_priority(m->finish_defer, SD_EVENT_PRIORITY_IDLE) < 0) {
-                m->kegnet_pending = false;
-                manager_check_done(m);
-        }
-}
-
-static int on_stop_timeout(sd_event_source *s, uint64_t usec, void *userdata) {
-        Manager *m = userdata;
-
-        if (m->kegnet_pending)
-                log_debug("kegnet flush not finished in time, exiting anyway");
         (void) sd_event_exit(m->event, m->exit_status);
-        return 0;
 }
 
 static void manager_stop(Manager *m, int exit_status) {
-        uint64_t now = 0;
+        int k;
 
         if (m->stopping) {
                 (void) sd_event_exit(m->event, m->exit_status);
@@ -458,45 +424,22 @@ static void manager_stop(Manager *m, int exit_status) {
         for (size_t i = 0; i < m->n_readers; i++)
                 reader_close(m->readers[i], true);
 
-        m->kegnet_pending = true;
-        if (kegnet_client_is_connected(m->kegnet))
-                manager_finish_kegnet(m);
-        /* Otherwise a connection attempt may still come through within the deadline. */
-        (void) sd_event_now(m->event, CLOCK_MONOTONIC, &now);
-        if (sd_event_add_time(m->event, &m->stop_timer, CLOCK_MONOTONIC, now + STOP_TIMEOUT_USEC, 10 * USEC_PER_MSEC,
-                              on_stop_timeout, m) < 0)
+        /* Within the deadline, a connection attempt may still come through: the outbox goes out. */
+        k = kegnet_client_drain(m->kegnet, STOP_TIMEOUT_USEC, on_kegnet_drained, m);
+        if (k < 0) {
+                log_warning_errno(k, "Cannot flush kegnet: %m");
                 (void) sd_event_exit(m->event, exit_status);
+        }
 }
 
-static int on_signal(sd_event_source *s, const struct signalfd_siginfo *si, void *userdata) {
-        Manager *m = userdata;
-
-        if (si->ssi_signo == SIGHUP) {
-                (void) log_reopen();
-                return 0;
-        }
-        log_info("Received SIG%s, stopping.", sigabbrev_np((int) si->ssi_signo) ?: "?");
-        manager_stop(m, 0);
-        return 0;
+static void on_stop_signal(void *userdata) {
+        manager_stop(userdata, 0);
 }
 
 /* ---- kegnet ---- */
 
 static void on_kegnet_connected(KegnetClient *c, void *userdata) {
-        Manager *m = userdata;
-
         log_debug("Connected to the core at %s", kegnet_client_address(c));
-        if (m->stopping)
-                manager_finish_kegnet(m);
-}
-
-static void on_kegnet_disconnected(KegnetClient *c, int error, void *userdata) {
-        Manager *m = userdata;
-
-        if (m->stopping && m->finish_defer) {
-                m->kegnet_pending = false;
-                manager_check_done(m);
-        }
 }
 
 /* ---- life cycle ---- */
@@ -505,9 +448,7 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         _cleanup_(manager_freep) Manager *m = NULL;
         static const KegnetClientCallbacks kegnet_callbacks = {
                 .connected = on_kegnet_connected,
-                .disconnected = on_kegnet_disconnected,
         };
-        static const int signals[] = { SIGTERM, SIGINT, SIGQUIT, SIGHUP };
         int k;
 
         m = calloc(1, sizeof(*m));
@@ -519,11 +460,10 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         k = sd_event_default(&m->event);
         if (k < 0)
                 return log_error_errno(k, "Cannot create the event loop: %m");
-        /* Own handler: a stop sends the last "removed" events and flushes kegnet first. */
-        k = daemon_watch_signals(m->event, signals, ELEMENTSOF(signals), on_signal, m, NULL);
+        /* A stop sends the last "removed" events and flushes kegnet first. */
+        k = daemon_setup_event_with_stop(m->event, on_stop_signal, NULL, m);
         if (k < 0)
                 return k;
-        (void) sd_event_set_watchdog(m->event, true);
 
         k = kegnet_client_new(&m->kegnet, m->event, config->kb_core_addr, &kegnet_callbacks, m);
         if (k < 0)
@@ -542,8 +482,6 @@ Manager *manager_free(Manager *m) {
         for (size_t i = 0; i < m->n_dead; i++)
                 reader_free(m->dead[i]);
         sd_event_source_disable_unref(m->reap_defer);
-        sd_event_source_disable_unref(m->stop_timer);
-        sd_event_source_disable_unref(m->finish_defer);
         device_watch_free(m->watch);
         kegnet_client_free(m->kegnet);
         sd_event_unref(m->event);

@@ -202,19 +202,9 @@ static int phidget_input(Reader *r) {
 
         /* hidraw keeps report boundaries: one read, one report. */
         for (unsigned i = 0; i < 256 && r->open; i++) {
-                ssize_t n = read(r->fd, buf, sizeof(buf));
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == EAGAIN)
-                                return 0;
-                        if (reader_errno_is_lost(errno))
-                                return -errno;
-                        reader_bad(r, READER_BAD_READ_ERROR, "cannot read: %m");
-                        return 0;
-                }
-                if (n == 0)
-                        return -ESHUTDOWN;
+                ssize_t n = reader_read(r, buf, sizeof(buf));
+                if (n <= 0)
+                        return (int) n;
 
                 phidget_report_parse(r->phidget.model, buf, (size_t) n, &rep);
                 switch (rep.kind) {

@@ -120,6 +120,10 @@ void reader_token_gone(Reader *r);
  * "<node>: <text>" (WARNING), except noise and keyboard staleness, which only ever appear in the
  * summary "<node>: <n> more <kind> in the last minute". */
 void reader_bad(Reader *r, ReaderBad kind, const char *format, ...) _printf_(3, 4);
+/* One read() of the node, for a backend's input hook: the byte count (> 0); 0 when there is nothing
+ * more for now (EAGAIN, or a read error that has been reported: reading goes on); a negative errno
+ * when the device is lost (section 7.5; end of file is -ESHUTDOWN). */
+ssize_t reader_read(Reader *r, void *buf, size_t size);
 /* Errors that mean the device is gone (section 7.5). */
 bool reader_errno_is_lost(int error);
 /* Arms (or disarms with usec == 0) a one-shot CLOCK_MONOTONIC timer owned by the reader. */

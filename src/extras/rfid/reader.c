@@ -10,6 +10,7 @@
 #include "reader-internal.h"
 #include "util-escape.h"
 #include "util-event.h"
+#include "util-string.h"
 
 #define BAD_WINDOW_USEC (60 * USEC_PER_SEC)
 
@@ -56,6 +57,24 @@ bool reader_errno_is_lost(int error) {
         }
 }
 
+ssize_t reader_read(Reader *r, void *buf, size_t size) {
+        for (;;) {
+                ssize_t n = read(r->fd, buf, size);
+                if (n > 0)
+                        return n;
+                if (n == 0)
+                        return -ESHUTDOWN;
+                if (errno == EINTR)
+                        continue;
+                if (errno == EAGAIN)
+                        return 0;
+                if (reader_errno_is_lost(errno))
+                        return -errno;
+                reader_bad(r, READER_BAD_READ_ERROR, "cannot read: %m");
+                return 0;
+        }
+}
+
 static uint64_t reader_now(Reader *r) {
         uint64_t now = 0;
 
@@ -79,14 +98,11 @@ int reader_timer_set(Reader *r, sd_event_source **s, uint64_t usec, uint64_t acc
 
 void reader_set_description(Reader *r, const char *format, ...) {
         va_list ap;
-        char *s = NULL;
 
-        va_start(ap, format);
-        if (vasprintf(&s, format, ap) < 0)
-                s = NULL;
-        va_end(ap);
         free(r->description);
-        r->description = s;
+        va_start(ap, format);
+        r->description = strdup_vprintf(format, ap);
+        va_end(ap);
 }
 
 /* ---- bad input ---- */
@@ -225,7 +241,9 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
                 k = r->ops->input(r);
         /* Input is drained first: a hangup may come with the last bytes. */
         if (k < 0 || (revents & (EPOLLHUP | EPOLLERR))) {
-                if (k < 0)
+                if (k == -ESHUTDOWN)
+                        log_debug("%s: device lost (end of file)", r->node);
+                else if (k < 0)
                         log_debug_errno(k, "%s: device lost: %m", r->node);
                 else
                         log_debug("%s: device lost (%s)", r->node, revents & EPOLLERR ? "POLLERR" : "POLLHUP");
