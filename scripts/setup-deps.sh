@@ -13,9 +13,11 @@ PKGS=(
   clang libclang-rt-dev
   # test tooling
   python3 python3-dbus dbus dbus-bin socat util-linux systemd procps
-  umockdev libumockdev-dev curl iproute2 groff-base
+  umockdev libumockdev-dev gir1.2-umockdev-1.0 python3-gi curl iproute2 groff-base
   # kegbot_mqtt's tests: a real broker, its clients, a test CA; the stub core runs on GLib
-  mosquitto mosquitto-clients openssl python3-gi
+  mosquitto mosquitto-clients openssl
+  # rfid_daemon's FUSE stand-in for a PhidgetRFID / evdev reader
+  libfuse3-dev fuse3
   # systemd/udev integration tests and the system (container) test
   udev libdbus-1-dev debootstrap systemd-container
 )
