@@ -206,22 +206,22 @@ static void handle_event(Reader *r, Phidget22Event *ev) {
         }
 }
 
+/* One record per wake-up: each is an input of its own, settled (LED, output) before the next, so
+ * a tag and its loss read together still blink the LED. The pipe stays readable for the rest. */
 static int phidget22_input(Reader *r) {
         Phidget22Event ev;
+        ssize_t n;
 
-        for (unsigned i = 0; i < 64; i++) {
-                ssize_t n = read(r->fd, &ev, sizeof(ev));
-                if (n < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno != EAGAIN)
-                                log_warning_errno(-errno, "Cannot read the library's events: %m");
-                        return 0;
-                }
-                if (n != (ssize_t) sizeof(ev))
-                        return 0;
-                handle_event(r, &ev);
+        do
+                n = read(r->fd, &ev, sizeof(ev));
+        while (n < 0 && errno == EINTR);
+        if (n < 0) {
+                if (errno != EAGAIN)
+                        log_warning_errno(-errno, "Cannot read the library's events: %m");
+                return 0;
         }
+        if (n == (ssize_t) sizeof(ev))
+                handle_event(r, &ev);
         return 0;
 }
 

@@ -210,6 +210,26 @@ class DiscoveryTest(unittest.TestCase):
         self.wait_tokens(1)
         self.assertEqual(d.stop(), 0)
 
+    def test_v1_firmware(self):
+        """A v1 reader with firmware below 104 gets one all-zero output report at attach; from 104 on,
+        and on every v1, nothing else is ever written (section 2.6)."""
+        old, rec = umocktest.hidraw(2, "hidraw0", "06c2", "0030", serial="V1OLD", bcd="0103", descriptor=DESCRIPTOR)
+        self.tb.add(rec)
+        new, rec = umocktest.hidraw(3, "hidraw1", "06c2", "0030", serial="V1NEW", bcd="0104", descriptor=DESCRIPTOR)
+        self.tb.add(rec)
+        m_old, m_new = self.tb.master("/dev/hidraw0"), self.tb.master("/dev/hidraw1")
+        d = self.daemon("--toggle_output")
+        d.notify.wait_for(r"^STATUS=2 RFID reader\(s\)$")
+        d.wait_line(r"RFID device attached: /dev/hidraw0 \(PhidgetRFID 1023 06c2:0030, serial V1OLD, firmware 103\)$")
+        d.wait_line(r"RFID device attached: /dev/hidraw1 \(PhidgetRFID 1023 06c2:0030, serial V1NEW, firmware 104\)$")
+        self.assertEqual(read_master(m_old, bytes(9)), bytes(9))
+        self.core.wait_connected()
+        os.write(m_new, bytes.fromhex("000415ab23cd0000"))
+        self.wait_tokens(2)
+        self.assertEqual(d.stop(), 0)
+        self.assertEqual(drain(m_old), b"")
+        self.assertEqual(drain(m_new), b"")
+
     # 51
     def test_empty_start(self):
         d = self.daemon()
