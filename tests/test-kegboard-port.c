@@ -9,8 +9,8 @@ static KegboardPortInfo usb_port(const char *sysname, uint16_t vendor, uint16_t 
         static char node[64];
 
         snprintf(node, sizeof(node), "/dev/%s", sysname);
-        return (KegboardPortInfo) { .subsystem = "tty", .sysname = sysname, .devnode = node,
-                                    .has_usb_ids = true, .vendor = vendor, .product = product };
+        return (KegboardPortInfo) { .dev = { .subsystem = "tty", .sysname = sysname, .devnode = node,
+                                             .has_usb_ids = true, .vendor = vendor, .product = product } };
 }
 
 static void test_candidates(void) {
@@ -38,20 +38,20 @@ static void test_candidates(void) {
         p = usb_port("ttyUSBx", 0x2341, 0x0043);
         check(!kegboard_port_candidate(&p));
         p = usb_port("ttyUSB0", 0x2341, 0x0043);
-        p.has_usb_ids = false;
+        p.dev.has_usb_ids = false;
         check(!kegboard_port_candidate(&p));
 
         /* The opt-in works for any tty: a Raspberry Pi UART, a platform port. */
-        p = (KegboardPortInfo) { .subsystem = "tty", .sysname = "ttyAMA0", .devnode = "/dev/ttyAMA0",
+        p = (KegboardPortInfo) { .dev = { .subsystem = "tty", .sysname = "ttyAMA0", .devnode = "/dev/ttyAMA0" },
                                  .kegbot_kegboard = "1" };
         check(kegboard_port_candidate(&p));
-        p.sysname = "ttyS4";
-        p.devnode = "/dev/ttyS4";
+        p.dev.sysname = "ttyS4";
+        p.dev.devnode = "/dev/ttyS4";
         check(kegboard_port_candidate(&p));
         p.kegbot_kegboard = "0";
         check(!kegboard_port_candidate(&p));
         p.kegbot_kegboard = "1";
-        p.devnode = NULL;
+        p.dev.devnode = NULL;
         check(!kegboard_port_candidate(&p));
 
         /* A port opted in as an RFID reader is never probed, even on a Kegboard chip. */
@@ -62,7 +62,7 @@ static void test_candidates(void) {
         check(!kegboard_port_candidate(&p));
 
         p = usb_port("ttyUSB0", 0x2341, 0x0043);
-        p.subsystem = "usb-serial";
+        p.dev.subsystem = "usb-serial";
         check(!kegboard_port_candidate(&p));
 }
 

@@ -599,36 +599,36 @@ static RfidVerdict candidate(const RfidDeviceSnapshot *d, RfidBackend only, Rfid
 }
 
 static void test_discovery(void) {
-        RfidDeviceSnapshot hid = { .subsystem = "hidraw", .sysname = "hidraw0", .devnode = "/dev/hidraw0",
-                                   .has_usb_ids = true, .vendor = 0x06c2, .product = 0x0031 };
-        RfidDeviceSnapshot tty = { .subsystem = "tty", .sysname = "ttyUSB0", .devnode = "/dev/ttyUSB0",
-                                   .has_usb_ids = true, .vendor = 0x0403, .product = 0x6015 };
-        RfidDeviceSnapshot ev = { .subsystem = "input", .sysname = "event5", .devnode = "/dev/input/event5",
-                                  .kegbot_rfid = "1", .id_input_keyboard = "1",
-                                  .has_usb_ids = true, .vendor = 0xffff, .product = 0x0035 };
+        RfidDeviceSnapshot hid = { .dev = { .subsystem = "hidraw", .sysname = "hidraw0", .devnode = "/dev/hidraw0",
+                                            .has_usb_ids = true, .vendor = 0x06c2, .product = 0x0031 } };
+        RfidDeviceSnapshot tty = { .dev = { .subsystem = "tty", .sysname = "ttyUSB0", .devnode = "/dev/ttyUSB0",
+                                            .has_usb_ids = true, .vendor = 0x0403, .product = 0x6015 } };
+        RfidDeviceSnapshot ev = { .dev = { .subsystem = "input", .sysname = "event5", .devnode = "/dev/input/event5",
+                                           .has_usb_ids = true, .vendor = 0xffff, .product = 0x0035 },
+                                  .kegbot_rfid = "1", .id_input_keyboard = "1" };
         RfidDeviceSnapshot d;
         RfidBackend b;
 
         check_int(candidate(&hid, RFID_BACKEND_AUTO, &b), RFID_CANDIDATE);
         check_int(b, RFID_BACKEND_PHIDGET);
         d = hid;
-        d.product = 0x0030;
+        d.dev.product = 0x0030;
         check_int(candidate(&d, RFID_BACKEND_AUTO, &b), RFID_CANDIDATE);
-        d.product = 0x0034;
+        d.dev.product = 0x0034;
         check_int(candidate(&d, RFID_BACKEND_AUTO, &b), RFID_NOT_INFO);
         d = hid;
         d.kegbot_rfid = "0";
         check_int(candidate(&d, RFID_BACKEND_AUTO, &b), RFID_NOT_DEBUG);
         d = hid;
-        d.vendor = 0xffff;
-        d.product = 0x0035;
+        d.dev.vendor = 0xffff;
+        d.dev.product = 0x0035;
         d.kegbot_rfid = "1";
         check_int(candidate(&d, RFID_BACKEND_AUTO, &b), RFID_NOT_SILENT);
         d = hid;
-        d.has_usb_ids = false;
+        d.dev.has_usb_ids = false;
         check_int(candidate(&d, RFID_BACKEND_AUTO, &b), RFID_NOT_SILENT);
         d = hid;
-        d.devnode = NULL;
+        d.dev.devnode = NULL;
         check_int(candidate(&d, RFID_BACKEND_AUTO, &b), RFID_NOT_SILENT);
 
         check_int(candidate(&tty, RFID_BACKEND_AUTO, &b), RFID_NOT_SILENT);
@@ -636,20 +636,20 @@ static void test_discovery(void) {
         d.kegbot_rfid = "1";
         check_int(candidate(&d, RFID_BACKEND_AUTO, &b), RFID_CANDIDATE);
         check_int(b, RFID_BACKEND_ID12);
-        d.sysname = "ttyAMA0";
-        d.devnode = "/dev/ttyAMA0";
-        d.has_usb_ids = false;
+        d.dev.sysname = "ttyAMA0";
+        d.dev.devnode = "/dev/ttyAMA0";
+        d.dev.has_usb_ids = false;
         check_int(candidate(&d, RFID_BACKEND_AUTO, &b), RFID_CANDIDATE);
 
         check_int(candidate(&ev, RFID_BACKEND_AUTO, &b), RFID_CANDIDATE);
         check_int(b, RFID_BACKEND_KEYBOARD);
         d = ev;
-        d.sysname = "input5";
-        d.devnode = NULL;
+        d.dev.sysname = "input5";
+        d.dev.devnode = NULL;
         check_int(candidate(&d, RFID_BACKEND_AUTO, &b), RFID_NOT_DEBUG);
         d = ev;
-        d.sysname = "mouse0";
-        d.devnode = "/dev/input/mouse0";
+        d.dev.sysname = "mouse0";
+        d.dev.devnode = "/dev/input/mouse0";
         check_int(candidate(&d, RFID_BACKEND_AUTO, &b), RFID_NOT_DEBUG);
         d = ev;
         d.id_input_keyboard = NULL;
@@ -665,10 +665,11 @@ static void test_discovery(void) {
         check_int(candidate(&hid, RFID_BACKEND_ID12, &b), RFID_NOT_SILENT);
         check_int(candidate(&ev, RFID_BACKEND_ID12, &b), RFID_NOT_SILENT);
         d = hid;
-        d.product = 0x0034;
+        d.dev.product = 0x0034;
         check_int(candidate(&d, RFID_BACKEND_KEYBOARD, &b), RFID_NOT_SILENT);
 
-        d = (RfidDeviceSnapshot) { .subsystem = "block", .sysname = "sda", .devnode = "/dev/sda", .kegbot_rfid = "1" };
+        d = (RfidDeviceSnapshot) { .dev = { .subsystem = "block", .sysname = "sda", .devnode = "/dev/sda" },
+                                   .kegbot_rfid = "1" };
         check_int(candidate(&d, RFID_BACKEND_AUTO, &b), RFID_NOT_SILENT);
 
         check_int(rfid_backend_for_subsystem("hidraw", "hidraw3"), RFID_BACKEND_PHIDGET);

@@ -389,7 +389,7 @@ static void on_port_event(DeviceWatch *w, DeviceAction action, struct udev_devic
         /* The first port wins; this process serves one board and stops looking. */
         device_watch_stop(w);
         kegboard_port_log_identity(d);
-        if (manager_start_board(m, info.devnode) < 0)
+        if (manager_start_board(m, info.dev.devnode) < 0)
                 manager_stop(m, 1);
 }
 

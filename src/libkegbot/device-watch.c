@@ -225,6 +225,22 @@ void usb_identity_get(struct udev_device *d, UsbIdentity *ret) {
                 ret->serial = nonempty(udev_device_get_property_value(d, "ID_SERIAL_SHORT"));
 }
 
+void device_info_get(struct udev_device *d, DeviceInfo *ret) {
+        UsbIdentity usb;
+
+        assert_return(d && ret, );
+
+        usb_identity_get(d, &usb);
+        *ret = (DeviceInfo) {
+                .subsystem = udev_device_get_subsystem(d),
+                .sysname = udev_device_get_sysname(d),
+                .devnode = udev_device_get_devnode(d),
+                .has_usb_ids = usb.has_ids,
+                .vendor = usb.vendor,
+                .product = usb.product,
+        };
+}
+
 char *usb_identity_format(const UsbIdentity *id, char *buf, size_t size) {
         _cleanup_(freep) char *manufacturer = NULL, *model = NULL, *serial = NULL;
         size_t len = 0;

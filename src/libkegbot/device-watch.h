@@ -54,6 +54,18 @@ void device_watch_stop(DeviceWatch *w);
 /* device_enumerate() over the watch's subsystems, each device delivered as DEVICE_ADD. */
 int device_watch_enumerate(DeviceWatch *w);
 
+/* The part of a udev device that the candidate rules (Kegboard ports, RFID readers) look at.
+ * Strings borrowed from the udev device. */
+typedef struct DeviceInfo {
+        const char *subsystem;
+        const char *sysname;            /* e.g. "ttyUSB0" */
+        const char *devnode;            /* NULL: no device node */
+        bool has_usb_ids;               /* usb_identity_get() */
+        uint16_t vendor, product;
+} DeviceInfo;
+
+void device_info_get(struct udev_device *d, DeviceInfo *ret);
+
 /* What a device's USB side says about it. The strings are borrowed from the udev device (valid as
  * long as it is referenced) and untrusted: escape them before logging. */
 typedef struct UsbIdentity {

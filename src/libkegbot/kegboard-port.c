@@ -36,37 +36,29 @@ static bool usb_serial_name(const char *sysname) {
 bool kegboard_port_candidate(const KegboardPortInfo *p) {
         assert_return(p, false);
 
-        if (!streq_ptr(p->subsystem, "tty") || isempty(p->devnode))
+        if (!streq_ptr(p->dev.subsystem, "tty") || isempty(p->dev.devnode))
                 return false;
         if (streq_ptr(p->kegbot_rfid, "1"))
                 return false;
         if (streq_ptr(p->kegbot_kegboard, "1"))
                 return true;
-        if (!usb_serial_name(p->sysname) || !p->has_usb_ids)
+        if (!usb_serial_name(p->dev.sysname) || !p->dev.has_usb_ids)
                 return false;
         for (size_t i = 0; i < ELEMENTSOF(known_ids); i++)
-                if (p->vendor == known_ids[i].vendor &&
-                    (known_ids[i].product == 0 || p->product == known_ids[i].product))
+                if (p->dev.vendor == known_ids[i].vendor &&
+                    (known_ids[i].product == 0 || p->dev.product == known_ids[i].product))
                         return true;
         return false;
 }
 
 void kegboard_port_info(struct udev_device *d, KegboardPortInfo *ret) {
-        UsbIdentity id;
-
         assert_return(d && ret, );
 
-        usb_identity_get(d, &id);
         *ret = (KegboardPortInfo) {
-                .subsystem = udev_device_get_subsystem(d),
-                .sysname = udev_device_get_sysname(d),
-                .devnode = udev_device_get_devnode(d),
                 .kegbot_kegboard = udev_device_get_property_value(d, "KEGBOT_KEGBOARD"),
                 .kegbot_rfid = udev_device_get_property_value(d, "KEGBOT_RFID"),
-                .has_usb_ids = id.has_ids,
-                .vendor = id.vendor,
-                .product = id.product,
         };
+        device_info_get(d, &ret->dev);
 }
 
 typedef struct FindState {

@@ -10,16 +10,13 @@
 
 #include <libudev.h>
 
+#include "device-watch.h"
 #include "macro.h"
 
 typedef struct KegboardPortInfo {
-        const char *subsystem;
-        const char *sysname;            /* e.g. "ttyUSB0" */
-        const char *devnode;            /* NULL: no node, never a candidate */
+        DeviceInfo dev;                 /* no devnode: never a candidate */
         const char *kegbot_kegboard;    /* property KEGBOT_KEGBOARD, NULL if unset */
         const char *kegbot_rfid;        /* property KEGBOT_RFID */
-        bool has_usb_ids;
-        uint16_t vendor, product;
 } KegboardPortInfo;
 
 /* Pure: the rules file's decision. */

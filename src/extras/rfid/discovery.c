@@ -53,11 +53,11 @@ RfidVerdict rfid_candidate(const RfidDeviceSnapshot *d, RfidBackend only, RfidBa
         if (streq_ptr(d->kegbot_rfid, "0"))
                 return verdict(RFID_NOT_DEBUG, "vetoed by KEGBOT_RFID=0", ret_reason);
 
-        if (streq_ptr(d->subsystem, "hidraw"))
+        if (streq_ptr(d->dev.subsystem, "hidraw"))
                 backend = RFID_BACKEND_PHIDGET;
-        else if (streq_ptr(d->subsystem, "tty"))
+        else if (streq_ptr(d->dev.subsystem, "tty"))
                 backend = RFID_BACKEND_ID12;
-        else if (streq_ptr(d->subsystem, "input"))
+        else if (streq_ptr(d->dev.subsystem, "input"))
                 backend = RFID_BACKEND_KEYBOARD;
         else
                 return verdict(RFID_NOT_SILENT, "not a reader subsystem", ret_reason);
@@ -67,9 +67,9 @@ RfidVerdict rfid_candidate(const RfidDeviceSnapshot *d, RfidBackend only, RfidBa
         switch (backend) {
         case RFID_BACKEND_PHIDGET:
                 /* Only Phidgets are served over hidraw, whatever KEGBOT_RFID says. */
-                if (!d->has_usb_ids)
+                if (!d->dev.has_usb_ids)
                         return verdict(RFID_NOT_SILENT, "no USB ids", ret_reason);
-                r = phidget_model_from_ids(d->vendor, d->product, &model);
+                r = phidget_model_from_ids(d->dev.vendor, d->dev.product, &model);
                 if (r == -EOPNOTSUPP)
                         return verdict(RFID_NOT_INFO, "PhidgetRFID 1024 is not supported", ret_reason);
                 if (r < 0)
@@ -83,13 +83,13 @@ RfidVerdict rfid_candidate(const RfidDeviceSnapshot *d, RfidBackend only, RfidBa
                 if (!streq_ptr(d->kegbot_rfid, "1"))
                         return verdict(RFID_NOT_SILENT, "not opted in (KEGBOT_RFID=1)", ret_reason);
                 /* The reader's other interfaces and its inputN parent are opted in too. */
-                if (!is_event_node(d->sysname) || isempty(d->devnode))
+                if (!is_event_node(d->dev.sysname) || isempty(d->dev.devnode))
                         return verdict(RFID_NOT_DEBUG, "not an event device node", ret_reason);
                 if (!streq_ptr(d->id_input_keyboard, "1"))
                         return verdict(RFID_NOT_DEBUG, "not a keyboard (ID_INPUT_KEYBOARD)", ret_reason);
                 break;
         }
-        if (isempty(d->devnode))
+        if (isempty(d->dev.devnode))
                 return verdict(RFID_NOT_SILENT, "no device node", ret_reason);
 
         *ret_backend = backend;

@@ -5,6 +5,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "device-watch.h"
 #include "macro.h"
 
 typedef enum RfidBackend {
@@ -21,13 +22,9 @@ const char *rfid_backend_to_string(RfidBackend b);
 RfidBackend rfid_backend_from_string(const char *s);
 
 typedef struct RfidDeviceSnapshot {
-        const char *subsystem;
-        const char *sysname;
-        const char *devnode;            /* NULL: no device node */
+        DeviceInfo dev;                 /* USB ids: for hidraw, HID_ID of the hid parent as a last resort */
         const char *kegbot_rfid;        /* property KEGBOT_RFID, NULL if unset */
         const char *id_input_keyboard;  /* property ID_INPUT_KEYBOARD */
-        bool has_usb_ids;
-        uint16_t vendor, product;
 } RfidDeviceSnapshot;
 
 typedef enum RfidVerdict {

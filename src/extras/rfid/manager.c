@@ -238,25 +238,17 @@ static const char *const *discovery_subsystems(RfidBackend only) {
 
 /* The snapshot the candidate function decides on (strings borrowed from d). */
 static void device_snapshot(struct udev_device *d, RfidDeviceSnapshot *ret) {
-        UsbIdentity usb;
-
-        usb_identity_get(d, &usb);
         *ret = (RfidDeviceSnapshot) {
-                .subsystem = udev_device_get_subsystem(d),
-                .sysname = udev_device_get_sysname(d),
-                .devnode = udev_device_get_devnode(d),
                 .kegbot_rfid = udev_device_get_property_value(d, "KEGBOT_RFID"),
                 .id_input_keyboard = udev_device_get_property_value(d, "ID_INPUT_KEYBOARD"),
-                .has_usb_ids = usb.has_ids,
-                .vendor = usb.vendor,
-                .product = usb.product,
         };
-        if (!ret->has_usb_ids && streq_ptr(ret->subsystem, "hidraw")) {
+        device_info_get(d, &ret->dev);
+        if (!ret->dev.has_usb_ids && streq_ptr(ret->dev.subsystem, "hidraw")) {
                 /* The last source of section 2.1: HID_ID of the hid parent. */
                 struct udev_device *hid = udev_device_get_parent_with_subsystem_devtype(d, "hid", NULL);
                 if (hid && phidget_parse_hid_id(udev_device_get_property_value(hid, "HID_ID"),
-                                                &ret->vendor, &ret->product) >= 0)
-                        ret->has_usb_ids = true;
+                                                &ret->dev.vendor, &ret->dev.product) >= 0)
+                        ret->dev.has_usb_ids = true;
         }
 }
 
@@ -328,11 +320,11 @@ static void on_device_event(DeviceWatch *w, DeviceAction action, struct udev_dev
                 return;
         }
         if (v == RFID_CANDIDATE) {
-                manager_try_open(m, d, backend, snap.devnode);
+                manager_try_open(m, d, backend, snap.dev.devnode);
                 return;
         }
         if (v == RFID_NOT_INFO || v == RFID_NOT_DEBUG) {
-                _cleanup_(freep) char *name = escape_for_log(snap.devnode ?: udev_device_get_syspath(d));
+                _cleanup_(freep) char *name = escape_for_log(snap.dev.devnode ?: udev_device_get_syspath(d));
                 log_full(v == RFID_NOT_INFO ? LOG_INFO : LOG_DEBUG, "Ignoring %s: %s", name ?: "?", reason);
         }
 }
