@@ -11,7 +11,8 @@
  *
  * Commands on stdin, one a line: "tag <10 hex>" (card on the antenna), "notag", "raw <hex bytes>"
  * (queue a report), "echo on|off" (v2 state echoes), "type <text>" (--evdev: key presses, Shift
- * around capitals, then Enter), "quit". Prints "ready" once mounted. Killing it (SIGKILL) unmounts
+ * around capitals, then Enter), "sync" (nothing: its "ok" line proves every earlier line was read),
+ * "quit". Each command is answered "ok <command>"; prints "ready" once mounted. Killing it (SIGKILL) unmounts
  * through auto_unmount: the daemon sees an unplug. */
 #define FUSE_USE_VERSION 35
 
@@ -481,6 +482,8 @@ static void *command_thread(void *arg) {
                         pthread_cond_broadcast(&fake.cond);
                 } else if (strncmp(line, "type ", 5) == 0 && fake.evdev)
                         type_text(line + 5);
+                else if (strcmp(line, "sync") == 0)
+                        ;
                 else if (strcmp(line, "quit") == 0)
                         _exit(0);
                 else {

@@ -119,6 +119,11 @@ class FakeHidraw(kbtest.Proc):
         self.write(text + "\n")
         self.wait_line(r"^ok " + re.escape(text) + "$", key="stdout", start=n)
 
+    def sync(self):
+        """Every line the stand-in printed before now has been read (a "nothing was written" check
+        looks at outs() after this)."""
+        self.cmd("sync")
+
     def outs(self):
         return [l[4:] for l in self.output("stdout") if l.startswith("out ")]
 

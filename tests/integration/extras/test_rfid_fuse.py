@@ -176,6 +176,7 @@ class FuseTest(unittest.TestCase):
         r.cmd("notag")
         self.assertEqual(self.wait_tokens(2), [token_event(CARD, "added"), token_event(CARD, "removed")])
         self.assertEqual(d.stop(), 0)
+        r.sync()
         self.assertEqual(r.outs(), [])
 
     # 32
@@ -184,6 +185,7 @@ class FuseTest(unittest.TestCase):
         d = self.daemon(r)
         self.assertEqual(d.wait(), 2)
         d.wait_line(r"ERROR +\(rfid\) %s: PhidgetRFID 1024 is not supported$" % re.escape(r.path))
+        r.sync()
         self.assertEqual(r.outs(), [])
 
     # 33
@@ -267,6 +269,7 @@ class FuseTest(unittest.TestCase):
         self.core.wait_connected()
         r.cmd("tag " + CARD)
         self.wait_tokens(1)
+        r.sync()
         self.assertEqual(r.outs().count(ANTENNA), 1)
         self.assertEqual(d.stop(), 0)
 
@@ -277,6 +280,7 @@ class FuseTest(unittest.TestCase):
         self.assertEqual(d.wait(), 2)
         d.wait_line(r"ERROR +\(rfid\) %s: cannot tell what kind of RFID reader this is; use --rfid_backend$"
                     % re.escape(r.path))
+        r.sync()
         self.assertEqual(r.outs(), [])
 
     # 45
