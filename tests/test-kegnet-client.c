@@ -635,6 +635,14 @@ static void on_drained(KegnetClient *c, bool flushed, void *userdata) {
         d->at = now_usec();
 }
 
+/* A started producer with no core listening yet: its first connection attempt has failed. */
+static void producer_setup_down(Test *t) {
+        test_setup(t, false, 0);
+        kegnet_client_set_producer(t->client, true);
+        check(kegnet_client_start(t->client) == 0);
+        check(RUN_UNTIL(t->event, t->connect_failed == 1, 2000));
+}
+
 /* A producer's stop (kegnet_client_drain): connected, everything queued goes out and the end is
  * graceful; down, a connection that comes within the deadline takes the outbox; none at all, the
  * deadline ends it. */
@@ -664,10 +672,7 @@ static void test_drain(void) {
 
         /* Down at the stop: the outbox waits for the next attempt (5 units later) within the deadline. */
         d = (Drain) {};
-        test_setup(&t, false, 0);
-        kegnet_client_set_producer(t.client, true);
-        check(kegnet_client_start(t.client) == 0);
-        check(RUN_UNTIL(t.event, t.connect_failed == 1, 2000));
+        producer_setup_down(&t);
         m = token("bb", KEGNET_TOKEN_ADDED);    check(kegnet_client_send(t.client, &m) == 0);
         m = token("bb", KEGNET_TOKEN_REMOVED);  check(kegnet_client_send(t.client, &m) == 0);
         check(kegnet_client_drain(t.client, MSEC(2000), on_drained, &d) == 0);
@@ -682,10 +687,7 @@ static void test_drain(void) {
 
         /* Nobody listens: the deadline. */
         d = (Drain) {};
-        test_setup(&t, false, 0);
-        kegnet_client_set_producer(t.client, true);
-        check(kegnet_client_start(t.client) == 0);
-        check(RUN_UNTIL(t.event, t.connect_failed == 1, 2000));
+        producer_setup_down(&t);
         m = token("cc", KEGNET_TOKEN_ADDED);    check(kegnet_client_send(t.client, &m) == 0);
         t0 = now_usec();
         check(kegnet_client_drain(t.client, MSEC(60), on_drained, &d) == 0);

@@ -441,22 +441,13 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         if (!m->tap_name)
                 return log_error_errno(-ENOMEM, "%m");
 
-        r = sd_event_default(&m->event);
-        if (r < 0)
-                return log_error_errno(r, "Failed to allocate the event loop: %m");
-
-        /* A stop has to switch relays off and flush kegnet before the loop ends. */
-        r = daemon_setup_event_with_stop(m->event, on_stop_signal, NULL, m);
-        if (r < 0)
-                return r;
-
         m->board_config = config->board;
         m->board_config.device = NULL;
 
-        r = kegnet_client_new(&m->kegnet, m->event, config->kb_core_addr, &kegnet_callbacks, m);
+        /* A stop has to switch relays off and flush kegnet before the loop ends. */
+        r = daemon_producer_new(config->kb_core_addr, &kegnet_callbacks, on_stop_signal, m, &m->event, &m->kegnet);
         if (r < 0)
                 return r;
-        kegnet_client_set_producer(m->kegnet, true);
 
         *ret = TAKE_PTR(m);
         return 0;

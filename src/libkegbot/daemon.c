@@ -362,6 +362,32 @@ int daemon_setup_event(sd_event *e, DaemonReloadHandler on_reload, void *userdat
         return daemon_setup_event_with_stop(e, NULL, on_reload, userdata);
 }
 
+int daemon_producer_new(const char *core_addr, const KegnetClientCallbacks *callbacks, DaemonStopHandler on_stop,
+                        void *userdata, sd_event **ret_event, KegnetClient **ret_kegnet) {
+        _cleanup_(sd_event_unrefp) sd_event *e = NULL;
+        _cleanup_(kegnet_client_freep) KegnetClient *c = NULL;
+        int r;
+
+        assert_return(on_stop, -EINVAL);
+        assert_return(ret_event, -EINVAL);
+        assert_return(ret_kegnet, -EINVAL);
+
+        r = sd_event_default(&e);
+        if (r < 0)
+                return log_error_errno(r, "Failed to allocate the event loop: %m");
+        r = daemon_setup_event_with_stop(e, on_stop, NULL, userdata);
+        if (r < 0)
+                return r;
+        r = kegnet_client_new(&c, e, core_addr, callbacks, userdata);
+        if (r < 0)
+                return r;
+        kegnet_client_set_producer(c, true);
+
+        *ret_kegnet = TAKE_PTR(c);
+        *ret_event = TAKE_PTR(e);
+        return 0;
+}
+
 void daemon_reset_signals_for_child(void) {
         struct sigaction sa = { .sa_handler = SIG_DFL };
         sigset_t none;

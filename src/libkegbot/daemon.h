@@ -8,6 +8,7 @@
 
 #include <systemd/sd-event.h>
 
+#include "kegnet-client.h"
 #include "macro.h"
 
 /* Section 3.3 check: if 'path' exists, read its first line as a PID; unreadable or not a number ->
@@ -63,6 +64,12 @@ typedef void (*DaemonStopHandler)(void *userdata);
  * stopping." and call on_stop instead of ending the loop. */
 int daemon_setup_event_with_stop(sd_event *e, DaemonStopHandler on_stop, DaemonReloadHandler on_reload,
                                  void *userdata);
+
+/* The loop of a kegnet producer whose stop has work to do (kegboard_daemon, rfid_daemon): the default
+ * event loop set up by daemon_setup_event_with_stop() (no reload handler) and, on it, a kegnet client
+ * to core_addr in producer mode (its outbox kept while the core is away). Logs what fails. */
+int daemon_producer_new(const char *core_addr, const KegnetClientCallbacks *callbacks, DaemonStopHandler on_stop,
+                        void *userdata, sd_event **ret_event, KegnetClient **ret_kegnet);
 
 /* In a forked child before exec(): unblock every signal and restore default dispositions, since
  * the mask blocked by daemon_setup_event() would otherwise be inherited (a player or a child

@@ -555,6 +555,18 @@ class TempDir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+class FakeCoreCase(unittest.TestCase):
+    """A test with its own temporary directory (self.dir) and a fake core (self.core), both removed
+    after the test."""
+
+    def setUp(self):
+        self.tmp = TempDir()
+        self.dir = self.tmp.__enter__()
+        self.addCleanup(self.tmp.__exit__, None, None, None)
+        self.core = FakeCore()
+        self.addCleanup(self.core.close)
+
+
 class TapResult(unittest.TextTestResult):
     """unittest's verbose report on stderr, and one TAP line per test on `tap` (meson runs the
     integration tests with protocol : 'tap', see tests/meson.build): a skipped test is counted as

@@ -11,12 +11,21 @@ import os
 import shutil
 import sys
 
+import kbtest
+
 _WRAP_MARK = "KEGBOT_UMOCKDEV_WRAPPED"
+_why_not = "umocktest.wrap() was not called"
 
 
 def wrap():
     """None when running under the umockdev preload (re-executing the script to get there), else the
-    reason the umockdev tests cannot run here."""
+    reason the umockdev tests cannot run here (TestbedCase skips with it)."""
+    global _why_not
+    _why_not = _wrap()
+    return _why_not
+
+
+def _wrap():
     try:
         import gi
         gi.require_version("UMockdev", "1.0")
@@ -180,3 +189,16 @@ class Testbed:
         self.tb = None
         gc.collect()
         os.environ.pop("UMOCKDEV_DIR", None)
+
+
+
+class TestbedCase(kbtest.FakeCoreCase):
+    """A test on a testbed: kbtest.FakeCoreCase plus a testbed (self.tb); skipped with the reason where
+    wrap() found umockdev missing."""
+
+    def setUp(self):
+        if _why_not:
+            self.skipTest(_why_not)
+        super().setUp()
+        self.tb = Testbed()
+        self.addCleanup(self.tb.close)

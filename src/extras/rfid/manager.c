@@ -449,18 +449,10 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         m->config = *config;
         m->instance = !isempty(config->device);
 
-        k = sd_event_default(&m->event);
-        if (k < 0)
-                return log_error_errno(k, "Cannot create the event loop: %m");
         /* A stop sends the last "removed" events and flushes kegnet first. */
-        k = daemon_setup_event_with_stop(m->event, on_stop_signal, NULL, m);
+        k = daemon_producer_new(config->kb_core_addr, &kegnet_callbacks, on_stop_signal, m, &m->event, &m->kegnet);
         if (k < 0)
                 return k;
-
-        k = kegnet_client_new(&m->kegnet, m->event, config->kb_core_addr, &kegnet_callbacks, m);
-        if (k < 0)
-                return k;
-        kegnet_client_set_producer(m->kegnet, true);
 
         *ret = TAKE_PTR(m);
         return 0;

@@ -193,3 +193,14 @@ class FifoKeyboard:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+class RfidCase(kbtest.FakeCoreCase):
+    """What every rfid_daemon test looks at: the TokenAuthEvents that reached a fake core."""
+
+    def tokens(self, core=None):
+        return [m["data"] for m in (core or self.core).events("TokenAuthEvent")]
+
+    def wait_tokens(self, n, core=None, timeout=5.0):
+        kbtest.wait_until(lambda: len(self.tokens(core)) >= n, timeout=timeout, what="%d token events" % n)
+        return self.tokens(core)

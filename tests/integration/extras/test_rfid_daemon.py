@@ -6,34 +6,19 @@ import re
 import subprocess
 import termios
 import time
-import unittest
 
 import kbtest
-from rfidtest import FifoKeyboard, PtyReader, Rfid, id12_frame, input_event, token_event, EV_KEY, EV_SYN, \
+from rfidtest import FifoKeyboard, PtyReader, Rfid, RfidCase, id12_frame, input_event, token_event, EV_KEY, EV_SYN, \
     SYN_REPORT
 
 CARD = "0415ab23cd"
 
 
-class RfidTest(unittest.TestCase):
-    def setUp(self):
-        self.tmp = kbtest.TempDir()
-        self.dir = self.tmp.__enter__()
-        self.addCleanup(self.tmp.__exit__, None, None, None)
-        self.core = kbtest.FakeCore()
-        self.addCleanup(self.core.close)
-
+class RfidTest(RfidCase):
     def daemon(self, *flags, port=None):
         d = Rfid(self.dir, *flags, port=port or self.core.port)
         self.addCleanup(d.close)
         return d
-
-    def tokens(self):
-        return [m["data"] for m in self.core.events("TokenAuthEvent")]
-
-    def wait_tokens(self, n, timeout=5.0):
-        kbtest.wait_until(lambda: len(self.tokens()) >= n, timeout=timeout, what="%d token events" % n)
-        return self.tokens()
 
 
 class SerialReaderTest(RfidTest):

@@ -4,17 +4,15 @@ add again, a duplicate add, a veto by change), the empty start, and --rfid_backe
 (rfid-readers.md section 14.3, scenarios 46-52). Every node is a pty whose master stands for the
 device. Runs under umockdev-wrapper (the script re-executes itself); no root needed."""
 import os
-import re
 import select
 import time
-import unittest
 
 import umocktest
 
-WHY_NOT = umocktest.wrap()
+umocktest.wrap()
 
 import kbtest  # noqa: E402
-from rfidtest import Rfid, id12_frame, token_event, typed  # noqa: E402
+from rfidtest import Rfid, RfidCase, id12_frame, token_event, typed  # noqa: E402
 
 # The report descriptor of rfid-readers.md section 2.2 (8-byte input and output reports).
 DESCRIPTOR = "06 00 ff 09 01 a1 01 15 00 26 ff 00 75 08 95 08 09 01 81 02 95 08 09 01 91 02 c0".replace(" ", "")
@@ -51,18 +49,7 @@ def drain(fd):
         got += chunk
 
 
-class DiscoveryTest(unittest.TestCase):
-    def setUp(self):
-        if WHY_NOT:
-            self.skipTest(WHY_NOT)
-        self.tmp = kbtest.TempDir()
-        self.dir = self.tmp.__enter__()
-        self.addCleanup(self.tmp.__exit__, None, None, None)
-        self.tb = umocktest.Testbed()
-        self.addCleanup(self.tb.close)
-        self.core = kbtest.FakeCore()
-        self.addCleanup(self.core.close)
-
+class DiscoveryTest(umocktest.TestbedCase, RfidCase):
     def add_phidget(self, port=2, kernel="hidraw0", product="0031"):
         path, rec = umocktest.hidraw(port, kernel, "06c2", product, serial="123456", bcd="0201",
                                      descriptor=DESCRIPTOR)
@@ -85,13 +72,6 @@ class DiscoveryTest(unittest.TestCase):
         d = Rfid(self.dir, "--token_hold_ms=300", *flags, port=self.core.port, env=umocktest.child_env())
         self.addCleanup(d.close)
         return d
-
-    def tokens(self):
-        return [m["data"] for m in self.core.events("TokenAuthEvent")]
-
-    def wait_tokens(self, n, timeout=5.0):
-        kbtest.wait_until(lambda: len(self.tokens()) >= n, timeout=timeout, what="%d token events" % n)
-        return self.tokens()
 
     def attached(self, d):
         return [l for l in d.output("stderr") if "RFID device attached:" in l]

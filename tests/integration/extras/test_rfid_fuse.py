@@ -3,14 +3,12 @@ antenna, presentations and the LED/output state written whole, tag-lost timing, 
 1024 readers, unplug, orderly stop, the outbox while the core is down, the silent-reader warning, the
 lock, and the keyboard-wedge evdev stand-in (rfid-readers.md section 14.3, scenarios 26-38 and 45).
 Needs root and /dev/fuse; skips, saying why, where they are missing."""
-import os
 import re
 import signal
 import time
-import unittest
 
 import kbtest
-from rfidtest import FakeHidraw, Rfid, token_event
+from rfidtest import FakeHidraw, Rfid, RfidCase, token_event
 
 OFF = "00 00 00 00 00 00 00 00 00"
 ANTENNA = "00 08 00 00 00 00 00 00 00"
@@ -19,16 +17,12 @@ PRESENT_TOGGLE = "00 0e 00 00 00 00 00 00 00"
 CARD = "0415ab23cd"
 
 
-class FuseTest(unittest.TestCase):
+class FuseTest(RfidCase):
     def setUp(self):
         why = FakeHidraw.usable()
         if why:
             self.skipTest(why)
-        self.tmp = kbtest.TempDir()
-        self.dir = self.tmp.__enter__()
-        self.addCleanup(self.tmp.__exit__, None, None, None)
-        self.core = kbtest.FakeCore()
-        self.addCleanup(self.core.close)
+        super().setUp()
 
     def reader(self, *flags, evdev=False):
         r = FakeHidraw(self.dir, *flags, evdev=evdev)
@@ -41,12 +35,13 @@ class FuseTest(unittest.TestCase):
         self.addCleanup(d.close)
         return d
 
-    def tokens(self, core=None):
-        return [m["data"] for m in (core or self.core).events("TokenAuthEvent")]
-
-    def wait_tokens(self, n, core=None, timeout=5.0):
-        kbtest.wait_until(lambda: len(self.tokens(core)) >= n, timeout=timeout, what="%d token events" % n)
-        return self.tokens(core)
+    def attached(self, *reader_flags, flags=()):
+        """A v2 reader and a daemon on it, once the antenna is on and the daemon has reached the core."""
+        r = self.reader(*reader_flags)
+        d = self.daemon(r, *flags)
+        r.wait_out(ANTENNA)
+        self.core.wait_connected()
+        return r, d
 
     # 26
     def test_attach(self):
@@ -62,10 +57,7 @@ class FuseTest(unittest.TestCase):
 
     # 27
     def presentation(self, toggle):
-        r = self.reader()
-        d = self.daemon(r, *(["--toggle_output"] if toggle else []))
-        r.wait_out(ANTENNA)
-        self.core.wait_connected()
+        r, d = self.attached(flags=["--toggle_output"] if toggle else [])
         on = PRESENT_TOGGLE if toggle else PRESENT
         r.cmd("tag " + CARD)
         r.wait_out(on)
@@ -95,10 +87,7 @@ class FuseTest(unittest.TestCase):
 
     # 28
     def count_presentations(self, interval_ms, *flags):
-        r = self.reader("--tag_interval_ms=%d" % interval_ms)
-        d = self.daemon(r, *flags)
-        r.wait_out(ANTENNA)
-        self.core.wait_connected()
+        r, d = self.attached("--tag_interval_ms=%d" % interval_ms, flags=flags)
         r.cmd("tag " + CARD)
         time.sleep(1.3)         # the card held for 1.3 s
         r.cmd("notag")
@@ -120,10 +109,7 @@ class FuseTest(unittest.TestCase):
 
     # 29
     def test_card_switch_keeps_led_on(self):
-        r = self.reader()
-        d = self.daemon(r)
-        r.wait_out(ANTENNA)
-        self.core.wait_connected()
+        r, d = self.attached()
         r.cmd("tag " + CARD)
         r.wait_out(PRESENT)
         self.wait_tokens(1)
@@ -139,10 +125,7 @@ class FuseTest(unittest.TestCase):
 
     # 30
     def test_bad_reports(self):
-        r = self.reader()
-        d = self.daemon(r)
-        r.wait_out(ANTENNA)
-        self.core.wait_connected()
+        r, d = self.attached()
         r.cmd("raw 07 01 02 03 04 05 00 00")
         d.wait_line(r"WARNING +\(rfid\) %s: unknown_type: packet type 0x07$" % re.escape(r.path))
         r.cmd("raw 00 01")
@@ -190,10 +173,7 @@ class FuseTest(unittest.TestCase):
 
     # 33
     def test_unplug_and_replug(self):
-        r = self.reader()
-        d = self.daemon(r)
-        r.wait_out(ANTENNA)
-        self.core.wait_connected()
+        r, d = self.attached()
         r.cmd("tag " + CARD)
         self.wait_tokens(1)
         t0 = time.monotonic()
@@ -214,10 +194,7 @@ class FuseTest(unittest.TestCase):
 
     # 34
     def test_sigterm_with_card(self):
-        r = self.reader()
-        d = self.daemon(r)
-        r.wait_out(ANTENNA)
-        self.core.wait_connected()
+        r, d = self.attached()
         r.cmd("tag " + CARD)
         r.wait_out(PRESENT)
         self.wait_tokens(1)
@@ -303,10 +280,7 @@ class FuseTest(unittest.TestCase):
         d.wait_line(r"RFID device detached: %s$" % re.escape(r.path))
 
     def test_sighup_reopens_and_keeps_reading(self):
-        r = self.reader()
-        d = self.daemon(r)
-        r.wait_out(ANTENNA)
-        self.core.wait_connected()
+        r, d = self.attached()
         d.signal(signal.SIGHUP)
         r.cmd("tag " + CARD)
         self.wait_tokens(1)

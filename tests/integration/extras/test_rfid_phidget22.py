@@ -3,12 +3,11 @@ time with -DHAVE_PHIDGET22=1 against a fake libphidget22 steered through a FIFO 
 run with --rfid_backend=phidget22, sending TokenAuthEvents to a fake core."""
 import os
 import signal
-import subprocess
 import sys
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kbtest  # noqa: E402
+from rfidtest import RfidCase  # noqa: E402
 
 FAKE = os.path.join(kbtest.BUILD_DIR, "tests", "integration", "extras", "rfid_daemon_fakephidget")
 
@@ -19,31 +18,22 @@ def fake_binary():
     return FAKE
 
 
-class RfidTest(unittest.TestCase):
+class RfidTest(RfidCase):
     def setUp(self):
-        self.tmp = kbtest.TempDir()
-        self.dir = self.tmp.__enter__()
-        self.addCleanup(self.tmp.__exit__, None, None, None)
+        super().setUp()
         self.fifo = os.path.join(self.dir, "control")
         os.mkfifo(self.fifo)
         # O_RDWR never blocks on a FIFO and keeps it open for the fake library's reader.
         self.ctl = os.open(self.fifo, os.O_RDWR)
         self.addCleanup(os.close, self.ctl)
         self.log = os.path.join(self.dir, "phidget.log")
-        self.core = kbtest.FakeCore()
-        self.addCleanup(self.core.close)
-        self.procs = []
-
-    def tearDown(self):
-        for p in self.procs:
-            p.kill()
 
     def start(self, *flags, port=None):
         env = {"FAKE_PHIDGET_CONTROL": self.fifo, "FAKE_PHIDGET_LOG": self.log,
                "LD_LIBRARY_PATH": os.path.dirname(FAKE)}
         p = kbtest.Proc([fake_binary(), "--rfid_backend=phidget22", "--kb_core_addr=%d" % (port or self.core.port)]
                         + list(flags), env=env)
-        self.procs.append(p)
+        self.addCleanup(p.kill)
         return p
 
     def cmd(self, text):
@@ -55,9 +45,6 @@ class RfidTest(unittest.TestCase):
                 return f.read().splitlines()
         except FileNotFoundError:
             return []
-
-    def tokens(self):
-        return [m["data"] for m in self.core.events("TokenAuthEvent")]
 
     def test_tags_become_token_events(self):
         p = self.start("--toggle_output")

@@ -7,7 +7,6 @@ import re
 import shutil
 import signal
 import sys
-import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import kbtest  # noqa: E402
@@ -32,15 +31,11 @@ def flow(state, volume_ml, flow_id=1):
                 ticks=0, volume_ml=volume_ml)
 
 
-class Base(unittest.TestCase):
+class Base(kbtest.FakeCoreCase):
     """A temporary directory and a fake core for each test; the programs it starts are killed."""
 
     def setUp(self):
-        self.tmp = kbtest.TempDir()
-        self.dir = self.tmp.__enter__()
-        self.addCleanup(self.tmp.__exit__, None, None, None)
-        self.core = kbtest.FakeCore()
-        self.addCleanup(self.core.close)
+        super().setUp()
         self.procs = []
 
     def tearDown(self):

@@ -10,24 +10,13 @@ import unittest
 
 import umocktest
 
-WHY_NOT = umocktest.wrap()
+umocktest.wrap()
 
 import kbtest  # noqa: E402
 import kbd  # noqa: E402
 
 
-class DiscoveryTest(unittest.TestCase):
-    def setUp(self):
-        if WHY_NOT:
-            self.skipTest(WHY_NOT)
-        self.tmp = kbtest.TempDir()
-        self.dir = self.tmp.__enter__()
-        self.addCleanup(self.tmp.__exit__, None, None, None)
-        self.tb = umocktest.Testbed()
-        self.addCleanup(self.tb.close)
-        self.core = kbtest.FakeCore()
-        self.addCleanup(self.core.close)
-
+class DiscoveryTest(umocktest.TestbedCase):
     def add_tty(self, port, kernel, vendor, product, serial=None, extra=None):
         path, rec = umocktest.usb_tty(port, kernel, vendor, product, serial=serial, extra=extra)
         self.tb.add(rec)
