@@ -231,8 +231,8 @@ static int phidget_input(Reader *r) {
 static int on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
         Reader *r = userdata;
 
-        /* Forget the failure so that settling writes the shadow state again. */
-        r->phidget.write_error = 0;
+        /* Forget what was tried, so that settling writes the shadow state again. */
+        r->phidget.have_sent = false;
         reader_after_event(r);
         return 0;
 }
@@ -245,17 +245,15 @@ static int phidget_settle(Reader *r) {
         if (!p->writes)
                 return 0;
         wanted = phidget_wanted_state(presence_active(&r->presence), r->settings.toggle_output, p->stopping);
-        /* One write per change, all bits combined; after a failure the retry timer writes again. */
-        if (p->have_sent && wanted == p->sent && !p->write_error)
-                return 0;
-        if (p->write_error && p->have_sent && wanted == p->sent)
+        /* One write per change, all bits combined. Unchanged: written already, or a failed write of it
+         * is made again by the retry timer. */
+        if (p->have_sent && wanted == p->sent)
                 return 0;
 
         k = phidget_write(r, wanted);
         if (k >= 0) {
                 p->sent = wanted;
                 p->have_sent = true;
-                p->write_error = 0;
                 (void) reader_timer_set(r, &p->retry_timer, 0, 0, on_retry);
                 return 0;
         }
@@ -269,7 +267,6 @@ static int phidget_settle(Reader *r) {
         /* Remember what was wanted: the retry writes it, a change writes at once. */
         p->sent = wanted;
         p->have_sent = true;
-        p->write_error = k;
         (void) reader_timer_set(r, &p->retry_timer, r->now + RETRY_USEC, 10 * USEC_PER_MSEC, on_retry);
         return 0;
 }

@@ -59,8 +59,7 @@ typedef struct PhidgetReader {
         size_t out_len;                 /* output report length; 0 = no writes */
         bool writes;                    /* v2 with an output report: the shadow state is written */
         bool have_sent;
-        uint8_t sent;                   /* the state last written, or tried: see write_error */
-        int write_error;                /* that write failed with this (a retry is pending) */
+        uint8_t sent;                   /* the state last written, or tried (then retry_timer is armed) */
         bool stopping;
         bool echo_seen;                 /* a state echo since attach: the silence rule applies */
         bool silent;

@@ -11,8 +11,9 @@
  *
  * Commands on stdin, one a line: "tag <10 hex>" (card on the antenna), "notag", "raw <hex bytes>"
  * (queue a report), "echo on|off" (v2 state echoes), "type <text>" (--evdev: key presses, Shift
- * around capitals, then Enter), "sync" (nothing: its "ok" line proves every earlier line was read),
- * "quit". Each command is answered "ok <command>"; prints "ready" once mounted. Killing it (SIGKILL) unmounts
+ * around capitals, then Enter), "wfail <errno>" / "wfail off" (writes fail with that error, printed
+ * as "failed <hex bytes>", until switched off), "sync" (nothing: its "ok" line proves every earlier
+ * line was read), "quit". Each command is answered "ok <command>"; prints "ready" once mounted. Killing it (SIGKILL) unmounts
  * through auto_unmount: the daemon sees an unplug. */
 #define FUSE_USE_VERSION 35
 
@@ -61,6 +62,7 @@ static struct {
         uint8_t tag[5];
         uint8_t state;                  /* v2: the state byte of the last write */
         bool echo;
+        int write_errno;                /* "wfail": writes fail with it */
 } fake = {
         .lock = PTHREAD_MUTEX_INITIALIZER,
         .cond = PTHREAD_COND_INITIALIZER,
@@ -186,6 +188,13 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off, s
                 len += (size_t) snprintf(line + len, sizeof(line) - len, "%s%02x", i ? " " : "", (uint8_t) buf[i]);
         line[len] = '\0';
         pthread_mutex_lock(&fake.lock);
+        if (fake.write_errno) {
+                int e = fake.write_errno;
+
+                pthread_mutex_unlock(&fake.lock);
+                say("failed %s", line);
+                return -e;
+        }
         /* Byte 0 is the report number; byte 1 the state (v2 takes it, v1 ignores writes). */
         if (!fake.evdev && fake.pid != 0x30 && size >= 2) {
                 fake.state = (uint8_t) buf[1];
@@ -482,6 +491,10 @@ static void *command_thread(void *arg) {
                         pthread_cond_broadcast(&fake.cond);
                 } else if (strncmp(line, "type ", 5) == 0 && fake.evdev)
                         type_text(line + 5);
+                else if (strcmp(line, "wfail off") == 0)
+                        fake.write_errno = 0;
+                else if (strncmp(line, "wfail ", 6) == 0 && atoi(line + 6) > 0)
+                        fake.write_errno = atoi(line + 6);
                 else if (strcmp(line, "sync") == 0)
                         ;
                 else if (strcmp(line, "quit") == 0)

@@ -127,6 +127,9 @@ class FakeHidraw(kbtest.Proc):
     def outs(self):
         return [l[4:] for l in self.output("stdout") if l.startswith("out ")]
 
+    def count_lines(self, line):
+        return self.output("stdout").count(line)
+
     def wait_out(self, hexbytes, start=0, timeout=5.0):
         kbtest.wait_until(lambda: hexbytes in self.outs()[start:], timeout=timeout,
                           what="write %s to the fake reader" % hexbytes)

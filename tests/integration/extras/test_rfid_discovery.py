@@ -4,6 +4,7 @@ add again, a duplicate add, a veto by change), the empty start, and --rfid_backe
 (rfid-readers.md section 14.3, scenarios 46-52). Every node is a pty whose master stands for the
 device. Runs under umockdev-wrapper (the script re-executes itself); no root needed."""
 import os
+import re
 import select
 import time
 
@@ -206,6 +207,31 @@ class DiscoveryTest(umocktest.TestbedCase, RfidCase):
         self.assertEqual(d.stop(), 0)
         self.assertEqual(drain(m_old), b"")
         self.assertEqual(drain(m_new), b"")
+
+    # 7.4 step 4: at most 8 readers at a time
+    def test_at_most_eight_readers(self):
+        ttys = {}
+        for i in range(9):
+            path, rec = umocktest.usb_tty(2 + i, "ttyUSB%d" % i, "0403", "6015", serial="RF%06d" % i,
+                                          extra={"KEGBOT_RFID": "1"})
+            self.tb.add(rec)
+            ttys["/dev/ttyUSB%d" % i] = path
+        d = self.daemon()
+        d.notify.wait_for(r"^READY=1$")
+        d.notify.wait_for(r"^STATUS=8 RFID reader\(s\)$")
+        left_out = d.wait_line(r"WARNING +\(rfid\) Ignoring (/dev/ttyUSB\d): already serving 8 readers$").group(1)
+        self.assertEqual(len(self.attached(d)), 8, self.attached(d))
+        self.assertFalse([l for l in self.attached(d) if left_out + " " in l])
+        # One goes away: the one left out is served at its next change event.
+        gone = next(n for n in sorted(ttys) if n != left_out)
+        self.tb.remove(ttys[gone], gone)
+        d.wait_line(r"RFID device detached: %s$" % re.escape(gone))
+        self.tb.uevent(ttys[left_out], "change")
+        d.wait_line(r"RFID device attached: %s " % re.escape(left_out))
+        d.notify.wait_for(r"^STATUS=8 RFID reader\(s\)$")
+        os.write(self.tb.master(left_out), id12_frame("6200e3a1c5"))
+        self.assertEqual(self.wait_tokens(2), [token_event("6200e3a1c5", "added"), token_event("6200e3a1c5", "removed")])
+        self.assertEqual(d.stop(), 0)
 
     # 51
     def test_empty_start(self):

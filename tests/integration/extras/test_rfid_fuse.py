@@ -147,6 +147,29 @@ class FuseTest(RfidCase):
         d.wait_line(r"WARNING +\(rfid\) %s: 25 more unknown_type in the last minute" % re.escape(r.path))
         d.wait_line(r"WARNING +\(rfid\) %s: 25 more short_report in the last minute" % re.escape(r.path))
 
+    # 2.4: a failed write is a WARNING and is made again every second until it goes through
+    def test_write_failure_is_retried(self):
+        r, d = self.attached()
+        r.cmd("wfail 110")                      # ETIMEDOUT: not a device-lost error
+        r.cmd("tag " + CARD)
+        self.wait_tokens(1)
+        d.wait_line(r"WARNING +\(rfid\) %s: cannot write the output report: Connection timed out$"
+                    % re.escape(r.path))
+        kbtest.wait_until(lambda: r.count_lines("failed " + PRESENT) >= 3, timeout=5,
+                          what="three attempts at the LED")
+        failed = [l for l in r.output("stdout") if l.startswith("failed ")]
+        self.assertEqual(set(failed), {"failed " + PRESENT}, failed)
+        r.cmd("wfail off")
+        r.wait_out(PRESENT)
+        self.assertEqual(r.outs(), [ANTENNA, PRESENT])
+        self.assertTrue(d.alive())
+        r.cmd("notag")
+        self.assertEqual(self.wait_tokens(2), [token_event(CARD, "added"), token_event(CARD, "removed")])
+        r.wait_out(ANTENNA, start=1)
+        # One WARNING at once; the others are summed up by the minute report.
+        self.assertEqual(len([l for l in d.output("stderr") if "cannot write the output report" in l]), 1)
+        self.assertEqual(d.stop(), 0)
+
     # 31
     def test_v1_reader(self):
         r = self.reader("--pid=0x30")
