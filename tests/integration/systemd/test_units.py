@@ -245,6 +245,7 @@ class UnitTests(unittest.TestCase):
                                 "%s: %s restarts %s s apart never reach a limit of %s s" % (u, burst[0], restart_sec,
                                                                                             interval[0]))
                 got = set(" ".join(sdtest.unit_values(unit, "Service", "RestartPreventExitStatus")).split())
+                self.assertIn(u, prevent, "a new unit: say here which of its exit statuses are not retried")
                 self.assertEqual(got, prevent[u])
 
     def test_wiring(self):
