@@ -3,6 +3,7 @@ opted-in ttys and keyboard event nodes, the 1024 and the non-candidates left alo
 add again, a duplicate add, a veto by change), the empty start, and --rfid_backend narrowing the kinds
 (rfid-readers.md section 14.3, scenarios 46-52). Every node is a pty whose master stands for the
 device. Runs under umockdev-wrapper (the script re-executes itself); no root needed."""
+import fcntl
 import os
 import re
 import select
@@ -207,6 +208,24 @@ class DiscoveryTest(umocktest.TestbedCase, RfidCase):
         self.assertEqual(d.stop(), 0)
         self.assertEqual(drain(m_old), b"")
         self.assertEqual(drain(m_new), b"")
+
+    # 7.6: a reader another rfid_daemon holds is skipped until its next change
+    def test_locked_reader_is_skipped(self):
+        self.add_testbed()
+        with open("/dev/ttyUSB0", "rb", buffering=0) as held:      # the testbed's node (the preload)
+            fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            d = self.daemon()
+            d.wait_line(r"WARNING +\(rfid\) /dev/ttyUSB0: in use by another rfid_daemon$")
+            d.notify.wait_for(r"^READY=1$")
+            d.notify.wait_for(r"^STATUS=2 RFID reader\(s\)$")
+            self.assertFalse([l for l in self.attached(d) if "/dev/ttyUSB0 " in l])
+            self.assertTrue(d.alive())
+        self.tb.uevent(self.tty, "change")
+        d.wait_line(r"RFID device attached: /dev/ttyUSB0 ")
+        d.notify.wait_for(r"^STATUS=3 RFID reader\(s\)$")
+        os.write(self.tb.master("/dev/ttyUSB0"), id12_frame("6200e3a1c5"))
+        self.assertEqual(self.wait_tokens(2), [token_event("6200e3a1c5", "added"), token_event("6200e3a1c5", "removed")])
+        self.assertEqual(d.stop(), 0)
 
     # 7.4 step 4: at most 8 readers at a time
     def test_at_most_eight_readers(self):
