@@ -230,7 +230,8 @@ class UnitTests(unittest.TestCase):
         limit, 5 starts in 10 s, is never reached with RestartSec=5); the exit statuses that mean a
         missing device, library or configuration are not retried."""
         prevent = {"kegboard-daemon@.service": {"0"}, "rfid-reader@.service": {"0", "2"},
-                   "lcd-daemon.service": {"1"}, "sound-server.service": {"1"}, "kegbot-core.service": set()}
+                   "lcd-daemon.service": {"1"}, "sound-server.service": {"1"}, "kegbot-core.service": set(),
+                   "kegbot-mqtt.service": {"0", "2"}}
         for u in self.inst.units():
             if not u.endswith(".service"):
                 continue
