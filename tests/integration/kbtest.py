@@ -379,65 +379,6 @@ class FakeCore:
             self.conns = []
 
 
-# ---------------------------------------------------------------- sd_notify
-
-class NotifySocket:
-    """A NOTIFY_SOCKET standing in for systemd: collects the sd_notify() datagrams a program sends.
-    Pass env() to the program (Proc drops an inherited NOTIFY_SOCKET; an explicit one is kept)."""
-
-    def __init__(self, tmpdir):
-        self.path = os.path.join(tmpdir, "notify-%d.sock" % id(self))
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.messages = []
-        self._cv = threading.Condition()
-        self._stop = False
-        self._t = threading.Thread(target=self._loop, daemon=True)
-        self._t.start()
-
-    def _loop(self):
-        while not self._stop:
-            r, _, _ = select.select([self.sock], [], [], 0.05)
-            if not r:
-                continue
-            try:
-                data = self.sock.recv(65536)
-            except OSError:
-                break
-            with self._cv:
-                self.messages.extend(data.decode("utf-8", "replace").splitlines())
-                self._cv.notify_all()
-
-    def env(self):
-        return {"NOTIFY_SOCKET": self.path}
-
-    def wait_for(self, pattern, timeout=10.0):
-        """The first notification line matching the regex; returns the match."""
-        rx = re.compile(pattern)
-        with self._cv:
-            found = []
-
-            def check():
-                found[:] = [m for m in (rx.search(x) for x in self.messages) if m][:1]
-                return bool(found)
-            if not self._cv.wait_for(check, timeout * SLOW):
-                raise AssertionError("no sd_notify message matching %r; got %s" % (pattern, self.messages))
-            return found[0]
-
-    def lines(self):
-        with self._cv:
-            return list(self.messages)
-
-    def close(self):
-        self._stop = True
-        self._t.join(2)
-        self.sock.close()
-        try:
-            os.unlink(self.path)
-        except OSError:
-            pass
-
-
 # ---------------------------------------------------------------- simulated Kegboard
 
 class Sim(Proc):

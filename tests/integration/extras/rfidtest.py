@@ -67,7 +67,7 @@ class Rfid(kbtest.Proc):
     """rfid_daemon with its own notify socket, talking to a fake core (or to a port nothing listens on)."""
 
     def __init__(self, tmp, *flags, port, env=None, name="rfid_daemon", prefix=None):
-        self.notify = kbtest.NotifySocket(tmp)
+        self.notify = kbtest.NotifySocket(tmp, "%s-notify-%d" % (name, time.monotonic_ns()))
         full_env = dict(self.notify.env())
         full_env.update(env or {})
         args = list(prefix or []) + [kbtest.binary("rfid_daemon"), "--kb_core_addr=127.0.0.1:%d" % port] + list(flags)

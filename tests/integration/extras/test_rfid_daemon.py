@@ -31,7 +31,7 @@ class SerialReaderTest(RfidTest):
         d = self.daemon("--rfid_backend=id12", "--rfid_device=" + self.pty.path, "--token_hold_ms=300", *flags)
         d.wait_line(r"INFO +\(rfid\) RFID device attached: %s \(ID-12 serial reader, %d baud\)$"
                     % (re.escape(self.pty.path), speed))
-        d.notify.wait_for(r"^READY=1$")
+        d.notify.wait("READY", r"^1$")
         self.core.wait_connected()
         return d
 
@@ -121,7 +121,7 @@ class KeyboardTest(RfidTest):
         d.wait_line(r"WARNING +\(rfid\) %s: cannot grab the keyboard: Inappropriate ioctl for device; typed card "
                     r"numbers may also reach the console$" % re.escape(self.kbd.path))
         d.wait_line(r"INFO +\(rfid\) RFID device attached: %s \(keyboard-wedge reader\)$" % re.escape(self.kbd.path))
-        d.notify.wait_for(r"^READY=1$")
+        d.notify.wait("READY", r"^1$")
         self.core.wait_connected()
         self.kbd.type("0004567890")
         self.assertEqual(self.wait_tokens(2), [token_event("0004567890", "added"),
@@ -151,7 +151,7 @@ class KeyboardTest(RfidTest):
     # 44
     def test_writer_closes(self):
         d = self.start()
-        d.notify.wait_for(r"^READY=1$")
+        d.notify.wait("READY", r"^1$")
         self.kbd.close()
         self.assertEqual(d.wait(5), 0)
         d.wait_line(r"INFO +\(rfid\) RFID device detached: ")
@@ -180,7 +180,7 @@ class FlagTest(RfidTest):
         d = self.daemon("--phidget_wait_seconds=10", "--rfid_backend=id12", "--rfid_device=" + pty.path)
         d.wait_line(r"WARNING +\(rfid\) --phidget_wait_seconds is obsolete and ignored: readers are found through "
                     r"udev$")
-        d.notify.wait_for(r"^READY=1$")
+        d.notify.wait("READY", r"^1$")
         self.assertEqual(d.stop(), 0)
 
     def test_missing_node(self):

@@ -50,8 +50,8 @@ class FuseTest(RfidCase):
         r.wait_out(ANTENNA)
         self.assertEqual(r.outs()[0], ANTENNA)
         d.wait_line(r"INFO +\(rfid\) RFID device attached: %s \(PhidgetRFID 1023 06c2:0031\)$" % re.escape(r.path))
-        d.notify.wait_for(r"^READY=1$")
-        d.notify.wait_for(r"^STATUS=Reading %s \(phidget\)$" % re.escape(r.path))
+        d.notify.wait("READY", r"^1$")
+        d.notify.wait("STATUS", r"^Reading %s \(phidget\)$" % re.escape(r.path))
         # READY=1 comes after the antenna write.
         self.assertEqual(d.stop(), 0)
 
@@ -175,7 +175,7 @@ class FuseTest(RfidCase):
         r = self.reader("--pid=0x30")
         d = self.daemon(r, "--toggle_output")
         d.wait_line(r"RFID device attached: .*\(PhidgetRFID 1023 06c2:0030\)$")
-        d.notify.wait_for(r"^READY=1$")
+        d.notify.wait("READY", r"^1$")
         self.core.wait_connected()
         r.cmd("tag " + CARD)
         self.wait_tokens(1)
@@ -262,7 +262,7 @@ class FuseTest(RfidCase):
         r = self.reader()
         d = self.daemon(r)
         r.wait_out(ANTENNA)
-        d.notify.wait_for(r"^READY=1$")
+        d.notify.wait("READY", r"^1$")
         d2 = self.daemon(r)
         self.assertEqual(d2.wait(), 2)
         d2.wait_line(r"ERROR +\(rfid\) %s: in use by another rfid_daemon$" % re.escape(r.path))

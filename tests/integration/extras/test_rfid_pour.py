@@ -52,7 +52,7 @@ class PourTest(unittest.TestCase):
     def reader_daemon(self, *flags):
         d = Rfid(self.dir, *flags, port=self.core.port)
         self.addCleanup(d.close)
-        d.notify.wait_for(r"^READY=1$")
+        d.notify.wait("READY", r"^1$")
         return d
 
     def pour(self, swipe, user):
