@@ -30,9 +30,14 @@ class TlsTest(mqtttest.MqttCase, unittest.TestCase):
     def test_verified_connection(self):
         self.core()
         broker = self.tls_broker()
+        obs = mqtttest.observer(broker, tls=self.ca)
+        self._clients.append(obs)
         br = self.bridge("--mqtt_tls", "--mqtt_ca_file=" + self.ca.ca, broker=broker)
         br.wait_line(r"INFO +\(mqtt\) Connected to 127\.0\.0\.1:%d" % broker.port, timeout=10)
         br.wait_line(r"Node .* broker 127\.0\.0\.1:%d, TLS" % broker.port)
+        # "Connected" is logged before the retained documents are published: wait for the last one
+        self.wait_online(obs, br)
+        obs.sync()
         snap = mqtttest.retained(broker, tls=self.ca)
         self.assertEqual(snap[br.base + "/status"].payload, b"online")
         self.assertEqual(len([t for t in snap if t.startswith(PREFIX + "/")]),
