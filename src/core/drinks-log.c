@@ -221,7 +221,8 @@ static int drinks_log_append(DrinksLog *l, Drink *d) {
                 r = -errno;
         if (r < 0) {
                 /* Leave no partial line behind for the next append. */
-                (void) ftruncate(l->fd, st.st_size);
+                if (ftruncate(l->fd, st.st_size) < 0)
+                        log_warning_errno(-errno, "Cannot cut the partial line off %s: %m", l->path);
                 return log_error_errno(r, "Cannot record drink %s in %s: %m", d->uuid, l->path);
         }
 
