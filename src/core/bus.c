@@ -796,7 +796,7 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("FailedDrinks", "u", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("LastSync", "t", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("GhostFilter", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
-        /* Access is the bus policy's job (root and group kegbot), not a capability check here. */
+        /* Access is the bus policy's job (root and group kegbot-admin), not a capability check here. */
         SD_BUS_METHOD_WITH_ARGS("StartFlow", SD_BUS_ARGS("s", meter), SD_BUS_NO_RESULT,
                                 method_start_flow, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("StopFlow", SD_BUS_ARGS("s", meter), SD_BUS_NO_RESULT,

@@ -3,16 +3,18 @@
 PrivateBus starts dbus-daemon with system-test.conf (type system, EXTERNAL auth, Debian's default
 deny-own / deny-method-call policy) on a socket in a temporary directory and includes the project's
 dbus/org.kegbot.Core1.conf. Programs started with bus.env() talk to it as their system bus
-(DBUS_SYSTEM_BUS_ADDRESS). busctl() runs busctl as root, as nobody, or as nobody with the kegbot
-group, so the policy itself is what the tests check.
+(DBUS_SYSTEM_BUS_ADDRESS). busctl() and dbus_call() run as root, as nobody, as nobody with the
+operator group, or as nobody with the service's group, so the policy itself is what the tests check.
 
-The `kegbot` group: the policy grants the methods to group kegbot. If this machine has that group
-the policy is used unchanged. Otherwise (a development box or CI container) the tests do NOT create
-it - a test should not edit /etc/group - but include a generated copy of the policy in which
-group="kegbot" is replaced by an existing group that nobody does not belong to (`users` when it
-exists). Either way, KEGBOT_GROUP_GID is that group, and busctl(as_="kegbot-group") runs as uid/gid
-65534 with it as the only supplementary group: dbus-daemon reads a peer's groups from the socket
-(SO_PEERGROUPS), so membership needs no /etc/group entry.
+The operator group `kegbot-admin`: the policy grants the methods to it (and not to the service's
+group `kegbot`, which may read the API key). If this machine has the group the policy is used
+unchanged. Otherwise (a development box or CI container) the tests do NOT create it - a test should
+not edit /etc/group - but include a generated copy of the policy in which group="kegbot-admin" is
+replaced by an existing group that nobody does not belong to (`users` when it exists). Either way,
+OPERATOR_GID is that group, and as_="operator" runs as uid/gid 65534 with it as the only
+supplementary group: dbus-daemon reads a peer's groups from the socket (SO_PEERGROUPS), so
+membership needs no /etc/group entry. as_="service-group" does the same with group kegbot (or, when
+it does not exist, another group that is not the operators'): it must get no more than nobody.
 """
 import grp
 import json
@@ -37,13 +39,8 @@ IFACE = "org.kegbot.Core1"
 NOBODY = 65534
 
 
-def _pick_group():
-    """(name, gid) of the group that stands for kegbot in the test policy."""
-    try:
-        g = grp.getgrnam("kegbot")
-        return g.gr_name, g.gr_gid
-    except KeyError:
-        pass
+def _candidate_groups():
+    """Existing groups nobody does not belong to, `users` first."""
     try:
         nobody = pwd.getpwuid(NOBODY).pw_name
     except KeyError:
@@ -54,14 +51,24 @@ def _pick_group():
     except KeyError:
         pass
     candidates += sorted(grp.getgrall(), key=lambda g: g.gr_gid)
-    for g in candidates:
-        if g.gr_gid in (0, NOBODY) or nobody in g.gr_mem:
-            continue
+    return [g for g in candidates if g.gr_gid not in (0, NOBODY) and nobody not in g.gr_mem]
+
+
+def _pick_group(name, avoid=()):
+    """(name, gid) of the group that stands for `name` in the test policy."""
+    try:
+        g = grp.getgrnam(name)
         return g.gr_name, g.gr_gid
-    raise RuntimeError("no usable group for the kegbot policy")
+    except KeyError:
+        pass
+    for g in _candidate_groups():
+        if g.gr_name not in avoid and g.gr_gid not in avoid:
+            return g.gr_name, g.gr_gid
+    raise RuntimeError("no usable group standing for %s in the policy" % name)
 
 
-KEGBOT_GROUP, KEGBOT_GROUP_GID = _pick_group()
+OPERATOR_GROUP, OPERATOR_GID = _pick_group("kegbot-admin", avoid=("kegbot",))
+SERVICE_GROUP, SERVICE_GID = _pick_group("kegbot", avoid=(OPERATOR_GROUP, OPERATOR_GID))
 
 
 def path_encode(prefix, name):
@@ -102,11 +109,11 @@ class PrivateBus:
             self.start()
 
     def _policy(self):
-        if KEGBOT_GROUP == "kegbot":
+        if OPERATOR_GROUP == "kegbot-admin":
             return POLICY
         with open(POLICY) as f:
             text = f.read()
-        text = text.replace('group="kegbot"', 'group="%s"' % KEGBOT_GROUP)
+        text = text.replace('group="kegbot-admin"', 'group="%s"' % OPERATOR_GROUP)
         p = os.path.join(self.dir, "org.kegbot.Core1.conf")
         with open(p, "w") as f:
             f.write(text)
@@ -141,8 +148,9 @@ class PrivateBus:
             return []
         if as_ == "nobody":
             return ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--clear-groups"]
-        if as_ == "kegbot-group":
-            return ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--groups=%d" % KEGBOT_GROUP_GID]
+        if as_ in ("operator", "service-group"):
+            gid = OPERATOR_GID if as_ == "operator" else SERVICE_GID
+            return ["setpriv", "--reuid=%d" % NOBODY, "--regid=%d" % NOBODY, "--groups=%d" % gid]
         raise ValueError(as_)
 
     def busctl(self, *args, as_=None, timeout=20, check=False):

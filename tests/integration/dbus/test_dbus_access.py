@@ -1,6 +1,7 @@
 """The bus policy (dbus/org.kegbot.Core1.conf) with the real core behind it: nobody may read
-everything and call nothing; root and group kegbot may call every method and set LogControl1
-properties. Bad arguments get clear D-Bus errors and never hurt the core."""
+everything and call nothing; root and the operator group kegbot-admin may call every method and set
+LogControl1 properties; the service's group kegbot (which may read the API key) gets no more than
+nobody. Bad arguments get clear D-Bus errors and never hurt the core."""
 import os
 import sys
 import unittest
@@ -51,7 +52,7 @@ class AccessTest(unittest.TestCase):
         self.assertTrue(self.core.alive(), "kegbot_core died:\n" + "\n".join(self.core.output()))
 
     def test_nobody_reads(self):
-        for as_ in ("nobody", "kegbot-group", "root"):
+        for as_ in ("nobody", "service-group", "operator", "root"):
             r = self.bus.busctl("introspect", NAME, ROOT, as_=as_)
             self.assertEqual(r.returncode, 0, r.stderr)
             self.assertIn("StartFlow", r.stdout)
@@ -63,9 +64,11 @@ class AccessTest(unittest.TestCase):
             self.assertEqual(r.returncode, 0, r.stderr)
 
     def test_nobody_calls_nothing(self):
-        for path, iface, method, sig, args in MUTATING:
-            err, msg = self.bus.dbus_call(path, iface, method, sig, args, as_="nobody")
-            self.assertEqual(err, "org.freedesktop.DBus.Error.AccessDenied", "%s: %s %s" % (method, err, msg))
+        for as_ in ("nobody", "service-group"):
+            for path, iface, method, sig, args in MUTATING:
+                err, msg = self.bus.dbus_call(path, iface, method, sig, args, as_=as_)
+                self.assertEqual(err, "org.freedesktop.DBus.Error.AccessDenied",
+                                 "%s as %s: %s %s" % (method, as_, err, msg))
         # busctl too (what an admin would try).
         r = self.bus.busctl("call", NAME, ROOT, MANAGER, "StartFlow", "s", "kegboard.flow0", as_="nobody")
         self.assertNotEqual(r.returncode, 0)
@@ -75,8 +78,8 @@ class AccessTest(unittest.TestCase):
         self.assertNotEqual(self.bus.get(TAP0, IFACE + ".Tap", "FlowState"), "active")
         self.assertFalse([p for p in self.bus.managed_objects() if "/flow/" in p])
 
-    def test_kegbot_group_and_root_call_everything(self):
-        for as_ in ("kegbot-group", "root"):
+    def test_operator_and_root_call_everything(self):
+        for as_ in ("operator", "root"):
             for path, iface, method, sig, args in MUTATING:
                 err, msg = self.bus.dbus_call(path, iface, method, sig, args, as_=as_)
                 if method == "FailDrink":
@@ -84,12 +87,12 @@ class AccessTest(unittest.TestCase):
                     self.assertEqual(err, "org.kegbot.Core1.Error.NotSupported", msg)
                     continue
                 self.assertEqual(err, "ok", "%s as %s: %s" % (method, as_, msg))
-        err, reply = self.bus.dbus_call(ROOT, MANAGER, "ListDrinks", "s", ["queued"], as_="kegbot-group")
+        err, reply = self.bus.dbus_call(ROOT, MANAGER, "ListDrinks", "s", ["queued"], as_="operator")
         self.assertEqual((err, reply), ("ok", [[]]))
-        err, msg = self.bus.dbus_call(ROOT, MANAGER, "StartFlow", "s", ["kegboard.flow0"], as_="kegbot-group")
+        err, msg = self.bus.dbus_call(ROOT, MANAGER, "StartFlow", "s", ["kegboard.flow0"], as_="operator")
         self.assertEqual(err, "ok", msg)
         kbtest.wait_until(lambda: self.bus.get(TAP0, IFACE + ".Tap", "FlowState") == "active", timeout=3,
-                          what="flow started by group kegbot")
+                          what="flow started by an operator")
         self.assertEqual(self.bus.dbus_call(ROOT, MANAGER, "StopFlow", "s", ["kegboard.flow0"])[0], "ok")
 
     def test_bad_arguments(self):

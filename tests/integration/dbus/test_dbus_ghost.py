@@ -196,14 +196,14 @@ class GhostChainTest(unittest.TestCase):
         self.mon.sync()
         n_updates = len(self.signals("FlowUpdated", "kegboard.flow2"))
         kbtest.wait_until(lambda: self.tap(2, "GhostTicks") == ticks, timeout=15, what="Gh all ghost")
-        # ClearQuarantine is an operator's: refused to nobody, allowed to the kegbot group.
+        # ClearQuarantine is an operator's: refused to nobody, allowed to group kegbot-admin.
         err, _ = bus.dbus_call(ROOT, MANAGER, "ClearQuarantine", "s", ["kegboard.flow2"], as_="nobody")
         self.assertEqual(err, "org.freedesktop.DBus.Error.AccessDenied")
         self.assertTrue(self.tap(2, "Quarantined"))
         err, _ = bus.dbus_call(ROOT, MANAGER, "ClearQuarantine", "s", ["kegboard.nosuch"])
         self.assertEqual(err, "org.kegbot.Core1.Error.UnknownMeter")
         self.assertEqual(bus.dbus_call(ROOT, MANAGER, "ClearQuarantine", "s", ["kegboard.flow2"],
-                                       as_="kegbot-group"), ("ok", []))
+                                       as_="operator"), ("ok", []))
         core.wait_line(r"INFO     \(flowmanager\) Quarantine of tap kegboard\.flow2 cleared")
         self.assertFalse(self.tap(2, "Quarantined"))
         self.assertEqual(self.tap(2, "QuarantinedSince"), 0)

@@ -1,7 +1,8 @@
 """`meson install` puts every integration file where this system's pkg-config says (systemd unit,
 udev, tmpfiles and sysusers dirs, the D-Bus system.d and system-services dirs) and the programs in
 bindir; the sysusers.d and tmpfiles.d files really work (applied to a scratch root with
-systemd-sysusers --root / systemd-tmpfiles --root).
+systemd-sysusers --root / systemd-tmpfiles --root): the service user kegbot, the operator group
+kegbot-admin, and an API key that an operator cannot read.
 """
 import os
 import subprocess
@@ -93,6 +94,12 @@ class InstallTests(unittest.TestCase):
             self.assertIn("dialout", groups)
             self.assertIn("kegbot", groups["dialout"][3].split(","))
             gid = int(groups["kegbot"][2])
+            # The operators' group (D-Bus methods) is not the service's: kegbot is no member of it.
+            self.assertIn("kegbot-admin", groups)
+            admin_gid = int(groups["kegbot-admin"][2])
+            self.assertNotEqual(admin_gid, gid)
+            self.assertLess(admin_gid, 1000, "kegbot-admin must be a system group")
+            self.assertEqual(groups["kegbot-admin"][3], "")
 
             r = subprocess.run(["systemd-tmpfiles", "--root=" + root, "--create", tmpfiles],
                                capture_output=True, text=True, timeout=60)
@@ -105,6 +112,22 @@ class InstallTests(unittest.TestCase):
             # Optional settings exist, empty, not world-readable for the key.
             st = os.stat(os.path.join(root, "etc/kegbot/api_key"))
             self.assertEqual((st.st_size, st.st_mode & 0o777, st.st_gid), (0, 0o640, gid))
+            # Only root and the service read the key: an operator (kegbot-admin) cannot, a process of
+            # group kegbot can (what LoadCredential= hands the service comes from root anyway).
+            with open(os.path.join(root, "etc/kegbot/api_key"), "w") as f:
+                f.write("secret-api-key\n")
+            os.chmod(root, 0o755)
+
+            def read_key_as(group):
+                return subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--groups=%d" % group,
+                                       "cat", os.path.join(root, "etc/kegbot/api_key")],
+                                      capture_output=True, text=True, timeout=30)
+            r = read_key_as(admin_gid)
+            self.assertNotEqual(r.returncode, 0, "an operator read the API key: %r" % r.stdout)
+            self.assertIn("Permission denied", r.stderr)
+            self.assertNotIn("secret", r.stdout)
+            r = read_key_as(gid)
+            self.assertEqual((r.returncode, r.stdout), (0, "secret-api-key\n"), r.stderr)
             # Applying again changes nothing and does not complain.
             r = subprocess.run(["systemd-tmpfiles", "--root=" + root, "--create", tmpfiles],
                                capture_output=True, text=True, timeout=60)
