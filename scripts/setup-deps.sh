@@ -20,6 +20,8 @@ PKGS=(
   libfuse3-dev fuse3
   # systemd/udev integration tests and the system (container) test
   udev libdbus-1-dev debootstrap systemd-container
+  # the Debian packages (scripts/build-debs.sh) and their checks (tests/packaging, the boot test)
+  debhelper dpkg-dev fakeroot lintian binutils
 )
 
 missing=()
