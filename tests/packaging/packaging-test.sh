@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Packaging test: `dpkg-buildpackage -us -uc -b` of this checkout (scripts/build-debs.sh, into
 # $KEGBOT_BUILD_DIR/debs, where the boot test installs them from) and lintian on the result:
-#   - every package of debian/control is built;
+#   - every package of debian/control is built, the programs without a compiler warning;
 #   - lintian (--pedantic) reports no error and no warning that debian/*.lintian-overrides does not
 #     explain (info tags are printed, not counted);
 #   - the packages split the files without overlap, and each has what it must have;
@@ -29,6 +29,10 @@ if ! bash "$SRC/scripts/build-debs.sh" "$OUT"; then
   exit 1
 fi
 pass "dpkg-buildpackage -us -uc -b [${SECONDS}s]"
+# The package build has no -Werror (debian/rules), but the programs it ships build without a warning
+# under Debian's flags.
+warnings=$(grep -E '^\.\./src/.*warning:' "$OUT/build.log")
+[ -z "$warnings" ] && pass "no compiler warning in src/ with dpkg-buildflags" || fail "compiler warnings in src/: $warnings"
 
 deb() { ls "$OUT/$1"_*.deb 2>/dev/null | head -1; }
 packages=$(sed -n 's/^Package: *//p' "$SRC/debian/control")
