@@ -572,7 +572,7 @@ fi
 # A second container, up before anything is installed: what a user has when typing
 # `apt install ./kegbot-*.deb`. (A board, the FIFO and the monitor are the test's, named systest-*.)
 part2() {
-  local root=$WORK/root-deb debs p out out2 pid0 pid1 c tap meter left
+  local root=$WORK/root-deb debs p out out2 pid0 pid1 c tap meter left units u
   ls "$DEBS"/kegbot-core_*.deb >/dev/null 2>&1 || { fail "part 2: no packages to install"; return; }
   cleanup_cgroups
   cp -a "$KEGROOT" "$root" || { fail "part 2: copy of the rootfs"; return; }
@@ -598,13 +598,22 @@ part2() {
   else
     fail "after install: $(IN id kegbot 2>&1); $(IN getent group kegbot-admin); $(IN ls -ld /var/lib/kegbot /var/log/kegbot 2>&1)"
   fi
+  # Every unit the packages ship, by the names in their file lists.
+  units=$(for p in "$root"/var/tmp/debs/*.deb; do dpkg-deb -c "$p"; done \
+    | sed -n 's|.*/lib/systemd/system/\([^/]*\.[a-z]*\)$|\1|p' | sort -u)
   left=
-  for u in kegbot.target kegbot-core.socket kegbot-core.service lcd-daemon.service sound-server.service; do
-    is_inactive $u || left="$left $u=$(state $u)"
-    [ "$(IN systemctl is-enabled $u 2>/dev/null)" = disabled ] || [ "$u" = kegbot-core.service ] \
-      || left="$left $u:$(IN systemctl is-enabled $u 2>&1)"
+  for u in $units; do
+    case $u in *@.*) continue ;; esac
+    is_inactive "$u" || left="$left $u=$(state "$u")"
+    case $(IN systemctl is-enabled "$u" 2>&1) in
+      enabled*|alias|linked*) left="$left $u:enabled" ;;
+    esac
   done
-  [ -z "$left" ] && pass "nothing started or enabled by the installation" || fail "after install:$left"
+  if [ -n "$units" ] && [ -z "$left" ]; then
+    pass "nothing started or enabled by the installation ($(echo $units))"
+  else
+    fail "after install:$left (units: $(echo $units))"
+  fi
 
   # The one command.
   if IN systemctl start kegbot.target && is_active kegbot.target && is_active kegbot-core.socket; then
