@@ -74,6 +74,7 @@ expect kegbot-core /usr/bin/kegbot_core /usr/bin/kegboard_daemon /usr/bin/kegboa
   /usr/share/dbus-1/system.d/org.kegbot.Core1.conf /usr/share/dbus-1/system-services/org.kegbot.Core1.service \
   /usr/share/man/man8/kegbot_core.8.gz
 expect kegbot-extras /usr/bin/lcd_daemon /usr/bin/rfid_daemon /usr/bin/sound_server /usr/share/man/man8/lcd_daemon.8.gz
+expect kegbot-mqtt /usr/bin/kegbot_mqtt /lib/systemd/system/kegbot-mqtt.service /usr/share/man/man8/kegbot_mqtt.8.gz
 [ $FAILED -eq 0 ] && pass "each package has its programs, units, udev rule, sysusers/tmpfiles, D-Bus files"
 
 # Libraries opened with dlopen(): their packages are stated as the note's priority says.

@@ -443,7 +443,7 @@ else
 fi
 IN systemctl reset-failed lcd-daemon.service 2>/dev/null
 
-# 6. Reads are open to all, methods to root and group kegbot only.
+# 6. Reads are open to all, methods to root and the operator group kegbot-admin only.
 if out=$(IN setpriv --reuid=65534 --regid=65534 --clear-groups "${BUS[@]}" get-property "${CORE[@]}" $MGR Mode 2>&1); then
   pass "busctl get-property as nobody allowed ($out)"
 else
