@@ -572,7 +572,7 @@ fi
 # A second container, up before anything is installed: what a user has when typing
 # `apt install ./kegbot-*.deb`. (A board, the FIFO and the monitor are the test's, named systest-*.)
 part2() {
-  local root=$WORK/root-deb debs p out out2 pid0 pid1 c tap meter left units u
+  local root=$WORK/root-deb debs names p out out2 pid0 pid1 c tap meter left units u
   ls "$DEBS"/kegbot-core_*.deb >/dev/null 2>&1 || { fail "part 2: no packages to install"; return; }
   cleanup_cgroups
   cp -a "$KEGROOT" "$root" || { fail "part 2: copy of the rootfs"; return; }
@@ -580,9 +580,11 @@ part2() {
   boot_container "$root" "$WORK/console-deb.log" || return
   mkdir -p "$root/var/tmp/debs"
   debs=
+  names=
   for p in "$DEBS"/kegbot-*.deb; do
     case $p in *-dbgsym_*) continue ;; esac
-    cp "$p" "$root/var/tmp/debs/" && debs="$debs /var/tmp/debs/$(basename "$p")"
+    cp "$p" "$root/var/tmp/debs/" && debs="$debs /var/tmp/debs/$(basename "$p")" \
+      && names="$names $(dpkg-deb -f "$p" Package)"
   done
 
   # Install: user, groups, directories, reloads; nothing started, nothing enabled.
@@ -709,7 +711,8 @@ part2() {
   # Remove: the units stop, state and settings stay.
   IN systemctl stop systest-sim.service systest-monitor.service 2>/dev/null
   IN rm -f /etc/systemd/system/kegboard-daemon@.service /run/systest-sim.in /run/systest-monitor.log
-  if out=$(IN env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q kegbot-extras kegbot-core 2>&1); then
+  # shellcheck disable=SC2086
+  if out=$(IN env DEBIAN_FRONTEND=noninteractive apt-get remove -y -q $names 2>&1); then
     left=
     for u in kegbot.target kegbot-core.socket kegbot-core.service kegboard-daemon@ttyKB0.service; do
       is_inactive $u || left="$left $u=$(state $u)"
@@ -724,7 +727,8 @@ part2() {
   fi
 
   # Purge: no kegbot unit, user, group or file anywhere.
-  if out=$(IN env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q kegbot-extras kegbot-core 2>&1); then
+  # shellcheck disable=SC2086
+  if out=$(IN env DEBIAN_FRONTEND=noninteractive apt-get purge -y -q $names 2>&1); then
     IN systemctl daemon-reload
     left=$(IN systemctl list-units --all --no-legend --plain 'kegbot*' 'kegboard*' 'lcd-daemon*' 'rfid-*' 'sound-server*' 2>&1)
     left="$left$(IN systemctl list-unit-files --no-legend 'kegbot*' 'kegboard*' 'lcd-daemon*' 'rfid-*' 'sound-server*' 2>&1 | grep -v '^0 unit files')"
