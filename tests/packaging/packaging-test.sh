@@ -73,7 +73,8 @@ expect kegbot-core /usr/bin/kegbot_core /usr/bin/kegboard_daemon /usr/bin/kegboa
   /lib/udev/rules.d/70-kegboard.rules /usr/lib/sysusers.d/kegbot.conf /usr/lib/tmpfiles.d/kegbot.conf \
   /usr/share/dbus-1/system.d/org.kegbot.Core1.conf /usr/share/dbus-1/system-services/org.kegbot.Core1.service \
   /usr/share/man/man8/kegbot_core.8.gz
-expect kegbot-extras /usr/bin/lcd_daemon /usr/bin/rfid_daemon /usr/bin/sound_server /usr/share/man/man8/lcd_daemon.8.gz
+expect kegbot-extras /usr/bin/lcd_daemon /usr/bin/rfid_daemon /usr/bin/sound_server /usr/share/man/man8/lcd_daemon.8.gz \
+  /lib/systemd/system/rfid-reader@.service /lib/udev/rules.d/70-kegbot-rfid.rules
 expect kegbot-mqtt /usr/bin/kegbot_mqtt /lib/systemd/system/kegbot-mqtt.service /usr/share/man/man8/kegbot_mqtt.8.gz
 [ $FAILED -eq 0 ] && pass "each package has its programs, units, udev rule, sysusers/tmpfiles, D-Bus files"
 
