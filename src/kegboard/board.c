@@ -21,6 +21,8 @@
 #define ERROR_REPORT_INTERVAL_USEC (60 * USEC_PER_SEC)
 #define TIMER_ACCURACY_USEC USEC_PER_MSEC
 #define READ_CHUNK 4096
+/* Meters whose newest reading before the first hello is kept (a board has at most 6). */
+#define EARLY_METERS_MAX 8
 
 typedef enum BoardState {
         BOARD_INIT,
@@ -65,6 +67,14 @@ struct Board {
         unsigned probe_pings;
         uint16_t firmware_version;
         char *name;
+
+        /* The newest meter_status per meter seen before the first hello (the board's name is not
+         * known yet): readings are absolute, and a board that was not reset by our open reports a
+         * meter only when it changes, so dropping the last one of a pour would delay its ticks
+         * until the next pour. Delivered right after identification, unless that hello is a boot
+         * hello (the counters they came from are gone). */
+        KbspMessage early[EARLY_METERS_MAX];
+        size_t n_early;
 
         /* Command queue: the newest state per output, plus a ping. */
         bool ping_pending;
@@ -368,6 +378,24 @@ static void heartbeat_rearm(Board *b) {
         timer_arm_or_die(b, &b->hello_timer, now_usec(b) + b->hello_timeout_usec, hello_timer_handler);
 }
 
+static void keep_early_reading(Board *b, const KbspMessage *m) {
+        size_t i;
+
+        for (i = 0; i < b->n_early; i++)
+                if (streq(b->early[i].meter_status.meter_name, m->meter_status.meter_name))
+                        break;
+        if (i == b->n_early) {
+                if (b->n_early >= EARLY_METERS_MAX)
+                        return;
+                b->n_early++;
+        }
+        b->early[i] = *m;
+}
+
+static bool hello_is_boot(const KbspHello *h) {
+        return h->has_uptime_ms && h->uptime_ms == 0 && (!h->has_uptime_days || h->uptime_days == 0);
+}
+
 static void identify(Board *b, const KbspMessage *m, const KbspFrame *f) {
         const KbspHello *h = &m->hello;
         const char *serial = h->has_serial_number ? h->serial_number : "";
@@ -402,6 +430,19 @@ static void identify(Board *b, const KbspMessage *m, const KbspFrame *f) {
         heartbeat_rearm(b);
         if (b->state == BOARD_RUNNING && b->callbacks.identified)
                 b->callbacks.identified(b, h, b->userdata);
+
+        if (hello_is_boot(h)) {
+                if (b->n_early > 0)
+                        log_debug("%s: dropping %zu readings from before the board's reset", b->name, b->n_early);
+                b->n_early = 0;
+        }
+        for (size_t i = 0; i < b->n_early && b->state == BOARD_RUNNING; i++) {
+                log_debug("%s: %s reading %" PRIu32 " from before the first hello", b->name,
+                          b->early[i].meter_status.meter_name, b->early[i].meter_status.meter_reading);
+                if (b->callbacks.message)
+                        b->callbacks.message(b, &b->early[i], b->userdata);
+        }
+        b->n_early = 0;
 }
 
 static int ping_timer_handler(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -445,6 +486,8 @@ static void handle_frame(Board *b, const KbspFrame *f) {
         if (b->state == BOARD_IDENTIFYING) {
                 if (m.message_id == KBSP_MSG_HELLO)
                         identify(b, &m, f);
+                else if (m.message_id == KBSP_MSG_METER_STATUS)
+                        keep_early_reading(b, &m);
                 else if (log_get_max_level() >= LOG_DEBUG) {
                         (void) kbsp_message_format(&m, f, text, sizeof text);
                         log_debug("%s: dropping %s (no hello yet)", b->device, text);

@@ -17,6 +17,13 @@
 /* Section 5 item 9: the kegnet flush on the way out is bounded. */
 #define STOP_TIMEOUT_USEC USEC_PER_SEC
 #define NAME_MAX_LEN 512
+#define METERS_MAX 8
+
+/* The newest reading of one of the board's meters since its last reset. */
+typedef struct MeterReading {
+        char name[KBSP_STRING_MAX];     /* "flow0" */
+        uint32_t reading;
+} MeterReading;
 
 struct Manager {
         sd_event *event;
@@ -37,6 +44,11 @@ struct Manager {
 
         /* A board_reset event was sent but may not have reached the core yet. */
         bool reset_unconfirmed;
+
+        /* Sent again right after every reconnect (kegnet-protocol.md section 6.2): a core that
+         * restarted learns the counters at once, not at the next pour. */
+        MeterReading readings[METERS_MAX];
+        size_t n_readings;
 
         bool stopping;
         bool kegnet_pending;            /* waiting for the kegnet flush to finish */
@@ -77,6 +89,26 @@ static void send_controller_connected(Manager *m, bool board_reset) {
         if (board_reset)
                 m->reset_unconfirmed = true;
         manager_send(m, &msg);
+}
+
+static void remember_reading(Manager *m, const char *meter, uint32_t reading) {
+        size_t i;
+
+        for (i = 0; i < m->n_readings; i++)
+                if (streq(m->readings[i].name, meter))
+                        break;
+        if (i == m->n_readings) {
+                if (m->n_readings >= METERS_MAX)
+                        return;
+                snprintf(m->readings[i].name, sizeof m->readings[i].name, "%s", meter);
+                m->n_readings++;
+        }
+        m->readings[i].reading = reading;
+}
+
+/* The counters restarted: what we remember belongs to the old ones. */
+static void forget_readings(Manager *m) {
+        m->n_readings = 0;
 }
 
 /* ---- stopping ---- */
@@ -173,6 +205,7 @@ static void on_board_identified(Board *b, const KbspHello *h, void *userdata) {
         remember_hello(m, h);
         m->has_uptime = hello_uptime(h, &uptime);
         m->uptime_ms = m->has_uptime ? uptime : 0;
+        forget_readings(m);
 
         /* Section 5.1 (a): the first hello; a boot hello means the counters just restarted. */
         send_controller_connected(m, m->has_uptime && uptime == 0);
@@ -195,11 +228,14 @@ static void handle_hello(Manager *m, const KbspHello *h) {
                 log_info("%s: board reset (boot hello)", name);
                 m->has_uptime = true;
                 m->uptime_ms = 0;
+                forget_readings(m);
                 send_controller_connected(m, true);
                 return;
         }
-        if (m->has_uptime && uptime < m->uptime_ms)
+        if (m->has_uptime && uptime < m->uptime_ms) {
                 log_warning("Board reset detected (uptime went backwards)");
+                forget_readings(m);
+        }
         m->has_uptime = true;
         m->uptime_ms = uptime;
 }
@@ -242,6 +278,7 @@ static void on_board_message(Board *b, const KbspMessage *km, void *userdata) {
                 msg.kind = KEGNET_METER_UPDATE;
                 msg.meter_update.meter_name = port;
                 msg.meter_update.reading = km->meter_status.meter_reading;
+                remember_reading(m, km->meter_status.meter_name, km->meter_status.meter_reading);
                 break;
 
         case KBSP_MSG_TEMPERATURE_READING:
@@ -311,8 +348,33 @@ static void on_kegnet_connected(KegnetClient *c, void *userdata) {
         manager_update_status(m);
 }
 
+/* The core may have gone away before it made the readings it got durable (a restart): the newest
+ * reading of every meter goes into the outbox, ahead of what comes later, and out again on
+ * reconnect. A reading still queued is replaced in place; readings forgotten at a board reset are
+ * not repeated, so the outbox order around a reset stays right. */
+static void requeue_readings(Manager *m) {
+        const char *board = m->board ? board_name(m->board) : NULL;
+        char port[NAME_MAX_LEN];
+
+        if (!board)
+                return;
+        for (size_t i = 0; i < m->n_readings; i++) {
+                if ((size_t) kbsp_port_name(port, sizeof port, board, m->readings[i].name) >= sizeof port)
+                        continue;
+                manager_send(m, &(KegnetMessage) {
+                        .kind = KEGNET_METER_UPDATE,
+                        .meter_update.meter_name = port,
+                        .meter_update.reading = m->readings[i].reading,
+                });
+        }
+}
+
 static void on_kegnet_disconnected(KegnetClient *c, int error, void *userdata) {
-        manager_update_status(userdata);
+        Manager *m = userdata;
+
+        if (!m->stopping)
+                requeue_readings(m);
+        manager_update_status(m);
 }
 
 static void on_kegnet_flushed(KegnetClient *c, void *userdata) {

@@ -80,7 +80,8 @@ static const FlagDef sim_flags[] = {
                   "Firmware melody delays: boot hello 500 ms after start, ping reply after 250 ms, "
                   "180 ms pause after an auth present."),
         FLAG_BOOL("reset_on_open", &arg_reset_on_open,
-                  "Emulate the DTR auto-reset: the board reboots every time the host opens the port."),
+                  "Emulate the DTR auto-reset: the board reboots when the host's open raises DTR, i.e. unless "
+                  "the previous host cleared HUPCL, which keeps DTR asserted after its close."),
         FLAG_INT64_MIN("uptime_ms", &arg_uptime_ms, 0, "Uptime at start, in milliseconds."),
         FLAG_INT64_MIN("heartbeat_ms", &arg_heartbeat_ms, 0, "Heartbeat hello period; 0 = none."),
         FLAG_INT64_MIN("meter_interval_ms", &arg_meter_interval_ms, 1, "Meter check period."),
@@ -149,6 +150,7 @@ struct Sim {
         sd_event_source *master_io;
         sd_event_source *hangup_timer;
         bool host_open;
+        bool dtr;                       /* the host's DTR line as the board sees it */
         uint8_t *out;
         size_t out_len;
 
@@ -935,6 +937,13 @@ static void sim_host_closed(Sim *s) {
         s->rx_pending = false;
         (void) tcflush(s->master_fd, TCIOFLUSH);
         sim_event(s, "CLOSE");
+        /* The last close drops DTR unless the host cleared HUPCL (the pair shares one termios,
+         * which the master reads). */
+        struct termios t;
+        if (tcgetattr(s->master_fd, &t) < 0 || (t.c_cflag & HUPCL)) {
+                s->dtr = false;
+                sim_event(s, "DTR state=off");
+        }
         sim_update_io(s);
         timer_arm_or_warn(s, &s->hangup_timer, sim_now(s) + HANGUP_CHECK_USEC, on_hangup_timer);
 }
@@ -955,9 +964,16 @@ static int on_master_io(sd_event_source *src, int fd, uint32_t revents, void *us
 }
 
 static void sim_host_opened(Sim *s) {
+        bool edge = !s->dtr;
+
         s->host_open = true;
+        s->dtr = true;
         sim_event(s, "OPEN");
-        if (arg_reset_on_open)
+        if (edge)
+                sim_event(s, "DTR state=on");
+        /* An Arduino resets on the rising DTR edge of an open; DTR kept asserted since the last
+         * host (HUPCL cleared) makes no edge. */
+        if (arg_reset_on_open && edge)
                 sim_boot(s, true);
         sim_update_io(s);
 }
@@ -987,6 +1003,8 @@ static int sim_open_pty(Sim *s) {
                 return log_error_errno(errno, "Failed to read the pty settings: %m");
         cfmakeraw(&t);
         (void) cfsetspeed(&t, B115200);
+        /* A serial port's default: the last close drops DTR (a pty starts without it). */
+        t.c_cflag |= HUPCL;
         if (tcsetattr(slave, TCSANOW, &t) < 0)
                 return log_error_errno(errno, "Failed to set the pty raw: %m");
         r = ttyname_r(slave, path, sizeof path);

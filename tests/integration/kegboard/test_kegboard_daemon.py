@@ -166,25 +166,95 @@ class DaemonTest(unittest.TestCase):
         finally:
             pty.close()
 
-    def test_frames_before_hello_dropped_and_ping(self):
+    def test_frames_before_hello_and_ping(self):
         pty = kbd.PtyBoard()
         try:
             core = self.core()
             d = self.daemon(pty.path, core.port, "--probe_seconds=0.3")
             d.wait_line(r"probing for a Kegboard")
+            pty.write(kbd.meter_status("flow0", 76))
             pty.write(kbd.meter_status("flow0", 77))
+            pty.write(kbd.meter_status("flow1", 5))
             # A valid frame ends the probe (READY) but it is not a hello: ping after 5 s.
             kbtest.wait_until(lambda: pty.received.count(kbd.frame(0x81, b"")) >= 1, timeout=8, what="ping")
-            pty.write(kbd.hello(firmware_version=17, serial=""))
+            pty.write(kbd.hello(firmware_version=17, serial="", uptime_ms=5000))
             m = core.wait_message(ev("ControllerConnectedEvent"))
             self.assertEqual(m["data"]["controller_name"], "kegboard")
             self.assertEqual(m["data"]["serial_number"], "")
             pty.write(kbd.meter_status("flow0", 78))
             core.wait_message(ev("MeterUpdate", reading=78))
-            self.assertEqual([x["data"]["reading"] for x in core.events("MeterUpdate")], [78])
+            # The name was not known before the hello, but the newest reading of each meter was
+            # kept and sent right after the announcement: a board reports a meter only when it
+            # changes, so a dropped last reading would wait for the next pour.
+            self.assertEqual([(x["data"]["meter_name"], x["data"]["reading"]) for x in core.events("MeterUpdate")],
+                             [("kegboard.flow0", 77), ("kegboard.flow1", 5), ("kegboard.flow0", 78)])
             self.assertEqual(d.stop(), 0)
         finally:
             pty.close()
+
+    def test_readings_before_a_boot_hello_are_dropped(self):
+        pty = kbd.PtyBoard()
+        try:
+            core = self.core()
+            d = self.daemon(pty.path, core.port, "--probe_seconds=0.3")
+            d.wait_line(r"probing for a Kegboard")
+            pty.write(kbd.meter_status("flow0", 900))
+            pty.write(kbd.hello(serial=SERIAL, uptime_ms=0))
+            m = core.wait_message(ev("ControllerConnectedEvent"))
+            self.assertIs(m["data"]["board_reset"], True)
+            pty.write(kbd.meter_status("flow0", 3))
+            core.wait_message(ev("MeterUpdate", reading=3))
+            # 900 counted on the counters the reset cleared.
+            self.assertEqual([x["data"]["reading"] for x in core.events("MeterUpdate")], [3])
+            self.assertEqual(d.stop(), 0)
+        finally:
+            pty.close()
+
+    def test_restart_mid_pour_keeps_the_board_and_its_ticks(self):
+        """kill -9 of the daemon during a pour and a new instance (what systemd does): the daemon
+        cleared HUPCL, so the port keeps DTR asserted and the board (kegboard_sim emulating the
+        Arduino's reset on a rising DTR) is not reset; the readings the new instance sees before
+        the board's hello are not lost, so the final reading arrives even if the pour ended
+        before the new instance identified the board."""
+        sim = self.sim()
+        core = self.core()
+        d = self.daemon(sim.link, core.port)
+        core.wait_message(ev("ControllerConnectedEvent", board_reset=True))
+        sim.cmd("pour flow0 1320 2")
+        core.wait_message(lambda m: m["event"] == "MeterUpdate" and m["data"]["reading"] > 400)
+        d.kill()
+        n = len(core.events("ControllerConnectedEvent"))
+        d2 = self.daemon(sim.link, core.port)
+        core.wait_message(ev("MeterUpdate", reading=1320), timeout=20, what="the pour's final reading")
+        cce = core.events("ControllerConnectedEvent")[n:]
+        self.assertTrue(cce)
+        self.assertFalse(any(c["data"]["board_reset"] for c in cce))
+        self.assertEqual(len([l for l in sim.output("stdout") if " BOOT " in l]), 1)
+        r = [m["data"]["reading"] for m in core.events("MeterUpdate")]
+        self.assertEqual(r, sorted(r))
+        self.assertEqual(d2.stop(), 0)
+
+    def test_resends_newest_readings_after_reconnect(self):
+        """A core that restarts between pours learns every meter's counter right after the daemon
+        reconnects, without waiting for the board to report a change."""
+        sim, core, d = self.start()
+        sim.cmd("ticks flow0 120")
+        sim.cmd("ticks flow1 30")
+        core.wait_message(ev("MeterUpdate", meter_name=BOARD + ".flow0", reading=120))
+        core.wait_message(ev("MeterUpdate", meter_name=BOARD + ".flow1", reading=30))
+        port = core.port
+        n = d.count("stderr")
+        tx = len([l for l in sim.output("stdout") if " TX meter_status " in l])
+        core.close()
+        d.wait_line(r"\(kegnet\) Disconnected!$", key="stderr", start=n)
+        core2 = self.core(port)
+        core2.wait_message(ev("MeterUpdate", meter_name=BOARD + ".flow1", reading=30), timeout=15,
+                           what="flow1's reading sent again")
+        core2.wait_message(ev("MeterUpdate", meter_name=BOARD + ".flow0", reading=120), what="flow0's reading")
+        seq = [(m["event"], m["data"].get("board_reset")) for m in core2.events()]
+        self.assertEqual(seq[0], ("ControllerConnectedEvent", False))
+        self.assertEqual(len([l for l in sim.output("stdout") if " TX meter_status " in l]), tx)
+        self.assertEqual(d.stop(), 0)
 
     def test_required_firmware_version(self):
         sim = self.sim()
@@ -212,13 +282,19 @@ class DaemonTest(unittest.TestCase):
         sim.cmd("hang")
         self.assertEqual(d.wait(10), 1)
         d.wait_line(r"ERROR +\(kegboard\) %s: no heartbeat for 2 s; board hung or gone$" % BOARD)
-        # What systemd does next: start the instance again; reopening the port resets the board.
+        # What systemd does next: start the instance again. The daemon cleared HUPCL, so its exit
+        # left DTR asserted and reopening the port does not reset the board (kegboard_sim
+        # emulates the Arduino's DTR reset): the counter goes on from 11.
         sim.cmd("unhang")
         n = len(core.events("ControllerConnectedEvent"))
         d2 = self.daemon(sim.link, core.port, "--hello_timeout=2")
         kbtest.wait_until(lambda: len(core.events("ControllerConnectedEvent")) > n, timeout=10, what="reconnect")
+        cce = core.events("ControllerConnectedEvent")[n]["data"]
+        self.assertFalse(cce["board_reset"])
+        self.assertGreater(cce["uptime_ms"], 0)
         sim.cmd("ticks flow0 5")
-        core.wait_message(ev("MeterUpdate", reading=5))
+        core.wait_message(ev("MeterUpdate", reading=16))
+        self.assertFalse([l for l in sim.output("stdout") if " BOOT " in l][1:])
         self.assertEqual(d2.stop(), 0)
 
     def test_unplug_then_new_board(self):

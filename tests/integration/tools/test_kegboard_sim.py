@@ -651,6 +651,42 @@ class SimTest(unittest.TestCase):
         h2.close()
         sim2.wait_line(r"^\d+ CLOSE$", key="stdout", start=start)
 
+    def test_reset_on_open_follows_dtr(self):
+        """--reset_on_open reboots the board on the rising DTR edge of an open, like an Arduino: a
+        host that leaves HUPCL set (a serial port's default) drops DTR when it closes, so its next
+        open resets the board; one that cleared HUPCL keeps DTR asserted, and the board runs on."""
+        sim = self.start("--nobuzzer", "--heartbeat_ms=0")
+        host = self.open_host(sim)
+        host.wait_frame("hello")
+        sim.wait_line(r"^\d+ DTR state=on$", key="stdout")
+        sim.cmd("counter flow0 40")
+        attrs = termios.tcgetattr(host.fd)
+        attrs[2] &= ~termios.HUPCL
+        termios.tcsetattr(host.fd, termios.TCSANOW, attrs)
+        start = sim.count("stdout")
+        host.close()
+        sim.wait_line(r"^\d+ CLOSE$", key="stdout", start=start)
+        host = self.open_host(sim, expect_boot=False)
+        host.write(PING)
+        _, (_, _, f) = host.wait_frame("hello")
+        self.assertGreater(f["uptime_ms"], 0)
+        after = self.stdout_from(sim, start)
+        self.assertFalse([l for l in after if " BOOT " in l or " DTR " in l])
+        sim.cmd("status")
+        sim.wait_line(r"^\d+ STATUS uptime_ms=\d+ meters=flow0:40,", key="stdout", start=start)
+
+        # HUPCL set again: the close drops DTR, the next open resets the board.
+        attrs = termios.tcgetattr(host.fd)
+        attrs[2] |= termios.HUPCL
+        termios.tcsetattr(host.fd, termios.TCSANOW, attrs)
+        start = sim.count("stdout")
+        host.close()
+        sim.wait_line(r"^\d+ DTR state=off$", key="stdout", start=start)
+        host = self.open_host(sim)
+        sim.wait_line(r"^\d+ DTR state=on$", key="stdout", start=start)
+        sim.cmd("status")
+        sim.wait_line(r"^\d+ STATUS uptime_ms=\d+ meters=flow0:0,", key="stdout", start=start)
+
     # ---------------------------------------------------------------- commands, exit, flags
 
     def test_commands_script_and_quit(self):
