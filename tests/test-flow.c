@@ -41,6 +41,7 @@ typedef struct RecDrink {
 typedef struct Rec {
         char seq[16384];        /* non-log events, " | " separated */
         char logs[16384];       /* "<L>:<message>\n" */
+        char states[4096];      /* METER_STATE and a drink's state after it: "<meter>=<accounted>+<carry> " */
         RecDrink drinks[32];
         int n_drinks;
         FlowInfo last_update;   /* numbers only; strings are not kept */
@@ -138,6 +139,10 @@ static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
         case FLOW_EVENT_TAP_CREATED:
                 rec_event(r, "T:%s", ev->meter_name);
                 break;
+        case FLOW_EVENT_METER_STATE:
+                rec_append(r->states, sizeof r->states, "%s=%" PRIu32 "+%" PRIu64 " ", ev->meter_name,
+                           ev->meter_state->accounted, ev->meter_state->carry);
+                break;
         case FLOW_EVENT_GHOST:
                 rec_event(r, "G:%s:%" PRIu64, flow_ghost_rule_to_string(ev->ghost.rule), ev->ghost.ticks);
                 break;
@@ -150,6 +155,9 @@ static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
         case FLOW_EVENT_GHOST_COUNTERS:
                 return;
         }
+        if (ev->type == FLOW_EVENT_DRINK && ev->meter_state)
+                rec_append(r->states, sizeof r->states, "%s=%" PRIu32 "+%" PRIu64 "(drink) ", ev->meter_name,
+                           ev->meter_state->accounted, ev->meter_state->carry);
 
         if (r->probe) {
                 r->probe_calls++;
@@ -165,6 +173,7 @@ static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
 static void rec_reset(Rec *r) {
         r->seq[0] = 0;
         r->logs[0] = 0;
+        r->states[0] = 0;
 }
 
 #define check_seq(r, expected)                                                          \
@@ -440,6 +449,166 @@ static void test_restart_jump_is_baseline(void) {
         check(!has_flow(e, "kegboard.flow0"));
         check_int(meter_total(e, "kegboard.flow0"), 0);
         check_int(flow_engine_meter_update(e, "kegboard.flow0", 987660, AT(1)), 6);
+}
+
+/* ================= section 5: what survives a restart ================= */
+
+static FlowMeterState meter_state(FlowEngine *e, const char *m) {
+        FlowMeterInfo mi;
+        return flow_engine_get_meter(e, m, &mi) == 0 ? mi.state : (FlowMeterState) { UINT32_MAX, UINT64_MAX };
+}
+
+#define check_states(r, expected)                                                       \
+        do {                                                                            \
+                check_streq((r)->states, (expected));                                   \
+                (r)->states[0] = 0;                                                     \
+        } while (0)
+
+/* The accounted reading moves only with a durable step: a baseline, a drink, discarded ticks. */
+static void test_meter_state_events(void) {
+        Rec r;
+        _cleanup_(flow_engine_freep) FlowEngine *e = engine_new(&r, NULL);
+
+        check_int(flow_engine_set_tap(e, "m", NULL, 0.5, NULL), FLOW_TAP_ADDED);
+        check_int(flow_engine_meter_update(e, "m", 1000, AT(0)), 0);
+        check_states(&r, "m=1000+0 ");
+        check_int(flow_engine_meter_update(e, "m", 1000, AT(1)), 0);         /* a repeat: nothing */
+        check_int(flow_engine_meter_update(e, "m", 1100, AT(2)), 100);
+        check_int(flow_engine_meter_update(e, "m", 1300, AT(3)), 200);
+        /* Never inside it: the ticks of an active flow. */
+        check_states(&r, "");
+        check_int(meter_state(e, "m").accounted, 1000);
+        /* A jump inside a flow is discarded with the flow's end. */
+        check_int(flow_engine_meter_update(e, "m", 9000, AT(4)), 0);
+        check_states(&r, "");
+        check_int(flow_engine_meter_update(e, "m", 9050, AT(5)), 50);
+        check_int(flow_engine_stop_flow(e, "m", AT(6)), 1);
+        check_states(&r, "m=9050+0(drink) ");
+        check_int(meter_state(e, "m").accounted, 9050);
+        /* A jump outside a flow is discarded at once. */
+        check_int(flow_engine_meter_update(e, "m", 20000, AT(7)), 0);
+        check_states(&r, "m=20000+0 ");
+        /* A flow that is no drink moves it too (its ticks are discarded). */
+        check_int(flow_engine_meter_update(e, "m", 20010, AT(8)), 10);
+        check_int(flow_engine_stop_flow(e, "m", AT(9)), 1);
+        check_states(&r, "m=20010+0 ");
+        /* A flow without a reading of its meter says nothing. */
+        check_int(flow_engine_start_flow(e, "n", AT(10)), 1);
+        check_int(flow_engine_stop_flow(e, "n", AT(11)), 1);
+        check_states(&r, "");
+}
+
+static void test_restore_meter(void) {
+        FlowEngineConfig c = config_with_max(1000);
+        Rec r;
+        _cleanup_(flow_engine_freep) FlowEngine *e = engine_new(&r, &c);
+
+        check_int(flow_engine_restore_meter(e, "k.flow0", &(FlowMeterState) { .accounted = 1000 }, AT(0)), 0);
+        check_int(flow_engine_restore_meter(e, "k.flow1", &(FlowMeterState) { .accounted = 50 }, AT(0)), 0);
+        check_int(flow_engine_restore_meter(e, "k.flow2", &(FlowMeterState) { .accounted = 4294967000u }, AT(0)), 0);
+        check_int(flow_engine_restore_meter(e, "k.flow0", &(FlowMeterState) {}, AT(0)), -EEXIST);
+        check(!has_flow(e, "k.flow0"));
+        /* Poured while the core was down: more than max_tick_delta, within max_restart_delta. */
+        check_int(flow_engine_meter_update(e, "k.flow0", 1000 + 7000, AT(1)), 7000);
+        check_int(flow_ticks(e, "k.flow0"), 7000);
+        /* Only the first reading has the wider limit. */
+        check_int(flow_engine_meter_update(e, "k.flow0", 8000 + 1001, AT(2)), 0);
+        check(log_has(&r, "W:Bad ticks report: meter=k.flow0 last=8000 reading=9001; re-baselining"));
+        /* Above max_restart_delta: rejected and re-baselined like any jump. */
+        check_int(flow_engine_meter_update(e, "k.flow1", 50 + 20001, AT(3)), 0);
+        check(log_has(&r, "W:Bad ticks report: meter=k.flow1 last=50 reading=20051; re-baselining"));
+        check_int(meter_state(e, "k.flow1").accounted, 20051);
+        /* A wrap and a board reset while the core was down count as the table says. */
+        check_int(flow_engine_meter_update(e, "k.flow2", 300, AT(4)), 596);
+        check_int(flow_engine_restore_meter(e, "k.flow3", &(FlowMeterState) { .accounted = 50000 }, AT(5)), 0);
+        check_int(flow_engine_meter_update(e, "k.flow3", 12000, AT(6)), 12000);
+
+        /* A reset notice of a restored meter's board: from 0, with the restart limit still. */
+        check_int(flow_engine_restore_meter(e, "j.flow0", &(FlowMeterState) { .accounted = 90000 }, AT(7)), 0);
+        check_int(flow_engine_controller_reset(e, "j"), 0);
+        check_int(flow_engine_meter_update(e, "j.flow0", 3000, AT(8)), 3000);
+
+        /* max_restart_delta 0: no limit, like max_tick_delta. */
+        FlowEngineConfig c0 = config_with_max(1000);
+        c0.max_restart_delta = 0;
+        Rec r0;
+        _cleanup_(flow_engine_freep) FlowEngine *e0 = engine_new(&r0, &c0);
+        check_int(flow_engine_restore_meter(e0, "k.flow0", &(FlowMeterState) { .accounted = 0 }, AT(0)), 0);
+        check_int(flow_engine_meter_update(e0, "k.flow0", 900000, AT(1)), 900000);
+        check_int(flow_engine_restore_meter(NULL, "x", &(FlowMeterState) {}, AT(0)), -EINVAL);
+        check_int(flow_engine_restore_meter(e0, "", &(FlowMeterState) {}, AT(0)), -EINVAL);
+}
+
+/* A board reset in the middle of a flow: its ticks so far are the meter's carry until the flow is
+ * a drink; a restarted core makes a flow of a restored carry at once. */
+static void test_reset_carry(void) {
+        Rec r;
+        _cleanup_(flow_engine_freep) FlowEngine *e = engine_new(&r, NULL);
+
+        check_int(flow_engine_meter_update(e, "k.flow0", 100, AT(0)), 0);
+        check_int(flow_engine_meter_update(e, "k.flow0", 500, AT(1)), 400);
+        rec_reset(&r);
+        check_int(flow_engine_controller_reset(e, "k"), 0);
+        check_states(&r, "k.flow0=0+400 ");
+        check_int(flow_engine_meter_update(e, "k.flow0", 30, AT(2)), 30);
+        check_int(flow_ticks(e, "k.flow0"), 430);
+        check_int(flow_engine_stop_flow(e, "k.flow0", AT(3)), 1);
+        check_states(&r, "k.flow0=30+0(drink) ");
+
+        Rec r2;
+        _cleanup_(flow_engine_freep) FlowEngine *e2 = engine_new(&r2, NULL);
+        check_int(flow_engine_restore_meter(e2, "k.flow0", &(FlowMeterState) { .accounted = 0, .carry = 400 },
+                                            AT(0)),
+                  0);
+        check(log_has(&r2, "I:Meter k.flow0: 400 ticks of a flow lost by the last run are a flow again"));
+        check_seq(&r2, "U:active:400:-");
+        check_int(flow_ticks(e2, "k.flow0"), 400);
+        check_int(meter_state(e2, "k.flow0").carry, 400);
+        check_int(flow_engine_meter_update(e2, "k.flow0", 30, AT(1)), 30);
+        check_int(flow_ticks(e2, "k.flow0"), 430);
+        check_int(run_until(e2, SEC(11)), 1);
+        check_int(r2.n_drinks, 1);
+        check_int(r2.drinks[0].ticks, 430);
+        check_int(meter_state(e2, "k.flow0").carry, 0);
+}
+
+/* An earlier run saw the board's counters start at 0: its meters not seen yet count from 0 (with
+ * the restart limit), its restored meters keep their state whatever the order of the calls. */
+static void test_counts_from_zero(void) {
+        Rec r;
+        _cleanup_(flow_engine_freep) FlowEngine *e = engine_new(&r, NULL);
+
+        check_int(flow_engine_controller_counts_from_zero(e, "k"), 0);
+        check_int(flow_engine_restore_meter(e, "k.flow0", &(FlowMeterState) { .accounted = 700 }, AT(0)), 0);
+        check_states(&r, "");
+        check_int(meter_state(e, "k.flow0").accounted, 700);
+        check_int(flow_engine_meter_update(e, "k.flow0", 701, AT(1)), 1);
+        /* Unseen: from 0, and past max_tick_delta (poured while the core was down). */
+        check_int(flow_engine_meter_update(e, "k.flow1", 1135, AT(2)), 1135);
+        check_states(&r, "k.flow1=0+0 ");
+        check_int(flow_engine_meter_update(e, "j.flow1", 1135, AT(3)), 0);      /* another board */
+        check_int(flow_engine_controller_counts_from_zero(e, ""), -EINVAL);
+}
+
+/* A producer that reconnected may have missed readings: one reading per meter of its board is
+ * allowed max_restart_delta. */
+static void test_controller_resync(void) {
+        Rec r;
+        _cleanup_(flow_engine_freep) FlowEngine *e = engine_new(&r, NULL);
+
+        check_int(flow_engine_meter_update(e, "k.flow0", 0, AT(0)), 0);
+        check_int(flow_engine_meter_update(e, "other.flow0", 0, AT(0)), 0);
+        check_int(flow_engine_controller_resync(e, "k"), 0);
+        check_int(flow_engine_meter_update(e, "other.flow0", 4000, AT(1)), 0);     /* not resynced */
+        check_int(flow_engine_meter_update(e, "k.flow0", 4000, AT(2)), 4000);
+        check_int(flow_engine_meter_update(e, "k.flow0", 9000, AT(3)), 0);         /* once only */
+        check_int(flow_engine_controller_resync(e, ""), -EINVAL);
+
+        /* The reading re-sent on reconnecting repeats the last one; the gap ends with the next. */
+        check_int(flow_engine_controller_resync(e, "k"), 0);
+        check_int(flow_engine_meter_update(e, "k.flow0", 9000, AT(4)), 0);
+        check_int(flow_engine_meter_update(e, "k.flow0", 12000, AT(5)), 3000);
+        check_int(flow_engine_meter_update(e, "k.flow0", 15000, AT(6)), 0);
 }
 
 /* ================= 14.1: pycore flow tests ================= */
@@ -1481,6 +1650,11 @@ int main(void) {
         test_run(test_zero_delta_does_not_keep_flow_alive);
         test_run(test_board_reset_notice);
         test_run(test_restart_jump_is_baseline);
+        test_run(test_meter_state_events);
+        test_run(test_restore_meter);
+        test_run(test_reset_carry);
+        test_run(test_controller_resync);
+        test_run(test_counts_from_zero);
         test_run(test_flow_add_ticks);
         test_run(test_flow_get_update_event);
         test_run(test_tap_equals_and_methods);

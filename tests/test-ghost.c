@@ -85,6 +85,14 @@ typedef struct Run {
         uint64_t ghost_ticks;
         bool quarantined;
         FlowEngine *engine;
+        /* The meter state a restarted core would resume from (core-behaviour.md section 5). */
+        FlowGhostMode mode;
+        uint64_t drunk;         /* ticks of every drink */
+        uint64_t not_recorded;  /* ticks of every flow not recorded */
+        FlowMeterState state;   /* the newest persisted state (METER_STATE, or with a drink) */
+        bool has_state;
+        uint32_t last_reading;
+        unsigned open_errors;
 } Run;
 
 static void buf_append(char **buf, size_t *len, const char *format, ...) _printf_(3, 4);
@@ -144,6 +152,11 @@ static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
                                 r->update_flow_ids[r->n_update_flow_ids++] = ev->flow->flow_id;
                 break;
         case FLOW_EVENT_DRINK:
+                r->drunk += ev->drink->ticks;
+                if (ev->meter_state) {
+                        r->state = *ev->meter_state;
+                        r->has_state = true;
+                }
                 buf_append(&r->seq, &r->seq_len, "D:%" PRIu64 ":%.6f:%s:%" PRIu64 ":%" PRIu64 ":%" PRIu64 ":%u|",
                            ev->drink->ticks, ev->drink->volume_ml, ev->drink->username ?: "-", ev->drink->start_realtime,
                            ev->drink->pour_realtime, ev->drink->duration_sec, ev->drink->flags);
@@ -160,7 +173,12 @@ static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
                 }
                 break;
         case FLOW_EVENT_NOT_RECORDED:
+                r->not_recorded += ev->flow->ticks;
                 buf_append(&r->seq, &r->seq_len, "N:%d|", ev->not_recorded.reason);
+                break;
+        case FLOW_EVENT_METER_STATE:
+                r->state = *ev->meter_state;
+                r->has_state = true;
                 break;
         case FLOW_EVENT_RELAY:
                 buf_append(&r->seq, &r->seq_len, "R:%s:%s|", ev->relay.relay_name,
@@ -350,6 +368,26 @@ static void run_action(Run *r, const Action *a) {
         }
 }
 
+/* Every counted tick is accounted for (a drink; ghost in on mode, a flow not recorded otherwise) or
+ * open (or carried past a board reset), so a restart would give exactly those back
+ * (core-behaviour.md section 5). */
+static void check_open(Run *r, const char *id) {
+        FlowMeterInfo mi;
+        FlowTapInfo ti;
+        uint64_t settled;
+
+        if (flow_engine_get_meter(r->engine, METER, &mi) < 0 || flow_engine_get_tap(r->engine, METER, &ti) < 0)
+                return;
+        settled = r->drunk + (r->mode == FLOW_GHOST_ON ? ti.ghost_ticks : r->not_recorded);
+        if (mi.open + mi.state.carry + settled == mi.total && mi.state.accounted == (uint32_t) (mi.last - mi.open))
+                return;
+        if (r->open_errors++ == 0)
+                fprintf(stderr, "%s (%s): at %.3f s open %" PRIu64 " + accounted for %" PRIu64 " != counted %" PRIu64
+                        "; accounted reading %" PRIu32 ", last %" PRIu32 ", carry %" PRIu64 "\n", id,
+                        flow_ghost_mode_to_string(r->mode), (double) r->now / 1e6, mi.open, settled, mi.total,
+                        mi.state.accounted, mi.last, mi.state.carry);
+}
+
 static void run_case(const Case *cs, const Plan *p, FlowGhostMode mode, double offset, Run *r) {
         FlowEngineConfig c;
         FlowSettings s;
@@ -359,6 +397,7 @@ static void run_case(const Case *cs, const Plan *p, FlowGhostMode mode, double o
         *r = (Run) { .max_level_seen = LOG_DEBUG + 1, .completed_at = -1, .idle_at = -1, .relay_off_at = -1,
                      .first_update_at = -1, .quarantine_at = -1 };
         r->t0 = SEC(1000.0 + offset);
+        r->mode = mode;
         flow_engine_config_init(&c);
         c.first_flow_id = 1000;
         flow_settings_init(&s);
@@ -391,6 +430,8 @@ static void run_case(const Case *cs, const Plan *p, FlowGhostMode mode, double o
                 run_deadlines(r, rep->t);
                 t = at(r, rep->t);
                 check(flow_engine_meter_update(r->engine, METER, rep->reading, &t) >= 0);
+                r->last_reading = rep->reading;
+                check_open(r, cs->id);
         }
         end = p->n > 0 ? p->reports[p->n - 1].t : 0;
         for (; next_action < cs->n_actions; next_action++) {
@@ -408,7 +449,16 @@ static void run_case(const Case *cs, const Plan *p, FlowGhostMode mode, double o
                 r->ghost_ticks = ti.ghost_ticks;
                 r->total = ti.total_ticks;
                 r->quarantined = ti.quarantined;
+                check_open(r, cs->id);
                 check(flow_engine_shutdown(r->engine, &t) >= 0);
+                check_open(r, cs->id);
+                check_int(r->open_errors, 0);
+                /* After the shutdown every tick is accounted for, and what was persisted says so. */
+                if (p->n > 0) {
+                        check(r->has_state);
+                        check_int(r->state.accounted, r->last_reading);
+                        check_int(r->state.carry, 0);
+                }
         }
 }
 
@@ -1350,6 +1400,93 @@ static void test_user_switch(void) {
         free(p.reports);
 }
 
+/* ---- a restart of the core (core-behaviour.md section 5) ---- */
+
+static void restart_engine(Run *r, const FlowMeterState *restore) {
+        FlowEngineConfig c;
+        FlowTime t = at(r, r->now);
+
+        flow_engine_free(r->engine);
+        flow_engine_config_init(&c);
+        c.first_flow_id = 1000 + (restore ? 100 : 0);
+        c.settings.ghost_filter = r->mode;
+        check_int(flow_engine_new(&r->engine, &c, handler, r), 0);
+        check(flow_engine_set_tap(r->engine, METER, "Main Tap", GHOST_TRACE_DEFAULT_ML_PER_TICK, NULL) ==
+              FLOW_TAP_ADDED);
+        if (restore)
+                check_int(flow_engine_restore_meter(r->engine, METER, restore, &t), 0);
+}
+
+/* Reports every 100 ms from trace time 'from' (s) for 'seconds', 'step' ticks each, from *reading on. */
+static void pour_steps(Run *r, double from, double seconds, uint32_t step, uint32_t *reading) {
+        for (int i = 0; i < (int) llround(seconds * 10); i++) {
+                FlowTime t;
+
+                run_deadlines(r, SEC(from + i * 0.1));
+                t = at(r, SEC(from + i * 0.1));
+                *reading += step;
+                check(flow_engine_meter_update(r->engine, METER, *reading, &t) >= 0);
+                r->last_reading = *reading;
+                check_open(r, "restart");
+        }
+}
+
+static void shutdown_engine(Run *r, double when) {
+        FlowTime t;
+
+        run_deadlines(r, SEC(when));
+        t = at(r, SEC(when));
+        check(flow_engine_shutdown(r->engine, &t) >= 0);
+        check_open(r, "restart");
+}
+
+/* A core killed mid-pour (or with ticks pending) resumes from what it persisted: the ticks it had not
+ * accounted for come back as one report, and every tick ends in exactly one drink or the ghost count. */
+static void test_restart(void) {
+        for (int k = 0; k < 3; k++) {
+                Run r = { .max_level_seen = LOG_DEBUG + 1, .completed_at = -1, .idle_at = -1, .relay_off_at = -1,
+                          .first_update_at = -1, .quarantine_at = -1, .mode = FLOW_GHOST_ON };
+                uint32_t reading = GHOST_TRACE_R0;
+                FlowMeterState saved;
+                FlowTime t;
+                uint64_t ghost_before = 0;
+                FlowTapInfo ti;
+
+                r.t0 = SEC(1000);
+                restart_engine(&r, NULL);
+                t = at(&r, 0);
+                check(flow_engine_meter_update(r.engine, METER, reading, &t) >= 0);    /* the baseline */
+                if (k == 0)
+                        pour_steps(&r, 1, 3, 20, &reading);             /* 600 ticks, the flow is active */
+                else if (k == 1)
+                        pour_steps(&r, 1, 1, 2, &reading);              /* 20 ticks pending (below G2) */
+                else {
+                        pour_steps(&r, 1, 3, 20, &reading);             /* a flow, then the board resets */
+                        r.now = SEC(4.05);
+                        check_int(flow_engine_controller_reset(r.engine, "kegboard"), 0);
+                        check_int(r.state.carry, 600);
+                        check_int(r.state.accounted, 0);
+                        reading = 0;
+                }
+                check(r.has_state);
+                saved = r.state;
+                check(flow_engine_get_tap(r.engine, METER, &ti) == 0);
+                ghost_before = ti.ghost_ticks;
+
+                /* SIGKILL: no shutdown. The next run resumes from the persisted state. */
+                r.now = SEC(6);
+                restart_engine(&r, &saved);
+                pour_steps(&r, 6.5, 2, 20, &reading);
+                shutdown_engine(&r, 30);
+                check(flow_engine_get_tap(r.engine, METER, &ti) == 0);
+                check_int(r.drunk + ghost_before + ti.ghost_ticks, k == 1 ? 420 : 1000);
+                check_int(r.open_errors, 0);
+                check_int(r.state.accounted, reading);
+                check_int(r.state.carry, 0);
+                run_done(&r);
+        }
+}
+
 /* 5. The hold of section 7.1. */
 static void test_hold(void) {
         Run r;
@@ -1775,6 +1912,7 @@ int main(void) {
         test_run(test_pycore_ports_on);
         test_run(test_user_switch);
         test_run(test_hold);
+        test_run(test_restart);
         test_run(test_kick_boundaries);
         test_run(test_cuts);
         test_run(test_quarantine);

@@ -128,6 +128,13 @@ typedef struct Meter {
         Flow *flow;
         Tap *tap;               /* the meter's tap, kept current by the tap functions */
         Filter *filter;         /* allocated when the filter first runs on the meter */
+        /* What a restarted core resumes from (core-behaviour.md section 5, meters.json): the counted
+         * ticks not accounted for yet (in a flow, a hold or pending), so the accounted reading is
+         * last - open; and the carry, such ticks from before a counter restart. Real engine only. */
+        uint64_t open;
+        uint64_t carry;
+        FlowMeterState state;   /* filled for FLOW_EVENT_METER_STATE and FLOW_EVENT_DRINK */
+        bool resync;            /* the next new reading may cover a gap: max_restart_delta applies */
 } Meter;
 
 struct Tap {
@@ -165,6 +172,9 @@ struct FlowEngine {
         size_t n_taps, n_taps_alloc;
         char **reset_controllers;
         size_t n_reset_controllers, n_reset_controllers_alloc;
+        /* Reset controllers known from an earlier run: a new meter's first reading covers a gap. */
+        char **gap_controllers;
+        size_t n_gap_controllers, n_gap_controllers_alloc;
         RelayView *relays;
         size_t n_relays, n_relays_alloc;
 
@@ -402,6 +412,7 @@ void flow_engine_config_init(FlowEngineConfig *c) {
         *c = (FlowEngineConfig) {
                 .first_flow_id = 0,
                 .max_tick_delta = 1000,
+                .max_restart_delta = 20000,
                 .create_unknown_taps = false,
                 .default_ml_per_tick = 1.0 / 2.2,
                 .idle_onewire_usec = 120 * USEC_PER_SEC,
@@ -544,6 +555,38 @@ static void emit_relay(FlowEngine *e, const char *meter, const char *relay, bool
         });
 }
 
+/* ---- the meter state that survives a restart (core-behaviour.md section 5) ---- */
+
+static const FlowMeterState *meter_state(Meter *m) {
+        m->state = (FlowMeterState) {
+                .accounted = m->last - (uint32_t) m->open,
+                .carry = m->carry,
+        };
+        return &m->state;
+}
+
+static void emit_meter_state(FlowEngine *e, Meter *m) {
+        if (is_shadow(e) || !m->has_last)
+                return;
+        emit(e, &(FlowEvent) {
+                .type = FLOW_EVENT_METER_STATE,
+                .meter_name = m->name,
+                .meter_state = meter_state(m),
+        });
+}
+
+/* 'n' counted ticks are accounted for now (a drink, a flow not recorded, ghost): the oldest first,
+ * so the carry goes before the ticks the counter still holds. */
+static void meter_settle(FlowEngine *e, Meter *m, uint64_t n) {
+        uint64_t k;
+
+        if (is_shadow(e))
+                return;
+        k = MIN(n, m->carry);
+        m->carry -= k;
+        m->open -= MIN(n - k, m->open);
+}
+
 /* The shadow's handler: only classifications reach the real engine's handler. */
 static void shadow_handler(FlowEngine *shadow, const FlowEvent *ev, void *userdata) {
         FlowEngine *e = userdata;
@@ -653,14 +696,39 @@ static bool meter_of_controller(const char *meter, const char *controller) {
         return p && *p == '.';
 }
 
-static bool meter_was_reset(FlowEngine *e, const char *meter) {
-        for (size_t i = 0; i < e->n_reset_controllers; i++)
-                if (meter_of_controller(meter, e->reset_controllers[i]))
+static bool meter_of_any(const char *meter, char *const *controllers, size_t n) {
+        for (size_t i = 0; i < n; i++)
+                if (meter_of_controller(meter, controllers[i]))
                         return true;
         return false;
 }
 
-static int meter_get_or_add(FlowEngine *e, const char *name, Meter **ret) {
+static bool meter_was_reset(FlowEngine *e, const char *meter) {
+        return meter_of_any(meter, e->reset_controllers, e->n_reset_controllers);
+}
+
+/* Adds 'controller' to a list of names (once). */
+static int controller_list_add(char ***list, size_t *n, size_t *alloc, const char *controller) {
+        int r;
+
+        for (size_t i = 0; i < *n; i++)
+                if (streq((*list)[i], controller))
+                        return 0;
+        if (*n >= FLOW_ENGINE_MAX_METERS)
+                return -ENOSPC;
+        r = grow(list, alloc, *n + 1, sizeof(char *));
+        if (r < 0)
+                return r;
+        (*list)[*n] = strdup(controller);
+        if (!(*list)[*n])
+                return -ENOMEM;
+        (*n)++;
+        return 0;
+}
+
+/* 'restoring': the meter's state comes from the caller (flow_engine_restore_meter()), not from a
+ * reset notice. */
+static int meter_get_or_add_full(FlowEngine *e, const char *name, bool restoring, Meter **ret) {
         Meter *m;
         int r;
 
@@ -688,16 +756,23 @@ static int meter_get_or_add(FlowEngine *e, const char *name, Meter **ret) {
                 free(m);
                 return -ENOMEM;
         }
-        /* The board restarted its counters after its reset notice: its first reading counts from 0. */
-        if (meter_was_reset(e, name)) {
-                m->has_last = true;
-                m->last = 0;
-        }
         m->tap = tap_find(e, name);
         e->meters[e->n_meters++] = m;
         index_insert(e->index, e->index_size, m);
         *ret = m;
+        /* The board restarted its counters after its reset notice: its first reading counts from 0,
+         * and a restarted core must know that too. */
+        if (!restoring && meter_was_reset(e, name)) {
+                m->has_last = true;
+                m->last = 0;
+                m->resync = meter_of_any(name, e->gap_controllers, e->n_gap_controllers);
+                emit_meter_state(e, m);
+        }
         return 0;
+}
+
+static int meter_get_or_add(FlowEngine *e, const char *name, Meter **ret) {
+        return meter_get_or_add_full(e, name, false, ret);
 }
 
 static bool relay_held(FlowEngine *e, const char *relay) {
@@ -1052,6 +1127,9 @@ static void episode_report(FlowEngine *e, Meter *m) {
                         rule_reason(e, f, rule, reason, sizeof reason),
                         is_shadow(e) ? "ghost_filter=log, no action" : "not recorded", e->series_buf);
         *ep = (Episode) {};
+        /* Its ticks are accounted for: a restarted core does not see them again (written once per
+         * episode, not per report). */
+        emit_meter_state(e, m);
 }
 
 static void ghost_counters_add(FlowEngine *e, Meter *m, uint64_t n, double c) {
@@ -1091,6 +1169,7 @@ static void ghost_classify(FlowEngine *e, Meter *m, FlowGhostRule rule, uint64_t
         offset = at->monotonic - ep->first.monotonic;
         tick_series_add(&ep->series, offset / USEC_PER_MSEC, n);
         ghost_counters_add(e, m, n, c);
+        meter_settle(e, m, n);
 }
 
 /* Step 1: pending ticks of bins before 'first' become ghost with their pending rule, oldest first.
@@ -1312,10 +1391,13 @@ static void flow_complete(FlowEngine *e, Meter *m, Flow *f, bool filtered, bool 
         Drink drink;
         char reason[128];
         FlowGhostRule rule = FLOW_RULE_NONE;
+        bool recorded = false;
 
         f->held = false;
         f->state = FLOW_STATE_COMPLETED;
         flow_fill_info(e, f, &info);
+        /* Every tick of the flow is in this drink now, or discarded with it. */
+        meter_settle(e, m, f->ticks);
 
         if (filtered && f->ticks > 0) {
                 double c = meter_ml_per_tick(e, m), v = (double) f->ticks * c;
@@ -1372,10 +1454,14 @@ static void flow_complete(FlowEngine *e, Meter *m, Flow *f, bool filtered, bool 
                         .meter_name = f->meter_name,
                         .flow = &info,
                         .drink = &drink,
+                        .meter_state = m->has_last ? meter_state(m) : NULL,
                 });
+                recorded = true;
         }
 
 done:
+        if (!recorded)
+                emit_meter_state(e, m);
         if (filtered && m->filter)
                 filter_reset_pour(m->filter);
         emit_log(e, f->meter_name, LOG_INFO, "Flow completed: flow_id=0x%08" PRIx64, f->id);
@@ -1778,6 +1864,9 @@ FlowEngine *flow_engine_free(FlowEngine *e) {
         for (size_t i = 0; i < e->n_reset_controllers; i++)
                 free(e->reset_controllers[i]);
         free(e->reset_controllers);
+        for (size_t i = 0; i < e->n_gap_controllers; i++)
+                free(e->gap_controllers[i]);
+        free(e->gap_controllers);
         for (size_t i = 0; i < e->n_relays; i++)
                 free(e->relays[i].name);
         free(e->relays);
@@ -2046,10 +2135,13 @@ int flow_engine_get_tap(FlowEngine *e, const char *meter, FlowTapInfo *ret) {
 /* ---- meters ---- */
 
 /* Section 5's table. Returns the delta to count. */
-static uint64_t meter_delta(FlowEngine *e, Meter *m, uint32_t r) {
-        uint64_t max = e->config.max_tick_delta;
+/* Section 5's table. Returns the delta to count; *ret_rejected tells a rejected report from a
+ * repeat. After a gap (m->resync) the limit is max_restart_delta. */
+static uint64_t meter_delta(FlowEngine *e, Meter *m, uint32_t r, bool *ret_rejected) {
+        uint64_t max = m->resync ? e->config.max_restart_delta : e->config.max_tick_delta;
         uint32_t last = m->last;
 
+        *ret_rejected = false;
         if (!m->has_last) {
                 emit_log(e, m->name, LOG_DEBUG, "Meter %s: first reading %" PRIu32 " is the baseline", m->name, r);
                 return 0;
@@ -2078,6 +2170,7 @@ static uint64_t meter_delta(FlowEngine *e, Meter *m, uint32_t r) {
         }
         emit_log(e, m->name, LOG_WARNING,
                  "Bad ticks report: meter=%s last=%" PRIu32 " reading=%" PRIu32 "; re-baselining", m->name, last, r);
+        *ret_rejected = true;
         return 0;
 }
 
@@ -2109,16 +2202,29 @@ int64_t flow_engine_meter_update(FlowEngine *e, const char *meter, uint32_t read
         FlowGhostMode mode;
         Meter *m;
         uint64_t delta;
+        bool first, repeat, rejected;
         int r;
 
         r = meter_event_begin(e, meter, now, &m);
         if (r < 0)
                 return r;
 
-        delta = meter_delta(e, m, reading);
+        first = !m->has_last;
+        repeat = !first && reading == m->last;
+        delta = meter_delta(e, m, reading, &rejected);
         m->has_last = true;
         m->last = reading;
         m->total += delta;
+        m->open += delta;
+        /* A repeat does not end the gap: a producer that reconnects re-sends the reading it had
+         * before the board's next, possibly much larger, one. */
+        if (!repeat)
+                m->resync = false;
+
+        /* A baseline, and a rejected report, move the accounted reading (the ticks before them are
+         * discarded; what is open stays open). */
+        if (first || rejected)
+                emit_meter_state(e, m);
 
         /* Baselines, repeats and rejected reports are neither pour nor ghost. */
         if (delta == 0)
@@ -2142,27 +2248,96 @@ int flow_engine_controller_reset(FlowEngine *e, const char *controller) {
                 return -EINVAL;
         assert_not_emitting(e);
 
-        for (size_t i = 0; i < e->n_meters; i++)
-                if (meter_of_controller(e->meters[i]->name, controller)) {
-                        e->meters[i]->has_last = true;
-                        e->meters[i]->last = 0;
-                }
+        for (size_t i = 0; i < e->n_meters; i++) {
+                Meter *m = e->meters[i];
 
-        for (size_t i = 0; i < e->n_reset_controllers; i++)
-                if (streq(e->reset_controllers[i], controller))
-                        goto done;
+                if (!meter_of_controller(m->name, controller))
+                        continue;
+                /* The counter starts again at 0; the ticks not accounted for yet cannot be read from
+                 * it any more and are carried until they are. */
+                m->carry += m->open;
+                m->open = 0;
+                m->has_last = true;
+                m->last = 0;
+                emit_meter_state(e, m);
+        }
 
-        if (e->n_reset_controllers >= FLOW_ENGINE_MAX_METERS)
-                return -ENOSPC;
-        r = grow(&e->reset_controllers, &e->n_reset_controllers_alloc, e->n_reset_controllers + 1, sizeof(char *));
+        r = controller_list_add(&e->reset_controllers, &e->n_reset_controllers, &e->n_reset_controllers_alloc,
+                                controller);
         if (r < 0)
                 return r;
-        e->reset_controllers[e->n_reset_controllers] = strdup(controller);
-        if (!e->reset_controllers[e->n_reset_controllers])
-                return -ENOMEM;
-        e->n_reset_controllers++;
-done:
         emit_log(e, NULL, LOG_INFO, "Controller %s was reset, counting its meters from 0", controller);
+        return 0;
+}
+
+int flow_engine_controller_counts_from_zero(FlowEngine *e, const char *controller) {
+        int r;
+
+        assert_return(e, -EINVAL);
+        if (isempty(controller))
+                return -EINVAL;
+        assert_not_emitting(e);
+
+        r = controller_list_add(&e->reset_controllers, &e->n_reset_controllers, &e->n_reset_controllers_alloc,
+                                controller);
+        if (r >= 0)
+                r = controller_list_add(&e->gap_controllers, &e->n_gap_controllers, &e->n_gap_controllers_alloc,
+                                        controller);
+        if (r < 0)
+                return r;
+        emit_log(e, NULL, LOG_DEBUG, "Controller %s counts from 0 since its last reset", controller);
+        return 0;
+}
+
+int flow_engine_controller_resync(FlowEngine *e, const char *controller) {
+        assert_return(e, -EINVAL);
+        if (isempty(controller))
+                return -EINVAL;
+        assert_not_emitting(e);
+
+        for (size_t i = 0; i < e->n_meters; i++)
+                if (e->meters[i]->has_last && meter_of_controller(e->meters[i]->name, controller))
+                        e->meters[i]->resync = true;
+        return 0;
+}
+
+int flow_engine_restore_meter(FlowEngine *e, const char *meter, const FlowMeterState *s, const FlowTime *now) {
+        Meter *m;
+        Flow *f;
+        int r;
+
+        assert_return(e, -EINVAL);
+        assert_return(s, -EINVAL);
+        if (isempty(meter) || !flow_time_valid(now))
+                return -EINVAL;
+        assert_not_emitting(e);
+
+        m = meter_find(e, meter);
+        if (m && m->has_last)
+                return -EEXIST;
+        r = meter_get_or_add_full(e, meter, true, &m);
+        if (r < 0)
+                return r;
+        m->has_last = true;
+        m->last = s->accounted;
+        m->open = 0;
+        m->carry = s->carry;
+        m->resync = true;
+        emit_log(e, meter, LOG_DEBUG, "Meter %s resumes at reading %" PRIu32 " (carry %" PRIu64 ")",
+                 meter, s->accounted, s->carry);
+        if (s->carry == 0 || m->flow)
+                return 0;
+
+        /* The board's counter no longer holds these ticks (it was reset before they were accounted
+         * for): they are a pour of their own. */
+        f = flow_alloc(e, meter, now);
+        if (!f)
+                return -ENOMEM;
+        flow_add_ticks(e, m, f, s->carry, now);
+        m->total += s->carry;
+        emit_log(e, meter, LOG_INFO, "Meter %s: %" PRIu64 " ticks of a flow lost by the last run are a flow again",
+                 meter, s->carry);
+        flow_start(e, m, f);
         return 0;
 }
 
@@ -2178,6 +2353,9 @@ static void meter_fill_info(FlowEngine *e, Meter *m, FlowMeterInfo *ret) {
                 .quarantined_since = f && f->quarantined ? f->quarantined_since : 0,
                 .quarantine_cuts = f && f->quarantined ? f->quarantine_cuts : 0,
                 .quarantine_max_pour_s = f && f->quarantined ? f->quarantine_max_pour_s : 0,
+                .state = *meter_state(m),
+                .open = m->open,
+                .resync = m->resync,
         };
         meter_ghost_counts(e, m->name, &ret->ghost_ticks, &ret->ghost_volume_ml);
 }

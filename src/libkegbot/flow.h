@@ -106,6 +106,8 @@ typedef struct FlowTime {
 typedef struct FlowEngineConfig {
         uint64_t first_flow_id;         /* Unix time (s) at start-up; incremented per new flow */
         uint64_t max_tick_delta;        /* --max_tick_delta, 0 = no limit */
+        uint64_t max_restart_delta;     /* --max_restart_delta: the limit for a meter's first new reading
+                                         * after a gap (core start, producer reconnect), 0 = no limit */
         FlowSettings settings;          /* of every meter without settings of its own (flags, [DEFAULT]) */
         bool create_unknown_taps;       /* standalone mode: a meter without a tap gets one on first sight */
         double default_ml_per_tick;     /* calibration of those taps and of the filter on meters without
@@ -116,7 +118,7 @@ typedef struct FlowEngineConfig {
         uint64_t relay_reassert_usec;   /* re-send "enabled" this often per flow; 0 = never (caller does it) */
 } FlowEngineConfig;
 
-/* Server-mode defaults: max_tick_delta 1000, the spec's filter settings (flow_settings_init()), idle
+/* Server-mode defaults: max_tick_delta 1000, max_restart_delta 20000, the spec's filter settings (flow_settings_init()), idle
  * 120/20/10 s, re-assert every 1 s, no first-sight taps (default_ml_per_tick 1/2.2). */
 void flow_engine_config_init(FlowEngineConfig *c);
 
@@ -157,10 +159,19 @@ typedef enum FlowNotRecordedReason {
         FLOW_NOT_RECORDED_GHOST,        /* classified ghost (G5, G6, G7); a FLOW_EVENT_GHOST follows */
 } FlowNotRecordedReason;
 
+/* What survives a restart of the core for one meter (core-behaviour.md section 5, meters.json). */
+typedef struct FlowMeterState {
+        uint32_t accounted;             /* the reading up to which every tick is accounted for: in a
+                                         * durable drink, or deliberately discarded (ghost, rejected) */
+        uint64_t carry;                 /* ticks not accounted for yet that were counted before a counter
+                                         * restart (board reset): the counter cannot give them back */
+} FlowMeterState;
+
 typedef enum FlowEventType {
         FLOW_EVENT_LOG,                 /* a decision worth a log line: .log (logger "flowmanager") */
         FLOW_EVENT_FLOW_UPDATE,         /* kegnet FlowUpdate / D-Bus FlowUpdated: .flow */
-        FLOW_EVENT_DRINK,               /* a drink to record now: .drink; .flow is the ending flow */
+        FLOW_EVENT_DRINK,               /* a drink to record now: .drink; .flow is the ending flow;
+                                         * .meter_state is the meter's state once it is durable */
         FLOW_EVENT_NOT_RECORDED,        /* the ending flow is no drink: .not_recorded; .flow as above */
         FLOW_EVENT_RELAY,               /* kegnet SetRelayOutputEvent: .relay */
         FLOW_EVENT_TOKEN_AUTHENTICATED, /* a looked-up user was applied to a tap: .token */
@@ -169,12 +180,16 @@ typedef enum FlowEventType {
         FLOW_EVENT_POUR_FLAGGED,        /* a flow got a flag (D-Bus PourFlagged): .flagged */
         FLOW_EVENT_QUARANTINE,          /* a tap's quarantine was set or cleared: .quarantine */
         FLOW_EVENT_GHOST_COUNTERS,      /* the meter's ghost ticks grew (coalesced D-Bus properties) */
+        FLOW_EVENT_METER_STATE,         /* the meter's persistent state changed without a drink (a
+                                         * baseline, a rejected report, a flow not recorded, a ghost
+                                         * episode, a board reset): .meter_state */
 } FlowEventType;
 
 typedef struct FlowEvent {
         FlowEventType type;
         const char *meter_name;         /* the meter concerned; NULL for LOG events about no meter */
         const FlowInfo *flow;           /* FLOW_UPDATE, DRINK, NOT_RECORDED */
+        const FlowMeterState *meter_state;  /* DRINK (NULL before the meter's first reading), METER_STATE */
         union {
                 struct {
                         int level;      /* syslog priority: LOG_DEBUG, LOG_INFO, LOG_WARNING */
@@ -293,12 +308,28 @@ typedef struct FlowMeterInfo {
         uint64_t quarantined_since;     /* realtime */
         unsigned quarantine_cuts;
         double quarantine_max_pour_s;
+        FlowMeterState state;           /* valid if has_last */
+        uint64_t open;                  /* counted ticks not accounted for yet (flow, hold, pending) */
+        bool resync;                    /* the next new reading is allowed max_restart_delta */
 } FlowMeterInfo;
 
 /* MeterUpdate. Returns the counted delta (>= 0; a delta is at most 2^32-1) or a negative errno. */
 int64_t flow_engine_meter_update(FlowEngine *e, const char *meter, uint32_t reading, const FlowTime *now);
-/* ControllerConnectedEvent with board_reset: every meter "<controller>.*" counts its next reading from 0. */
+/* ControllerConnectedEvent with board_reset: every meter "<controller>.*" counts its next reading from 0.
+ * The ticks not accounted for yet become its meter's carry (FLOW_EVENT_METER_STATE). */
 int flow_engine_controller_reset(FlowEngine *e, const char *controller);
+/* The producer of "<controller>.*" (re)connected: readings may have been missed meanwhile, so the next
+ * new reading of each known meter of it is allowed max_restart_delta. */
+int flow_engine_controller_resync(FlowEngine *e, const char *controller);
+/* Core start-up: an earlier run saw the controller's counters start at 0 (its reset notice), so a
+ * meter of it not seen yet counts its first reading from 0 (with max_restart_delta: the core may
+ * have been down meanwhile) instead of taking it as a baseline. Known meters are not touched. */
+int flow_engine_controller_counts_from_zero(FlowEngine *e, const char *controller);
+/* Core start-up, before any reading of 'meter': it resumes from its persisted state. Its next reading
+ * is evaluated against s->accounted with max_restart_delta (ticks poured while the core was down, and
+ * those the last run had not accounted for, arrive as one report), and a carry becomes a flow at once
+ * (ticks the board's counter cannot give back). -EEXIST if the meter has a reading already. */
+int flow_engine_restore_meter(FlowEngine *e, const char *meter, const FlowMeterState *s, const FlowTime *now);
 int flow_engine_get_meter(FlowEngine *e, const char *meter, FlowMeterInfo *ret);   /* -ENOENT */
 size_t flow_engine_n_meters(FlowEngine *e);
 int flow_engine_meter_at(FlowEngine *e, size_t i, FlowMeterInfo *ret);            /* -ENOENT past the end */
