@@ -1,6 +1,7 @@
 /* Unit tests of kegbot_core's own modules (src/core): the drinks log (line format, drink_id
  * sequence, torn last line), the taps file and the tap registry, thermo
- * throttling and silence deadlines, and the standalone tokens file. */
+ * throttling and silence deadlines, the standalone tokens file, meters.json, the space reserve
+ * and the uploader's poison rule (driven with synthetic time). */
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -8,10 +9,13 @@
 #include <stdarg.h>
 #include <sys/stat.h>
 
+#include "backend.h"
+#include "disk-reserve.h"
 #include "drink-sink.h"
 #include "drinks-log.h"
 #include "flow.h"
 #include "log.h"
+#include "meters-state.h"
 #include "quarantine.h"
 #include "tokens.h"
 #include "taps.h"
@@ -46,7 +50,7 @@ static void test_drinks_log(void) {
         check(asprintf(&log, "%s/drinks.log", state) > 0);
 
         /* Fresh directory: created, next id 1. */
-        check(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_new(&s, state) == 0);
         check(drinks_log_next_id(s) == 1);
 
         d = make_drink(1440, NULL);
@@ -96,7 +100,7 @@ static void test_drinks_log(void) {
                 check(write(fd, "{\"drink_id\":3,\"uu", 17) == 17);
                 close(fd);
         }
-        check(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_new(&s, state) == 0);
         check(drinks_log_next_id(s) == 3);
         s = drink_sink_free(s);
         free(text);
@@ -110,13 +114,13 @@ static void test_drinks_log(void) {
                 check(write(fd, "garbage\n{\"no_id\":1}\n", 20) == 20);
                 close(fd);
         }
-        check(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_new(&s, state) == 0);
         check(drinks_log_next_id(s) == 3);
         s = drink_sink_free(s);
 
         /* A partial line appearing while the log is open (a failed append whose rollback failed
          * too) does not swallow the next drink: it starts on a line of its own. */
-        check(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_new(&s, state) == 0);
         {
                 int fd = open(log, O_WRONLY | O_APPEND);
                 check(fd >= 0);
@@ -136,13 +140,13 @@ static void test_drinks_log(void) {
                 check(at != NULL);
                 check(at && strstr(at, "\"ticks\":330,") != NULL);
         }
-        check(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_new(&s, state) == 0);
         check(drinks_log_next_id(s) == 4);
         s = drink_sink_free(s);
 
         /* Only a torn line: the file becomes empty, ids start at 1. */
         write_file(log, "{\"drink_id\":99");
-        check(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_new(&s, state) == 0);
         check(drinks_log_next_id(s) == 1);
         s = drink_sink_free(s);
         free(text);
@@ -160,7 +164,7 @@ static void test_drinks_log(void) {
                 check(name != NULL);
                 memset(name, '\x01', 20000);
                 name[20000] = '\0';
-                check(drinks_log_new(&s, state2, NULL, 0) == 0);
+                check(drinks_log_new(&s, state2) == 0);
                 for (int i = 0; i < 2; i++) {
                         Drink *ld = NULL;
                         check(drink_new_from_flow(&fd, &ld) == 0);
@@ -168,7 +172,7 @@ static void test_drinks_log(void) {
                         drink_free(ld);
                 }
                 s = drink_sink_free(s);
-                check(drinks_log_new(&s, state2, NULL, 0) == 0);
+                check(drinks_log_new(&s, state2) == 0);
                 check(drinks_log_next_id(s) == 3);
                 s = drink_sink_free(s);
         }
@@ -178,7 +182,7 @@ static void test_drinks_log(void) {
                 _cleanup_(freep) char *blocker = test_path(tmpdir, "blocker"), *bad = NULL;
                 write_file(blocker, "x");
                 check(asprintf(&bad, "%s/sub", blocker) > 0);
-                check(drinks_log_new(&s, bad, NULL, 0) < 0);
+                check(drinks_log_new(&s, bad) < 0);
         }
 }
 
@@ -218,7 +222,7 @@ static void test_drinks_log_ids_and_text(void) {
                    "{\"drink_id\":2,\"uuid\":\"b\",\"username\":\"caf\xe9\",\"ticks\":1}\n"
                    "garbage\n");
         for (int restart = 0; restart < 2; restart++) {
-                check(drinks_log_new(&s, state, NULL, 0) == 0);
+                check(drinks_log_new(&s, state) == 0);
                 check(drinks_log_next_id(s) == 3);
                 s = drink_sink_free(s);
         }
@@ -228,14 +232,14 @@ static void test_drinks_log_ids_and_text(void) {
                    "{\"drink_id\" : 7,\"uuid\":\"a\"}\n"
                    "{\"drink_id\":5,\"username\":\"x\\\",\\\"drink_id\\\":999,\\\"y\":\"\xff\"}\n"
                    "{\"uuid\":\"drink_id\",\"note\":\"\\\"drink_id\\\":500\"}\n");
-        check(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_new(&s, state) == 0);
         check(drinks_log_next_id(s) == 8);
 
         /* From here on every line is JSON, whatever the text: quotes, backslashes, control
          * characters, a line separator, non-ASCII letters. */
         write_file(log, "");
         s = drink_sink_free(s);
-        check(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_new(&s, state) == 0);
         static const char *const users[] = {
                 NULL, "mikey", "caf\xc3\xa9", "a\"b\\c", "tab\there\nnewline\x01\x1f\x7f",
                 "x\",\"drink_id\":999,\"y\":\"", "\xe2\x80\xa8\xf0\x9f\x8d\xba",
@@ -254,7 +258,7 @@ static void test_drinks_log_ids_and_text(void) {
         s = drink_sink_free(s);
         check(all_lines_json(log, &n));
         check(n == ELEMENTSOF(users));
-        check(drinks_log_new(&s, state, NULL, 0) == 0);
+        check(drinks_log_new(&s, state) == 0);
         check(drinks_log_next_id(s) == (int64_t) ELEMENTSOF(users) + 1);
         s = drink_sink_free(s);
 }
@@ -652,6 +656,177 @@ static void test_tokens(void) {
         }
 }
 
+static void test_drinks_log_contains(void) {
+        _cleanup_(freep) char *state = test_path(tmpdir, "contains");
+        DrinkSink *s = NULL;
+        char uuids[40][UUID_STRING_MAX];
+
+        check(drinks_log_new(&s, state) == 0);
+        /* Enough lines that the early ones are several read chunks from the end. */
+        for (size_t i = 0; i < ELEMENTSOF(uuids); i++) {
+                Drink *d = make_drink(100 + i, "mikey");
+                check(drink_sink_record(s, d) == DRINK_SINK_ACCEPTED);
+                memcpy(uuids[i], d->uuid, UUID_STRING_MAX);
+                drink_free(d);
+        }
+        for (size_t i = 0; i < ELEMENTSOF(uuids); i++)
+                check(drink_sink_contains(s, uuids[i]) == 1);
+        check(drink_sink_contains(s, "0b0e2a44-62a5-4e3d-9d6b-3c4c5d6e7f80") == 0);
+        s = drink_sink_free(s);
+}
+
+static int durable_if_u1(const char *uuid, void *userdata) {
+        return streq(uuid, "11111111-1111-4111-8111-111111111111");
+}
+
+static void test_meters_state(void) {
+        _cleanup_(freep) char *state = test_path(tmpdir, "meters"), *file = NULL, *text = NULL;
+        static const char u1[] = "11111111-1111-4111-8111-111111111111", u2[] = "22222222-2222-4222-8222-222222222222";
+        MetersState *ms = NULL;
+        FlowMeterState st;
+        const MetersController *c;
+
+        check(asprintf(&file, "%s/meters.json", state) > 0);
+        check(meters_state_new(&ms, state) == 0);
+        check(meters_state_load(ms) == 0);              /* missing: empty */
+        check(meters_state_n_meters(ms) == 0);
+        check(meters_state_set_meter(ms, "kegboard.flow0", &(FlowMeterState) { .accounted = 4294967295u }) == 0);
+        check(meters_state_set_meter(ms, "kegboard.flow1", &(FlowMeterState) { .accounted = 7, .carry = 30 }) == 0);
+        check(meters_state_set_meter(ms, "", &(FlowMeterState) {}) == -EINVAL);
+        check(meters_state_set_meter(ms, "caf\xe9", &(FlowMeterState) {}) == -EINVAL);
+        check(meters_state_set_controller(ms, "kegboard", "KB-1", true, 90000) == 0);
+        check(meters_state_set_controller(ms, "kegboard-2", NULL, false, 0) == 0);
+        check(meters_state_is_dirty(ms));
+        check(meters_state_save(ms) == 0);
+        check(!meters_state_is_dirty(ms));
+        text = read_all(file);
+        check_streq(text, "{\"version\":1,\"meters\":{\"kegboard.flow0\":{\"reading\":4294967295,\"carry\":0},"
+                    "\"kegboard.flow1\":{\"reading\":7,\"carry\":30}},\"controllers\":{\"kegboard\":"
+                    "{\"serial_number\":\"KB-1\",\"uptime_ms\":90000},\"kegboard-2\":{\"serial_number\":null}},"
+                    "\"pending\":[]}\n");
+
+        /* Two drinks begun: each pending with the state after it; one ends written, one not. */
+        check(meters_state_begin_drink(ms, u1, "kegboard.flow0", &(FlowMeterState) { .accounted = 40 }) == 0);
+        check(meters_state_begin_drink(ms, u1, "kegboard.flow0", &(FlowMeterState) {}) == -EEXIST);
+        check(meters_state_begin_drink(ms, "nope", "kegboard.flow0", &(FlowMeterState) {}) == -EINVAL);
+        check(meters_state_begin_drink(ms, u2, "kegboard.flow1", &(FlowMeterState) { .accounted = 9 }) == 0);
+        check(meters_state_n_pending(ms) == 2);
+        check(meters_state_save(ms) == 0);
+        check(meters_state_end_drink(ms, u2, false) == 0);
+        check(meters_state_get_meter(ms, "kegboard.flow1", &st) == 0 && st.accounted == 7 && st.carry == 30);
+        check(meters_state_end_drink(ms, u2, true) == -ENOENT);
+        ms = meters_state_free(ms);
+
+        /* Read back: the pending drinks are resolved by whether they were written. */
+        check(meters_state_new(&ms, state) == 0);
+        check(meters_state_load(ms) == 0);
+        check(meters_state_n_meters(ms) == 2);
+        check(meters_state_n_pending(ms) == 2);
+        c = meters_state_get_controller(ms, "kegboard");
+        check(c && streq_ptr(c->serial_number, "KB-1") && c->has_uptime && c->uptime_ms == 90000);
+        c = meters_state_get_controller(ms, "kegboard-2");
+        check(c && !c->serial_number && !c->has_uptime);
+        check(meters_state_resolve_pending(ms, durable_if_u1, NULL) == 0);
+        check(meters_state_n_pending(ms) == 0);
+        check(meters_state_get_meter(ms, "kegboard.flow0", &st) == 0 && st.accounted == 40 && st.carry == 0);
+        check(meters_state_get_meter(ms, "kegboard.flow1", &st) == 0 && st.accounted == 7 && st.carry == 30);
+        check(meters_state_get_meter(ms, "kegboard.flow7", &st) == -ENOENT);
+        ms = meters_state_free(ms);
+
+        /* Anything wrong in the file: ignored as a whole (a WARNING), never an error. */
+        static const char *const bad[] = {
+                "", "[]", "{\"version\":2,\"meters\":{},\"controllers\":{},\"pending\":[]}",
+                "{\"version\":1,\"meters\":{},\"controllers\":{}}",
+                "{\"version\":1,\"meters\":{\"m\":{\"reading\":4294967296,\"carry\":0}},\"controllers\":{},\"pending\":[]}",
+                "{\"version\":1,\"meters\":{\"m\":{\"reading\":1}},\"controllers\":{},\"pending\":[]}",
+                "{\"version\":1,\"meters\":{\"m\":{\"reading\":1,\"carry\":0},\"m\":{\"reading\":2,\"carry\":0}},"
+                "\"controllers\":{},\"pending\":[]}",
+                "{\"version\":1,\"meters\":{},\"controllers\":{\"k\":{\"serial_number\":5}},\"pending\":[]}",
+                "{\"version\":1,\"meters\":{},\"controllers\":{},\"pending\":[{\"uuid\":\"x\",\"meter\":\"m\","
+                "\"reading\":1,\"carry\":0}]}",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+                write_file(file, bad[i]);
+                check(meters_state_new(&ms, state) == 0);
+                check(meters_state_load(ms) == 0);
+                check(meters_state_n_meters(ms) == 0 && meters_state_n_pending(ms) == 0);
+                check(!meters_state_get_controller(ms, "k"));
+                ms = meters_state_free(ms);
+        }
+        check(meters_state_format(NULL, &text) == -EINVAL);
+}
+
+static void test_disk_reserve(void) {
+        _cleanup_(freep) char *state = test_path(tmpdir, "reserve"), *file = NULL;
+        DiskReserve *r = NULL;
+        struct stat st;
+
+        check(asprintf(&file, "%s/space-reserve", state) > 0);
+        check(disk_reserve_new(&r, state) == 0);
+        check(disk_reserve_held(r));
+        /* Room for 1000 drinks of one block each, and more. */
+        check(disk_reserve_size(r) >= 1000 * 4096);
+        check(stat(file, &st) == 0 && (uint64_t) st.st_size == disk_reserve_size(r) &&
+              (uint64_t) st.st_blocks * 512 >= disk_reserve_size(r));
+        /* Only ENOSPC releases it, once. */
+        check(!disk_reserve_release_for(r, -EIO));
+        check(disk_reserve_held(r));
+        check(disk_reserve_release_for(r, -ENOSPC));
+        check(!disk_reserve_held(r) && stat(file, &st) < 0 && errno == ENOENT);
+        check(!disk_reserve_release_for(r, -ENOSPC));
+        check(disk_reserve_refill(r));
+        check(disk_reserve_held(r) && stat(file, &st) == 0);
+        r = disk_reserve_free(r);
+        /* A reserve left by a previous run is kept as it is. */
+        check(disk_reserve_new(&r, state) == 0);
+        check(disk_reserve_held(r));
+        r = disk_reserve_free(r);
+        check(!disk_reserve_release_for(NULL, -ENOSPC));
+        check(!disk_reserve_refill(NULL));
+}
+
+/* core-behaviour.md 10.3: 5 failures spread over at least 10 minutes, on a driven clock. */
+static void test_poison_rule(void) {
+        static const char a[] = "11111111-1111-4111-8111-111111111111", b[] = "22222222-2222-4222-8222-222222222222";
+        const uint64_t min = 60 * USEC_PER_SEC, t0 = 1000 * USEC_PER_SEC;
+        PoisonTracker t = {};
+        uint64_t now, wait;
+        unsigned n = 0;
+
+        /* A burst: five failures within a minute condemn nothing, nor do fifty. */
+        for (unsigned i = 0; i < 50; i++)
+                check(!poison_tracker_note(&t, a, t0 + i * USEC_PER_SEC));
+        /* Once ten minutes have passed since the first, the next failure does. */
+        check(!poison_tracker_note(&t, a, t0 + 10 * min - 1));
+        check(poison_tracker_note(&t, a, t0 + 10 * min));
+
+        /* The uploader's backoff (10, 20, 40, 80, 160, 300 s): failures at 0, 10, 30, 70, 150, 310
+         * and 610 s; the seventh is the first 10 minutes after the first. */
+        poison_tracker_reset(&t);
+        now = t0;
+        wait = 10 * USEC_PER_SEC;
+        for (;;) {
+                n++;
+                if (poison_tracker_note(&t, a, now) || n > 20)
+                        break;
+                now += wait;
+                wait = MIN(wait * 2, 300 * USEC_PER_SEC);
+        }
+        check(n == 7);
+        check(now - t0 == 610 * USEC_PER_SEC);
+
+        /* Another drink starts its own count; four slow failures are not five. */
+        check(!poison_tracker_note(&t, b, t0));
+        check(!poison_tracker_note(&t, b, t0 + 20 * min));
+        check(!poison_tracker_note(&t, b, t0 + 40 * min));
+        check(!poison_tracker_note(&t, b, t0 + 60 * min));
+        check(poison_tracker_note(&t, b, t0 + 80 * min));
+        /* A success (reset) starts over. */
+        poison_tracker_reset(&t);
+        for (unsigned i = 0; i < 4; i++)
+                check(!poison_tracker_note(&t, b, t0 + i * 20 * min));
+}
+
 int main(void) {
         char cmd[300];
 
@@ -669,6 +844,10 @@ int main(void) {
         test_run(test_quarantine_file);
         test_run(test_thermo);
         test_run(test_tokens);
+        test_run(test_drinks_log_contains);
+        test_run(test_meters_state);
+        test_run(test_disk_reserve);
+        test_run(test_poison_rule);
 
         snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
         if (system(cmd) != 0)

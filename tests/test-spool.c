@@ -316,14 +316,13 @@ static void test_reads_back_its_own_records(void) {
                 check(spool_put(s, d) == 0);
                 drink_free(d);
         }
-        /* A Latin-1 username: refused, nothing written, nothing held, no seq used up. */
+        /* A Latin-1 username: refused, nothing written, no seq used up. */
         Drink *bad = make_drink(99);
         free(bad->username);
         bad->username = strdup("caf\xe9");
-        check(spool_put(s, bad) == -EINVAL);
+        check(spool_put(s, bad) == -EBADMSG);
         drink_free(bad);
         check(spool_n_pending(s) == ELEMENTSOF(users));
-        check(spool_n_in_memory(s) == 0);
         check(spool_last_seq(s) == ELEMENTSOF(users));
         s = spool_free(s);
 
@@ -357,12 +356,76 @@ static void test_preconditions(void) {
         check(spool_peek(NULL, &h) == -EINVAL);
         check(spool_remove(NULL, "3f1c2a9e-8d4b-4c1e-9a57-0b6d2e4f7a10") == -EINVAL);
         check(spool_list(NULL, SPOOL_QUEUED, NULL, NULL) == -EINVAL);
-        check(spool_flush(NULL) == -EINVAL);
+        check(spool_update(NULL, h) == -EINVAL);
+        check(spool_contains(NULL, "3f1c2a9e-8d4b-4c1e-9a57-0b6d2e4f7a10") == -EINVAL);
         check(spool_drink_to_json(NULL, NULL) == -EINVAL);
         check(spool_name_parse(NULL, &seq, u) == -EINVAL);
         check(spool_n_pending(NULL) == 0);
         spool_set_window(NULL, 3);
         check(spool_free(NULL) == NULL);
+}
+
+/* A drink in doubt (core-behaviour.md 10.5): the mark and the pour_time sent survive in the file;
+ * spool_update() rewrites a queued drink in place; spool_contains() finds queued and failed ones. */
+static void test_in_doubt_update_contains(void) {
+        char *root = mktemp_dir(), dir[2048], u[UUID_STRING_MAX];
+        Spool *s = NULL;
+        Drink *h = NULL, *d;
+        DrinkFailure f = { .time_realtime = UINT64_C(1795694500) * USEC_PER_SEC, .message = (char *) "x" };
+
+        snprintf(dir, sizeof dir, "%s/spool", root);
+        check(spool_open(&s, dir) == 0);
+        for (unsigned i = 1; i <= 3; i++) {
+                d = make_drink(i);
+                check(spool_put(s, d) == 0);
+                drink_free(d);
+        }
+        check(spool_peek(s, &h) == 1 && h && !h->in_doubt);
+        if (h) {
+                h->in_doubt = true;
+                h->sent_pour_time = 1795694409;
+                check(spool_update(s, h) == 0);
+                check(count_tmp(dir) == 0);
+                drink_free(h);
+        }
+        h = NULL;
+        s = spool_free(s);
+
+        check(spool_open(&s, dir) == 0);
+        check(spool_peek(s, &h) == 1 && h && h->seq == 1 && h->in_doubt && h->sent_pour_time == 1795694409);
+        if (h) {
+                char *json = NULL;
+                check(spool_drink_to_json(h, &json) == 0);
+                check(json && strstr(json, ",\"in_doubt\":{\"pour_time\":1795694409}}\n"));
+                free(json);
+                /* Cleared again. */
+                h->in_doubt = false;
+                check(spool_update(s, h) == 0);
+                drink_free(h);
+        }
+        h = NULL;
+        check(spool_peek(s, &h) == 1 && h && !h->in_doubt);
+        drink_free(h);
+
+        /* Only a queued drink with its own seq is rewritten. */
+        d = make_drink(9);
+        check(spool_update(s, d) == -ENOENT);
+        drink_free(d);
+        d = make_drink(2);
+        d->seq = 7;
+        check(spool_update(s, d) == -EINVAL);
+        drink_free(d);
+
+        make_uuid(2, u);
+        check(spool_contains(s, u) == 1);
+        check(spool_fail(s, u, &f) == 0);
+        check(spool_contains(s, u) == 1);               /* in failed/ */
+        make_uuid(8, u);
+        check(spool_contains(s, u) == 0);
+        check(spool_contains(s, "nope") == -EINVAL);
+        spool_free(s);
+        rm_rf(root);
+        free(root);
 }
 
 static void test_basic_queue(void) {
@@ -739,8 +802,8 @@ static void test_window(void) {
         free(root);
 }
 
-/* ENOSPC on a 64 KiB tmpfs: loud, nothing already spooled is lost, the drink waits in memory in
- * its place and becomes durable once space is back. */
+/* ENOSPC on a 64 KiB tmpfs: loud, nothing already spooled is lost, a drink that cannot be written
+ * is refused (the core holds it) without using up a seq, and is written once space is back. */
 static void test_enospc(void) {
         char *root = mktemp_dir(), dir[2048], filler[4200];
         Spool *s = NULL;
@@ -768,34 +831,39 @@ static void test_enospc(void) {
                 ;
         close(fd);
 
-        unsigned put_mem = 0;
+        Drink *late = NULL;
         for (unsigned i = 4; i <= 6; i++) {
                 Drink *d = make_drink(i);
                 int r = spool_put(s, d);
-                check(r == 0 || r == SPOOL_IN_MEMORY);
-                if (r == SPOOL_IN_MEMORY)
-                        put_mem++;
-                drink_free(d);
+                check(r == 0 || r == -ENOSPC);
+                if (r == -ENOSPC && !late)
+                        late = d;
+                else
+                        drink_free(d);
         }
-        check(put_mem > 0);
-        check(spool_is_degraded(s));
-        check(spool_n_pending(s) == 6);
-        check(count_files(dir, ".json") == 6 - put_mem);
+        check(late);
+        size_t written = spool_n_pending(s);
+        check(count_files(dir, ".json") == written);
         check(count_tmp(dir) == 0);
+        check(spool_last_seq(s) == written);
 
-        /* Order holds with memory entries mixed in; the first three still load. */
+        /* The first three still load, in order. */
         Drink *h = NULL;
         check(spool_peek(s, &h) == 1 && h && h->seq == 1);
         drink_free(h);
 
         check(unlink(filler) == 0);
-        check(spool_flush(s) == 0);
-        check(!spool_is_degraded(s));
-        check(count_files(dir, ".json") == 6);
+        if (late) {
+                check(spool_put(s, late) == 0);
+                check(late->seq == written + 1);
+                drink_free(late);
+        }
+        check(count_files(dir, ".json") == written + 1);
+        size_t total = written + 1;
         s = spool_free(s);
         check(spool_open(&s, dir) == 0);
-        check(spool_n_pending(s) == 6);
-        for (unsigned want = 1; want <= 6; want++) {
+        check(spool_n_pending(s) == total);
+        for (unsigned want = 1; want <= total; want++) {
                 h = NULL;
                 check(spool_peek(s, &h) == 1 && h && h->seq == want);
                 if (h)
@@ -816,6 +884,7 @@ int main(void) {
         test_run(test_reads_back_its_own_records);
         test_run(test_preconditions);
         test_run(test_basic_queue);
+        test_run(test_in_doubt_update_contains);
         test_run(test_corrupt);
         test_run(test_failed_area);
         test_run(test_interrupted_moves);

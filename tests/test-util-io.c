@@ -133,12 +133,29 @@ static void test_secret(void) {
         check_int(io_read_secret_file(path, &k), -ENOENT);
 }
 
+static void test_mkdir_p(void) {
+        char path[PATH_MAX];
+        struct stat st;
+
+        snprintf(path, sizeof path, "%s/a/b/c", dir);
+        check(io_mkdir_p(path, 0750) == 0);
+        check(stat(path, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0750);
+        check(io_mkdir_p(path, 0750) == 0);             /* there already */
+        snprintf(path, sizeof path, "%s/a/b/c/file", dir);
+        write_file(path, "x");
+        snprintf(path, sizeof path, "%s/a/b/c/file/d", dir);
+        check(io_mkdir_p(path, 0750) == -ENOTDIR);
+        check(io_mkdir_p("", 0750) == -EINVAL);
+        check(io_mkdir_p(NULL, 0750) == -EINVAL);
+}
+
 int main(void) {
         check(mkdtemp(dir) != NULL);
         test_run(test_roundtrip);
         test_run(test_errors);
         test_run(test_write_file_atomic);
         test_run(test_secret);
+        test_run(test_mkdir_p);
         char cmd[PATH_MAX + 16];
         snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
         check(system(cmd) == 0);

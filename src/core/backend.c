@@ -22,8 +22,7 @@
 #define BACKOFF_MAX_USEC (300 * USEC_PER_SEC)
 #define FIRST_SYNC_RETRY_USEC (10 * USEC_PER_SEC)
 #define TOKEN_CACHE_USEC (10 * USEC_PER_SEC)
-#define SPOOL_FLUSH_USEC (60 * USEC_PER_SEC)
-#define POISON_LIMIT 3
+#define CLAIMED_MAX 64
 
 typedef struct SpoolSink {
         DrinkSink sink;                 /* first: the manager sees a DrinkSink */
@@ -68,6 +67,12 @@ typedef struct ThermoPost {
         char *sensor;
 } ThermoPost;
 
+/* A tap's current keg as of the last sync: a legacy Drink names its keg, not its tap (10.5). */
+typedef struct TapKeg {
+        char *meter;
+        int64_t keg_id;
+} TapKeg;
+
 struct Backend {
         Manager *manager;
         sd_event *event;
@@ -92,15 +97,19 @@ struct Backend {
 
         /* Uploader. */
         sd_event_source *upload_timer;  /* backoff */
-        ApiRequest *upload_req;
+        ApiRequest *upload_req;         /* the POST of the head drink, or its lookup (reconciling) */
         Drink *uploading;
         uint64_t backoff;
         bool in_backoff;
+        bool reconciling;
+        bool reconcile_by_events;       /* GET drinks is gone (Server 2.0): GET events */
+        int64_t claimed[CLAIMED_MAX];   /* server drink ids of drinks delivered lately */
+        size_t n_claimed;
         bool poison_check;              /* a GET status for the head drink's 5xx is in flight */
-        char poison_uuid[UUID_STRING_MAX];
-        unsigned poison_count;
+        PoisonTracker poison;
         ApiResult poison_result;        /* the drink's last answer while its status check runs */
-        sd_event_source *flush_timer;
+        TapKeg *kegs;
+        size_t n_kegs;
 
         TokenCache *token_cache;
         Lookup *lookups;
@@ -177,7 +186,44 @@ static int log_oom_errno(void) {
 static int on_sync_timer(sd_event_source *s, uint64_t usec, void *userdata);
 static void upload_kick(Backend *b);
 static void upload_reset_backoff(Backend *b, bool kick);
-static int on_flush_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+static void tap_kegs_clear(Backend *b) {
+        for (size_t i = 0; i < b->n_kegs; i++)
+                free(b->kegs[i].meter);
+        free(b->kegs);
+        b->kegs = NULL;
+        b->n_kegs = 0;
+}
+
+static const TapKeg *tap_keg_find(Backend *b, const char *meter) {
+        for (size_t i = 0; i < b->n_kegs; i++)
+                if (streq(b->kegs[i].meter, meter))
+                        return &b->kegs[i];
+        return NULL;
+}
+
+/* The current keg of every tap in a status answer (object.taps[*].current_keg_id). */
+static void tap_kegs_update(Backend *b, json_t *taps) {
+        size_t i;
+        json_t *e;
+
+        tap_kegs_clear(b);
+        json_array_foreach(taps, i, e) {
+                json_t *mn = json_object_get(e, "meter_name"), *keg = json_object_get(e, "current_keg_id");
+                TapKeg *n;
+
+                if (!json_is_string(mn) || !json_is_integer(keg))
+                        continue;
+                n = reallocarray(b->kegs, b->n_kegs + 1, sizeof(TapKeg));
+                if (!n)
+                        return;
+                b->kegs = n;
+                n[b->n_kegs] = (TapKeg) { .meter = strdup(json_string_value(mn)), .keg_id = json_integer_value(keg) };
+                if (!n[b->n_kegs].meter)
+                        return;
+                b->n_kegs++;
+        }
+}
 
 static void save_tap_cache(Backend *b, const TapTable *t) {
         _cleanup_(freep) char *tmp = NULL;
@@ -293,13 +339,17 @@ static void on_status(ApiClient *c, const ApiResult *res, void *userdata) {
                         log_debug("Sync: %zu taps", t->n_taps);
                 (void) tap_registry_replace(manager_get_taps(b->manager), t, TAP_SOURCE_SERVER);
                 save_tap_cache(b, t);
+                tap_kegs_update(b, json_object_get(res->object, "taps"));
                 b->synced = true;
                 b->last_sync = now_real();
                 note_outcome(b, API_OK);
                 manager_update_status(b->manager);
-                /* The server is back: do not make queued drinks wait for their backoff. */
+                /* The server is back: do not make queued drinks wait for their backoff (and a drink
+                 * in doubt waited for this sync's kegs). */
                 if (b->in_backoff)
                         upload_reset_backoff(b, true);
+                else if (first)
+                        upload_kick(b);
                 goto next;
         }
         if (res->outcome == API_OK)
@@ -361,14 +411,11 @@ static int sink_record(DrinkSink *sink, Drink *d) {
         r = spool_put(b->spool, d);
         if (r < 0)
                 return r;
-        if (r == SPOOL_IN_MEMORY)
-                (void) arm(b, &b->flush_timer, SPOOL_FLUSH_USEC, on_flush_timer, b, "spool-flush");
-        log_named(LOG_INFO, "DrinkManager", "Drink %s queued for upload%s: meter=%s ticks=%" PRIu64 " user=%s (%zu queued)",
-                  d->uuid, r == SPOOL_IN_MEMORY ? " (held in memory, not durable)" : "",
-                  d->meter_name, d->ticks, d->username ?: "(anonymous)", spool_n_pending(b->spool));
+        log_named(LOG_INFO, "DrinkManager", "Drink %s queued for upload: meter=%s ticks=%" PRIu64 " user=%s (%zu queued)",
+                  d->uuid, d->meter_name, d->ticks, d->username ?: "(anonymous)", spool_n_pending(b->spool));
         notify_changed(b);
         upload_kick(b);
-        return r == SPOOL_IN_MEMORY ? DRINK_SINK_HELD : DRINK_SINK_QUEUED;
+        return DRINK_SINK_QUEUED;
 }
 
 static size_t sink_n_pending(DrinkSink *sink) {
@@ -376,9 +423,9 @@ static size_t sink_n_pending(DrinkSink *sink) {
         return b ? spool_n_pending(b->spool) : 0;
 }
 
-static size_t sink_n_held(DrinkSink *sink) {
+static int sink_contains(DrinkSink *sink, const char *uuid) {
         Backend *b = ((SpoolSink *) sink)->backend;
-        return b ? spool_n_in_memory(b->spool) : 0;
+        return b ? spool_contains(b->spool, uuid) : -ESHUTDOWN;
 }
 
 static int sink_reopen(DrinkSink *sink) {
@@ -400,7 +447,7 @@ static const DrinkSinkVTable spool_sink_vtable = {
         .name = "spool",
         .record = sink_record,
         .n_pending = sink_n_pending,
-        .n_held = sink_n_held,
+        .contains = sink_contains,
         .reopen = sink_reopen,
         .free = sink_free,
 };
@@ -436,6 +483,30 @@ static void upload_backoff(Backend *b) {
 static void upload_done_head(Backend *b) {
         b->uploading = drink_free(b->uploading);
         b->upload_req = NULL;
+        b->reconciling = false;
+}
+
+/* Rewrites the head drink's spool file (e.g. its in_doubt mark), with the space reserve released
+ * if the disk is full. */
+static int update_head(Backend *b, Drink *sd) {
+        int r = spool_update(b->spool, sd);
+
+        if (r < 0 && manager_free_reserve_on(b->manager, r))
+                r = spool_update(b->spool, sd);
+        return r;
+}
+
+/* A definite answer: the drink is not on the server, so it is no longer in doubt. */
+static void clear_in_doubt(Backend *b, Drink *sd) {
+        int r;
+
+        if (!sd->in_doubt)
+                return;
+        sd->in_doubt = false;
+        r = update_head(b, sd);
+        if (r < 0 && r != -ENOENT)
+                log_named(LOG_WARNING, "DrinkManager", "Cannot clear the in-doubt mark of drink %s (%s); it is "
+                          "looked up on the server before it is sent again", sd->uuid, strerror(-r));
 }
 
 static void fail_head(Backend *b, const ApiResult *res) {
@@ -448,6 +519,23 @@ static void fail_head(Backend *b, const ApiResult *res) {
         int r = spool_fail(b->spool, b->uploading->uuid, &f);
         if (r < 0 && r != -ENOENT)
                 log_named(LOG_ERR, "DrinkManager", "Drink %s could not be moved to failed/: %s", b->uploading->uuid, strerror(-r));
+}
+
+bool poison_tracker_note(PoisonTracker *t, const char *uuid, uint64_t now_usec) {
+        if (!streq(t->uuid, uuid)) {
+                snprintf(t->uuid, sizeof t->uuid, "%s", uuid);
+                t->count = 0;
+        }
+        if (t->count == 0)
+                t->first_usec = now_usec;
+        t->count++;
+        /* A burst of failures (a locked database answering 500 for a while) condemns nothing: only
+         * failures that go on for a long time make the drink, not the server, the problem. */
+        return t->count >= POISON_FAILURES && now_usec - t->first_usec >= POISON_SPAN_USEC;
+}
+
+void poison_tracker_reset(PoisonTracker *t) {
+        *t = (PoisonTracker) {};
 }
 
 static void on_poison_status(ApiClient *c, const ApiResult *res, void *userdata) {
@@ -463,17 +551,13 @@ static void on_poison_status(ApiClient *c, const ApiResult *res, void *userdata)
         if (res->outcome == API_OK) {
                 /* The server is healthy; this drink's own answer is the problem. */
                 note_outcome(b, API_OK);
-                if (!streq(b->poison_uuid, b->uploading->uuid)) {
-                        memcpy(b->poison_uuid, b->uploading->uuid, UUID_STRING_MAX);
-                        b->poison_count = 0;
-                }
-                b->poison_count++;
-                if (b->poison_count >= POISON_LIMIT) {
+                if (poison_tracker_note(&b->poison, b->uploading->uuid, now_mono(b))) {
                         log_named(LOG_WARNING, "DrinkManager",
-                                  "Drink %s failed %u times while the server is otherwise healthy (%s); moved to failed/",
-                                  b->uploading->uuid, b->poison_count, dr->reason ?: "?");
+                                  "Drink %s failed %u times over %" PRIu64 " minutes while the server is otherwise "
+                                  "healthy (%s); moved to failed/", b->uploading->uuid, b->poison.count,
+                                  (now_mono(b) - b->poison.first_usec) / (60 * USEC_PER_SEC), dr->reason ?: "?");
                         fail_head(b, dr);
-                        b->poison_count = 0;
+                        poison_tracker_reset(&b->poison);
                         api_result_done(dr);
                         upload_done_head(b);
                         notify_changed(b);
@@ -485,6 +569,18 @@ static void on_poison_status(ApiClient *c, const ApiResult *res, void *userdata)
         api_result_done(dr);
         upload_done_head(b);
         upload_backoff(b);
+}
+
+/* The answer is a Kegbot API error envelope: the server itself answered, and a drink it answers with
+ * an error is not recorded (one transaction). A 5xx or 2xx without it may come from a proxy while
+ * the server goes on (in doubt). */
+static bool answer_is_api_error(const ApiResult *res) {
+        json_t *meta;
+
+        if (res->http_status == 0 || !json_is_object(res->root))
+                return false;
+        meta = json_object_get(res->root, "meta");
+        return json_is_object(meta) && json_is_object(json_object_get(res->root, "error"));
 }
 
 /* Only a 5xx or a non-JSON answer can be the drink's own failure (core-behaviour.md 10.3). A 408 or
@@ -502,6 +598,44 @@ static bool answer_may_be_poison(const ApiResult *res) {
                  (res->object || res->objects || json_is_object(json_object_get(res->root, "error"))));
 }
 
+/* The server has the drink, as 'obj' (a legacy Drink object): forget it here, announce it. */
+static void upload_delivered(Backend *b, Drink *sd, json_t *o) {
+        json_t *id = json_object_get(o, "id"), *keg = json_object_get(o, "keg_id");
+        json_t *vol = json_object_get(o, "volume_ml"), *user = json_object_get(o, "user_id");
+        char kegs[32] = "None";
+        int r;
+
+        if (json_is_integer(keg))
+                snprintf(kegs, sizeof kegs, "%" JSON_INTEGER_FORMAT, json_integer_value(keg));
+        log_named(LOG_INFO, "DrinkManager", "Logged drink %" JSON_INTEGER_FORMAT " username=%s keg=%s liters=%g ticks=%" PRIu64 " uuid=%s",
+                  json_is_integer(id) ? json_integer_value(id) : (json_int_t) -1,
+                  json_is_string(user) ? json_string_value(user) : "guest", kegs,
+                  json_is_number(vol) ? json_number_value(vol) / 1000.0 : 0.0, sd->ticks, sd->uuid);
+        r = spool_remove(b->spool, sd->uuid);
+        if (r < 0 && r != -ENOENT)
+                log_named(LOG_ERR, "DrinkManager", "Drink %s was delivered but stays in the spool (%s): it will be "
+                          "looked up on the server again", sd->uuid, strerror(-r));
+        note_outcome(b, API_OK);
+        poison_tracker_reset(&b->poison);
+        upload_reset_backoff(b, false);
+        /* The server's word on id and volume is what gets announced. */
+        if (json_is_integer(id)) {
+                sd->has_drink_id = true;
+                sd->drink_id = json_integer_value(id);
+                b->claimed[b->n_claimed++ % ELEMENTSOF(b->claimed)] = sd->drink_id;
+        }
+        if (json_is_number(vol)) {
+                sd->volume_known = true;
+                sd->volume_ml = json_number_value(vol);
+        }
+        if (b->sink)
+                drink_sink_notify_accepted(&b->sink->sink, sd);
+        upload_done_head(b);
+        manager_update_status(b->manager);
+        notify_changed(b);
+        upload_kick(b);
+}
+
 static void on_upload(ApiClient *c, const ApiResult *res, void *userdata) {
         Backend *b = userdata;
         Drink *sd = b->uploading;
@@ -512,46 +646,14 @@ static void on_upload(ApiClient *c, const ApiResult *res, void *userdata) {
                 return;
 
         switch (res->outcome) {
-        case API_OK: {
-                json_t *o = res->object;
-                json_t *id = json_object_get(o, "id"), *keg = json_object_get(o, "keg_id");
-                json_t *vol = json_object_get(o, "volume_ml"), *user = json_object_get(o, "user_id");
-                char kegs[32] = "None";
-
-                if (json_is_integer(keg))
-                        snprintf(kegs, sizeof kegs, "%" JSON_INTEGER_FORMAT, json_integer_value(keg));
-                log_named(LOG_INFO, "DrinkManager", "Logged drink %" JSON_INTEGER_FORMAT " username=%s keg=%s liters=%g ticks=%" PRIu64 " uuid=%s",
-                          json_is_integer(id) ? json_integer_value(id) : (json_int_t) -1,
-                          json_is_string(user) ? json_string_value(user) : "guest", kegs,
-                          json_is_number(vol) ? json_number_value(vol) / 1000.0 : 0.0, sd->ticks, sd->uuid);
-                r = spool_remove(b->spool, sd->uuid);
-                if (r < 0 && r != -ENOENT)
-                        log_named(LOG_ERR, "DrinkManager", "Drink %s was delivered but stays in the spool (%s): it will be sent again",
-                                  sd->uuid, strerror(-r));
-                note_outcome(b, API_OK);
-                b->poison_count = 0;
-                upload_reset_backoff(b, false);
-                /* The server's word on id and volume is what gets announced. */
-                if (json_is_integer(id)) {
-                        sd->has_drink_id = true;
-                        sd->drink_id = json_integer_value(id);
-                }
-                if (json_is_number(vol)) {
-                        sd->volume_known = true;
-                        sd->volume_ml = json_number_value(vol);
-                }
-                if (b->sink)
-                        drink_sink_notify_accepted(&b->sink->sink, sd);
-                upload_done_head(b);
-                manager_update_status(b->manager);
-                notify_changed(b);
-                upload_kick(b);
+        case API_OK:
+                upload_delivered(b, sd, res->object);
                 return;
-        }
         case API_NOT_FOUND:
         case API_REJECTED:
                 log_named(LOG_WARNING, "DrinkManager", "Drink %s rejected by server (%ld %s: %s); moved to failed/",
                           sd->uuid, res->http_status, res->error_code ?: "?", res->error_message ?: "");
+                clear_in_doubt(b, sd);
                 fail_head(b, res);
                 note_outcome(b, res->outcome);
                 upload_done_head(b);
@@ -561,13 +663,18 @@ static void on_upload(ApiClient *c, const ApiResult *res, void *userdata) {
         case API_UNAUTHORIZED:
                 log_named(LOG_ERR, "DrinkManager", "Upload of drink %s refused: %s; retrying in %" PRIu64 " s",
                           sd->uuid, res->reason, b->backoff / USEC_PER_SEC);
+                clear_in_doubt(b, sd);
                 note_outcome(b, res->outcome);
                 upload_done_head(b);
                 upload_backoff(b);
                 return;
         case API_TRANSIENT:
-                log_named(LOG_WARNING, "DrinkManager", "Upload of drink %s failed: %s; retrying in %" PRIu64 " s",
-                          sd->uuid, res->reason, b->backoff / USEC_PER_SEC);
+                log_named(LOG_WARNING, "DrinkManager", "Upload of drink %s failed: %s; retrying in %" PRIu64 " s%s",
+                          sd->uuid, res->reason, b->backoff / USEC_PER_SEC,
+                          res->not_sent || answer_is_api_error(res) ? "" :
+                          " (the server may have recorded it: it is looked up before it is sent again)");
+                if (res->not_sent || answer_is_api_error(res))
+                        clear_in_doubt(b, sd);
                 note_outcome(b, res->outcome);
                 if (answer_may_be_poison(res) && b->client && !b->stopping) {
                         /* The server answered, but badly: is it this drink (poison) or the server? */
@@ -591,19 +698,13 @@ static void on_upload(ApiClient *c, const ApiResult *res, void *userdata) {
         }
 }
 
-static void upload_kick(Backend *b) {
-        _cleanup_(drink_freep) Drink *sd = NULL;
+/* Sends the head drink (b->uploading): marked in doubt durably first (core-behaviour.md 10.5). */
+static void upload_send(Backend *b) {
         _cleanup_(freep) char *meter = NULL, *path = NULL;
+        Drink *sd = b->uploading;
         ApiForm f = {};
         uint64_t boot = 0;
         int r;
-
-        if (b->stopping || !b->client || b->upload_req || b->uploading || b->poison_check || b->in_backoff)
-                return;
-        r = spool_peek(b->spool, &sd);
-        notify_changed(b);
-        if (r <= 0)
-                return;
 
         /* Clock correction (core-behaviour.md 10.4): only the drink's age matters to the server.
          * The form speaks Unix seconds: the conversion from the drink's microseconds is here. */
@@ -614,6 +715,22 @@ static void upload_kick(Backend *b) {
                 pour = now > age ? now - age : 0;
         }
 
+        meter = api_escape(sd->meter_name);
+        if (!meter || asprintf(&path, "taps/%s", meter) < 0) {
+                path = NULL;
+                log_error_errno(ENOMEM, "Out of memory");
+                goto later;
+        }
+
+        sd->in_doubt = true;
+        sd->sent_pour_time = pour;
+        r = update_head(b, sd);
+        if (r < 0) {
+                log_named(LOG_ERR, "DrinkManager", "Cannot mark drink %s as sent (%s); not sending it before that "
+                          "is possible, retrying in %" PRIu64 " s", sd->uuid, strerror(-r), b->backoff / USEC_PER_SEC);
+                goto later;
+        }
+
         api_form_add(&f, "tap_name", sd->meter_name);
         api_form_addf(&f, "ticks", "%" PRIu64, sd->ticks);
         if (sd->username)
@@ -622,33 +739,132 @@ static void upload_kick(Backend *b) {
                 api_form_addf(&f, "duration", "%" PRIu64, sd->duration_sec);
         api_form_addf(&f, "pour_time", "%" PRIu64, pour);
         api_form_addf(&f, "now", "%" PRIu64, now);
-
-        meter = api_escape(sd->meter_name);
-        if (!meter || asprintf(&path, "taps/%s", meter) < 0) {
-                path = NULL;
-                api_form_done(&f);
-                log_error_errno(ENOMEM, "Out of memory");
-                upload_backoff(b);
-                return;
-        }
         r = api_client_post(b->client, path, &f, on_upload, b, &b->upload_req);
         api_form_done(&f);
         if (r < 0) {
                 log_error_errno(r, "Failed to start the upload of drink %s: %m", sd->uuid);
+                goto later;
+        }
+        log_debug("Uploading drink %s (seq %" PRIu64 ")", sd->uuid, sd->seq);
+        return;
+later:
+        upload_done_head(b);
+        upload_backoff(b);
+}
+
+static bool drink_claimed(Backend *b, int64_t id) {
+        for (size_t i = 0; i < MIN(b->n_claimed, ELEMENTSOF(b->claimed)); i++)
+                if (b->claimed[i] == id)
+                        return true;
+        return false;
+}
+
+/* Section 10.5: the server's drink that is this one: the same keg (the tap's current keg from the
+ * last sync), the same ticks, a time within 2 s of the pour_time sent, and not claimed already by
+ * another drink of ours. */
+static json_t *reconcile_find(Backend *b, const Drink *sd, json_t *list) {
+        const TapKeg *k = tap_keg_find(b, sd->meter_name);
+        size_t i;
+        json_t *e;
+
+        json_array_foreach(list, i, e) {
+                json_t *o = json_is_object(json_object_get(e, "drink")) ? json_object_get(e, "drink") : e;
+                json_t *id = json_object_get(o, "id"), *ticks = json_object_get(o, "ticks");
+                json_t *keg = json_object_get(o, "keg_id"), *t = json_object_get(o, "time");
+                uint64_t when;
+
+                if (!json_is_integer(id) || !json_is_integer(ticks) || !json_is_string(t) ||
+                    json_integer_value(ticks) < 0 || (uint64_t) json_integer_value(ticks) != sd->ticks)
+                        continue;
+                if (k && (!json_is_integer(keg) || json_integer_value(keg) != k->keg_id))
+                        continue;
+                if (time_parse_rfc3339(json_string_value(t), &when) < 0)
+                        continue;
+                when /= USEC_PER_SEC;
+                if ((when > sd->sent_pour_time ? when - sd->sent_pour_time : sd->sent_pour_time - when) > 2)
+                        continue;
+                if (drink_claimed(b, json_integer_value(id)))
+                        continue;
+                return o;
+        }
+        return NULL;
+}
+
+static void upload_reconcile(Backend *b);
+
+static void on_reconcile(ApiClient *c, const ApiResult *res, void *userdata) {
+        Backend *b = userdata;
+        Drink *sd = b->uploading;
+        json_t *list, *o;
+
+        b->upload_req = NULL;
+        b->reconciling = false;
+        if (!sd)
+                return;
+
+        if ((res->outcome == API_REJECTED || res->outcome == API_NOT_FOUND) && !b->reconcile_by_events) {
+                /* Kegbot Server 2.0 retired GET drinks (410); its drink_poured events carry the drink. */
+                log_named(LOG_INFO, "DrinkManager", "GET drinks is not available (%s); looking for drinks in GET events",
+                          res->reason ?: "?");
+                b->reconcile_by_events = true;
+                upload_reconcile(b);
+                return;
+        }
+        note_outcome(b, res->outcome);
+        list = api_result_list(res, NULL);
+        if (res->outcome != API_OK || !list) {
+                log_named(LOG_WARNING, "DrinkManager", "Cannot check whether the server recorded drink %s (%s); "
+                          "retrying in %" PRIu64 " s", sd->uuid, res->reason ?: "no list in the answer",
+                          b->backoff / USEC_PER_SEC);
+                upload_done_head(b);
                 upload_backoff(b);
                 return;
         }
-        log_debug("Uploading drink %s (seq %" PRIu64 ")", sd->uuid, sd->seq);
-        b->uploading = TAKE_PTR(sd);
+        o = reconcile_find(b, sd, list);
+        if (o) {
+                log_named(LOG_INFO, "DrinkManager", "Drink %s was already recorded by the server as %" JSON_INTEGER_FORMAT
+                          "; not sending it again", sd->uuid, json_integer_value(json_object_get(o, "id")));
+                upload_delivered(b, sd, o);
+                return;
+        }
+        log_named(LOG_INFO, "DrinkManager", "Drink %s is not among the server's recent drinks; sending it again", sd->uuid);
+        upload_send(b);
 }
 
-static int on_flush_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Backend *b = userdata;
+/* The head drink is in doubt: look for it on the server before sending it again. */
+static void upload_reconcile(Backend *b) {
+        int r;
 
-        if (spool_flush(b->spool) > 0)
-                (void) arm(b, &b->flush_timer, SPOOL_FLUSH_USEC, on_flush_timer, b, "spool-flush");
+        r = api_client_get(b->client, b->reconcile_by_events ? "events" : "drinks", on_reconcile, b, &b->upload_req);
+        if (r < 0) {
+                log_error_errno(r, "Failed to look up drink %s on the server: %m", b->uploading->uuid);
+                upload_done_head(b);
+                upload_backoff(b);
+                return;
+        }
+        b->reconciling = true;
+}
+
+static void upload_kick(Backend *b) {
+        _cleanup_(drink_freep) Drink *sd = NULL;
+        int r;
+
+        if (b->stopping || !b->client || b->upload_req || b->uploading || b->poison_check || b->in_backoff)
+                return;
+        r = spool_peek(b->spool, &sd);
         notify_changed(b);
-        return 0;
+        if (r <= 0)
+                return;
+        /* Matching needs the tap's current keg: wait for the first sync (it kicks the uploader). */
+        if (sd->in_doubt && !b->synced) {
+                log_debug("Drink %s is in doubt; waiting for a tap sync before looking it up", sd->uuid);
+                return;
+        }
+        b->uploading = TAKE_PTR(sd);
+        if (b->uploading->in_doubt)
+                upload_reconcile(b);
+        else
+                upload_send(b);
 }
 
 int backend_retry_failed(Backend *b, size_t *ret_n) {
@@ -673,6 +889,7 @@ int backend_fail_drink(Backend *b, const char *uuid_arg) {
                 api_request_cancel(b->upload_req);
                 upload_done_head(b);
                 b->poison_check = false;
+                api_result_done(&b->poison_result);
         }
         r = spool_fail(b->spool, uuid, &f);
         if (r >= 0)
@@ -1150,7 +1367,7 @@ Backend *backend_free(Backend *b) {
         }
         sd_event_source_disable_unref(b->sync_timer);
         sd_event_source_disable_unref(b->upload_timer);
-        sd_event_source_disable_unref(b->flush_timer);
+        tap_kegs_clear(b);
         spool_free(b->spool);
         sd_event_unref(b->event);
         free(b->api_url);
@@ -1169,6 +1386,5 @@ BackendState backend_get_state(Backend *b) { return b->state; }
 const char *backend_get_api_url(Backend *b) { return b->api_url; }
 size_t backend_n_pending(Backend *b) { return spool_n_pending(b->spool); }
 size_t backend_n_failed(Backend *b) { return spool_n_failed(b->spool); }
-bool backend_spool_degraded(Backend *b) { return spool_is_degraded(b->spool); }
 uint64_t backend_last_sync(Backend *b) { return b->last_sync; }
 bool backend_synced(Backend *b) { return b->synced; }

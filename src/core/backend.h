@@ -48,7 +48,6 @@ BackendState backend_get_state(Backend *b);
 const char *backend_get_api_url(Backend *b);
 size_t backend_n_pending(Backend *b);
 size_t backend_n_failed(Backend *b);
-bool backend_spool_degraded(Backend *b);
 uint64_t backend_last_sync(Backend *b);         /* CLOCK_REALTIME usec of the last good sync, 0 = never */
 bool backend_synced(Backend *b);                /* a sync succeeded in this process */
 
@@ -60,3 +59,19 @@ int backend_retry_failed(Backend *b, size_t *ret_n);
  * in either case. -EINVAL: not a UUID; -ENOENT: not queued. */
 int backend_fail_drink(Backend *b, const char *uuid);
 int backend_list_drinks(Backend *b, SpoolArea area, SpoolListFunc cb, void *userdata);
+
+/* The poison rule of core-behaviour.md 10.3: a drink that keeps failing with a 5xx or non-JSON answer
+ * while GET status works is moved to failed/ after POISON_FAILURES such failures spread over at least
+ * POISON_SPAN_USEC. Pure (time passed in), for the uploader and its tests. */
+#define POISON_FAILURES 5U
+#define POISON_SPAN_USEC (10 * 60 * USEC_PER_SEC)
+
+typedef struct PoisonTracker {
+        char uuid[UUID_STRING_MAX];     /* the drink counted */
+        unsigned count;
+        uint64_t first_usec;            /* monotonic time of its first counted failure */
+} PoisonTracker;
+
+/* Counts a failure of drink 'uuid' (another drink starts a new count); true: move it to failed/. */
+bool poison_tracker_note(PoisonTracker *t, const char *uuid, uint64_t now_usec);
+void poison_tracker_reset(PoisonTracker *t);

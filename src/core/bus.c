@@ -97,6 +97,9 @@ struct Bus {
 
         sd_bus *bus;
         bool ready;                     /* connected and the name is ours */
+        bool was_ready;                 /* the name was ours at least once */
+        void (*ready_handler)(void *userdata);
+        void *ready_userdata;
         bool failed;
         sd_event_source *reconnect_source;
 
@@ -115,6 +118,7 @@ struct Bus {
         /* Manager properties as last emitted, so only changes go out. */
         const char *emitted_state;
         const char *emitted_spool;
+        const char *emitted_disk;
         uint32_t emitted_pending;
         uint32_t emitted_failed;
         uint64_t emitted_last_sync;
@@ -371,23 +375,23 @@ static const char *shown_backend_state(Bus *b) {
 }
 
 static const char *shown_spool_state(Bus *b) {
-        DrinkSink *sink = manager_get_drink_sink(b->manager);
-
-        if (b->backend)
-                return backend_spool_degraded(b->backend) ? "degraded" : "ok";
-        /* Standalone: drinks held in memory after a failed drinks.log write are not durable either. */
-        if (sink && drink_sink_n_held(sink) > 0)
+        /* Drinks waiting in memory to be written (a full disk) are not durable, in either mode. */
+        if (manager_n_waiting_drinks(b->manager) > 0)
                 return "degraded";
         return manager_is_standalone(b->manager) ? "standalone" : "ok";
 }
 
+static const char *shown_disk_state(Bus *b) {
+        return manager_disk_state_to_string(manager_disk_state(b->manager));
+}
+
 static uint32_t shown_pending(Bus *b) {
-        size_t n;
+        size_t n = manager_n_waiting_drinks(b->manager);
 
         if (b->backend)
-                n = backend_n_pending(b->backend);
-        else
-                n = manager_get_drink_sink(b->manager) ? drink_sink_n_pending(manager_get_drink_sink(b->manager)) : 0;
+                n += backend_n_pending(b->backend);
+        else if (manager_get_drink_sink(b->manager))
+                n += drink_sink_n_pending(manager_get_drink_sink(b->manager));
         return (uint32_t) MIN(n, (size_t) UINT32_MAX);
 }
 
@@ -408,19 +412,22 @@ static uint64_t shown_last_sync(Bus *b) {
 static void manager_props_remember(Bus *b) {
         b->emitted_state = shown_backend_state(b);
         b->emitted_spool = shown_spool_state(b);
+        b->emitted_disk = shown_disk_state(b);
         b->emitted_pending = shown_pending(b);
         b->emitted_failed = shown_failed(b);
         b->emitted_last_sync = shown_last_sync(b);
 }
 
 static void manager_props_refresh(Bus *b) {
-        char *changed[6];
+        char *changed[7];
         size_t n = 0;
 
         if (!streq_ptr(shown_backend_state(b), b->emitted_state))
                 changed[n++] = (char *) "BackendState";
         if (!streq_ptr(shown_spool_state(b), b->emitted_spool))
                 changed[n++] = (char *) "SpoolState";
+        if (!streq_ptr(shown_disk_state(b), b->emitted_disk))
+                changed[n++] = (char *) "DiskState";
         if (shown_pending(b) != b->emitted_pending)
                 changed[n++] = (char *) "PendingDrinks";
         if (shown_failed(b) != b->emitted_failed)
@@ -453,6 +460,8 @@ static int manager_property_get(sd_bus *bus, const char *path, const char *inter
                 return sd_bus_message_append(reply, "s", shown_backend_state(b));
         if (streq(property, "SpoolState"))
                 return sd_bus_message_append(reply, "s", shown_spool_state(b));
+        if (streq(property, "DiskState"))
+                return sd_bus_message_append(reply, "s", shown_disk_state(b));
         if (streq(property, "PendingDrinks"))
                 return sd_bus_message_append(reply, "u", shown_pending(b));
         if (streq(property, "FailedDrinks"))
@@ -792,6 +801,7 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("ApiUrl", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("BackendState", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("SpoolState", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("DiskState", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("PendingDrinks", "u", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("FailedDrinks", "u", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("LastSync", "t", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
@@ -1286,6 +1296,17 @@ static void on_flow_updated(Manager *m, const FlowInfo *f, void *userdata) {
         if (!mo)
                 return (void) log_error("Out of memory tracking the flow on %s", f->meter_name);
 
+        /* The completion of a flow whose drink had to wait for the disk, after a newer flow on the
+         * same meter began: only its signal; the tap shows the newer flow. */
+        if (ended && mo->has_flow && mo->flow_id != f->flow_id && mo->flow_state != FLOW_STATE_COMPLETED) {
+                if (b->ready)
+                        (void) sd_bus_emit_signal(b->bus, BUS_ROOT_PATH, MANAGER_IFACE, "FlowUpdated", "tssstdtt",
+                                                  f->flow_id, f->meter_name, flow_state_to_string(f->state),
+                                                  f->username ?: "", f->ticks, f->volume_known ? f->volume_ml : -1.0,
+                                                  f->start_realtime, f->last_activity_realtime);
+                return;
+        }
+
         /* A different flow on the same meter: the old one's object goes first. */
         if (mo->flow_path && mo->flow_id != f->flow_id) {
                 emit_object_removed(b, mo->flow_path);
@@ -1370,7 +1391,11 @@ static void on_relay_changed(Manager *m, const char *relay, bool enabled, void *
 }
 
 static void on_drink_stored(Manager *m, const Drink *d, bool durable, void *userdata) {
-        manager_props_refresh(userdata);        /* PendingDrinks; SpoolState when held in memory */
+        manager_props_refresh(userdata);        /* PendingDrinks; SpoolState while it waits to be written */
+}
+
+static void on_storage_changed(Manager *m, void *userdata) {
+        manager_props_refresh(userdata);        /* DiskState, SpoolState, PendingDrinks */
 }
 
 /* Accepted: the kegnet DrinkCreatedEvent went out; DrinkRecorded is its D-Bus twin. */
@@ -1509,6 +1534,7 @@ static const ManagerObserver bus_observer = {
         .flow_updated = on_flow_updated,
         .relay_changed = on_relay_changed,
         .drink_stored = on_drink_stored,
+        .storage_changed = on_storage_changed,
         .drink_recorded = on_drink_recorded,
         .thermo_reading = on_thermo_reading,
         .thermo_silent = on_thermo_silent,
@@ -1580,7 +1606,19 @@ static int on_name_reply(sd_bus_message *reply, void *userdata, sd_bus_error *re
 
         b->ready = true;
         log_info("Serving %s on the %s bus", BUS_NAME, bus_type_to_string(b->type));
+        if (!b->was_ready) {
+                b->was_ready = true;
+                if (b->ready_handler)
+                        b->ready_handler(b->ready_userdata);
+        }
         return 0;
+}
+
+void bus_set_ready_handler(Bus *b, void (*handler)(void *userdata), void *userdata) {
+        b->ready_handler = handler;
+        b->ready_userdata = userdata;
+        if (b->was_ready && handler)
+                handler(userdata);
 }
 
 static int on_reconnect_timer(sd_event_source *s, uint64_t usec, void *userdata) {

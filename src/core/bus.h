@@ -48,6 +48,10 @@ void bus_set_backend(Bus *b, Backend *backend);
 /* Something the Manager interface shows may have changed: emits PropertiesChanged for what differs. */
 void bus_backend_changed(Bus *b);
 
+/* Called once, the first time the name is ours (READY=1 waits for it: a client woken by systemd can
+ * call the core at once). Right away if it is ours already. */
+void bus_set_ready_handler(Bus *b, void (*handler)(void *userdata), void *userdata);
+
 /* The name could not be acquired (taken, or denied by the policy): the bus stopped the manager
  * (orderly shutdown) and the process must exit 1. */
 bool bus_failed(Bus *b);

@@ -18,9 +18,10 @@ size_t drink_sink_n_pending(DrinkSink *s) {
         return s->vtable->n_pending ? s->vtable->n_pending(s) : 0;
 }
 
-size_t drink_sink_n_held(DrinkSink *s) {
-        assert_return(s, 0);
-        return s->vtable->n_held ? s->vtable->n_held(s) : 0;
+int drink_sink_contains(DrinkSink *s, const char *uuid) {
+        assert_return(s, -EINVAL);
+        assert_return(uuid, -EINVAL);
+        return s->vtable->contains ? s->vtable->contains(s, uuid) : -EOPNOTSUPP;
 }
 
 int drink_sink_reopen(DrinkSink *s) {

@@ -10,7 +10,6 @@
 
 #include "drinks-log.h"
 #include "json-writer.h"
-#include "util-event.h"
 #include "util-io.h"
 #include "util-utf8.h"
 
@@ -21,13 +20,6 @@ typedef struct DrinksLog {
         char *path;
         int fd;
         int64_t next_id;
-
-        /* Drinks whose append failed, oldest first; written by the retry timer. */
-        Drink **held;
-        size_t n_held;
-        sd_event *event;
-        sd_event_source *retry;
-        uint64_t retry_usec;
 } DrinksLog;
 
 static int format_record(const Drink *d, int64_t drink_id, const char *terminator, char **ret, size_t *ret_len) {
@@ -231,90 +223,45 @@ static int drinks_log_append(DrinksLog *l, Drink *d) {
         return 0;
 }
 
-static int drinks_log_arm_retry(DrinksLog *l);
-
-/* Writes held drinks in order; stops at the first failure. Never called from record(). */
-static void drinks_log_flush_held(DrinksLog *l) {
-        size_t done = 0;
-
-        while (done < l->n_held) {
-                Drink *d = l->held[done];
-                if (drinks_log_append(l, d) < 0)
-                        break;
-                log_info("Drink %s written to %s after an earlier failure: it is durable now", d->uuid, l->path);
-                drink_sink_notify_accepted(&l->sink, d);
-                drink_free(d);
-                done++;
-        }
-        memmove(l->held, l->held + done, (l->n_held - done) * sizeof(Drink *));
-        l->n_held -= done;
-        if (l->n_held > 0)
-                (void) drinks_log_arm_retry(l);
+static int drinks_log_record(DrinkSink *sink, Drink *d) {
+        int r = drinks_log_append((DrinksLog *) sink, d);
+        return r < 0 ? r : DRINK_SINK_ACCEPTED;
 }
 
-static int drinks_log_on_retry(sd_event_source *s, uint64_t usec, void *userdata) {
-        DrinksLog *l = userdata;
-
-        l->retry = sd_event_source_disable_unref(l->retry);
-        drinks_log_flush_held(l);
+/* Every drink is accepted as it is written: none is ever pending. */
+static size_t drinks_log_n_pending(DrinkSink *sink) {
         return 0;
 }
 
-static int drinks_log_arm_retry(DrinksLog *l) {
-        int r;
+/* Whether a line holds this drink: its "uuid" member, read as text like drink_id (a line that does
+ * not parse still counts). The drinks in question are the newest ones: read from the end. */
+static int drinks_log_contains(DrinkSink *sink, const char *uuid) {
+        DrinksLog *l = (DrinksLog *) sink;
+        _cleanup_(freep) char *needle = NULL;
+        char buf[SCAN_CHUNK + 128];
+        struct stat st;
+        off_t end;
+        size_t nlen;
 
-        if (l->retry || !l->event)
-                return 0;
-        r = event_timer_arm_relative(l->event, &l->retry, l->retry_usec, USEC_PER_MSEC, drinks_log_on_retry, l);
-        if (r < 0)
-                return log_error_errno(r, "Cannot arm the drinks.log retry timer: %m");
-        (void) sd_event_source_set_description(l->retry, "drinks-log-retry");
-        return 0;
-}
-
-static int drinks_log_hold(DrinksLog *l, const Drink *d) {
-        Drink *copy = NULL;
-        Drink **n;
-        int r;
-
-        r = drink_dup(d, &copy);
-        if (r < 0)
-                return r;
-        n = realloc(l->held, (l->n_held + 1) * sizeof(Drink *));
-        if (!n) {
-                drink_free(copy);
+        if (asprintf(&needle, "\"uuid\":\"%s\"", uuid) < 0) {
+                needle = NULL;
                 return -ENOMEM;
         }
-        l->held = n;
-        l->held[l->n_held++] = copy;
-        log_error("Drink %s (%s, %" PRIu64 " ticks) is held in memory until %s can be written (not durable: "
-                  "lost if the core stops first); %zu drink(s) waiting, retrying every %" PRIu64 " s",
-                  d->uuid, d->meter_name, d->ticks, l->path, l->n_held, l->retry_usec / USEC_PER_SEC);
-        return drinks_log_arm_retry(l);
-}
-
-static int drinks_log_record(DrinkSink *sink, Drink *d) {
-        DrinksLog *l = (DrinksLog *) sink;
-        int r;
-
-        /* Behind drinks already waiting, so that drink_ids follow the order of the pours. */
-        if (l->n_held == 0) {
-                r = drinks_log_append(l, d);
-                if (r >= 0)
-                        return DRINK_SINK_ACCEPTED;
-                if (r == -EBADMSG)
-                        return r;       /* no retry could ever write it */
+        nlen = strlen(needle);
+        if (l->fd < 0 || fstat(l->fd, &st) < 0)
+                return -EIO;
+        /* Overlapping windows, so that a match across a chunk boundary is found. */
+        for (end = st.st_size; end > 0;) {
+                off_t start = end > SCAN_CHUNK ? end - SCAN_CHUNK : 0;
+                size_t want = (size_t) (end - start) + (size_t) MIN((off_t) nlen, st.st_size - end);
+                ssize_t n = pread(l->fd, buf, want, start);
+                if (n < 0)
+                        return -errno;
+                if (memmem(buf, (size_t) n, needle, nlen))
+                        return 1;
+                end = start;
         }
-
-        r = drinks_log_hold(l, d);
-        if (r < 0)
-                return log_error_errno(r, "Drink %s is lost: cannot hold it in memory: %m", d->uuid);
-        return DRINK_SINK_HELD;
-}
-
-/* Every drink not yet written is held: both counts are the same here. */
-static size_t drinks_log_n_held(DrinkSink *sink) {
-        return ((DrinksLog *) sink)->n_held;
+        return 0;
 }
 
 static int drinks_log_reopen(DrinkSink *sink) {
@@ -324,24 +271,6 @@ static int drinks_log_reopen(DrinkSink *sink) {
 static void drinks_log_free(DrinkSink *sink) {
         DrinksLog *l = (DrinksLog *) sink;
 
-        /* Last chance for held drinks; what still cannot be written goes to the log in full, so
-         * that it can be recovered by hand rather than vanish. */
-        for (size_t i = 0; i < l->n_held; i++) {
-                Drink *d = l->held[i];
-                _cleanup_(freep) char *line = NULL;
-
-                if (drinks_log_append(l, d) >= 0)
-                        continue;
-                if (drinks_log_format_line(d, -1, &line) >= 0)
-                        log_critical("Drink %s could not be written to %s; its record: %s", d->uuid, l->path, line);
-                else
-                        log_critical("Drink %s could not be written to %s", d->uuid, l->path);
-        }
-        for (size_t i = 0; i < l->n_held; i++)
-                drink_free(l->held[i]);
-        free(l->held);
-        l->retry = sd_event_source_disable_unref(l->retry);
-        sd_event_unref(l->event);
         safe_close(l->fd);
         free(l->path);
         free(l);
@@ -350,36 +279,28 @@ static void drinks_log_free(DrinkSink *sink) {
 static const DrinkSinkVTable drinks_log_vtable = {
         .name = "drinks-log",
         .record = drinks_log_record,
-        .n_pending = drinks_log_n_held,
-        .n_held = drinks_log_n_held,
+        .n_pending = drinks_log_n_pending,
+        .contains = drinks_log_contains,
         .reopen = drinks_log_reopen,
         .free = drinks_log_free,
 };
 
-static int make_state_dir(const char *dir) {
-        if (mkdir(dir, 0750) < 0 && errno != EEXIST)
-                return log_error_errno(errno, "Cannot create state directory %s: %m", dir);
-        return 0;
-}
-
-int drinks_log_new(DrinkSink **ret, const char *state_dir, sd_event *event, uint64_t retry_usec) {
+int drinks_log_new(DrinkSink **ret, const char *state_dir) {
         DrinksLog *l;
         int r;
 
         assert_return(ret, -EINVAL);
         assert_return(!isempty(state_dir), -EINVAL);
 
-        r = make_state_dir(state_dir);
+        r = io_mkdir_p(state_dir, 0750);
         if (r < 0)
-                return r;
+                return log_error_errno(r, "Cannot create state directory %s: %m", state_dir);
 
         l = calloc(1, sizeof(DrinksLog));
         if (!l)
                 return -ENOMEM;
         l->sink.vtable = &drinks_log_vtable;
         l->fd = -1;
-        l->event = event ? sd_event_ref(event) : NULL;
-        l->retry_usec = MAX(retry_usec, USEC_PER_SEC);
         if (asprintf(&l->path, "%s/drinks.log", state_dir) < 0) {
                 free(l);
                 return -ENOMEM;

@@ -9,12 +9,9 @@
  * Lines written by this version are always valid JSON: the JSON writer refuses text that is not
  * UTF-8, and such text cannot enter the core in the first place.
  *
- * An append that fails (disk full, I/O error) does not lose the drink: it is held in memory, in
- * order, NOT durable (lost if the core stops before the disk recovers), retried every retry_usec
- * on 'event', and announced once written; later drinks queue behind it. */
+ * An append that fails (disk full, I/O error) leaves no partial line behind and returns the error:
+ * the manager holds the drink and tries again (drink-sink.h). */
 #pragma once
-
-#include <systemd/sd-event.h>
 
 #include <stdint.h>
 
@@ -22,7 +19,7 @@
 
 /* Creates state_dir (0750) if needed, cuts a torn last line (ERROR: that drink was never reported
  * completed) and finds the next drink_id. Errors are logged. */
-int drinks_log_new(DrinkSink **ret, const char *state_dir, sd_event *event, uint64_t retry_usec);
+int drinks_log_new(DrinkSink **ret, const char *state_dir);
 /* The next drink_id the log will assign (tests). */
 int64_t drinks_log_next_id(DrinkSink *s);
 

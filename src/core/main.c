@@ -16,6 +16,7 @@
 static const char *arg_kb_core_bind_addr = KEGNET_DEFAULT_ADDR;
 static const char *arg_state_dir = "/var/lib/kegbot";
 static int64_t arg_max_tick_delta = 1000;
+static int64_t arg_max_restart_delta = 20000;
 static double arg_min_volume_ml = 10.0;
 static const char *arg_taps_file = "/etc/kegbot/taps.ini";
 static const char *arg_tokens_file = "";
@@ -47,10 +48,14 @@ static const FlagDef core_flags[] = {
         FLAG_STRING("kb_core_bind_addr", &arg_kb_core_bind_addr,
                     "kegnet listen address, host:port or port (ignored when systemd passes a socket)."),
         FLAG_STRING("state_dir", &arg_state_dir,
-                    "State directory: drink spool (server mode) or drinks.log (standalone mode).",
+                    "State directory: drink spool (server mode) or drinks.log (standalone mode), "
+                    "meters.json.",
                     .env = "STATE_DIRECTORY", .env_mode = FLAG_ENV_FIRST_ENTRY),
         FLAG_INT64_MIN("max_tick_delta", &arg_max_tick_delta, 0,
                        "Largest accepted meter delta per report (0 = no limit)."),
+        FLAG_INT64_MIN("max_restart_delta", &arg_max_restart_delta, 0,
+                       "Largest delta accepted for a meter's first reading after a core start (or its "
+                       "board's reconnect), against the reading accounted for in meters.json (0 = no limit)."),
         FLAG_DOUBLE_MIN("min_volume_ml", &arg_min_volume_ml, 0,
                         "Smaller drinks are not recorded (rule G8; also a taps-file key)."),
         FLAG_STRING("taps_file", &arg_taps_file,
@@ -117,12 +122,30 @@ static const AppInfo app_info = {
         .startup_message = "Kegbot is starting up.",
 };
 
+typedef struct Startup {
+        Manager *manager;
+        Backend *backend;
+} Startup;
+
+/* Start-up is complete (core-behaviour.md section 2, step 9): READY=1, then the server work. With
+ * D-Bus this waits until org.kegbot.Core1 is ours, so a client that systemd started us for can call
+ * at once. */
+static void startup_done(void *userdata) {
+        Startup *st = userdata;
+
+        log_info("All services started.");
+        manager_set_ready(st->manager);
+        if (st->backend)
+                (void) backend_start(st->backend);
+}
+
 int main(int argc, char **argv) {
         _cleanup_(manager_freep) Manager *m = NULL;
         _cleanup_(backend_freep) Backend *backend = NULL;
         _cleanup_(bus_freep) Bus *bus = NULL;  /* freed first: it observes the manager and the backend */
         bool bus_lost;
         ManagerConfig config;
+        Startup startup = {};
         bool server;
         int r;
 
@@ -170,6 +193,7 @@ int main(int argc, char **argv) {
         config.tokens_file = arg_tokens_file;
         config.max_tick_delta = (uint64_t) arg_max_tick_delta;
         config.settings = settings;
+        config.max_restart_delta = (uint64_t) arg_max_restart_delta;
         config.default_ticks_per_ml = arg_default_ticks_per_ml;
         config.debug_events = arg_debug_events;
         config.standalone = !server;
@@ -209,13 +233,12 @@ int main(int argc, char **argv) {
                         bus_set_backend(bus, backend);
         }
 
-        log_info("All services started.");
-        (void) daemon_notify_ready("Ready: %s mode, %zu taps, %zu queued drinks",
-                                   server ? "server" : "standalone",
-                                   flow_engine_n_taps(manager_get_engine(m)),
-                                   drink_sink_n_pending(manager_get_drink_sink(m)));
-        if (backend)
-                (void) backend_start(backend);
+        startup = (Startup) { .manager = m, .backend = backend };
+        if (bus) {
+                (void) daemon_notify_status("Starting: waiting for the bus name %s", BUS_NAME);
+                bus_set_ready_handler(bus, startup_done, &startup);
+        } else
+                startup_done(&startup);
 
         r = manager_run(m);
         bus_lost = bus_failed(bus);

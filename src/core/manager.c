@@ -11,8 +11,10 @@
 #include "log.h"
 
 #include "daemon.h"
+#include "disk-reserve.h"
 #include "drinks-log.h"
 #include "manager.h"
+#include "meters-state.h"
 #include "quarantine.h"
 #include "thermo-log.h"
 #include "tokens.h"
@@ -27,6 +29,28 @@ typedef struct ObserverSlot {
         const ManagerObserver *o;
         void *userdata;
 } ObserverSlot;
+
+/* One step towards disk, in the order it happened (section 5: a drink and its meter's accounted
+ * reading become durable together; a later state of a meter never overtakes an earlier drink). */
+typedef enum CommitKind {
+        COMMIT_DRINK,           /* write .drink, then the meter's state after it */
+        COMMIT_METER,           /* the meter's state changed without a drink */
+} CommitKind;
+
+typedef struct Commit {
+        struct Commit *next;
+        CommitKind kind;
+        char *meter;
+        bool has_state;
+        FlowMeterState state;   /* after this step */
+        Drink *drink;           /* COMMIT_DRINK */
+        bool begun;             /* its intent is in meters.json */
+        bool failed_once;       /* logged that it waits */
+        /* The FlowUpdate(completed) of its flow, withheld until the drink is durable. */
+        bool has_flow;
+        FlowInfo flow;
+        char *flow_username, *flow_auth_device;
+} Commit;
 
 struct Manager {
         ManagerConfig config;           /* strings below are the owned copies */
@@ -46,6 +70,15 @@ struct Manager {
         ThermoLog *thermo_log;
         Tokens *tokens;
 
+        /* Section 5 and the disk-full case of 10.2. */
+        MetersState *meters;            /* <state_dir>/meters.json */
+        DiskReserve *reserve;           /* <state_dir>/space-reserve */
+        Commit *commits, **commits_tail;
+        size_t n_waiting;               /* drinks queued in 'commits': not written yet */
+        sd_event_source *commit_timer;  /* retries writes and the reserve while the disk is full */
+        bool meters_restored;
+        bool meters_save_failed;
+
         ManagerAuthBackend auth;
         void *auth_userdata;
         bool has_auth;
@@ -62,8 +95,10 @@ struct Manager {
 
         uint64_t flow_timer_deadline;
         uint64_t thermo_timer_deadline;
-        size_t status_taps, status_pending;
+        size_t status_taps, status_pending, status_waiting;
+        ManagerDiskState status_disk;
         bool status_sent;
+        bool ready;
         bool stopping;
 };
 
@@ -79,6 +114,7 @@ void manager_config_init(ManagerConfig *c) {
                 .taps_file = "/etc/kegbot/taps.ini",
                 .tokens_file = "",
                 .max_tick_delta = 1000,
+                .max_restart_delta = 20000,
                 .default_ticks_per_ml = 2.2,
                 .standalone = true,
                 .retry_usec = 10 * USEC_PER_SEC,
@@ -176,29 +212,127 @@ static void on_sink_accepted(DrinkSink *sink, const Drink *d, void *userdata) {
         manager_update_status(userdata);
 }
 
-static void record_drink(Manager *m, const Drink *flow_drink) {
-        _cleanup_(drink_freep) Drink *d = NULL;
+/* ---- the commit queue ---- */
+
+static int on_commit_timer(sd_event_source *s, uint64_t usec, void *userdata);
+static void manager_engine_done(Manager *m);
+
+static Commit *commit_free(Commit *c) {
+        if (!c)
+                return NULL;
+        free(c->meter);
+        drink_free(c->drink);
+        free(c->flow_username);
+        free(c->flow_auth_device);
+        free(c);
+        return NULL;
+}
+
+static void commit_append(Manager *m, Commit *c) {
+        c->next = NULL;
+        *m->commits_tail = c;
+        m->commits_tail = &c->next;
+        if (c->kind == COMMIT_DRINK)
+                m->n_waiting++;
+}
+
+static Commit *commit_pop(Manager *m) {
+        Commit *c = m->commits;
+
+        m->commits = c->next;
+        if (!m->commits)
+                m->commits_tail = &m->commits;
+        if (c->kind == COMMIT_DRINK)
+                m->n_waiting--;
+        return c;
+}
+
+static Commit *commit_new(CommitKind kind, const char *meter, const FlowMeterState *state) {
+        Commit *c = calloc(1, sizeof(Commit));
+
+        if (!c)
+                return NULL;
+        c->kind = kind;
+        c->meter = strdup(meter);
+        if (!c->meter)
+                return commit_free(c);
+        if (state) {
+                c->has_state = true;
+                c->state = *state;
+        }
+        return c;
+}
+
+/* The drink waiting for this flow, if its write has not succeeded yet. */
+static Commit *commit_find_flow(Manager *m, uint64_t flow_id) {
+        for (Commit *c = m->commits; c; c = c->next)
+                if (c->kind == COMMIT_DRINK && c->drink->flow_id == flow_id)
+                        return c;
+        return NULL;
+}
+
+/* A write into the state directory failed with r: with the space reserve released it may work now. */
+bool manager_free_reserve_on(Manager *m, int r) {
+        return disk_reserve_release_for(m->reserve, r);
+}
+
+static int meters_save(Manager *m) {
+        int r = meters_state_save(m->meters);
+
+        if (r < 0 && manager_free_reserve_on(m, r))
+                r = meters_state_save(m->meters);
+        if (r < 0) {
+                if (!m->meters_save_failed)
+                        log_named(LOG_ERR, "DrinkManager", "Cannot write %s/%s: %s; retrying", m->state_dir,
+                                  METERS_STATE_FILE, strerror(-r));
+                m->meters_save_failed = true;
+                return r;
+        }
+        if (m->meters_save_failed)
+                log_named(LOG_INFO, "DrinkManager", "%s/%s is written again", m->state_dir, METERS_STATE_FILE);
+        m->meters_save_failed = false;
+        return 0;
+}
+
+static void arm_commit_timer(Manager *m) {
         int r;
 
-        r = drink_new_from_flow(flow_drink, &d);
-        if (r < 0) {
-                log_named(LOG_ERR, "DrinkManager", "Cannot create drink for flow 0x%08" PRIx64 ": %s",
-                          flow_drink->flow_id, strerror(-r));
+        if (m->stopping || !m->event)
+                return;
+        if (!m->commit_timer) {
+                r = sd_event_add_time_relative(m->event, &m->commit_timer, CLOCK_MONOTONIC, m->config.retry_usec,
+                                               USEC_PER_SEC, on_commit_timer, m);
+                if (r >= 0)
+                        (void) sd_event_source_set_description(m->commit_timer, "commit-retry");
+        } else {
+                r = sd_event_source_set_time_relative(m->commit_timer, m->config.retry_usec);
+                if (r >= 0)
+                        r = sd_event_source_set_enabled(m->commit_timer, SD_EVENT_ONESHOT);
+        }
+        if (r < 0)
+                log_error_errno(r, "Cannot arm the disk retry timer: %m");
+}
+
+/* The drink is durable: its withheld FlowUpdate(completed) goes out, then (accepted at once, i.e.
+ * written to drinks.log) its DrinkCreatedEvent; from inside the engine call that ended the flow
+ * the completed update is still to come and the announcement waits for it. */
+static void commit_drink_done(Manager *m, Commit *c, int sink_result) {
+        Drink *d = c->drink;
+
+        FOREACH_OBSERVER(m, drink_stored, d, true);
+        if (c->failed_once)
+                log_named(LOG_INFO, "DrinkManager", "Drink %s (%s, %" PRIu64 " ticks) is written now",
+                          d->uuid, d->meter_name, d->ticks);
+        if (c->has_flow) {
+                broadcast_flow_update(m, &c->flow);
+                FOREACH_OBSERVER(m, flow_updated, &c->flow);
+        }
+        if (sink_result != DRINK_SINK_ACCEPTED)
+                return;
+        if (c->has_flow) {
+                announce_drink(m, d);
                 return;
         }
-
-        r = drink_sink_record(m->drinks, d);
-        if (r < 0) {
-                log_named(LOG_ERR, "DrinkManager", "Drink %s of flow 0x%08" PRIx64 " (%" PRIu64 " ticks) was not recorded",
-                          d->uuid, d->flow_id, d->ticks);
-                return;
-        }
-        /* Held (the write failed): the flow is still reported completed (core-behaviour.md 10.2),
-         * but the drink is not durable, and observers are told so. */
-        FOREACH_OBSERVER(m, drink_stored, d, r != DRINK_SINK_HELD);
-        if (r != DRINK_SINK_ACCEPTED)
-                return;
-
         Drink **n = realloc(m->accepted, (m->n_accepted + 1) * sizeof(Drink *));
         if (!n) {
                 /* Durable already; only the announcement is lost. */
@@ -206,7 +340,159 @@ static void record_drink(Manager *m, const Drink *flow_drink) {
                 return;
         }
         m->accepted = n;
-        m->accepted[m->n_accepted++] = TAKE_PTR(d);
+        m->accepted[m->n_accepted++] = TAKE_PTR(c->drink);
+}
+
+/* Returns 0 when the drink is dealt with, -EAGAIN when it has to wait for the disk. */
+static int commit_drink(Manager *m, Commit *c) {
+        Drink *d = c->drink;
+        int r;
+
+        /* The intent first: a crash between it and the drink's write leaves a pending drink that
+         * start-up does not find, so its ticks are counted again from the meter. */
+        if (c->has_state && !c->begun) {
+                r = meters_state_begin_drink(m->meters, d->uuid, c->meter, &c->state);
+                if (r >= 0)
+                        r = meters_save(m);
+                if (r < 0) {
+                        (void) meters_state_end_drink(m->meters, d->uuid, false);
+                        goto wait;
+                }
+                c->begun = true;
+        }
+
+        r = drink_sink_record(m->drinks, d);
+        if (r < 0 && manager_free_reserve_on(m, r))
+                r = drink_sink_record(m->drinks, d);
+        if (r == -EBADMSG || r == -EINVAL) {
+                /* Never writable (text that is not UTF-8, which cannot enter the core anyway): its
+                 * ticks are discarded rather than blocking every later drink. */
+                log_named(LOG_ERR, "DrinkManager", "Drink %s of flow 0x%08" PRIx64 " (%" PRIu64 " ticks) cannot be "
+                          "recorded; its ticks are discarded", d->uuid, d->flow_id, d->ticks);
+                if (c->begun)
+                        (void) meters_state_end_drink(m->meters, d->uuid, true);
+                if (c->has_flow) {
+                        broadcast_flow_update(m, &c->flow);
+                        FOREACH_OBSERVER(m, flow_updated, &c->flow);
+                }
+                return 0;
+        }
+        if (r < 0)
+                goto wait;
+
+        if (c->begun)
+                (void) meters_state_end_drink(m->meters, d->uuid, true);
+        commit_drink_done(m, c, r);
+        return 0;
+
+wait:
+        if (!c->failed_once) {
+                c->failed_once = true;
+                FOREACH_OBSERVER(m, drink_stored, d, false);
+                log_named(LOG_ERR, "DrinkManager", "Drink %s (%s, %" PRIu64 " ticks) cannot be written (%s) and waits "
+                          "in memory; its pour is reported completed once it is written, retrying every %" PRIu64 " s. "
+                          "Its ticks are safe: the meter's accounted reading does not move before it",
+                          d->uuid, d->meter_name, d->ticks, strerror(-r), m->config.retry_usec / USEC_PER_SEC);
+        }
+        return -EAGAIN;
+}
+
+static void storage_changed(Manager *m) {
+        for (size_t i = 0; i < m->n_observers; i++)
+                if (m->observers[i].o->storage_changed)
+                        m->observers[i].o->storage_changed(m, m->observers[i].userdata);
+        manager_update_status(m);
+}
+
+/* Works through the queue as far as the disk lets it; then saves meters.json if anything changed. */
+static void commit_run(Manager *m) {
+        size_t waiting = m->n_waiting;
+        bool reserve = disk_reserve_held(m->reserve), blocked = false;
+
+        while (m->commits) {
+                Commit *c = m->commits;
+
+                if (c->kind == COMMIT_METER)
+                        (void) meters_state_set_meter(m->meters, c->meter, &c->state);
+                else if (commit_drink(m, c) < 0) {
+                        blocked = true;
+                        break;
+                }
+                commit_free(commit_pop(m));
+        }
+        if (meters_state_is_dirty(m->meters))
+                (void) meters_save(m);
+        if (blocked || m->meters_save_failed || !disk_reserve_held(m->reserve))
+                arm_commit_timer(m);
+        if (waiting != m->n_waiting || reserve != disk_reserve_held(m->reserve))
+                storage_changed(m);
+}
+
+static int on_commit_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Manager *m = userdata;
+        bool reserve = disk_reserve_held(m->reserve);
+
+        (void) disk_reserve_refill(m->reserve);
+        commit_run(m);
+        if (reserve != disk_reserve_held(m->reserve))
+                storage_changed(m);
+        manager_engine_done(m);
+        return 0;
+}
+
+static void record_drink(Manager *m, const Drink *flow_drink, const FlowMeterState *after) {
+        _cleanup_(drink_freep) Drink *d = NULL;
+        Commit *c;
+        int r;
+
+        r = drink_new_from_flow(flow_drink, &d);
+        if (r >= 0) {
+                c = commit_new(COMMIT_DRINK, flow_drink->meter_name, after);
+                if (!c)
+                        r = -ENOMEM;
+        }
+        if (r < 0) {
+                log_named(LOG_ERR, "DrinkManager", "Cannot create drink for flow 0x%08" PRIx64 ": %s",
+                          flow_drink->flow_id, strerror(-r));
+                return;
+        }
+        c->drink = TAKE_PTR(d);
+        commit_append(m, c);
+        commit_run(m);
+}
+
+static void record_meter_state(Manager *m, const char *meter, const FlowMeterState *state) {
+        Commit *c = commit_new(COMMIT_METER, meter, state);
+
+        if (!c) {
+                log_named(LOG_ERR, "DrinkManager", "Out of memory recording the state of meter %s", meter);
+                return;
+        }
+        commit_append(m, c);
+}
+
+/* The completed update of a flow whose drink is not written yet waits with it. */
+static bool withhold_completed(Manager *m, const FlowInfo *f) {
+        Commit *c;
+
+        if (f->state != FLOW_STATE_COMPLETED)
+                return false;
+        c = commit_find_flow(m, f->flow_id);
+        if (!c || c->has_flow)
+                return false;
+        c->flow = *f;
+        c->flow.meter_name = c->meter;
+        c->flow.relay_name = NULL;
+        if ((f->username && !(c->flow_username = strdup(f->username))) ||
+            (f->auth_device && !(c->flow_auth_device = strdup(f->auth_device)))) {
+                log_named(LOG_ERR, "DrinkManager", "Out of memory keeping the completion of flow 0x%08" PRIx64,
+                          f->flow_id);
+                return false;
+        }
+        c->flow.username = c->flow_username;
+        c->flow.auth_device = c->flow_auth_device;
+        c->has_flow = true;
+        return true;
 }
 
 static void on_engine_event(FlowEngine *e, const FlowEvent *ev, void *userdata) {
@@ -217,13 +503,19 @@ static void on_engine_event(FlowEngine *e, const FlowEvent *ev, void *userdata) 
                 (void) log_internal(ev->log.level, 0, "flowmanager", "%s", ev->log.message);
                 break;
         case FLOW_EVENT_FLOW_UPDATE:
+                /* Never announce a drink as completed before it is durable (its write waits). */
+                if (withhold_completed(m, ev->flow))
+                        break;
                 broadcast_flow_update(m, ev->flow);
                 FOREACH_OBSERVER(m, flow_updated, ev->flow);
                 if (ev->flow->state == FLOW_STATE_COMPLETED)
                         flush_accepted(m, true, ev->flow->flow_id);
                 break;
         case FLOW_EVENT_DRINK:
-                record_drink(m, ev->drink);
+                record_drink(m, ev->drink, ev->meter_state);
+                break;
+        case FLOW_EVENT_METER_STATE:
+                record_meter_state(m, ev->meter_name, ev->meter_state);
                 break;
         case FLOW_EVENT_NOT_RECORDED:
                 break;          /* the engine logged why */
@@ -271,6 +563,8 @@ static void arm_timer(Manager *m, sd_event_source *s, uint64_t *armed, uint64_t 
 
 /* After every engine call. */
 static void manager_engine_done(Manager *m) {
+        if (m->commits || meters_state_is_dirty(m->meters))
+                commit_run(m);
         flush_accepted(m, false, 0);
         if (!m->stopping)
                 arm_timer(m, m->flow_timer_source, &m->flow_timer_deadline, flow_engine_next_deadline(m->engine));
@@ -306,18 +600,73 @@ static int on_thermo_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
 /* ---- status ---- */
 
+ManagerDiskState manager_disk_state(Manager *m) {
+        if (m->n_waiting > 0)
+                return MANAGER_DISK_FULL;
+        return disk_reserve_held(m->reserve) ? MANAGER_DISK_OK : MANAGER_DISK_LOW;
+}
+
+const char *manager_disk_state_to_string(ManagerDiskState s) {
+        switch (s) {
+        case MANAGER_DISK_OK:
+                return "ok";
+        case MANAGER_DISK_LOW:
+                return "low";
+        case MANAGER_DISK_FULL:
+                return "full";
+        }
+        return "full";
+}
+
+size_t manager_n_waiting_drinks(Manager *m) {
+        return m->n_waiting;
+}
+
+static void status_text(Manager *m, char *buf, size_t size) {
+        size_t pending = (m->drinks ? drink_sink_n_pending(m->drinks) : 0) + m->n_waiting;
+        char extra[160] = "";
+
+        switch (manager_disk_state(m)) {
+        case MANAGER_DISK_FULL:
+                snprintf(extra, sizeof extra, "; DISK FULL: %zu drinks wait in memory to be written", m->n_waiting);
+                break;
+        case MANAGER_DISK_LOW:
+                snprintf(extra, sizeof extra, "; disk low: no space reserve left, free some space");
+                break;
+        case MANAGER_DISK_OK:
+                break;
+        }
+        snprintf(buf, size, "%s: %s mode, %zu taps, %zu queued drinks%s",
+                 m->stopping ? "Stopping" : m->ready ? "Ready" : "Starting",
+                 m->config.standalone ? "standalone" : "server", flow_engine_n_taps(m->engine), pending, extra);
+}
+
 void manager_update_status(Manager *m) {
         size_t taps = flow_engine_n_taps(m->engine);
-        size_t pending = m->drinks ? drink_sink_n_pending(m->drinks) : 0;
+        size_t pending = (m->drinks ? drink_sink_n_pending(m->drinks) : 0) + m->n_waiting;
+        ManagerDiskState disk = manager_disk_state(m);
+        char text[256];
 
-        if (m->status_sent && taps == m->status_taps && pending == m->status_pending)
+        if (m->status_sent && taps == m->status_taps && pending == m->status_pending &&
+            m->n_waiting == m->status_waiting && disk == m->status_disk)
                 return;
         m->status_sent = true;
         m->status_taps = taps;
         m->status_pending = pending;
-        (void) daemon_notify_status("%s: %s mode, %zu taps, %zu queued drinks",
-                                    m->stopping ? "Stopping" : "Ready",
-                                    m->config.standalone ? "standalone" : "server", taps, pending);
+        m->status_waiting = m->n_waiting;
+        m->status_disk = disk;
+        status_text(m, text, sizeof text);
+        (void) daemon_notify_status("%s", text);
+}
+
+void manager_set_ready(Manager *m) {
+        char text[256];
+
+        if (m->ready)
+                return;
+        m->ready = true;
+        status_text(m, text, sizeof text);
+        (void) daemon_notify_ready("%s", text);
 }
 
 /* ---- operations ---- */
@@ -496,6 +845,37 @@ static int replace_str(char **p, const char *v) {
         return 0;
 }
 
+/* Section 5: whether the controller's counters restarted since its meters' readings were accounted
+ * for (a reset notice, another board under the same name, an uptime that went backwards), and that
+ * its producer reconnected (readings may have been missed meanwhile). */
+static void controller_counters(Manager *m, const KegnetControllerConnectedEvent *ev) {
+        const MetersController *k = meters_state_get_controller(m->meters, ev->controller_name);
+        const char *why = ev->board_reset ? "board reset" : NULL;
+        char buf[256];
+        int r;
+
+        if (!why && k && ev->serial_number && k->serial_number && !streq(ev->serial_number, k->serial_number)) {
+                snprintf(buf, sizeof buf, "serial number changed from '%s' to '%s'", k->serial_number,
+                         ev->serial_number);
+                why = buf;
+        } else if (!why && k && k->has_uptime && ev->has_uptime_ms && ev->uptime_ms < k->uptime_ms) {
+                snprintf(buf, sizeof buf, "uptime went backwards (%" PRIu64 " -> %" PRIu64 " ms)", k->uptime_ms,
+                         ev->uptime_ms);
+                why = buf;
+        }
+        if (why) {
+                if (!ev->board_reset)
+                        log_info("Controller %s: %s; counting its meters from 0", ev->controller_name, why);
+                (void) flow_engine_controller_reset(m->engine, ev->controller_name);
+        }
+        (void) flow_engine_controller_resync(m->engine, ev->controller_name);
+        r = meters_state_set_controller(m->meters, ev->controller_name, ev->serial_number, ev->has_uptime_ms,
+                                        ev->uptime_ms);
+        if (r < 0)
+                log_warning_errno(r, "Cannot remember the identity of controller %s: %m", ev->controller_name);
+        manager_engine_done(m);
+}
+
 static void handle_controller_connected(Manager *m, KegnetPeer *peer, const KegnetControllerConnectedEvent *ev) {
         Controller *c;
         uint64_t now = 0;
@@ -555,10 +935,7 @@ static void handle_controller_connected(Manager *m, KegnetPeer *peer, const Kegn
         FOREACH_OBSERVER(m, controller_changed, c);
 
 reset:
-        if (ev->board_reset) {
-                (void) flow_engine_controller_reset(m->engine, ev->controller_name);
-                manager_engine_done(m);
-        }
+        controller_counters(m, ev);
 }
 
 /* ---- kegnet ---- */
@@ -853,6 +1230,7 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
                 return log_error_errno(-ENOMEM, "Out of memory");
         m->flow_timer_deadline = UINT64_MAX;
         m->thermo_timer_deadline = UINT64_MAX;
+        m->commits_tail = &m->commits;
         r = dup_config(m, config);
         if (r < 0)
                 return log_error_errno(r, "Out of memory");
@@ -874,6 +1252,7 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         fc.first_flow_id = now / USEC_PER_SEC;
         fc.max_tick_delta = config->max_tick_delta;
         fc.settings = config->settings;
+        fc.max_restart_delta = config->max_restart_delta;
         fc.create_unknown_taps = config->standalone;
         fc.default_ml_per_tick = 1.0 / config->default_ticks_per_ml;
         r = flow_engine_new(&m->engine, &fc, on_engine_event, m);
@@ -883,13 +1262,20 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         r = thermo_manager_new(&m->thermo);
         if (r < 0)
                 return log_error_errno(r, "Out of memory");
+        /* Read at the start of the loop, once the drink sink (server mode: the spool) exists. */
+        r = meters_state_new(&m->meters, m->state_dir);
+        if (r < 0)
+                return log_error_errno(r, "State directory %s is unusable: %m", m->state_dir);
+        r = disk_reserve_new(&m->reserve, m->state_dir);
+        if (r < 0)
+                return log_error_errno(r, "State directory %s is unusable: %m", m->state_dir);
         r = tap_registry_new(&m->taps, m->engine, &config->settings, on_tap_changed, m);
         if (r < 0)
                 return log_error_errno(r, "Out of memory");
 
         /* Spec start-up order: state directory, socket, (D-Bus), taps file. */
         if (config->standalone) {
-                r = drinks_log_new(&m->drinks, m->state_dir, m->event, config->retry_usec);
+                r = drinks_log_new(&m->drinks, m->state_dir);
                 if (r < 0)
                         return log_error_errno(r, "State directory %s is unusable: %m", m->state_dir);
                 drink_sink_set_accepted_handler(m->drinks, on_sink_accepted, m);
@@ -949,6 +1335,16 @@ Manager *manager_free(Manager *m) {
         m->flow_timer_source = sd_event_source_disable_unref(m->flow_timer_source);
         m->thermo_timer_source = sd_event_source_disable_unref(m->thermo_timer_source);
         m->shutdown_timer_source = sd_event_source_disable_unref(m->shutdown_timer_source);
+        m->commit_timer = sd_event_source_disable_unref(m->commit_timer);
+
+        if (m->n_waiting > 0)
+                log_named(LOG_WARNING, "DrinkManager", "%zu drinks could not be written (the disk is full); their "
+                          "meters' accounted readings stayed before them, so the next start counts their ticks "
+                          "again from the meters", m->n_waiting);
+        while (m->commits)
+                commit_free(commit_pop(m));
+        meters_state_free(m->meters);
+        disk_reserve_free(m->reserve);
 
         kegnet_server_free(m->kegnet);
         for (size_t i = 0; i < m->n_accepted; i++)
@@ -978,9 +1374,46 @@ Manager *manager_free(Manager *m) {
         return NULL;
 }
 
+static int sink_contains(const char *uuid, void *userdata) {
+        Manager *m = userdata;
+        return m->drinks ? drink_sink_contains(m->drinks, uuid) : 0;
+}
+
+/* Section 5: every meter resumes from what the last run accounted for. */
+static int manager_restore_meters(Manager *m) {
+        FlowTime now;
+        int r;
+
+        r = meters_state_load(m->meters);
+        if (r < 0)
+                return log_error_errno(r, "Out of memory");
+        r = meters_state_resolve_pending(m->meters, sink_contains, m);
+        if (r < 0)
+                return r;
+        manager_now(m, &now);
+        for (size_t i = 0; i < meters_state_n_meters(m->meters); i++) {
+                FlowMeterState st;
+                const char *name;
+
+                if (meters_state_meter_at(m->meters, i, &name, &st) < 0)
+                        break;
+                r = flow_engine_restore_meter(m->engine, name, &st, &now);
+                if (r < 0)
+                        log_warning_errno(r, "Cannot restore meter %s: %m", name);
+        }
+        m->meters_restored = true;
+        manager_engine_done(m);
+        return 0;
+}
+
 int manager_run(Manager *m) {
         int r;
 
+        if (!m->meters_restored) {
+                r = manager_restore_meters(m);
+                if (r < 0)
+                        return r;
+        }
         r = sd_event_loop(m->event);
         if (r < 0)
                 return log_error_errno(r, "Event loop failed: %m");

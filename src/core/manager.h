@@ -25,13 +25,14 @@ typedef struct ManagerConfig {
         const char *taps_file;          /* --taps_file (standalone) */
         const char *tokens_file;        /* --tokens_file (standalone), "" = none: tokens ignored */
         uint64_t max_tick_delta;        /* 0 = no limit */
+        uint64_t max_restart_delta;     /* first reading after a gap (section 5); 0 = no limit */
         FlowSettings settings;          /* the ghost filter's flags (and --min_volume_ml) */
         double default_ticks_per_ml;
         bool debug_events;
         bool standalone;                /* false: the caller installs a drink sink (server mode) */
         unsigned max_clients;           /* 0 = default */
         uint64_t shutdown_flush_usec;   /* 0 = default 1 s */
-        uint64_t retry_usec;            /* standalone: retry of a failed drinks.log append */
+        uint64_t retry_usec;            /* retry of a drink or meters.json write that failed */
 } ManagerConfig;
 
 void manager_config_init(ManagerConfig *c);
@@ -60,10 +61,12 @@ typedef struct ManagerObserver {
         void (*tap_changed)(Manager *m, const char *meter, TapChange change, void *userdata);
         void (*flow_updated)(Manager *m, const FlowInfo *flow, void *userdata);
         void (*relay_changed)(Manager *m, const char *relay, bool enabled, void *userdata);
-        /* The sink has the drink (drink-sink.h): 'durable' = written and fsync'ed (drinks.log or
-         * spool); false = held in memory because the write failed, lost if the core stops before
-         * a retry writes it (D-Bus shows SpoolState "degraded" meanwhile). Not an announcement. */
+        /* 'durable' = the drink is written and fsync'ed (drinks.log or spool); false = its write failed
+         * and it waits in memory, its flow not reported completed yet (D-Bus shows SpoolState
+         * "degraded" meanwhile); called again with true once a retry wrote it. Not an announcement. */
         void (*drink_stored)(Manager *m, const Drink *d, bool durable, void *userdata);
+        /* The disk state (manager_disk_state()) or the number of drinks waiting to be written changed. */
+        void (*storage_changed)(Manager *m, void *userdata);
         /* The drink was accepted: appended to drinks.log, or taken by the server. The manager has
          * sent kegnet DrinkCreatedEvent; D-Bus emits DrinkRecorded. The same event, by one name. */
         void (*drink_recorded)(Manager *m, const Drink *d, void *userdata);
@@ -142,5 +145,24 @@ size_t manager_n_controllers(Manager *m);
 const Controller *manager_controller_at(Manager *m, size_t i);
 const Controller *manager_find_controller(Manager *m, const char *name);
 
-/* sd_notify STATUS= text, e.g. "Ready: standalone mode, 2 taps, 0 queued drinks". */
+/* sd_notify STATUS= text, e.g. "Ready: standalone mode, 2 taps, 0 queued drinks" ("Starting: ..."
+ * before manager_set_ready()). */
 void manager_update_status(Manager *m);
+/* Start-up is complete: READY=1 with the STATUS= text. */
+void manager_set_ready(Manager *m);
+
+/* The state directory's disk (disk-reserve.h): ok (the space reserve is set aside), low (it is in use
+ * or could not be set aside: free some space), full (drinks wait in memory to be written). */
+typedef enum ManagerDiskState {
+        MANAGER_DISK_OK,
+        MANAGER_DISK_LOW,
+        MANAGER_DISK_FULL,
+} ManagerDiskState;
+
+ManagerDiskState manager_disk_state(Manager *m);
+const char *manager_disk_state_to_string(ManagerDiskState s);  /* "ok", "low", "full" */
+/* Drinks that could not be written yet (counted in PendingDrinks, not durable). */
+size_t manager_n_waiting_drinks(Manager *m);
+/* A write into the state directory failed with r (negative errno): true if the space reserve was
+ * released for it, so the write may be tried again. */
+bool manager_free_reserve_on(Manager *m, int r);

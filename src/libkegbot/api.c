@@ -321,6 +321,7 @@ static void on_http_done(HttpClient *http, const HttpResponse *resp, void *userd
         q->http = NULL;                 /* finished: nothing to cancel */
         api_request_free(q);
         api_classify(resp->status, resp->body, resp->size, resp->error, &res);
+        res.not_sent = resp->not_sent;
         cb(c, &res, ud);
         api_result_done(&res);
 }

@@ -27,6 +27,7 @@ const char *api_outcome_to_string(ApiOutcome o);
 typedef struct ApiResult {
         ApiOutcome outcome;
         long http_status;               /* 0 = no HTTP answer */
+        bool not_sent;                  /* the request never reached the server (HttpResponse.not_sent) */
         json_t *object;                 /* the envelope's "object", or NULL (borrowed from root) */
         json_t *objects;                /* the envelope's "objects", or NULL (borrowed from root) */
         char *error_code;               /* "NotFoundError", ...; NULL if none (escaped, see api_classify()) */

@@ -62,6 +62,9 @@ typedef struct Drink {
         int64_t drink_id;
         bool has_failure;               /* spool: a dead letter, and why */
         DrinkFailure failure;
+        bool in_doubt;                  /* spool: an upload of it was sent and no definite answer came
+                                         * back (the server may have recorded it: core-behaviour.md 10.5) */
+        uint64_t sent_pour_time;        /* in_doubt: the pour_time (Unix seconds) that upload carried */
 } Drink;
 
 /* The flow engine hands its drinks out with borrowed strings and without uuid and boot id: this

@@ -98,6 +98,8 @@ static void http_client_reap(HttpClient *c) {
                         .url = q->url,
                         .status = error ? 0 : status,
                         .error = error,
+                        .not_sent = code == CURLE_COULDNT_CONNECT || code == CURLE_COULDNT_RESOLVE_HOST ||
+                                    code == CURLE_COULDNT_RESOLVE_PROXY,
                         .body = error ? "" : strbuf_str(&q->answer),
                         .size = error ? 0 : q->answer.len,
                 };

@@ -32,6 +32,8 @@ typedef struct HttpResponse {
         const char *url;
         long status;                            /* HTTP status; 0 when no complete answer arrived */
         const char *error;                      /* why not (connect, DNS, TLS, timeout, too large), or NULL */
+        bool not_sent;                          /* the request never reached the server: no connection
+                                                 * (refused, unreachable, DNS), so it had no effect there */
         const char *body;                       /* NUL-terminated, size bytes ("" when empty) */
         size_t size;
 } HttpResponse;

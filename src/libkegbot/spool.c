@@ -27,7 +27,6 @@
 typedef struct SpoolEntry {
         uint64_t seq;
         char uuid[UUID_STRING_MAX];
-        Drink *mem;        /* not durable yet (only in Spool.mem) */
 } SpoolEntry;
 
 struct Spool {
@@ -42,10 +41,6 @@ struct Spool {
         size_t n_win, window_max;
         bool complete;
         uint64_t boundary;
-
-        /* Queued but not durable, seq order. */
-        SpoolEntry *mem;
-        size_t n_mem;
 
         size_t n_disk;          /* durable queued files */
         size_t n_failed;
@@ -104,6 +99,12 @@ int spool_drink_to_json(const Drink *d, char **ret) {
         drink_write_flags_json(d, &w);
         json_writer_field_string(&w, "boot_id", sd_id128_is_null(d->boot_id) ? "" : sd_id128_to_string(d->boot_id, boot_id));
         json_writer_field_uint(&w, "pour_boottime_ns", d->pour_boottime * NSEC_PER_USEC);
+        if (d->in_doubt) {
+                json_writer_key(&w, "in_doubt");
+                json_writer_object_begin(&w);
+                json_writer_field_uint(&w, "pour_time", d->sent_pour_time);
+                json_writer_object_end(&w);
+        }
         if (d->has_failure) {
                 json_writer_key(&w, "failure");
                 json_writer_object_begin(&w);
@@ -234,6 +235,13 @@ int spool_drink_from_json(const char *buf, size_t len, Drink **ret) {
                                 goto out;
                         d->flags |= drink_flag_from_string(json_string_value(name));
                 }
+        }
+
+        json_t *doubt = json_object_get(root, "in_doubt");
+        if (doubt) {
+                if (!json_is_object(doubt) || get_uint(doubt, "pour_time", &d->sent_pour_time) < 0)
+                        goto out;
+                d->in_doubt = true;
         }
 
         json_t *f = json_object_get(root, "failure");
@@ -456,25 +464,13 @@ static void window_remove_at(Spool *s, size_t i) {
         s->n_win--;
 }
 
-static void mem_remove_at(Spool *s, size_t i) {
-        drink_free(s->mem[i].mem);
-        memmove(s->mem + i, s->mem + i + 1, (s->n_mem - i - 1) * sizeof(SpoolEntry));
-        s->n_mem--;
-}
-
-/* Where a queued uuid is: 1 window (index), 2 memory (index), 3 on disk beyond the window (seq). */
+/* Where a queued uuid is: 1 window (index), 3 on disk beyond the window (seq). */
 static int find_queued(Spool *s, const char *uuid, size_t *ret_idx, uint64_t *ret_seq) {
         for (size_t i = 0; i < s->n_win; i++)
                 if (streq(s->win[i].uuid, uuid)) {
                         *ret_idx = i;
                         *ret_seq = s->win[i].seq;
                         return 1;
-                }
-        for (size_t i = 0; i < s->n_mem; i++)
-                if (streq(s->mem[i].uuid, uuid)) {
-                        *ret_idx = i;
-                        *ret_seq = s->mem[i].seq;
-                        return 2;
                 }
         if (s->complete)
                 return -ENOENT;
@@ -551,23 +547,6 @@ static bool resolve_interrupted_move(Spool *s, const SpoolEntry *failed, size_t 
         return false;
 }
 
-static int mkdir_p(const char *path, mode_t mode) {
-        _cleanup_(freep) char *p = strdup(path);
-        if (!p)
-                return -ENOMEM;
-        for (char *c = p + 1; *c; c++) {
-                if (*c != '/')
-                        continue;
-                *c = 0;
-                if (mkdir(p, mode) < 0 && errno != EEXIST)
-                        return -errno;
-                *c = '/';
-        }
-        if (mkdir(p, mode) < 0 && errno != EEXIST)
-                return -errno;
-        return 0;
-}
-
 static bool is_tmp_name(const char *n) {
         size_t l = strlen(n);
         return n[0] == '.' && l > 5 && streq(n + l - 4, ".tmp");
@@ -620,7 +599,7 @@ int spool_open(Spool **ret, const char *dir) {
         if (!s->dir)
                 return log_error_errno(ENOMEM, "Out of memory");
 
-        r = mkdir_p(dir, 0750);
+        r = io_mkdir_p(dir, 0750);
         if (r < 0)
                 return log_error_errno(r, "Failed to create spool directory %s: %m", dir);
         s->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -715,11 +694,6 @@ int spool_open(Spool **ret, const char *dir) {
 Spool *spool_free(Spool *s) {
         if (!s)
                 return NULL;
-        if (s->n_mem > 0)
-                log_error("%zu drinks were never written to the spool and are lost", s->n_mem);
-        while (s->n_mem > 0)
-                mem_remove_at(s, s->n_mem - 1);
-        free(s->mem);
         free(s->win);
         safe_close(s->dir_fd);
         safe_close(s->failed_fd);
@@ -738,36 +712,6 @@ void spool_set_window(Spool *s, size_t n) {
         }
 }
 
-int spool_flush(Spool *s) {
-        assert_return(s, -EINVAL);
-
-        while (s->n_mem > 0) {
-                SpoolEntry *e = &s->mem[0];
-                _cleanup_(freep) char *json = NULL;
-                char name[SPOOL_NAME_MAX];
-                int r;
-
-                r = spool_drink_to_json(e->mem, &json);
-                if (r < 0)
-                        return (int) s->n_mem;
-                name_format(name, e->seq, e->uuid);
-                r = io_write_file_atomic(s->dir_fd, name, json, strlen(json), 0640);
-                if (r < 0) {
-                        log_error_errno(r, "Spool is degraded: %zu drinks are held in memory only, "
-                                        "still failing to write %s/%s: %m", s->n_mem, s->dir, name);
-                        return (int) s->n_mem;
-                }
-                log_info("Drink %s is now durable in the spool", e->uuid);
-                uint64_t seq = e->seq;
-                char uuid[UUID_STRING_MAX];
-                memcpy(uuid, e->uuid, UUID_STRING_MAX);
-                mem_remove_at(s, 0);
-                s->n_disk++;
-                (void) window_add(s, seq, uuid);
-        }
-        return 0;
-}
-
 int spool_put(Spool *s, Drink *d) {
         _cleanup_(freep) char *json = NULL;
         char name[SPOOL_NAME_MAX];
@@ -778,39 +722,70 @@ int spool_put(Spool *s, Drink *d) {
         if (!uuid_is_canonical(d->uuid) || isempty(d->meter_name))
                 return -EINVAL;
 
-        (void) spool_flush(s);
-
         d->seq = s->last_seq + 1;
         r = spool_drink_to_json(d, &json);
         if (r == -EINVAL)
-                return log_error_errno(r, "Drink %s cannot be spooled: its text is not valid UTF-8", d->uuid);
+                return log_error_errno(EBADMSG, "Drink %s cannot be spooled: its text is not valid UTF-8", d->uuid);
         if (r < 0)
                 return log_error_errno(r, "Cannot spool drink %s: %m", d->uuid);
-        s->last_seq++;
         name_format(name, d->seq, d->uuid);
 
         r = io_write_file_atomic(s->dir_fd, name, json, strlen(json), 0640);
-        if (r >= 0) {
-                s->n_disk++;
-                (void) window_add(s, d->seq, d->uuid);
-                return 0;
-        }
-
-        log_error_errno(r, "Failed to write drink %s to the spool %s: %m; keeping it in memory "
-                        "(it is lost if the core stops before the disk recovers)", d->uuid, s->dir);
-
-        SpoolEntry *n = realloc(s->mem, (s->n_mem + 1) * sizeof(SpoolEntry));
-        if (!n)
-                return log_error_errno(ENOMEM, "Out of memory: drink %s is lost", d->uuid);
-        s->mem = n;
-        SpoolEntry *e = &s->mem[s->n_mem];
-        *e = (SpoolEntry) { .seq = d->seq };
-        memcpy(e->uuid, d->uuid, UUID_STRING_MAX);
-        r = drink_dup(d, &e->mem);
         if (r < 0)
-                return log_error_errno(r, "Out of memory: drink %s is lost", d->uuid);
-        s->n_mem++;
-        return SPOOL_IN_MEMORY;
+                return log_error_errno(r, "Failed to write drink %s to the spool %s: %m", d->uuid, s->dir);
+        s->last_seq++;
+        s->n_disk++;
+        (void) window_add(s, d->seq, d->uuid);
+        return 0;
+}
+
+int spool_update(Spool *s, const Drink *d) {
+        _cleanup_(freep) char *json = NULL;
+        char name[SPOOL_NAME_MAX];
+        size_t idx = 0;
+        uint64_t seq = 0;
+        int r;
+
+        assert_return(s, -EINVAL);
+        assert_return(d, -EINVAL);
+        if (!uuid_is_canonical(d->uuid))
+                return -EINVAL;
+
+        r = find_queued(s, d->uuid, &idx, &seq);
+        if (r < 0)
+                return r;
+        if (seq != d->seq)
+                return -EINVAL;
+        r = spool_drink_to_json(d, &json);
+        if (r < 0)
+                return r;
+        name_format(name, seq, d->uuid);
+        /* Only replace a file that is there: a vanished one must not come back. */
+        if (faccessat(s->dir_fd, name, F_OK, AT_SYMLINK_NOFOLLOW) < 0)
+                return -errno;
+        return io_write_file_atomic(s->dir_fd, name, json, strlen(json), 0640);
+}
+
+int spool_contains(Spool *s, const char *uuid_arg) {
+        _cleanup_(freep) SpoolEntry *v = NULL;
+        char uuid[UUID_STRING_MAX];
+        size_t idx = 0, n = 0;
+        uint64_t seq = 0;
+        int r;
+
+        assert_return(s, -EINVAL);
+        if (uuid_normalize(uuid_arg, uuid) < 0)
+                return -EINVAL;
+
+        r = find_queued(s, uuid, &idx, &seq);
+        if (r > 0)
+                return 1;
+        if (r != -ENOENT)
+                return r;
+        r = collect(s->failed_fd, uuid, &v, &n);
+        if (r < 0)
+                return r;
+        return n > 0;
 }
 
 int spool_peek(Spool *s, Drink **ret) {
@@ -825,13 +800,10 @@ int spool_peek(Spool *s, Drink **ret) {
                         if (r < 0)
                                 return log_error_errno(r, "Failed to read spool directory %s: %m", s->dir);
                 }
-                bool have_win = s->n_win > 0, have_mem = s->n_mem > 0;
-                if (!have_win && !have_mem) {
+                if (s->n_win == 0) {
                         *ret = NULL;
                         return 0;
                 }
-                if (have_mem && (!have_win || s->mem[0].seq < s->win[0].seq))
-                        return drink_dup(s->mem[0].mem, ret) < 0 ? -ENOMEM : 1;
 
                 SpoolEntry e = s->win[0];
                 char name[SPOOL_NAME_MAX];
@@ -864,10 +836,6 @@ int spool_remove(Spool *s, const char *uuid_arg) {
         where = find_queued(s, uuid, &idx, &seq);
         if (where < 0)
                 return where;
-        if (where == 2) {
-                mem_remove_at(s, idx);
-                return 0;
-        }
         name_format(name, seq, uuid);
         if (unlinkat(s->dir_fd, name, 0) < 0 && errno != ENOENT)
                 return log_error_errno(errno, "Failed to remove %s/%s: %m", s->dir, name);
@@ -876,7 +844,6 @@ int spool_remove(Spool *s, const char *uuid_arg) {
                 window_remove_at(s, idx);
         if (s->n_disk > 0)
                 s->n_disk--;
-        (void) spool_flush(s);
         return 0;
 }
 
@@ -898,20 +865,16 @@ int spool_fail(Spool *s, const char *uuid_arg, const DrinkFailure *f) {
                 return where;
         name_format(name, seq, uuid);
 
-        if (where == 2)
-                r = drink_dup(s->mem[idx].mem, &d);
-        else {
-                r = load_entry(s->dir_fd, name, seq, uuid, &d);
-                if (r < 0 && r != -ENOMEM) {
-                        if (where == 1)
-                                window_remove_at(s, idx);
-                        if (s->n_disk > 0)
-                                s->n_disk--;
-                        if (r == -ENOENT)
-                                return r;
-                        quarantine(s, s->dir_fd, name, r);
-                        return 0;
-                }
+        r = load_entry(s->dir_fd, name, seq, uuid, &d);
+        if (r < 0 && r != -ENOMEM) {
+                if (where == 1)
+                        window_remove_at(s, idx);
+                if (s->n_disk > 0)
+                        s->n_disk--;
+                if (r == -ENOENT)
+                        return r;
+                quarantine(s, s->dir_fd, name, r);
+                return 0;
         }
         if (r < 0)
                 return r;
@@ -925,8 +888,6 @@ int spool_fail(Spool *s, const char *uuid_arg, const DrinkFailure *f) {
 
         r = io_write_file_atomic(s->failed_fd, name, json, strlen(json), 0640);
         if (r < 0) {
-                if (where == 2)
-                        return log_error_errno(r, "Failed to write drink %s to %s/failed: %m", uuid, s->dir);
                 /* Keep the queue moving and the drink safe: move it without the reason. */
                 log_error_errno(r, "Failed to write drink %s to %s/failed: %m; moving the spool file "
                                 "there without the reason", uuid, s->dir);
@@ -934,21 +895,17 @@ int spool_fail(Spool *s, const char *uuid_arg, const DrinkFailure *f) {
                         return log_error_errno(errno, "Failed to move %s/%s to failed/: %m", s->dir, name);
                 (void) fsync_dir(s->failed_fd);
                 (void) fsync_dir(s->dir_fd);
-        } else if (where != 2) {
+        } else {
                 if (unlinkat(s->dir_fd, name, 0) < 0 && errno != ENOENT)
                         log_error_errno(errno, "Failed to remove %s/%s after moving it to failed/: %m",
                                         s->dir, name);
                 (void) fsync_dir(s->dir_fd);
         }
 
-        if (where == 2)
-                mem_remove_at(s, idx);
-        else {
-                if (where == 1)
-                        window_remove_at(s, idx);
-                if (s->n_disk > 0)
-                        s->n_disk--;
-        }
+        if (where == 1)
+                window_remove_at(s, idx);
+        if (s->n_disk > 0)
+                s->n_disk--;
         s->n_failed++;
         return 0;
 }
@@ -1005,8 +962,6 @@ int spool_requeue_failed(Spool *s, const char *uuid_arg, size_t *ret_n) {
                 uuid = buf;
         }
 
-        (void) spool_flush(s);
-
         r = collect(s->failed_fd, uuid, &v, &n);
         if (r < 0)
                 return log_error_errno(r, "Failed to read %s/failed: %m", s->dir);
@@ -1055,7 +1010,7 @@ int spool_requeue_failed(Spool *s, const char *uuid_arg, size_t *ret_n) {
 
 int spool_list(Spool *s, SpoolArea area, SpoolListFunc cb, void *userdata) {
         _cleanup_(freep) SpoolEntry *v = NULL;
-        size_t n = 0, im = 0;
+        size_t n = 0;
         int fd, r;
 
         assert_return(s, -EINVAL);
@@ -1065,16 +1020,7 @@ int spool_list(Spool *s, SpoolArea area, SpoolListFunc cb, void *userdata) {
         r = collect(fd, NULL, &v, &n);
         if (r < 0)
                 return r;
-        for (size_t i = 0; i <= n; i++) {
-                /* Merge the in-memory entries in by seq. */
-                while (area == SPOOL_QUEUED && im < s->n_mem && (i == n || s->mem[im].seq < v[i].seq)) {
-                        r = cb(s->mem[im].mem, userdata);
-                        if (r < 0)
-                                return r;
-                        im++;
-                }
-                if (i == n)
-                        break;
+        for (size_t i = 0; i < n; i++) {
                 _cleanup_(drink_freep) Drink *d = NULL;
                 char name[SPOOL_NAME_MAX];
                 name_format(name, v[i].seq, v[i].uuid);
@@ -1087,9 +1033,7 @@ int spool_list(Spool *s, SpoolArea area, SpoolListFunc cb, void *userdata) {
         return 0;
 }
 
-size_t spool_n_pending(Spool *s) { return s ? s->n_disk + s->n_mem : 0; }
+size_t spool_n_pending(Spool *s) { return s ? s->n_disk : 0; }
 size_t spool_n_failed(Spool *s) { return s ? s->n_failed : 0; }
 size_t spool_n_corrupt(Spool *s) { return s ? s->n_corrupt : 0; }
-size_t spool_n_in_memory(Spool *s) { return s ? s->n_mem : 0; }
-bool spool_is_degraded(Spool *s) { return s && s->n_mem > 0; }
 uint64_t spool_last_seq(Spool *s) { return s ? s->last_seq : 0; }

@@ -14,7 +14,8 @@
 
 /* The file format (core-behaviour.md section 10.2): one JSON object and a newline, the drink's
  * fields in the units of the file (pour_time_unix in seconds, pour_boottime_ns in nanoseconds,
- * RFC 3339 strings; a version 1 file of any earlier release reads back unchanged). Parsing trusts
+ * RFC 3339 strings; a version 1 file of any earlier release reads back unchanged). A drink whose
+ * upload is in doubt (10.5) carries "in_doubt":{"pour_time":<the Unix seconds sent>}. Parsing trusts
  * nothing: -EBADMSG for anything that is not a complete, valid record; a UUID in upper case is read
  * in lowercase (util-uuid.h). -EINVAL from writing: text of the drink is not valid UTF-8. */
 int spool_drink_to_json(const Drink *d, char **ret);
@@ -34,12 +35,17 @@ Spool *spool_free(Spool *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(Spool *, spool_free);
 
 /* Appends a drink at the tail (d->seq is assigned, and set in the caller's copy). Returns 0 when the
- * drink is durable; SPOOL_IN_MEMORY when persisting failed (logged at ERROR): the drink is still
- * queued in memory at its place and persisting is retried by later operations and spool_flush(),
- * but it is not durable (lost if the process stops first); < 0 when it could not be queued at all
- * (-EINVAL: a drink whose text is not valid UTF-8 could never be read back, so it is refused). */
-#define SPOOL_IN_MEMORY 1
+ * drink is durable, < 0 when it was not written (logged at ERROR; nothing is kept): -EBADMSG for a
+ * drink whose text is not valid UTF-8 (it could never be read back), -ENOSPC, -EIO and the like
+ * from the disk. */
 int spool_put(Spool *s, Drink *d);
+
+/* Rewrites a queued drink's file with d's fields (same seq and uuid), atomically: e.g. to mark it
+ * in doubt before its upload is sent. -ENOENT if not queued. */
+int spool_update(Spool *s, const Drink *d);
+
+/* Whether a drink with this uuid is queued or in failed/ (> 0) or not (0). */
+int spool_contains(Spool *s, const char *uuid);
 
 /* The oldest queued drink (caller frees), or *ret = NULL and 0 when the queue is empty. Corrupt or
  * vanished files met on the way are quarantined/dropped with an ERROR and skipped. */
@@ -59,9 +65,6 @@ int spool_fail(Spool *s, const char *uuid, const DrinkFailure *f);
  * uuid is not in failed/. */
 int spool_requeue_failed(Spool *s, const char *uuid, size_t *ret_n);
 
-/* Retry persisting drinks held in memory. Returns how many are still not durable. */
-int spool_flush(Spool *s);
-
 typedef enum SpoolArea {
         SPOOL_QUEUED,
         SPOOL_FAILED,
@@ -72,11 +75,9 @@ typedef enum SpoolArea {
 typedef int (*SpoolListFunc)(const Drink *d, void *userdata);
 int spool_list(Spool *s, SpoolArea area, SpoolListFunc cb, void *userdata);
 
-size_t spool_n_pending(Spool *s);       /* queued, durable or in memory */
+size_t spool_n_pending(Spool *s);       /* queued */
 size_t spool_n_failed(Spool *s);        /* re-queueable drinks in failed/ */
 size_t spool_n_corrupt(Spool *s);       /* quarantined *.corrupt files in failed/ */
-size_t spool_n_in_memory(Spool *s);     /* queued but not durable: the spool is degraded */
-bool spool_is_degraded(Spool *s);
 uint64_t spool_last_seq(Spool *s);
 
 /* Test hook: the window of queue entries held in memory (default 256, minimum 1). */

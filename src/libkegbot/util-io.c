@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "util-io.h"
 #include "util-utf8.h"
@@ -110,6 +111,27 @@ int io_write_file_atomic(int dir_fd, const char *name, const char *content, size
                 return r;
         }
         return fsync(dir_fd) < 0 ? -errno : 0;
+}
+
+int io_mkdir_p(const char *path, mode_t mode) {
+        _cleanup_(freep) char *p = NULL;
+
+        assert_return(!isempty(path), -EINVAL);
+
+        p = strdup(path);
+        if (!p)
+                return -ENOMEM;
+        for (char *c = p + 1; *c; c++) {
+                if (*c != '/')
+                        continue;
+                *c = 0;
+                if (mkdir(p, mode) < 0 && errno != EEXIST)
+                        return -errno;
+                *c = '/';
+        }
+        if (mkdir(p, mode) < 0 && errno != EEXIST)
+                return -errno;
+        return 0;
 }
 
 int io_read_secret_file(const char *path, char **ret) {

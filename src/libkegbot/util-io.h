@@ -23,6 +23,9 @@ int io_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
  * the directory fsync'ed. On failure the old file is untouched and the temporary file removed. */
 int io_write_file_atomic(int dir_fd, const char *name, const char *content, size_t len, mode_t mode);
 
+/* mkdir -p: 'path' and every missing parent, each with 'mode'; an existing directory is fine. */
+int io_mkdir_p(const char *path, mode_t mode);
+
 /* A secret or key kept in a file (an API key, a broker password, a systemd credential): at most
  * 4095 bytes of UTF-8 without NUL bytes; surrounding whitespace (the trailing newline) is removed.
  * An empty file gives "". -EBADMSG for NUL bytes or invalid UTF-8, -EFBIG when too long. */

@@ -10,6 +10,8 @@ Prints "PORT <api> CONTROL <control>" on stdout once both listen. Everything it 
 in memory and can be read back; failures can be injected per endpoint at run time (HTML/JSON 500,
 401, 404, 400, hang, slow body, delay, response lost after commit, refused connections).
 
+GET drinks and GET events give the newest 100, newest first; drink_poured events carry their drink.
+
 Control API (JSON bodies and answers, on the control port):
   GET  /_control/requests        every API request: method, path, headers, form, endpoint, status
   GET  /_control/drinks          recorded drinks (server view plus the posted form)
@@ -18,7 +20,8 @@ Control API (JSON bodies and answers, on the control port):
   POST /_control/clear-log       forget the request log
   POST /_control/fail            {"endpoint": "drink"|"status"|"thermo"|"auth"|"controllers"|
                                   "flow-meters"|"taps"|"*", "mode": "html500"|"json500"|"401"|
-                                  "404"|"400"|"408"|"429"|"hang"|"slow"|"delay"|"lost"|"reset",
+                                  "404"|"400"|"408"|"429"|"hang"|"slow"|"delay"|"lost"|"lost-reset"|
+                                  "reset",
                                   "count": N,
                                   "delay": seconds}
   POST /_control/clear-failures  back to normal answers (also wakes hanging requests)
@@ -321,6 +324,18 @@ class Data:
                 o["keg"] = self.keg_obj(self.kegs[d["keg_id"]])
             sess = next(s for s in self.sessions if s["id"] == d["session_id"])
             o["session"] = self.session_obj(sess, True)
+        return o
+
+    def event_obj(self, e):
+        """A SystemEvent: drink_poured events carry their drink (what a core reconciling a drink in
+        doubt reads on 2.0, where GET drinks is gone)."""
+        o = dict(e)
+        if e["kind"] == "drink_poured":
+            d = next((d for d in self.drinks if d["id"] == e["drink_id"]), None)
+            if d:
+                o["drink"] = self.drink_obj(d, False)
+                o["keg_id"] = d["keg_id"]
+                o["user_id"] = d["user_id"]
         return o
 
     def thermo_obj(self, log):
@@ -829,9 +844,11 @@ def make_api_handler(st):
             except HtmlError as e:
                 entry["status"] = e.status
                 return self.send_html(e.status, e.title if e.status != 500 else "Server Error (500)")
-            if mode == "lost":
-                # Committed; the answer never leaves.
-                entry["status"] = "lost"
+            if mode in ("lost", "lost-reset"):
+                # Committed; the answer never leaves: the connection is closed, or reset (RST).
+                entry["status"] = mode
+                if mode == "lost-reset":
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
                 raise ConnectionDrop()
             entry["status"] = 200
             if isinstance(result, tuple) and result[0] == "html500":
@@ -928,13 +945,14 @@ def make_api_handler(st):
                     return ("html500",)
                 return "cancel-drink", cancel, True
             if head == "events" and n == 1 and method == "GET":
-                return "events", lambda f: {"objects": list(data.events[::-1])}, False
+                return "events", lambda f: {"objects": [data.event_obj(e) for e in data.events[::-1][:100]]}, False
             if v20:
                 if head in RETIRED_ON_20:
                     return head, "gone", False
                 return None, None, False
             if head == "drinks" and n == 1 and method == "GET":
-                return "drinks", lambda f: {"objects": [data.drink_obj(d, True) for d in data.drinks[::-1]]}, False
+                # Kegbot Server 1.x pages this list: the newest 100, newest first.
+                return "drinks", lambda f: {"objects": [data.drink_obj(d, True) for d in data.drinks[::-1][:100]]}, False
             if head == "sound-events" and n == 1 and method == "GET":
                 return "sound-events", lambda f: {"objects": []}, False
             if head == "version" and n == 1 and method == "GET":

@@ -209,79 +209,143 @@ class DurabilityTest(unittest.TestCase):
             finally:
                 core.kill()
 
-    def test_disk_full_holds_drinks_until_they_can_be_written(self):
-        """A failed drinks.log append (here: a full tmpfs) must not lose the drink: it is held in
-        memory, retried every --retry_interval, written in pour order once there is room, and only
-        then announced with DrinkCreatedEvent. At shutdown a drink that still cannot be written is
-        logged in full."""
+    def test_disk_full_reserve_then_wait_and_kill9(self):
+        """A full disk (a tmpfs filled up): the space reserve set aside at start-up is released at
+        the first ENOSPC (ERROR) and holds at least 1000 more drinks, all durable and announced as
+        usual. With the reserve used up too, a drink waits in memory and its pour is NOT reported
+        completed; kill -9 then loses nothing: meters.json never moved past it, so the restarted
+        core counts its ticks again from the meter (the producer sends its newest reading again).
+        STATUS= tells the disk state."""
         import subprocess
         with kbtest.TempDir() as tmp:
-            mounts = []
+            state = os.path.join(tmp, "state")
+            os.makedirs(state)
+            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", state], capture_output=True, text=True)
+            if r.returncode != 0:
+                self.skipTest("cannot mount a tmpfs: %s" % r.stderr.strip())
+            notify = kbtest.NotifySocket(tmp)
             core = None
+            filler = os.path.join(state, "filler")
 
-            def tiny_state(name):
-                state = os.path.join(tmp, name)
-                os.makedirs(state)
-                r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", state],
-                                   capture_output=True, text=True)
-                if r.returncode != 0:
-                    self.skipTest("cannot mount a tmpfs: %s" % r.stderr.strip())
-                mounts.append(state)
-                return state
-
-            def fill(state):
-                # An empty drinks.log has no data page yet, so the next append needs a new one.
-                with open(os.path.join(state, "filler"), "ab", buffering=0) as f:
+            def fill():
+                with open(filler, "ab", buffering=0) as f:
                     try:
                         while True:
                             f.write(b"x" * 4096)
                     except OSError as e:
                         self.assertEqual(e.errno, errno.ENOSPC)
 
-            def pour(ticks):
-                r = run_test_flow(core.port, "--ticks=%d" % ticks, "--steps=1", "--delay_seconds=0",
-                                  "--explicit_start_stop")
-                self.assertEqual(r.returncode, 0, r.stderr)
-
             try:
-                state = tiny_state("tiny")
-                core = Core(tmp, "--retry_interval=1", state_dir=state)
-                fill(state)
-                listener = core.connect()
-                for ticks in (500, 300):
-                    pour(ticks)
-                    listener.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["state"] == "completed"
-                                        and m["data"]["ticks"] == ticks)
-                core.wait_line(r"ERROR    \(DrinkManager\) Drink \S+ .*500 ticks\) is held in memory")
-                core.wait_line(r"ERROR    \(DrinkManager\) Drink \S+ .*300 ticks\) is held in memory.*2 drink\(s\) waiting")
-                self.assertEqual(core.drinks(), [])
-
-                os.unlink(os.path.join(state, "filler"))
-                created = []
-                while len(created) < 2:
-                    m, _ = listener.recv_until(lambda m: m["event"] == "DrinkCreatedEvent", timeout=10)
-                    created.append(m["data"])
+                core = Core(tmp, "--retry_interval=1", state_dir=state, env=notify.env())
+                self.assertTrue(os.path.exists(os.path.join(state, "space-reserve")))
+                self.assertFalse(core.stderr_lines(r"Cannot set aside"))
+                conn = core.connect()
+                fill()
+                reading, n = 0, 1000
+                conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
+                for i in range(n):
+                    reading += 30 + i % 7
+                    conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=reading)
+                    conn.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
+                done = 0
+                while done < n:
+                    conn.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["state"] == "completed",
+                                    timeout=30, what="completed flow %d" % (done + 1))
+                    done += 1
+                core.wait_line(r"ERROR    \(DrinkManager\) The disk of %s is full: released the space reserve "
+                               r"\(\d+ KiB, room for 1000 more drinks\); drinks are still written durably" % state)
+                notify.wait(lambda m: "disk low" in m.get("STATUS", ""), what="STATUS disk low")
                 drinks = core.drinks()
-                self.assertEqual([d["ticks"] for d in drinks], [500, 300])
-                self.assertEqual([d["drink_id"] for d in drinks], [1, 2])
-                self.assertEqual([c["uuid"] for c in created], [d["uuid"] for d in drinks])
-                self.assertEqual(core.stop(), 0)
+                self.assertEqual(len(drinks), n)
+                self.assertEqual(sum(d["ticks"] for d in drinks), reading)
+                self.assertFalse(core.stderr_lines(r"waits in memory"))
 
-                # Still full at shutdown: the held drink's whole record goes to the log.
-                state = tiny_state("tiny2")
+                # The reserve is used up too: the next drinks wait, and their pours are not
+                # reported completed.
+                fill()
+                poured = 0
+                for t in range(40):
+                    reading += 50 + t
+                    poured += 50 + t
+                    conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=reading)
+                    conn.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
+                conn.send("FlowRequest", meter_name="kegboard.flow1", request="start_flow")
+                _, seen = conn.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["meter_name"] == "kegboard.flow1",
+                                          timeout=10, what="the sentinel flow")
+                self.assertEqual(flow_updates(seen, "completed"), [])
+                core.wait_line(r"ERROR    \(DrinkManager\) Drink \S+ \(kegboard\.flow0, 50 ticks\) cannot be written "
+                               r"\(No space left on device\) and waits in memory")
+                notify.wait(lambda m: "DISK FULL: 40 drinks wait" in m.get("STATUS", ""), what="STATUS DISK FULL")
+                self.assertEqual(len(core.drinks()), n)
+
+                core.kill()
+                os.unlink(filler)
                 core = Core(tmp, "--retry_interval=1", state_dir=state)
-                fill(state)
-                pour(200)
-                core.wait_line(r"200 ticks\) is held in memory")
+                conn = core.connect()
+                # What kegboard_daemon sends right after reconnecting: the newest reading.
+                conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=reading)
+                conn.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
+                m, _ = conn.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["state"] == "completed",
+                                       timeout=10, what="the waiting drinks' ticks")
+                self.assertEqual(m["data"]["ticks"], poured)
+                kbtest.wait_until(lambda: len(core.drinks()) == n + 1, what="the drink")
+                self.assertEqual(sum(d["ticks"] for d in core.drinks()), reading)
                 self.assertEqual(core.stop(), 0)
-                m = core.wait_line(r"CRITICAL \(DrinkManager\) Drink \S+ could not be written to .*; its record: (\{.*\})")
-                self.assertEqual(json.loads(m.group(1))["ticks"], 200)
-                self.assertEqual(core.drinks(), [])
             finally:
                 if core:
                     core.kill()
-                for state in mounts:
-                    subprocess.run(["umount", state], capture_output=True)
+                notify.close()
+                subprocess.run(["umount", "-l", state], capture_output=True)
+
+    def test_disk_full_drink_written_once_there_is_room(self):
+        """A disk too small for the space reserve (WARNING at start-up) fills up: a drink that waits
+        for the disk is written, reported completed and then announced, in pour order, once there
+        is room."""
+        import subprocess
+        with kbtest.TempDir() as tmp:
+            state = os.path.join(tmp, "state")
+            os.makedirs(state)
+            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", state], capture_output=True, text=True)
+            if r.returncode != 0:
+                self.skipTest("cannot mount a tmpfs: %s" % r.stderr.strip())
+            core = None
+            try:
+                core = Core(tmp, "--retry_interval=1", state_dir=state)
+                # No room for a reserve on 64 KiB: said at start-up.
+                core.wait_line(r"WARNING  \(DrinkManager\) Cannot set aside \d+ KiB in %s as a space reserve" % state)
+                with open(os.path.join(state, "filler"), "ab", buffering=0) as f:
+                    try:
+                        while True:
+                            f.write(b"x" * 4096)
+                    except OSError as e:
+                        self.assertEqual(e.errno, errno.ENOSPC)
+                conn = core.connect()
+                for ticks in (500, 300):
+                    r = run_test_flow(core.port, "--ticks=%d" % ticks, "--steps=1", "--delay_seconds=0",
+                                      "--explicit_start_stop")
+                    self.assertEqual(r.returncode, 0, r.stderr)
+                core.wait_line(r"Drink \S+ \(kegboard\.flow0, 500 ticks\) cannot be written .* waits in memory")
+                self.assertEqual(core.drinks(), [])
+                os.unlink(os.path.join(state, "filler"))
+                completed, created = [], []
+                while len(created) < 2:
+                    m, _ = conn.recv_until(lambda m: m["event"] in ("DrinkCreatedEvent", "FlowUpdate"), timeout=10)
+                    if m["event"] == "DrinkCreatedEvent":
+                        self.assertEqual(len(completed), len(created) + 1)   # completed, then created
+                        created.append(m["data"])
+                    elif m["data"]["state"] == "completed":
+                        completed.append(m["data"])
+                drinks = core.drinks()
+                self.assertEqual([d["ticks"] for d in drinks], [500, 300])
+                self.assertEqual([c["ticks"] for c in completed], [500, 300])
+                self.assertEqual([d["drink_id"] for d in drinks], [1, 2])
+                self.assertEqual([c["uuid"] for c in created], [d["uuid"] for d in drinks])
+                core.wait_line(r"Drink \S+ \(kegboard\.flow0, 500 ticks\) is written now")
+                self.assertEqual(core.stop(), 0)
+            finally:
+                if core:
+                    core.kill()
+                subprocess.run(["umount", "-l", state], capture_output=True)
 
     def test_torn_last_line_is_cut(self):
         with kbtest.TempDir() as tmp:

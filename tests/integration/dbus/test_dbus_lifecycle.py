@@ -45,7 +45,7 @@ class LifecycleTest(unittest.TestCase):
 
     def test_bus_appears_later(self):
         bus = self.bus(start=False)
-        core = self.core(bus, wait_name=False)
+        core = self.core(bus, wait=False, wait_name=False)
         conn = core.connect()
         conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
         conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=100)
@@ -57,12 +57,46 @@ class LifecycleTest(unittest.TestCase):
         self.assertEqual(bus.get(TAP0, TAP, "FlowTicks"), 100)
         self.assertEqual(bus.get(TAP0, TAP, "FlowState"), "active")
         core.wait_line(r"\(dbus\) Serving org\.kegbot\.Core1 on the system bus")
+        # Start-up completes (READY=1) only with the name.
+        core.wait_line(r"\(main\) All services started\.")
+        err = core.output("stderr")
+        self.assertLess(next(i for i, l in enumerate(err) if "Serving org.kegbot.Core1" in l),
+                        next(i for i, l in enumerate(err) if "All services started." in l))
         conn.close()
 
+    def test_ready_only_once_the_name_is_ours(self):
+        # systemd starts the core for a D-Bus call (or BusName= waits for it): READY=1 must not
+        # come before org.kegbot.Core1 is owned. The bus is frozen while the core starts.
+        bus = self.bus()
+        notify = kbtest.NotifySocket(self.tmp)
+        try:
+            bus.proc.p.send_signal(signal.SIGSTOP)
+            core = self.core(bus, wait=False, wait_name=False, env=notify.env())
+            notify.wait(lambda m: m.get("STATUS", "").startswith("Starting: waiting for the bus name org.kegbot.Core1"),
+                        what="STATUS waiting for the bus name")
+            # The core works meanwhile (kegnet), but it has not said READY=1.
+            conn = core.connect()
+            conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
+            conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=100)
+            conn.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 100)
+            self.assertFalse([m for m in notify.messages if "READY" in m])
+            bus.proc.p.send_signal(signal.SIGCONT)
+            m = notify.wait(lambda m: m.get("READY") == "1", what="READY=1")
+            self.assertTrue(m["STATUS"].startswith("Ready: standalone mode"), m)
+            self.assertTrue(bus.name_owner())
+            err = core.output("stderr")
+            self.assertLess(next(i for i, l in enumerate(err) if "Serving org.kegbot.Core1" in l),
+                            next(i for i, l in enumerate(err) if "All services started." in l))
+            conn.close()
+        finally:
+            if bus.proc:
+                bus.proc.p.send_signal(signal.SIGCONT)
+            notify.close()
+
     def test_no_bus_at_all(self):
-        # The bus never comes: the core works and stops cleanly (nothing waits for the bus).
+        # The bus never comes: the core works (it never says READY=1) and stops cleanly.
         bus = self.bus(start=False)
-        core = self.core(bus, wait_name=False)
+        core = self.core(bus, wait=False, wait_name=False)
         conn = core.connect()
         conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
         conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=100)
@@ -106,7 +140,7 @@ class LifecycleTest(unittest.TestCase):
     def test_name_taken(self):
         bus = self.bus()
         self.core(bus)
-        second = self.core(bus, wait_name=False)
+        second = self.core(bus, wait=False, wait_name=False)
         self.assertEqual(second.wait(10), 1)
         self.assertTrue(any("Cannot serve org.kegbot.Core1 on the system bus: the name is already taken" in l
                             for l in second.output()), "\n".join(second.output()))
