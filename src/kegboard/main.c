@@ -3,9 +3,11 @@
 #include <limits.h>
 
 #include "app.h"
+#include "boards.h"
 #include "kegnet.h"
 #include "log.h"
 #include "manager.h"
+#include "util-strv.h"
 
 static const char *arg_kegboard_name = "";
 static const char *arg_tap_name = KEGNET_ALL_TAPS;
@@ -13,6 +15,7 @@ static double arg_probe_seconds = 3.0;
 static int arg_hello_timeout = 30;
 static int arg_required_firmware_version = 0;
 static bool arg_show_messages = false;
+static bool arg_start_boards = false;
 
 static const FlagDef flags[] = {
         FLAG_STRING("kegboard_name", &arg_kegboard_name,
@@ -25,6 +28,9 @@ static const FlagDef flags[] = {
         FLAG_INT_MIN("required_firmware_version", &arg_required_firmware_version, 0,
                      "Refuse boards reporting a lower firmware version (0 = accept all)."),
         FLAG_BOOL("show_messages", &arg_show_messages, "Log every frame at INFO (otherwise at DEBUG)."),
+        FLAG_BOOL("start_boards", &arg_start_boards,
+                  "Do not bridge a board: have systemd start kegboard-daemon@<tty>.service for every board "
+                  "plugged in (the links udev keeps in " BOARDS_DIR "), then exit (kegbot-boards.service)."),
         FLAG_END,
 };
 
@@ -41,6 +47,18 @@ int main(int argc, char **argv) {
         int r, status;
 
         app_init(argc, argv, &app_info, NULL);
+
+        if (arg_start_boards) {
+                _cleanup_(strv_freep) char **ttys = NULL;
+
+                r = boards_list(BOARDS_DIR, &ttys);
+                if (r < 0)
+                        log_error_errno(r, "Cannot read %s: %m", BOARDS_DIR);
+                else
+                        r = boards_start(ttys);
+                app_finish();
+                return r < 0 ? 1 : 0;
+        }
 
         const ManagerConfig config = {
                 .board = {

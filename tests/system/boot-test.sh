@@ -8,7 +8,8 @@
 #   at the start limit, a missing display is not retried -> a mutating call as nobody is denied ->
 #   systemctl reload keeps the core -> kegbot-mqtt.service against a broker in the container (ready,
 #   online, orderly stop, exit 2 not restarted) -> systemctl stop kegbot.target stops everything ->
-#   poweroff.
+#   starting the target again brings up the daemon of the board still plugged in -> the core
+#   restarted and killed in the middle of a pour records it exactly -> poweroff.
 #
 # The base rootfs is debootstrapped once (DEFAULT mirror of debootstrap) into $KEGBOT_SYSTEST_CACHE
 # (default /var/cache/kegbot-systest/rootfs) and extended once with the runtime libraries the built
@@ -554,6 +555,89 @@ if [ "$res" = success ] && wait_for 10 "last log line" stopped_logged; then
 else
   fail "core stop: Result=$res; journal: $(IN journalctl -b --no-pager -t kegbot_core -n 5 2>&1)"
 fi
+
+# ------------------------------------------------------------------ restarts (issue 12)
+
+# 10. Starting kegbot.target again brings up the daemon of a board that stayed plugged in: step 9
+# stopped kegboard-daemon@ttyKB0 with the target (PartOf=), and no udev event comes for a board that
+# never left. kegbot-boards.service starts one daemon per link in /dev/kegboard, which
+# 70-kegboard.rules makes for every port it nominates (here the test makes it, as it plays udev's
+# part for the port's group above).
+IN sh -c 'mkdir -p /dev/kegboard && ln -sfn ../ttyKB0 /dev/kegboard/SYSTEST-0001'
+IN systemctl start kegbot.target
+if wait_for 30 "daemon active again" is_active kegboard-daemon@ttyKB0.service && is_active kegbot-boards.service; then
+  pass "systemctl start kegbot.target started kegboard-daemon@ttyKB0 for the board still plugged in"
+else
+  fail "after start kegbot.target: kegboard-daemon@ttyKB0 is $(state kegboard-daemon@ttyKB0.service), kegbot-boards is $(state kegbot-boards.service)"
+  show_unit kegbot-boards.service kegboard-daemon@ttyKB0.service
+fi
+if wait_for 30 "board known to the core" controller_connected; then
+  pass "the core knows the board again"
+else
+  fail "the core never saw the board after the target's restart"
+fi
+# A daemon restart (the target's stop and start) kept DTR up: the board was not reset by it.
+boots=$(IN journalctl -b -u kegbot-systest-sim.service --no-pager -o cat | grep -c ' BOOT ')
+if [ "$boots" = 1 ]; then
+  pass "the board booted once: the daemon's restart did not reset it (HUPCL cleared)"
+else
+  fail "the board booted $boots times"
+fi
+IN systemctl stop kegbot.target
+if wait_for 20 "daemon stopped" is_inactive kegboard-daemon@ttyKB0.service && is_inactive kegbot-boards.service; then
+  pass "systemctl stop kegbot.target stopped kegboard-daemon@ttyKB0 and kegbot-boards again"
+else
+  fail "after stop kegbot.target: kegboard-daemon@ttyKB0 is $(state kegboard-daemon@ttyKB0.service)"
+fi
+IN systemctl start kegbot.target
+wait_for 30 "daemon active" is_active kegboard-daemon@ttyKB0.service
+wait_for 30 "board known to the core" controller_connected
+
+# 11. The core restarted (SIGTERM) and killed (SIGKILL, restarted by Restart=on-failure) in the
+# middle of a pour of 1320 ticks: the drinks recorded for each pour add up to 1320, exactly.
+sum_ticks() {
+  IN sh -c "grep -o '\"ticks\": *[0-9]*' /var/lib/kegbot/drinks.log 2>/dev/null | grep -o '[0-9]*\$'" \
+    | awk '{ s += $1 } END { print s + 0 }'
+}
+flow_state() {
+  local t
+  t=$(IN "${BUS[@]}" --list tree org.kegbot.Core1 2>/dev/null | grep '^/org/kegbot/Core1/tap/' | head -1)
+  [ -n "$t" ] && IN "${BUS[@]}" get-property org.kegbot.Core1 "$t" org.kegbot.Core1.Tap "$1" 2>/dev/null
+}
+pouring() { local v; v=$(flow_state FlowTicks); [ "${v#t }" -ge 400 ] 2>/dev/null; }
+settled() {
+  local s
+  s=$(flow_state FlowState)
+  [ "$(sum_ticks)" -ge "$1" ] && [ "$s" != 's "active"' ] && [ "$s" != 's "idle"' ]
+}
+for how in restart kill; do
+  base=$(sum_ticks)
+  pid=$(IN systemctl show -P MainPID kegbot-core.service)
+  IN sh -c "echo 'pour flow0 1320 4' >$SIM_IN"
+  if ! wait_for 20 "a third of the pour" pouring; then
+    fail "$how: the pour never reached the core"; show_unit kegbot-core.service kegboard-daemon@ttyKB0.service
+    continue
+  fi
+  if [ $how = restart ]; then
+    IN systemctl restart kegbot-core.service
+  else
+    IN systemctl kill -s KILL kegbot-core.service
+  fi
+  newpid() { local p; p=$(IN systemctl show -P MainPID kegbot-core.service); [ "$p" != 0 ] && [ "$p" != "$pid" ]; }
+  wait_for 30 "a new core" newpid
+  if wait_for 60 "the pour recorded" settled $((base + 1320)); then
+    got=$(( $(sum_ticks) - base ))
+    if [ $got = 1320 ]; then
+      pass "core $how mid-pour: the 1320-tick pour is recorded as exactly 1320 ticks ($(IN tail -2 /var/lib/kegbot/drinks.log | grep -o '"ticks": *[0-9]*' | tr '\n' ' '))"
+    else
+      fail "core $how mid-pour: recorded $got ticks of 1320"
+    fi
+  else
+    fail "core $how mid-pour: recorded $(( $(sum_ticks) - base )) ticks of 1320 (tap $(flow_state FlowState))"
+    show_unit kegbot-core.service kegboard-daemon@ttyKB0.service
+  fi
+done
+IN systemctl stop kegbot.target
 
 # ------------------------------------------------------------------ power off
 

@@ -15,8 +15,9 @@ import kbtest
 BUILD_DIR = kbtest.BUILD_DIR
 SOURCE_DIR = kbtest.SOURCE_DIR
 
-UNITS = ["kegbot.target", "kegbot-core.socket", "kegbot-core.service", "kegboard-daemon@.service"]
-SERVICES = ["kegbot-core.service", "kegboard-daemon@.service"]
+UNITS = ["kegbot.target", "kegbot-core.socket", "kegbot-core.service", "kegboard-daemon@.service",
+         "kegbot-boards.service"]
+SERVICES = ["kegbot-core.service", "kegboard-daemon@.service", "kegbot-boards.service"]
 # Accessory units (installed, not enabled) appear when src/extras builds their programs.
 OPTIONAL_UNITS = ["lcd-daemon.service", "rfid-reader@.service", "sound-server.service", "kegbot-mqtt.service"]
 SECURITY_LIMIT = 2.0

@@ -263,10 +263,17 @@ class UnitTests(unittest.TestCase):
         self.assertIn("api_key:/etc/kegbot/api_key", sdtest.unit_values(core, "Service", "LoadCredential"))
         self.assertIn("flags:/etc/kegbot/kegbot_core.flags",
                       sdtest.unit_values(core, "Service", "LoadCredential"))
-        # The target pulls in the socket only: the core is socket/bus activated.
-        self.assertIn("kegbot-core.socket", " ".join(sdtest.unit_values(target, "Unit", "Wants")).split())
-        self.assertNotIn("kegbot-core.service", " ".join(sdtest.unit_values(target, "Unit", "Wants")).split())
-        for n in ("kegbot-core.socket", "kegbot-core.service", "kegboard-daemon@.service"):
+        # The target pulls in the socket (the core is socket/bus activated) and the oneshot that starts
+        # the daemons of boards already plugged in (they stop with the target: PartOf=).
+        wants = " ".join(sdtest.unit_values(target, "Unit", "Wants")).split()
+        self.assertIn("kegbot-core.socket", wants)
+        self.assertNotIn("kegbot-core.service", wants)
+        self.assertIn("kegbot-boards.service", wants)
+        boards = u["kegbot-boards.service"]
+        self.assertEqual(sdtest.unit_values(boards, "Service", "Type"), ["oneshot"])
+        self.assertEqual(sdtest.unit_values(boards, "Service", "RemainAfterExit"), ["yes"])
+        self.assertTrue(sdtest.unit_values(boards, "Service", "ExecStart")[0].endswith("/kegboard_daemon --start_boards"))
+        for n in ("kegbot-core.socket", "kegbot-core.service", "kegboard-daemon@.service", "kegbot-boards.service"):
             self.assertIn("kegbot.target", sdtest.unit_values(u[n], "Unit", "PartOf"), n)
         self.assertEqual(sdtest.unit_values(kbd, "Unit", "BindsTo"), ["dev-%i.device"])
         self.assertIn("dev-%i.device", " ".join(sdtest.unit_values(kbd, "Unit", "After")).split())
