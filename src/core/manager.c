@@ -871,6 +871,8 @@ static void controller_counters(Manager *m, const KegnetControllerConnectedEvent
         (void) flow_engine_controller_resync(m->engine, ev->controller_name);
         r = meters_state_set_controller(m->meters, ev->controller_name, ev->serial_number, ev->has_uptime_ms,
                                         ev->uptime_ms);
+        if (r >= 0 && why)
+                r = meters_state_set_counts_from_zero(m->meters, ev->controller_name);
         if (r < 0)
                 log_warning_errno(r, "Cannot remember the identity of controller %s: %m", ev->controller_name);
         manager_engine_done(m);
@@ -1400,6 +1402,12 @@ static int manager_restore_meters(Manager *m) {
                 r = flow_engine_restore_meter(m->engine, name, &st, &now);
                 if (r < 0)
                         log_warning_errno(r, "Cannot restore meter %s: %m", name);
+        }
+        /* Meters of those boards that no run has seen yet count from 0. */
+        for (size_t i = 0; i < meters_state_n_controllers(m->meters); i++) {
+                const MetersController *c = meters_state_controller_at(m->meters, i);
+                if (c->counts_from_zero)
+                        (void) flow_engine_controller_counts_from_zero(m->engine, c->name);
         }
         m->meters_restored = true;
         manager_engine_done(m);

@@ -2,10 +2,11 @@
  *
  *   {"version":1,
  *    "meters":{"kegboard.flow0":{"reading":1440,"carry":0}},
- *    "controllers":{"kegboard":{"serial_number":"KB-0000","uptime_ms":812}},
+ *    "controllers":{"kegboard":{"serial_number":"KB-0000","uptime_ms":812,"counts_from_zero":true}},
  *    "pending":[{"uuid":"...","meter":"kegboard.flow0","reading":2880,"carry":0}]}
  *
- * serial_number is null when unknown; uptime_ms is absent when the board never said. */
+ * serial_number is null when unknown; uptime_ms is absent when the board never said; counts_from_zero
+ * is absent when false. */
 #include <fcntl.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -233,6 +234,27 @@ int meters_state_set_controller(MetersState *ms, const char *name, const char *s
         return 0;
 }
 
+int meters_state_set_counts_from_zero(MetersState *ms, const char *name) {
+        MetersController *c = (MetersController *) meters_state_get_controller(ms, name);
+
+        assert_return(ms, -EINVAL);
+        if (!c)
+                return -ENOENT;
+        if (!c->counts_from_zero) {
+                c->counts_from_zero = true;
+                ms->dirty = true;
+        }
+        return 0;
+}
+
+size_t meters_state_n_controllers(MetersState *ms) {
+        return ms ? ms->n_controllers : 0;
+}
+
+const MetersController *meters_state_controller_at(MetersState *ms, size_t i) {
+        return ms && i < ms->n_controllers ? &ms->controllers[i] : NULL;
+}
+
 /* ---- drinks on their way to disk ---- */
 
 static Pending *pending_find(MetersState *ms, const char *uuid, size_t *ret_idx) {
@@ -360,6 +382,8 @@ int meters_state_format(MetersState *ms, char **ret) {
                 json_writer_field_string(&w, "serial_number", c->serial_number);
                 if (c->has_uptime)
                         json_writer_field_uint(&w, "uptime_ms", c->uptime_ms);
+                if (c->counts_from_zero)
+                        json_writer_field_bool(&w, "counts_from_zero", true);
                 json_writer_object_end(&w);
         }
         json_writer_object_end(&w);
@@ -456,9 +480,10 @@ static int parse_document(MetersState *ms, json_t *root, const char **ret_why) {
         }
         json_object_foreach(controllers, key, o) {
                 json_t *serial = json_object_get(o, "serial_number"), *up = json_object_get(o, "uptime_ms");
+                json_t *zero = json_object_get(o, "counts_from_zero");
 
                 if (!name_ok(key) || !json_is_object(o) || (!json_is_null(serial) && !json_is_string(serial)) ||
-                    (up && (!json_is_integer(up) || json_integer_value(up) < 0))) {
+                    (up && (!json_is_integer(up) || json_integer_value(up) < 0)) || (zero && !json_is_boolean(zero))) {
                         *ret_why = "a bad controller entry";
                         return -EBADMSG;
                 }
@@ -470,6 +495,8 @@ static int parse_document(MetersState *ms, json_t *root, const char **ret_why) {
                 }
                 if (r < 0)
                         return r;
+                if (json_is_true(zero))
+                        (void) meters_state_set_counts_from_zero(ms, key);
         }
         json_array_foreach(pending, i, o) {
                 json_t *uuid = json_object_get(o, "uuid"), *meter = json_object_get(o, "meter");

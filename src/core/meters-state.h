@@ -30,6 +30,7 @@ typedef struct MetersController {
         char *serial_number;            /* NULL = unknown */
         bool has_uptime;
         uint64_t uptime_ms;
+        bool counts_from_zero;          /* its counters restarted at 0 (a reset notice) since that boot */
 } MetersController;
 
 /* Opens (creating it with mode 0750 if needed) the state directory. No file is read yet. */
@@ -58,6 +59,11 @@ const MetersController *meters_state_get_controller(MetersState *ms, const char 
 /* Records the identity announced now; serial NULL keeps the known one. -ENOSPC: too many controllers. */
 int meters_state_set_controller(MetersState *ms, const char *name, const char *serial_number, bool has_uptime,
                                 uint64_t uptime_ms);
+/* The controller's counters restarted at 0 (after meters_state_set_controller()): a meter of it that
+ * a restarted core has not seen yet counts from 0 (flow_engine_controller_counts_from_zero()). */
+int meters_state_set_counts_from_zero(MetersState *ms, const char *name);
+size_t meters_state_n_controllers(MetersState *ms);
+const MetersController *meters_state_controller_at(MetersState *ms, size_t i);         /* NULL past the end */
 
 /* The drink 'uuid' on 'meter' is about to be written; once it is durable the meter's state is
  * 'after'. Kept in memory until meters_state_end_drink(); the next save writes it as pending. */

@@ -74,6 +74,7 @@ struct Board {
          * until the next pour. Delivered right after identification, unless that hello is a boot
          * hello (the counters they came from are gone). */
         KbspMessage early[EARLY_METERS_MAX];
+        KbspFrame early_frame[EARLY_METERS_MAX];
         size_t n_early;
 
         /* Command queue: the newest state per output, plus a ping. */
@@ -378,7 +379,7 @@ static void heartbeat_rearm(Board *b) {
         timer_arm_or_die(b, &b->hello_timer, now_usec(b) + b->hello_timeout_usec, hello_timer_handler);
 }
 
-static void keep_early_reading(Board *b, const KbspMessage *m) {
+static void keep_early_reading(Board *b, const KbspMessage *m, const KbspFrame *f) {
         size_t i;
 
         for (i = 0; i < b->n_early; i++)
@@ -390,6 +391,7 @@ static void keep_early_reading(Board *b, const KbspMessage *m) {
                 b->n_early++;
         }
         b->early[i] = *m;
+        b->early_frame[i] = *f;
 }
 
 static bool hello_is_boot(const KbspHello *h) {
@@ -439,6 +441,7 @@ static void identify(Board *b, const KbspMessage *m, const KbspFrame *f) {
         for (size_t i = 0; i < b->n_early && b->state == BOARD_RUNNING; i++) {
                 log_debug("%s: %s reading %" PRIu32 " from before the first hello", b->name,
                           b->early[i].meter_status.meter_name, b->early[i].meter_status.meter_reading);
+                log_message(b, &b->early[i], &b->early_frame[i]);
                 if (b->callbacks.message)
                         b->callbacks.message(b, &b->early[i], b->userdata);
         }
@@ -487,7 +490,7 @@ static void handle_frame(Board *b, const KbspFrame *f) {
                 if (m.message_id == KBSP_MSG_HELLO)
                         identify(b, &m, f);
                 else if (m.message_id == KBSP_MSG_METER_STATUS)
-                        keep_early_reading(b, &m);
+                        keep_early_reading(b, &m, f);
                 else if (log_get_max_level() >= LOG_DEBUG) {
                         (void) kbsp_message_format(&m, f, text, sizeof text);
                         log_debug("%s: dropping %s (no hello yet)", b->device, text);

@@ -206,6 +206,21 @@ class RestartRulesTest(unittest.TestCase):
         self.assertEqual(self.pour(c, 70)["ticks"], 30)
         self.assertEqual(ticks(c), [100, 250, 40, 30])
 
+    def test_unseen_meter_of_a_reset_board_counts_from_zero(self):
+        # The board's boot was announced to an earlier run: a meter no run has had a reading of yet
+        # (its first pour happened while the core was down) counts from 0, not from a baseline.
+        c = self.core()
+        c.conn.send("ControllerConnectedEvent", controller_name="kegboard", serial_number="", uptime_ms=0,
+                    board_reset=True)
+        self.pour(c, 200)
+        self.assertEqual(meters_json(c)["controllers"]["kegboard"]["counts_from_zero"], True)
+        self.assertEqual(c.stop(), 0)
+        c = self.core()
+        c.conn.send("ControllerConnectedEvent", controller_name="kegboard", serial_number="", uptime_ms=9000)
+        self.assertEqual(self.pour(c, 1135, meter="kegboard.flow1")["ticks"], 1135)
+        self.assertEqual(self.pour(c, 260)["ticks"], 60)
+        self.assertEqual(ticks(c), [200, 1135, 60])
+
     def test_bad_meters_json_is_a_warning(self):
         os.makedirs(self.state)
         for content, why in (('{"version": 1, "meters": {', "not valid JSON"),
