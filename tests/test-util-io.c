@@ -147,6 +147,11 @@ static void test_mkdir_p(void) {
         check(io_mkdir_p(path, 0750) == -ENOTDIR);
         check(io_mkdir_p("", 0750) == -EINVAL);
         check(io_mkdir_p(NULL, 0750) == -EINVAL);
+        snprintf(path, sizeof path, "%s/x/y", dir);
+        int fd = io_mkdir_p_open(path, 0700);
+        check(fd >= 0 && fstat(fd, &st) == 0 && S_ISDIR(st.st_mode) && (st.st_mode & 0777) == 0700);
+        if (fd >= 0)
+                close(fd);
 }
 
 int main(void) {

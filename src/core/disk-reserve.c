@@ -87,12 +87,9 @@ int disk_reserve_new(DiskReserve **ret, const char *state_dir) {
         r->dir = strdup(state_dir);
         if (!r->dir)
                 return -ENOMEM;
-        k = io_mkdir_p(state_dir, 0750);
-        if (k < 0)
-                return log_error_errno(k, "Cannot create state directory %s: %m", state_dir);
-        r->dir_fd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        r->dir_fd = io_mkdir_p_open(state_dir, 0750);
         if (r->dir_fd < 0)
-                return log_error_errno(errno, "Cannot open state directory %s: %m", state_dir);
+                return log_error_errno(r->dir_fd, "Cannot open state directory %s: %m", state_dir);
         r->size = (DISK_RESERVE_DRINKS + EXTRA_BLOCKS) * block_size(r->dir_fd);
 
         k = reserve_create(r);

@@ -69,7 +69,6 @@ static void meters_state_clear(MetersState *ms) {
 
 int meters_state_new(MetersState **ret, const char *state_dir) {
         _cleanup_(meters_state_freep) MetersState *ms = NULL;
-        int r;
 
         assert_return(ret, -EINVAL);
         assert_return(!isempty(state_dir), -EINVAL);
@@ -81,12 +80,9 @@ int meters_state_new(MetersState **ret, const char *state_dir) {
         ms->dir = strdup(state_dir);
         if (!ms->dir)
                 return -ENOMEM;
-        r = io_mkdir_p(state_dir, 0750);
-        if (r < 0)
-                return log_error_errno(r, "Cannot create state directory %s: %m", state_dir);
-        ms->dir_fd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        ms->dir_fd = io_mkdir_p_open(state_dir, 0750);
         if (ms->dir_fd < 0)
-                return log_error_errno(errno, "Cannot open state directory %s: %m", state_dir);
+                return log_error_errno(ms->dir_fd, "Cannot open state directory %s: %m", state_dir);
         *ret = TAKE_PTR(ms);
         return 0;
 }

@@ -599,12 +599,9 @@ int spool_open(Spool **ret, const char *dir) {
         if (!s->dir)
                 return log_error_errno(ENOMEM, "Out of memory");
 
-        r = io_mkdir_p(dir, 0750);
-        if (r < 0)
-                return log_error_errno(r, "Failed to create spool directory %s: %m", dir);
-        s->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        s->dir_fd = io_mkdir_p_open(dir, 0750);
         if (s->dir_fd < 0)
-                return log_error_errno(errno, "Failed to open spool directory %s: %m", dir);
+                return log_error_errno(s->dir_fd, "Failed to open spool directory %s: %m", dir);
         if (mkdirat(s->dir_fd, "failed", 0750) < 0 && errno != EEXIST)
                 return log_error_errno(errno, "Failed to create %s/failed: %m", dir);
         s->failed_fd = openat(s->dir_fd, "failed", O_RDONLY | O_DIRECTORY | O_CLOEXEC);

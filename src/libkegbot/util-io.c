@@ -134,6 +134,16 @@ int io_mkdir_p(const char *path, mode_t mode) {
         return 0;
 }
 
+int io_mkdir_p_open(const char *path, mode_t mode) {
+        int fd, r;
+
+        r = io_mkdir_p(path, mode);
+        if (r < 0)
+                return r;
+        fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        return fd < 0 ? -errno : fd;
+}
+
 int io_read_secret_file(const char *path, char **ret) {
         _cleanup_(freep) char *buf = NULL;
         size_t len = 0;

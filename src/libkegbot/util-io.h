@@ -25,6 +25,8 @@ int io_write_file_atomic(int dir_fd, const char *name, const char *content, size
 
 /* mkdir -p: 'path' and every missing parent, each with 'mode'; an existing directory is fine. */
 int io_mkdir_p(const char *path, mode_t mode);
+/* io_mkdir_p(), then the directory opened (O_DIRECTORY, close-on-exec): the fd, or -errno. */
+int io_mkdir_p_open(const char *path, mode_t mode);
 
 /* A secret or key kept in a file (an API key, a broker password, a systemd credential): at most
  * 4095 bytes of UTF-8 without NUL bytes; surrounding whitespace (the trailing newline) is removed.

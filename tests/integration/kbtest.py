@@ -5,6 +5,7 @@ Every test script is a plain unittest module run by /usr/bin/python3 from `meson
 environment (KEGBOT_BUILD_DIR, KEGBOT_SOURCE_DIR) comes from tests/meson.build. Test data lives in
 tests/fixtures (FIXTURES_DIR; the Kegboard vectors in VECTORS_DIR).
 """
+import errno
 import json
 import os
 import re
@@ -193,6 +194,26 @@ def run(args, env=None, timeout=30, cwd=None, input=None):
         full_env.update(env)
     return subprocess.run([str(a) for a in args], env=full_env, cwd=cwd, timeout=timeout * SLOW,
                           capture_output=True, text=True, input=input)
+
+
+def fill_disk(directory, name="filler"):
+    """Fills the file system of 'directory' (a small tmpfs in the tests) with one file, appended to
+    until the disk is full; returns its path (unlink it to free the space again)."""
+    path = os.path.join(directory, name)
+    with open(path, "ab", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"x" * 65536)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+        try:
+            while True:         # the last partial block
+                f.write(b"x" * 512)
+        except OSError as e:
+            if e.errno != errno.ENOSPC:
+                raise
+    return path
 
 
 class NotifySocket:

@@ -582,24 +582,13 @@ class BackendTest(unittest.TestCase):
         c = self.core(state_dir=state)
         c.wait_line(r"Found 2 taps")
         self.standin.refuse()
-        filler = os.path.join(state, "filler")
-
-        def fill():
-            fd = os.open(filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-            try:
-                while os.write(fd, b"x" * 4096) > 0:
-                    pass
-            except OSError:
-                pass
-            os.close(fd)
-
         c.pour("kegboard.flow0", 101)
-        fill()
+        kbtest.fill_disk(state)
         for t in (102, 103, 104):
             c.pour("kegboard.flow0", t)
         c.wait_line(r"ERROR .*The disk of %s is full: released the space reserve" % state)
         self.assertEqual(len(c.spool_files()), 4)
-        fill()
+        filler = kbtest.fill_disk(state)
         c.readings["kegboard.flow0"] += 105
         c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=c.readings["kegboard.flow0"])
         c.conn.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")

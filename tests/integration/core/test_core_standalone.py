@@ -1,6 +1,5 @@
 """kegbot_core in standalone mode: start-up, taps file and first-sight taps, test_flow pours, the
 drinks log (format, drink_id sequence, torn line, kill -9), idle timing, shutdown, reload, thermo."""
-import errno
 import json
 import os
 import signal
@@ -225,22 +224,13 @@ class DurabilityTest(unittest.TestCase):
                 self.skipTest("cannot mount a tmpfs: %s" % r.stderr.strip())
             notify = kbtest.NotifySocket(tmp)
             core = None
-            filler = os.path.join(state, "filler")
-
-            def fill():
-                with open(filler, "ab", buffering=0) as f:
-                    try:
-                        while True:
-                            f.write(b"x" * 4096)
-                    except OSError as e:
-                        self.assertEqual(e.errno, errno.ENOSPC)
 
             try:
                 core = Core(tmp, "--retry_interval=1", state_dir=state, env=notify.env())
                 self.assertTrue(os.path.exists(os.path.join(state, "space-reserve")))
                 self.assertFalse(core.stderr_lines(r"Cannot set aside"))
                 conn = core.connect()
-                fill()
+                kbtest.fill_disk(state)
                 reading, n = 0, 1000
                 conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
                 for i in range(n):
@@ -262,7 +252,7 @@ class DurabilityTest(unittest.TestCase):
 
                 # The reserve is used up too: the next drinks wait, and their pours are not
                 # reported completed.
-                fill()
+                filler = kbtest.fill_disk(state)
                 poured = 0
                 for t in range(40):
                     reading += 50 + t
@@ -313,12 +303,7 @@ class DurabilityTest(unittest.TestCase):
                 core = Core(tmp, "--retry_interval=1", state_dir=state)
                 # No room for a reserve on 64 KiB: said at start-up.
                 core.wait_line(r"WARNING  \(DrinkManager\) Cannot set aside \d+ KiB in %s as a space reserve" % state)
-                with open(os.path.join(state, "filler"), "ab", buffering=0) as f:
-                    try:
-                        while True:
-                            f.write(b"x" * 4096)
-                    except OSError as e:
-                        self.assertEqual(e.errno, errno.ENOSPC)
+                filler = kbtest.fill_disk(state)
                 conn = core.connect()
                 for ticks in (500, 300):
                     r = run_test_flow(core.port, "--ticks=%d" % ticks, "--steps=1", "--delay_seconds=0",
@@ -326,7 +311,7 @@ class DurabilityTest(unittest.TestCase):
                     self.assertEqual(r.returncode, 0, r.stderr)
                 core.wait_line(r"Drink \S+ \(kegboard\.flow0, 500 ticks\) cannot be written .* waits in memory")
                 self.assertEqual(core.drinks(), [])
-                os.unlink(os.path.join(state, "filler"))
+                os.unlink(filler)
                 completed, created = [], []
                 while len(created) < 2:
                     m, _ = conn.recv_until(lambda m: m["event"] in ("DrinkCreatedEvent", "FlowUpdate"), timeout=10)

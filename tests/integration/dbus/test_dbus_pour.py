@@ -264,7 +264,6 @@ class DiskFullTest(unittest.TestCase):
         even that is used up: a drink waits in memory (SpoolState "degraded", counted in
         PendingDrinks), and neither FlowUpdated(completed) nor DrinkRecorded comes for it until it
         is written; with room again the reserve is set aside again ("ok")."""
-        import errno
         import subprocess
         with kbtest.TempDir() as tmp:
             state = os.path.join(tmp, "state")
@@ -274,15 +273,6 @@ class DiskFullTest(unittest.TestCase):
             if r.returncode != 0:
                 self.skipTest("cannot mount a tmpfs: %s" % r.stderr.strip())
             bus = core = mon = None
-            filler = os.path.join(state, "filler")
-
-            def fill():
-                with open(filler, "ab", buffering=0) as f:
-                    try:
-                        while True:
-                            f.write(b"x" * 4096)
-                    except OSError as e:
-                        self.assertEqual(e.errno, errno.ENOSPC)
 
             def pour(conn, start, ticks):
                 conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=start)
@@ -298,13 +288,13 @@ class DiskFullTest(unittest.TestCase):
                 mon = Monitor(bus)
                 self.assertEqual((prop("DiskState"), prop("SpoolState")), ("ok", "standalone"))
                 conn = core.connect()
-                fill()
+                kbtest.fill_disk(state)
                 pour(conn, 0, 300)
                 kbtest.wait_until(lambda: prop("DiskState") == "low", timeout=5, what="DiskState low")
                 mon.wait_signal(lambda m: m["member"] == "DrinkRecorded", timeout=10, what="DrinkRecorded")
                 self.assertEqual([x["ticks"] for x in core.drinks()], [300])
 
-                fill()
+                filler = kbtest.fill_disk(state)
                 mon.sync()
                 n = len(mon.messages())
                 pour(conn, 300, 500)
