@@ -196,6 +196,26 @@ def run(args, env=None, timeout=30, cwd=None, input=None):
                           capture_output=True, text=True, input=input)
 
 
+class Tmpfs:
+    """A tmpfs of 'size' (mount's notation: 8m, 64k) mounted at 'path' (made if missing) for a
+    with block; the test is skipped where it cannot be mounted (not root)."""
+
+    def __init__(self, path, size):
+        self.path = path
+        self.size = size
+
+    def __enter__(self):
+        os.makedirs(self.path, exist_ok=True)
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=" + self.size, "tmpfs", self.path],
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise unittest.SkipTest("cannot mount a tmpfs: %s" % r.stderr.strip())
+        return self.path
+
+    def __exit__(self, *exc):
+        subprocess.run(["umount", "-l", self.path], capture_output=True)
+
+
 def fill_disk(directory, name="filler"):
     """Fills the file system of 'directory' (a small tmpfs in the tests) with one file, appended to
     until the disk is full; returns its path (unlink it to free the space again)."""

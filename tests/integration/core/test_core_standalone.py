@@ -215,13 +215,7 @@ class DurabilityTest(unittest.TestCase):
         completed; kill -9 then loses nothing: meters.json never moved past it, so the restarted
         core counts its ticks again from the meter (the producer sends its newest reading again).
         STATUS= tells the disk state."""
-        import subprocess
-        with kbtest.TempDir() as tmp:
-            state = os.path.join(tmp, "state")
-            os.makedirs(state)
-            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", state], capture_output=True, text=True)
-            if r.returncode != 0:
-                self.skipTest("cannot mount a tmpfs: %s" % r.stderr.strip())
+        with kbtest.TempDir() as tmp, kbtest.Tmpfs(os.path.join(tmp, "state"), "8m") as state:
             notify = kbtest.NotifySocket(tmp)
             core = None
 
@@ -285,19 +279,12 @@ class DurabilityTest(unittest.TestCase):
                 if core:
                     core.kill()
                 notify.close()
-                subprocess.run(["umount", "-l", state], capture_output=True)
 
     def test_disk_full_drink_written_once_there_is_room(self):
         """A disk too small for the space reserve (WARNING at start-up) fills up: a drink that waits
         for the disk is written, reported completed and then announced, in pour order, once there
         is room."""
-        import subprocess
-        with kbtest.TempDir() as tmp:
-            state = os.path.join(tmp, "state")
-            os.makedirs(state)
-            r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", state], capture_output=True, text=True)
-            if r.returncode != 0:
-                self.skipTest("cannot mount a tmpfs: %s" % r.stderr.strip())
+        with kbtest.TempDir() as tmp, kbtest.Tmpfs(os.path.join(tmp, "state"), "64k") as state:
             core = None
             try:
                 core = Core(tmp, "--retry_interval=1", state_dir=state)
@@ -330,7 +317,6 @@ class DurabilityTest(unittest.TestCase):
             finally:
                 if core:
                     core.kill()
-                subprocess.run(["umount", "-l", state], capture_output=True)
 
     def test_torn_last_line_is_cut(self):
         with kbtest.TempDir() as tmp:
