@@ -1,7 +1,8 @@
-"""kegbot_core and its bus over time: a bus that appears after the core started (watch-bind), a bus
-that dies and comes back on the same socket (the core keeps pouring and takes its name again), the
-name already taken (exit 1), an unusable bus address (exit 1), --dbus=none, LogControl1's LogLevel
-switching DEBUG logging at run time, and the name released at shutdown."""
+"""kegbot_core and its bus over time: a bus that appears after the core started (watch-bind), READY=1
+only once the name is the core's, a bus that dies and comes back on the same socket (the core keeps
+pouring and takes its name again), the name already taken (exit 1), an unusable bus address (exit 1),
+--dbus=none, LogControl1's LogLevel switching DEBUG logging at run time, and the name released at
+shutdown."""
 import os
 import signal
 import sys
