@@ -16,6 +16,7 @@ static int arg_hello_timeout = 30;
 static int arg_required_firmware_version = 0;
 static bool arg_show_messages = false;
 static bool arg_start_boards = false;
+static const char *arg_runtime_dir = "";
 
 static const FlagDef flags[] = {
         FLAG_STRING("kegboard_name", &arg_kegboard_name,
@@ -28,6 +29,10 @@ static const FlagDef flags[] = {
         FLAG_INT_MIN("required_firmware_version", &arg_required_firmware_version, 0,
                      "Refuse boards reporting a lower firmware version (0 = accept all)."),
         FLAG_BOOL("show_messages", &arg_show_messages, "Log every frame at INFO (otherwise at DEBUG)."),
+        FLAG_STRING("runtime_dir", &arg_runtime_dir,
+                    "Directory (tmpfs) where the board's newest readings are kept, so that a restarted daemon "
+                    "can send them again; empty = they are not kept.",
+                    .env = "RUNTIME_DIRECTORY", .env_mode = FLAG_ENV_FIRST_ENTRY),
         FLAG_BOOL("start_boards", &arg_start_boards,
                   "Do not bridge a board: have systemd start kegboard-daemon@<tty>.service for every board "
                   "plugged in (the links udev keeps in " BOARDS_DIR "), then exit (kegbot-boards.service)."),
@@ -71,6 +76,7 @@ int main(int argc, char **argv) {
                 },
                 .kb_core_addr = app_kb_core_addr(),
                 .tap_name = arg_tap_name,
+                .runtime_dir = arg_runtime_dir,
         };
 
         r = manager_new(&m, &config);

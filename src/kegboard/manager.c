@@ -4,20 +4,29 @@
 #define LOG_COMPONENT "kegboard"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <jansson.h>
 
 #include "daemon.h"
 #include "device-watch.h"
+#include "json-writer.h"
 #include "kegboard-port.h"
 #include "kegnet-client.h"
 #include "log.h"
 #include "manager.h"
 #include "util-event.h"
+#include "util-io.h"
+#include "util-string.h"
 
 /* Section 5 item 9: the kegnet flush on the way out is bounded. */
 #define STOP_TIMEOUT_USEC USEC_PER_SEC
 #define NAME_MAX_LEN 512
 #define METERS_MAX 8
+#define READINGS_FILE_MAX 4096
+/* Two estimates of the board's boot moment (now - uptime, on CLOCK_BOOTTIME) this close are the
+ * same boot: a board takes longer than this to boot twice. */
+#define SAME_BOOT_MS 500
 
 /* The newest reading of one of the board's meters since its last reset. */
 typedef struct MeterReading {
@@ -49,6 +58,13 @@ struct Manager {
          * restarted learns the counters at once, not at the next pour. */
         MeterReading readings[METERS_MAX];
         size_t n_readings;
+
+        /* They are also kept in <runtime_dir>/<tty>.readings, with the board's boot moment, so that
+         * a restarted daemon knows them too (the board reports a meter only when it changes). */
+        int runtime_fd;
+        char *readings_file;
+        bool has_boot;
+        uint64_t boot_ms;               /* CLOCK_BOOTTIME ms of the board's boot, from a hello */
 
         bool stopping;
         bool kegnet_pending;            /* waiting for the kegnet flush to finish */
@@ -109,6 +125,79 @@ static void remember_reading(Manager *m, const char *meter, uint32_t reading) {
 /* The counters restarted: what we remember belongs to the old ones. */
 static void forget_readings(Manager *m) {
         m->n_readings = 0;
+}
+
+static uint64_t boottime_ms(Manager *m) {
+        uint64_t t = 0;
+        (void) sd_event_now(m->event, CLOCK_BOOTTIME, &t);
+        return t / USEC_PER_MSEC;
+}
+
+/* The board's boot moment from a hello's uptime. */
+static void note_boot(Manager *m, uint64_t uptime_ms) {
+        uint64_t now = boottime_ms(m);
+
+        m->has_boot = now >= uptime_ms;
+        m->boot_ms = now - MIN(now, uptime_ms);
+}
+
+static void save_readings(Manager *m) {
+        JsonWriter w = JSON_WRITER_INIT;
+        _cleanup_(freep) char *text = NULL;
+        size_t len = 0;
+        int r;
+
+        if (m->runtime_fd < 0 || !m->has_boot)
+                return;
+        json_writer_object_begin(&w);
+        json_writer_field_string(&w, "serial_number", m->has_serial ? m->serial : NULL);
+        json_writer_field_uint(&w, "boot_ms", m->boot_ms);
+        json_writer_key(&w, "meters");
+        json_writer_object_begin(&w);
+        for (size_t i = 0; i < m->n_readings; i++)
+                json_writer_field_uint(&w, m->readings[i].name, m->readings[i].reading);
+        json_writer_object_end(&w);
+        json_writer_object_end(&w);
+        r = json_writer_finish_with(&w, "\n", &text, &len);
+        if (r >= 0)
+                r = io_write_file_atomic(m->runtime_fd, m->readings_file, text, len, 0600);
+        if (r < 0)
+                log_debug_errno(r, "Cannot write %s: %m", m->readings_file);
+}
+
+/* A restarted daemon: the readings an earlier instance saw, if they are of this very boot of the
+ * board (its serial number, and the same boot moment). */
+static void load_readings(Manager *m) {
+        _cleanup_(closep) int fd = -1;
+        _cleanup_(freep) char *buf = NULL;
+        json_t *root, *serial, *boot, *meters, *v;
+        const char *key;
+        size_t len = 0;
+
+        if (m->runtime_fd < 0 || !m->has_boot)
+                return;
+        fd = openat(m->runtime_fd, m->readings_file, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+        if (fd < 0 || io_read_all(fd, READINGS_FILE_MAX, &buf, &len) < 0)
+                return;
+        root = json_loadb(buf, len, JSON_REJECT_DUPLICATES, NULL);
+        serial = json_object_get(root, "serial_number");
+        boot = json_object_get(root, "boot_ms");
+        meters = json_object_get(root, "meters");
+        if (json_is_integer(boot) && json_is_object(meters) &&
+            (json_is_null(serial) ? !m->has_serial : json_is_string(serial) && m->has_serial &&
+                                                      streq(json_string_value(serial), m->serial))) {
+                uint64_t b = (uint64_t) json_integer_value(boot);
+                if ((b > m->boot_ms ? b - m->boot_ms : m->boot_ms - b) <= SAME_BOOT_MS) {
+                        json_object_foreach(meters, key, v)
+                                if (json_is_integer(v) && json_integer_value(v) >= 0 &&
+                                    json_integer_value(v) <= (json_int_t) UINT32_MAX && strlen(key) < KBSP_STRING_MAX)
+                                        remember_reading(m, key, (uint32_t) json_integer_value(v));
+                        log_info("%s: readings of this boot of the board from before the restart: %zu meters",
+                                 board_name(m->board), m->n_readings);
+                } else
+                        log_debug("%s: %s is of another boot of the board", board_name(m->board), m->readings_file);
+        }
+        json_decref(root);
 }
 
 /* ---- stopping ---- */
@@ -197,9 +286,11 @@ static bool hello_uptime(const KbspHello *h, uint64_t *ret) {
         return true;
 }
 
+static void requeue_readings(Manager *m);
+
 static void on_board_identified(Board *b, const KbspHello *h, void *userdata) {
         Manager *m = userdata;
-        uint64_t uptime;
+        uint64_t uptime = 0;
 
         m->identified = true;
         remember_hello(m, h);
@@ -210,6 +301,16 @@ static void on_board_identified(Board *b, const KbspHello *h, void *userdata) {
         /* Section 5.1 (a): the first hello; a boot hello means the counters just restarted. */
         send_controller_connected(m, m->has_uptime && uptime == 0);
         manager_update_status(m);
+
+        if (m->has_uptime) {
+                note_boot(m, uptime);
+                if (uptime > 0) {
+                        load_readings(m);
+                        /* The core may have restarted while this daemon was down, too. */
+                        requeue_readings(m);
+                }
+                save_readings(m);
+        }
 }
 
 static void handle_hello(Manager *m, const KbspHello *h) {
@@ -229,12 +330,16 @@ static void handle_hello(Manager *m, const KbspHello *h) {
                 m->has_uptime = true;
                 m->uptime_ms = 0;
                 forget_readings(m);
+                note_boot(m, 0);
+                save_readings(m);
                 send_controller_connected(m, true);
                 return;
         }
         if (m->has_uptime && uptime < m->uptime_ms) {
                 log_warning("Board reset detected (uptime went backwards)");
                 forget_readings(m);
+                note_boot(m, uptime);
+                save_readings(m);
         }
         m->has_uptime = true;
         m->uptime_ms = uptime;
@@ -279,6 +384,7 @@ static void on_board_message(Board *b, const KbspMessage *km, void *userdata) {
                 msg.meter_update.meter_name = port;
                 msg.meter_update.reading = km->meter_status.meter_reading;
                 remember_reading(m, km->meter_status.meter_name, km->meter_status.meter_reading);
+                save_readings(m);
                 break;
 
         case KBSP_MSG_TEMPERATURE_READING:
@@ -348,10 +454,11 @@ static void on_kegnet_connected(KegnetClient *c, void *userdata) {
         manager_update_status(m);
 }
 
-/* The core may have gone away before it made the readings it got durable (a restart): the newest
- * reading of every meter goes into the outbox, ahead of what comes later, and out again on
- * reconnect. A reading still queued is replaced in place; readings forgotten at a board reset are
- * not repeated, so the outbox order around a reset stays right. */
+/* The newest reading of every meter, sent again: when the connection dropped (the core may have
+ * gone away before it made the readings durable: they go into the outbox, ahead of what comes
+ * later, and out on reconnect; a reading still queued is replaced in place, and readings forgotten
+ * at a board reset are not repeated, so the order around a reset stays right), and when a restarted
+ * daemon found the readings of this boot of the board (the core may have restarted meanwhile). */
 static void requeue_readings(Manager *m) {
         const char *board = m->board ? board_name(m->board) : NULL;
         char port[NAME_MAX_LEN];
@@ -429,6 +536,14 @@ static int manager_start_board(Manager *m, const char *device) {
         int r;
 
         c.device = device;
+        if (m->runtime_fd >= 0) {
+                const char *base = strrchr(device, '/');
+
+                free(m->readings_file);
+                m->readings_file = strdup_printf("%s.readings", base ? base + 1 : device);
+                if (!m->readings_file)
+                        return log_error_errno(-ENOMEM, "%m");
+        }
         r = board_new(&m->board, m->event, &c, &board_callbacks, m);
         if (r < 0)
                 return log_error_errno(r, "Failed to set up the board: %m");
@@ -499,9 +614,16 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         m = calloc(1, sizeof *m);
         if (!m)
                 return log_error_errno(-ENOMEM, "%m");
+        m->runtime_fd = -1;
         m->tap_name = strdup(config->tap_name ?: KEGNET_ALL_TAPS);
         if (!m->tap_name)
                 return log_error_errno(-ENOMEM, "%m");
+        if (!isempty(config->runtime_dir)) {
+                m->runtime_fd = open(config->runtime_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+                if (m->runtime_fd < 0)
+                        log_warning_errno(errno, "Cannot open %s (%m): a restart of the daemon forgets the "
+                                          "board's readings", config->runtime_dir);
+        }
 
         m->board_config = config->board;
         m->board_config.device = NULL;
@@ -523,6 +645,8 @@ Manager *manager_free(Manager *m) {
         board_free(m->board);
         device_watch_free(m->ports);
         sd_event_unref(m->event);
+        safe_close(m->runtime_fd);
+        free(m->readings_file);
         free(m->tap_name);
         free(m);
         return NULL;

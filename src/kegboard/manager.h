@@ -10,6 +10,7 @@ typedef struct ManagerConfig {
         BoardConfig board;              /* .device is not used: see manager_run() */
         const char *kb_core_addr;       /* "host:port" or "port" */
         const char *tap_name;           /* meter_name of the TokenAuthEvents */
+        const char *runtime_dir;        /* the board's newest readings survive a restart here; "" = not */
 } ManagerConfig;
 
 typedef struct Manager Manager;

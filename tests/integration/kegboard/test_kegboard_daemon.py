@@ -234,6 +234,51 @@ class DaemonTest(unittest.TestCase):
         self.assertEqual(r, sorted(r))
         self.assertEqual(d2.stop(), 0)
 
+    def test_restarted_daemon_knows_the_readings_of_this_boot(self):
+        """With --runtime_dir a restarted daemon (the board kept running: no reset) sends the newest
+        readings an earlier instance saw right after announcing the board, so a core that restarted
+        meanwhile learns the counters although the board reports a meter only when it changes; after
+        a reset of the board while no daemon ran they are of another boot and are not sent."""
+        run = os.path.join(self.tmp, "run")
+        os.makedirs(run)
+        sim = self.sim("--nobuzzer")
+        core = self.core()
+        d = self.daemon(sim.link, core.port, "--runtime_dir=" + run)
+        core.wait_message(ev("ControllerConnectedEvent", board_reset=True))
+        sim.cmd("ticks flow0 120")
+        sim.cmd("ticks flow1 7")
+        core.wait_message(ev("MeterUpdate", meter_name=BOARD + ".flow1", reading=7))
+        core.wait_message(ev("MeterUpdate", meter_name=BOARD + ".flow0", reading=120))
+        self.assertTrue(os.path.exists(os.path.join(run, "ttyKB0.readings")))
+        d.kill()
+        tx = len([l for l in sim.output("stdout") if " TX meter_status " in l])
+        n = len(core.events())
+        d2 = self.daemon(sim.link, core.port, "--runtime_dir=" + run)
+        def later():
+            return [(m["event"], m["data"].get("meter_name"), m["data"].get("reading")) for m in core.events()[n:]]
+        kbtest.wait_until(lambda: len([x for x in later() if x[0] == "MeterUpdate"]) >= 2, timeout=15,
+                          what="the readings sent again")
+        d2.wait_line(r"readings of this boot of the board from before the restart: 2 meters")
+        later = later()
+        self.assertEqual(later[0][0], "ControllerConnectedEvent")
+        self.assertIn(("MeterUpdate", BOARD + ".flow0", 120), later)
+        self.assertIn(("MeterUpdate", BOARD + ".flow1", 7), later)
+        self.assertEqual(len([l for l in sim.output("stdout") if " TX meter_status " in l]), tx)
+
+        # The board resets while no daemon runs: its next daemon sees no boot hello, but the boot
+        # moment from the uptime differs, and the old readings are not sent.
+        d2.kill()
+        sim.cmd("reset")
+        sim.wait_line(r" TX hello .*uptime_ms=0 ", key="stdout", timeout=5)
+        n = len(core.events())
+        d3 = self.daemon(sim.link, core.port, "--runtime_dir=" + run)
+        kbtest.wait_until(lambda: [m for m in core.events()[n:] if m["event"] == "ControllerConnectedEvent"],
+                          timeout=15, what="the board announced")
+        sim.cmd("ticks flow0 3")
+        core.wait_message(ev("MeterUpdate", meter_name=BOARD + ".flow0", reading=3))
+        self.assertEqual([m["data"]["reading"] for m in core.events()[n:] if m["event"] == "MeterUpdate"], [3])
+        self.assertEqual(d3.stop(), 0)
+
     def test_resends_newest_readings_after_reconnect(self):
         """A core that restarts between pours learns every meter's counter right after the daemon
         reconnects, without waiting for the board to report a change."""
