@@ -54,7 +54,7 @@ static const FlagDef core_flags[] = {
         FLAG_INT64_MIN("max_tick_delta", &arg_max_tick_delta, 0,
                        "Largest accepted meter delta per report (0 = no limit)."),
         FLAG_INT64_MIN("max_restart_delta", &arg_max_restart_delta, 0,
-                       "Largest delta accepted for a meter's first reading after a core start (or its "
+                       "Largest delta accepted for the first new reading of a meter after a core start (or its "
                        "board's reconnect), against the reading accounted for in meters.json (0 = no limit)."),
         FLAG_DOUBLE_MIN("min_volume_ml", &arg_min_volume_ml, 0,
                         "Smaller drinks are not recorded (rule G8; also a taps-file key)."),
