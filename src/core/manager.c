@@ -299,16 +299,11 @@ static void arm_commit_timer(Manager *m) {
 
         if (m->stopping || !m->event)
                 return;
-        if (!m->commit_timer) {
-                r = sd_event_add_time_relative(m->event, &m->commit_timer, CLOCK_MONOTONIC, m->config.retry_usec,
-                                               USEC_PER_SEC, on_commit_timer, m);
-                if (r >= 0)
-                        (void) sd_event_source_set_description(m->commit_timer, "commit-retry");
-        } else {
-                r = sd_event_source_set_time_relative(m->commit_timer, m->config.retry_usec);
-                if (r >= 0)
-                        r = sd_event_source_set_enabled(m->commit_timer, SD_EVENT_ONESHOT);
-        }
+        /* A retry of the disk: one second late is fine. */
+        r = event_timer_arm_relative(m->event, &m->commit_timer, m->config.retry_usec, USEC_PER_SEC,
+                                     on_commit_timer, m);
+        if (r >= 0)
+                (void) sd_event_source_set_description(m->commit_timer, "commit-retry");
         if (r < 0)
                 log_error_errno(r, "Cannot arm the disk retry timer: %m");
 }
