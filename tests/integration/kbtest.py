@@ -236,52 +236,6 @@ def fill_disk(directory, name="filler"):
     return path
 
 
-class NotifySocket:
-    """A NOTIFY_SOCKET as systemd has it: a datagram socket collecting what a program sends with
-    sd_notify() (READY=1, STATUS=..., STOPPING=1). Pass env() to the program."""
-
-    def __init__(self, tmpdir):
-        self.path = os.path.join(tmpdir, "notify-%d.sock" % id(self))
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.messages = []          # one dict per datagram: {"READY": "1", "STATUS": "..."}
-        self._cv = threading.Condition()
-        self._t = threading.Thread(target=self._loop, daemon=True)
-        self._t.start()
-
-    def _loop(self):
-        while True:
-            try:
-                data = self.sock.recv(65536)
-            except OSError:
-                return
-            fields = {}
-            for line in data.decode("utf-8", "replace").split("\n"):
-                if "=" in line:
-                    k, v = line.split("=", 1)
-                    fields[k] = v
-            with self._cv:
-                self.messages.append(fields)
-                self._cv.notify_all()
-
-    def env(self):
-        return {"NOTIFY_SOCKET": self.path}
-
-    def wait(self, pred, timeout=10.0, what="notification"):
-        """The first message (dict) for which pred holds, waiting for it."""
-        with self._cv:
-            if not self._cv.wait_for(lambda: any(pred(m) for m in self.messages), timeout * SLOW):
-                raise AssertionError("timed out waiting for %s; got %s" % (what, self.messages[-10:]))
-            return next(m for m in self.messages if pred(m))
-
-    def statuses(self):
-        with self._cv:
-            return [m["STATUS"] for m in self.messages if "STATUS" in m]
-
-    def close(self):
-        self.sock.close()
-
-
 # ---------------------------------------------------------------- kegnet
 
 def kegnet_frame(event, **data):

@@ -238,7 +238,7 @@ class DurabilityTest(unittest.TestCase):
                     done += 1
                 core.wait_line(r"ERROR    \(DrinkManager\) The disk of %s is full: released the space reserve "
                                r"\(\d+ KiB, room for 1000 more drinks\); drinks are still written durably" % state)
-                notify.wait(lambda m: "disk low" in m.get("STATUS", ""), what="STATUS disk low")
+                notify.wait("STATUS", "disk low")
                 drinks = core.drinks()
                 self.assertEqual(len(drinks), n)
                 self.assertEqual(sum(d["ticks"] for d in drinks), reading)
@@ -259,7 +259,7 @@ class DurabilityTest(unittest.TestCase):
                 self.assertEqual(flow_updates(seen, "completed"), [])
                 core.wait_line(r"ERROR    \(DrinkManager\) Drink \S+ \(kegboard\.flow0, 50 ticks\) cannot be written "
                                r"\(No space left on device\) and waits in memory")
-                notify.wait(lambda m: "DISK FULL: 40 drinks wait" in m.get("STATUS", ""), what="STATUS DISK FULL")
+                notify.wait("STATUS", "DISK FULL: 40 drinks wait")
                 self.assertEqual(len(core.drinks()), n)
 
                 core.kill()

@@ -73,17 +73,16 @@ class LifecycleTest(unittest.TestCase):
         try:
             bus.proc.p.send_signal(signal.SIGSTOP)
             core = self.core(bus, wait=False, wait_name=False, env=notify.env())
-            notify.wait(lambda m: m.get("STATUS", "").startswith("Starting: waiting for the bus name org.kegbot.Core1"),
-                        what="STATUS waiting for the bus name")
+            notify.wait("STATUS", r"^Starting: waiting for the bus name org\.kegbot\.Core1")
             # The core works meanwhile (kegnet), but it has not said READY=1.
             conn = core.connect()
             conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
             conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=100)
             conn.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 100)
-            self.assertFalse([m for m in notify.messages if "READY" in m])
+            self.assertEqual(notify.assignments("READY"), [])
             bus.proc.p.send_signal(signal.SIGCONT)
-            m = notify.wait(lambda m: m.get("READY") == "1", what="READY=1")
-            self.assertTrue(m["STATUS"].startswith("Ready: standalone mode"), m)
+            notify.wait("READY", "^1$")
+            self.assertRegex(notify.assignments("STATUS")[-1], r"^Ready: standalone mode")
             self.assertTrue(bus.name_owner())
             err = core.output("stderr")
             self.assertLess(next(i for i, l in enumerate(err) if "Serving org.kegbot.Core1" in l),
