@@ -760,11 +760,17 @@ def core(tmp, bus, *flags, taps=TAPS, **kw):
     return busenv.Core(tmp, bus, *flags, taps=taps, **kw)
 
 
+# A board's absolute counters, per core state directory: they keep growing across restarts of the
+# core, which resumes every meter from the reading it persisted (core-behaviour.md section 5).
+_READINGS = {}
+
+
 def pour(core_proc, meter, ticks, seconds, steps=None):
     """Ticks through kegnet MeterUpdates, spread over 'seconds'. The readings of a meter keep
-    growing from one pour to the next (a lower one would be a counter reset to the core); the first
-    one a core sees is its baseline."""
-    readings = core_proc.__dict__.setdefault("_mqtt_readings", {})
+    growing from one pour to the next, also across a restart of the core (a lower one would be a
+    counter reset to the core); the first one a core with a new state directory sees is its
+    baseline."""
+    readings = _READINGS.setdefault(core_proc.state_dir, {})
     conn = core_proc.connect()
     steps = steps or max(1, int(seconds * 10))
     reading = readings.get(meter, 1000)
