@@ -231,7 +231,7 @@ class UnitTests(unittest.TestCase):
         missing device, library or configuration are not retried."""
         prevent = {"kegboard-daemon@.service": {"0"}, "rfid-reader@.service": {"0", "2"},
                    "lcd-daemon.service": {"1"}, "sound-server.service": {"1"}, "kegbot-core.service": set(),
-                   "kegbot-mqtt.service": {"0", "2"}}
+                   "kegbot-mqtt.service": {"0", "2"}, "kegbot-boards.service": set()}
         for u in self.inst.units():
             if not u.endswith(".service"):
                 continue
