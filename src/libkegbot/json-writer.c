@@ -146,6 +146,20 @@ int json_writer_null(JsonWriter *w) {
         return write_literal(w, "null");
 }
 
+int json_writer_raw(JsonWriter *w, const char *json) {
+        assert_return(w, -EINVAL);
+        if (!json || !*json)
+                return json_writer_set_error(w, -EINVAL);
+        if (value_prefix(w) < 0)
+                return w->out.error;
+        return strbuf_puts(&w->out, json);
+}
+
+int json_writer_field_raw(JsonWriter *w, const char *key, const char *json) {
+        json_writer_key(w, key);
+        return json_writer_raw(w, json);
+}
+
 int json_writer_bool(JsonWriter *w, bool v) {
         return write_literal(w, v ? "true" : "false");
 }

@@ -52,6 +52,11 @@ int json_writer_double(JsonWriter *w, double v);                /* finite only *
 int json_writer_string(JsonWriter *w, const char *s);           /* NULL writes null */
 int json_writer_timestamp(JsonWriter *w, uint64_t realtime_usec);
 
+/* A value that is already JSON text, written verbatim: one complete value the caller serialised
+ * with this writer earlier (an event payload kept as text, so that a resend is byte for byte the
+ * same). It is not checked again; "" is -EINVAL. */
+int json_writer_raw(JsonWriter *w, const char *json);
+
 /* key + value. */
 int json_writer_field_null(JsonWriter *w, const char *key);
 int json_writer_field_bool(JsonWriter *w, const char *key, bool v);
@@ -60,6 +65,7 @@ int json_writer_field_uint(JsonWriter *w, const char *key, uint64_t v);
 int json_writer_field_double(JsonWriter *w, const char *key, double v);
 int json_writer_field_string(JsonWriter *w, const char *key, const char *s);
 int json_writer_field_timestamp(JsonWriter *w, const char *key, uint64_t realtime_usec);
+int json_writer_field_raw(JsonWriter *w, const char *key, const char *json);
 
 /* Records an error of the caller's (e.g. a value out of its range) unless one is already set. */
 int json_writer_set_error(JsonWriter *w, int error);
