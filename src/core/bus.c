@@ -13,6 +13,8 @@
 #include "log.h"
 
 #include "bus.h"
+#include "backend-event.h"
+#include "util-utf8.h"
 #include "util-event.h"
 #include "util-strv.h"
 #include "util-uuid.h"
@@ -35,6 +37,7 @@
 #define BUS_ERROR_NOT_SUPPORTED "org.kegbot.Core1.Error.NotSupported"
 #define BUS_ERROR_SHUTTING_DOWN "org.kegbot.Core1.Error.ShuttingDown"
 #define BUS_ERROR_QUARANTINED "org.kegbot.Core1.Error.Quarantined"
+#define BUS_ERROR_UNKNOWN_CONTROLLER "org.kegbot.Core1.Error.UnknownController"
 
 /* Pour values of one tap (and its flow object) go out at most this often. */
 #define EMIT_INTERVAL_USEC (100 * USEC_PER_MSEC)
@@ -50,6 +53,7 @@ static const sd_bus_error_map kegbot_bus_errors[] = {
         SD_BUS_ERROR_MAP(BUS_ERROR_UNKNOWN_DRINK, ENOENT),
         SD_BUS_ERROR_MAP(BUS_ERROR_NOT_SUPPORTED, EOPNOTSUPP),
         SD_BUS_ERROR_MAP(BUS_ERROR_SHUTTING_DOWN, ESHUTDOWN),
+        SD_BUS_ERROR_MAP(BUS_ERROR_UNKNOWN_CONTROLLER, ENODEV),
         SD_BUS_ERROR_MAP(BUS_ERROR_QUARANTINED, EPERM),
         SD_BUS_ERROR_MAP_END
 };
@@ -94,6 +98,7 @@ struct Bus {
         char *api_url;
 
         Backend *backend;
+        EventBackend *event_backend;
 
         sd_bus *bus;
         bool ready;                     /* connected and the name is ours */
@@ -369,8 +374,18 @@ static void meter_mark_dirty(MeterObj *mo) {
 /* ---- Manager object ---- */
 
 static const char *shown_backend_state(Bus *b) {
-        if (b->backend)
-                return backend_state_to_string(backend_get_state(b->backend));
+        /* The worst of the legacy state and every event device's (kegboard-event-protocol.md 12). */
+        static const char *const names[] = { "online", "offline", "unauthorized" };
+        int worst = -1;
+
+        if (b->backend) {
+                BackendState s = backend_get_state(b->backend);
+                worst = s == BACKEND_UNAUTHORIZED ? 2 : s == BACKEND_OFFLINE ? 1 : 0;
+        }
+        if (b->event_backend)
+                worst = MAX(worst, event_backend_worst_state(b->event_backend));
+        if (worst >= 0)
+                return names[worst];
         return manager_is_standalone(b->manager) ? "standalone" : "offline";
 }
 
@@ -388,7 +403,7 @@ static const char *shown_disk_state(Bus *b) {
 static uint32_t shown_pending(Bus *b) {
         size_t n = manager_n_waiting_drinks(b->manager);
 
-        if (b->backend)
+        if (b->backend && !b->event_backend)
                 n += backend_n_pending(b->backend);
         else if (manager_get_drink_sink(b->manager))
                 n += drink_sink_n_pending(manager_get_drink_sink(b->manager));
@@ -400,6 +415,8 @@ static uint32_t shown_failed(Bus *b) {
 
         if (b->backend)
                 n = backend_n_failed(b->backend);
+        if (b->event_backend)
+                n += event_backend_n_failed_pours(b->event_backend);
         return (uint32_t) MIN(n, (size_t) UINT32_MAX);
 }
 
@@ -456,6 +473,8 @@ static int manager_property_get(sd_bus *bus, const char *path, const char *inter
                 return sd_bus_message_append(reply, "s", manager_is_standalone(b->manager) ? "standalone" : "server");
         if (streq(property, "ApiUrl"))
                 return sd_bus_message_append(reply, "s", b->api_url);
+        if (streq(property, "EventUrl"))
+                return sd_bus_message_append(reply, "s", b->event_backend ? event_backend_get_url(b->event_backend) : "");
         if (streq(property, "BackendState"))
                 return sd_bus_message_append(reply, "s", shown_backend_state(b));
         if (streq(property, "SpoolState"))
@@ -595,11 +614,53 @@ static int method_set_relay(sd_bus_message *m, void *userdata, sd_bus_error *err
         return sd_bus_reply_method_return(m, NULL);
 }
 
+static int method_reset_pairing(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+        const char *controller;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &controller);
+        if (r < 0)
+                return r;
+        if (!utf8_is_valid(controller))
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Controller name is not valid UTF-8");
+        r = b->event_backend ? event_backend_reset_pairing(b->event_backend, controller) : -ENOENT;
+        if (r == -ENOENT)
+                return sd_bus_error_setf(error, BUS_ERROR_UNKNOWN_CONTROLLER,
+                                         "No event device for this controller");
+        if (r < 0)
+                return reply_manager_error(error, r, "ResetPairing");
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+static int method_retry_failed_events(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        Bus *b = userdata;
+        const char *controller;
+        unsigned n = 0;
+        int r;
+
+        r = sd_bus_message_read(m, "s", &controller);
+        if (r < 0)
+                return r;
+        if (!utf8_is_valid(controller))
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Controller name is not valid UTF-8");
+        r = b->event_backend ? event_backend_retry_failed_events(b->event_backend, controller, &n) : -ENOENT;
+        if (r == -ENOENT)
+                return sd_bus_error_setf(error, BUS_ERROR_UNKNOWN_CONTROLLER,
+                                         "No event device for this controller");
+        if (r < 0)
+                return reply_manager_error(error, r, "RetryFailedEvents");
+        manager_props_refresh(b);
+        return sd_bus_reply_method_return(m, "u", (uint32_t) n);
+}
+
 static int method_sync(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Bus *b = userdata;
         int r;
 
         log_info("Sync() requested over D-Bus");
+        if (b->event_backend)
+                event_backend_kick_all(b->event_backend);
         if (b->backend) {
                 r = backend_sync(b->backend);
                 if (r < 0)
@@ -799,6 +860,7 @@ static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_PROPERTY("Version", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("Mode", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("ApiUrl", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("EventUrl", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
         SD_BUS_PROPERTY("BackendState", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("SpoolState", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("DiskState", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
@@ -826,6 +888,10 @@ static const sd_bus_vtable manager_vtable[] = {
                                 method_list_drinks, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("ClearQuarantine", SD_BUS_ARGS("s", meter), SD_BUS_NO_RESULT,
                                 method_clear_quarantine, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("ResetPairing", SD_BUS_ARGS("s", controller), SD_BUS_NO_RESULT,
+                                method_reset_pairing, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("RetryFailedEvents", SD_BUS_ARGS("s", controller), SD_BUS_RESULT("u", requeued),
+                                method_retry_failed_events, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("FlowUpdated",
                                 SD_BUS_ARGS("t", flow_id, "s", meter, "s", state, "s", username, "t", ticks,
                                             "d", volume_ml, "t", start_time, "t", last_activity_time),
@@ -1078,9 +1144,9 @@ static int controller_find(sd_bus *bus, const char *path, const char *interface,
         if (!strv_contains(b->controllers, name))
                 return 0;
         c = manager_find_controller(b->manager, name);
-        if (!c)
+        if (!c && !(b->event_backend && event_backend_device_info(b->event_backend, name, &(EventDeviceInfo) {}) >= 0))
                 return 0;
-        *found = (void *) c;
+        *found = b;
         return 1;
 }
 
@@ -1092,20 +1158,48 @@ static int controller_enumerate(sd_bus *bus, const char *prefix, void *userdata,
 
 static int controller_property_get(sd_bus *bus, const char *path, const char *interface, const char *property,
                                    sd_bus_message *reply, void *userdata, sd_bus_error *error) {
-        const Controller *c = userdata;
+        _cleanup_(freep) char *name = NULL;
+        Bus *b = userdata;
+        const Controller *c;
+        EventDeviceInfo ev = {};
+        bool event;
+        int r;
+
+        r = sd_bus_path_decode(path, CONTROLLER_PREFIX, &name);
+        if (r <= 0)
+                return r < 0 ? r : -ENOENT;
+        /* An event device may have no announced controller (a tap of the taps file, a spool). */
+        c = manager_find_controller(b->manager, name);
+        event = b->event_backend && event_backend_device_info(b->event_backend, name, &ev) >= 0;
 
         if (streq(property, "Name"))
-                return sd_bus_message_append(reply, "s", c->name);
+                return sd_bus_message_append(reply, "s", name);
         if (streq(property, "SerialNumber"))
-                return sd_bus_message_append(reply, "s", c->serial_number ?: "");
+                return sd_bus_message_append(reply, "s", c && c->serial_number ? c->serial_number : "");
         if (streq(property, "FirmwareVersion"))
-                return sd_bus_message_append(reply, "u", c->has_firmware_version ? c->firmware_version : 0);
+                return sd_bus_message_append(reply, "u", c && c->has_firmware_version ? c->firmware_version : 0);
         if (streq(property, "Device"))
-                return sd_bus_message_append(reply, "s", c->device ?: "");
+                return sd_bus_message_append(reply, "s", c && c->device ? c->device : "");
         if (streq(property, "Connected"))
-                return sd_bus_message_append(reply, "b", (int) c->connected);
+                return sd_bus_message_append(reply, "b", (int) (c && c->connected));
         if (streq(property, "LastSeen"))
-                return sd_bus_message_append(reply, "t", c->last_seen_realtime);
+                return sd_bus_message_append(reply, "t", c ? c->last_seen_realtime : 0);
+        if (streq(property, "Backend"))
+                return sd_bus_message_append(reply, "s", b->event_backend &&
+                                             event_backend_owns_controller(b->event_backend, name) ? "event" :
+                                             b->backend ? "legacy" : "standalone");
+        if (streq(property, "EventState"))
+                return sd_bus_message_append(reply, "s", event ? event_device_state_to_string(ev.state) : "");
+        if (streq(property, "Paired"))
+                return sd_bus_message_append(reply, "b", (int) ev.paired);
+        if (streq(property, "BootId"))
+                return sd_bus_message_append(reply, "s", event ? ev.boot_id : "");
+        if (streq(property, "PendingEvents"))
+                return sd_bus_message_append(reply, "u", (uint32_t) MIN(ev.pending_events, (size_t) UINT32_MAX));
+        if (streq(property, "FailedEvents"))
+                return sd_bus_message_append(reply, "u", (uint32_t) MIN(ev.failed_events, (size_t) UINT32_MAX));
+        if (streq(property, "LastDelivery"))
+                return sd_bus_message_append(reply, "t", ev.last_delivery);
         return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s", property);
 }
 
@@ -1117,6 +1211,13 @@ static const sd_bus_vtable controller_vtable[] = {
         SD_BUS_PROPERTY("Device", "s", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("Connected", "b", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("LastSeen", "t", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Backend", "s", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
+        SD_BUS_PROPERTY("EventState", "s", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("Paired", "b", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("BootId", "s", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("PendingEvents", "u", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("FailedEvents", "u", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("LastDelivery", "t", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_VTABLE_END
 };
 
@@ -1853,6 +1954,42 @@ static void on_backend_changed(void *userdata) {
         manager_props_refresh(userdata);
 }
 
+/* Event devices are Controller objects too; their health is re-announced on every change. */
+static void on_event_backend_changed(void *userdata) {
+        static char *props[] = { "EventState", "Paired", "BootId", "PendingEvents", "FailedEvents", "LastDelivery",
+                                 NULL };
+        Bus *b = userdata;
+
+        manager_props_refresh(b);
+        for (size_t i = 0; i < event_backend_n_devices(b->event_backend); i++) {
+                const char *name = event_backend_device_name_at(b->event_backend, i);
+                _cleanup_(freep) char *path = NULL;
+
+                if (sd_bus_path_encode(CONTROLLER_PREFIX, name, &path) < 0)
+                        return (void) log_error("Out of memory exporting controller %s", name);
+                if (!strv_contains(b->controllers, name)) {
+                        if (strv_extend(&b->controllers, &b->n_controllers, name) < 0)
+                                return (void) log_error("Out of memory exporting controller %s", name);
+                        emit_object_added(b, path);
+                        continue;
+                }
+                emit_properties(b, path, CONTROLLER_IFACE, props);
+        }
+}
+
+void bus_set_event_backend(Bus *b, EventBackend *eb) {
+        if (b->event_backend)
+                event_backend_set_changed_handler(b->event_backend, NULL, NULL);
+        b->event_backend = eb;
+        if (eb) {
+                event_backend_set_changed_handler(eb, on_event_backend_changed, b);
+                for (size_t i = 0; i < event_backend_n_devices(eb); i++)
+                        if (!strv_contains(b->controllers, event_backend_device_name_at(eb, i)))
+                                (void) strv_extend(&b->controllers, &b->n_controllers, event_backend_device_name_at(eb, i));
+        }
+        manager_props_refresh(b);
+}
+
 void bus_set_backend(Bus *b, Backend *backend) {
         if (b->backend)
                 backend_set_changed_handler(b->backend, NULL, NULL);
@@ -1874,6 +2011,8 @@ Bus *bus_free(Bus *b) {
                 manager_remove_observer(b->manager, &bus_observer, b);
         if (b->backend)
                 backend_set_changed_handler(b->backend, NULL, NULL);
+        if (b->event_backend)
+                event_backend_set_changed_handler(b->event_backend, NULL, NULL);
 
         /* The final values of pours that ended during shutdown. */
         for (size_t i = 0; i < b->n_meters; i++)

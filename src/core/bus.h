@@ -45,6 +45,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Bus *, bus_free);
  * Without a backend the standalone values are shown (BackendState "standalone", no drink queue,
  * Sync() reloads the taps file). Free the Bus before the backend, or set NULL first. */
 void bus_set_backend(Bus *b, Backend *backend);
+/* The Kegboard Event Protocol backend: its devices' state on the Controller objects. */
+typedef struct EventBackend EventBackend;
+void bus_set_event_backend(Bus *b, EventBackend *eb);
 /* Something the Manager interface shows may have changed: emits PropertiesChanged for what differs. */
 void bus_backend_changed(Bus *b);
 

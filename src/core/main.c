@@ -10,6 +10,7 @@
 #include "drink-sink.h"
 #include "flags.h"
 #include "backend.h"
+#include "backend-event.h"
 #include "bus.h"
 #include "manager.h"
 
@@ -26,6 +27,15 @@ static int arg_retry_interval = 10;
 static int arg_maximum_event_retries = 3;
 static const char *arg_dbus = "system";
 static bool arg_debug_events = false;
+
+/* The Kegboard Event Protocol backend (kegboard-event-protocol.md section 1.1). */
+static const char *arg_event_url = "";
+static int arg_event_heartbeat_interval = 60;
+static int arg_event_pour_update_ms = 1000;
+static int arg_event_retry_interval = 30;
+static int arg_event_max_grant_s = 300;
+static int arg_event_auth_window = 15;
+static int arg_event_spool_max = 10000;
 
 /* The ghost filter (ghost-pours.md section 4.1); every one is also a taps-file key. */
 static const char *arg_ghost_filter = "on";
@@ -73,7 +83,23 @@ static const FlagDef core_flags[] = {
                      "Ignored (pycore flag files): drinks are retried until delivered."),
         FLAG_ENUM("dbus", &arg_dbus, ((const char *const[]) { "system", "session", "none", NULL }),
                   "Bus to serve org.kegbot.Core1 on: system, session or none."),
-        FLAG_BOOL("debug_events", &arg_debug_events, "Log every kegnet message received and sent at DEBUG."),
+        FLAG_BOOL("debug_events", &arg_debug_events, "Log every kegnet message received and sent at DEBUG (and, with "
+                  "--event_url, every event batch and answer)."),
+        FLAG_STRING("event_url", &arg_event_url,
+                    "Kegboard Event Protocol URL (Kegbot Server 2.0: http://<server>/api/kegboard-event): every board "
+                    "reports there as a virtual Kegboard v4; empty = none.", .env = "KEGBOT_EVENT_URL"),
+        FLAG_INT_RANGE("event_heartbeat_interval", &arg_event_heartbeat_interval, 10, 3600,
+                       "Seconds between status heartbeats of each event device."),
+        FLAG_INT_RANGE("event_pour_update_ms", &arg_event_pour_update_ms, 0, 60000,
+                       "Least interval between two pour_updates of one pour (0 = never, else at least 250)."),
+        FLAG_INT_RANGE("event_retry_interval", &arg_event_retry_interval, 1, 300,
+                       "First event-delivery backoff in seconds (doubles up to 300)."),
+        FLAG_INT_RANGE("event_max_grant_s", &arg_event_max_grant_s, 1, 3600,
+                       "Longest lifetime of a grant from the event server, in seconds."),
+        FLAG_INT_RANGE("event_auth_window", &arg_event_auth_window, 1, 300,
+                       "Seconds a presented token stays fresh enough for the server's authorize to open a valve."),
+        FLAG_INT_RANGE("event_spool_max", &arg_event_spool_max, 100, 1000000,
+                       "Events a device may hold before new temperature readings are refused."),
         FLAG_ENUM("ghost_filter", &arg_ghost_filter, ((const char *const[]) { "on", "log", "off", NULL }),
                   "Ghost-pour filter (G0): on = ghost ticks never become drinks; log = record what off records, "
                   "report what on would do; off = every tick pours. Every ghost-filter flag (G0-G9) is also a "
@@ -125,6 +151,7 @@ static const AppInfo app_info = {
 typedef struct Startup {
         Manager *manager;
         Backend *backend;
+        EventBackend *event_backend;
 } Startup;
 
 /* Start-up is complete (core-behaviour.md section 2, step 9): READY=1, then the server work. With
@@ -137,16 +164,23 @@ static void startup_done(void *userdata) {
         manager_set_ready(st->manager);
         if (st->backend)
                 (void) backend_start(st->backend);
+        if (st->event_backend)
+                (void) event_backend_start(st->event_backend);
+}
+
+static void status_extra(Manager *m, char *buf, size_t size, void *userdata) {
+        event_backend_status_text(userdata, buf, size);
 }
 
 int main(int argc, char **argv) {
         _cleanup_(manager_freep) Manager *m = NULL;
         _cleanup_(backend_freep) Backend *backend = NULL;
+        _cleanup_(event_backend_freep) EventBackend *event_backend = NULL;
         _cleanup_(bus_freep) Bus *bus = NULL;  /* freed first: it observes the manager and the backend */
         bool bus_lost;
         ManagerConfig config;
         Startup startup = {};
-        bool server;
+        bool server, event;
         int r;
 
         (void) app_init(argc, argv, &app_info, NULL);
@@ -178,12 +212,22 @@ int main(int argc, char **argv) {
         if (flow_settings_check(&settings, &bad_key, &reason) < 0)
                 app_flag_error("--%s: %s", bad_key, reason);
 
+        if (arg_event_pour_update_ms > 0 && arg_event_pour_update_ms < 250)
+                app_flag_error("--event_pour_update_ms: 0 or at least 250");
+        event = !isempty(arg_event_url);
+        if (event && !startswith(arg_event_url, "http://") && !startswith(arg_event_url, "https://"))
+                app_flag_error("--event_url: an http:// or https:// URL");
+        if (event && !isempty(app_api_url()))
+                app_flag_error("--event_url and --api_url together (boards split between the two servers) are not "
+                               "supported yet: give one of them");
         server = !isempty(app_api_url());
         if (server) {
                 log_info("Running in server mode, api_url=%s", app_api_url());
                 if (isempty(app_api_key()))
                         log_warning("No API key configured");
-        } else
+        } else if (event)
+                log_info("Running in server mode, event_url=%s", arg_event_url);
+        else
                 log_info("Running in standalone mode (no --api_url)");
 
         manager_config_init(&config);
@@ -196,7 +240,8 @@ int main(int argc, char **argv) {
         config.max_restart_delta = (uint64_t) arg_max_restart_delta;
         config.default_ticks_per_ml = arg_default_ticks_per_ml;
         config.debug_events = arg_debug_events;
-        config.standalone = !server;
+        config.standalone = !server && !event;
+        config.local_taps = event && !server;
         config.retry_usec = (uint64_t) arg_retry_interval * USEC_PER_SEC;
 
         r = manager_new(&m, &config);
@@ -220,6 +265,27 @@ int main(int argc, char **argv) {
                 }
         }
 
+        if (event) {
+                EventBackendConfig ec = {
+                        .event_url = arg_event_url,
+                        .api_timeout = app_api_timeout(),
+                        .state_dir = arg_state_dir,
+                        .heartbeat_interval = (unsigned) arg_event_heartbeat_interval,
+                        .pour_update_ms = (unsigned) arg_event_pour_update_ms,
+                        .retry_interval = (unsigned) arg_event_retry_interval,
+                        .max_grant_s = (unsigned) arg_event_max_grant_s,
+                        .auth_window = (unsigned) arg_event_auth_window,
+                        .spool_max = (unsigned) arg_event_spool_max,
+                        .debug_events = arg_debug_events,
+                };
+                r = event_backend_new(&event_backend, m, &ec);
+                if (r < 0) {
+                        app_finish();
+                        return 1;
+                }
+                manager_set_status_extra(m, status_extra, event_backend);
+        }
+
         if (!streq(arg_dbus, "none")) {
                 BusConfig bus_config = { .api_url = app_api_url() };
 
@@ -231,9 +297,11 @@ int main(int argc, char **argv) {
                 }
                 if (backend)
                         bus_set_backend(bus, backend);
+                if (event_backend)
+                        bus_set_event_backend(bus, event_backend);
         }
 
-        startup = (Startup) { .manager = m, .backend = backend };
+        startup = (Startup) { .manager = m, .backend = backend, .event_backend = event_backend };
         if (bus) {
                 (void) daemon_notify_status("Starting: waiting for the bus name %s", BUS_NAME);
                 bus_set_ready_handler(bus, startup_done, &startup);
@@ -244,6 +312,7 @@ int main(int argc, char **argv) {
         bus_lost = bus_failed(bus);
         bus = bus_free(bus);
         backend = backend_free(backend);
+        event_backend = event_backend_free(event_backend);
         m = manager_free(m);
 
         log_info("Kegbot stopped.");

@@ -98,6 +98,9 @@ struct Manager {
         size_t status_taps, status_pending, status_waiting;
         ManagerDiskState status_disk;
         bool status_sent;
+        ManagerStatusExtraFunc status_extra;
+        void *status_extra_userdata;
+        char status_extra_text[256];
         bool ready;
         bool stopping;
 };
@@ -631,20 +634,24 @@ static void status_text(Manager *m, char *buf, size_t size) {
         case MANAGER_DISK_OK:
                 break;
         }
-        snprintf(buf, size, "%s: %s mode, %zu taps, %zu queued drinks%s",
+        snprintf(buf, size, "%s: %s mode, %zu taps, %zu queued drinks%s%s",
                  m->stopping ? "Stopping" : m->ready ? "Ready" : "Starting",
-                 m->config.standalone ? "standalone" : "server", flow_engine_n_taps(m->engine), pending, extra);
+                 m->config.standalone ? "standalone" : "server", flow_engine_n_taps(m->engine), pending, extra,
+                 m->status_extra_text);
 }
 
 void manager_update_status(Manager *m) {
         size_t taps = flow_engine_n_taps(m->engine);
         size_t pending = (m->drinks ? drink_sink_n_pending(m->drinks) : 0) + m->n_waiting;
         ManagerDiskState disk = manager_disk_state(m);
-        char text[256];
+        char text[512], extra[sizeof m->status_extra_text] = "";
 
+        if (m->status_extra)
+                m->status_extra(m, extra, sizeof extra, m->status_extra_userdata);
         if (m->status_sent && taps == m->status_taps && pending == m->status_pending &&
-            m->n_waiting == m->status_waiting && disk == m->status_disk)
+            m->n_waiting == m->status_waiting && disk == m->status_disk && streq(extra, m->status_extra_text))
                 return;
+        memcpy(m->status_extra_text, extra, sizeof extra);
         m->status_sent = true;
         m->status_taps = taps;
         m->status_pending = pending;
@@ -1086,12 +1093,12 @@ int manager_reload(Manager *m) {
         int r = 0;
 
         (void) log_reopen();
-        if (m->config.standalone) {
+        if (m->config.standalone || m->config.local_taps) {
                 r = tap_registry_load_file(m->taps, m->taps_file, 1.0 / m->config.default_ticks_per_ml);
                 if (r < 0)
                         log_named(LOG_ERR, "TapManager", "Keeping the previous taps");
                 manager_engine_done(m);
-                if (!isempty(m->tokens_file))
+                if (m->config.standalone && !isempty(m->tokens_file))
                         (void) load_tokens(m, false);
         } else {
                 r = tap_registry_load_settings(m->taps, m->taps_file);
@@ -1250,7 +1257,7 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         fc.max_tick_delta = config->max_tick_delta;
         fc.settings = config->settings;
         fc.max_restart_delta = config->max_restart_delta;
-        fc.create_unknown_taps = config->standalone;
+        fc.create_unknown_taps = config->standalone || config->local_taps;
         fc.default_ml_per_tick = 1.0 / config->default_ticks_per_ml;
         r = flow_engine_new(&m->engine, &fc, on_engine_event, m);
         if (r < 0)
@@ -1294,17 +1301,17 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         if (r < 0)
                 return r;
 
-        if (!config->standalone) {
+        if (!config->standalone && !config->local_taps) {
                 /* The server gives the taps; the taps file still gives their ghost-filter settings. */
                 r = tap_registry_load_settings(m->taps, m->taps_file);
                 if (r < 0)
                         return r;
         }
-        if (config->standalone) {
+        if (config->standalone || config->local_taps) {
                 r = tap_registry_load_file(m->taps, m->taps_file, fc.default_ml_per_tick);
                 if (r < 0)
                         return r;
-                if (!isempty(m->tokens_file)) {
+                if (config->standalone && !isempty(m->tokens_file)) {
                         r = load_tokens(m, true);
                         if (r < 0)
                                 return r;
@@ -1432,6 +1439,18 @@ ThermoManager *manager_get_thermo(Manager *m) { return m->thermo; }
 KegnetServer *manager_get_kegnet(Manager *m) { return m->kegnet; }
 bool manager_is_standalone(Manager *m) { return m->config.standalone; }
 DrinkSink *manager_get_drink_sink(Manager *m) { return m->drinks; }
+
+void manager_set_status_extra(Manager *m, ManagerStatusExtraFunc f, void *userdata) {
+        m->status_extra = f;
+        m->status_extra_userdata = userdata;
+}
+
+DrinkSink *manager_take_drink_sink(Manager *m) {
+        DrinkSink *s = TAKE_PTR(m->drinks);
+        if (s)
+                drink_sink_set_accepted_handler(s, NULL, NULL);
+        return s;
+}
 
 void manager_set_drink_sink(Manager *m, DrinkSink *sink) {
         drink_sink_free(m->drinks);

@@ -30,6 +30,8 @@ typedef struct ManagerConfig {
         double default_ticks_per_ml;
         bool debug_events;
         bool standalone;                /* false: the caller installs a drink sink (server mode) */
+        bool local_taps;                /* server mode without the legacy API: taps from the taps file and
+                                         * first sight, as in standalone mode (event protocol, section 1.3) */
         unsigned max_clients;           /* 0 = default */
         uint64_t shutdown_flush_usec;   /* 0 = default 1 s */
         uint64_t retry_usec;            /* retry of a drink or meters.json write that failed */
@@ -113,6 +115,8 @@ bool manager_is_standalone(Manager *m);
 /* Replaces the drink sink (server mode: the spool); the manager owns it from now on. */
 void manager_set_drink_sink(Manager *m, DrinkSink *sink);
 DrinkSink *manager_get_drink_sink(Manager *m);
+/* Hands the current sink over to the caller (the event backend's router wraps the legacy spool). */
+DrinkSink *manager_take_drink_sink(Manager *m);
 void manager_set_auth_backend(Manager *m, const ManagerAuthBackend *backend, void *userdata);
 /* The answer to a lookup: username, or NULL for every negative outcome (logged by the backend). */
 void manager_auth_answer(Manager *m, const char *device, const char *value, const char *username);
@@ -148,6 +152,9 @@ const Controller *manager_find_controller(Manager *m, const char *name);
 /* sd_notify STATUS= text, e.g. "Ready: standalone mode, 2 taps, 0 queued drinks" ("Starting: ..."
  * before manager_set_ready()). */
 void manager_update_status(Manager *m);
+/* Text appended to the STATUS= line (e.g. "; kegboard: denied"): written into buf, "" for none. */
+typedef void (*ManagerStatusExtraFunc)(Manager *m, char *buf, size_t size, void *userdata);
+void manager_set_status_extra(Manager *m, ManagerStatusExtraFunc f, void *userdata);
 /* Start-up is complete: READY=1 with the STATUS= text. */
 void manager_set_ready(Manager *m);
 

@@ -52,6 +52,7 @@ Drink *drink_free(Drink *d) {
                 return NULL;
         free(d->meter_name);
         free(d->username);
+        free(d->tick_series);
         drink_clear_failure(d);
         free(d);
         return NULL;
@@ -67,11 +68,12 @@ int drink_dup(const Drink *d, Drink **ret) {
         if (!c)
                 return -ENOMEM;
         *c = *d;
-        c->meter_name = c->username = NULL;
+        c->meter_name = c->username = c->tick_series = NULL;
         c->has_failure = false;
         c->failure = (DrinkFailure) {};
         if (strdup_or_null(d->meter_name, &c->meter_name) < 0 ||
-            strdup_or_null(d->username, &c->username) < 0)
+            strdup_or_null(d->username, &c->username) < 0 ||
+            strdup_or_null(d->tick_series, &c->tick_series) < 0)
                 return -ENOMEM;
         if (d->has_failure && drink_set_failure(c, &d->failure) < 0)
                 return -ENOMEM;

@@ -49,6 +49,9 @@ typedef struct Drink {
         uint64_t start_realtime;        /* first counted tick */
         uint64_t pour_realtime;         /* last counted tick */
         uint64_t duration_sec;          /* first -> last tick on the monotonic clock, rounded down */
+        uint64_t duration_ms;           /* the same in milliseconds (the event protocol's duration_ms) */
+        char *tick_series;              /* the flow's tick series (tick-series.h), NULL = none; only the
+                                         * event protocol's pour carries it, no other record */
         uint64_t pour_boottime;         /* CLOCK_BOOTTIME of the last counted tick (clock correction) */
         unsigned flags;                 /* DRINK_FLAG_* */
 

@@ -1436,6 +1436,7 @@ static void flow_complete(FlowEngine *e, Meter *m, Flow *f, bool filtered, bool 
                 if (filtered)
                         flow_report_ghost(e, m, f, FLOW_RULE_G8, NULL, meter_ml_per_tick(e, m));
         } else {
+                tick_series_format(&f->series, e->series_buf);
                 drink = (Drink) {
                         .flow_id = f->id,
                         .meter_name = f->meter_name,
@@ -1447,6 +1448,8 @@ static void flow_complete(FlowEngine *e, Meter *m, Flow *f, bool filtered, bool 
                         .pour_realtime = f->last_tick_realtime,
                         .pour_boottime = f->last_tick_boottime,
                         .duration_sec = (f->last_tick_monotonic - f->first_tick_monotonic) / USEC_PER_SEC,
+                        .duration_ms = (f->last_tick_monotonic - f->first_tick_monotonic) / USEC_PER_MSEC,
+                        .tick_series = isempty(e->series_buf) ? NULL : e->series_buf,
                         .flags = f->flags,
                 };
                 emit(e, &(FlowEvent) {

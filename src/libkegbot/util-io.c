@@ -80,6 +80,18 @@ int io_read_file(const char *path, size_t max, char **ret, size_t *ret_len) {
         return io_read_all(fd, max, ret, ret_len);
 }
 
+int io_read_file_at(int dir_fd, const char *name, size_t max, char **ret, size_t *ret_len) {
+        _cleanup_(closep) int fd = -1;
+
+        assert_return(name, -EINVAL);
+        assert_return(ret, -EINVAL);
+
+        fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+        if (fd < 0)
+                return -errno;
+        return io_read_all(fd, max, ret, ret_len);
+}
+
 int io_write_file_atomic(int dir_fd, const char *name, const char *content, size_t len, mode_t mode) {
         _cleanup_(freep) char *tmp = NULL;
         _cleanup_(closep) int fd = -1;
@@ -141,6 +153,17 @@ int io_mkdir_p_open(const char *path, mode_t mode) {
         if (r < 0)
                 return r;
         fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        return fd < 0 ? -errno : fd;
+}
+
+int io_mkdir_open_at(int dir_fd, const char *name, mode_t mode) {
+        int fd;
+
+        assert_return(name, -EINVAL);
+
+        if (mkdirat(dir_fd, name, mode) < 0 && errno != EEXIST)
+                return -errno;
+        fd = openat(dir_fd, name, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
         return fd < 0 ? -errno : fd;
 }
 

@@ -18,6 +18,9 @@ int io_read_all(int fd, size_t max, char **ret, size_t *ret_len);
 /* io_read_all() of the file at 'path' (opened read-only, close-on-exec, no controlling tty). */
 int io_read_file(const char *path, size_t max, char **ret, size_t *ret_len);
 
+/* io_read_file() of 'name' in the directory 'dir_fd'. */
+int io_read_file_at(int dir_fd, const char *name, size_t max, char **ret, size_t *ret_len);
+
 /* Replaces 'name' in the directory 'dir_fd' durably: ".<name>.tmp" created exclusively with 'mode'
  * (a leftover of an earlier failure is removed first), written, fsync'ed, renamed over 'name', then
  * the directory fsync'ed. On failure the old file is untouched and the temporary file removed. */
@@ -27,6 +30,10 @@ int io_write_file_atomic(int dir_fd, const char *name, const char *content, size
 int io_mkdir_p(const char *path, mode_t mode);
 /* io_mkdir_p(), then the directory opened (O_DIRECTORY, close-on-exec): the fd, or -errno. */
 int io_mkdir_p_open(const char *path, mode_t mode);
+
+/* The directory 'name' in 'dir_fd', made with 'mode' if missing (one level), opened (O_DIRECTORY,
+ * close-on-exec): the fd, or -errno. */
+int io_mkdir_open_at(int dir_fd, const char *name, mode_t mode);
 
 /* A secret or key kept in a file (an API key, a broker password, a systemd credential): at most
  * 4095 bytes of UTF-8 without NUL bytes; surrounding whitespace (the trailing newline) is removed.

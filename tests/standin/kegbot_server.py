@@ -32,6 +32,12 @@ Control API (JSON bodies and answers, on the control port):
   POST /_control/revoke-key      {"key": K} (deactivates it); /_control/add-key {"key", "user"}
   POST /_control/remove-user     {"username": U} (drinks for U then fail with 500, as on a real server)
   POST /_control/remove-tap      {"meter": M}; /_control/remove-keg {"meter": M}
+
+The Kegboard Event Protocol receiver of Kegbot Server 2.0 (kegboard-event-protocol.md section 16) is
+served on the same port at POST /api/kegboard-event (both profiles), with its control calls under
+/_control/event/ (kbevent_receiver.py). Faults for it: /_control/fail with "endpoint": "event", any
+mode above plus "503", "403", "413", and "match": {"type": T} or {"id": N} to hit only batches
+holding such an event.
 """
 import argparse
 import datetime
@@ -44,8 +50,12 @@ import sys
 import threading
 import time
 import traceback
+import os
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from kbevent_receiver import Receiver  # noqa: E402
 
 UTC = datetime.timezone.utc
 SESSION_GAP = datetime.timedelta(minutes=180)
@@ -548,10 +558,30 @@ class Failures:
         self.rules = {}
         self.generation = 0
 
-    def set(self, endpoint, mode, count=None, delay=None):
+    def set(self, endpoint, mode, count=None, delay=None, match=None):
         with self.lock:
-            self.rules[endpoint] = [mode, count, delay]
+            self.rules[endpoint] = [mode, count, delay, match]
             self.lock.notify_all()
+
+    def take_matching(self, endpoint, body):
+        """The event endpoint's fault for a batch: a rule with "match" hits only batches holding an
+        event of that type or id (and counts only those)."""
+        with self.lock:
+            r = self.rules.get(endpoint)
+            if not r:
+                return None, None, self.generation
+            match = r[3]
+            if match:
+                evs = body.get("events") if isinstance(body, dict) else None
+                if not isinstance(evs, list) or not any(
+                        isinstance(e, dict) and all(e.get(k) == v for k, v in match.items()) for e in evs):
+                    return None, None, self.generation
+            mode, count, delay = r[0], r[1], r[2]
+            if count is not None:
+                r[1] = count - 1
+                if r[1] <= 0:
+                    del self.rules[endpoint]
+            return mode, delay, self.generation
 
     def clear(self):
         with self.lock:
@@ -565,7 +595,7 @@ class Failures:
                 r = self.rules.get(key)
                 if not r:
                     continue
-                mode, count, delay = r
+                mode, count, delay = r[0], r[1], r[2]
                 if count is not None:
                     if count <= 0:
                         del self.rules[key]
@@ -591,6 +621,7 @@ class Failures:
 class StandIn:
     def __init__(self, args):
         self.data = Data(args.api_key, args.privacy, args.profile)
+        self.event = Receiver()
         self.failures = Failures()
         self.log = []
         self.log_lock = threading.Lock()
@@ -746,6 +777,8 @@ def make_api_handler(st):
                 return
             body = self.rfile.read(length) if length > 0 else b""
             url = urllib.parse.urlsplit(self.path)
+            if method == "POST" and url.path == "/api/kegboard-event":
+                return self.handle_event(body)
             query = {k: v[-1] for k, v in urllib.parse.parse_qs(url.query, keep_blank_values=True).items()}
             form = parse_form(self.headers, body) if method == "POST" else {}
             entry = st.record({"time": time.time(), "method": method, "path": url.path, "raw_path": self.path,
@@ -764,6 +797,29 @@ def make_api_handler(st):
                     pass
             except (BrokenPipeError, ConnectionResetError):
                 self.close_connection = True
+
+        def handle_event(self, raw):
+            gen = [None]
+
+            def take_fault(body):
+                mode, delay, gen[0] = st.failures.take_matching("event", body)
+                gen.append(delay)
+                return mode
+
+            status, answer, action = st.event.handle(self.headers, raw, take_fault)
+            if action == "hang":
+                st.failures.wait_cleared(gen[0], gen[1])
+                action = "lost"
+            if action == "reset":
+                self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            if action in ("lost", "reset"):
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+            self.send_body(status, "application/json", (json.dumps(answer) + "\n").encode())
 
         def route(self, method, path, query, form, entry):
             rest = None
@@ -983,6 +1039,11 @@ def make_control_handler(st):
 
         def do_GET(self):
             p = self.path.rstrip("/")
+            if p.startswith("/_control/event/"):
+                try:
+                    return self.reply(st.event.control_get(p[len("/_control/event/"):]))
+                except KeyError:
+                    return self.reply({"error": "unknown"}, 404)
             if p == "/_control/requests":
                 with st.log_lock:
                     out = [{k: v for k, v in e.items() if k != "result"} for e in st.log]
@@ -1011,12 +1072,18 @@ def make_control_handler(st):
             except ValueError:
                 return self.reply({"error": "bad json"}, 400)
             p = self.path.rstrip("/")
+            if p.startswith("/_control/event/"):
+                try:
+                    return self.reply(dict({"ok": True}, **st.event.control_post(p[len("/_control/event/"):], body)))
+                except (KeyError, ValueError, TypeError) as e:
+                    return self.reply({"error": "%s: %s" % (type(e).__name__, e)}, 400)
             try:
                 if p == "/_control/clear-log":
                     with st.log_lock:
                         st.log.clear()
                 elif p == "/_control/fail":
-                    st.failures.set(body.get("endpoint", "*"), body["mode"], body.get("count"), body.get("delay"))
+                    st.failures.set(body.get("endpoint", "*"), body["mode"], body.get("count"), body.get("delay"),
+                                    body.get("match"))
                 elif p == "/_control/clear-failures":
                     st.failures.clear()
                 elif p == "/_control/refuse":

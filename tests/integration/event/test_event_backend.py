@@ -1,0 +1,442 @@
+"""kegbot_core's Kegboard Event Protocol backend (kegboard-event-protocol.md) against the stand-in
+Kegbot Server 2.0 receiver: pours exactly once through lost answers and kill -9, heartbeats, pairing
+(pending, allowed, revoked, denied), backoff, 413 splitting, rejected events, commands and their
+acknowledgements, two boards, unmappable meters. Every test ends with the receiver's strict checks of
+every batch (section 16.2) finding nothing."""
+import os
+import signal
+import stat
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import kbtest  # noqa: E402
+from eventtest import EventCore, EventStandIn  # noqa: E402
+
+UUID_RE = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+
+
+class Base(unittest.TestCase):
+    require_auth = False
+
+    def setUp(self):
+        self.tmpd = kbtest.TempDir("kegbot-event-")
+        self.tmp = self.tmpd.__enter__()
+        self.standin = EventStandIn(require_auth=self.require_auth)
+        self.cores = []
+
+    def tearDown(self):
+        try:
+            for c in self.cores:
+                c.kill()
+            violations = self.standin.violations()
+        finally:
+            self.standin.stop()
+            self.tmpd.__exit__(None, None, None)
+        self.assertEqual(violations, [], "the receiver's checks of every batch (section 16.2)")
+
+    def core(self, *flags, **kw):
+        c = EventCore(self.tmp, self.standin, *flags, **kw)
+        self.cores.append(c)
+        return c
+
+
+class EventBackendTest(Base):
+    """A receiver that takes batches without a token (section 7, first paragraph)."""
+
+    # ------------------------------------------------------------------ pours
+
+    def test_pour_reaches_the_receiver_once(self):
+        c = self.core()
+        c.wait_line(r"\(main\) Kegboard Event Protocol: event_url=http://127\.0\.0\.1:\d+/api/kegboard-event")
+        c.wait_line(r"Device kegboard: new boot_id [0-9a-f]{16}")
+        boot = self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")[0]
+        self.assertEqual(boot["data"]["state"], "boot")
+        self.assertEqual(boot["id"], 1)
+        c.pour("kegboard.flow0", 220)
+        dce = c.wait_drink_created()
+        self.assertRegex(dce["uuid"], UUID_RE)
+        self.assertIsNone(dce["drink_id"])
+        drinks = self.standin.wait_event_drinks(1)
+        self.assertEqual(len(drinks), 1)
+        d = drinks[0]
+        self.assertEqual(d["pour_id"], dce["uuid"])
+        self.assertEqual(d["meter_number"], 0)
+        self.assertEqual(d["ticks"], 220)
+        self.assertEqual(d["volume_ml"], 100.0)
+        self.assertEqual(d["ml_per_tick"], 1 / 2.2)
+        self.assertEqual(d["tick_series"], "0:220")
+        self.assertLess(d["age_ms"], 2000)
+        self.assertEqual(d["device"], "kegboard")
+        self.assertEqual(d["boot_id"], c.state()["boot_id"])
+        c.wait_line(r"\(DrinkManager\) Delivered pour %s meter=kegboard\.flow0 liters=0\.1 ticks=220 "
+                    r"device=kegboard event=\d+" % dce["uuid"])
+        kbtest.wait_until(lambda: not c.spool_files(), what="empty spool")
+        # The request: JSON, no Authorization while unpaired.
+        r = [r for r in self.standin.event_requests() if '"pour"' in r["raw"]][0]
+        self.assertEqual(r["headers"]["Content-Type"], "application/json")
+        self.assertNotIn("Authorization", r["headers"])
+
+    def test_lost_answer_then_resend_gives_one_drink(self):
+        c = self.core()
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        self.standin.event_fail("lost", count=1, match={"type": "pour"})
+        c.pour("kegboard.flow0", 110)
+        c.wait_line(r"Device kegboard: delivery failed")
+        drinks = self.standin.wait_event_drinks(1)
+        kbtest.wait_until(lambda: c.count_lines(r"Delivered pour ") == 1, what="delivered")
+        kbtest.wait_until(lambda: not c.spool_files(), what="empty spool")
+        self.assertEqual(len(self.standin.event_drinks()), 1)
+        # The same (boot_id, id) went twice: the cursor skipped the resend.
+        pours = [r for r in self.standin.event_requests() if '"type":"pour"' in r["raw"]]
+        self.assertEqual(len(pours), 2)
+        self.assertEqual(pours[0]["body"]["events"][0]["id"], pours[1]["body"]["events"][0]["id"])
+        self.assertGreaterEqual(self.standin.roster()["devices"]["kegboard"]["skipped"], 1)
+        self.assertEqual(drinks[0]["ticks"], 110)
+
+    def test_kill_9_mid_batch_then_restart_gives_one_drink(self):
+        c = self.core()
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        old = c.state()
+        self.standin.event_fail("hang", match={"type": "pour"})
+        c.pour("kegboard.flow0", 330)
+        kbtest.wait_until(lambda: [r for r in self.standin.event_requests() if r.get("status") == "hang"],
+                          what="the pour's request hanging")
+        pour_file = [f for f in c.spool_files() if f.endswith("-pour.json")]
+        self.assertEqual(len(pour_file), 1)
+        c.kill()
+        self.assertEqual(self.standin.event_drinks(), [])
+        self.standin.clear_failures()
+        c2 = self.core(state_dir=c.state_dir)
+        c2.wait_line(r"Device kegboard: keeping boot_id %s, \d+ events queued" % old["boot_id"])
+        drinks = self.standin.wait_event_drinks(1)
+        kbtest.wait_until(lambda: not c2.spool_files(), what="empty spool")
+        self.assertEqual(len(drinks), 1)
+        self.assertEqual(drinks[0]["ticks"], 330)
+        self.assertEqual(drinks[0]["boot_id"], old["boot_id"])
+        self.assertEqual(drinks[0]["event_id"], int(os.path.basename(pour_file[0]).split("-")[0]))
+        # New events of the restarted core take ids above the old id_limit.
+        st = self.standin.wait_events(lambda e: e["type"] == "status" and e["id"] >= old["id_limit"],
+                                      what="a status above the old id_limit")
+        self.assertEqual(st[0]["data"]["state"], "boot")
+        self.assertEqual(c2.state()["boot_id"], old["boot_id"])
+
+    def test_kill_9_after_commit_gives_one_drink(self):
+        c = self.core()
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        self.standin.event_fail("hang", match={"type": "pour"})
+        c.pour("kegboard.flow0", 150)
+        kbtest.wait_until(lambda: [r for r in self.standin.event_requests() if r.get("status") == "hang"],
+                          what="the pour's request hanging")
+        c.kill()
+        # Committed by the receiver, answer never seen by the core: the spool still holds it.
+        self.standin.clear_failures()
+        self.standin.event_fail("lost", count=1, match={"type": "pour"})
+        c2 = self.core(state_dir=c.state_dir)
+        kbtest.wait_until(lambda: len(self.standin.event_drinks()) == 1, what="the pour committed")
+        c2.kill()
+        c3 = self.core(state_dir=c.state_dir)
+        kbtest.wait_until(lambda: not c3.spool_files(), what="empty spool")
+        self.assertEqual(len(self.standin.event_drinks()), 1)
+
+    def test_outage_backoff_and_order(self):
+        c = self.core()
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        self.standin.event_fail("503")
+        for i in range(3):
+            c.pour("kegboard.flow0", 100 + i)
+        for i in range(2):
+            c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-%d" % i, sensor_value=4.5 + i)
+        kbtest.wait_until(lambda: c.count_lines(r"Device kegboard: delivery failed \(HTTP 503\); retry in 4 s") >= 1,
+                          timeout=20, what="backoff reaching 4 s")
+        c.wait_line(r"WARNING .*Device kegboard: delivery failed \(HTTP 503\); retry in 1 s")
+        c.wait_line(r"INFO .*Device kegboard: delivery failed \(HTTP 503\); retry in 2 s")
+        t0 = time.time()
+        self.standin.clear_failures()
+        drinks = self.standin.wait_event_drinks(3, timeout=30)
+        c.wait_line(r"Device kegboard: delivering again after \d+ failed attempts")
+        self.assertEqual([d["ticks"] for d in drinks], [100, 101, 102])
+        temps = self.standin.events("temperature")
+        self.assertEqual(sorted(t["data"]["sensor"] for t in temps), ["thermo-0", "thermo-1"])
+        evs = self.standin.events()
+        ids = [e["id"] for e in evs]
+        self.assertEqual(ids, sorted(ids))
+        # age_ms says how long each waited: at least since the outage began.
+        for d in drinks:
+            self.assertGreater(d["age_ms"], 1000)
+            self.assertLess(abs((d["received"] - d["age_ms"] / 1000.0) - d["time"]), 1.0)
+        self.assertLess(time.time() - t0, 30)
+
+    def test_413_splits_until_accepted(self):
+        c = self.core()
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        self.standin.event_fail("503")
+        for i in range(15):
+            c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-%02d" % i, sensor_value=4.0)
+        c.pour("kegboard.flow0", 120)
+        kbtest.wait_until(lambda: len(c.spool_files()) >= 16, what="16 events spooled")
+        self.standin.event_set(max_body=1000)
+        self.standin.clear_failures()
+        c.wait_line(r"Device kegboard: batch of 1[67] events too large \(413\); retrying with at most 8")
+        self.standin.wait_event_drinks(1, timeout=20)
+        kbtest.wait_until(lambda: len(self.standin.events("temperature")) == 15, what="every temperature")
+        self.assertEqual(c.failed_files(), [])
+
+    def test_413_single_pour_is_quarantined_and_requeued(self):
+        c = self.core("--dbus=none")
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        self.standin.event_set(max_body=150)
+        c.pour("kegboard.flow0", 120)
+        c.wait_line(r"Device kegboard: server rejected event \d+ \(pour\): 413 413; moved to failed/")
+        kbtest.wait_until(lambda: c.failed_files(), what="the pour in failed/")
+        self.assertTrue(c.failed_files()[0].endswith("-pour.json"))
+        self.assertEqual(self.standin.event_drinks(), [])
+
+    def test_400_on_one_event_quarantines_it_alone(self):
+        c = self.core()
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        self.standin.event_fail("503")
+        for i in range(8):
+            c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-%d" % i, sensor_value=3.0)
+        c.pour("kegboard.flow0", 130)
+        kbtest.wait_until(lambda: len(c.spool_files()) == 9, what="9 events spooled")
+        bad = int(os.path.basename(c.spool_files()[3]).split("-")[0])
+        self.standin.clear_failures()
+        self.standin.event_fail("400", match={"id": bad})
+        self.standin.wait_event_drinks(1, timeout=20)
+        kbtest.wait_until(lambda: len(self.standin.events("temperature")) == 7, what="7 temperatures")
+        c.wait_line(r"Device kegboard: server rejected event %d \(temperature\): 400 " % bad)
+        self.assertEqual(len(c.failed_files()), 1)
+        self.assertIn("%020d-temperature.json" % bad, c.failed_files()[0])
+        self.standin.clear_failures()
+        kbtest.wait_until(lambda: c.state()["events_dropped"] == 1, what="events_dropped 1")
+
+    def test_endpoint_error_keeps_everything(self):
+        self.standin.event_fail("404")
+        c = self.core()
+        c.wait_line(r"ERROR .*Device kegboard: http://127\.0\.0\.1:\d+/api/kegboard-event answered 404; check --event_url")
+        c.pour("kegboard.flow0", 140)
+        kbtest.wait_until(lambda: c.count_lines(r"answered 404; check --event_url") >= 2, what="a second ERROR")
+        self.assertEqual(c.failed_files(), [])
+        self.standin.clear_failures()
+        self.standin.wait_event_drinks(1)
+
+    # ------------------------------------------------------------------ status
+
+    def test_heartbeat_content_and_totals_across_restart(self):
+        taps = ("[kegboard.flow1]\nticks_per_ml = 5.4\nrelay_name = kegboard.relay1\n"
+                "[kegboard.flow0]\nticks_per_ml = 2.2\nrelay_name = kegboard.relay0\n")
+        c = self.core(taps=taps)
+        boot = self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")[0]["data"]
+        self.assertEqual(boot["state"], "boot")
+        self.assertTrue(boot["fw_version"].startswith("kegbot-core/"))
+        self.assertEqual(boot["config"], {"heartbeat_ms": 10000, "pour_update_ms": 1000, "queue_capacity": 10000})
+        self.assertEqual([m["meter_number"] for m in boot["meters"]], [0, 1])
+        self.assertEqual(boot["meters"][0]["ml_per_tick"], 1 / 2.2)
+        self.assertEqual(boot["meters"][1]["ml_per_tick"], 1 / 5.4)
+        self.assertEqual(boot["relays"], [{"relay_number": 0}, {"relay_number": 1}])
+        c.pour("kegboard.flow0", 500)
+        hb = self.standin.wait_events(lambda e: e["type"] == "status" and e["data"]["state"] == "heartbeat",
+                                      timeout=20, what="a heartbeat")[0]
+        self.assertEqual(hb["data"]["meters"][0]["total_ticks"], 500)
+        c.stop()
+        c2 = self.core(taps=taps, state_dir=c.state_dir)
+        c2.pour("kegboard.flow0", 50)
+        kbtest.wait_until(lambda: [e for e in self.standin.events("status")
+                                   if e["data"]["state"] == "heartbeat" and e["data"]["uptime_ms"] < 15000
+                                   and e["data"]["meters"][0]["total_ticks"] == 550],
+                          timeout=25, what="a heartbeat of the new process with 550 ticks")
+
+    # ------------------------------------------------------------------ commands
+
+    def test_commands_applied_once_and_acknowledged(self):
+        c = self.core()
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        deny = self.standin.command("kegboard", "deny", {"auth_device": "core.rfid", "token": "abc",
+                                                         "reason": "Unknown token"})
+        ident = self.standin.command("kegboard", "identify", {})
+        foo = self.standin.command("kegboard", "foo")
+        # The next answer carries them: a pour makes the next request.
+        c.pour("kegboard.flow0", 100)
+        c.wait_line(r"Device kegboard: command %s \(deny\) -> ok" % deny)
+        c.wait_line(r"Device kegboard: server denied core\.rfid/abc: Unknown token")
+        c.wait_line(r"Device kegboard: command %s \(identify\) -> unsupported: unsupported command type identify" % ident)
+        c.wait_line(r"Device kegboard: command %s \(foo\) -> unsupported" % foo)
+        kbtest.wait_until(lambda: all(x["acked"] for x in self.standin.commands()), what="every command acked")
+        res = {e["data"]["command"]: e["data"]["result"] for e in self.standin.events("command_result")}
+        self.assertEqual(res, {deny: "ok", ident: "unsupported", foo: "unsupported"})
+        self.assertEqual(len(self.standin.events("command_result")), 3)
+
+    def test_command_resent_until_acked_is_applied_once(self):
+        c = self.core()
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        deny = self.standin.command("kegboard", "deny", {"reason": "r"})
+        # The first acknowledgement is rejected (and quarantined): the receiver keeps re-sending the
+        # command with every answer; the core knows it and only acknowledges it again.
+        self.standin.event_fail("400", count=1, match={"type": "command_result"})
+        c.pour("kegboard.flow0", 100)
+        c.wait_line(r"command %s \(deny\) -> ok" % deny)
+        c.wait_line(r"server rejected event \d+ \(command_result\): 400 ")
+        c.pour("kegboard.flow0", 100)
+        self.standin.wait_event_drinks(2)
+        kbtest.wait_until(lambda: all(x["acked"] for x in self.standin.commands()), what="acked")
+        self.assertEqual(c.count_lines(r"command %s \(deny\)" % deny), 1)
+        self.assertEqual(len(self.standin.events("command_result")), 1)
+        self.assertEqual(len([f for f in c.failed_files() if f.endswith("-command_result.json")]), 1)
+
+    # ------------------------------------------------------------------ devices
+
+    def test_two_boards_two_identities(self):
+        taps = "[kegboard-a.flow0]\nticks_per_ml = 2.2\n[kegboard-b.flow0]\nticks_per_ml = 2.2\n"
+        c = self.core(taps=taps)
+        c.pour("kegboard-a.flow0", 110)
+        c.pour("kegboard-b.flow0", 220)
+        drinks = self.standin.wait_event_drinks(2)
+        by = {d["device"]: d for d in drinks}
+        self.assertEqual(by["kegboard-a"]["ticks"], 110)
+        self.assertEqual(by["kegboard-b"]["ticks"], 220)
+        self.assertNotEqual(c.state("kegboard-a")["boot_id"], c.state("kegboard-b")["boot_id"])
+        self.assertNotEqual(by["kegboard-a"]["boot_id"], by["kegboard-b"]["boot_id"])
+
+    def test_unmappable_meter(self):
+        c = self.core(taps="[kegboard.tap0]\nticks_per_ml = 2.2\n")
+        c.pour("kegboard.tap0", 100)
+        c.wait_line(r"ERROR .*Drink [0-9a-f-]{36} on unmappable meter kegboard\.tap0 kept in event/_unmapped/failed/")
+        files = os.listdir(os.path.join(c.state_dir, "event", "_unmapped", "failed"))
+        self.assertEqual(len(files), 1)
+        with open(os.path.join(c.state_dir, "event", "_unmapped", "failed", files[0])) as f:
+            self.assertIn('"reason":"unmappable meter kegboard.tap0"', f.read())
+        self.assertEqual(self.standin.event_drinks(), [])
+
+
+class PairingTest(Base):
+    """Section 7: the receiver requires a token (Kegbot Server 2.0's default)."""
+    require_auth = True
+
+    def test_pending_then_allowed_delivers_everything_once(self):
+        c = self.core()
+        c.wait_line(r"INFO .*Device kegboard: pairing pending; approve device \"kegboard\" on the Kegbot Server dashboard")
+        c.pour("kegboard.flow0", 220)
+        c.pour("kegboard.flow1", 54)
+        # Polls 5 s apart during the first minute.
+        kbtest.wait_until(lambda: len(self.standin.event_requests()) >= 3, timeout=15, what="three polls")
+        t = [r["time"] for r in self.standin.event_requests()]
+        self.assertGreater(t[2] - t[1], 4.0)
+        self.assertEqual(c.count_lines(r"pairing pending; approve"), 1)
+        self.assertEqual(self.standin.event_drinks(), [])
+        self.standin.pairing("kegboard", "allow")
+        c.wait_line(r"Device kegboard: paired; token stored", timeout=15)
+        drinks = self.standin.wait_event_drinks(2)
+        self.assertEqual(sorted(d["ticks"] for d in drinks), [54, 220])
+        token_file = os.path.join(c.device_dir(), "token")
+        self.assertEqual(stat.S_IMODE(os.stat(token_file).st_mode), 0o600)
+        with open(token_file) as f:
+            token = f.read()
+        self.assertRegex(token, r"^kbe_[0-9a-f]{40}\n$")
+        self.assertNotIn(token.strip(), "\n".join(c.output()))
+        last = [r for r in self.standin.event_requests() if '"pour"' in r["raw"]][-1]
+        self.assertEqual(last["headers"]["Authorization"], "Bearer " + token.strip())
+        # A restart reuses the token: no 401 any more.
+        c.stop()
+        n = len(self.standin.event_requests())
+        c2 = self.core(state_dir=c.state_dir)
+        c2.pour("kegboard.flow0", 110)
+        self.standin.wait_event_drinks(3)
+        later = self.standin.event_requests()[n:]
+        self.assertTrue(later)
+        self.assertTrue(all(r["status"] == 200 for r in later))
+
+    def test_revoked_token_is_deleted_and_pairing_starts_again(self):
+        self.standin.pairing("kegboard", "allow")
+        c = self.core()
+        c.wait_line(r"Device kegboard: paired; token stored")
+        token_file = os.path.join(c.device_dir(), "token")
+        self.assertTrue(os.path.exists(token_file))
+        self.standin.pairing("kegboard", "revoke")
+        c.pour("kegboard.flow0", 150)
+        c.wait_line(r"WARNING .*Device kegboard: server rejected its token; token deleted, pairing again")
+        c.wait_line(r"Device kegboard: pairing pending")
+        self.assertFalse(os.path.exists(token_file))
+        self.assertTrue([f for f in c.spool_files() if f.endswith("-pour.json")])
+        self.standin.pairing("kegboard", "allow")
+        self.standin.wait_event_drinks(1, timeout=15)
+        self.assertTrue(os.path.exists(token_file))
+
+    def test_denied_sends_nothing_until_sighup(self):
+        self.standin.pairing("kegboard", "deny")
+        c = self.core()
+        c.wait_line(r"WARNING .*Device kegboard: pairing denied by the server; not sending until restart, SIGHUP, "
+                    r"Sync\(\) or ResetPairing\(\)")
+        n = len(self.standin.event_requests())
+        c.pour("kegboard.flow0", 100)
+        # The pour is spooled (the sentinel), and nothing goes out for it.
+        kbtest.wait_until(lambda: [f for f in c.spool_files() if f.endswith("-pour.json")], what="pour spooled")
+        c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-1", sensor_value=4.0)
+        kbtest.wait_until(lambda: [f for f in c.spool_files() if f.endswith("-temperature.json")], what="temp spooled")
+        time.sleep(1.5)         # a device that ignored "denied" would have retried after 1 s
+        self.assertEqual(len(self.standin.event_requests()), n)
+        self.standin.pairing("kegboard", "allow")
+        c.signal(signal.SIGHUP)
+        self.standin.wait_event_drinks(1, timeout=15)
+
+
+class DbusPairingTest(unittest.TestCase):
+    """The pairing state on D-Bus (Controller EventState and Paired, Manager BackendState), ResetPairing(),
+    and the STATUS= line naming the device that waits for approval."""
+
+    def setUp(self):
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dbus"))
+        import busenv
+        self.busenv = busenv
+        self.tmpd = kbtest.TempDir("kegbot-event-dbus-")
+        self.tmp = self.tmpd.__enter__()
+        self.standin = EventStandIn(require_auth=True)
+        self.bus = busenv.PrivateBus(self.tmp)
+        self.notify = kbtest.NotifySocket(self.tmp)
+        self.core = None
+
+    def tearDown(self):
+        try:
+            if self.core:
+                self.core.kill()
+            violations = self.standin.violations()
+        finally:
+            self.standin.stop()
+            self.bus.stop()
+            self.notify.close()
+            self.tmpd.__exit__(None, None, None)
+        self.assertEqual(violations, [])
+
+    def prop(self, path, iface, name):
+        return self.bus.get(path, iface, name)
+
+    def test_pairing_state_on_dbus(self):
+        env = dict(self.bus.env(), **self.notify.env())
+        self.core = EventCore(self.tmp, self.standin, dbus="system", env=env)
+        self.bus.wait_name()
+        path = self.busenv.path_encode("/org/kegbot/Core1/controller", "kegboard")
+        ctl = "org.kegbot.Core1.Controller"
+        mgr = "org.kegbot.Core1.Manager"
+        kbtest.wait_until(lambda: self.prop(path, ctl, "EventState") == "pairing", timeout=10, what="pairing")
+        self.assertEqual(self.prop(path, ctl, "Backend"), "event")
+        self.assertIs(self.prop(path, ctl, "Paired"), False)
+        self.assertEqual(len(self.prop(path, ctl, "BootId")), 16)
+        self.assertEqual(self.prop("/org/kegbot/Core1", mgr, "BackendState"), "unauthorized")
+        self.assertEqual(self.prop("/org/kegbot/Core1", mgr, "EventUrl"), self.standin.event_url())
+        self.notify.wait(lambda m: "kegboard: pairing pending (approve it on the server)" in m.get("STATUS", ""),
+                         what="STATUS=")
+        self.standin.pairing("kegboard", "allow")
+        kbtest.wait_until(lambda: self.prop(path, ctl, "EventState") == "online", timeout=15, what="online")
+        self.assertIs(self.prop(path, ctl, "Paired"), True)
+        self.assertEqual(self.prop("/org/kegbot/Core1", mgr, "BackendState"), "online")
+        self.bus.call("/org/kegbot/Core1", mgr, "ResetPairing", "s", "kegboard")
+        self.assertFalse(os.path.exists(os.path.join(self.core.device_dir(), "token")))
+        kbtest.wait_until(lambda: self.prop(path, ctl, "EventState") == "pairing", timeout=10, what="pairing again")
+        name, _ = self.bus.dbus_call("/org/kegbot/Core1", mgr, "ResetPairing", "s", ["nope"])
+        self.assertEqual(name, "org.kegbot.Core1.Error.UnknownController")
+
+
+if __name__ == "__main__":
+    kbtest.main()
