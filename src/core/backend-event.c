@@ -80,6 +80,31 @@ typedef struct LedgerItem {
 
 typedef struct Device Device;
 
+/* A token on a reader that produced an "attached" event (section 6.4); in memory only. */
+typedef struct Presentment {
+        char *auth_device, *token;
+        uint64_t time;                  /* monotonic */
+        bool present;                   /* still on the reader (captive devices) */
+        bool decided;                   /* an authorize or deny for it arrived */
+        sd_event_source *window_timer;
+        Device *device;
+} Presentment;
+
+/* A permission to pour from an authorize command (section 6.8). */
+typedef struct Grant {
+        Device *device;
+        char *id;
+        bool meters[KBEVENT_NUMBER_MAX + 1];
+        bool relays[KBEVENT_NUMBER_MAX + 1];
+        double max_volume_ml;           /* 0 = none */
+        uint64_t max_idle_usec;         /* 0 = none */
+        uint64_t created, deadline;     /* monotonic */
+        uint64_t last_tick;             /* monotonic: the idle limit runs from here */
+        double poured;
+        char *auth_device, *token;      /* the echo, NULL = none */
+        sd_event_source *timer;         /* lifetime and idle limits */
+} Grant;
+
 struct Device {
         EventBackend *backend;
         char *name;
@@ -109,6 +134,16 @@ struct Device {
 
         LedgerItem ledger[LEDGER_MAX];
         size_t n_ledger, ledger_next;
+
+        Presentment **presentments;
+        size_t n_presentments;
+        Grant **grants;
+        size_t n_grants;
+        sd_event_source *relay_timer;   /* re-asserts granted relays every second */
+        sd_event_source *volume_check;  /* ends grants whose volume limit a report reached */
+        /* Volume seen per flow on this device's meters, for the grants' accounting. */
+        uint64_t flow_ids[KBEVENT_NUMBER_MAX + 1];
+        double flow_volume[KBEVENT_NUMBER_MAX + 1];
 };
 
 typedef struct RouteSink {
@@ -138,6 +173,8 @@ struct EventBackend {
 
 static const ManagerObserver event_observer;
 static void device_schedule(Device *d);
+static void grant_free(Grant *g);
+static void presentment_free(Presentment *p);
 
 const char *event_device_state_to_string(EventDeviceState s) {
         switch (s) {
@@ -494,6 +531,14 @@ static Device *device_free(Device *d) {
         http_request_cancel(d->req);
         sd_event_source_disable_unref(d->attempt_timer);
         sd_event_source_disable_unref(d->heartbeat_timer);
+        sd_event_source_disable_unref(d->relay_timer);
+        sd_event_source_disable_unref(d->volume_check);
+        for (size_t i = 0; i < d->n_grants; i++)
+                grant_free(d->grants[i]);
+        free(d->grants);
+        for (size_t i = 0; i < d->n_presentments; i++)
+                presentment_free(d->presentments[i]);
+        free(d->presentments);
         for (size_t i = 0; i < d->n_queue; i++)
                 entry_done(&d->queue[i]);
         free(d->queue);
@@ -1154,6 +1199,547 @@ static void device_pairing(Device *d, const char *body, size_t len) {
         }
 }
 
+/* ---------------------------------------------------------------- grants (sections 6.3-6.8) */
+
+static void grant_free(Grant *g) {
+        if (!g)
+                return;
+        sd_event_source_disable_unref(g->timer);
+        free(g->id);
+        free(g->auth_device);
+        free(g->token);
+        free(g);
+}
+
+static void presentment_free(Presentment *p) {
+        if (!p)
+                return;
+        sd_event_source_disable_unref(p->window_timer);
+        free(p->auth_device);
+        free(p->token);
+        free(p);
+}
+
+static Grant *grant_find(Device *d, const char *id) {
+        for (size_t i = 0; i < d->n_grants; i++)
+                if (streq(d->grants[i]->id, id))
+                        return d->grants[i];
+        return NULL;
+}
+
+static Grant *grant_covering(Device *d, unsigned meter) {
+        for (size_t i = 0; i < d->n_grants; i++)
+                if (d->grants[i]->meters[meter])
+                        return d->grants[i];
+        return NULL;
+}
+
+static bool relay_granted(Device *d, unsigned relay) {
+        for (size_t i = 0; i < d->n_grants; i++)
+                if (d->grants[i]->relays[relay])
+                        return true;
+        return false;
+}
+
+static void device_set_relay(Device *d, unsigned relay, bool enabled) {
+        _cleanup_(freep) char *name = strdup_printf("%s.relay%u", d->name, relay);
+        if (name)
+                (void) manager_set_relay(d->backend->manager, name, enabled);
+}
+
+static int on_relay_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Device *d = userdata;
+        bool any = false;
+
+        /* The board's watchdog closes a valve 10 s after the last command: every second while granted. */
+        for (unsigned r = 0; r <= KBEVENT_NUMBER_MAX; r++)
+                if (relay_granted(d, r)) {
+                        device_set_relay(d, r, true);
+                        any = true;
+                }
+        if (any)
+                (void) event_timer_arm(d->backend->event, &d->relay_timer, usec + USEC_PER_SEC, 50 * USEC_PER_MSEC,
+                                       on_relay_timer, d);
+        return 0;
+}
+
+static void relay_timer_start(Device *d) {
+        if (!event_timer_is_armed(d->relay_timer))
+                (void) event_timer_arm_relative(d->backend->event, &d->relay_timer, USEC_PER_SEC, 50 * USEC_PER_MSEC,
+                                                on_relay_timer, d);
+}
+
+/* Whether meter n of this device may be granted: 0..5 or a tap of the controller (section 2.1). */
+static bool meter_grantable(Device *d, unsigned n, bool relay) {
+        FlowEngine *engine = manager_get_engine(d->backend->manager);
+
+        if (n <= 5)
+                return true;
+        for (size_t i = 0; i < flow_engine_n_taps(engine); i++) {
+                char dev[KBEVENT_DEVICE_NAME_MAX + 1];
+                FlowTapInfo t;
+                unsigned x;
+
+                if (flow_engine_tap_at(engine, i, &t) < 0)
+                        continue;
+                if (!relay && kbevent_parse_port(t.meter_name, "flow", dev, &x) >= 0 && streq(dev, d->name) && x == n)
+                        return true;
+                if (relay && !isempty(t.relay_name) && kbevent_parse_port(t.relay_name, "relay", dev, &x) >= 0 &&
+                    streq(dev, d->name) && x == n)
+                        return true;
+        }
+        return false;
+}
+
+static void meter_name_of(Device *d, unsigned n, char buf[static KBEVENT_DEVICE_NAME_MAX + 16]) {
+        snprintf(buf, KBEVENT_DEVICE_NAME_MAX + 16, "%s.flow%u", d->name, n);
+}
+
+/* Ends the flow on a meter now: its pour is recorded while the grant still covers the meter. */
+static void stop_flow_on(Device *d, unsigned n) {
+        char meter[KBEVENT_DEVICE_NAME_MAX + 16];
+        FlowTapInfo t;
+
+        meter_name_of(d, n, meter);
+        if (flow_engine_get_tap(manager_get_engine(d->backend->manager), meter, &t) >= 0 && t.has_flow)
+                (void) manager_stop_flow(d->backend->manager, meter);
+}
+
+static void grant_arm(Grant *g);
+
+/* One ending of a grant, whole or for some meters (section 6.8): flows first, then relays, then
+ * the grant_end event. The grant is freed when no meter is left. */
+static void grant_end_flows(Grant *g, const bool release[static KBEVENT_NUMBER_MAX + 1], KbGrantEndReason reason,
+                            bool stop_flows) {
+        Device *d = g->device;
+        EventBackend *b = d->backend;
+        unsigned meters[KBEVENT_NUMBER_MAX + 1];
+        _cleanup_(freep) char *data = NULL;
+        size_t n = 0, left = 0;
+        uint64_t now = now_mono(b);
+        bool all;
+        int r;
+
+        for (unsigned m = 0; m <= KBEVENT_NUMBER_MAX; m++)
+                if (g->meters[m] && release[m]) {
+                        if (stop_flows)
+                                stop_flow_on(d, m);
+                        meters[n++] = m;
+                }
+        if (n == 0)
+                return;
+        for (unsigned m = 0; m <= KBEVENT_NUMBER_MAX; m++) {
+                if (g->meters[m] && release[m])
+                        g->meters[m] = false;
+                left += g->meters[m];
+        }
+        all = left == 0;
+        if (all) {
+                bool relays[KBEVENT_NUMBER_MAX + 1];
+                memcpy(relays, g->relays, sizeof relays);
+                memset(g->relays, 0, sizeof g->relays);
+                for (unsigned x = 0; x <= KBEVENT_NUMBER_MAX; x++)
+                        if (relays[x] && !relay_granted(d, x))
+                                device_set_relay(d, x, false);
+        }
+        KbGrantEnd ge = {
+                .meter_numbers = meters, .n_meter_numbers = n, .reason = reason, .grant_id = g->id,
+                .volume_ml = g->poured, .duration_ms = (now - g->created) / USEC_PER_MSEC,
+                .auth_device = g->auth_device && g->token ? g->auth_device : NULL,
+                .auth_token = g->auth_device && g->token ? g->token : NULL,
+        };
+        r = kbevent_grant_end_data(&ge, &data);
+        if (r >= 0)
+                r = device_add_new(d, KBEVENT_GRANT_END, data, NULL, NULL);
+        if (r < 0)
+                log_error_errno(r, "Device %s: cannot queue the end of grant %s: %m", d->name, g->id);
+        {
+                char vol[DOUBLE_STRING_MAX], list[4 * (KBEVENT_NUMBER_MAX + 1)] = "";
+                double_format(double_round(g->poured, 3), vol);
+                for (size_t i = 0; i < n; i++)
+                        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%u", i ? "," : "", meters[i]);
+                log_info("Device %s: grant %s ended (%s): %s mL over %" PRIu64 " ms on meters %s", d->name, g->id,
+                         kbevent_grant_end_reason_to_string(reason), vol, ge.duration_ms, list);
+        }
+        if (!all)
+                return;
+        for (size_t i = 0; i < d->n_grants; i++)
+                if (d->grants[i] == g) {
+                        memmove(d->grants + i, d->grants + i + 1, (d->n_grants - i - 1) * sizeof *d->grants);
+                        d->n_grants--;
+                        break;
+                }
+        grant_free(g);
+        notify_changed(b);
+}
+
+static void grant_end(Grant *g, const bool release[static KBEVENT_NUMBER_MAX + 1], KbGrantEndReason reason) {
+        grant_end_flows(g, release, reason, true);
+}
+
+static void grant_end_all(Grant *g, KbGrantEndReason reason) {
+        bool all[KBEVENT_NUMBER_MAX + 1];
+        memset(all, 1, sizeof all);
+        grant_end(g, all, reason);
+}
+
+static int on_grant_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Grant *g = userdata;
+
+        if (usec >= g->deadline)
+                grant_end_all(g, KBEVENT_END_MAX_DURATION);
+        else if (g->max_idle_usec > 0 && usec >= g->last_tick + g->max_idle_usec)
+                grant_end_all(g, KBEVENT_END_MAX_IDLE);
+        else
+                grant_arm(g);
+        return 0;
+}
+
+static void grant_arm(Grant *g) {
+        uint64_t at = g->deadline;
+        if (g->max_idle_usec > 0)
+                at = MIN(at, g->last_tick + g->max_idle_usec);
+        (void) event_timer_arm(g->device->backend->event, &g->timer, at, USEC_PER_MSEC, on_grant_timer, g);
+}
+
+static Presentment *presentment_find(Device *d, const char *auth_device, const char *token) {
+        for (size_t i = 0; i < d->n_presentments; i++)
+                if (streq(d->presentments[i]->auth_device, auth_device) && streq(d->presentments[i]->token, token))
+                        return d->presentments[i];
+        return NULL;
+}
+
+/* The presentment check of section 6.4. */
+static bool presentment_fresh(Device *d, const char *auth_device, const char *token) {
+        Presentment *p = presentment_find(d, auth_device, token);
+        uint64_t now = now_mono(d->backend);
+
+        if (!p)
+                return false;
+        if (now - p->time <= (uint64_t) d->backend->config.auth_window * USEC_PER_SEC)
+                return true;
+        return !streq(auth_device, "core.rfid") && p->present;
+}
+
+static void command_authorize(Device *d, const KbCommand *c, const char **ret_result, char **ret_message) {
+        EventBackend *b = d->backend;
+        KbAuthorize a = {};
+        const char *msg = NULL;
+        Grant *g;
+        bool is_new;
+        uint64_t now = now_mono(b), clamp;
+        int r;
+
+        *ret_result = "error";
+        if (c->data && !json_is_object(c->data)) {
+                *ret_message = strdup("bad data");
+                return;
+        }
+        r = kbevent_parse_authorize(c->data, &a, &msg);
+        if (r == -ENOMEM) {
+                oom();
+                return;
+        }
+        if (r < 0) {
+                *ret_message = strdup(msg);
+                return;
+        }
+        for (size_t i = 0; i < a.n_meters; i++)
+                if (!meter_grantable(d, a.meters[i], false)) {
+                        *ret_message = strdup_printf("unknown meter %u", a.meters[i]);
+                        goto done;
+                }
+        for (size_t i = 0; i < a.n_relays; i++)
+                if (!meter_grantable(d, a.relays[i], true)) {
+                        *ret_message = strdup_printf("unknown relay %u", a.relays[i]);
+                        goto done;
+                }
+        if (a.auth_device && a.token) {
+                Presentment *p = presentment_find(d, a.auth_device, a.token);
+                if (p)
+                        p->decided = true;
+                if (!presentment_fresh(d, a.auth_device, a.token)) {
+                        _cleanup_(freep) char *e1 = escape_for_log(a.auth_device), *e2 = escape_for_log(a.token),
+                                              *eid = escape_for_log(c->id);
+                        log_warning("Device %s: authorize %s for %s/%s ignored: presentment expired", d->name,
+                                    strempty(eid), strempty(e1), strempty(e2));
+                        *ret_message = strdup("presentment expired");
+                        goto done;
+                }
+        }
+
+        g = grant_find(d, a.grant_id);
+        is_new = !g;
+        if (is_new) {
+                g = calloc(1, sizeof *g);
+                if (!g) {
+                        oom();
+                        goto done;
+                }
+                g->device = d;
+                g->id = TAKE_PTR(a.grant_id);
+                g->created = g->last_tick = now;
+                g->auth_device = TAKE_PTR(a.auth_device);
+                g->token = TAKE_PTR(a.token);
+                Grant **n = realloc(d->grants, (d->n_grants + 1) * sizeof *n);
+                if (!n) {
+                        grant_free(g);
+                        oom();
+                        goto done;
+                }
+                d->grants = n;
+                d->grants[d->n_grants++] = g;
+        }
+        /* Meters another grant covers leave it ("replaced"); the same person's flow continues. */
+        for (size_t i = 0; i < d->n_grants; i++) {
+                Grant *o = d->grants[i];
+                bool release[KBEVENT_NUMBER_MAX + 1] = {}, any = false;
+
+                if (o == g)
+                        continue;
+                for (size_t k = 0; k < a.n_meters; k++)
+                        if (o->meters[a.meters[k]]) {
+                                release[a.meters[k]] = true;
+                                any = true;
+                        }
+                if (!any)
+                        continue;
+                /* The same person swiped again: the flow continues under the new grant (our refinement). */
+                bool same = g->auth_device && g->token && streq_ptr(o->auth_device, g->auth_device) &&
+                            streq_ptr(o->token, g->token);
+                bool left = false;
+                for (unsigned m = 0; m <= KBEVENT_NUMBER_MAX; m++)
+                        left |= o->meters[m] && !release[m];
+                if (same)
+                        for (unsigned m = 0; m <= KBEVENT_NUMBER_MAX; m++)
+                                if (release[m])
+                                        g->meters[m] = true;
+                grant_end_flows(o, release, KBEVENT_END_REPLACED, !same);
+                if (!left)
+                        i = (size_t) -1;        /* the list changed: start over */
+        }
+        /* Meters leaving an updated grant end "replaced"; its relays it no longer names are released. */
+        if (!is_new) {
+                bool release[KBEVENT_NUMBER_MAX + 1] = {}, relays[KBEVENT_NUMBER_MAX + 1];
+                bool keep[KBEVENT_NUMBER_MAX + 1] = {};
+                for (size_t k = 0; k < a.n_meters; k++)
+                        keep[a.meters[k]] = true;
+                for (unsigned m = 0; m <= KBEVENT_NUMBER_MAX; m++)
+                        release[m] = g->meters[m] && !keep[m];
+                memcpy(relays, g->relays, sizeof relays);
+                memset(g->relays, 0, sizeof g->relays);
+                for (size_t k = 0; k < a.n_relays; k++)
+                        g->relays[a.relays[k]] = true;
+                for (unsigned x = 0; x <= KBEVENT_NUMBER_MAX; x++)
+                        if (relays[x] && !relay_granted(d, x))
+                                device_set_relay(d, x, false);
+                grant_end(g, release, KBEVENT_END_REPLACED);
+        } else
+                for (size_t k = 0; k < a.n_relays; k++)
+                        g->relays[a.relays[k]] = true;
+        for (size_t k = 0; k < a.n_meters; k++)
+                g->meters[a.meters[k]] = true;
+        g->max_volume_ml = a.max_volume_ml;
+        g->max_idle_usec = a.max_idle_ms * USEC_PER_MSEC;
+        clamp = (uint64_t) b->config.max_grant_s * USEC_PER_SEC;
+        g->deadline = g->created + (a.max_duration_ms > 0 ? MIN(a.max_duration_ms * USEC_PER_MSEC, clamp) : clamp);
+        grant_arm(g);
+        for (size_t k = 0; k < a.n_relays; k++)
+                device_set_relay(d, a.relays[k], true);
+        if (a.n_relays > 0)
+                relay_timer_start(d);
+        {
+                char ml[4 * (KBEVENT_NUMBER_MAX + 1)] = "", rl[4 * (KBEVENT_NUMBER_MAX + 1)] = "";
+                char vol[DOUBLE_STRING_MAX] = "none", idle[32] = "none";
+                for (size_t k = 0; k < a.n_meters; k++)
+                        snprintf(ml + strlen(ml), sizeof ml - strlen(ml), "%s%u", k ? "," : "", a.meters[k]);
+                for (size_t k = 0; k < a.n_relays; k++)
+                        snprintf(rl + strlen(rl), sizeof rl - strlen(rl), "%s%u", k ? "," : "", a.relays[k]);
+                if (g->max_volume_ml > 0)
+                        double_format(g->max_volume_ml, vol);
+                if (g->max_idle_usec > 0)
+                        snprintf(idle, sizeof idle, "%" PRIu64, g->max_idle_usec / USEC_PER_SEC);
+                log_info("Device %s: grant %s applied: meters %s relays %s max_volume_ml=%s lifetime_s=%" PRIu64
+                         " max_idle_s=%s", d->name, g->id, ml, rl[0] ? rl : "none", vol,
+                         (g->deadline - g->created) / USEC_PER_SEC, idle);
+        }
+        *ret_result = "ok";
+        notify_changed(b);
+done:
+        kbevent_authorize_done(&a);
+}
+
+static void command_deauthorize(Device *d, const KbCommand *c, const char **ret_result, char **ret_message) {
+        _cleanup_(strv_freep) char **ids = NULL;
+        const char *msg = NULL;
+        bool all;
+        int r;
+
+        *ret_result = "error";
+        if (c->data && !json_is_object(c->data)) {
+                *ret_message = strdup("bad data");
+                return;
+        }
+        r = kbevent_parse_deauthorize(c->data, &all, &ids, &msg);
+        if (r < 0) {
+                *ret_message = msg ? strdup(msg) : NULL;
+                return;
+        }
+        if (all)
+                while (d->n_grants > 0)
+                        grant_end_all(d->grants[0], KBEVENT_END_COMMAND);
+        else
+                for (char **id = ids; *id; id++) {
+                        Grant *g = grant_find(d, *id);
+                        if (g)
+                                grant_end_all(g, KBEVENT_END_COMMAND);
+                }
+        *ret_result = "ok";
+}
+
+/* The grant accounting of section 6.8: every counted delta on a covered meter. From inside the
+ * engine: limits that need a flow ended are acted on from the loop. */
+static int on_volume_check(sd_event_source *s, uint64_t usec, void *userdata) {
+        Device *d = userdata;
+
+        for (size_t i = 0; i < d->n_grants; i++) {
+                Grant *g = d->grants[i];
+                if (g->max_volume_ml > 0 && g->poured >= g->max_volume_ml) {
+                        grant_end_all(g, KBEVENT_END_MAX_VOLUME);
+                        i = (size_t) -1;
+                }
+        }
+        return 0;
+}
+
+static void on_flow_updated(Manager *m, const FlowInfo *f, void *userdata) {
+        EventBackend *b = userdata;
+        char dev[KBEVENT_DEVICE_NAME_MAX + 1];
+        unsigned n;
+        Device *d;
+        Grant *g;
+        double delta;
+
+        if (kbevent_parse_port(f->meter_name, "flow", dev, &n) < 0 || !(d = find_device(b, dev)))
+                return;
+        if (d->flow_ids[n] != f->flow_id) {
+                d->flow_ids[n] = f->flow_id;
+                d->flow_volume[n] = 0;
+        }
+        delta = f->volume_known ? f->volume_ml - d->flow_volume[n] : 0;
+        d->flow_volume[n] = f->volume_known ? f->volume_ml : 0;
+        g = grant_covering(d, n);
+        if (!g || !(delta > 0))
+                return;
+        g->poured += delta;
+        g->last_tick = now_mono(b);
+        grant_arm(g);
+        if (g->max_volume_ml > 0 && g->poured >= g->max_volume_ml)
+                (void) event_timer_arm(b->event, &d->volume_check, 1, USEC_PER_MSEC, on_volume_check, d);
+}
+
+/* ---------------------------------------------------------------- tokens (section 5.5) */
+
+static int on_presentment_window(sd_event_source *s, uint64_t usec, void *userdata) {
+        Presentment *p = userdata;
+        if (!p->decided) {
+                _cleanup_(freep) char *e1 = escape_for_log(p->auth_device), *e2 = escape_for_log(p->token);
+                log_info("Device %s: no decision on %s/%s within %u s; nothing opens", p->device->name, strempty(e1),
+                         strempty(e2), p->device->backend->config.auth_window);
+        }
+        return 0;
+}
+
+static void device_token(Device *d, const char *auth_device, const char *token, bool added) {
+        EventBackend *b = d->backend;
+        Presentment *p = presentment_find(d, auth_device, token);
+        _cleanup_(freep) char *data = NULL;
+        int r;
+
+        /* A repeated "added" opens no second grant; a "removed" of nothing present sends nothing. */
+        if (added && p && p->present)
+                return;
+        if (!added && !(p && p->present))
+                return;
+        r = kbevent_token_data(auth_device, token, added, &data);
+        if (r < 0) {
+                log_warning("Device %s: token event for %s not created: a field breaks its limit", d->name, auth_device);
+                return;
+        }
+        if (added) {
+                if (!p) {
+                        Presentment **n = realloc(d->presentments, (d->n_presentments + 1) * sizeof *n);
+                        if (!n)
+                                return (void) oom();
+                        d->presentments = n;
+                        p = calloc(1, sizeof *p);
+                        if (!p)
+                                return (void) oom();
+                        p->device = d;
+                        p->auth_device = strdup(auth_device);
+                        p->token = strdup(token);
+                        d->presentments[d->n_presentments++] = p;
+                        if (!p->auth_device || !p->token)
+                                return (void) oom();
+                }
+                p->time = now_mono(b);
+                p->present = true;
+                p->decided = false;
+                (void) event_timer_arm_relative(b->event, &p->window_timer,
+                                                (uint64_t) b->config.auth_window * USEC_PER_SEC, 100 * USEC_PER_MSEC,
+                                                on_presentment_window, p);
+        } else
+                p->present = false;
+        r = device_add_new(d, KBEVENT_TOKEN, data, NULL, NULL);
+        if (r < 0) {
+                log_error_errno(r, "Device %s: token event not queued: %m", d->name);
+                return;
+        }
+        /* A captive token taken away ends the grants it opened (section 6.8). */
+        if (!added && !streq(auth_device, "core.rfid"))
+                for (size_t i = 0; i < d->n_grants; i++) {
+                        Grant *g = d->grants[i];
+                        if (streq_ptr(g->auth_device, auth_device) && streq_ptr(g->token, token)) {
+                                grant_end_all(g, KBEVENT_END_DETACH);
+                                i = (size_t) -1;
+                        }
+                }
+}
+
+static void on_token_presented(Manager *m, const char *auth_device, const char *value, const char *meter, bool added,
+                               void *userdata) {
+        EventBackend *b = userdata;
+        FlowEngine *engine = manager_get_engine(m);
+        char dev[KBEVENT_DEVICE_NAME_MAX + 1];
+
+        if (!isempty(meter) && !streq(meter, FLOW_ALL_TAPS)) {
+                Device *d;
+                if (controller_of(meter, dev, NULL) < 0 || !event_backend_owns_controller(b, dev) ||
+                    !(d = get_device(b, dev)))
+                        return;
+                device_token(d, auth_device, value, added);
+                return;
+        }
+        /* Every event device with at least one tap, one event each. */
+        for (size_t i = 0; i < flow_engine_n_taps(engine); i++) {
+                FlowTapInfo t;
+                Device *d;
+                bool seen = false;
+
+                if (flow_engine_tap_at(engine, i, &t) < 0 || controller_of(t.meter_name, dev, NULL) < 0 ||
+                    !event_backend_owns_controller(b, dev))
+                        continue;
+                for (size_t j = 0; j < i && !seen; j++) {
+                        FlowTapInfo u;
+                        char dev2[KBEVENT_DEVICE_NAME_MAX + 1];
+                        seen = flow_engine_tap_at(engine, j, &u) >= 0 && controller_of(u.meter_name, dev2, NULL) >= 0 &&
+                               streq(dev, dev2);
+                }
+                if (!seen && (d = get_device(b, dev)))
+                        device_token(d, auth_device, value, added);
+        }
+}
+
 /* ---------------------------------------------------------------- commands (section 6) */
 
 static LedgerItem *ledger_find(Device *d, const char *id) {
@@ -1212,6 +1798,10 @@ static void command_deny(Device *d, const json_t *data, const char **ret_result,
         _cleanup_(freep) char *e1 = escape_for_log(dev ?: ""), *e2 = escape_for_log(tok ?: ""),
                               *e3 = escape_for_log(reason ?: "");
 
+        Presentment *p = dev && tok ? presentment_find(d, dev, tok) : NULL;
+
+        if (p)
+                p->decided = true;
         log_info("Device %s: server denied %s/%s: %s", d->name, strempty(e1), strempty(e2), strempty(e3));
         *ret_result = "ok";
 }
@@ -1227,7 +1817,11 @@ static void device_command(Device *d, const KbCommand *c) {
                         queue_ack(d, c->id, known->result, known->message);
                 return;
         }
-        if (c->type && streq(c->type, "deny")) {
+        if (c->type && streq(c->type, "authorize"))
+                command_authorize(d, c, &result, &message);
+        else if (c->type && streq(c->type, "deauthorize"))
+                command_deauthorize(d, c, &result, &message);
+        else if (c->type && streq(c->type, "deny")) {
                 if (c->data && !json_is_object(c->data)) {
                         result = "error";
                         message = strdup("bad data");
@@ -1246,6 +1840,7 @@ static void device_command(Device *d, const KbCommand *c) {
         ledger_add(d, c->id, result, message);
         queue_ack(d, c->id, result, message);
 }
+
 
 static void on_response(HttpClient *c, const HttpResponse *resp, void *userdata) {
         Device *d = userdata;
@@ -1395,6 +1990,15 @@ static int event_record(EventBackend *b, Drink *drink) {
                 .ml_per_tick = tap.ml_per_tick,
                 .tick_series = drink->tick_series,
         };
+        /* Attribution is decided when the flow ends: the grant covering the meter then (6.8). */
+        Grant *g = grant_covering(d, meter);
+        if (g) {
+                p.grant_id = g->id;
+                if (g->auth_device && g->token && *g->auth_device && *g->token) {
+                        p.auth_device = g->auth_device;
+                        p.auth_token = g->token;
+                }
+        }
         r = kbevent_pour_data(&p, &data);
         if (r < 0)
                 return log_error_errno(r, "Drink %s cannot be made a pour event: %m", drink->uuid);
@@ -1576,11 +2180,23 @@ static void on_stopping(Manager *m, void *userdata) {
         EventBackend *b = userdata;
 
         b->stopping = true;
-        for (size_t i = 0; i < b->n_devices; i++)
-                (void) device_save(b->devices[i]);
+        for (size_t i = 0; i < b->n_devices; i++) {
+                Device *d = b->devices[i];
+                /* Grants are discarded without grant_end, as when a Kegboard reboots; valves close. */
+                for (unsigned x = 0; x <= KBEVENT_NUMBER_MAX; x++)
+                        if (relay_granted(d, x))
+                                device_set_relay(d, x, false);
+                for (size_t j = 0; j < d->n_grants; j++)
+                        grant_free(d->grants[j]);
+                d->n_grants = 0;
+                event_timer_disarm(d->relay_timer);
+                (void) device_save(d);
+        }
 }
 
 static const ManagerObserver event_observer = {
+        .flow_updated = on_flow_updated,
+        .token_presented = on_token_presented,
         .tap_changed = on_tap_changed,
         .controller_changed = on_controller_changed,
         .thermo_reading = on_thermo_reading,

@@ -727,6 +727,9 @@ int manager_token_event(Manager *m, const char *device, const char *value, const
         if (!norm)
                 return -ENOMEM;
 
+        FOREACH_OBSERVER(m, token_presented, device, norm, meter, added);
+        if (!m->has_auth && m->config.local_taps)
+                return 0;
         if (!m->has_auth) {
                 if (!targets_all_taps(meter) && flow_engine_get_tap(m->engine, meter, &(FlowTapInfo) {}) < 0) {
                         log_named(LOG_WARNING, "AuthenticationManager", "Token event for unknown tap %s", meter);

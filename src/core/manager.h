@@ -77,6 +77,11 @@ typedef struct ManagerObserver {
         void (*thermo_silent)(Manager *m, const ThermoSensor *s, void *userdata);
         void (*token_authenticated)(Manager *m, const char *device, const char *value,
                                     const char *username, void *userdata);
+        /* A token placed on or removed from a reader (kegnet TokenAuthEvent, D-Bus Add/RemoveAuthToken),
+         * its value normalised; meter NULL, "" or "__all_taps__" = every tap. With local_taps and no
+         * auth backend (the event protocol) this is all the core does with it: the server decides. */
+        void (*token_presented)(Manager *m, const char *device, const char *value, const char *meter, bool added,
+                                void *userdata);
         /* Created, updated or (dis)connected. */
         void (*controller_changed)(Manager *m, const Controller *c, void *userdata);
         /* Orderly shutdown has begun (before active flows are ended). */

@@ -286,6 +286,113 @@ class EventBackendTest(Base):
         self.assertEqual(len(self.standin.events("command_result")), 1)
         self.assertEqual(len([f for f in c.failed_files() if f.endswith("-command_result.json")]), 1)
 
+    # ------------------------------------------------------------------ tokens, grants, valves
+
+    def relay_events(self, seen, relay="kegboard.relay0"):
+        return [m["data"]["output_mode"] for m in seen
+                if m.get("event") == "SetRelayOutputEvent" and m["data"]["output_name"] == relay]
+
+    def test_token_grant_valve_and_tagged_pour(self):
+        c = self.core()
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        self.standin.event_set()
+        self.standin._event("POST", "policy", {"device": "kegboard", "max_idle_ms": 3000})
+        listener = kbtest.KegnetConn.connect(c.port)
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
+        c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.rfid",
+                    token_value="DEADBEEF", status="added")
+        tok = self.standin.wait_events(lambda e: e["type"] == "token", what="token event")[0]
+        self.assertEqual(tok["data"], {"auth_device": "core.rfid", "token": "deadbeef", "action": "attached"})
+        self.assertLess(tok["age_ms"], 1000)
+        m = c.wait_line(r"Device kegboard: grant (g_[0-9a-f]{8}) applied: meters 0,1 relays 0 max_volume_ml=none "
+                        r"lifetime_s=300 max_idle_s=3")
+        grant = m.group(1)
+        # The relay at once, then re-asserted every second.
+        _, seen = listener.recv_until(lambda x: len(self.relay_events([x])) > 0, timeout=5, what="relay on")
+        _, more = listener.recv_until(lambda x: x.get("event") == "SetRelayOutputEvent", timeout=3, what="re-assert")
+        self.assertEqual(self.relay_events(seen + more), ["enabled", "enabled"])
+        c.readings["kegboard.flow0"] = 0
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=220)
+        c.conn.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
+        drinks = self.standin.wait_event_drinks(1)
+        self.assertEqual(drinks[0]["grant_id"], grant)
+        self.assertEqual(drinks[0]["auth_token"], "deadbeef")
+        # The idle limit ends the grant; the valve closes.
+        c.wait_line(r"Device kegboard: grant %s ended \(max_idle\): 100\.0 mL over \d+ ms on meters 0,1" % grant,
+                    timeout=10)
+        listener.recv_until(lambda x: self.relay_events([x]) == ["disabled"], timeout=5, what="relay off")
+        end = self.standin.wait_events(lambda e: e["type"] == "grant_end", what="grant_end")[0]
+        self.assertEqual(end["data"]["reason"], "max_idle")
+        self.assertEqual(end["data"]["meter_numbers"], [0, 1])
+        self.assertEqual(end["data"]["volume_ml"], 100.0)
+        self.assertLess(drinks[0]["event_id"], end["id"])
+        listener.close()
+
+    def test_volume_limit_and_deauthorize(self):
+        c = self.core()
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        g1 = self.standin.command("kegboard", "authorize", {"grant_id": "g_1", "meter_numbers": [0],
+                                                            "relay_numbers": [0], "max_volume_ml": 50})
+        c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-1", sensor_value=4.0)
+        c.wait_line(r"Device kegboard: command %s \(authorize\) -> ok" % g1)
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=120)
+        c.wait_line(r"Device kegboard: grant g_1 ended \(max_volume\): 54\.545 mL")
+        drinks = self.standin.wait_event_drinks(1)
+        self.assertEqual(drinks[0]["grant_id"], "g_1")
+        self.assertNotIn("auth_token", [k for k, v in drinks[0].items() if v is not None])
+        # deauthorize: malformed ids end nothing; an unknown id is ok; none = every grant.
+        g2 = self.standin.command("kegboard", "authorize", {"grant_id": "g_2", "meter_numbers": [1]})
+        bad = self.standin.command("kegboard", "deauthorize", {"grant_ids": None})
+        unknown = self.standin.command("kegboard", "deauthorize", {"grant_ids": ["g_nope"]})
+        c.pour("kegboard.flow1", 54)
+        c.wait_line(r"command %s \(authorize\) -> ok" % g2)
+        c.wait_line(r"command %s \(deauthorize\) -> error: bad grant_ids" % bad)
+        c.wait_line(r"command %s \(deauthorize\) -> ok" % unknown)
+        self.assertEqual(c.count_lines(r"grant g_2 ended"), 0)
+        stop = self.standin.command("kegboard", "deauthorize", {})
+        c.pour("kegboard.flow1", 54)
+        c.wait_line(r"command %s \(deauthorize\) -> ok" % stop)
+        c.wait_line(r"grant g_2 ended \(command\)")
+        unknown_meter = self.standin.command("kegboard", "authorize", {"grant_id": "g_3", "meter_numbers": [9]})
+        c.pour("kegboard.flow1", 54)
+        c.wait_line(r"command %s \(authorize\) -> error: unknown meter 9" % unknown_meter)
+        kbtest.wait_until(lambda: all(x["acked"] for x in self.standin.commands()), what="every command acked")
+
+    def test_stale_presentment_is_refused(self):
+        c = self.core("--event_auth_window=1")
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        self.standin.event_fail("503")
+        c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.rfid",
+                    token_value="deadbeef", status="added")
+        c.wait_line(r"Device kegboard: no decision on core\.rfid/deadbeef within 1 s; nothing opens", timeout=5)
+        self.standin.clear_failures()
+        c.wait_line(r"WARNING .*Device kegboard: authorize cmd_[0-9a-f]+ for core\.rfid/deadbeef ignored: "
+                    r"presentment expired", timeout=15)
+        kbtest.wait_until(lambda: [x for x in self.standin.commands() if x["acked"]], what="acked")
+        self.assertEqual(self.standin.commands()[0]["result"], "error")
+        self.assertEqual(self.standin.commands()[0]["message"], "presentment expired")
+        self.assertEqual(c.count_lines(r"grant .* applied"), 0)
+
+    def test_captive_detach_ends_the_grant(self):
+        c = self.core()
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
+        c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.onewire",
+                    token_value="0000111122223333", status="added")
+        c.wait_line(r"grant (g_[0-9a-f]{8}) applied")
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=220)
+        c.conn.recv_until(lambda m: m.get("event") == "FlowUpdate" and m["data"]["ticks"] == 220, what="ticks")
+        c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.onewire",
+                    token_value="0000111122223333", status="removed")
+        c.wait_line(r"grant g_[0-9a-f]{8} ended \(detach\)")
+        end = self.standin.wait_events(lambda e: e["type"] == "grant_end", what="grant_end")[0]
+        det = [e for e in self.standin.events("token") if e["data"]["action"] == "detached"][0]
+        pour = self.standin.events("pour")[0]
+        self.assertLess(det["id"], pour["id"])
+        self.assertLess(pour["id"], end["id"])
+        self.assertEqual(end["data"]["reason"], "detach")
+
     # ------------------------------------------------------------------ devices
 
     def test_two_boards_two_identities(self):
