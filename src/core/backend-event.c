@@ -1,5 +1,6 @@
 /* The Kegboard Event Protocol backend: see backend-event.h. The wire format is kbevent.c's; this file
  * keeps the spools, decides what to send when, and acts on the answers. */
+#include <assert.h>
 #include <dirent.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -300,7 +301,8 @@ static int device_state_snapshot(Device *d, KbDeviceState *ret) {
         s.meters = calloc(n + flow_engine_n_taps(engine) + 1, sizeof *s.meters);
         if (!s.meters)
                 return -ENOMEM;
-        memcpy(s.meters, d->st.meters, n * sizeof *s.meters);
+        if (n > 0)
+                memcpy(s.meters, d->st.meters, n * sizeof *s.meters);
         s.n_meters = n;
         for (size_t i = 0; i < flow_engine_n_taps(engine); i++) {
                 char dev[KBEVENT_DEVICE_NAME_MAX + 1];
@@ -1088,13 +1090,17 @@ static void device_remove_head(Device *d, size_t n, bool announce) {
         }
         if (unlinked)
                 (void) fsync_dir(d->spool_fd);
-        for (size_t i = 0; i < n; i++) {
-                if (announce && d->queue[i].event->type == KBEVENT_POUR)
-                        announce_pour(d, &d->queue[i]);
-                entry_done(&d->queue[i]);
-        }
+        /* Out of the queue first: an announcement's observers may look at the queue. */
+        Entry done[KBEVENT_BATCH_MAX_EVENTS];
+        assert(n <= ELEMENTSOF(done));
+        memcpy(done, d->queue, n * sizeof *d->queue);
         memmove(d->queue, d->queue + n, (d->n_queue - n) * sizeof *d->queue);
         d->n_queue -= n;
+        for (size_t i = 0; i < n; i++) {
+                if (announce && done[i].event->type == KBEVENT_POUR)
+                        announce_pour(d, &done[i]);
+                entry_done(&done[i]);
+        }
 }
 
 /* A single event the receiver rejected (section 9.4): durable ones to failed/, a status discarded. */

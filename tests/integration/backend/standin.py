@@ -87,6 +87,17 @@ class StandIn:
     def add_key(self, key, user="admin"):
         self._call("POST", "add-key", {"key": key, "user": user})
 
+    def event_control(self, path, body=None):
+        """A call of the Kegboard Event Protocol receiver's control API (/_control/event/<path>)."""
+        return self._call("POST", "event/" + path, body or {})
+
+    def event_control_get(self, path):
+        return self._call("GET", "event/" + path)
+
+    def event_control_fail(self, mode, count=None, delay=None, match=None):
+        self._call("POST", "fail", {"endpoint": "event", "mode": mode, "count": count, "delay": delay,
+                                    "match": match})
+
     def wait_drinks(self, n, timeout=10.0):
         return kbtest.wait_until(lambda: len(self.drinks()) >= n and self.drinks(), timeout=timeout,
                                  what="%d drinks at the stand-in" % n)

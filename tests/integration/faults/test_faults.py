@@ -1,5 +1,5 @@
-"""The short fault matrix: bench/faults with 20 drinks and at least 30 faults, in standalone and in
-server mode (one meson test each), must record every tick poured exactly once (lost 0,
+"""The short fault matrix: bench/faults with 20 drinks and at least 30 faults, in standalone mode,
+server mode and event mode (the Kegboard Event Protocol backend; one case each), must record every tick poured exactly once (lost 0,
 duplicated 0). The full run (200 drinks) is the 'faults' benchmark."""
 import os
 import re
@@ -32,6 +32,9 @@ class FaultsTest(unittest.TestCase):
 
     def test_server(self):
         self.run_mode("server")
+
+    def test_event(self):
+        self.run_mode("event")
 
 
 if __name__ == "__main__":
