@@ -91,6 +91,18 @@ typedef struct Presentment {
         Device *device;
 } Presentment;
 
+/* A flow in progress on a meter of the device: its pour_id, handed out at the first counted tick
+ * so that the live pour_updates and the final pour carry the same one (sections 5.1, 5.3). */
+typedef struct LiveFlow {
+        uint64_t flow_id;
+        unsigned meter;
+        char uuid[UUID_STRING_MAX];
+        double volume_ml;
+        uint64_t duration_ms;
+        bool changed;                   /* new ticks since the last update sent */
+        uint64_t last_sent;             /* monotonic, 0 = never */
+} LiveFlow;
+
 /* A permission to pour from an authorize command (section 6.8). */
 typedef struct Grant {
         Device *device;
@@ -141,6 +153,9 @@ struct Device {
         Grant **grants;
         size_t n_grants;
         sd_event_source *relay_timer;   /* re-asserts granted relays every second */
+        LiveFlow *live;
+        size_t n_live;
+        sd_event_source *update_timer;  /* --event_pour_update_ms while a flow has ticks */
         sd_event_source *volume_check;  /* ends grants whose volume limit a report reached */
         /* Volume seen per flow on this device's meters, for the grants' accounting. */
         uint64_t flow_ids[KBEVENT_NUMBER_MAX + 1];
@@ -535,6 +550,8 @@ static Device *device_free(Device *d) {
         sd_event_source_disable_unref(d->heartbeat_timer);
         sd_event_source_disable_unref(d->relay_timer);
         sd_event_source_disable_unref(d->volume_check);
+        sd_event_source_disable_unref(d->update_timer);
+        free(d->live);
         for (size_t i = 0; i < d->n_grants; i++)
                 grant_free(d->grants[i]);
         free(d->grants);
@@ -967,10 +984,29 @@ static int on_attempt(sd_event_source *s, uint64_t usec, void *userdata) {
         return 0;
 }
 
+/* Section 10: the last attempt got a 2xx and nothing is paused or split. */
+static bool device_healthy(Device *d) {
+        return d->failures == 0 && d->state == EVENT_DEVICE_ONLINE && d->max_events == KBEVENT_BATCH_MAX_EVENTS;
+}
+
+/* A live flow with ticks not reported for at least --event_pour_update_ms. */
+static bool updates_due(Device *d) {
+        uint64_t now = now_mono(d->backend), every = (uint64_t) d->backend->config.pour_update_ms * USEC_PER_MSEC;
+
+        if (every == 0 || !device_healthy(d))
+                return false;
+        for (size_t i = 0; i < d->n_live; i++)
+                if (d->live[i].changed &&
+                    (d->live[i].last_sent == 0 || now >= d->live[i].last_sent + every))
+                        return true;
+        return false;
+}
+
 static void device_schedule(Device *d) {
         EventBackend *b = d->backend;
 
-        if (!b->started || b->stopping || d->req || d->state == EVENT_DEVICE_DENIED || d->n_queue == 0)
+        if (!b->started || b->stopping || d->req || d->state == EVENT_DEVICE_DENIED ||
+            (d->n_queue == 0 && !updates_due(d)))
                 return;
         /* From the loop, never from inside the caller (which may be the flow engine). */
         (void) event_timer_arm(b->event, &d->attempt_timer, MAX(d->next_attempt, 1), USEC_PER_MSEC * 10, on_attempt, d);
@@ -998,9 +1034,10 @@ static void device_send(Device *d) {
         size_t nh = 0;
         int r;
 
-        if (!b->started || b->stopping || d->req || d->state == EVENT_DEVICE_DENIED || d->n_queue == 0)
+        if (!b->started || b->stopping || d->req || d->state == EVENT_DEVICE_DENIED ||
+            (d->n_queue == 0 && !updates_due(d)))
                 return;
-        queue = calloc(d->n_queue, sizeof *queue);
+        queue = calloc(d->n_queue + 1, sizeof *queue);
         if (!queue) {
                 oom();
                 return;
@@ -1014,7 +1051,38 @@ static void device_send(Device *d) {
                 .max_events = d->max_events,
         };
         clock_now(b, &ctx.now);
-        r = kbevent_batch_build(&ctx, queue, d->n_queue, NULL, 0, on_age_unknown, d, &batch);
+        /* Ephemeral updates: numbered now, above every queued id; sent only if everything queued
+         * goes in the same batch (the builder's rule), else skipped, never deferred. */
+        KbEvent *extra[16] = {};
+        LiveFlow *extra_flow[16] = {};
+        size_t n_extra = 0;
+        if (updates_due(d)) {
+                uint64_t now = now_mono(b), every = (uint64_t) b->config.pour_update_ms * USEC_PER_MSEC;
+                for (size_t i = 0; i < d->n_live && n_extra < ELEMENTSOF(extra); i++) {
+                        LiveFlow *lf = &d->live[i];
+                        _cleanup_(freep) char *data = NULL;
+                        if (!lf->changed || (lf->last_sent != 0 && now < lf->last_sent + every))
+                                continue;
+                        if (kbevent_pour_update_data(lf->meter, lf->uuid, lf->volume_ml, lf->duration_ms, &data) < 0 ||
+                            kbevent_new(&extra[n_extra], KBEVENT_POUR_UPDATE, &ctx.now, data) < 0)
+                                continue;
+                        if (device_take_id(d, &extra[n_extra]->id) < 0) {
+                                extra[n_extra] = kbevent_free(extra[n_extra]);
+                                break;
+                        }
+                        extra_flow[n_extra++] = lf;
+                }
+        }
+        r = kbevent_batch_build(&ctx, queue, d->n_queue, extra, n_extra, on_age_unknown, d, &batch);
+        for (size_t i = 0; i < n_extra; i++) {
+                if (r >= 0 && i < batch.n_extra) {
+                        extra_flow[i]->last_sent = now_mono(b);
+                        extra_flow[i]->changed = false;
+                }
+                kbevent_free(extra[i]);
+        }
+        if (r == -ENODATA)
+                return;
         if (r < 0) {
                 log_error_errno(r, "Device %s: cannot build a batch: %m", d->name);
                 device_retry_in(d, backoff_usec(b, d->failures + 1));
@@ -1056,8 +1124,8 @@ static void device_send(Device *d) {
         d->req_n = batch.n_queued;
         d->req_token = !!d->token;
         d->req_start = now_mono(b);
-        log_debug("Device %s: sending %zu events (ids %" PRIu64 "..%" PRIu64 ", %zu bytes)", d->name, batch.n_queued,
-                  d->queue[0].event->id, d->queue[batch.n_queued - 1].event->id, batch.size);
+        log_debug("Device %s: sending %zu events and %zu pour updates (%zu bytes)", d->name, batch.n_queued,
+                  batch.n_extra, batch.size);
         kbevent_batch_done(&batch);
 }
 
@@ -1603,6 +1671,87 @@ static void command_deauthorize(Device *d, const KbCommand *c, const char **ret_
         *ret_result = "ok";
 }
 
+
+/* ---------------------------------------------------------------- pour updates (section 5.3) */
+
+static LiveFlow *live_find(Device *d, uint64_t flow_id) {
+        for (size_t i = 0; i < d->n_live; i++)
+                if (d->live[i].flow_id == flow_id)
+                        return &d->live[i];
+        return NULL;
+}
+
+static void live_remove(Device *d, LiveFlow *lf) {
+        size_t i = (size_t) (lf - d->live);
+        memmove(d->live + i, d->live + i + 1, (d->n_live - i - 1) * sizeof *d->live);
+        d->n_live--;
+}
+
+static int on_update_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Device *d = userdata;
+        if (d->n_live == 0)
+                return 0;
+        device_schedule(d);
+        (void) event_timer_arm(d->backend->event, &d->update_timer,
+                               usec + (uint64_t) d->backend->config.pour_update_ms * USEC_PER_MSEC, 10 * USEC_PER_MSEC,
+                               on_update_timer, d);
+        return 0;
+}
+
+static void live_flow_update(Device *d, const FlowInfo *f, unsigned meter) {
+        EventBackend *b = d->backend;
+        LiveFlow *lf = live_find(d, f->flow_id);
+
+        if (f->state == FLOW_STATE_COMPLETED) {
+                /* A recorded flow's UUID was taken by its drink already (on_flow_uuid()); what is
+                 * left is a flow that made no drink. */
+                if (lf)
+                        live_remove(d, lf);
+                return;
+        }
+        if (!f->has_ticks || b->config.pour_update_ms == 0)
+                return;
+        if (!lf) {
+                LiveFlow *n = realloc(d->live, (d->n_live + 1) * sizeof *n);
+                if (!n)
+                        return (void) oom();
+                d->live = n;
+                lf = &d->live[d->n_live];
+                *lf = (LiveFlow) { .flow_id = f->flow_id, .meter = meter };
+                if (uuid_generate(lf->uuid) < 0)
+                        return;
+                d->n_live++;
+        }
+        if (f->volume_known)
+                lf->volume_ml = f->volume_ml;
+        lf->duration_ms = f->last_tick_realtime > f->first_tick_realtime ?
+                (f->last_tick_realtime - f->first_tick_realtime) / USEC_PER_MSEC : 0;
+        lf->changed = true;
+        /* The first at once, then at most one per interval; the timer keeps asking while it flows. */
+        if (lf->last_sent == 0)
+                device_schedule(d);
+        if (!event_timer_is_armed(d->update_timer))
+                (void) event_timer_arm_relative(b->event, &d->update_timer,
+                                                (uint64_t) b->config.pour_update_ms * USEC_PER_MSEC, 10 * USEC_PER_MSEC,
+                                                on_update_timer, d);
+}
+
+/* The manager asks for the UUID of a flow's drink: the one its updates carried. */
+static const char *on_flow_uuid(Manager *m, uint64_t flow_id, const char *meter, void *userdata) {
+        EventBackend *b = userdata;
+        static char uuid[UUID_STRING_MAX];
+        char dev[KBEVENT_DEVICE_NAME_MAX + 1];
+        LiveFlow *lf;
+        Device *d;
+
+        if (kbevent_parse_port(meter, "flow", dev, NULL) < 0 || !(d = find_device(b, dev)) ||
+            !(lf = live_find(d, flow_id)))
+                return NULL;
+        memcpy(uuid, lf->uuid, sizeof uuid);
+        live_remove(d, lf);
+        return uuid;
+}
+
 /* The grant accounting of section 6.8: every counted delta on a covered meter. From inside the
  * engine: limits that need a flow ended are acted on from the loop. */
 static int on_volume_check(sd_event_source *s, uint64_t usec, void *userdata) {
@@ -1628,6 +1777,7 @@ static void on_flow_updated(Manager *m, const FlowInfo *f, void *userdata) {
 
         if (kbevent_parse_port(f->meter_name, "flow", dev, &n) < 0 || !(d = find_device(b, dev)))
                 return;
+        live_flow_update(d, f, n);
         if (d->flow_ids[n] != f->flow_id) {
                 d->flow_ids[n] = f->flow_id;
                 d->flow_volume[n] = 0;
@@ -1858,8 +2008,11 @@ static void on_response(HttpClient *c, const HttpResponse *resp, void *userdata)
 
         d->req = NULL;
         d->req_n = 0;
-        log_debug("Device %s: sent %zu events (ids %" PRIu64 "..%" PRIu64 ") -> %ld in %" PRIu64 " ms", d->name, n,
-                  d->queue[0].event->id, d->queue[n - 1].event->id, resp->status, ms);
+        if (n > 0)
+                log_debug("Device %s: sent %zu events (ids %" PRIu64 "..%" PRIu64 ") -> %ld in %" PRIu64 " ms", d->name,
+                          n, d->queue[0].event->id, d->queue[n - 1].event->id, resp->status, ms);
+        else
+                log_debug("Device %s: sent pour updates -> %ld in %" PRIu64 " ms", d->name, resp->status, ms);
         if (b->config.debug_events && resp->size > 0) {
                 _cleanup_(freep) char *esc = escape_for_log_n(resp->body, MIN(resp->size, (size_t) 4096));
                 log_debug("Device %s: answer %s", d->name, strempty(esc));
@@ -2308,6 +2461,7 @@ int event_backend_new(EventBackend **ret, Manager *m, const EventBackendConfig *
         r = manager_add_observer(m, &event_observer, b);
         if (r < 0)
                 return oom();
+        manager_set_flow_uuid(m, on_flow_uuid, b);
 
         log_named(LOG_INFO, "main", "Kegboard Event Protocol: event_url=%s", b->url);
         *ret = TAKE_PTR(b);
@@ -2318,6 +2472,7 @@ EventBackend *event_backend_free(EventBackend *b) {
         if (!b)
                 return NULL;
         manager_remove_observer(b->manager, &event_observer, b);
+        manager_set_flow_uuid(b->manager, NULL, NULL);
         if (b->sink)
                 b->sink->backend = NULL;
         for (size_t i = 0; i < b->n_devices; i++)

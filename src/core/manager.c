@@ -98,6 +98,8 @@ struct Manager {
         size_t status_taps, status_pending, status_waiting;
         ManagerDiskState status_disk;
         bool status_sent;
+        ManagerFlowUuidFunc flow_uuid;
+        void *flow_uuid_userdata;
         ManagerStatusExtraFunc status_extra;
         void *status_extra_userdata;
         char status_extra_text[256];
@@ -444,6 +446,12 @@ static void record_drink(Manager *m, const Drink *flow_drink, const FlowMeterSta
         int r;
 
         r = drink_new_from_flow(flow_drink, &d);
+        if (r >= 0 && m->flow_uuid) {
+                /* A UUID handed out while the flow ran (the event protocol's pour_id). */
+                const char *u = m->flow_uuid(m, flow_drink->flow_id, flow_drink->meter_name, m->flow_uuid_userdata);
+                if (u && uuid_is_canonical(u))
+                        memcpy(d->uuid, u, UUID_STRING_MAX);
+        }
         if (r >= 0) {
                 c = commit_new(COMMIT_DRINK, flow_drink->meter_name, after);
                 if (!c)
@@ -1442,6 +1450,11 @@ ThermoManager *manager_get_thermo(Manager *m) { return m->thermo; }
 KegnetServer *manager_get_kegnet(Manager *m) { return m->kegnet; }
 bool manager_is_standalone(Manager *m) { return m->config.standalone; }
 DrinkSink *manager_get_drink_sink(Manager *m) { return m->drinks; }
+
+void manager_set_flow_uuid(Manager *m, ManagerFlowUuidFunc f, void *userdata) {
+        m->flow_uuid = f;
+        m->flow_uuid_userdata = userdata;
+}
 
 void manager_set_status_extra(Manager *m, ManagerStatusExtraFunc f, void *userdata) {
         m->status_extra = f;

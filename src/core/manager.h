@@ -157,6 +157,11 @@ const Controller *manager_find_controller(Manager *m, const char *name);
 /* sd_notify STATUS= text, e.g. "Ready: standalone mode, 2 taps, 0 queued drinks" ("Starting: ..."
  * before manager_set_ready()). */
 void manager_update_status(Manager *m);
+/* The UUID the drink of a flow gets, when someone handed one out while the flow ran (the event
+ * protocol's pour_id, which its live pour updates carry): NULL = a fresh one. */
+typedef const char *(*ManagerFlowUuidFunc)(Manager *m, uint64_t flow_id, const char *meter, void *userdata);
+void manager_set_flow_uuid(Manager *m, ManagerFlowUuidFunc f, void *userdata);
+
 /* Text appended to the STATUS= line (e.g. "; kegboard: denied"): written into buf, "" for none. */
 typedef void (*ManagerStatusExtraFunc)(Manager *m, char *buf, size_t size, void *userdata);
 void manager_set_status_extra(Manager *m, ManagerStatusExtraFunc f, void *userdata);

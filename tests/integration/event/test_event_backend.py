@@ -223,6 +223,43 @@ class EventBackendTest(Base):
         self.standin.clear_failures()
         self.standin.wait_event_drinks(1)
 
+    def test_pour_updates_carry_the_pour_id(self):
+        c = self.core("--event_pour_update_ms=250")
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=50)
+        first = self.standin.wait_events(lambda e: e["type"] == "pour_update", what="a pour_update")[0]
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=150)
+        self.standin.wait_events(lambda e: e["type"] == "pour_update" and e["data"]["volume_ml"] > 60,
+                                 what="a later pour_update")
+        c.conn.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
+        pour = self.standin.wait_events(lambda e: e["type"] == "pour", what="the pour")[0]
+        ups = self.standin.events("pour_update")
+        self.assertEqual({u["data"]["pour_id"] for u in ups}, {pour["data"]["pour_id"]})
+        self.assertEqual(first["data"]["volume_ml"], 22.727)
+        self.assertTrue(all(u["id"] < pour["id"] for u in ups))
+        self.assertEqual(pour["data"]["ticks"], 150)
+
+    def test_no_leapfrogging_behind_a_backlog(self):
+        c = self.core("--event_pour_update_ms=250")
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        self.standin.event_fail("503")
+        for i in range(40):
+            c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-%02d" % i, sensor_value=4.0)
+        kbtest.wait_until(lambda: len(c.spool_files()) >= 40, what="40 events spooled")
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=30)
+        self.standin.clear_failures()
+        kbtest.wait_until(lambda: len(self.standin.events("temperature")) == 40, what="the backlog delivered")
+        for r in self.standin.event_requests():
+            evs = (r.get("body") or {}).get("events") or []
+            if any(e["type"] == "pour_update" for e in evs):
+                # Only in a batch that took everything queued: nothing older stays behind.
+                self.assertLess(len([e for e in evs if e["type"] != "pour_update"]), 16)
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=60)
+        c.conn.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
+        self.standin.wait_event_drinks(1)
+
     # ------------------------------------------------------------------ status
 
     def test_heartbeat_content_and_totals_across_restart(self):
