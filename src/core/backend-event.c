@@ -58,8 +58,12 @@ static DIR *dir_open_fd(int dir_fd) {
         if (fd < 0)
                 return NULL;
         d = fdopendir(fd);
-        if (!d)
+        if (!d) {
                 safe_close(fd);
+                return NULL;
+        }
+        /* A duplicate shares the offset of every earlier reading: start from the beginning. */
+        rewinddir(d);
         return d;
 }
 

@@ -14,7 +14,7 @@
 
 #include "bus.h"
 #include "backend-event.h"
-#include "util-utf8.h"
+#include "kbevent.h"
 #include "util-event.h"
 #include "util-strv.h"
 #include "util-uuid.h"
@@ -614,22 +614,40 @@ static int method_set_relay(sd_bus_message *m, void *userdata, sd_bus_error *err
         return sd_bus_reply_method_return(m, NULL);
 }
 
+/* A method's controller argument: a device name (kegboard-event-protocol.md 2.1), else InvalidArgs. */
+static int read_controller_arg(sd_bus_message *m, sd_bus_error *error, const char **ret) {
+        int r;
+
+        r = sd_bus_message_read(m, "s", ret);
+        if (r < 0)
+                return r;
+        if (!kbevent_device_name_is_valid(*ret))
+                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS,
+                                        "Invalid controller name: 1-64 characters of A-Z a-z 0-9 _ -");
+        return 0;
+}
+
+/* The result of an operation on an event device, as a reply. */
+static int reply_event_device(sd_bus_message *m, sd_bus_error *error, int r, const char *what) {
+        if (r == -ENOENT)
+                return sd_bus_error_set(error, BUS_ERROR_UNKNOWN_CONTROLLER, "No event device for this controller");
+        if (r < 0)
+                return reply_manager_error(error, r, what);
+        return 0;
+}
+
 static int method_reset_pairing(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         Bus *b = userdata;
         const char *controller;
         int r;
 
-        r = sd_bus_message_read(m, "s", &controller);
+        r = read_controller_arg(m, error, &controller);
         if (r < 0)
                 return r;
-        if (!utf8_is_valid(controller))
-                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Controller name is not valid UTF-8");
-        r = b->event_backend ? event_backend_reset_pairing(b->event_backend, controller) : -ENOENT;
-        if (r == -ENOENT)
-                return sd_bus_error_setf(error, BUS_ERROR_UNKNOWN_CONTROLLER,
-                                         "No event device for this controller");
+        r = reply_event_device(m, error, b->event_backend ? event_backend_reset_pairing(b->event_backend, controller) :
+                               -ENOENT, "ResetPairing");
         if (r < 0)
-                return reply_manager_error(error, r, "ResetPairing");
+                return r;
         return sd_bus_reply_method_return(m, NULL);
 }
 
@@ -639,17 +657,14 @@ static int method_retry_failed_events(sd_bus_message *m, void *userdata, sd_bus_
         unsigned n = 0;
         int r;
 
-        r = sd_bus_message_read(m, "s", &controller);
+        r = read_controller_arg(m, error, &controller);
         if (r < 0)
                 return r;
-        if (!utf8_is_valid(controller))
-                return sd_bus_error_set(error, SD_BUS_ERROR_INVALID_ARGS, "Controller name is not valid UTF-8");
-        r = b->event_backend ? event_backend_retry_failed_events(b->event_backend, controller, &n) : -ENOENT;
-        if (r == -ENOENT)
-                return sd_bus_error_setf(error, BUS_ERROR_UNKNOWN_CONTROLLER,
-                                         "No event device for this controller");
+        r = reply_event_device(m, error, b->event_backend ?
+                               event_backend_retry_failed_events(b->event_backend, controller, &n) : -ENOENT,
+                               "RetryFailedEvents");
         if (r < 0)
-                return reply_manager_error(error, r, "RetryFailedEvents");
+                return r;
         manager_props_refresh(b);
         return sd_bus_reply_method_return(m, "u", (uint32_t) n);
 }

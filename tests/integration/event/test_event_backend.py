@@ -3,6 +3,7 @@ Kegbot Server 2.0 receiver: pours exactly once through lost answers and kill -9,
 (pending, allowed, revoked, denied), backoff, 413 splitting, rejected events, commands and their
 acknowledgements, two boards, unmappable meters. Every test ends with the receiver's strict checks of
 every batch (section 16.2) finding nothing."""
+import json
 import os
 import signal
 import stat
@@ -184,7 +185,7 @@ class EventBackendTest(Base):
         kbtest.wait_until(lambda: len(self.standin.events("temperature")) == 15, what="every temperature")
         self.assertEqual(c.failed_files(), [])
 
-    def test_413_single_pour_is_quarantined_and_requeued(self):
+    def test_413_single_pour_is_quarantined(self):
         c = self.core("--dbus=none")
         self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
         self.standin.event_set(max_body=150)
@@ -580,6 +581,34 @@ class DbusPairingTest(unittest.TestCase):
         kbtest.wait_until(lambda: self.prop(path, ctl, "EventState") == "pairing", timeout=10, what="pairing again")
         name, _ = self.bus.dbus_call("/org/kegbot/Core1", mgr, "ResetPairing", "s", ["nope"])
         self.assertEqual(name, "org.kegbot.Core1.Error.UnknownController")
+        name, _ = self.bus.dbus_call("/org/kegbot/Core1", mgr, "ResetPairing", "s", ["bad name"])
+        self.assertEqual(name, "org.freedesktop.DBus.Error.InvalidArgs")
+
+    def test_quarantined_pour_requeued_over_dbus(self):
+        """Scenario 14, second half: a pour too large for the receiver is quarantined, counted in
+        FailedDrinks, and delivered with its pour_id after RetryFailedEvents()."""
+        self.standin.event_set(require_auth=False, max_body=150)
+        env = dict(self.bus.env(), **self.notify.env())
+        self.core = EventCore(self.tmp, self.standin, dbus="system", env=env)
+        self.bus.wait_name()
+        path = self.busenv.path_encode("/org/kegbot/Core1/controller", "kegboard")
+        ctl = "org.kegbot.Core1.Controller"
+        mgr = "org.kegbot.Core1.Manager"
+        self.core.pour("kegboard.flow0", 120)
+        self.core.wait_line(r"Device kegboard: server rejected event \d+ \(pour\): 413 ")
+        kbtest.wait_until(lambda: self.prop("/org/kegbot/Core1", mgr, "FailedDrinks") == 1, what="FailedDrinks 1")
+        self.assertGreaterEqual(self.prop(path, ctl, "FailedEvents"), 1)
+        failed = [f for f in self.core.failed_files() if f.endswith("-pour.json")]
+        self.assertEqual(len(failed), 1)
+        with open(failed[0]) as f:
+            pour_id = json.load(f)["data"]["pour_id"]
+        self.standin.event_set(max_body=16384)
+        n = self.bus.call("/org/kegbot/Core1", mgr, "RetryFailedEvents", "s", "kegboard")
+        self.assertGreaterEqual(n[0], 1, "\n".join(self.core.output()[-15:]))
+        drinks = self.standin.wait_event_drinks(1)
+        self.assertEqual(drinks[0]["pour_id"], pour_id)
+        kbtest.wait_until(lambda: self.prop("/org/kegbot/Core1", mgr, "FailedDrinks") == 0, what="FailedDrinks 0")
+        self.assertEqual(self.core.failed_files(), [])
 
 
 if __name__ == "__main__":
