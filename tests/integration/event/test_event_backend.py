@@ -204,7 +204,7 @@ class EventBackendTest(Base):
         c.pour("kegboard.flow0", 130)
         kbtest.wait_until(lambda: len(c.spool_files()) == 9, what="9 events spooled")
         bad = int(os.path.basename(c.spool_files()[3]).split("-")[0])
-        self.standin.clear_failures()
+        # One rule replaces the other at once: no batch can slip through between them.
         self.standin.event_fail("400", match={"id": bad})
         self.standin.wait_event_drinks(1, timeout=20)
         kbtest.wait_until(lambda: len(self.standin.events("temperature")) == 7, what="7 temperatures")
@@ -604,7 +604,7 @@ class DbusPairingTest(unittest.TestCase):
             pour_id = json.load(f)["data"]["pour_id"]
         self.standin.event_set(max_body=16384)
         n = self.bus.call("/org/kegbot/Core1", mgr, "RetryFailedEvents", "s", "kegboard")
-        self.assertGreaterEqual(n[0], 1, "\n".join(self.core.output()[-15:]))
+        self.assertGreaterEqual(n[0], 1)
         drinks = self.standin.wait_event_drinks(1)
         self.assertEqual(drinks[0]["pour_id"], pour_id)
         kbtest.wait_until(lambda: self.prop("/org/kegbot/Core1", mgr, "FailedDrinks") == 0, what="FailedDrinks 0")
