@@ -2391,6 +2391,28 @@ static int open_existing_devices(EventBackend *b) {
         return 0;
 }
 
+/* Drinks of the legacy API stay where they are when a board moves to the event protocol (section
+ * 1.5): with no --api_url nobody sends them, and the operator should know. */
+static void warn_legacy_spool(EventBackend *b, Manager *m) {
+        _cleanup_(closedirp) DIR *dir = NULL;
+        _cleanup_(freep) char *path = NULL;
+        struct dirent *de;
+        size_t n = 0;
+
+        if (manager_get_drink_sink(m))
+                return;         /* the legacy backend is there and sends them */
+        path = strdup_printf("%s/spool", b->state_dir);
+        dir = path ? opendir(path) : NULL;
+        if (!dir)
+                return;
+        while ((de = readdir(dir))) {
+                const char *dot = strrchr(de->d_name, '.');
+                n += de->d_name[0] != '.' && dot && streq(dot, ".json");
+        }
+        if (n > 0)
+                log_warning("%zu drinks queued for the legacy API but --api_url is empty; they stay in spool/", n);
+}
+
 static void count_unmapped(EventBackend *b) {
         _cleanup_(strv_freep) char **names = NULL;
         size_t n = 0;
@@ -2450,6 +2472,7 @@ int event_backend_new(EventBackend **ret, Manager *m, const EventBackendConfig *
         r = open_existing_devices(b);
         if (r < 0)
                 return log_error_errno(r, "Cannot load the event spools under %s: %m", dir);
+        warn_legacy_spool(b, m);
 
         sink = calloc(1, sizeof *sink);
         if (!sink)

@@ -142,6 +142,47 @@ class EventBackendTest(Base):
         kbtest.wait_until(lambda: not c3.spool_files(), what="empty spool")
         self.assertEqual(len(self.standin.event_drinks()), 1)
 
+    def test_startup_recovery_renumbers_and_keeps_corrupt_files(self):
+        """Section 2.6: a spool that disagrees with state.json is renumbered under a new boot_id (the
+        pour stays single through its pour_id); an unreadable file moves to failed/<name>.corrupt;
+        leftover temporary files go."""
+        c = self.core()
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        self.standin.event_fail("503")
+        c.pour("kegboard.flow0", 220)
+        kbtest.wait_until(lambda: [f for f in c.spool_files() if f.endswith("-pour.json")], what="pour spooled")
+        old = c.state()
+        c.kill()
+        spool = os.path.join(c.device_dir(), "spool")
+        with open(os.path.join(c.device_dir(), "state.json"), "w") as f:
+            f.write("{garbage")
+        with open(os.path.join(spool, "%020d-temperature.json" % 999), "w") as f:
+            f.write("not json")
+        with open(os.path.join(spool, ".%020d-pour.json.tmp" % 1000), "w") as f:
+            f.write("half")
+        self.standin.clear_failures()
+        c2 = self.core(state_dir=c.state_dir)
+        c2.wait_line(r"ERROR .*Device kegboard: spool file 00000000000000000999-temperature\.json is unreadable; "
+                     r"moved to failed/00000000000000000999-temperature\.json\.corrupt")
+        c2.wait_line(r"ERROR .*Device kegboard: spool and state.json disagree; renumbering 1 events under a new boot_id")
+        drinks = self.standin.wait_event_drinks(1)
+        self.assertEqual(len(drinks), 1)
+        self.assertEqual(drinks[0]["ticks"], 220)
+        self.assertEqual(drinks[0]["event_id"], 1)
+        self.assertNotEqual(drinks[0]["boot_id"], old["boot_id"])
+        self.assertEqual(c2.state()["boot_id"], drinks[0]["boot_id"])
+        self.assertEqual([os.path.basename(f) for f in c2.failed_files()],
+                         ["00000000000000000999-temperature.json.corrupt"])
+        self.assertFalse([f for f in os.listdir(spool) if f.endswith(".tmp")])
+
+    def test_legacy_drinks_left_in_spool_are_kept(self):
+        os.makedirs(os.path.join(self.tmp, "state", "spool"))
+        with open(os.path.join(self.tmp, "state", "spool", "00000000000000000001-x.json"), "w") as f:
+            f.write("{}\n")
+        c = self.core()
+        c.wait_line(r"WARNING .*1 drinks queued for the legacy API but --api_url is empty; they stay in spool/")
+        self.assertTrue(os.path.exists(os.path.join(self.tmp, "state", "spool", "00000000000000000001-x.json")))
+
     def test_outage_backoff_and_order(self):
         c = self.core()
         self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
