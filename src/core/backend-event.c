@@ -189,6 +189,8 @@ struct EventBackend {
         size_t n_warned;
         void (*changed)(void *userdata);
         void *changed_userdata;
+        const EventBackendSignals *signals;
+        void *signals_userdata;
 };
 
 static const ManagerObserver event_observer;
@@ -1439,6 +1441,9 @@ static void grant_end_flows(Grant *g, const bool release[static KBEVENT_NUMBER_M
                 log_info("Device %s: grant %s ended (%s): %s mL over %" PRIu64 " ms on meters %s", d->name, g->id,
                          kbevent_grant_end_reason_to_string(reason), vol, ge.duration_ms, list);
         }
+        if (b->signals && b->signals->grant_ended)
+                b->signals->grant_ended(d->name, g->id, kbevent_grant_end_reason_to_string(reason),
+                                        double_round(g->poured, 3), ge.duration_ms, b->signals_userdata);
         if (!all)
                 return;
         for (size_t i = 0; i < d->n_grants; i++)
@@ -1641,6 +1646,9 @@ static void command_authorize(Device *d, const KbCommand *c, const char **ret_re
                          " max_idle_s=%s", d->name, g->id, ml, rl[0] ? rl : "none", vol,
                          (g->deadline - g->created) / USEC_PER_SEC, idle);
         }
+        if (is_new && b->signals && b->signals->grant_started)
+                b->signals->grant_started(d->name, g->id, a.meters, a.n_meters, a.relays, a.n_relays,
+                                          g->auth_device ?: "", g->token ?: "", b->signals_userdata);
         *ret_result = "ok";
         notify_changed(b);
 done:
@@ -1963,6 +1971,10 @@ static void command_deny(Device *d, const json_t *data, const char **ret_result,
         if (p)
                 p->decided = true;
         log_info("Device %s: server denied %s/%s: %s", d->name, strempty(e1), strempty(e2), strempty(e3));
+        /* The signal carries checked text only: the receiver's strings are UTF-8 (jansson). */
+        if (d->backend->signals && d->backend->signals->token_denied)
+                d->backend->signals->token_denied(d->name, dev ?: "", tok ?: "", reason ?: "",
+                                                  d->backend->signals_userdata);
         *ret_result = "ok";
 }
 
@@ -2539,6 +2551,12 @@ int event_backend_start(EventBackend *b) {
         return 0;
 }
 
+void event_backend_set_signals(EventBackend *b, const EventBackendSignals *signals, void *userdata) {
+        assert_return(b, );
+        b->signals = signals;
+        b->signals_userdata = userdata;
+}
+
 void event_backend_set_changed_handler(EventBackend *b, void (*handler)(void *userdata), void *userdata) {
         assert_return(b, );
         b->changed = handler;
@@ -2600,6 +2618,7 @@ int event_backend_device_info(EventBackend *b, const char *controller, EventDevi
                 .pending_events = d->n_queue,
                 .failed_events = d->n_failed,
                 .last_delivery = d->last_delivery,
+                .active_grants = d->n_grants,
         };
         return 0;
 }

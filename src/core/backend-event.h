@@ -49,6 +49,19 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(EventBackend *, event_backend_free);
 /* The first attempts (after READY=1). */
 int event_backend_start(EventBackend *b);
 
+/* What the D-Bus layer turns into signals (section 12). Every callback is optional. */
+typedef struct EventBackendSignals {
+        void (*grant_started)(const char *controller, const char *grant_id, const unsigned *meters, size_t n_meters,
+                              const unsigned *relays, size_t n_relays, const char *auth_device, const char *token,
+                              void *userdata);
+        void (*grant_ended)(const char *controller, const char *grant_id, const char *reason, double volume_ml,
+                            uint64_t duration_ms, void *userdata);
+        void (*token_denied)(const char *controller, const char *auth_device, const char *token, const char *reason,
+                             void *userdata);
+} EventBackendSignals;
+
+void event_backend_set_signals(EventBackend *b, const EventBackendSignals *signals, void *userdata);
+
 /* Called after anything the D-Bus layer shows may have changed. */
 void event_backend_set_changed_handler(EventBackend *b, void (*handler)(void *userdata), void *userdata);
 
@@ -71,6 +84,7 @@ typedef struct EventDeviceInfo {
         size_t pending_events;
         size_t failed_events;
         uint64_t last_delivery;         /* CLOCK_REALTIME usec, 0 = never */
+        size_t active_grants;
 } EventDeviceInfo;
 
 int event_backend_device_info(EventBackend *b, const char *controller, EventDeviceInfo *ret);

@@ -918,6 +918,14 @@ static const sd_bus_vtable manager_vtable[] = {
                                 0),
         SD_BUS_SIGNAL_WITH_ARGS("ThermoReading", SD_BUS_ARGS("s", sensor, "d", temperature_c, "t", time), 0),
         SD_BUS_SIGNAL_WITH_ARGS("TokenAuthenticated", SD_BUS_ARGS("s", device, "s", token, "s", username), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("GrantStarted",
+                                SD_BUS_ARGS("s", controller, "s", grant_id, "au", meters, "au", relays,
+                                            "s", auth_device, "s", token), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("GrantEnded",
+                                SD_BUS_ARGS("s", controller, "s", grant_id, "s", reason, "d", volume_ml,
+                                            "t", duration_ms), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("TokenDenied",
+                                SD_BUS_ARGS("s", controller, "s", auth_device, "s", token, "s", reason), 0),
         SD_BUS_SIGNAL_WITH_ARGS("GhostFlow",
                                 SD_BUS_ARGS("s", meter, "s", rule, "t", ticks, "d", volume_ml, "t", start_time,
                                             "t", end_time, "t", flow_id, "s", tick_series, "s", mode),
@@ -1215,6 +1223,8 @@ static int controller_property_get(sd_bus *bus, const char *path, const char *in
                 return sd_bus_message_append(reply, "u", (uint32_t) MIN(ev.failed_events, (size_t) UINT32_MAX));
         if (streq(property, "LastDelivery"))
                 return sd_bus_message_append(reply, "t", ev.last_delivery);
+        if (streq(property, "ActiveGrants"))
+                return sd_bus_message_append(reply, "u", (uint32_t) MIN(ev.active_grants, (size_t) UINT32_MAX));
         return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s", property);
 }
 
@@ -1233,6 +1243,7 @@ static const sd_bus_vtable controller_vtable[] = {
         SD_BUS_PROPERTY("PendingEvents", "u", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("FailedEvents", "u", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_PROPERTY("LastDelivery", "t", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
+        SD_BUS_PROPERTY("ActiveGrants", "u", controller_property_get, 0, SD_BUS_VTABLE_PROPERTY_EMITS_CHANGE),
         SD_BUS_VTABLE_END
 };
 
@@ -1972,7 +1983,7 @@ static void on_backend_changed(void *userdata) {
 /* Event devices are Controller objects too; their health is re-announced on every change. */
 static void on_event_backend_changed(void *userdata) {
         static char *props[] = { "EventState", "Paired", "BootId", "PendingEvents", "FailedEvents", "LastDelivery",
-                                 NULL };
+                                 "ActiveGrants", NULL };
         Bus *b = userdata;
 
         manager_props_refresh(b);
@@ -1992,12 +2003,78 @@ static void on_event_backend_changed(void *userdata) {
         }
 }
 
+static void emit_event_signal(Bus *b, sd_bus_message *msg, int r, const char *name) {
+        if (r >= 0)
+                r = sd_bus_send(b->bus, msg, NULL);
+        if (r < 0)
+                log_debug_errno(r, "Cannot emit %s: %m", name);
+}
+
+static void on_grant_started(const char *controller, const char *grant_id, const unsigned *meters, size_t n_meters,
+                             const unsigned *relays, size_t n_relays, const char *auth_device, const char *token,
+                             void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *msg = NULL;
+        uint32_t mv[KBEVENT_NUMBER_MAX + 1], rv[KBEVENT_NUMBER_MAX + 1];
+        Bus *b = userdata;
+        int r;
+
+        if (!b->ready)
+                return;
+        for (size_t i = 0; i < n_meters && i < ELEMENTSOF(mv); i++)
+                mv[i] = meters[i];
+        for (size_t i = 0; i < n_relays && i < ELEMENTSOF(rv); i++)
+                rv[i] = relays[i];
+        r = sd_bus_message_new_signal(b->bus, &msg, BUS_ROOT_PATH, MANAGER_IFACE, "GrantStarted");
+        if (r >= 0)
+                r = sd_bus_message_append(msg, "ss", controller, grant_id);
+        if (r >= 0)
+                r = sd_bus_message_append_array(msg, 'u', mv, MIN(n_meters, ELEMENTSOF(mv)) * sizeof(uint32_t));
+        if (r >= 0)
+                r = sd_bus_message_append_array(msg, 'u', rv, MIN(n_relays, ELEMENTSOF(rv)) * sizeof(uint32_t));
+        if (r >= 0)
+                r = sd_bus_message_append(msg, "ss", auth_device, token);
+        emit_event_signal(b, msg, r, "GrantStarted");
+}
+
+static void on_grant_ended(const char *controller, const char *grant_id, const char *reason, double volume_ml,
+                           uint64_t duration_ms, void *userdata) {
+        Bus *b = userdata;
+        int r;
+
+        if (!b->ready)
+                return;
+        r = sd_bus_emit_signal(b->bus, BUS_ROOT_PATH, MANAGER_IFACE, "GrantEnded", "sssdt", controller, grant_id,
+                               reason, volume_ml, duration_ms);
+        if (r < 0)
+                log_debug_errno(r, "Cannot emit GrantEnded: %m");
+}
+
+static void on_token_denied(const char *controller, const char *auth_device, const char *token, const char *reason,
+                            void *userdata) {
+        Bus *b = userdata;
+        int r;
+
+        if (!b->ready)
+                return;
+        r = sd_bus_emit_signal(b->bus, BUS_ROOT_PATH, MANAGER_IFACE, "TokenDenied", "ssss", controller, auth_device,
+                               token, reason);
+        if (r < 0)
+                log_debug_errno(r, "Cannot emit TokenDenied: %m");
+}
+
+static const EventBackendSignals event_signals = {
+        .grant_started = on_grant_started,
+        .grant_ended = on_grant_ended,
+        .token_denied = on_token_denied,
+};
+
 void bus_set_event_backend(Bus *b, EventBackend *eb) {
         if (b->event_backend)
                 event_backend_set_changed_handler(b->event_backend, NULL, NULL);
         b->event_backend = eb;
         if (eb) {
                 event_backend_set_changed_handler(eb, on_event_backend_changed, b);
+                event_backend_set_signals(eb, &event_signals, b);
                 for (size_t i = 0; i < event_backend_n_devices(eb); i++)
                         if (!strv_contains(b->controllers, event_backend_device_name_at(eb, i)))
                                 (void) strv_extend(&b->controllers, &b->n_controllers, event_backend_device_name_at(eb, i));
@@ -2026,8 +2103,10 @@ Bus *bus_free(Bus *b) {
                 manager_remove_observer(b->manager, &bus_observer, b);
         if (b->backend)
                 backend_set_changed_handler(b->backend, NULL, NULL);
-        if (b->event_backend)
+        if (b->event_backend) {
                 event_backend_set_changed_handler(b->event_backend, NULL, NULL);
+                event_backend_set_signals(b->event_backend, NULL, NULL);
+        }
 
         /* The final values of pours that ended during shutdown. */
         for (size_t i = 0; i < b->n_meters; i++)

@@ -625,6 +625,36 @@ class DbusPairingTest(unittest.TestCase):
         name, _ = self.bus.dbus_call("/org/kegbot/Core1", mgr, "ResetPairing", "s", ["bad name"])
         self.assertEqual(name, "org.freedesktop.DBus.Error.InvalidArgs")
 
+    def test_grant_and_deny_signals(self):
+        """GrantStarted, GrantEnded and TokenDenied on the Manager, ActiveGrants on the Controller."""
+        self.standin.event_set(require_auth=False)
+        env = dict(self.bus.env(), **self.notify.env())
+        self.core = EventCore(self.tmp, self.standin, dbus="system", env=env)
+        self.bus.wait_name()
+        mon = self.busenv.Monitor(self.bus)
+        try:
+            path = self.busenv.path_encode("/org/kegbot/Core1/controller", "kegboard")
+            ctl = "org.kegbot.Core1.Controller"
+            self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+            self.core.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.rfid",
+                                token_value="deadbeef", status="added")
+            m = mon.wait_signal(lambda x: x["member"] == "GrantStarted", timeout=10, what="GrantStarted")
+            p = self.busenv.payload(m)
+            self.assertEqual(p[0], "kegboard")
+            self.assertRegex(p[1], r"^g_[0-9a-f]{8}$")
+            self.assertEqual((p[2], p[3], p[4], p[5]), ([0, 1], [0], "core.rfid", "deadbeef"))
+            kbtest.wait_until(lambda: self.prop(path, ctl, "ActiveGrants") == 1, what="ActiveGrants 1")
+            self.standin.command("kegboard", "deauthorize", {})
+            self.core.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.rfid",
+                                token_value="f00d", status="added")
+            m = mon.wait_signal(lambda x: x["member"] == "GrantEnded", timeout=10, what="GrantEnded")
+            self.assertEqual(self.busenv.payload(m)[:3], ["kegboard", p[1], "command"])
+            m = mon.wait_signal(lambda x: x["member"] == "TokenDenied", timeout=10, what="TokenDenied")
+            self.assertEqual(self.busenv.payload(m), ["kegboard", "core.rfid", "f00d", "Token not assigned to a user"])
+            kbtest.wait_until(lambda: self.prop(path, ctl, "ActiveGrants") == 0, what="ActiveGrants 0")
+        finally:
+            mon.stop()
+
     def test_quarantined_pour_requeued_over_dbus(self):
         """Scenario 14, second half: a pour too large for the receiver is quarantined, counted in
         FailedDrinks, and delivered with its pour_id after RetryFailedEvents()."""
