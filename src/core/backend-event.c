@@ -2649,17 +2649,13 @@ void event_backend_kick_all(EventBackend *b) {
                 device_kick(b->devices[i]);
 }
 
-int event_backend_retry_failed_events(EventBackend *b, const char *controller, unsigned *ret_n) {
+static int device_retry_failed(Device *d, bool pours_only, unsigned *ret_n) {
+        EventBackend *b = d->backend;
         _cleanup_(strv_freep) char **names = NULL;
         size_t n_names = 0;
         unsigned n = 0;
-        Device *d;
         int r;
 
-        assert_return(b, -EINVAL);
-        d = find_device(b, controller);
-        if (!d)
-                return -ENOENT;
         r = list_json(d->failed_fd, &names, &n_names);
         if (r < 0)
                 return r;
@@ -2669,6 +2665,8 @@ int event_backend_retry_failed_events(EventBackend *b, const char *controller, u
                 _cleanup_(drink_freep) Drink *drink = NULL;
                 size_t len;
 
+                if (pours_only && !strstr(names[i], "-pour.json"))
+                        continue;
                 r = io_read_file_at(d->failed_fd, names[i], FILE_MAX, &text, &len);
                 if (r >= 0)
                         r = kbevent_file_parse(text, len, true, &e, NULL);
@@ -2699,6 +2697,33 @@ int event_backend_retry_failed_events(EventBackend *b, const char *controller, u
         notify_changed(b);
         if (ret_n)
                 *ret_n = n;
+        return 0;
+}
+
+int event_backend_retry_failed_events(EventBackend *b, const char *controller, unsigned *ret_n) {
+        Device *d;
+
+        assert_return(b, -EINVAL);
+        d = find_device(b, controller);
+        if (!d)
+                return -ENOENT;
+        return device_retry_failed(d, false, ret_n);
+}
+
+int event_backend_retry_failed_pours(EventBackend *b, unsigned *ret_n) {
+        unsigned total = 0;
+        int r;
+
+        assert_return(b, -EINVAL);
+        for (size_t i = 0; i < b->n_devices; i++) {
+                unsigned k = 0;
+                r = device_retry_failed(b->devices[i], true, &k);
+                if (r < 0)
+                        return r;
+                total += k;
+        }
+        if (ret_n)
+                *ret_n = total;
         return 0;
 }
 

@@ -92,6 +92,8 @@ int event_backend_device_info(EventBackend *b, const char *controller, EventDevi
 int event_backend_reset_pairing(EventBackend *b, const char *controller);
 /* Re-queues every quarantined event of the device at the tail (new ids). */
 int event_backend_retry_failed_events(EventBackend *b, const char *controller, unsigned *ret_n);
+/* RetryFailedDrinks(): the quarantined pours of every device re-queued (new ids, same pour_id). */
+int event_backend_retry_failed_pours(EventBackend *b, unsigned *ret_n);
 /* SIGHUP / Sync(): "denied" cleared and an attempt at once for every device. */
 void event_backend_kick_all(EventBackend *b);
 /* The part of the STATUS= line naming devices that need attention ("" when none). */

@@ -736,6 +736,14 @@ static int method_retry_failed_drinks(sd_bus_message *m, void *userdata, sd_bus_
                         return reply_manager_error(error, r, "RetryFailedDrinks");
                 log_info("RetryFailedDrinks() over D-Bus: %zu drinks re-queued", n);
         }
+        if (b->event_backend) {
+                unsigned k = 0;
+                r = event_backend_retry_failed_pours(b->event_backend, &k);
+                if (r < 0)
+                        return reply_manager_error(error, r, "RetryFailedDrinks");
+                log_info("RetryFailedDrinks() over D-Bus: %u pour events re-queued", k);
+                n += k;
+        }
         manager_props_refresh(b);
         return sd_bus_reply_method_return(m, "u", (uint32_t) MIN(n, (size_t) UINT32_MAX));
 }

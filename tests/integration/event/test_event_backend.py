@@ -680,6 +680,13 @@ class DbusPairingTest(unittest.TestCase):
         self.assertEqual(drinks[0]["pour_id"], pour_id)
         kbtest.wait_until(lambda: self.prop("/org/kegbot/Core1", mgr, "FailedDrinks") == 0, what="FailedDrinks 0")
         self.assertEqual(self.core.failed_files(), [])
+        # RetryFailedDrinks() re-queues quarantined pours too.
+        self.standin.event_set(max_body=150)
+        self.core.pour("kegboard.flow0", 130)
+        kbtest.wait_until(lambda: self.prop("/org/kegbot/Core1", mgr, "FailedDrinks") == 1, what="FailedDrinks 1")
+        self.standin.event_set(max_body=16384)
+        self.assertEqual(self.bus.call("/org/kegbot/Core1", mgr, "RetryFailedDrinks"), [1])
+        self.assertEqual(sorted(d["ticks"] for d in self.standin.wait_event_drinks(2)), [120, 130])
 
 
 if __name__ == "__main__":
