@@ -328,6 +328,50 @@ class EventBackendTest(Base):
                                    and e["data"]["meters"][0]["total_ticks"] == 550],
                           timeout=25, what="a heartbeat of the new process with 550 ticks")
 
+    def test_volatile_status_replaced_while_down(self):
+        """Scenario 18: at most one status waits; the delivered one keeps "boot"; heartbeats follow;
+        a restart with an empty spool starts a new boot_id with ids from 1."""
+        self.standin.event_fail("503")
+        c = self.core()
+        c.wait_line(r"Device kegboard: delivery failed \(HTTP 503\)")
+        # The heartbeat replaces the unsent boot status: a new id at the tail, still "boot".
+        kbtest.wait_until(lambda: [e for r in self.standin.event_requests() for e in r["body"]["events"]
+                                   if e["type"] == "status" and e["id"] > 1],
+                          timeout=30, what="a heartbeat replacing the boot status while down")
+        for r in self.standin.event_requests():
+            self.assertEqual(len([e for e in r["body"]["events"] if e["type"] == "status"]), 1)
+        self.standin.clear_failures()
+        st = self.standin.wait_events(lambda e: e["type"] == "status", timeout=20, what="a status delivered")
+        self.assertEqual(st[0]["data"]["state"], "boot")
+        self.assertGreater(st[0]["id"], 1)
+        self.standin.wait_events(lambda e: e["type"] == "status" and e["data"]["state"] == "heartbeat",
+                                 timeout=20, what="a heartbeat")
+        old = c.state()["boot_id"]
+        c.stop()
+        c2 = self.core(state_dir=c.state_dir)
+        st = self.standin.wait_events(lambda e: e["type"] == "status" and e["boot_id"] != old, what="new boot")
+        self.assertEqual((st[0]["id"], st[0]["data"]["state"]), (1, "boot"))
+        self.assertNotEqual(c2.state()["boot_id"], old)
+
+    def test_temperature_cap(self):
+        """Scenario 31 (shortened): beyond --event_spool_max durable events new temperatures are
+        refused and counted; pours are still spooled."""
+        c = self.core("--event_spool_max=100")
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        self.standin.event_fail("503")
+        for i in range(103):
+            c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-%03d" % i, sensor_value=4.0)
+        c.wait_line(r"WARNING .*Device kegboard: spool holds 100 events; dropping temperature readings")
+        c.pour("kegboard.flow0", 110)
+        kbtest.wait_until(lambda: [f for f in c.spool_files() if f.endswith("-pour.json")], what="pour spooled")
+        self.assertEqual(len([f for f in c.spool_files() if f.endswith("-temperature.json")]), 100)
+        self.assertEqual(c.count_lines(r"dropping temperature readings"), 1)
+        self.standin.clear_failures()
+        self.standin.wait_event_drinks(1, timeout=20)
+        hb = self.standin.wait_events(lambda e: e["type"] == "status" and e["data"]["events_dropped"] == 3,
+                                      timeout=25, what="a status counting 3 dropped readings")
+        self.assertTrue(hb)
+
     # ------------------------------------------------------------------ commands
 
     def test_commands_applied_once_and_acknowledged(self):
