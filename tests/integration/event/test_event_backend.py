@@ -80,6 +80,35 @@ class EventBackendTest(Base):
         self.assertEqual(r["headers"]["Content-Type"], "application/json")
         self.assertNotIn("Authorization", r["headers"])
 
+    def test_pour_through_kegboard_sim(self):
+        """The issue's end-to-end case: a pour on a pty Kegboard (kegboard_sim) through kegboard_daemon
+        reaches the receiver once, with the right volume, its pour_id and its age."""
+        c = self.core()
+        sim = kbtest.Sim(self.tmp, "--nobuzzer", link_name="ttyKB0")
+        daemon = kbtest.Proc([kbtest.binary("kegboard_daemon"), "--kegboard_device=" + sim.link,
+                              "--kb_core_addr=%d" % c.port, "--probe_seconds=1",
+                              "--runtime_dir=" + os.path.join(self.tmp, "run")], name="kegboard_daemon")
+        try:
+            c.wait_line(r"\(main\) Controller connected: kegboard ", timeout=20)
+            sim.cmd("pour flow0 440 1.0")
+            dce = c.wait_drink_created(timeout=30)
+            drinks = self.standin.wait_event_drinks(1, timeout=20)
+            kbtest.wait_until(lambda: not c.spool_files(), what="empty spool")
+            self.assertEqual(len(self.standin.event_drinks()), 1)
+            d = drinks[0]
+            self.assertEqual(d["pour_id"], dce["uuid"])
+            self.assertEqual(d["ticks"], 440)
+            self.assertEqual(d["volume_ml"], 200.0)
+            self.assertGreater(d["duration_ms"], 500)
+            # Dated at the last counted tick: the flow's idle end came later, and age_ms says so.
+            self.assertGreater(d["age_ms"], 0)
+            self.assertLess(abs(d["time"] - (d["received"] - d["age_ms"] / 1000.0)), 0.01)
+            self.assertLess(d["age_ms"], 30000)
+            self.assertTrue(self.standin.events("status")[0]["data"]["fw_version"].startswith("kegbot-core/"))
+        finally:
+            daemon.kill()
+            sim.kill()
+
     def test_lost_answer_then_resend_gives_one_drink(self):
         c = self.core()
         self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
