@@ -5,6 +5,7 @@ acknowledgements, two boards, unmappable meters. Every test ends with the receiv
 every batch (section 16.2) finding nothing."""
 import json
 import os
+import re
 import signal
 import stat
 import sys
@@ -684,8 +685,7 @@ class DbusPairingTest(unittest.TestCase):
         self.assertEqual(len(self.prop(path, ctl, "BootId")), 16)
         self.assertEqual(self.prop("/org/kegbot/Core1", mgr, "BackendState"), "unauthorized")
         self.assertEqual(self.prop("/org/kegbot/Core1", mgr, "EventUrl"), self.standin.event_url())
-        self.notify.wait(lambda m: "kegboard: pairing pending (approve it on the server)" in m.get("STATUS", ""),
-                         what="STATUS=")
+        self.notify.wait("STATUS", re.escape("; kegboard: pairing pending (approve it on the server)"))
         self.standin.pairing("kegboard", "allow")
         kbtest.wait_until(lambda: self.prop(path, ctl, "EventState") == "online", timeout=15, what="online")
         self.assertIs(self.prop(path, ctl, "Paired"), True)
