@@ -48,6 +48,16 @@ class Base(unittest.TestCase):
 class EventBackendTest(Base):
     """A receiver that takes batches without a token (section 7, first paragraph)."""
 
+    def queue_while_down(self, c, temperatures, pour_ticks):
+        """The receiver answers 503 while `temperatures` readings (one sensor each) and a pour are
+        spooled; returns when they all are."""
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        self.standin.event_fail("503")
+        for i in range(temperatures):
+            c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-%02d" % i, sensor_value=4.0)
+        c.pour("kegboard.flow0", pour_ticks)
+        kbtest.wait_until(lambda: len(c.spool_files()) >= temperatures + 1, what="the backlog spooled")
+
     # ------------------------------------------------------------------ pours
 
     def test_pour_reaches_the_receiver_once(self):
@@ -243,12 +253,7 @@ class EventBackendTest(Base):
 
     def test_413_splits_until_accepted(self):
         c = self.core()
-        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
-        self.standin.event_fail("503")
-        for i in range(15):
-            c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-%02d" % i, sensor_value=4.0)
-        c.pour("kegboard.flow0", 120)
-        kbtest.wait_until(lambda: len(c.spool_files()) >= 16, what="16 events spooled")
+        self.queue_while_down(c, 15, 120)
         self.standin.event_set(max_body=1000)
         self.standin.clear_failures()
         c.wait_line(r"Device kegboard: batch of 1[67] events too large \(413\); retrying with at most 8")
@@ -268,12 +273,7 @@ class EventBackendTest(Base):
 
     def test_400_on_one_event_quarantines_it_alone(self):
         c = self.core()
-        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
-        self.standin.event_fail("503")
-        for i in range(8):
-            c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-%d" % i, sensor_value=3.0)
-        c.pour("kegboard.flow0", 130)
-        kbtest.wait_until(lambda: len(c.spool_files()) == 9, what="9 events spooled")
+        self.queue_while_down(c, 8, 130)
         bad = int(os.path.basename(c.spool_files()[3]).split("-")[0])
         # One rule replaces the other at once: no batch can slip through between them.
         self.standin.event_fail("400", match={"id": bad})
