@@ -64,8 +64,9 @@ class BasicTest(mqtttest.MqttCase, unittest.TestCase):
                          ("Main Tap", "kegboard.flow0", "kegboard.relay0", "closed", False))
         self.assertEqual(tap0["ml_per_tick"], 1 / 2.2)
         board = states[base + "/board/kegboard"].json()
+        # The core names each board's backend (Controller Backend, kegboard-event-protocol.md 12).
         self.assertEqual((board["name"], board["connected"], board["firmware"], board["backend"]),
-                         ("kegboard", True, 18, None))
+                         ("kegboard", True, 18, "standalone"))
         sensor = states[base + "/sensor/" + mqtttest.key(SENSOR)].json()
         self.assertEqual((sensor["name"], sensor["temp_c"], sensor["silent"]), (SENSOR, 4.25, False))
         core = states[base + "/core"].json()
