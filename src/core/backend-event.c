@@ -2727,6 +2727,149 @@ int event_backend_retry_failed_pours(EventBackend *b, unsigned *ret_n) {
         return 0;
 }
 
+/* FailDrink() of a queued pour: to failed/ with http_status 0, out of the queue (an id gap the
+ * receiver sees, as for a quarantined event; events_dropped counts it). */
+static int device_fail_entry(Device *d, size_t j) {
+        Entry en = d->queue[j];
+        KbEvent *e = en.event;
+        char name[64];
+        int r;
+
+        if (d->req && j < d->req_n) {
+                /* The receiver may still record it (once: the pour_id); the operator asked for it anyway. */
+                http_request_cancel(d->req);
+                d->req = NULL;
+                d->req_n = 0;
+        }
+        free(e->failure);
+        e->failure = NULL;
+        r = kbevent_failure_format(now_realtime(d->backend), 0, "moved to failed/ by an operator", &e->failure);
+        event_file_name(e, name);
+        if (r >= 0)
+                r = write_event_file(d->failed_fd, e, d->st.boot_id, name);
+        if (r >= 0)
+                r = fsync_dir(d->failed_fd);
+        if (r < 0) {
+                log_error_errno(r, "Device %s: cannot move event %" PRIu64 " to failed/: %m", d->name, e->id);
+                device_schedule(d);
+                return r;
+        }
+        if (unlinkat(d->spool_fd, name, 0) < 0 && errno != ENOENT)
+                log_error_errno(errno, "Device %s: cannot remove %s: %m", d->name, name);
+        (void) fsync_dir(d->spool_fd);
+        log_named(LOG_WARNING, "DrinkManager", "Drink %s (event %" PRIu64 " of device %s) moved to failed/ by an operator",
+                  en.drink->uuid, e->id, d->name);
+        memmove(d->queue + j, d->queue + j + 1, (d->n_queue - j - 1) * sizeof *d->queue);
+        d->n_queue--;
+        entry_done(&en);
+        d->n_failed++;
+        d->n_failed_pours++;
+        d->st.events_dropped++;
+        (void) device_write_state(d);
+        device_schedule(d);
+        notify_changed(d->backend);
+        return 0;
+}
+
+int event_backend_fail_pour(EventBackend *b, const char *uuid) {
+        char want[UUID_STRING_MAX];
+
+        assert_return(b, -EINVAL);
+        assert_return(uuid, -EINVAL);
+        if (uuid_normalize(uuid, want) < 0)
+                return -EINVAL;
+        for (size_t i = 0; i < b->n_devices; i++) {
+                Device *d = b->devices[i];
+                for (size_t j = 0; j < d->n_queue; j++)
+                        if (d->queue[j].drink && streq(d->queue[j].drink->uuid, want))
+                                return device_fail_entry(d, j);
+        }
+        return -ENOENT;
+}
+
+/* A quarantined event's "failure" member as the drink's failure (kbevent_failure_format()). */
+static int drink_failure_from_event(Drink *drink, const KbEvent *e) {
+        _cleanup_(json_decrefp) json_t *f = NULL;
+        DrinkFailure failure = {};
+        const char *s;
+
+        if (!e->failure)
+                return 0;
+        f = json_loads(e->failure, 0, NULL);
+        if (!f)
+                return -EBADMSG;
+        s = json_string_value(json_object_get(f, "time"));
+        if (s)
+                (void) time_parse_rfc3339(s, &failure.time_realtime);
+        failure.http_status = (int) json_integer_value(json_object_get(f, "http_status"));
+        failure.message = (char *) json_string_value(json_object_get(f, "reason"));
+        return drink_set_failure(drink, &failure);
+}
+
+/* Every pour of failed/ in dir_fd through cb (in name order, which is id order). */
+static int list_failed_pours(int dir_fd, const char *dev, const char *controller, EventPourListFunc cb, void *userdata) {
+        _cleanup_(strv_freep) char **names = NULL;
+        size_t n_names = 0;
+        int r;
+
+        r = list_json(dir_fd, &names, &n_names);
+        if (r < 0)
+                return r;
+        for (size_t i = 0; i < n_names; i++) {
+                _cleanup_(freep) char *text = NULL;
+                _cleanup_(kbevent_freep) KbEvent *e = NULL;
+                _cleanup_(drink_freep) Drink *drink = NULL;
+                char ctl[KBEVENT_DEVICE_NAME_MAX + 1] = "";
+                size_t len;
+
+                if (!strstr(names[i], "-pour.json"))
+                        continue;
+                r = io_read_file_at(dir_fd, names[i], FILE_MAX, &text, &len);
+                if (r >= 0)
+                        r = kbevent_file_parse(text, len, true, &e, NULL);
+                if (r >= 0 && e->type == KBEVENT_POUR)
+                        r = drink_from_event(e, &drink);
+                if (r >= 0 && drink)
+                        r = drink_failure_from_event(drink, e);
+                if (r < 0 || !drink) {
+                        log_warning_errno(r < 0 ? r : -EBADMSG, "%s: failed/%s cannot be listed: %m", dev, names[i]);
+                        continue;
+                }
+                if (!controller)
+                        (void) controller_of(drink->meter_name, ctl, NULL);
+                r = cb(drink, controller ?: ctl, e->id, userdata);
+                if (r < 0)
+                        return r;
+        }
+        return 0;
+}
+
+int event_backend_list_pours(EventBackend *b, bool failed, EventPourListFunc cb, void *userdata) {
+        int r;
+
+        assert_return(b, -EINVAL);
+        assert_return(cb, -EINVAL);
+        for (size_t i = 0; i < b->n_devices; i++) {
+                Device *d = b->devices[i];
+
+                if (failed) {
+                        _cleanup_(freep) char *dev = strdup_printf("Device %s", d->name);
+                        r = list_failed_pours(d->failed_fd, dev ?: d->name, d->name, cb, userdata);
+                        if (r < 0)
+                                return r;
+                        continue;
+                }
+                for (size_t j = 0; j < d->n_queue; j++)
+                        if (d->queue[j].drink) {
+                                r = cb(d->queue[j].drink, d->name, d->queue[j].event->id, userdata);
+                                if (r < 0)
+                                        return r;
+                        }
+        }
+        /* Unmapped pours have no device; their controller is the meter name's, if it has one. */
+        return failed ? list_failed_pours(b->unmapped_fd, "Unmapped pours", NULL, cb, userdata) : 0;
+}
+
 void event_backend_status_text(EventBackend *b, char *buf, size_t size) {
         size_t used = 0;
 

@@ -94,6 +94,14 @@ int event_backend_reset_pairing(EventBackend *b, const char *controller);
 int event_backend_retry_failed_events(EventBackend *b, const char *controller, unsigned *ret_n);
 /* RetryFailedDrinks(): the quarantined pours of every device re-queued (new ids, same pour_id). */
 int event_backend_retry_failed_pours(EventBackend *b, unsigned *ret_n);
+/* FailDrink(): a queued pour event to failed/ (the request in flight aborted first if it carries
+ * it). -ENOENT: no device has it queued. */
+int event_backend_fail_pour(EventBackend *b, const char *uuid);
+/* ListDrinks(): the pours queued in every device's spool (failed = false), or the quarantined and
+ * unmapped ones (true), each with its controller ("" for an unmapped pour on a meter without one)
+ * and its event id. */
+typedef int (*EventPourListFunc)(const Drink *d, const char *controller, uint64_t id, void *userdata);
+int event_backend_list_pours(EventBackend *b, bool failed, EventPourListFunc cb, void *userdata);
 /* SIGHUP / Sync(): "denied" cleared and an attempt at once for every device. */
 void event_backend_kick_all(EventBackend *b);
 /* The part of the STATUS= line naming devices that need attention ("" when none). */

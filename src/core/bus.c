@@ -760,11 +760,13 @@ static int method_fail_drink(sd_bus_message *m, void *userdata, sd_bus_error *er
         /* Either case names the same drink (util-uuid.h); replies and logs use the lowercase spelling. */
         if (uuid_normalize(uuid_arg, uuid) < 0)
                 return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid drink UUID '%s'", uuid_arg);
-        if (!b->backend)
+        if (!b->backend && !b->event_backend)
                 return sd_bus_error_set(error, BUS_ERROR_NOT_SUPPORTED,
                                         "There is no drink queue in standalone mode");
 
-        r = backend_fail_drink(b->backend, uuid);
+        r = b->event_backend ? event_backend_fail_pour(b->event_backend, uuid) : -ENOENT;
+        if (r == -ENOENT && b->backend)
+                r = backend_fail_drink(b->backend, uuid);
         if (r == -ENOENT)
                 return sd_bus_error_setf(error, BUS_ERROR_UNKNOWN_DRINK, "Drink %s is not queued", uuid);
         if (r < 0)
@@ -798,15 +800,21 @@ static int append_entry(sd_bus_message *reply, const char *key, const char *type
         return sd_bus_message_close_container(reply);
 }
 
-static int list_drink_cb(const Drink *d, void *userdata) {
-        sd_bus_message *reply = userdata;
+/* One drink of ListDrinks(); backend and controller only when an event backend runs (the Kegboard
+ * Event Protocol's additions, where seq is the event id of an event pour). */
+static int list_drink_append(sd_bus_message *reply, const Drink *d, uint64_t seq, const char *backend,
+                             const char *controller) {
         int r;
 
         r = sd_bus_message_open_container(reply, 'a', "{sv}");
         if (r < 0)
                 return r;
+        if (backend)
+                if ((r = append_entry(reply, "backend", "s", backend)) < 0 ||
+                    (r = append_entry(reply, "controller", "s", controller ?: "")) < 0)
+                        return r;
         if ((r = append_entry(reply, "uuid", "s", d->uuid)) < 0 ||
-            (r = append_entry(reply, "seq", "t", d->seq)) < 0 ||
+            (r = append_entry(reply, "seq", "t", seq)) < 0 ||
             (r = append_entry(reply, "flow_id", "t", d->flow_id)) < 0 ||
             (r = append_entry(reply, "meter_name", "s", d->meter_name ?: "")) < 0 ||
             (r = append_entry(reply, "username", "s", d->username ?: "")) < 0 ||
@@ -843,6 +851,28 @@ static int list_drink_cb(const Drink *d, void *userdata) {
         return sd_bus_message_close_container(reply);
 }
 
+typedef struct ListDrinks {
+        sd_bus_message *reply;
+        bool event;                     /* an event backend runs: name each drink's backend */
+} ListDrinks;
+
+static int list_drink_cb(const Drink *d, void *userdata) {
+        ListDrinks *l = userdata;
+        char controller[256] = "";
+
+        if (l->event) {
+                const char *dot = d->meter_name ? strchr(d->meter_name, '.') : NULL;
+                if (dot)
+                        snprintf(controller, sizeof controller, "%.*s", (int) (dot - d->meter_name), d->meter_name);
+        }
+        return list_drink_append(l->reply, d, d->seq, l->event ? "legacy" : NULL, controller);
+}
+
+static int list_event_pour_cb(const Drink *d, const char *controller, uint64_t id, void *userdata) {
+        ListDrinks *l = userdata;
+        return list_drink_append(l->reply, d, id, "event", controller);
+}
+
 static int method_list_drinks(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_(sd_bus_message_unrefp) sd_bus_message *reply = NULL;
         Bus *b = userdata;
@@ -867,8 +897,14 @@ static int method_list_drinks(sd_bus_message *m, void *userdata, sd_bus_error *e
         r = sd_bus_message_open_container(reply, 'a', "a{sv}");
         if (r < 0)
                 return r;
+        ListDrinks l = { .reply = reply, .event = b->event_backend };
         if (b->backend) {
-                r = backend_list_drinks(b->backend, area, list_drink_cb, reply);
+                r = backend_list_drinks(b->backend, area, list_drink_cb, &l);
+                if (r < 0)
+                        return reply_manager_error(error, r, "ListDrinks");
+        }
+        if (b->event_backend) {
+                r = event_backend_list_pours(b->event_backend, area == SPOOL_FAILED, list_event_pour_cb, &l);
                 if (r < 0)
                         return reply_manager_error(error, r, "ListDrinks");
         }

@@ -745,7 +745,16 @@ class DbusPairingTest(unittest.TestCase):
         failed = [f for f in self.core.failed_files() if f.endswith("-pour.json")]
         self.assertEqual(len(failed), 1)
         with open(failed[0]) as f:
-            pour_id = json.load(f)["data"]["pour_id"]
+            ev = json.load(f)
+        pour_id = ev["data"]["pour_id"]
+        # ListDrinks("failed") shows it with why it failed; it is no longer queued.
+        listed = self.bus.call("/org/kegbot/Core1", mgr, "ListDrinks", "s", "failed")[0]
+        self.assertEqual(len(listed), 1)
+        d = {k: v["data"] for k, v in listed[0].items()}  # busctl's variants
+        self.assertEqual((d["backend"], d["controller"], d["uuid"], d["seq"], d["meter_name"], d["ticks"],
+                          d["http_status"]), ("event", "kegboard", pour_id, ev["id"], "kegboard.flow0", 120, 413))
+        self.assertGreater(d["failure_time"], 0)
+        self.assertEqual(self.bus.call("/org/kegbot/Core1", mgr, "ListDrinks", "s", "queued"), [[]])
         self.standin.event_set(max_body=16384)
         n = self.bus.call("/org/kegbot/Core1", mgr, "RetryFailedEvents", "s", "kegboard")
         self.assertGreaterEqual(n[0], 1)
@@ -760,6 +769,69 @@ class DbusPairingTest(unittest.TestCase):
         self.standin.event_set(max_body=16384)
         self.assertEqual(self.bus.call("/org/kegbot/Core1", mgr, "RetryFailedDrinks"), [1])
         self.assertEqual(sorted(d["ticks"] for d in self.standin.wait_event_drinks(2)), [120, 130])
+
+    def test_list_drinks_shows_queued_event_pours(self):
+        """ListDrinks("queued") lists a pour waiting in the device's spool: backend "event", its
+        controller, its pour_id and, as seq, its event id; it leaves the list once delivered."""
+        self.standin.event_set(require_auth=False)
+        env = dict(self.bus.env(), **self.notify.env())
+        self.core = EventCore(self.tmp, self.standin, dbus="system", env=env)
+        self.bus.wait_name()
+        mgr = "org.kegbot.Core1.Manager"
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        self.standin.event_fail("503")
+        self.core.pour("kegboard.flow0", 140)
+        kbtest.wait_until(lambda: [f for f in self.core.spool_files() if f.endswith("-pour.json")], what="the pour spooled")
+        with open([f for f in self.core.spool_files() if f.endswith("-pour.json")][0]) as f:
+            ev = json.load(f)
+        listed = self.bus.call("/org/kegbot/Core1", mgr, "ListDrinks", "s", "queued")[0]
+        self.assertEqual(len(listed), 1)
+        d = {k: v["data"] for k, v in listed[0].items()}  # busctl's variants
+        self.assertEqual((d["backend"], d["controller"], d["uuid"], d["seq"], d["meter_name"], d["ticks"]),
+                         ("event", "kegboard", ev["data"]["pour_id"], ev["id"], "kegboard.flow0", 140))
+        self.assertNotIn("http_status", d)
+        self.assertEqual(self.bus.call("/org/kegbot/Core1", mgr, "ListDrinks", "s", "failed"), [[]])
+        self.standin.clear_failures()
+        self.assertEqual(self.standin.wait_event_drinks(1)[0]["pour_id"], ev["data"]["pour_id"])
+        kbtest.wait_until(lambda: self.bus.call("/org/kegbot/Core1", mgr, "ListDrinks", "s", "queued") == [[]],
+                          what="the queued list empty")
+
+    def test_fail_drink_of_a_pour_in_flight(self):
+        """FailDrink() of a pour event in the request in flight: the request is aborted, the pour moves
+        to failed/ (http_status 0, the operator named), leaves the queue and comes back, delivered
+        once with its pour_id, after RetryFailedDrinks()."""
+        self.standin.event_set(require_auth=False)
+        env = dict(self.bus.env(), **self.notify.env())
+        self.core = EventCore(self.tmp, self.standin, dbus="system", env=env)
+        self.bus.wait_name()
+        mgr = "org.kegbot.Core1.Manager"
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        self.standin.event_fail("hang", match={"type": "pour"})
+        self.core.pour("kegboard.flow0", 150)
+
+        def hung_pour():
+            for r in self.standin.event_requests():
+                for e in (r.get("body") or {}).get("events") or []:
+                    if e["type"] == "pour" and r.get("status") == "hang":
+                        return e
+            return None
+        ev = kbtest.wait_until(hung_pour, what="the pour's request hanging")
+        pour_id = ev["data"]["pour_id"]
+        self.bus.call("/org/kegbot/Core1", mgr, "FailDrink", "s", pour_id.upper())
+        self.core.wait_line(r"Drink %s \(event %d of device kegboard\) moved to failed/ by an operator" % (pour_id, ev["id"]))
+        self.assertEqual(self.bus.call("/org/kegbot/Core1", mgr, "ListDrinks", "s", "queued"), [[]])
+        listed = self.bus.call("/org/kegbot/Core1", mgr, "ListDrinks", "s", "failed")[0]
+        self.assertEqual(len(listed), 1)
+        d = {k: v["data"] for k, v in listed[0].items()}  # busctl's variants
+        self.assertEqual((d["uuid"], d["http_status"], d["failure_message"]), (pour_id, 0, "moved to failed/ by an operator"))
+        self.assertEqual(self.prop("/org/kegbot/Core1", mgr, "FailedDrinks"), 1)
+        name, _ = self.bus.dbus_call("/org/kegbot/Core1", mgr, "FailDrink", "s", [pour_id])
+        self.assertEqual(name, "org.kegbot.Core1.Error.UnknownDrink")
+        self.standin.clear_failures()
+        self.assertEqual(self.bus.call("/org/kegbot/Core1", mgr, "RetryFailedDrinks"), [1])
+        drinks = self.standin.wait_event_drinks(1)
+        self.assertEqual([x["pour_id"] for x in drinks], [pour_id])
+        kbtest.wait_until(lambda: self.prop("/org/kegbot/Core1", mgr, "FailedDrinks") == 0, what="FailedDrinks 0")
 
 
 if __name__ == "__main__":
