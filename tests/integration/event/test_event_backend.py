@@ -410,17 +410,19 @@ class EventBackendTest(Base):
         deny = self.standin.command("kegboard", "deny", {"auth_device": "core.rfid", "token": "abc",
                                                          "reason": "Unknown token"})
         ident = self.standin.command("kegboard", "identify", {})
+        relay = self.standin.command("kegboard", "set_relay", {"relay_number": 0, "enabled": True})
         foo = self.standin.command("kegboard", "foo")
         # The next answer carries them: a pour makes the next request.
         c.pour("kegboard.flow0", 100)
         c.wait_line(r"Device kegboard: command %s \(deny\) -> ok" % deny)
         c.wait_line(r"Device kegboard: server denied core\.rfid/abc: Unknown token")
         c.wait_line(r"Device kegboard: command %s \(identify\) -> unsupported: unsupported command type identify" % ident)
+        c.wait_line(r"Device kegboard: command %s \(set_relay\) -> unsupported" % relay)
         c.wait_line(r"Device kegboard: command %s \(foo\) -> unsupported" % foo)
         kbtest.wait_until(lambda: all(x["acked"] for x in self.standin.commands()), what="every command acked")
         res = {e["data"]["command"]: e["data"]["result"] for e in self.standin.events("command_result")}
-        self.assertEqual(res, {deny: "ok", ident: "unsupported", foo: "unsupported"})
-        self.assertEqual(len(self.standin.events("command_result")), 3)
+        self.assertEqual(res, {deny: "ok", ident: "unsupported", relay: "unsupported", foo: "unsupported"})
+        self.assertEqual(len(self.standin.events("command_result")), 4)
 
     def test_command_resent_until_acked_is_applied_once(self):
         c = self.core()
@@ -545,6 +547,17 @@ class EventBackendTest(Base):
         self.assertLess(det["id"], pour["id"])
         self.assertLess(pour["id"], end["id"])
         self.assertEqual(end["data"]["reason"], "detach")
+        # A token on a non-captive reader (core.rfid) leaving it only says so: its grant stays.
+        mark = c.count("stderr")
+        c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.rfid",
+                    token_value="deadbeef", status="added")
+        rfid = c.wait_line(r"grant (g_[0-9a-f]{8}) applied", key="stderr", start=mark).group(1)
+        c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.rfid",
+                    token_value="deadbeef", status="removed")
+        self.standin.wait_events(lambda e: e["type"] == "token" and e["data"] == {
+            "auth_device": "core.rfid", "token": "deadbeef", "action": "detached"}, what="core.rfid detached")
+        self.assertEqual(c.count_lines(r"grant %s ended" % rfid), 0)
+        self.assertEqual(len(self.standin.events("grant_end")), 1)
 
     # ------------------------------------------------------------------ devices
 
