@@ -514,6 +514,27 @@ class EventBackendTest(Base):
         c.wait_line(r"command %s \(authorize\) -> error: unknown meter 9" % unknown_meter)
         kbtest.wait_until(lambda: all(x["acked"] for x in self.standin.commands()), what="every command acked")
 
+    def test_lifetime_clamp_ends_a_grant_mid_pour(self):
+        """Scenario 21, second half: --event_max_grant_s=3 ends a grant asking for more (max_duration)
+        even while its meter pours; the pour ends first and carries the grant_id."""
+        c = self.core("--event_max_grant_s=3")
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        g = self.standin.command("kegboard", "authorize", {"grant_id": "g_long", "meter_numbers": [0],
+                                                           "max_duration_ms": 600000})
+        c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-1", sensor_value=4.0)
+        c.wait_line(r"Device kegboard: command %s \(authorize\) -> ok" % g)
+        c.wait_line(r"grant g_long applied: meters 0 relays none max_volume_ml=none lifetime_s=3 ")
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=110)
+        c.conn.recv_until(lambda m: m.get("event") == "FlowUpdate" and m["data"]["ticks"] == 110, what="the pour flowing")
+        c.wait_line(r"Device kegboard: grant g_long ended \(max_duration\): 50\.0 mL", timeout=10)
+        end = self.standin.wait_events(lambda e: e["type"] == "grant_end", what="grant_end")[0]
+        pour = self.standin.wait_events(lambda e: e["type"] == "pour", what="the pour")[0]
+        self.assertEqual(end["data"]["reason"], "max_duration")
+        self.assertEqual(pour["data"]["grant_id"], "g_long")
+        self.assertLess(pour["id"], end["id"])
+        self.assertEqual(c.count_lines(r"lifetime_s=600"), 0)
+
     def test_stale_presentment_is_refused(self):
         c = self.core("--event_auth_window=1")
         self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
