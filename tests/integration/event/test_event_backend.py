@@ -514,6 +514,44 @@ class EventBackendTest(Base):
         c.wait_line(r"command %s \(authorize\) -> error: unknown meter 9" % unknown_meter)
         kbtest.wait_until(lambda: all(x["acked"] for x in self.standin.commands()), what="every command acked")
 
+    def test_grant_adoption_and_replacement(self):
+        """Scenario 22: a grant adopts the anonymous pour in progress (one pour, its grant_id); another
+        person's grant mid-pour replaces it (A's pour, then B's; grant_end "replaced" for A); the same
+        token presented again keeps its pour going (one pour)."""
+        c = self.core()
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+
+        def grant_applied(auth_device, token):
+            mark = c.count("stderr")
+            c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name=auth_device,
+                        token_value=token, status="added")
+            g = c.wait_line(r"grant (g_[0-9a-f]{8}) applied", key="stderr", start=mark).group(1)
+            if auth_device == "core.rfid":  # a swipe: the card leaves the reader
+                c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name=auth_device,
+                            token_value=token, status="removed")
+            return g
+
+        def ticks(n):
+            c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=n)
+            c.conn.recv_until(lambda m: m.get("event") == "FlowUpdate" and m["data"]["meter_name"] == "kegboard.flow0"
+                              and m["data"]["ticks"] > 0, what="reading %d counted" % n)
+
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
+        ticks(110)
+        a = grant_applied("core.onewire", "0000111122223333")
+        ticks(220)
+        b = grant_applied("core.rfid", "deadbeef")
+        c.wait_line(r"grant %s ended \(replaced\)" % a)
+        ticks(330)
+        b2 = grant_applied("core.rfid", "deadbeef")
+        ticks(440)
+        c.conn.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
+        drinks = self.standin.wait_event_drinks(2)
+        self.assertEqual([(d["grant_id"], d["ticks"]) for d in drinks], [(a, 220), (b2, 220)])
+        ends = {e["data"]["grant_id"]: e["data"]["reason"] for e in self.standin.events("grant_end")}
+        self.assertEqual((ends.get(a), ends.get(b)), ("replaced", "replaced"))
+        self.assertEqual(len(self.standin.events("pour")), 2)
+
     def test_lifetime_clamp_ends_a_grant_mid_pour(self):
         """Scenario 21, second half: --event_max_grant_s=3 ends a grant asking for more (max_duration)
         even while its meter pours; the pour ends first and carries the grant_id."""
