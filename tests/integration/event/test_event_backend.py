@@ -680,6 +680,39 @@ class PairingTest(Base):
         self.assertTrue(later)
         self.assertTrue(all(r["status"] == 200 for r in later))
 
+    def test_two_boards_pair_and_grant_independently(self):
+        """Scenario 29: allowing one board leaves the other pending (its pours wait); each has its own
+        token file; a deauthorize to one never ends the other's grant."""
+        taps = "[kegboard-a.flow0]\nticks_per_ml = 2.2\n[kegboard-b.flow0]\nticks_per_ml = 2.2\n"
+        self.standin.pairing("kegboard-a", "allow")
+        c = self.core(taps=taps)
+        c.wait_line(r"Device kegboard-a: paired; token stored")
+        c.wait_line(r"Device kegboard-b: pairing pending; approve device \"kegboard-b\"")
+        c.pour("kegboard-a.flow0", 110)
+        c.pour("kegboard-b.flow0", 220)
+        drinks = self.standin.wait_event_drinks(1)
+        self.assertEqual([(d["device"], d["ticks"]) for d in drinks], [("kegboard-a", 110)])
+        self.assertTrue(os.path.exists(os.path.join(c.device_dir("kegboard-a"), "token")))
+        self.assertFalse(os.path.exists(os.path.join(c.device_dir("kegboard-b"), "token")))
+        self.assertEqual(self.standin.roster()["devices"]["kegboard-b"]["state"], "pending")
+        self.standin.pairing("kegboard-b", "allow")
+        c.wait_line(r"Device kegboard-b: paired; token stored", timeout=15)
+        drinks = self.standin.wait_event_drinks(2)
+        self.assertEqual(sorted((d["device"], d["ticks"]) for d in drinks), [("kegboard-a", 110), ("kegboard-b", 220)])
+        # A grant on each board; deauthorize the first only.
+        for dev in ("kegboard-a", "kegboard-b"):
+            g = self.standin.command(dev, "authorize", {"grant_id": "g_" + dev[-1], "meter_numbers": [0]})
+            c.conn.send("ThermoEvent", sensor_name=dev + ".thermo-1", sensor_value=4.0)
+            c.wait_line(r"Device %s: command %s \(authorize\) -> ok" % (dev, g))
+        stop = self.standin.command("kegboard-a", "deauthorize", {})
+        c.conn.send("ThermoEvent", sensor_name="kegboard-a.thermo-2", sensor_value=5.0)
+        c.wait_line(r"Device kegboard-a: command %s \(deauthorize\) -> ok" % stop)
+        c.wait_line(r"Device kegboard-a: grant g_a ended \(command\)")
+        c.pour("kegboard-b.flow0", 110)
+        drinks = self.standin.wait_event_drinks(3)
+        self.assertEqual([d["grant_id"] for d in drinks if d["device"] == "kegboard-b"][-1], "g_b")
+        self.assertEqual(c.count_lines(r"grant g_b ended"), 0)
+
     def test_revoked_token_is_deleted_and_pairing_starts_again(self):
         self.standin.pairing("kegboard", "allow")
         c = self.core()
