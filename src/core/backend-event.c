@@ -1178,36 +1178,41 @@ static void device_remove_head(Device *d, size_t n, bool announce) {
 }
 
 /* A single event the receiver rejected (section 9.4): durable ones to failed/, a status discarded. */
+/* A durable event written to failed/ with its "failure" member (the queue still holds it). */
+static int device_write_failed(Device *d, KbEvent *e, long status, const char *reason) {
+        char name[64];
+        int r;
+
+        free(e->failure);
+        e->failure = NULL;
+        r = kbevent_failure_format(now_realtime(d->backend), status, reason, &e->failure);
+        event_file_name(e, name);
+        if (r >= 0)
+                r = write_event_file(d->failed_fd, e, d->st.boot_id, name);
+        if (r >= 0)
+                r = fsync_dir(d->failed_fd);
+        if (r < 0)
+                return log_error_errno(r, "Device %s: cannot move event %" PRIu64 " to failed/: %m", d->name, e->id);
+        d->n_failed++;
+        if (e->type == KBEVENT_POUR)
+                d->n_failed_pours++;
+        return 0;
+}
+
 static void device_quarantine_head(Device *d, long status, const char *body, size_t len) {
         Entry *en = &d->queue[0];
         KbEvent *e = en->event;
         _cleanup_(freep) char *reason = NULL, *esc = NULL;
-        char name[64];
-        int r;
 
         reason = strndup(body ?: "", MIN(len, (size_t) KBEVENT_FAILURE_REASON_MAX));
         esc = escape_for_log(reason ?: "");
         log_error("Device %s: server rejected event %" PRIu64 " (%s): %ld %s; %s", d->name, e->id,
                   kbevent_type_to_string(e->type), status, strempty(esc),
                   kbevent_type_is_durable(e->type) ? "moved to failed/" : "discarded");
-        if (kbevent_type_is_durable(e->type)) {
-                free(e->failure);
-                e->failure = NULL;
-                r = kbevent_failure_format(now_realtime(d->backend), status, reason ?: "", &e->failure);
-                event_file_name(e, name);
-                if (r >= 0)
-                        r = write_event_file(d->failed_fd, e, d->st.boot_id, name);
-                if (r >= 0)
-                        r = fsync_dir(d->failed_fd);
-                if (r < 0) {
-                        /* Never lost: it stays queued and is tried again. */
-                        log_error_errno(r, "Device %s: cannot move event %" PRIu64 " to failed/: %m", d->name, e->id);
-                        device_retry_in(d, backoff_usec(d->backend, ++d->failures));
-                        return;
-                }
-                d->n_failed++;
-                if (e->type == KBEVENT_POUR)
-                        d->n_failed_pours++;
+        if (kbevent_type_is_durable(e->type) && device_write_failed(d, e, status, reason ?: "") < 0) {
+                /* Never lost: it stays queued and is tried again. */
+                device_retry_in(d, backoff_usec(d->backend, ++d->failures));
+                return;
         }
         d->st.events_dropped++;
         device_remove_head(d, 1, false);
@@ -2741,19 +2746,12 @@ static int device_fail_entry(Device *d, size_t j) {
                 d->req = NULL;
                 d->req_n = 0;
         }
-        free(e->failure);
-        e->failure = NULL;
-        r = kbevent_failure_format(now_realtime(d->backend), 0, "moved to failed/ by an operator", &e->failure);
-        event_file_name(e, name);
-        if (r >= 0)
-                r = write_event_file(d->failed_fd, e, d->st.boot_id, name);
-        if (r >= 0)
-                r = fsync_dir(d->failed_fd);
+        r = device_write_failed(d, e, 0, "moved to failed/ by an operator");
         if (r < 0) {
-                log_error_errno(r, "Device %s: cannot move event %" PRIu64 " to failed/: %m", d->name, e->id);
                 device_schedule(d);
                 return r;
         }
+        event_file_name(e, name);
         if (unlinkat(d->spool_fd, name, 0) < 0 && errno != ENOENT)
                 log_error_errno(errno, "Device %s: cannot remove %s: %m", d->name, name);
         (void) fsync_dir(d->spool_fd);
@@ -2762,8 +2760,6 @@ static int device_fail_entry(Device *d, size_t j) {
         memmove(d->queue + j, d->queue + j + 1, (d->n_queue - j - 1) * sizeof *d->queue);
         d->n_queue--;
         entry_done(&en);
-        d->n_failed++;
-        d->n_failed_pours++;
         d->st.events_dropped++;
         (void) device_write_state(d);
         device_schedule(d);

@@ -777,10 +777,14 @@ class DbusPairingTest(unittest.TestCase):
     def prop(self, path, iface, name):
         return self.bus.get(path, iface, name)
 
-    def test_pairing_state_on_dbus(self):
+    def start_core(self):
+        """The core on the private system bus, its name taken."""
         env = dict(self.bus.env(), **self.notify.env())
         self.core = EventCore(self.tmp, self.standin, dbus="system", env=env)
         self.bus.wait_name()
+
+    def test_pairing_state_on_dbus(self):
+        self.start_core()
         path = self.busenv.path_encode("/org/kegbot/Core1/controller", "kegboard")
         ctl = "org.kegbot.Core1.Controller"
         mgr = "org.kegbot.Core1.Manager"
@@ -806,9 +810,7 @@ class DbusPairingTest(unittest.TestCase):
     def test_grant_and_deny_signals(self):
         """GrantStarted, GrantEnded and TokenDenied on the Manager, ActiveGrants on the Controller."""
         self.standin.event_set(require_auth=False)
-        env = dict(self.bus.env(), **self.notify.env())
-        self.core = EventCore(self.tmp, self.standin, dbus="system", env=env)
-        self.bus.wait_name()
+        self.start_core()
         mon = self.busenv.Monitor(self.bus)
         try:
             path = self.busenv.path_encode("/org/kegbot/Core1/controller", "kegboard")
@@ -837,9 +839,7 @@ class DbusPairingTest(unittest.TestCase):
         """Scenario 14, second half: a pour too large for the receiver is quarantined, counted in
         FailedDrinks, and delivered with its pour_id after RetryFailedEvents()."""
         self.standin.event_set(require_auth=False, max_body=150)
-        env = dict(self.bus.env(), **self.notify.env())
-        self.core = EventCore(self.tmp, self.standin, dbus="system", env=env)
-        self.bus.wait_name()
+        self.start_core()
         path = self.busenv.path_encode("/org/kegbot/Core1/controller", "kegboard")
         ctl = "org.kegbot.Core1.Controller"
         mgr = "org.kegbot.Core1.Manager"
@@ -879,9 +879,7 @@ class DbusPairingTest(unittest.TestCase):
         """ListDrinks("queued") lists a pour waiting in the device's spool: backend "event", its
         controller, its pour_id and, as seq, its event id; it leaves the list once delivered."""
         self.standin.event_set(require_auth=False)
-        env = dict(self.bus.env(), **self.notify.env())
-        self.core = EventCore(self.tmp, self.standin, dbus="system", env=env)
-        self.bus.wait_name()
+        self.start_core()
         mgr = "org.kegbot.Core1.Manager"
         self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
         self.standin.event_fail("503")
@@ -906,9 +904,7 @@ class DbusPairingTest(unittest.TestCase):
         to failed/ (http_status 0, the operator named), leaves the queue and comes back, delivered
         once with its pour_id, after RetryFailedDrinks()."""
         self.standin.event_set(require_auth=False)
-        env = dict(self.bus.env(), **self.notify.env())
-        self.core = EventCore(self.tmp, self.standin, dbus="system", env=env)
-        self.bus.wait_name()
+        self.start_core()
         mgr = "org.kegbot.Core1.Manager"
         self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
         self.standin.event_fail("hang", match={"type": "pour"})
