@@ -2654,6 +2654,22 @@ void event_backend_kick_all(EventBackend *b) {
                 device_kick(b->devices[i]);
 }
 
+/* An event of a failed/ directory, and for a pour its drink (NULL otherwise). */
+static int read_failed_event(int dir_fd, const char *name, KbEvent **ret_e, Drink **ret_drink) {
+        _cleanup_(freep) char *text = NULL;
+        size_t len;
+        int r;
+
+        *ret_drink = NULL;
+        r = io_read_file_at(dir_fd, name, FILE_MAX, &text, &len);
+        if (r < 0)
+                return r;
+        r = kbevent_file_parse(text, len, true, ret_e, NULL);
+        if (r < 0)
+                return r;
+        return (*ret_e)->type == KBEVENT_POUR ? drink_from_event(*ret_e, ret_drink) : 0;
+}
+
 static int device_retry_failed(Device *d, bool pours_only, unsigned *ret_n) {
         EventBackend *b = d->backend;
         _cleanup_(strv_freep) char **names = NULL;
@@ -2665,18 +2681,12 @@ static int device_retry_failed(Device *d, bool pours_only, unsigned *ret_n) {
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n_names; i++) {
-                _cleanup_(freep) char *text = NULL;
                 _cleanup_(kbevent_freep) KbEvent *e = NULL;
                 _cleanup_(drink_freep) Drink *drink = NULL;
-                size_t len;
 
                 if (pours_only && !strstr(names[i], "-pour.json"))
                         continue;
-                r = io_read_file_at(d->failed_fd, names[i], FILE_MAX, &text, &len);
-                if (r >= 0)
-                        r = kbevent_file_parse(text, len, true, &e, NULL);
-                if (r >= 0 && e->type == KBEVENT_POUR)
-                        r = drink_from_event(e, &drink);
+                r = read_failed_event(d->failed_fd, names[i], &e, &drink);
                 if (r < 0) {
                         log_warning_errno(r, "Device %s: failed/%s cannot be re-queued: %m", d->name, names[i]);
                         continue;
@@ -2812,19 +2822,13 @@ static int list_failed_pours(int dir_fd, const char *dev, const char *controller
         if (r < 0)
                 return r;
         for (size_t i = 0; i < n_names; i++) {
-                _cleanup_(freep) char *text = NULL;
                 _cleanup_(kbevent_freep) KbEvent *e = NULL;
                 _cleanup_(drink_freep) Drink *drink = NULL;
                 char ctl[KBEVENT_DEVICE_NAME_MAX + 1] = "";
-                size_t len;
 
                 if (!strstr(names[i], "-pour.json"))
                         continue;
-                r = io_read_file_at(dir_fd, names[i], FILE_MAX, &text, &len);
-                if (r >= 0)
-                        r = kbevent_file_parse(text, len, true, &e, NULL);
-                if (r >= 0 && e->type == KBEVENT_POUR)
-                        r = drink_from_event(e, &drink);
+                r = read_failed_event(dir_fd, names[i], &e, &drink);
                 if (r >= 0 && drink)
                         r = drink_failure_from_event(drink, e);
                 if (r < 0 || !drink) {
