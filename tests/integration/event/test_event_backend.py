@@ -588,6 +588,26 @@ class EventBackendTest(Base):
         self.assertEqual(self.standin.commands()[0]["message"], "presentment expired")
         self.assertEqual(c.count_lines(r"grant .* applied"), 0)
 
+    def test_held_ibutton_gets_its_late_grant(self):
+        """Scenario 26, second half: an iButton (core.onewire, captive) still on its reader after the
+        outage: the authorize that arrives long after its window is applied (section 6.4)."""
+        c = self.core("--event_auth_window=1")
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        self.standin.event_fail("503")
+        c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.onewire",
+                    token_value="0000111122223333", status="added")
+        c.wait_line(r"Device kegboard: no decision on core\.onewire/0000111122223333 within 1 s; nothing opens",
+                    timeout=5)
+        self.standin.clear_failures()
+        m = c.wait_line(r"Device kegboard: grant (g_[0-9a-f]{8}) applied: meters 0,1 relays 0 ", timeout=15)
+        kbtest.wait_until(lambda: [x for x in self.standin.commands() if x["acked"]], what="acked")
+        self.assertEqual([(x["type"], x["result"]) for x in self.standin.commands()], [("authorize", "ok")])
+        self.assertEqual(c.count_lines(r"presentment expired"), 0)
+        # The grant is real: a pour on its meter carries it.
+        c.pour("kegboard.flow0", 110)
+        drinks = self.standin.wait_event_drinks(1)
+        self.assertEqual((drinks[0]["grant_id"], drinks[0]["auth_token"]), (m.group(1), "0000111122223333"))
+
     def test_captive_detach_ends_the_grant(self):
         c = self.core()
         self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
