@@ -37,6 +37,9 @@
 #define FILE_MAX (64U * 1024U)
 #define TIMESYNC_FLAG "/run/systemd/timesync/synchronized"
 #define UNMAPPED "_unmapped"
+/* A spool or state.json write that failed is retried at every later spool operation and at least
+ * this often (section 5.0, 9.1). */
+#define WRITE_RETRY_USEC (60 * USEC_PER_SEC)
 
 static int oom(void) {
         return log_error_errno(ENOMEM, "Out of memory");
@@ -75,6 +78,8 @@ static void closedirp(DIR **d) {
 typedef struct Entry {
         KbEvent *event;
         Drink *drink;                   /* pours: what the announcement carries */
+        bool unwritten;                 /* durable, but its spool file could not be written: held in
+                                         * memory and sent from there (section 5.0) */
 } Entry;
 
 typedef struct LedgerItem {
@@ -130,6 +135,11 @@ struct Device {
         uint64_t next_id;
         Entry *queue;                   /* ascending ids */
         size_t n_queue;
+        size_t n_unwritten;             /* entries of the queue held in memory only */
+        Entry *waiting;                 /* durable events without an id: state.json cannot be written
+                                         * (section 9.1); in creation order, numbered once it can */
+        size_t n_waiting;
+        sd_event_source *write_timer;   /* retries the writes that failed */
         size_t n_failed, n_failed_pours;
         char *token;                    /* NULL = unpaired */
 
@@ -557,6 +567,7 @@ static Device *device_free(Device *d) {
         sd_event_source_disable_unref(d->relay_timer);
         sd_event_source_disable_unref(d->volume_check);
         sd_event_source_disable_unref(d->update_timer);
+        sd_event_source_disable_unref(d->write_timer);
         free(d->live);
         for (size_t i = 0; i < d->n_grants; i++)
                 grant_free(d->grants[i]);
@@ -567,6 +578,9 @@ static Device *device_free(Device *d) {
         for (size_t i = 0; i < d->n_queue; i++)
                 entry_done(&d->queue[i]);
         free(d->queue);
+        for (size_t i = 0; i < d->n_waiting; i++)
+                entry_done(&d->waiting[i]);
+        free(d->waiting);
         for (size_t i = 0; i < d->n_ledger; i++) {
                 free(d->ledger[i].id);
                 free(d->ledger[i].result);
@@ -779,26 +793,149 @@ static size_t device_n_durable(Device *d) {
         return n;
 }
 
-/* Numbers, stores (durable types) and queues an event. On failure nothing is queued. */
-static int device_add(Device *d, KbEvent *e, Drink *drink) {
+static bool device_degraded(Device *d) {
+        return d->n_unwritten > 0 || d->n_waiting > 0;
+}
+
+static int on_write_retry(sd_event_source *s, uint64_t usec, void *userdata);
+
+/* Whenever something is held in memory, a retry at least every WRITE_RETRY_USEC. */
+static void device_arm_write_retry(Device *d) {
+        if (!device_degraded(d)) {
+                event_timer_disarm(d->write_timer);
+                return;
+        }
+        if (!event_timer_is_armed(d->write_timer))
+                (void) event_timer_arm_relative(d->backend->event, &d->write_timer, WRITE_RETRY_USEC, USEC_PER_SEC,
+                                                on_write_retry, d);
+}
+
+/* The spool file of a numbered durable event; a failure leaves it held in memory (section 5.0). */
+static int device_store_entry(Device *d, Entry *en) {
         char name[64];
         int r;
 
-        r = device_take_id(d, &e->id);
-        if (r < 0)
-                return r;
-        if (kbevent_type_is_durable(e->type)) {
-                event_file_name(e, name);
-                r = write_event_file(d->spool_fd, e, d->st.boot_id, name);
-                if (r < 0)
-                        return log_error_errno(r, "Device %s: cannot write event %" PRIu64 " (%s): %m", d->name, e->id,
-                                               kbevent_type_to_string(e->type));
-        }
-        r = entry_array_push(&d->queue, &d->n_queue, (Entry) { .event = e, .drink = drink });
+        event_file_name(en->event, name);
+        r = write_event_file(d->spool_fd, en->event, d->st.boot_id, name);
         if (r < 0) {
-                if (kbevent_type_is_durable(e->type))
+                if (manager_free_reserve_on(d->backend->manager, r))
+                        r = write_event_file(d->spool_fd, en->event, d->st.boot_id, name);
+        }
+        return r;
+}
+
+/* Retries every write that failed: ids for the waiting events (state.json), then the spool files
+ * of the events held in memory. Called at every spool operation and by the retry timer. */
+static void device_flush(Device *d) {
+        size_t before = d->n_unwritten + d->n_waiting;
+        size_t n = 0;
+        int r;
+
+        while (n < d->n_waiting) {
+                Entry *en = &d->waiting[n];
+                r = device_take_id(d, &en->event->id);
+                if (r < 0)
+                        break;
+                en->unwritten = true;
+                r = entry_array_push(&d->queue, &d->n_queue, *en);
+                if (r < 0) {
+                        /* The id is gone (a gap); the event waits for another one. */
+                        en->event->id = 0;
+                        break;
+                }
+                d->n_unwritten++;
+                n++;
+        }
+        if (n > 0) {
+                memmove(d->waiting, d->waiting + n, (d->n_waiting - n) * sizeof *d->waiting);
+                d->n_waiting -= n;
+                log_info("Device %s: state.json is written again; %zu held events numbered", d->name, n);
+        }
+        for (size_t i = 0; i < d->n_queue && d->n_unwritten > 0; i++) {
+                Entry *en = &d->queue[i];
+                if (!en->unwritten)
+                        continue;
+                r = device_store_entry(d, en);
+                if (r < 0)
+                        break;
+                en->unwritten = false;
+                d->n_unwritten--;
+                log_info("Device %s: event %" PRIu64 " (%s) is written to the spool now", d->name, en->event->id,
+                         kbevent_type_to_string(en->event->type));
+        }
+        if (n > 0)
+                device_schedule(d);
+        device_arm_write_retry(d);
+        if (before != d->n_unwritten + d->n_waiting)
+                notify_changed(d->backend);
+}
+
+static int on_write_retry(sd_event_source *s, uint64_t usec, void *userdata) {
+        Device *d = userdata;
+        device_flush(d);
+        return 0;
+}
+
+/* Numbers, stores (durable types) and queues an event. A durable event is never refused for a
+ * failed write: without an id (state.json cannot be written) it waits, unnumbered, behind the
+ * others (section 9.1); without its file it is queued and held in memory (section 5.0). A volatile
+ * one that cannot be numbered is refused; on any refusal nothing is queued. */
+static int device_add(Device *d, KbEvent *e, Drink *drink) {
+        bool durable = kbevent_type_is_durable(e->type);
+        Entry en = { .event = e, .drink = drink };
+        int r;
+
+        /* Every new event retries what failed before (5.0, 9.1). */
+        if (device_degraded(d))
+                device_flush(d);
+        if (d->n_waiting > 0) {
+                if (!durable)
+                        return -EAGAIN;
+                r = entry_array_push(&d->waiting, &d->n_waiting, en);
+                if (r < 0)
+                        return r;
+                log_error("Device %s: cannot write state.json (an earlier write failed); holding %zu events", d->name,
+                          d->n_waiting);
+                device_arm_write_retry(d);
+                notify_changed(d->backend);
+                return 0;
+        }
+        r = device_take_id(d, &e->id);
+        if (r < 0) {
+                if (!durable)
+                        return r;
+                e->id = 0;
+                r = entry_array_push(&d->waiting, &d->n_waiting, en);
+                if (r < 0)
+                        return r;
+                log_error("Device %s: cannot write state.json (%s); holding %zu events", d->name, strerror(-r),
+                          d->n_waiting);
+                device_arm_write_retry(d);
+                notify_changed(d->backend);
+                return 0;
+        }
+        if (durable) {
+                r = device_store_entry(d, &en);
+                if (r < 0) {
+                        log_error_errno(r, "Device %s: cannot write event %" PRIu64 " (%s) to the spool: %m; it is held "
+                                        "in memory and sent from there, retrying the write", d->name, e->id,
+                                        kbevent_type_to_string(e->type));
+                        en.unwritten = true;
+                }
+        }
+        r = entry_array_push(&d->queue, &d->n_queue, en);
+        if (r < 0) {
+                if (durable && !en.unwritten) {
+                        char name[64];
+                        event_file_name(e, name);
                         (void) unlinkat(d->spool_fd, name, 0);
+                }
                 return r;
+        }
+        if (en.unwritten) {
+                d->n_unwritten++;
+                device_arm_write_retry(d);
+                notify_changed(d->backend);
         }
         return 0;
 }
@@ -1157,6 +1294,11 @@ static void device_remove_head(Device *d, size_t n, bool announce) {
                 KbEvent *e = d->queue[i].event;
                 if (!kbevent_type_is_durable(e->type))
                         continue;
+                if (d->queue[i].unwritten) {
+                        /* Delivered from memory: there is no file. */
+                        d->n_unwritten--;
+                        continue;
+                }
                 event_file_name(e, name);
                 if (unlinkat(d->spool_fd, name, 0) < 0 && errno != ENOENT)
                         log_error_errno(errno, "Device %s: cannot remove %s: %m", d->name, name);
@@ -1175,6 +1317,11 @@ static void device_remove_head(Device *d, size_t n, bool announce) {
                         announce_pour(d, &done[i]);
                 entry_done(&done[i]);
         }
+        /* A spool operation: what could not be written is tried again. */
+        if (device_degraded(d))
+                device_flush(d);
+        else
+                device_arm_write_retry(d);
 }
 
 /* A single event the receiver rejected (section 9.4): durable ones to failed/, a status discarded. */
@@ -2254,6 +2401,9 @@ static int route_contains(DrinkSink *sink, const char *uuid) {
                 for (size_t j = 0; j < d->n_queue; j++)
                         if (d->queue[j].drink && streq(d->queue[j].drink->uuid, want))
                                 return 1;
+                for (size_t j = 0; j < d->n_waiting; j++)
+                        if (d->waiting[j].drink && streq(d->waiting[j].drink->uuid, want))
+                                return 1;
         }
         return 0;
 }
@@ -2371,6 +2521,12 @@ static void on_stopping(Manager *m, void *userdata) {
                 d->n_grants = 0;
                 event_timer_disarm(d->relay_timer);
                 (void) device_save(d);
+                /* A last try; what is still held in memory is not durable and ends with the process. */
+                if (device_degraded(d))
+                        device_flush(d);
+                if (device_degraded(d))
+                        log_error("Device %s: %zu events could not be written to the spool and are lost at shutdown",
+                                  d->name, d->n_unwritten + d->n_waiting);
         }
 }
 
@@ -2585,10 +2741,22 @@ int event_backend_worst_state(EventBackend *b) {
 
 size_t event_backend_n_pending_pours(EventBackend *b) {
         size_t n = 0;
-        for (size_t i = 0; b && i < b->n_devices; i++)
-                for (size_t j = 0; j < b->devices[i]->n_queue; j++)
-                        if (b->devices[i]->queue[j].event->type == KBEVENT_POUR)
+        for (size_t i = 0; b && i < b->n_devices; i++) {
+                Device *d = b->devices[i];
+                for (size_t j = 0; j < d->n_queue; j++)
+                        if (d->queue[j].event->type == KBEVENT_POUR)
                                 n++;
+                for (size_t j = 0; j < d->n_waiting; j++)
+                        if (d->waiting[j].event->type == KBEVENT_POUR)
+                                n++;
+        }
+        return n;
+}
+
+size_t event_backend_n_held_events(EventBackend *b) {
+        size_t n = 0;
+        for (size_t i = 0; b && i < b->n_devices; i++)
+                n += b->devices[i]->n_unwritten + b->devices[i]->n_waiting;
         return n;
 }
 
@@ -2761,10 +2929,14 @@ static int device_fail_entry(Device *d, size_t j) {
                 device_schedule(d);
                 return r;
         }
-        event_file_name(e, name);
-        if (unlinkat(d->spool_fd, name, 0) < 0 && errno != ENOENT)
-                log_error_errno(errno, "Device %s: cannot remove %s: %m", d->name, name);
-        (void) fsync_dir(d->spool_fd);
+        if (en.unwritten)
+                d->n_unwritten--;
+        else {
+                event_file_name(e, name);
+                if (unlinkat(d->spool_fd, name, 0) < 0 && errno != ENOENT)
+                        log_error_errno(errno, "Device %s: cannot remove %s: %m", d->name, name);
+                (void) fsync_dir(d->spool_fd);
+        }
         log_named(LOG_WARNING, "DrinkManager", "Drink %s (event %" PRIu64 " of device %s) moved to failed/ by an operator",
                   en.drink->uuid, e->id, d->name);
         memmove(d->queue + j, d->queue + j + 1, (d->n_queue - j - 1) * sizeof *d->queue);
@@ -2862,6 +3034,13 @@ int event_backend_list_pours(EventBackend *b, bool failed, EventPourListFunc cb,
                 for (size_t j = 0; j < d->n_queue; j++)
                         if (d->queue[j].drink) {
                                 r = cb(d->queue[j].drink, d->name, d->queue[j].event->id, userdata);
+                                if (r < 0)
+                                        return r;
+                        }
+                /* Waiting for an id (section 9.1): 0 until they get one. */
+                for (size_t j = 0; j < d->n_waiting; j++)
+                        if (d->waiting[j].drink) {
+                                r = cb(d->waiting[j].drink, d->name, 0, userdata);
                                 if (r < 0)
                                         return r;
                         }

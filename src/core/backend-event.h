@@ -72,6 +72,9 @@ bool event_backend_owns_controller(EventBackend *b, const char *controller);
 int event_backend_worst_state(EventBackend *b);
 size_t event_backend_n_pending_pours(EventBackend *b);
 size_t event_backend_n_failed_pours(EventBackend *b);
+/* Durable events held in memory because their spool file or state.json could not be written
+ * (sections 5.0, 9.1): D-Bus SpoolState "degraded" while there is any. */
+size_t event_backend_n_held_events(EventBackend *b);
 
 size_t event_backend_n_devices(EventBackend *b);
 const char *event_backend_device_name_at(EventBackend *b, size_t i);

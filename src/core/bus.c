@@ -390,8 +390,9 @@ static const char *shown_backend_state(Bus *b) {
 }
 
 static const char *shown_spool_state(Bus *b) {
-        /* Drinks waiting in memory to be written (a full disk) are not durable, in either mode. */
-        if (manager_n_waiting_drinks(b->manager) > 0)
+        /* Drinks waiting in memory to be written (a full disk) are not durable, in either mode; nor
+         * are event-protocol events held in memory (kegboard-event-protocol.md section 5.0). */
+        if (manager_n_waiting_drinks(b->manager) > 0 || event_backend_n_held_events(b->event_backend) > 0)
                 return "degraded";
         return manager_is_standalone(b->manager) ? "standalone" : "ok";
 }

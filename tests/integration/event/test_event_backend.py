@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import stat
+import subprocess
 import sys
 import time
 import unittest
@@ -954,6 +955,89 @@ class DbusPairingTest(unittest.TestCase):
         self.assertEqual([x["pour_id"] for x in drinks], [pour_id])
         kbtest.wait_until(lambda: self.prop("/org/kegbot/Core1", mgr, "FailedDrinks") == 0, what="FailedDrinks 0")
 
+
+class DiskFailureTest(unittest.TestCase):
+    """Scenario 33: the device's spool directory fails (a read-only file system, which stops root as
+    well) during a pour. The pour is still reported completed on kegnet; its event waits in memory
+    (SpoolState "degraded") and is delivered from there, exactly once; the write is retried at the
+    next spool operation once the directory can be written again (section 5.0)."""
+
+    def setUp(self):
+        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dbus"))
+        import busenv
+        self.tmpd = kbtest.TempDir("kegbot-event-disk-")
+        self.tmp = self.tmpd.__enter__()
+        self.spool = os.path.join(self.tmp, "state", "event", "kegboard", "spool")
+        self.mount = kbtest.Tmpfs(self.spool, "4m")
+        try:
+            self.mount.__enter__()
+        except unittest.SkipTest:
+            self.tmpd.__exit__(None, None, None)
+            raise
+        os.chmod(self.spool, 0o750)
+        self.standin = EventStandIn(require_auth=False)
+        self.bus = busenv.PrivateBus(self.tmp)
+        self.core = None
+
+    def tearDown(self):
+        try:
+            if self.core:
+                self.core.kill()
+            violations = self.standin.violations()
+        finally:
+            self.standin.stop()
+            self.bus.stop()
+            self.mount.__exit__(None, None, None)
+            self.tmpd.__exit__(None, None, None)
+        self.assertEqual(violations, [])
+
+    def remount(self, mode):
+        r = subprocess.run(["mount", "-o", "remount," + mode, self.spool], capture_output=True, text=True)
+        self.assertEqual(r.returncode, 0, r.stderr)
+
+    def spool_state(self):
+        return self.bus.get("/org/kegbot/Core1", "org.kegbot.Core1.Manager", "SpoolState")
+
+    def test_read_only_spool_during_a_pour(self):
+        c = self.core = EventCore(self.tmp, self.standin, dbus="system", env=self.bus.env())
+        self.bus.wait_name()
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        self.assertEqual(self.spool_state(), "ok")
+        self.standin.event_fail("503")
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=55)
+        c.conn.recv_until(lambda m: m.get("event") == "FlowUpdate" and m["data"]["ticks"] == 55, what="pouring")
+        self.remount("ro")
+        c.readings["kegboard.flow0"] = 55
+        done = c.pour("kegboard.flow0", 55)     # completed on kegnet although nothing could be written
+        self.assertEqual(done["ticks"], 110)
+        c.wait_line(r"ERROR .*Device kegboard: cannot write event \d+ \(pour\) to the spool: .*held in memory")
+        kbtest.wait_until(lambda: self.spool_state() == "degraded", timeout=5, what="SpoolState degraded")
+        self.assertEqual(c.spool_files(), [])
+        self.assertEqual(self.bus.get("/org/kegbot/Core1", "org.kegbot.Core1.Manager", "PendingDrinks"), 1)
+        # Delivered from memory, once.
+        self.standin.clear_failures()
+        drinks = self.standin.wait_event_drinks(1)
+        self.assertEqual(drinks[0]["ticks"], 110)
+        c.wait_drink_created()
+        kbtest.wait_until(lambda: self.spool_state() == "ok", timeout=5, what="SpoolState ok")
+
+        # Held again; the directory writable again: the next spool operation (a token event) writes it.
+        self.standin.event_fail("503")
+        c.pour("kegboard.flow0", 220)
+        kbtest.wait_until(lambda: self.spool_state() == "degraded", timeout=5, what="SpoolState degraded again")
+        self.remount("rw")
+        c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.rfid",
+                    token_value="deadbeef", status="added")
+        m = c.wait_line(r"Device kegboard: event (\d+) \(pour\) is written to the spool now")
+        kbtest.wait_until(lambda: self.spool_state() == "ok", timeout=5, what="SpoolState ok after the retry")
+        self.assertIn(m.group(1).zfill(20) + "-pour.json", [os.path.basename(f) for f in c.spool_files()])
+        self.standin.clear_failures()
+        drinks = self.standin.wait_event_drinks(2)
+        self.assertEqual([d["ticks"] for d in drinks], [110, 220])
+        kbtest.wait_until(lambda: c.spool_files() == [], what="the spool emptied")
+        self.assertEqual(len(self.standin.events("pour")), 2)
+        self.assertEqual(len({e["data"]["pour_id"] for e in self.standin.events("pour")}), 2)
 
 if __name__ == "__main__":
     kbtest.main()
