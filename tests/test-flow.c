@@ -990,6 +990,56 @@ static void test_idle_deadlines_by_device(void) {
         }
 }
 
+/* kegboard-event-protocol.md section 6.8: a grant's flows idle by its echoed token device. */
+static void test_grant_idle_by_device(void) {
+        Rec r;
+        _cleanup_(flow_engine_freep) FlowEngine *e = engine_new(&r, NULL);
+        FlowInfo fi;
+
+        check_int(flow_engine_set_tap(e, "m", NULL, 1.0, NULL), FLOW_TAP_ADDED);
+        check_int(flow_engine_set_tap_grant(e, "nope", true, FLOW_DEVICE_RFID, AT(0)), -ENOENT);
+        check_int(flow_engine_meter_update(e, "m", 0, AT(0)), 0);
+
+        /* Adoption: the anonymous flow in progress takes the grant's limit, from its last activity. */
+        check_int(flow_engine_meter_update(e, "m", 10, AT(SEC(1))), 10);
+        check_int(flow_engine_next_deadline(e), MONO0 + SEC(11));
+        check_int(flow_engine_set_tap_grant(e, "m", true, FLOW_DEVICE_RFID, AT(SEC(2))), 0);
+        check_int(flow_engine_get_flow(e, "m", &fi), 0);
+        check_int(fi.max_idle_usec, SEC(20));
+        check_int(flow_engine_next_deadline(e), MONO0 + SEC(21));
+        check_int(flow_engine_process_deadlines(e, AT(SEC(20))), 0);
+        check_int(flow_engine_process_deadlines(e, AT(SEC(21))), 1);
+        check_int(r.n_drinks, 1);
+
+        /* A flow started by a tick while the grant covers the tap: an iButton's 120 s. */
+        check_int(flow_engine_set_tap_grant(e, "m", true, FLOW_DEVICE_ONEWIRE, AT(SEC(30))), 0);
+        check_int(flow_engine_meter_update(e, "m", 20, AT(SEC(31))), 10);
+        check_int(flow_engine_get_flow(e, "m", &fi), 0);
+        check_int(fi.max_idle_usec, SEC(120));
+        check(!fi.username);
+        check_int(flow_engine_next_deadline(e), MONO0 + SEC(151));
+        check_int(flow_engine_stop_flow(e, "m", AT(SEC(40))), 1);
+
+        /* No echo: 10 s; the grant gone: anonymous flows again. */
+        check_int(flow_engine_set_tap_grant(e, "m", true, NULL, AT(SEC(41))), 0);
+        check_int(flow_engine_start_flow(e, "m", AT(SEC(42))), 1);
+        check_int(flow_engine_get_flow(e, "m", &fi), 0);
+        check_int(fi.max_idle_usec, SEC(10));
+        check_int(flow_engine_stop_flow(e, "m", AT(SEC(43))), 1);
+        check_int(flow_engine_set_tap_grant(e, "m", true, FLOW_DEVICE_ONEWIRE, AT(SEC(44))), 0);
+        check_int(flow_engine_set_tap_grant(e, "m", false, NULL, AT(SEC(45))), 0);
+        check_int(flow_engine_meter_update(e, "m", 30, AT(SEC(46))), 10);
+        check_int(flow_engine_get_flow(e, "m", &fi), 0);
+        check_int(fi.max_idle_usec, SEC(10));
+
+        /* A flow a user owns keeps its own limit. */
+        check_int(flow_engine_stop_flow(e, "m", AT(SEC(47))), 1);
+        swipe(e, FLOW_DEVICE_RFID, "tok", "m", "bob", SEC(48));
+        check_int(flow_engine_set_tap_grant(e, "m", true, FLOW_DEVICE_ONEWIRE, AT(SEC(49))), 0);
+        check_int(flow_engine_get_flow(e, "m", &fi), 0);
+        check_int(fi.max_idle_usec, SEC(20));
+}
+
 /* 14.2 #6 */
 static void test_flow_id_sequence(void) {
         Rec r;
@@ -1672,6 +1722,7 @@ int main(void) {
         test_run(test_token_debounce);
         test_run(test_start_flow_keeps_owned_flow);
         test_run(test_idle_deadlines_by_device);
+        test_run(test_grant_idle_by_device);
         test_run(test_flow_id_sequence);
         test_run(test_multiple_deadlines_in_order);
         test_run(test_order_new_flow_from_tick);

@@ -1539,6 +1539,37 @@ static void stop_flow_on(Device *d, unsigned n) {
 
 static void grant_arm(Grant *g);
 
+/* The flows on the device's taps have the idle limit of the grant covering them (section 6.8):
+ * the table of core-behaviour.md section 6.3 for the grant's echoed auth_device. */
+static void device_sync_flow_idle(Device *d) {
+        FlowEngine *engine = manager_get_engine(d->backend->manager);
+        size_t nt = flow_engine_n_taps(engine);
+        _cleanup_(strv_freep) char **meters = calloc(nt + 1, sizeof(char *));
+        _cleanup_(freep) unsigned *nums = calloc(nt + 1, sizeof(unsigned));
+        size_t n = 0;
+
+        if (!meters || !nums)
+                return (void) oom();
+        /* The names first: each call below may change the engine's tap list snapshot. */
+        for (size_t i = 0; i < nt; i++) {
+                char dev[KBEVENT_DEVICE_NAME_MAX + 1];
+                FlowTapInfo t;
+                unsigned num;
+
+                if (flow_engine_tap_at(engine, i, &t) < 0 || kbevent_parse_port(t.meter_name, "flow", dev, &num) < 0 ||
+                    !streq(dev, d->name))
+                        continue;
+                meters[n] = strdup(t.meter_name);
+                if (!meters[n])
+                        return (void) oom();
+                nums[n++] = num;
+        }
+        for (size_t i = 0; i < n; i++) {
+                Grant *g = grant_covering(d, nums[i]);
+                (void) manager_set_tap_grant(d->backend->manager, meters[i], !!g, g && g->token ? g->auth_device : NULL);
+        }
+}
+
 /* One ending of a grant, whole or for some meters (section 6.8): flows first, then relays, then
  * the grant_end event. The grant is freed when no meter is left. */
 static void grant_end_flows(Grant *g, const bool release[static KBEVENT_NUMBER_MAX + 1], KbGrantEndReason reason,
@@ -1596,6 +1627,7 @@ static void grant_end_flows(Grant *g, const bool release[static KBEVENT_NUMBER_M
         if (b->signals && b->signals->grant_ended)
                 b->signals->grant_ended(d->name, g->id, kbevent_grant_end_reason_to_string(reason),
                                         double_round(g->poured, 3), ge.duration_ms, b->signals_userdata);
+        device_sync_flow_idle(d);
         if (!all)
                 return;
         for (size_t i = 0; i < d->n_grants; i++)
@@ -1798,6 +1830,7 @@ static void command_authorize(Device *d, const KbCommand *c, const char **ret_re
                          " max_idle_s=%s", d->name, g->id, ml, rl[0] ? rl : "none", vol,
                          (g->deadline - g->created) / USEC_PER_SEC, idle);
         }
+        device_sync_flow_idle(d);
         if (is_new && b->signals && b->signals->grant_started)
                 b->signals->grant_started(d->name, g->id, a.meters, a.n_meters, a.relays, a.n_relays,
                                           g->auth_device ?: "", g->token ?: "", b->signals_userdata);

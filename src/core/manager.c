@@ -717,6 +717,18 @@ int manager_stop_flow(Manager *m, const char *meter) {
         return r;
 }
 
+int manager_set_tap_grant(Manager *m, const char *meter, bool owned, const char *device) {
+        FlowTime now;
+        int r;
+
+        if (m->stopping)
+                return -ESHUTDOWN;
+        manager_now(m, &now);
+        r = flow_engine_set_tap_grant(m->engine, meter, owned, device, &now);
+        manager_engine_done(m);
+        return r;
+}
+
 static bool targets_all_taps(const char *meter) {
         return isempty(meter) || streq(meter, FLOW_ALL_TAPS);
 }

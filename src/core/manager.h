@@ -133,6 +133,9 @@ void manager_remove_observer(Manager *m, const ManagerObserver *o, void *userdat
 /* -EPERM: the tap is quarantined (the engine logged it). */
 int manager_start_flow(Manager *m, const char *meter);
 int manager_stop_flow(Manager *m, const char *meter);
+/* The event backend: a grant (its token's device, NULL without one) covers the tap of 'meter' or
+ * no longer does (flow_engine_set_tap_grant()). */
+int manager_set_tap_grant(Manager *m, const char *meter, bool owned, const char *device);
 int manager_meter_update(Manager *m, const char *meter, uint32_t reading);
 /* meter NULL, "" or "__all_taps__" = every tap. */
 int manager_token_event(Manager *m, const char *device, const char *value, const char *meter, bool added);

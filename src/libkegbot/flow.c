@@ -147,6 +147,7 @@ struct Tap {
         bool lookup_pending;
         bool has_settings;
         FlowSettings settings;
+        uint64_t grant_idle;    /* max_idle of flows a grant owns (flow_engine_set_tap_grant()), 0 = none */
 };
 
 /* What G1 knows about a valve (section 6.1): flows holding the relay are found in the flows. */
@@ -939,15 +940,20 @@ static void emit_flow_update(FlowEngine *e, Flow *f) {
         });
 }
 
+static Tap *tap_find(FlowEngine *e, const char *meter);
+
 static Flow *flow_alloc(FlowEngine *e, const char *meter, const FlowTime *now) {
         Flow *f = calloc(1, sizeof(Flow));
+        Tap *t = tap_find(e, meter);
+
         if (!f)
                 return NULL;
         f->meter_name = strdup(meter);
         if (!f->meter_name)
                 return flow_free(f);
         f->state = FLOW_STATE_ACTIVE;
-        f->max_idle = e->config.idle_default_usec;
+        /* A grant covering the tap owns the flow (a user binding overrides this). */
+        f->max_idle = t && t->grant_idle > 0 ? t->grant_idle : e->config.idle_default_usec;
         f->start_realtime = now->realtime;
         f->last_activity = now->monotonic;
         return f;
@@ -2716,6 +2722,36 @@ int flow_engine_set_relay(FlowEngine *e, const char *relay, bool enabled, const 
         assert_not_emitting(e);
         r = set_relay(e, relay, enabled, now);
         (void) set_relay(e->shadow, relay, enabled, now);
+        return r;
+}
+
+static int set_tap_grant(FlowEngine *e, const char *meter, bool owned, const char *device) {
+        Tap *t = tap_find(e, meter);
+        Meter *m = meter_find(e, meter);
+        Flow *f = m ? m->flow : NULL;
+
+        if (!t)
+                return -ENOENT;
+        t->grant_idle = owned ? flow_engine_idle_for_device(e, device) : 0;
+        /* The flow in progress is the grant's now (adopted, or continued under it); a flow a user
+         * owns keeps its own limit. */
+        if (owned && f && !f->held && !f->username && f->max_idle != t->grant_idle) {
+                f->max_idle = t->grant_idle;
+                emit_flow_update(e, f);
+        }
+        return 0;
+}
+
+int flow_engine_set_tap_grant(FlowEngine *e, const char *meter, bool owned, const char *device, const FlowTime *now) {
+        int r;
+
+        assert_return(e, -EINVAL);
+        if (isempty(meter) || !flow_time_valid(now))
+                return -EINVAL;
+        assert_not_emitting(e);
+        r = set_tap_grant(e, meter, owned, device);
+        if (r >= 0 && e->shadow)
+                (void) set_tap_grant(e->shadow, meter, owned, device);
         return r;
 }
 

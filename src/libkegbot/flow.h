@@ -383,6 +383,13 @@ int flow_engine_clear_quarantine(FlowEngine *e, const char *meter, const FlowTim
 int flow_engine_restore_quarantine(FlowEngine *e, const char *meter, uint64_t since_realtime, unsigned cuts,
                                    double max_pour_s);
 
+/* Event controllers (kegboard-event-protocol.md section 6.8): a grant whose token came through
+ * 'device' (NULL: a grant without an echo) covers the tap of 'meter' ('owned'), so its flows have that
+ * device's max_idle (section 6.3): the flow in progress (unless a user owns it) and every flow
+ * started while the grant covers the tap. 'owned' false: flows started from now on are anonymous
+ * again. -ENOENT: no such tap. */
+int flow_engine_set_tap_grant(FlowEngine *e, const char *meter, bool owned, const char *device, const FlowTime *now);
+
 /* core.rfid is the only non-captive device. */
 bool flow_auth_device_is_captive(const char *device);
 /* max_idle for flows owned through 'device' (NULL = anonymous). */

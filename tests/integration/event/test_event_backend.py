@@ -956,25 +956,16 @@ class DbusPairingTest(unittest.TestCase):
         kbtest.wait_until(lambda: self.prop("/org/kegbot/Core1", mgr, "FailedDrinks") == 0, what="FailedDrinks 0")
 
 
-class DiskFailureTest(unittest.TestCase):
-    """Scenario 33: the device's spool directory fails (a read-only file system, which stops root as
-    well) during a pour. The pour is still reported completed on kegnet; its event waits in memory
-    (SpoolState "degraded") and is delivered from there, exactly once; the write is retried at the
-    next spool operation once the directory can be written again (section 5.0)."""
+class DbusEventTest(unittest.TestCase):
+    """What D-Bus shows of an event controller's flows and spool: the idle limit of a granted flow
+    (section 6.8) and SpoolState "degraded" while events wait in memory (section 5.0)."""
 
     def setUp(self):
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dbus"))
         import busenv
-        self.tmpd = kbtest.TempDir("kegbot-event-disk-")
+        self.tmpd = kbtest.TempDir("kegbot-event-dbus2-")
         self.tmp = self.tmpd.__enter__()
-        self.spool = os.path.join(self.tmp, "state", "event", "kegboard", "spool")
-        self.mount = kbtest.Tmpfs(self.spool, "4m")
-        try:
-            self.mount.__enter__()
-        except unittest.SkipTest:
-            self.tmpd.__exit__(None, None, None)
-            raise
-        os.chmod(self.spool, 0o750)
+        self.mount = None
         self.standin = EventStandIn(require_auth=False)
         self.bus = busenv.PrivateBus(self.tmp)
         self.core = None
@@ -987,9 +978,54 @@ class DiskFailureTest(unittest.TestCase):
         finally:
             self.standin.stop()
             self.bus.stop()
-            self.mount.__exit__(None, None, None)
+            if self.mount:
+                self.mount.__exit__(None, None, None)
             self.tmpd.__exit__(None, None, None)
         self.assertEqual(violations, [])
+
+    def start_core(self):
+        self.core = EventCore(self.tmp, self.standin, dbus="system", env=self.bus.env())
+        self.bus.wait_name()
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        return self.core
+
+    def flow_max_idle(self):
+        flows = [p for p in self.bus.managed_objects() if p.startswith("/org/kegbot/Core1/flow/")]
+        if len(flows) != 1:
+            return None
+        return self.bus.get(flows[0], "org.kegbot.Core1.Flow", "MaxIdle") // 1000000
+
+    def test_granted_flow_idles_by_its_token_device(self):
+        """Scenario 20's flow under its grant: the idle limit of core-behaviour.md section 6.3 for
+        the grant's echoed auth_device: an anonymous flow adopted by a core.rfid grant gets 20 s,
+        a flow a core.onewire grant starts 120 s; a grant without an echo 10 s."""
+        c = self.start_core()
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=110)
+        kbtest.wait_until(lambda: self.flow_max_idle() == 10, timeout=5, what="an anonymous flow, 10 s")
+        c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.rfid",
+                    token_value="deadbeef", status="added")
+        c.wait_line(r"Device kegboard: grant g_[0-9a-f]{8} applied")
+        kbtest.wait_until(lambda: self.flow_max_idle() == 20, timeout=5, what="adopted by the core.rfid grant, 20 s")
+        c.conn.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
+        self.standin.wait_event_drinks(1)
+        mark = c.count("stderr")
+        c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.onewire",
+                    token_value="0000111122223333", status="added")
+        c.wait_line(r"Device kegboard: grant g_[0-9a-f]{8} applied", key="stderr", start=mark)
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=220)
+        kbtest.wait_until(lambda: self.flow_max_idle() == 120, timeout=5, what="a core.onewire grant's flow, 120 s")
+        c.conn.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
+        self.standin.wait_event_drinks(2)
+        # A server-initiated grant (no echo): 10 s; it replaces the iButton's grant on meter 0.
+        g = self.standin.command("kegboard", "authorize", {"grant_id": "g_admin", "meter_numbers": [0]})
+        c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-1", sensor_value=4.0)
+        c.wait_line(r"Device kegboard: command %s \(authorize\) -> ok" % g)
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=330)
+        kbtest.wait_until(lambda: self.flow_max_idle() == 10, timeout=5, what="a grant without an echo, 10 s")
+        c.conn.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
+        drinks = self.standin.wait_event_drinks(3)
+        self.assertEqual(drinks[2]["grant_id"], "g_admin")
 
     def remount(self, mode):
         r = subprocess.run(["mount", "-o", "remount," + mode, self.spool], capture_output=True, text=True)
@@ -999,9 +1035,15 @@ class DiskFailureTest(unittest.TestCase):
         return self.bus.get("/org/kegbot/Core1", "org.kegbot.Core1.Manager", "SpoolState")
 
     def test_read_only_spool_during_a_pour(self):
-        c = self.core = EventCore(self.tmp, self.standin, dbus="system", env=self.bus.env())
-        self.bus.wait_name()
-        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        """Scenario 33: the device's spool directory fails (a read-only file system, which stops root
+        as well) during a pour. The pour is still reported completed on kegnet; its event waits in
+        memory (SpoolState "degraded") and is delivered from there, exactly once; the write is retried
+        at the next spool operation once the directory can be written again."""
+        self.spool = os.path.join(self.tmp, "state", "event", "kegboard", "spool")
+        self.mount = kbtest.Tmpfs(self.spool, "4m")
+        self.mount.__enter__()
+        os.chmod(self.spool, 0o750)
+        c = self.start_core()
         self.assertEqual(self.spool_state(), "ok")
         self.standin.event_fail("503")
         c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
@@ -1038,6 +1080,7 @@ class DiskFailureTest(unittest.TestCase):
         kbtest.wait_until(lambda: c.spool_files() == [], what="the spool emptied")
         self.assertEqual(len(self.standin.events("pour")), 2)
         self.assertEqual(len({e["data"]["pour_id"] for e in self.standin.events("pour")}), 2)
+
 
 if __name__ == "__main__":
     kbtest.main()
