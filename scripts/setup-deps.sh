@@ -16,6 +16,8 @@ PKGS=(
   umockdev libumockdev-dev gir1.2-umockdev-1.0 python3-gi curl iproute2 groff-base
   # kegbot_mqtt's tests: a real broker, its clients, a test CA; the stub core runs on GLib
   mosquitto mosquitto-clients openssl
+  # the event backend's clock test (scenario 32): the core's wall clock stepped under it
+  faketime
   # rfid_daemon's FUSE stand-in for a PhidgetRFID / evdev reader
   libfuse3-dev fuse3
   # systemd/udev integration tests and the system (container) test

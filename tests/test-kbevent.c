@@ -232,6 +232,12 @@ static void test_age(void) {
         check(!unknown);
         now.unix_ms = 1;                        /* stepped back */
         check_int(kbevent_age_ms(&created, &now, &unknown), 2500);
+        now.unix_ms = created.unix_ms + 3600 * 1000 + 2500;    /* stepped 1 h ahead (scenario 32) */
+        check_int(kbevent_age_ms(&created, &now, &unknown), 2500);
+        now.clock_synced = false;                               /* and no longer synchronised */
+        check_int(kbevent_age_ms(&created, &now, &unknown), 2500);
+        check(!unknown);
+        now.clock_synced = true;
 
         /* Another boot, both clocks synchronised: the wall clock, never negative. */
         now.kernel_boot_id = BOOT_B;

@@ -3,6 +3,7 @@ Kegbot Server 2.0 receiver: pours exactly once through lost answers and kill -9,
 (pending, allowed, revoked, denied), backoff, 413 splitting, rejected events, commands and their
 acknowledgements, two boards, unmappable meters. Every test ends with the receiver's strict checks of
 every batch (section 16.2) finding nothing."""
+import calendar
 import json
 import os
 import re
@@ -441,6 +442,58 @@ class EventBackendTest(Base):
         self.assertEqual(c.count_lines(r"command %s \(deny\)" % deny), 1)
         self.assertEqual(len(self.standin.events("command_result")), 1)
         self.assertEqual(len([f for f in c.failed_files() if f.endswith("-command_result.json")]), 1)
+
+    def test_wall_clock_step_before_delivery(self):
+        """Scenario 32 under faketime (DONT_FAKE_MONOTONIC=1: the boot and monotonic clocks run true):
+        a pour recorded, then the core's wall clock stepped 1 h ahead before the pour is delivered ->
+        the receiver still dates the drink right (age_ms comes from the boot clock); with the timesyncd
+        flag file absent no "time" field is sent, with it present "time" is the (stepped) wall clock."""
+        lib = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
+        if not os.path.exists(lib):
+            raise unittest.SkipTest("libfaketime is not installed (Debian package faketime)")
+        timers = os.environ.get("KEGBOT_FAKETIME_TIMERS") or os.path.join(
+            kbtest.BUILD_DIR, "tests", "integration", "event", "faketime-timers.so")
+        offset = os.path.join(self.tmp, "faketime")
+        flag = os.path.join(self.tmp, "synchronized")
+        with open(offset, "w") as f:
+            f.write("+0\n")
+        env = {"LD_PRELOAD": timers + ":" + lib, "FAKETIME_TIMESTAMP_FILE": offset, "FAKETIME_NO_CACHE": "1",
+               "DONT_FAKE_MONOTONIC": "1", "KEGBOT_TIMESYNC_FLAG": flag,
+               # the sanitizer build: libfaketime is preloaded ahead of the ASan runtime
+               "ASAN_OPTIONS": ":".join(x for x in (os.environ.get("ASAN_OPTIONS", ""), "verify_asan_link_order=0") if x)}
+        c = self.core(env=env)
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        self.standin.event_fail("503")
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=110)
+        last_tick = time.time()
+        c.conn.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
+        c.conn.recv_until(lambda m: m.get("event") == "FlowUpdate" and m["data"]["state"] == "completed",
+                          what="the pour completed")
+        kbtest.wait_until(lambda: len(c.spool_files()) == 1, what="the pour spooled")
+        with open(offset, "w") as f:
+            f.write("+3600\n")
+        # The core's own log lines show its wall clock: wait until it has stepped.
+        mark = c.count("stderr")
+        c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-1", sensor_value=4.0)
+        stepped = time.strftime("%Y-%m-%d %H", time.localtime(time.time() + 3600))
+        c.wait_line(r"^%s:\d\d:\d\d,\d+ " % re.escape(stepped), key="stderr", start=mark, timeout=10)
+        self.standin.clear_failures()
+        drinks = self.standin.wait_event_drinks(1)
+        self.assertLess(abs(drinks[0]["time"] - last_tick), 1.0, "the drink's time from age_ms")
+        pour = self.standin.wait_events(lambda e: e["type"] == "pour", what="the pour")[0]
+        self.assertIsNone(pour["time"], "no time field without the timesyncd flag")
+        self.assertGreaterEqual(pour["age_ms"], 0)
+        # The flag present: the next pour carries "time", the core's (stepped) wall clock at its last tick.
+        open(flag, "w").close()
+        c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=220)
+        last_tick = time.time()
+        c.conn.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
+        drinks = self.standin.wait_event_drinks(2)
+        self.assertLess(abs(drinks[1]["time"] - last_tick), 1.0)
+        pour = self.standin.wait_events(lambda e: e["type"] == "pour" and e["id"] != pour["id"], what="pour 2")[0]
+        sent = calendar.timegm(time.strptime(pour["time"], "%Y-%m-%dT%H:%M:%SZ"))
+        self.assertLess(abs(sent - (last_tick + 3600)), 2.0)
 
     # ------------------------------------------------------------------ tokens, grants, valves
 
