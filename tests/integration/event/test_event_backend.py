@@ -1135,5 +1135,46 @@ class DbusEventTest(unittest.TestCase):
         self.assertEqual(len({e["data"]["pour_id"] for e in self.standin.events("pour")}), 2)
 
 
+    def test_state_json_unwritable_holds_events_unnumbered(self):
+        """Section 9.1: when state.json cannot be written as the ids reach id_limit, new durable events
+        wait in memory without an id, in order (SpoolState "degraded"; the pour still completes on
+        kegnet); once state.json can be written again they are numbered, spooled and delivered, once."""
+        device = os.path.join(self.tmp, "state", "event", "kegboard")
+        self.mount = kbtest.Tmpfs(device, "4m")
+        self.mount.__enter__()
+        self.spool = device     # remount() works on the device directory (state.json)
+        spool = kbtest.Tmpfs(os.path.join(device, "spool"), "8m")
+        spool.__enter__()
+        try:
+            c = self.start_core()
+            self.remount("ro")
+            # 1024 ids per block: token events (attached, detached, and the acks of the server's
+            # denials of these unknown tokens) use up the first one.
+            for i in range(400):
+                for status in ("added", "removed"):
+                    c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.rfid",
+                                token_value="%08x" % i, status=status)
+            c.wait_line(r"ERROR .*Device kegboard: cannot write state\.json \(.*\); holding 1 events", timeout=30)
+            done = c.pour("kegboard.flow0", 110)
+            self.assertEqual(done["ticks"], 110)
+            kbtest.wait_until(lambda: self.spool_state() == "degraded", timeout=5, what="SpoolState degraded")
+            self.assertEqual(self.standin.event_drinks(), [])
+            self.remount("rw")
+            c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-last", sensor_value=4.0)
+            c.wait_line(r"Device kegboard: state\.json is written again; \d+ held events numbered")
+            kbtest.wait_until(lambda: self.spool_state() == "ok", timeout=5, what="SpoolState ok")
+            drinks = self.standin.wait_event_drinks(1, timeout=30)
+            self.assertEqual(drinks[0]["ticks"], 110)
+            temps = self.standin.wait_events(lambda e: e["type"] == "temperature" and
+                                             e["data"]["sensor"] == "thermo-last", timeout=30, what="the last one")
+            self.assertEqual(len(self.standin.events("pour")), 1)
+            self.assertGreater(temps[0]["id"], self.standin.events("pour")[0]["id"])
+            self.assertGreaterEqual(c.state()["id_limit"], 2049)
+        finally:
+            if self.core:
+                self.core.kill()
+                self.core = None
+            spool.__exit__(None, None, None)
+
 if __name__ == "__main__":
     kbtest.main()
