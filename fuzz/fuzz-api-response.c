@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "api.h"
+#include "http-input.h"
 #include "util-utf8.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -25,12 +26,12 @@ static void check_text(const char *s, size_t max) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         ApiResult r;
+        const char *body;
+        long status;
+        size_t len;
 
-        if (size < 2)
+        if (!fuzz_http_input(data, size, &status, &body, &len))
                 return 0;
-        long status = data[0] | (long) data[1] << 8;
-        const char *body = (const char *) data + 2;
-        size_t len = size - 2;
 
         if (status == 0) {
                 char *text = strndup(body, len);

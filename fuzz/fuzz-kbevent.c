@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "http-input.h"
 #include "kbevent.h"
 #include "util-strv.h"
 
@@ -64,12 +65,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         KbCommandList l;
         KbPairingState st;
         char *token = NULL;
+        const char *body;
+        long status;
+        size_t len;
 
-        if (size < 2)
+        if (!fuzz_http_input(data, size, &status, &body, &len))
                 return 0;
-        long status = data[0] | (long) data[1] << 8;
-        const char *body = (const char *) data + 2;
-        size_t len = size - 2;
 
         if (status == 0) {
                 fuzz_file(body, len);

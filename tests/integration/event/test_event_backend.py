@@ -821,9 +821,9 @@ class PairingTest(Base):
         self.standin.wait_event_drinks(1, timeout=15)
 
 
-class DbusPairingTest(unittest.TestCase):
-    """The pairing state on D-Bus (Controller EventState and Paired, Manager BackendState), ResetPairing(),
-    and the STATUS= line naming the device that waits for approval."""
+class DbusBase(unittest.TestCase):
+    """The core on a private system bus (its name taken, STATUS= lines caught) against the stand-in."""
+    require_auth = True
 
     def setUp(self):
         sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dbus"))
@@ -831,10 +831,11 @@ class DbusPairingTest(unittest.TestCase):
         self.busenv = busenv
         self.tmpd = kbtest.TempDir("kegbot-event-dbus-")
         self.tmp = self.tmpd.__enter__()
-        self.standin = EventStandIn(require_auth=True)
+        self.standin = EventStandIn(require_auth=self.require_auth)
         self.bus = busenv.PrivateBus(self.tmp)
         self.notify = kbtest.NotifySocket(self.tmp)
         self.core = None
+        self.mounts = []
 
     def tearDown(self):
         try:
@@ -845,6 +846,8 @@ class DbusPairingTest(unittest.TestCase):
             self.standin.stop()
             self.bus.stop()
             self.notify.close()
+            for m in reversed(self.mounts):
+                m.__exit__(None, None, None)
             self.tmpd.__exit__(None, None, None)
         self.assertEqual(violations, [])
 
@@ -856,6 +859,12 @@ class DbusPairingTest(unittest.TestCase):
         env = dict(self.bus.env(), **self.notify.env())
         self.core = EventCore(self.tmp, self.standin, dbus="system", env=env)
         self.bus.wait_name()
+        return self.core
+
+
+class DbusPairingTest(DbusBase):
+    """The pairing state on D-Bus (Controller EventState and Paired, Manager BackendState), ResetPairing(),
+    and the STATUS= line naming the device that waits for approval."""
 
     def test_pairing_state_on_dbus(self):
         self.start_core()
@@ -1009,38 +1018,21 @@ class DbusPairingTest(unittest.TestCase):
         kbtest.wait_until(lambda: self.prop("/org/kegbot/Core1", mgr, "FailedDrinks") == 0, what="FailedDrinks 0")
 
 
-class DbusEventTest(unittest.TestCase):
+class DbusEventTest(DbusBase):
     """What D-Bus shows of an event controller's flows and spool: the idle limit of a granted flow
     (section 6.8) and SpoolState "degraded" while events wait in memory (section 5.0)."""
-
-    def setUp(self):
-        sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dbus"))
-        import busenv
-        self.tmpd = kbtest.TempDir("kegbot-event-dbus2-")
-        self.tmp = self.tmpd.__enter__()
-        self.mount = None
-        self.standin = EventStandIn(require_auth=False)
-        self.bus = busenv.PrivateBus(self.tmp)
-        self.core = None
-
-    def tearDown(self):
-        try:
-            if self.core:
-                self.core.kill()
-            violations = self.standin.violations()
-        finally:
-            self.standin.stop()
-            self.bus.stop()
-            if self.mount:
-                self.mount.__exit__(None, None, None)
-            self.tmpd.__exit__(None, None, None)
-        self.assertEqual(violations, [])
+    require_auth = False
 
     def start_core(self):
-        self.core = EventCore(self.tmp, self.standin, dbus="system", env=self.bus.env())
-        self.bus.wait_name()
+        super().start_core()
         self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
         return self.core
+
+    def mount(self, path, size):
+        m = kbtest.Tmpfs(path, size)
+        m.__enter__()
+        self.mounts.append(m)
+        return path
 
     def flow_max_idle(self):
         flows = [p for p in self.bus.managed_objects() if p.startswith("/org/kegbot/Core1/flow/")]
@@ -1092,9 +1084,7 @@ class DbusEventTest(unittest.TestCase):
         as well) during a pour. The pour is still reported completed on kegnet; its event waits in
         memory (SpoolState "degraded") and is delivered from there, exactly once; the write is retried
         at the next spool operation once the directory can be written again."""
-        self.spool = os.path.join(self.tmp, "state", "event", "kegboard", "spool")
-        self.mount = kbtest.Tmpfs(self.spool, "4m")
-        self.mount.__enter__()
+        self.spool = self.mount(os.path.join(self.tmp, "state", "event", "kegboard", "spool"), "4m")
         os.chmod(self.spool, 0o750)
         c = self.start_core()
         self.assertEqual(self.spool_state(), "ok")
@@ -1139,42 +1129,34 @@ class DbusEventTest(unittest.TestCase):
         """Section 9.1: when state.json cannot be written as the ids reach id_limit, new durable events
         wait in memory without an id, in order (SpoolState "degraded"; the pour still completes on
         kegnet); once state.json can be written again they are numbered, spooled and delivered, once."""
-        device = os.path.join(self.tmp, "state", "event", "kegboard")
-        self.mount = kbtest.Tmpfs(device, "4m")
-        self.mount.__enter__()
+        device = self.mount(os.path.join(self.tmp, "state", "event", "kegboard"), "4m")
+        self.mount(os.path.join(device, "spool"), "8m")
         self.spool = device     # remount() works on the device directory (state.json)
-        spool = kbtest.Tmpfs(os.path.join(device, "spool"), "8m")
-        spool.__enter__()
-        try:
-            c = self.start_core()
-            self.remount("ro")
-            # 1024 ids per block: token events (attached, detached, and the acks of the server's
-            # denials of these unknown tokens) use up the first one.
-            for i in range(400):
-                for status in ("added", "removed"):
-                    c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.rfid",
-                                token_value="%08x" % i, status=status)
-            c.wait_line(r"ERROR .*Device kegboard: cannot write state\.json \(.*\); holding 1 events", timeout=30)
-            done = c.pour("kegboard.flow0", 110)
-            self.assertEqual(done["ticks"], 110)
-            kbtest.wait_until(lambda: self.spool_state() == "degraded", timeout=5, what="SpoolState degraded")
-            self.assertEqual(self.standin.event_drinks(), [])
-            self.remount("rw")
-            c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-last", sensor_value=4.0)
-            c.wait_line(r"Device kegboard: state\.json is written again; \d+ held events numbered")
-            kbtest.wait_until(lambda: self.spool_state() == "ok", timeout=5, what="SpoolState ok")
-            drinks = self.standin.wait_event_drinks(1, timeout=30)
-            self.assertEqual(drinks[0]["ticks"], 110)
-            temps = self.standin.wait_events(lambda e: e["type"] == "temperature" and
-                                             e["data"]["sensor"] == "thermo-last", timeout=30, what="the last one")
-            self.assertEqual(len(self.standin.events("pour")), 1)
-            self.assertGreater(temps[0]["id"], self.standin.events("pour")[0]["id"])
-            self.assertGreaterEqual(c.state()["id_limit"], 2049)
-        finally:
-            if self.core:
-                self.core.kill()
-                self.core = None
-            spool.__exit__(None, None, None)
+        c = self.start_core()
+        self.remount("ro")
+        # 1024 ids per block: token events (attached, detached, and the acks of the server's
+        # denials of these unknown tokens) use up the first one.
+        for i in range(400):
+            for status in ("added", "removed"):
+                c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.rfid",
+                            token_value="%08x" % i, status=status)
+        c.wait_line(r"ERROR .*Device kegboard: cannot write state\.json \(.*\); holding 1 events", timeout=30)
+        done = c.pour("kegboard.flow0", 110)
+        self.assertEqual(done["ticks"], 110)
+        kbtest.wait_until(lambda: self.spool_state() == "degraded", timeout=5, what="SpoolState degraded")
+        self.assertEqual(self.standin.event_drinks(), [])
+        self.remount("rw")
+        c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-last", sensor_value=4.0)
+        c.wait_line(r"Device kegboard: state\.json is written again; \d+ held events numbered")
+        kbtest.wait_until(lambda: self.spool_state() == "ok", timeout=5, what="SpoolState ok")
+        drinks = self.standin.wait_event_drinks(1, timeout=30)
+        self.assertEqual(drinks[0]["ticks"], 110)
+        temps = self.standin.wait_events(lambda e: e["type"] == "temperature" and
+                                         e["data"]["sensor"] == "thermo-last", timeout=30, what="the last one")
+        self.assertEqual(len(self.standin.events("pour")), 1)
+        self.assertGreater(temps[0]["id"], self.standin.events("pour")[0]["id"])
+        self.assertGreaterEqual(c.state()["id_limit"], 2049)
+
 
 if __name__ == "__main__":
     kbtest.main()
