@@ -26,15 +26,13 @@ static void check_text(const char *s, size_t max) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         ApiResult r;
-        const char *body;
-        long status;
-        size_t len;
+        FuzzHttpInput in;
 
-        if (!fuzz_http_input(data, size, &status, &body, &len))
+        if (!fuzz_http_input(data, size, &in))
                 return 0;
 
-        if (status == 0) {
-                char *text = strndup(body, len);
+        if (in.status == 0) {
+                char *text = strndup(in.body, in.len);
                 if (!text)
                         return 0;
                 api_classify(0, NULL, 0, text, &r);
@@ -46,24 +44,24 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                 return 0;
         }
 
-        api_classify(status, body, len, NULL, &r);
-        if (r.http_status != status)
+        api_classify(in.status, in.body, in.len, NULL, &r);
+        if (r.http_status != in.status)
                 abort();
         switch (r.outcome) {
         case API_OK:
-                if (status < 200 || status >= 300 || !(r.object || r.objects) || r.error_code || r.reason)
+                if (in.status < 200 || in.status >= 300 || !(r.object || r.objects) || r.error_code || r.reason)
                         abort();
                 break;
         case API_NOT_FOUND:
-                if (status != 404)
+                if (in.status != 404)
                         abort();
                 break;
         case API_REJECTED:
-                if (status < 400 || status >= 500 || status == 401 || status == 404 || status == 408 || status == 429)
+                if (in.status < 400 || in.status >= 500 || in.status == 401 || in.status == 404 || in.status == 408 || in.status == 429)
                         abort();
                 break;
         case API_UNAUTHORIZED:
-                if (status != 401)
+                if (in.status != 401)
                         abort();
                 break;
         case API_TRANSIENT:

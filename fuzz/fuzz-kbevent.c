@@ -65,32 +65,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         KbCommandList l;
         KbPairingState st;
         char *token = NULL;
-        const char *body;
-        long status;
-        size_t len;
+        FuzzHttpInput in;
 
-        if (!fuzz_http_input(data, size, &status, &body, &len))
+        if (!fuzz_http_input(data, size, &in))
                 return 0;
 
-        if (status == 0) {
-                fuzz_file(body, len);
+        if (in.status == 0) {
+                fuzz_file(in.body, in.len);
                 return 0;
         }
 
-        KbOutcome o = kbevent_classify(status, body, len);
+        KbOutcome o = kbevent_classify(in.status, in.body, in.len);
         if (!kbevent_outcome_to_string(o))
                 abort();
-        if ((o == KBEVENT_PAIRING) != (status == 401) || (o == KBEVENT_TOO_LARGE) != (status == 413))
+        if ((o == KBEVENT_PAIRING) != (in.status == 401) || (o == KBEVENT_TOO_LARGE) != (in.status == 413))
                 abort();
 
-        if (kbevent_parse_pairing(body, len, &st, &token) < 0)
+        if (kbevent_parse_pairing(in.body, in.len, &st, &token) < 0)
                 return 0;
         if ((st == KBEVENT_PAIRING_ALLOWED) != !!token || (token && !kbevent_token_is_valid(token)))
                 abort();
         free(token);
 
-        int r = kbevent_parse_commands(body, len, &l);
-        if (r == -EBADMSG && o == KBEVENT_ACCEPTED && status >= 200 && status < 300)
+        int r = kbevent_parse_commands(in.body, in.len, &l);
+        if (r == -EBADMSG && o == KBEVENT_ACCEPTED && in.status >= 200 && in.status < 300)
                 abort();        /* a body the classifier accepted must give commands */
         if (r < 0)
                 return 0;

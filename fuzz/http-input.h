@@ -6,5 +6,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+typedef struct FuzzHttpInput {
+        long status;
+        const char *body;       /* not NUL-terminated */
+        size_t len;
+} FuzzHttpInput;
+
 /* Splits 'data'; false when it is too short to hold a status. */
-bool fuzz_http_input(const uint8_t *data, size_t size, long *ret_status, const char **ret_body, size_t *ret_len);
+bool fuzz_http_input(const uint8_t *data, size_t size, FuzzHttpInput *ret);
