@@ -57,7 +57,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
                         abort();
                 break;
         case API_REJECTED:
-                if (in.status < 400 || in.status >= 500 || in.status == 401 || in.status == 404 || in.status == 408 || in.status == 429)
+                if (in.status < 400 || in.status >= 500 || in.status == 401 || in.status == 404 || in.status == 408 ||
+                    in.status == 429)
                         abort();
                 break;
         case API_UNAUTHORIZED:
