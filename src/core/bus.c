@@ -144,11 +144,6 @@ static uint64_t bus_now(Bus *b, clockid_t clock) {
         return t;
 }
 
-static void *mfree(void *p) {
-        free(p);
-        return NULL;
-}
-
 static int free_and_strdup(char **p, const char *s) {
         char *n = NULL;
 
