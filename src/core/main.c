@@ -26,6 +26,9 @@ static int arg_retry_interval = 10;
 static int arg_maximum_event_retries = 3;
 static const char *arg_dbus = "system";
 static bool arg_debug_events = false;
+static bool arg_kegnet_open_producers = false;
+static int arg_kegnet_max_clients = KEGNET_SERVER_MAX_PEERS_DEFAULT;
+static int arg_kegnet_idle_timeout = KEGNET_SERVER_IDLE_TIMEOUT_DEFAULT / USEC_PER_SEC;
 
 /* The ghost filter (ghost-pours.md section 4.1); every one is also a taps-file key. */
 static const char *arg_ghost_filter = "on";
@@ -110,6 +113,14 @@ static const FlagDef core_flags[] = {
                      "0 = never."),
         FLAG_DOUBLE_MIN("kick_rate_ml_s", &arg_kick_rate_ml_s, 0,
                         "G9: a pour above this rate (mL/s) for 2 s is flagged kicked; 0 = off."),
+        FLAG_BOOL("kegnet_open_producers", &arg_kegnet_open_producers,
+                  "Accept producer messages (meter readings, tokens, flow requests, boards, temperatures) "
+                  "from every TCP peer, not only from root, the service user and the Unix socket."),
+        FLAG_INT_RANGE("kegnet_max_clients", &arg_kegnet_max_clients, 8, 1024,
+                       "kegnet connection slots; announced producers keep theirs."),
+        FLAG_INT_RANGE("kegnet_idle_timeout", &arg_kegnet_idle_timeout, 1, 3600,
+                       "Seconds after which a kegnet connection that sent nothing is closed while half "
+                       "of the slots are taken."),
         FLAG_END,
 };
 
@@ -196,6 +207,9 @@ int main(int argc, char **argv) {
         config.max_restart_delta = (uint64_t) arg_max_restart_delta;
         config.default_ticks_per_ml = arg_default_ticks_per_ml;
         config.debug_events = arg_debug_events;
+        config.open_producers = arg_kegnet_open_producers;
+        config.max_clients = (unsigned) arg_kegnet_max_clients;
+        config.idle_timeout_usec = (uint64_t) arg_kegnet_idle_timeout * USEC_PER_SEC;
         config.standalone = !server;
         config.retry_usec = (uint64_t) arg_retry_interval * USEC_PER_SEC;
 

@@ -20,6 +20,7 @@
 #include "tokens.h"
 #include "util-double.h"
 #include "util-event.h"
+#include "util-ratelimit.h"
 
 #define MAX_CONTROLLERS 256U
 #define MANAGER_N_SIGNALS 4
@@ -1238,6 +1239,10 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         r = sd_event_set_watchdog(m->event, true);
         if (r < 0)
                 return log_error_errno(r, "Cannot enable the watchdog: %m");
+        /* Summaries of suppressed peer-triggered messages come when their window ends. */
+        r = log_ratelimit_attach_event(m->event);
+        if (r < 0)
+                return log_error_errno(r, "Cannot set up rate-limited logging: %m");
         /* Early, so that a SIGTERM during start-up waits for the loop and ends in an orderly way. */
         r = setup_signals(m);
         if (r < 0)
@@ -1285,6 +1290,9 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         ko.debug_events = config->debug_events;
         if (config->max_clients > 0)
                 ko.max_peers = config->max_clients;
+        if (config->idle_timeout_usec > 0)
+                ko.idle_timeout_usec = config->idle_timeout_usec;
+        ko.open_producers = config->open_producers;
         r = kegnet_server_new(&m->kegnet, m->event, m->bind_addr, &ko,
                               &(KegnetServerCallbacks) {
                                       .on_message = on_kegnet_message,
@@ -1362,6 +1370,8 @@ Manager *manager_free(Manager *m) {
         free(m->controllers);
         free(m->observers);
 
+        log_ratelimit_detach_event();
+        (void) log_ratelimit_flush_all();
         sd_event_unref(m->event);
         free(m->bind_addr);
         free(m->state_dir);

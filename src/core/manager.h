@@ -30,7 +30,9 @@ typedef struct ManagerConfig {
         double default_ticks_per_ml;
         bool debug_events;
         bool standalone;                /* false: the caller installs a drink sink (server mode) */
-        unsigned max_clients;           /* 0 = default */
+        unsigned max_clients;           /* --kegnet_max_clients, 0 = default */
+        uint64_t idle_timeout_usec;     /* --kegnet_idle_timeout, 0 = default */
+        bool open_producers;            /* --kegnet_open_producers */
         uint64_t shutdown_flush_usec;   /* 0 = default 1 s */
         uint64_t retry_usec;            /* retry of a drink or meters.json write that failed */
 } ManagerConfig;

@@ -324,24 +324,48 @@ class KegnetConn:
 
 
 class FakeCore:
-    """A kegnet listener standing in for kegbot_core: accepts clients, records what they send,
-    and can send them messages (e.g. SetRelayOutputEvent)."""
+    """A kegnet listener standing in for kegbot_core: accepts clients, answers their Hello with a
+    Welcome and acknowledges a producer's frames as the core does (README, "kegnet: delivery and
+    connection slots"), records what they send (Hello frames apart, in self.hellos), and can send
+    them messages (e.g. SetRelayOutputEvent). ack=False: the Welcome carries no acknowledgements."""
 
-    def __init__(self, port=None):
+    def __init__(self, port=None, ack=True):
         self.port = port or free_port()
+        self.ack = ack
         self.lsock = socket.socket()
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind(("127.0.0.1", self.port))
         self.lsock.listen(16)
         self.messages = []
+        self.hellos = []
         self.conns = []
+        self.sessions = {}
         self._cv = threading.Condition()
         self._stop = False
         self._t = threading.Thread(target=self._loop, daemon=True)
         self._t.start()
 
+    def _hello(self, s, state, data):
+        welcome = {"role": data.get("role") if data.get("role") in ("producer", "listener") else "listener",
+                   "acked": None, "reason": None}
+        session = data.get("session")
+        if self.ack and welcome["role"] == "producer" and session:
+            acked = max(self.sessions.get(session, 0), (data.get("seq") or 1) - 1)
+            self.sessions[session] = acked
+            state["session"] = session
+            state["next"] = acked + 1
+            welcome["acked"] = acked
+        with self._cv:
+            self.hellos.append(data)
+            self._cv.notify_all()
+        try:
+            s.sendall(kegnet_frame("Welcome", **welcome))
+        except OSError:
+            pass
+
     def _loop(self):
         bufs = {}
+        states = {}
         while not self._stop:
             socks = [self.lsock] + list(bufs)
             try:
@@ -355,6 +379,7 @@ class FakeCore:
                     except OSError:
                         continue
                     bufs[c] = b""
+                    states[c] = {}
                     with self._cv:
                         self.conns.append(c)
                         self._cv.notify_all()
@@ -365,6 +390,7 @@ class FakeCore:
                     chunk = b""
                 if not chunk:
                     del bufs[s]
+                    del states[s]
                     with self._cv:
                         if s in self.conns:
                             self.conns.remove(s)
@@ -372,12 +398,28 @@ class FakeCore:
                     s.close()
                     continue
                 bufs[s] += chunk
+                state = states[s]
                 while b"\n\n" in bufs[s]:
                     frame, bufs[s] = bufs[s].split(b"\n\n", 1)
-                    if frame.strip():
-                        with self._cv:
-                            self.messages.append(json.loads(frame))
-                            self._cv.notify_all()
+                    if not frame.strip():
+                        continue
+                    m = json.loads(frame)
+                    if m.get("event") == "Hello" and "hello" not in state:
+                        state["hello"] = True
+                        self._hello(s, state, m.get("data") or {})
+                        continue
+                    if "session" in state:
+                        self.sessions[state["session"]] = state["next"]
+                        state["next"] += 1
+                    with self._cv:
+                        self.messages.append(m)
+                        self._cv.notify_all()
+                if "session" in state and state.get("acked") != self.sessions[state["session"]]:
+                    state["acked"] = self.sessions[state["session"]]
+                    try:
+                        s.sendall(kegnet_frame("Ack", acked=state["acked"]))
+                    except OSError:
+                        pass
         for s in bufs:
             s.close()
 
