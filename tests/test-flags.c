@@ -493,12 +493,34 @@ static void test_buffer(void) {
         free(e);
         flags_reset();
 
-        /* Embedded NUL: the line ends there; no crash, no read past the end. */
+        /* Embedded NUL: an error naming the line (it used to cut the line short without a word:
+         * "--int=3\0x" became --int=3). No read past the end either. */
         static const char nul[] = { '-', '-', 'i', 'n', 't', '=', '3', '\0', 'x', '\n', '-', '-', 'f', 'l', 'a', 'g' };
         e = NULL;
-        check(flags_parse_buffer(groups, ELEMENTSOF(groups), nul, sizeof nul, false, &e) == 0);
-        check(arg_int == 3 && arg_flag);
+        check(flags_parse_buffer(groups, ELEMENTSOF(groups), nul, sizeof nul, false, &e) == -EINVAL);
+        check_streq(e, "flag file:1: the line holds a NUL byte");
+        check(arg_int != 3);
         free(e);
+        flags_reset();
+        static const char nul2[] = { '#', 'x', '\n', '-', '-', 'f', 'l', 'a', 'g', '\0' };
+        e = NULL;
+        check(flags_parse_buffer(groups, ELEMENTSOF(groups), nul2, sizeof nul2, false, &e) == -EINVAL);
+        check_streq(e, "flag file:2: the line holds a NUL byte");
+        free(e);
+        flags_reset();
+
+        /* A byte order mark: a clear error, not "unknown flag" for a first line that looks fine. */
+        static const char bom[] = "\xef\xbb\xbf--int=4\n--flag\n";
+        e = NULL;
+        check(flags_parse_buffer(groups, ELEMENTSOF(groups), bom, strlen(bom), false, &e) == -EINVAL);
+        check_streq(e, "flag file:1: the file starts with a UTF-8 byte order mark (U+FEFF); save it without one");
+        free(e);
+        flags_reset();
+        /* Elsewhere U+FEFF is just text (a string value may hold it). */
+        static const char inner[] = "--str=a\xef\xbb\xbf\n";
+        e = NULL;
+        check(flags_parse_buffer(groups, ELEMENTSOF(groups), inner, strlen(inner), false, &e) == 0);
+        check_streq(arg_str, "a\xef\xbb\xbf");
         flags_reset();
 
         check(flags_parse_buffer(groups, ELEMENTSOF(groups), NULL, 0, false, NULL) == 0);

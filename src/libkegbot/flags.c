@@ -583,16 +583,26 @@ static int split_lines(const char *name, const char *buf, size_t len, char ***re
         const char *p = buf, *end = buf + len;
         int r;
 
+        /* Written by some editors; it would glue itself to the first flag and make it unknown. */
+        if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0)
+                return fail(ret_error, "%s:1: the file starts with a UTF-8 byte order mark (U+FEFF); save it without one",
+                            name);
+
         while (p < end) {
                 lineno++;
                 const char *nl = memchr(p, '\n', (size_t) (end - p));
                 const char *e = nl ?: end;
                 const char *a = p, *b = e;
+                /* A NUL would cut the line short without a word. */
+                if (memchr(p, '\0', (size_t) (e - p))) {
+                        strv_free(l);
+                        return fail(ret_error, "%s:%u: the line holds a NUL byte", name, lineno);
+                }
                 while (a < b && isspace((unsigned char) *a))
                         a++;
                 while (b > a && isspace((unsigned char) b[-1]))
                         b--;
-                char *line = strndup(a, (size_t) (b - a));      /* stops at a NUL byte, too */
+                char *line = strndup(a, (size_t) (b - a));
                 if (!line) {
                         strv_free(l);
                         return -ENOMEM;
