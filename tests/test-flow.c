@@ -154,6 +154,14 @@ static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
                 break;
         case FLOW_EVENT_GHOST_COUNTERS:
                 return;
+        case FLOW_EVENT_METER_FORGOTTEN:
+                rec_event(r, "M:%s", ev->meter_name);
+                break;
+        case FLOW_EVENT_TAP_REMOVED:
+                rec_event(r, "X:%s", ev->meter_name);
+                /* Sent while the tap can still be looked up. */
+                check(flow_engine_get_tap(e, ev->meter_name, &(FlowTapInfo) {}) == 0);
+                break;
         }
         if (ev->type == FLOW_EVENT_DRINK && ev->meter_state)
                 rec_append(r->states, sizeof r->states, "%s=%" PRIu32 "+%" PRIu64 "(drink) ", ev->meter_name,
@@ -689,10 +697,12 @@ static void test_tap_registry(void) {
         Rec r;
         _cleanup_(flow_engine_freep) FlowEngine *e = engine_new(&r, NULL);
 
-        check_int(flow_engine_set_tap(e, "a", NULL, 0.0, NULL), -EINVAL);
-        check_int(flow_engine_set_tap(e, "a", NULL, -1.0, NULL), -EINVAL);
-        check_int(flow_engine_set_tap(e, "a", NULL, NAN, NULL), -EINVAL);
-        check_int(flow_engine_set_tap(e, "a", NULL, INFINITY, NULL), -EINVAL);
+        check_int(flow_engine_set_tap(e, "a", NULL, 0.0, NULL), -ERANGE);
+        check_int(flow_engine_set_tap(e, "a", NULL, -1.0, NULL), -ERANGE);
+        check_int(flow_engine_set_tap(e, "a", NULL, NAN, NULL), -ERANGE);
+        check_int(flow_engine_set_tap(e, "a", NULL, INFINITY, NULL), -ERANGE);
+        check_int(flow_engine_set_tap(e, "a", NULL, 1e308, NULL), -ERANGE);      /* volumes would overflow */
+        check_int(flow_engine_set_tap(e, "a", NULL, 0.0099, NULL), -ERANGE);
         check_int(flow_engine_set_tap(e, "", NULL, 1.0, NULL), -EINVAL);
         check_int(flow_engine_n_taps(e), 0);
 
@@ -1229,7 +1239,7 @@ static void test_min_volume_config(void) {
         config_init(&c);
         c.settings.min_volume_ml = 0;
         e = engine_new(&r, &c);
-        check_int(flow_engine_set_tap(e, "a", NULL, 0.001, NULL), FLOW_TAP_ADDED);
+        check_int(flow_engine_set_tap(e, "a", NULL, 0.01, NULL), FLOW_TAP_ADDED);
         check_int(flow_engine_meter_update(e, "a", 0, AT(0)), 0);
         check_int(flow_engine_meter_update(e, "a", 1, AT(1)), 1);
         check_int(flow_engine_stop_flow(e, "a", AT(2)), 1);
@@ -1598,20 +1608,73 @@ static void test_handler_reentrancy(void) {
         check_int(flow_engine_n_taps(e), 1);   /* the probe's set_tap did nothing */
 }
 
-static void test_meter_limit(void) {
+/* The meter table is bounded (1024); junk names cannot keep a real meter out: a meter that never
+ * counted a tick is forgotten after 5 s, an idle one after 10 min; meters with a flow or a
+ * configured tap never. The attack pass filled it with junk and then ignored every real meter. */
+static void meter_limit_in_mode(FlowGhostMode mode) {
         Rec r;
-        _cleanup_(flow_engine_freep) FlowEngine *e = engine_new(&r, NULL);
+        FlowEngineConfig c;
+        config_init(&c);
+        c.settings.ghost_filter = mode;
+        c.first_flow_id = FIRST_ID;
+        c.create_unknown_taps = true;
+        _cleanup_(flow_engine_freep) FlowEngine *e = engine_new(&r, &c);
         char name[32];
 
-        for (int i = 0; i < FLOW_ENGINE_MAX_METERS; i++) {
-                snprintf(name, sizeof name, "c.m%d", i);
-                check_int(flow_engine_meter_update(e, name, 1, AT(0)), 0);
+        /* A configured tap and a pouring meter among the junk. */
+        check_int(flow_engine_set_tap(e, "real.flow0", "Main", 0.5, NULL), FLOW_TAP_ADDED);
+        check_int(flow_engine_meter_update(e, "real.flow0", 10, AT(0)), 0);
+        check_int(flow_engine_meter_update(e, "busy.flow0", 10, AT(0)), 0);
+        check_int(flow_engine_meter_update(e, "busy.flow0", 20, AT(0)), 10);
+        for (int i = 0; i < FLOW_ENGINE_MAX_METERS - 2; i++) {
+                snprintf(name, sizeof name, "junk.m%d", i);
+                check_int(flow_engine_meter_update(e, name, 1, AT(SEC(1) + (uint64_t) i)), 0);
         }
+        check_int(flow_engine_n_taps(e), FLOW_ENGINE_MAX_METERS);
         rec_reset(&r);
-        check_int(flow_engine_meter_update(e, "c.one-too-many", 1, AT(0)), -ENOSPC);
-        check_int(flow_engine_start_flow(e, "c.one-too-many", AT(0)), -ENOSPC);
-        check(log_has(&r, "W:Too many meters"));
-        check_int(flow_engine_meter_update(e, "c.m0", 2, AT(1)), 1);
+
+        /* Everything was seen within 5 s: the new name is refused, with a warning naming the limit. */
+        check_int(flow_engine_meter_update(e, "new.flow0", 1, AT(SEC(2))), -ENOSPC);
+        check_int(flow_engine_start_flow(e, "new.flow0", AT(SEC(2))), -ENOSPC);
+        check(log_has(&r, "W:Meter table full (1024 meters, all in use or seen lately); ignoring meter new.flow0"));
+        check_int(flow_engine_meter_update(e, "junk.m0", 2, AT(SEC(2))), 1);      /* known names still work */
+        check_int(flow_engine_meter_update(e, "junk.m0", 2, AT(SEC(3))), 0);
+
+        /* 5 s later: the oldest never-used junk meter (not junk.m0, which counted a tick) makes room,
+         * and its first-sight tap goes with it. */
+        rec_reset(&r);
+        check_int(flow_engine_meter_update(e, "new.flow0", 100, AT(SEC(8))), 0);
+        check(log_has(&r, "W:Meter table full (1024 meters): forgetting meter junk.m1 (never counted a tick, last seen 6 s ago) for new.flow0"));
+        check(strstr(r.seq, "X:junk.m1 | M:junk.m1") != NULL);
+        check_int(flow_engine_get_meter(e, "junk.m1", &(FlowMeterInfo) {}), -ENOENT);
+        check_int(flow_engine_get_tap(e, "junk.m1", &(FlowTapInfo) {}), -ENOENT);
+        check_int(flow_engine_meter_update(e, "new.flow0", 150, AT(SEC(9))), 50);  /* counted */
+
+        /* A full table never forgets the configured tap's meter, the pouring meter, or a used meter
+         * seen within 10 min: with every never-used junk meter gone, the next new name is refused. */
+        for (int i = 0; i < FLOW_ENGINE_MAX_METERS; i++) {
+                snprintf(name, sizeof name, "more.m%d", i);
+                (void) flow_engine_meter_update(e, name, 1, AT(SEC(20)));
+        }
+        check_int(flow_engine_get_meter(e, "real.flow0", &(FlowMeterInfo) {}), 0);
+        check_int(flow_engine_get_tap(e, "real.flow0", &(FlowTapInfo) {}), 0);
+        check_int(flow_engine_get_meter(e, "junk.m0", &(FlowMeterInfo) {}), 0);
+        check_int(flow_engine_get_meter(e, "new.flow0", &(FlowMeterInfo) {}), 0);
+        check_int(flow_engine_get_flow(e, "busy.flow0", &(FlowInfo) {}), 0);
+
+        /* After 10 min without a reading, the used meters may go too (not the pouring one: its flow
+         * ended long ago by the idle timer; process the deadlines first). */
+        check(flow_engine_process_deadlines(e, AT(SEC(700))) >= 1);
+        rec_reset(&r);
+        check_int(flow_engine_meter_update(e, "late.flow0", 1, AT(SEC(700))), 0);
+        check(log_has(&r, "W:Meter table full (1024 meters): forgetting meter"));
+        check_int(flow_engine_get_meter(e, "real.flow0", &(FlowMeterInfo) {}), 0);   /* configured tap */
+}
+
+static void test_meter_limit(void) {
+        meter_limit_in_mode(FLOW_GHOST_OFF);
+        /* Log mode's shadow keeps a table of its own; it forgets what the engine forgets. */
+        meter_limit_in_mode(FLOW_GHOST_LOG);
 }
 
 static void test_invalid_arguments(void) {

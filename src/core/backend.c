@@ -292,6 +292,11 @@ static int taps_from_status(json_t *taps, TapTable **ret) {
                         log_named(LOG_WARNING, "TapManager", "Duplicate meter %s in the server's taps; keeping the first", meter);
                         continue;
                 }
+                if (r == -ERANGE) {
+                        log_named(LOG_WARNING, "TapManager", "Ignoring tap %s: ml_per_tick %g is not from %g to %g",
+                                  meter, ml, FLOW_CALIBRATION_MIN, FLOW_CALIBRATION_MAX);
+                        continue;
+                }
                 if (r < 0)
                         return r;
         }

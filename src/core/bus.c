@@ -35,6 +35,7 @@
 #define BUS_ERROR_NOT_SUPPORTED "org.kegbot.Core1.Error.NotSupported"
 #define BUS_ERROR_SHUTTING_DOWN "org.kegbot.Core1.Error.ShuttingDown"
 #define BUS_ERROR_QUARANTINED "org.kegbot.Core1.Error.Quarantined"
+#define BUS_ERROR_UNKNOWN_RELAY "org.kegbot.Core1.Error.UnknownRelay"
 
 /* Pour values of one tap (and its flow object) go out at most this often. */
 #define EMIT_INTERVAL_USEC (100 * USEC_PER_MSEC)
@@ -51,6 +52,7 @@ static const sd_bus_error_map kegbot_bus_errors[] = {
         SD_BUS_ERROR_MAP(BUS_ERROR_NOT_SUPPORTED, EOPNOTSUPP),
         SD_BUS_ERROR_MAP(BUS_ERROR_SHUTTING_DOWN, ESHUTDOWN),
         SD_BUS_ERROR_MAP(BUS_ERROR_QUARANTINED, EPERM),
+        SD_BUS_ERROR_MAP(BUS_ERROR_UNKNOWN_RELAY, ENOENT),
         SD_BUS_ERROR_MAP_END
 };
 
@@ -585,6 +587,10 @@ static int method_set_relay(sd_bus_message *m, void *userdata, sd_bus_error *err
 
         log_info("SetRelay(%s, %s) requested over D-Bus", relay, enabled ? "enabled" : "disabled");
         r = manager_set_relay(b->manager, relay, enabled);
+        if (r == -ENOENT)
+                return sd_bus_error_setf(error, BUS_ERROR_UNKNOWN_RELAY,
+                                         "No such relay %s: it is no tap's relay and no relay0..relay5 of a known controller",
+                                         relay);
         if (r < 0)
                 return reply_manager_error(error, r, "SetRelay");
         return sd_bus_reply_method_return(m, NULL);
@@ -1524,6 +1530,27 @@ static void on_ghost_event(Manager *m, const FlowEvent *ev, void *userdata) {
         }
 }
 
+static void on_controller_removed(Manager *m, const Controller *c, void *userdata) {
+        _cleanup_(freep) char *path = NULL;
+        Bus *b = userdata;
+
+        if (!strv_contains(b->controllers, c->name) || sd_bus_path_encode(CONTROLLER_PREFIX, c->name, &path) < 0)
+                return;
+        /* While the manager still lists it, so the signal names its interfaces. */
+        emit_object_removed(b, path);
+        (void) strv_remove(b->controllers, &b->n_controllers, c->name);
+}
+
+static void on_sensor_removed(Manager *m, const ThermoSensor *s, void *userdata) {
+        _cleanup_(freep) char *path = NULL;
+        Bus *b = userdata;
+
+        if (!strv_contains(b->sensors, s->name) || sd_bus_path_encode(SENSOR_PREFIX, s->name, &path) < 0)
+                return;
+        emit_object_removed(b, path);
+        (void) strv_remove(b->sensors, &b->n_sensors, s->name);
+}
+
 static const ManagerObserver bus_observer = {
         .tap_changed = on_tap_changed,
         .flow_updated = on_flow_updated,
@@ -1536,6 +1563,8 @@ static const ManagerObserver bus_observer = {
         .token_authenticated = on_token_authenticated,
         .controller_changed = on_controller_changed,
         .ghost_event = on_ghost_event,
+        .controller_removed = on_controller_removed,
+        .sensor_removed = on_sensor_removed,
 };
 
 /* ---- connection ---- */

@@ -54,23 +54,23 @@ static const FlagDef core_flags[] = {
                     "State directory: drink spool (server mode) or drinks.log (standalone mode), "
                     "meters.json.",
                     .env = "STATE_DIRECTORY", .env_mode = FLAG_ENV_FIRST_ENTRY),
-        FLAG_INT64_MIN("max_tick_delta", &arg_max_tick_delta, 0,
+        FLAG_INT64_RANGE("max_tick_delta", &arg_max_tick_delta, 0, UINT32_MAX,
                        "Largest accepted meter delta per report (0 = no limit)."),
-        FLAG_INT64_MIN("max_restart_delta", &arg_max_restart_delta, 0,
-                       "Largest delta accepted for the first new reading of a meter after a core start (or its "
-                       "board's reconnect), against the reading accounted for in meters.json (0 = no limit)."),
-        FLAG_DOUBLE_MIN("min_volume_ml", &arg_min_volume_ml, 0,
-                        "Smaller drinks are not recorded (rule G8; also a taps-file key)."),
+        FLAG_INT64_RANGE("max_restart_delta", &arg_max_restart_delta, 0, UINT32_MAX,
+                         "Largest delta accepted for the first new reading of a meter after a core start (or its "
+                         "board's reconnect), against the reading accounted for in meters.json (0 = no limit)."),
+        FLAG_DOUBLE_RANGE("min_volume_ml", &arg_min_volume_ml, 0, 10000,
+                          "Smaller drinks are not recorded (rule G8; also a taps-file key)."),
         FLAG_STRING("taps_file", &arg_taps_file,
                     "Tap definitions (standalone mode) and the taps' ghost-filter settings (both modes); INI, "
                     "a missing file means none."),
         FLAG_STRING("tokens_file", &arg_tokens_file,
                     "Standalone mode: auth tokens (INI, sections <auth_device>:<token_value> with "
                     "username and enabled); empty = tokens are ignored."),
-        FLAG_DOUBLE_POSITIVE("default_ticks_per_ml", &arg_default_ticks_per_ml,
+        FLAG_DOUBLE_RANGE("default_ticks_per_ml", &arg_default_ticks_per_ml, FLOW_CALIBRATION_MIN, FLOW_CALIBRATION_MAX,
                              "Standalone mode: calibration of taps created on first sight."),
-        FLAG_INT_MIN("sync_interval", &arg_sync_interval, 1, "Seconds between tap syncs with the server."),
-        FLAG_INT_MIN("retry_interval", &arg_retry_interval, 1,
+        FLAG_INT_RANGE("sync_interval", &arg_sync_interval, 1, 86400, "Seconds between tap syncs with the server."),
+        FLAG_INT_RANGE("retry_interval", &arg_retry_interval, 1, 300,
                      "First drink-upload backoff in seconds (doubles up to 300)."),
         FLAG_INT_MIN("maximum_event_retries", &arg_maximum_event_retries, 0,
                      "Ignored (pycore flag files): drinks are retried until delivered."),

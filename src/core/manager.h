@@ -79,6 +79,9 @@ typedef struct ManagerObserver {
                                     const char *username, void *userdata);
         /* Created, updated or (dis)connected. */
         void (*controller_changed)(Manager *m, const Controller *c, void *userdata);
+        /* About to be forgotten to make room in a full table: still listed while this runs. */
+        void (*controller_removed)(Manager *m, const Controller *c, void *userdata);
+        void (*sensor_removed)(Manager *m, const ThermoSensor *s, void *userdata);
         /* Orderly shutdown has begun (before active flows are ended). */
         void (*stopping)(Manager *m, void *userdata);
         /* The ghost filter reported (ghost-pours.md sections 8-10): ev->type is FLOW_EVENT_GHOST,
@@ -130,7 +133,10 @@ int manager_meter_update(Manager *m, const char *meter, uint32_t reading);
 /* meter NULL, "" or "__all_taps__" = every tap. */
 int manager_token_event(Manager *m, const char *device, const char *value, const char *meter, bool added);
 int manager_thermo_event(Manager *m, const char *sensor, double value_c);
-/* Sends SetRelayOutputEvent (D-Bus SetRelay); the ghost filter's valve-closed gate counts it. */
+/* A relay something acts on: the relay of a tap, or relay0..relay5 of a known controller. */
+bool manager_relay_exists(Manager *m, const char *relay);
+/* Sends SetRelayOutputEvent (D-Bus SetRelay); the ghost filter's valve-closed gate counts it.
+ * -ENOENT for a relay that does not exist. */
 int manager_set_relay(Manager *m, const char *relay, bool enabled);
 /* D-Bus ClearQuarantine: 1 cleared (quarantine.json rewritten), 0 not quarantined, -ENOENT neither a
  * tap nor quarantined. */

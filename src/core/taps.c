@@ -56,8 +56,10 @@ static const TapConfig *tap_table_find(const TapTable *t, const char *meter) {
 int tap_table_add(TapTable *t, const char *meter, const char *name, double ml_per_tick, const char *relay) {
         TapConfig c = {};
 
-        if (isempty(meter) || !isfinite(ml_per_tick) || ml_per_tick <= 0)
+        if (isempty(meter))
                 return -EINVAL;
+        if (!flow_calibration_is_valid(ml_per_tick))
+                return -ERANGE;
         if (tap_table_find(t, meter))
                 return -EEXIST;
 
@@ -98,8 +100,9 @@ static unsigned key_line(const Ini *ini, const char *section, const char *key) {
         return 0;
 }
 
-static int parse_positive(const Ini *ini, const char *path, const char *section, const char *key,
-                          double *ret, char **ret_error) {
+/* ml_per_tick or ticks_per_ml: a number from 0.01 to 100 (flow_calibration_is_valid()). */
+static int parse_calibration(const Ini *ini, const char *path, const char *section, const char *key,
+                             double *ret, char **ret_error) {
         _cleanup_(freep) char *v = NULL, *err = NULL;
         char *end;
         double d;
@@ -111,9 +114,10 @@ static int parse_positive(const Ini *ini, const char *path, const char *section,
 
         errno = 0;
         d = strtod(v, &end);
-        if (errno != 0 || end == v || *end != '\0' || !isfinite(d) || d <= 0)
-                return strdup_error(ret_error, -EINVAL, "%s:%u: [%s] %s must be a number > 0, not '%s'",
-                                 path, key_line(ini, section, key), section, key, v);
+        if (end == v || *end != '\0' || !flow_calibration_is_valid(d))
+                return strdup_error(ret_error, -EINVAL, "%s:%u: [%s] %s must be a number from %g to %g, not '%s'",
+                                 path, key_line(ini, section, key), section, key, FLOW_CALIBRATION_MIN,
+                                 FLOW_CALIBRATION_MAX, v);
         *ret = d;
         return 0;
 }
@@ -222,13 +226,13 @@ int tap_table_load_file(const char *path, double default_ml_per_tick, const Flow
                                 r = ini_get(ini, section, key, &relay, &err);
                         } else if (streq(key, "ml_per_tick")) {
                                 has_mpt = true;
-                                r = parse_positive(ini, path, section, key, &ml_per_tick, ret_error);
+                                r = parse_calibration(ini, path, section, key, &ml_per_tick, ret_error);
                                 if (r < 0)
                                         return r;
                         } else if (streq(key, "ticks_per_ml")) {
                                 double tpm;
                                 has_tpm = true;
-                                r = parse_positive(ini, path, section, key, &tpm, ret_error);
+                                r = parse_calibration(ini, path, section, key, &tpm, ret_error);
                                 if (r < 0)
                                         return r;
                                 ml_per_tick = 1.0 / tpm;
@@ -430,6 +434,10 @@ int tap_registry_load_settings(TapRegistry *r, const char *path) {
 
 void tap_registry_note_created(TapRegistry *r, const char *meter) {
         notify(r, meter, TAP_ADDED);
+}
+
+void tap_registry_note_removed(TapRegistry *r, const char *meter) {
+        notify(r, meter, TAP_REMOVED);
 }
 
 size_t tap_registry_n_taps(const TapRegistry *r) {

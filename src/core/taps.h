@@ -83,7 +83,9 @@ int tap_registry_load_file(TapRegistry *r, const char *path, double default_ml_p
  * the settings in force stay: returns the error (logged at ERROR). */
 int tap_registry_load_settings(TapRegistry *r, const char *path);
 
-/* A first-sight tap the engine created (FLOW_EVENT_TAP_CREATED): only reported to the handler. */
+/* A first-sight tap the engine created (FLOW_EVENT_TAP_CREATED) or forgot with its meter
+ * (FLOW_EVENT_TAP_REMOVED): only reported to the handler. */
 void tap_registry_note_created(TapRegistry *r, const char *meter);
+void tap_registry_note_removed(TapRegistry *r, const char *meter);
 
 size_t tap_registry_n_taps(const TapRegistry *r);

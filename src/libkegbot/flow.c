@@ -135,6 +135,7 @@ typedef struct Meter {
         uint64_t carry;
         FlowMeterState state;   /* filled for FLOW_EVENT_METER_STATE and FLOW_EVENT_DRINK */
         bool resync;            /* the next new reading may cover a gap: max_restart_delta applies */
+        uint64_t last_seen;     /* monotonic time of its last reading or request */
 } Meter;
 
 struct Tap {
@@ -419,6 +420,8 @@ void flow_engine_config_init(FlowEngineConfig *c) {
                 .idle_rfid_usec = 20 * USEC_PER_SEC,
                 .idle_default_usec = 10 * USEC_PER_SEC,
                 .relay_reassert_usec = 1 * USEC_PER_SEC,
+                .meter_evict_grace_usec = 5 * USEC_PER_SEC,
+                .meter_evict_idle_usec = 600 * USEC_PER_SEC,
         };
         flow_settings_init(&c->settings);
 }
@@ -511,7 +514,8 @@ static void emit(FlowEngine *e, const FlowEvent *ev) {
         e->emitting--;
 }
 
-static void emit_logv(FlowEngine *e, const char *meter, int level, const char *format, va_list ap) {
+_printf_(5, 0)
+static void emit_logv(FlowEngine *e, FlowLogKind kind, const char *meter, int level, const char *format, va_list ap) {
         if (!e->handler)
                 return;
         (void) vsnprintf(e->logbuf, sizeof e->logbuf, format, ap);
@@ -520,10 +524,22 @@ static void emit_logv(FlowEngine *e, const char *meter, int level, const char *f
                 .meter_name = meter,
                 .log.level = level,
                 .log.message = e->logbuf,
+                .log.kind = kind,
         });
 }
 
-/* An ordinary decision; the shadow keeps its decisions to itself. */
+_printf_(5, 6)
+static void emit_log_kind(FlowEngine *e, FlowLogKind kind, const char *meter, int level, const char *format, ...) {
+        va_list ap;
+
+        if (is_shadow(e))
+                return;
+        va_start(ap, format);
+        emit_logv(e, kind, meter, level, format, ap);
+        va_end(ap);
+}
+
+/* A line about a flow (FLOW_LOG_FLOW). The shadow keeps its decisions to itself. */
 _printf_(4, 5)
 static void emit_log(FlowEngine *e, const char *meter, int level, const char *format, ...) {
         va_list ap;
@@ -531,7 +547,7 @@ static void emit_log(FlowEngine *e, const char *meter, int level, const char *fo
         if (is_shadow(e))
                 return;
         va_start(ap, format);
-        emit_logv(e, meter, level, format, ap);
+        emit_logv(e, FLOW_LOG_FLOW, meter, level, format, ap);
         va_end(ap);
 }
 
@@ -541,7 +557,7 @@ static void emit_report_log(FlowEngine *e, const char *meter, int level, const c
         va_list ap;
 
         va_start(ap, format);
-        emit_logv(e, meter, level, format, ap);
+        emit_logv(e, FLOW_LOG_GHOST, meter, level, format, ap);
         va_end(ap);
 }
 
@@ -707,15 +723,19 @@ static bool meter_was_reset(FlowEngine *e, const char *meter) {
         return meter_of_any(meter, e->reset_controllers, e->n_reset_controllers);
 }
 
-/* Adds 'controller' to a list of names (once). */
+/* Adds 'controller' to a list of names (once). The list is bounded: a name matters only for meters
+ * not seen yet, so when it is full the oldest name goes. */
 static int controller_list_add(char ***list, size_t *n, size_t *alloc, const char *controller) {
         int r;
 
         for (size_t i = 0; i < *n; i++)
                 if (streq((*list)[i], controller))
                         return 0;
-        if (*n >= FLOW_ENGINE_MAX_METERS)
-                return -ENOSPC;
+        if (*n >= FLOW_ENGINE_MAX_METERS) {
+                free((*list)[0]);
+                memmove(*list, *list + 1, (*n - 1) * sizeof(char *));
+                (*n)--;
+        }
         r = grow(list, alloc, *n + 1, sizeof(char *));
         if (r < 0)
                 return r;
@@ -726,21 +746,125 @@ static int controller_list_add(char ***list, size_t *n, size_t *alloc, const cha
         return 0;
 }
 
+static void tap_remove_at(FlowEngine *e, size_t i);
+
+static bool meter_is_evictable(FlowEngine *e, const Meter *m, bool drop_taps) {
+        Tap *t;
+
+        /* A quarantine (section 9) outlives any silence. Counted ticks not accounted for yet (a hold,
+         * pending, a carry from before a board reset) are never forgotten, nor is a meter whose next
+         * reading may bring ticks nobody counted yet (resumed after a restart, or its board reconnected). */
+        if (m->flow || (m->filter && m->filter->quarantined) || m->open > 0 || m->carry > 0 || m->resync)
+                return false;
+        t = m->tap;
+        /* A configured tap keeps its meter; a first-sight tap goes with it, unless a token waits on it. */
+        return !t || (drop_taps && t->auto_created && !t->record.device && !t->lookup_pending);
+}
+
+/* The meter to forget for a new one (see FLOW_ENGINE_MAX_METERS), or SIZE_MAX. drop_taps: first-sight
+ * taps may go too (not while the caller walks the tap table). */
+static size_t meter_pick_victim(FlowEngine *e, uint64_t now, bool drop_taps) {
+        size_t best = SIZE_MAX;
+        bool best_unused = false;
+
+        for (size_t i = 0; i < e->n_meters; i++) {
+                const Meter *m = e->meters[i];
+                bool unused = m->total == 0;
+                uint64_t age = now > m->last_seen ? now - m->last_seen : 0;
+
+                if (age < (unused ? e->config.meter_evict_grace_usec : e->config.meter_evict_idle_usec) ||
+                    !meter_is_evictable(e, m, drop_taps))
+                        continue;
+                /* Never-used meters first, then the least recently seen. */
+                if (best == SIZE_MAX || (unused && !best_unused) ||
+                    (unused == best_unused && m->last_seen < e->meters[best]->last_seen)) {
+                        best = i;
+                        best_unused = unused;
+                }
+        }
+        return best;
+}
+
+static size_t meter_index_of(FlowEngine *e, const char *name) {
+        for (size_t i = 0; i < e->n_meters; i++)
+                if (streq(e->meters[i]->name, name))
+                        return i;
+        return SIZE_MAX;
+}
+
+static size_t tap_index_of(FlowEngine *e, const char *meter) {
+        for (size_t i = 0; i < e->n_taps; i++)
+                if (streq(e->taps[i]->meter_name, meter))
+                        return i;
+        return SIZE_MAX;
+}
+
+/* Drops meter i, with its first-sight tap if drop_tap, and rebuilds the name index (evictions are rare). */
+static void meter_forget(FlowEngine *e, size_t i, bool drop_tap) {
+        Meter *m = e->meters[i];
+        size_t t = drop_tap ? tap_index_of(e, m->name) : SIZE_MAX;
+
+        if (t != SIZE_MAX && e->taps[t]->auto_created)
+                tap_remove_at(e, t);
+        memmove(e->meters + i, e->meters + i + 1, (e->n_meters - i - 1) * sizeof(Meter *));
+        e->n_meters--;
+        free(m->name);
+        free(m->filter);
+        free(m);
+
+        memset(e->index, 0, e->index_size * sizeof(Meter *));
+        for (size_t j = 0; j < e->n_meters; j++)
+                index_insert(e->index, e->index_size, e->meters[j]);
+}
+
+static void meter_evict(FlowEngine *e, size_t i, const char *for_name, uint64_t now) {
+        Meter *m = e->meters[i];
+        bool had_tap = m->tap;
+        size_t j;
+
+        emit_log_kind(e, FLOW_LOG_TABLE, m->name, LOG_WARNING,
+                      "Meter table full (%d meters): forgetting meter %s (%s, last seen %" PRIu64 " s ago) for %s",
+                      FLOW_ENGINE_MAX_METERS, m->name, m->total == 0 ? "never counted a tick" : "idle",
+                      (now - MIN(now, m->last_seen)) / USEC_PER_SEC, for_name);
+        if (had_tap)
+                emit(e, &(FlowEvent) { .type = FLOW_EVENT_TAP_REMOVED, .meter_name = m->name });
+        emit(e, &(FlowEvent) { .type = FLOW_EVENT_METER_FORGOTTEN, .meter_name = m->name });
+
+        /* The shadow forgets it too, and the first-sight tap it was told about. */
+        if (e->shadow) {
+                j = meter_index_of(e->shadow, m->name);
+                if (j != SIZE_MAX && !e->shadow->meters[j]->flow)
+                        meter_forget(e->shadow, j, had_tap);
+                else if (had_tap && (j = tap_index_of(e->shadow, m->name)) != SIZE_MAX &&
+                         e->shadow->taps[j]->auto_created)
+                        tap_remove_at(e->shadow, j);
+        }
+        meter_forget(e, i, true);
+}
+
 /* 'restoring': the meter's state comes from the caller (flow_engine_restore_meter()), not from a
  * reset notice. */
-static int meter_get_or_add_full(FlowEngine *e, const char *name, bool restoring, Meter **ret) {
+static int meter_get_or_add_full(FlowEngine *e, const char *name, const FlowTime *now, bool drop_taps, bool restoring,
+                                 Meter **ret) {
         Meter *m;
         int r;
 
         m = meter_find(e, name);
         if (m) {
+                m->last_seen = now->monotonic;
                 *ret = m;
                 return 0;
         }
         if (e->n_meters >= FLOW_ENGINE_MAX_METERS) {
-                emit_log(e, name, LOG_WARNING, "Too many meters (%d), ignoring meter %s",
-                         FLOW_ENGINE_MAX_METERS, name);
-                return -ENOSPC;
+                /* The shadow's taps follow the real engine's. */
+                size_t victim = meter_pick_victim(e, now->monotonic, drop_taps && !is_shadow(e));
+                if (victim == SIZE_MAX) {
+                        emit_log_kind(e, FLOW_LOG_TABLE, name, LOG_WARNING,
+                                      "Meter table full (%d meters, all in use or seen lately); ignoring meter %s",
+                                      FLOW_ENGINE_MAX_METERS, name);
+                        return -ENOSPC;
+                }
+                meter_evict(e, victim, name, now->monotonic);
         }
         r = grow(&e->meters, &e->n_meters_alloc, e->n_meters + 1, sizeof(Meter *));
         if (r < 0)
@@ -757,6 +881,7 @@ static int meter_get_or_add_full(FlowEngine *e, const char *name, bool restoring
                 return -ENOMEM;
         }
         m->tap = tap_find(e, name);
+        m->last_seen = now->monotonic;
         e->meters[e->n_meters++] = m;
         index_insert(e->index, e->index_size, m);
         *ret = m;
@@ -771,8 +896,8 @@ static int meter_get_or_add_full(FlowEngine *e, const char *name, bool restoring
         return 0;
 }
 
-static int meter_get_or_add(FlowEngine *e, const char *name, Meter **ret) {
-        return meter_get_or_add_full(e, name, false, ret);
+static int meter_get_or_add(FlowEngine *e, const char *name, const FlowTime *now, bool drop_taps, Meter **ret) {
+        return meter_get_or_add_full(e, name, now, drop_taps, false, ret);
 }
 
 static bool relay_held(FlowEngine *e, const char *relay) {
@@ -1819,6 +1944,8 @@ int flow_engine_new(FlowEngine **ret, const FlowEngineConfig *config, FlowEventH
                 return -EINVAL;
         if (!isfinite(c.default_ml_per_tick) || c.default_ml_per_tick <= 0)
                 return -EINVAL;
+        if (c.create_unknown_taps && !flow_calibration_is_valid(c.default_ml_per_tick))
+                return -ERANGE;
 
         r = engine_new(&e, &c, handler, userdata);
         if (r < 0)
@@ -1957,8 +2084,10 @@ int flow_engine_set_tap(FlowEngine *e, const char *meter, const char *name, doub
         int r;
 
         assert_return(e, -EINVAL);
-        if (isempty(meter) || !isfinite(ml_per_tick) || ml_per_tick <= 0)
+        if (isempty(meter))
                 return -EINVAL;
+        if (!flow_calibration_is_valid(ml_per_tick))
+                return -ERANGE;
         assert_not_emitting(e);
         if (isempty(name))
                 name = meter;
@@ -2018,11 +2147,7 @@ static int tap_remove(FlowEngine *e, const char *meter) {
                 m = meter_find(e, meter);
                 if (m && m->flow)
                         flow_refresh_calibration(e, m->flow);
-                if (m)
-                        m->tap = NULL;
-                tap_free(e->taps[i]);
-                memmove(e->taps + i, e->taps + i + 1, (e->n_taps - i - 1) * sizeof(Tap *));
-                e->n_taps--;
+                tap_remove_at(e, i);
                 return 0;
         }
         return -ENOENT;
@@ -2040,6 +2165,18 @@ int flow_engine_remove_tap(FlowEngine *e, const char *meter) {
         return r;
 }
 
+/* Drops tap i; its meter, if any, no longer has a tap. */
+static void tap_remove_at(FlowEngine *e, size_t i) {
+        Tap *t = e->taps[i];
+        Meter *m = meter_find(e, t->meter_name);
+
+        if (m && m->tap == t)
+                m->tap = NULL;
+        tap_free(t);
+        memmove(e->taps + i, e->taps + i + 1, (e->n_taps - i - 1) * sizeof(Tap *));
+        e->n_taps--;
+}
+
 /* Standalone mode: the first MeterUpdate or FlowRequest of a meter without a tap creates one. */
 static int tap_maybe_create(FlowEngine *e, const char *meter) {
         int r;
@@ -2047,8 +2184,8 @@ static int tap_maybe_create(FlowEngine *e, const char *meter) {
         if (!e->config.create_unknown_taps || tap_find(e, meter))
                 return 0;
         if (e->n_taps >= FLOW_ENGINE_MAX_METERS) {
-                emit_log(e, meter, LOG_WARNING, "Too many taps (%d), not creating tap %s",
-                         FLOW_ENGINE_MAX_METERS, meter);
+                emit_log_kind(e, FLOW_LOG_TABLE, meter, LOG_WARNING, "Too many taps (%d), not creating tap %s",
+                              FLOW_ENGINE_MAX_METERS, meter);
                 return -ENOSPC;
         }
         r = tap_add(e, meter, meter, e->config.default_ml_per_tick, "", true, NULL);
@@ -2056,7 +2193,7 @@ static int tap_maybe_create(FlowEngine *e, const char *meter) {
                 return r;
         if (e->shadow && !tap_find(e->shadow, meter))
                 (void) tap_add(e->shadow, meter, meter, e->config.default_ml_per_tick, "", true, NULL);
-        emit_log(e, meter, LOG_INFO, "Creating tap %s with default calibration %g mL/tick",
+        emit_log_kind(e, FLOW_LOG_TAP, meter, LOG_INFO, "Creating tap %s with default calibration %g mL/tick",
                  meter, e->config.default_ml_per_tick);
         emit(e, &(FlowEvent) {
                 .type = FLOW_EVENT_TAP_CREATED,
@@ -2143,11 +2280,12 @@ static uint64_t meter_delta(FlowEngine *e, Meter *m, uint32_t r, bool *ret_rejec
 
         *ret_rejected = false;
         if (!m->has_last) {
-                emit_log(e, m->name, LOG_DEBUG, "Meter %s: first reading %" PRIu32 " is the baseline", m->name, r);
+                emit_log_kind(e, FLOW_LOG_METER, m->name, LOG_DEBUG, "Meter %s: first reading %" PRIu32 " is the baseline",
+                              m->name, r);
                 return 0;
         }
         if (r == last) {
-                emit_log(e, m->name, LOG_DEBUG, "Meter %s: reading %" PRIu32 " unchanged", m->name, r);
+                emit_log_kind(e, FLOW_LOG_METER, m->name, LOG_DEBUG, "Meter %s: reading %" PRIu32 " unchanged", m->name, r);
                 return 0;
         }
         if (r > last) {
@@ -2158,17 +2296,17 @@ static uint64_t meter_delta(FlowEngine *e, Meter *m, uint32_t r, bool *ret_rejec
                 uint64_t w = (uint64_t) r + (UINT64_C(1) << 32) - last;
                 /* Without a limit every decrease is a reset: a wrap could not be told apart. */
                 if (max != 0 && w <= max) {
-                        emit_log(e, m->name, LOG_DEBUG, "Meter %s wrapped", m->name);
+                        emit_log_kind(e, FLOW_LOG_METER, m->name, LOG_DEBUG, "Meter %s wrapped", m->name);
                         return w;
                 }
                 if (max == 0 || r <= max) {
-                        emit_log(e, m->name, LOG_INFO,
+                        emit_log_kind(e, FLOW_LOG_METER, m->name, LOG_INFO,
                                  "Meter %s went backwards (%" PRIu32 " -> %" PRIu32 "), counting %" PRIu32 " ticks",
                                  m->name, last, r, r);
                         return r;
                 }
         }
-        emit_log(e, m->name, LOG_WARNING,
+        emit_log_kind(e, FLOW_LOG_METER, m->name, LOG_WARNING,
                  "Bad ticks report: meter=%s last=%" PRIu32 " reading=%" PRIu32 "; re-baselining", m->name, last, r);
         *ret_rejected = true;
         return 0;
@@ -2183,7 +2321,7 @@ static int meter_event_begin(FlowEngine *e, const char *meter, const FlowTime *n
                 return -EINVAL;
         assert_not_emitting(e);
 
-        r = meter_get_or_add(e, meter, ret);
+        r = meter_get_or_add(e, meter, now, true, ret);
         if (r < 0)
                 return r;
         return tap_maybe_create(e, meter);
@@ -2193,7 +2331,7 @@ static int meter_event_begin(FlowEngine *e, const char *meter, const FlowTime *n
 static void shadow_counted(FlowEngine *s, const char *meter, uint64_t delta, const FlowTime *now) {
         Meter *m;
 
-        if (meter_get_or_add(s, meter, &m) < 0 || !filter_in_scope(s, m))
+        if (meter_get_or_add(s, meter, now, false, &m) < 0 || !filter_in_scope(s, m))
                 return;
         (void) filter_report(s, m, delta, now);
 }
@@ -2266,7 +2404,8 @@ int flow_engine_controller_reset(FlowEngine *e, const char *controller) {
                                 controller);
         if (r < 0)
                 return r;
-        emit_log(e, NULL, LOG_INFO, "Controller %s was reset, counting its meters from 0", controller);
+        emit_log_kind(e, FLOW_LOG_CONTROLLER, NULL, LOG_INFO, "Controller %s was reset, counting its meters from 0",
+                      controller);
         return 0;
 }
 
@@ -2315,7 +2454,7 @@ int flow_engine_restore_meter(FlowEngine *e, const char *meter, const FlowMeterS
         m = meter_find(e, meter);
         if (m && m->has_last)
                 return -EEXIST;
-        r = meter_get_or_add_full(e, meter, true, &m);
+        r = meter_get_or_add_full(e, meter, now, true, true, &m);
         if (r < 0)
                 return r;
         m->has_last = true;
@@ -2402,8 +2541,8 @@ static int start_flow(FlowEngine *e, Meter *m, const FlowTime *now) {
         }
         if (m->flow) {
                 /* pycore replaced the flow here and lost its ticks. */
-                emit_log(e, m->name, LOG_DEBUG, "Flow 0x%08" PRIx64 " already active on %s, keeping it",
-                         m->flow->id, m->name);
+                emit_log_kind(e, FLOW_LOG_REQUEST, m->name, LOG_DEBUG,
+                              "Flow 0x%08" PRIx64 " already active on %s, keeping it", m->flow->id, m->name);
                 return 0;
         }
 
@@ -2424,7 +2563,8 @@ int flow_engine_start_flow(FlowEngine *e, const char *meter, const FlowTime *now
         r = start_flow(e, m, now);
         if (r >= 0 || r == -EPERM) {
                 Meter *sm;
-                if (flow_engine_meter_mode(e, meter) == FLOW_GHOST_LOG && meter_get_or_add(e->shadow, meter, &sm) >= 0)
+                if (flow_engine_meter_mode(e, meter) == FLOW_GHOST_LOG &&
+                    meter_get_or_add(e->shadow, meter, now, false, &sm) >= 0)
                         (void) start_flow(e->shadow, sm, now);
         }
         return r;
@@ -2432,8 +2572,8 @@ int flow_engine_start_flow(FlowEngine *e, const char *meter, const FlowTime *now
 
 static int stop_flow(FlowEngine *e, Meter *m, const FlowTime *now) {
         if (!m || !m->flow) {
-                emit_log(e, m ? m->name : NULL, LOG_WARNING, "Stop flow request for %s, which has no active flow",
-                         m ? m->name : "?");
+                emit_log_kind(e, FLOW_LOG_REQUEST, m ? m->name : NULL, LOG_WARNING,
+                              "Stop flow request for %s, which has no active flow", m ? m->name : "?");
                 return 0;
         }
         if (m->flow->held)
@@ -2447,21 +2587,13 @@ int flow_engine_stop_flow(FlowEngine *e, const char *meter, const FlowTime *now)
         Meter *m;
         int r;
 
-        assert_return(e, -EINVAL);
-        if (isempty(meter) || !flow_time_valid(now))
-                return -EINVAL;
-        assert_not_emitting(e);
-
-        r = tap_maybe_create(e, meter);
+        /* Like every first sight, this one goes into the meter table: a first-sight tap always has
+         * a meter, which is what a full table forgets. */
+        r = meter_event_begin(e, meter, now, &m);
         if (r < 0)
                 return r;
 
-        m = meter_find(e, meter);
-        if (!m || !m->flow) {
-                emit_log(e, meter, LOG_WARNING, "Stop flow request for %s, which has no active flow", meter);
-                r = 0;
-        } else
-                r = stop_flow(e, m, now);
+        r = stop_flow(e, m, now);
 
         if (flow_engine_meter_mode(e, meter) == FLOW_GHOST_LOG) {
                 Meter *sm = meter_find(e->shadow, meter);
@@ -2774,7 +2906,8 @@ int flow_engine_restore_quarantine(FlowEngine *e, const char *meter, uint64_t si
                 return -EINVAL;
         assert_not_emitting(e);
 
-        r = meter_get_or_add(e, meter, &m);
+        /* At start-up: a quarantined meter is never forgotten, so its age does not matter. */
+        r = meter_get_or_add(e, meter, &(FlowTime) {}, false, &m);
         if (r < 0)
                 return r;
         r = meter_filter(m, &f);
@@ -2834,7 +2967,7 @@ static int token_event_begin(FlowEngine *e, const char *device, const char *valu
         if (!norm)
                 return -ENOMEM;
         if (!token_targets_all(meter) && !tap_find(e, meter)) {
-                emit_log(e, meter, LOG_WARNING, "Token event for unknown tap %s", meter);
+                emit_log_kind(e, FLOW_LOG_TOKEN, meter, LOG_WARNING, "Token event for unknown tap %s", meter);
                 free(norm);
                 return 0;
         }
@@ -2861,7 +2994,7 @@ static int token_added(FlowEngine *e, const char *device, const char *value, con
                 if (!tap_in_scope(e, t))
                         continue;
                 if (token_record_eq(&t->record, device, norm, rmeter)) {
-                        emit_log(e, t->meter_name, LOG_DEBUG, "Token %s/%s already active on tap %s",
+                        emit_log_kind(e, FLOW_LOG_TOKEN, t->meter_name, LOG_DEBUG, "Token %s/%s already active on tap %s",
                                  device, norm, t->meter_name);
                         continue;
                 }
@@ -2902,7 +3035,7 @@ static int token_removed(FlowEngine *e, const char *device, const char *value, c
                 if (!tap_in_scope(e, t))
                         continue;
                 if (!token_record_eq(&t->record, device, norm, rmeter)) {
-                        emit_log(e, t->meter_name, LOG_DEBUG, "Token has already been removed");
+                        emit_log_kind(e, FLOW_LOG_TOKEN, t->meter_name, LOG_DEBUG, "Token has already been removed");
                         continue;
                 }
                 tap_drop_record(e, t, now);
@@ -2983,7 +3116,7 @@ static int tap_authenticate(FlowEngine *e, Tap *t, const char *username, const F
         bool keep_relay;
         int r;
 
-        r = meter_get_or_add(e, t->meter_name, &m);
+        r = meter_get_or_add(e, t->meter_name, now, false, &m);
         if (r < 0)
                 return r;
 
@@ -3043,7 +3176,7 @@ static int token_resolved(FlowEngine *e, const char *device, const char *value, 
                 t->lookup_pending = false;
                 n++;
                 if (!username) {
-                        emit_log(e, t->meter_name, LOG_DEBUG, "Token %s/%s not authorised, no flow on %s",
+                        emit_log_kind(e, FLOW_LOG_TOKEN, t->meter_name, LOG_DEBUG, "Token %s/%s not authorised, no flow on %s",
                                  device, norm, t->meter_name);
                         continue;
                 }

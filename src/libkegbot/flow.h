@@ -4,6 +4,7 @@
  * in on every call and receives, through one handler, the ordered events to publish. */
 #pragma once
 
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,10 +17,23 @@
 #define FLOW_DEVICE_ONEWIRE "core.onewire"
 #define FLOW_DEVICE_RFID "core.rfid"
 
+/* The calibration a tap may have, as mL per tick and as ticks per mL alike (1/100 to 100): beyond
+ * it a volume is nonsense (1e308 mL per tick overflowed every volume to infinity). */
+#define FLOW_CALIBRATION_MIN 0.01
+#define FLOW_CALIBRATION_MAX 100.0
+
+static inline bool flow_calibration_is_valid(double x) {
+        return isfinite(x) && x >= FLOW_CALIBRATION_MIN && x <= FLOW_CALIBRATION_MAX;
+}
+
 /* No deadline pending (flow_engine_next_deadline()). */
 #define FLOW_USEC_INFINITY UINT64_MAX
 
-/* Meters the engine tracks at most; a stream of made-up meter names cannot grow memory forever. */
+/* Meters the engine tracks at most; a stream of made-up meter names cannot grow memory forever.
+ * When the table is full, a meter that has no flow and no configured tap is forgotten to make room
+ * (its first-sight tap with it): first one that never counted a tick and was not seen for
+ * meter_evict_grace_usec, else one not seen for meter_evict_idle_usec; else the new name is refused.
+ * A forgotten meter that comes back takes its next reading as a baseline. */
 #define FLOW_ENGINE_MAX_METERS 1024
 
 typedef struct FlowEngine FlowEngine;
@@ -116,10 +130,14 @@ typedef struct FlowEngineConfig {
         uint64_t idle_rfid_usec;        /* ... through core.rfid */
         uint64_t idle_default_usec;     /* ... through any other device, and anonymous flows */
         uint64_t relay_reassert_usec;   /* re-send "enabled" this often per flow; 0 = never (caller does it) */
+        uint64_t meter_evict_grace_usec;/* a meter that never counted a tick may be forgotten after this */
+        uint64_t meter_evict_idle_usec; /* any other meter without a flow, after this without a reading */
 } FlowEngineConfig;
 
-/* Server-mode defaults: max_tick_delta 1000, max_restart_delta 20000, the spec's filter settings (flow_settings_init()), idle
- * 120/20/10 s, re-assert every 1 s, no first-sight taps (default_ml_per_tick 1/2.2). */
+/* Server-mode defaults: max_tick_delta 1000, max_restart_delta 20000, the spec's filter settings
+ * (flow_settings_init()), idle 120/20/10 s, re-assert every 1 s, no first-sight taps
+ * (default_ml_per_tick 1/2.2), meters forgotten after 5 s (never counted a tick) or 10 min (idle)
+ * when the table is full. */
 void flow_engine_config_init(FlowEngineConfig *c);
 
 typedef enum FlowState {
@@ -167,6 +185,19 @@ typedef struct FlowMeterState {
                                          * restart (board reset): the counter cannot give them back */
 } FlowMeterState;
 
+/* What a log line is about, so that the caller can rate-limit lines a peer can trigger per kind. */
+typedef enum FlowLogKind {
+        FLOW_LOG_FLOW,                  /* a flow started, ended, was bound, was (not) recorded */
+        FLOW_LOG_METER,                 /* a reading: baseline, repeat, wrap, backwards, rejected */
+        FLOW_LOG_TAP,                   /* a tap created on first sight */
+        FLOW_LOG_TABLE,                 /* the meter table: a meter forgotten to make room, or full */
+        FLOW_LOG_REQUEST,               /* a flow request that changes nothing */
+        FLOW_LOG_TOKEN,                 /* token handling */
+        FLOW_LOG_CONTROLLER,            /* a board reset notice */
+        FLOW_LOG_GHOST,                 /* a ghost-pour classification: ghost ticks, flags, quarantine */
+        _FLOW_LOG_KIND_MAX,
+} FlowLogKind;
+
 typedef enum FlowEventType {
         FLOW_EVENT_LOG,                 /* a decision worth a log line: .log (logger "flowmanager") */
         FLOW_EVENT_FLOW_UPDATE,         /* kegnet FlowUpdate / D-Bus FlowUpdated: .flow */
@@ -183,6 +214,10 @@ typedef enum FlowEventType {
         FLOW_EVENT_METER_STATE,         /* the meter's persistent state changed without a drink (a
                                          * baseline, a rejected report, a flow not recorded, a ghost
                                          * episode, a board reset): .meter_state */
+        FLOW_EVENT_TAP_REMOVED,         /* first-sight tap forgotten with its meter (full table): .meter_name;
+                                         * sent while the tap can still be looked up */
+        FLOW_EVENT_METER_FORGOTTEN,     /* a meter forgotten to make room (full table), every tick of it
+                                         * accounted for: .meter_name; its persistent state goes too */
 } FlowEventType;
 
 typedef struct FlowEvent {
@@ -194,6 +229,7 @@ typedef struct FlowEvent {
                 struct {
                         int level;      /* syslog priority: LOG_DEBUG, LOG_INFO, LOG_WARNING */
                         const char *message;
+                        FlowLogKind kind;
                 } log;
                 /* A completed flow worth recording (section 10.1): the pour fields of the one drink
                  * record, strings borrowed from the engine, no uuid or boot id yet (the engine reads
@@ -259,9 +295,10 @@ enum {
 };
 
 /* Adds or updates the tap of 'meter' (name NULL/"" = the meter name, relay_name NULL = none). Returns
- * FLOW_TAP_*, or -EINVAL for an empty meter or ml_per_tick not finite and > 0. A flow in progress keeps
- * the relay it captured; its volume follows the new calibration. A new tap uses the engine's settings
- * until flow_engine_set_tap_settings() gives it its own. */
+ * FLOW_TAP_*, -EINVAL for an empty meter, or -ERANGE for ml_per_tick outside
+ * flow_calibration_is_valid(). A flow in progress keeps the relay it captured; its volume follows the
+ * new calibration. A new tap uses the engine's settings until flow_engine_set_tap_settings() gives it
+ * its own. */
 int flow_engine_set_tap(FlowEngine *e, const char *meter, const char *name, double ml_per_tick, const char *relay_name);
 /* The tap's own filter settings (NULL: the engine's again). They apply from the next evaluation; the
  * meter's filter state is kept. -ENOENT: no such tap; -EINVAL: out of bounds. */
@@ -313,7 +350,8 @@ typedef struct FlowMeterInfo {
         bool resync;                    /* the next new reading is allowed max_restart_delta */
 } FlowMeterInfo;
 
-/* MeterUpdate. Returns the counted delta (>= 0; a delta is at most 2^32-1) or a negative errno. */
+/* MeterUpdate. Returns the counted delta (>= 0; a delta is at most 2^32-1) or a negative errno
+ * (-ENOSPC: a new meter and the table is full of meters in use, logged). */
 int64_t flow_engine_meter_update(FlowEngine *e, const char *meter, uint32_t reading, const FlowTime *now);
 /* ControllerConnectedEvent with board_reset: every meter "<controller>.*" counts its next reading from 0.
  * The ticks not accounted for yet become its meter's carry (FLOW_EVENT_METER_STATE). */

@@ -267,6 +267,20 @@ class KegnetConn:
     def send(self, event, **data):
         self.sock.sendall(kegnet_frame(event, **data))
 
+    def hello(self, role="listener", name="test", session=None, seq=None, timeout=5.0):
+        """Say Hello as this project's clients do; returns the core's Welcome (its data), or None
+        if the connection closed first (a Refused frame's reason is then in self.refused)."""
+        self.send("Hello", role=role, name=name, session=session, seq=seq)
+        self.refused = None
+        while True:
+            m = self.recv(timeout)
+            if m is None:
+                return None
+            if m["event"] == "Refused":
+                self.refused = m["data"]["reason"]
+            if m["event"] == "Welcome":
+                return m["data"]
+
     def send_raw(self, b):
         self.sock.sendall(b)
 

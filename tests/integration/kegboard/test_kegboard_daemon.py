@@ -364,7 +364,9 @@ class DaemonTest(unittest.TestCase):
         core.broadcast("SetRelayOutputEvent", output_name=BOARD + ".relay9", output_mode="enabled")
         sim.wait_line(r" RELAY id=1 state=on cause=command$", key="stdout")
         d.wait_line(r"INFO +\(kegboard\) %s: relay1 is now on$" % BOARD)
-        d.wait_line(r"WARNING .*malformed relay name '%s.relay9'" % BOARD)
+        # A relay the board does not have is an error (it used to be a quiet "malformed" warning).
+        d.wait_line(r"ERROR +\(kegboard\) SetRelayOutputEvent for %s\.relay9: this board has no such relay "
+                    r"\(relay0\.\.relay5\); ignored" % BOARD)
         # The core stops re-asserting: the board's watchdog closes the valve.
         sim.wait_line(r" RELAY id=1 state=off cause=watchdog$", timeout=6, key="stdout")
         d.wait_line(r"WARNING +\(kegboard\) %s: relay1 was switched off by the board" % BOARD)
