@@ -275,6 +275,14 @@ else
   fail "after start kegbot.target: target=$(state kegbot.target) socket=$(state kegbot-core.socket) core=$(state kegbot-core.service)"
 fi
 
+# 2b. The producers' kegnet socket: group kegbot, mode 0660, made by the socket unit.
+sockinfo=$(IN stat -c '%F %a %U:%G' /run/kegbot/kegnet.sock 2>&1)
+if [ "$sockinfo" = "socket 660 root:kegbot" ]; then
+  pass "/run/kegbot/kegnet.sock: $sockinfo"
+else
+  fail "/run/kegbot/kegnet.sock: $sockinfo"
+fi
+
 # 3. Socket activation by the first kegnet connection (queued on the socket until the core takes it).
 IN bash -c 'exec 3<>/dev/tcp/127.0.0.1/9805' >/dev/null 2>&1
 if wait_for 20 "core active" is_active kegbot-core.service; then
@@ -327,6 +335,10 @@ if wait_for 10 "sim link" IN test -L /dev/ttyKB0; then
   else
     fail "the core never saw the board as a connected controller"
   fi
+  # The daemon came in through the Unix socket, as a producer with acknowledgements.
+  hello=$(IN journalctl -b -t kegbot_core --no-pager -o cat | grep -m1 'Hello from unix:pid=.*kegboard_daemon (producer, acknowledged)')
+  [ -n "$hello" ] && pass "kegboard_daemon on the Unix socket: $hello" \
+    || fail "no Hello from kegboard_daemon on the Unix socket: $(IN journalctl -b -t kegbot_core --no-pager -o cat | grep Hello)"
   tap=
   ticks=
   find_tap() {
@@ -456,6 +468,37 @@ if [ $rc -ne 0 ] && grep -qi 'denied\|not allowed\|AccessDenied' <<<"$out"; then
   pass "mutating busctl call as nobody denied ($out)"
 else
   fail "mutating call as nobody was not denied (rc=$rc): $out"
+fi
+
+# 6b. kegnet on TCP: a listener may be anyone, a producer only root or the service user. A meter
+# reading from nobody is refused (in the journal), and the Unix socket is closed to nobody.
+IN setpriv --reuid=65534 --regid=65534 --clear-groups bash -c \
+  'exec 3<>/dev/tcp/127.0.0.1/9805 && printf "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"nobody.flow0\",\"reading\":7}}\n\n" >&3 && sleep 1' \
+  >/dev/null 2>&1
+refused() { IN journalctl -b -t kegbot_core --no-pager -o cat | grep -q 'Refusing MeterUpdate from 127\.0\.0\.1:[0-9]*: uid 65534 is not root or the service user'; }
+if wait_for 10 "refusal logged" refused; then
+  pass "MeterUpdate over TCP from nobody refused: $(IN journalctl -b -t kegbot_core --no-pager -o cat | grep -m1 'Refusing MeterUpdate')"
+else
+  fail "no refusal of nobody's MeterUpdate: $(IN journalctl -b -t kegbot_core --no-pager -o cat | tail -5)"
+fi
+if IN setpriv --reuid=65534 --regid=65534 --clear-groups bash -c 'exec 3<>/dev/tcp/127.0.0.1/9805' 2>/dev/null; then
+  pass "kegnet TCP stays open to every local user (listeners)"
+else
+  fail "nobody could not connect to kegnet on TCP"
+fi
+out=$(IN setpriv --reuid=65534 --regid=65534 --clear-groups /usr/local/bin/test_flow --ticks=0 \
+        --kb_core_addr=127.0.0.1:9805 2>&1)
+if [ $? -ne 0 ] && grep -q 'The core does not accept producer messages from this program' <<<"$out"; then
+  pass "test_flow as nobody over TCP: told it may not produce"
+else
+  fail "test_flow as nobody over TCP: $out"
+fi
+out=$(IN setpriv --reuid=65534 --regid=65534 --clear-groups /usr/local/bin/test_flow --ticks=0 \
+        --kb_core_addr=unix:/run/kegbot/kegnet.sock 2>&1)
+if [ $? -ne 0 ]; then
+  pass "/run/kegbot/kegnet.sock refuses nobody"
+else
+  fail "nobody could produce on /run/kegbot/kegnet.sock: $out"
 fi
 
 # 7. systemctl reload sends SIGHUP and the core stays up.
