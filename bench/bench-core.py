@@ -11,6 +11,9 @@
 3. Idle wake-ups: voluntary context switches of an idle core per minute (target < 2).
    BENCH_IDLE_SECONDS overrides the 60 s window.
 4. RSS of the standalone core at start and after the throughput run (target <= 4 MB).
+5. 1 and 2 again while hostile connections come and go (at least 1000 per measurement, besides 64
+   idle ones holding every slot): the same targets; the producers keep their slots and the core its
+   pace.
 The last line is PASS, or FAIL: <which> with a non-zero exit.
 """
 import os
@@ -78,6 +81,43 @@ class Counter:
         self.sock.close()
 
 
+class Hostile:
+    """Connections any local user can make: 64 that never send anything (every slot taken), and
+    a thread that keeps opening connections, sending a bad frame and closing them."""
+
+    def __init__(self, port, rate=400.0):
+        self.port = port
+        self.idle = []
+        for _ in range(64):
+            self.idle.append(socket.create_connection(("127.0.0.1", port)))
+        self.count = 0
+        self.stop = False
+        self.interval = 1.0 / rate
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        next_at = time.perf_counter()
+        while not self.stop:
+            try:
+                s = socket.create_connection(("127.0.0.1", self.port))
+                s.sendall(b"not json\n\n")
+                s.close()
+            except OSError:
+                pass
+            self.count += 1
+            next_at += self.interval
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+
+    def close(self):
+        self.stop = True
+        self.t.join(5)
+        for s in self.idle:
+            s.close()
+
+
 def start_core(tmp, extra=(), prefix=()):
     port = kbtest.free_port()
     core = kbtest.Proc(list(prefix) + [kbtest.binary("kegbot_core"), "--kb_core_bind_addr=127.0.0.1:%d" % port,
@@ -96,13 +136,14 @@ def cpus():
     return mine[-1], set(mine[:-1])
 
 
-def bench_throughput(tmp, mode="on", n=200000):
+def bench_throughput(tmp, mode="on", n=200000, hostile=False):
     core_cpu, others = cpus()
     prefix = ["taskset", "-c", str(core_cpu)] if core_cpu is not None else []
     core, port = start_core(tmp, ["--ghost_filter=" + mode], prefix)
     saved = os.sched_getaffinity(0)
     if others:
         os.sched_setaffinity(0, others)
+    churn = None
     try:
         rss_start = kbtest.proc_status(core.pid, "VmRSS")
         listener = Counter(port)
@@ -110,6 +151,12 @@ def bench_throughput(tmp, mode="on", n=200000):
         # Both accepted before the burst (else the listener could miss its start).
         kbtest.wait_until(lambda: len([l for l in core.output("stderr") if "Remote host connected" in l]) >= 2,
                           what="both clients connected")
+        if hostile:
+            # Both clients announce themselves: a producer and a listener keep their slots.
+            producer.sock.sendall(kbtest.kegnet_frame("Hello", role="producer", name="bench", session=None, seq=None))
+            listener.sock.sendall(kbtest.kegnet_frame("Hello", role="listener", name="bench", session=None, seq=None))
+            churn = Hostile(port)
+            kbtest.wait_until(lambda: churn.count >= 200, timeout=10, what="hostile connections under way")
         frames = b"".join(kbtest.kegnet_frame("MeterUpdate", meter_name="kegboard.flow0", reading=i)
                           for i in range(n + 1))
         listener.expect(b'"ticks":%d,' % n)
@@ -123,12 +170,20 @@ def bench_throughput(tmp, mode="on", n=200000):
             raise SystemExit("throughput: the last FlowUpdate never arrived (%d frames seen)" % listener.frames)
         rate = n / (t1 - t0)
         rss_after = kbtest.proc_status(core.pid, "VmRSS")
+        hostile_count = 0
+        if churn:
+            # At least 1000 connections came and went while the core kept up.
+            kbtest.wait_until(lambda: churn.count >= 1000, timeout=30, what="1000 hostile connections")
+            hostile_count = churn.count
+            churn.close()
         listener.close()
         producer.close()
         core.stop()
-        return rate, rss_start, rss_after
+        return rate, rss_start, rss_after, hostile_count
     finally:
         os.sched_setaffinity(0, saved)
+        if churn:
+            churn.close()
         core.kill()
 
 
@@ -150,14 +205,16 @@ def tlv(tag, value):
     return bytes([tag, len(value)]) + value
 
 
-def bench_latency(tmp, samples=500):
+def bench_latency(tmp, samples=500, hostile=False):
     core, port = start_core(tmp)
     master, slave = os.openpty()
     tty.setraw(slave)
     path = os.ttyname(slave)
     daemon = None
+    churn = None
     try:
         listener = Counter(port)
+        listener.sock.sendall(kbtest.kegnet_frame("Hello", role="listener", name="bench", session=None, seq=None))
         daemon = kbtest.Proc([kbtest.binary("kegboard_daemon"), "--kegboard_device=" + path,
                               "--kb_core_addr=%d" % port, "--probe_seconds=0.2", "--hello_timeout=0"],
                              name="kegboard_daemon")
@@ -174,6 +231,9 @@ def bench_latency(tmp, samples=500):
             return kbsp_frame(0x10, tlv(1, b"flow0") + tlv(2, struct.pack("<I", reading)))
 
         os.write(master, meter(0))          # baseline: handled before reading 1, which follows it
+        if hostile:
+            churn = Hostile(port)
+            kbtest.wait_until(lambda: churn.count >= 200, timeout=10, what="hostile connections under way")
         lat = []
         # 20 ticks (9 mL) a frame: a pour the ghost filter takes at once, frame after frame.
         step = 20
@@ -192,10 +252,17 @@ def bench_latency(tmp, samples=500):
                 raise SystemExit("latency: no FlowUpdate for reading %d" % i)
             lat.append((t1 - t0) * 1000.0)
             time.sleep(0.002)               # the scenario: readings apart, as a board sends them
+        hostile_count = 0
+        if churn:
+            kbtest.wait_until(lambda: churn.count >= 1000, timeout=30, what="1000 hostile connections")
+            hostile_count = churn.count
+            churn.close()
         listener.close()
         lat.sort()
-        return lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1], lat[-1]
+        return lat[len(lat) // 2], lat[int(len(lat) * 0.99) - 1], lat[-1], hostile_count
     finally:
+        if churn:
+            churn.close()
         if daemon:
             daemon.stop()
         core.stop()
@@ -231,7 +298,7 @@ def main():
     failed = []
     for mode in ("on", "log", "off"):
         with kbtest.TempDir() as tmp:
-            rate, rss_start, rss_after = bench_throughput(tmp, mode)
+            rate, rss_start, rss_after, _ = bench_throughput(tmp, mode)
             print("throughput (ghost_filter=%s): %.0f MeterUpdate/s (FlowUpdate to 1 listener; target >= %d)"
                   % (mode, rate, THROUGHPUT_TARGETS[mode]))
             print("core RSS (ghost_filter=%s) at start: %.2f MB; after %s messages: %.2f MB (target <= 4 MB)"
@@ -242,11 +309,25 @@ def main():
                 failed.append("RSS (ghost_filter=%s)" % mode)
             sys.stdout.flush()
     with kbtest.TempDir() as tmp:
-        p50, p99, pmax = bench_latency(tmp)
+        p50, p99, pmax, _ = bench_latency(tmp)
         print("pty meter frame -> FlowUpdate latency: p50 %.3f ms, p99 %.3f ms, max %.3f ms (target p99 < 2 ms)"
               % (p50, p99, pmax))
         if p99 >= 2.0:
             failed.append("latency")
+        sys.stdout.flush()
+    with kbtest.TempDir() as tmp:
+        rate, _, _, n = bench_throughput(tmp, hostile=True)
+        print("core MeterUpdate throughput while %d hostile connections came and went (64 idle ones holding "
+              "the slots): %.0f messages/s (target >= %d)" % (n, rate, THROUGHPUT_TARGETS["on"]))
+        if rate < THROUGHPUT_TARGETS["on"]:
+            failed.append("throughput under hostile connections")
+        sys.stdout.flush()
+    with kbtest.TempDir() as tmp:
+        p50, p99, pmax, n = bench_latency(tmp, hostile=True)
+        print("pty meter frame -> FlowUpdate latency while %d hostile connections came and went: p50 %.3f ms, "
+              "p99 %.3f ms, max %.3f ms (target p99 < 2 ms)" % (n, p50, p99, pmax))
+        if p99 >= 2.0:
+            failed.append("latency under hostile connections")
         sys.stdout.flush()
     with kbtest.TempDir() as tmp:
         vol, invol, rss = bench_idle(tmp, idle_seconds)

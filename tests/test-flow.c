@@ -1677,6 +1677,35 @@ static void test_meter_limit(void) {
         meter_limit_in_mode(FLOW_GHOST_LOG);
 }
 
+/* A meter known to be real (its board is connected) may push out fresh junk at once. */
+static void test_make_room(void) {
+        Rec r;
+        _cleanup_(flow_engine_freep) FlowEngine *e = engine_new(&r, NULL);
+        char name[32];
+
+        check_int(flow_engine_make_room(e, "board.flow0", AT(0)), 0);          /* room enough */
+        check_int(flow_engine_meter_update(e, "used.m", 1, AT(0)), 0);
+        check_int(flow_engine_meter_update(e, "used.m", 2, AT(0)), 1);
+        for (int i = 0; i < FLOW_ENGINE_MAX_METERS - 1; i++) {
+                snprintf(name, sizeof name, "junk.m%d", i);
+                check_int(flow_engine_meter_update(e, name, 1, AT(SEC(1) + (uint64_t) i)), 0);
+        }
+        check_int(flow_engine_make_room(e, "junk.m5", AT(SEC(1))), 0);           /* already known */
+        check_int(flow_engine_meter_update(e, "board.flow0", 1, AT(SEC(2))), -ENOSPC);
+        rec_reset(&r);
+        check_int(flow_engine_make_room(e, "board.flow0", AT(SEC(2))), 1);
+        check(log_has(&r, "W:Meter table full (1024 meters): forgetting meter junk.m0 (never counted a tick, last seen 1 s ago) for board.flow0"));
+        check_int(flow_engine_meter_update(e, "board.flow0", 10, AT(SEC(2))), 0);
+        check_int(flow_engine_meter_update(e, "board.flow0", 30, AT(SEC(2))), 20);
+        /* Used meters still need to be idle: with only those left, nothing can go. */
+        for (int i = 1; i < FLOW_ENGINE_MAX_METERS - 1; i++) {
+                snprintf(name, sizeof name, "junk.m%d", i);
+                check_int(flow_engine_meter_update(e, name, 2, AT(SEC(3))), 1);
+        }
+        check_int(flow_engine_process_deadlines(e, AT(SEC(60))) >= 1, 1);
+        check_int(flow_engine_make_room(e, "board.flow1", AT(SEC(60))), -ENOSPC);
+}
+
 static void test_invalid_arguments(void) {
         Rec r;
         _cleanup_(flow_engine_freep) FlowEngine *e = engine_new(&r, NULL);
@@ -1766,6 +1795,7 @@ int main(void) {
         test_run(test_standalone_first_sight);
         test_run(test_handler_reentrancy);
         test_run(test_meter_limit);
+        test_run(test_make_room);
         test_run(test_invalid_arguments);
 
         return test_result();

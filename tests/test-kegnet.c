@@ -314,6 +314,10 @@ static void test_roundtrip(void) {
                 KegnetMessage h;
                 check(parse_str("{\"event\":\"Hello\",\"data\":{\"role\":\"display\",\"subscribe\":[\"FlowUpdate\"]}}", &h) == 0);
                 check(h.kind == KEGNET_HELLO && h.hello.role == KEGNET_ROLE_OTHER && !h.hello.has_seq && !h.hello.session);
+                check_streq(h.hello.role_name, "display");
+                char *again = encode(&h);           /* and it travels on under its own name */
+                check_streq(again, "{\"event\":\"Hello\",\"data\":{\"role\":\"display\",\"name\":null,\"session\":null,\"seq\":null}}");
+                free(again);
                 kegnet_message_done(&h);
                 check(parse_str("{\"event\":\"Hello\",\"data\":{\"seq\":1}}", &h) == -EINVAL);
                 kegnet_message_done(&h);

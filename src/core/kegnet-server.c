@@ -6,9 +6,10 @@
  *
  * Slots: a peer that has sent nothing yet is "anonymous" (kept in accept order); at capacity a
  * newcomer takes the slot of the oldest anonymous peer past the grace period, else of the least
- * recently active peer that may not produce, else of the least recently active listener; announced
- * producers are never displaced, and when nothing can go the newcomer is refused with a Refused
- * frame (its client can tell that from a lost connection: no Welcome came). */
+ * recently active peer that may not produce. Peers that may produce and have spoken (announced
+ * producers, listeners that said Hello, pycore producers) keep their slots; when nothing can go
+ * the newcomer is refused with a Refused frame (its client can tell that from a lost connection:
+ * no Welcome came). So no other user can take a slot from the boards or the core's own listeners. */
 #include <inttypes.h>
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -725,22 +726,14 @@ static void refuse_fd(int fd, const char *reason) {
 static KegnetPeer *server_pick_victim(KegnetServer *s) {
         uint64_t now = server_now(s);
         KegnetPeer *best = NULL;
-        int best_rank = 0;
 
         for (KegnetPeer *p = s->anon_head; p; p = p->anon_next)
                 if (p->connected_at + KEGNET_SERVER_GRACE_USEC <= now)
                         return p;       /* the oldest anonymous peer past its grace period */
 
-        for (KegnetPeer *p = s->peers; p; p = p->next) {
-                int rank;
-                if (p->producer || p->anonymous)
-                        continue;
-                rank = p->trusted ? 1 : 2;      /* peers that may not produce go first */
-                if (!best || rank > best_rank || (rank == best_rank && p->last_frame_at < best->last_frame_at)) {
+        for (KegnetPeer *p = s->peers; p; p = p->next)
+                if (!p->trusted && !p->anonymous && (!best || p->last_frame_at < best->last_frame_at))
                         best = p;
-                        best_rank = rank;
-                }
-        }
         return best;
 }
 
@@ -874,7 +867,7 @@ static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *us
                                 if (!l->is_unix)
                                         format_sockaddr(&sa.sa, addr);
                                 log_ratelimited(&rl_refused, LOG_WARNING,
-                                                "Too many clients (%u, all of them producers or new); refusing connection from %s",
+                                                "Too many clients (%u, none idle or untrusted); refusing connection from %s",
                                                 s->options.max_peers, addr);
                                 refuse_fd(cfd, "too many clients");
                                 safe_close(cfd);
@@ -883,8 +876,7 @@ static int on_accept(sd_event_source *source, int fd, uint32_t revents, void *us
                         log_ratelimited(&rl_evicted, LOG_WARNING,
                                         "Too many clients (%u); closing %s (%s) to make room",
                                         s->options.max_peers, victim->address,
-                                        victim->anonymous ? "it sent nothing" :
-                                        victim->trusted ? "a listener" : "it may not produce");
+                                        victim->anonymous ? "it sent nothing" : "it may not produce");
                         refuse_fd(victim->fd, "closed to make room for another client");
                         peer_close(victim);
                 }
@@ -897,8 +889,9 @@ static int on_idle_timer(sd_event_source *source, uint64_t usec, void *userdata)
         KegnetServer *s = userdata;
         uint64_t now = server_now(s);
 
-        while (s->anon_head && server_crowded(s) &&
-               s->anon_head->connected_at + s->options.idle_timeout_usec <= now) {
+        /* Under pressure every connection past the timeout goes, not just enough to relieve it. */
+        bool crowded = server_crowded(s);
+        while (crowded && s->anon_head && s->anon_head->connected_at + s->options.idle_timeout_usec <= now) {
                 KegnetPeer *p = s->anon_head;
                 log_ratelimited(&rl_idle, LOG_WARNING, "Closing %s: no frame in %g s while %zu of %u slots are taken",
                                 p->address, (double) s->options.idle_timeout_usec / (double) USEC_PER_SEC,

@@ -38,8 +38,8 @@ typedef struct KegnetServerCallbacks {
 } KegnetServerCallbacks;
 
 typedef struct KegnetServerOptions {
-        unsigned max_peers;             /* slots; at capacity a newcomer takes the slot of an idle or
-                                         * lesser peer, or is refused (never an announced producer's) */
+        unsigned max_peers;             /* slots; at capacity a newcomer takes the slot of a peer that sent
+                                         * nothing or may not produce, or is refused */
         size_t max_unsent;              /* a peer with more unsent output is dropped */
         uint64_t idle_timeout_usec;     /* a connection that sent no frame for this long is closed
                                          * while at least half of the slots are taken */

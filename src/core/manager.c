@@ -38,7 +38,8 @@ static LogRateLimit rl_flow_log[_FLOW_LOG_KIND_MAX] = {
         [FLOW_LOG_FLOW] = LOG_RATELIMIT_INIT("flow messages", 10 * USEC_PER_SEC, 200),
         [FLOW_LOG_METER] = LOG_RATELIMIT_DEFAULT("meter reading messages"),
         [FLOW_LOG_TAP] = LOG_RATELIMIT_DEFAULT("first-sight tap messages"),
-        [FLOW_LOG_TABLE] = LOG_RATELIMIT_DEFAULT("meter table messages"),
+        [FLOW_LOG_TABLE] = LOG_RATELIMIT_DEFAULT("meters forgotten to make room"),
+        [FLOW_LOG_TABLE_FULL] = LOG_RATELIMIT_DEFAULT("new meters refused (table full)"),
         [FLOW_LOG_REQUEST] = LOG_RATELIMIT_DEFAULT("flow request messages"),
         [FLOW_LOG_TOKEN] = LOG_RATELIMIT_INIT("token messages", 10 * USEC_PER_SEC, 50),
         [FLOW_LOG_CONTROLLER] = LOG_RATELIMIT_DEFAULT("board reset messages"),
@@ -46,6 +47,7 @@ static LogRateLimit rl_flow_log[_FLOW_LOG_KIND_MAX] = {
 };
 static LogRateLimit rl_tokens = LOG_RATELIMIT_INIT("token messages", 10 * USEC_PER_SEC, 50);
 static LogRateLimit rl_controllers = LOG_RATELIMIT_INIT("controller messages", 10 * USEC_PER_SEC, 50);
+static LogRateLimit rl_controller_table = LOG_RATELIMIT_DEFAULT("controller table messages");
 static LogRateLimit rl_names = LOG_RATELIMIT_DEFAULT("new names refused");
 static LogRateLimit rl_failures = LOG_RATELIMIT_DEFAULT("kegnet messages that failed");
 
@@ -957,13 +959,13 @@ static bool controllers_make_room(Manager *m, const char *for_name) {
                     (victim == SIZE_MAX || m->controllers[i].last_seen_realtime < m->controllers[victim].last_seen_realtime))
                         victim = i;
         if (victim == SIZE_MAX) {
-                log_ratelimited(&rl_controllers, LOG_WARNING,
+                log_ratelimited(&rl_controller_table, LOG_WARNING,
                                 "Too many controllers (%u, all connected); ignoring controller %s", MAX_CONTROLLERS,
                                 for_name);
                 return false;
         }
         (void) sd_event_now(m->event, CLOCK_REALTIME, &now);
-        log_ratelimited(&rl_controllers, LOG_WARNING,
+        log_ratelimited(&rl_controller_table, LOG_WARNING,
                         "Controller table full (%u): forgetting disconnected controller %s (last seen %" PRIu64 " s ago) for %s",
                         MAX_CONTROLLERS, m->controllers[victim].name,
                         (now - MIN(now, m->controllers[victim].last_seen_realtime)) / USEC_PER_SEC, for_name);
@@ -1077,6 +1079,23 @@ static void on_kegnet_close(KegnetServer *s, KegnetPeer *p, void *userdata) {
         }
 }
 
+/* A new meter of a board that is connected right now is real: it may push out a fresh junk name
+ * that a meter of unknown origin could not (flow_engine_make_room()). */
+static void make_room_for_board_meter(Manager *m, const char *meter) {
+        FlowTime now;
+
+        for (size_t i = 0; i < m->n_controllers; i++) {
+                const Controller *c = &m->controllers[i];
+                const char *port = startswith(meter, c->name);
+                if (c->connected && port && *port == '.') {
+                        manager_now(m, &now);
+                        if (flow_engine_make_room(m->engine, meter, &now) > 0)
+                                manager_engine_done(m);
+                        return;
+                }
+        }
+}
+
 /* A meter the tables know (a configured tap's meter counts even before its first reading). */
 static bool meter_known(Manager *m, const char *meter) {
         return flow_engine_get_meter(m->engine, meter, &(FlowMeterInfo) {}) >= 0 ||
@@ -1106,6 +1125,8 @@ static void on_kegnet_message(KegnetServer *s, KegnetPeer *p, const KegnetMessag
                 known = meter_known(m, meter);
                 if (!peer_meter_ok(p, names, known, meter))
                         break;
+                if (!known)
+                        make_room_for_board_meter(m, meter);
                 r = manager_meter_update(m, meter, msg->meter_update.reading);
                 if (r < 0 && r != -ESHUTDOWN && r != -ENOSPC)   /* a full table logged already */
                         log_ratelimited_errno(&rl_failures, LOG_WARNING, r, "MeterUpdate for %s failed: %m", meter);

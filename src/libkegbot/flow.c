@@ -762,8 +762,9 @@ static bool meter_is_evictable(FlowEngine *e, const Meter *m, bool drop_taps) {
 }
 
 /* The meter to forget for a new one (see FLOW_ENGINE_MAX_METERS), or SIZE_MAX. drop_taps: first-sight
- * taps may go too (not while the caller walks the tap table). */
-static size_t meter_pick_victim(FlowEngine *e, uint64_t now, bool drop_taps) {
+ * taps may go too (not while the caller walks the tap table); grace: the age a never-used meter must
+ * have. */
+static size_t meter_pick_victim(FlowEngine *e, uint64_t now, bool drop_taps, uint64_t grace) {
         size_t best = SIZE_MAX;
         bool best_unused = false;
 
@@ -772,7 +773,7 @@ static size_t meter_pick_victim(FlowEngine *e, uint64_t now, bool drop_taps) {
                 bool unused = m->total == 0;
                 uint64_t age = now > m->last_seen ? now - m->last_seen : 0;
 
-                if (age < (unused ? e->config.meter_evict_grace_usec : e->config.meter_evict_idle_usec) ||
+                if (age < (unused ? grace : e->config.meter_evict_idle_usec) ||
                     !meter_is_evictable(e, m, drop_taps))
                         continue;
                 /* Never-used meters first, then the least recently seen. */
@@ -857,9 +858,10 @@ static int meter_get_or_add_full(FlowEngine *e, const char *name, const FlowTime
         }
         if (e->n_meters >= FLOW_ENGINE_MAX_METERS) {
                 /* The shadow's taps follow the real engine's. */
-                size_t victim = meter_pick_victim(e, now->monotonic, drop_taps && !is_shadow(e));
+                size_t victim = meter_pick_victim(e, now->monotonic, drop_taps && !is_shadow(e),
+                                                  e->config.meter_evict_grace_usec);
                 if (victim == SIZE_MAX) {
-                        emit_log_kind(e, FLOW_LOG_TABLE, name, LOG_WARNING,
+                        emit_log_kind(e, FLOW_LOG_TABLE_FULL, name, LOG_WARNING,
                                       "Meter table full (%d meters, all in use or seen lately); ignoring meter %s",
                                       FLOW_ENGINE_MAX_METERS, name);
                         return -ENOSPC;
@@ -2184,7 +2186,7 @@ static int tap_maybe_create(FlowEngine *e, const char *meter) {
         if (!e->config.create_unknown_taps || tap_find(e, meter))
                 return 0;
         if (e->n_taps >= FLOW_ENGINE_MAX_METERS) {
-                emit_log_kind(e, FLOW_LOG_TABLE, meter, LOG_WARNING, "Too many taps (%d), not creating tap %s",
+                emit_log_kind(e, FLOW_LOG_TABLE_FULL, meter, LOG_WARNING, "Too many taps (%d), not creating tap %s",
                               FLOW_ENGINE_MAX_METERS, meter);
                 return -ENOSPC;
         }
@@ -2376,6 +2378,22 @@ int64_t flow_engine_meter_update(FlowEngine *e, const char *meter, uint32_t read
         if (mode == FLOW_GHOST_LOG)
                 shadow_counted(e->shadow, meter, delta, now);
         return r < 0 ? r : (int64_t) delta;
+}
+
+int flow_engine_make_room(FlowEngine *e, const char *meter, const FlowTime *now) {
+        size_t victim;
+
+        assert_return(e, -EINVAL);
+        if (isempty(meter) || !flow_time_valid(now))
+                return -EINVAL;
+        assert_not_emitting(e);
+        if (e->n_meters < FLOW_ENGINE_MAX_METERS || meter_find(e, meter))
+                return 0;
+        victim = meter_pick_victim(e, now->monotonic, true, 0);
+        if (victim == SIZE_MAX)
+                return -ENOSPC;
+        meter_evict(e, victim, meter, now->monotonic);
+        return 1;
 }
 
 int flow_engine_controller_reset(FlowEngine *e, const char *controller) {

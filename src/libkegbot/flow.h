@@ -190,7 +190,8 @@ typedef enum FlowLogKind {
         FLOW_LOG_FLOW,                  /* a flow started, ended, was bound, was (not) recorded */
         FLOW_LOG_METER,                 /* a reading: baseline, repeat, wrap, backwards, rejected */
         FLOW_LOG_TAP,                   /* a tap created on first sight */
-        FLOW_LOG_TABLE,                 /* the meter table: a meter forgotten to make room, or full */
+        FLOW_LOG_TABLE,                 /* the meter table: a meter forgotten to make room */
+        FLOW_LOG_TABLE_FULL,            /* the meter table: full, a new name refused */
         FLOW_LOG_REQUEST,               /* a flow request that changes nothing */
         FLOW_LOG_TOKEN,                 /* token handling */
         FLOW_LOG_CONTROLLER,            /* a board reset notice */
@@ -353,6 +354,11 @@ typedef struct FlowMeterInfo {
 /* MeterUpdate. Returns the counted delta (>= 0; a delta is at most 2^32-1) or a negative errno
  * (-ENOSPC: a new meter and the table is full of meters in use, logged). */
 int64_t flow_engine_meter_update(FlowEngine *e, const char *meter, uint32_t reading, const FlowTime *now);
+/* Room for a new meter that is known to be real (the caller knows its board): when the table is
+ * full, forget a meter that never counted a tick whatever its age (the grace protects names of
+ * unknown origin only), else one idle for meter_evict_idle_usec. 1 = room made, 0 = there was room
+ * or the meter is known, -ENOSPC = nothing can go (logged by the next meter_update). */
+int flow_engine_make_room(FlowEngine *e, const char *meter, const FlowTime *now);
 /* ControllerConnectedEvent with board_reset: every meter "<controller>.*" counts its next reading from 0.
  * The ticks not accounted for yet become its meter's carry (FLOW_EVENT_METER_STATE). */
 int flow_engine_controller_reset(FlowEngine *e, const char *controller);

@@ -237,6 +237,11 @@ static void enc_enum(JsonWriter *w, const char *key, const char *name) {
         enc_required(w, key, name);
 }
 
+/* A role of a later protocol travels under its own name. */
+static const char *role_wire_name(KegnetRole role, const char *role_name) {
+        return role == KEGNET_ROLE_OTHER ? role_name : kegnet_role_to_string(role);
+}
+
 static void enc_seq_or_null(JsonWriter *w, const char *key, bool known, uint64_t v) {
         if (known)
                 enc_uint_max(w, key, v, KEGNET_SEQ_MAX);
@@ -349,7 +354,7 @@ int kegnet_message_encode(const KegnetMessage *m, char **ret, size_t *ret_size) 
         }
         case KEGNET_HELLO: {
                 const KegnetHello *u = &m->hello;
-                enc_enum(&w, "role", kegnet_role_to_string(u->role));
+                enc_enum(&w, "role", role_wire_name(u->role, u->role_name));
                 json_writer_field_string(&w, "name", u->name);
                 json_writer_field_string(&w, "session", u->session);
                 enc_seq_or_null(&w, "seq", u->has_seq, u->seq);
@@ -357,7 +362,7 @@ int kegnet_message_encode(const KegnetMessage *m, char **ret, size_t *ret_size) 
         }
         case KEGNET_WELCOME: {
                 const KegnetWelcome *u = &m->welcome;
-                enc_enum(&w, "role", kegnet_role_to_string(u->role));
+                enc_enum(&w, "role", role_wire_name(u->role, u->role_name));
                 enc_seq_or_null(&w, "acked", u->has_acked, u->acked);
                 json_writer_field_string(&w, "reason", u->reason);
                 break;
@@ -759,6 +764,7 @@ static int decode_data(Dec *d, KegnetMessage *m) {
                     (r = dec_int(d, "seq", false, 0, (int64_t) KEGNET_SEQ_MAX, &u.has_seq, &i)) < 0)
                         return r;
                 u.role = kegnet_role_from_string(role);
+                u.role_name = role;
                 u.seq = u.has_seq ? (uint64_t) i : 0;
                 m->hello = u;
                 return 0;
@@ -771,6 +777,7 @@ static int decode_data(Dec *d, KegnetMessage *m) {
                     (r = dec_string(d, "reason", false, &u.reason)) < 0)
                         return r;
                 u.role = kegnet_role_from_string(role);
+                u.role_name = role;
                 u.acked = u.has_acked ? (uint64_t) i : 0;
                 m->welcome = u;
                 return 0;

@@ -150,6 +150,7 @@ typedef struct KegnetSetRelayOutputEvent {
  * client still holds (its next one if it holds none). */
 typedef struct KegnetHello {
         KegnetRole role;                /* required; written as "listener" / "producer" */
+        const char *role_name;          /* KEGNET_ROLE_OTHER: the role as it came on the wire */
         const char *name;               /* the program, for the core's log; NULL = null */
         const char *session;            /* the producer's session (random, per process); NULL = null */
         bool has_seq;
@@ -159,6 +160,7 @@ typedef struct KegnetHello {
 /* Core -> the client that said Hello: the connection has a slot. */
 typedef struct KegnetWelcome {
         KegnetRole role;                /* the role granted: a producer that may not produce gets "listener" */
+        const char *role_name;          /* KEGNET_ROLE_OTHER: the role as it came on the wire */
         bool has_acked;                 /* false (null) unless the role is producer with a session */
         uint64_t acked;                 /* every frame of the session up to this one is handled */
         const char *reason;             /* why the role asked for was not granted; NULL = null */
