@@ -26,13 +26,14 @@
 
 #include "kegnet-client.h"
 #include "util-event.h"
+#include "util-ratelimit.h"
 #include "util-string.h"
 #include "util-uuid.h"
 
 /* Seconds to wait after the n-th consecutive failed attempt (index min(n-1, 6)). */
 static const unsigned backoff_seconds[] = { 5, 5, 10, 10, 20, 20, 60 };
 #define MIN_SPACING_SECONDS 5U
-#define BAD_FRAME_WARN_INTERVAL (60 * USEC_PER_SEC)
+#define BAD_FRAME_WARN_INTERVAL (60 * USEC_PER_SEC)  /* and for the full outbox */
 #define READ_CHUNK 65536
 #define UNIX_PREFIX "unix:"
 
@@ -109,9 +110,8 @@ struct KegnetClient {
         void *drained_userdata;
 
         uint64_t outbox_dropped;
-        uint64_t last_drop_warning;
-        uint64_t last_bad_warning;
-        unsigned bad_suppressed;
+        LogRateLimit drop_rl;           /* one warning a minute while messages are dropped */
+        LogRateLimit bad_rl;            /* one warning a minute per connection about bad frames */
 };
 
 /* ---- entries ---- */
@@ -260,12 +260,10 @@ static void outbox_add(KegnetClient *c, Entry *e) {
                 list_remove(&c->outbox, victim);
                 c->outbox_dropped++;
                 /* One warning a minute, counting; the total is logged again on reconnect. */
-                uint64_t now = client_now(c);
-                if (c->last_drop_warning == 0 || now >= c->last_drop_warning + 60 * USEC_PER_SEC) {
+                if (log_ratelimit_pass(&c->drop_rl, LOG_WARNING, LOG_COMPONENT))
                         log_warning("Outbox full (%u entries): dropping the oldest queued messages; %" PRIu64 " dropped so far",
                                     KEGNET_CLIENT_OUTBOX_MAX, c->outbox_dropped);
-                        c->last_drop_warning = now ? now : 1;
-                } else
+                else
                         log_debug("Outbox full: dropped a queued %s", kegnet_kind_to_string(victim->kind));
                 entry_free(victim);
         }
@@ -512,8 +510,7 @@ static void client_welcomed(KegnetClient *c, const KegnetWelcome *w) {
         c->timer = sd_event_source_disable_unref(c->timer);
         c->state = STATE_CONNECTED;
         c->failures = 0;
-        c->last_bad_warning = 0;
-        c->bad_suppressed = 0;
+        log_ratelimit_forget(&c->bad_rl);
         c->acked_mode = w->has_acked;
         /* Frames from here on are numbered acked + 1, + 2, ...; whatever is held past 'acked' was
          * never handled and is sent again. */
@@ -535,7 +532,7 @@ static void client_welcomed(KegnetClient *c, const KegnetWelcome *w) {
                 log_warning("%" PRIu64 " message(s) were dropped from the full outbox while disconnected",
                             c->outbox_dropped);
                 c->outbox_dropped = 0;
-                c->last_drop_warning = 0;
+                log_ratelimit_forget(&c->drop_rl);
         }
         /* After whatever the connected callback sent (the ControllerConnectedEvent), in order. */
         while (c->outbox.head) {
@@ -605,20 +602,10 @@ static int client_attempt(KegnetClient *c) {
 /* ---- receiving ---- */
 
 static void client_bad_frame(KegnetClient *c, const char *why) {
-        uint64_t now = client_now(c);
-
-        if (c->last_bad_warning != 0 && now < c->last_bad_warning + BAD_FRAME_WARN_INTERVAL) {
-                c->bad_suppressed++;
-                log_debug("Dropping bad frame from %s: %s", c->display, why);
-                return;
-        }
-        if (c->bad_suppressed > 0)
-                log_warning("Dropping bad frame from %s: %s (%u more since the last warning)",
-                            c->display, why, c->bad_suppressed);
-        else
+        if (log_ratelimit_pass(&c->bad_rl, LOG_WARNING, LOG_COMPONENT))
                 log_warning("Dropping bad frame from %s: %s", c->display, why);
-        c->last_bad_warning = now ? now : 1;
-        c->bad_suppressed = 0;
+        else
+                log_debug("Dropping bad frame from %s: %s", c->display, why);
 }
 
 static void client_flushed_check(KegnetClient *c);
@@ -1056,6 +1043,8 @@ int kegnet_client_new(KegnetClient **ret, sd_event *event, const char *address,
         if (callbacks)
                 c->cb = *callbacks;
         c->userdata = userdata;
+        c->drop_rl = (LogRateLimit) LOG_RATELIMIT_INIT("messages dropped from the full outbox", BAD_FRAME_WARN_INTERVAL, 1);
+        c->bad_rl = (LogRateLimit) LOG_RATELIMIT_INIT("bad frames from the core", BAD_FRAME_WARN_INTERVAL, 1);
         r = uuid_generate(c->session);
         if (r < 0)
                 return log_error_errno(r, "Cannot create a kegnet session id: %m");
@@ -1083,6 +1072,8 @@ KegnetClient *kegnet_client_free(KegnetClient *c) {
         list_clear(&c->unacked);
         list_clear(&c->held);
         list_clear(&c->outbox);
+        log_ratelimit_forget(&c->drop_rl);
+        log_ratelimit_forget(&c->bad_rl);
         sd_event_unref(c->event);
         free(c->refused_reason);
         free(c->rbuf);
