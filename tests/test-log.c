@@ -154,7 +154,7 @@ static void test_untrusted_text_is_escaped(void) {
                     "INFO Creating tap kegboard.flow0\\n2012-06-21 23:06:34,705 INFO     (DrinkManager) "
                     "Logged drink 99 username=admin liters=0.5 ticks=1100\n"
                     "WARNING serial '\\xff\\xff\\x1b[31m\\r'\n"
-                    "INFO caf\xc3\xa9 a\\\\b \\u{202e}\n"
+                    "INFO caf\xc3\xa9 a\\b \\u{202e}\n"
                     "INFO plain text stays plain: 100%\n");
         free(out);
 

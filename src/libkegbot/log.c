@@ -367,10 +367,10 @@ static void maybe_rotate(const struct timespec *now) {
         prune_rotated();
 }
 
-/* Printable ASCII other than the backslash needs no escaping: the common case costs one scan. */
+/* Printable ASCII needs no escaping: the common case costs one scan. */
 static bool message_needs_escape(const char *s) {
         for (const unsigned char *p = (const unsigned char *) s; *p; p++)
-                if (*p < 0x20 || *p >= 0x7f || *p == '\\')
+                if (*p < 0x20 || *p >= 0x7f)
                         return true;
         return false;
 }
@@ -418,10 +418,10 @@ int log_internal(int level, int error, const char *logger, const char *format, .
                 logger = "main";
 
         /* Whatever went into the message (a peer's name, a file's line, a server's answer), the
-         * line stays one line of valid UTF-8: control characters, invalid bytes and backslashes
-         * come out as escapes, so no input can forge an entry or steer a terminal. */
+         * line stays one line of valid UTF-8: control characters and invalid bytes come out as
+         * escapes, so no input can forge an entry or steer a terminal. */
         if (message_needs_escape(msg)) {
-                escaped = escape_for_log(msg);
+                escaped = escape_for_log_line(msg);
                 if (escaped)
                         msg = escaped;
                 else

@@ -347,10 +347,10 @@ class SerialTest(unittest.TestCase):
                                      name="kegboard_daemon")
                 daemon.wait_line(r"probing for a Kegboard", timeout=10)
                 os.write(master, hello(b"\xff" * 30))
-                core.wait_line(r"\(main\) Controller connected: kegboard-________ serial=(\\\\xff){30} "
+                core.wait_line(r"\(main\) Controller connected: kegboard-________ serial=(\\xff){30} "
                                r"firmware_version=18 board_reset=yes", timeout=20)
                 daemon.wait_line(r"WARNING .*the board's serial number is not valid UTF-8; announcing it as "
-                                 r"'(\\\\xff){30}'")
+                                 r"'(\\xff){30}'")
                 os.write(master, meter_status(b"flow0", 100))       # counted from 0: the board booted
                 os.write(master, meter_status(b"flow0", 900))
                 # The board reboots; its counters restart at 0.
