@@ -93,6 +93,7 @@ struct KegnetPeer {
         LogRateLimit malformed_rl;      /* one warning per connection per minute (spec 2) */
 
         void *userdata;
+        void (*userdata_destroy)(void *);
 };
 
 typedef struct Listener {
@@ -264,6 +265,8 @@ static void peer_release(KegnetPeer *p) {
 }
 
 static void peer_free(KegnetPeer *p) {
+        if (p->userdata_destroy)
+                p->userdata_destroy(p->userdata);
         log_ratelimit_forget(&p->malformed_rl);
         free(p->name);
         free(p);
@@ -1172,8 +1175,9 @@ bool kegnet_peer_may_produce(const KegnetPeer *p) {
         return p->trusted;
 }
 
-void kegnet_peer_set_userdata(KegnetPeer *p, void *userdata) {
+void kegnet_peer_set_userdata(KegnetPeer *p, void *userdata, void (*destroy)(void *)) {
         p->userdata = userdata;
+        p->userdata_destroy = destroy;
 }
 
 void *kegnet_peer_get_userdata(const KegnetPeer *p) {

@@ -82,8 +82,9 @@ bool kegnet_peer_is_connected(const KegnetPeer *p);
 /* Whether this peer's producer messages are handled (Unix socket, a trusted uid, or
  * --kegnet_open_producers). */
 bool kegnet_peer_may_produce(const KegnetPeer *p);
-/* Data the owner of the server keeps per connection (e.g. how many new names it created). */
-void kegnet_peer_set_userdata(KegnetPeer *p, void *userdata);
+/* Data the owner of the server keeps per connection (e.g. how many new names it created); 'destroy'
+ * (may be NULL) releases it when the peer goes, after on_close or when the server is freed. */
+void kegnet_peer_set_userdata(KegnetPeer *p, void *userdata, void (*destroy)(void *));
 void *kegnet_peer_get_userdata(const KegnetPeer *p);
 /* Closes the connection (on_close is called from the loop, not from here). */
 void kegnet_peer_disconnect(KegnetPeer *p);

@@ -1046,7 +1046,7 @@ reset:
 
 static void on_kegnet_connect(KegnetServer *s, KegnetPeer *p, void *userdata) {
         /* Without it the connection simply has no room for new names. */
-        kegnet_peer_set_userdata(p, calloc(1, sizeof(PeerNames)));
+        kegnet_peer_set_userdata(p, calloc(1, sizeof(PeerNames)), free);
 }
 
 /* Whether this connection may bring one more new name of a kind into a table. */
@@ -1063,8 +1063,6 @@ static void on_kegnet_close(KegnetServer *s, KegnetPeer *p, void *userdata) {
         Manager *m = userdata;
         uint64_t id = kegnet_peer_id(p);
 
-        free(kegnet_peer_get_userdata(p));
-        kegnet_peer_set_userdata(p, NULL);
 
         for (size_t i = 0; i < m->n_controllers; i++) {
                 Controller *c = &m->controllers[i];
