@@ -18,7 +18,6 @@ The last line is PASS, or FAIL: <which> with a non-zero exit.
 """
 import os
 import socket
-import struct
 import sys
 import threading
 import time
@@ -187,24 +186,6 @@ def bench_throughput(tmp, mode="on", n=200000, hostile=False):
         core.kill()
 
 
-def crc16_kermit(data):
-    crc = 0
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
-    return crc
-
-
-def kbsp_frame(message_id, payload):
-    head = b"KBSP v1:" + struct.pack("<HH", message_id, len(payload)) + payload
-    return head + struct.pack("<H", crc16_kermit(head)) + b"\r\n"
-
-
-def tlv(tag, value):
-    return bytes([tag, len(value)]) + value
-
-
 def bench_latency(tmp, samples=500, hostile=False):
     core, port = start_core(tmp)
     master, slave = os.openpty()
@@ -218,8 +199,7 @@ def bench_latency(tmp, samples=500, hostile=False):
         daemon = kbtest.Proc([kbtest.binary("kegboard_daemon"), "--kegboard_device=" + path,
                               "--kb_core_addr=%d" % port, "--probe_seconds=0.2", "--hello_timeout=0"],
                              name="kegboard_daemon")
-        hello = kbsp_frame(0x01, tlv(1, struct.pack("<H", 18)) + tlv(3, b"BENCH".ljust(30, b"\0"))
-                           + tlv(4, struct.pack("<I", 0)) + tlv(5, struct.pack("<I", 0)))
+        hello = kbtest.kbsp_hello(serial=b"BENCH")
         # Once the daemon probes, it has opened the port (and flushed what was waiting): the board
         # says hello and the daemon announces it to the core.
         daemon.wait_line(r"probing for a Kegboard", timeout=10)
@@ -228,7 +208,7 @@ def bench_latency(tmp, samples=500, hostile=False):
         os.set_blocking(master, False)
 
         def meter(reading):
-            return kbsp_frame(0x10, tlv(1, b"flow0") + tlv(2, struct.pack("<I", reading)))
+            return kbtest.kbsp_meter_status("flow0", reading)
 
         os.write(master, meter(0))          # baseline: handled before reading 1, which follows it
         if hostile:

@@ -137,6 +137,17 @@ static void test_robustness(void) {
         free(out);
 }
 
+/* Capture stderr and make it look like the journal's stream (JOURNAL_STREAM names it). */
+static void capture_to_journal(void) {
+        struct stat st;
+        char js[64];
+
+        capture_begin_in(tmpdir);
+        check(fstat(STDERR_FILENO, &st) == 0);
+        snprintf(js, sizeof js, "%llu:%llu", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
+        setenv("JOURNAL_STREAM", js, 1);
+}
+
 /* Whatever a message carries from outside, each entry stays one line of valid UTF-8: a peer's name
  * cannot forge a second entry (console, journal or file). */
 static void test_untrusted_text_is_escaped(void) {
@@ -159,12 +170,7 @@ static void test_untrusted_text_is_escaped(void) {
         free(out);
 
         /* The journal's stream format too. */
-        capture_begin_in(tmpdir);
-        struct stat st;
-        check(fstat(STDERR_FILENO, &st) == 0);
-        char js[64];
-        snprintf(js, sizeof js, "%llu:%llu", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
-        setenv("JOURNAL_STREAM", js, 1);
+        capture_to_journal();
         setup(&(LogConfig) { .program = "t", .to_console = true });
         log_info("Token %s", "x\n<6>(DrinkManager) Logged drink 99");
         out = capture_end();
@@ -231,12 +237,7 @@ static void test_logformat(void) {
 }
 
 static void test_journal(void) {
-        capture_begin_in(tmpdir);
-        struct stat st;
-        check(fstat(STDERR_FILENO, &st) == 0);
-        char js[64];
-        snprintf(js, sizeof js, "%llu:%llu", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
-        setenv("JOURNAL_STREAM", js, 1);
+        capture_to_journal();
         setup(&(LogConfig) { .program = "t", .to_console = true, .verbose = true });
         log_debug("d");
         log_info("i");

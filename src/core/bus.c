@@ -1530,25 +1530,25 @@ static void on_ghost_event(Manager *m, const FlowEvent *ev, void *userdata) {
         }
 }
 
-static void on_controller_removed(Manager *m, const Controller *c, void *userdata) {
+/* An object the manager is about to forget (a full table): removed while the manager still lists
+ * it, so that the signal names its interfaces. */
+static void name_removed(Bus *b, const char *prefix, char **names, size_t *n_names, const char *name) {
         _cleanup_(freep) char *path = NULL;
-        Bus *b = userdata;
 
-        if (!strv_contains(b->controllers, c->name) || sd_bus_path_encode(CONTROLLER_PREFIX, c->name, &path) < 0)
+        if (!strv_contains(names, name) || sd_bus_path_encode(prefix, name, &path) < 0)
                 return;
-        /* While the manager still lists it, so the signal names its interfaces. */
         emit_object_removed(b, path);
-        (void) strv_remove(b->controllers, &b->n_controllers, c->name);
+        (void) strv_remove(names, n_names, name);
+}
+
+static void on_controller_removed(Manager *m, const Controller *c, void *userdata) {
+        Bus *b = userdata;
+        name_removed(b, CONTROLLER_PREFIX, b->controllers, &b->n_controllers, c->name);
 }
 
 static void on_sensor_removed(Manager *m, const ThermoSensor *s, void *userdata) {
-        _cleanup_(freep) char *path = NULL;
         Bus *b = userdata;
-
-        if (!strv_contains(b->sensors, s->name) || sd_bus_path_encode(SENSOR_PREFIX, s->name, &path) < 0)
-                return;
-        emit_object_removed(b, path);
-        (void) strv_remove(b->sensors, &b->n_sensors, s->name);
+        name_removed(b, SENSOR_PREFIX, b->sensors, &b->n_sensors, s->name);
 }
 
 static const ManagerObserver bus_observer = {

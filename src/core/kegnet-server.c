@@ -24,6 +24,7 @@
 #include "log.h"
 
 #include "kegnet-server.h"
+#include "list.h"
 #include "util-event.h"
 #include "util-peer.h"
 #include "util-ratelimit.h"
@@ -62,9 +63,9 @@ typedef struct KegnetSession {
 
 struct KegnetPeer {
         KegnetServer *server;
-        KegnetPeer *prev, *next;
-        KegnetPeer *anon_prev, *anon_next;
-        bool anonymous;                 /* in the anonymous list: no frame yet */
+        LIST_FIELDS(KegnetPeer, peers); /* the live peers, then the graveyard */
+        LIST_FIELDS(KegnetPeer, anon);  /* the peers that have sent nothing yet, newest first */
+        bool anonymous;                 /* in the anonymous list */
         uint64_t id;
         int fd;
         sd_event_source *io;
@@ -121,7 +122,7 @@ struct KegnetServer {
 
         KegnetPeer *peers;
         size_t n_peers;
-        KegnetPeer *anon_head, *anon_tail;
+        KegnetPeer *anon;
         KegnetPeer *graveyard;
         uint64_t next_peer_id;
 
@@ -173,7 +174,7 @@ static bool peer_has_output(const KegnetPeer *p) {
 static void server_check_drained(KegnetServer *s) {
         if (!s->shutting_down || s->drained_reported)
                 return;
-        for (KegnetPeer *p = s->peers; p; p = p->next)
+        LIST_FOREACH(peers, p, s->peers)
                 if (peer_has_output(p))
                         return;
         s->drained_reported = true;
@@ -184,33 +185,24 @@ static void server_check_drained(KegnetServer *s) {
 /* ---- anonymous peers and the idle timeout ---- */
 
 static void anon_remove(KegnetPeer *p) {
-        KegnetServer *s = p->server;
-
         if (!p->anonymous)
                 return;
-        if (p->anon_prev)
-                p->anon_prev->anon_next = p->anon_next;
-        else
-                s->anon_head = p->anon_next;
-        if (p->anon_next)
-                p->anon_next->anon_prev = p->anon_prev;
-        else
-                s->anon_tail = p->anon_prev;
-        p->anon_prev = p->anon_next = NULL;
+        LIST_REMOVE(anon, p->server->anon, p);
         p->anonymous = false;
 }
 
-static void anon_append(KegnetPeer *p) {
-        KegnetServer *s = p->server;
-
-        p->anon_prev = s->anon_tail;
-        p->anon_next = NULL;
-        if (s->anon_tail)
-                s->anon_tail->anon_next = p;
-        else
-                s->anon_head = p;
-        s->anon_tail = p;
+static void anon_add(KegnetPeer *p) {
+        LIST_PREPEND(anon, p->server->anon, p);
         p->anonymous = true;
+}
+
+/* The anonymous peer that connected first (the list holds the newest first). */
+static KegnetPeer *anon_oldest(KegnetServer *s) {
+        KegnetPeer *oldest = NULL;
+
+        LIST_FOREACH(anon, p, s->anon)
+                oldest = p;
+        return oldest;
 }
 
 static bool server_crowded(const KegnetServer *s) {
@@ -223,12 +215,13 @@ static int on_idle_timer(sd_event_source *source, uint64_t usec, void *userdata)
 static void server_idle_rearm(KegnetServer *s) {
         if (s->shutting_down)
                 return;
-        if (!s->anon_head || !server_crowded(s)) {
+        KegnetPeer *oldest = anon_oldest(s);
+        if (!oldest || !server_crowded(s)) {
                 event_timer_disarm(s->idle_source);
                 return;
         }
         /* Accuracy 1 s: an idle connection closed a second late costs nothing. */
-        if (event_timer_arm(s->event, &s->idle_source, s->anon_head->connected_at + s->options.idle_timeout_usec,
+        if (event_timer_arm(s->event, &s->idle_source, oldest->connected_at + s->options.idle_timeout_usec,
                             USEC_PER_SEC, on_idle_timer, s) >= 0)
                 (void) sd_event_source_set_description(s->idle_source, "kegnet-idle");
 }
@@ -244,16 +237,8 @@ static void session_detach(KegnetPeer *p) {
 /* ---- closing ---- */
 
 static void peer_unlink(KegnetPeer *p) {
-        KegnetServer *s = p->server;
-
-        if (p->prev)
-                p->prev->next = p->next;
-        else
-                s->peers = p->next;
-        if (p->next)
-                p->next->prev = p->prev;
-        p->prev = p->next = NULL;
-        s->n_peers--;
+        LIST_REMOVE(peers, p->server->peers, p);
+        p->server->n_peers--;
 }
 
 static void peer_release(KegnetPeer *p) {
@@ -283,8 +268,7 @@ static void peer_close(KegnetPeer *p) {
         session_detach(p);
         peer_release(p);
         peer_unlink(p);
-        p->next = s->graveyard;
-        s->graveyard = p;
+        LIST_PREPEND(peers, s->graveyard, p);
         (void) sd_event_source_set_enabled(s->reap_source, SD_EVENT_ONESHOT);
         server_idle_rearm(s);
         /* The peer may have been the last one holding output back. */
@@ -414,7 +398,7 @@ int kegnet_server_broadcast(KegnetServer *s, const KegnetMessage *m) {
                 log_debug("Sending to %zu clients: %.*s", s->n_peers, (int) (size - 2), frame);
 
         for (KegnetPeer *p = s->peers, *next; p; p = next) {
-                next = p->next;
+                next = p->peers_next;
                 (void) peer_queue(p, frame, size);
         }
         return 0;
@@ -424,7 +408,7 @@ static int on_flush(sd_event_source *source, void *userdata) {
         KegnetServer *s = userdata;
 
         for (KegnetPeer *p = s->peers, *next; p; p = next) {
-                next = p->next;
+                next = p->peers_next;
                 if (peer_has_output(p) && !p->out_armed)
                         (void) peer_write(p);
         }
@@ -436,8 +420,7 @@ static int on_reap(sd_event_source *source, void *userdata) {
         KegnetServer *s = userdata;
 
         while (s->graveyard) {
-                KegnetPeer *p = s->graveyard;
-                s->graveyard = p->next;
+                KegnetPeer *p = LIST_REMOVE(peers, s->graveyard, s->graveyard);
                 if (s->callbacks.on_close)
                         s->callbacks.on_close(s, p, s->userdata);
                 peer_free(p);
@@ -730,11 +713,11 @@ static KegnetPeer *server_pick_victim(KegnetServer *s) {
         uint64_t now = server_now(s);
         KegnetPeer *best = NULL;
 
-        for (KegnetPeer *p = s->anon_head; p; p = p->anon_next)
-                if (p->connected_at + KEGNET_SERVER_GRACE_USEC <= now)
-                        return p;       /* the oldest anonymous peer past its grace period */
+        KegnetPeer *oldest = anon_oldest(s);
+        if (oldest && oldest->connected_at + KEGNET_SERVER_GRACE_USEC <= now)
+                return oldest;
 
-        for (KegnetPeer *p = s->peers; p; p = p->next)
+        LIST_FOREACH(peers, p, s->peers)
                 if (!p->trusted && !p->anonymous && (!best || p->last_frame_at < best->last_frame_at))
                         best = p;
         return best;
@@ -807,12 +790,9 @@ static void server_accept_one(KegnetServer *s, int fd, const struct sockaddr *sa
         (void) sd_event_source_set_description(p->io, "kegnet-peer");
         p->fd = TAKE_FD(cfd);
 
-        p->next = s->peers;
-        if (s->peers)
-                s->peers->prev = p;
-        s->peers = p;
+        LIST_PREPEND(peers, s->peers, p);
         s->n_peers++;
-        anon_append(p);
+        anon_add(p);
         server_idle_rearm(s);
 
         log_ratelimited(&rl_connections, LOG_INFO, "Remote host connected: %s", p->address);
@@ -892,15 +872,17 @@ static int on_idle_timer(sd_event_source *source, uint64_t usec, void *userdata)
         KegnetServer *s = userdata;
         uint64_t now = server_now(s);
 
-        /* Under pressure every connection past the timeout goes, not just enough to relieve it. */
-        bool crowded = server_crowded(s);
-        while (crowded && s->anon_head && s->anon_head->connected_at + s->options.idle_timeout_usec <= now) {
-                KegnetPeer *p = s->anon_head;
+        /* Under pressure every connection past the timeout goes, not just enough to relieve it:
+         * from the oldest on, until one is younger. */
+        KegnetPeer *p = server_crowded(s) ? anon_oldest(s) : NULL;
+        while (p && p->connected_at + s->options.idle_timeout_usec <= now) {
+                KegnetPeer *newer = p->anon_prev;
                 log_ratelimited(&rl_idle, LOG_WARNING, "Closing %s: no frame in %g s while %zu of %u slots are taken",
                                 p->address, (double) s->options.idle_timeout_usec / (double) USEC_PER_SEC,
                                 s->n_peers, s->options.max_peers);
                 refuse_fd(p->fd, "idle: no frame sent");
                 peer_close(p);
+                p = newer;
         }
         server_idle_rearm(s);
         return 0;
@@ -1115,11 +1097,8 @@ KegnetServer *kegnet_server_free(KegnetServer *s) {
                 peer_unlink(p);
                 peer_free(p);
         }
-        while (s->graveyard) {
-                KegnetPeer *p = s->graveyard;
-                s->graveyard = p->next;
-                peer_free(p);
-        }
+        while (s->graveyard)
+                peer_free(LIST_REMOVE(peers, s->graveyard, s->graveyard));
         server_close_listeners(s);
         s->flush_source = sd_event_source_disable_unref(s->flush_source);
         s->reap_source = sd_event_source_disable_unref(s->reap_source);
@@ -1137,7 +1116,7 @@ void kegnet_server_shutdown(KegnetServer *s) {
         server_close_listeners(s);
         event_timer_disarm(s->idle_source);
         for (KegnetPeer *p = s->peers, *next; p; p = next) {
-                next = p->next;
+                next = p->peers_next;
                 if (peer_update_io_events(p) < 0)
                         peer_close(p);
         }
@@ -1145,7 +1124,7 @@ void kegnet_server_shutdown(KegnetServer *s) {
 }
 
 bool kegnet_server_is_drained(const KegnetServer *s) {
-        for (const KegnetPeer *p = s->peers; p; p = p->next)
+        for (const KegnetPeer *p = s->peers; p; p = p->peers_next)
                 if (peer_has_output(p))
                         return false;
         return true;

@@ -723,7 +723,8 @@ static void entry_written(KegnetClient *c, Entry *e) {
                 entry_free(e);
 }
 
-/* Writes what the socket takes. Returns 0, or a negative errno (the caller handles the loss). */
+/* Writes what the socket takes. Returns 0, or a negative errno (the caller handles the loss;
+ * -ENOBUFS: too much unacknowledged, logged here). */
 static int client_write_some(KegnetClient *c) {
         while (c->sendq.head) {
                 Entry *e = c->sendq.head;
@@ -740,8 +741,11 @@ static int client_write_some(KegnetClient *c) {
                 if (e->written == e->size)
                         entry_written(c, e);
         }
-        if (c->unacked.n > KEGNET_CLIENT_UNACKED_MAX)
+        if (c->unacked.n > KEGNET_CLIENT_UNACKED_MAX) {
+                log_warning("The core at %s has not acknowledged %zu messages; reconnecting",
+                            c->display, c->unacked.n);
                 return -ENOBUFS;
+        }
         return 0;
 }
 
@@ -768,9 +772,6 @@ static void client_write(KegnetClient *c) {
 
         r = client_write_some(c);
         if (r < 0) {
-                if (r == -ENOBUFS)
-                        log_warning("The core at %s has not acknowledged %zu messages; reconnecting",
-                                    c->display, c->unacked.n);
                 client_lost(c, r);
                 return;
         }
@@ -855,9 +856,6 @@ static int client_write_direct(KegnetClient *c) {
 
         r = client_write_some(c);
         if (r < 0) {
-                if (r == -ENOBUFS)
-                        log_warning("The core at %s has not acknowledged %zu messages; reconnecting",
-                                    c->display, c->unacked.n);
                 client_doom(c, r);
                 return 0;
         }

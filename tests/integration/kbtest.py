@@ -13,6 +13,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -234,6 +235,42 @@ def fill_disk(directory, name="filler"):
             if e.errno != errno.ENOSPC:
                 raise
     return path
+
+
+# ---------------------------------------------------------------- KBSP frames by hand
+
+KBSP_PREFIX = b"KBSP v1:"
+
+
+def crc16_kermit(data, crc=0):
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc
+
+
+def kbsp_frame(message_id, payload=b"", crc=None, trailer=b"\r\n", length=None):
+    """A KBSP frame; crc, trailer and length may be given wrong on purpose."""
+    head = KBSP_PREFIX + struct.pack("<HH", message_id, len(payload) if length is None else length) + payload
+    if crc is None:
+        crc = crc16_kermit(head)
+    return head + struct.pack("<H", crc) + trailer
+
+
+def kbsp_tlv(tag, value):
+    return bytes([tag, len(value)]) + value
+
+
+def kbsp_hello(firmware_version=18, serial=b"", uptime_ms=0, uptime_days=0):
+    """A board's hello; serial as bytes (any bytes: a board need not send UTF-8) or str."""
+    s = (serial if isinstance(serial, bytes) else serial.encode()).ljust(30, b"\0")
+    return kbsp_frame(0x01, kbsp_tlv(1, struct.pack("<H", firmware_version)) + kbsp_tlv(3, s)
+                      + kbsp_tlv(4, struct.pack("<I", uptime_ms)) + kbsp_tlv(5, struct.pack("<I", uptime_days)))
+
+
+def kbsp_meter_status(name, reading, **kw):
+    return kbsp_frame(0x10, kbsp_tlv(1, name.encode()) + kbsp_tlv(2, struct.pack("<I", reading)), **kw)
 
 
 # ---------------------------------------------------------------- kegnet

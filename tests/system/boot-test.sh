@@ -597,6 +597,7 @@ if [ "$res" = success ] && wait_for 10 "last log line" stopped_logged; then
   pass "core stopped in order (Result=$res, 'Kegbot stopped.' in the journal)"
 else
   fail "core stop: Result=$res; journal: $(IN journalctl -b --no-pager -t kegbot_core -n 5 2>&1)"
+  show_unit kegbot-core.service
 fi
 
 # ------------------------------------------------------------------ restarts (issue 12)

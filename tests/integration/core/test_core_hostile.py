@@ -13,7 +13,6 @@ import os
 import re
 import shutil
 import socket
-import struct
 import subprocess
 import threading
 import tty
@@ -304,33 +303,6 @@ class TablesTest(unittest.TestCase):
                 core.kill()
 
 
-def crc16_kermit(data):
-    crc = 0
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
-    return crc
-
-
-def kbsp_frame(message_id, payload):
-    head = b"KBSP v1:" + struct.pack("<HH", message_id, len(payload)) + payload
-    return head + struct.pack("<H", crc16_kermit(head)) + b"\r\n"
-
-
-def tlv(tag, value):
-    return bytes([tag, len(value)]) + value
-
-
-def hello(serial, uptime_ms=0):
-    return kbsp_frame(0x01, tlv(1, struct.pack("<H", 18)) + tlv(3, serial.ljust(30, b"\0"))
-                      + tlv(4, struct.pack("<I", uptime_ms)) + tlv(5, struct.pack("<I", 0)))
-
-
-def meter_status(name, reading):
-    return kbsp_frame(0x10, tlv(1, name) + tlv(2, struct.pack("<I", reading)))
-
-
 class SerialTest(unittest.TestCase):
     def test_board_serial_that_is_not_utf8(self):
         # An EEPROM that was never programmed reads 0xFF: the ControllerConnectedEvent failed to
@@ -346,17 +318,17 @@ class SerialTest(unittest.TestCase):
                                       "--kb_core_addr=%d" % core.port, "--probe_seconds=0.2", "--hello_timeout=0"],
                                      name="kegboard_daemon")
                 daemon.wait_line(r"probing for a Kegboard", timeout=10)
-                os.write(master, hello(b"\xff" * 30))
+                os.write(master, kbtest.kbsp_hello(serial=b"\xff" * 30))
                 core.wait_line(r"\(main\) Controller connected: kegboard-________ serial=(\\xff){30} "
                                r"firmware_version=18 board_reset=yes", timeout=20)
                 daemon.wait_line(r"WARNING .*the board's serial number is not valid UTF-8; announcing it as "
                                  r"'(\\xff){30}'")
-                os.write(master, meter_status(b"flow0", 100))       # counted from 0: the board booted
-                os.write(master, meter_status(b"flow0", 900))
+                os.write(master, kbtest.kbsp_meter_status("flow0", 100))       # counted from 0: the board booted
+                os.write(master, kbtest.kbsp_meter_status("flow0", 900))
                 # The board reboots; its counters restart at 0.
-                os.write(master, hello(b"\xff" * 30))
+                os.write(master, kbtest.kbsp_hello(serial=b"\xff" * 30))
                 core.wait_line(r"Controller kegboard-________ was reset", timeout=20)
-                os.write(master, meter_status(b"flow0", 100))
+                os.write(master, kbtest.kbsp_meter_status("flow0", 100))
                 # One flow: 100 + 800, then 100 more after the reset.
                 listener.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 1000, timeout=20,
                                     what="1000 ticks")
