@@ -42,8 +42,8 @@
 #define MAX_LISTENERS 2
 
 /* Peer-triggered messages, rate-limited per kind (util-ratelimit.h). */
-static LogRateLimit rl_connections = LOG_RATELIMIT_INIT("kegnet connections opened and closed", 10 * USEC_PER_SEC, 100);
-static LogRateLimit rl_hello = LOG_RATELIMIT_INIT("kegnet Hello messages", 10 * USEC_PER_SEC, 50);
+static LogRateLimit rl_connections = LOG_RATELIMIT_TIMED("kegnet connections opened and closed", 10 * USEC_PER_SEC, 100);
+static LogRateLimit rl_hello = LOG_RATELIMIT_TIMED("kegnet Hello messages", 10 * USEC_PER_SEC, 50);
 static LogRateLimit rl_refused = LOG_RATELIMIT_DEFAULT("kegnet connections refused (no free slot)");
 static LogRateLimit rl_evicted = LOG_RATELIMIT_DEFAULT("kegnet connections closed to make room");
 static LogRateLimit rl_idle = LOG_RATELIMIT_DEFAULT("idle kegnet connections closed");

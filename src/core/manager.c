@@ -35,18 +35,18 @@
 /* Lines a kegnet peer can trigger, rate-limited per kind (util-ratelimit.h). The lines that record
  * drinks ("Logged drink", a drink that could not be written) never are. */
 static LogRateLimit rl_flow_log[_FLOW_LOG_KIND_MAX] = {
-        [FLOW_LOG_FLOW] = LOG_RATELIMIT_INIT("flow messages", 10 * USEC_PER_SEC, 200),
+        [FLOW_LOG_FLOW] = LOG_RATELIMIT_TIMED("flow messages", 10 * USEC_PER_SEC, 200),
         [FLOW_LOG_METER] = LOG_RATELIMIT_DEFAULT("meter reading messages"),
         [FLOW_LOG_TAP] = LOG_RATELIMIT_DEFAULT("first-sight tap messages"),
         [FLOW_LOG_TABLE] = LOG_RATELIMIT_DEFAULT("meters forgotten to make room"),
         [FLOW_LOG_TABLE_FULL] = LOG_RATELIMIT_DEFAULT("new meters refused (table full)"),
         [FLOW_LOG_REQUEST] = LOG_RATELIMIT_DEFAULT("flow request messages"),
-        [FLOW_LOG_TOKEN] = LOG_RATELIMIT_INIT("token messages", 10 * USEC_PER_SEC, 50),
+        [FLOW_LOG_TOKEN] = LOG_RATELIMIT_TIMED("token messages", 10 * USEC_PER_SEC, 50),
         [FLOW_LOG_CONTROLLER] = LOG_RATELIMIT_DEFAULT("board reset messages"),
         [FLOW_LOG_GHOST] = LOG_RATELIMIT_TIMED("ghost-pour messages", 10 * USEC_PER_SEC, 200),
 };
-static LogRateLimit rl_tokens = LOG_RATELIMIT_INIT("token messages", 10 * USEC_PER_SEC, 50);
-static LogRateLimit rl_controllers = LOG_RATELIMIT_INIT("controller messages", 10 * USEC_PER_SEC, 50);
+static LogRateLimit rl_tokens = LOG_RATELIMIT_TIMED("token messages", 10 * USEC_PER_SEC, 50);
+static LogRateLimit rl_controllers = LOG_RATELIMIT_TIMED("controller messages", 10 * USEC_PER_SEC, 50);
 static LogRateLimit rl_controller_table = LOG_RATELIMIT_DEFAULT("controller table messages");
 static LogRateLimit rl_names = LOG_RATELIMIT_DEFAULT("new names refused");
 static LogRateLimit rl_failures = LOG_RATELIMIT_DEFAULT("kegnet messages that failed");
