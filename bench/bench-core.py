@@ -84,7 +84,7 @@ class Hostile:
     """Connections any local user can make: 64 that never send anything (every slot taken), and
     a thread that keeps opening connections, sending a bad frame and closing them."""
 
-    def __init__(self, port, rate=800.0):
+    def __init__(self, port, rate=500.0):
         self.port = port
         self.idle = []
         for _ in range(64):
@@ -297,7 +297,7 @@ def main():
         sys.stdout.flush()
     with kbtest.TempDir() as tmp:
         # Longer, so that a thousand connections come and go within the measurement.
-        rate, _, _, n = bench_throughput(tmp, n=400000, hostile=True)
+        rate, _, _, n = bench_throughput(tmp, n=600000, hostile=True)
         print("core MeterUpdate throughput while %d hostile connections came and went (target >= %d; 64 idle "
               "ones holding the slots): %.0f messages/s (target >= %d)" % (n, HOSTILE_TARGET, rate, THROUGHPUT_TARGETS["on"]))
         if rate < THROUGHPUT_TARGETS["on"]:
@@ -306,7 +306,7 @@ def main():
             failed.append("hostile connections during the throughput run")
         sys.stdout.flush()
     with kbtest.TempDir() as tmp:
-        p50, p99, pmax, n = bench_latency(tmp, hostile=True)
+        p50, p99, pmax, n = bench_latency(tmp, samples=1000, hostile=True)
         print("pty meter frame -> FlowUpdate latency while %d hostile connections came and went (target >= %d): "
               "p50 %.3f ms, p99 %.3f ms, max %.3f ms (target p99 < 2 ms)" % (n, HOSTILE_TARGET, p50, p99, pmax))
         if p99 >= 2.0:
