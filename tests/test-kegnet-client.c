@@ -602,6 +602,13 @@ static void test_outbox_limit(void) {
         test_teardown(&t);
 }
 
+/* The client as a producer, started and connected to the test server. */
+static void producer_start(Test *t) {
+        kegnet_client_set_producer(t->client, true);
+        check(kegnet_client_start(t->client) == 0);
+        check(RUN_UNTIL(t->event, server_accept(t) && t->connected == 1, 2000));
+}
+
 static void test_slow_server(void) {
         Test t;
         test_setup(&t, true, 4096);
@@ -611,9 +618,7 @@ static void test_slow_server(void) {
         uint64_t worst = 0, start = now_usec();
         int sent = 0;
 
-        kegnet_client_set_producer(c, true);
-        check(kegnet_client_start(c) == 0);
-        check(RUN_UNTIL(t.event, server_accept(&t) && t.connected == 1, 2000));
+        producer_start(&t);
 
         /* The server never reads: sends stay non-blocking and the client gives up at 256 KiB. */
         while (t.disconnected == 0 && now_usec() < start + 8 * USEC_PER_SEC) {
@@ -793,10 +798,8 @@ static void test_held_until_acknowledged(void) {
                 KegnetClient *c = t.client;
                 KegnetMessage m;
 
-                kegnet_client_set_producer(c, true);
                 t.manual_ack = true;
-                check(kegnet_client_start(c) == 0);
-                check(RUN_UNTIL(t.event, server_accept(&t) && t.connected == 1, 2000));
+                producer_start(&t);
 
                 m = mu("kegboard.flow0", 1);            check(kegnet_client_send(c, &m) == 0);   /* seq 1 */
                 m = token("aa", KEGNET_TOKEN_ADDED);    check(kegnet_client_send(c, &m) == 0);   /* seq 2 */

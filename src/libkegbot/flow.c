@@ -540,16 +540,7 @@ static void emit_log_kind(FlowEngine *e, FlowLogKind kind, const char *meter, in
 }
 
 /* A line about a flow (FLOW_LOG_FLOW). The shadow keeps its decisions to itself. */
-_printf_(4, 5)
-static void emit_log(FlowEngine *e, const char *meter, int level, const char *format, ...) {
-        va_list ap;
-
-        if (is_shadow(e))
-                return;
-        va_start(ap, format);
-        emit_logv(e, FLOW_LOG_FLOW, meter, level, format, ap);
-        va_end(ap);
-}
+#define emit_log(e, meter, level, ...) emit_log_kind(e, FLOW_LOG_FLOW, meter, level, __VA_ARGS__)
 
 /* A classification (ghost ticks, flags, quarantine): the shadow reports these too. */
 _printf_(4, 5)
