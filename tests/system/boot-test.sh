@@ -410,6 +410,10 @@ if IN mkfifo -m 0660 /dev/ttyRFID0 && IN chgrp dialout /dev/ttyRFID0 \
   valve_open() { IN journalctl -b -u kegbot-systest-sim.service --no-pager -o cat | grep -q 'RELAY id=1 state=on cause=command'; }
   if wait_for 20 "tag seen" tag_seen && wait_for 20 "flow for systest" flow_user && wait_for 20 "valve open" valve_open; then
     pass "swipe: the reader saw the card, the core started a flow for systest, the valve opened (relay 1 on)"
+    # The reader came in through the Unix socket, as a producer with acknowledgements.
+    hello=$(IN journalctl -b -t kegbot_core --no-pager -o cat | grep -m1 'Hello from unix:pid=.*rfid_daemon (producer, acknowledged)')
+    [ -n "$hello" ] && pass "rfid_daemon on the Unix socket: $hello" \
+      || fail "no Hello from rfid_daemon on the Unix socket: $(IN journalctl -b -t kegbot_core --no-pager -o cat | grep Hello)"
     IN sh -c "echo 'pour flow1 500 1' >$SIM_IN"
     rfid_ticks() { [ "$(IN "${BUS[@]}" get-property org.kegbot.Core1 "$tap1" org.kegbot.Core1.Tap TotalTicks)" = "t 500" ]; }
     wait_for 20 "500 ticks" rfid_ticks
