@@ -107,6 +107,7 @@ struct Manager {
         Commit *commits, **commits_tail;
         size_t n_waiting;               /* drinks queued in 'commits': not written yet */
         sd_event_source *commit_timer;  /* retries writes and the reserve while the disk is full */
+        sd_event_source *meters_save_source;    /* meters.json changed in this loop iteration */
         bool meters_restored;
         bool meters_save_failed;
 
@@ -339,6 +340,37 @@ static void arm_commit_timer(Manager *m) {
                 log_error_errno(r, "Cannot arm the disk retry timer: %m");
 }
 
+static int on_meters_save(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+
+        m->meters_save_source = sd_event_source_disable_unref(m->meters_save_source);
+        if (meters_state_is_dirty(m->meters) && meters_save(m) < 0)
+                arm_commit_timer(m);
+        return 0;
+}
+
+/* meters.json changed without a drink (a baseline, a rejected report, ...): written once per loop
+ * iteration, not once per message - a batch of new meters costs one write, not one each - and before
+ * the kegnet output of the iteration (the Acks of those messages) goes out: the server's flush runs
+ * at SD_EVENT_PRIORITY_NORMAL - 1. Stopping, at once. */
+static void meters_save_soon(Manager *m) {
+        int r;
+
+        if (m->meters_save_source)
+                return;
+        if (m->stopping || !m->event) {
+                (void) meters_save(m);
+                return;
+        }
+        r = sd_event_add_defer(m->event, &m->meters_save_source, on_meters_save, m);
+        if (r < 0) {
+                (void) meters_save(m);
+                return;
+        }
+        (void) sd_event_source_set_priority(m->meters_save_source, SD_EVENT_PRIORITY_NORMAL - 2);
+        (void) sd_event_source_set_description(m->meters_save_source, "meters-save");
+}
+
 /* The drink is durable: its withheld FlowUpdate(completed) goes out, then (accepted at once, i.e.
  * written to drinks.log) its DrinkCreatedEvent; from inside the engine call that ended the flow
  * the completed update is still to come and the announcement waits for it. */
@@ -447,7 +479,7 @@ static void commit_run(Manager *m) {
                 commit_free(commit_pop(m));
         }
         if (meters_state_is_dirty(m->meters))
-                (void) meters_save(m);
+                meters_save_soon(m);
         if (blocked || m->meters_save_failed || !disk_reserve_held(m->reserve))
                 arm_commit_timer(m);
         if (waiting != m->n_waiting || reserve != disk_reserve_held(m->reserve))
@@ -1529,6 +1561,10 @@ Manager *manager_free(Manager *m) {
         m->thermo_timer_source = sd_event_source_disable_unref(m->thermo_timer_source);
         m->shutdown_timer_source = sd_event_source_disable_unref(m->shutdown_timer_source);
         m->commit_timer = sd_event_source_disable_unref(m->commit_timer);
+        m->meters_save_source = sd_event_source_disable_unref(m->meters_save_source);
+        /* The loop may have ended before its last change was written. */
+        if (meters_state_is_dirty(m->meters))
+                (void) meters_save(m);
 
         if (m->n_waiting > 0)
                 log_named(LOG_WARNING, "DrinkManager", "%zu drinks could not be written (the disk is full); their "

@@ -9,6 +9,7 @@ case here, and together they must leave a concurrent 1000-tick pour recorded exa
 - numbers out of range are refused naming the flag, the file and line, or the frame;
 - producer messages over TCP only from root or the core's user (kernel socket diagnostics), unless
   --kegnet_open_producers; the Unix socket for the producers."""
+import json
 import os
 import re
 import shutil
@@ -250,12 +251,20 @@ class TablesTest(unittest.TestCase):
                         m = real.recv(0.5)
                     return m and m["data"]["meter_name"] == "real.flow0" and m["data"]["ticks"] == 100
                 kbtest.wait_until(counted, timeout=20, interval=0.5, what="the real meter counted")
-                core.wait_line(r"WARNING  \(flowmanager\) Meter table full \(1024 meters\): forgetting meter junk\d+\.m\d+ "
-                               r"\(never counted a tick, last seen \d+ s ago\) for real\.flow0")
+                forgotten = core.wait_line(r"WARNING  \(flowmanager\) Meter table full \(1024 meters\): forgetting "
+                                           r"meter (junk\d+\.m\d+) \(never counted a tick, last seen \d+ s ago\) for "
+                                           r"real\.flow0").group(1)
                 meter(real, 1100, "real.flow0")
                 real.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 1100)
                 self.assertEqual(core.stop(), 0)
                 self.assertEqual([(d["meter_name"], d["ticks"]) for d in core.drinks()], [("real.flow0", 1100)])
+                # meters.json forgets what the table forgot (else, full of junk, it could not take the
+                # real meter, and its drink waited for room forever).
+                with open(os.path.join(core.state_dir, "meters.json")) as f:
+                    kept = json.load(f)["meters"]
+                self.assertEqual(kept["real.flow0"], {"reading": 1100, "carry": 0})
+                self.assertNotIn(forgotten, kept)
+                self.assertLessEqual(len(kept), 1024)
                 self.assertFalse(core.stderr_lines(r"No space left on device"))
             finally:
                 for c in conns:
@@ -437,7 +446,8 @@ class NumbersTest(unittest.TestCase):
             self.assertIn("Error: flag --default_ticks_per_ml=1e-320: 1e-320 is not a number in the range "
                           "[0.01, 100]", r.stderr)
             for flag in ("--min_volume_ml=1e9", "--sync_interval=1e3", "--retry_interval=3601",
-                         "--api_timeout=1e-400", "--kegnet_idle_timeout=0", "--max_tick_delta=4294967296"):
+                         "--api_timeout=1e-400", "--kegnet_idle_timeout=0", "--max_tick_delta=4294967296",
+                         "--max_restart_delta=4294967296"):
                 r = kbtest.run([kbtest.binary("kegbot_core"), flag, "--dbus=none"])
                 self.assertEqual(r.returncode, 1, flag)
                 self.assertRegex(r.stderr, r"Error: flag %s: " % re.escape(flag), flag)
