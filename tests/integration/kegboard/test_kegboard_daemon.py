@@ -200,8 +200,9 @@ class DaemonTest(unittest.TestCase):
             d.wait_line(r"probing for a Kegboard")
             pty.write(kbd.meter_status("flow0", 900))
             pty.write(kbd.hello(serial=SERIAL, uptime_ms=0))
-            m = core.wait_message(ev("ControllerConnectedEvent"))
-            self.assertIs(m["data"]["board_reset"], True)
+            # If the board answers before the core connection is up, the daemon announces the
+            # board first (board_reset false) and the queued reset follows in the outbox.
+            core.wait_message(ev("ControllerConnectedEvent", board_reset=True))
             pty.write(kbd.meter_status("flow0", 3))
             core.wait_message(ev("MeterUpdate", reading=3))
             # 900 counted on the counters the reset cleared.
