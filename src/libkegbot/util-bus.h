@@ -1,4 +1,4 @@
-/* Small sd-bus helpers the D-Bus clients of kegbot_core share (kegbot_calibrate, lcd_daemon): reading
+/* Small sd-bus helpers the D-Bus clients of kegbot_core share (kegbot_calibrate, core-watch): reading
  * the a{sv} dictionaries that Properties.GetAll, the ObjectManager and the calibration results use. */
 #pragma once
 
