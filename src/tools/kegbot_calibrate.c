@@ -138,7 +138,7 @@ static int report_error(const sd_bus_error *e, int r, const char *meter) {
 
         log_debug("D-Bus error %s: %s", name ?: "(none)", message);
         if (error_is(e, SD_BUS_ERROR_ACCESS_DENIED)) {
-                fprintf(stderr, "Error: Permission denied: run as root or as a member of group kegbot\n");
+                fprintf(stderr, "Error: Permission denied: run as root or as a member of group kegbot-admin\n");
                 return EXIT_NO_ANSWER;
         }
         if (bare && streq(bare, "ServerError")) {

@@ -334,7 +334,7 @@ class StandaloneTest(CalibrationCase):
         self.assertAlmostEqual(res[0]["old_volume_ml"], total * 0.185, places=6)
 
     def test_access(self):
-        """Case 32: the methods are root's and group kegbot's; status is everyone's."""
+        """Case 32: the methods are root's and the operators' (group kegbot-admin); status is everyone's."""
         methods = [("StartCalibration", "s", [M0]), ("FinishCalibration", "sd", [M0, 500.0]),
                    ("FinishCalibrationByWeight", "sdd", [M0, 500.0, 1.015]), ("CancelCalibration", "s", [M0]),
                    ("SetCalibration", "sd", [M0, 0.2])]
@@ -342,14 +342,17 @@ class StandaloneTest(CalibrationCase):
             err, msg = self.call(method, sig, *args, as_="nobody")
             self.assertEqual(err, "org.freedesktop.DBus.Error.AccessDenied", "%s: %s" % (method, msg))
         r = self.cal("start", M0, as_="nobody", code=4)
-        self.assertEqual(r.stderr, "Error: Permission denied: run as root or as a member of group kegbot\n")
+        self.assertEqual(r.stderr, "Error: Permission denied: run as root or as a member of group kegbot-admin\n")
         r = self.cal("status", as_="nobody")
         self.assertEqual(r.stdout.splitlines()[0].split(), ["METER", "NAME", "ML/TICK", "TICKS/ML", "SOURCE",
                                                             "CALIBRATION"])
         self.assertEqual(self.tap(M0, "CalibrationState"), "")
-        # Group kegbot may.
-        self.cal("start", M0, as_="kegbot-group")
-        self.assertEqual(self.call("CancelCalibration", "s", M0, as_="kegbot-group"), ("ok", [0]))
+        # The service group kegbot may not; the operators (group kegbot-admin) may.
+        err, msg = self.call("StartCalibration", "s", M0, as_="service-group")
+        self.assertEqual(err, "org.freedesktop.DBus.Error.AccessDenied", msg)
+        self.cal("start", M0, as_="service-group", code=4)
+        self.cal("start", M0, as_="operator")
+        self.assertEqual(self.call("CancelCalibration", "s", M0, as_="operator"), ("ok", [0]))
 
     def test_status(self):
         """status: one row per tap, sorted, a running calibration's count and times."""
