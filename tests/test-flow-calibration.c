@@ -34,6 +34,7 @@ typedef struct Rec {
         int n_updates, n_drinks, n_ghosts, n_tap_created;
         int n_relay_on[2], n_relay_off[2], n_reassert[2];
         int n_cal_started, n_cal_ticks, n_cal_ended;
+        int n_meter_states;
         FlowCalibrationEnd last_reason;
         uint64_t last_cal_ticks;
         double last_old, last_new;
@@ -108,6 +109,9 @@ static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
                                    flow_calibration_end_to_string(ev->calibration.reason));
                         break;
                 }
+                break;
+        case FLOW_EVENT_METER_STATE:
+                r->n_meter_states++;
                 break;
         default:
                 break;
@@ -473,16 +477,23 @@ static void test_other_tap_unaffected(void) {
         check_int(flow_engine_end_calibration(e, M0, FLOW_CALIBRATION_CANCELLED, 0, AT(t_end + SEC(30))), ticks0);
 }
 
+/* An engine with tap M0 (0.185 mL/tick) at reading 5000, calibrating since time 0. */
+static FlowEngine *engine_calibrating(Rec *r) {
+        FlowEngine *e = engine_new(r, FLOW_GHOST_ON, true);
+
+        check_int(flow_engine_set_tap(e, M0, NULL, 0.185, NULL), FLOW_TAP_ADDED);
+        check(flow_engine_meter_update(e, M0, 5000, AT(0)) == 0);
+        check_int(flow_engine_start_calibration(e, M0, TIMEOUT, true, AT(0)), 0);
+        return e;
+}
+
 /* Case 23: a board reset notice and a rejected reading during a calibration. */
 static void test_reset_and_rejected(void) {
         _cleanup_(flow_engine_freep) FlowEngine *e = NULL;
         FlowCalibrationInfo ci;
         Rec r;
 
-        e = engine_new(&r, FLOW_GHOST_ON, true);
-        check_int(flow_engine_set_tap(e, M0, NULL, 0.185, NULL), FLOW_TAP_ADDED);
-        check(flow_engine_meter_update(e, M0, 5000, AT(0)) == 0);
-        check_int(flow_engine_start_calibration(e, M0, TIMEOUT, true, AT(0)), 0);
+        e = engine_calibrating(&r);
         check_int(flow_engine_meter_update(e, M0, 5100, AT(SEC(1))), 100);
         check_int(flow_engine_controller_reset(e, "kegboard"), 0);
         check_int(flow_engine_meter_update(e, M0, 30, AT(SEC(2))), 30);            /* counts from 0 */
@@ -491,6 +502,26 @@ static void test_reset_and_rejected(void) {
         check_int(flow_engine_get_calibration(e, M0, &ci), 0);
         check_int(ci.ticks, 230);
         check(strstr(r.logs, "W:Bad ticks report: meter=kegboard.flow0 last=30 reading=1031; re-baselining\n"));
+}
+
+/* Calibration ticks are accounted for (core-behaviour.md section 5): a restarted core does not count
+ * them again as a pour or ghost. */
+static void test_ticks_accounted(void) {
+        _cleanup_(flow_engine_freep) FlowEngine *e = NULL;
+        FlowMeterInfo mi;
+        Rec r;
+
+        e = engine_calibrating(&r);
+        check_int(flow_engine_meter_update(e, M0, 5100, AT(SEC(1))), 100);
+        check_int(flow_engine_meter_update(e, M0, 7703, AT(SEC(2))), 0);           /* rejected: re-baselined */
+        check_int(flow_engine_meter_update(e, M0, 8400, AT(SEC(3))), 697);
+        check_int(flow_engine_get_meter(e, M0, &mi), 0);
+        check_int(mi.state.accounted, 8400);
+        check_int(mi.state.carry, 0);
+        check_int(flow_engine_end_calibration(e, M0, FLOW_CALIBRATION_CANCELLED, 0, AT(SEC(4))), 797);
+        check_int(flow_engine_get_meter(e, M0, &mi), 0);
+        check_int(mi.state.accounted, 8400);
+        check_int(r.n_meter_states, 3);        /* the baseline, the rejected report, the end */
 }
 
 /* Cases 24 and 25 at the engine: the tap goes away, the core stops. */
@@ -540,6 +571,7 @@ int main(void) {
         test_run(test_flows_and_tokens_refused);
         test_run(test_other_tap_unaffected);
         test_run(test_reset_and_rejected);
+        test_run(test_ticks_accounted);
         test_run(test_tap_removed_and_shutdown);
         test_run(test_calibration_names);
         return test_result();

@@ -3106,6 +3106,9 @@ static void calibration_count(FlowEngine *e, Meter *m, uint64_t delta, const Flo
         Calibration *c = m->cal;
 
         c->ticks += delta;
+        /* The calibration takes them: accounted for, as a drink's or ghost ticks are (announced
+         * when it ends, once, not per report). */
+        meter_settle(e, m, delta);
         if (m->tap)
                 c->ml_per_tick = m->tap->ml_per_tick;
         calibration_take(e, m->name, delta, now);
@@ -3146,6 +3149,7 @@ static void calibration_end(FlowEngine *e, Meter *m, FlowCalibrationEnd reason, 
                 if (sm && sm->filter)
                         filter_restart(sm->filter);
         }
+        emit_meter_state(e, m);
         emit_calibration(e, m, FLOW_CALIBRATION_ENDED, ticks, reason, old_ml_per_tick, new_ml_per_tick);
 }
 

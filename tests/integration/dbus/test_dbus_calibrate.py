@@ -299,6 +299,14 @@ class StandaloneTest(CalibrationCase):
         self.assertEqual(caltest.calibration_ended(self.mon, M0), [M0, "shutdown", 500, 0.185, 0.185])
         self.assertEqual(self.taps_text(), before)
         self.assertEqual(self.core.drinks(), [])
+        # Its ticks are accounted for (meters.json): the restarted core does not count them again.
+        with open(os.path.join(self.core.state_dir, "meters.json")) as f:
+            self.assertEqual(json.load(f)["meters"][M0], {"reading": 500, "carry": 0})
+        self.stop_core()
+        self.start_core()
+        self.producer.baseline(M0, 500)
+        self.producer.pour(M0, 10)
+        caltest.wait_tap(self.bus, M0, "TotalTicks", 10)
 
     def test_properties_rate_and_contract(self):
         """Case 35: CalibrationTicks changes at most 10 times a second during a fast pour and ends on the
