@@ -524,6 +524,30 @@ static void test_ticks_accounted(void) {
         check_int(r.n_meter_states, 3);        /* the baseline, the rejected report, the end */
 }
 
+/* A full meter table (FLOW_ENGINE_MAX_METERS) never forgets a meter being calibrated, although its
+ * first-sight tap is the least recently seen: the count would be lost. */
+static void test_kept_when_table_full(void) {
+        _cleanup_(flow_engine_freep) FlowEngine *e = NULL;
+        FlowCalibrationInfo ci;
+        char name[32];
+        Rec r;
+
+        e = engine_new(&r, FLOW_GHOST_OFF, true);
+        check(flow_engine_meter_update(e, M0, 5000, AT(0)) == 0);
+        check_int(flow_engine_start_calibration(e, M0, SEC(3600), true, AT(0)), 0);
+        check_int(flow_engine_meter_update(e, M0, 5300, AT(SEC(2))), 300);
+        for (int i = 0; i < FLOW_ENGINE_MAX_METERS - 1; i++) {
+                snprintf(name, sizeof name, "junk.m%d", i);
+                check(flow_engine_meter_update(e, name, 1, AT(SEC(10))) == 0);
+                check(flow_engine_meter_update(e, name, 2, AT(SEC(10))) == 1);
+        }
+        flow_engine_process_deadlines(e, AT(SEC(700)));
+        check_int(flow_engine_make_room(e, "new.flow0", AT(SEC(700))), 1);
+        check_int(flow_engine_get_calibration(e, M0, &ci), 0);
+        check_int(ci.ticks, 300);
+        check_int(flow_engine_meter_update(e, M0, 5400, AT(SEC(701))), 100);
+}
+
 /* Cases 24 and 25 at the engine: the tap goes away, the core stops. */
 static void test_tap_removed_and_shutdown(void) {
         _cleanup_(flow_engine_freep) FlowEngine *e = NULL;
@@ -572,6 +596,7 @@ int main(void) {
         test_run(test_other_tap_unaffected);
         test_run(test_reset_and_rejected);
         test_run(test_ticks_accounted);
+        test_run(test_kept_when_table_full);
         test_run(test_tap_removed_and_shutdown);
         test_run(test_calibration_names);
         return test_result();
