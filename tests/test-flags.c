@@ -279,6 +279,31 @@ static void test_positional(void) {
         flags_reset();
 }
 
+/* A command's flags may follow its words (kegbot_calibrate finish kegboard.flow0 --ml=500). */
+static void test_interspersed(void) {
+        char *argv[] = { (char *) "prog", (char *) "finish", (char *) "--int=3", (char *) "m", (char *) "--flag",
+                         (char *) "-", (char *) "--", (char *) "--str=x", NULL };
+        char *bad[] = { (char *) "prog", (char *) "start", (char *) "--nosuch", NULL };
+        _cleanup_(freep) char *error = NULL;
+        char **pos = NULL;
+
+        check(flags_parse_interspersed(groups, ELEMENTSOF(groups), 8, argv, &pos, NULL) == FLAGS_OK);
+        check(arg_flag && arg_int == 3 && streq(arg_str, "default"));
+        check_int(strv_length(pos), 4);
+        check_streq(pos[0], "finish");
+        check_streq(pos[1], "m");
+        check_streq(pos[2], "-");
+        check_streq(pos[3], "--str=x");         /* after "--": an operand */
+        strv_free(pos);
+        flags_reset();
+
+        pos = NULL;
+        check(flags_parse_interspersed(groups, ELEMENTSOF(groups), 3, bad, &pos, &error) < 0);
+        check_streq(error, "unknown flag --nosuch");
+        check(!pos);
+        flags_reset();
+}
+
 static void test_unknown_and_abbreviations(void) {
         PARSE_ERROR("unknown flag --fla", "--fla");             /* no prefixes */
         PARSE_ERROR("unknown flag --flags", "--flags");
@@ -770,6 +795,7 @@ int main(void) {
         test_run(test_numbers);
         test_run(test_strings_and_enums);
         test_run(test_positional);
+        test_run(test_interspersed);
         test_run(test_unknown_and_abbreviations);
         test_run(test_undefok);
         test_run(test_help_flags);

@@ -57,18 +57,6 @@ typedef struct Rec {
         int completed_with_flow_still_listed;
 } Rec;
 
-static void rec_append(char *buf, size_t size, const char *format, ...) _printf_(3, 4);
-static void rec_append(char *buf, size_t size, const char *format, ...) {
-        size_t l = strlen(buf);
-        va_list ap;
-
-        if (l + 1 >= size)
-                return;
-        va_start(ap, format);
-        (void) vsnprintf(buf + l, size - l, format, ap);
-        va_end(ap);
-}
-
 static void rec_event(Rec *r, const char *format, ...) _printf_(2, 3);
 static void rec_event(Rec *r, const char *format, ...) {
         char item[256];
@@ -77,7 +65,7 @@ static void rec_event(Rec *r, const char *format, ...) {
         va_start(ap, format);
         (void) vsnprintf(item, sizeof item, format, ap);
         va_end(ap);
-        rec_append(r->seq, sizeof r->seq, "%s%s", r->seq[0] ? " | " : "", item);
+        test_appendf(r->seq, sizeof r->seq, "%s%s", r->seq[0] ? " | " : "", item);
 }
 
 static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
@@ -86,7 +74,7 @@ static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
 
         switch (ev->type) {
         case FLOW_EVENT_LOG:
-                rec_append(r->logs, sizeof r->logs, "%c:%s\n",
+                test_appendf(r->logs, sizeof r->logs, "%c:%s\n",
                            ev->log.level == LOG_WARNING ? 'W' : ev->log.level == LOG_INFO ? 'I' :
                            ev->log.level == LOG_DEBUG ? 'D' : '?', ev->log.message);
                 return;
@@ -140,8 +128,8 @@ static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
                 rec_event(r, "T:%s", ev->meter_name);
                 break;
         case FLOW_EVENT_METER_STATE:
-                rec_append(r->states, sizeof r->states, "%s=%" PRIu32 "+%" PRIu64 " ", ev->meter_name,
-                           ev->meter_state->accounted, ev->meter_state->carry);
+                test_appendf(r->states, sizeof r->states, "%s=%" PRIu32 "+%" PRIu64 " ", ev->meter_name,
+                             ev->meter_state->accounted, ev->meter_state->carry);
                 break;
         case FLOW_EVENT_GHOST:
                 rec_event(r, "G:%s:%" PRIu64, flow_ghost_rule_to_string(ev->ghost.rule), ev->ghost.ticks);
@@ -162,10 +150,16 @@ static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
                 /* Sent while the tap can still be looked up. */
                 check(flow_engine_get_tap(e, ev->meter_name, &(FlowTapInfo) {}) == 0);
                 break;
+        case FLOW_EVENT_CALIBRATION:
+                if (ev->calibration.change == FLOW_CALIBRATION_TICKS)
+                        return;
+                rec_event(r, "C:%s:%" PRIu64, ev->calibration.change == FLOW_CALIBRATION_STARTED ? "start" :
+                          flow_calibration_end_to_string(ev->calibration.reason), ev->calibration.ticks);
+                break;
         }
         if (ev->type == FLOW_EVENT_DRINK && ev->meter_state)
-                rec_append(r->states, sizeof r->states, "%s=%" PRIu32 "+%" PRIu64 "(drink) ", ev->meter_name,
-                           ev->meter_state->accounted, ev->meter_state->carry);
+                test_appendf(r->states, sizeof r->states, "%s=%" PRIu32 "+%" PRIu64 "(drink) ", ev->meter_name,
+                             ev->meter_state->accounted, ev->meter_state->carry);
 
         if (r->probe) {
                 r->probe_calls++;
@@ -726,8 +720,8 @@ static void test_tap_registry(void) {
         check_int(flow_engine_set_tap(e, "a", NULL, 3.0, NULL), FLOW_TAP_UPDATED);
         check_int(flow_engine_get_flow(e, "a", &fi), 0);
         check_double(fi.volume_ml, 30.0);
-        check_int(flow_engine_remove_tap(e, "a"), 0);
-        check_int(flow_engine_remove_tap(e, "a"), -ENOENT);
+        check_int(flow_engine_remove_tap(e, "a", AT(1)), 0);
+        check_int(flow_engine_remove_tap(e, "a", AT(1)), -ENOENT);
         check_int(flow_engine_n_taps(e), 1);
         check_int(flow_engine_meter_update(e, "a", 20, AT(2)), 10);
         check(r.last_update.volume_known);
@@ -1401,7 +1395,7 @@ static void test_all_taps_token(void) {
         check_int(flow_engine_token_removed(e, FLOW_DEVICE_RFID, "cafe", NULL, AT(SEC(26))), 3);
         /* With no taps an all-taps token reaches nothing. */
         for (const char *m = "t0"; m; m = streq(m, "t0") ? "t1" : streq(m, "t1") ? "t2" : NULL)
-                check_int(flow_engine_remove_tap(e, m), 0);
+                check_int(flow_engine_remove_tap(e, m, AT(SEC(26))), 0);
         check_int(flow_engine_token_added(e, FLOW_DEVICE_RFID, "cafe", NULL, AT(SEC(27))), 0);
 }
 
@@ -1445,7 +1439,7 @@ static void test_token_removed_before_lookup(void) {
         /* A removed tap drops its record. */
         check_int(flow_engine_set_tap(e, "n", NULL, 1.0, NULL), FLOW_TAP_ADDED);
         check_int(flow_engine_token_added(e, FLOW_DEVICE_RFID, "z", "n", AT(5)), 1);
-        check_int(flow_engine_remove_tap(e, "n"), 0);
+        check_int(flow_engine_remove_tap(e, "n", AT(5)), 0);
         check_int(flow_engine_token_resolved(e, FLOW_DEVICE_RFID, "z", "bob", AT(6)), 0);
         check(!has_flow(e, "n"));
 }

@@ -231,6 +231,7 @@ static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
                         r->n_quarantine_cleared++;
                 break;
         case FLOW_EVENT_GHOST_COUNTERS:
+        case FLOW_EVENT_CALIBRATION:
                 break;
         }
 }

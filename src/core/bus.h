@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "calibration.h"
 #include "macro.h"
 #include "manager.h"
 
@@ -45,6 +46,9 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Bus *, bus_free);
  * Without a backend the standalone values are shown (BackendState "standalone", no drink queue,
  * Sync() reloads the taps file). Free the Bus before the backend, or set NULL first. */
 void bus_set_backend(Bus *b, Backend *backend);
+/* The calibration methods (calibration.md section 5) call 'c'; without it they answer NotSupported.
+ * Free the Bus before 'c'. */
+void bus_set_calibrations(Bus *b, Calibrations *c);
 /* Something the Manager interface shows may have changed: emits PropertiesChanged for what differs. */
 void bus_backend_changed(Bus *b);
 

@@ -11,6 +11,7 @@
 #include "flags.h"
 #include "backend.h"
 #include "bus.h"
+#include "calibration.h"
 #include "manager.h"
 
 static const char *arg_kb_core_bind_addr = KEGNET_DEFAULT_ADDR;
@@ -29,6 +30,7 @@ static bool arg_debug_events = false;
 static bool arg_kegnet_open_producers = false;
 static int arg_kegnet_max_clients = KEGNET_SERVER_MAX_PEERS_DEFAULT;
 static int arg_kegnet_idle_timeout = KEGNET_SERVER_IDLE_TIMEOUT_DEFAULT / USEC_PER_SEC;
+static int arg_calibration_timeout_s = 600;
 
 /* The ghost filter (ghost-pours.md section 4.1); every one is also a taps-file key. */
 static const char *arg_ghost_filter = "on";
@@ -77,6 +79,8 @@ static const FlagDef core_flags[] = {
         FLAG_ENUM("dbus", &arg_dbus, ((const char *const[]) { "system", "session", "none", NULL }),
                   "Bus to serve org.kegbot.Core1 on: system, session or none."),
         FLAG_BOOL("debug_events", &arg_debug_events, "Log every kegnet message received and sent at DEBUG."),
+        FLAG_INT_RANGE("calibration_timeout_s", &arg_calibration_timeout_s, 60, 3600,
+                       "A calibration pour (kegbot_calibrate) ends unchanged this many seconds after its start."),
         FLAG_ENUM("ghost_filter", &arg_ghost_filter, ((const char *const[]) { "on", "log", "off", NULL }),
                   "Ghost-pour filter (G0): on = ghost ticks never become drinks; log = record what off records, "
                   "report what on would do; off = every tick pours. Every ghost-filter flag (G0-G9) is also a "
@@ -153,6 +157,7 @@ static void startup_done(void *userdata) {
 int main(int argc, char **argv) {
         _cleanup_(manager_freep) Manager *m = NULL;
         _cleanup_(backend_freep) Backend *backend = NULL;
+        _cleanup_(calibrations_freep) Calibrations *calibrations = NULL;
         _cleanup_(bus_freep) Bus *bus = NULL;  /* freed first: it observes the manager and the backend */
         bool bus_lost;
         ManagerConfig config;
@@ -218,6 +223,15 @@ int main(int argc, char **argv) {
                 app_finish();
                 return 1;
         }
+        /* Before the backend: its observer sees a shutdown first and abandons the stores in flight. */
+        r = calibrations_new(&calibrations, m, &(CalibrationConfig) {
+                .taps_file = arg_taps_file,
+                .timeout_usec = (uint64_t) arg_calibration_timeout_s * USEC_PER_SEC,
+        });
+        if (r < 0) {
+                app_finish();
+                return 1;
+        }
         if (server) {
                 BackendConfig bc = {
                         .api_url = app_api_url(),
@@ -228,6 +242,8 @@ int main(int argc, char **argv) {
                         .state_dir = arg_state_dir,
                 };
                 r = backend_new(&backend, m, &bc);
+                if (r >= 0)
+                        r = backend_add_calibrations(backend, calibrations);
                 if (r < 0) {
                         app_finish();
                         return 1;
@@ -245,6 +261,7 @@ int main(int argc, char **argv) {
                 }
                 if (backend)
                         bus_set_backend(bus, backend);
+                bus_set_calibrations(bus, calibrations);
         }
 
         startup = (Startup) { .manager = m, .backend = backend };
@@ -257,6 +274,7 @@ int main(int argc, char **argv) {
         r = manager_run(m);
         bus_lost = bus_failed(bus);
         bus = bus_free(bus);
+        calibrations = calibrations_free(calibrations);
         backend = backend_free(backend);
         m = manager_free(m);
 

@@ -609,6 +609,9 @@ static void on_engine_event(FlowEngine *e, const FlowEvent *ev, void *userdata) 
                 /* Else meters.json would fill up with meters the engine no longer has. */
                 meters_state_forget_meter(m->meters, ev->meter_name);
                 break;
+        case FLOW_EVENT_CALIBRATION:
+                FOREACH_OBSERVER(m, calibration_event, ev);
+                break;
         }
 }
 
@@ -903,6 +906,60 @@ FlowGhostMode manager_ghost_filter(Manager *m) {
         return m->config.settings.ghost_filter;
 }
 
+int manager_create_tap(Manager *m, const char *meter) {
+        FlowTime now;
+        int r;
+
+        if (m->stopping)
+                return -ESHUTDOWN;
+        manager_now(m, &now);
+        r = flow_engine_first_sight(m->engine, meter, &now);
+        manager_engine_done(m);
+        return r;
+}
+
+int manager_start_calibration(Manager *m, const char *meter, uint64_t timeout_usec, bool hold_relay) {
+        FlowTime now;
+        int r;
+
+        if (m->stopping)
+                return -ESHUTDOWN;
+        manager_now(m, &now);
+        r = flow_engine_start_calibration(m->engine, meter, timeout_usec, hold_relay, &now);
+        manager_engine_done(m);
+        return r;
+}
+
+int64_t manager_end_calibration(Manager *m, const char *meter, FlowCalibrationEnd reason, double old_ml_per_tick) {
+        FlowTime now;
+        int64_t r;
+
+        manager_now(m, &now);
+        r = flow_engine_end_calibration(m->engine, meter, reason, old_ml_per_tick, &now);
+        manager_engine_done(m);
+        return r;
+}
+
+int manager_calibration_set_storing(Manager *m, const char *meter, bool storing) {
+        int r;
+
+        r = flow_engine_calibration_set_storing(m->engine, meter, storing);
+        /* A deadline that passed while the result was stored is due now. */
+        manager_engine_done(m);
+        return r;
+}
+
+bool manager_is_stopping(Manager *m) {
+        return m->stopping;
+}
+
+uint64_t manager_now_realtime(Manager *m) {
+        uint64_t t = 0;
+
+        (void) sd_event_now(m->event, CLOCK_REALTIME, &t);
+        return t;
+}
+
 /* ---- controllers ---- */
 
 static Controller *find_controller(Manager *m, const char *name) {
@@ -1192,8 +1249,8 @@ static void on_kegnet_message(KegnetServer *s, KegnetPeer *p, const KegnetMessag
                         break;
                 if (f->request == KEGNET_REQUEST_START_FLOW) {
                         r = manager_start_flow(m, f->meter_name);
-                        if (r == -EPERM)
-                                r = 0;  /* quarantined: ignored, the engine said so */
+                        if (r == -EPERM || r == -EBUSY)
+                                r = 0;  /* quarantined or being calibrated: ignored, the engine said so */
                 } else
                         r = manager_stop_flow(m, f->meter_name);
                 if (r < 0 && r != -ESHUTDOWN && r != -ENOSPC)
@@ -1229,6 +1286,10 @@ static void on_kegnet_drained(KegnetServer *s, void *userdata) {
 static void on_tap_changed(const char *meter, TapChange change, void *userdata) {
         Manager *m = userdata;
         FOREACH_OBSERVER(m, tap_changed, meter, change);
+}
+
+static void tap_clock(FlowTime *ret, void *userdata) {
+        manager_now(userdata, ret);
 }
 
 static int tokens_file_lookup(Manager *m, const char *device, const char *value, void *userdata) {
@@ -1493,6 +1554,7 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         r = tap_registry_new(&m->taps, m->engine, &config->settings, on_tap_changed, m);
         if (r < 0)
                 return log_error_errno(r, "Out of memory");
+        tap_registry_set_clock(m->taps, tap_clock, m);
 
         /* Spec start-up order: state directory, socket, (D-Bus), taps file. */
         if (config->standalone) {

@@ -88,6 +88,9 @@ typedef struct ManagerObserver {
          * FLOW_EVENT_POUR_FLAGGED, FLOW_EVENT_QUARANTINE or FLOW_EVENT_GHOST_COUNTERS. Called from
          * inside the engine, like flow_updated. */
         void (*ghost_event)(Manager *m, const FlowEvent *ev, void *userdata);
+        /* A calibration pour started, counted ticks or ended (FLOW_EVENT_CALIBRATION, calibration.md
+         * section 2). Called from inside the engine, like flow_updated. */
+        void (*calibration_event)(Manager *m, const FlowEvent *ev, void *userdata);
 } ManagerObserver;
 
 /* Token lookups (server mode: the Kegbot Server; standalone: the tokens file, built in). lookup()
@@ -143,6 +146,17 @@ int manager_set_relay(Manager *m, const char *relay, bool enabled);
 int manager_clear_quarantine(Manager *m, const char *meter);
 /* The ghost filter's global mode (--ghost_filter). */
 FlowGhostMode manager_ghost_filter(Manager *m);
+/* Standalone: the tap of a meter seen for the first time, as a MeterUpdate creates it
+ * (flow_engine_first_sight()). */
+int manager_create_tap(Manager *m, const char *meter);
+/* Calibration pours (flow_engine_start_calibration() and friends, with the loop's time): -ESHUTDOWN
+ * once stopping. */
+int manager_start_calibration(Manager *m, const char *meter, uint64_t timeout_usec, bool hold_relay);
+int64_t manager_end_calibration(Manager *m, const char *meter, FlowCalibrationEnd reason, double old_ml_per_tick);
+int manager_calibration_set_storing(Manager *m, const char *meter, bool storing);
+bool manager_is_stopping(Manager *m);
+/* The loop's wall-clock time (usec). */
+uint64_t manager_now_realtime(Manager *m);
 /* SIGHUP / Sync(): reload the taps and tokens files (standalone) or the ghost-filter settings of the
  * taps file (server mode), reopen logs. */
 int manager_reload(Manager *m);

@@ -37,6 +37,12 @@ static const FlagDef app_flags[] = {
         FLAG_END,
 };
 
+/* Command-line clients have only --verbose of the common flags. */
+static const FlagDef client_flags[] = {
+        FLAG_BOOL("verbose", &arg_verbose, "Log debugging messages (DEBUG lines on stderr).", .env = "VERBOSE"),
+        FLAG_END,
+};
+
 /* kegnet clients (section 2.1). */
 static const char *arg_kb_core_addr = "127.0.0.1:9805";
 
@@ -132,12 +138,15 @@ int app_init(int argc, char **argv, const AppInfo *info, char ***ret_positional)
                 groups[n++] = (FlagGroup) { "api", api_flags };
         if (info->groups & APP_GROUP_KEGBOARD)
                 groups[n++] = (FlagGroup) { "kegboard", kegboard_flags };
-        groups[n++] = (FlagGroup) { "app", app_flags };
+        groups[n++] = (FlagGroup) { "app", info->client ? client_flags : app_flags };
 
         r = flags_apply_env(groups, n, &error);
         if (r < 0)
                 usage_error(error);
-        r = flags_parse(groups, n, argc, argv, &positional, &error);
+        if (info->interspersed_flags)
+                r = flags_parse_interspersed(groups, n, argc, argv, &positional, &error);
+        else
+                r = flags_parse(groups, n, argc, argv, &positional, &error);
         if (r < 0)
                 usage_error(error);
         if (r == FLAGS_HELP || r == FLAGS_HELPSHORT) {

@@ -542,6 +542,7 @@ typedef struct Parser {
         char **undefok;
         size_t n_undefok;
         bool allow_include;
+        bool interspersed;      /* flags may follow positional arguments (until "--") */
         bool stop;              /* a positional or "--" was seen */
 } Parser;
 
@@ -829,6 +830,12 @@ static int parser_run(Parser *p, char ***ret_positional, bool positional_ok, cha
                                 r = fail(ret_error, "unexpected argument '%s'", a);
                                 break;
                         }
+                        if (p->interspersed && !streq(a, "--")) {
+                                r = strv_push(&pos, &n_pos, strdup(a));
+                                if (r < 0)
+                                        break;
+                                continue;
+                        }
                         if (!streq(a, "--")) {
                                 r = strv_push(&pos, &n_pos, strdup(a));
                                 if (r < 0)
@@ -905,10 +912,11 @@ int flags_parse(const FlagGroup *groups, size_t n_groups, int argc, char *const 
         return flags_parse_full(groups, n_groups, argc, argv, true, ret_positional, ret_error);
 }
 
-int flags_parse_full(const FlagGroup *groups, size_t n_groups, int argc, char *const *argv,
-                     bool allow_include, char ***ret_positional, char **ret_error) {
+static int parse_args(const FlagGroup *groups, size_t n_groups, int argc, char *const *argv, bool allow_include,
+                      bool interspersed, char ***ret_positional, char **ret_error) {
         _cleanup_(freep) char *error = NULL;
-        Parser p = { .groups = groups, .n_groups = n_groups, .allow_include = allow_include };
+        Parser p = { .groups = groups, .n_groups = n_groups, .allow_include = allow_include,
+                     .interspersed = interspersed };
         int r;
 
         assert_return(groups || n_groups == 0, -EINVAL);
@@ -932,6 +940,16 @@ int flags_parse_full(const FlagGroup *groups, size_t n_groups, int argc, char *c
         if (gf_helpshort)
                 return FLAGS_HELPSHORT;
         return FLAGS_OK;
+}
+
+int flags_parse_full(const FlagGroup *groups, size_t n_groups, int argc, char *const *argv,
+                     bool allow_include, char ***ret_positional, char **ret_error) {
+        return parse_args(groups, n_groups, argc, argv, allow_include, false, ret_positional, ret_error);
+}
+
+int flags_parse_interspersed(const FlagGroup *groups, size_t n_groups, int argc, char *const *argv,
+                             char ***ret_positional, char **ret_error) {
+        return parse_args(groups, n_groups, argc, argv, true, true, ret_positional, ret_error);
 }
 
 int flags_parse_buffer(const FlagGroup *groups, size_t n_groups, const char *buf, size_t len,

@@ -120,6 +120,18 @@ typedef struct Filter {
 
 typedef struct Tap Tap;
 
+/* A calibration pour (calibration.md section 2): only the real engine has them; the shadow asks it. */
+typedef struct Calibration {
+        uint64_t ticks;
+        uint64_t start_realtime;
+        uint64_t timeout;
+        uint64_t deadline;      /* monotonic */
+        bool storing;           /* the deadline waits for the result being stored */
+        char *relay_name;       /* held open while non-NULL */
+        uint64_t relay_next;    /* monotonic time of the next re-assert */
+        double ml_per_tick;     /* the tap's calibration when it was last seen (for a removed tap) */
+} Calibration;
+
 typedef struct Meter {
         char *name;
         bool has_last;
@@ -136,6 +148,7 @@ typedef struct Meter {
         FlowMeterState state;   /* filled for FLOW_EVENT_METER_STATE and FLOW_EVENT_DRINK */
         bool resync;            /* the next new reading may cover a gap: max_restart_delta applies */
         uint64_t last_seen;     /* monotonic time of its last reading or request */
+        Calibration *cal;       /* a calibration pour runs */
 } Meter;
 
 struct Tap {
@@ -185,6 +198,11 @@ struct FlowEngine {
         char series_buf[TICK_SERIES_STRING_MAX];
         char logbuf[TICK_SERIES_STRING_MAX + 1024];
 };
+
+static void calibration_end(FlowEngine *e, Meter *m, FlowCalibrationEnd reason, double old_ml_per_tick,
+                            const FlowTime *now);
+static void calibration_count(FlowEngine *e, Meter *m, uint64_t delta, const FlowTime *now);
+static Calibration *calibration_free(Calibration *c);
 
 /* ---- settings ---- */
 
@@ -738,14 +756,17 @@ static int controller_list_add(char ***list, size_t *n, size_t *alloc, const cha
 }
 
 static void tap_remove_at(FlowEngine *e, size_t i);
+static bool meter_calibrating(FlowEngine *e, const Meter *m);
 
 static bool meter_is_evictable(FlowEngine *e, const Meter *m, bool drop_taps) {
         Tap *t;
 
         /* A quarantine (section 9) outlives any silence. Counted ticks not accounted for yet (a hold,
          * pending, a carry from before a board reset) are never forgotten, nor is a meter whose next
-         * reading may bring ticks nobody counted yet (resumed after a restart, or its board reconnected). */
-        if (m->flow || (m->filter && m->filter->quarantined) || m->open > 0 || m->carry > 0 || m->resync)
+         * reading may bring ticks nobody counted yet (resumed after a restart, or its board reconnected),
+         * nor one being calibrated (its count would be lost). */
+        if (m->flow || (m->filter && m->filter->quarantined) || m->open > 0 || m->carry > 0 || m->resync ||
+            meter_calibrating(e, m))
                 return false;
         t = m->tap;
         /* A configured tap keeps its meter; a first-sight tap goes with it, unless a token waits on it. */
@@ -893,13 +914,35 @@ static int meter_get_or_add(FlowEngine *e, const char *name, const FlowTime *now
         return meter_get_or_add_full(e, name, now, drop_taps, false, ret);
 }
 
+/* The engine that holds calibrations: the shadow evaluates the same meters as its parent. */
+static FlowEngine *engine_root(FlowEngine *e) {
+        return e->parent ?: e;
+}
+
 static bool relay_held(FlowEngine *e, const char *relay) {
+        FlowEngine *root = engine_root(e);
+
         for (size_t i = 0; i < e->n_meters; i++) {
                 Flow *f = e->meters[i]->flow;
                 if (f && f->relay_name && streq(f->relay_name, relay))
                         return true;
         }
+        for (size_t i = 0; i < root->n_meters; i++) {
+                Calibration *c = root->meters[i]->cal;
+                if (c && c->relay_name && streq(c->relay_name, relay))
+                        return true;
+        }
         return false;
+}
+
+/* A calibration pour runs on the meter (in the shadow: on its parent's meter). */
+static bool meter_calibrating(FlowEngine *e, const Meter *m) {
+        Meter *rm;
+
+        if (!is_shadow(e))
+                return m->cal != NULL;
+        rm = meter_find(e->parent, m->name);
+        return rm && rm->cal;
 }
 
 static const FlowSettings *tap_settings(FlowEngine *e, const Tap *t) {
@@ -1184,6 +1227,17 @@ static void filter_reset_pour(Filter *f) {
         f->kicking = false;
 }
 
+/* The filter's view of the meter starts over: no bins, no pending ticks, no run, no pour. The
+ * quarantine, the open episode and the counters are the caller's business. */
+static void filter_restart(Filter *f) {
+        for (size_t i = 0; i < RING_BINS; i++)
+                f->ring[i] = (Bin) { .n = BIN_NONE };
+        f->pending_total = 0;
+        f->has_run = false;
+        f->cuts = 0;
+        filter_reset_pour(f);
+}
+
 static const char *rule_reason(FlowEngine *e, Filter *f, FlowGhostRule rule, char *buf, size_t size) {
         switch (rule) {
         case FLOW_RULE_G1:
@@ -1317,6 +1371,15 @@ static void filter_age(FlowEngine *e, Meter *m, uint64_t first) {
                 f->pending_total -= p;
                 ghost_classify(e, m, due[i]->rule, p, &due[i]->first_pending);
         }
+}
+
+/* Every pending tick becomes ghost and the open episode is reported (a quarantine is cleared, a
+ * calibration starts). */
+static void filter_flush(FlowEngine *e, Meter *m) {
+        if (!m->filter)
+                return;
+        filter_age(e, m, UINT64_MAX);
+        episode_report(e, m);
 }
 
 static uint64_t window_pending(Filter *f, uint64_t first, uint64_t b) {
@@ -1972,6 +2035,7 @@ FlowEngine *flow_engine_free(FlowEngine *e) {
         flow_engine_free(e->shadow);
         for (size_t i = 0; i < e->n_meters; i++) {
                 flow_free(e->meters[i]->flow);
+                calibration_free(e->meters[i]->cal);
                 free(e->meters[i]->filter);
                 free(e->meters[i]->name);
                 free(e->meters[i]);
@@ -2130,14 +2194,16 @@ int flow_engine_set_default_settings(FlowEngine *e, const FlowSettings *s) {
         return 0;
 }
 
-static int tap_remove(FlowEngine *e, const char *meter) {
+static int tap_remove(FlowEngine *e, const char *meter, const FlowTime *now) {
         Meter *m;
 
         for (size_t i = 0; i < e->n_taps; i++) {
                 if (!streq(e->taps[i]->meter_name, meter))
                         continue;
-                /* The flow keeps the calibration it used last. */
+                /* The flow keeps the calibration it used last; a calibration pour ends. */
                 m = meter_find(e, meter);
+                if (m && m->cal)
+                        calibration_end(e, m, FLOW_CALIBRATION_TAP_REMOVED, 0, now);
                 if (m && m->flow)
                         flow_refresh_calibration(e, m->flow);
                 tap_remove_at(e, i);
@@ -2146,15 +2212,42 @@ static int tap_remove(FlowEngine *e, const char *meter) {
         return -ENOENT;
 }
 
-int flow_engine_remove_tap(FlowEngine *e, const char *meter) {
+int flow_engine_remove_tap(FlowEngine *e, const char *meter, const FlowTime *now) {
         int r;
 
         assert_return(e, -EINVAL);
         assert_return(meter, -EINVAL);
+        if (!flow_time_valid(now))
+                return -EINVAL;
         assert_not_emitting(e);
-        r = tap_remove(e, meter);
+        r = tap_remove(e, meter, now);
         if (r >= 0 && e->shadow)
-                (void) tap_remove(e->shadow, meter);
+                (void) tap_remove(e->shadow, meter, now);
+        return r;
+}
+
+static int tap_set_calibration(FlowEngine *e, const char *meter, double ml_per_tick, bool configured) {
+        Tap *t = tap_find(e, meter);
+
+        if (!t)
+                return -ENOENT;
+        t->ml_per_tick = ml_per_tick;
+        if (configured)
+                t->auto_created = false;
+        return 0;
+}
+
+int flow_engine_set_tap_calibration(FlowEngine *e, const char *meter, double ml_per_tick, bool configured) {
+        int r;
+
+        assert_return(e, -EINVAL);
+        assert_return(meter, -EINVAL);
+        if (!isfinite(ml_per_tick) || ml_per_tick <= 0)
+                return -EINVAL;
+        assert_not_emitting(e);
+        r = tap_set_calibration(e, meter, ml_per_tick, configured);
+        if (r >= 0 && e->shadow)
+                (void) tap_set_calibration(e->shadow, meter, ml_per_tick, configured);
         return r;
 }
 
@@ -2232,6 +2325,7 @@ static void tap_fill_info(FlowEngine *e, Tap *t, FlowTapInfo *ret) {
                 .ghost_filter = mode,
                 .quarantined = q && q->quarantined,
                 .quarantined_since = q && q->quarantined ? q->quarantined_since : 0,
+                .calibrating = m && m->cal,
         };
         meter_ghost_counts(e, t->meter_name, &ret->ghost_ticks, &ret->ghost_volume_ml);
 }
@@ -2360,6 +2454,12 @@ int64_t flow_engine_meter_update(FlowEngine *e, const char *meter, uint32_t read
         /* Baselines, repeats and rejected reports are neither pour nor ghost. */
         if (delta == 0)
                 return 0;
+
+        /* Ghost-pours.md section 6, step 2: a calibration takes every counted tick, in every mode. */
+        if (m->cal) {
+                calibration_count(e, m, delta, now);
+                return (int64_t) delta;
+        }
 
         mode = meter_settings(e, m)->ghost_filter;
         if (mode == FLOW_GHOST_ON)
@@ -2548,6 +2648,10 @@ static int start_flow(FlowEngine *e, Meter *m, const FlowTime *now) {
                 emit_log(e, m->name, LOG_INFO, "Tap %s is quarantined; not starting a flow", m->name);
                 return -EPERM;
         }
+        if (meter_calibrating(e, m)) {
+                emit_log(e, m->name, LOG_INFO, "Tap %s is being calibrated; not starting a flow", m->name);
+                return -EBUSY;
+        }
         if (m->flow) {
                 /* pycore replaced the flow here and lost its ticks. */
                 emit_log_kind(e, FLOW_LOG_REQUEST, m->name, LOG_DEBUG,
@@ -2615,6 +2719,11 @@ int flow_engine_stop_flow(FlowEngine *e, const char *meter, const FlowTime *now)
 static int engine_shutdown(FlowEngine *e, const FlowTime *now) {
         int n = 0;
 
+        /* Calibrations end as cancelled, before the flows (calibration.md section 2.5). */
+        for (size_t i = 0; i < e->n_meters; i++)
+                if (e->meters[i]->cal)
+                        calibration_end(e, e->meters[i], FLOW_CALIBRATION_SHUTDOWN, 0, now);
+
         for (size_t i = 0; i < e->n_meters; i++) {
                 Meter *m = e->meters[i];
 
@@ -2627,14 +2736,8 @@ static int engine_shutdown(FlowEngine *e, const FlowTime *now) {
                 n++;
         }
         /* Then the open episodes, with every pending tick in them. */
-        for (size_t i = 0; i < e->n_meters; i++) {
-                Meter *m = e->meters[i];
-
-                if (!m->filter)
-                        continue;
-                filter_age(e, m, UINT64_MAX);
-                episode_report(e, m);
-        }
+        for (size_t i = 0; i < e->n_meters; i++)
+                filter_flush(e, e->meters[i]);
         return n;
 }
 
@@ -2658,6 +2761,8 @@ typedef enum DeadlineKind {
         DEADLINE_REASSERT,
         DEADLINE_HOLD,
         DEADLINE_EPISODE,
+        DEADLINE_CALIBRATION,
+        DEADLINE_CALIBRATION_REASSERT,
 } DeadlineKind;
 
 static uint64_t flow_deadline(FlowEngine *e, const Flow *f, DeadlineKind *ret_kind) {
@@ -2685,6 +2790,21 @@ static uint64_t meter_deadline(FlowEngine *e, const Meter *m, DeadlineKind *ret_
 
         if (m->flow)
                 best = flow_deadline(e, m->flow, ret_kind);
+        if (m->cal) {
+                Calibration *c = m->cal;
+                uint64_t end = c->storing ? FLOW_USEC_INFINITY : c->deadline;
+
+                if (end < best) {
+                        best = end;
+                        *ret_kind = DEADLINE_CALIBRATION;
+                }
+                /* On a tie it ends: no re-assert right before "disabled". */
+                if (c->relay_name && e->config.relay_reassert_usec > 0 && c->relay_next < end &&
+                    c->relay_next < best) {
+                        best = c->relay_next;
+                        *ret_kind = DEADLINE_CALIBRATION_REASSERT;
+                }
+        }
         if (m->filter && (m->filter->episode.open || m->filter->pending_total > 0)) {
                 uint64_t t = add_sat(m->filter->last_tick, EPISODE_GAP_USEC);
                 if (t < best) {
@@ -2741,9 +2861,19 @@ static int engine_process_deadlines(FlowEngine *e, const FlowTime *now) {
                         flow_end_hold(e, due);
                         break;
                 case DEADLINE_EPISODE:
-                        filter_age(e, due, UINT64_MAX);
-                        episode_report(e, due);
+                        filter_flush(e, due);
                         break;
+                case DEADLINE_CALIBRATION:
+                        calibration_end(e, due, FLOW_CALIBRATION_TIMEOUT, 0, now);
+                        break;
+                case DEADLINE_CALIBRATION_REASSERT: {
+                        Calibration *c = due->cal;
+                        c->relay_next = add_sat(c->relay_next, e->config.relay_reassert_usec);
+                        if (c->relay_next <= now->monotonic)
+                                c->relay_next = add_sat(now->monotonic, e->config.relay_reassert_usec);
+                        emit_relay(e, due->name, c->relay_name, true, true);
+                        break;
+                }
                 case DEADLINE_REASSERT: {
                         Flow *f = due->flow;
                         /* A late loop does not catch up with a burst of re-asserts. */
@@ -2864,14 +2994,8 @@ static int clear_quarantine(FlowEngine *e, const char *meter) {
         if (!f || !f->quarantined)
                 return 0;
         /* The ticks counted while quarantined are reported before the slate is wiped. */
-        filter_age(e, m, UINT64_MAX);
-        episode_report(e, m);
-        for (size_t i = 0; i < RING_BINS; i++)
-                f->ring[i] = (Bin) { .n = BIN_NONE };
-        f->pending_total = 0;
-        f->has_run = false;
-        f->cuts = 0;
-        filter_reset_pour(f);
+        filter_flush(e, m);
+        filter_restart(f);
         f->quarantined = false;
         f->quarantined_since = 0;
         f->quarantine_cuts = 0;
@@ -2927,6 +3051,217 @@ int flow_engine_restore_quarantine(FlowEngine *e, const char *meter, uint64_t si
         f->quarantine_cuts = cuts;
         f->quarantine_max_pour_s = max_pour_s;
         return 0;
+}
+
+/* ---- calibration pours (calibration.md section 2) ---- */
+
+const char *flow_calibration_end_to_string(FlowCalibrationEnd r) {
+        static const char *const names[_FLOW_CALIBRATION_END_MAX] = {
+                [FLOW_CALIBRATION_FINISHED] = "finished",
+                [FLOW_CALIBRATION_CANCELLED] = "cancelled",
+                [FLOW_CALIBRATION_TIMEOUT] = "timeout",
+                [FLOW_CALIBRATION_TAP_REMOVED] = "tap-removed",
+                [FLOW_CALIBRATION_SHUTDOWN] = "shutdown",
+        };
+        return r >= 0 && r < _FLOW_CALIBRATION_END_MAX ? names[r] : NULL;
+}
+
+static Calibration *calibration_free(Calibration *c) {
+        if (!c)
+                return NULL;
+        free(c->relay_name);
+        free(c);
+        return NULL;
+}
+
+static void emit_calibration(FlowEngine *e, Meter *m, FlowCalibrationChange change, uint64_t ticks,
+                             FlowCalibrationEnd reason, double old_ml_per_tick, double new_ml_per_tick) {
+        emit(e, &(FlowEvent) {
+                .type = FLOW_EVENT_CALIBRATION,
+                .meter_name = m->name,
+                .calibration.change = change,
+                .calibration.ticks = ticks,
+                .calibration.reason = reason,
+                .calibration.old_ml_per_tick = old_ml_per_tick,
+                .calibration.new_ml_per_tick = new_ml_per_tick,
+        });
+}
+
+/* The bins see calibration ticks as taken: they raise no ghost baseline afterwards. */
+static void calibration_take(FlowEngine *e, const char *meter, uint64_t d, const FlowTime *now) {
+        Meter *m = e ? meter_find(e, meter) : NULL;
+        uint64_t b = bin_of(now->monotonic);
+        Bin *x;
+
+        if (!m || !m->filter)
+                return;
+        filter_age(e, m, window_first(b, window_bins(meter_settings(e, m))));
+        x = bin_touch(m->filter, b);
+        x->raw += d;
+        x->taken += d;
+        m->filter->last_tick = now->monotonic;
+}
+
+static void calibration_count(FlowEngine *e, Meter *m, uint64_t delta, const FlowTime *now) {
+        Calibration *c = m->cal;
+
+        c->ticks += delta;
+        /* The calibration takes them: accounted for, as a drink's or ghost ticks are (announced
+         * when it ends, once, not per report). */
+        meter_settle(e, m, delta);
+        if (m->tap)
+                c->ml_per_tick = m->tap->ml_per_tick;
+        calibration_take(e, m->name, delta, now);
+        calibration_take(e->shadow, m->name, delta, now);
+        emit_calibration(e, m, FLOW_CALIBRATION_TICKS, c->ticks, 0, 0, 0);
+}
+
+static void calibration_end(FlowEngine *e, Meter *m, FlowCalibrationEnd reason, double old_ml_per_tick,
+                            const FlowTime *now) {
+        _cleanup_(freep) char *relay = NULL;
+        Calibration *c = m->cal;
+        double new_ml_per_tick;
+        uint64_t ticks;
+
+        /* Detached first: the relay is free unless a flow holds it, and queries from the handler
+         * see no calibration. */
+        m->cal = NULL;
+        ticks = c->ticks;
+        new_ml_per_tick = m->tap ? m->tap->ml_per_tick : c->ml_per_tick;
+        if (reason != FLOW_CALIBRATION_FINISHED || !(old_ml_per_tick > 0))
+                old_ml_per_tick = new_ml_per_tick;
+        relay = TAKE_PTR(c->relay_name);
+        calibration_free(c);
+
+        if (relay && !relay_held(e, relay)) {
+                relay_view_closed(e, relay, now->monotonic);
+                if (e->shadow)
+                        relay_view_closed(e->shadow, relay, now->monotonic);
+                emit_relay(e, m->name, relay, false, false);
+        }
+
+        if (reason == FLOW_CALIBRATION_FINISHED) {
+                /* The meter has a new calibration: what the filter knew of it is history. */
+                Meter *sm = e->shadow ? meter_find(e->shadow, m->name) : NULL;
+
+                if (m->filter)
+                        filter_restart(m->filter);
+                if (sm && sm->filter)
+                        filter_restart(sm->filter);
+        }
+        emit_meter_state(e, m);
+        emit_calibration(e, m, FLOW_CALIBRATION_ENDED, ticks, reason, old_ml_per_tick, new_ml_per_tick);
+}
+
+int flow_engine_first_sight(FlowEngine *e, const char *meter, const FlowTime *now) {
+        Meter *m;
+        int r;
+
+        r = meter_event_begin(e, meter, now, &m);
+        if (r < 0)
+                return r;
+        return m->tap ? r : -ENOENT;
+}
+
+int flow_engine_start_calibration(FlowEngine *e, const char *meter, uint64_t timeout_usec, bool hold_relay,
+                                  const FlowTime *now) {
+        _cleanup_(freep) Calibration *c = NULL;
+        Meter *m, *sm;
+        int r;
+
+        r = meter_event_begin(e, meter, now, &m);
+        if (r < 0)
+                return r;
+        if (!m->tap)
+                return -ENOENT;
+        if (meter_quarantined(e, m))
+                return -EPERM;
+        if (m->cal)
+                return -EALREADY;
+        if (m->flow)
+                return -EBUSY;
+
+        c = calloc(1, sizeof(Calibration));
+        if (!c)
+                return -ENOMEM;
+        if (hold_relay && !isempty(m->tap->relay_name)) {
+                c->relay_name = strdup(m->tap->relay_name);
+                if (!c->relay_name)
+                        return -ENOMEM;
+        }
+        c->start_realtime = now->realtime;
+        c->timeout = timeout_usec;
+        c->deadline = add_sat(now->monotonic, timeout_usec);
+        c->ml_per_tick = m->tap->ml_per_tick;
+        c->relay_next = add_sat(now->monotonic, e->config.relay_reassert_usec);
+
+        /* Ghost ticks counted so far are reported now: what follows is the calibration's. */
+        filter_flush(e, m);
+        sm = e->shadow ? meter_find(e->shadow, meter) : NULL;
+        if (sm)
+                filter_flush(e->shadow, sm);
+
+        m->cal = TAKE_PTR(c);
+        if (m->cal->relay_name) {
+                relay_view_opened(e, m->cal->relay_name);
+                if (e->shadow)
+                        relay_view_opened(e->shadow, m->cal->relay_name);
+                emit_relay(e, meter, m->cal->relay_name, true, false);
+        }
+        emit_calibration(e, m, FLOW_CALIBRATION_STARTED, 0, 0, 0, 0);
+        return 0;
+}
+
+int flow_engine_get_calibration(FlowEngine *e, const char *meter, FlowCalibrationInfo *ret) {
+        Meter *m;
+
+        assert_return(e, -EINVAL);
+        assert_return(meter, -EINVAL);
+        assert_return(ret, -EINVAL);
+        m = meter_find(e, meter);
+        if (!m || !m->cal)
+                return -ENOENT;
+        *ret = (FlowCalibrationInfo) {
+                .meter_name = m->name,
+                .ticks = m->cal->ticks,
+                .start_realtime = m->cal->start_realtime,
+                .deadline_realtime = add_sat(m->cal->start_realtime, m->cal->timeout),
+                .deadline = m->cal->deadline,
+                .relay_name = m->cal->relay_name,
+                .storing = m->cal->storing,
+        };
+        return 0;
+}
+
+int flow_engine_calibration_set_storing(FlowEngine *e, const char *meter, bool storing) {
+        Meter *m;
+
+        assert_return(e, -EINVAL);
+        assert_return(meter, -EINVAL);
+        assert_not_emitting(e);
+        m = meter_find(e, meter);
+        if (!m || !m->cal)
+                return -ENOENT;
+        m->cal->storing = storing;
+        return 0;
+}
+
+int64_t flow_engine_end_calibration(FlowEngine *e, const char *meter, FlowCalibrationEnd reason,
+                                    double old_ml_per_tick, const FlowTime *now) {
+        Meter *m;
+        uint64_t ticks;
+
+        assert_return(e, -EINVAL);
+        assert_return(meter, -EINVAL);
+        if (!flow_time_valid(now) || (reason != FLOW_CALIBRATION_FINISHED && reason != FLOW_CALIBRATION_CANCELLED))
+                return -EINVAL;
+        assert_not_emitting(e);
+        m = meter_find(e, meter);
+        if (!m || !m->cal)
+                return -ENOENT;
+        ticks = m->cal->ticks;
+        calibration_end(e, m, reason, old_ml_per_tick, now);
+        return (int64_t) ticks;
 }
 
 /* ---- authentication ---- */
@@ -3132,6 +3467,11 @@ static int tap_authenticate(FlowEngine *e, Tap *t, const char *username, const F
         /* ghost-pours.md section 9: no flow and no valve on a quarantined tap; other taps go on. */
         if (meter_quarantined(e, m)) {
                 emit_log(e, t->meter_name, LOG_INFO, "Tap %s is quarantined; not starting a flow", t->meter_name);
+                return 0;
+        }
+        /* calibration.md section 2.3: nor on a tap being calibrated. */
+        if (meter_calibrating(e, m)) {
+                emit_log(e, t->meter_name, LOG_INFO, "Tap %s is being calibrated; not starting a flow", t->meter_name);
                 return 0;
         }
 

@@ -171,6 +171,25 @@ typedef struct FlowInfo {
         bool held;                      /* ended, its valve closed, waiting out the grace (7.1) */
 } FlowInfo;
 
+/* Calibration pours (calibration.md section 2). */
+typedef enum FlowCalibrationChange {
+        FLOW_CALIBRATION_STARTED,
+        FLOW_CALIBRATION_TICKS,         /* counted ticks were added (coalesce before publishing) */
+        FLOW_CALIBRATION_ENDED,
+} FlowCalibrationChange;
+
+typedef enum FlowCalibrationEnd {
+        FLOW_CALIBRATION_FINISHED,      /* a measured volume was given and the new value applied */
+        FLOW_CALIBRATION_CANCELLED,
+        FLOW_CALIBRATION_TIMEOUT,
+        FLOW_CALIBRATION_TAP_REMOVED,
+        FLOW_CALIBRATION_SHUTDOWN,
+        _FLOW_CALIBRATION_END_MAX,
+} FlowCalibrationEnd;
+
+/* "finished", "cancelled", "timeout", "tap-removed", "shutdown" (the D-Bus CalibrationEnded reason). */
+const char *flow_calibration_end_to_string(FlowCalibrationEnd r);
+
 typedef enum FlowNotRecordedReason {
         FLOW_NOT_RECORDED_NO_TICKS,
         FLOW_NOT_RECORDED_BELOW_MINIMUM,
@@ -219,6 +238,7 @@ typedef enum FlowEventType {
                                          * sent while the tap can still be looked up */
         FLOW_EVENT_METER_FORGOTTEN,     /* a meter forgotten to make room (full table), every tick of it
                                          * accounted for: .meter_name; its persistent state goes too */
+        FLOW_EVENT_CALIBRATION,         /* a calibration pour started, counted ticks or ended: .calibration */
 } FlowEventType;
 
 typedef struct FlowEvent {
@@ -276,6 +296,14 @@ typedef struct FlowEvent {
                         double max_pour_s;
                         FlowGhostMode mode;     /* log: the shadow's, not to be persisted */
                 } quarantine;
+                /* calibration.md section 2. */
+                struct {
+                        FlowCalibrationChange change;
+                        uint64_t ticks;                 /* counted so far (at the end: in all) */
+                        FlowCalibrationEnd reason;      /* FLOW_CALIBRATION_ENDED */
+                        double old_ml_per_tick;         /* ENDED: before and after (equal unless finished) */
+                        double new_ml_per_tick;
+                } calibration;
         };
 } FlowEvent;
 
@@ -301,6 +329,9 @@ enum {
  * new calibration. A new tap uses the engine's settings until flow_engine_set_tap_settings() gives it
  * its own. */
 int flow_engine_set_tap(FlowEngine *e, const char *meter, const char *name, double ml_per_tick, const char *relay_name);
+/* Standalone mode: the tap of a meter seen for the first time, created as a MeterUpdate would create
+ * it (FLOW_EVENT_TAP_CREATED). 1 = created, 0 = it exists, -ENOENT = this engine creates no taps. */
+int flow_engine_first_sight(FlowEngine *e, const char *meter, const FlowTime *now);
 /* The tap's own filter settings (NULL: the engine's again). They apply from the next evaluation; the
  * meter's filter state is kept. -ENOENT: no such tap; -EINVAL: out of bounds. */
 int flow_engine_set_tap_settings(FlowEngine *e, const char *meter, const FlowSettings *s);
@@ -308,8 +339,13 @@ int flow_engine_set_tap_settings(FlowEngine *e, const char *meter, const FlowSet
 int flow_engine_set_default_settings(FlowEngine *e, const FlowSettings *s);
 /* The mode in effect for 'meter': its tap's, else the engine's. */
 FlowGhostMode flow_engine_meter_mode(FlowEngine *e, const char *meter);
-/* Removes the tap (and its active token record); a flow on it keeps the last calibration. -ENOENT. */
-int flow_engine_remove_tap(FlowEngine *e, const char *meter);
+/* Removes the tap (and its active token record); a flow on it keeps the last calibration, a
+ * calibration pour on it ends (FLOW_CALIBRATION_TAP_REMOVED). -ENOENT. */
+int flow_engine_remove_tap(FlowEngine *e, const char *meter, const FlowTime *now);
+/* A new calibration for the tap (calibration.md section 2.4, step 6): flows started later and a
+ * running one use it. 'configured': it is now kept in the configuration (the tap stops being
+ * "auto_created"). -ENOENT: no such tap; -EINVAL: not finite and > 0. */
+int flow_engine_set_tap_calibration(FlowEngine *e, const char *meter, double ml_per_tick, bool configured);
 
 typedef struct FlowTapInfo {
         const char *meter_name;
@@ -327,6 +363,7 @@ typedef struct FlowTapInfo {
         bool quarantined;               /* G7: every tick is ghost until cleared (mode on; log: the
                                          * shadow's, which acts on nothing) */
         uint64_t quarantined_since;     /* realtime, 0 = not quarantined */
+        bool calibrating;               /* a calibration pour runs on the tap */
 } FlowTapInfo;
 
 size_t flow_engine_n_taps(FlowEngine *e);
@@ -381,7 +418,8 @@ int flow_engine_meter_at(FlowEngine *e, size_t i, FlowMeterInfo *ret);          
 /* ---- flows (6) ---- */
 
 /* FlowRequest start_flow: 1 = a flow started, 0 = one already existed (kept), -EPERM = the tap is
- * quarantined (ghost filter on; logged at INFO). A held flow is completed first. */
+ * quarantined (ghost filter on; logged at INFO), -EBUSY = the tap is being calibrated (logged at
+ * INFO). A held flow is completed first. */
 int flow_engine_start_flow(FlowEngine *e, const char *meter, const FlowTime *now);
 /* FlowRequest stop_flow: 1 = the flow ended (or its hold did), 0 = there was none (WARNING). */
 int flow_engine_stop_flow(FlowEngine *e, const char *meter, const FlowTime *now);
@@ -426,6 +464,41 @@ int flow_engine_clear_quarantine(FlowEngine *e, const char *meter, const FlowTim
 /* Start-up: a quarantine read back from quarantine.json. */
 int flow_engine_restore_quarantine(FlowEngine *e, const char *meter, uint64_t since_realtime, unsigned cuts,
                                    double max_pour_s);
+
+/* ---- calibration pours (calibration.md section 2) ----
+ * While one runs on a meter, its counted ticks go to the calibration: the ghost filter is suspended
+ * on the meter (in every mode), no flow starts on the tap (start_flow and StartFlow: -EBUSY; a token
+ * starts or binds none and opens none of its relays, INFO "Tap <m> is being calibrated; not starting
+ * a flow"), and the tap's relay, if the caller wants it held, is enabled and re-asserted like a
+ * flow's. It ends by flow_engine_end_calibration(), at its deadline (unless a result is being
+ * stored), when the tap is removed, or at shutdown; each end is a FLOW_EVENT_CALIBRATION
+ * (FLOW_CALIBRATION_ENDED) that also disables the relay it held. */
+
+typedef struct FlowCalibrationInfo {
+        const char *meter_name;
+        uint64_t ticks;                 /* counted since the start */
+        uint64_t start_realtime;
+        uint64_t deadline_realtime;
+        uint64_t deadline;              /* monotonic */
+        const char *relay_name;         /* the relay it holds open, NULL if none */
+        bool storing;                   /* the deadline waits (flow_engine_calibration_set_storing()) */
+} FlowCalibrationInfo;
+
+/* Starts one on 'meter' (a standalone engine creates a missing tap on first sight). 'hold_relay':
+ * enable and re-assert the tap's relay (false: its valve belongs to someone else). Refused, in this
+ * order: -ENOENT no tap, -EPERM quarantined (on mode), -EALREADY one runs, -EBUSY the tap has a flow
+ * (active, idle or held). The meter's open ghost episode is reported first. */
+int flow_engine_start_calibration(FlowEngine *e, const char *meter, uint64_t timeout_usec, bool hold_relay,
+                                  const FlowTime *now);
+int flow_engine_get_calibration(FlowEngine *e, const char *meter, FlowCalibrationInfo *ret);     /* -ENOENT */
+/* While a result is being stored the deadline waits; once it is cleared a passed deadline ends the
+ * calibration at the next flow_engine_process_deadlines(). -ENOENT: none runs. */
+int flow_engine_calibration_set_storing(FlowEngine *e, const char *meter, bool storing);
+/* Ends it (FLOW_CALIBRATION_FINISHED or _CANCELLED) and returns the ticks it counted, -ENOENT if none
+ * runs. For FINISHED, 'old_ml_per_tick' is the calibration before the new one was applied (for the
+ * event), and the meter's ghost-filter state restarts empty. */
+int64_t flow_engine_end_calibration(FlowEngine *e, const char *meter, FlowCalibrationEnd reason,
+                                    double old_ml_per_tick, const FlowTime *now);
 
 /* core.rfid is the only non-captive device. */
 bool flow_auth_device_is_captive(const char *device);

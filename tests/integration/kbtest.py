@@ -527,6 +527,11 @@ class Sim(Proc):
     def cmd(self, text):
         self.write(text.rstrip("\n") + "\n")
 
+    def daemon(self, core_port, *flags):
+        """kegboard_daemon on this board, reporting to the core's kegnet port."""
+        return Proc([binary("kegboard_daemon"), "--kegboard_device=" + self.link, "--kb_core_addr=%d" % core_port,
+                     "--probe_seconds=1"] + list(flags), name="kegboard_daemon")
+
     def events(self, name):
         out = []
         for line in self.output("stdout"):
@@ -617,6 +622,15 @@ class NotifySocket:
 
     def close(self):
         self.sock.close()
+
+
+def stop_all(procs, timeout=5.0):
+    """Stops the programs a test started, the last one first (SIGTERM, SIGKILL when that does not do)."""
+    for p in reversed(procs):
+        try:
+            p.stop(timeout)
+        except AssertionError:
+            p.kill()
 
 
 class TempDir:

@@ -275,6 +275,9 @@ class UnitTests(unittest.TestCase):
         self.assertIn("api_key:/etc/kegbot/api_key", sdtest.unit_values(core, "Service", "LoadCredential"))
         self.assertIn("flags:/etc/kegbot/kegbot_core.flags",
                       sdtest.unit_values(core, "Service", "LoadCredential"))
+        # A calibration rewrites /etc/kegbot/taps.ini despite ProtectSystem=strict.
+        self.assertEqual(sdtest.unit_values(core, "Service", "ProtectSystem"), ["strict"])
+        self.assertIn("-/etc/kegbot", sdtest.unit_values(core, "Service", "ReadWritePaths"))
         # The target pulls in the socket (the core is socket/bus activated) and the oneshot that starts
         # the daemons of boards already plugged in (they stop with the target: PartOf=).
         wants = " ".join(sdtest.unit_values(target, "Unit", "Wants")).split()
