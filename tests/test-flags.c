@@ -810,6 +810,7 @@ int main(void) {
 
         _cleanup_(freep) char *cmd = NULL;
         if (asprintf(&cmd, "rm -rf '%s'", tmpdir) > 0)
-                (void) system(cmd);
+                if (system(cmd) != 0)
+                        fprintf(stderr, "# cannot remove %s\n", tmpdir);
         return test_result();
 }

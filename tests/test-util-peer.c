@@ -131,7 +131,8 @@ static void test_tcp_other_user(void) {
                         _exit(3);
                 /* Stay connected until the parent has asked. */
                 close(p[1]);
-                (void) read(p[0], &c, 1);
+                if (read(p[0], &c, 1) < 0)
+                        _exit(1);
                 _exit(0);
         }
         close(p[0]);
