@@ -304,6 +304,27 @@ static void test_taps_file(void) {
         check(tap_table_load_file(p, 0.25, &flags, false, &t, &err) == -EINVAL);
         free(TAKE_PTR(err));
 
+        /* Calibration from 0.01 to 100, either way round: 1e308 mL per tick made every volume
+         * infinite (FlowUpdates failed to encode, drinks.log recorded 0.0 mL). */
+        static const char *const out_of_range[] = {
+                "ml_per_tick = 1e308", "ml_per_tick = 100.5", "ml_per_tick = 0.001", "ticks_per_ml = 1e-320",
+                "ticks_per_ml = 101", "ml_per_tick = inf", "ml_per_tick = nan", "ml_per_tick = 1e-400",
+        };
+        for (size_t i = 0; i < ELEMENTSOF(out_of_range); i++) {
+                char text[128];
+                snprintf(text, sizeof text, "[kegboard.flow0]\nname = x\n%s\n", out_of_range[i]);
+                write_file(p, text);
+                check(tap_table_load_file(p, 0.25, &flags, false, &t, &err) == -EINVAL);
+                check(err && strstr(err, ":3: [kegboard.flow0] ") && strstr(err, "must be a number from 0.01 to 100, not '") &&
+                      strstr(err, strchr(out_of_range[i], '=') + 2));
+                free(TAKE_PTR(err));
+        }
+        write_file(p, "[a.flow0]\nml_per_tick = 100\n[a.flow1]\nticks_per_ml = 0.01\n[a.flow2]\nml_per_tick = 1e-2\n");
+        check(tap_table_load_file(p, 0.25, &flags, false, &t, &err) == 0);
+        check(t && t->n_taps == 3 && t->taps[0].ml_per_tick == 100.0 && t->taps[1].ml_per_tick == 100.0 &&
+              t->taps[2].ml_per_tick == 0.01);
+        t = tap_table_free(t);
+
         write_file(p, "ml_per_tick = 1\n");
         check(tap_table_load_file(p, 0.25, &flags, false, &t, &err) < 0);
         free(TAKE_PTR(err));
@@ -344,7 +365,9 @@ static void test_tap_registry(void) {
         check(tap_table_add(t, "m.flow0", "A", 0.5, "m.relay0") == 0);
         check(tap_table_add(t, "m.flow1", NULL, 2.0, NULL) == 0);
         check(tap_table_add(t, "m.flow1", NULL, 2.0, NULL) == -EEXIST);
-        check(tap_table_add(t, "m.flow9", NULL, 0.0, NULL) == -EINVAL);
+        check(tap_table_add(t, "m.flow9", NULL, 0.0, NULL) == -ERANGE);
+        check(tap_table_add(t, "m.flow9", NULL, 1e308, NULL) == -ERANGE);
+        check(tap_table_add(t, "", NULL, 1.0, NULL) == -EINVAL);
         check(tap_registry_replace(r, t, TAP_SOURCE_FILE) == 2);
         check(n_added == 2);
         check(tap_registry_n_taps(r) == 2);
@@ -631,6 +654,7 @@ static void test_tokens(void) {
                 "[core.rfid:ab]\n",
                 "[core.rfid:ab]\nusername = x\nenabled = maybe\n",
                 "[core.rfid:ab]\nusername = x\n[core.rfid:AB]\nusername = y\n",
+                "[core.rfid:ab]\nusername = x\n[core.rfid:ab]\nusername = y\n",
         };
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
                 write_file(p, bad[i]);
@@ -641,6 +665,17 @@ static void test_tokens(void) {
         {
                 _cleanup_(freep) char *missing = test_path(tmpdir, "none.ini");
                 check(tokens_load(missing, &db, &err) == -ENOENT);
+                free(TAKE_PTR(err));
+        }
+
+        /* The same section twice: an error with both lines (it used to replace the first user). */
+        {
+                _cleanup_(freep) char *want = NULL;
+                write_file(p, "[core.rfid:0415ab23cd]\nusername = alice\n\n[core.rfid:0415ab23cd]\nusername = mallory\n");
+                check(tokens_load(p, &db, &err) == -EINVAL);
+                check(db == NULL);
+                check(asprintf(&want, "%s:4: section [core.rfid:0415ab23cd] repeats the one at line 1", p) > 0);
+                check(err && streq(err, want));
                 free(TAKE_PTR(err));
         }
 

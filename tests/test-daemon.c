@@ -503,6 +503,7 @@ int main(void) {
 
         char cmd[PATH_MAX + 16];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-        (void) system(cmd);
+        if (system(cmd) != 0)
+                fprintf(stderr, "# cannot remove %s\n", tmpdir);
         return test_result();
 }

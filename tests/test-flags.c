@@ -279,6 +279,31 @@ static void test_positional(void) {
         flags_reset();
 }
 
+/* A command's flags may follow its words (kegbot_calibrate finish kegboard.flow0 --ml=500). */
+static void test_interspersed(void) {
+        char *argv[] = { (char *) "prog", (char *) "finish", (char *) "--int=3", (char *) "m", (char *) "--flag",
+                         (char *) "-", (char *) "--", (char *) "--str=x", NULL };
+        char *bad[] = { (char *) "prog", (char *) "start", (char *) "--nosuch", NULL };
+        _cleanup_(freep) char *error = NULL;
+        char **pos = NULL;
+
+        check(flags_parse_interspersed(groups, ELEMENTSOF(groups), 8, argv, &pos, NULL) == FLAGS_OK);
+        check(arg_flag && arg_int == 3 && streq(arg_str, "default"));
+        check_int(strv_length(pos), 4);
+        check_streq(pos[0], "finish");
+        check_streq(pos[1], "m");
+        check_streq(pos[2], "-");
+        check_streq(pos[3], "--str=x");         /* after "--": an operand */
+        strv_free(pos);
+        flags_reset();
+
+        pos = NULL;
+        check(flags_parse_interspersed(groups, ELEMENTSOF(groups), 3, bad, &pos, &error) < 0);
+        check_streq(error, "unknown flag --nosuch");
+        check(!pos);
+        flags_reset();
+}
+
 static void test_unknown_and_abbreviations(void) {
         PARSE_ERROR("unknown flag --fla", "--fla");             /* no prefixes */
         PARSE_ERROR("unknown flag --flags", "--flags");
@@ -493,12 +518,34 @@ static void test_buffer(void) {
         free(e);
         flags_reset();
 
-        /* Embedded NUL: the line ends there; no crash, no read past the end. */
+        /* Embedded NUL: an error naming the line (it used to cut the line short without a word:
+         * "--int=3\0x" became --int=3). No read past the end either. */
         static const char nul[] = { '-', '-', 'i', 'n', 't', '=', '3', '\0', 'x', '\n', '-', '-', 'f', 'l', 'a', 'g' };
         e = NULL;
-        check(flags_parse_buffer(groups, ELEMENTSOF(groups), nul, sizeof nul, false, &e) == 0);
-        check(arg_int == 3 && arg_flag);
+        check(flags_parse_buffer(groups, ELEMENTSOF(groups), nul, sizeof nul, false, &e) == -EINVAL);
+        check_streq(e, "flag file:1: the line holds a NUL byte");
+        check(arg_int != 3);
         free(e);
+        flags_reset();
+        static const char nul2[] = { '#', 'x', '\n', '-', '-', 'f', 'l', 'a', 'g', '\0' };
+        e = NULL;
+        check(flags_parse_buffer(groups, ELEMENTSOF(groups), nul2, sizeof nul2, false, &e) == -EINVAL);
+        check_streq(e, "flag file:2: the line holds a NUL byte");
+        free(e);
+        flags_reset();
+
+        /* A byte order mark: a clear error, not "unknown flag" for a first line that looks fine. */
+        static const char bom[] = "\xef\xbb\xbf--int=4\n--flag\n";
+        e = NULL;
+        check(flags_parse_buffer(groups, ELEMENTSOF(groups), bom, strlen(bom), false, &e) == -EINVAL);
+        check_streq(e, "flag file:1: the file starts with a UTF-8 byte order mark (U+FEFF); save it without one");
+        free(e);
+        flags_reset();
+        /* Elsewhere U+FEFF is just text (a string value may hold it). */
+        static const char inner[] = "--str=a\xef\xbb\xbf\n";
+        e = NULL;
+        check(flags_parse_buffer(groups, ELEMENTSOF(groups), inner, strlen(inner), false, &e) == 0);
+        check_streq(arg_str, "a\xef\xbb\xbf");
         flags_reset();
 
         check(flags_parse_buffer(groups, ELEMENTSOF(groups), NULL, 0, false, NULL) == 0);
@@ -748,6 +795,7 @@ int main(void) {
         test_run(test_numbers);
         test_run(test_strings_and_enums);
         test_run(test_positional);
+        test_run(test_interspersed);
         test_run(test_unknown_and_abbreviations);
         test_run(test_undefok);
         test_run(test_help_flags);
@@ -762,6 +810,7 @@ int main(void) {
 
         _cleanup_(freep) char *cmd = NULL;
         if (asprintf(&cmd, "rm -rf '%s'", tmpdir) > 0)
-                (void) system(cmd);
+                if (system(cmd) != 0)
+                        fprintf(stderr, "# cannot remove %s\n", tmpdir);
         return test_result();
 }

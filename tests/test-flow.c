@@ -57,18 +57,6 @@ typedef struct Rec {
         int completed_with_flow_still_listed;
 } Rec;
 
-static void rec_append(char *buf, size_t size, const char *format, ...) _printf_(3, 4);
-static void rec_append(char *buf, size_t size, const char *format, ...) {
-        size_t l = strlen(buf);
-        va_list ap;
-
-        if (l + 1 >= size)
-                return;
-        va_start(ap, format);
-        (void) vsnprintf(buf + l, size - l, format, ap);
-        va_end(ap);
-}
-
 static void rec_event(Rec *r, const char *format, ...) _printf_(2, 3);
 static void rec_event(Rec *r, const char *format, ...) {
         char item[256];
@@ -77,7 +65,7 @@ static void rec_event(Rec *r, const char *format, ...) {
         va_start(ap, format);
         (void) vsnprintf(item, sizeof item, format, ap);
         va_end(ap);
-        rec_append(r->seq, sizeof r->seq, "%s%s", r->seq[0] ? " | " : "", item);
+        test_appendf(r->seq, sizeof r->seq, "%s%s", r->seq[0] ? " | " : "", item);
 }
 
 static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
@@ -86,7 +74,7 @@ static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
 
         switch (ev->type) {
         case FLOW_EVENT_LOG:
-                rec_append(r->logs, sizeof r->logs, "%c:%s\n",
+                test_appendf(r->logs, sizeof r->logs, "%c:%s\n",
                            ev->log.level == LOG_WARNING ? 'W' : ev->log.level == LOG_INFO ? 'I' :
                            ev->log.level == LOG_DEBUG ? 'D' : '?', ev->log.message);
                 return;
@@ -140,8 +128,8 @@ static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
                 rec_event(r, "T:%s", ev->meter_name);
                 break;
         case FLOW_EVENT_METER_STATE:
-                rec_append(r->states, sizeof r->states, "%s=%" PRIu32 "+%" PRIu64 " ", ev->meter_name,
-                           ev->meter_state->accounted, ev->meter_state->carry);
+                test_appendf(r->states, sizeof r->states, "%s=%" PRIu32 "+%" PRIu64 " ", ev->meter_name,
+                             ev->meter_state->accounted, ev->meter_state->carry);
                 break;
         case FLOW_EVENT_GHOST:
                 rec_event(r, "G:%s:%" PRIu64, flow_ghost_rule_to_string(ev->ghost.rule), ev->ghost.ticks);
@@ -154,10 +142,24 @@ static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
                 break;
         case FLOW_EVENT_GHOST_COUNTERS:
                 return;
+        case FLOW_EVENT_METER_FORGOTTEN:
+                rec_event(r, "M:%s", ev->meter_name);
+                break;
+        case FLOW_EVENT_TAP_REMOVED:
+                rec_event(r, "X:%s", ev->meter_name);
+                /* Sent while the tap can still be looked up. */
+                check(flow_engine_get_tap(e, ev->meter_name, &(FlowTapInfo) {}) == 0);
+                break;
+        case FLOW_EVENT_CALIBRATION:
+                if (ev->calibration.change == FLOW_CALIBRATION_TICKS)
+                        return;
+                rec_event(r, "C:%s:%" PRIu64, ev->calibration.change == FLOW_CALIBRATION_STARTED ? "start" :
+                          flow_calibration_end_to_string(ev->calibration.reason), ev->calibration.ticks);
+                break;
         }
         if (ev->type == FLOW_EVENT_DRINK && ev->meter_state)
-                rec_append(r->states, sizeof r->states, "%s=%" PRIu32 "+%" PRIu64 "(drink) ", ev->meter_name,
-                           ev->meter_state->accounted, ev->meter_state->carry);
+                test_appendf(r->states, sizeof r->states, "%s=%" PRIu32 "+%" PRIu64 "(drink) ", ev->meter_name,
+                             ev->meter_state->accounted, ev->meter_state->carry);
 
         if (r->probe) {
                 r->probe_calls++;
@@ -689,10 +691,12 @@ static void test_tap_registry(void) {
         Rec r;
         _cleanup_(flow_engine_freep) FlowEngine *e = engine_new(&r, NULL);
 
-        check_int(flow_engine_set_tap(e, "a", NULL, 0.0, NULL), -EINVAL);
-        check_int(flow_engine_set_tap(e, "a", NULL, -1.0, NULL), -EINVAL);
-        check_int(flow_engine_set_tap(e, "a", NULL, NAN, NULL), -EINVAL);
-        check_int(flow_engine_set_tap(e, "a", NULL, INFINITY, NULL), -EINVAL);
+        check_int(flow_engine_set_tap(e, "a", NULL, 0.0, NULL), -ERANGE);
+        check_int(flow_engine_set_tap(e, "a", NULL, -1.0, NULL), -ERANGE);
+        check_int(flow_engine_set_tap(e, "a", NULL, NAN, NULL), -ERANGE);
+        check_int(flow_engine_set_tap(e, "a", NULL, INFINITY, NULL), -ERANGE);
+        check_int(flow_engine_set_tap(e, "a", NULL, 1e308, NULL), -ERANGE);      /* volumes would overflow */
+        check_int(flow_engine_set_tap(e, "a", NULL, 0.0099, NULL), -ERANGE);
         check_int(flow_engine_set_tap(e, "", NULL, 1.0, NULL), -EINVAL);
         check_int(flow_engine_n_taps(e), 0);
 
@@ -716,8 +720,8 @@ static void test_tap_registry(void) {
         check_int(flow_engine_set_tap(e, "a", NULL, 3.0, NULL), FLOW_TAP_UPDATED);
         check_int(flow_engine_get_flow(e, "a", &fi), 0);
         check_double(fi.volume_ml, 30.0);
-        check_int(flow_engine_remove_tap(e, "a"), 0);
-        check_int(flow_engine_remove_tap(e, "a"), -ENOENT);
+        check_int(flow_engine_remove_tap(e, "a", AT(1)), 0);
+        check_int(flow_engine_remove_tap(e, "a", AT(1)), -ENOENT);
         check_int(flow_engine_n_taps(e), 1);
         check_int(flow_engine_meter_update(e, "a", 20, AT(2)), 10);
         check(r.last_update.volume_known);
@@ -1279,7 +1283,7 @@ static void test_min_volume_config(void) {
         config_init(&c);
         c.settings.min_volume_ml = 0;
         e = engine_new(&r, &c);
-        check_int(flow_engine_set_tap(e, "a", NULL, 0.001, NULL), FLOW_TAP_ADDED);
+        check_int(flow_engine_set_tap(e, "a", NULL, 0.01, NULL), FLOW_TAP_ADDED);
         check_int(flow_engine_meter_update(e, "a", 0, AT(0)), 0);
         check_int(flow_engine_meter_update(e, "a", 1, AT(1)), 1);
         check_int(flow_engine_stop_flow(e, "a", AT(2)), 1);
@@ -1441,7 +1445,7 @@ static void test_all_taps_token(void) {
         check_int(flow_engine_token_removed(e, FLOW_DEVICE_RFID, "cafe", NULL, AT(SEC(26))), 3);
         /* With no taps an all-taps token reaches nothing. */
         for (const char *m = "t0"; m; m = streq(m, "t0") ? "t1" : streq(m, "t1") ? "t2" : NULL)
-                check_int(flow_engine_remove_tap(e, m), 0);
+                check_int(flow_engine_remove_tap(e, m, AT(SEC(26))), 0);
         check_int(flow_engine_token_added(e, FLOW_DEVICE_RFID, "cafe", NULL, AT(SEC(27))), 0);
 }
 
@@ -1485,7 +1489,7 @@ static void test_token_removed_before_lookup(void) {
         /* A removed tap drops its record. */
         check_int(flow_engine_set_tap(e, "n", NULL, 1.0, NULL), FLOW_TAP_ADDED);
         check_int(flow_engine_token_added(e, FLOW_DEVICE_RFID, "z", "n", AT(5)), 1);
-        check_int(flow_engine_remove_tap(e, "n"), 0);
+        check_int(flow_engine_remove_tap(e, "n", AT(5)), 0);
         check_int(flow_engine_token_resolved(e, FLOW_DEVICE_RFID, "z", "bob", AT(6)), 0);
         check(!has_flow(e, "n"));
 }
@@ -1648,20 +1652,126 @@ static void test_handler_reentrancy(void) {
         check_int(flow_engine_n_taps(e), 1);   /* the probe's set_tap did nothing */
 }
 
+/* The meter table is bounded (1024); junk names cannot keep a real meter out: a meter that never
+ * counted a tick is forgotten after 5 s, an idle one after 10 min; meters with a flow or a
+ * configured tap never. The attack pass filled it with junk and then ignored every real meter. */
+static void meter_limit_in_mode(FlowGhostMode mode) {
+        Rec r;
+        FlowEngineConfig c;
+        config_init(&c);
+        c.settings.ghost_filter = mode;
+        c.first_flow_id = FIRST_ID;
+        c.create_unknown_taps = true;
+        _cleanup_(flow_engine_freep) FlowEngine *e = engine_new(&r, &c);
+        char name[32];
+
+        /* A configured tap and a pouring meter among the junk. */
+        check_int(flow_engine_set_tap(e, "real.flow0", "Main", 0.5, NULL), FLOW_TAP_ADDED);
+        check_int(flow_engine_meter_update(e, "real.flow0", 10, AT(0)), 0);
+        check_int(flow_engine_meter_update(e, "busy.flow0", 10, AT(0)), 0);
+        check_int(flow_engine_meter_update(e, "busy.flow0", 20, AT(0)), 10);
+        for (int i = 0; i < FLOW_ENGINE_MAX_METERS - 2; i++) {
+                snprintf(name, sizeof name, "junk.m%d", i);
+                check_int(flow_engine_meter_update(e, name, 1, AT(SEC(1) + (uint64_t) i)), 0);
+        }
+        check_int(flow_engine_n_taps(e), FLOW_ENGINE_MAX_METERS);
+        rec_reset(&r);
+
+        /* Everything was seen within 5 s: the new name is refused, with a warning naming the limit. */
+        check_int(flow_engine_meter_update(e, "new.flow0", 1, AT(SEC(2))), -ENOSPC);
+        check_int(flow_engine_start_flow(e, "new.flow0", AT(SEC(2))), -ENOSPC);
+        check(log_has(&r, "W:Meter table full (1024 meters, all in use or seen lately); ignoring meter new.flow0"));
+        check_int(flow_engine_meter_update(e, "junk.m0", 2, AT(SEC(2))), 1);      /* known names still work */
+        check_int(flow_engine_meter_update(e, "junk.m0", 2, AT(SEC(3))), 0);
+
+        /* 5 s later: the oldest never-used junk meter (not junk.m0, which counted a tick) makes room,
+         * and its first-sight tap goes with it. */
+        rec_reset(&r);
+        check_int(flow_engine_meter_update(e, "new.flow0", 100, AT(SEC(8))), 0);
+        check(log_has(&r, "W:Meter table full (1024 meters): forgetting meter junk.m1 (never counted a tick, last seen 6 s ago) for new.flow0"));
+        check(strstr(r.seq, "X:junk.m1 | M:junk.m1") != NULL);
+        check_int(flow_engine_get_meter(e, "junk.m1", &(FlowMeterInfo) {}), -ENOENT);
+        check_int(flow_engine_get_tap(e, "junk.m1", &(FlowTapInfo) {}), -ENOENT);
+        check_int(flow_engine_meter_update(e, "new.flow0", 150, AT(SEC(9))), 50);  /* counted */
+
+        /* A full table never forgets the configured tap's meter, the pouring meter, or a used meter
+         * seen within 10 min: with every never-used junk meter gone, the next new name is refused. */
+        for (int i = 0; i < FLOW_ENGINE_MAX_METERS; i++) {
+                snprintf(name, sizeof name, "more.m%d", i);
+                (void) flow_engine_meter_update(e, name, 1, AT(SEC(20)));
+        }
+        check_int(flow_engine_get_meter(e, "real.flow0", &(FlowMeterInfo) {}), 0);
+        check_int(flow_engine_get_tap(e, "real.flow0", &(FlowTapInfo) {}), 0);
+        check_int(flow_engine_get_meter(e, "junk.m0", &(FlowMeterInfo) {}), 0);
+        check_int(flow_engine_get_meter(e, "new.flow0", &(FlowMeterInfo) {}), 0);
+        check_int(flow_engine_get_flow(e, "busy.flow0", &(FlowInfo) {}), 0);
+
+        /* After 10 min without a reading, the used meters may go too (not the pouring one: its flow
+         * ended long ago by the idle timer; process the deadlines first). */
+        check(flow_engine_process_deadlines(e, AT(SEC(700))) >= 1);
+        rec_reset(&r);
+        check_int(flow_engine_meter_update(e, "late.flow0", 1, AT(SEC(700))), 0);
+        check(log_has(&r, "W:Meter table full (1024 meters): forgetting meter"));
+        check_int(flow_engine_get_meter(e, "real.flow0", &(FlowMeterInfo) {}), 0);   /* configured tap */
+}
+
 static void test_meter_limit(void) {
+        meter_limit_in_mode(FLOW_GHOST_OFF);
+        /* Log mode's shadow keeps a table of its own; it forgets what the engine forgets. */
+        meter_limit_in_mode(FLOW_GHOST_LOG);
+}
+
+/* A meter known to be real (its board is connected) may push out fresh junk at once. */
+static void test_make_room(void) {
         Rec r;
         _cleanup_(flow_engine_freep) FlowEngine *e = engine_new(&r, NULL);
         char name[32];
 
-        for (int i = 0; i < FLOW_ENGINE_MAX_METERS; i++) {
-                snprintf(name, sizeof name, "c.m%d", i);
-                check_int(flow_engine_meter_update(e, name, 1, AT(0)), 0);
+        check_int(flow_engine_make_room(e, "board.flow0", AT(0)), 0);          /* room enough */
+        check_int(flow_engine_meter_update(e, "used.m", 1, AT(0)), 0);
+        check_int(flow_engine_meter_update(e, "used.m", 2, AT(0)), 1);
+        for (int i = 0; i < FLOW_ENGINE_MAX_METERS - 1; i++) {
+                snprintf(name, sizeof name, "junk.m%d", i);
+                check_int(flow_engine_meter_update(e, name, 1, AT(SEC(1) + (uint64_t) i)), 0);
+        }
+        check_int(flow_engine_make_room(e, "junk.m5", AT(SEC(1))), 0);           /* already known */
+        check_int(flow_engine_meter_update(e, "board.flow0", 1, AT(SEC(2))), -ENOSPC);
+        rec_reset(&r);
+        check_int(flow_engine_make_room(e, "board.flow0", AT(SEC(2))), 1);
+        check(log_has(&r, "W:Meter table full (1024 meters): forgetting meter junk.m0 (never counted a tick, last seen 1 s ago) for board.flow0"));
+        check_int(flow_engine_meter_update(e, "board.flow0", 10, AT(SEC(2))), 0);
+        check_int(flow_engine_meter_update(e, "board.flow0", 30, AT(SEC(2))), 20);
+        /* Used meters still need to be idle: with only those left, nothing can go. */
+        for (int i = 1; i < FLOW_ENGINE_MAX_METERS - 1; i++) {
+                snprintf(name, sizeof name, "junk.m%d", i);
+                check_int(flow_engine_meter_update(e, name, 2, AT(SEC(3))), 1);
+        }
+        check_int(flow_engine_process_deadlines(e, AT(SEC(60))) >= 1, 1);
+        check_int(flow_engine_make_room(e, "board.flow1", AT(SEC(60))), -ENOSPC);
+}
+
+/* A meter resumed from meters.json waits for its next reading, which may bring ticks nobody counted
+ * yet (poured while the core was down): a full table never forgets it, although it has counted no
+ * tick in this run and is the oldest. What the table forgets, the caller is told (meters.json). */
+static void test_meter_limit_keeps_resumed(void) {
+        Rec r;
+        FlowEngineConfig c;
+        config_init(&c);
+        _cleanup_(flow_engine_freep) FlowEngine *e = engine_new(&r, &c);
+        char name[32];
+
+        check_int(flow_engine_restore_meter(e, "kept.flow0", &(FlowMeterState) { .accounted = 100 }, AT(0)), 0);
+        for (int i = 0; i < FLOW_ENGINE_MAX_METERS - 1; i++) {
+                snprintf(name, sizeof name, "junk.m%d", i);
+                check_int(flow_engine_meter_update(e, name, 1, AT(SEC(1))), 0);
         }
         rec_reset(&r);
-        check_int(flow_engine_meter_update(e, "c.one-too-many", 1, AT(0)), -ENOSPC);
-        check_int(flow_engine_start_flow(e, "c.one-too-many", AT(0)), -ENOSPC);
-        check(log_has(&r, "W:Too many meters"));
-        check_int(flow_engine_meter_update(e, "c.m0", 2, AT(1)), 1);
+        check_int(flow_engine_meter_update(e, "new.flow0", 1, AT(SEC(10))), 0);
+        check(strstr(r.seq, "M:junk.m0") != NULL);
+        check(strstr(r.seq, "M:kept.flow0") == NULL);
+        check_int(flow_engine_get_meter(e, "kept.flow0", &(FlowMeterInfo) {}), 0);
+        /* Its reading still counts from where the last run left it. */
+        check_int(flow_engine_meter_update(e, "kept.flow0", 150, AT(SEC(11))), 50);
 }
 
 static void test_invalid_arguments(void) {
@@ -1754,6 +1864,8 @@ int main(void) {
         test_run(test_standalone_first_sight);
         test_run(test_handler_reentrancy);
         test_run(test_meter_limit);
+        test_run(test_meter_limit_keeps_resumed);
+        test_run(test_make_room);
         test_run(test_invalid_arguments);
 
         return test_result();

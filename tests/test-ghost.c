@@ -194,6 +194,12 @@ static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
         case FLOW_EVENT_TAP_CREATED:
                 buf_append(&r->seq, &r->seq_len, "T:%s|", ev->meter_name);
                 break;
+        case FLOW_EVENT_TAP_REMOVED:
+                buf_append(&r->seq, &r->seq_len, "X:%s|", ev->meter_name);
+                break;
+        case FLOW_EVENT_METER_FORGOTTEN:
+                buf_append(&r->seq, &r->seq_len, "M:%s|", ev->meter_name);
+                break;
         case FLOW_EVENT_GHOST: {
                 RGhost *g;
 
@@ -225,6 +231,7 @@ static void handler(FlowEngine *e, const FlowEvent *ev, void *userdata) {
                         r->n_quarantine_cleared++;
                 break;
         case FLOW_EVENT_GHOST_COUNTERS:
+        case FLOW_EVENT_CALIBRATION:
                 break;
         }
 }

@@ -472,6 +472,25 @@ static void test_syntax_errors(void) {
         free(err);
         ini_free(ini);
 
+        /* A byte order mark: named, not "key outside of any [section]". */
+        CHECK_PARSE_ERROR("\xef\xbb\xbf[s]\nk = v\n",
+                          "t.ini:1: the file starts with a UTF-8 byte order mark (U+FEFF); save it without one");
+
+        /* Repeated sections continue the first (SafeConfigParser), unless the file wants them unique:
+         * then an error with both lines. */
+        ini = parse("[s]\na = 1\n[t]\n[s]\nb = 2\n", NULL);
+        check(ini);
+        CHECK_GET(ini, "s", "a", "1");
+        CHECK_GET(ini, "s", "b", "2");
+        ini_free(ini);
+        check(ini_new(&ini, NULL) == 0);
+        ini_set_unique_sections(ini, true);
+        static const char twice[] = "[s]\na = 1\n[t]\n\n[s]\nb = 2\n";
+        check(ini_parse_buffer(ini, "u.ini", twice, sizeof twice - 1, &err) == -EINVAL);
+        check_streq(err, "u.ini:5: section [s] repeats the one at line 1");
+        free(err);
+        ini_free(ini);
+
         /* Text that is not UTF-8 (a Latin-1 username, an overlong form, a cut sequence): refused
          * with the file and the line, wherever on the line it is. */
         CHECK_PARSE_ERROR("[core.rfid:0415ab23cd]\nusername = caf\xe9\n", "t.ini:2: not valid UTF-8");

@@ -1,6 +1,10 @@
 /* Tests of the reconnecting kegnet client against real loopback sockets on an sd-event loop:
  * connect and receive, backoff and reconnect spacing, the producer outbox rules, a server that
- * never reads, graceful finish, a producer's drain at its stop, and one-shot failure. Timings run at 1 nominal second = 20 ms. */
+ * never reads, graceful finish, a producer's drain at its stop, and one-shot failure; the handshake
+ * (a core that closes or refuses a fresh connection, or never welcomes it, or does not accept
+ * producers), acknowledgements and what is sent again after a lost connection; the Unix socket.
+ * The test's server plays the core's side of the handshake (Welcome, Acks, the session's count).
+ * Timings run at 1 nominal second = 20 ms. */
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -11,6 +15,7 @@
 #include <sys/epoll.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -68,6 +73,18 @@ typedef struct Test {
         /* what the connected callback does */
         bool announce;
         bool announce_reset_seen;
+
+        /* The core's side of the handshake. */
+        bool no_welcome;                /* never answer a Hello */
+        bool no_ack;                    /* Welcome without acknowledgements, no Acks */
+        bool manual_ack;                /* Acks only through server_ack() */
+        const char *refuse_producer;    /* answer a producer's Hello with role listener and this reason */
+        unsigned hellos;
+        KegnetRole hello_role;
+        uint64_t hello_seq;
+        bool sessioned;                 /* this connection's frames are numbered */
+        uint64_t handled;               /* frames of the session handled (the core's count) */
+        uint64_t acked_sent;
 } Test;
 
 static int listener_new(uint16_t *ret_port, int rcvbuf) {
@@ -87,15 +104,21 @@ static int listener_new(uint16_t *ret_port, int rcvbuf) {
         return fd;
 }
 
+static bool server_read(Test *t, size_t n);
+
+/* Accepts a connection if there is none, then reads what it sent (answering a Hello). */
 static bool server_accept(Test *t) {
-        if (t->sfd >= 0)
-                return true;
-        t->sfd = accept4(t->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (t->sfd >= 0) {
+        if (t->sfd < 0) {
+                t->sfd = accept4(t->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+                if (t->sfd < 0)
+                        return false;
                 kegnet_splitter_done(&t->sp);
                 t->server_eof = false;
+                t->sessioned = false;
+                t->acked_sent = 0;
         }
-        return t->sfd >= 0;
+        (void) server_read(t, 0);
+        return true;
 }
 
 static void server_close(Test *t) {
@@ -129,6 +152,50 @@ static int client_fd(const Test *t) {
 }
 
 /* Reads whatever the client wrote; returns true when at least n frames have arrived in total. */
+static void server_send(Test *t, const KegnetMessage *m) {
+        char *s = NULL;
+        size_t n;
+
+        check(kegnet_message_encode(m, &s, &n) == 0);
+        if (s)
+                check(write(t->sfd, s, n) == (ssize_t) n);
+        free(s);
+}
+
+static void server_welcome(Test *t, const KegnetHello *h) {
+        KegnetMessage w = { .kind = KEGNET_WELCOME, .welcome = { .role = KEGNET_ROLE_LISTENER } };
+
+        t->hellos++;
+        t->hello_role = h->role;
+        t->hello_seq = h->seq;
+        if (t->no_welcome)
+                return;
+        if (h->role == KEGNET_ROLE_PRODUCER && t->refuse_producer)
+                w.welcome.reason = t->refuse_producer;
+        else if (h->role == KEGNET_ROLE_PRODUCER) {
+                w.welcome.role = KEGNET_ROLE_PRODUCER;
+                if (!t->no_ack && h->session && h->has_seq) {
+                        if (h->seq > 0 && h->seq - 1 > t->handled)
+                                t->handled = h->seq - 1;
+                        t->sessioned = true;
+                        t->acked_sent = t->handled;
+                        w.welcome.has_acked = true;
+                        w.welcome.acked = t->handled;
+                }
+        }
+        server_send(t, &w);
+}
+
+/* What the core does after a batch: acknowledge what it handled. */
+static void server_ack(Test *t) {
+        if (!t->sessioned || t->sfd < 0 || t->handled <= t->acked_sent)
+                return;
+        t->acked_sent = t->handled;
+        server_send(t, &(KegnetMessage) { .kind = KEGNET_ACK, .ack.acked = t->handled });
+}
+
+/* Reads whatever the client wrote (answering a Hello, acknowledging the rest unless manual_ack);
+ * returns true when at least n frames (Hello not counted) have arrived in total. */
 static bool server_read(Test *t, size_t n) {
         char buf[65536];
         const char *f;
@@ -143,10 +210,22 @@ static bool server_read(Test *t, size_t n) {
                 if (k <= 0)
                         break;
                 check(kegnet_splitter_feed(&t->sp, buf, (size_t) k) == 0);
-                while (kegnet_splitter_next(&t->sp, &f, &l) > 0)
+                while (kegnet_splitter_next(&t->sp, &f, &l) > 0) {
+                        KegnetMessage m;
+                        if (kegnet_message_parse(f, l, &m, NULL) == 0 && m.kind == KEGNET_HELLO) {
+                                server_welcome(t, &m.hello);
+                                kegnet_message_done(&m);
+                                continue;
+                        }
+                        kegnet_message_done(&m);
+                        if (t->sessioned)
+                                t->handled++;
                         if (t->n_frames < ELEMENTSOF(t->frames))
                                 t->frames[t->n_frames++] = strndup(f, l);
+                }
         }
+        if (!t->manual_ack)
+                server_ack(t);
         return t->n_frames >= n;
 }
 
@@ -281,7 +360,8 @@ static void test_address(void) {
         KegnetClient *c = NULL;
 
         check(sd_event_new(&e) >= 0);
-        static const char *const bad[] = { "", "host:", "0", "127.0.0.1:0", "[::1]:0", "a:b:9805", "x:99999" };
+        static const char *const bad[] = { "", "host:", "0", "127.0.0.1:0", "[::1]:0", "a:b:9805", "x:99999",
+                                           "unix:", "unix:relative/path" };
         for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
                 check(kegnet_client_new(&c, e, bad[i], &callbacks, NULL) == -EINVAL);
                 check(c == NULL);
@@ -295,6 +375,9 @@ static void test_address(void) {
         c = kegnet_client_free(c);
         check(kegnet_client_new(&c, e, "localhost:9807", NULL, NULL) == 0);
         check(c && streq(kegnet_client_address(c), "localhost:9807"));
+        c = kegnet_client_free(c);
+        check(kegnet_client_new(&c, e, "unix:/run/kegbot/kegnet.sock", NULL, NULL) == 0);
+        check(c && streq(kegnet_client_address(c), "unix:/run/kegbot/kegnet.sock"));
         c = kegnet_client_free(c);
         check(kegnet_client_free(NULL) == NULL);
         sd_event_unref(e);
@@ -519,6 +602,13 @@ static void test_outbox_limit(void) {
         test_teardown(&t);
 }
 
+/* The client as a producer, started and connected to the test server. */
+static void producer_start(Test *t) {
+        kegnet_client_set_producer(t->client, true);
+        check(kegnet_client_start(t->client) == 0);
+        check(RUN_UNTIL(t->event, server_accept(t) && t->connected == 1, 2000));
+}
+
 static void test_slow_server(void) {
         Test t;
         test_setup(&t, true, 4096);
@@ -528,9 +618,7 @@ static void test_slow_server(void) {
         uint64_t worst = 0, start = now_usec();
         int sent = 0;
 
-        kegnet_client_set_producer(c, true);
-        check(kegnet_client_start(c) == 0);
-        check(RUN_UNTIL(t.event, server_accept(&t) && t.connected == 1, 2000));
+        producer_start(&t);
 
         /* The server never reads: sends stay non-blocking and the client gives up at 256 KiB. */
         while (t.disconnected == 0 && now_usec() < start + 8 * USEC_PER_SEC) {
@@ -554,13 +642,13 @@ static void test_slow_server(void) {
         check(max_queue <= KEGNET_CLIENT_SEND_BUFFER_MAX + 8 * 8400);
         check(worst < MSEC(50));
         check(kegnet_client_send_queue_bytes(c) == 0);
-        /* Unsent tokens went back to the outbox, newest kept. */
-        check(kegnet_client_outbox_size(c) > 0);
-        check(kegnet_client_outbox_size(c) <= KEGNET_CLIENT_OUTBOX_MAX);
-        size_t queued = kegnet_client_outbox_size(c);
+        /* Nothing was acknowledged: every token is kept, written or not (before, the written ones
+         * were lost with the socket). */
+        check(kegnet_client_outbox_size(c) == (size_t) sent);
+        size_t queued = MIN((size_t) sent, (size_t) KEGNET_CLIENT_OUTBOX_MAX);
 
-        /* The core reconnects the client and this time reads: the outbox arrives, in order, ending
-         * with the last token sent. */
+        /* The core reconnects the client and this time reads: the newest tokens the outbox can
+         * hold arrive, in order, ending with the last token sent. */
         server_close(&t);
         check(RUN_UNTIL(t.event, server_accept(&t) && server_read(&t, queued), 5000));
         check(t.n_frames == queued);
@@ -644,8 +732,8 @@ static void producer_setup_down(Test *t) {
 }
 
 /* A producer's stop (kegnet_client_drain): connected, everything queued goes out and the end is
- * graceful; down, a connection that comes within the deadline takes the outbox; none at all, the
- * deadline ends it. */
+ * graceful once the core has acknowledged it; down, a connection that comes within the deadline
+ * (after its Welcome) takes the outbox; none at all, the deadline ends it. */
 static void test_drain(void) {
         Test t;
         Drain d = {};
@@ -654,14 +742,17 @@ static void test_drain(void) {
 
         /* Connected. */
         test_setup(&t, true, 0);
-        kegnet_client_set_producer(t.client, true);
-        check(kegnet_client_start(t.client) == 0);
-        check(RUN_UNTIL(t.event, server_accept(&t) && t.connected == 1, 2000));
+        producer_start(&t);
+        t.manual_ack = true;
         m = token("aa", KEGNET_TOKEN_ADDED);    check(kegnet_client_send(t.client, &m) == 0);
         m = token("aa", KEGNET_TOKEN_REMOVED);  check(kegnet_client_send(t.client, &m) == 0);
         check(kegnet_client_drain(t.client, MSEC(2000), on_drained, &d) == 0);
         check(kegnet_client_drain(t.client, MSEC(2000), on_drained, &d) == -EALREADY);
         check(kegnet_client_send(t.client, &m) == -ESHUTDOWN);
+        /* Both written, neither acknowledged: no half-close yet (it would come with the writes). */
+        check(RUN_UNTIL(t.event, server_read(&t, 2) && kegnet_client_unacked(t.client) == 2, 2000));
+        check((server_read(&t, 2), !t.server_eof));
+        server_ack(&t);
         check(RUN_UNTIL(t.event, (server_read(&t, 2), t.server_eof), 2000));
         check(t.n_frames == 2);
         check(d.calls == 0);            /* until the core has closed its side too */
@@ -698,69 +789,175 @@ static void test_drain(void) {
         test_teardown(&t);
 }
 
-/* Something else on the loop (here a pipe; in kegboard_daemon the board) sends while the core's
- * EOF is already waiting in the same epoll wakeup: the message is written directly, and the loss is
- * dispatched before the deferred 'flushed' notification. That notification must not be lost with
- * the socket: kegboard_daemon relies on it to know its board_reset went out (else it repeats it on
- * the next connection and the core re-baselines, counting post-reset ticks twice). */
-typedef struct PipeSend {
-        KegnetClient *client;
-        int send_result;
-        bool sent, was_connected;
-} PipeSend;
+/* A producer keeps what it wrote until the core acknowledges it. When a connection ends, the Welcome
+ * of the next one says what the core handled after all: that is not sent again (a board reset sent
+ * twice would count the ticks after it twice), the rest is. */
+static void test_held_until_acknowledged(void) {
+        static const bool core_handled_reset[] = { true, false };
 
-static int on_pipe_send(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
-        PipeSend *ps = userdata;
-        char b;
+        for (size_t k = 0; k < ELEMENTSOF(core_handled_reset); k++) {
+                Test t;
+                test_setup(&t, true, 0);
+                KegnetClient *c = t.client;
+                KegnetMessage m;
 
-        (void) !read(fd, &b, 1);
-        ps->was_connected = kegnet_client_is_connected(ps->client);
-        KegnetMessage m = cce(true);
-        ps->send_result = kegnet_client_send(ps->client, &m);
-        ps->sent = true;
-        return 0;
+                t.manual_ack = true;
+                producer_start(&t);
+
+                m = mu("kegboard.flow0", 1);            check(kegnet_client_send(c, &m) == 0);   /* seq 1 */
+                m = token("aa", KEGNET_TOKEN_ADDED);    check(kegnet_client_send(c, &m) == 0);   /* seq 2 */
+                m = cce(true);                          check(kegnet_client_send(c, &m) == 0);   /* seq 3 */
+                m = mu("kegboard.flow0", 2);            check(kegnet_client_send(c, &m) == 0);   /* seq 4 */
+                check(RUN_UNTIL(t.event, server_read(&t, 4) && kegnet_client_unacked(c) == 4, 2000));
+                check(t.flushed == 0);
+                check(kegnet_client_reset_pending(c, "kegboard"));
+
+                /* The core acknowledges the first two. */
+                t.handled = 2;
+                server_ack(&t);
+                check(RUN_UNTIL(t.event, kegnet_client_unacked(c) == 2, 2000));
+                check(t.flushed == 0);
+
+                /* It handles the reset too, but the connection ends before it says so. */
+                if (core_handled_reset[k])
+                        t.handled = 3;
+                server_close(&t);
+                check(RUN_UNTIL(t.event, t.disconnected == 1, 2000));
+                check(kegnet_client_outbox_size(c) == 2);
+                check(kegnet_client_reset_pending(c, "kegboard"));
+                m = mu("kegboard.flow0", 5);            check(kegnet_client_send(c, &m) == 0);
+                check(!kegnet_client_is_flushed(c));
+
+                server_frames_clear(&t);
+                t.manual_ack = false;
+                check(RUN_UNTIL(t.event, server_accept(&t) && t.connected == 2, 2000));
+                check(t.hello_seq == 3);        /* the oldest frame it still held */
+                if (core_handled_reset[k]) {
+                        /* Only the newest reading: the held one (seq 4) was replaced by it. */
+                        check(RUN_UNTIL(t.event, server_read(&t, 1) && kegnet_client_is_flushed(c), 2000));
+                        check(t.n_frames == 1);
+                        check_frame(&t, 0, mu("kegboard.flow0", 5));
+                } else {
+                        /* The reset again (never handled), then the newest reading after it. */
+                        check(RUN_UNTIL(t.event, server_read(&t, 2) && kegnet_client_is_flushed(c), 2000));
+                        check(t.n_frames == 2);
+                        check_frame(&t, 0, cce(true));
+                        check_frame(&t, 1, mu("kegboard.flow0", 5));
+                }
+                check(!kegnet_client_reset_pending(c, "kegboard"));
+                check(t.flushed >= 1);
+                check(t.handled == 4);  /* the session's count goes on where the core left it */
+                test_teardown(&t);
+        }
 }
 
-static void test_flushed_survives_loss(void) {
+/* A full core closes a fresh connection at once (with or without a Refused frame): that is a failed
+ * attempt, never "Connected!", and the outbox stays whole. */
+static void test_full_core(void) {
+        static const char *const refusals[] = { NULL, "too many clients" };
+
+        for (size_t k = 0; k < ELEMENTSOF(refusals); k++) {
+                Test t;
+                test_setup(&t, true, 0);
+                KegnetClient *c = t.client;
+                KegnetMessage m;
+
+                kegnet_client_set_producer(c, true);
+                for (uint32_t i = 0; i < 3; i++) {
+                        m = token(i == 0 ? "t0" : i == 1 ? "t1" : "t2", KEGNET_TOKEN_ADDED);
+                        check(kegnet_client_send(c, &m) == 0);
+                }
+                m = mu("kegboard.flow0", 1000);
+                check(kegnet_client_send(c, &m) == 0);
+                check(kegnet_client_start(c) == 0);
+
+                /* Twice: accepted and closed before any Welcome. */
+                for (unsigned n = 1; n <= 2; n++) {
+                        int fd = -1;
+                        check(RUN_UNTIL(t.event, (fd = accept4(t.lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0, 2000));
+                        if (refusals[k])
+                                check(write(fd, "{\"event\":\"Refused\",\"data\":{\"reason\":\"too many clients\"}}\n\n", 58) == 58);
+                        safe_close(fd);
+                        check(RUN_UNTIL(t.event, t.connect_failed == n, 2000));
+                }
+                check(t.connected == 0 && t.disconnected == 0);
+                check(kegnet_client_outbox_size(c) == 4);
+                check(t.last_error == -ECONNREFUSED || t.last_error == -ECONNRESET || t.last_error == -EPIPE);
+
+                /* A slot frees: everything arrives. */
+                check(RUN_UNTIL(t.event, server_accept(&t) && server_read(&t, 4), 3000));
+                check(t.connected == 1);
+                check_frame(&t, 0, token("t0", KEGNET_TOKEN_ADDED));
+                check_frame(&t, 3, mu("kegboard.flow0", 1000));
+                check(RUN_UNTIL(t.event, kegnet_client_is_flushed(c), 2000));
+                test_teardown(&t);
+        }
+}
+
+/* A core that accepts but never welcomes: the attempt times out; a core that does not accept
+ * producer messages from us: the attempt fails with -EPERM. The outbox is kept both times. */
+static void test_no_welcome_and_not_a_producer(void) {
         Test t;
         test_setup(&t, true, 0);
         KegnetClient *c = t.client;
-        PipeSend ps = { .client = c };
-        sd_event_source *src = NULL;
-        int p[2];
+        KegnetMessage m = mu("kegboard.flow0", 7);
 
+        kegnet_client_set_timing(c, UNIT, MSEC(200));
         kegnet_client_set_producer(c, true);
+        check(kegnet_client_send(c, &m) == 0);
+        t.no_welcome = true;
         check(kegnet_client_start(c) == 0);
-        check(RUN_UNTIL(t.event, server_accept(&t) && t.connected == 1, 2000));
-        check(pipe2(p, O_CLOEXEC | O_NONBLOCK) == 0);
-        check(sd_event_add_io(t.event, &src, p[0], EPOLLIN, on_pipe_send, &ps) >= 0);
-        /* Dispatched before the client's socket when both are ready in one wakeup. */
-        check(sd_event_source_set_priority(src, -10) >= 0);
-
-        /* Both ready before the loop runs again: the pipe, and the client's socket (the core
-         * closes, having read everything, so a FIN and not a reset). */
-        int cfd = client_fd(&t);
-        check(cfd >= 0);
-        check(write(p[1], "x", 1) == 1);
+        check(RUN_UNTIL(t.event, (server_accept(&t), t.connect_failed == 1), 2000));
+        check(t.last_error == -ETIMEDOUT);
+        check(t.hellos == 1 && t.hello_role == KEGNET_ROLE_PRODUCER);
+        check(kegnet_client_outbox_size(c) == 1);
         server_close(&t);
-        struct pollfd pfd = { .fd = cfd, .events = POLLRDHUP };
-        check(poll(&pfd, 1, 2000) == 1 && (pfd.revents & POLLRDHUP));
-        check(RUN_UNTIL(t.event, t.disconnected == 1 && ps.sent, 2000));
-        /* The pipe goes first (higher priority), still connected: the message is written, not
-         * put in the outbox, and 'flushed' comes before the loss. */
-        check(ps.was_connected);
-        check(ps.send_result == 0);
-        check(!kegnet_client_reset_pending(c, "kegboard"));
-        check(t.flushed == 1);
-        check(t.flushed_at_disconnect == 1);
-        /* No duplicate notification afterwards, once everything pending has run. */
-        check(run_idle(t.event));
-        check(t.flushed <= 1);
 
-        sd_event_source_disable_unref(src);
-        safe_close(p[0]);
-        safe_close(p[1]);
+        t.no_welcome = false;
+        t.refuse_producer = "uid 1000 is not root or the service user (uid 999)";
+        check(RUN_UNTIL(t.event, (server_accept(&t), t.connect_failed == 2), 2000));
+        check(t.last_error == -EPERM);
+        check(t.connected == 0);
+        check(kegnet_client_outbox_size(c) == 1);
+        server_close(&t);
+
+        t.refuse_producer = NULL;
+        check(RUN_UNTIL(t.event, server_accept(&t) && server_read(&t, 1), 3000));
+        check_frame(&t, 0, mu("kegboard.flow0", 7));
         test_teardown(&t);
+}
+
+/* The core's Unix socket: "unix:/path". */
+static void test_unix_socket(void) {
+        char dir[] = "/tmp/test-kegnet-client-XXXXXX", path[96], addr[160];
+        struct sockaddr_un un = { .sun_family = AF_UNIX };
+        Test t;
+
+        check(mkdtemp(dir) != NULL);
+        snprintf(path, sizeof path, "%s/kegnet.sock", dir);
+        snprintf(addr, sizeof addr, "unix:%s", path);
+        test_setup(&t, true, 0);
+        t.client = kegnet_client_free(t.client);
+        t.lfd = safe_close(t.lfd);
+        t.lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+        check(t.lfd >= 0);
+        snprintf(un.sun_path, sizeof un.sun_path, "%s", path);
+        check(bind(t.lfd, (struct sockaddr *) &un, sizeof un) == 0);
+        check(listen(t.lfd, 4) == 0);
+
+        check(kegnet_client_new(&t.client, t.event, addr, &callbacks, &t) == 0);
+        check(t.client && streq(kegnet_client_address(t.client), addr));
+        kegnet_client_set_timing(t.client, UNIT, MSEC(1000));
+        kegnet_client_set_producer(t.client, true);
+        KegnetMessage m = mu("kegboard.flow1", 99);
+        check(kegnet_client_send(t.client, &m) == 0);
+        check(kegnet_client_start(t.client) == 0);
+        check(RUN_UNTIL(t.event, server_accept(&t) && server_read(&t, 1) && kegnet_client_is_flushed(t.client), 2000));
+        check(t.connected == 1);
+        check_frame(&t, 0, m);
+        test_teardown(&t);
+        (void) unlink(path);
+        (void) rmdir(dir);
 }
 
 static void test_one_shot_failure(void) {
@@ -794,7 +991,10 @@ int main(void) {
         test_run(test_slow_server);
         test_run(test_finish);
         test_run(test_drain);
-        test_run(test_flushed_survives_loss);
+        test_run(test_held_until_acknowledged);
+        test_run(test_full_core);
+        test_run(test_no_welcome_and_not_a_producer);
+        test_run(test_unix_socket);
         test_run(test_one_shot_failure);
 
         fprintf(stderr, "kegnet client tests took %llu ms\n", (unsigned long long) ((now_usec() - start) / 1000));

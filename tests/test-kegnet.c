@@ -234,6 +234,16 @@ static void roundtrip(const KegnetMessage *in, const char *expect) {
         kegnet_message_done(&m);
 }
 
+static int encode_err(const KegnetMessage *m) {
+        char *out = (char *) 0x1;
+        int r = kegnet_message_encode(m, &out, NULL);
+        if (r == 0)
+                free(out);
+        else if (out != (char *) 0x1)
+                r = -EFAULT;    /* *ret touched on failure */
+        return r;
+}
+
 static void test_roundtrip(void) {
         roundtrip(&(KegnetMessage) { .kind = KEGNET_METER_UPDATE,
                                      .meter_update = { .meter_name = "b.flow1", .reading = UINT32_MAX } },
@@ -283,6 +293,38 @@ static void test_roundtrip(void) {
         roundtrip(&(KegnetMessage) { .kind = KEGNET_SET_RELAY_OUTPUT_EVENT,
                                      .set_relay_output_event = { .output_name = "kegboard.relay1", .output_mode = KEGNET_OUTPUT_DISABLED } },
                   "{\"event\":\"SetRelayOutputEvent\",\"data\":{\"output_name\":\"kegboard.relay1\",\"output_mode\":\"disabled\"}}");
+        roundtrip(&(KegnetMessage) { .kind = KEGNET_HELLO,
+                                     .hello = { .role = KEGNET_ROLE_PRODUCER, .name = "kegboard_daemon",
+                                                .session = "0123456789abcdef0123456789abcdef", .has_seq = true, .seq = 42 } },
+                  "{\"event\":\"Hello\",\"data\":{\"role\":\"producer\",\"name\":\"kegboard_daemon\",\"session\":\"0123456789abcdef0123456789abcdef\",\"seq\":42}}");
+        roundtrip(&(KegnetMessage) { .kind = KEGNET_HELLO, .hello = { .role = KEGNET_ROLE_LISTENER } },
+                  "{\"event\":\"Hello\",\"data\":{\"role\":\"listener\",\"name\":null,\"session\":null,\"seq\":null}}");
+        roundtrip(&(KegnetMessage) { .kind = KEGNET_WELCOME,
+                                     .welcome = { .role = KEGNET_ROLE_PRODUCER, .has_acked = true, .acked = 41 } },
+                  "{\"event\":\"Welcome\",\"data\":{\"role\":\"producer\",\"acked\":41,\"reason\":null}}");
+        roundtrip(&(KegnetMessage) { .kind = KEGNET_WELCOME,
+                                     .welcome = { .role = KEGNET_ROLE_LISTENER, .reason = "uid 1000 may not produce" } },
+                  "{\"event\":\"Welcome\",\"data\":{\"role\":\"listener\",\"acked\":null,\"reason\":\"uid 1000 may not produce\"}}");
+        roundtrip(&(KegnetMessage) { .kind = KEGNET_ACK, .ack = { .acked = KEGNET_SEQ_MAX } },
+                  "{\"event\":\"Ack\",\"data\":{\"acked\":9223372036854775807}}");
+        roundtrip(&(KegnetMessage) { .kind = KEGNET_REFUSED, .refused = { .reason = "too many clients" } },
+                  "{\"event\":\"Refused\",\"data\":{\"reason\":\"too many clients\"}}");
+        /* A later protocol's role (and keys) parse: the core treats it as a listener. */
+        {
+                KegnetMessage h;
+                check(parse_str("{\"event\":\"Hello\",\"data\":{\"role\":\"display\",\"subscribe\":[\"FlowUpdate\"]}}", &h) == 0);
+                check(h.kind == KEGNET_HELLO && h.hello.role == KEGNET_ROLE_OTHER && !h.hello.has_seq && !h.hello.session);
+                check_streq(h.hello.role_name, "display");
+                char *again = encode(&h);           /* and it travels on under its own name */
+                check_streq(again, "{\"event\":\"Hello\",\"data\":{\"role\":\"display\",\"name\":null,\"session\":null,\"seq\":null}}");
+                free(again);
+                kegnet_message_done(&h);
+                check(parse_str("{\"event\":\"Hello\",\"data\":{\"seq\":1}}", &h) == -EINVAL);
+                kegnet_message_done(&h);
+                check(encode_err(&(KegnetMessage) { .kind = KEGNET_HELLO, .hello = { .role = KEGNET_ROLE_OTHER } }) == -EINVAL);
+                check(encode_err(&(KegnetMessage) { .kind = KEGNET_ACK, .ack = { .acked = KEGNET_SEQ_MAX + 1 } }) == -EINVAL);
+                check(encode_err(&(KegnetMessage) { .kind = KEGNET_REFUSED }) == -EINVAL);
+        }
 
         /* Escapes and UTF-8 survive the trip. */
         const char *odd = "q\"b\\s/\n\r\t\b\f\x01\x1f\x7f Bi\xc3\xa8re \xe2\x82\xac \xf0\x9f\x8d\xba";
@@ -364,6 +406,27 @@ static void test_ints(void) {
         check(parse_reading("-1", &v) == -EINVAL);
         check(parse_reading("100.5", &v) == -EINVAL);
         check(parse_reading("1e-1", &v) == -EINVAL);
+        /* Fractions and exponents that are no exact integer are refused, even when the double they
+         * round to is one (the attack pass got 1e-400 and 100.000000000000000001 accepted). */
+        check(parse_reading("1e-400", &v) == -EINVAL);
+        check(parse_reading("100.000000000000000001", &v) == -EINVAL);
+        check(parse_reading("99.9999999999999999999", &v) == -EINVAL);
+        check(parse_reading("4294967295.00000000001", &v) == -EINVAL);
+        check(parse_reading("1.00000000000000000001e2", &v) == -EINVAL);
+        check(parse_reading("0.0e-999", &v) == 0 && v == 0);          /* zero, however written */
+        check(parse_reading("100.000000000000000000", &v) == 0 && v == 100);
+        check(parse_reading("1000e-1", &v) == 0 && v == 100);
+        check(parse_reading("0.01e4", &v) == 0 && v == 100);
+        check(parse_reading("1E+2", &v) == 0 && v == 100);
+        /* An inexact literal elsewhere in the frame does not spoil an exact reading... */
+        KegnetMessage x;
+        check(parse_str("{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"m\",\"x\":2.000000000000000000001,\"reading\":100.0}}", &x) == 0);
+        check(x.meter_update.reading == 100);
+        kegnet_message_done(&x);
+        /* ...nor do numbers inside strings count. */
+        check(parse_str("{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"1e-400 \\\" 100.000000000000000001\",\"reading\":1e2}}", &x) == 0);
+        check(x.meter_update.reading == 100);
+        kegnet_message_done(&x);
         check(parse_reading("1e400", &v) == -EBADMSG);              /* jansson: real overflow */
         check(parse_reading("99999999999999999999", &v) == -EBADMSG);  /* jansson: integer overflow */
         check(parse_reading("true", &v) == -EINVAL);
@@ -483,15 +546,6 @@ static void test_errors(void) {
         kegnet_message_done(NULL);
 }
 
-static int encode_err(const KegnetMessage *m) {
-        char *out = (char *) 0x1;
-        int r = kegnet_message_encode(m, &out, NULL);
-        if (r == 0)
-                free(out);
-        else if (out != (char *) 0x1)
-                r = -EFAULT;    /* *ret touched on failure */
-        return r;
-}
 
 static void test_encode_errors(void) {
         check(encode_err(&KEGNET_MESSAGE_NULL) == -EINVAL);

@@ -137,6 +137,48 @@ static void test_robustness(void) {
         free(out);
 }
 
+/* Capture stderr and make it look like the journal's stream (JOURNAL_STREAM names it). */
+static void capture_to_journal(void) {
+        struct stat st;
+        char js[64];
+
+        capture_begin_in(tmpdir);
+        check(fstat(STDERR_FILENO, &st) == 0);
+        snprintf(js, sizeof js, "%llu:%llu", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
+        setenv("JOURNAL_STREAM", js, 1);
+}
+
+/* Whatever a message carries from outside, each entry stays one line of valid UTF-8: a peer's name
+ * cannot forge a second entry (console, journal or file). */
+static void test_untrusted_text_is_escaped(void) {
+        static const char forged[] = "kegboard.flow0\n2012-06-21 23:06:34,705 INFO     (DrinkManager) "
+                                     "Logged drink 99 username=admin liters=0.5 ticks=1100";
+
+        setup(&(LogConfig) { .program = "test", .to_console = true, .format = "%(levelname)s %(message)s" });
+        capture_begin_in(tmpdir);
+        log_info("Creating tap %s", forged);
+        log_warning("serial '%s'", "\xff\xff\x1b[31m\r");
+        log_info("%s", "caf\xc3\xa9 a\\b \xe2\x80\xae");
+        log_info("plain text stays plain: %d%%", 100);
+        char *out = capture_end();
+        check_streq(out,
+                    "INFO Creating tap kegboard.flow0\\n2012-06-21 23:06:34,705 INFO     (DrinkManager) "
+                    "Logged drink 99 username=admin liters=0.5 ticks=1100\n"
+                    "WARNING serial '\\xff\\xff\\x1b[31m\\r'\n"
+                    "INFO caf\xc3\xa9 a\\b \\u{202e}\n"
+                    "INFO plain text stays plain: 100%\n");
+        free(out);
+
+        /* The journal's stream format too. */
+        capture_to_journal();
+        setup(&(LogConfig) { .program = "t", .to_console = true });
+        log_info("Token %s", "x\n<6>(DrinkManager) Logged drink 99");
+        out = capture_end();
+        check_streq(out, "<6>(main) Token x\\n<6>(DrinkManager) Logged drink 99\n");
+        free(out);
+        unsetenv("JOURNAL_STREAM");
+}
+
 static void test_logformat(void) {
         static const struct {
                 const char *format;
@@ -195,12 +237,7 @@ static void test_logformat(void) {
 }
 
 static void test_journal(void) {
-        capture_begin_in(tmpdir);
-        struct stat st;
-        check(fstat(STDERR_FILENO, &st) == 0);
-        char js[64];
-        snprintf(js, sizeof js, "%llu:%llu", (unsigned long long) st.st_dev, (unsigned long long) st.st_ino);
-        setenv("JOURNAL_STREAM", js, 1);
+        capture_to_journal();
         setup(&(LogConfig) { .program = "t", .to_console = true, .verbose = true });
         log_debug("d");
         log_info("i");
@@ -436,6 +473,7 @@ int main(void) {
         test_run(test_default_format);
         test_run(test_errno);
         test_run(test_robustness);
+        test_run(test_untrusted_text_is_escaped);
         test_run(test_logformat);
         test_run(test_journal);
         test_run(test_file);
@@ -445,6 +483,7 @@ int main(void) {
 
         char cmd[PATH_MAX + 16];
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-        (void) system(cmd);
+        if (system(cmd) != 0)
+                fprintf(stderr, "# cannot remove %s\n", tmpdir);
         return test_result();
 }

@@ -28,6 +28,11 @@ static void test_escape(void) {
 
         _cleanup_(freep) char *n = escape_for_log_n("a\0b", 3);
         check_streq(n, "a\\x00b");
+
+        /* What the log does to a whole message: backslashes (of text escaped already) stay. */
+        _cleanup_(freep) char *l = escape_for_log_line("HTTP 404 A\\nB: x\ny\xff \xe2\x80\xa8");
+        check_streq(l, "HTTP 404 A\\nB: x\\ny\\xff \\u{2028}");
+        check(l && utf8_is_valid(l) && !strpbrk(l, "\n\r"));
 }
 
 int main(void) {

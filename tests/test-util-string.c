@@ -23,8 +23,21 @@ static void test_error(void) {
         check_int(strdup_error(NULL, -E2BIG, "ignored %s", "text"), -E2BIG);
 }
 
+static void test_is_name(void) {
+        check(string_is_name("kegboard.flow0", 256));
+        check(string_is_name("abc", 4));                /* 3 bytes fit below 4 */
+        check(!string_is_name("abcd", 4));
+        check(!string_is_name("", 256));
+        check(!string_is_name(NULL, 256));
+        check(!string_is_name("kegboard flow0", 256));
+        check(!string_is_name("a\tb", 256));
+        check(!string_is_name("a\x7f", 256));
+        check(string_is_name("fl\xc3\xbcss", 256));    /* UTF-8 is checked where text enters, not here */
+}
+
 int main(void) {
         test_run(test_printf);
         test_run(test_error);
+        test_run(test_is_name);
         return test_result();
 }

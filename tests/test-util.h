@@ -137,6 +137,18 @@ static inline char *test_path(const char *dir, const char *name) {
         return p;
 }
 
+/* Appends to the string in buf[size] (a record of what a test saw); what does not fit is dropped. */
+_printf_(3, 4) static inline void test_appendf(char *buf, size_t size, const char *format, ...) {
+        size_t l = strlen(buf);
+        va_list ap;
+
+        if (l + 1 >= size)
+                return;
+        va_start(ap, format);
+        (void) vsnprintf(buf + l, size - l, format, ap);
+        va_end(ap);
+}
+
 /* Writes a whole file; a failure is a failed check. */
 static inline void write_file(const char *path, const char *content) {
         FILE *f = fopen(path, "we");

@@ -13,6 +13,7 @@
 
 #include "core-watch.h"
 #include "introspect.h"
+#include "util-bus.h"
 #include "util-event.h"
 #include "util-escape.h"
 #include "util-string.h"
@@ -113,23 +114,14 @@ typedef struct Value {
         double d;
 } Value;
 
-/* Reads a variant; its contents are skipped unless they are one of the types used here. */
-static int read_variant(sd_bus_message *m, Value *v) {
-        const char *contents;
-        char type;
-        int r;
+/* Reads the value of an entered variant of type 'contents'; it is skipped (type 0) unless it is
+ * one of the types used here. */
+static int read_value(sd_bus_message *m, const char *contents, Value *v) {
+        int r = 0;
 
         *v = (Value) {};
-        r = sd_bus_message_peek_type(m, &type, &contents);
-        if (r < 0)
-                return r;
-        if (type != SD_BUS_TYPE_VARIANT)
-                return -EBADMSG;
         if (strlen(contents) != 1 || !strchr("sbutxd", contents[0]))
-                return sd_bus_message_skip(m, "v");
-        r = sd_bus_message_enter_container(m, SD_BUS_TYPE_VARIANT, contents);
-        if (r < 0)
-                return r;
+                return sd_bus_message_skip(m, contents);
         v->type = contents[0];
         switch (v->type) {
         case 's':
@@ -151,9 +143,7 @@ static int read_variant(sd_bus_message *m, Value *v) {
                 r = sd_bus_message_read_basic(m, 'd', &v->d);
                 break;
         }
-        if (r < 0)
-                return r;
-        return sd_bus_message_exit_container(m);
+        return r;
 }
 
 /* Sets *p to s; true if it changed. */
@@ -284,58 +274,59 @@ static unsigned apply_sensor_prop(Group *g, const char *name, const Value *v) {
         return 0;
 }
 
-/* Reads an a{sv} into the core's Manager (g == NULL) or the group; returns the change flags. */
-static int read_props(CoreWatch *w, sd_bus_message *m, Group *g, unsigned *ret_change) {
-        bool volume_seen = false, oom = false;
-        unsigned change = 0;
+/* What reading one a{sv} of properties collects. */
+typedef struct PropsRead {
+        CoreWatch *w;
+        Group *g;                       /* NULL: the core's Manager */
+        unsigned change;
+        bool volume_seen, oom;
+} PropsRead;
+
+static int read_prop(sd_bus_message *m, const char *name, const char *contents, void *userdata) {
+        PropsRead *p = userdata;
+        CoreWatch *w = p->w;
+        Group *g = p->g;
+        Value v;
         int r;
 
-        r = sd_bus_message_enter_container(m, SD_BUS_TYPE_ARRAY, "{sv}");
+        r = read_value(m, contents, &v);
         if (r < 0)
                 return r;
-        while ((r = sd_bus_message_enter_container(m, SD_BUS_TYPE_DICT_ENTRY, "sv")) > 0) {
-                const char *name;
-                Value v;
+        if (!g)
+                p->change |= apply_manager_prop(w, name, &v, &p->oom);
+        else if (g->kind == GROUP_TAP) {
+                p->change |= apply_tap_prop(g, name, &v, &p->volume_seen, &p->oom);
+                /* The optional member, detected from what the core's taps have. */
+                if (streq(name, "Quarantined") && v.type == 'b' && !w->model->core.has_quarantined) {
+                        w->model->core.has_quarantined = true;
+                        p->change |= CHANGE_CONFIG;
+                }
+        } else if (g->kind == GROUP_BOARD) {
+                p->change |= apply_controller_prop(g, name, &v, &p->oom);
+                if (streq(name, "Backend") && v.type == 's')
+                        w->model->core.has_backend = true;
+                if (streq(name, "EventState") && v.type == 's' && !w->model->core.has_event_state) {
+                        w->model->core.has_event_state = true;
+                        p->change |= CHANGE_CONFIG;
+                }
+        } else
+                p->change |= apply_sensor_prop(g, name, &v);
+        return 1;
+}
 
-                r = sd_bus_message_read_basic(m, 's', &name);
-                if (r < 0)
-                        return r;
-                r = read_variant(m, &v);
-                if (r < 0)
-                        return r;
-                if (!g)
-                        change |= apply_manager_prop(w, name, &v, &oom);
-                else if (g->kind == GROUP_TAP) {
-                        change |= apply_tap_prop(g, name, &v, &volume_seen, &oom);
-                        /* The optional member, detected from what the core's taps have. */
-                        if (streq(name, "Quarantined") && v.type == 'b' && !w->model->core.has_quarantined) {
-                                w->model->core.has_quarantined = true;
-                                change |= CHANGE_CONFIG;
-                        }
-                } else if (g->kind == GROUP_BOARD) {
-                        change |= apply_controller_prop(g, name, &v, &oom);
-                        if (streq(name, "Backend") && v.type == 's')
-                                w->model->core.has_backend = true;
-                        if (streq(name, "EventState") && v.type == 's' && !w->model->core.has_event_state) {
-                                w->model->core.has_event_state = true;
-                                change |= CHANGE_CONFIG;
-                        }
-                } else
-                        change |= apply_sensor_prop(g, name, &v);
-                r = sd_bus_message_exit_container(m);
-                if (r < 0)
-                        return r;
-        }
+/* Reads an a{sv} into the core's Manager (g == NULL) or the group; returns the change flags. */
+static int read_props(CoreWatch *w, sd_bus_message *m, Group *g, unsigned *ret_change) {
+        PropsRead p = { .w = w, .g = g };
+        int r;
+
+        r = bus_message_read_dict(m, read_prop, &p);
         if (r < 0)
                 return r;
-        r = sd_bus_message_exit_container(m);
-        if (r < 0)
-                return r;
-        if (volume_seen && g)
+        if (p.volume_seen && g)
                 tap_rate_add(g, g->flow_id, g->flow_volume_ml, now_clock(w, CLOCK_MONOTONIC));
-        if (oom)
+        if (p.oom)
                 return -ENOMEM;
-        *ret_change = change;
+        *ret_change = p.change;
         return 0;
 }
 

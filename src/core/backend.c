@@ -12,10 +12,13 @@
 
 #include "backend.h"
 #include "api.h"
+#include "calibration-overrides.h"
 #include "drink-sink.h"
 #include "taps.h"
+#include "calibration-units.h"
 #include "util-double.h"
 #include "util-event.h"
+#include "util-string.h"
 #include "util-time.h"
 #include "util-uuid.h"
 
@@ -73,6 +76,20 @@ typedef struct TapKeg {
         int64_t keg_id;
 } TapKeg;
 
+/* A calibration being stored on the server (calibration.md section 4.2). */
+typedef struct CalibrationPost {
+        struct CalibrationPost *next;
+        Backend *backend;
+        ApiRequest *req;
+        char *meter;
+        char *url;
+        double ml_per_tick;
+        double server_ml_per_tick;      /* the server's value it replaces */
+        uint64_t time_realtime;
+        CalibrationStoreDone done;
+        void *done_userdata;
+} CalibrationPost;
+
 struct Backend {
         Manager *manager;
         sd_event *event;
@@ -115,6 +132,12 @@ struct Backend {
         Lookup *lookups;
         Provision *provisions;
         ThermoPost *thermo_posts;
+
+        /* Calibrations (calibration.md sections 4.2, 4.3). */
+        CalibrationPost *calibration_posts;
+        CalibrationOverrides *overrides;
+        bool reload_overrides;          /* SIGHUP / Sync(): read calibration.json again */
+        json_t *server_taps;            /* the taps of the last status answer, as the server gave them */
 };
 
 static const ManagerObserver backend_observer;
@@ -184,6 +207,9 @@ static int log_oom_errno(void) {
 /* ---------------------------------------------------------------- tap sync */
 
 static int on_sync_timer(sd_event_source *s, uint64_t usec, void *userdata);
+static void server_taps_remember(Backend *b, json_t *taps);
+static int sync_now(Backend *b);
+static void overrides_apply(Backend *b, TapTable *t);
 static void upload_kick(Backend *b);
 static void upload_reset_backoff(Backend *b, bool kick);
 
@@ -292,6 +318,11 @@ static int taps_from_status(json_t *taps, TapTable **ret) {
                         log_named(LOG_WARNING, "TapManager", "Duplicate meter %s in the server's taps; keeping the first", meter);
                         continue;
                 }
+                if (r == -ERANGE) {
+                        log_named(LOG_WARNING, "TapManager", "Ignoring tap %s: ml_per_tick %g is not from %g to %g",
+                                  meter, ml, FLOW_CALIBRATION_MIN, FLOW_CALIBRATION_MAX);
+                        continue;
+                }
                 if (r < 0)
                         return r;
         }
@@ -307,6 +338,8 @@ static void load_tap_cache(Backend *b) {
                 return;
         if (json_is_object(root) && taps_from_status(json_object_get(root, "taps"), &t) >= 0) {
                 log_info("Using %zu taps cached from the last successful sync", t->n_taps);
+                server_taps_remember(b, json_object_get(root, "taps"));
+                overrides_apply(b, t);
                 (void) tap_registry_replace(manager_get_taps(b->manager), t, TAP_SOURCE_SERVER);
         } else
                 log_warning("Ignoring the unreadable tap cache %s", b->taps_cache);
@@ -337,9 +370,12 @@ static void on_status(ApiClient *c, const ApiResult *res, void *userdata) {
                         log_named(LOG_INFO, "main", "Found %zu taps, adding to tap manager.", t->n_taps);
                 } else
                         log_debug("Sync: %zu taps", t->n_taps);
-                (void) tap_registry_replace(manager_get_taps(b->manager), t, TAP_SOURCE_SERVER);
+                /* The cache keeps the server's values; calibrations kept locally go on top. */
                 save_tap_cache(b, t);
                 tap_kegs_update(b, json_object_get(res->object, "taps"));
+                server_taps_remember(b, json_object_get(res->object, "taps"));
+                overrides_apply(b, t);
+                (void) tap_registry_replace(manager_get_taps(b->manager), t, TAP_SOURCE_SERVER);
                 b->synced = true;
                 b->last_sync = now_real();
                 note_outcome(b, API_OK);
@@ -368,12 +404,12 @@ static void on_status(ApiClient *c, const ApiResult *res, void *userdata) {
 next:
         if (b->sync_again) {
                 b->sync_again = false;
-                (void) backend_sync(b);
+                (void) sync_now(b);
         } else
                 sync_schedule(b);
 }
 
-int backend_sync(Backend *b) {
+static int sync_now(Backend *b) {
         int r;
 
         if (b->stopping || !b->client)
@@ -393,8 +429,14 @@ int backend_sync(Backend *b) {
         return 0;
 }
 
+int backend_sync(Backend *b) {
+        /* Asked for (SIGHUP, Sync()): the locally kept calibrations are read again too. */
+        b->reload_overrides = true;
+        return sync_now(b);
+}
+
 static int on_sync_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        (void) backend_sync(userdata);
+        (void) sync_now(userdata);
         return 0;
 }
 
@@ -1236,6 +1278,205 @@ static void on_controller_changed(Manager *m, const Controller *c, void *userdat
         provision_step(p);
 }
 
+/* ---------------------------------------------------------------- calibrations */
+
+static void server_taps_remember(Backend *b, json_t *taps) {
+        json_decref(b->server_taps);
+        b->server_taps = json_incref(taps);
+}
+
+static void overrides_apply(Backend *b, TapTable *t) {
+        if (!b->overrides)
+                return;
+        if (b->reload_overrides) {
+                b->reload_overrides = false;
+                calibration_overrides_load(b->overrides);
+        }
+        (void) calibration_overrides_apply(b->overrides, t);
+}
+
+/* The server's value for 'meter' in the last status answer, 0 if it gave none. */
+static double server_ml_per_tick(Backend *b, const char *meter) {
+        size_t i;
+        json_t *e;
+
+        json_array_foreach(b->server_taps, i, e) {
+                json_t *mpt = json_object_get(e, "ml_per_tick");
+
+                if (streq_ptr(json_string_value(json_object_get(e, "meter_name")), meter) && json_is_number(mpt))
+                        return json_number_value(mpt);
+        }
+        return 0;
+}
+
+static void calibration_post_free(Backend *b, CalibrationPost *p) {
+        for (CalibrationPost **q = &b->calibration_posts; *q; q = &(*q)->next)
+                if (*q == p) {
+                        *q = p->next;
+                        break;
+                }
+        free(p->meter);
+        free(p->url);
+        free(p);
+}
+
+/* Kegbot Server 2.0 refuses calibrations on its legacy mount: the value stays here (section 4.3). */
+static void calibration_keep_locally(Backend *b, CalibrationPost *p) {
+        _cleanup_(freep) char *reason = NULL, *warning = NULL;
+        const char *file = calibration_overrides_path(b->overrides);
+        double server = p->server_ml_per_tick;
+        int r;
+
+        r = calibration_overrides_set(b->overrides, p->meter, p->ml_per_tick, server, p->time_realtime, &reason);
+        if (r < 0) {
+                p->done(&(CalibrationStored) {
+                        .storage = CALIBRATION_STORAGE_MEMORY,
+                        .applied_ml_per_tick = p->ml_per_tick,
+                        .location = file,
+                        .reason = reason ?: strerror(-r),
+                }, p->done_userdata);
+                return;
+        }
+        log_named(LOG_WARNING, "calibration",
+                  "Kegbot Server does not accept calibrations (410 Gone); calibration of %s kept locally in %s",
+                  p->meter, file);
+        warning = strdup_printf("Kegbot Server 2.0 refuses calibrations through its legacy API. The new value is "
+                                "used locally (volumes shown, ghost-filter thresholds), but the server computes drink "
+                                "volumes from ticks with its own value: set ticks_per_ml = %g for this meter in the "
+                                "server's admin pages.", calibration_round6(1.0 / p->ml_per_tick));
+        p->done(&(CalibrationStored) {
+                .storage = CALIBRATION_STORAGE_LOCAL_OVERRIDE,
+                .applied_ml_per_tick = p->ml_per_tick,
+                .location = file,
+                .warning = warning,
+        }, p->done_userdata);
+}
+
+static void on_calibration_post(ApiClient *c, const ApiResult *res, void *userdata) {
+        CalibrationPost *p = userdata;
+        Backend *b = p->backend;
+        _cleanup_(freep) char *message = NULL;
+
+        p->req = NULL;
+        note_outcome(b, res->outcome);
+        if (res->outcome == API_OK) {
+                p->done(&(CalibrationStored) {
+                        .storage = CALIBRATION_STORAGE_SERVER,
+                        .applied_ml_per_tick = p->ml_per_tick,
+                        .location = p->url,
+                }, p->done_userdata);
+                /* From now on the tap follows the server, which has the new value. */
+                (void) backend_sync(b);
+                calibration_post_free(b, p);
+                return;
+        }
+        if (res->outcome == API_REJECTED && res->http_status == 410) {
+                calibration_keep_locally(b, p);
+                calibration_post_free(b, p);
+                return;
+        }
+        switch (res->outcome) {
+        case API_OK:
+                break;
+        case API_REJECTED:
+        case API_NOT_FOUND:
+                log_named(LOG_WARNING, "calibration", "Kegbot Server refused the calibration of %s: %ld %s: %s",
+                          p->meter, res->http_status, res->error_code ?: "?", res->error_message ?: res->reason ?: "");
+                message = strdup_printf("Kegbot Server refused the calibration: %ld %s: %s", res->http_status,
+                                        res->error_code ?: "?", res->error_message ?: res->reason ?: "");
+                break;
+        case API_UNAUTHORIZED:
+                log_named(LOG_ERR, "calibration", "Kegbot Server refused the API key (401); calibration of %s not saved",
+                          p->meter);
+                message = strdup("Kegbot Server refused the API key (401)");
+                break;
+        case API_TRANSIENT:
+                log_named(LOG_WARNING, "calibration", "Kegbot Server unreachable (%s); calibration of %s not saved",
+                          res->reason ?: "?", p->meter);
+                message = strdup_printf("Kegbot Server unreachable: %s", res->reason ?: "?");
+                break;
+        }
+        p->done(&(CalibrationStored) {
+                .error = -EREMOTEIO,
+                .message = message ?: "Kegbot Server did not store the calibration",
+        }, p->done_userdata);
+        calibration_post_free(b, p);
+}
+
+static bool calibration_owns(void *userdata, const char *meter) {
+        /* Every controller of a server-mode core uses the legacy API. */
+        return true;
+}
+
+static void calibration_store(void *userdata, const CalibrationRequest *req, CalibrationStoreDone done,
+                              void *done_userdata, void **ret_handle) {
+        Backend *b = userdata;
+        _cleanup_(freep) char *meter = NULL, *path = NULL;
+        char v[DOUBLE_STRING_MAX];
+        CalibrationPost *p;
+        ApiForm f = {};
+        int r;
+
+        p = calloc(1, sizeof(CalibrationPost));
+        meter = api_escape(req->meter);
+        if (!p || !meter || !(path = strdup_printf("taps/%s/calibrate", meter)) ||
+            !(p->meter = strdup(req->meter)) ||
+            !(p->url = strdup_printf("%s/%s", api_client_get_base_url(b->client), path))) {
+                if (p) {
+                        free(p->meter);
+                        free(p);
+                }
+                done(&(CalibrationStored) { .error = -EREMOTEIO, .message = "Out of memory" }, done_userdata);
+                return;
+        }
+        p->backend = b;
+        p->ml_per_tick = req->new_ml_per_tick;
+        p->server_ml_per_tick = server_ml_per_tick(b, req->meter) ?: req->old_ml_per_tick;
+        p->time_realtime = req->time_realtime;
+        p->done = done;
+        p->done_userdata = done_userdata;
+
+        api_form_add(&f, "ml_per_tick", double_format(req->new_ml_per_tick, v));
+        r = b->stopping || !b->client ? -ESHUTDOWN : api_client_post(b->client, path, &f, on_calibration_post, p, &p->req);
+        api_form_done(&f);
+        if (r < 0) {
+                free(p->meter);
+                free(p->url);
+                free(p);
+                done(&(CalibrationStored) {
+                        .error = -EREMOTEIO,
+                        .message = r == -ESHUTDOWN ? "kegbot_core is shutting down" : "Cannot send the calibration",
+                }, done_userdata);
+                return;
+        }
+        p->next = b->calibration_posts;
+        b->calibration_posts = p;
+        *ret_handle = p;
+}
+
+static void calibration_cancel(void *userdata, void *handle) {
+        Backend *b = userdata;
+
+        /* Only a post still listed is ours to drop (the backend may have stopped first). */
+        for (CalibrationPost *p = b->calibration_posts; p; p = p->next)
+                if (p == handle) {
+                        api_request_cancel(p->req);
+                        calibration_post_free(b, p);
+                        return;
+                }
+}
+
+static const CalibrationBackend legacy_calibration = {
+        .owns = calibration_owns,
+        .taps_from_server = true,
+        .store = calibration_store,
+        .cancel = calibration_cancel,
+};
+
+int backend_add_calibrations(Backend *b, Calibrations *c) {
+        return calibrations_add_backend(c, &legacy_calibration, b);
+}
+
 /* ---------------------------------------------------------------- lifecycle */
 
 static void backend_stop_io(Backend *b) {
@@ -1254,6 +1495,8 @@ static void backend_stop_io(Backend *b) {
         }
         while (b->thermo_posts)
                 thermo_post_free(b, b->thermo_posts);
+        while (b->calibration_posts)
+                calibration_post_free(b, b->calibration_posts);
         for (Provision *p = b->provisions; p; p = p->next) {
                 p->retry = sd_event_source_disable_unref(p->retry);
                 p->busy = false;
@@ -1309,6 +1552,10 @@ int backend_new(Backend **ret, Manager *m, const BackendConfig *config) {
         r = spool_open(&b->spool, spool_dir);
         if (r < 0)
                 return r;
+        r = calibration_overrides_new(&b->overrides, config->state_dir);
+        if (r < 0)
+                return log_oom_errno();
+        calibration_overrides_load(b->overrides);
 
         r = http_client_new(&http, b->event);
         if (r >= 0)
@@ -1369,6 +1616,8 @@ Backend *backend_free(Backend *b) {
         sd_event_source_disable_unref(b->upload_timer);
         tap_kegs_clear(b);
         spool_free(b->spool);
+        calibration_overrides_free(b->overrides);
+        json_decref(b->server_taps);
         sd_event_unref(b->event);
         free(b->api_url);
         free(b->state_dir);

@@ -8,6 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "calibration.h"
 #include "macro.h"
 #include "manager.h"
 #include "spool.h"
@@ -75,3 +76,6 @@ typedef struct PoisonTracker {
 /* Counts a failure of drink 'uuid' (another drink starts a new count); true: move it to failed/. */
 bool poison_tracker_note(PoisonTracker *t, const char *uuid, uint64_t now_usec);
 void poison_tracker_reset(PoisonTracker *t);
+/* Calibrations of the server's taps are stored on the server (POST taps/<meter>/calibrate), kept
+ * locally in <state_dir>/calibration.json when it refuses them with 410 (calibration.md 4.2, 4.3). */
+int backend_add_calibrations(Backend *b, Calibrations *c);

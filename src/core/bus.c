@@ -15,7 +15,9 @@
 #include "bus.h"
 #include "backend-event.h"
 #include "kbevent.h"
+#include "calibration-units.h"
 #include "util-event.h"
+#include "util-string.h"
 #include "util-strv.h"
 #include "util-uuid.h"
 
@@ -38,6 +40,11 @@
 #define BUS_ERROR_SHUTTING_DOWN "org.kegbot.Core1.Error.ShuttingDown"
 #define BUS_ERROR_QUARANTINED "org.kegbot.Core1.Error.Quarantined"
 #define BUS_ERROR_UNKNOWN_CONTROLLER "org.kegbot.Core1.Error.UnknownController"
+#define BUS_ERROR_UNKNOWN_RELAY "org.kegbot.Core1.Error.UnknownRelay"
+#define BUS_ERROR_BUSY "org.kegbot.Core1.Error.Busy"
+#define BUS_ERROR_NOT_CALIBRATING "org.kegbot.Core1.Error.NotCalibrating"
+#define BUS_ERROR_CALIBRATION_REJECTED "org.kegbot.Core1.Error.CalibrationRejected"
+#define BUS_ERROR_SERVER_ERROR "org.kegbot.Core1.Error.ServerError"
 
 /* Pour values of one tap (and its flow object) go out at most this often. */
 #define EMIT_INTERVAL_USEC (100 * USEC_PER_MSEC)
@@ -55,6 +62,11 @@ static const sd_bus_error_map kegbot_bus_errors[] = {
         SD_BUS_ERROR_MAP(BUS_ERROR_SHUTTING_DOWN, ESHUTDOWN),
         SD_BUS_ERROR_MAP(BUS_ERROR_UNKNOWN_CONTROLLER, ENODEV),
         SD_BUS_ERROR_MAP(BUS_ERROR_QUARANTINED, EPERM),
+        SD_BUS_ERROR_MAP(BUS_ERROR_UNKNOWN_RELAY, ENOENT),
+        SD_BUS_ERROR_MAP(BUS_ERROR_BUSY, EBUSY),
+        SD_BUS_ERROR_MAP(BUS_ERROR_NOT_CALIBRATING, ESRCH),
+        SD_BUS_ERROR_MAP(BUS_ERROR_CALIBRATION_REJECTED, EDOM),
+        SD_BUS_ERROR_MAP(BUS_ERROR_SERVER_ERROR, EREMOTEIO),
         SD_BUS_ERROR_MAP_END
 };
 
@@ -81,6 +93,11 @@ typedef struct MeterObj {
         unsigned flow_flags;            /* DRINK_FLAG_* of the flow */
         char *flow_path;                /* set while the flow object is exported */
 
+        /* The running calibration pour, as last reported (calibration.md section 5). */
+        bool cal_running;
+        uint64_t cal_ticks;
+        uint64_t cal_started, cal_deadline;
+
         bool dirty;
         uint64_t last_emit;             /* monotonic; 0 = never */
         sd_event_source *emit_timer;
@@ -99,6 +116,7 @@ struct Bus {
 
         Backend *backend;
         EventBackend *event_backend;
+        Calibrations *calibrations;
 
         sd_bus *bus;
         bool ready;                     /* connected and the name is ours */
@@ -149,11 +167,6 @@ static uint64_t bus_now(Bus *b, clockid_t clock) {
         return t;
 }
 
-static void *mfree(void *p) {
-        free(p);
-        return NULL;
-}
-
 static int free_and_strdup(char **p, const char *s) {
         char *n = NULL;
 
@@ -173,14 +186,7 @@ static int free_and_strdup(char **p, const char *s) {
 
 /* Names travel into logs, kegnet frames and object paths: keep them short and printable. */
 static bool name_is_valid(const char *s) {
-        size_t n = 0;
-
-        if (isempty(s))
-                return false;
-        for (const unsigned char *p = (const unsigned char *) s; *p; p++, n++)
-                if (*p <= ' ' || *p == 0x7f || n >= NAME_MAX_LEN)
-                        return false;
-        return true;
+        return string_is_name(s, NAME_MAX_LEN + 1);
 }
 
 /* "<controller>.<port>" */
@@ -317,7 +323,8 @@ static void emit_object_removed(Bus *b, const char *path) {
 
 static void meter_flush(MeterObj *mo) {
         static char *tap_props[] = { "TotalTicks", "FlowId", "FlowState", "FlowTicks", "FlowVolumeMl",
-                                     "FlowUsername", "FlowFlags", "GhostTicks", "GhostVolumeMl", NULL };
+                                     "FlowUsername", "FlowFlags", "GhostTicks", "GhostVolumeMl", "CalibrationTicks",
+                                     NULL };
         static char *flow_props[] = { "State", "Username", "AuthDevice", "Ticks", "VolumeMl", "LastActivity",
                                       "RelayName", "MaxIdle", "Flags", NULL };
         Bus *b = mo->bus;
@@ -534,6 +541,9 @@ static int method_start_flow(sd_bus_message *m, void *userdata, sd_bus_error *er
         if (r == -EPERM)
                 return sd_bus_error_setf(error, BUS_ERROR_QUARANTINED,
                                          "Tap %s is quarantined (ghost-pour rule G7); ClearQuarantine lifts it", meter);
+        if (r == -EBUSY)
+                return sd_bus_error_setf(error, BUS_ERROR_BUSY,
+                                         "Tap %s is being calibrated; finish or cancel the calibration first", meter);
         if (r < 0)
                 return reply_manager_error(error, r, "StartFlow");
         return sd_bus_reply_method_return(m, NULL);
@@ -610,6 +620,10 @@ static int method_set_relay(sd_bus_message *m, void *userdata, sd_bus_error *err
 
         log_info("SetRelay(%s, %s) requested over D-Bus", relay, enabled ? "enabled" : "disabled");
         r = manager_set_relay(b->manager, relay, enabled);
+        if (r == -ENOENT)
+                return sd_bus_error_setf(error, BUS_ERROR_UNKNOWN_RELAY,
+                                         "No such relay %s: it is no tap's relay and no relay0..relay5 of a known controller",
+                                         relay);
         if (r < 0)
                 return reply_manager_error(error, r, "SetRelay");
         return sd_bus_reply_method_return(m, NULL);
@@ -777,8 +791,8 @@ static int method_fail_drink(sd_bus_message *m, void *userdata, sd_bus_error *er
         return sd_bus_reply_method_return(m, NULL);
 }
 
-static int append_entry(sd_bus_message *reply, const char *key, const char *type, ...) {
-        va_list ap;
+/* Opens the {sv} entry 'key' of an a{sv} and its variant of 'type'; entry_close() closes both. */
+static int entry_open(sd_bus_message *reply, const char *key, const char *type) {
         int r;
 
         r = sd_bus_message_open_container(reply, 'e', "sv");
@@ -787,7 +801,23 @@ static int append_entry(sd_bus_message *reply, const char *key, const char *type
         r = sd_bus_message_append(reply, "s", key);
         if (r < 0)
                 return r;
-        r = sd_bus_message_open_container(reply, 'v', type);
+        return sd_bus_message_open_container(reply, 'v', type);
+}
+
+static int entry_close(sd_bus_message *reply) {
+        int r;
+
+        r = sd_bus_message_close_container(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_message_close_container(reply);
+}
+
+static int append_entry(sd_bus_message *reply, const char *key, const char *type, ...) {
+        va_list ap;
+        int r;
+
+        r = entry_open(reply, key, type);
         if (r < 0)
                 return r;
         va_start(ap, type);
@@ -795,10 +825,7 @@ static int append_entry(sd_bus_message *reply, const char *key, const char *type
         va_end(ap);
         if (r < 0)
                 return r;
-        r = sd_bus_message_close_container(reply);
-        if (r < 0)
-                return r;
-        return sd_bus_message_close_container(reply);
+        return entry_close(reply);
 }
 
 /* One drink of ListDrinks(); backend and controller only when an event backend runs (the Kegboard
@@ -825,22 +852,13 @@ static int list_drink_append(sd_bus_message *reply, const Drink *d, uint64_t seq
             (r = append_entry(reply, "pour_time", "t", d->pour_realtime)) < 0 ||
             (r = append_entry(reply, "duration", "t", d->duration_sec)) < 0)
                 return r;
-        r = sd_bus_message_open_container(reply, 'e', "sv");
-        if (r < 0)
-                return r;
-        r = sd_bus_message_append(reply, "s", "flags");
-        if (r < 0)
-                return r;
-        r = sd_bus_message_open_container(reply, 'v', "as");
+        r = entry_open(reply, "flags", "as");
         if (r < 0)
                 return r;
         r = append_flags(reply, d->flags);
         if (r < 0)
                 return r;
-        r = sd_bus_message_close_container(reply);
-        if (r < 0)
-                return r;
-        r = sd_bus_message_close_container(reply);
+        r = entry_close(reply);
         if (r < 0)
                 return r;
         if (d->has_failure)
@@ -915,6 +933,206 @@ static int method_list_drinks(sd_bus_message *m, void *userdata, sd_bus_error *e
         return sd_bus_send(NULL, reply, NULL);
 }
 
+/* ---- calibration (calibration.md section 5) ---- */
+
+static int calibration_error(sd_bus_error *error, int r, const char *message) {
+        const char *name;
+
+        switch (r) {
+        case -ESHUTDOWN:
+                name = BUS_ERROR_SHUTTING_DOWN;
+                break;
+        case -ENOENT:
+                name = BUS_ERROR_UNKNOWN_METER;
+                break;
+        case -EPERM:
+                name = BUS_ERROR_QUARANTINED;
+                break;
+        case -EBUSY:
+                name = BUS_ERROR_BUSY;
+                break;
+        case -ESRCH:
+                name = BUS_ERROR_NOT_CALIBRATING;
+                break;
+        case -EDOM:
+                name = BUS_ERROR_CALIBRATION_REJECTED;
+                break;
+        case -EREMOTEIO:
+                name = BUS_ERROR_SERVER_ERROR;
+                break;
+        case -EINVAL:
+                name = SD_BUS_ERROR_INVALID_ARGS;
+                break;
+        default:
+                return sd_bus_error_set_errnof(error, r, "%s", message ?: strerror(-r));
+        }
+        return sd_bus_error_set(error, name, message ?: strerror(-r));
+}
+
+static int append_result(sd_bus_message *reply, const CalibrationResult *res) {
+        int r;
+
+        r = sd_bus_message_open_container(reply, 'a', "{sv}");
+        if (r < 0)
+                return r;
+        if ((r = append_entry(reply, "meter", "s", res->meter)) < 0 ||
+            (r = append_entry(reply, "ticks", "t", res->ticks)) < 0 ||
+            (r = append_entry(reply, "volume_ml", "d", res->volume_ml)) < 0 ||
+            (r = append_entry(reply, "old_ml_per_tick", "d", res->old_ml_per_tick)) < 0 ||
+            (r = append_entry(reply, "new_ml_per_tick", "d", res->new_ml_per_tick)) < 0 ||
+            (r = append_entry(reply, "change_percent", "d", res->change_percent)) < 0 ||
+            (r = append_entry(reply, "old_volume_ml", "d", res->old_volume_ml)) < 0 ||
+            (r = append_entry(reply, "storage", "s", res->storage)) < 0 ||
+            (r = append_entry(reply, "location", "s", res->location)) < 0 ||
+            (r = append_entry(reply, "message", "s", res->message)) < 0)
+                return r;
+        r = entry_open(reply, "warnings", "as");
+        if (r < 0)
+                return r;
+        r = sd_bus_message_append_strv(reply, res->warnings);
+        if (r < 0)
+                return r;
+        r = entry_close(reply);
+        if (r < 0)
+                return r;
+        return sd_bus_message_close_container(reply);
+}
+
+/* The answer to a finish or set, now or once the value is stored. */
+static void on_calibration_reply(int error, const char *message, const CalibrationResult *res, void *userdata) {
+        _cleanup_(sd_bus_message_unrefp) sd_bus_message *call = userdata, *reply = NULL;
+        _cleanup_(sd_bus_error_free) sd_bus_error e = SD_BUS_ERROR_NULL;
+        int r;
+
+        if (error < 0) {
+                (void) calibration_error(&e, error, message);
+                r = sd_bus_reply_method_error(call, &e);
+        } else {
+                r = sd_bus_message_new_method_return(call, &reply);
+                if (r >= 0)
+                        r = append_result(reply, res);
+                if (r >= 0)
+                        r = sd_bus_send(NULL, reply, NULL);
+        }
+        if (r < 0)
+                log_debug_errno(r, "Cannot answer a calibration call: %m");
+}
+
+static Calibrations *bus_calibrations(Bus *b, sd_bus_error *error) {
+        if (!b->calibrations)
+                (void) sd_bus_error_set(error, BUS_ERROR_NOT_SUPPORTED, "Calibration is not available");
+        return b->calibrations;
+}
+
+static int method_start_calibration(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_(freep) char *message = NULL;
+        Bus *b = userdata;
+        Calibrations *c = bus_calibrations(b, error);
+        const char *meter;
+        int r;
+
+        if (!c)
+                return -EOPNOTSUPP;
+        r = read_meter_arg(m, error, &meter);
+        if (r < 0)
+                return r;
+        log_info("StartCalibration(%s) requested over D-Bus", meter);
+        r = calibrations_start(c, meter, &message);
+        if (r < 0)
+                return calibration_error(error, r, message);
+        return sd_bus_reply_method_return(m, NULL);
+}
+
+/* Both finishes: the measured volume, or a weight and its specific gravity. */
+static int finish_calibration(sd_bus_message *m, Bus *b, bool by_weight, sd_bus_error *error) {
+        _cleanup_(freep) char *message = NULL;
+        Calibrations *c = bus_calibrations(b, error);
+        const char *meter;
+        double v, sg = 0;
+        int r;
+
+        if (!c)
+                return -EOPNOTSUPP;
+        r = read_meter_arg(m, error, &meter);
+        if (r < 0)
+                return r;
+        r = by_weight ? sd_bus_message_read(m, "dd", &v, &sg) : sd_bus_message_read(m, "d", &v);
+        if (r < 0)
+                return r;
+        if (!calibration_volume_is_valid(v))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid %s %g: expected more than 0 and at "
+                                         "most %g", by_weight ? "grams" : "measured_ml", v, CALIBRATION_VOLUME_MAX_ML);
+        if (!calibration_sg_is_valid(sg))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid specific_gravity %g: expected 0 "
+                                         "(1.000) or %g to %g", sg, CALIBRATION_SG_MIN, CALIBRATION_SG_MAX);
+
+        log_info("%s(%s, %g%s) requested over D-Bus", by_weight ? "FinishCalibrationByWeight" : "FinishCalibration",
+                 meter, v, by_weight ? " g" : " mL");
+        r = calibrations_finish(c, meter, by_weight ? calibration_weight_to_ml(v, sg) : v, on_calibration_reply,
+                                sd_bus_message_ref(m), &message);
+        if (r < 0) {
+                sd_bus_message_unref(m);
+                return calibration_error(error, r, message);
+        }
+        return 1;
+}
+
+static int method_finish_calibration(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return finish_calibration(m, userdata, false, error);
+}
+
+static int method_finish_calibration_by_weight(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        return finish_calibration(m, userdata, true, error);
+}
+
+static int method_cancel_calibration(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_(freep) char *message = NULL;
+        Bus *b = userdata;
+        Calibrations *c = bus_calibrations(b, error);
+        const char *meter;
+        uint64_t ticks = 0;
+        int r;
+
+        if (!c)
+                return -EOPNOTSUPP;
+        r = read_meter_arg(m, error, &meter);
+        if (r < 0)
+                return r;
+        log_info("CancelCalibration(%s) requested over D-Bus", meter);
+        r = calibrations_cancel(c, meter, &ticks, &message);
+        if (r < 0)
+                return calibration_error(error, r, message);
+        return sd_bus_reply_method_return(m, "t", ticks);
+}
+
+static int method_set_calibration(sd_bus_message *m, void *userdata, sd_bus_error *error) {
+        _cleanup_(freep) char *message = NULL;
+        Bus *b = userdata;
+        Calibrations *c = bus_calibrations(b, error);
+        const char *meter;
+        double v;
+        int r;
+
+        if (!c)
+                return -EOPNOTSUPP;
+        r = read_meter_arg(m, error, &meter);
+        if (r < 0)
+                return r;
+        r = sd_bus_message_read(m, "d", &v);
+        if (r < 0)
+                return r;
+        if (!calibration_ml_per_tick_is_valid(v))
+                return sd_bus_error_setf(error, SD_BUS_ERROR_INVALID_ARGS, "Invalid ml_per_tick %g: expected %g to %g",
+                                         v, CALIBRATION_ML_PER_TICK_MIN, CALIBRATION_ML_PER_TICK_MAX);
+        log_info("SetCalibration(%s, %g) requested over D-Bus", meter, v);
+        r = calibrations_set(c, meter, v, on_calibration_reply, sd_bus_message_ref(m), &message);
+        if (r < 0) {
+                sd_bus_message_unref(m);
+                return calibration_error(error, r, message);
+        }
+        return 1;
+}
+
 static const sd_bus_vtable manager_vtable[] = {
         SD_BUS_VTABLE_START(0),
         SD_BUS_PROPERTY("Version", "s", manager_property_get, 0, SD_BUS_VTABLE_PROPERTY_CONST),
@@ -952,6 +1170,18 @@ static const sd_bus_vtable manager_vtable[] = {
                                 method_reset_pairing, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_METHOD_WITH_ARGS("RetryFailedEvents", SD_BUS_ARGS("s", controller), SD_BUS_RESULT("u", requeued),
                                 method_retry_failed_events, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("StartCalibration", SD_BUS_ARGS("s", meter), SD_BUS_NO_RESULT,
+                                method_start_calibration, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("FinishCalibration", SD_BUS_ARGS("s", meter, "d", measured_ml),
+                                SD_BUS_RESULT("a{sv}", result), method_finish_calibration, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("FinishCalibrationByWeight",
+                                SD_BUS_ARGS("s", meter, "d", grams, "d", specific_gravity),
+                                SD_BUS_RESULT("a{sv}", result), method_finish_calibration_by_weight,
+                                SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("CancelCalibration", SD_BUS_ARGS("s", meter), SD_BUS_RESULT("t", ticks),
+                                method_cancel_calibration, SD_BUS_VTABLE_UNPRIVILEGED),
+        SD_BUS_METHOD_WITH_ARGS("SetCalibration", SD_BUS_ARGS("s", meter, "d", ml_per_tick),
+                                SD_BUS_RESULT("a{sv}", result), method_set_calibration, SD_BUS_VTABLE_UNPRIVILEGED),
         SD_BUS_SIGNAL_WITH_ARGS("FlowUpdated",
                                 SD_BUS_ARGS("t", flow_id, "s", meter, "s", state, "s", username, "t", ticks,
                                             "d", volume_ml, "t", start_time, "t", last_activity_time),
@@ -976,6 +1206,10 @@ static const sd_bus_vtable manager_vtable[] = {
                                             "t", end_time, "t", flow_id, "s", tick_series, "s", mode),
                                 0),
         SD_BUS_SIGNAL_WITH_ARGS("PourFlagged", SD_BUS_ARGS("t", flow_id, "s", meter, "s", flag, "s", mode), 0),
+        SD_BUS_SIGNAL_WITH_ARGS("CalibrationEnded",
+                                SD_BUS_ARGS("s", meter, "s", reason, "t", ticks, "d", old_ml_per_tick,
+                                            "d", new_ml_per_tick),
+                                0),
         SD_BUS_VTABLE_END
 };
 
@@ -1078,6 +1312,17 @@ static int tap_property_get(sd_bus *bus, const char *path, const char *interface
                 return sd_bus_message_append(reply, "b", (int) t.quarantined);
         if (streq(property, "QuarantinedSince"))
                 return sd_bus_message_append(reply, "t", t.quarantined_since);
+        if (streq(property, "CalibrationState"))
+                return sd_bus_message_append(reply, "s", mo->cal_running ? "running" : "");
+        if (streq(property, "CalibrationTicks"))
+                return sd_bus_message_append(reply, "t", mo->cal_running ? mo->cal_ticks : (uint64_t) 0);
+        if (streq(property, "CalibrationStarted"))
+                return sd_bus_message_append(reply, "t", mo->cal_running ? mo->cal_started : (uint64_t) 0);
+        if (streq(property, "CalibrationDeadline"))
+                return sd_bus_message_append(reply, "t", mo->cal_running ? mo->cal_deadline : (uint64_t) 0);
+        if (streq(property, "CalibrationSource"))
+                return sd_bus_message_append(reply, "s", tap_calibration_source_to_string(
+                                tap_registry_calibration_source(manager_get_taps(b->manager), mo->meter)));
         return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s", property);
 }
 
@@ -1104,6 +1349,11 @@ static const sd_bus_vtable tap_vtable[] = {
         TAP_PROPERTY("Quarantined", "b"),
         TAP_PROPERTY("QuarantinedSince", "t"),
         TAP_PROPERTY("FlowFlags", "as"),
+        TAP_PROPERTY("CalibrationState", "s"),
+        TAP_PROPERTY("CalibrationTicks", "t"),
+        TAP_PROPERTY("CalibrationStarted", "t"),
+        TAP_PROPERTY("CalibrationDeadline", "t"),
+        TAP_PROPERTY("CalibrationSource", "s"),
         SD_BUS_VTABLE_END
 };
 
@@ -1427,7 +1677,7 @@ static const sd_bus_vtable log_control_vtable[] = {
 
 static void on_tap_changed(Manager *m, const char *meter, TapChange change, void *userdata) {
         static char *config_props[] = { "Name", "MlPerTick", "RelayName", "RelayEnabled", "AutoCreated", "GhostFilter",
-                                        NULL };
+                                        "CalibrationSource", NULL };
         Bus *b = userdata;
         MeterObj *mo;
 
@@ -1701,6 +1951,74 @@ static void on_ghost_event(Manager *m, const FlowEvent *ev, void *userdata) {
         }
 }
 
+/* An object the manager is about to forget (a full table): removed while the manager still lists
+ * it, so that the signal names its interfaces. */
+static void name_removed(Bus *b, const char *prefix, char **names, size_t *n_names, const char *name) {
+        _cleanup_(freep) char *path = NULL;
+
+        if (!strv_contains(names, name) || sd_bus_path_encode(prefix, name, &path) < 0)
+                return;
+        emit_object_removed(b, path);
+        (void) strv_remove(names, n_names, name);
+}
+
+static void on_controller_removed(Manager *m, const Controller *c, void *userdata) {
+        Bus *b = userdata;
+        name_removed(b, CONTROLLER_PREFIX, b->controllers, &b->n_controllers, c->name);
+}
+
+static void on_sensor_removed(Manager *m, const ThermoSensor *s, void *userdata) {
+        Bus *b = userdata;
+        name_removed(b, SENSOR_PREFIX, b->sensors, &b->n_sensors, s->name);
+}
+
+/* Calibration pours (calibration.md section 5): their properties and CalibrationEnded. */
+static void on_calibration_event(Manager *m, const FlowEvent *ev, void *userdata) {
+        static char *props[] = { "CalibrationState", "CalibrationTicks", "CalibrationStarted", "CalibrationDeadline",
+                                 NULL };
+        Bus *b = userdata;
+        MeterObj *mo = meter_find(b, ev->meter_name);
+        FlowCalibrationInfo info;
+        int r;
+
+        if (!mo)
+                return;
+        switch (ev->calibration.change) {
+        case FLOW_CALIBRATION_STARTED:
+                if (flow_engine_get_calibration(manager_get_engine(m), ev->meter_name, &info) < 0)
+                        return;
+                mo->cal_running = true;
+                mo->cal_ticks = 0;
+                mo->cal_started = info.start_realtime;
+                mo->cal_deadline = info.deadline_realtime;
+                if (mo->has_tap)
+                        emit_properties(b, mo->tap_path, TAP_IFACE, props);
+                break;
+        case FLOW_CALIBRATION_TICKS:
+                mo->cal_ticks = ev->calibration.ticks;
+                if (mo->has_tap)
+                        meter_mark_dirty(mo);
+                break;
+        case FLOW_CALIBRATION_ENDED:
+                /* The final count goes out before the properties are reset. */
+                mo->cal_ticks = ev->calibration.ticks;
+                meter_flush(mo);
+                mo->cal_running = false;
+                mo->cal_ticks = mo->cal_started = mo->cal_deadline = 0;
+                if (mo->has_tap)
+                        emit_properties(b, mo->tap_path, TAP_IFACE, props);
+                if (b->ready) {
+                        r = sd_bus_emit_signal(b->bus, BUS_ROOT_PATH, MANAGER_IFACE, "CalibrationEnded", "sstdd",
+                                               ev->meter_name, flow_calibration_end_to_string(ev->calibration.reason),
+                                               ev->calibration.ticks, ev->calibration.old_ml_per_tick,
+                                               ev->calibration.new_ml_per_tick);
+                        if (r < 0)
+                                log_debug_errno(r, "Cannot emit CalibrationEnded: %m");
+                }
+                break;
+        }
+}
+
 static const ManagerObserver bus_observer = {
         .tap_changed = on_tap_changed,
         .flow_updated = on_flow_updated,
@@ -1713,6 +2031,9 @@ static const ManagerObserver bus_observer = {
         .token_authenticated = on_token_authenticated,
         .controller_changed = on_controller_changed,
         .ghost_event = on_ghost_event,
+        .controller_removed = on_controller_removed,
+        .sensor_removed = on_sensor_removed,
+        .calibration_event = on_calibration_event,
 };
 
 /* ---- connection ---- */
@@ -2134,6 +2455,10 @@ void bus_set_backend(Bus *b, Backend *backend) {
         if (backend)
                 backend_set_changed_handler(backend, on_backend_changed, b);
         manager_props_refresh(b);
+}
+
+void bus_set_calibrations(Bus *b, Calibrations *c) {
+        b->calibrations = c;
 }
 
 bool bus_failed(Bus *b) {

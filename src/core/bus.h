@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "backend.h"
+#include "calibration.h"
 #include "macro.h"
 #include "manager.h"
 
@@ -48,6 +49,9 @@ void bus_set_backend(Bus *b, Backend *backend);
 /* The Kegboard Event Protocol backend: its devices' state on the Controller objects. */
 typedef struct EventBackend EventBackend;
 void bus_set_event_backend(Bus *b, EventBackend *eb);
+/* The calibration methods (calibration.md section 5) call 'c'; without it they answer NotSupported.
+ * Free the Bus before 'c'. */
+void bus_set_calibrations(Bus *b, Calibrations *c);
 /* Something the Manager interface shows may have changed: emits PropertiesChanged for what differs. */
 void bus_backend_changed(Bus *b);
 

@@ -12,6 +12,7 @@
 #include "backend.h"
 #include "backend-event.h"
 #include "bus.h"
+#include "calibration.h"
 #include "manager.h"
 
 static const char *arg_kb_core_bind_addr = KEGNET_DEFAULT_ADDR;
@@ -27,6 +28,10 @@ static int arg_retry_interval = 10;
 static int arg_maximum_event_retries = 3;
 static const char *arg_dbus = "system";
 static bool arg_debug_events = false;
+static bool arg_kegnet_open_producers = false;
+static int arg_kegnet_max_clients = KEGNET_SERVER_MAX_PEERS_DEFAULT;
+static int arg_kegnet_idle_timeout = KEGNET_SERVER_IDLE_TIMEOUT_DEFAULT / USEC_PER_SEC;
+static int arg_calibration_timeout_s = 600;
 
 /* The Kegboard Event Protocol backend (kegboard-event-protocol.md section 1.1). */
 static const char *arg_event_url = "";
@@ -61,23 +66,23 @@ static const FlagDef core_flags[] = {
                     "State directory: drink spool (server mode) or drinks.log (standalone mode), "
                     "meters.json.",
                     .env = "STATE_DIRECTORY", .env_mode = FLAG_ENV_FIRST_ENTRY),
-        FLAG_INT64_MIN("max_tick_delta", &arg_max_tick_delta, 0,
+        FLAG_INT64_RANGE("max_tick_delta", &arg_max_tick_delta, 0, UINT32_MAX,
                        "Largest accepted meter delta per report (0 = no limit)."),
-        FLAG_INT64_MIN("max_restart_delta", &arg_max_restart_delta, 0,
-                       "Largest delta accepted for the first new reading of a meter after a core start (or its "
-                       "board's reconnect), against the reading accounted for in meters.json (0 = no limit)."),
-        FLAG_DOUBLE_MIN("min_volume_ml", &arg_min_volume_ml, 0,
-                        "Smaller drinks are not recorded (rule G8; also a taps-file key)."),
+        FLAG_INT64_RANGE("max_restart_delta", &arg_max_restart_delta, 0, UINT32_MAX,
+                         "Largest delta accepted for the first new reading of a meter after a core start (or its "
+                         "board's reconnect), against the reading accounted for in meters.json (0 = no limit)."),
+        FLAG_DOUBLE_RANGE("min_volume_ml", &arg_min_volume_ml, 0, 10000,
+                          "Smaller drinks are not recorded (rule G8; also a taps-file key)."),
         FLAG_STRING("taps_file", &arg_taps_file,
                     "Tap definitions (standalone mode) and the taps' ghost-filter settings (both modes); INI, "
                     "a missing file means none."),
         FLAG_STRING("tokens_file", &arg_tokens_file,
                     "Standalone mode: auth tokens (INI, sections <auth_device>:<token_value> with "
                     "username and enabled); empty = tokens are ignored."),
-        FLAG_DOUBLE_POSITIVE("default_ticks_per_ml", &arg_default_ticks_per_ml,
+        FLAG_DOUBLE_RANGE("default_ticks_per_ml", &arg_default_ticks_per_ml, FLOW_CALIBRATION_MIN, FLOW_CALIBRATION_MAX,
                              "Standalone mode: calibration of taps created on first sight."),
-        FLAG_INT_MIN("sync_interval", &arg_sync_interval, 1, "Seconds between tap syncs with the server."),
-        FLAG_INT_MIN("retry_interval", &arg_retry_interval, 1,
+        FLAG_INT_RANGE("sync_interval", &arg_sync_interval, 1, 86400, "Seconds between tap syncs with the server."),
+        FLAG_INT_RANGE("retry_interval", &arg_retry_interval, 1, 300,
                      "First drink-upload backoff in seconds (doubles up to 300)."),
         FLAG_INT_MIN("maximum_event_retries", &arg_maximum_event_retries, 0,
                      "Ignored (pycore flag files): drinks are retried until delivered."),
@@ -100,6 +105,8 @@ static const FlagDef core_flags[] = {
                        "Seconds a presented token stays fresh enough for the server's authorize to open a valve."),
         FLAG_INT_RANGE("event_spool_max", &arg_event_spool_max, 100, 1000000,
                        "Events a device may hold before new temperature readings are refused."),
+        FLAG_INT_RANGE("calibration_timeout_s", &arg_calibration_timeout_s, 60, 3600,
+                       "A calibration pour (kegbot_calibrate) ends unchanged this many seconds after its start."),
         FLAG_ENUM("ghost_filter", &arg_ghost_filter, ((const char *const[]) { "on", "log", "off", NULL }),
                   "Ghost-pour filter (G0): on = ghost ticks never become drinks; log = record what off records, "
                   "report what on would do; off = every tick pours. Every ghost-filter flag (G0-G9) is also a "
@@ -136,6 +143,14 @@ static const FlagDef core_flags[] = {
                      "0 = never."),
         FLAG_DOUBLE_MIN("kick_rate_ml_s", &arg_kick_rate_ml_s, 0,
                         "G9: a pour above this rate (mL/s) for 2 s is flagged kicked; 0 = off."),
+        FLAG_BOOL("kegnet_open_producers", &arg_kegnet_open_producers,
+                  "Accept producer messages (meter readings, tokens, flow requests, boards, temperatures) "
+                  "from every TCP peer, not only from root, the service user and the Unix socket."),
+        FLAG_INT_RANGE("kegnet_max_clients", &arg_kegnet_max_clients, 8, 1024,
+                       "kegnet connection slots; announced producers keep theirs."),
+        FLAG_INT_RANGE("kegnet_idle_timeout", &arg_kegnet_idle_timeout, 1, 3600,
+                       "Seconds after which a kegnet connection that sent nothing is closed while half "
+                       "of the slots are taken."),
         FLAG_END,
 };
 
@@ -176,6 +191,7 @@ int main(int argc, char **argv) {
         _cleanup_(manager_freep) Manager *m = NULL;
         _cleanup_(backend_freep) Backend *backend = NULL;
         _cleanup_(event_backend_freep) EventBackend *event_backend = NULL;
+        _cleanup_(calibrations_freep) Calibrations *calibrations = NULL;
         _cleanup_(bus_freep) Bus *bus = NULL;  /* freed first: it observes the manager and the backend */
         bool bus_lost;
         ManagerConfig config;
@@ -240,11 +256,23 @@ int main(int argc, char **argv) {
         config.max_restart_delta = (uint64_t) arg_max_restart_delta;
         config.default_ticks_per_ml = arg_default_ticks_per_ml;
         config.debug_events = arg_debug_events;
-        config.standalone = !server && !event;
+        config.open_producers = arg_kegnet_open_producers;
+        config.max_clients = (unsigned) arg_kegnet_max_clients;
+        config.idle_timeout_usec = (uint64_t) arg_kegnet_idle_timeout * USEC_PER_SEC;
+                config.standalone = !server && !event;
         config.local_taps = event && !server;
         config.retry_usec = (uint64_t) arg_retry_interval * USEC_PER_SEC;
 
         r = manager_new(&m, &config);
+        if (r < 0) {
+                app_finish();
+                return 1;
+        }
+        /* Before the backend: its observer sees a shutdown first and abandons the stores in flight. */
+        r = calibrations_new(&calibrations, m, &(CalibrationConfig) {
+                .taps_file = arg_taps_file,
+                .timeout_usec = (uint64_t) arg_calibration_timeout_s * USEC_PER_SEC,
+        });
         if (r < 0) {
                 app_finish();
                 return 1;
@@ -259,6 +287,8 @@ int main(int argc, char **argv) {
                         .state_dir = arg_state_dir,
                 };
                 r = backend_new(&backend, m, &bc);
+                if (r >= 0)
+                        r = backend_add_calibrations(backend, calibrations);
                 if (r < 0) {
                         app_finish();
                         return 1;
@@ -299,6 +329,7 @@ int main(int argc, char **argv) {
                         bus_set_backend(bus, backend);
                 if (event_backend)
                         bus_set_event_backend(bus, event_backend);
+                bus_set_calibrations(bus, calibrations);
         }
 
         startup = (Startup) { .manager = m, .backend = backend, .event_backend = event_backend };
@@ -311,6 +342,7 @@ int main(int argc, char **argv) {
         r = manager_run(m);
         bus_lost = bus_failed(bus);
         bus = bus_free(bus);
+        calibrations = calibrations_free(calibrations);
         backend = backend_free(backend);
         event_backend = event_backend_free(event_backend);
         m = manager_free(m);

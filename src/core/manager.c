@@ -18,12 +18,43 @@
 #include "quarantine.h"
 #include "thermo-log.h"
 #include "tokens.h"
+#include "kbsp.h"
 #include "util-double.h"
 #include "util-event.h"
+#include "util-ratelimit.h"
 
 #define MAX_CONTROLLERS 256U
 #define MANAGER_N_SIGNALS 4
+/* New names one kegnet connection may bring into the tables: a Kegboard brings one controller, up to
+ * six meters and a few sensors; pycore's kegboard_daemon served several boards on one connection. */
+#define PEER_NEW_METERS_MAX 64U
+#define PEER_NEW_SENSORS_MAX 64U
+#define PEER_NEW_CONTROLLERS_MAX 16U
 #define SHUTDOWN_FLUSH_USEC_DEFAULT (1 * USEC_PER_SEC)
+
+/* Lines a kegnet peer can trigger, rate-limited per kind (util-ratelimit.h). The lines that record
+ * drinks ("Logged drink", a drink that could not be written) never are. */
+static LogRateLimit rl_flow_log[_FLOW_LOG_KIND_MAX] = {
+        [FLOW_LOG_FLOW] = LOG_RATELIMIT_TIMED("flow messages", 10 * USEC_PER_SEC, 200),
+        [FLOW_LOG_METER] = LOG_RATELIMIT_DEFAULT("meter reading messages"),
+        [FLOW_LOG_TAP] = LOG_RATELIMIT_DEFAULT("first-sight tap messages"),
+        [FLOW_LOG_TABLE] = LOG_RATELIMIT_DEFAULT("meters forgotten to make room"),
+        [FLOW_LOG_TABLE_FULL] = LOG_RATELIMIT_DEFAULT("new meters refused (table full)"),
+        [FLOW_LOG_REQUEST] = LOG_RATELIMIT_DEFAULT("flow request messages"),
+        [FLOW_LOG_TOKEN] = LOG_RATELIMIT_TIMED("token messages", 10 * USEC_PER_SEC, 50),
+        [FLOW_LOG_CONTROLLER] = LOG_RATELIMIT_DEFAULT("board reset messages"),
+        [FLOW_LOG_GHOST] = LOG_RATELIMIT_TIMED("ghost-pour messages", 10 * USEC_PER_SEC, 200),
+};
+static LogRateLimit rl_tokens = LOG_RATELIMIT_TIMED("token messages", 10 * USEC_PER_SEC, 50);
+static LogRateLimit rl_controllers = LOG_RATELIMIT_TIMED("controller messages", 10 * USEC_PER_SEC, 50);
+static LogRateLimit rl_controller_table = LOG_RATELIMIT_DEFAULT("controller table messages");
+static LogRateLimit rl_names = LOG_RATELIMIT_DEFAULT("new names refused");
+static LogRateLimit rl_failures = LOG_RATELIMIT_DEFAULT("kegnet messages that failed");
+
+/* What one kegnet connection added to the tables (kegnet_peer_get_userdata()). */
+typedef struct PeerNames {
+        unsigned meters, sensors, controllers;
+} PeerNames;
 
 typedef struct ObserverSlot {
         const ManagerObserver *o;
@@ -76,6 +107,7 @@ struct Manager {
         Commit *commits, **commits_tail;
         size_t n_waiting;               /* drinks queued in 'commits': not written yet */
         sd_event_source *commit_timer;  /* retries writes and the reserve while the disk is full */
+        sd_event_source *meters_save_source;    /* meters.json changed in this loop iteration */
         bool meters_restored;
         bool meters_save_failed;
 
@@ -313,6 +345,37 @@ static void arm_commit_timer(Manager *m) {
                 log_error_errno(r, "Cannot arm the disk retry timer: %m");
 }
 
+static int on_meters_save(sd_event_source *s, void *userdata) {
+        Manager *m = userdata;
+
+        m->meters_save_source = sd_event_source_disable_unref(m->meters_save_source);
+        if (meters_state_is_dirty(m->meters) && meters_save(m) < 0)
+                arm_commit_timer(m);
+        return 0;
+}
+
+/* meters.json changed without a drink (a baseline, a rejected report, ...): written once per loop
+ * iteration, not once per message - a batch of new meters costs one write, not one each - and before
+ * the kegnet output of the iteration (the Acks of those messages) goes out: the server's flush runs
+ * at SD_EVENT_PRIORITY_NORMAL - 1. Stopping, at once. */
+static void meters_save_soon(Manager *m) {
+        int r;
+
+        if (m->meters_save_source)
+                return;
+        if (m->stopping || !m->event) {
+                (void) meters_save(m);
+                return;
+        }
+        r = sd_event_add_defer(m->event, &m->meters_save_source, on_meters_save, m);
+        if (r < 0) {
+                (void) meters_save(m);
+                return;
+        }
+        (void) sd_event_source_set_priority(m->meters_save_source, SD_EVENT_PRIORITY_NORMAL - 2);
+        (void) sd_event_source_set_description(m->meters_save_source, "meters-save");
+}
+
 /* The drink is durable: its withheld FlowUpdate(completed) goes out, then (accepted at once, i.e.
  * written to drinks.log) its DrinkCreatedEvent; from inside the engine call that ended the flow
  * the completed update is still to come and the announcement waits for it. */
@@ -421,7 +484,7 @@ static void commit_run(Manager *m) {
                 commit_free(commit_pop(m));
         }
         if (meters_state_is_dirty(m->meters))
-                (void) meters_save(m);
+                meters_save_soon(m);
         if (blocked || m->meters_save_failed || !disk_reserve_held(m->reserve))
                 arm_commit_timer(m);
         if (waiting != m->n_waiting || reserve != disk_reserve_held(m->reserve))
@@ -506,6 +569,9 @@ static void on_engine_event(FlowEngine *e, const FlowEvent *ev, void *userdata) 
 
         switch (ev->type) {
         case FLOW_EVENT_LOG:
+                if (ev->log.kind < _FLOW_LOG_KIND_MAX &&
+                    !log_ratelimit_pass(&rl_flow_log[ev->log.kind], ev->log.level, "flowmanager"))
+                        break;
                 (void) log_internal(ev->log.level, 0, "flowmanager", "%s", ev->log.message);
                 break;
         case FLOW_EVENT_FLOW_UPDATE:
@@ -547,6 +613,16 @@ static void on_engine_event(FlowEngine *e, const FlowEvent *ev, void *userdata) 
         case FLOW_EVENT_GHOST_COUNTERS:
                 FOREACH_OBSERVER(m, ghost_event, ev);
                 break;
+        case FLOW_EVENT_TAP_REMOVED:
+                tap_registry_note_removed(m->taps, ev->meter_name);
+                break;
+        case FLOW_EVENT_METER_FORGOTTEN:
+                /* Else meters.json would fill up with meters the engine no longer has. */
+                meters_state_forget_meter(m->meters, ev->meter_name);
+                break;
+        case FLOW_EVENT_CALIBRATION:
+                FOREACH_OBSERVER(m, calibration_event, ev);
+                break;
         }
 }
 
@@ -586,6 +662,11 @@ static int on_flow_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         (void) flow_engine_process_deadlines(m->engine, &now);
         manager_engine_done(m);
         return 0;
+}
+
+static void on_thermo_evict(const ThermoSensor *t, void *userdata) {
+        Manager *m = userdata;
+        FOREACH_OBSERVER(m, sensor_removed, t);
 }
 
 static void on_thermo_silent(const ThermoSensor *t, void *userdata) {
@@ -752,15 +833,16 @@ int manager_token_event(Manager *m, const char *device, const char *value, const
                 return 0;
         if (!m->has_auth) {
                 if (!targets_all_taps(meter) && flow_engine_get_tap(m->engine, meter, &(FlowTapInfo) {}) < 0) {
-                        log_named(LOG_WARNING, "AuthenticationManager", "Token event for unknown tap %s", meter);
+                        log_named_ratelimited(&rl_tokens, LOG_WARNING, "AuthenticationManager",
+                                              "Token event for unknown tap %s", meter);
                         return 0;
                 }
                 if (added)
-                        log_named(LOG_INFO, "AuthenticationManager",
-                                  "Token %s/%s ignored: no server (standalone mode)", device, norm);
+                        log_named_ratelimited(&rl_tokens, LOG_INFO, "AuthenticationManager",
+                                              "Token %s/%s ignored: no server (standalone mode)", device, norm);
                 else
-                        log_named(LOG_DEBUG, "AuthenticationManager",
-                                  "Token %s/%s removed: ignored (standalone mode)", device, norm);
+                        log_named_ratelimited(&rl_tokens, LOG_DEBUG, "AuthenticationManager",
+                                              "Token %s/%s removed: ignored (standalone mode)", device, norm);
                 return 0;
         }
 
@@ -808,11 +890,29 @@ int manager_thermo_event(Manager *m, const char *sensor, double value_c) {
         return 0;
 }
 
+bool manager_relay_exists(Manager *m, const char *relay) {
+        FlowTapInfo t;
+        unsigned id;
+
+        if (isempty(relay))
+                return false;
+        for (size_t i = 0; flow_engine_tap_at(m->engine, i, &t) >= 0; i++)
+                if (streq(t.relay_name, relay))
+                        return true;
+        for (size_t i = 0; i < m->n_controllers; i++)
+                if (kbsp_relay_parse(relay, m->controllers[i].name, &id) > 0)
+                        return true;
+        return false;
+}
+
 int manager_set_relay(Manager *m, const char *relay, bool enabled) {
         FlowTime now;
 
         if (isempty(relay))
                 return -EINVAL;
+        /* A command nobody acts on is no success: say so instead of sending it. */
+        if (!manager_relay_exists(m, relay))
+                return -ENOENT;
         manager_now(m, &now);
         (void) flow_engine_set_relay(m->engine, relay, enabled, &now);
         broadcast_relay(m, relay, enabled);
@@ -834,6 +934,60 @@ int manager_clear_quarantine(Manager *m, const char *meter) {
 
 FlowGhostMode manager_ghost_filter(Manager *m) {
         return m->config.settings.ghost_filter;
+}
+
+int manager_create_tap(Manager *m, const char *meter) {
+        FlowTime now;
+        int r;
+
+        if (m->stopping)
+                return -ESHUTDOWN;
+        manager_now(m, &now);
+        r = flow_engine_first_sight(m->engine, meter, &now);
+        manager_engine_done(m);
+        return r;
+}
+
+int manager_start_calibration(Manager *m, const char *meter, uint64_t timeout_usec, bool hold_relay) {
+        FlowTime now;
+        int r;
+
+        if (m->stopping)
+                return -ESHUTDOWN;
+        manager_now(m, &now);
+        r = flow_engine_start_calibration(m->engine, meter, timeout_usec, hold_relay, &now);
+        manager_engine_done(m);
+        return r;
+}
+
+int64_t manager_end_calibration(Manager *m, const char *meter, FlowCalibrationEnd reason, double old_ml_per_tick) {
+        FlowTime now;
+        int64_t r;
+
+        manager_now(m, &now);
+        r = flow_engine_end_calibration(m->engine, meter, reason, old_ml_per_tick, &now);
+        manager_engine_done(m);
+        return r;
+}
+
+int manager_calibration_set_storing(Manager *m, const char *meter, bool storing) {
+        int r;
+
+        r = flow_engine_calibration_set_storing(m->engine, meter, storing);
+        /* A deadline that passed while the result was stored is due now. */
+        manager_engine_done(m);
+        return r;
+}
+
+bool manager_is_stopping(Manager *m) {
+        return m->stopping;
+}
+
+uint64_t manager_now_realtime(Manager *m) {
+        uint64_t t = 0;
+
+        (void) sd_event_now(m->event, CLOCK_REALTIME, &t);
+        return t;
 }
 
 /* ---- controllers ---- */
@@ -872,8 +1026,9 @@ static int replace_str(char **p, const char *v) {
 
 /* Section 5: whether the controller's counters restarted since its meters' readings were accounted
  * for (a reset notice, another board under the same name, an uptime that went backwards), and that
- * its producer reconnected (readings may have been missed meanwhile). */
-static void controller_counters(Manager *m, const KegnetControllerConnectedEvent *ev) {
+ * its producer reconnected (readings may have been missed meanwhile). 'listed' false: the connection
+ * may not add names, so an unknown controller's identity is not recorded (its reset still applies). */
+static void controller_counters(Manager *m, const KegnetControllerConnectedEvent *ev, bool listed) {
         const MetersController *k = meters_state_get_controller(m->meters, ev->controller_name);
         const char *why = ev->board_reset ? "board reset" : NULL;
         char buf[256];
@@ -894,6 +1049,10 @@ static void controller_counters(Manager *m, const KegnetControllerConnectedEvent
                 (void) flow_engine_controller_reset(m->engine, ev->controller_name);
         }
         (void) flow_engine_controller_resync(m->engine, ev->controller_name);
+        if (!listed && !k) {
+                manager_engine_done(m);
+                return;
+        }
         r = meters_state_set_controller(m->meters, ev->controller_name, ev->serial_number, ev->has_uptime_ms,
                                         ev->uptime_ms);
         if (r >= 0 && why)
@@ -903,18 +1062,54 @@ static void controller_counters(Manager *m, const KegnetControllerConnectedEvent
         manager_engine_done(m);
 }
 
-static void handle_controller_connected(Manager *m, KegnetPeer *peer, const KegnetControllerConnectedEvent *ev) {
+static void controller_done(Controller *c) {
+        free(c->name);
+        free(c->serial_number);
+        free(c->device);
+}
+
+/* A full registry forgets the disconnected controller seen longest ago; connected ones stay. */
+static bool controllers_make_room(Manager *m, const char *for_name) {
+        size_t victim = SIZE_MAX;
+        uint64_t now = 0;
+
+        for (size_t i = 0; i < m->n_controllers; i++)
+                if (!m->controllers[i].connected &&
+                    (victim == SIZE_MAX || m->controllers[i].last_seen_realtime < m->controllers[victim].last_seen_realtime))
+                        victim = i;
+        if (victim == SIZE_MAX) {
+                log_ratelimited(&rl_controller_table, LOG_WARNING,
+                                "Too many controllers (%u, all connected); ignoring controller %s", MAX_CONTROLLERS,
+                                for_name);
+                return false;
+        }
+        (void) sd_event_now(m->event, CLOCK_REALTIME, &now);
+        log_ratelimited(&rl_controller_table, LOG_WARNING,
+                        "Controller table full (%u): forgetting disconnected controller %s (last seen %" PRIu64 " s ago) for %s",
+                        MAX_CONTROLLERS, m->controllers[victim].name,
+                        (now - MIN(now, m->controllers[victim].last_seen_realtime)) / USEC_PER_SEC, for_name);
+        FOREACH_OBSERVER(m, controller_removed, &m->controllers[victim]);
+        controller_done(&m->controllers[victim]);
+        memmove(&m->controllers[victim], &m->controllers[victim + 1],
+                (m->n_controllers - victim - 1) * sizeof(Controller));
+        m->n_controllers--;
+        return true;
+}
+
+/* 'listed' false: the connection may not add this name to the registry; the reset notice still
+ * applies (it is about ticks). */
+static void handle_controller_connected(Manager *m, KegnetPeer *peer, const KegnetControllerConnectedEvent *ev,
+                                        bool listed) {
         Controller *c;
         uint64_t now = 0;
 
+        if (!listed)
+                goto reset;
         c = find_controller(m, ev->controller_name);
         if (!c) {
                 /* Without a registry entry the reset notice still applies: it is about ticks. */
-                if (m->n_controllers >= MAX_CONTROLLERS) {
-                        log_warning("Too many controllers (%u); ignoring controller %s", MAX_CONTROLLERS,
-                                    ev->controller_name);
+                if (m->n_controllers >= MAX_CONTROLLERS && !controllers_make_room(m, ev->controller_name))
                         goto reset;
-                }
                 Controller *n = realloc(m->controllers, (m->n_controllers + 1) * sizeof(Controller));
                 if (!n) {
                         log_error("Out of memory adding controller %s", ev->controller_name);
@@ -930,8 +1125,8 @@ static void handle_controller_connected(Manager *m, KegnetPeer *peer, const Kegn
                 }
                 m->n_controllers++;
         } else if (c->connected && c->peer_id != 0 && c->peer_id != kegnet_peer_id(peer))
-                log_warning("Controller %s announced by two connections (%s, %s)", c->name,
-                            c->peer_address, kegnet_peer_address(peer));
+                log_ratelimited(&rl_controllers, LOG_WARNING, "Controller %s announced by two connections (%s, %s)",
+                                c->name, c->peer_address, kegnet_peer_address(peer));
 
         if (ev->serial_number)
                 (void) replace_str(&c->serial_number, ev->serial_number);
@@ -956,20 +1151,37 @@ static void handle_controller_connected(Manager *m, KegnetPeer *peer, const Kegn
                 snprintf(fw, sizeof(fw), "%" PRIu32, c->firmware_version);
         else
                 snprintf(fw, sizeof(fw), "unknown");
-        log_info("Controller connected: %s serial=%s firmware_version=%s board_reset=%s (from %s)", c->name,
+        log_ratelimited(&rl_controllers, LOG_INFO,
+                        "Controller connected: %s serial=%s firmware_version=%s board_reset=%s (from %s)", c->name,
                  c->serial_number ? (*c->serial_number ? c->serial_number : "\"\"") : "unknown",
                  fw, ev->board_reset ? "yes" : "no", kegnet_peer_address(peer));
         FOREACH_OBSERVER(m, controller_changed, c);
 
 reset:
-        controller_counters(m, ev);
+        controller_counters(m, ev, listed);
 }
 
 /* ---- kegnet ---- */
 
+static void on_kegnet_connect(KegnetServer *s, KegnetPeer *p, void *userdata) {
+        /* Without it the connection simply has no room for new names. */
+        kegnet_peer_set_userdata(p, calloc(1, sizeof(PeerNames)), free);
+}
+
+/* Whether this connection may bring one more new name of a kind into a table. */
+static bool peer_may_add(KegnetPeer *p, unsigned *count, unsigned max, const char *what, const char *name) {
+        if (*count < max)
+                return true;
+        log_ratelimited(&rl_names, LOG_WARNING,
+                        "%s brought %u new %s names (the limit per connection); ignoring %s %s",
+                        kegnet_peer_address(p), max, what, what, name);
+        return false;
+}
+
 static void on_kegnet_close(KegnetServer *s, KegnetPeer *p, void *userdata) {
         Manager *m = userdata;
         uint64_t id = kegnet_peer_id(p);
+
 
         for (size_t i = 0; i < m->n_controllers; i++) {
                 Controller *c = &m->controllers[i];
@@ -979,51 +1191,113 @@ static void on_kegnet_close(KegnetServer *s, KegnetPeer *p, void *userdata) {
                 c->peer_id = 0;
                 c->peer_address[0] = '\0';
                 (void) sd_event_now(m->event, CLOCK_REALTIME, &c->last_seen_realtime);
-                log_info("Controller disconnected: %s", c->name);
+                log_ratelimited(&rl_controllers, LOG_INFO, "Controller disconnected: %s", c->name);
                 FOREACH_OBSERVER(m, controller_changed, c);
         }
 }
 
+/* A new meter of a board that is connected right now is real: it may push out a fresh junk name
+ * that a meter of unknown origin could not (flow_engine_make_room()). */
+static void make_room_for_board_meter(Manager *m, const char *meter) {
+        FlowTime now;
+
+        for (size_t i = 0; i < m->n_controllers; i++) {
+                const Controller *c = &m->controllers[i];
+                const char *port = startswith(meter, c->name);
+                if (c->connected && port && *port == '.') {
+                        manager_now(m, &now);
+                        if (flow_engine_make_room(m->engine, meter, &now) > 0)
+                                manager_engine_done(m);
+                        return;
+                }
+        }
+}
+
+/* A meter the tables know (a configured tap's meter counts even before its first reading). */
+static bool meter_known(Manager *m, const char *meter) {
+        return flow_engine_get_meter(m->engine, meter, &(FlowMeterInfo) {}) >= 0 ||
+               flow_engine_get_tap(m->engine, meter, &(FlowTapInfo) {}) >= 0;
+}
+
+/* A meter name this connection may use: known, or new within its limit. */
+static bool peer_meter_ok(KegnetPeer *p, PeerNames *names, bool known, const char *meter) {
+        return known || (names && peer_may_add(p, &names->meters, PEER_NEW_METERS_MAX, "meter", meter));
+}
+
+/* Counts the meter as this connection's if the call created it. */
+static void peer_meter_note(Manager *m, PeerNames *names, bool known, const char *meter) {
+        if (names && !known && flow_engine_get_meter(m->engine, meter, &(FlowMeterInfo) {}) >= 0)
+                names->meters++;
+}
+
 static void on_kegnet_message(KegnetServer *s, KegnetPeer *p, const KegnetMessage *msg, void *userdata) {
         Manager *m = userdata;
+        PeerNames *names = kegnet_peer_get_userdata(p);
+        bool known;
         int r;
 
         switch (msg->kind) {
-        case KEGNET_METER_UPDATE:
-                r = manager_meter_update(m, msg->meter_update.meter_name, msg->meter_update.reading);
-                if (r < 0 && r != -ESHUTDOWN)
-                        log_warning_errno(r, "MeterUpdate for %s failed: %m", msg->meter_update.meter_name);
+        case KEGNET_METER_UPDATE: {
+                const char *meter = msg->meter_update.meter_name;
+                known = meter_known(m, meter);
+                if (!peer_meter_ok(p, names, known, meter))
+                        break;
+                if (!known)
+                        make_room_for_board_meter(m, meter);
+                r = manager_meter_update(m, meter, msg->meter_update.reading);
+                if (r < 0 && r != -ESHUTDOWN && r != -ENOSPC)   /* a full table logged already */
+                        log_ratelimited_errno(&rl_failures, LOG_WARNING, r, "MeterUpdate for %s failed: %m", meter);
+                peer_meter_note(m, names, known, meter);
                 break;
-        case KEGNET_THERMO_EVENT:
-                (void) manager_thermo_event(m, msg->thermo_event.sensor_name, msg->thermo_event.sensor_value);
+        }
+        case KEGNET_THERMO_EVENT: {
+                const char *sensor = msg->thermo_event.sensor_name;
+                known = thermo_manager_find(m->thermo, sensor);
+                if (!known && (!names || !peer_may_add(p, &names->sensors, PEER_NEW_SENSORS_MAX, "sensor", sensor)))
+                        break;
+                (void) manager_thermo_event(m, sensor, msg->thermo_event.sensor_value);
+                if (names && !known && thermo_manager_find(m->thermo, sensor))
+                        names->sensors++;
                 break;
+        }
         case KEGNET_TOKEN_AUTH_EVENT: {
                 const KegnetTokenAuthEvent *t = &msg->token_auth_event;
                 r = manager_token_event(m, t->auth_device_name, t->token_value, t->meter_name,
                                         t->status == KEGNET_TOKEN_ADDED);
                 if (r < 0 && r != -ESHUTDOWN)
-                        log_warning_errno(r, "TokenAuthEvent failed: %m");
+                        log_ratelimited_errno(&rl_failures, LOG_WARNING, r, "TokenAuthEvent failed: %m");
                 break;
         }
         case KEGNET_FLOW_REQUEST: {
                 const KegnetFlowRequest *f = &msg->flow_request;
+                if (f->request == KEGNET_REQUEST_REPORT_STATUS) {
+                        log_ratelimited(&rl_failures, LOG_DEBUG, "Ignoring report_status request for %s", f->meter_name);
+                        break;
+                }
+                known = meter_known(m, f->meter_name);
+                if (!peer_meter_ok(p, names, known, f->meter_name))
+                        break;
                 if (f->request == KEGNET_REQUEST_START_FLOW) {
                         r = manager_start_flow(m, f->meter_name);
-                        if (r == -EPERM)
-                                r = 0;  /* quarantined: ignored, the engine said so */
-                } else if (f->request == KEGNET_REQUEST_STOP_FLOW)
+                        if (r == -EPERM || r == -EBUSY)
+                                r = 0;  /* quarantined or being calibrated: ignored, the engine said so */
+                } else
                         r = manager_stop_flow(m, f->meter_name);
-                else {
-                        log_debug("Ignoring report_status request for %s", f->meter_name);
-                        r = 0;
-                }
-                if (r < 0 && r != -ESHUTDOWN)
-                        log_warning_errno(r, "FlowRequest for %s failed: %m", f->meter_name);
+                if (r < 0 && r != -ESHUTDOWN && r != -ENOSPC)
+                        log_ratelimited_errno(&rl_failures, LOG_WARNING, r, "FlowRequest for %s failed: %m", f->meter_name);
+                peer_meter_note(m, names, known, f->meter_name);
                 break;
         }
-        case KEGNET_CONTROLLER_CONNECTED_EVENT:
-                handle_controller_connected(m, p, &msg->controller_connected_event);
+        case KEGNET_CONTROLLER_CONNECTED_EVENT: {
+                const KegnetControllerConnectedEvent *c = &msg->controller_connected_event;
+                bool listed = find_controller(m, c->controller_name) ||
+                              (names && peer_may_add(p, &names->controllers, PEER_NEW_CONTROLLERS_MAX, "controller",
+                                                     c->controller_name));
+                if (listed && !find_controller(m, c->controller_name))
+                        names->controllers++;
+                handle_controller_connected(m, p, c, listed);
                 break;
+        }
         default:
                 log_debug("Ignoring %s from %s", msg->event_name ?: "?", kegnet_peer_address(p));
                 break;
@@ -1044,6 +1318,10 @@ static void on_tap_changed(const char *meter, TapChange change, void *userdata) 
         FOREACH_OBSERVER(m, tap_changed, meter, change);
 }
 
+static void tap_clock(FlowTime *ret, void *userdata) {
+        manager_now(userdata, ret);
+}
+
 static int tokens_file_lookup(Manager *m, const char *device, const char *value, void *userdata) {
         const char *username = NULL;
 
@@ -1051,12 +1329,14 @@ static int tokens_file_lookup(Manager *m, const char *device, const char *value,
         case TOKENS_OK:
                 break;
         case TOKENS_DISABLED:
-                log_named(LOG_INFO, "AuthenticationManager", "Token disabled: %s/%s", device, value);
+                log_named_ratelimited(&rl_tokens, LOG_INFO, "AuthenticationManager", "Token disabled: %s/%s",
+                                      device, value);
                 username = NULL;
                 break;
         case TOKENS_NOT_ASSIGNED:
         default:
-                log_named(LOG_INFO, "AuthenticationManager", "Token not assigned: %s/%s", device, value);
+                log_named_ratelimited(&rl_tokens, LOG_INFO, "AuthenticationManager", "Token not assigned: %s/%s",
+                                      device, value);
                 username = NULL;
                 break;
         }
@@ -1268,6 +1548,10 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         r = sd_event_set_watchdog(m->event, true);
         if (r < 0)
                 return log_error_errno(r, "Cannot enable the watchdog: %m");
+        /* Summaries of suppressed peer-triggered messages come when their window ends. */
+        r = log_ratelimit_attach_event(m->event);
+        if (r < 0)
+                return log_error_errno(r, "Cannot set up rate-limited logging: %m");
         /* Early, so that a SIGTERM during start-up waits for the loop and ends in an orderly way. */
         r = setup_signals(m);
         if (r < 0)
@@ -1296,9 +1580,11 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         r = disk_reserve_new(&m->reserve, m->state_dir);
         if (r < 0)
                 return log_error_errno(r, "State directory %s is unusable: %m", m->state_dir);
+        thermo_manager_set_evict_handler(m->thermo, on_thermo_evict, m);
         r = tap_registry_new(&m->taps, m->engine, &config->settings, on_tap_changed, m);
         if (r < 0)
                 return log_error_errno(r, "Out of memory");
+        tap_registry_set_clock(m->taps, tap_clock, m);
 
         /* Spec start-up order: state directory, socket, (D-Bus), taps file. */
         if (config->standalone) {
@@ -1315,8 +1601,12 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         ko.debug_events = config->debug_events;
         if (config->max_clients > 0)
                 ko.max_peers = config->max_clients;
+        if (config->idle_timeout_usec > 0)
+                ko.idle_timeout_usec = config->idle_timeout_usec;
+        ko.open_producers = config->open_producers;
         r = kegnet_server_new(&m->kegnet, m->event, m->bind_addr, &ko,
                               &(KegnetServerCallbacks) {
+                                      .on_connect = on_kegnet_connect,
                                       .on_message = on_kegnet_message,
                                       .on_close = on_kegnet_close,
                                       .on_drained = on_kegnet_drained,
@@ -1363,6 +1653,10 @@ Manager *manager_free(Manager *m) {
         m->thermo_timer_source = sd_event_source_disable_unref(m->thermo_timer_source);
         m->shutdown_timer_source = sd_event_source_disable_unref(m->shutdown_timer_source);
         m->commit_timer = sd_event_source_disable_unref(m->commit_timer);
+        m->meters_save_source = sd_event_source_disable_unref(m->meters_save_source);
+        /* The loop may have ended before its last change was written. */
+        if (meters_state_is_dirty(m->meters))
+                (void) meters_save(m);
 
         if (m->n_waiting > 0)
                 log_named(LOG_WARNING, "DrinkManager", "%zu drinks could not be written (the disk is full); their "
@@ -1384,14 +1678,13 @@ Manager *manager_free(Manager *m) {
         thermo_manager_free(m->thermo);
         flow_engine_free(m->engine);
 
-        for (size_t i = 0; i < m->n_controllers; i++) {
-                free(m->controllers[i].name);
-                free(m->controllers[i].serial_number);
-                free(m->controllers[i].device);
-        }
+        for (size_t i = 0; i < m->n_controllers; i++)
+                controller_done(&m->controllers[i]);
         free(m->controllers);
         free(m->observers);
 
+        log_ratelimit_detach_event();
+        (void) log_ratelimit_flush_all();
         sd_event_unref(m->event);
         free(m->bind_addr);
         free(m->state_dir);

@@ -32,7 +32,9 @@ typedef struct ManagerConfig {
         bool standalone;                /* false: the caller installs a drink sink (server mode) */
         bool local_taps;                /* server mode without the legacy API: taps from the taps file and
                                          * first sight, as in standalone mode (event protocol, section 1.3) */
-        unsigned max_clients;           /* 0 = default */
+        unsigned max_clients;           /* --kegnet_max_clients, 0 = default */
+        uint64_t idle_timeout_usec;     /* --kegnet_idle_timeout, 0 = default */
+        bool open_producers;            /* --kegnet_open_producers */
         uint64_t shutdown_flush_usec;   /* 0 = default 1 s */
         uint64_t retry_usec;            /* retry of a drink or meters.json write that failed */
 } ManagerConfig;
@@ -84,12 +86,18 @@ typedef struct ManagerObserver {
                                 void *userdata);
         /* Created, updated or (dis)connected. */
         void (*controller_changed)(Manager *m, const Controller *c, void *userdata);
+        /* About to be forgotten to make room in a full table: still listed while this runs. */
+        void (*controller_removed)(Manager *m, const Controller *c, void *userdata);
+        void (*sensor_removed)(Manager *m, const ThermoSensor *s, void *userdata);
         /* Orderly shutdown has begun (before active flows are ended). */
         void (*stopping)(Manager *m, void *userdata);
         /* The ghost filter reported (ghost-pours.md sections 8-10): ev->type is FLOW_EVENT_GHOST,
          * FLOW_EVENT_POUR_FLAGGED, FLOW_EVENT_QUARANTINE or FLOW_EVENT_GHOST_COUNTERS. Called from
          * inside the engine, like flow_updated. */
         void (*ghost_event)(Manager *m, const FlowEvent *ev, void *userdata);
+        /* A calibration pour started, counted ticks or ended (FLOW_EVENT_CALIBRATION, calibration.md
+         * section 2). Called from inside the engine, like flow_updated. */
+        void (*calibration_event)(Manager *m, const FlowEvent *ev, void *userdata);
 } ManagerObserver;
 
 /* Token lookups (server mode: the Kegbot Server; standalone: the tokens file, built in). lookup()
@@ -140,13 +148,27 @@ int manager_meter_update(Manager *m, const char *meter, uint32_t reading);
 /* meter NULL, "" or "__all_taps__" = every tap. */
 int manager_token_event(Manager *m, const char *device, const char *value, const char *meter, bool added);
 int manager_thermo_event(Manager *m, const char *sensor, double value_c);
-/* Sends SetRelayOutputEvent (D-Bus SetRelay); the ghost filter's valve-closed gate counts it. */
+/* A relay something acts on: the relay of a tap, or relay0..relay5 of a known controller. */
+bool manager_relay_exists(Manager *m, const char *relay);
+/* Sends SetRelayOutputEvent (D-Bus SetRelay); the ghost filter's valve-closed gate counts it.
+ * -ENOENT for a relay that does not exist. */
 int manager_set_relay(Manager *m, const char *relay, bool enabled);
 /* D-Bus ClearQuarantine: 1 cleared (quarantine.json rewritten), 0 not quarantined, -ENOENT neither a
  * tap nor quarantined. */
 int manager_clear_quarantine(Manager *m, const char *meter);
 /* The ghost filter's global mode (--ghost_filter). */
 FlowGhostMode manager_ghost_filter(Manager *m);
+/* Standalone: the tap of a meter seen for the first time, as a MeterUpdate creates it
+ * (flow_engine_first_sight()). */
+int manager_create_tap(Manager *m, const char *meter);
+/* Calibration pours (flow_engine_start_calibration() and friends, with the loop's time): -ESHUTDOWN
+ * once stopping. */
+int manager_start_calibration(Manager *m, const char *meter, uint64_t timeout_usec, bool hold_relay);
+int64_t manager_end_calibration(Manager *m, const char *meter, FlowCalibrationEnd reason, double old_ml_per_tick);
+int manager_calibration_set_storing(Manager *m, const char *meter, bool storing);
+bool manager_is_stopping(Manager *m);
+/* The loop's wall-clock time (usec). */
+uint64_t manager_now_realtime(Manager *m);
 /* SIGHUP / Sync(): reload the taps and tokens files (standalone) or the ghost-filter settings of the
  * taps file (server mode), reopen logs. */
 int manager_reload(Manager *m);

@@ -177,6 +177,21 @@ int meters_state_set_meter(MetersState *ms, const char *meter, const FlowMeterSt
         return 0;
 }
 
+void meters_state_forget_meter(MetersState *ms, const char *meter) {
+        MeterEntry *e;
+        size_t i;
+
+        assert_return(ms, );
+        e = meter_find(ms, meter);
+        if (!e)
+                return;
+        i = (size_t) (e - ms->meters);
+        free(e->name);
+        memmove(ms->meters + i, ms->meters + i + 1, (ms->n_meters - i - 1) * sizeof(MeterEntry));
+        ms->n_meters--;
+        ms->dirty = true;
+}
+
 const MetersController *meters_state_get_controller(MetersState *ms, const char *name) {
         if (!ms || !name)
                 return NULL;

@@ -54,6 +54,8 @@ size_t meters_state_n_meters(MetersState *ms);
 int meters_state_meter_at(MetersState *ms, size_t i, const char **ret_name, FlowMeterState *ret);
 int meters_state_get_meter(MetersState *ms, const char *meter, FlowMeterState *ret);        /* -ENOENT */
 int meters_state_set_meter(MetersState *ms, const char *meter, const FlowMeterState *s);
+/* The engine forgot the meter (FLOW_EVENT_METER_FORGOTTEN): so does the file, at the next save. */
+void meters_state_forget_meter(MetersState *ms, const char *meter);
 
 const MetersController *meters_state_get_controller(MetersState *ms, const char *name);  /* NULL: unknown */
 /* Records the identity announced now; serial NULL keeps the known one. -ENOSPC: too many controllers. */

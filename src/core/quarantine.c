@@ -9,6 +9,7 @@
 #include "json-writer.h"
 #include "quarantine.h"
 #include "util-io.h"
+#include "util-string.h"
 #include "util-time.h"
 
 int quarantine_format(FlowEngine *e, char **ret) {
@@ -57,12 +58,9 @@ static bool entry_parse(const char *meter, json_t *v, uint64_t *ret_since, unsig
         json_t *since = json_object_get(v, "since"), *cuts = json_object_get(v, "cuts");
         json_t *max = json_object_get(v, "max_pour_s");
 
-        if (isempty(meter) || strlen(meter) > 255)
-                return false;
         /* Meter names are printable and have no spaces (what kegnet and D-Bus accept). */
-        for (const unsigned char *p = (const unsigned char *) meter; *p; p++)
-                if (*p <= ' ' || *p == 0x7f)
-                        return false;
+        if (!string_is_name(meter, 256))
+                return false;
         if (!json_is_object(v) || !json_is_string(since) ||
             !json_is_integer(cuts) || !json_is_number(max))
                 return false;

@@ -3,6 +3,7 @@
  * configuration" apart from "created on first sight". */
 #include <inttypes.h>
 #include <math.h>
+#include <time.h>
 
 #define LOG_COMPONENT "TapManager"
 #include "log.h"
@@ -11,6 +12,12 @@
 #include "taps.h"
 #include "util-string.h"
 
+/* A calibration applied since the table that configures its meter was (calibration.md 2.4). */
+typedef struct SourceOverride {
+        char *meter;
+        TapCalibrationSource source;
+} SourceOverride;
+
 struct TapRegistry {
         FlowEngine *engine;
         TapChangeHandler handler;
@@ -18,7 +25,23 @@ struct TapRegistry {
         TapTable *configured;           /* the table applied last */
         FlowSettings flags;             /* the command line's filter settings */
         TapTable *settings;             /* server mode: the taps file's filter settings per meter */
+        double default_ml_per_tick;     /* of the taps file loaded last */
+        TapClockFunc clock;
+        void *clock_userdata;
+        SourceOverride *overrides;
+        size_t n_overrides;
 };
+
+const char *tap_calibration_source_to_string(TapCalibrationSource s) {
+        static const char *const names[_TAP_CALIBRATION_SOURCE_MAX] = {
+                [TAP_CALIBRATION_DEFAULT] = "default",
+                [TAP_CALIBRATION_TAPS_FILE] = "taps-file",
+                [TAP_CALIBRATION_SERVER] = "server",
+                [TAP_CALIBRATION_LOCAL_OVERRIDE] = "local-override",
+                [TAP_CALIBRATION_MEMORY] = "memory",
+        };
+        return s >= 0 && s < _TAP_CALIBRATION_SOURCE_MAX ? names[s] : NULL;
+}
 
 static void tap_config_done(TapConfig *c) {
         free(c->meter_name);
@@ -44,7 +67,7 @@ int tap_table_new(TapTable **ret) {
         return 0;
 }
 
-static const TapConfig *tap_table_find(const TapTable *t, const char *meter) {
+TapConfig *tap_table_find(const TapTable *t, const char *meter) {
         if (!t)
                 return NULL;
         for (size_t i = 0; i < t->n_taps; i++)
@@ -56,8 +79,10 @@ static const TapConfig *tap_table_find(const TapTable *t, const char *meter) {
 int tap_table_add(TapTable *t, const char *meter, const char *name, double ml_per_tick, const char *relay) {
         TapConfig c = {};
 
-        if (isempty(meter) || !isfinite(ml_per_tick) || ml_per_tick <= 0)
+        if (isempty(meter))
                 return -EINVAL;
+        if (!flow_calibration_is_valid(ml_per_tick))
+                return -ERANGE;
         if (tap_table_find(t, meter))
                 return -EEXIST;
 
@@ -70,19 +95,13 @@ int tap_table_add(TapTable *t, const char *meter, const char *name, double ml_pe
         c.name = strdup(isempty(name) ? meter : name);
         c.relay_name = strdup(relay ?: "");
         c.ml_per_tick = ml_per_tick;
+        c.source = TAP_CALIBRATION_SERVER;
         if (!c.meter_name || !c.name || !c.relay_name) {
                 tap_config_done(&c);
                 return -ENOMEM;
         }
         t->taps[t->n_taps++] = c;
         return 0;
-}
-
-static TapConfig *tap_table_find_mutable(TapTable *t, const char *meter) {
-        for (size_t i = 0; i < t->n_taps; i++)
-                if (streq(t->taps[i].meter_name, meter))
-                        return &t->taps[i];
-        return NULL;
 }
 
 static unsigned key_line(const Ini *ini, const char *section, const char *key) {
@@ -98,8 +117,9 @@ static unsigned key_line(const Ini *ini, const char *section, const char *key) {
         return 0;
 }
 
-static int parse_positive(const Ini *ini, const char *path, const char *section, const char *key,
-                          double *ret, char **ret_error) {
+/* ml_per_tick or ticks_per_ml: a number from 0.01 to 100 (flow_calibration_is_valid()). */
+static int parse_calibration(const Ini *ini, const char *path, const char *section, const char *key,
+                             double *ret, char **ret_error) {
         _cleanup_(freep) char *v = NULL, *err = NULL;
         char *end;
         double d;
@@ -111,9 +131,10 @@ static int parse_positive(const Ini *ini, const char *path, const char *section,
 
         errno = 0;
         d = strtod(v, &end);
-        if (errno != 0 || end == v || *end != '\0' || !isfinite(d) || d <= 0)
-                return strdup_error(ret_error, -EINVAL, "%s:%u: [%s] %s must be a number > 0, not '%s'",
-                                 path, key_line(ini, section, key), section, key, v);
+        if (end == v || *end != '\0' || !flow_calibration_is_valid(d))
+                return strdup_error(ret_error, -EINVAL, "%s:%u: [%s] %s must be a number from %g to %g, not '%s'",
+                                 path, key_line(ini, section, key), section, key, FLOW_CALIBRATION_MIN,
+                                 FLOW_CALIBRATION_MAX, v);
         *ret = d;
         return 0;
 }
@@ -163,15 +184,11 @@ static const char *meter_controller(const char *meter, char *buf, size_t size) {
         return buf;
 }
 
-int tap_table_load_file(const char *path, double default_ml_per_tick, const FlowSettings *flags, bool filter_only,
-                        TapTable **ret, char **ret_error) {
-        _cleanup_(ini_freep) Ini *ini = NULL;
+/* 'quiet': no warnings (a check of a file about to be written, not a load). */
+static int tap_table_parse(const Ini *ini, const char *path, double default_ml_per_tick, const FlowSettings *flags,
+                           bool filter_only, bool quiet, TapTable **ret, char **ret_error) {
         _cleanup_(tap_table_freep) TapTable *t = NULL;
         int r;
-
-        r = ini_load_file(&ini, path, ret_error);
-        if (r < 0)
-                return r;
 
         r = tap_table_new(&t);
         if (r < 0)
@@ -222,26 +239,27 @@ int tap_table_load_file(const char *path, double default_ml_per_tick, const Flow
                                 r = ini_get(ini, section, key, &relay, &err);
                         } else if (streq(key, "ml_per_tick")) {
                                 has_mpt = true;
-                                r = parse_positive(ini, path, section, key, &ml_per_tick, ret_error);
+                                r = parse_calibration(ini, path, section, key, &ml_per_tick, ret_error);
                                 if (r < 0)
                                         return r;
                         } else if (streq(key, "ticks_per_ml")) {
                                 double tpm;
                                 has_tpm = true;
-                                r = parse_positive(ini, path, section, key, &tpm, ret_error);
+                                r = parse_calibration(ini, path, section, key, &tpm, ret_error);
                                 if (r < 0)
                                         return r;
                                 ml_per_tick = 1.0 / tpm;
                         } else {
-                                log_warning("%s:%u: unknown key '%s' in [%s], ignored", path,
-                                            key_line(ini, section, key), key, section);
+                                if (!quiet)
+                                        log_warning("%s:%u: unknown key '%s' in [%s], ignored", path,
+                                                    key_line(ini, section, key), key, section);
                                 r = 0;
                         }
                         if (r < 0)
                                 return strdup_error(ret_error, r, "%s", err ?: "bad value");
                 }
 
-                if (other_keys) {
+                if (other_keys && !quiet) {
                         char controller[256];
                         log_warning("Taps file entry %s ignored: controller %s uses the legacy API", section,
                                     meter_controller(section, controller, sizeof controller));
@@ -255,15 +273,42 @@ int tap_table_load_file(const char *path, double default_ml_per_tick, const Flow
                 r = tap_table_add(t, section, name, filter_only ? 1.0 : ml_per_tick, relay);
                 if (r < 0)
                         return strdup_error(ret_error, r, "%s:%u: cannot add tap [%s]", path, sec->line, section);
-                c = tap_table_find_mutable(t, section);
+                c = tap_table_find(t, section);
                 c->has_settings = true;
                 c->settings = settings;
+                /* A key inherited from [DEFAULT] is the taps file's too. */
+                c->source = has_mpt || has_tpm ? TAP_CALIBRATION_TAPS_FILE : TAP_CALIBRATION_DEFAULT;
                 if (filter_only)
                         c->ml_per_tick = 0;
         }
 
         *ret = TAKE_PTR(t);
         return 0;
+}
+
+int tap_table_load_file(const char *path, double default_ml_per_tick, const FlowSettings *flags, bool filter_only,
+                        TapTable **ret, char **ret_error) {
+        _cleanup_(ini_freep) Ini *ini = NULL;
+        int r;
+
+        r = ini_load_file(&ini, path, ret_error);
+        if (r < 0)
+                return r;
+        return tap_table_parse(ini, path, default_ml_per_tick, flags, filter_only, false, ret, ret_error);
+}
+
+int tap_table_load_buffer(const char *name, const char *text, size_t len, double default_ml_per_tick,
+                          const FlowSettings *flags, TapTable **ret, char **ret_error) {
+        _cleanup_(ini_freep) Ini *ini = NULL;
+        int r;
+
+        r = ini_new(&ini, name);
+        if (r < 0)
+                return r;
+        r = ini_parse_buffer(ini, name, text, len, ret_error);
+        if (r < 0)
+                return r;
+        return tap_table_parse(ini, name, default_ml_per_tick, flags, false, true, ret, ret_error);
 }
 
 int tap_registry_new(TapRegistry **ret, FlowEngine *engine, const FlowSettings *flags, TapChangeHandler handler,
@@ -275,6 +320,7 @@ int tap_registry_new(TapRegistry **ret, FlowEngine *engine, const FlowSettings *
         r->flags = *flags;
         r->handler = handler;
         r->userdata = userdata;
+        r->default_ml_per_tick = 1.0 / 2.2;
         *ret = r;
         return 0;
 }
@@ -284,8 +330,51 @@ TapRegistry *tap_registry_free(TapRegistry *r) {
                 return NULL;
         tap_table_free(r->configured);
         tap_table_free(r->settings);
+        for (size_t i = 0; i < r->n_overrides; i++)
+                free(r->overrides[i].meter);
+        free(r->overrides);
         free(r);
         return NULL;
+}
+
+void tap_registry_set_clock(TapRegistry *r, TapClockFunc now, void *userdata) {
+        r->clock = now;
+        r->clock_userdata = userdata;
+}
+
+static uint64_t clock_usec(clockid_t id) {
+        struct timespec ts;
+
+        (void) clock_gettime(id, &ts);
+        return (uint64_t) ts.tv_sec * USEC_PER_SEC + (uint64_t) ts.tv_nsec / NSEC_PER_USEC;
+}
+
+static void registry_now(TapRegistry *r, FlowTime *ret) {
+        if (r->clock) {
+                r->clock(ret, r->clock_userdata);
+                return;
+        }
+        *ret = (FlowTime) {
+                .monotonic = clock_usec(CLOCK_MONOTONIC),
+                .realtime = clock_usec(CLOCK_REALTIME),
+                .boottime = clock_usec(CLOCK_BOOTTIME),
+        };
+}
+
+static SourceOverride *override_find(TapRegistry *r, const char *meter) {
+        for (size_t i = 0; i < r->n_overrides; i++)
+                if (streq(r->overrides[i].meter, meter))
+                        return &r->overrides[i];
+        return NULL;
+}
+
+static void override_drop(TapRegistry *r, const char *meter) {
+        SourceOverride *o = override_find(r, meter);
+
+        if (!o)
+                return;
+        free(o->meter);
+        *o = r->overrides[--r->n_overrides];
 }
 
 static void notify(TapRegistry *r, const char *meter, TapChange change) {
@@ -318,18 +407,23 @@ int tap_registry_replace(TapRegistry *r, const TapTable *table, TapSource source
                         continue;
                 if (k < 0)
                         return k;
-                n = tap_table_find_mutable(copy, c->meter_name);
+                n = tap_table_find(copy, c->meter_name);
                 n->has_settings = c->has_settings;
                 n->settings = c->settings;
+                n->source = c->source;
         }
 
         if (r->configured)
                 for (size_t i = 0; i < r->configured->n_taps; i++) {
                         const char *meter = r->configured->taps[i].meter_name;
+                        FlowTime now;
+
                         if (tap_table_find(copy, meter))
                                 continue;
-                        if (flow_engine_remove_tap(r->engine, meter) < 0)
+                        registry_now(r, &now);
+                        if (flow_engine_remove_tap(r->engine, meter, &now) < 0)
                                 continue;
+                        override_drop(r, meter);
                         log_info("Removing tap: %s", meter);
                         notify(r, meter, TAP_REMOVED);
                         changes++;
@@ -338,11 +432,21 @@ int tap_registry_replace(TapRegistry *r, const TapTable *table, TapSource source
         for (size_t i = 0; i < copy->n_taps; i++) {
                 const TapConfig *c = &copy->taps[i];
                 const char *relay = isempty(c->relay_name) ? NULL : c->relay_name;
+                SourceOverride *o = override_find(r, c->meter_name);
 
                 k = flow_engine_set_tap(r->engine, c->meter_name, c->name, c->ml_per_tick, relay);
                 if (k < 0) {
                         log_warning_errno(k, "Cannot set tap %s: %m", c->meter_name);
                         continue;
+                }
+                /* The configuration speaks for the tap again; D-Bus shows where its value is from. */
+                if (o) {
+                        bool changed = o->source != c->source;
+                        override_drop(r, c->meter_name);
+                        if (changed && k == FLOW_TAP_UNCHANGED) {
+                                notify(r, c->meter_name, TAP_UPDATED);
+                                changes++;
+                        }
                 }
                 mode = flow_engine_meter_mode(r->engine, c->meter_name);
                 tap_registry_apply_settings(r, c);
@@ -403,8 +507,32 @@ int tap_registry_load_file(TapRegistry *r, const char *path, double default_ml_p
         k = tap_registry_read(r, path, default_ml_per_tick, false, "no preconfigured taps", &t);
         if (k < 0)
                 return k;
+        r->default_ml_per_tick = default_ml_per_tick;
         log_named(LOG_INFO, "main", "Found %zu taps, adding to tap manager.", t->n_taps);
-        return tap_registry_replace(r, t, TAP_SOURCE_FILE);
+        k = tap_registry_replace(r, t, TAP_SOURCE_FILE);
+        if (k < 0)
+                return k;
+
+        /* A calibration that could not be saved lasts until the reload: first-sight taps the file
+         * does not configure get the default calibration back. */
+        for (size_t i = r->n_overrides; i > 0; i--) {
+                _cleanup_(freep) char *meter = NULL;
+                FlowTapInfo info;
+
+                if (r->overrides[i - 1].source != TAP_CALIBRATION_MEMORY)
+                        continue;
+                meter = strdup(r->overrides[i - 1].meter);
+                if (!meter)
+                        return -ENOMEM;
+                override_drop(r, meter);
+                if (flow_engine_get_tap(r->engine, meter, &info) < 0 || !info.auto_created)
+                        continue;
+                (void) flow_engine_set_tap_calibration(r->engine, meter, default_ml_per_tick, false);
+                log_info("Updating tap: %s ml_per_tick=%g relay=%s", meter, default_ml_per_tick, info.relay_name);
+                notify(r, meter, TAP_UPDATED);
+                k++;
+        }
+        return k;
 }
 
 int tap_registry_load_settings(TapRegistry *r, const char *path) {
@@ -430,6 +558,67 @@ int tap_registry_load_settings(TapRegistry *r, const char *path) {
 
 void tap_registry_note_created(TapRegistry *r, const char *meter) {
         notify(r, meter, TAP_ADDED);
+}
+
+void tap_registry_note_removed(TapRegistry *r, const char *meter) {
+        notify(r, meter, TAP_REMOVED);
+}
+
+int tap_registry_set_calibration(TapRegistry *r, const char *meter, double ml_per_tick, TapCalibrationSource source) {
+        SourceOverride *o;
+        FlowTapInfo info;
+        int k;
+
+        k = flow_engine_get_tap(r->engine, meter, &info);
+        if (k < 0)
+                return k;
+        o = override_find(r, meter);
+        if (!o) {
+                _cleanup_(freep) char *m = strdup(meter);
+                SourceOverride *a;
+
+                if (!m)
+                        return -ENOMEM;
+                a = reallocarray(r->overrides, r->n_overrides + 1, sizeof(SourceOverride));
+                if (!a)
+                        return -ENOMEM;
+                r->overrides = a;
+                o = &r->overrides[r->n_overrides++];
+                *o = (SourceOverride) { .meter = TAKE_PTR(m) };
+        }
+        o->source = source;
+        k = flow_engine_set_tap_calibration(r->engine, meter, ml_per_tick, source == TAP_CALIBRATION_TAPS_FILE);
+        if (k < 0)
+                return k;
+        log_info("Updating tap: %s ml_per_tick=%g relay=%s", meter, ml_per_tick, info.relay_name);
+        notify(r, meter, TAP_UPDATED);
+        return 0;
+}
+
+TapCalibrationSource tap_registry_calibration_source(TapRegistry *r, const char *meter) {
+        SourceOverride *o = override_find(r, meter);
+        const TapConfig *c;
+
+        if (o)
+                return o->source;
+        c = tap_table_find(r->configured, meter);
+        return c ? c->source : TAP_CALIBRATION_DEFAULT;
+}
+
+int tap_registry_check_text(TapRegistry *r, const char *name, const char *text, size_t len, const char *meter,
+                            double *ret_ml_per_tick, char **ret_error) {
+        _cleanup_(tap_table_freep) TapTable *t = NULL;
+        const TapConfig *c;
+        int k;
+
+        k = tap_table_load_buffer(name, text, len, r->default_ml_per_tick, &r->flags, &t, ret_error);
+        if (k < 0)
+                return k;
+        c = tap_table_find(t, meter);
+        if (!c)
+                return strdup_error(ret_error, -EINVAL, "%s: no section [%s]", name, meter);
+        *ret_ml_per_tick = c->ml_per_tick;
+        return 0;
 }
 
 size_t tap_registry_n_taps(const TapRegistry *r) {

@@ -12,11 +12,25 @@
 #include "flow.h"
 #include "macro.h"
 
+/* Where a tap's calibration comes from (D-Bus Tap.CalibrationSource, calibration.md section 5). */
+typedef enum TapCalibrationSource {
+        TAP_CALIBRATION_DEFAULT,        /* first sight, or a taps-file section without a calibration key */
+        TAP_CALIBRATION_TAPS_FILE,
+        TAP_CALIBRATION_SERVER,
+        TAP_CALIBRATION_LOCAL_OVERRIDE, /* kept locally: Kegbot Server refuses calibrations (410) */
+        TAP_CALIBRATION_MEMORY,         /* a calibration that could not be saved */
+        _TAP_CALIBRATION_SOURCE_MAX,
+} TapCalibrationSource;
+
+/* "default", "taps-file", "server", "local-override", "memory". */
+const char *tap_calibration_source_to_string(TapCalibrationSource s);
+
 typedef struct TapConfig {
         char *meter_name;
         char *name;                     /* never NULL: defaults to the meter name */
         double ml_per_tick;             /* > 0 */
         char *relay_name;               /* "" = none */
+        TapCalibrationSource source;    /* of ml_per_tick: tap_table_add() says "server" */
         bool has_settings;              /* from a taps-file section; else the defaults apply */
         FlowSettings settings;
 } TapConfig;
@@ -45,6 +59,11 @@ int tap_table_add(TapTable *t, const char *meter, const char *name, double ml_pe
  * <reason>"). */
 int tap_table_load_file(const char *path, double default_ml_per_tick, const FlowSettings *flags, bool filter_only,
                         TapTable **ret, char **ret_error);
+/* The same for a taps file held in memory ('name' for messages), without the warnings. */
+int tap_table_load_buffer(const char *name, const char *text, size_t len, double default_ml_per_tick,
+                          const FlowSettings *flags, TapTable **ret, char **ret_error);
+/* The entry of 'meter', NULL if none. */
+TapConfig *tap_table_find(const TapTable *t, const char *meter);
 
 typedef enum TapChange {
         TAP_ADDED,
@@ -67,6 +86,11 @@ int tap_registry_new(TapRegistry **ret, FlowEngine *engine, const FlowSettings *
 TapRegistry *tap_registry_free(TapRegistry *r);
 DEFINE_TRIVIAL_CLEANUP_FUNC(TapRegistry *, tap_registry_free);
 
+/* The current time for the engine calls that need it (a calibration pour ends when its tap is
+ * removed); without one, the registry reads the clocks itself. */
+typedef void (*TapClockFunc)(FlowTime *ret, void *userdata);
+void tap_registry_set_clock(TapRegistry *r, TapClockFunc now, void *userdata);
+
 /* Makes the configured taps exactly 'table': new meters are added, changed ones updated, configured
  * meters absent from 'table' removed. Taps the engine created on first sight are kept unless
  * 'table' configures them (then they become configured). Each tap gets its settings: its own from
@@ -83,7 +107,20 @@ int tap_registry_load_file(TapRegistry *r, const char *path, double default_ml_p
  * the settings in force stay: returns the error (logged at ERROR). */
 int tap_registry_load_settings(TapRegistry *r, const char *path);
 
-/* A first-sight tap the engine created (FLOW_EVENT_TAP_CREATED): only reported to the handler. */
+/* A first-sight tap the engine created (FLOW_EVENT_TAP_CREATED) or forgot with its meter
+ * (FLOW_EVENT_TAP_REMOVED): only reported to the handler. */
 void tap_registry_note_created(TapRegistry *r, const char *meter);
+void tap_registry_note_removed(TapRegistry *r, const char *meter);
+
+/* A calibration (calibration.md section 2.4 step 6): applied to the tap at once (INFO "Updating tap:
+ * <meter> ml_per_tick=<x> relay=<r>", TAP_UPDATED) with its new source, which it keeps until a
+ * table configures the meter again (reload, sync). A first-sight tap saved in the taps file stops
+ * being auto-created. -ENOENT: no such tap. */
+int tap_registry_set_calibration(TapRegistry *r, const char *meter, double ml_per_tick, TapCalibrationSource source);
+TapCalibrationSource tap_registry_calibration_source(TapRegistry *r, const char *meter);
+/* A taps file in memory as a reload would load it: 0 and the tap's ml_per_tick, else -EINVAL and a
+ * message (calibration.md section 4.1 step 4). */
+int tap_registry_check_text(TapRegistry *r, const char *name, const char *text, size_t len, const char *meter,
+                            double *ret_ml_per_tick, char **ret_error);
 
 size_t tap_registry_n_taps(const TapRegistry *r);

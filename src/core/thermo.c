@@ -7,11 +7,19 @@
 #include "log.h"
 
 #include "thermo.h"
+#include "util-ratelimit.h"
+
+/* Sensor names come from kegnet peers: these lines are rate-limited per kind. */
+static LogRateLimit rl_new = LOG_RATELIMIT_DEFAULT("new temperature sensor messages");
+static LogRateLimit rl_dropped = LOG_RATELIMIT_DEFAULT("out-of-range temperature messages");
+static LogRateLimit rl_table = LOG_RATELIMIT_DEFAULT("temperature sensor table messages");
+static LogRateLimit rl_silent = LOG_RATELIMIT_DEFAULT("silent temperature sensor messages");
 
 struct ThermoManager {
         ThermoSensor *sensors;
         size_t n_sensors;
-        bool warned_full;
+        ThermoEvictHandler on_evict;
+        void *evict_userdata;
 };
 
 int thermo_manager_new(ThermoManager **ret) {
@@ -20,6 +28,11 @@ int thermo_manager_new(ThermoManager **ret) {
                 return -ENOMEM;
         *ret = t;
         return 0;
+}
+
+void thermo_manager_set_evict_handler(ThermoManager *t, ThermoEvictHandler handler, void *userdata) {
+        t->on_evict = handler;
+        t->evict_userdata = userdata;
 }
 
 ThermoManager *thermo_manager_free(ThermoManager *t) {
@@ -53,29 +66,37 @@ ThermoResult thermo_manager_reading(ThermoManager *t, const char *sensor, double
 
         /* Also drops the DS18B20 power-on value 85.0. */
         if (!isfinite(value_c) || value_c < THERMO_MIN_C || value_c > THERMO_MAX_C) {
-                log_debug("Dropping out-of-range reading sensor=%s value=%g", sensor, value_c);
+                log_ratelimited(&rl_dropped, LOG_DEBUG, "Dropping out-of-range reading sensor=%s value=%g", sensor, value_c);
                 return THERMO_DROPPED;
         }
 
         s = find(t, sensor);
         if (!s) {
-                if (t->n_sensors >= THERMO_MAX_SENSORS) {
-                        if (!t->warned_full)
-                                log_warning("Too many temperature sensors (%u); ignoring new sensor %s",
-                                            THERMO_MAX_SENSORS, sensor);
-                        t->warned_full = true;
-                        return THERMO_DROPPED;
-                }
                 char *name = strdup(sensor);
                 if (!name)
                         return THERMO_DROPPED;
-                ThermoSensor *n = realloc(t->sensors, (t->n_sensors + 1) * sizeof(ThermoSensor));
-                if (!n) {
-                        free(name);
-                        return THERMO_DROPPED;
+                if (t->n_sensors >= THERMO_MAX_SENSORS) {
+                        ThermoSensor *victim = &t->sensors[0];
+                        for (size_t i = 1; i < t->n_sensors; i++)
+                                if (t->sensors[i].last_seen_monotonic < victim->last_seen_monotonic)
+                                        victim = &t->sensors[i];
+                        log_ratelimited(&rl_table, LOG_WARNING,
+                                        "Temperature sensor table full (%u): forgetting sensor %s (last seen %" PRIu64 " s ago) for %s",
+                                        THERMO_MAX_SENSORS, victim->name,
+                                        (monotonic - MIN(monotonic, victim->last_seen_monotonic)) / USEC_PER_SEC, sensor);
+                        if (t->on_evict)
+                                t->on_evict(victim, t->evict_userdata);
+                        free(victim->name);
+                        s = victim;
+                } else {
+                        ThermoSensor *n = realloc(t->sensors, (t->n_sensors + 1) * sizeof(ThermoSensor));
+                        if (!n) {
+                                free(name);
+                                return THERMO_DROPPED;
+                        }
+                        t->sensors = n;
+                        s = &t->sensors[t->n_sensors++];
                 }
-                t->sensors = n;
-                s = &t->sensors[t->n_sensors++];
                 *s = (ThermoSensor) {
                         .name = name,
                         .last_recorded_minute = -1,
@@ -90,8 +111,9 @@ ThermoResult thermo_manager_reading(ThermoManager *t, const char *sensor, double
         s->last_seen_monotonic = monotonic;
 
         if (first)
-                log_info("Recording temperature sensor=%s value=%g (further readings are logged only with --verbose)",
-                         sensor, value_c);
+                log_ratelimited(&rl_new, LOG_INFO,
+                                "Recording temperature sensor=%s value=%g (further readings are logged only with --verbose)",
+                                sensor, value_c);
         else
                 log_debug("Recording temperature sensor=%s value=%g", sensor, value_c);
 
@@ -129,7 +151,7 @@ int thermo_manager_process_deadlines(ThermoManager *t, uint64_t monotonic, Therm
                 if (s->silent || monotonic <= s->last_seen_monotonic + THERMO_SILENCE_USEC)
                         continue;
                 s->silent = true;
-                log_warning("Stopped receiving updates for thermo sensor %s", s->name);
+                log_ratelimited(&rl_silent, LOG_WARNING, "Stopped receiving updates for thermo sensor %s", s->name);
                 if (on_silent)
                         on_silent(s, userdata);
                 n++;

@@ -13,6 +13,7 @@
 #define THERMO_MIN_C (-20.0)
 #define THERMO_MAX_C 80.0
 #define THERMO_SILENCE_USEC (120 * USEC_PER_SEC)
+/* A full table forgets the sensor heard from longest ago (it comes back with its next reading). */
 #define THERMO_MAX_SENSORS 256U
 #define THERMO_NO_DEADLINE UINT64_MAX
 
@@ -28,12 +29,15 @@ typedef struct ThermoSensor {
 typedef struct ThermoManager ThermoManager;
 
 typedef enum ThermoResult {
-        THERMO_DROPPED,                 /* out of range, not finite, or too many sensors */
+        THERMO_DROPPED,                 /* out of range, not finite, or out of memory */
         THERMO_ACCEPTED,                /* latest value updated; not recorded this minute */
         THERMO_RECORD,                  /* accepted and the first of its minute: post / log it */
 } ThermoResult;
 
 int thermo_manager_new(ThermoManager **ret);
+/* Called for a sensor about to be forgotten to make room, while it is still listed. */
+typedef void (*ThermoEvictHandler)(const ThermoSensor *s, void *userdata);
+void thermo_manager_set_evict_handler(ThermoManager *t, ThermoEvictHandler handler, void *userdata);
 ThermoManager *thermo_manager_free(ThermoManager *t);
 DEFINE_TRIVIAL_CLEANUP_FUNC(ThermoManager *, thermo_manager_free);
 

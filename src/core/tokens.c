@@ -41,7 +41,12 @@ int tokens_load(const char *path, Tokens **ret, char **ret_error) {
         assert_return(path, -EINVAL);
         assert_return(ret, -EINVAL);
 
-        r = ini_load_file(&ini, path, ret_error);
+        r = ini_new(&ini, path);
+        if (r < 0)
+                return r;
+        /* A second [device:token] section would silently replace the first one's user. */
+        ini_set_unique_sections(ini, true);
+        r = ini_parse_file(ini, path, ret_error);
         if (r < 0)
                 return r;
 

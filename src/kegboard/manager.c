@@ -15,9 +15,11 @@
 #include "kegnet-client.h"
 #include "log.h"
 #include "manager.h"
+#include "util-escape.h"
 #include "util-event.h"
 #include "util-io.h"
 #include "util-string.h"
+#include "util-utf8.h"
 
 /* Section 5 item 9: the kegnet flush on the way out is bounded. */
 #define STOP_TIMEOUT_USEC USEC_PER_SEC
@@ -45,8 +47,7 @@ struct Manager {
 
         /* From the latest hello. */
         bool identified;
-        bool has_serial;
-        char serial[KBSP_STRING_MAX];
+        char *serial;                   /* as sent to the core (valid UTF-8), NULL = none yet */
         uint16_t firmware_version;
         bool has_uptime;
         uint64_t uptime_ms;
@@ -95,7 +96,7 @@ static void send_controller_connected(Manager *m, bool board_reset) {
         KegnetControllerConnectedEvent *e = &msg.controller_connected_event;
 
         e->controller_name = board_name(m->board);
-        e->serial_number = m->has_serial ? m->serial : NULL;
+        e->serial_number = m->serial;
         e->has_firmware_version = true;
         e->firmware_version = m->firmware_version;
         e->has_uptime_ms = m->has_uptime;
@@ -150,7 +151,7 @@ static void save_readings(Manager *m) {
         if (m->runtime_fd < 0 || !m->has_boot)
                 return;
         json_writer_object_begin(&w);
-        json_writer_field_string(&w, "serial_number", m->has_serial ? m->serial : NULL);
+        json_writer_field_string(&w, "serial_number", m->serial);
         json_writer_field_uint(&w, "boot_ms", m->boot_ms);
         json_writer_key(&w, "meters");
         json_writer_object_begin(&w);
@@ -184,7 +185,7 @@ static void load_readings(Manager *m) {
         boot = json_object_get(root, "boot_ms");
         meters = json_object_get(root, "meters");
         if (json_is_integer(boot) && json_is_object(meters) &&
-            (json_is_null(serial) ? !m->has_serial : json_is_string(serial) && m->has_serial &&
+            (json_is_null(serial) ? !m->serial : json_is_string(serial) && m->serial &&
                                                       streq(json_string_value(serial), m->serial))) {
                 uint64_t b = (uint64_t) json_integer_value(boot);
                 if ((b > m->boot_ms ? b - m->boot_ms : m->boot_ms - b) <= SAME_BOOT_MS) {
@@ -271,11 +272,25 @@ static void on_board_ready(Board *b, void *userdata) {
         (void) daemon_notify_ready("Kegboard protocol seen on %s, waiting for hello", board_device(b));
 }
 
+/* kegnet carries UTF-8 only. A serial that is not (an EEPROM never programmed reads 0xFF) travels
+ * escaped, so that the board's announcements, and with them its reset notices, still reach the core. */
+static char *serial_for_kegnet(const char *raw) {
+        return utf8_is_valid(raw) ? strdup(raw) : escape_for_log(raw);
+}
+
 static void remember_hello(Manager *m, const KbspHello *h) {
         m->firmware_version = h->firmware_version;
         if (h->has_serial_number) {
-                m->has_serial = true;
-                snprintf(m->serial, sizeof m->serial, "%s", h->serial_number);
+                char *s = serial_for_kegnet(h->serial_number);
+                if (!s) {
+                        log_error("Out of memory keeping the board's serial number");
+                        return;
+                }
+                if (!utf8_is_valid(h->serial_number) && !streq_ptr(m->serial, s))
+                        log_warning("%s: the board's serial number is not valid UTF-8; announcing it as '%s'",
+                                    board_name(m->board), s);
+                free(m->serial);
+                m->serial = s;
         }
 }
 
@@ -317,9 +332,12 @@ static void handle_hello(Manager *m, const KbspHello *h) {
         const char *name = board_name(m->board);
         uint64_t uptime;
 
-        if (h->has_serial_number && m->has_serial && !streq(h->serial_number, m->serial))
-                log_warning("%s: serial number changed from '%s' to '%s'; keeping the name %s",
-                            name, m->serial, h->serial_number, name);
+        if (h->has_serial_number && m->serial) {
+                _cleanup_(freep) char *s = serial_for_kegnet(h->serial_number);
+                if (s && !streq(s, m->serial))
+                        log_warning("%s: serial number changed from '%s' to '%s'; keeping the name %s",
+                                    name, m->serial, s, name);
+        }
         remember_hello(m, h);
 
         if (!hello_uptime(h, &uptime))
@@ -507,7 +525,8 @@ static void handle_relay_event(Manager *m, const KegnetSetRelayOutputEvent *e) {
                 return;
         }
         if (r < 0) {
-                log_warning("Ignoring SetRelayOutputEvent for malformed relay name '%s'", e->output_name);
+                log_error("SetRelayOutputEvent for %s: this board has no such relay (relay0..relay%d); ignored",
+                          e->output_name, KBSP_MAX_OUTPUTS - 1);
                 return;
         }
         r = board_set_relay(m->board, id, e->output_mode == KEGNET_OUTPUT_ENABLED);
@@ -647,6 +666,7 @@ Manager *manager_free(Manager *m) {
         sd_event_unref(m->event);
         safe_close(m->runtime_fd);
         free(m->readings_file);
+        free(m->serial);
         free(m->tap_name);
         free(m);
         return NULL;

@@ -28,12 +28,18 @@ static const FlagDef app_flags[] = {
         FLAG_STRING("logfile", &arg_logfile, "Log file path (with --log_to_file)."),
         FLAG_BOOL("log_to_file", &arg_log_to_file, "Log to --logfile."),
         FLAG_BOOL("rotate_logs", &arg_rotate_logs, "With --log_to_file: rotate the log file at local midnight."),
-        FLAG_INT_MIN("maximum_log_files", &arg_maximum_log_files, 0,
+        FLAG_INT_RANGE("maximum_log_files", &arg_maximum_log_files, 0, 10000,
                      "Number of rotated log files to keep (0 = keep all)."),
         FLAG_BOOL("log_to_stdout", &arg_log_to_stdout,
                   "Log to the console (stderr); off automatically with --daemon."),
         FLAG_BOOL("verbose", &arg_verbose, "Log debugging messages (DEBUG instead of INFO).",
                   .env = "VERBOSE"),
+        FLAG_END,
+};
+
+/* Command-line clients have only --verbose of the common flags. */
+static const FlagDef client_flags[] = {
+        FLAG_BOOL("verbose", &arg_verbose, "Log debugging messages (DEBUG lines on stderr).", .env = "VERBOSE"),
         FLAG_END,
 };
 
@@ -58,7 +64,8 @@ static const FlagDef api_flags[] = {
         FLAG_STRING("api_key", &arg_api_key, "Kegbot Server API key.", .env = "KEGBOT_API_KEY"),
         FLAG_STRING("api_key_file", &arg_api_key_file,
                     "Read the API key from this file (whitespace stripped); wins over --api_key."),
-        FLAG_DOUBLE_POSITIVE("api_timeout", &arg_api_timeout, "Timeout of a whole API request, in seconds."),
+        FLAG_DOUBLE_RANGE("api_timeout", &arg_api_timeout, 0, 3600, "Timeout of a whole API request, in seconds.",
+                          .dmin_exclusive = true),
         FLAG_END,
 };
 
@@ -72,7 +79,7 @@ static const FlagDef kegboard_flags[] = {
                     "Serial device of the Kegboard; empty = the first port udev nominates as a Kegboard."),
         FLAG_STRING("kegboard_device_path", &arg_kegboard_device_path,
                     "Same as --kegboard_device (pycore 1.1+ name); wins if set."),
-        FLAG_INT_MIN("kegboard_speed", &arg_kegboard_speed, 1, "Serial baud rate (1200 is refused)."),
+        FLAG_INT_RANGE("kegboard_speed", &arg_kegboard_speed, 50, 4000000, "Serial baud rate (1200 is refused)."),
         FLAG_END,
 };
 
@@ -131,12 +138,15 @@ int app_init(int argc, char **argv, const AppInfo *info, char ***ret_positional)
                 groups[n++] = (FlagGroup) { "api", api_flags };
         if (info->groups & APP_GROUP_KEGBOARD)
                 groups[n++] = (FlagGroup) { "kegboard", kegboard_flags };
-        groups[n++] = (FlagGroup) { "app", app_flags };
+        groups[n++] = (FlagGroup) { "app", info->client ? client_flags : app_flags };
 
         r = flags_apply_env(groups, n, &error);
         if (r < 0)
                 usage_error(error);
-        r = flags_parse(groups, n, argc, argv, &positional, &error);
+        if (info->interspersed_flags)
+                r = flags_parse_interspersed(groups, n, argc, argv, &positional, &error);
+        else
+                r = flags_parse(groups, n, argc, argv, &positional, &error);
         if (r < 0)
                 usage_error(error);
         if (r == FLAGS_HELP || r == FLAGS_HELPSHORT) {

@@ -21,6 +21,10 @@ typedef struct AppInfo {
         const FlagDef *flags;           /* the program's own table (ends with FLAG_END), or NULL */
         unsigned groups;                /* AppGroup bits */
         bool positional_args;           /* false: any positional argument is a flag error */
+        bool interspersed_flags;        /* flags may also follow positional arguments (a command's) */
+        /* A short-lived command-line client: of the common flags only --verbose (no daemon, pidfile
+         * or log-file flags); log lines go to stderr. */
+        bool client;
         const char *startup_message;    /* if set, logged at INFO (logger "main") as soon as logging
                                          * is up, before --daemon (e.g. "Kegbot is starting up.") */
 } AppInfo;

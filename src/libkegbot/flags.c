@@ -542,6 +542,7 @@ typedef struct Parser {
         char **undefok;
         size_t n_undefok;
         bool allow_include;
+        bool interspersed;      /* flags may follow positional arguments (until "--") */
         bool stop;              /* a positional or "--" was seen */
 } Parser;
 
@@ -583,16 +584,26 @@ static int split_lines(const char *name, const char *buf, size_t len, char ***re
         const char *p = buf, *end = buf + len;
         int r;
 
+        /* Written by some editors; it would glue itself to the first flag and make it unknown. */
+        if (len >= 3 && memcmp(buf, "\xef\xbb\xbf", 3) == 0)
+                return fail(ret_error, "%s:1: the file starts with a UTF-8 byte order mark (U+FEFF); save it without one",
+                            name);
+
         while (p < end) {
                 lineno++;
                 const char *nl = memchr(p, '\n', (size_t) (end - p));
                 const char *e = nl ?: end;
                 const char *a = p, *b = e;
+                /* A NUL would cut the line short without a word. */
+                if (memchr(p, '\0', (size_t) (e - p))) {
+                        strv_free(l);
+                        return fail(ret_error, "%s:%u: the line holds a NUL byte", name, lineno);
+                }
                 while (a < b && isspace((unsigned char) *a))
                         a++;
                 while (b > a && isspace((unsigned char) b[-1]))
                         b--;
-                char *line = strndup(a, (size_t) (b - a));      /* stops at a NUL byte, too */
+                char *line = strndup(a, (size_t) (b - a));
                 if (!line) {
                         strv_free(l);
                         return -ENOMEM;
@@ -819,6 +830,12 @@ static int parser_run(Parser *p, char ***ret_positional, bool positional_ok, cha
                                 r = fail(ret_error, "unexpected argument '%s'", a);
                                 break;
                         }
+                        if (p->interspersed && !streq(a, "--")) {
+                                r = strv_push(&pos, &n_pos, strdup(a));
+                                if (r < 0)
+                                        break;
+                                continue;
+                        }
                         if (!streq(a, "--")) {
                                 r = strv_push(&pos, &n_pos, strdup(a));
                                 if (r < 0)
@@ -895,10 +912,11 @@ int flags_parse(const FlagGroup *groups, size_t n_groups, int argc, char *const 
         return flags_parse_full(groups, n_groups, argc, argv, true, ret_positional, ret_error);
 }
 
-int flags_parse_full(const FlagGroup *groups, size_t n_groups, int argc, char *const *argv,
-                     bool allow_include, char ***ret_positional, char **ret_error) {
+static int parse_args(const FlagGroup *groups, size_t n_groups, int argc, char *const *argv, bool allow_include,
+                      bool interspersed, char ***ret_positional, char **ret_error) {
         _cleanup_(freep) char *error = NULL;
-        Parser p = { .groups = groups, .n_groups = n_groups, .allow_include = allow_include };
+        Parser p = { .groups = groups, .n_groups = n_groups, .allow_include = allow_include,
+                     .interspersed = interspersed };
         int r;
 
         assert_return(groups || n_groups == 0, -EINVAL);
@@ -922,6 +940,16 @@ int flags_parse_full(const FlagGroup *groups, size_t n_groups, int argc, char *c
         if (gf_helpshort)
                 return FLAGS_HELPSHORT;
         return FLAGS_OK;
+}
+
+int flags_parse_full(const FlagGroup *groups, size_t n_groups, int argc, char *const *argv,
+                     bool allow_include, char ***ret_positional, char **ret_error) {
+        return parse_args(groups, n_groups, argc, argv, allow_include, false, ret_positional, ret_error);
+}
+
+int flags_parse_interspersed(const FlagGroup *groups, size_t n_groups, int argc, char *const *argv,
+                             char ***ret_positional, char **ret_error) {
+        return parse_args(groups, n_groups, argc, argv, true, true, ret_positional, ret_error);
 }
 
 int flags_parse_buffer(const FlagGroup *groups, size_t n_groups, const char *buf, size_t len,

@@ -121,6 +121,12 @@ int flags_parse(const FlagGroup *groups, size_t n_groups, int argc, char *const 
 int flags_parse_full(const FlagGroup *groups, size_t n_groups, int argc, char *const *argv,
                      bool allow_include, char ***ret_positional, char **ret_error);
 
+/* flags_parse() for programs whose flags may follow their positional arguments (a command and its
+ * operands, as kegbot_calibrate has): every argument before "--" that starts with '-' is a flag, the
+ * others are collected, in order, as positional arguments. */
+int flags_parse_interspersed(const FlagGroup *groups, size_t n_groups, int argc, char *const *argv,
+                             char ***ret_positional, char **ret_error);
+
 /* Parse a flag file held in memory, exactly as --flagfile would (one argument per line, comments,
  * nesting). With allow_include false a nested --flagfile is an error instead of opening a file
  * (the fuzzer uses that). Positional lines are an error. */

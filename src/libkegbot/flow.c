@@ -120,6 +120,18 @@ typedef struct Filter {
 
 typedef struct Tap Tap;
 
+/* A calibration pour (calibration.md section 2): only the real engine has them; the shadow asks it. */
+typedef struct Calibration {
+        uint64_t ticks;
+        uint64_t start_realtime;
+        uint64_t timeout;
+        uint64_t deadline;      /* monotonic */
+        bool storing;           /* the deadline waits for the result being stored */
+        char *relay_name;       /* held open while non-NULL */
+        uint64_t relay_next;    /* monotonic time of the next re-assert */
+        double ml_per_tick;     /* the tap's calibration when it was last seen (for a removed tap) */
+} Calibration;
+
 typedef struct Meter {
         char *name;
         bool has_last;
@@ -135,6 +147,8 @@ typedef struct Meter {
         uint64_t carry;
         FlowMeterState state;   /* filled for FLOW_EVENT_METER_STATE and FLOW_EVENT_DRINK */
         bool resync;            /* the next new reading may cover a gap: max_restart_delta applies */
+        uint64_t last_seen;     /* monotonic time of its last reading or request */
+        Calibration *cal;       /* a calibration pour runs */
 } Meter;
 
 struct Tap {
@@ -185,6 +199,11 @@ struct FlowEngine {
         char series_buf[TICK_SERIES_STRING_MAX];
         char logbuf[TICK_SERIES_STRING_MAX + 1024];
 };
+
+static void calibration_end(FlowEngine *e, Meter *m, FlowCalibrationEnd reason, double old_ml_per_tick,
+                            const FlowTime *now);
+static void calibration_count(FlowEngine *e, Meter *m, uint64_t delta, const FlowTime *now);
+static Calibration *calibration_free(Calibration *c);
 
 /* ---- settings ---- */
 
@@ -420,6 +439,8 @@ void flow_engine_config_init(FlowEngineConfig *c) {
                 .idle_rfid_usec = 20 * USEC_PER_SEC,
                 .idle_default_usec = 10 * USEC_PER_SEC,
                 .relay_reassert_usec = 1 * USEC_PER_SEC,
+                .meter_evict_grace_usec = 5 * USEC_PER_SEC,
+                .meter_evict_idle_usec = 600 * USEC_PER_SEC,
         };
         flow_settings_init(&c->settings);
 }
@@ -512,7 +533,8 @@ static void emit(FlowEngine *e, const FlowEvent *ev) {
         e->emitting--;
 }
 
-static void emit_logv(FlowEngine *e, const char *meter, int level, const char *format, va_list ap) {
+_printf_(5, 0)
+static void emit_logv(FlowEngine *e, FlowLogKind kind, const char *meter, int level, const char *format, va_list ap) {
         if (!e->handler)
                 return;
         (void) vsnprintf(e->logbuf, sizeof e->logbuf, format, ap);
@@ -521,20 +543,23 @@ static void emit_logv(FlowEngine *e, const char *meter, int level, const char *f
                 .meter_name = meter,
                 .log.level = level,
                 .log.message = e->logbuf,
+                .log.kind = kind,
         });
 }
 
-/* An ordinary decision; the shadow keeps its decisions to itself. */
-_printf_(4, 5)
-static void emit_log(FlowEngine *e, const char *meter, int level, const char *format, ...) {
+_printf_(5, 6)
+static void emit_log_kind(FlowEngine *e, FlowLogKind kind, const char *meter, int level, const char *format, ...) {
         va_list ap;
 
         if (is_shadow(e))
                 return;
         va_start(ap, format);
-        emit_logv(e, meter, level, format, ap);
+        emit_logv(e, kind, meter, level, format, ap);
         va_end(ap);
 }
+
+/* A line about a flow (FLOW_LOG_FLOW). The shadow keeps its decisions to itself. */
+#define emit_log(e, meter, level, ...) emit_log_kind(e, FLOW_LOG_FLOW, meter, level, __VA_ARGS__)
 
 /* A classification (ghost ticks, flags, quarantine): the shadow reports these too. */
 _printf_(4, 5)
@@ -542,7 +567,7 @@ static void emit_report_log(FlowEngine *e, const char *meter, int level, const c
         va_list ap;
 
         va_start(ap, format);
-        emit_logv(e, meter, level, format, ap);
+        emit_logv(e, FLOW_LOG_GHOST, meter, level, format, ap);
         va_end(ap);
 }
 
@@ -708,15 +733,19 @@ static bool meter_was_reset(FlowEngine *e, const char *meter) {
         return meter_of_any(meter, e->reset_controllers, e->n_reset_controllers);
 }
 
-/* Adds 'controller' to a list of names (once). */
+/* Adds 'controller' to a list of names (once). The list is bounded: a name matters only for meters
+ * not seen yet, so when it is full the oldest name goes. */
 static int controller_list_add(char ***list, size_t *n, size_t *alloc, const char *controller) {
         int r;
 
         for (size_t i = 0; i < *n; i++)
                 if (streq((*list)[i], controller))
                         return 0;
-        if (*n >= FLOW_ENGINE_MAX_METERS)
-                return -ENOSPC;
+        if (*n >= FLOW_ENGINE_MAX_METERS) {
+                free((*list)[0]);
+                memmove(*list, *list + 1, (*n - 1) * sizeof(char *));
+                (*n)--;
+        }
         r = grow(list, alloc, *n + 1, sizeof(char *));
         if (r < 0)
                 return r;
@@ -727,21 +756,130 @@ static int controller_list_add(char ***list, size_t *n, size_t *alloc, const cha
         return 0;
 }
 
+static void tap_remove_at(FlowEngine *e, size_t i);
+static bool meter_calibrating(FlowEngine *e, const Meter *m);
+
+static bool meter_is_evictable(FlowEngine *e, const Meter *m, bool drop_taps) {
+        Tap *t;
+
+        /* A quarantine (section 9) outlives any silence. Counted ticks not accounted for yet (a hold,
+         * pending, a carry from before a board reset) are never forgotten, nor is a meter whose next
+         * reading may bring ticks nobody counted yet (resumed after a restart, or its board reconnected),
+         * nor one being calibrated (its count would be lost). */
+        if (m->flow || (m->filter && m->filter->quarantined) || m->open > 0 || m->carry > 0 || m->resync ||
+            meter_calibrating(e, m))
+                return false;
+        t = m->tap;
+        /* A configured tap keeps its meter; a first-sight tap goes with it, unless a token waits on it. */
+        return !t || (drop_taps && t->auto_created && !t->record.device && !t->lookup_pending);
+}
+
+/* The meter to forget for a new one (see FLOW_ENGINE_MAX_METERS), or SIZE_MAX. drop_taps: first-sight
+ * taps may go too (not while the caller walks the tap table); grace: the age a never-used meter must
+ * have. */
+static size_t meter_pick_victim(FlowEngine *e, uint64_t now, bool drop_taps, uint64_t grace) {
+        size_t best = SIZE_MAX;
+        bool best_unused = false;
+
+        for (size_t i = 0; i < e->n_meters; i++) {
+                const Meter *m = e->meters[i];
+                bool unused = m->total == 0;
+                uint64_t age = now > m->last_seen ? now - m->last_seen : 0;
+
+                if (age < (unused ? grace : e->config.meter_evict_idle_usec) ||
+                    !meter_is_evictable(e, m, drop_taps))
+                        continue;
+                /* Never-used meters first, then the least recently seen. */
+                if (best == SIZE_MAX || (unused && !best_unused) ||
+                    (unused == best_unused && m->last_seen < e->meters[best]->last_seen)) {
+                        best = i;
+                        best_unused = unused;
+                }
+        }
+        return best;
+}
+
+static size_t meter_index_of(FlowEngine *e, const char *name) {
+        for (size_t i = 0; i < e->n_meters; i++)
+                if (streq(e->meters[i]->name, name))
+                        return i;
+        return SIZE_MAX;
+}
+
+static size_t tap_index_of(FlowEngine *e, const char *meter) {
+        for (size_t i = 0; i < e->n_taps; i++)
+                if (streq(e->taps[i]->meter_name, meter))
+                        return i;
+        return SIZE_MAX;
+}
+
+/* Drops meter i, with its first-sight tap if drop_tap, and rebuilds the name index (evictions are rare). */
+static void meter_forget(FlowEngine *e, size_t i, bool drop_tap) {
+        Meter *m = e->meters[i];
+        size_t t = drop_tap ? tap_index_of(e, m->name) : SIZE_MAX;
+
+        if (t != SIZE_MAX && e->taps[t]->auto_created)
+                tap_remove_at(e, t);
+        memmove(e->meters + i, e->meters + i + 1, (e->n_meters - i - 1) * sizeof(Meter *));
+        e->n_meters--;
+        free(m->name);
+        free(m->filter);
+        free(m);
+
+        memset(e->index, 0, e->index_size * sizeof(Meter *));
+        for (size_t j = 0; j < e->n_meters; j++)
+                index_insert(e->index, e->index_size, e->meters[j]);
+}
+
+static void meter_evict(FlowEngine *e, size_t i, const char *for_name, uint64_t now) {
+        Meter *m = e->meters[i];
+        bool had_tap = m->tap;
+        size_t j;
+
+        emit_log_kind(e, FLOW_LOG_TABLE, m->name, LOG_WARNING,
+                      "Meter table full (%d meters): forgetting meter %s (%s, last seen %" PRIu64 " s ago) for %s",
+                      FLOW_ENGINE_MAX_METERS, m->name, m->total == 0 ? "never counted a tick" : "idle",
+                      (now - MIN(now, m->last_seen)) / USEC_PER_SEC, for_name);
+        if (had_tap)
+                emit(e, &(FlowEvent) { .type = FLOW_EVENT_TAP_REMOVED, .meter_name = m->name });
+        emit(e, &(FlowEvent) { .type = FLOW_EVENT_METER_FORGOTTEN, .meter_name = m->name });
+
+        /* The shadow forgets it too, and the first-sight tap it was told about. */
+        if (e->shadow) {
+                j = meter_index_of(e->shadow, m->name);
+                if (j != SIZE_MAX && !e->shadow->meters[j]->flow)
+                        meter_forget(e->shadow, j, had_tap);
+                else if (had_tap && (j = tap_index_of(e->shadow, m->name)) != SIZE_MAX &&
+                         e->shadow->taps[j]->auto_created)
+                        tap_remove_at(e->shadow, j);
+        }
+        meter_forget(e, i, true);
+}
+
 /* 'restoring': the meter's state comes from the caller (flow_engine_restore_meter()), not from a
  * reset notice. */
-static int meter_get_or_add_full(FlowEngine *e, const char *name, bool restoring, Meter **ret) {
+static int meter_get_or_add_full(FlowEngine *e, const char *name, const FlowTime *now, bool drop_taps, bool restoring,
+                                 Meter **ret) {
         Meter *m;
         int r;
 
         m = meter_find(e, name);
         if (m) {
+                m->last_seen = now->monotonic;
                 *ret = m;
                 return 0;
         }
         if (e->n_meters >= FLOW_ENGINE_MAX_METERS) {
-                emit_log(e, name, LOG_WARNING, "Too many meters (%d), ignoring meter %s",
-                         FLOW_ENGINE_MAX_METERS, name);
-                return -ENOSPC;
+                /* The shadow's taps follow the real engine's. */
+                size_t victim = meter_pick_victim(e, now->monotonic, drop_taps && !is_shadow(e),
+                                                  e->config.meter_evict_grace_usec);
+                if (victim == SIZE_MAX) {
+                        emit_log_kind(e, FLOW_LOG_TABLE_FULL, name, LOG_WARNING,
+                                      "Meter table full (%d meters, all in use or seen lately); ignoring meter %s",
+                                      FLOW_ENGINE_MAX_METERS, name);
+                        return -ENOSPC;
+                }
+                meter_evict(e, victim, name, now->monotonic);
         }
         r = grow(&e->meters, &e->n_meters_alloc, e->n_meters + 1, sizeof(Meter *));
         if (r < 0)
@@ -758,6 +896,7 @@ static int meter_get_or_add_full(FlowEngine *e, const char *name, bool restoring
                 return -ENOMEM;
         }
         m->tap = tap_find(e, name);
+        m->last_seen = now->monotonic;
         e->meters[e->n_meters++] = m;
         index_insert(e->index, e->index_size, m);
         *ret = m;
@@ -772,17 +911,39 @@ static int meter_get_or_add_full(FlowEngine *e, const char *name, bool restoring
         return 0;
 }
 
-static int meter_get_or_add(FlowEngine *e, const char *name, Meter **ret) {
-        return meter_get_or_add_full(e, name, false, ret);
+static int meter_get_or_add(FlowEngine *e, const char *name, const FlowTime *now, bool drop_taps, Meter **ret) {
+        return meter_get_or_add_full(e, name, now, drop_taps, false, ret);
+}
+
+/* The engine that holds calibrations: the shadow evaluates the same meters as its parent. */
+static FlowEngine *engine_root(FlowEngine *e) {
+        return e->parent ?: e;
 }
 
 static bool relay_held(FlowEngine *e, const char *relay) {
+        FlowEngine *root = engine_root(e);
+
         for (size_t i = 0; i < e->n_meters; i++) {
                 Flow *f = e->meters[i]->flow;
                 if (f && f->relay_name && streq(f->relay_name, relay))
                         return true;
         }
+        for (size_t i = 0; i < root->n_meters; i++) {
+                Calibration *c = root->meters[i]->cal;
+                if (c && c->relay_name && streq(c->relay_name, relay))
+                        return true;
+        }
         return false;
+}
+
+/* A calibration pour runs on the meter (in the shadow: on its parent's meter). */
+static bool meter_calibrating(FlowEngine *e, const Meter *m) {
+        Meter *rm;
+
+        if (!is_shadow(e))
+                return m->cal != NULL;
+        rm = meter_find(e->parent, m->name);
+        return rm && rm->cal;
 }
 
 static const FlowSettings *tap_settings(FlowEngine *e, const Tap *t) {
@@ -1072,6 +1233,17 @@ static void filter_reset_pour(Filter *f) {
         f->kicking = false;
 }
 
+/* The filter's view of the meter starts over: no bins, no pending ticks, no run, no pour. The
+ * quarantine, the open episode and the counters are the caller's business. */
+static void filter_restart(Filter *f) {
+        for (size_t i = 0; i < RING_BINS; i++)
+                f->ring[i] = (Bin) { .n = BIN_NONE };
+        f->pending_total = 0;
+        f->has_run = false;
+        f->cuts = 0;
+        filter_reset_pour(f);
+}
+
 static const char *rule_reason(FlowEngine *e, Filter *f, FlowGhostRule rule, char *buf, size_t size) {
         switch (rule) {
         case FLOW_RULE_G1:
@@ -1205,6 +1377,15 @@ static void filter_age(FlowEngine *e, Meter *m, uint64_t first) {
                 f->pending_total -= p;
                 ghost_classify(e, m, due[i]->rule, p, &due[i]->first_pending);
         }
+}
+
+/* Every pending tick becomes ghost and the open episode is reported (a quarantine is cleared, a
+ * calibration starts). */
+static void filter_flush(FlowEngine *e, Meter *m) {
+        if (!m->filter)
+                return;
+        filter_age(e, m, UINT64_MAX);
+        episode_report(e, m);
 }
 
 static uint64_t window_pending(Filter *f, uint64_t first, uint64_t b) {
@@ -1828,6 +2009,8 @@ int flow_engine_new(FlowEngine **ret, const FlowEngineConfig *config, FlowEventH
                 return -EINVAL;
         if (!isfinite(c.default_ml_per_tick) || c.default_ml_per_tick <= 0)
                 return -EINVAL;
+        if (c.create_unknown_taps && !flow_calibration_is_valid(c.default_ml_per_tick))
+                return -ERANGE;
 
         r = engine_new(&e, &c, handler, userdata);
         if (r < 0)
@@ -1861,6 +2044,7 @@ FlowEngine *flow_engine_free(FlowEngine *e) {
         flow_engine_free(e->shadow);
         for (size_t i = 0; i < e->n_meters; i++) {
                 flow_free(e->meters[i]->flow);
+                calibration_free(e->meters[i]->cal);
                 free(e->meters[i]->filter);
                 free(e->meters[i]->name);
                 free(e->meters[i]);
@@ -1966,8 +2150,10 @@ int flow_engine_set_tap(FlowEngine *e, const char *meter, const char *name, doub
         int r;
 
         assert_return(e, -EINVAL);
-        if (isempty(meter) || !isfinite(ml_per_tick) || ml_per_tick <= 0)
+        if (isempty(meter))
                 return -EINVAL;
+        if (!flow_calibration_is_valid(ml_per_tick))
+                return -ERANGE;
         assert_not_emitting(e);
         if (isempty(name))
                 name = meter;
@@ -2017,36 +2203,73 @@ int flow_engine_set_default_settings(FlowEngine *e, const FlowSettings *s) {
         return 0;
 }
 
-static int tap_remove(FlowEngine *e, const char *meter) {
+static int tap_remove(FlowEngine *e, const char *meter, const FlowTime *now) {
         Meter *m;
 
         for (size_t i = 0; i < e->n_taps; i++) {
                 if (!streq(e->taps[i]->meter_name, meter))
                         continue;
-                /* The flow keeps the calibration it used last. */
+                /* The flow keeps the calibration it used last; a calibration pour ends. */
                 m = meter_find(e, meter);
+                if (m && m->cal)
+                        calibration_end(e, m, FLOW_CALIBRATION_TAP_REMOVED, 0, now);
                 if (m && m->flow)
                         flow_refresh_calibration(e, m->flow);
-                if (m)
-                        m->tap = NULL;
-                tap_free(e->taps[i]);
-                memmove(e->taps + i, e->taps + i + 1, (e->n_taps - i - 1) * sizeof(Tap *));
-                e->n_taps--;
+                tap_remove_at(e, i);
                 return 0;
         }
         return -ENOENT;
 }
 
-int flow_engine_remove_tap(FlowEngine *e, const char *meter) {
+int flow_engine_remove_tap(FlowEngine *e, const char *meter, const FlowTime *now) {
         int r;
 
         assert_return(e, -EINVAL);
         assert_return(meter, -EINVAL);
+        if (!flow_time_valid(now))
+                return -EINVAL;
         assert_not_emitting(e);
-        r = tap_remove(e, meter);
+        r = tap_remove(e, meter, now);
         if (r >= 0 && e->shadow)
-                (void) tap_remove(e->shadow, meter);
+                (void) tap_remove(e->shadow, meter, now);
         return r;
+}
+
+static int tap_set_calibration(FlowEngine *e, const char *meter, double ml_per_tick, bool configured) {
+        Tap *t = tap_find(e, meter);
+
+        if (!t)
+                return -ENOENT;
+        t->ml_per_tick = ml_per_tick;
+        if (configured)
+                t->auto_created = false;
+        return 0;
+}
+
+int flow_engine_set_tap_calibration(FlowEngine *e, const char *meter, double ml_per_tick, bool configured) {
+        int r;
+
+        assert_return(e, -EINVAL);
+        assert_return(meter, -EINVAL);
+        if (!isfinite(ml_per_tick) || ml_per_tick <= 0)
+                return -EINVAL;
+        assert_not_emitting(e);
+        r = tap_set_calibration(e, meter, ml_per_tick, configured);
+        if (r >= 0 && e->shadow)
+                (void) tap_set_calibration(e->shadow, meter, ml_per_tick, configured);
+        return r;
+}
+
+/* Drops tap i; its meter, if any, no longer has a tap. */
+static void tap_remove_at(FlowEngine *e, size_t i) {
+        Tap *t = e->taps[i];
+        Meter *m = meter_find(e, t->meter_name);
+
+        if (m && m->tap == t)
+                m->tap = NULL;
+        tap_free(t);
+        memmove(e->taps + i, e->taps + i + 1, (e->n_taps - i - 1) * sizeof(Tap *));
+        e->n_taps--;
 }
 
 /* Standalone mode: the first MeterUpdate or FlowRequest of a meter without a tap creates one. */
@@ -2056,8 +2279,8 @@ static int tap_maybe_create(FlowEngine *e, const char *meter) {
         if (!e->config.create_unknown_taps || tap_find(e, meter))
                 return 0;
         if (e->n_taps >= FLOW_ENGINE_MAX_METERS) {
-                emit_log(e, meter, LOG_WARNING, "Too many taps (%d), not creating tap %s",
-                         FLOW_ENGINE_MAX_METERS, meter);
+                emit_log_kind(e, FLOW_LOG_TABLE_FULL, meter, LOG_WARNING, "Too many taps (%d), not creating tap %s",
+                              FLOW_ENGINE_MAX_METERS, meter);
                 return -ENOSPC;
         }
         r = tap_add(e, meter, meter, e->config.default_ml_per_tick, "", true, NULL);
@@ -2065,7 +2288,7 @@ static int tap_maybe_create(FlowEngine *e, const char *meter) {
                 return r;
         if (e->shadow && !tap_find(e->shadow, meter))
                 (void) tap_add(e->shadow, meter, meter, e->config.default_ml_per_tick, "", true, NULL);
-        emit_log(e, meter, LOG_INFO, "Creating tap %s with default calibration %g mL/tick",
+        emit_log_kind(e, FLOW_LOG_TAP, meter, LOG_INFO, "Creating tap %s with default calibration %g mL/tick",
                  meter, e->config.default_ml_per_tick);
         emit(e, &(FlowEvent) {
                 .type = FLOW_EVENT_TAP_CREATED,
@@ -2111,6 +2334,7 @@ static void tap_fill_info(FlowEngine *e, Tap *t, FlowTapInfo *ret) {
                 .ghost_filter = mode,
                 .quarantined = q && q->quarantined,
                 .quarantined_since = q && q->quarantined ? q->quarantined_since : 0,
+                .calibrating = m && m->cal,
         };
         meter_ghost_counts(e, t->meter_name, &ret->ghost_ticks, &ret->ghost_volume_ml);
 }
@@ -2152,11 +2376,12 @@ static uint64_t meter_delta(FlowEngine *e, Meter *m, uint32_t r, bool *ret_rejec
 
         *ret_rejected = false;
         if (!m->has_last) {
-                emit_log(e, m->name, LOG_DEBUG, "Meter %s: first reading %" PRIu32 " is the baseline", m->name, r);
+                emit_log_kind(e, FLOW_LOG_METER, m->name, LOG_DEBUG, "Meter %s: first reading %" PRIu32 " is the baseline",
+                              m->name, r);
                 return 0;
         }
         if (r == last) {
-                emit_log(e, m->name, LOG_DEBUG, "Meter %s: reading %" PRIu32 " unchanged", m->name, r);
+                emit_log_kind(e, FLOW_LOG_METER, m->name, LOG_DEBUG, "Meter %s: reading %" PRIu32 " unchanged", m->name, r);
                 return 0;
         }
         if (r > last) {
@@ -2167,17 +2392,17 @@ static uint64_t meter_delta(FlowEngine *e, Meter *m, uint32_t r, bool *ret_rejec
                 uint64_t w = (uint64_t) r + (UINT64_C(1) << 32) - last;
                 /* Without a limit every decrease is a reset: a wrap could not be told apart. */
                 if (max != 0 && w <= max) {
-                        emit_log(e, m->name, LOG_DEBUG, "Meter %s wrapped", m->name);
+                        emit_log_kind(e, FLOW_LOG_METER, m->name, LOG_DEBUG, "Meter %s wrapped", m->name);
                         return w;
                 }
                 if (max == 0 || r <= max) {
-                        emit_log(e, m->name, LOG_INFO,
+                        emit_log_kind(e, FLOW_LOG_METER, m->name, LOG_INFO,
                                  "Meter %s went backwards (%" PRIu32 " -> %" PRIu32 "), counting %" PRIu32 " ticks",
                                  m->name, last, r, r);
                         return r;
                 }
         }
-        emit_log(e, m->name, LOG_WARNING,
+        emit_log_kind(e, FLOW_LOG_METER, m->name, LOG_WARNING,
                  "Bad ticks report: meter=%s last=%" PRIu32 " reading=%" PRIu32 "; re-baselining", m->name, last, r);
         *ret_rejected = true;
         return 0;
@@ -2192,7 +2417,7 @@ static int meter_event_begin(FlowEngine *e, const char *meter, const FlowTime *n
                 return -EINVAL;
         assert_not_emitting(e);
 
-        r = meter_get_or_add(e, meter, ret);
+        r = meter_get_or_add(e, meter, now, true, ret);
         if (r < 0)
                 return r;
         return tap_maybe_create(e, meter);
@@ -2202,7 +2427,7 @@ static int meter_event_begin(FlowEngine *e, const char *meter, const FlowTime *n
 static void shadow_counted(FlowEngine *s, const char *meter, uint64_t delta, const FlowTime *now) {
         Meter *m;
 
-        if (meter_get_or_add(s, meter, &m) < 0 || !filter_in_scope(s, m))
+        if (meter_get_or_add(s, meter, now, false, &m) < 0 || !filter_in_scope(s, m))
                 return;
         (void) filter_report(s, m, delta, now);
 }
@@ -2239,6 +2464,12 @@ int64_t flow_engine_meter_update(FlowEngine *e, const char *meter, uint32_t read
         if (delta == 0)
                 return 0;
 
+        /* Ghost-pours.md section 6, step 2: a calibration takes every counted tick, in every mode. */
+        if (m->cal) {
+                calibration_count(e, m, delta, now);
+                return (int64_t) delta;
+        }
+
         mode = meter_settings(e, m)->ghost_filter;
         if (mode == FLOW_GHOST_ON)
                 r = filter_report(e, m, delta, now);
@@ -2247,6 +2478,22 @@ int64_t flow_engine_meter_update(FlowEngine *e, const char *meter, uint32_t read
         if (mode == FLOW_GHOST_LOG)
                 shadow_counted(e->shadow, meter, delta, now);
         return r < 0 ? r : (int64_t) delta;
+}
+
+int flow_engine_make_room(FlowEngine *e, const char *meter, const FlowTime *now) {
+        size_t victim;
+
+        assert_return(e, -EINVAL);
+        if (isempty(meter) || !flow_time_valid(now))
+                return -EINVAL;
+        assert_not_emitting(e);
+        if (e->n_meters < FLOW_ENGINE_MAX_METERS || meter_find(e, meter))
+                return 0;
+        victim = meter_pick_victim(e, now->monotonic, true, 0);
+        if (victim == SIZE_MAX)
+                return -ENOSPC;
+        meter_evict(e, victim, meter, now->monotonic);
+        return 1;
 }
 
 int flow_engine_controller_reset(FlowEngine *e, const char *controller) {
@@ -2275,7 +2522,8 @@ int flow_engine_controller_reset(FlowEngine *e, const char *controller) {
                                 controller);
         if (r < 0)
                 return r;
-        emit_log(e, NULL, LOG_INFO, "Controller %s was reset, counting its meters from 0", controller);
+        emit_log_kind(e, FLOW_LOG_CONTROLLER, NULL, LOG_INFO, "Controller %s was reset, counting its meters from 0",
+                      controller);
         return 0;
 }
 
@@ -2324,7 +2572,7 @@ int flow_engine_restore_meter(FlowEngine *e, const char *meter, const FlowMeterS
         m = meter_find(e, meter);
         if (m && m->has_last)
                 return -EEXIST;
-        r = meter_get_or_add_full(e, meter, true, &m);
+        r = meter_get_or_add_full(e, meter, now, true, true, &m);
         if (r < 0)
                 return r;
         m->has_last = true;
@@ -2409,10 +2657,14 @@ static int start_flow(FlowEngine *e, Meter *m, const FlowTime *now) {
                 emit_log(e, m->name, LOG_INFO, "Tap %s is quarantined; not starting a flow", m->name);
                 return -EPERM;
         }
+        if (meter_calibrating(e, m)) {
+                emit_log(e, m->name, LOG_INFO, "Tap %s is being calibrated; not starting a flow", m->name);
+                return -EBUSY;
+        }
         if (m->flow) {
                 /* pycore replaced the flow here and lost its ticks. */
-                emit_log(e, m->name, LOG_DEBUG, "Flow 0x%08" PRIx64 " already active on %s, keeping it",
-                         m->flow->id, m->name);
+                emit_log_kind(e, FLOW_LOG_REQUEST, m->name, LOG_DEBUG,
+                              "Flow 0x%08" PRIx64 " already active on %s, keeping it", m->flow->id, m->name);
                 return 0;
         }
 
@@ -2433,7 +2685,8 @@ int flow_engine_start_flow(FlowEngine *e, const char *meter, const FlowTime *now
         r = start_flow(e, m, now);
         if (r >= 0 || r == -EPERM) {
                 Meter *sm;
-                if (flow_engine_meter_mode(e, meter) == FLOW_GHOST_LOG && meter_get_or_add(e->shadow, meter, &sm) >= 0)
+                if (flow_engine_meter_mode(e, meter) == FLOW_GHOST_LOG &&
+                    meter_get_or_add(e->shadow, meter, now, false, &sm) >= 0)
                         (void) start_flow(e->shadow, sm, now);
         }
         return r;
@@ -2441,8 +2694,8 @@ int flow_engine_start_flow(FlowEngine *e, const char *meter, const FlowTime *now
 
 static int stop_flow(FlowEngine *e, Meter *m, const FlowTime *now) {
         if (!m || !m->flow) {
-                emit_log(e, m ? m->name : NULL, LOG_WARNING, "Stop flow request for %s, which has no active flow",
-                         m ? m->name : "?");
+                emit_log_kind(e, FLOW_LOG_REQUEST, m ? m->name : NULL, LOG_WARNING,
+                              "Stop flow request for %s, which has no active flow", m ? m->name : "?");
                 return 0;
         }
         if (m->flow->held)
@@ -2456,21 +2709,13 @@ int flow_engine_stop_flow(FlowEngine *e, const char *meter, const FlowTime *now)
         Meter *m;
         int r;
 
-        assert_return(e, -EINVAL);
-        if (isempty(meter) || !flow_time_valid(now))
-                return -EINVAL;
-        assert_not_emitting(e);
-
-        r = tap_maybe_create(e, meter);
+        /* Like every first sight, this one goes into the meter table: a first-sight tap always has
+         * a meter, which is what a full table forgets. */
+        r = meter_event_begin(e, meter, now, &m);
         if (r < 0)
                 return r;
 
-        m = meter_find(e, meter);
-        if (!m || !m->flow) {
-                emit_log(e, meter, LOG_WARNING, "Stop flow request for %s, which has no active flow", meter);
-                r = 0;
-        } else
-                r = stop_flow(e, m, now);
+        r = stop_flow(e, m, now);
 
         if (flow_engine_meter_mode(e, meter) == FLOW_GHOST_LOG) {
                 Meter *sm = meter_find(e->shadow, meter);
@@ -2482,6 +2727,11 @@ int flow_engine_stop_flow(FlowEngine *e, const char *meter, const FlowTime *now)
 
 static int engine_shutdown(FlowEngine *e, const FlowTime *now) {
         int n = 0;
+
+        /* Calibrations end as cancelled, before the flows (calibration.md section 2.5). */
+        for (size_t i = 0; i < e->n_meters; i++)
+                if (e->meters[i]->cal)
+                        calibration_end(e, e->meters[i], FLOW_CALIBRATION_SHUTDOWN, 0, now);
 
         for (size_t i = 0; i < e->n_meters; i++) {
                 Meter *m = e->meters[i];
@@ -2495,14 +2745,8 @@ static int engine_shutdown(FlowEngine *e, const FlowTime *now) {
                 n++;
         }
         /* Then the open episodes, with every pending tick in them. */
-        for (size_t i = 0; i < e->n_meters; i++) {
-                Meter *m = e->meters[i];
-
-                if (!m->filter)
-                        continue;
-                filter_age(e, m, UINT64_MAX);
-                episode_report(e, m);
-        }
+        for (size_t i = 0; i < e->n_meters; i++)
+                filter_flush(e, e->meters[i]);
         return n;
 }
 
@@ -2526,6 +2770,8 @@ typedef enum DeadlineKind {
         DEADLINE_REASSERT,
         DEADLINE_HOLD,
         DEADLINE_EPISODE,
+        DEADLINE_CALIBRATION,
+        DEADLINE_CALIBRATION_REASSERT,
 } DeadlineKind;
 
 static uint64_t flow_deadline(FlowEngine *e, const Flow *f, DeadlineKind *ret_kind) {
@@ -2553,6 +2799,21 @@ static uint64_t meter_deadline(FlowEngine *e, const Meter *m, DeadlineKind *ret_
 
         if (m->flow)
                 best = flow_deadline(e, m->flow, ret_kind);
+        if (m->cal) {
+                Calibration *c = m->cal;
+                uint64_t end = c->storing ? FLOW_USEC_INFINITY : c->deadline;
+
+                if (end < best) {
+                        best = end;
+                        *ret_kind = DEADLINE_CALIBRATION;
+                }
+                /* On a tie it ends: no re-assert right before "disabled". */
+                if (c->relay_name && e->config.relay_reassert_usec > 0 && c->relay_next < end &&
+                    c->relay_next < best) {
+                        best = c->relay_next;
+                        *ret_kind = DEADLINE_CALIBRATION_REASSERT;
+                }
+        }
         if (m->filter && (m->filter->episode.open || m->filter->pending_total > 0)) {
                 uint64_t t = add_sat(m->filter->last_tick, EPISODE_GAP_USEC);
                 if (t < best) {
@@ -2609,9 +2870,19 @@ static int engine_process_deadlines(FlowEngine *e, const FlowTime *now) {
                         flow_end_hold(e, due);
                         break;
                 case DEADLINE_EPISODE:
-                        filter_age(e, due, UINT64_MAX);
-                        episode_report(e, due);
+                        filter_flush(e, due);
                         break;
+                case DEADLINE_CALIBRATION:
+                        calibration_end(e, due, FLOW_CALIBRATION_TIMEOUT, 0, now);
+                        break;
+                case DEADLINE_CALIBRATION_REASSERT: {
+                        Calibration *c = due->cal;
+                        c->relay_next = add_sat(c->relay_next, e->config.relay_reassert_usec);
+                        if (c->relay_next <= now->monotonic)
+                                c->relay_next = add_sat(now->monotonic, e->config.relay_reassert_usec);
+                        emit_relay(e, due->name, c->relay_name, true, true);
+                        break;
+                }
                 case DEADLINE_REASSERT: {
                         Flow *f = due->flow;
                         /* A late loop does not catch up with a burst of re-asserts. */
@@ -2762,14 +3033,8 @@ static int clear_quarantine(FlowEngine *e, const char *meter) {
         if (!f || !f->quarantined)
                 return 0;
         /* The ticks counted while quarantined are reported before the slate is wiped. */
-        filter_age(e, m, UINT64_MAX);
-        episode_report(e, m);
-        for (size_t i = 0; i < RING_BINS; i++)
-                f->ring[i] = (Bin) { .n = BIN_NONE };
-        f->pending_total = 0;
-        f->has_run = false;
-        f->cuts = 0;
-        filter_reset_pour(f);
+        filter_flush(e, m);
+        filter_restart(f);
         f->quarantined = false;
         f->quarantined_since = 0;
         f->quarantine_cuts = 0;
@@ -2813,7 +3078,8 @@ int flow_engine_restore_quarantine(FlowEngine *e, const char *meter, uint64_t si
                 return -EINVAL;
         assert_not_emitting(e);
 
-        r = meter_get_or_add(e, meter, &m);
+        /* At start-up: a quarantined meter is never forgotten, so its age does not matter. */
+        r = meter_get_or_add(e, meter, &(FlowTime) {}, false, &m);
         if (r < 0)
                 return r;
         r = meter_filter(m, &f);
@@ -2824,6 +3090,217 @@ int flow_engine_restore_quarantine(FlowEngine *e, const char *meter, uint64_t si
         f->quarantine_cuts = cuts;
         f->quarantine_max_pour_s = max_pour_s;
         return 0;
+}
+
+/* ---- calibration pours (calibration.md section 2) ---- */
+
+const char *flow_calibration_end_to_string(FlowCalibrationEnd r) {
+        static const char *const names[_FLOW_CALIBRATION_END_MAX] = {
+                [FLOW_CALIBRATION_FINISHED] = "finished",
+                [FLOW_CALIBRATION_CANCELLED] = "cancelled",
+                [FLOW_CALIBRATION_TIMEOUT] = "timeout",
+                [FLOW_CALIBRATION_TAP_REMOVED] = "tap-removed",
+                [FLOW_CALIBRATION_SHUTDOWN] = "shutdown",
+        };
+        return r >= 0 && r < _FLOW_CALIBRATION_END_MAX ? names[r] : NULL;
+}
+
+static Calibration *calibration_free(Calibration *c) {
+        if (!c)
+                return NULL;
+        free(c->relay_name);
+        free(c);
+        return NULL;
+}
+
+static void emit_calibration(FlowEngine *e, Meter *m, FlowCalibrationChange change, uint64_t ticks,
+                             FlowCalibrationEnd reason, double old_ml_per_tick, double new_ml_per_tick) {
+        emit(e, &(FlowEvent) {
+                .type = FLOW_EVENT_CALIBRATION,
+                .meter_name = m->name,
+                .calibration.change = change,
+                .calibration.ticks = ticks,
+                .calibration.reason = reason,
+                .calibration.old_ml_per_tick = old_ml_per_tick,
+                .calibration.new_ml_per_tick = new_ml_per_tick,
+        });
+}
+
+/* The bins see calibration ticks as taken: they raise no ghost baseline afterwards. */
+static void calibration_take(FlowEngine *e, const char *meter, uint64_t d, const FlowTime *now) {
+        Meter *m = e ? meter_find(e, meter) : NULL;
+        uint64_t b = bin_of(now->monotonic);
+        Bin *x;
+
+        if (!m || !m->filter)
+                return;
+        filter_age(e, m, window_first(b, window_bins(meter_settings(e, m))));
+        x = bin_touch(m->filter, b);
+        x->raw += d;
+        x->taken += d;
+        m->filter->last_tick = now->monotonic;
+}
+
+static void calibration_count(FlowEngine *e, Meter *m, uint64_t delta, const FlowTime *now) {
+        Calibration *c = m->cal;
+
+        c->ticks += delta;
+        /* The calibration takes them: accounted for, as a drink's or ghost ticks are (announced
+         * when it ends, once, not per report). */
+        meter_settle(e, m, delta);
+        if (m->tap)
+                c->ml_per_tick = m->tap->ml_per_tick;
+        calibration_take(e, m->name, delta, now);
+        calibration_take(e->shadow, m->name, delta, now);
+        emit_calibration(e, m, FLOW_CALIBRATION_TICKS, c->ticks, 0, 0, 0);
+}
+
+static void calibration_end(FlowEngine *e, Meter *m, FlowCalibrationEnd reason, double old_ml_per_tick,
+                            const FlowTime *now) {
+        _cleanup_(freep) char *relay = NULL;
+        Calibration *c = m->cal;
+        double new_ml_per_tick;
+        uint64_t ticks;
+
+        /* Detached first: the relay is free unless a flow holds it, and queries from the handler
+         * see no calibration. */
+        m->cal = NULL;
+        ticks = c->ticks;
+        new_ml_per_tick = m->tap ? m->tap->ml_per_tick : c->ml_per_tick;
+        if (reason != FLOW_CALIBRATION_FINISHED || !(old_ml_per_tick > 0))
+                old_ml_per_tick = new_ml_per_tick;
+        relay = TAKE_PTR(c->relay_name);
+        calibration_free(c);
+
+        if (relay && !relay_held(e, relay)) {
+                relay_view_closed(e, relay, now->monotonic);
+                if (e->shadow)
+                        relay_view_closed(e->shadow, relay, now->monotonic);
+                emit_relay(e, m->name, relay, false, false);
+        }
+
+        if (reason == FLOW_CALIBRATION_FINISHED) {
+                /* The meter has a new calibration: what the filter knew of it is history. */
+                Meter *sm = e->shadow ? meter_find(e->shadow, m->name) : NULL;
+
+                if (m->filter)
+                        filter_restart(m->filter);
+                if (sm && sm->filter)
+                        filter_restart(sm->filter);
+        }
+        emit_meter_state(e, m);
+        emit_calibration(e, m, FLOW_CALIBRATION_ENDED, ticks, reason, old_ml_per_tick, new_ml_per_tick);
+}
+
+int flow_engine_first_sight(FlowEngine *e, const char *meter, const FlowTime *now) {
+        Meter *m;
+        int r;
+
+        r = meter_event_begin(e, meter, now, &m);
+        if (r < 0)
+                return r;
+        return m->tap ? r : -ENOENT;
+}
+
+int flow_engine_start_calibration(FlowEngine *e, const char *meter, uint64_t timeout_usec, bool hold_relay,
+                                  const FlowTime *now) {
+        _cleanup_(freep) Calibration *c = NULL;
+        Meter *m, *sm;
+        int r;
+
+        r = meter_event_begin(e, meter, now, &m);
+        if (r < 0)
+                return r;
+        if (!m->tap)
+                return -ENOENT;
+        if (meter_quarantined(e, m))
+                return -EPERM;
+        if (m->cal)
+                return -EALREADY;
+        if (m->flow)
+                return -EBUSY;
+
+        c = calloc(1, sizeof(Calibration));
+        if (!c)
+                return -ENOMEM;
+        if (hold_relay && !isempty(m->tap->relay_name)) {
+                c->relay_name = strdup(m->tap->relay_name);
+                if (!c->relay_name)
+                        return -ENOMEM;
+        }
+        c->start_realtime = now->realtime;
+        c->timeout = timeout_usec;
+        c->deadline = add_sat(now->monotonic, timeout_usec);
+        c->ml_per_tick = m->tap->ml_per_tick;
+        c->relay_next = add_sat(now->monotonic, e->config.relay_reassert_usec);
+
+        /* Ghost ticks counted so far are reported now: what follows is the calibration's. */
+        filter_flush(e, m);
+        sm = e->shadow ? meter_find(e->shadow, meter) : NULL;
+        if (sm)
+                filter_flush(e->shadow, sm);
+
+        m->cal = TAKE_PTR(c);
+        if (m->cal->relay_name) {
+                relay_view_opened(e, m->cal->relay_name);
+                if (e->shadow)
+                        relay_view_opened(e->shadow, m->cal->relay_name);
+                emit_relay(e, meter, m->cal->relay_name, true, false);
+        }
+        emit_calibration(e, m, FLOW_CALIBRATION_STARTED, 0, 0, 0, 0);
+        return 0;
+}
+
+int flow_engine_get_calibration(FlowEngine *e, const char *meter, FlowCalibrationInfo *ret) {
+        Meter *m;
+
+        assert_return(e, -EINVAL);
+        assert_return(meter, -EINVAL);
+        assert_return(ret, -EINVAL);
+        m = meter_find(e, meter);
+        if (!m || !m->cal)
+                return -ENOENT;
+        *ret = (FlowCalibrationInfo) {
+                .meter_name = m->name,
+                .ticks = m->cal->ticks,
+                .start_realtime = m->cal->start_realtime,
+                .deadline_realtime = add_sat(m->cal->start_realtime, m->cal->timeout),
+                .deadline = m->cal->deadline,
+                .relay_name = m->cal->relay_name,
+                .storing = m->cal->storing,
+        };
+        return 0;
+}
+
+int flow_engine_calibration_set_storing(FlowEngine *e, const char *meter, bool storing) {
+        Meter *m;
+
+        assert_return(e, -EINVAL);
+        assert_return(meter, -EINVAL);
+        assert_not_emitting(e);
+        m = meter_find(e, meter);
+        if (!m || !m->cal)
+                return -ENOENT;
+        m->cal->storing = storing;
+        return 0;
+}
+
+int64_t flow_engine_end_calibration(FlowEngine *e, const char *meter, FlowCalibrationEnd reason,
+                                    double old_ml_per_tick, const FlowTime *now) {
+        Meter *m;
+        uint64_t ticks;
+
+        assert_return(e, -EINVAL);
+        assert_return(meter, -EINVAL);
+        if (!flow_time_valid(now) || (reason != FLOW_CALIBRATION_FINISHED && reason != FLOW_CALIBRATION_CANCELLED))
+                return -EINVAL;
+        assert_not_emitting(e);
+        m = meter_find(e, meter);
+        if (!m || !m->cal)
+                return -ENOENT;
+        ticks = m->cal->ticks;
+        calibration_end(e, m, reason, old_ml_per_tick, now);
+        return (int64_t) ticks;
 }
 
 /* ---- authentication ---- */
@@ -2873,7 +3350,7 @@ static int token_event_begin(FlowEngine *e, const char *device, const char *valu
         if (!norm)
                 return -ENOMEM;
         if (!token_targets_all(meter) && !tap_find(e, meter)) {
-                emit_log(e, meter, LOG_WARNING, "Token event for unknown tap %s", meter);
+                emit_log_kind(e, FLOW_LOG_TOKEN, meter, LOG_WARNING, "Token event for unknown tap %s", meter);
                 free(norm);
                 return 0;
         }
@@ -2900,7 +3377,7 @@ static int token_added(FlowEngine *e, const char *device, const char *value, con
                 if (!tap_in_scope(e, t))
                         continue;
                 if (token_record_eq(&t->record, device, norm, rmeter)) {
-                        emit_log(e, t->meter_name, LOG_DEBUG, "Token %s/%s already active on tap %s",
+                        emit_log_kind(e, FLOW_LOG_TOKEN, t->meter_name, LOG_DEBUG, "Token %s/%s already active on tap %s",
                                  device, norm, t->meter_name);
                         continue;
                 }
@@ -2941,7 +3418,7 @@ static int token_removed(FlowEngine *e, const char *device, const char *value, c
                 if (!tap_in_scope(e, t))
                         continue;
                 if (!token_record_eq(&t->record, device, norm, rmeter)) {
-                        emit_log(e, t->meter_name, LOG_DEBUG, "Token has already been removed");
+                        emit_log_kind(e, FLOW_LOG_TOKEN, t->meter_name, LOG_DEBUG, "Token has already been removed");
                         continue;
                 }
                 tap_drop_record(e, t, now);
@@ -3022,13 +3499,18 @@ static int tap_authenticate(FlowEngine *e, Tap *t, const char *username, const F
         bool keep_relay;
         int r;
 
-        r = meter_get_or_add(e, t->meter_name, &m);
+        r = meter_get_or_add(e, t->meter_name, now, false, &m);
         if (r < 0)
                 return r;
 
         /* ghost-pours.md section 9: no flow and no valve on a quarantined tap; other taps go on. */
         if (meter_quarantined(e, m)) {
                 emit_log(e, t->meter_name, LOG_INFO, "Tap %s is quarantined; not starting a flow", t->meter_name);
+                return 0;
+        }
+        /* calibration.md section 2.3: nor on a tap being calibrated. */
+        if (meter_calibrating(e, m)) {
+                emit_log(e, t->meter_name, LOG_INFO, "Tap %s is being calibrated; not starting a flow", t->meter_name);
                 return 0;
         }
 
@@ -3082,7 +3564,7 @@ static int token_resolved(FlowEngine *e, const char *device, const char *value, 
                 t->lookup_pending = false;
                 n++;
                 if (!username) {
-                        emit_log(e, t->meter_name, LOG_DEBUG, "Token %s/%s not authorised, no flow on %s",
+                        emit_log_kind(e, FLOW_LOG_TOKEN, t->meter_name, LOG_DEBUG, "Token %s/%s not authorised, no flow on %s",
                                  device, norm, t->meter_name);
                         continue;
                 }

@@ -4,6 +4,7 @@
  * in on every call and receives, through one handler, the ordered events to publish. */
 #pragma once
 
+#include <math.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -16,10 +17,23 @@
 #define FLOW_DEVICE_ONEWIRE "core.onewire"
 #define FLOW_DEVICE_RFID "core.rfid"
 
+/* The calibration a tap may have, as mL per tick and as ticks per mL alike (1/100 to 100): beyond
+ * it a volume is nonsense (1e308 mL per tick overflowed every volume to infinity). */
+#define FLOW_CALIBRATION_MIN 0.01
+#define FLOW_CALIBRATION_MAX 100.0
+
+static inline bool flow_calibration_is_valid(double x) {
+        return isfinite(x) && x >= FLOW_CALIBRATION_MIN && x <= FLOW_CALIBRATION_MAX;
+}
+
 /* No deadline pending (flow_engine_next_deadline()). */
 #define FLOW_USEC_INFINITY UINT64_MAX
 
-/* Meters the engine tracks at most; a stream of made-up meter names cannot grow memory forever. */
+/* Meters the engine tracks at most; a stream of made-up meter names cannot grow memory forever.
+ * When the table is full, a meter that has no flow and no configured tap is forgotten to make room
+ * (its first-sight tap with it): first one that never counted a tick and was not seen for
+ * meter_evict_grace_usec, else one not seen for meter_evict_idle_usec; else the new name is refused.
+ * A forgotten meter that comes back takes its next reading as a baseline. */
 #define FLOW_ENGINE_MAX_METERS 1024
 
 typedef struct FlowEngine FlowEngine;
@@ -116,10 +130,14 @@ typedef struct FlowEngineConfig {
         uint64_t idle_rfid_usec;        /* ... through core.rfid */
         uint64_t idle_default_usec;     /* ... through any other device, and anonymous flows */
         uint64_t relay_reassert_usec;   /* re-send "enabled" this often per flow; 0 = never (caller does it) */
+        uint64_t meter_evict_grace_usec;/* a meter that never counted a tick may be forgotten after this */
+        uint64_t meter_evict_idle_usec; /* any other meter without a flow, after this without a reading */
 } FlowEngineConfig;
 
-/* Server-mode defaults: max_tick_delta 1000, max_restart_delta 20000, the spec's filter settings (flow_settings_init()), idle
- * 120/20/10 s, re-assert every 1 s, no first-sight taps (default_ml_per_tick 1/2.2). */
+/* Server-mode defaults: max_tick_delta 1000, max_restart_delta 20000, the spec's filter settings
+ * (flow_settings_init()), idle 120/20/10 s, re-assert every 1 s, no first-sight taps
+ * (default_ml_per_tick 1/2.2), meters forgotten after 5 s (never counted a tick) or 10 min (idle)
+ * when the table is full. */
 void flow_engine_config_init(FlowEngineConfig *c);
 
 typedef enum FlowState {
@@ -153,6 +171,25 @@ typedef struct FlowInfo {
         bool held;                      /* ended, its valve closed, waiting out the grace (7.1) */
 } FlowInfo;
 
+/* Calibration pours (calibration.md section 2). */
+typedef enum FlowCalibrationChange {
+        FLOW_CALIBRATION_STARTED,
+        FLOW_CALIBRATION_TICKS,         /* counted ticks were added (coalesce before publishing) */
+        FLOW_CALIBRATION_ENDED,
+} FlowCalibrationChange;
+
+typedef enum FlowCalibrationEnd {
+        FLOW_CALIBRATION_FINISHED,      /* a measured volume was given and the new value applied */
+        FLOW_CALIBRATION_CANCELLED,
+        FLOW_CALIBRATION_TIMEOUT,
+        FLOW_CALIBRATION_TAP_REMOVED,
+        FLOW_CALIBRATION_SHUTDOWN,
+        _FLOW_CALIBRATION_END_MAX,
+} FlowCalibrationEnd;
+
+/* "finished", "cancelled", "timeout", "tap-removed", "shutdown" (the D-Bus CalibrationEnded reason). */
+const char *flow_calibration_end_to_string(FlowCalibrationEnd r);
+
 typedef enum FlowNotRecordedReason {
         FLOW_NOT_RECORDED_NO_TICKS,
         FLOW_NOT_RECORDED_BELOW_MINIMUM,
@@ -166,6 +203,20 @@ typedef struct FlowMeterState {
         uint64_t carry;                 /* ticks not accounted for yet that were counted before a counter
                                          * restart (board reset): the counter cannot give them back */
 } FlowMeterState;
+
+/* What a log line is about, so that the caller can rate-limit lines a peer can trigger per kind. */
+typedef enum FlowLogKind {
+        FLOW_LOG_FLOW,                  /* a flow started, ended, was bound, was (not) recorded */
+        FLOW_LOG_METER,                 /* a reading: baseline, repeat, wrap, backwards, rejected */
+        FLOW_LOG_TAP,                   /* a tap created on first sight */
+        FLOW_LOG_TABLE,                 /* the meter table: a meter forgotten to make room */
+        FLOW_LOG_TABLE_FULL,            /* the meter table: full, a new name refused */
+        FLOW_LOG_REQUEST,               /* a flow request that changes nothing */
+        FLOW_LOG_TOKEN,                 /* token handling */
+        FLOW_LOG_CONTROLLER,            /* a board reset notice */
+        FLOW_LOG_GHOST,                 /* a ghost-pour classification: ghost ticks, flags, quarantine */
+        _FLOW_LOG_KIND_MAX,
+} FlowLogKind;
 
 typedef enum FlowEventType {
         FLOW_EVENT_LOG,                 /* a decision worth a log line: .log (logger "flowmanager") */
@@ -183,6 +234,11 @@ typedef enum FlowEventType {
         FLOW_EVENT_METER_STATE,         /* the meter's persistent state changed without a drink (a
                                          * baseline, a rejected report, a flow not recorded, a ghost
                                          * episode, a board reset): .meter_state */
+        FLOW_EVENT_TAP_REMOVED,         /* first-sight tap forgotten with its meter (full table): .meter_name;
+                                         * sent while the tap can still be looked up */
+        FLOW_EVENT_METER_FORGOTTEN,     /* a meter forgotten to make room (full table), every tick of it
+                                         * accounted for: .meter_name; its persistent state goes too */
+        FLOW_EVENT_CALIBRATION,         /* a calibration pour started, counted ticks or ended: .calibration */
 } FlowEventType;
 
 typedef struct FlowEvent {
@@ -194,6 +250,7 @@ typedef struct FlowEvent {
                 struct {
                         int level;      /* syslog priority: LOG_DEBUG, LOG_INFO, LOG_WARNING */
                         const char *message;
+                        FlowLogKind kind;
                 } log;
                 /* A completed flow worth recording (section 10.1): the pour fields of the one drink
                  * record, strings borrowed from the engine, no uuid or boot id yet (the engine reads
@@ -239,6 +296,14 @@ typedef struct FlowEvent {
                         double max_pour_s;
                         FlowGhostMode mode;     /* log: the shadow's, not to be persisted */
                 } quarantine;
+                /* calibration.md section 2. */
+                struct {
+                        FlowCalibrationChange change;
+                        uint64_t ticks;                 /* counted so far (at the end: in all) */
+                        FlowCalibrationEnd reason;      /* FLOW_CALIBRATION_ENDED */
+                        double old_ml_per_tick;         /* ENDED: before and after (equal unless finished) */
+                        double new_ml_per_tick;
+                } calibration;
         };
 } FlowEvent;
 
@@ -259,10 +324,14 @@ enum {
 };
 
 /* Adds or updates the tap of 'meter' (name NULL/"" = the meter name, relay_name NULL = none). Returns
- * FLOW_TAP_*, or -EINVAL for an empty meter or ml_per_tick not finite and > 0. A flow in progress keeps
- * the relay it captured; its volume follows the new calibration. A new tap uses the engine's settings
- * until flow_engine_set_tap_settings() gives it its own. */
+ * FLOW_TAP_*, -EINVAL for an empty meter, or -ERANGE for ml_per_tick outside
+ * flow_calibration_is_valid(). A flow in progress keeps the relay it captured; its volume follows the
+ * new calibration. A new tap uses the engine's settings until flow_engine_set_tap_settings() gives it
+ * its own. */
 int flow_engine_set_tap(FlowEngine *e, const char *meter, const char *name, double ml_per_tick, const char *relay_name);
+/* Standalone mode: the tap of a meter seen for the first time, created as a MeterUpdate would create
+ * it (FLOW_EVENT_TAP_CREATED). 1 = created, 0 = it exists, -ENOENT = this engine creates no taps. */
+int flow_engine_first_sight(FlowEngine *e, const char *meter, const FlowTime *now);
 /* The tap's own filter settings (NULL: the engine's again). They apply from the next evaluation; the
  * meter's filter state is kept. -ENOENT: no such tap; -EINVAL: out of bounds. */
 int flow_engine_set_tap_settings(FlowEngine *e, const char *meter, const FlowSettings *s);
@@ -270,8 +339,13 @@ int flow_engine_set_tap_settings(FlowEngine *e, const char *meter, const FlowSet
 int flow_engine_set_default_settings(FlowEngine *e, const FlowSettings *s);
 /* The mode in effect for 'meter': its tap's, else the engine's. */
 FlowGhostMode flow_engine_meter_mode(FlowEngine *e, const char *meter);
-/* Removes the tap (and its active token record); a flow on it keeps the last calibration. -ENOENT. */
-int flow_engine_remove_tap(FlowEngine *e, const char *meter);
+/* Removes the tap (and its active token record); a flow on it keeps the last calibration, a
+ * calibration pour on it ends (FLOW_CALIBRATION_TAP_REMOVED). -ENOENT. */
+int flow_engine_remove_tap(FlowEngine *e, const char *meter, const FlowTime *now);
+/* A new calibration for the tap (calibration.md section 2.4, step 6): flows started later and a
+ * running one use it. 'configured': it is now kept in the configuration (the tap stops being
+ * "auto_created"). -ENOENT: no such tap; -EINVAL: not finite and > 0. */
+int flow_engine_set_tap_calibration(FlowEngine *e, const char *meter, double ml_per_tick, bool configured);
 
 typedef struct FlowTapInfo {
         const char *meter_name;
@@ -289,6 +363,7 @@ typedef struct FlowTapInfo {
         bool quarantined;               /* G7: every tick is ghost until cleared (mode on; log: the
                                          * shadow's, which acts on nothing) */
         uint64_t quarantined_since;     /* realtime, 0 = not quarantined */
+        bool calibrating;               /* a calibration pour runs on the tap */
 } FlowTapInfo;
 
 size_t flow_engine_n_taps(FlowEngine *e);
@@ -313,8 +388,14 @@ typedef struct FlowMeterInfo {
         bool resync;                    /* the next new reading is allowed max_restart_delta */
 } FlowMeterInfo;
 
-/* MeterUpdate. Returns the counted delta (>= 0; a delta is at most 2^32-1) or a negative errno. */
+/* MeterUpdate. Returns the counted delta (>= 0; a delta is at most 2^32-1) or a negative errno
+ * (-ENOSPC: a new meter and the table is full of meters in use, logged). */
 int64_t flow_engine_meter_update(FlowEngine *e, const char *meter, uint32_t reading, const FlowTime *now);
+/* Room for a new meter that is known to be real (the caller knows its board): when the table is
+ * full, forget a meter that never counted a tick whatever its age (the grace protects names of
+ * unknown origin only), else one idle for meter_evict_idle_usec. 1 = room made, 0 = there was room
+ * or the meter is known, -ENOSPC = nothing can go (logged by the next meter_update). */
+int flow_engine_make_room(FlowEngine *e, const char *meter, const FlowTime *now);
 /* ControllerConnectedEvent with board_reset: every meter "<controller>.*" counts its next reading from 0.
  * The ticks not accounted for yet become its meter's carry (FLOW_EVENT_METER_STATE). */
 int flow_engine_controller_reset(FlowEngine *e, const char *controller);
@@ -337,7 +418,8 @@ int flow_engine_meter_at(FlowEngine *e, size_t i, FlowMeterInfo *ret);          
 /* ---- flows (6) ---- */
 
 /* FlowRequest start_flow: 1 = a flow started, 0 = one already existed (kept), -EPERM = the tap is
- * quarantined (ghost filter on; logged at INFO). A held flow is completed first. */
+ * quarantined (ghost filter on; logged at INFO), -EBUSY = the tap is being calibrated (logged at
+ * INFO). A held flow is completed first. */
 int flow_engine_start_flow(FlowEngine *e, const char *meter, const FlowTime *now);
 /* FlowRequest stop_flow: 1 = the flow ended (or its hold did), 0 = there was none (WARNING). */
 int flow_engine_stop_flow(FlowEngine *e, const char *meter, const FlowTime *now);
@@ -382,6 +464,41 @@ int flow_engine_clear_quarantine(FlowEngine *e, const char *meter, const FlowTim
 /* Start-up: a quarantine read back from quarantine.json. */
 int flow_engine_restore_quarantine(FlowEngine *e, const char *meter, uint64_t since_realtime, unsigned cuts,
                                    double max_pour_s);
+
+/* ---- calibration pours (calibration.md section 2) ----
+ * While one runs on a meter, its counted ticks go to the calibration: the ghost filter is suspended
+ * on the meter (in every mode), no flow starts on the tap (start_flow and StartFlow: -EBUSY; a token
+ * starts or binds none and opens none of its relays, INFO "Tap <m> is being calibrated; not starting
+ * a flow"), and the tap's relay, if the caller wants it held, is enabled and re-asserted like a
+ * flow's. It ends by flow_engine_end_calibration(), at its deadline (unless a result is being
+ * stored), when the tap is removed, or at shutdown; each end is a FLOW_EVENT_CALIBRATION
+ * (FLOW_CALIBRATION_ENDED) that also disables the relay it held. */
+
+typedef struct FlowCalibrationInfo {
+        const char *meter_name;
+        uint64_t ticks;                 /* counted since the start */
+        uint64_t start_realtime;
+        uint64_t deadline_realtime;
+        uint64_t deadline;              /* monotonic */
+        const char *relay_name;         /* the relay it holds open, NULL if none */
+        bool storing;                   /* the deadline waits (flow_engine_calibration_set_storing()) */
+} FlowCalibrationInfo;
+
+/* Starts one on 'meter' (a standalone engine creates a missing tap on first sight). 'hold_relay':
+ * enable and re-assert the tap's relay (false: its valve belongs to someone else). Refused, in this
+ * order: -ENOENT no tap, -EPERM quarantined (on mode), -EALREADY one runs, -EBUSY the tap has a flow
+ * (active, idle or held). The meter's open ghost episode is reported first. */
+int flow_engine_start_calibration(FlowEngine *e, const char *meter, uint64_t timeout_usec, bool hold_relay,
+                                  const FlowTime *now);
+int flow_engine_get_calibration(FlowEngine *e, const char *meter, FlowCalibrationInfo *ret);     /* -ENOENT */
+/* While a result is being stored the deadline waits; once it is cleared a passed deadline ends the
+ * calibration at the next flow_engine_process_deadlines(). -ENOENT: none runs. */
+int flow_engine_calibration_set_storing(FlowEngine *e, const char *meter, bool storing);
+/* Ends it (FLOW_CALIBRATION_FINISHED or _CANCELLED) and returns the ticks it counted, -ENOENT if none
+ * runs. For FINISHED, 'old_ml_per_tick' is the calibration before the new one was applied (for the
+ * event), and the meter's ghost-filter state restarts empty. */
+int64_t flow_engine_end_calibration(FlowEngine *e, const char *meter, FlowCalibrationEnd reason,
+                                    double old_ml_per_tick, const FlowTime *now);
 
 /* Event controllers (kegboard-event-protocol.md section 6.8): a grant whose token came through
  * 'device' (NULL: a grant without an echo) covers the tap of 'meter' ('owned'), so its flows have that

@@ -166,6 +166,11 @@ int ini_set_builtin_default(Ini *ini, const char *key, const char *value) {
         return section_put_copy(ini->builtin_defaults, key, value);
 }
 
+void ini_set_unique_sections(Ini *ini, bool unique) {
+        assert_return(ini, );
+        ini->unique_sections = unique;
+}
+
 const IniSection *ini_find_section(const Ini *ini, const char *section) {
         assert_return(ini, NULL);
         if (!section)
@@ -250,6 +255,10 @@ static int parse_line(Ini *ini, const char *line, size_t len, unsigned lineno,
                         return -ENOMEM;
                 if (!*sect)
                         return strdup_error(ret_error, -EINVAL, "%s:%u: empty section name", name, lineno);
+                const IniSection *old = ini_find_section(ini, sect);
+                if (old && ini->unique_sections)
+                        return strdup_error(ret_error, -EINVAL, "%s:%u: section [%s] repeats the one at line %u",
+                                            name, lineno, sect, old->line);
                 IniSection *s = ini_get_or_add_section(ini, sect, lineno);
                 if (!s)
                         return -ENOMEM;
@@ -310,6 +319,12 @@ int ini_parse_buffer(Ini *ini, const char *name, const char *data, size_t size, 
                 free(ini->name);
                 ini->name = n;
         }
+
+        /* Written by some editors; Python would read it as part of the first header. */
+        if (size >= 3 && memcmp(data, "\xef\xbb\xbf", 3) == 0)
+                return strdup_error(ret_error, -EINVAL,
+                                    "%s:1: the file starts with a UTF-8 byte order mark (U+FEFF); save it without one",
+                                    ini_name(ini));
 
         while (pos < size) {
                 const char *nl = memchr(data + pos, '\n', size - pos);

@@ -32,6 +32,7 @@ typedef struct Ini {
         IniSection *defaults;           /* the file's [DEFAULT] (always allocated, may be empty) */
         IniSection *builtin_defaults;   /* ini_set_builtin_default(); the file's [DEFAULT] overrides these */
         IniSection *variables;          /* ini_set_variable(); looked up last */
+        bool unique_sections;           /* ini_set_unique_sections() */
 } Ini;
 
 /* An empty Ini. 'name' (may be NULL: "<ini>") names the file in messages until a parse sets it. */
@@ -45,7 +46,13 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(Ini *, ini_free);
 int ini_set_variable(Ini *ini, const char *name, const char *value);
 int ini_set_builtin_default(Ini *ini, const char *key, const char *value);
 
-/* Parse into 'ini' (adds to what is already there; a repeated section continues the earlier one).
+/* A repeated section header is an error naming both lines, instead of continuing the earlier
+ * section (files of this project where a repeat is a mistake, e.g. the tokens file: a second
+ * [core.rfid:<token>] silently replaced the first one's user). Set before parsing. */
+void ini_set_unique_sections(Ini *ini, bool unique);
+
+/* Parse into 'ini' (adds to what is already there; a repeated section continues the earlier one
+ * unless ini_set_unique_sections()). A UTF-8 byte order mark at the start is an error naming it.
  * On failure returns a negative errno and, if ret_error is not NULL, a message the caller frees:
  * -ENOENT (and other open/read errors) "<path>: <strerror>", -EINVAL "<name>:<line>: <what>",
  * -ENOMEM. On a syntax error 'ini' keeps what was parsed before the bad line; callers that need

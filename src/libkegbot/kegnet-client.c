@@ -1,6 +1,13 @@
-/* Reconnecting kegnet client (spec/kegnet-protocol.md section 6). kegnet_client_send() writes at once
- * when nothing is queued (never blocking: MSG_DONTWAIT), otherwise the IO event handler writes; it never
- * calls back into the caller: errors and the 'flushed' notification are delivered from the loop. */
+/* Reconnecting kegnet client (spec/kegnet-protocol.md section 6, and the README's "kegnet: delivery
+ * and connection slots"). A connection is up only once the core's Welcome has answered our Hello: a
+ * full core that closes (or refuses) a fresh connection is a failed attempt, not a connection that
+ * took the outbox with it. A producer keeps every frame it wrote until the core acknowledges it;
+ * frames still unacknowledged when a connection ends are held, and the next Welcome says which of
+ * them the core has handled after all, so nothing is lost and nothing is handled twice.
+ *
+ * kegnet_client_send() writes at once when nothing is queued (never blocking: MSG_DONTWAIT),
+ * otherwise the IO event handler writes; it never calls back into the caller: errors and the
+ * 'flushed' notification are delivered from the loop. */
 #include <errno.h>
 #include <inttypes.h>
 #include <netdb.h>
@@ -11,6 +18,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/socket.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #define LOG_COMPONENT "kegnet"
@@ -18,12 +26,16 @@
 
 #include "kegnet-client.h"
 #include "util-event.h"
+#include "util-ratelimit.h"
+#include "util-string.h"
+#include "util-uuid.h"
 
 /* Seconds to wait after the n-th consecutive failed attempt (index min(n-1, 6)). */
 static const unsigned backoff_seconds[] = { 5, 5, 10, 10, 20, 20, 60 };
 #define MIN_SPACING_SECONDS 5U
-#define BAD_FRAME_WARN_INTERVAL (60 * USEC_PER_SEC)
+#define BAD_FRAME_WARN_INTERVAL (60 * USEC_PER_SEC)  /* and for the full outbox */
 #define READ_CHUNK 65536
+#define UNIX_PREFIX "unix:"
 
 typedef struct Entry Entry;
 struct Entry {
@@ -34,6 +46,7 @@ struct Entry {
         char *frame;            /* encoded, with the terminator */
         size_t size;
         size_t written;         /* bytes of it already sent on the current connection */
+        uint64_t seq;           /* number in the session once it went to the send queue; 0 before */
 };
 
 typedef struct EntryList {
@@ -44,6 +57,7 @@ typedef struct EntryList {
 typedef enum ClientState {
         STATE_IDLE,             /* not started */
         STATE_CONNECTING,       /* non-blocking connect in flight */
+        STATE_HANDSHAKE,        /* connected, Hello sent, waiting for the Welcome */
         STATE_CONNECTED,
         STATE_WAITING,          /* next attempt scheduled */
         STATE_DONE,             /* no more attempts (one-shot, or finished) */
@@ -54,11 +68,12 @@ struct KegnetClient {
         KegnetClientCallbacks cb;
         void *userdata;
 
-        char *display;          /* "host:port" for log lines */
+        char *display;          /* "host:port" or "unix:<path>" for log lines */
         struct sockaddr_storage sa;
         socklen_t salen;
 
         bool producer, reconnect, debug_events;
+        KegnetRole role;
         uint64_t unit;
         uint64_t connect_timeout;
 
@@ -73,10 +88,18 @@ struct KegnetClient {
         unsigned failures;      /* consecutive failed attempts */
         uint64_t last_attempt;  /* CLOCK_MONOTONIC */
 
+        /* The session: frames are numbered per session; the core acknowledges by number. */
+        char session[UUID_STRING_MAX];
+        uint64_t next_seq;      /* number of the next frame sent */
+        bool acked_mode;        /* the current connection acknowledges */
+        char *refused_reason;   /* a Refused frame came before the Welcome */
+
         KegnetSplitter splitter;
         char *rbuf;
         EntryList outbox;
-        EntryList sendq;
+        EntryList sendq;        /* to write on this connection (numbered) */
+        EntryList unacked;      /* written, not yet acknowledged */
+        EntryList held;         /* unacknowledged when the last connection ended, numbered */
         size_t sendq_bytes;
         int pending_error;      /* connection already judged lost; handled on the loop */
         bool finishing, shut_wr;
@@ -87,9 +110,8 @@ struct KegnetClient {
         void *drained_userdata;
 
         uint64_t outbox_dropped;
-        uint64_t last_drop_warning;
-        uint64_t last_bad_warning;
-        unsigned bad_suppressed;
+        LogRateLimit drop_rl;           /* one warning a minute while messages are dropped */
+        LogRateLimit bad_rl;            /* one warning a minute per connection about bad frames */
 };
 
 /* ---- entries ---- */
@@ -135,6 +157,15 @@ static void list_clear(EntryList *l) {
         }
 }
 
+/* Moves every entry of 'from' to the end of 'to', in order. */
+static void list_splice(EntryList *to, EntryList *from) {
+        while (from->head) {
+                Entry *e = from->head;
+                list_remove(from, e);
+                list_append(to, e);
+        }
+}
+
 static int entry_new(const KegnetMessage *m, Entry **ret) {
         _cleanup_(freep) char *frame = NULL;
         const char *key = NULL;
@@ -177,6 +208,7 @@ static uint64_t client_now(KegnetClient *c);
 
 static void outbox_add(KegnetClient *c, Entry *e) {
         e->written = 0;
+        e->seq = 0;
 
         switch (e->kind) {
         case KEGNET_METER_UPDATE: {
@@ -228,28 +260,63 @@ static void outbox_add(KegnetClient *c, Entry *e) {
                 list_remove(&c->outbox, victim);
                 c->outbox_dropped++;
                 /* One warning a minute, counting; the total is logged again on reconnect. */
-                uint64_t now = client_now(c);
-                if (c->last_drop_warning == 0 || now >= c->last_drop_warning + 60 * USEC_PER_SEC) {
+                if (log_ratelimit_pass(&c->drop_rl, LOG_WARNING, LOG_COMPONENT))
                         log_warning("Outbox full (%u entries): dropping the oldest queued messages; %" PRIu64 " dropped so far",
                                     KEGNET_CLIENT_OUTBOX_MAX, c->outbox_dropped);
-                        c->last_drop_warning = now ? now : 1;
-                } else
+                else
                         log_debug("Outbox full: dropped a queued %s", kegnet_kind_to_string(victim->kind));
                 entry_free(victim);
         }
 }
 
-/* Unsent messages of a lost connection go back to the outbox (a producer's), oldest first. */
-static void requeue_sendq(KegnetClient *c) {
-        while (c->sendq.head) {
-                Entry *e = c->sendq.head;
-                list_remove(&c->sendq, e);
-                if (c->producer)
+/* A connection ended: what it did not get acknowledged is held (in order) until the next Welcome
+ * says which of it the core handled; a client without an outbox just forgets it. */
+static void hold_unacknowledged(KegnetClient *c) {
+        if (c->producer && c->acked_mode) {
+                list_splice(&c->held, &c->unacked);
+                list_splice(&c->held, &c->sendq);
+        } else if (c->producer) {
+                /* Without acknowledgements what was written counts as delivered; the rest goes
+                 * back to the outbox. */
+                list_clear(&c->unacked);
+                while (c->sendq.head) {
+                        Entry *e = c->sendq.head;
+                        list_remove(&c->sendq, e);
                         outbox_add(c, e);
-                else
-                        entry_free(e);
+                }
+        } else {
+                list_clear(&c->unacked);
+                list_clear(&c->sendq);
         }
         c->sendq_bytes = 0;
+        for (Entry *e = c->held.head; e; e = e->next)
+                e->written = 0;
+}
+
+/* The Welcome said the core handled everything up to 'acked': the rest of what was held goes back
+ * in front of the outbox, which it is older than. */
+static void release_held(KegnetClient *c, uint64_t acked) {
+        EntryList older = c->held, newer = c->outbox;
+        uint64_t dropped = 0;
+
+        c->held = (EntryList) {};
+        c->outbox = (EntryList) {};
+        while (older.head) {
+                Entry *e = older.head;
+                list_remove(&older, e);
+                if (e->seq != 0 && e->seq <= acked) {
+                        dropped++;
+                        entry_free(e);
+                } else
+                        outbox_add(c, e);
+        }
+        while (newer.head) {
+                Entry *e = newer.head;
+                list_remove(&newer, e);
+                outbox_add(c, e);
+        }
+        if (dropped > 0)
+                log_debug("The core had handled %" PRIu64 " more message(s) before the connection ended", dropped);
 }
 
 /* ---- connection ---- */
@@ -280,8 +347,8 @@ static int on_timer(sd_event_source *s, uint64_t usec, void *userdata) {
         KegnetClient *c = userdata;
 
         c->timer = sd_event_source_disable_unref(c->timer);
-        if (c->state == STATE_CONNECTING) {
-                /* connect() took too long: count it as a failed attempt. */
+        if (c->state == STATE_CONNECTING || c->state == STATE_HANDSHAKE) {
+                /* connect() or the core's Welcome took too long: count it as a failed attempt. */
                 client_attempt_failed(c, -ETIMEDOUT);
                 return 0;
         }
@@ -304,8 +371,13 @@ static int client_arm_timer(KegnetClient *c, uint64_t delay) {
 
 static void client_attempt_failed(KegnetClient *c, int error) {
         client_close_socket(c);
+        hold_unacknowledged(c);
         c->failures++;
 
+        if (c->refused_reason) {
+                log_warning("The core refused the connection: %s", c->refused_reason);
+                c->refused_reason = mfree(c->refused_reason);
+        }
         if (!c->reconnect) {
                 log_debug_errno(error, "Connection to %s failed: %m", c->display);
                 c->state = STATE_DONE;
@@ -340,10 +412,16 @@ static void client_lost(KegnetClient *c, int error) {
          * (the loss can be dispatched first, e.g. the core's EOF noticed in the same epoll wakeup as
          * the board data that was sent): the bytes did go out, so say so before 'disconnected'
          * instead of dropping the notification with the socket. */
-        bool flushed = c->flush_notify && !c->sendq.head && !c->pending_error;
+        bool flushed = c->flush_notify && !c->sendq.head && !c->unacked.head && !c->pending_error;
+
+        if (c->state == STATE_HANDSHAKE) {
+                /* No Welcome: the core had no slot for us (or went away at once). */
+                client_attempt_failed(c, error < 0 ? error : -ECONNREFUSED);
+                return;
+        }
 
         client_close_socket(c);
-        requeue_sendq(c);
+        hold_unacknowledged(c);
         if (error < 0)
                 log_debug_errno(error, "Connection to %s lost: %m", c->display);
         log_warning("Disconnected!");
@@ -366,15 +444,81 @@ static void client_lost(KegnetClient *c, int error) {
                 drain_complete(c, all_sent);
 }
 
-static void client_connected(KegnetClient *c) {
+/* Numbers an entry and puts it on the send queue. */
+static void sendq_push(KegnetClient *c, Entry *e) {
+        e->written = 0;
+        e->seq = c->next_seq++;
+        list_append(&c->sendq, e);
+        c->sendq_bytes += e->size;
+}
+
+static int client_write_direct(KegnetClient *c);
+
+static void client_send_hello(KegnetClient *c) {
+        KegnetMessage m = {
+                .kind = KEGNET_HELLO,
+                .hello = {
+                        .role = c->role,
+                        .name = program_invocation_short_name,
+                        .session = c->session,
+                        .has_seq = true,
+                        /* The oldest frame we still hold, or the next one. */
+                        .seq = c->held.head ? c->held.head->seq : c->next_seq,
+                },
+        };
+        Entry *e = NULL;
+        int r;
+
+        r = entry_new(&m, &e);
+        if (r < 0) {
+                client_attempt_failed(c, r);
+                return;
+        }
+        if (c->debug_events)
+                log_debug("Sending: %.*s", (int) (e->size - 2), e->frame);
+        /* The Hello is no frame of the session: it is not numbered and never held. */
+        list_append(&c->sendq, e);
+        c->sendq_bytes += e->size;
+        (void) client_write_direct(c);
+}
+
+/* The TCP (or Unix) connection is up: say Hello and wait for the Welcome, within the attempt's
+ * timeout. */
+static void client_handshake(KegnetClient *c) {
+        c->state = STATE_HANDSHAKE;
+        c->acked_mode = false;
+        c->refused_reason = mfree(c->refused_reason);
+        kegnet_splitter_init(&c->splitter);
+        client_update_events(c);
+        if (!c->timer && c->connect_timeout > 0 && client_arm_timer(c, c->connect_timeout) < 0) {
+                client_attempt_failed(c, -ENOMEM);
+                return;
+        }
+        client_send_hello(c);
+}
+
+static void client_welcomed(KegnetClient *c, const KegnetWelcome *w) {
         uint64_t gen;
+
+        if (c->role == KEGNET_ROLE_PRODUCER && w->role != KEGNET_ROLE_PRODUCER) {
+                log_error("The core does not accept producer messages from this program: %s",
+                          w->reason ?: "no reason given");
+                client_attempt_failed(c, -EPERM);
+                return;
+        }
 
         c->timer = sd_event_source_disable_unref(c->timer);
         c->state = STATE_CONNECTED;
         c->failures = 0;
-        c->last_bad_warning = 0;
-        c->bad_suppressed = 0;
-        kegnet_splitter_init(&c->splitter);
+        log_ratelimit_forget(&c->bad_rl);
+        c->acked_mode = w->has_acked;
+        /* Frames from here on are numbered acked + 1, + 2, ...; whatever is held past 'acked' was
+         * never handled and is sent again. */
+        if (w->has_acked) {
+                release_held(c, w->acked);
+                c->next_seq = w->acked + 1;
+        } else
+                release_held(c, 0);
         client_update_events(c);
         log_info("Connected!");
 
@@ -388,18 +532,21 @@ static void client_connected(KegnetClient *c) {
                 log_warning("%" PRIu64 " message(s) were dropped from the full outbox while disconnected",
                             c->outbox_dropped);
                 c->outbox_dropped = 0;
-                c->last_drop_warning = 0;
+                log_ratelimit_forget(&c->drop_rl);
         }
         /* After whatever the connected callback sent (the ControllerConnectedEvent), in order. */
         while (c->outbox.head) {
                 Entry *e = c->outbox.head;
                 list_remove(&c->outbox, e);
-                list_append(&c->sendq, e);
-                c->sendq_bytes += e->size;
+                sendq_push(c, e);
         }
-        client_update_events(c);
-        /* A drain was waiting for this connection: the outbox is queued, now end it. */
-        if (c->drained)
+        if (c->sendq.head)
+                (void) client_write_direct(c);
+        else
+                client_update_events(c);
+        /* A drain was waiting for this connection: the outbox is queued, now end it (finishing
+         * waits for the core to acknowledge what was written). */
+        if (c->drained && c->state == STATE_CONNECTED && !c->pending_error)
                 (void) kegnet_client_finish(c);
 }
 
@@ -411,18 +558,20 @@ static int client_attempt(KegnetClient *c) {
         c->last_attempt = client_now(c);
         c->state = STATE_CONNECTING;
 
-        fd = socket(c->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, IPPROTO_TCP);
+        fd = socket(c->sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0) {
                 r = -errno;
                 client_attempt_failed(c, r);
                 return r;
         }
-        int one = 1;
-        (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        if (c->sa.ss_family != AF_UNIX) {
+                int one = 1;
+                (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+        }
 
         bool in_progress = false;
         if (connect(fd, (struct sockaddr *) &c->sa, c->salen) < 0) {
-                if (errno != EINPROGRESS) {
+                if (errno != EINPROGRESS && errno != EAGAIN) {
                         r = -errno;
                         client_attempt_failed(c, r);
                         return r;
@@ -438,10 +587,6 @@ static int client_attempt(KegnetClient *c) {
         (void) sd_event_source_set_description(c->io, "kegnet-client-io");
         c->fd = TAKE_FD(fd);
 
-        if (!in_progress) {
-                client_connected(c);
-                return 0;
-        }
         if (c->connect_timeout > 0) {
                 r = client_arm_timer(c, c->connect_timeout);
                 if (r < 0) {
@@ -449,26 +594,32 @@ static int client_attempt(KegnetClient *c) {
                         return r;
                 }
         }
+        if (!in_progress)
+                client_handshake(c);
         return 0;
 }
 
 /* ---- receiving ---- */
 
 static void client_bad_frame(KegnetClient *c, const char *why) {
-        uint64_t now = client_now(c);
-
-        if (c->last_bad_warning != 0 && now < c->last_bad_warning + BAD_FRAME_WARN_INTERVAL) {
-                c->bad_suppressed++;
-                log_debug("Dropping bad frame from %s: %s", c->display, why);
-                return;
-        }
-        if (c->bad_suppressed > 0)
-                log_warning("Dropping bad frame from %s: %s (%u more since the last warning)",
-                            c->display, why, c->bad_suppressed);
-        else
+        if (log_ratelimit_pass(&c->bad_rl, LOG_WARNING, LOG_COMPONENT))
                 log_warning("Dropping bad frame from %s: %s", c->display, why);
-        c->last_bad_warning = now ? now : 1;
-        c->bad_suppressed = 0;
+        else
+                log_debug("Dropping bad frame from %s: %s", c->display, why);
+}
+
+static void client_flushed_check(KegnetClient *c);
+
+static void client_acked(KegnetClient *c, uint64_t acked) {
+        bool had = c->unacked.head != NULL;
+
+        while (c->unacked.head && c->unacked.head->seq <= acked) {
+                Entry *e = c->unacked.head;
+                list_remove(&c->unacked, e);
+                entry_free(e);
+        }
+        if (had)
+                client_flushed_check(c);
 }
 
 static void client_handle_frame(KegnetClient *c, const char *f, size_t n) {
@@ -486,8 +637,28 @@ static void client_handle_frame(KegnetClient *c, const char *f, size_t n) {
         else {
                 if (c->debug_events)
                         log_debug("Received: %.*s", (int) n, f);
-                if (c->cb.message)
-                        c->cb.message(c, &m, c->userdata);
+                switch (m.kind) {
+                case KEGNET_WELCOME:
+                        if (c->state == STATE_HANDSHAKE)
+                                client_welcomed(c, &m.welcome);
+                        else
+                                log_debug("Ignoring a Welcome outside of the handshake");
+                        break;
+                case KEGNET_ACK:
+                        if (c->state == STATE_CONNECTED && c->acked_mode)
+                                client_acked(c, m.ack.acked);
+                        break;
+                case KEGNET_REFUSED:
+                        free(c->refused_reason);
+                        c->refused_reason = strdup(m.refused.reason);
+                        break;
+                case KEGNET_HELLO:
+                        log_debug("Ignoring a Hello from the core");
+                        break;
+                default:
+                        if (c->cb.message)
+                                c->cb.message(c, &m, c->userdata);
+                }
         }
         free(err);
         kegnet_message_done(&m);
@@ -543,9 +714,18 @@ static void client_read(KegnetClient *c) {
 
 /* ---- sending ---- */
 
-static void client_write(KegnetClient *c) {
-        bool had = c->sendq.head != NULL;
+/* A written entry: kept until acknowledged when the core acknowledges, else done with. */
+static void entry_written(KegnetClient *c, Entry *e) {
+        list_remove(&c->sendq, e);
+        if (c->acked_mode && e->seq != 0)
+                list_append(&c->unacked, e);
+        else
+                entry_free(e);
+}
 
+/* Writes what the socket takes. Returns 0, or a negative errno (the caller handles the loss;
+ * -ENOBUFS: too much unacknowledged, logged here). */
+static int client_write_some(KegnetClient *c) {
         while (c->sendq.head) {
                 Entry *e = c->sendq.head;
                 ssize_t l = send(c->fd, e->frame + e->written, e->size - e->written, MSG_DONTWAIT | MSG_NOSIGNAL);
@@ -554,18 +734,26 @@ static void client_write(KegnetClient *c) {
                                 continue;
                         if (errno == EAGAIN)
                                 break;
-                        client_lost(c, -errno);
-                        return;
+                        return -errno;
                 }
                 e->written += (size_t) l;
                 c->sendq_bytes -= (size_t) l;
-                if (e->written == e->size) {
-                        list_remove(&c->sendq, e);
-                        entry_free(e);
-                }
+                if (e->written == e->size)
+                        entry_written(c, e);
         }
+        if (c->unacked.n > KEGNET_CLIENT_UNACKED_MAX) {
+                log_warning("The core at %s has not acknowledged %zu messages; reconnecting",
+                            c->display, c->unacked.n);
+                return -ENOBUFS;
+        }
+        return 0;
+}
 
-        if (!c->sendq.head && c->finishing && !c->shut_wr) {
+/* Nothing left to write or to be acknowledged: when finishing, half-close; tell the caller. */
+static void client_flushed_check(KegnetClient *c) {
+        if (c->sendq.head || c->unacked.head || c->state != STATE_CONNECTED)
+                return;
+        if (c->finishing && !c->shut_wr) {
                 /* Half-close and keep reading until the peer closes too: closing with unread input
                  * would send an RST that can destroy data the peer has not read yet. */
                 if (shutdown(c->fd, SHUT_WR) < 0) {
@@ -574,10 +762,22 @@ static void client_write(KegnetClient *c) {
                 }
                 c->shut_wr = true;
         }
-        client_update_events(c);
-
-        if (had && !c->sendq.head && c->cb.flushed)
+        if (c->cb.flushed)
                 c->cb.flushed(c, c->userdata);
+}
+
+static void client_write(KegnetClient *c) {
+        bool had = c->sendq.head != NULL;
+        int r;
+
+        r = client_write_some(c);
+        if (r < 0) {
+                client_lost(c, r);
+                return;
+        }
+        client_update_events(c);
+        if (had && !c->sendq.head)
+                client_flushed_check(c);
 }
 
 static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
@@ -594,10 +794,10 @@ static int on_io(sd_event_source *s, int fd, uint32_t revents, void *userdata) {
                         client_attempt_failed(c, -err);
                         return 0;
                 }
-                client_connected(c);
+                client_handshake(c);
                 return 0;
         }
-        if (c->state != STATE_CONNECTED)
+        if (c->state != STATE_CONNECTED && c->state != STATE_HANDSHAKE)
                 return 0;
 
         if (c->pending_error) {
@@ -620,16 +820,15 @@ static int on_defer(sd_event_source *s, void *userdata) {
         KegnetClient *c = userdata;
 
         c->defer = sd_event_source_disable_unref(c->defer);
-        if (c->state == STATE_CONNECTED && c->pending_error)
+        if ((c->state == STATE_CONNECTED || c->state == STATE_HANDSHAKE) && c->pending_error)
                 client_lost(c, c->pending_error);
         return 0;
 }
 
-/* The connection is beyond saving: stop writing, hand unsent messages to the outbox now (so that
- * later sends queue behind them), and close it from the loop. */
+/* The connection is beyond saving: stop writing and close it from the loop. What it did not get
+ * acknowledged is held from now on, so that later sends queue behind it. */
 static void client_doom(KegnetClient *c, int error) {
         c->pending_error = error;
-        requeue_sendq(c);
         client_update_events(c);
         if (c->defer)
                 return;
@@ -644,35 +843,24 @@ static int on_flush_notify(sd_event_source *s, void *userdata) {
         KegnetClient *c = userdata;
 
         c->flush_notify = sd_event_source_disable_unref(c->flush_notify);
-        /* Not after client_doom(): what it moved back to the outbox was not written. */
-        if (c->state == STATE_CONNECTED && !c->sendq.head && !c->pending_error && c->cb.flushed)
-                c->cb.flushed(c, c->userdata);
+        /* Not after client_doom(): what it holds was not delivered. */
+        if (c->state == STATE_CONNECTED && !c->pending_error)
+                client_flushed_check(c);
         return 0;
 }
 
 /* Write the queue from inside kegnet_client_send(): never calls back into the caller; errors and
  * the 'flushed' notification are delivered on the loop. */
 static int client_write_direct(KegnetClient *c) {
-        while (c->sendq.head) {
-                Entry *e = c->sendq.head;
-                ssize_t l = send(c->fd, e->frame + e->written, e->size - e->written, MSG_DONTWAIT | MSG_NOSIGNAL);
-                if (l < 0) {
-                        if (errno == EINTR)
-                                continue;
-                        if (errno == EAGAIN)
-                                break;
-                        client_doom(c, -errno);
-                        return 0;
-                }
-                e->written += (size_t) l;
-                c->sendq_bytes -= (size_t) l;
-                if (e->written == e->size) {
-                        list_remove(&c->sendq, e);
-                        entry_free(e);
-                }
+        int r;
+
+        r = client_write_some(c);
+        if (r < 0) {
+                client_doom(c, r);
+                return 0;
         }
         client_update_events(c);
-        if (!c->sendq.head && c->cb.flushed && !c->flush_notify &&
+        if (c->state == STATE_CONNECTED && !c->sendq.head && !c->unacked.head && c->cb.flushed && !c->flush_notify &&
             sd_event_add_defer(c->event, &c->flush_notify, on_flush_notify, c) >= 0)
                 (void) sd_event_source_set_description(c->flush_notify, "kegnet-client-flushed");
         return 0;
@@ -680,16 +868,16 @@ static int client_write_direct(KegnetClient *c) {
 
 int kegnet_client_send(KegnetClient *c, const KegnetMessage *m) {
         Entry *e = NULL;
+        bool up;
         int r;
 
         assert_return(c, -EINVAL);
         assert_return(m, -EINVAL);
         if (c->finishing)
                 return -ESHUTDOWN;
-        if (c->state != STATE_CONNECTED || c->pending_error) {
-                if (!c->producer || c->state == STATE_DONE)
-                        return -ENOTCONN;
-        }
+        up = c->state == STATE_CONNECTED && !c->pending_error;
+        if (!up && (!c->producer || c->state == STATE_DONE))
+                return -ENOTCONN;
 
         r = entry_new(m, &e);
         if (r < 0)
@@ -698,13 +886,12 @@ int kegnet_client_send(KegnetClient *c, const KegnetMessage *m) {
         if (c->debug_events)
                 log_debug("Sending: %.*s", (int) (e->size - 2), e->frame);
 
-        if (c->state != STATE_CONNECTED || c->pending_error) {
+        if (!up) {
                 outbox_add(c, e);
                 return 0;
         }
 
-        list_append(&c->sendq, e);
-        c->sendq_bytes += e->size;
+        sendq_push(c, e);
         if (c->sendq.head == e && !c->shut_wr)
                 /* The common case: nothing queued, so write now rather than arm EPOLLOUT and come
                  * back a loop iteration later (two epoll_ctl calls and a wakeup per message). */
@@ -728,7 +915,7 @@ int kegnet_client_finish(KegnetClient *c) {
                 return 0;
         c->finishing = true;
         client_update_events(c);
-        if (!c->sendq.head && !c->pending_error) {
+        if (!c->sendq.head && !c->unacked.head && !c->pending_error) {
                 if (shutdown(c->fd, SHUT_WR) < 0)
                         client_doom(c, -errno);
                 else
@@ -780,36 +967,33 @@ int kegnet_client_drain(KegnetClient *c, uint64_t timeout_usec, KegnetClientDrai
 
 /* ---- setup ---- */
 
-int kegnet_client_new(KegnetClient **ret, sd_event *event, const char *address,
-                      const KegnetClientCallbacks *callbacks, void *userdata) {
-        _cleanup_(kegnet_client_freep) KegnetClient *c = NULL;
+static int address_unix(KegnetClient *c, const char *path) {
+        struct sockaddr_un *un = (struct sockaddr_un *) &c->sa;
+        size_t n = strlen(path);
+
+        if (n == 0 || n >= sizeof un->sun_path || path[0] != '/')
+                return log_error_errno(-EINVAL, "Invalid kegnet address 'unix:%s' (expected unix:/absolute/path)", path);
+        memset(&c->sa, 0, sizeof c->sa);
+        un->sun_family = AF_UNIX;
+        memcpy(un->sun_path, path, n);
+        c->salen = (socklen_t) (offsetof(struct sockaddr_un, sun_path) + n + 1);
+        c->display = strdup_printf(UNIX_PREFIX "%s", path);
+        return c->display ? 0 : -ENOMEM;
+}
+
+static int address_inet(KegnetClient *c, const char *address) {
         _cleanup_(freep) char *host = NULL;
         struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_protocol = IPPROTO_TCP };
         struct addrinfo *ai = NULL;
         uint16_t port;
         int r;
 
-        assert_return(ret, -EINVAL);
-        assert_return(event, -EINVAL);
-        assert_return(address, -EINVAL);
-
         r = kegnet_address_parse(address, &host, &port);
         if (r == -ENOMEM)
                 return log_error_errno(r, "Out of memory");
         if (r < 0 || port == 0)
-                return log_error_errno(-EINVAL, "Invalid kegnet address '%s' (expected host:port or port)", address);
-
-        c = calloc(1, sizeof(KegnetClient));
-        if (!c)
-                return -ENOMEM;
-        c->fd = -1;
-        c->reconnect = true;
-        c->unit = USEC_PER_SEC;
-        c->connect_timeout = 10 * USEC_PER_SEC;
-        c->event = sd_event_ref(event);
-        if (callbacks)
-                c->cb = *callbacks;
-        c->userdata = userdata;
+                return log_error_errno(-EINVAL, "Invalid kegnet address '%s' (expected host:port, port or unix:/path)",
+                                       address);
 
         /* Resolved once, here: the address never moves while the program runs. */
         r = getaddrinfo(host, NULL, &hints, &ai);
@@ -830,10 +1014,43 @@ int kegnet_client_new(KegnetClient **ret, sd_event *event, const char *address,
         else
                 return log_error_errno(-EAFNOSUPPORT, "Unsupported address family for '%s'", host);
 
-        if (asprintf(&c->display, strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, (unsigned) port) < 0) {
-                c->display = NULL;
+        c->display = strdup_printf(strchr(host, ':') ? "[%s]:%u" : "%s:%u", host, (unsigned) port);
+        return c->display ? 0 : -ENOMEM;
+}
+
+int kegnet_client_new(KegnetClient **ret, sd_event *event, const char *address,
+                      const KegnetClientCallbacks *callbacks, void *userdata) {
+        _cleanup_(kegnet_client_freep) KegnetClient *c = NULL;
+        const char *path;
+        int r;
+
+        assert_return(ret, -EINVAL);
+        assert_return(event, -EINVAL);
+        assert_return(address, -EINVAL);
+
+        c = calloc(1, sizeof(KegnetClient));
+        if (!c)
                 return -ENOMEM;
-        }
+        c->fd = -1;
+        c->reconnect = true;
+        c->role = KEGNET_ROLE_LISTENER;
+        c->next_seq = 1;
+        c->unit = USEC_PER_SEC;
+        c->connect_timeout = 10 * USEC_PER_SEC;
+        c->event = sd_event_ref(event);
+        if (callbacks)
+                c->cb = *callbacks;
+        c->userdata = userdata;
+        c->drop_rl = (LogRateLimit) LOG_RATELIMIT_INIT("messages dropped from the full outbox", BAD_FRAME_WARN_INTERVAL, 1);
+        c->bad_rl = (LogRateLimit) LOG_RATELIMIT_INIT("bad frames from the core", BAD_FRAME_WARN_INTERVAL, 1);
+        r = uuid_generate(c->session);
+        if (r < 0)
+                return log_error_errno(r, "Cannot create a kegnet session id: %m");
+
+        path = startswith(address, UNIX_PREFIX);
+        r = path ? address_unix(c, path) : address_inet(c, address);
+        if (r < 0)
+                return r;
 
         *ret = TAKE_PTR(c);
         return 0;
@@ -850,8 +1067,13 @@ KegnetClient *kegnet_client_free(KegnetClient *c) {
         c->fd = safe_close(c->fd);
         kegnet_splitter_done(&c->splitter);
         list_clear(&c->sendq);
+        list_clear(&c->unacked);
+        list_clear(&c->held);
         list_clear(&c->outbox);
+        log_ratelimit_forget(&c->drop_rl);
+        log_ratelimit_forget(&c->bad_rl);
         sd_event_unref(c->event);
+        free(c->refused_reason);
         free(c->rbuf);
         free(c->display);
         free(c);
@@ -861,6 +1083,14 @@ KegnetClient *kegnet_client_free(KegnetClient *c) {
 void kegnet_client_set_producer(KegnetClient *c, bool producer) {
         assert_return(c, );
         c->producer = producer;
+        if (producer)
+                c->role = KEGNET_ROLE_PRODUCER;
+}
+
+void kegnet_client_set_role(KegnetClient *c, KegnetRole role) {
+        assert_return(c, );
+        assert_return(role == KEGNET_ROLE_LISTENER || role == KEGNET_ROLE_PRODUCER, );
+        c->role = role;
 }
 
 void kegnet_client_set_reconnect(KegnetClient *c, bool reconnect) {
@@ -892,22 +1122,32 @@ bool kegnet_client_is_connected(const KegnetClient *c) {
 }
 
 bool kegnet_client_is_flushed(const KegnetClient *c) {
-        return !c || (!c->sendq.head && !c->outbox.head);
+        return !c || (!c->sendq.head && !c->unacked.head && !c->held.head && !c->outbox.head);
 }
 
 size_t kegnet_client_outbox_size(const KegnetClient *c) {
-        return c ? c->outbox.n : 0;
+        return c ? c->outbox.n + c->held.n : 0;
 }
 
 size_t kegnet_client_send_queue_bytes(const KegnetClient *c) {
         return c ? c->sendq_bytes : 0;
 }
 
+size_t kegnet_client_unacked(const KegnetClient *c) {
+        return c ? c->unacked.n : 0;
+}
+
 bool kegnet_client_reset_pending(const KegnetClient *c, const char *controller_name) {
+        const EntryList *lists[4];
+
         if (!c)
                 return false;
-        for (const EntryList *l = &c->outbox; l; l = l == &c->outbox ? &c->sendq : NULL)
-                for (Entry *i = l->head; i; i = i->next)
+        lists[0] = &c->held;
+        lists[1] = &c->outbox;
+        lists[2] = &c->sendq;
+        lists[3] = &c->unacked;
+        for (size_t j = 0; j < ELEMENTSOF(lists); j++)
+                for (Entry *i = lists[j]->head; i; i = i->next)
                         if (entry_is_reset(i) && streq_ptr(i->key, controller_name))
                                 return true;
         return false;

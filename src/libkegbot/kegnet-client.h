@@ -1,6 +1,9 @@
 /* Reconnecting kegnet client on sd-event, shared by kegboard_daemon, rfid_daemon, test_flow,
- * lcd_daemon and sound_server: non-blocking connect with the spec's backoff, parsed messages in,
- * bounded non-blocking sends out, and the producer outbox kept while disconnected (kegnet-protocol.md §6). */
+ * lcd_daemon and sound_server: non-blocking connect with the spec's backoff (TCP, or the core's Unix
+ * socket: "unix:/run/kegbot/kegnet.sock"), the Hello/Welcome handshake, parsed messages in, bounded
+ * non-blocking sends out, and the producer outbox kept while disconnected (kegnet-protocol.md §6).
+ * A producer keeps every message until the core has acknowledged it (README, "kegnet: delivery and
+ * connection slots"). */
 #pragma once
 
 #include <stdbool.h>
@@ -14,10 +17,14 @@ typedef struct KegnetClient KegnetClient;
 
 #define KEGNET_CLIENT_OUTBOX_MAX 256U
 #define KEGNET_CLIENT_SEND_BUFFER_MAX (256U * 1024U)
+/* Written but unacknowledged messages beyond this: the core is not acknowledging; reconnect. */
+#define KEGNET_CLIENT_UNACKED_MAX 4096U
 
 typedef struct KegnetClientCallbacks {
-        /* A connection is up. Messages sent from here go out before the producer outbox is flushed
-         * (that is where a producer sends its ControllerConnectedEvent). */
+        /* A connection is up: the core answered our Hello with a Welcome. Messages sent from here go
+         * out before the producer outbox is flushed (that is where a producer sends its
+         * ControllerConnectedEvent). A connection that ends before the Welcome (a full core closes
+         * or refuses it) is a failed attempt: connect_failed. */
         void (*connected)(KegnetClient *c, void *userdata);
         /* An established connection is gone (error: negative errno, 0 = closed by the peer or a
          * kegnet_client_finish() that completed). The client reconnects by itself unless reconnect
@@ -29,13 +36,14 @@ typedef struct KegnetClientCallbacks {
         /* A well-formed message of a known kind arrived. Unknown events are dropped (DEBUG) and
          * malformed ones dropped with a rate-limited WARNING before this is called. */
         void (*message)(KegnetClient *c, const KegnetMessage *m, void *userdata);
-        /* Everything queued while connected has been written to the socket. After a direct write
-         * from kegnet_client_send() it comes from the loop; if the connection is lost before that,
-         * it comes right before 'disconnected' (never for messages moved back to the outbox). */
+        /* Everything queued while connected has been delivered: acknowledged by the core (or, on a
+         * connection without acknowledgements, written to the socket). After a direct write from
+         * kegnet_client_send() it comes from the loop; if the connection is lost before that, it
+         * comes right before 'disconnected' (never for messages moved back to the outbox). */
         void (*flushed)(KegnetClient *c, void *userdata);
 } KegnetClientCallbacks;
 
-/* Parses the address ("host:port" or "port"), resolving a host name once, here (blocking).
+/* Parses the address ("host:port", "port" or "unix:/path"), resolving a host name once, here (blocking).
  * -EINVAL bad address, -EADDRNOTAVAIL host did not resolve (both logged). Nothing happens on the
  * loop until kegnet_client_start(). Callbacks must not free the client. */
 int kegnet_client_new(KegnetClient **ret, sd_event *event, const char *address,
@@ -44,8 +52,14 @@ KegnetClient *kegnet_client_free(KegnetClient *c);
 DEFINE_TRIVIAL_CLEANUP_FUNC(KegnetClient *, kegnet_client_free);
 
 /* Producer mode (default off): while disconnected, kegnet_client_send() keeps MeterUpdate,
- * TokenAuthEvent and board-reset ControllerConnectedEvent in the outbox (§6.2) instead of failing. */
+ * TokenAuthEvent and board-reset ControllerConnectedEvent in the outbox (§6.2) instead of failing,
+ * and messages the core did not acknowledge before a connection ended are sent again. Implies the
+ * producer role. */
 void kegnet_client_set_producer(KegnetClient *c, bool producer);
+/* The role the Hello announces (default listener): a producer without an outbox (test_flow) says
+ * producer, so that the core acknowledges its messages and tells it if it may not produce (then
+ * the attempt fails: connect_failed with -EPERM). */
+void kegnet_client_set_role(KegnetClient *c, KegnetRole role);
 /* Reconnect (default on). Off = one attempt only (test_flow); failure -> connect_failed. */
 void kegnet_client_set_reconnect(KegnetClient *c, bool reconnect);
 /* Log every message sent and received at DEBUG (--debug_events). */
@@ -67,23 +81,26 @@ int kegnet_client_start(KegnetClient *c);
  * After kegnet_client_finish(): -ESHUTDOWN. */
 int kegnet_client_send(KegnetClient *c, const KegnetMessage *m);
 
-/* Graceful end (test_flow, daemon stop): accept no more sends, write out what is queued, then
- * half-close and wait for the peer's EOF; disconnected(c, 0) is called at the end (or with an error
+/* Graceful end (test_flow, daemon stop): accept no more sends, write out what is queued, wait for
+ * the core to acknowledge it, then half-close and wait for the peer's EOF; disconnected(c, 0) is called at the end (or with an error
  * if the connection breaks first). Not connected: returns -ENOTCONN and does nothing. */
 int kegnet_client_finish(KegnetClient *c);
 
-/* The end of a producer (a daemon's stop): what is queued - and the outbox too, if a connection
- * comes up within timeout_usec - is written out and the connection closed gracefully, as
- * kegnet_client_finish() does. drained(c, flushed, userdata) is then called once, from the loop:
+/* The end of a producer (a daemon's stop): what is queued - and the outbox and what the last
+ * connection left unacknowledged too, if a connection comes up within timeout_usec - is delivered
+ * and the connection closed gracefully, as kegnet_client_finish() does. drained(c, flushed, userdata) is then called once, from the loop:
  * flushed is true when the peer has everything, false when the deadline passed or the connection
  * was lost first. -EALREADY while a drain is running. */
 typedef void (*KegnetClientDrained)(KegnetClient *c, bool flushed, void *userdata);
 int kegnet_client_drain(KegnetClient *c, uint64_t timeout_usec, KegnetClientDrained drained, void *userdata);
 
 bool kegnet_client_is_connected(const KegnetClient *c);
-/* True when nothing waits to be written: send queue empty and outbox empty. */
+/* True when nothing waits to be delivered: send queue, unacknowledged messages and outbox empty. */
 bool kegnet_client_is_flushed(const KegnetClient *c);
+/* Messages kept while disconnected (the outbox and what the last connection did not get acknowledged). */
 size_t kegnet_client_outbox_size(const KegnetClient *c);
+/* Messages written on this connection that the core has not acknowledged yet. */
+size_t kegnet_client_unacked(const KegnetClient *c);
 size_t kegnet_client_send_queue_bytes(const KegnetClient *c);
 /* Whether a ControllerConnectedEvent with board_reset true for this controller is still queued
  * (outbox or unsent), so the producer's connect-time announcement must not repeat the reset. */

@@ -28,6 +28,16 @@ static const char *const kind_names[_KEGNET_KIND_MAX] = {
         [KEGNET_FLOW_UPDATE] = "FlowUpdate",
         [KEGNET_DRINK_CREATED_EVENT] = "DrinkCreatedEvent",
         [KEGNET_SET_RELAY_OUTPUT_EVENT] = "SetRelayOutputEvent",
+        [KEGNET_HELLO] = "Hello",
+        [KEGNET_WELCOME] = "Welcome",
+        [KEGNET_ACK] = "Ack",
+        [KEGNET_REFUSED] = "Refused",
+};
+
+static const char *const role_names[_KEGNET_ROLE_MAX] = {
+        [KEGNET_ROLE_LISTENER] = "listener",
+        [KEGNET_ROLE_PRODUCER] = "producer",
+        [KEGNET_ROLE_OTHER] = NULL,
 };
 
 static const char *const token_status_names[_KEGNET_TOKEN_STATUS_MAX] = {
@@ -106,6 +116,15 @@ const char *kegnet_output_mode_to_string(KegnetOutputMode m) {
 
 int kegnet_output_mode_from_string(const char *s) {
         return name_find(output_mode_names, ELEMENTSOF(output_mode_names), s);
+}
+
+const char *kegnet_role_to_string(KegnetRole r) {
+        return name_lookup(role_names, ELEMENTSOF(role_names), (int) r);
+}
+
+KegnetRole kegnet_role_from_string(const char *s) {
+        int r = name_find(role_names, ELEMENTSOF(role_names), s);
+        return r < 0 ? KEGNET_ROLE_OTHER : (KegnetRole) r;
 }
 
 bool kegnet_kind_is_inbound(KegnetKind k) {
@@ -218,6 +237,18 @@ static void enc_enum(JsonWriter *w, const char *key, const char *name) {
         enc_required(w, key, name);
 }
 
+/* A role of a later protocol travels under its own name. */
+static const char *role_wire_name(KegnetRole role, const char *role_name) {
+        return role == KEGNET_ROLE_OTHER ? role_name : kegnet_role_to_string(role);
+}
+
+static void enc_seq_or_null(JsonWriter *w, const char *key, bool known, uint64_t v) {
+        if (known)
+                enc_uint_max(w, key, v, KEGNET_SEQ_MAX);
+        else
+                json_writer_field_null(w, key);
+}
+
 static void enc_double_or_null(JsonWriter *w, const char *key, bool known, double v) {
         if (known)
                 json_writer_field_double(w, key, v);
@@ -321,6 +352,27 @@ int kegnet_message_encode(const KegnetMessage *m, char **ret, size_t *ret_size) 
                 enc_enum(&w, "output_mode", kegnet_output_mode_to_string(u->output_mode));
                 break;
         }
+        case KEGNET_HELLO: {
+                const KegnetHello *u = &m->hello;
+                enc_enum(&w, "role", role_wire_name(u->role, u->role_name));
+                json_writer_field_string(&w, "name", u->name);
+                json_writer_field_string(&w, "session", u->session);
+                enc_seq_or_null(&w, "seq", u->has_seq, u->seq);
+                break;
+        }
+        case KEGNET_WELCOME: {
+                const KegnetWelcome *u = &m->welcome;
+                enc_enum(&w, "role", role_wire_name(u->role, u->role_name));
+                enc_seq_or_null(&w, "acked", u->has_acked, u->acked);
+                json_writer_field_string(&w, "reason", u->reason);
+                break;
+        }
+        case KEGNET_ACK:
+                enc_seq_or_null(&w, "acked", true, m->ack.acked);
+                break;
+        case KEGNET_REFUSED:
+                enc_required(&w, "reason", m->refused.reason);
+                break;
         default:
                 json_writer_set_error(&w, -EINVAL);
         }
@@ -344,10 +396,114 @@ int kegnet_message_encode(const KegnetMessage *m, char **ret, size_t *ret_size) 
 
 /* ---- decoder ---- */
 
+/* Number literals with a fraction or an exponent whose decimal value is not an integer, although
+ * the double they parse to is one ("1e-400" is 0, "100.000000000000000001" is 100): jansson keeps
+ * only the double, so the frame's text is read once to tell "100.0" (an integer, accepted) from
+ * those (refused where an integer is required). */
+#define INEXACT_MAX 16
+
+typedef struct Inexact {
+        double values[INEXACT_MAX];
+        size_t n;
+        bool overflow;          /* more than INEXACT_MAX: every real in an int field is refused */
+} Inexact;
+
+/* Whether the literal (JSON number syntax, already validated) is an exact integer. */
+static bool literal_is_integer(const char *p, size_t n) {
+        const char *end = p + n;
+        size_t frac_digits = 0, trailing_zeros = 0;
+        bool nonzero = false;
+        long exponent = 0;
+
+        if (p < end && *p == '-')
+                p++;
+        for (bool frac = false; p < end && ((*p >= '0' && *p <= '9') || *p == '.'); p++) {
+                if (*p == '.') {
+                        frac = true;
+                        continue;
+                }
+                frac_digits += frac;
+                if (*p == '0')
+                        trailing_zeros++;
+                else {
+                        trailing_zeros = 0;
+                        nonzero = true;
+                }
+        }
+        if (!nonzero)
+                return true;            /* zero, however it is written */
+        if (p < end && (*p == 'e' || *p == 'E')) {
+                bool neg = false;
+                p++;
+                if (p < end && (*p == '+' || *p == '-'))
+                        neg = *p++ == '-';
+                for (; p < end && *p >= '0' && *p <= '9'; p++)
+                        if (exponent < 1000000)
+                                exponent = exponent * 10 + (*p - '0');
+                if (neg)
+                        exponent = -exponent;
+        }
+        /* value = mantissa digits * 10^(exponent - frac_digits) */
+        return exponent - (long) frac_digits + (long) trailing_zeros >= 0;
+}
+
+static void inexact_scan(const char *p, size_t n, Inexact *ret) {
+        *ret = (Inexact) {};
+        for (size_t i = 0; i < n;) {
+                char c = p[i];
+                if (c == '"') {
+                        for (i++; i < n && p[i] != '"'; i++)
+                                if (p[i] == '\\')
+                                        i++;
+                        i++;
+                        continue;
+                }
+                if (c != '-' && !(c >= '0' && c <= '9')) {
+                        i++;
+                        continue;
+                }
+                size_t start = i;
+                bool real = false;
+                while (i < n && (strchr("+-.eE", p[i]) || (p[i] >= '0' && p[i] <= '9'))) {
+                        real = real || p[i] == '.' || p[i] == 'e' || p[i] == 'E';
+                        i++;
+                }
+                if (!real || literal_is_integer(p + start, i - start))
+                        continue;
+                char buf[64];
+                if (i - start >= sizeof buf) {
+                        ret->overflow = true;   /* a literal this long is not worth parsing twice */
+                        continue;
+                }
+                memcpy(buf, p + start, i - start);
+                buf[i - start] = 0;
+                double d = strtod(buf, NULL);
+                if (!isfinite(d) || floor(d) != d)
+                        continue;               /* not integral as a double either: refused anyway */
+                if (ret->n < INEXACT_MAX)
+                        ret->values[ret->n++] = d;
+                else
+                        ret->overflow = true;
+        }
+}
+
+static bool inexact_has(const Inexact *x, double d) {
+        if (x->overflow)
+                return true;
+        for (size_t i = 0; i < x->n; i++)
+                if (x->values[i] == d)
+                        return true;
+        return false;
+}
+
 typedef struct Dec {
         json_t *data;
         const char *event;
         char **ret_error;
+        const char *frame;
+        size_t frame_size;
+        bool scanned;
+        Inexact inexact;
 } Dec;
 
 /* A field counts as absent when missing or null: the spec treats both the same. */
@@ -395,7 +551,8 @@ static int dec_meter(Dec *d, bool required, const char **ret) {
         return dec_string_value(d, key, v, required, ret);
 }
 
-/* Integers may arrive as 100, 100.0 or 1e2: only the value matters. */
+/* Integers may arrive as 100, 100.0 or 1e2 (exact integers); "100.5", "1e-400" and
+ * "100.000000000000000001" are no integers, whatever double they round to. */
 static int dec_int(Dec *d, const char *key, bool required, int64_t min, int64_t max,
                    bool *ret_present, int64_t *ret) {
         json_t *v = dec_get(d, key);
@@ -418,6 +575,12 @@ static int dec_int(Dec *d, const char *key, bool required, int64_t min, int64_t 
                 double f = json_real_value(v);
                 if (!isfinite(f) || floor(f) != f)
                         return dec_type(d, key, "an integer");
+                if (!d->scanned) {
+                        inexact_scan(d->frame, d->frame_size, &d->inexact);
+                        d->scanned = true;
+                }
+                if (inexact_has(&d->inexact, f))
+                        return dec_type(d, key, "an integer (a fraction or exponent must give an exact integer)");
                 /* Compare as doubles; 2^63 is the first double past INT64_MAX. */
                 if (f < (double) min || f >= 9223372036854775808.0 || f > (double) max)
                         return strdup_error(d->ret_error, -EINVAL, "%s: field '%s' out of range", d->event, key);
@@ -592,6 +755,40 @@ static int decode_data(Dec *d, KegnetMessage *m) {
                 m->set_relay_output_event = u;
                 return 0;
         }
+        case KEGNET_HELLO: {
+                KegnetHello u = {};
+                const char *role = NULL;
+                if ((r = dec_string(d, "role", true, &role)) < 0 ||
+                    (r = dec_string(d, "name", false, &u.name)) < 0 ||
+                    (r = dec_string(d, "session", false, &u.session)) < 0 ||
+                    (r = dec_int(d, "seq", false, 0, (int64_t) KEGNET_SEQ_MAX, &u.has_seq, &i)) < 0)
+                        return r;
+                u.role = kegnet_role_from_string(role);
+                u.role_name = role;
+                u.seq = u.has_seq ? (uint64_t) i : 0;
+                m->hello = u;
+                return 0;
+        }
+        case KEGNET_WELCOME: {
+                KegnetWelcome u = {};
+                const char *role = NULL;
+                if ((r = dec_string(d, "role", true, &role)) < 0 ||
+                    (r = dec_int(d, "acked", false, 0, (int64_t) KEGNET_SEQ_MAX, &u.has_acked, &i)) < 0 ||
+                    (r = dec_string(d, "reason", false, &u.reason)) < 0)
+                        return r;
+                u.role = kegnet_role_from_string(role);
+                u.role_name = role;
+                u.acked = u.has_acked ? (uint64_t) i : 0;
+                m->welcome = u;
+                return 0;
+        }
+        case KEGNET_ACK:
+                if ((r = dec_int(d, "acked", true, 0, (int64_t) KEGNET_SEQ_MAX, NULL, &i)) < 0)
+                        return r;
+                m->ack.acked = (uint64_t) i;
+                return 0;
+        case KEGNET_REFUSED:
+                return dec_string(d, "reason", true, &m->refused.reason);
         default:
                 return 0;
         }
@@ -642,7 +839,7 @@ int kegnet_message_parse(const void *frame, size_t size, KegnetMessage *ret, cha
         if (!json_is_object(data))
                 return strdup_error(ret_error, -EINVAL, "%s: 'data' is missing or not an object", ret->event_name);
 
-        Dec d = { .data = data, .event = ret->event_name, .ret_error = ret_error };
+        Dec d = { .data = data, .event = ret->event_name, .ret_error = ret_error, .frame = p, .frame_size = size };
         r = decode_data(&d, ret);
         if (r < 0) {
                 /* Leave no half-filled fields behind: only kind and name are valid on error. */

@@ -1,6 +1,8 @@
 /* kegnet message codec: typed messages <-> compact JSON frames ended by "\n\n", the incremental
- * frame splitter with the 64 KiB limit, and the core's inbound whitelist (spec/kegnet-protocol.md).
- * No sockets, no clock: timestamps travel inside the messages and are supplied by the caller. */
+ * frame splitter with the 64 KiB limit, and the core's inbound whitelist (spec/kegnet-protocol.md),
+ * plus the connection messages of this project (Hello, Welcome, Ack, Refused: README, "kegnet:
+ * delivery and connection slots"). No sockets, no clock: timestamps travel inside the messages and
+ * are supplied by the caller. */
 #pragma once
 
 #include <stdbool.h>
@@ -24,6 +26,12 @@ typedef enum KegnetKind {
         KEGNET_FLOW_UPDATE,
         KEGNET_DRINK_CREATED_EVENT,
         KEGNET_SET_RELAY_OUTPUT_EVENT,
+        /* connection control: client -> core */
+        KEGNET_HELLO,
+        /* connection control: core -> one client */
+        KEGNET_WELCOME,
+        KEGNET_ACK,
+        KEGNET_REFUSED,
         _KEGNET_KIND_MAX,
 } KegnetKind;
 
@@ -52,6 +60,18 @@ typedef enum KegnetOutputMode {
         KEGNET_OUTPUT_DISABLED,
         _KEGNET_OUTPUT_MODE_MAX,
 } KegnetOutputMode;
+
+/* What a client announces in its Hello. A role this version does not know (a later protocol's)
+ * parses as KEGNET_ROLE_OTHER, which the core treats as a listener. */
+typedef enum KegnetRole {
+        KEGNET_ROLE_LISTENER,
+        KEGNET_ROLE_PRODUCER,
+        KEGNET_ROLE_OTHER,
+        _KEGNET_ROLE_MAX,
+} KegnetRole;
+
+/* Sequence numbers of a producer's frames (Hello.seq, Welcome.acked, Ack.acked). */
+#define KEGNET_SEQ_MAX ((uint64_t) INT64_MAX)
 
 /* Timestamps are wall-clock microseconds since the Unix epoch (CLOCK_REALTIME, as sd-event's
  * now(CLOCK_REALTIME)). Sent as RFC 3339 UTC whole seconds ("2026-11-26T12:00:00Z"), see
@@ -125,6 +145,37 @@ typedef struct KegnetSetRelayOutputEvent {
         KegnetOutputMode output_mode;
 } KegnetSetRelayOutputEvent;
 
+/* Client -> core, the first frame of a client of this project. The frames that follow a producer's
+ * Welcome are numbered Welcome.acked + 1, + 2, ...; 'seq' is the number of the oldest frame the
+ * client still holds (its next one if it holds none). */
+typedef struct KegnetHello {
+        KegnetRole role;                /* required; written as "listener" / "producer" */
+        const char *role_name;          /* KEGNET_ROLE_OTHER: the role as it came on the wire */
+        const char *name;               /* the program, for the core's log; NULL = null */
+        const char *session;            /* the producer's session (random, per process); NULL = null */
+        bool has_seq;
+        uint64_t seq;                   /* 0..KEGNET_SEQ_MAX */
+} KegnetHello;
+
+/* Core -> the client that said Hello: the connection has a slot. */
+typedef struct KegnetWelcome {
+        KegnetRole role;                /* the role granted: a producer that may not produce gets "listener" */
+        const char *role_name;          /* KEGNET_ROLE_OTHER: the role as it came on the wire */
+        bool has_acked;                 /* false (null) unless the role is producer with a session */
+        uint64_t acked;                 /* every frame of the session up to this one is handled */
+        const char *reason;             /* why the role asked for was not granted; NULL = null */
+} KegnetWelcome;
+
+/* Core -> a producer: every frame of its session up to 'acked' is handled. */
+typedef struct KegnetAck {
+        uint64_t acked;
+} KegnetAck;
+
+/* Core -> a connection it closes at once (no slot for it). */
+typedef struct KegnetRefused {
+        const char *reason;             /* required */
+} KegnetRefused;
+
 typedef struct KegnetMessage {
         KegnetKind kind;
         /* The wire event name. Set by the parser whenever the frame had a string "event" (also for
@@ -139,6 +190,10 @@ typedef struct KegnetMessage {
                 KegnetFlowUpdate flow_update;
                 KegnetDrinkCreatedEvent drink_created_event;
                 KegnetSetRelayOutputEvent set_relay_output_event;
+                KegnetHello hello;
+                KegnetWelcome welcome;
+                KegnetAck ack;
+                KegnetRefused refused;
         };
         void *_doc;                     /* parser-owned document; released by kegnet_message_done() */
 } KegnetMessage;
@@ -157,6 +212,9 @@ const char *kegnet_flow_state_to_string(KegnetFlowState s);
 int kegnet_flow_state_from_string(const char *s);
 const char *kegnet_output_mode_to_string(KegnetOutputMode m);
 int kegnet_output_mode_from_string(const char *s);
+/* KEGNET_ROLE_OTHER has no name of its own (NULL); from_string() never fails: unknown -> OTHER. */
+const char *kegnet_role_to_string(KegnetRole r);
+KegnetRole kegnet_role_from_string(const char *s);
 
 /* Encodes one message as a complete frame (compact JSON, every field in the spec's order, unset
  * ones as null, then "\n\n"). *ret is NUL-terminated and malloc'ed; *ret_size excludes the NUL.
@@ -180,7 +238,8 @@ int kegnet_message_parse(const void *frame, size_t size, KegnetMessage *ret, cha
  * sender-built message (it frees nothing the sender owns). */
 void kegnet_message_done(KegnetMessage *m);
 
-/* The core's inbound whitelist: the five client -> core events. */
+/* The core's inbound whitelist: the five client -> core events (the producer messages). Hello is
+ * no part of it: the server handles it itself. */
 bool kegnet_kind_is_inbound(KegnetKind k);
 
 typedef enum KegnetInboundVerdict {

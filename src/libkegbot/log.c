@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "util-escape.h"
 #include "util-io.h"
 #include "util-strbuf.h"
 
@@ -366,13 +367,21 @@ static void maybe_rotate(const struct timespec *now) {
         prune_rotated();
 }
 
+/* Printable ASCII needs no escaping: the common case costs one scan. */
+static bool message_needs_escape(const char *s) {
+        for (const unsigned char *p = (const unsigned char *) s; *p; p++)
+                if (*p < 0x20 || *p >= 0x7f)
+                        return true;
+        return false;
+}
+
 int log_internal(int level, int error, const char *logger, const char *format, ...) {
         int saved_errno = errno;
         if (error == INT_MIN)
                 error = EINVAL;
         int ret = error == 0 ? 0 : -abs(error);
         char stack[1024];
-        _cleanup_(freep) char *heap = NULL;
+        _cleanup_(freep) char *heap = NULL, *escaped = NULL;
         const char *msg = stack;
 
         if ((level & LOG_PRIMASK) > state.max_level)
@@ -407,6 +416,17 @@ int log_internal(int level, int error, const char *logger, const char *format, .
         }
         if (!logger)
                 logger = "main";
+
+        /* Whatever went into the message (a peer's name, a file's line, a server's answer), the
+         * line stays one line of valid UTF-8: control characters and invalid bytes come out as
+         * escapes, so no input can forge an entry or steer a terminal. */
+        if (message_needs_escape(msg)) {
+                escaped = escape_for_log_line(msg);
+                if (escaped)
+                        msg = escaped;
+                else
+                        msg = "(message dropped: out of memory escaping it)";
+        }
 
         struct timespec now;
         now_realtime(&now);

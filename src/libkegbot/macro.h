@@ -52,6 +52,11 @@ static inline const char *startswith(const char *s, const char *prefix) {
 }
 
 static inline void freep(void *p) { free(*(void **) p); }
+/* free() that returns NULL: p = mfree(p). */
+static inline void *mfree(void *p) {
+        free(p);
+        return NULL;
+}
 
 static inline int safe_close(int fd) {
         if (fd >= 0) {

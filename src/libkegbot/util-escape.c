@@ -8,7 +8,7 @@ static bool codepoint_needs_escape(uint32_t cp) {
                (cp >= 0x202a && cp <= 0x202e) || (cp >= 0x2066 && cp <= 0x2069);
 }
 
-char *escape_for_log_n(const char *s, size_t n) {
+static char *escape(const char *s, size_t n, bool backslash) {
         StrBuf b = STRBUF_INIT;
         char *ret;
 
@@ -20,7 +20,7 @@ char *escape_for_log_n(const char *s, size_t n) {
                 size_t l;
 
                 if (c >= 0x20 && c < 0x7f) {
-                        if (c == '\\')
+                        if (c == '\\' && backslash)
                                 strbuf_puts(&b, "\\\\");
                         else
                                 strbuf_putc(&b, (char) c);
@@ -49,6 +49,14 @@ char *escape_for_log_n(const char *s, size_t n) {
         return ret;
 }
 
+char *escape_for_log_n(const char *s, size_t n) {
+        return escape(s, n, true);
+}
+
 char *escape_for_log(const char *s) {
         return escape_for_log_n(s, s ? strlen(s) : 0);
+}
+
+char *escape_for_log_line(const char *s) {
+        return escape(s, s ? strlen(s) : 0, false);
 }

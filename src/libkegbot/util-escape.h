@@ -14,3 +14,7 @@
 char *escape_for_log(const char *s);
 /* The same for n bytes that need not be NUL-terminated (a NUL byte becomes "\x00"). */
 char *escape_for_log_n(const char *s, size_t n);
+/* What the log itself does to every message: the same, except that backslashes stay as they are, so
+ * that text a caller escaped already (a server's message, a board's serial) is not escaped twice.
+ * Nothing that could end or fake a line gets through either way. */
+char *escape_for_log_line(const char *s);

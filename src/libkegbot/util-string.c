@@ -21,6 +21,17 @@ char *strdup_printf(const char *format, ...) {
         return s;
 }
 
+bool string_is_name(const char *s, size_t max_len) {
+        size_t n = 0;
+
+        if (isempty(s))
+                return false;
+        for (const unsigned char *p = (const unsigned char *) s; *p; p++, n++)
+                if (*p <= ' ' || *p == 0x7f || n + 1 >= max_len)
+                        return false;
+        return true;
+}
+
 int strdup_error(char **ret_error, int r, const char *format, ...) {
         va_list ap;
 

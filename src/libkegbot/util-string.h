@@ -14,3 +14,7 @@ char *strdup_vprintf(const char *format, va_list ap) _printf_(1, 0);
  * cannot be built). Returns r, so that `return strdup_error(ret_error, -EINVAL, "...")` reports and
  * fails in one. */
 int strdup_error(char **ret_error, int r, const char *format, ...) _printf_(3, 4);
+
+/* A name that travels into logs, kegnet frames, files and object paths (meters, relays, devices):
+ * not empty, shorter than 'max_len' bytes, no spaces and no control characters. */
+bool string_is_name(const char *s, size_t max_len);

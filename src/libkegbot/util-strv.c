@@ -57,6 +57,18 @@ int strv_extend(char ***l, size_t *n, const char *s) {
         return strv_push(l, n, strdup(s));
 }
 
+bool strv_remove(char **l, size_t *n, const char *s) {
+        assert_return(n, false);
+        for (size_t i = 0; l && i < *n; i++)
+                if (streq(l[i], s)) {
+                        free(l[i]);
+                        memmove(l + i, l + i + 1, (*n - i) * sizeof(char *));  /* the NULL too */
+                        (*n)--;
+                        return true;
+                }
+        return false;
+}
+
 int strv_split(const char *s, const char *separators, char ***ret) {
         _cleanup_(strv_freep) char **l = NULL;
         size_t n = 0;

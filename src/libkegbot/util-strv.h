@@ -26,6 +26,8 @@ bool strv_contains(char *const *l, const char *s);
 int strv_push(char ***l, size_t *n, char *s);
 /* As strv_push() with a copy of 's'. */
 int strv_extend(char ***l, size_t *n, const char *s);
+/* Removes (and frees) the first entry equal to s from a list of *n entries; whether there was one. */
+bool strv_remove(char **l, size_t *n, const char *s);
 
 /* Splits 's' at any of 'separators'; empty fields are dropped. *ret is never NULL on success
  * (an empty list for a string of separators only). */

@@ -15,6 +15,8 @@
 #include "apps.h"
 #include "ini.h"
 #include "log.h"
+#include "util-io.h"
+#include "util-string.h"
 #include "util-strv.h"
 
 #define log_oom() log_error_errno(ENOMEM, "Out of memory.")
@@ -222,23 +224,165 @@ char *master_app_command(const MasterApp *app) {
 }
 
 /* A daemonized app's parent is init (or a subreaper), which may take its time to reap it; until
- * then kill(pid, 0) still succeeds, but a zombie is not running. */
-static bool is_zombie(pid_t pid) {
+ * then kill(pid, 0) still succeeds, but a zombie is not running. Also reads the process's start time
+ * (clock ticks after boot, /proc/<pid>/stat field 22). */
+static int proc_stat(pid_t pid, bool *ret_zombie, unsigned long long *ret_start) {
         _cleanup_(fclosep) FILE *f = NULL;
-        char path[64], buf[512];
+        char path[64], buf[1024];
 
         snprintf(path, sizeof path, "/proc/%d/stat", (int) pid);
         f = fopen(path, "re");
-        if (!f || !fgets(buf, sizeof buf, f))
-                return false;
+        if (!f)
+                return -errno;
+        if (!fgets(buf, sizeof buf, f))
+                return -EIO;
         /* "pid (comm) S ...": comm may contain anything, so look after its last ')'. */
         const char *p = strrchr(buf, ')');
-        return p && p[1] == ' ' && p[2] == 'Z';
+        if (!p || p[1] != ' ')
+                return -EBADMSG;
+        *ret_zombie = p[2] == 'Z';
+        /* Field 3 is the state; the start time is field 22. */
+        p += 2;
+        for (int field = 3; field < 22; field++) {
+                p = strchr(p, ' ');
+                if (!p)
+                        return -EBADMSG;
+                p++;
+        }
+        *ret_start = strtoull(p, NULL, 10);
+        return 0;
 }
 
-MasterAppState master_app_state(const MasterApp *app, pid_t *ret_pid) {
+/* When the system booted, from /proc/stat. */
+static int boot_time(time_t *ret) {
+        _cleanup_(fclosep) FILE *f = fopen("/proc/stat", "re");
+        char line[256];
+
+        if (!f)
+                return -errno;
+        while (fgets(line, sizeof line, f))
+                if (strncmp(line, "btime ", 6) == 0) {
+                        *ret = (time_t) strtoll(line + 6, NULL, 10);
+                        return 0;
+                }
+        return -ENOENT;
+}
+
+/* /proc/<pid>/cmdline as a NULL-terminated list. */
+static char **proc_cmdline(pid_t pid) {
+        char path[64];
+        _cleanup_(freep) char *buf = NULL;
+        size_t len = 0;
+        char **l = NULL;
+        size_t n = 0;
+        int fd;
+
+        snprintf(path, sizeof path, "/proc/%d/cmdline", (int) pid);
+        fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+                return NULL;
+        int r = io_read_all(fd, 64 * 1024, &buf, &len);
+        safe_close(fd);
+        if (r < 0)
+                return NULL;
+        for (size_t i = 0; i < len; i += strlen(buf + i) + 1)
+                if (strv_extend(&l, &n, buf + i) < 0)
+                        return strv_free(l);
+        if (!l)
+                l = calloc(1, sizeof(char *));
+        return l;
+}
+
+static bool same_file(const struct stat *a, const struct stat *b) {
+        return a->st_dev == b->st_dev && a->st_ino == b->st_ino;
+}
+
+/* Whether the process runs the app's program: its executable is the program (or was, before an
+ * upgrade replaced the file), or it is an interpreter running the program as a script. Without
+ * access to /proc/<pid>/exe (another user's process) the command line's program name decides. */
+static bool pid_runs_program(pid_t pid, const char *program_path, const char *program, char **cmdline) {
+        char exe[64], target[PATH_MAX];
+        struct stat pst, est;
+        bool exe_hidden = true;
+
+        snprintf(exe, sizeof exe, "/proc/%d/exe", (int) pid);
+        if (program_path && stat(program_path, &pst) == 0) {
+                ssize_t n = readlink(exe, target, sizeof target - 1);
+                exe_hidden = n < 0 && (errno == EACCES || errno == EPERM);
+                if (stat(exe, &est) == 0 && same_file(&est, &pst))
+                        return true;
+                if (n > 0) {
+                        _cleanup_(freep) char *real = realpath(program_path, NULL);
+                        static const char deleted[] = " (deleted)";
+                        size_t dl = strlen(deleted);
+                        target[n] = '\0';
+                        if ((size_t) n > dl && streq(target + n - dl, deleted))
+                                target[n - dl] = '\0';
+                        if (real && streq(target, real))
+                                return true;
+                }
+                /* "python3 /usr/bin/<program> ...": a script's path is the first argument. */
+                if (cmdline && cmdline[0] && cmdline[1] && stat(cmdline[1], &est) == 0 && same_file(&est, &pst))
+                        return true;
+                if (!exe_hidden)
+                        return false;
+        }
+        for (size_t i = 0; cmdline && i < 2 && cmdline[i]; i++) {
+                const char *base = strrchr(cmdline[i], '/');
+                if (streq(base ? base + 1 : cmdline[i], program))
+                        return true;
+        }
+        return false;
+}
+
+/* Whether the command line passes this pidfile (as kegbot_master does: --pidfile=<path>). */
+static bool cmdline_names_pidfile(char **cmdline, const char *pidfile) {
+        for (size_t i = 0; cmdline && cmdline[i]; i++) {
+                const char *v = startswith(cmdline[i], "--pidfile=") ?: startswith(cmdline[i], "-pidfile=");
+                if (v && streq(v, pidfile))
+                        return true;
+        }
+        return false;
+}
+
+/* Is the live process 'pid' the app of this pidfile? If not, *ret_why says what it is instead. */
+static bool pid_is_app(const MasterConfig *c, const MasterApp *app, pid_t pid, const struct stat *pidfile_st,
+                       char **ret_why) {
+        _cleanup_(freep) char *program_path = NULL;
+        _cleanup_(strv_freep) char **cmdline = proc_cmdline(pid);
+        unsigned long long start = 0;
+        time_t boot = 0;
+        bool zombie;
+
+        if (master_find_program(c, app->program, &program_path) < 0)
+                program_path = NULL;
+        if (!pid_runs_program(pid, program_path, app->program, cmdline)) {
+                *ret_why = strdup_printf("pid %d is now %s, not %s", (int) pid,
+                                         cmdline && cmdline[0] ? cmdline[0] : "another program", app->program);
+                return false;
+        }
+        if (cmdline_names_pidfile(cmdline, app->pidfile))
+                return true;    /* it wrote this file, whatever the clock did since */
+        if (proc_stat(pid, &zombie, &start) < 0 || boot_time(&boot) < 0)
+                return true;    /* nothing to compare with */
+        long hz = sysconf(_SC_CLK_TCK);
+        double started = (double) boot + (double) start / (double) (hz > 0 ? hz : 100);
+        double written = (double) pidfile_st->st_mtim.tv_sec + (double) pidfile_st->st_mtim.tv_nsec / 1e9;
+        /* btime is in whole seconds: allow for that. */
+        if (started > written + 2.0) {
+                *ret_why = strdup_printf("pid %d started %.0f s after the pidfile was written: another %s",
+                                         (int) pid, started - written, app->program);
+                return false;
+        }
+        return true;
+}
+
+MasterAppState master_app_state(const MasterConfig *c, const MasterApp *app, pid_t *ret_pid) {
         _cleanup_(fclosep) FILE *f = NULL;
+        struct stat st;
         char line[64];
+        bool zombie = false;
+        unsigned long long start;
 
         *ret_pid = 0;
         if (isempty(app->pidfile))
@@ -246,7 +390,7 @@ MasterAppState master_app_state(const MasterApp *app, pid_t *ret_pid) {
         f = fopen(app->pidfile, "re");
         if (!f)
                 return errno == ENOENT ? MASTER_APP_STOPPED : MASTER_APP_UNKNOWN;
-        if (!fgets(line, sizeof line, f))
+        if (fstat(fileno(f), &st) < 0 || !fgets(line, sizeof line, f))
                 return MASTER_APP_UNKNOWN;
 
         char *end;
@@ -258,8 +402,17 @@ MasterAppState master_app_state(const MasterApp *app, pid_t *ret_pid) {
                 return MASTER_APP_UNKNOWN;
 
         *ret_pid = (pid_t) v;
-        if ((kill((pid_t) v, 0) == 0 || errno == EPERM) && !is_zombie((pid_t) v))
+        if (!(kill((pid_t) v, 0) == 0 || errno == EPERM) ||
+            (proc_stat((pid_t) v, &zombie, &start) >= 0 && zombie))
+                return MASTER_APP_DIED;
+
+        _cleanup_(freep) char *why = NULL;
+        if (pid_is_app(c, app, (pid_t) v, &st, &why))
                 return MASTER_APP_RUNNING;
+        /* The app died and its pid went to somebody else: never report or signal that process. */
+        log_warning("Removing stale pidfile %s of %s: %s", app->pidfile, app->name, why ?: "not the app");
+        if (unlink(app->pidfile) < 0 && errno != ENOENT)
+                log_warning_errno(errno, "Failed to remove %s: %m", app->pidfile);
         return MASTER_APP_DIED;
 }
 
@@ -331,7 +484,7 @@ int master_status(const MasterConfig *c, FILE *out) {
                 const MasterApp *a = &c->apps[i];
                 pid_t pid;
 
-                switch (master_app_state(a, &pid)) {
+                switch (master_app_state(c, a, &pid)) {
                 case MASTER_APP_RUNNING:
                         fprintf(out, "%24s : running (%d)\n", a->name, (int) pid);
                         break;
@@ -463,12 +616,12 @@ int master_start(const MasterConfig *c) {
         return 0;
 }
 
-static int stop_app(const MasterApp *a) {
+static int stop_app(const MasterConfig *c, const MasterApp *a) {
         log_info("Stopping app: %s", a->name);
         for (unsigned attempt = 0;; attempt++) {
                 pid_t pid;
 
-                if (master_app_state(a, &pid) != MASTER_APP_RUNNING) {
+                if (master_app_state(c, a, &pid) != MASTER_APP_RUNNING) {
                         log_info("%s stopped.", a->name);
                         return 0;
                 }
@@ -487,7 +640,7 @@ static int stop_app(const MasterApp *a) {
 int master_stop(const MasterConfig *c) {
         int ret = 0;
         for (size_t i = 0; i < c->n_apps; i++) {
-                int r = stop_app(&c->apps[i]);
+                int r = stop_app(c, &c->apps[i]);
                 if (r < 0)
                         ret = r;
         }

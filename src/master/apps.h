@@ -37,13 +37,17 @@ int master_config_load(const char *path, const char *logfile_dir, const char *pi
 char *master_app_command(const MasterApp *app);
 
 typedef enum MasterAppState {
-        MASTER_APP_RUNNING,     /* pidfile present, process alive */
-        MASTER_APP_DIED,        /* pidfile present, process gone */
+        MASTER_APP_RUNNING,     /* pidfile present, the process is alive and is the app */
+        MASTER_APP_DIED,        /* pidfile present, process gone (or its pid now belongs to another
+                                 * process: that stale pidfile is removed, with a WARNING) */
         MASTER_APP_STOPPED,     /* no pidfile */
         MASTER_APP_UNKNOWN,     /* pidfile unreadable or not a pid */
 } MasterAppState;
 
-MasterAppState master_app_state(const MasterApp *app, pid_t *ret_pid);
+/* A live pid counts as the app only if /proc shows the app's program (its executable, or the
+ * script an interpreter runs) and a process that started before its pidfile was written (or that
+ * names this pidfile on its command line, whatever the clock did since). */
+MasterAppState master_app_state(const MasterConfig *c, const MasterApp *app, pid_t *ret_pid);
 
 /* Find the program: a word containing '/' is used as is; else kegbot_master's own directory, then
  * each PATH entry. Returns the path of an executable regular file, or -ENOENT. */

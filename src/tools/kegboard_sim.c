@@ -83,9 +83,9 @@ static const FlagDef sim_flags[] = {
                   "Emulate the DTR auto-reset: the board reboots when the host's open raises DTR, i.e. unless "
                   "the previous host cleared HUPCL, which keeps DTR asserted after its close."),
         FLAG_INT64_MIN("uptime_ms", &arg_uptime_ms, 0, "Uptime at start, in milliseconds."),
-        FLAG_INT64_MIN("heartbeat_ms", &arg_heartbeat_ms, 0, "Heartbeat hello period; 0 = none."),
-        FLAG_INT64_MIN("meter_interval_ms", &arg_meter_interval_ms, 1, "Meter check period."),
-        FLAG_INT64_MIN("relay_watchdog_ms", &arg_relay_watchdog_ms, 0, "Relay watchdog; 0 = off."),
+        FLAG_INT64_RANGE("heartbeat_ms", &arg_heartbeat_ms, 0, 86400000, "Heartbeat hello period; 0 = none."),
+        FLAG_INT64_RANGE("meter_interval_ms", &arg_meter_interval_ms, 1, 60000, "Meter check period."),
+        FLAG_INT64_RANGE("relay_watchdog_ms", &arg_relay_watchdog_ms, 0, 86400000, "Relay watchdog; 0 = off."),
         FLAG_BOOL("strict_crc", &arg_strict_crc,
                   "Reject host frames with a bad CRC (the real firmware obeys them)."),
         FLAG_STRING("commands", &arg_commands, "';'-separated commands run at start."),

@@ -28,7 +28,8 @@ static int arg_cycles = 0;
 
 static const FlagDef flags[] = {
         FLAG_STRING("relay_ids", &arg_relay_ids, "Comma-separated output ids (0-5) to cycle."),
-        FLAG_DOUBLE_POSITIVE("step_seconds", &arg_step_seconds, "Time per step in seconds."),
+        FLAG_DOUBLE_RANGE("step_seconds", &arg_step_seconds, 0, 3600, "Time per step in seconds.",
+                          .dmin_exclusive = true),
         FLAG_INT_MIN("cycles", &arg_cycles, 0, "Full cycles to run; 0 = until interrupted."),
         FLAG_END,
 };

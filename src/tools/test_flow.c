@@ -230,6 +230,9 @@ int main(int argc, char **argv) {
                 goto finish;
         }
         kegnet_client_set_reconnect(t.client, false);
+        /* So that the core acknowledges what we send (finish waits for it) and says so if it does
+         * not accept producer messages from us. */
+        kegnet_client_set_role(t.client, KEGNET_ROLE_PRODUCER);
 
         r = kegnet_client_start(t.client);
         if (r < 0) {

@@ -13,6 +13,7 @@ import select
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -236,6 +237,42 @@ def fill_disk(directory, name="filler"):
     return path
 
 
+# ---------------------------------------------------------------- KBSP frames by hand
+
+KBSP_PREFIX = b"KBSP v1:"
+
+
+def crc16_kermit(data, crc=0):
+    for b in data:
+        crc ^= b
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
+    return crc
+
+
+def kbsp_frame(message_id, payload=b"", crc=None, trailer=b"\r\n", length=None):
+    """A KBSP frame; crc, trailer and length may be given wrong on purpose."""
+    head = KBSP_PREFIX + struct.pack("<HH", message_id, len(payload) if length is None else length) + payload
+    if crc is None:
+        crc = crc16_kermit(head)
+    return head + struct.pack("<H", crc) + trailer
+
+
+def kbsp_tlv(tag, value):
+    return bytes([tag, len(value)]) + value
+
+
+def kbsp_hello(firmware_version=18, serial=b"", uptime_ms=0, uptime_days=0):
+    """A board's hello; serial as bytes (any bytes: a board need not send UTF-8) or str."""
+    s = (serial if isinstance(serial, bytes) else serial.encode()).ljust(30, b"\0")
+    return kbsp_frame(0x01, kbsp_tlv(1, struct.pack("<H", firmware_version)) + kbsp_tlv(3, s)
+                      + kbsp_tlv(4, struct.pack("<I", uptime_ms)) + kbsp_tlv(5, struct.pack("<I", uptime_days)))
+
+
+def kbsp_meter_status(name, reading, **kw):
+    return kbsp_frame(0x10, kbsp_tlv(1, name.encode()) + kbsp_tlv(2, struct.pack("<I", reading)), **kw)
+
+
 # ---------------------------------------------------------------- kegnet
 
 def kegnet_frame(event, **data):
@@ -266,6 +303,20 @@ class KegnetConn:
 
     def send(self, event, **data):
         self.sock.sendall(kegnet_frame(event, **data))
+
+    def hello(self, role="listener", name="test", session=None, seq=None, timeout=5.0):
+        """Say Hello as this project's clients do; returns the core's Welcome (its data), or None
+        if the connection closed first (a Refused frame's reason is then in self.refused)."""
+        self.send("Hello", role=role, name=name, session=session, seq=seq)
+        self.refused = None
+        while True:
+            m = self.recv(timeout)
+            if m is None:
+                return None
+            if m["event"] == "Refused":
+                self.refused = m["data"]["reason"]
+            if m["event"] == "Welcome":
+                return m["data"]
 
     def send_raw(self, b):
         self.sock.sendall(b)
@@ -324,24 +375,48 @@ class KegnetConn:
 
 
 class FakeCore:
-    """A kegnet listener standing in for kegbot_core: accepts clients, records what they send,
-    and can send them messages (e.g. SetRelayOutputEvent)."""
+    """A kegnet listener standing in for kegbot_core: accepts clients, answers their Hello with a
+    Welcome and acknowledges a producer's frames as the core does (README, "kegnet: delivery and
+    connection slots"), records what they send (Hello frames apart, in self.hellos), and can send
+    them messages (e.g. SetRelayOutputEvent). ack=False: the Welcome carries no acknowledgements."""
 
-    def __init__(self, port=None):
+    def __init__(self, port=None, ack=True):
         self.port = port or free_port()
+        self.ack = ack
         self.lsock = socket.socket()
         self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.lsock.bind(("127.0.0.1", self.port))
         self.lsock.listen(16)
         self.messages = []
+        self.hellos = []
         self.conns = []
+        self.sessions = {}
         self._cv = threading.Condition()
         self._stop = False
         self._t = threading.Thread(target=self._loop, daemon=True)
         self._t.start()
 
+    def _hello(self, s, state, data):
+        welcome = {"role": data.get("role") if data.get("role") in ("producer", "listener") else "listener",
+                   "acked": None, "reason": None}
+        session = data.get("session")
+        if self.ack and welcome["role"] == "producer" and session:
+            acked = max(self.sessions.get(session, 0), (data.get("seq") or 1) - 1)
+            self.sessions[session] = acked
+            state["session"] = session
+            state["next"] = acked + 1
+            welcome["acked"] = acked
+        with self._cv:
+            self.hellos.append(data)
+            self._cv.notify_all()
+        try:
+            s.sendall(kegnet_frame("Welcome", **welcome))
+        except OSError:
+            pass
+
     def _loop(self):
         bufs = {}
+        states = {}
         while not self._stop:
             socks = [self.lsock] + list(bufs)
             try:
@@ -355,6 +430,7 @@ class FakeCore:
                     except OSError:
                         continue
                     bufs[c] = b""
+                    states[c] = {}
                     with self._cv:
                         self.conns.append(c)
                         self._cv.notify_all()
@@ -365,6 +441,7 @@ class FakeCore:
                     chunk = b""
                 if not chunk:
                     del bufs[s]
+                    del states[s]
                     with self._cv:
                         if s in self.conns:
                             self.conns.remove(s)
@@ -372,12 +449,28 @@ class FakeCore:
                     s.close()
                     continue
                 bufs[s] += chunk
+                state = states[s]
                 while b"\n\n" in bufs[s]:
                     frame, bufs[s] = bufs[s].split(b"\n\n", 1)
-                    if frame.strip():
-                        with self._cv:
-                            self.messages.append(json.loads(frame))
-                            self._cv.notify_all()
+                    if not frame.strip():
+                        continue
+                    m = json.loads(frame)
+                    if m.get("event") == "Hello" and "hello" not in state:
+                        state["hello"] = True
+                        self._hello(s, state, m.get("data") or {})
+                        continue
+                    if "session" in state:
+                        self.sessions[state["session"]] = state["next"]
+                        state["next"] += 1
+                    with self._cv:
+                        self.messages.append(m)
+                        self._cv.notify_all()
+                if "session" in state and state.get("acked") != self.sessions[state["session"]]:
+                    state["acked"] = self.sessions[state["session"]]
+                    try:
+                        s.sendall(kegnet_frame("Ack", acked=state["acked"]))
+                    except OSError:
+                        pass
         for s in bufs:
             s.close()
 
@@ -433,6 +526,11 @@ class Sim(Proc):
 
     def cmd(self, text):
         self.write(text.rstrip("\n") + "\n")
+
+    def daemon(self, core_port, *flags):
+        """kegboard_daemon on this board, reporting to the core's kegnet port."""
+        return Proc([binary("kegboard_daemon"), "--kegboard_device=" + self.link, "--kb_core_addr=%d" % core_port,
+                     "--probe_seconds=1"] + list(flags), name="kegboard_daemon")
 
     def events(self, name):
         out = []
@@ -524,6 +622,15 @@ class NotifySocket:
 
     def close(self):
         self.sock.close()
+
+
+def stop_all(procs, timeout=5.0):
+    """Stops the programs a test started, the last one first (SIGTERM, SIGKILL when that does not do)."""
+    for p in reversed(procs):
+        try:
+            p.stop(timeout)
+        except AssertionError:
+            p.kill()
 
 
 class TempDir:

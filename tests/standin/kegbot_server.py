@@ -19,11 +19,12 @@ Control API (JSON bodies and answers, on the control port):
   GET  /_control/state           the whole data set
   POST /_control/clear-log       forget the request log
   POST /_control/fail            {"endpoint": "drink"|"status"|"thermo"|"auth"|"controllers"|
-                                  "flow-meters"|"taps"|"*", "mode": "html500"|"json500"|"401"|
-                                  "404"|"400"|"408"|"429"|"hang"|"slow"|"delay"|"lost"|"lost-reset"|
-                                  "reset",
+                                  "flow-meters"|"taps"|"calibrate"|"*", "mode": "html500"|"json500"|
+                                  "401"|"404"|"400"|"408"|"429"|"hang"|"slow"|"delay"|"lost"|
+                                  "lost-reset"|"reset",
                                   "count": N,
-                                  "delay": seconds}
+                                  "delay": seconds,
+                                  "message": text of a 400/404 answer (default: as a drink post's)}
   POST /_control/clear-failures  back to normal answers (also wakes hanging requests)
   POST /_control/refuse          close the API listening socket (connection refused)
   POST /_control/accept          listen again on the same port
@@ -32,6 +33,7 @@ Control API (JSON bodies and answers, on the control port):
   POST /_control/revoke-key      {"key": K} (deactivates it); /_control/add-key {"key", "user"}
   POST /_control/remove-user     {"username": U} (drinks for U then fail with 500, as on a real server)
   POST /_control/remove-tap      {"meter": M}; /_control/remove-keg {"meter": M}
+  POST /_control/set-meter       {"meter": M, "ticks_per_ml": X} (an admin changing a calibration)
 
 The Kegboard Event Protocol receiver of Kegbot Server 2.0 (kegboard-event-protocol.md section 16) is
 served on the same port at POST /api/kegboard-event (both profiles), with its control calls under
@@ -479,6 +481,22 @@ class Data:
                             "time": iso(now)})
         return d
 
+    def calibrate_tap(self, tap, form):
+        """POST taps/<x>/calibrate (calibration.md section 8): the meter's ticks_per_ml = 1 / ml_per_tick."""
+        if not tap["meter_id"]:
+            raise bad_request("Tap does not have a meter!")
+        v = form.get("ml_per_tick")
+        if v in (None, ""):
+            raise bad_request({"ml_per_tick": ["This field is required."]})
+        try:
+            mpt = float(v)
+        except ValueError:
+            raise bad_request({"ml_per_tick": ["Enter a number."]})
+        if not mpt > 0 or mpt == float("inf"):
+            raise bad_request({"ml_per_tick": ["Enter a number."]})
+        self.meters[tap["meter_id"]]["ticks_per_ml"] = 1.0 / mpt
+        return tap
+
     def record_thermo(self, name, form):
         v = form.get("temp_c")
         if v in (None, ""):
@@ -556,12 +574,19 @@ class Failures:
     def __init__(self):
         self.lock = threading.Condition()
         self.rules = {}
+        self.messages = {}
         self.generation = 0
 
-    def set(self, endpoint, mode, count=None, delay=None, match=None):
+    def set(self, endpoint, mode, count=None, delay=None, match=None, message=None):
         with self.lock:
             self.rules[endpoint] = [mode, count, delay, match]
+            self.messages[endpoint] = message
             self.lock.notify_all()
+
+    def message(self, endpoint, default):
+        """The text an injected 400/404 on 'endpoint' answers with."""
+        with self.lock:
+            return self.messages.get(endpoint) or self.messages.get("*") or default
 
     def take_matching(self, endpoint, body):
         """The event endpoint's fault for a batch: a rule with "match" hits only batches holding an
@@ -586,6 +611,7 @@ class Failures:
     def clear(self):
         with self.lock:
             self.rules.clear()
+            self.messages.clear()
             self.generation += 1
             self.lock.notify_all()
 
@@ -874,10 +900,10 @@ def make_api_handler(st):
                 return self.send_error_envelope(ApiError(int(mode), "ThrottledError", "Request was throttled."))
             if mode == "404":
                 entry["status"] = 404
-                return self.send_error_envelope(not_found("Meter is inactive"))
+                return self.send_error_envelope(not_found(st.failures.message(endpoint, "Meter is inactive")))
             if mode == "400":
                 entry["status"] = 400
-                return self.send_error_envelope(bad_request("No active keg at this tap"))
+                return self.send_error_envelope(bad_request(st.failures.message(endpoint, "No active keg at this tap")))
 
             try:
                 with data.lock:
@@ -958,6 +984,16 @@ def make_api_handler(st):
                             return {"object": data.drink_obj(d, True)}
                         return "drink", post, True
                     return "tap", "method", True
+                if n == 3 and parts[2] == "calibrate":
+                    x = urllib.parse.unquote(parts[1])
+                    if v20:
+                        return "calibrate", "gone", False
+                    if method != "POST":
+                        return "calibrate", "method", True
+
+                    def calibrate(f):
+                        return {"object": data.tap_obj(data.calibrate_tap(data.resolve_tap(x), f), True)}
+                    return "calibrate", calibrate, True
                 return None, None, False
             if head == "thermo-sensors" and n == 2:
                 name = urllib.parse.unquote(parts[1])
@@ -1083,7 +1119,7 @@ def make_control_handler(st):
                         st.log.clear()
                 elif p == "/_control/fail":
                     st.failures.set(body.get("endpoint", "*"), body["mode"], body.get("count"), body.get("delay"),
-                                    body.get("match"))
+                                    body.get("match"), body.get("message"))
                 elif p == "/_control/clear-failures":
                     st.failures.clear()
                 elif p == "/_control/refuse":
@@ -1097,6 +1133,11 @@ def make_control_handler(st):
                         for tid, t in list(data.taps.items()):
                             if t["meter_id"] and data.meter_name(data.meters[t["meter_id"]]) == body["meter"]:
                                 del data.taps[tid]
+                elif p == "/_control/set-meter":
+                    with data.lock:
+                        for m in data.meters.values():
+                            if data.meter_name(m) == body["meter"]:
+                                m["ticks_per_ml"] = float(body["ticks_per_ml"])
                 elif p == "/_control/remove-keg":
                     with data.lock:
                         for t in data.taps.values():

@@ -275,6 +275,14 @@ else
   fail "after start kegbot.target: target=$(state kegbot.target) socket=$(state kegbot-core.socket) core=$(state kegbot-core.service)"
 fi
 
+# 2b. The producers' kegnet socket: group kegbot, mode 0660, made by the socket unit.
+sockinfo=$(IN stat -c '%F %a %U:%G' /run/kegbot/kegnet.sock 2>&1)
+if [ "$sockinfo" = "socket 660 root:kegbot" ]; then
+  pass "/run/kegbot/kegnet.sock: $sockinfo"
+else
+  fail "/run/kegbot/kegnet.sock: $sockinfo"
+fi
+
 # 3. Socket activation by the first kegnet connection (queued on the socket until the core takes it).
 IN bash -c 'exec 3<>/dev/tcp/127.0.0.1/9805' >/dev/null 2>&1
 if wait_for 20 "core active" is_active kegbot-core.service; then
@@ -327,6 +335,10 @@ if wait_for 10 "sim link" IN test -L /dev/ttyKB0; then
   else
     fail "the core never saw the board as a connected controller"
   fi
+  # The daemon came in through the Unix socket, as a producer with acknowledgements.
+  hello=$(IN journalctl -b -t kegbot_core --no-pager -o cat | grep -m1 'Hello from unix:pid=.*kegboard_daemon (producer, acknowledged)')
+  [ -n "$hello" ] && pass "kegboard_daemon on the Unix socket: $hello" \
+    || fail "no Hello from kegboard_daemon on the Unix socket: $(IN journalctl -b -t kegbot_core --no-pager -o cat | grep Hello)"
   tap=
   ticks=
   find_tap() {
@@ -398,6 +410,10 @@ if IN mkfifo -m 0660 /dev/ttyRFID0 && IN chgrp dialout /dev/ttyRFID0 \
   valve_open() { IN journalctl -b -u kegbot-systest-sim.service --no-pager -o cat | grep -q 'RELAY id=1 state=on cause=command'; }
   if wait_for 20 "tag seen" tag_seen && wait_for 20 "flow for systest" flow_user && wait_for 20 "valve open" valve_open; then
     pass "swipe: the reader saw the card, the core started a flow for systest, the valve opened (relay 1 on)"
+    # The reader came in through the Unix socket, as a producer with acknowledgements.
+    hello=$(IN journalctl -b -t kegbot_core --no-pager -o cat | grep -m1 'Hello from unix:pid=.*rfid_daemon (producer, acknowledged)')
+    [ -n "$hello" ] && pass "rfid_daemon on the Unix socket: $hello" \
+      || fail "no Hello from rfid_daemon on the Unix socket: $(IN journalctl -b -t kegbot_core --no-pager -o cat | grep Hello)"
     IN sh -c "echo 'pour flow1 500 1' >$SIM_IN"
     rfid_ticks() { [ "$(IN "${BUS[@]}" get-property org.kegbot.Core1 "$tap1" org.kegbot.Core1.Tap TotalTicks)" = "t 500" ]; }
     wait_for 20 "500 ticks" rfid_ticks
@@ -458,6 +474,37 @@ else
   fail "mutating call as nobody was not denied (rc=$rc): $out"
 fi
 
+# 6b. kegnet on TCP: a listener may be anyone, a producer only root or the service user. A meter
+# reading from nobody is refused (in the journal), and the Unix socket is closed to nobody.
+IN setpriv --reuid=65534 --regid=65534 --clear-groups bash -c \
+  'exec 3<>/dev/tcp/127.0.0.1/9805 && printf "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"nobody.flow0\",\"reading\":7}}\n\n" >&3 && sleep 1' \
+  >/dev/null 2>&1
+refused() { IN journalctl -b -t kegbot_core --no-pager -o cat | grep -q 'Refusing MeterUpdate from 127\.0\.0\.1:[0-9]*: uid 65534 is not root or the service user'; }
+if wait_for 10 "refusal logged" refused; then
+  pass "MeterUpdate over TCP from nobody refused: $(IN journalctl -b -t kegbot_core --no-pager -o cat | grep -m1 'Refusing MeterUpdate')"
+else
+  fail "no refusal of nobody's MeterUpdate: $(IN journalctl -b -t kegbot_core --no-pager -o cat | tail -5)"
+fi
+if IN setpriv --reuid=65534 --regid=65534 --clear-groups bash -c 'exec 3<>/dev/tcp/127.0.0.1/9805' 2>/dev/null; then
+  pass "kegnet TCP stays open to every local user (listeners)"
+else
+  fail "nobody could not connect to kegnet on TCP"
+fi
+out=$(IN setpriv --reuid=65534 --regid=65534 --clear-groups /usr/local/bin/test_flow --ticks=0 \
+        --kb_core_addr=127.0.0.1:9805 2>&1)
+if [ $? -ne 0 ] && grep -q 'The core does not accept producer messages from this program' <<<"$out"; then
+  pass "test_flow as nobody over TCP: told it may not produce"
+else
+  fail "test_flow as nobody over TCP: $out"
+fi
+out=$(IN setpriv --reuid=65534 --regid=65534 --clear-groups /usr/local/bin/test_flow --ticks=0 \
+        --kb_core_addr=unix:/run/kegbot/kegnet.sock 2>&1)
+if [ $? -ne 0 ]; then
+  pass "/run/kegbot/kegnet.sock refuses nobody"
+else
+  fail "nobody could produce on /run/kegbot/kegnet.sock: $out"
+fi
+
 # 7. systemctl reload sends SIGHUP and the core stays up.
 pid=$(IN systemctl show -P MainPID kegbot-core.service)
 reloads() { IN journalctl -b -t kegbot_core --no-pager -o cat | grep -c "Got signal 1, reloading"; }
@@ -490,7 +537,9 @@ mqtt_status() {
 if IN systemctl enable --now kegbot-mqtt.service >/dev/null 2>&1 && is_active kegbot-mqtt.service; then
   st=$(IN systemctl show -P StatusText kegbot-mqtt.service)
   connected() { IN systemctl show -P StatusText kegbot-mqtt.service | grep -q '^Connected to 127.0.0.1:18830; core online'; }
-  if wait_for 20 "connected, core online" connected && [ "$(mqtt_status)" = online ]; then
+  # STATUS= says "Connected" as the session starts; "online" reaches the broker just after it.
+  online() { [ "$(mqtt_status)" = online ]; }
+  if wait_for 20 "connected, core online" connected && wait_for 10 "status online retained" online; then
     pass "kegbot-mqtt.service: READY=1, $(IN systemctl show -P StatusText kegbot-mqtt.service), status online retained"
   else
     fail "kegbot-mqtt.service: STATUS=$st, retained status '$(mqtt_status)'"; show_unit kegbot-mqtt.service
@@ -554,6 +603,7 @@ if [ "$res" = success ] && wait_for 10 "last log line" stopped_logged; then
   pass "core stopped in order (Result=$res, 'Kegbot stopped.' in the journal)"
 else
   fail "core stop: Result=$res; journal: $(IN journalctl -b --no-pager -t kegbot_core -n 5 2>&1)"
+  show_unit kegbot-core.service
 fi
 
 # ------------------------------------------------------------------ restarts (issue 12)

@@ -54,8 +54,9 @@ class StandIn:
     def clear_log(self):
         self._call("POST", "clear-log")
 
-    def fail(self, endpoint, mode, count=None, delay=None):
-        self._call("POST", "fail", {"endpoint": endpoint, "mode": mode, "count": count, "delay": delay})
+    def fail(self, endpoint, mode, count=None, delay=None, message=None):
+        self._call("POST", "fail", {"endpoint": endpoint, "mode": mode, "count": count, "delay": delay,
+                                    "message": message})
 
     def clear_failures(self):
         self._call("POST", "clear-failures")
@@ -74,6 +75,9 @@ class StandIn:
 
     def remove_tap(self, meter):
         self._call("POST", "remove-tap", {"meter": meter})
+
+    def set_meter(self, meter, ticks_per_ml):
+        self._call("POST", "set-meter", {"meter": meter, "ticks_per_ml": ticks_per_ml})
 
     def remove_keg(self, meter):
         self._call("POST", "remove-keg", {"meter": meter})

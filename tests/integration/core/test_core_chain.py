@@ -17,9 +17,7 @@ class Chain:
         self.core = Core(tmp, taps=taps, tokens=tokens_path)
         self.listener = self.core.connect()
         self.sim = kbtest.Sim(tmp, "--nobuzzer")
-        self.daemon = kbtest.Proc([kbtest.binary("kegboard_daemon"), "--kegboard_device=" + self.sim.link,
-                                   "--kb_core_addr=%d" % self.core.port, "--probe_seconds=1"],
-                                  name="kegboard_daemon")
+        self.daemon = self.sim.daemon(self.core.port)
         self.core.wait_line(r"\(main\) Controller connected: kegboard ", timeout=15)
 
     def close(self):

@@ -24,7 +24,7 @@ MUTATING = [
     (ROOT, MANAGER, "StopFlow", "s", ["kegboard.flow1"]),
     (ROOT, MANAGER, "AddAuthToken", "sss", ["kegboard.flow1", "core.rfid", "0415ab23cd"]),
     (ROOT, MANAGER, "RemoveAuthToken", "sss", ["kegboard.flow1", "core.rfid", "0415ab23cd"]),
-    (ROOT, MANAGER, "SetRelay", "sb", ["kegboard.relay1", False]),
+    (ROOT, MANAGER, "SetRelay", "sb", ["kegboard.relay0", False]),     # the relay of tap kegboard.flow0
     (ROOT, MANAGER, "Sync", "", []),
     (ROOT, MANAGER, "RetryFailedDrinks", "", []),
     (ROOT, MANAGER, "FailDrink", "s", [UUID]),
@@ -118,6 +118,12 @@ class AccessTest(unittest.TestCase):
             ("SetRelay", "sb", ["bogus", True], invalid, "Invalid relay name"),
             ("SetRelay", "sb", ["kegboard.flow0", True], invalid, "expected <controller>.relay<N>"),
             ("SetRelay", "sb", ["", False], invalid, "Invalid relay name"),
+            # A relay nothing acts on is an error, not a silent success (no tap has it, and no
+            # controller is known).
+            ("SetRelay", "sb", ["kegboard.relay1", True], "org.kegbot.Core1.Error.UnknownRelay",
+             "No such relay kegboard.relay1"),
+            ("SetRelay", "sb", ["nosuchboard.relay0", False], "org.kegbot.Core1.Error.UnknownRelay",
+             "No such relay nosuchboard.relay0"),
             ("FailDrink", "s", ["not-a-uuid"], invalid, "Invalid drink UUID"),
             ("ListDrinks", "s", ["everything"], invalid, "expected \"queued\" or \"failed\""),
             ("StartFlow", "", [], invalid, ""),

@@ -32,8 +32,7 @@ class ChainTest(unittest.TestCase):
             core = busenv.Core(tmp, bus, taps=TAPS)
             mon = Monitor(bus)
             sim = kbtest.Sim(tmp, "--nobuzzer", "--serial_number=" + SERIAL, "--thermo=thermo-0011223344556677=4.5")
-            daemon = kbtest.Proc([kbtest.binary("kegboard_daemon"), "--kegboard_device=" + sim.link,
-                                  "--kb_core_addr=%d" % core.port, "--probe_seconds=1"], name="kegboard_daemon")
+            daemon = sim.daemon(core.port)
             try:
                 ctrl = ROOT + "/controller/" + BOARD.replace("-", "_2d")
                 self.assertEqual(busenv.path_encode(ROOT + "/controller", BOARD), ctrl)

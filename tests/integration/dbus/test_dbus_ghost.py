@@ -81,18 +81,12 @@ class GhostChainTest(unittest.TestCase):
         self.mon = Monitor(self.bus)
         self.sim = kbtest.Sim(self.tmp, "--nobuzzer", "--meters=6")
         self.procs.append(self.sim)
-        self.daemon = kbtest.Proc([kbtest.binary("kegboard_daemon"), "--kegboard_device=" + self.sim.link,
-                                   "--kb_core_addr=%d" % self.core.port, "--probe_seconds=1"],
-                                  name="kegboard_daemon")
+        self.daemon = self.sim.daemon(self.core.port)
         self.procs.append(self.daemon)
 
     def tearDown(self):
         self.mon.stop()
-        for p in reversed(self.procs):
-            try:
-                p.stop(5)
-            except AssertionError:
-                p.kill()
+        kbtest.stop_all(self.procs)
         self.bus.stop()
         self.tmpdir.__exit__(None, None, None)
 

@@ -85,7 +85,8 @@ static int paced_poll_revents(snd_pcm_ioplug_t *io, struct pollfd *pfd, unsigned
         Paced *p = io->private_data;
         uint64_t ticks, played = paced_played(p), queued;
 
-        (void) read(p->timerfd, &ticks, sizeof(ticks));
+        if (read(p->timerfd, &ticks, sizeof(ticks)) != (ssize_t) sizeof(ticks))
+                ticks = 0;     /* nothing expired: the pacing below still holds */
         queued = io->appl_ptr > played ? io->appl_ptr - played : 0;
         *revents = queued + io->period_size <= io->buffer_size ? POLLOUT : 0;
         return 0;

@@ -2,42 +2,17 @@
 command and for pty boards), a pty that stands in for a board, and starting kegboard_daemon."""
 import os
 import random
-import struct
 import threading
 import tty
 
 import kbtest
 
-PREFIX = b"KBSP v1:"
-
-
-def crc16_kermit(data, crc=0):
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
-    return crc
-
-
-def frame(message_id, payload, crc=None, trailer=b"\r\n", length=None):
-    head = PREFIX + struct.pack("<HH", message_id, len(payload) if length is None else length) + payload
-    if crc is None:
-        crc = crc16_kermit(head)
-    return head + struct.pack("<H", crc) + trailer
-
-
-def tlv(tag, value):
-    return bytes([tag, len(value)]) + value
-
-
-def meter_status(name, reading, **kw):
-    return frame(0x10, tlv(1, name.encode()) + tlv(2, struct.pack("<I", reading)), **kw)
-
-
-def hello(firmware_version=18, serial="", uptime_ms=0, uptime_days=0):
-    s = serial.encode().ljust(30, b"\0")
-    return frame(0x01, tlv(1, struct.pack("<H", firmware_version)) + tlv(3, s)
-                 + tlv(4, struct.pack("<I", uptime_ms)) + tlv(5, struct.pack("<I", uptime_days)))
+PREFIX = kbtest.KBSP_PREFIX
+crc16_kermit = kbtest.crc16_kermit
+frame = kbtest.kbsp_frame
+tlv = kbtest.kbsp_tlv
+meter_status = kbtest.kbsp_meter_status
+hello = kbtest.kbsp_hello
 
 
 def hexs(b):

@@ -4,6 +4,7 @@ section 12.2). The children are fake_app.py, a test double that daemonizes and k
 way the real Kegbot programs do, installed under made-up program names in a temp dir ahead in PATH."""
 import json
 import os
+import re
 import shutil
 import select
 import signal
@@ -126,6 +127,65 @@ class LifecycleTest(unittest.TestCase):
                          % ('first_app', 'second_app', p2))
 
         # A died app counts as stopped; the running one is stopped.
+        r = self.sb.master('stop')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertTrue(wait_gone(p2))
+
+    def test_stale_pidfile_of_a_reused_pid(self):
+        # first_app died long ago; its pid now belongs to an unrelated process. status must not report
+        # that process as first_app, and stop must never signal it: the stale pidfile goes, with a
+        # WARNING (before, stop sent it SIGTERM, then SIGKILL).
+        stranger = kbtest.Proc(["sleep", "600"], name="sleep")
+        try:
+            pidfile = os.path.join(self.sb.run, 'first_app.pid')
+            with open(pidfile, 'w') as f:
+                f.write('%d\n' % stranger.pid)
+            self.assertEqual(self.status(), 'Status:\n%24s : died (%d)\n%24s : stopped\n'
+                             % ('first_app', stranger.pid, 'second_app'))
+            self.assertFalse(os.path.exists(pidfile))
+            with open(pidfile, 'w') as f:
+                f.write('%d\n' % stranger.pid)
+            r = self.sb.master('stop')
+            self.assertEqual(r.returncode, 0, r.stderr)
+            msgs = messages(r.stderr)
+            self.assertIn(('WARNING', 'Removing stale pidfile %s of first_app: pid %d is now sleep, not '
+                           'fake_kegbot_app' % (pidfile, stranger.pid)), msgs)
+            self.assertIn(('INFO', 'first_app stopped.'), msgs)
+            self.assertNotIn(('INFO', 'Sending app first_app signal 15'), msgs)
+            self.assertTrue(stranger.alive())
+        finally:
+            stranger.kill()
+
+    def test_stale_pidfile_of_the_same_program(self):
+        # The pid is the same program, but another instance: started after the pidfile was written
+        # (and not started with it). Also stale.
+        pidfile = os.path.join(self.sb.run, 'second_app.pid')
+        other = kbtest.Proc([os.path.join(self.sb.bin, 'fake_kegbot_app')], name="fake_kegbot_app")
+        try:
+            with open(pidfile, 'w') as f:
+                f.write('%d\n' % other.pid)
+            old = os.stat(pidfile).st_mtime - 3600
+            os.utime(pidfile, (old, old))
+            r = self.sb.master('status')
+            self.assertEqual(r.returncode, 0, r.stderr)
+            self.assertEqual(r.stdout, 'Status:\n%24s : stopped\n%24s : died (%d)\n'
+                             % ('first_app', 'second_app', other.pid))
+            # (btime has whole seconds: 3599 to 3601 s.)
+            self.assertTrue([m for lvl, m in messages(r.stderr) if lvl == 'WARNING' and re.fullmatch(
+                r'Removing stale pidfile %s of second_app: pid %d started (3599|360[01]) s after the pidfile was '
+                r'written: another fake_kegbot_app' % (re.escape(pidfile), other.pid), m)], r.stderr)
+            self.assertTrue(other.alive())
+        finally:
+            other.kill()
+
+        # The app kegbot_master started is still recognised after the clock moved on: it names its
+        # pidfile on its command line.
+        r = self.sb.master('start')
+        self.assertEqual(r.returncode, 0, r.stderr)
+        p2 = self.sb.pid_of('second_app')
+        old = os.stat(pidfile).st_mtime - 3600
+        os.utime(pidfile, (old, old))
+        self.assertIn('%24s : running (%d)\n' % ('second_app', p2), self.status())
         r = self.sb.master('stop')
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertTrue(wait_gone(p2))

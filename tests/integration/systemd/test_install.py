@@ -13,7 +13,7 @@ import kbtest
 import sdtest
 
 PROGRAMS = ["kegbot_core", "kegboard_daemon", "kegboard_sim", "kegboard_monitor", "kegboard_tester",
-            "test_flow", "kegbot_master", "kegbot_mqtt"]
+            "test_flow", "kegbot_master", "kegbot_mqtt", "kegbot_calibrate"]
 
 
 def read_db(path):
@@ -128,6 +128,18 @@ class InstallTests(unittest.TestCase):
             self.assertNotIn("secret", r.stdout)
             r = read_key_as(gid)
             self.assertEqual((r.returncode, r.stdout), (0, "secret-api-key\n"), r.stderr)
+            # The core may create files in /etc/kegbot (a calibration replaces taps.ini), but the sticky
+            # bit keeps it from replacing root's files there (calibration.md section 4.5).
+            st = os.stat(os.path.join(root, "etc/kegbot"))
+            self.assertEqual((st.st_uid, st.st_gid, st.st_mode & 0o7777), (0, gid, 0o1775))
+            # An admin's taps file is handed to the core.
+            with open(os.path.join(root, "etc/kegbot/taps.ini"), "w") as f:
+                f.write("[kegboard.flow0]\nml_per_tick = 0.185\n")
+            r = subprocess.run(["systemd-tmpfiles", "--root=" + root, "--create", tmpfiles],
+                               capture_output=True, text=True, timeout=60)
+            self.assertEqual(r.returncode, 0, r.stderr)
+            st = os.stat(os.path.join(root, "etc/kegbot/taps.ini"))
+            self.assertEqual((st.st_uid, st.st_gid, st.st_mode & 0o7777), (uid, gid, 0o644))
             # Applying again changes nothing and does not complain.
             r = subprocess.run(["systemd-tmpfiles", "--root=" + root, "--create", tmpfiles],
                                capture_output=True, text=True, timeout=60)

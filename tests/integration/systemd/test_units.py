@@ -253,7 +253,19 @@ class UnitTests(unittest.TestCase):
         u = {n: sdtest.read_unit(self.unit_path(n)) for n in sdtest.UNITS}
         sock, core, kbd, target = (u["kegbot-core.socket"], u["kegbot-core.service"],
                                    u["kegboard-daemon@.service"], u["kegbot.target"])
-        self.assertEqual(sdtest.unit_values(sock, "Socket", "ListenStream"), ["127.0.0.1:9805"])
+        # TCP for everyone (listeners), the Unix socket for the producers: group kegbot only.
+        self.assertEqual(sdtest.unit_values(sock, "Socket", "ListenStream"),
+                         ["127.0.0.1:9805", "/run/kegbot/kegnet.sock"])
+        self.assertEqual(sdtest.unit_values(sock, "Socket", "SocketGroup"), ["kegbot"])
+        self.assertEqual(sdtest.unit_values(sock, "Socket", "SocketMode"), ["0660"])
+        producers = [kbd] + [sdtest.read_unit(self.unit_path(n)) for n in ("rfid-reader@.service",)
+                             if os.path.exists(self.unit_path(n))]
+        for p in producers:
+            self.assertIn("--kb_core_addr=unix:/run/kegbot/kegnet.sock",
+                          shlex.split(sdtest.unit_values(p, "Service", "ExecStart")[0]))
+            self.assertEqual(sdtest.unit_values(p, "Service", "Group"), ["kegbot"])
+        # Who owns a loopback kegnet peer: the kernel's socket diagnostics, over netlink.
+        self.assertIn("AF_NETLINK", " ".join(sdtest.unit_values(core, "Service", "RestrictAddressFamilies")).split())
         self.assertEqual(sdtest.unit_values(core, "Service", "Type"), ["notify"])
         self.assertEqual(sdtest.unit_values(core, "Service", "BusName"), ["org.kegbot.Core1"])
         self.assertTrue(sdtest.unit_values(core, "Service", "WatchdogSec"))
@@ -263,6 +275,9 @@ class UnitTests(unittest.TestCase):
         self.assertIn("api_key:/etc/kegbot/api_key", sdtest.unit_values(core, "Service", "LoadCredential"))
         self.assertIn("flags:/etc/kegbot/kegbot_core.flags",
                       sdtest.unit_values(core, "Service", "LoadCredential"))
+        # A calibration rewrites /etc/kegbot/taps.ini despite ProtectSystem=strict.
+        self.assertEqual(sdtest.unit_values(core, "Service", "ProtectSystem"), ["strict"])
+        self.assertIn("-/etc/kegbot", sdtest.unit_values(core, "Service", "ReadWritePaths"))
         # The target pulls in the socket (the core is socket/bus activated) and the oneshot that starts
         # the daemons of boards already plugged in (they stop with the target: PartOf=).
         wants = " ".join(sdtest.unit_values(target, "Unit", "Wants")).split()

@@ -16,24 +16,10 @@ import unittest
 
 import kbtest
 
-PREFIX = b"KBSP v1:"
-
-
-def crc16_kermit(data, crc=0):
-    for b in data:
-        crc ^= b
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0x8408 if crc & 1 else crc >> 1
-    return crc
-
-
-def frame(message_id, payload=b""):
-    head = PREFIX + struct.pack("<HH", message_id, len(payload)) + payload
-    return head + struct.pack("<H", crc16_kermit(head)) + b"\r\n"
-
-
-def tlv(tag, value):
-    return bytes([tag, len(value)]) + value
+PREFIX = kbtest.KBSP_PREFIX
+crc16_kermit = kbtest.crc16_kermit
+frame = kbtest.kbsp_frame
+tlv = kbtest.kbsp_tlv
 
 
 PING = frame(0x81)
