@@ -3,7 +3,10 @@
  * spool and its uploader (backend.h).
  *
  * record() writes the drink durably (fsync) before it returns, or fails: it never keeps a drink it
- * could not write. The manager holds such a drink itself, in order, without announcing it (no
+ * could not write (one exception: the event backend's sink keeps a pour whose spool file cannot be
+ * written in memory and sends it from there, returning DRINK_SINK_QUEUED, so the pour is reported
+ * completed as kegboard-event-protocol.md section 5.0 says; D-Bus SpoolState shows "degraded"
+ * meanwhile). The manager holds a drink that failed itself, in order, without announcing it (no
  * FlowUpdate(completed), no DrinkCreatedEvent) until a retry has written it; its accounted meter
  * reading does not move meanwhile (meters-state.h), so not even a crash loses its ticks. Once
  * written, a drink is announced when the sink accepts it: appended to drinks.log (at once), or taken
