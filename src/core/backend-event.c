@@ -2795,6 +2795,18 @@ size_t event_backend_n_pending_pours(EventBackend *b) {
         return n;
 }
 
+const char *event_backend_meter_grant(EventBackend *b, const char *meter) {
+        char dev[KBEVENT_DEVICE_NAME_MAX + 1];
+        unsigned n;
+        Device *d;
+        Grant *g;
+
+        if (!b || !meter || kbevent_parse_port(meter, "flow", dev, &n) < 0 || !(d = find_device(b, dev)))
+                return NULL;
+        g = grant_covering(d, n);
+        return g ? g->id : NULL;
+}
+
 size_t event_backend_n_held_events(EventBackend *b) {
         size_t n = 0;
         for (size_t i = 0; b && i < b->n_devices; i++)

@@ -79,6 +79,9 @@ size_t event_backend_n_held_events(EventBackend *b);
 size_t event_backend_n_devices(EventBackend *b);
 const char *event_backend_device_name_at(EventBackend *b, size_t i);
 
+/* The grant covering 'meter' now (its flow's GrantId on D-Bus), NULL when none does. */
+const char *event_backend_meter_grant(EventBackend *b, const char *meter);
+
 /* Per device (NULL / -ENOENT when the controller has no device). */
 typedef struct EventDeviceInfo {
         EventDeviceState state;

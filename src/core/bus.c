@@ -90,6 +90,7 @@ typedef struct MeterObj {
         uint64_t start_realtime;
         uint64_t last_activity_realtime;
         uint64_t max_idle_usec;
+        char *grant_id;                 /* event controllers: the grant covering the meter, as last shown */
         unsigned flow_flags;            /* DRINK_FLAG_* of the flow */
         char *flow_path;                /* set while the flow object is exported */
 
@@ -233,6 +234,7 @@ static MeterObj *meter_obj_free(MeterObj *mo) {
         free(mo->username);
         free(mo->auth_device);
         free(mo->relay_name);
+        free(mo->grant_id);
         free(mo->flow_path);
         free(mo);
         return NULL;
@@ -326,7 +328,7 @@ static void meter_flush(MeterObj *mo) {
                                      "FlowUsername", "FlowFlags", "GhostTicks", "GhostVolumeMl", "CalibrationTicks",
                                      NULL };
         static char *flow_props[] = { "State", "Username", "AuthDevice", "Ticks", "VolumeMl", "LastActivity",
-                                      "RelayName", "MaxIdle", "Flags", NULL };
+                                      "RelayName", "MaxIdle", "Flags", "GrantId", NULL };
         Bus *b = mo->bus;
 
         if (!mo->dirty)
@@ -1409,6 +1411,8 @@ static int flow_property_get(sd_bus *bus, const char *path, const char *interfac
                 return sd_bus_message_append(reply, "t", mo->max_idle_usec);
         if (streq(property, "Flags"))
                 return append_flags(reply, mo->flow_flags);
+        if (streq(property, "GrantId"))
+                return sd_bus_message_append(reply, "s", mo->grant_id ?: "");
         return sd_bus_error_setf(error, SD_BUS_ERROR_UNKNOWN_PROPERTY, "Unknown property %s", property);
 }
 
@@ -1429,6 +1433,7 @@ static const sd_bus_vtable flow_vtable[] = {
         FLOW_PROPERTY("RelayName", "s"),
         FLOW_PROPERTY("MaxIdle", "t"),
         FLOW_PROPERTY("Flags", "as"),
+        FLOW_PROPERTY("GrantId", "s"),
         SD_BUS_VTABLE_END
 };
 
@@ -1747,7 +1752,8 @@ static void on_flow_updated(Manager *m, const FlowInfo *f, void *userdata) {
         mo->flow_flags = f->flags;
         if (free_and_strdup(&mo->username, f->username) < 0 ||
             free_and_strdup(&mo->auth_device, f->auth_device) < 0 ||
-            free_and_strdup(&mo->relay_name, f->relay_name) < 0)
+            free_and_strdup(&mo->relay_name, f->relay_name) < 0 ||
+            free_and_strdup(&mo->grant_id, event_backend_meter_grant(b->event_backend, f->meter_name)) < 0)
                 log_error("Out of memory tracking the flow on %s", f->meter_name);
 
         if (!ended && !mo->flow_path) {
@@ -2353,6 +2359,17 @@ static void on_event_backend_changed(void *userdata) {
         Bus *b = userdata;
 
         manager_props_refresh(b);
+        /* Grants come and go: the GrantId of the flows they cover. */
+        for (size_t i = 0; i < b->n_meters; i++) {
+                MeterObj *mo = b->meters[i];
+                const char *g = event_backend_meter_grant(b->event_backend, mo->meter);
+
+                if (!mo->flow_path || streq_ptr(g, mo->grant_id))
+                        continue;
+                if (free_and_strdup(&mo->grant_id, g) < 0)
+                        return (void) log_error("Out of memory tracking the grant of %s", mo->meter);
+                meter_mark_dirty(mo);
+        }
         for (size_t i = 0; i < event_backend_n_devices(b->event_backend); i++) {
                 const char *name = event_backend_device_name_at(b->event_backend, i);
                 _cleanup_(freep) char *path = NULL;

@@ -1037,32 +1037,35 @@ class DbusEventTest(DbusBase):
         self.mounts.append(m)
         return path
 
-    def flow_max_idle(self):
+    def flow(self):
+        """(MaxIdle in s, GrantId) of the one flow on D-Bus, None while there is none."""
         flows = [p for p in self.bus.managed_objects() if p.startswith("/org/kegbot/Core1/flow/")]
         if len(flows) != 1:
             return None
-        return self.bus.get(flows[0], "org.kegbot.Core1.Flow", "MaxIdle") // 1000000
+        p = self.bus.get_all(flows[0], "org.kegbot.Core1.Flow")
+        return p["MaxIdle"] // 1000000, p["GrantId"]
 
     def test_granted_flow_idles_by_its_token_device(self):
         """Scenario 20's flow under its grant: the idle limit of core-behaviour.md section 6.3 for
         the grant's echoed auth_device: an anonymous flow adopted by a core.rfid grant gets 20 s,
-        a flow a core.onewire grant starts 120 s; a grant without an echo 10 s."""
+        a flow a core.onewire grant starts 120 s; a grant without an echo 10 s. The Flow object's GrantId
+        names the grant covering its meter (section 12)."""
         c = self.start_core()
         c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
         c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=110)
-        kbtest.wait_until(lambda: self.flow_max_idle() == 10, timeout=5, what="an anonymous flow, 10 s")
+        kbtest.wait_until(lambda: self.flow() == (10, ""), timeout=5, what="an anonymous flow, 10 s")
         c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.rfid",
                     token_value="deadbeef", status="added")
-        c.wait_line(r"Device kegboard: grant g_[0-9a-f]{8} applied")
-        kbtest.wait_until(lambda: self.flow_max_idle() == 20, timeout=5, what="adopted by the core.rfid grant, 20 s")
+        g1 = c.wait_line(r"Device kegboard: grant (g_[0-9a-f]{8}) applied").group(1)
+        kbtest.wait_until(lambda: self.flow() == (20, g1), timeout=5, what="adopted by the core.rfid grant, 20 s")
         c.conn.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
         self.standin.wait_event_drinks(1)
         mark = c.count("stderr")
         c.conn.send("TokenAuthEvent", meter_name="kegboard.flow0", auth_device_name="core.onewire",
                     token_value="0000111122223333", status="added")
-        c.wait_line(r"Device kegboard: grant g_[0-9a-f]{8} applied", key="stderr", start=mark)
+        g2 = c.wait_line(r"Device kegboard: grant (g_[0-9a-f]{8}) applied", key="stderr", start=mark).group(1)
         c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=220)
-        kbtest.wait_until(lambda: self.flow_max_idle() == 120, timeout=5, what="a core.onewire grant's flow, 120 s")
+        kbtest.wait_until(lambda: self.flow() == (120, g2), timeout=5, what="a core.onewire grant's flow, 120 s")
         c.conn.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
         self.standin.wait_event_drinks(2)
         # A server-initiated grant (no echo): 10 s; it replaces the iButton's grant on meter 0.
@@ -1070,7 +1073,7 @@ class DbusEventTest(DbusBase):
         c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-1", sensor_value=4.0)
         c.wait_line(r"Device kegboard: command %s \(authorize\) -> ok" % g)
         c.conn.send("MeterUpdate", meter_name="kegboard.flow0", reading=330)
-        kbtest.wait_until(lambda: self.flow_max_idle() == 10, timeout=5, what="a grant without an echo, 10 s")
+        kbtest.wait_until(lambda: self.flow() == (10, "g_admin"), timeout=5, what="a grant without an echo, 10 s")
         c.conn.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
         drinks = self.standin.wait_event_drinks(3)
         self.assertEqual(drinks[2]["grant_id"], "g_admin")
