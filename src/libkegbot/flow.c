@@ -2272,6 +2272,8 @@ static int tap_maybe_create(FlowEngine *e, const char *meter) {
 
         if (!e->config.create_unknown_taps || tap_find(e, meter))
                 return 0;
+        if (e->config.may_create_tap && !e->config.may_create_tap(meter, e->config.may_create_tap_userdata))
+                return 0;
         if (e->n_taps >= FLOW_ENGINE_MAX_METERS) {
                 emit_log_kind(e, FLOW_LOG_TABLE_FULL, meter, LOG_WARNING, "Too many taps (%d), not creating tap %s",
                               FLOW_ENGINE_MAX_METERS, meter);

@@ -124,6 +124,10 @@ typedef struct FlowEngineConfig {
                                          * after a gap (core start, producer reconnect), 0 = no limit */
         FlowSettings settings;          /* of every meter without settings of its own (flags, [DEFAULT]) */
         bool create_unknown_taps;       /* standalone mode: a meter without a tap gets one on first sight */
+        /* With create_unknown_taps, optional: only meters it accepts get one (both server backends:
+         * the event protocol's controllers, kegboard-event-protocol.md section 1.3). */
+        bool (*may_create_tap)(const char *meter, void *userdata);
+        void *may_create_tap_userdata;
         double default_ml_per_tick;     /* calibration of those taps and of the filter on meters without
                                          * a tap (1 / --default_ticks_per_ml) */
         uint64_t idle_onewire_usec;     /* max_idle of flows owned through core.onewire */
