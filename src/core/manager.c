@@ -1309,7 +1309,7 @@ static void on_tap_changed(const char *meter, TapChange change, void *userdata) 
 }
 
 /* Both backends: the taps file and first sight define the taps of every controller but the legacy
- * API's (kegboard-event-protocol.md section 1.3). */
+ * API's, and tokens on those taps are the event server's (kegboard-event-protocol.md 1.3, 1.4). */
 static bool meter_is_local(const char *meter, void *userdata) {
         return manager_route(userdata, meter, false) != ROUTE_LEGACY;
 }
@@ -1562,8 +1562,8 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         fc.max_restart_delta = config->max_restart_delta;
         fc.create_unknown_taps = config->standalone || config->local_taps;
         if (routes_mixed(config->routes)) {
-                fc.may_create_tap = meter_is_local;
-                fc.may_create_tap_userdata = m;
+                fc.server_tap = meter_is_local;
+                fc.server_tap_userdata = m;
         }
         fc.default_ml_per_tick = 1.0 / config->default_ticks_per_ml;
         r = flow_engine_new(&m->engine, &fc, on_engine_event, m);

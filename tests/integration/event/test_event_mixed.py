@@ -49,7 +49,9 @@ class Mixed(unittest.TestCase):
 
     def test_never_both_backends(self):
         """Scenario 28: each board's drinks, temperatures, tokens and provisioning go to its backend only."""
-        c = self.core("[kegboard-b.flow0]\nticks_per_ml = 2.2\n")
+        # The receiver grants nothing: a valve of the event board that opens is the legacy lookup's doing.
+        self.receiver._event("POST", "policy", {"device": EVENT, "decide": "none"})
+        c = self.core("[kegboard-b.flow0]\nticks_per_ml = 2.2\nrelay_name = kegboard-b.relay0\n")
         c.wait_line(r"\(main\) Running in server mode, api_url=http://127\.0\.0\.1:\d+/api/")
         c.wait_line(r"\(main\) Kegboard Event Protocol: event_url=")
         c.wait_line(r"Adding tap: kegboard\.flow0 ml_per_tick=0\.4545")
@@ -89,6 +91,25 @@ class Mixed(unittest.TestCase):
         kbtest.wait_until(lambda: self.legacy.requests("auth"), what="the legacy board's token lookup")
         self.assertEqual(self.legacy_paths("auth"), ["/api/auth-tokens/core.rfid/ddeeff"])
         self.assertEqual([e["data"]["token"] for e in self.receiver.events("token")], ["aabbcc"])
+
+        # A token addressed to every tap (as kegboard_daemon and rfid_daemon send them): a token event
+        # for the event board, and a lookup whose user owns flows on the legacy board's taps only; the
+        # event board's valve stays with its grants.
+        c.conn.send("TokenAuthEvent", meter_name="__all_taps__", auth_device_name="core.rfid",
+                    token_value="DEADBEEF", status="added")
+        owned, seen = set(), []
+        while owned != {"kegboard.flow0", "kegboard.flow1"}:
+            m, more = c.conn.recv_until(lambda m: m.get("event") == "FlowUpdate" and m["data"]["username"] == "alice",
+                                        timeout=10, what="alice's flows on the legacy board")
+            owned.add(m["data"]["meter_name"])
+            seen += more
+        self.receiver.wait_events(lambda e: e["type"] == "token" and e["data"]["token"] == "deadbeef",
+                                  what="the event board's token event")
+        self.assertEqual([m for m in seen if m.get("event") == "FlowUpdate" and m["data"]["meter_name"] == "kegboard-b.flow0"
+                          and m["data"]["username"]], [])
+        self.assertEqual([m for m in seen if m.get("event") == "SetRelayOutputEvent"
+                          and m["data"]["output_name"] == "kegboard-b.relay0" and m["data"]["output_mode"] == "enabled"],
+                         [])
 
     def test_taps_of_event_controllers(self):
         """Scenario 30: the server's tap of an event controller is ignored, the taps file defines it,
