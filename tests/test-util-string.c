@@ -35,9 +35,21 @@ static void test_is_name(void) {
         check(string_is_name("fl\xc3\xbcss", 256));    /* UTF-8 is checked where text enters, not here */
 }
 
+static void test_trim(void) {
+        _cleanup_(freep) char *a = strndup_trim(" \t kegboard = legacy \r\n", 22);
+        _cleanup_(freep) char *b = strndup_trim("   ", 3);
+        _cleanup_(freep) char *c = strndup_trim("ab cd", 3);   /* only the first n bytes */
+
+        check_streq(a, "kegboard = legacy");
+        check_streq(b, "");
+        check_streq(c, "ab");
+        check(char_is_blank('\v') && char_is_blank('\f') && !char_is_blank('x') && !char_is_blank('\0'));
+}
+
 int main(void) {
         test_run(test_printf);
         test_run(test_error);
         test_run(test_is_name);
+        test_run(test_trim);
         return test_result();
 }

@@ -17,6 +17,7 @@
 #include "log.h"
 
 #include "backend-event.h"
+#include "calibration.h"
 #include "drink-sink.h"
 #include "http.h"
 #include "kbevent.h"
@@ -205,6 +206,7 @@ struct EventBackend {
         void *changed_userdata;
         const EventBackendSignals *signals;
         void *signals_userdata;
+        Calibrations *calibrations;     /* the taps-file store of event controllers' calibrations */
 };
 
 static const ManagerObserver event_observer;
@@ -281,7 +283,7 @@ static uint64_t uptime_ms(EventBackend *b) {
 /* ---------------------------------------------------------------- routing (section 1.2) */
 
 bool event_backend_owns_controller(EventBackend *b, const char *controller) {
-        return b && !isempty(controller);
+        return b && !isempty(controller) && manager_route(b->manager, controller, true) == ROUTE_EVENT;
 }
 
 /* The controller of a meter, sensor or relay name ("C.<rest>"), or -EINVAL without a dot. */
@@ -2729,6 +2731,69 @@ EventBackend *event_backend_free(EventBackend *b) {
         free(b->state_dir);
         free(b);
         return NULL;
+}
+
+/* ---------------------------------------------------------------- calibrations */
+
+/* Calibration lives in the core for event controllers (calibration.md section 4.4). */
+static bool calibration_owns(void *userdata, const char *meter) {
+        EventBackend *b = userdata;
+        char ctl[KBEVENT_DEVICE_NAME_MAX + 1];
+
+        return controller_of(meter, ctl, NULL) >= 0 && event_backend_owns_controller(b, ctl);
+}
+
+typedef struct CalibrationStore {
+        CalibrationStoreDone done;
+        void *userdata;
+} CalibrationStore;
+
+static void calibration_stored(const CalibrationStored *s, void *userdata) {
+        const CalibrationStore *w = userdata;
+        _cleanup_(freep) char *message = NULL;
+        CalibrationStored copy = *s;
+
+        if (s->storage == CALIBRATION_STORAGE_TAPS_FILE) {
+                message = strdup_printf("Saved to %s; Kegbot Server takes it from the device's next status event.",
+                                        s->location);
+                copy.message = message;
+        }
+        w->done(&copy, w->userdata);
+}
+
+static void calibration_store(void *userdata, const CalibrationRequest *req, CalibrationStoreDone done,
+                              void *done_userdata, void **ret_handle) {
+        EventBackend *b = userdata;
+        char ctl[KBEVENT_DEVICE_NAME_MAX + 1];
+        Device *d;
+
+        /* The taps file as in standalone mode; 'done' applies the value to the tap before it returns. */
+        calibrations_store_taps_file(b->calibrations, req, calibration_stored,
+                                     &(CalibrationStore) { .done = done, .userdata = done_userdata });
+        *ret_handle = NULL;
+        /* The server learns it from the meters of a status now, not at the next heartbeat. */
+        if (controller_of(req->meter, ctl, NULL) < 0 || !(d = find_device(b, ctl)) || !d->active || !b->started)
+                return;
+        log_debug("Device %s: status for the calibration of %s", d->name, req->meter);
+        device_queue_status(d);
+}
+
+static void calibration_cancel(void *userdata, void *handle) {
+        /* Nothing to abandon: a store is done before calibration_store() returns. */
+}
+
+static const CalibrationBackend event_calibration = {
+        .owns = calibration_owns,
+        .taps_from_server = false,
+        .relays_from_grants = true,
+        .store = calibration_store,
+        .cancel = calibration_cancel,
+};
+
+int event_backend_add_calibrations(EventBackend *b, Calibrations *c) {
+        assert_return(b && c, -EINVAL);
+        b->calibrations = c;
+        return calibrations_add_backend(c, &event_calibration, b);
 }
 
 int event_backend_start(EventBackend *b) {

@@ -46,6 +46,12 @@ int event_backend_new(EventBackend **ret, Manager *m, const EventBackendConfig *
 EventBackend *event_backend_free(EventBackend *b);
 DEFINE_TRIVIAL_CLEANUP_FUNC(EventBackend *, event_backend_free);
 
+/* Event controllers' calibrations (calibration.md section 4.4): stored in the taps file by 'c',
+ * then a status event at once; a calibration pour does not hold their valves. 'b' uses 'c' only
+ * in the stores 'c' asks for. */
+typedef struct Calibrations Calibrations;
+int event_backend_add_calibrations(EventBackend *b, Calibrations *c);
+
 /* The first attempts (after READY=1). */
 int event_backend_start(EventBackend *b);
 

@@ -1138,7 +1138,8 @@ static void on_thermo_reading(Manager *m, const ThermoSensor *s, bool record, vo
         char v[DOUBLE_STRING_MAX];
         int r;
 
-        if (!record || b->stopping || !b->client)
+        /* A sensor of an event controller is reported by the event backend (section 1.2). */
+        if (!record || b->stopping || !b->client || manager_route(m, s->name, false) != ROUTE_LEGACY)
                 return;
         name = api_escape(s->name);
         if (!name || asprintf(&path, "thermo-sensors/%s", name) < 0) {
@@ -1253,7 +1254,8 @@ static void provision_step(Provision *p) {
 static void on_controller_changed(Manager *m, const Controller *c, void *userdata) {
         Backend *b = userdata;
 
-        if (!c->connected || isempty(c->name))
+        /* The event protocol has no provisioning: the server creates an approved device's controller. */
+        if (!c->connected || isempty(c->name) || manager_route(m, c->name, true) != ROUTE_LEGACY)
                 return;
         for (Provision *p = b->provisions; p; p = p->next)
                 if (streq(p->name, c->name))
@@ -1404,8 +1406,9 @@ static void on_calibration_post(ApiClient *c, const ApiResult *res, void *userda
 }
 
 static bool calibration_owns(void *userdata, const char *meter) {
-        /* Every controller of a server-mode core uses the legacy API. */
-        return true;
+        Backend *b = userdata;
+        /* The meters of the controllers that use the legacy API (all of them without --event_url). */
+        return manager_route(b->manager, meter, false) == ROUTE_LEGACY;
 }
 
 static void calibration_store(void *userdata, const CalibrationRequest *req, CalibrationStoreDone done,

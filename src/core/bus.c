@@ -693,17 +693,19 @@ static int method_sync(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         log_info("Sync() requested over D-Bus");
         if (b->event_backend)
                 event_backend_kick_all(b->event_backend);
-        if (b->backend) {
+        if (b->backend && !b->event_backend) {
                 r = backend_sync(b->backend);
                 if (r < 0)
                         return reply_manager_error(error, r, "Sync");
         } else {
+                /* The taps file; with both backends its reload also runs the legacy sync (section 1.3). */
                 r = manager_reload(b->manager);
                 if (r < 0)
                         return sd_bus_error_set_errnof(error, r,
                                                        "Sync failed (%s): the previous taps are kept; "
                                                        "the core's log says why", strerror(-r));
-                b->last_sync = bus_now(b, CLOCK_REALTIME);
+                if (!b->backend)
+                        b->last_sync = bus_now(b, CLOCK_REALTIME);
         }
         manager_props_refresh(b);
         return sd_bus_reply_method_return(m, NULL);

@@ -143,7 +143,7 @@ int calibrations_start(Calibrations *c, const char *meter, char **ret_message) {
         if (pending_find(c, meter))
                 return fail(ret_message, -EBUSY, "Tap %s is already being calibrated", meter);
 
-        r = manager_start_calibration(c->manager, meter, c->timeout_usec, true);
+        r = manager_start_calibration(c->manager, meter, c->timeout_usec, !(b && b->ops->relays_from_grants));
         switch (r) {
         case 0:
                 return 0;

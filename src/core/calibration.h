@@ -62,6 +62,9 @@ typedef struct CalibrationBackend {
         bool (*owns)(void *userdata, const char *meter);
         /* Its taps come from a server: an unknown meter is UnknownMeter, never a first-sight tap. */
         bool taps_from_server;
+        /* Its valves open only for the server's grants (the event protocol, section 2.2 step 3): a
+         * calibration pour does not hold the tap's relay. */
+        bool relays_from_grants;
         /* Stores 'req' and calls 'done' exactly once (perhaps before it returns) unless cancel()
          * comes first. *ret_handle identifies the store for cancel(). */
         void (*store)(void *userdata, const CalibrationRequest *req, CalibrationStoreDone done, void *done_userdata,

@@ -13,6 +13,7 @@
 #include "backend-event.h"
 #include "bus.h"
 #include "calibration.h"
+#include "routes.h"
 #include "manager.h"
 
 static const char *arg_kb_core_bind_addr = KEGNET_DEFAULT_ADDR;
@@ -35,6 +36,7 @@ static int arg_calibration_timeout_s = 600;
 
 /* The Kegboard Event Protocol backend (kegboard-event-protocol.md section 1.1). */
 static const char *arg_event_url = "";
+static const char *arg_controller_backends = "";
 static int arg_event_heartbeat_interval = 60;
 static int arg_event_pour_update_ms = 1000;
 static int arg_event_retry_interval = 30;
@@ -93,6 +95,9 @@ static const FlagDef core_flags[] = {
         FLAG_STRING("event_url", &arg_event_url,
                     "Kegboard Event Protocol URL (Kegbot Server 2.0: http://<server>/api/kegboard-event): every board "
                     "reports there as a virtual Kegboard v4; empty = none.", .env = "KEGBOT_EVENT_URL"),
+        FLAG_STRING("controller_backends", &arg_controller_backends,
+                    "Per-controller backend: comma-separated <controller>=event|legacy (e.g. kegboard=legacy); "
+                    "others report through the event protocol when --event_url is set, else the legacy API."),
         FLAG_INT_RANGE("event_heartbeat_interval", &arg_event_heartbeat_interval, 10, 3600,
                        "Seconds between status heartbeats of each event device."),
         FLAG_INT_RANGE("event_pour_update_ms", &arg_event_pour_update_ms, 0, 60000,
@@ -188,6 +193,8 @@ static void status_extra(Manager *m, char *buf, size_t size, void *userdata) {
 }
 
 int main(int argc, char **argv) {
+        _cleanup_(routes_freep) Routes *routes = NULL;     /* freed last: the manager keeps it */
+        _cleanup_(freep) char *error = NULL;
         _cleanup_(manager_freep) Manager *m = NULL;
         _cleanup_(backend_freep) Backend *backend = NULL;
         _cleanup_(event_backend_freep) EventBackend *event_backend = NULL;
@@ -233,10 +240,10 @@ int main(int argc, char **argv) {
         event = !isempty(arg_event_url);
         if (event && !startswith(arg_event_url, "http://") && !startswith(arg_event_url, "https://"))
                 app_flag_error("--event_url: an http:// or https:// URL");
-        if (event && !isempty(app_api_url()))
-                app_flag_error("--event_url and --api_url together (boards split between the two servers) are not "
-                               "supported yet: give one of them");
         server = !isempty(app_api_url());
+        r = routes_new(arg_controller_backends, server, event, &routes, &error);
+        if (r < 0)
+                app_flag_error("--controller_backends: %s", error ?: strerror(-r));
         if (server) {
                 log_info("Running in server mode, api_url=%s", app_api_url());
                 if (isempty(app_api_key()))
@@ -259,8 +266,9 @@ int main(int argc, char **argv) {
         config.open_producers = arg_kegnet_open_producers;
         config.max_clients = (unsigned) arg_kegnet_max_clients;
         config.idle_timeout_usec = (uint64_t) arg_kegnet_idle_timeout * USEC_PER_SEC;
-                config.standalone = !server && !event;
-        config.local_taps = event && !server;
+        config.standalone = !server && !event;
+        config.local_taps = event;
+        config.routes = routes;
         config.retry_usec = (uint64_t) arg_retry_interval * USEC_PER_SEC;
 
         r = manager_new(&m, &config);
@@ -309,6 +317,8 @@ int main(int argc, char **argv) {
                         .debug_events = arg_debug_events,
                 };
                 r = event_backend_new(&event_backend, m, &ec);
+                if (r >= 0)
+                        r = event_backend_add_calibrations(event_backend, calibrations);
                 if (r < 0) {
                         app_finish();
                         return 1;

@@ -829,7 +829,9 @@ int manager_token_event(Manager *m, const char *device, const char *value, const
                 return -ENOMEM;
 
         FOREACH_OBSERVER(m, token_presented, device, norm, meter, added);
-        if (!m->has_auth && m->config.local_taps)
+        /* A token on an event controller's reader is the server's to decide (section 1.4). */
+        if (m->config.local_taps &&
+            (!m->has_auth || (!targets_all_taps(meter) && manager_route(m, meter, false) == ROUTE_EVENT)))
                 return 0;
         if (!m->has_auth) {
                 if (!targets_all_taps(meter) && flow_engine_get_tap(m->engine, meter, &(FlowTapInfo) {}) < 0) {
@@ -1318,6 +1320,12 @@ static void on_tap_changed(const char *meter, TapChange change, void *userdata) 
         FOREACH_OBSERVER(m, tap_changed, meter, change);
 }
 
+/* Both backends: the taps file and first sight define the taps of every controller but the legacy
+ * API's, and tokens on those taps are the event server's (kegboard-event-protocol.md 1.3, 1.4). */
+static bool meter_is_local(const char *meter, void *userdata) {
+        return manager_route(userdata, meter, false) != ROUTE_LEGACY;
+}
+
 static void tap_clock(FlowTime *ret, void *userdata) {
         manager_now(userdata, ret);
 }
@@ -1565,6 +1573,10 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         fc.settings = config->settings;
         fc.max_restart_delta = config->max_restart_delta;
         fc.create_unknown_taps = config->standalone || config->local_taps;
+        if (routes_mixed(config->routes)) {
+                fc.server_tap = meter_is_local;
+                fc.server_tap_userdata = m;
+        }
         fc.default_ml_per_tick = 1.0 / config->default_ticks_per_ml;
         r = flow_engine_new(&m->engine, &fc, on_engine_event, m);
         if (r < 0)
@@ -1585,6 +1597,8 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         if (r < 0)
                 return log_error_errno(r, "Out of memory");
         tap_registry_set_clock(m->taps, tap_clock, m);
+        if (routes_mixed(config->routes))
+                tap_registry_set_scope(m->taps, meter_is_local, m);
 
         /* Spec start-up order: state directory, socket, (D-Bus), taps file. */
         if (config->standalone) {
@@ -1751,6 +1765,9 @@ int manager_run(Manager *m) {
 sd_event *manager_get_event(Manager *m) { return m->event; }
 FlowEngine *manager_get_engine(Manager *m) { return m->engine; }
 TapRegistry *manager_get_taps(Manager *m) { return m->taps; }
+RouteBackend manager_route(Manager *m, const char *name, bool is_controller) {
+        return routes_lookup(m->config.routes, name, is_controller);
+}
 ThermoManager *manager_get_thermo(Manager *m) { return m->thermo; }
 KegnetServer *manager_get_kegnet(Manager *m) { return m->kegnet; }
 bool manager_is_standalone(Manager *m) { return m->config.standalone; }

@@ -14,6 +14,7 @@
 #include "flow.h"
 #include "kegnet-server.h"
 #include "macro.h"
+#include "routes.h"
 #include "taps.h"
 #include "thermo.h"
 
@@ -30,8 +31,9 @@ typedef struct ManagerConfig {
         double default_ticks_per_ml;
         bool debug_events;
         bool standalone;                /* false: the caller installs a drink sink (server mode) */
-        bool local_taps;                /* server mode without the legacy API: taps from the taps file and
-                                         * first sight, as in standalone mode (event protocol, section 1.3) */
+        bool local_taps;                /* the event protocol: its controllers' taps from the taps file and
+                                         * first sight, as in standalone mode (section 1.3) */
+        const Routes *routes;           /* which backend reports each controller (outlives the Manager) */
         unsigned max_clients;           /* --kegnet_max_clients, 0 = default */
         uint64_t idle_timeout_usec;     /* --kegnet_idle_timeout, 0 = default */
         bool open_producers;            /* --kegnet_open_producers */
@@ -121,6 +123,8 @@ int manager_run(Manager *m);
 sd_event *manager_get_event(Manager *m);
 FlowEngine *manager_get_engine(Manager *m);
 TapRegistry *manager_get_taps(Manager *m);
+/* The backend reporting the controller of 'name' (a meter, sensor or relay; or a controller name). */
+RouteBackend manager_route(Manager *m, const char *name, bool is_controller);
 ThermoManager *manager_get_thermo(Manager *m);
 KegnetServer *manager_get_kegnet(Manager *m);
 bool manager_is_standalone(Manager *m);

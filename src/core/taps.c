@@ -30,6 +30,8 @@ struct TapRegistry {
         void *clock_userdata;
         SourceOverride *overrides;
         size_t n_overrides;
+        TapScopeFunc scope;             /* both backends: which meters the taps file defines */
+        void *scope_userdata;
 };
 
 const char *tap_calibration_source_to_string(TapCalibrationSource s) {
@@ -184,6 +186,13 @@ static const char *meter_controller(const char *meter, char *buf, size_t size) {
         return buf;
 }
 
+static void warn_legacy_entry(const char *meter) {
+        char controller[256];
+
+        log_warning("Taps file entry %s ignored: controller %s uses the legacy API", meter,
+                    meter_controller(meter, controller, sizeof controller));
+}
+
 /* 'quiet': no warnings (a check of a file about to be written, not a load). */
 static int tap_table_parse(const Ini *ini, const char *path, double default_ml_per_tick, const FlowSettings *flags,
                            bool filter_only, bool quiet, TapTable **ret, char **ret_error) {
@@ -259,11 +268,8 @@ static int tap_table_parse(const Ini *ini, const char *path, double default_ml_p
                                 return strdup_error(ret_error, r, "%s", err ?: "bad value");
                 }
 
-                if (other_keys && !quiet) {
-                        char controller[256];
-                        log_warning("Taps file entry %s ignored: controller %s uses the legacy API", section,
-                                    meter_controller(section, controller, sizeof controller));
-                }
+                if (other_keys && !quiet)
+                        warn_legacy_entry(section);
 
                 if (has_mpt && has_tpm)
                         return strdup_error(ret_error, -EINVAL,
@@ -276,6 +282,7 @@ static int tap_table_parse(const Ini *ini, const char *path, double default_ml_p
                 c = tap_table_find(t, section);
                 c->has_settings = true;
                 c->settings = settings;
+                c->tap_keys = name || relay || has_mpt || has_tpm;
                 /* A key inherited from [DEFAULT] is the taps file's too. */
                 c->source = has_mpt || has_tpm ? TAP_CALIBRATION_TAPS_FILE : TAP_CALIBRATION_DEFAULT;
                 if (filter_only)
@@ -389,6 +396,33 @@ static void tap_registry_apply_settings(TapRegistry *r, const TapConfig *c) {
         (void) flow_engine_set_tap_settings(r->engine, c->meter_name, f ? &f->settings : NULL);
 }
 
+void tap_registry_set_scope(TapRegistry *r, TapScopeFunc local, void *userdata) {
+        r->scope = local;
+        r->scope_userdata = userdata;
+}
+
+/* Whether a table from 'source' defines the tap of 'meter' (always, with one backend). */
+static bool in_scope(TapRegistry *r, const char *meter, TapSource source) {
+        if (!r->scope)
+                return true;
+        return r->scope(meter, r->scope_userdata) == (source == TAP_SOURCE_FILE);
+}
+
+static int table_add_config(TapTable *t, const TapConfig *c) {
+        TapConfig *n;
+        int k;
+
+        k = tap_table_add(t, c->meter_name, c->name, c->ml_per_tick, c->relay_name);
+        if (k < 0)
+                return k;
+        n = tap_table_find(t, c->meter_name);
+        n->has_settings = c->has_settings;
+        n->settings = c->settings;
+        n->source = c->source;
+        n->tap_keys = c->tap_keys;
+        return 0;
+}
+
 int tap_registry_replace(TapRegistry *r, const TapTable *table, TapSource source) {
         _cleanup_(tap_table_freep) TapTable *copy = NULL;
         FlowGhostMode mode;
@@ -400,18 +434,34 @@ int tap_registry_replace(TapRegistry *r, const TapTable *table, TapSource source
                 return k;
         for (size_t i = 0; i < table->n_taps; i++) {
                 const TapConfig *c = &table->taps[i];
-                TapConfig *n;
 
-                k = tap_table_add(copy, c->meter_name, c->name, c->ml_per_tick, c->relay_name);
+                if (!in_scope(r, c->meter_name, source)) {
+                        char controller[256];
+
+                        if (source == TAP_SOURCE_SERVER)
+                                log_debug("Ignoring server tap %s: controller %s reports through the event protocol",
+                                          c->meter_name, meter_controller(c->meter_name, controller, sizeof controller));
+                        else if (c->tap_keys)
+                                warn_legacy_entry(c->meter_name);
+                        continue;
+                }
+                k = table_add_config(copy, c);
                 if (k == -EEXIST)
                         continue;
                 if (k < 0)
                         return k;
-                n = tap_table_find(copy, c->meter_name);
-                n->has_settings = c->has_settings;
-                n->settings = c->settings;
-                n->source = c->source;
         }
+        /* Both backends: the taps of the other source stay as they are. */
+        if (r->configured)
+                for (size_t i = 0; i < r->configured->n_taps; i++) {
+                        const TapConfig *c = &r->configured->taps[i];
+
+                        if (in_scope(r, c->meter_name, source))
+                                continue;
+                        k = table_add_config(copy, c);
+                        if (k < 0 && k != -EEXIST)
+                                return k;
+                }
 
         if (r->configured)
                 for (size_t i = 0; i < r->configured->n_taps; i++) {
@@ -434,6 +484,8 @@ int tap_registry_replace(TapRegistry *r, const TapTable *table, TapSource source
                 const char *relay = isempty(c->relay_name) ? NULL : c->relay_name;
                 SourceOverride *o = override_find(r, c->meter_name);
 
+                if (!in_scope(r, c->meter_name, source))
+                        continue;
                 k = flow_engine_set_tap(r->engine, c->meter_name, c->name, c->ml_per_tick, relay);
                 if (k < 0) {
                         log_warning_errno(k, "Cannot set tap %s: %m", c->meter_name);
@@ -500,6 +552,21 @@ static int tap_registry_read(TapRegistry *r, const char *path, double default_ml
         return 0;
 }
 
+/* The taps file's filter settings for the taps the server gives (taken), applied at once. */
+static void registry_set_settings(TapRegistry *r, TapTable *t) {
+        tap_table_free(r->settings);
+        r->settings = t;
+        if (r->configured)
+                for (size_t i = 0; i < r->configured->n_taps; i++) {
+                        const TapConfig *c = &r->configured->taps[i];
+                        FlowGhostMode mode = flow_engine_meter_mode(r->engine, c->meter_name);
+
+                        tap_registry_apply_settings(r, c);
+                        if (mode != flow_engine_meter_mode(r->engine, c->meter_name))
+                                notify(r, c->meter_name, TAP_UPDATED);
+                }
+}
+
 int tap_registry_load_file(TapRegistry *r, const char *path, double default_ml_per_tick) {
         _cleanup_(tap_table_freep) TapTable *t = NULL;
         int k;
@@ -512,6 +579,9 @@ int tap_registry_load_file(TapRegistry *r, const char *path, double default_ml_p
         k = tap_registry_replace(r, t, TAP_SOURCE_FILE);
         if (k < 0)
                 return k;
+        /* Both backends: the same file gives the legacy controllers' taps their filter settings. */
+        if (r->scope)
+                registry_set_settings(r, TAKE_PTR(t));
 
         /* A calibration that could not be saved lasts until the reload: first-sight taps the file
          * does not configure get the default calibration back. */
@@ -542,17 +612,7 @@ int tap_registry_load_settings(TapRegistry *r, const char *path) {
         k = tap_registry_read(r, path, 1.0, true, "the ghost filter uses the flags alone", &t);
         if (k < 0)
                 return k;
-        tap_table_free(r->settings);
-        r->settings = t;
-        if (r->configured)
-                for (size_t i = 0; i < r->configured->n_taps; i++) {
-                        const TapConfig *c = &r->configured->taps[i];
-                        FlowGhostMode mode = flow_engine_meter_mode(r->engine, c->meter_name);
-
-                        tap_registry_apply_settings(r, c);
-                        if (mode != flow_engine_meter_mode(r->engine, c->meter_name))
-                                notify(r, c->meter_name, TAP_UPDATED);
-                }
+        registry_set_settings(r, t);
         return 0;
 }
 

@@ -32,6 +32,7 @@ typedef struct TapConfig {
         char *relay_name;               /* "" = none */
         TapCalibrationSource source;    /* of ml_per_tick: tap_table_add() says "server" */
         bool has_settings;              /* from a taps-file section; else the defaults apply */
+        bool tap_keys;                  /* a taps-file section with name, relay_name or a calibration */
         FlowSettings settings;
 } TapConfig;
 
@@ -90,6 +91,15 @@ DEFINE_TRIVIAL_CLEANUP_FUNC(TapRegistry *, tap_registry_free);
  * removed); without one, the registry reads the clocks itself. */
 typedef void (*TapClockFunc)(FlowTime *ret, void *userdata);
 void tap_registry_set_clock(TapRegistry *r, TapClockFunc now, void *userdata);
+
+/* Server mode with both backends (kegboard-event-protocol.md section 1.3): 'local' says whether the
+ * taps file and first sight define the tap of 'meter' (an event controller's) or the server's sync
+ * does (a legacy controller's). A replace then only touches the taps of its own source: a sync
+ * ignores its entries for local meters (DEBUG) and never removes a local tap; a taps file defines no
+ * tap of a legacy controller (WARNING when its section holds more than ghost-filter keys) and keeps
+ * giving those taps their ghost-filter settings. */
+typedef bool (*TapScopeFunc)(const char *meter, void *userdata);
+void tap_registry_set_scope(TapRegistry *r, TapScopeFunc local, void *userdata);
 
 /* Makes the configured taps exactly 'table': new meters are added, changed ones updated, configured
  * meters absent from 'table' removed. Taps the engine created on first sight are kept unless

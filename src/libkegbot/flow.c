@@ -2278,6 +2278,8 @@ static int tap_maybe_create(FlowEngine *e, const char *meter) {
 
         if (!e->config.create_unknown_taps || tap_find(e, meter))
                 return 0;
+        if (e->config.server_tap && !e->config.server_tap(meter, e->config.server_tap_userdata))
+                return 0;
         if (e->n_taps >= FLOW_ENGINE_MAX_METERS) {
                 emit_log_kind(e, FLOW_LOG_TABLE_FULL, meter, LOG_WARNING, "Too many taps (%d), not creating tap %s",
                               FLOW_ENGINE_MAX_METERS, meter);
@@ -3336,6 +3338,13 @@ static bool token_targets_all(const char *meter) {
         return isempty(meter) || streq(meter, FLOW_ALL_TAPS);
 }
 
+/* Does a token event addressed to 'meter' concern tap 't'? */
+static bool token_targets_tap(FlowEngine *e, const Tap *t, const char *meter) {
+        if (!token_targets_all(meter))
+                return streq(t->meter_name, meter);
+        return !e->config.server_tap || !e->config.server_tap(t->meter_name, e->config.server_tap_userdata);
+}
+
 /* What token_added and token_removed share: argument checks, the normalised value and the target
  * check. Returns 1 to go on (with *ret_norm set), 0 when the event names an unknown tap (logged),
  * or a negative errno. */
@@ -3361,7 +3370,6 @@ static int token_event_begin(FlowEngine *e, const char *device, const char *valu
 static int token_added(FlowEngine *e, const char *device, const char *value, const char *meter, const FlowTime *now) {
         _cleanup_(freep) char *norm = NULL;
         const char *rmeter = record_meter(meter);
-        bool all = token_targets_all(meter);
         int r, n = 0;
 
         r = token_event_begin(e, device, value, meter, now, &norm);
@@ -3372,7 +3380,7 @@ static int token_added(FlowEngine *e, const char *device, const char *value, con
                 Tap *t = e->taps[i];
                 TokenRecord rec;
 
-                if (!all && !streq(t->meter_name, meter))
+                if (!token_targets_tap(e, t, meter))
                         continue;
                 if (!tap_in_scope(e, t))
                         continue;
@@ -3403,7 +3411,6 @@ int flow_engine_token_added(FlowEngine *e, const char *device, const char *value
 static int token_removed(FlowEngine *e, const char *device, const char *value, const char *meter, const FlowTime *now) {
         _cleanup_(freep) char *norm = NULL;
         const char *rmeter = record_meter(meter);
-        bool all = token_targets_all(meter);
         int r, n = 0;
 
         r = token_event_begin(e, device, value, meter, now, &norm);
@@ -3413,7 +3420,7 @@ static int token_removed(FlowEngine *e, const char *device, const char *value, c
         for (size_t i = 0; i < e->n_taps; i++) {
                 Tap *t = e->taps[i];
 
-                if (!all && !streq(t->meter_name, meter))
+                if (!token_targets_tap(e, t, meter))
                         continue;
                 if (!tap_in_scope(e, t))
                         continue;

@@ -124,6 +124,12 @@ typedef struct FlowEngineConfig {
                                          * after a gap (core start, producer reconnect), 0 = no limit */
         FlowSettings settings;          /* of every meter without settings of its own (flags, [DEFAULT]) */
         bool create_unknown_taps;       /* standalone mode: a meter without a tap gets one on first sight */
+        /* Both server backends (kegboard-event-protocol.md sections 1.3, 1.4), optional: 'server_tap'
+         * is true for the meters of the event protocol's controllers. Only those get a first-sight tap
+         * (with create_unknown_taps), and a token addressed to every tap skips their taps: the event
+         * server decides who pours there. */
+        bool (*server_tap)(const char *meter, void *userdata);
+        void *server_tap_userdata;
         double default_ml_per_tick;     /* calibration of those taps and of the filter on meters without
                                          * a tap (1 / --default_ticks_per_ml) */
         uint64_t idle_onewire_usec;     /* max_idle of flows owned through core.onewire */

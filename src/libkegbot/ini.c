@@ -11,6 +11,7 @@
 #include "util-io.h"
 #include "util-strbuf.h"
 #include "util-string.h"
+#include "util-string.h"
 #include "util-utf8.h"
 
 /* Python would happily expand "%(b)s%(b)s..." ten levels deep into gigabytes; we refuse instead. */
@@ -20,21 +21,6 @@
 
 static const char *ini_name(const Ini *ini) {
         return ini->name ?: "<ini>";
-}
-
-static bool is_blank(char c) {
-        return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
-}
-
-/* Trimmed copy of [s, s+n). */
-static char *strndup_trim(const char *s, size_t n) {
-        while (n > 0 && is_blank(*s)) {
-                s++;
-                n--;
-        }
-        while (n > 0 && is_blank(s[n - 1]))
-                n--;
-        return strndup(s, n);
 }
 
 static void ascii_lower(char *s) {
@@ -217,7 +203,7 @@ static int parse_line(Ini *ini, const char *line, size_t len, unsigned lineno,
         if (!utf8_is_valid_n(line, len))
                 return strdup_error(ret_error, -EINVAL, "%s:%u: not valid UTF-8", name, lineno);
 
-        while (i < len && is_blank(line[i]))
+        while (i < len && char_is_blank(line[i]))
                 i++;
         if (i == len)
                 return 0;       /* blank: ignored, and the previous key may still be continued */
@@ -280,7 +266,7 @@ static int parse_line(Ini *ini, const char *line, size_t len, unsigned lineno,
         /* An inline comment: ';' preceded by whitespace. '#' stays literal. */
         size_t end = len;
         for (size_t j = sep + 1; j < len; j++)
-                if (line[j] == ';' && is_blank(line[j - 1])) {
+                if (line[j] == ';' && char_is_blank(line[j - 1])) {
                         end = j;
                         break;
                 }

@@ -43,3 +43,17 @@ int strdup_error(char **ret_error, int r, const char *format, ...) {
         va_end(ap);
         return r;
 }
+
+bool char_is_blank(char c) {
+        return c == ' ' || c == '\t' || c == '\r' || c == '\n' || c == '\v' || c == '\f';
+}
+
+char *strndup_trim(const char *s, size_t n) {
+        while (n > 0 && char_is_blank(*s)) {
+                s++;
+                n--;
+        }
+        while (n > 0 && char_is_blank(s[n - 1]))
+                n--;
+        return strndup(s, n);
+}

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
 
 #include "macro.h"
 
@@ -18,3 +20,8 @@ int strdup_error(char **ret_error, int r, const char *format, ...) _printf_(3, 4
 /* A name that travels into logs, kegnet frames, files and object paths (meters, relays, devices):
  * not empty, shorter than 'max_len' bytes, no spaces and no control characters. */
 bool string_is_name(const char *s, size_t max_len);
+
+/* ' ', '\t', '\r', '\n', '\v' or '\f' (the C locale's isspace(), without the locale). */
+bool char_is_blank(char c);
+/* A malloc'ed copy of [s, s+n) without the blanks at either end; NULL on ENOMEM. */
+char *strndup_trim(const char *s, size_t n);

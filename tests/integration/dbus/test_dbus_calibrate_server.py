@@ -272,5 +272,53 @@ class Profile20Test(ServerCase):
                          "finished")
 
 
+class EventControllerTest(CalibrationCase):
+    """Case 30: a tap of an event controller (Kegbot Server 2.0's Kegboard Event Protocol, against the
+    stand-in receiver): the calibration is kept in the taps file and the device reports it at once in a
+    status event (calibration.md section 4.4); its valve belongs to grants."""
+
+    def setUp(self):
+        sys.path.insert(0, os.path.join(HERE, "..", "event"))
+        from eventtest import EventStandIn
+        self.receiver = EventStandIn(require_auth=False)
+        # The heartbeat interval is an hour: a status within seconds is the calibration's own.
+        self.flags = ("--event_url=" + self.receiver.event_url(), "--api_timeout=2", "--event_retry_interval=1",
+                      "--event_heartbeat_interval=3600")
+        try:
+            super().setUp()
+        except BaseException:
+            self.receiver.stop()
+            raise
+
+    def tearDown(self):
+        try:
+            super().tearDown()
+        finally:
+            self.receiver.stop()
+
+    def statuses(self):
+        return [e for e in self.receiver.events() if e["type"] == "status" and e["device"] == "kegboard"]
+
+    def test_taps_file_then_status(self):
+        kbtest.wait_until(self.statuses, timeout=10, what="the boot status")
+        r = self.cal("start", M0)
+        self.assertEqual(r.stdout.splitlines()[1],
+                         "Valve kegboard.relay0 follows grants: present a token, or open it by hand.")
+        self.assertFalse(self.tap(M0, "RelayEnabled"))
+        self.pour_counted(M0, 2703)
+        n = len(self.statuses())
+        r = self.cal("finish", M0, "--ml=500")
+        self.assertEqual(r.stdout.splitlines()[-1], "Saved to %s; Kegbot Server takes it from the device's next "
+                         "status event." % self.taps_path)
+        self.assertRegex(self.taps_text(), caltest.EXAMPLE_FLOW0_AFTER)
+        self.assertEqual(self.tap(M0, "CalibrationSource"), "taps-file")
+        st = kbtest.wait_until(lambda: self.statuses()[n:], timeout=10, what="a status after the calibration")
+        meters = {m["meter_number"]: m["ml_per_tick"] for m in st[-1]["data"]["meters"]}
+        self.assertEqual(meters[0], 0.18498)
+        self.assertEqual(st[-1]["data"]["state"], "heartbeat")
+        # The calibration never switched the event controller's valve.
+        self.assertEqual(self.listener.relay("kegboard.relay0"), [])
+
+
 if __name__ == "__main__":
     kbtest.main()
