@@ -295,10 +295,17 @@ static void test_roundtrip(void) {
                   "{\"event\":\"SetRelayOutputEvent\",\"data\":{\"output_name\":\"kegboard.relay1\",\"output_mode\":\"disabled\"}}");
         roundtrip(&(KegnetMessage) { .kind = KEGNET_HELLO,
                                      .hello = { .role = KEGNET_ROLE_PRODUCER, .name = "kegboard_daemon",
-                                                .session = "0123456789abcdef0123456789abcdef", .has_seq = true, .seq = 42 } },
-                  "{\"event\":\"Hello\",\"data\":{\"role\":\"producer\",\"name\":\"kegboard_daemon\",\"session\":\"0123456789abcdef0123456789abcdef\",\"seq\":42}}");
+                                                .session = "0123456789abcdef0123456789abcdef", .has_seq = true, .seq = 42,
+                                                .has_events = true, .events = KEGNET_EVENT_BIT(KEGNET_SET_RELAY_OUTPUT_EVENT) } },
+                  "{\"event\":\"Hello\",\"data\":{\"role\":\"producer\",\"name\":\"kegboard_daemon\",\"session\":\"0123456789abcdef0123456789abcdef\",\"seq\":42,\"events\":[\"SetRelayOutputEvent\"]}}");
+        roundtrip(&(KegnetMessage) { .kind = KEGNET_HELLO,
+                                     .hello = { .role = KEGNET_ROLE_PRODUCER, .name = "rfid_daemon", .has_events = true } },
+                  "{\"event\":\"Hello\",\"data\":{\"role\":\"producer\",\"name\":\"rfid_daemon\",\"session\":null,\"seq\":null,\"events\":[]}}");
+        roundtrip(&(KegnetMessage) { .kind = KEGNET_HELLO,
+                                     .hello = { .role = KEGNET_ROLE_LISTENER, .has_events = true, .events = KEGNET_EVENTS_BROADCAST } },
+                  "{\"event\":\"Hello\",\"data\":{\"role\":\"listener\",\"name\":null,\"session\":null,\"seq\":null,\"events\":[\"FlowUpdate\",\"DrinkCreatedEvent\",\"SetRelayOutputEvent\"]}}");
         roundtrip(&(KegnetMessage) { .kind = KEGNET_HELLO, .hello = { .role = KEGNET_ROLE_LISTENER } },
-                  "{\"event\":\"Hello\",\"data\":{\"role\":\"listener\",\"name\":null,\"session\":null,\"seq\":null}}");
+                  "{\"event\":\"Hello\",\"data\":{\"role\":\"listener\",\"name\":null,\"session\":null,\"seq\":null,\"events\":null}}");
         roundtrip(&(KegnetMessage) { .kind = KEGNET_WELCOME,
                                      .welcome = { .role = KEGNET_ROLE_PRODUCER, .has_acked = true, .acked = 41 } },
                   "{\"event\":\"Welcome\",\"data\":{\"role\":\"producer\",\"acked\":41,\"reason\":null}}");
@@ -316,10 +323,29 @@ static void test_roundtrip(void) {
                 check(h.kind == KEGNET_HELLO && h.hello.role == KEGNET_ROLE_OTHER && !h.hello.has_seq && !h.hello.session);
                 check_streq(h.hello.role_name, "display");
                 char *again = encode(&h);           /* and it travels on under its own name */
-                check_streq(again, "{\"event\":\"Hello\",\"data\":{\"role\":\"display\",\"name\":null,\"session\":null,\"seq\":null}}");
+                check_streq(again, "{\"event\":\"Hello\",\"data\":{\"role\":\"display\",\"name\":null,\"session\":null,\"seq\":null,\"events\":null}}");
                 free(again);
                 kegnet_message_done(&h);
                 check(parse_str("{\"event\":\"Hello\",\"data\":{\"seq\":1}}", &h) == -EINVAL);
+                kegnet_message_done(&h);
+                /* Subscriptions: names of other kinds and unknown (later) names are ignored; a
+                 * list is required when the key is there. */
+                check(parse_str("{\"event\":\"Hello\",\"data\":{\"role\":\"listener\",\"events\":[\"DrinkCreatedEvent\",\"MeterUpdate\",\"TapChanged\"]}}", &h) == 0);
+                check(h.hello.has_events && h.hello.events == KEGNET_EVENT_BIT(KEGNET_DRINK_CREATED_EVENT));
+                kegnet_message_done(&h);
+                check(parse_str("{\"event\":\"Hello\",\"data\":{\"role\":\"listener\",\"events\":null}}", &h) == 0);
+                check(!h.hello.has_events);
+                kegnet_message_done(&h);
+                check(parse_str("{\"event\":\"Hello\",\"data\":{\"role\":\"listener\",\"events\":\"FlowUpdate\"}}", &h) == -EINVAL);
+                kegnet_message_done(&h);
+                check(parse_str("{\"event\":\"Hello\",\"data\":{\"role\":\"listener\",\"events\":[1]}}", &h) == -EINVAL);
+                kegnet_message_done(&h);
+                /* pycore 1.0's DrinkCreatedEvent: no ticks, no uuid, tap_name, pycore's separators. */
+                check(parse_str("{\"event\": \"DrinkCreatedEvent\", \"data\": {\"flow_id\": 3, \"drink_id\": 12, \"tap_name\": \"kegboard.flow0\", "
+                                "\"start_time\": \"2026-11-26T12:00:01Z\", \"end_time\": \"2026-11-26T12:00:09Z\", \"username\": \"mikey\"}}", &h) == 0);
+                check(h.kind == KEGNET_DRINK_CREATED_EVENT && h.drink_created_event.drink_id == 12);
+                check(!h.drink_created_event.has_ticks && !h.drink_created_event.uuid && !h.drink_created_event.has_volume_ml);
+                check_streq(h.drink_created_event.meter_name, "kegboard.flow0");
                 kegnet_message_done(&h);
                 check(encode_err(&(KegnetMessage) { .kind = KEGNET_HELLO, .hello = { .role = KEGNET_ROLE_OTHER } }) == -EINVAL);
                 check(encode_err(&(KegnetMessage) { .kind = KEGNET_ACK, .ack = { .acked = KEGNET_SEQ_MAX + 1 } }) == -EINVAL);
@@ -501,7 +527,7 @@ static void test_errors(void) {
                 { "{\"event\":\"FlowUpdate\",\"data\":{\"flow_id\":1,\"meter_name\":\"m\",\"state\":\"active\",\"start_time\":\"2026-11-26 12:00:00\",\"last_activity_time\":\"2026-11-26T12:00:00Z\",\"ticks\":1}}", -EINVAL, KEGNET_FLOW_UPDATE, KEGNET_INBOUND_DROP_DEBUG },
                 { "{\"event\":\"FlowUpdate\",\"data\":{\"flow_id\":1,\"meter_name\":\"m\",\"state\":\"active\",\"start_time\":\"2026-11-26T12:00:00Z\",\"last_activity_time\":\"2026-11-26T12:00:00Z\",\"ticks\":1,\"volume_ml\":\"1\"}}", -EINVAL, KEGNET_FLOW_UPDATE, KEGNET_INBOUND_DROP_DEBUG },
                 { "{\"event\":\"FlowUpdate\",\"data\":{\"flow_id\":1,\"meter_name\":\"m\",\"state\":\"active\",\"start_time\":\"2026-11-26T12:00:00Z\",\"last_activity_time\":\"2026-11-26T12:00:00Z\",\"ticks\":-1}}", -EINVAL, KEGNET_FLOW_UPDATE, KEGNET_INBOUND_DROP_DEBUG },
-                { "{\"event\":\"DrinkCreatedEvent\",\"data\":{\"flow_id\":1,\"meter_name\":\"m\",\"start_time\":\"2026-11-26T12:00:00Z\",\"end_time\":\"2026-11-26T12:00:00Z\",\"ticks\":1}}", -EINVAL, KEGNET_DRINK_CREATED_EVENT, KEGNET_INBOUND_DROP_DEBUG },
+                { "{\"event\":\"DrinkCreatedEvent\",\"data\":{\"flow_id\":1,\"meter_name\":\"m\",\"start_time\":\"2026-11-26T12:00:00Z\",\"end_time\":\"2026-11-26T12:00:00Z\",\"ticks\":1,\"uuid\":7}}", -EINVAL, KEGNET_DRINK_CREATED_EVENT, KEGNET_INBOUND_DROP_DEBUG },
                 { "{\"event\":\"DrinkCreatedEvent\",\"data\":{\"flow_id\":1,\"drink_id\":-2,\"meter_name\":\"m\",\"start_time\":\"2026-11-26T12:00:00Z\",\"end_time\":\"2026-11-26T12:00:00Z\",\"ticks\":1,\"uuid\":\"u\"}}", -EINVAL, KEGNET_DRINK_CREATED_EVENT, KEGNET_INBOUND_DROP_DEBUG },
                 { "{\"event\":\"SetRelayOutputEvent\",\"data\":{\"output_name\":\"r\",\"output_mode\":\"on\"}}", -EINVAL, KEGNET_SET_RELAY_OUTPUT_EVENT, KEGNET_INBOUND_DROP_DEBUG },
                 { "{\"event\":\"SetRelayOutputEvent\",\"data\":{\"output_mode\":\"enabled\"}}", -EINVAL, KEGNET_SET_RELAY_OUTPUT_EVENT, KEGNET_INBOUND_DROP_DEBUG },

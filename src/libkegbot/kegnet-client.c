@@ -74,6 +74,8 @@ struct KegnetClient {
 
         bool producer, reconnect, debug_events;
         KegnetRole role;
+        bool has_events;                /* the Hello's "events"; false = null (every broadcast) */
+        unsigned events;
         uint64_t unit;
         uint64_t connect_timeout;
 
@@ -464,6 +466,8 @@ static void client_send_hello(KegnetClient *c) {
                         .has_seq = true,
                         /* The oldest frame we still hold, or the next one. */
                         .seq = c->held.head ? c->held.head->seq : c->next_seq,
+                        .has_events = c->has_events,
+                        .events = c->events,
                 },
         };
         Entry *e = NULL;
@@ -1091,6 +1095,13 @@ void kegnet_client_set_role(KegnetClient *c, KegnetRole role) {
         assert_return(c, );
         assert_return(role == KEGNET_ROLE_LISTENER || role == KEGNET_ROLE_PRODUCER, );
         c->role = role;
+}
+
+void kegnet_client_set_events(KegnetClient *c, unsigned events) {
+        assert_return(c, );
+        assert_return(!(events & ~KEGNET_EVENTS_BROADCAST), );
+        c->has_events = true;
+        c->events = events;
 }
 
 void kegnet_client_set_reconnect(KegnetClient *c, bool reconnect) {

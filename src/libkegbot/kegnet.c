@@ -242,6 +242,25 @@ static const char *role_wire_name(KegnetRole role, const char *role_name) {
         return role == KEGNET_ROLE_OTHER ? role_name : kegnet_role_to_string(role);
 }
 
+/* A list of broadcast event names, in KegnetKind order; bits outside KEGNET_EVENTS_BROADCAST
+ * are an error. */
+static void enc_events_or_null(JsonWriter *w, const char *key, bool known, unsigned events) {
+        if (!known) {
+                json_writer_field_null(w, key);
+                return;
+        }
+        if (events & ~KEGNET_EVENTS_BROADCAST) {
+                json_writer_set_error(w, -EINVAL);
+                return;
+        }
+        json_writer_key(w, key);
+        json_writer_array_begin(w);
+        for (KegnetKind k = 0; k < _KEGNET_KIND_MAX; k++)
+                if (events & KEGNET_EVENT_BIT(k))
+                        json_writer_string(w, kegnet_kind_to_string(k));
+        json_writer_array_end(w);
+}
+
 static void enc_seq_or_null(JsonWriter *w, const char *key, bool known, uint64_t v) {
         if (known)
                 enc_uint_max(w, key, v, KEGNET_SEQ_MAX);
@@ -358,6 +377,7 @@ int kegnet_message_encode(const KegnetMessage *m, char **ret, size_t *ret_size) 
                 json_writer_field_string(&w, "name", u->name);
                 json_writer_field_string(&w, "session", u->session);
                 enc_seq_or_null(&w, "seq", u->has_seq, u->seq);
+                enc_events_or_null(&w, "events", u->has_events, u->events);
                 break;
         }
         case KEGNET_WELCOME: {
@@ -655,6 +675,34 @@ static int dec_time(Dec *d, const char *key, kegnet_usec_t *ret) {
         return 0;
 }
 
+/* "events" of a Hello: null/absent = every broadcast; names of other kinds or unknown names are
+ * ignored (a later version's events). */
+static int dec_events(Dec *d, const char *key, bool *ret_present, unsigned *ret) {
+        json_t *v = dec_get(d, key), *e;
+        unsigned events = 0;
+        size_t i;
+
+        if (!v) {
+                *ret_present = false;
+                *ret = 0;
+                return 0;
+        }
+        if (!json_is_array(v))
+                return dec_type(d, key, "a list of event names");
+        json_array_foreach(v, i, e) {
+                KegnetKind k;
+
+                if (!json_is_string(e))
+                        return dec_type(d, key, "a list of event names");
+                k = kegnet_kind_from_string(json_string_value(e));
+                if (KEGNET_EVENT_BIT(k) & KEGNET_EVENTS_BROADCAST)
+                        events |= KEGNET_EVENT_BIT(k);
+        }
+        *ret_present = true;
+        *ret = events;
+        return 0;
+}
+
 static int decode_data(Dec *d, KegnetMessage *m) {
         int64_t i;
         int e, r;
@@ -738,9 +786,9 @@ static int decode_data(Dec *d, KegnetMessage *m) {
                     (r = dec_time(d, "start_time", &u.start_time)) < 0 ||
                     (r = dec_time(d, "end_time", &u.end_time)) < 0 ||
                     (r = dec_string(d, "username", false, &u.username)) < 0 ||
-                    (r = dec_int(d, "ticks", true, 0, INT64_MAX, NULL, &ticks)) < 0 ||
+                    (r = dec_int(d, "ticks", false, 0, INT64_MAX, &u.has_ticks, &ticks)) < 0 ||
                     (r = dec_double(d, "volume_ml", false, &u.has_volume_ml, &u.volume_ml)) < 0 ||
-                    (r = dec_string(d, "uuid", true, &u.uuid)) < 0)
+                    (r = dec_string(d, "uuid", false, &u.uuid)) < 0)
                         return r;
                 u.ticks = (uint64_t) ticks;
                 m->drink_created_event = u;
@@ -761,7 +809,8 @@ static int decode_data(Dec *d, KegnetMessage *m) {
                 if ((r = dec_string(d, "role", true, &role)) < 0 ||
                     (r = dec_string(d, "name", false, &u.name)) < 0 ||
                     (r = dec_string(d, "session", false, &u.session)) < 0 ||
-                    (r = dec_int(d, "seq", false, 0, (int64_t) KEGNET_SEQ_MAX, &u.has_seq, &i)) < 0)
+                    (r = dec_int(d, "seq", false, 0, (int64_t) KEGNET_SEQ_MAX, &u.has_seq, &i)) < 0 ||
+                    (r = dec_events(d, "events", &u.has_events, &u.events)) < 0)
                         return r;
                 u.role = kegnet_role_from_string(role);
                 u.role_name = role;

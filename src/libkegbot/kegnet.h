@@ -134,16 +134,26 @@ typedef struct KegnetDrinkCreatedEvent {
         kegnet_usec_t start_time;
         kegnet_usec_t end_time;
         const char *username;           /* NULL = anonymous */
+        /* ticks and uuid are required of our senders; pycore 1.0 sent neither, so a receiver
+         * takes their absence (has_ticks false, uuid NULL). */
+        bool has_ticks;
         uint64_t ticks;                 /* 0..INT64_MAX */
         bool has_volume_ml;             /* false = null */
         double volume_ml;
-        const char *uuid;               /* required */
+        const char *uuid;
 } KegnetDrinkCreatedEvent;
 
 typedef struct KegnetSetRelayOutputEvent {
         const char *output_name;        /* required, "<controller>.<port>" */
         KegnetOutputMode output_mode;
 } KegnetSetRelayOutputEvent;
+
+/* The core -> client broadcasts, one bit per kind, for the "events" a client asks for in its
+ * Hello (kegnet subscriptions: README, "kegnet: roles and subscriptions"). */
+#define KEGNET_EVENT_BIT(kind) (1U << (kind))
+#define KEGNET_EVENTS_BROADCAST                                                 \
+        (KEGNET_EVENT_BIT(KEGNET_FLOW_UPDATE) | KEGNET_EVENT_BIT(KEGNET_DRINK_CREATED_EVENT) | \
+         KEGNET_EVENT_BIT(KEGNET_SET_RELAY_OUTPUT_EVENT))
 
 /* Client -> core, the first frame of a client of this project. The frames that follow a producer's
  * Welcome are numbered Welcome.acked + 1, + 2, ...; 'seq' is the number of the oldest frame the
@@ -155,6 +165,11 @@ typedef struct KegnetHello {
         const char *session;            /* the producer's session (random, per process); NULL = null */
         bool has_seq;
         uint64_t seq;                   /* 0..KEGNET_SEQ_MAX */
+        /* "events": the broadcasts the client wants, a list of event names (KEGNET_EVENT_BIT()s
+         * of KEGNET_EVENTS_BROADCAST; names this version does not know are ignored). Absent or
+         * null (has_events false): every broadcast, as for a client that says no Hello. */
+        bool has_events;
+        unsigned events;
 } KegnetHello;
 
 /* Core -> the client that said Hello: the connection has a slot. */

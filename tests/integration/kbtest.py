@@ -304,10 +304,11 @@ class KegnetConn:
     def send(self, event, **data):
         self.sock.sendall(kegnet_frame(event, **data))
 
-    def hello(self, role="listener", name="test", session=None, seq=None, timeout=5.0):
+    def hello(self, role="listener", name="test", session=None, seq=None, timeout=5.0, events=None):
         """Say Hello as this project's clients do; returns the core's Welcome (its data), or None
-        if the connection closed first (a Refused frame's reason is then in self.refused)."""
-        self.send("Hello", role=role, name=name, session=session, seq=seq)
+        if the connection closed first (a Refused frame's reason is then in self.refused).
+        events: the broadcasts wanted (a list of event names), None = every one."""
+        self.send("Hello", role=role, name=name, session=session, seq=seq, events=events)
         self.refused = None
         while True:
             m = self.recv(timeout)
