@@ -125,9 +125,10 @@ def main():
         print("core: RSS %.1f MB at start, peak %.1f MB while draining, growth %.2f MB (target < 2 MB)"
               % (base / 1024, peak[0] / 1024, (peak[0] - base) / 1024))
         print("core: RSS with the server backend, idle: %.1f MB (target < 12 MB)" % (idle / 1024))
-        ok = left == 0 and got >= n and (peak[0] - base) < 2048 and idle < 12 * 1024
-        print("result: %s" % ("PASS" if ok else "FAIL"))
-        return 0 if ok else 1
+        failed = [what for what, ok in (("drained", left == 0 and got >= n), ("RSS growth", (peak[0] - base) < 2048),
+                                        ("idle RSS", idle < 12 * 1024)) if not ok]
+        print("FAIL: " + ", ".join(failed) if failed else "PASS")
+        return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -168,6 +168,8 @@ class Board:
         os.write(self.master, kbtest.kbsp_hello(serial=serial.encode()))
         kbtest.wait_until(lambda: len([x for x in core.output("stderr") if "Controller connected" in x]) > n0,
                           timeout=20, what="the board at the core")
+        line = [x for x in core.output("stderr") if "Controller connected" in x][n0]
+        self.name = line.split("Controller connected: ", 1)[1].split()[0]     # as the core names it
         os.set_blocking(self.master, False)
 
     def drain(self):
