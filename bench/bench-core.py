@@ -22,9 +22,9 @@ last line is PASS, or FAIL: <which> with a non-zero exit.
 """
 import multiprocessing
 import os
+import select
 import socket
 import sys
-import threading
 import time
 import uuid
 
@@ -35,48 +35,45 @@ from benchlib import kbtest  # noqa: E402
 from standin import API_KEY, StandIn  # noqa: E402
 
 
+def hostile_loop(port, rate, count, stop):
+    idle = [socket.create_connection(("127.0.0.1", port)) for _ in range(64)]
+    interval = 1.0 / rate
+    next_at = time.perf_counter()
+    while not stop.is_set():
+        try:
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"not json\n\n")
+            s.close()
+        except OSError:
+            pass
+        with count.get_lock():
+            count.value += 1
+        next_at += interval
+        delay = next_at - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    for s in idle:
+        s.close()
+
+
 class Hostile:
     """Connections any local user can make: 64 that never send anything (every slot taken), and
-    a separate process that keeps opening connections, sending a bad frame and closing them (a
-    process, not a thread: the churn must not hold the interpreter lock the measuring thread needs,
-    or the figure would be the benchmark's own delay rather than the core's)."""
+    a process (not a thread: it must not hold the measuring thread's interpreter lock) that keeps
+    opening connections, sending a bad frame and closing them."""
 
     def __init__(self, port, rate=500.0):
-        self.idle = []
-        for _ in range(64):
-            self.idle.append(socket.create_connection(("127.0.0.1", port)))
-        ctx = multiprocessing.get_context("fork")
-        self.counter = ctx.Value("q", 0, lock=False)
-        self.stopping = ctx.Event()
-        self.p = ctx.Process(target=Hostile.loop, args=(port, 1.0 / rate, self.counter, self.stopping), daemon=True)
+        self._count = multiprocessing.Value("l", 0)
+        self._stop = multiprocessing.Event()
+        self.p = multiprocessing.Process(target=hostile_loop, args=(port, rate, self._count, self._stop), daemon=True)
         self.p.start()
 
     @property
     def count(self):
-        return self.counter.value
-
-    @staticmethod
-    def loop(port, interval, counter, stopping):
-        next_at = time.perf_counter()
-        while not stopping.is_set():
-            try:
-                s = socket.create_connection(("127.0.0.1", port))
-                s.sendall(b"not json\n\n")
-                s.close()
-            except OSError:
-                pass
-            counter.value += 1
-            next_at += interval
-            delay = next_at - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
+        return self._count.value
 
     def close(self):
-        self.stopping.set()
+        self._stop.set()
         self.p.join(5)
-        for s in self.idle:
-            s.close()
-        self.idle = []
 
 
 class Producer:
@@ -104,10 +101,12 @@ class Producer:
         self.conn.close()
 
 
-def flood_frames(n):
+def flood_frames(n, first=0):
     return b"".join(kbtest.kegnet_frame("MeterUpdate", meter_name="kegboard.flow0", reading=i)
-                    for i in range(n + 1)) + kbtest.kegnet_frame("FlowRequest", meter_name="kegboard.flow0",
-                                                                  request="stop_flow")
+                    for i in range(first, n + 1))
+
+
+STOP_FLOW = kbtest.kegnet_frame("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
 
 
 def bench_throughput(tmp, mode="on", n=200000, hostile=False):
@@ -130,6 +129,11 @@ def bench_throughput(tmp, mode="on", n=200000, hostile=False):
         c0 = churn.count if churn else 0
         t0 = time.perf_counter()
         producer.flood(frames)
+        # Under hostile connections: on, in batches, until a thousand came and went meanwhile.
+        while churn and churn.count - c0 < HOSTILE_TARGET and n < 20000000:
+            producer.flood(flood_frames(n + 100000, n + 1))
+            n += 100000
+        producer.flood(STOP_FLOW)
         t1 = listener.wait(120)
         if t1 is None:
             raise SystemExit("throughput: the final FlowUpdate never arrived (%d frames seen)" % listener.frames)
@@ -163,7 +167,7 @@ def bench_cpu_per_update(tmp, listeners, n=200000, hostile=False):
         if hostile:
             churn = Hostile(port)
             kbtest.wait_until(lambda: churn.count >= 200, timeout=10, what="hostile connections under way")
-        frames = flood_frames(n)
+        frames = flood_frames(n) + STOP_FLOW
         c0 = benchlib.cpu_ns(core.pid)
         producer.flood(frames)
         producer.wait_acked(n + 2)          # n + 1 readings and the FlowRequest
@@ -178,12 +182,35 @@ def bench_cpu_per_update(tmp, listeners, n=200000, hostile=False):
         core.stop()
 
 
+def wait_marker(conn, marker, timeout):
+    """Reads the connection in this thread until a frame with the marker arrives: its time."""
+    deadline = time.perf_counter() + timeout
+    t = time.perf_counter()
+    while True:
+        i = conn.buf.find(marker)
+        if i >= 0:
+            end = conn.buf.find(b"\n\n", i)
+            conn.buf = conn.buf[end + 2:] if end >= 0 else b""
+            return t
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            return None
+        r, _, _ = select.select([conn.sock], [], [], left)
+        if r:
+            chunk = conn.sock.recv(1 << 16)
+            t = time.perf_counter()
+            if not chunk:
+                return None
+            conn.buf = conn.buf[-256:] + chunk
+
+
 def bench_latency(tmp, samples=1000, hostile=False):
     core, port = benchlib.start_core(tmp)
     board = None
     churn = None
     try:
-        listener = benchlib.Listener(port)
+        listener = kbtest.KegnetConn.connect(port)
+        listener.hello("listener", "bench")
         board = benchlib.Board(core, port)
         meters = ["flow0", "flow1", "flow2", "flow3"]
         for m in meters:
@@ -200,10 +227,10 @@ def bench_latency(tmp, samples=1000, hostile=False):
             reading = (i // len(meters) + 1) * step + k       # unique: the marker names this frame
             board.drain()
             frame = kbtest.kbsp_meter_status(meters[k], reading)
-            listener.expect(b'"ticks":%d,' % reading)
+            marker = b'"ticks":%d,' % reading
             t0 = time.perf_counter()
             board.write(frame)
-            t1 = listener.wait(5)
+            t1 = wait_marker(listener, marker, 5)
             if t1 is None:
                 raise SystemExit("latency: no FlowUpdate for %s reading %d" % (meter, reading))
             lat.append((t1 - t0) * 1000.0)
@@ -252,7 +279,7 @@ def bench_idle(tmp, seconds):
         for _, p in procs:
             if not board or p is not board.daemon:
                 p.stop()
-        standin.close()
+        standin.stop()
 
 
 def cpus():
