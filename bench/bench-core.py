@@ -22,9 +22,11 @@ last line is PASS, or FAIL: <which> with a non-zero exit.
 """
 import multiprocessing
 import os
+import re
 import select
 import socket
 import sys
+import threading
 import time
 import uuid
 
@@ -78,7 +80,10 @@ class Hostile:
 
 class Producer:
     """A producer that says Hello with a session (so the core acknowledges its frames) and wants no
-    broadcasts; wait_acked() waits for the Ack of a frame number."""
+    broadcasts. A thread drains it (a core that ignores "events" sends it every broadcast) and
+    keeps the highest Ack; wait_acked() waits for the Ack of a frame number."""
+
+    ACK = re.compile(rb'"event":"Ack","data":\{"acked":(\d+)\}')
 
     def __init__(self, port):
         self.conn = kbtest.KegnetConn.connect(port)
@@ -86,6 +91,30 @@ class Producer:
         w = self.conn.hello(role="producer", name="bench", session=str(uuid.uuid4()), seq=1, events=[])
         if not w or w.get("role") != "producer":
             raise SystemExit("the core did not take the bench as a producer: %s" % w)
+        self.acked = 0
+        self.cv = threading.Condition()
+        self.stop = False
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        tail = b""
+        sock = self.conn.sock
+        sock.settimeout(None)
+        while not self.stop:
+            try:
+                chunk = sock.recv(1 << 20)
+            except OSError:
+                return
+            if not chunk:
+                return
+            data = tail + chunk
+            acks = self.ACK.findall(data)
+            if acks:
+                with self.cv:
+                    self.acked = max(self.acked, max(int(a) for a in acks))
+                    self.cv.notify_all()
+            tail = data[-64:]
 
     def flood(self, frames):
         view = memoryview(frames)
@@ -94,10 +123,17 @@ class Producer:
             self.conn.sock.sendall(view[off:off + step])
 
     def wait_acked(self, n, timeout=120):
-        self.conn.recv_until(lambda m: m["event"] == "Ack" and m["data"]["acked"] >= n, timeout=timeout,
-                             what="the Ack of frame %d" % n)
+        with self.cv:
+            if not self.cv.wait_for(lambda: self.acked >= n, timeout):
+                raise SystemExit("no Ack of frame %d (last %d)" % (n, self.acked))
 
     def close(self):
+        self.stop = True
+        try:
+            self.conn.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.t.join(2)
         self.conn.close()
 
 
