@@ -312,6 +312,32 @@ class SubscriptionTest(unittest.TestCase):
                 core.kill()
 
 
+    def test_acks_are_coalesced(self):
+        with kbtest.TempDir() as tmp:
+            core = Core(tmp, "--ghost_filter=off")
+            try:
+                producer = core.connect()
+                producer.hello("producer", "kegboard_daemon", session="a-1", seq=1, events=[])
+                # A reading every 5 ms for half a second: 100 frames.
+                start = time.monotonic()
+                for i in range(100):
+                    due = start + i * 0.005
+                    if due > time.monotonic():
+                        time.sleep(due - time.monotonic())
+                    producer.send("MeterUpdate", meter_name="kegboard.flow0", reading=i)
+                seconds = time.monotonic() - start
+                # Every frame is acknowledged in the end (without further input) ...
+                _, seen = producer.recv_until(lambda m: m["event"] == "Ack" and m["data"]["acked"] == 100,
+                                              timeout=5, what="the Ack of the last frame")
+                acks = [m["data"]["acked"] for m in seen]
+                self.assertEqual(acks, sorted(acks))
+                # ... by at most one Ack per 100 ms (and the first at once), not one per frame.
+                self.assertLessEqual(len(acks), int(seconds / 0.1) + 2, acks)
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+
 class SocketActivationTest(unittest.TestCase):
     def test_first_connection_starts_the_core(self):
         sa = shutil.which("systemd-socket-activate")
