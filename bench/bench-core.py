@@ -93,28 +93,17 @@ class Producer:
             raise SystemExit("the core did not take the bench as a producer: %s" % w)
         self.acked = 0
         self.cv = threading.Condition()
-        self.stop = False
-        self.t = threading.Thread(target=self.loop, daemon=True)
-        self.t.start()
+        self.tail = b""
+        self.reader = benchlib.Reader(self.conn.sock, self.on_data)
 
-    def loop(self):
-        tail = b""
-        sock = self.conn.sock
-        sock.settimeout(None)
-        while not self.stop:
-            try:
-                chunk = sock.recv(1 << 20)
-            except OSError:
-                return
-            if not chunk:
-                return
-            data = tail + chunk
-            acks = self.ACK.findall(data)
-            if acks:
-                with self.cv:
-                    self.acked = max(self.acked, max(int(a) for a in acks))
-                    self.cv.notify_all()
-            tail = data[-64:]
+    def on_data(self, chunk, now):
+        data = self.tail + chunk
+        acks = self.ACK.findall(data)
+        if acks:
+            with self.cv:
+                self.acked = max(self.acked, max(int(a) for a in acks))
+                self.cv.notify_all()
+        self.tail = data[-64:]
 
     def flood(self, frames):
         view = memoryview(frames)
@@ -128,13 +117,7 @@ class Producer:
                 raise SystemExit("no Ack of frame %d (last %d)" % (n, self.acked))
 
     def close(self):
-        self.stop = True
-        try:
-            self.conn.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.t.join(2)
-        self.conn.close()
+        self.reader.close()
 
 
 def flood_frames(n, first=0):

@@ -36,38 +36,24 @@ class FlowWatcher:
         self.updates = {}
         self.completed = set()
         self.lock = threading.Lock()
-        self.stop = False
-        self.t = threading.Thread(target=self.loop, daemon=True)
-        self.t.start()
+        self.buf = b""
+        self.reader = benchlib.Reader(self.conn.sock, self.on_data)
 
-    def loop(self):
-        buf = b""
-        sock = self.conn.sock
-        sock.settimeout(0.2)
-        while not self.stop:
-            try:
-                chunk = sock.recv(1 << 20)
-            except OSError:
-                continue
-            if not chunk:
-                return
-            now = time.perf_counter()
-            buf += chunk
-            frames = buf.split(b"\n\n")
-            buf = frames.pop()
-            with self.lock:
-                for f in frames:
-                    if b'"FlowUpdate"' not in f:
-                        continue
-                    d = json.loads(f)["data"]
-                    self.updates.setdefault(d["meter_name"], []).append((now, d["ticks"]))
-                    if d["state"] == "completed":
-                        self.completed.add(d["meter_name"])
+    def on_data(self, chunk, now):
+        self.buf += chunk
+        frames = self.buf.split(b"\n\n")
+        self.buf = frames.pop()
+        with self.lock:
+            for f in frames:
+                if b'"FlowUpdate"' not in f:
+                    continue
+                d = json.loads(f)["data"]
+                self.updates.setdefault(d["meter_name"], []).append((now, d["ticks"]))
+                if d["state"] == "completed":
+                    self.completed.add(d["meter_name"])
 
     def close(self):
-        self.stop = True
-        self.t.join(2)
-        self.conn.close()
+        self.reader.close()
 
 
 def latencies(sent, watcher):

@@ -81,9 +81,41 @@ def rounds_summary(values):
     return min(values), statistics.median(values)
 
 
+class Reader:
+    """Drains a socket in a thread: on_data(chunk, receive time) for every chunk, until close()
+    or the peer closes."""
+
+    def __init__(self, sock, on_data):
+        self.sock = sock
+        sock.settimeout(None)           # blocking: a quiet second is no end
+        self.on_data = on_data
+        self.stop = False
+        self.t = threading.Thread(target=self.loop, daemon=True)
+        self.t.start()
+
+    def loop(self):
+        while not self.stop:
+            try:
+                chunk = self.sock.recv(1 << 20)
+            except OSError:
+                return
+            if not chunk:
+                return
+            self.on_data(chunk, time.perf_counter())
+
+    def close(self):
+        self.stop = True
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.t.join(2)
+        self.sock.close()
+
+
 class Listener:
-    """A kegnet listener (Hello role listener: FlowUpdates and the rest). A thread drains it, counts
-    frames and timestamps the first frame containing each expected marker."""
+    """A kegnet listener (Hello role listener: FlowUpdates and the rest), drained by a Reader, that
+    counts frames and timestamps the first chunk containing the expected marker."""
 
     def __init__(self, port, hello=True):
         self.sock = socket.create_connection(("127.0.0.1", port))
@@ -96,28 +128,18 @@ class Listener:
         self.marker = None
         self.marker_time = None
         self.cv = threading.Condition()
-        self.stop = False
-        self.t = threading.Thread(target=self.loop, daemon=True)
-        self.t.start()
+        self.tail = b""
+        self.reader = Reader(self.sock, self.on_data)
 
-    def loop(self):
-        tail = b""
-        while not self.stop:
-            try:
-                chunk = self.sock.recv(1 << 20)
-            except OSError:
-                return
-            if not chunk:
-                return
-            data = tail + chunk
-            n = data.count(b"\n\n")
-            with self.cv:
-                self.frames += n
-                if self.marker and self.marker in data:
-                    self.marker_time = time.perf_counter()
-                    self.marker = None
-                    self.cv.notify_all()
-            tail = data[-256:]
+    def on_data(self, chunk, now):
+        data = self.tail + chunk
+        with self.cv:
+            self.frames += data.count(b"\n\n")
+            if self.marker and self.marker in data:
+                self.marker_time = now
+                self.marker = None
+                self.cv.notify_all()
+        self.tail = data[-256:]
 
     def expect(self, marker):
         with self.cv:
@@ -130,13 +152,7 @@ class Listener:
             return self.marker_time
 
     def close(self):
-        self.stop = True
-        try:
-            self.sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.t.join(2)
-        self.sock.close()
+        self.reader.close()
 
 
 def start_core(tmp, extra=(), prefix=(), env=None):
