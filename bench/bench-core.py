@@ -137,7 +137,7 @@ def bench_throughput(tmp, mode="on", n=200000, hostile=False):
         os.sched_setaffinity(0, others)
     churn = None
     try:
-        rss_start = benchlib.proc_status(core.pid, "VmRSS")
+        rss_start = kbtest.proc_status(core.pid, "VmRSS")
         listener = benchlib.Listener(port)
         producer = Producer(port)
         if hostile:
@@ -157,7 +157,7 @@ def bench_throughput(tmp, mode="on", n=200000, hostile=False):
         if t1 is None:
             raise SystemExit("throughput: the final FlowUpdate never arrived (%d frames seen)" % listener.frames)
         rate = n / (t1 - t0)
-        rss_after = benchlib.proc_status(core.pid, "VmRSS")
+        rss_after = kbtest.proc_status(core.pid, "VmRSS")
         hostile_count = 0
         if churn:
             hostile_count = churn.count - c0        # during the measurement
@@ -187,10 +187,10 @@ def bench_cpu_per_update(tmp, listeners, n=200000, hostile=False):
             churn = Hostile(port)
             kbtest.wait_until(lambda: churn.count >= 200, timeout=10, what="hostile connections under way")
         frames = flood_frames(n) + STOP_FLOW
-        c0 = benchlib.cpu_ns(core.pid)
+        c0 = kbtest.cpu_ns(core.pid)
         producer.flood(frames)
         producer.wait_acked(n + 2)          # n + 1 readings and the FlowRequest
-        c1 = benchlib.cpu_ns(core.pid)
+        c1 = kbtest.cpu_ns(core.pid)
         producer.close()
         return (c1 - c0) / (n + 1)
     finally:
@@ -285,10 +285,10 @@ def bench_idle(tmp, seconds):
         board = benchlib.Board(core, port)
         procs.append(("kegboard_daemon", board.daemon))
         time.sleep(3)       # settle after start-up and the first sync
-        v0 = [benchlib.proc_status(p.pid, "voluntary_ctxt_switches") for _, p in procs]
+        v0 = [kbtest.proc_status(p.pid, "voluntary_ctxt_switches") for _, p in procs]
         time.sleep(seconds)
-        v1 = [benchlib.proc_status(p.pid, "voluntary_ctxt_switches") for _, p in procs]
-        rss = benchlib.proc_status(core.pid, "VmRSS")
+        v1 = [kbtest.proc_status(p.pid, "voluntary_ctxt_switches") for _, p in procs]
+        rss = kbtest.proc_status(core.pid, "VmRSS")
         return [(name, (b - a) * 60.0 / seconds) for (name, _), a, b in zip(procs, v0, v1)], rss
     finally:
         for c in conns:

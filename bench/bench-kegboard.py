@@ -31,7 +31,7 @@ PSS_TARGET_KB = 1.2 * 1024
 
 
 def stack_cpu(pids):
-    return sum(benchlib.cpu_ns(p) for p in pids)
+    return sum(kbtest.cpu_ns(p) for p in pids)
 
 
 def paced_round(tmp):
@@ -51,8 +51,8 @@ def paced_round(tmp):
         n = int(RATE * SECONDS)
         t0 = time.perf_counter()
         c0 = stack_cpu(pids)
-        d0 = benchlib.cpu_ns(board.daemon.pid)
-        w0 = benchlib.proc_status(board.daemon.pid, "voluntary_ctxt_switches"), benchlib.proc_status(core.pid, "voluntary_ctxt_switches")
+        d0 = kbtest.cpu_ns(board.daemon.pid)
+        w0 = kbtest.proc_status(board.daemon.pid, "voluntary_ctxt_switches"), kbtest.proc_status(core.pid, "voluntary_ctxt_switches")
         for k in range(1, n + 1):
             due = t0 + k / RATE
             delay = due - time.perf_counter()
@@ -66,9 +66,9 @@ def paced_round(tmp):
             raise SystemExit("paced: the last FlowUpdate never arrived")
         wall = time.perf_counter() - t0
         c1 = stack_cpu(pids)
-        mem = benchlib.memory_kb(core.pid), benchlib.memory_kb(board.daemon.pid)
-        d1 = benchlib.cpu_ns(board.daemon.pid)
-        w1 = benchlib.proc_status(board.daemon.pid, "voluntary_ctxt_switches"), benchlib.proc_status(core.pid, "voluntary_ctxt_switches")
+        mem = kbtest.memory_kb(core.pid), kbtest.memory_kb(board.daemon.pid)
+        d1 = kbtest.cpu_ns(board.daemon.pid)
+        w1 = kbtest.proc_status(board.daemon.pid, "voluntary_ctxt_switches"), kbtest.proc_status(core.pid, "voluntary_ctxt_switches")
         print("  daemon %.1f us/frame, %.2f wake-ups/frame; core %.1f us/frame, %.2f wake-ups/frame" % (
             (d1 - d0) / n / 1000, (w1[0] - w0[0]) / n, ((c1 - c0) - (d1 - d0)) / n / 1000, (w1[1] - w0[1]) / n))
         per_frame = ((c1 - c0) - idle_per_s * wall) / n
@@ -92,7 +92,7 @@ def flood(tmp):
         t1 = listener.wait(120)
         if t1 is None:
             raise SystemExit("flood: the last FlowUpdate never arrived (%d frames at the listener)" % listener.frames)
-        mem = benchlib.memory_kb(core.pid), benchlib.memory_kb(board.daemon.pid)
+        mem = kbtest.memory_kb(core.pid), kbtest.memory_kb(board.daemon.pid)
         return FLOOD_FRAMES / (t1 - t0), mem
     finally:
         board.close()

@@ -87,7 +87,7 @@ def run(n_boards, tmp, bus):
         time.sleep(1.0)
         sent = []
         reading = 0
-        c0 = benchlib.cpu_ns(core.pid)
+        c0 = kbtest.cpu_ns(core.pid)
         t0 = time.perf_counter()
         k = 0
         while True:
@@ -109,8 +109,8 @@ def run(n_boards, tmp, bus):
         kbtest.wait_until(lambda: all(any(n == reading for _, n in watchers[0].updates.get(m, [])) for m in final),
                           timeout=10, what="every meter's final count at the listener")
         wall = time.perf_counter() - t0
-        c1 = benchlib.cpu_ns(core.pid)
-        rss = benchlib.proc_status(core.pid, "VmRSS")
+        c1 = kbtest.cpu_ns(core.pid)
+        rss = kbtest.proc_status(core.pid, "VmRSS")
         lat = latencies(sent, watchers[0])
         # Stop every pour; the drinks log must hold what was poured.
         ctl = kbtest.KegnetConn.connect(port)

@@ -1,4 +1,4 @@
-"""What the kegbot benchmarks share: CPU and memory of a process, a true percentile, a kegnet
+"""What the kegbot benchmarks share (the process figures are kbtest's): a true percentile, a kegnet
 listener that timestamps FlowUpdates, the core and a pty board with kegboard_daemon, the wake-up
 floor, and the report (each figure beside its target; PASS or FAIL: <which>, non-zero exit)."""
 import math
@@ -14,34 +14,6 @@ import tty
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "integration"))
 import kbtest  # noqa: E402
-
-
-def cpu_ns(pid):
-    """CPU time the process (all its threads) has used, in ns (schedstat: exact, not clock ticks)."""
-    total = 0
-    for tid in os.listdir("/proc/%d/task" % pid):
-        with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
-            total += int(f.read().split()[0])
-    return total
-
-
-def proc_status(pid, key):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(key + ":"):
-                return int(line.split()[1])
-    return None
-
-
-def memory_kb(pid):
-    """{'Rss': kB, 'Pss': kB} from smaps_rollup."""
-    out = {}
-    with open("/proc/%d/smaps_rollup" % pid) as f:
-        for line in f:
-            parts = line.split()
-            if parts[0] in ("Rss:", "Pss:"):
-                out[parts[0][:-1]] = int(parts[1])
-    return out
 
 
 def percentile(values, p):

@@ -558,6 +558,16 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def cpu_ns(pid):
+    """CPU time a process (all its threads) has used so far, in ns: schedstat's exact sum, for
+    figures too small for cpu_seconds()' clock ticks."""
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+            total += int(f.read().split()[0])
+    return total
+
+
 def memory_kb(pid):
     """The kB figures of /proc/<pid>/smaps_rollup (Rss, Pss, Shared_Clean, ...), plus "Private"
     (Private_Clean + Private_Dirty: the pages no other process shares)."""
