@@ -1,6 +1,7 @@
 /* Unit tests for the kegnet codec: the spec's example frames byte for byte, round trips of every
  * message, value-type rules, every decoder error, addresses and the frame splitter. */
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -912,6 +913,98 @@ static void test_names(void) {
         check(kegnet_inbound_verdict(-EBADMSG, NULL) == KEGNET_INBOUND_DROP_WARNING);
 }
 
+/* jansson's allocations, counted (json_set_alloc_funcs()). */
+static size_t jansson_allocs;
+
+static void *counting_malloc(size_t n) {
+        jansson_allocs++;
+        return malloc(n);
+}
+
+/* A MeterUpdate as our producers write it is decoded without jansson and without allocating
+ * (the core's hot path); frames next to that form go through jansson and give what it gives. */
+static void test_meter_update_fast(void) {
+        KegnetMessage m = KEGNET_MESSAGE_NULL;
+        _cleanup_(freep) char *enc = NULL;
+        char name[KEGNET_FAST_TEXT_MAX + 1];
+        size_t n;
+
+        json_set_alloc_funcs(counting_malloc, free);
+
+        check(kegnet_message_encode(&(KegnetMessage) { .kind = KEGNET_METER_UPDATE,
+                .meter_update = { .meter_name = "kegboard-BENCH.flow0", .reading = UINT32_MAX } }, &enc, &n) == 0);
+        jansson_allocs = 0;
+        check(kegnet_message_parse(enc, n - 2, &m, NULL) == 0);
+        check(jansson_allocs == 0);
+        check(m.kind == KEGNET_METER_UPDATE);
+        check_streq(m.event_name, "MeterUpdate");
+        check_streq(m.meter_update.meter_name, "kegboard-BENCH.flow0");
+        check(m.meter_update.reading == UINT32_MAX);
+        kegnet_message_done(&m);
+        check(m.kind == KEGNET_UNKNOWN && !m.event_name);
+
+        /* Trailing JSON whitespace and the empty name are still the fast path. */
+        jansson_allocs = 0;
+        check(parse_str("{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"\",\"reading\":0}} \r\n", &m) == 0);
+        check(jansson_allocs == 0);
+        check_streq(m.meter_update.meter_name, "");
+        check(m.meter_update.reading == 0);
+        kegnet_message_done(&m);
+
+        /* The longest name the message holds itself; one more byte goes through jansson. */
+        memset(name, 'a', sizeof name);
+        for (size_t len = KEGNET_FAST_TEXT_MAX - 1; len <= KEGNET_FAST_TEXT_MAX; len++) {
+                _cleanup_(freep) char *f = NULL;
+                name[len] = 0;
+                check(asprintf(&f, "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"%s\",\"reading\":7}}", name) > 0);
+                jansson_allocs = 0;
+                check(parse_str(f, &m) == 0);
+                check((jansson_allocs == 0) == (len < KEGNET_FAST_TEXT_MAX));
+                check_streq(m.meter_update.meter_name, name);
+                check(m.meter_update.reading == 7);
+                kegnet_message_done(&m);
+                name[len] = 'a';
+        }
+
+        /* Not the fast form: jansson decides, as it always did. */
+        static const struct {
+                const char *frame;
+                int result;
+                const char *name;
+                uint32_t reading;
+        } other[] = {
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"a\\u00e9\",\"reading\":5}}", 0, "a\xc3\xa9", 5 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"b\",\"reading\":5,\"x\":1}}", 0, "b", 5 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"c\",\"reading\":5.0}}", 0, "c", 5 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"d\",\"reading\":4294967295 }}", 0, "d", UINT32_MAX },
+                { " {\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"e\",\"reading\":1}}", 0, "e", 1 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"f\",\"reading\":4294967296}}", -EINVAL, NULL, 0 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"g\",\"reading\":42949672950}}", -EINVAL, NULL, 0 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"h\",\"reading\":-1}}", -EINVAL, NULL, 0 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"i\",\"reading\":01}}", -EBADMSG, NULL, 0 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"j\",\"reading\":1}}x", -EBADMSG, NULL, 0 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"k\",\"reading\":1}", -EBADMSG, NULL, 0 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"l\tm\",\"reading\":1}}", -EBADMSG, NULL, 0 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"\xff\",\"reading\":1}}", -EBADMSG, NULL, 0 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"n\",\"reading\":}}", -EBADMSG, NULL, 0 },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(other); i++) {
+                jansson_allocs = 0;
+                int r = parse_str(other[i].frame, &m);
+                if (r != other[i].result)
+                        fprintf(stderr, "frame %zu: %d\n", i, r);
+                check(r == other[i].result);
+                check(jansson_allocs > 0);
+                if (r == 0) {
+                        check_streq(m.meter_update.meter_name, other[i].name);
+                        check(m.meter_update.reading == other[i].reading);
+                }
+                kegnet_message_done(&m);
+        }
+
+        json_set_alloc_funcs(malloc, free);
+}
+
 int main(void) {
         test_run(test_examples);
         test_run(test_legacy_and_dropped);
@@ -926,6 +1019,7 @@ int main(void) {
         test_run(test_address);
         test_run(test_preconditions);
         test_run(test_names);
+        test_run(test_meter_update_fast);
 
         return test_result();
 }

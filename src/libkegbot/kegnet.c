@@ -847,6 +847,64 @@ static bool is_json_space(char c) {
         return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/* The hot path of the core: a MeterUpdate per meter frame from every board. As
+ * kegnet_message_encode() writes it, it is one fixed text with two holes; a frame that is exactly
+ * that, with a meter name of printable ASCII (no escapes, so valid UTF-8 as it is) and a plain
+ * decimal reading, is decoded here without jansson and without allocating. Anything else (other
+ * spacing or order, escapes, other fields, leading zeros, ...) returns false and is left to
+ * jansson, so that the result of kegnet_message_parse() does not depend on the path taken. */
+#define FAST_METER_HEAD "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\""
+#define FAST_METER_MID "\",\"reading\":"
+#define FAST_METER_TAIL "}}"
+#define LITERAL_LEN(s) (sizeof(s) - 1)
+
+static bool parse_meter_update_fast(const char *p, size_t size, KegnetMessage *ret) {
+        const char *end = p + size, *name, *q;
+        uint64_t reading = 0;
+        size_t name_len;
+
+        if (size < LITERAL_LEN(FAST_METER_HEAD) || memcmp(p, FAST_METER_HEAD, LITERAL_LEN(FAST_METER_HEAD)) != 0)
+                return false;
+        name = q = p + LITERAL_LEN(FAST_METER_HEAD);
+        while (q < end && *q != '"') {
+                unsigned char c = (unsigned char) *q;
+                if (c < 0x20 || c > 0x7e || c == '\\')
+                        return false;
+                q++;
+        }
+        name_len = (size_t) (q - name);
+        if (name_len >= sizeof ret->_text || (size_t) (end - q) < LITERAL_LEN(FAST_METER_MID) ||
+            memcmp(q, FAST_METER_MID, LITERAL_LEN(FAST_METER_MID)) != 0)
+                return false;
+        q += LITERAL_LEN(FAST_METER_MID);
+
+        /* JSON's integer syntax without sign, fraction or exponent; no leading zeros. */
+        if (q >= end || *q < '0' || *q > '9' || (*q == '0' && q + 1 < end && q[1] >= '0' && q[1] <= '9'))
+                return false;
+        for (size_t digits = 0; q < end && *q >= '0' && *q <= '9'; q++, digits++) {
+                if (digits >= 10)
+                        return false;           /* out of range anyway: jansson's error message */
+                reading = reading * 10 + (uint64_t) (*q - '0');
+        }
+        if (reading > UINT32_MAX)
+                return false;
+        if ((size_t) (end - q) < LITERAL_LEN(FAST_METER_TAIL) || memcmp(q, FAST_METER_TAIL, LITERAL_LEN(FAST_METER_TAIL)) != 0)
+                return false;
+        for (q += LITERAL_LEN(FAST_METER_TAIL); q < end; q++)
+                if (!is_json_space(*q))
+                        return false;
+
+        memcpy(ret->_text, name, name_len);
+        ret->_text[name_len] = 0;
+        ret->kind = KEGNET_METER_UPDATE;
+        ret->event_name = kind_names[KEGNET_METER_UPDATE];
+        ret->meter_update = (KegnetMeterUpdate) {
+                .meter_name = ret->_text,
+                .reading = (uint32_t) reading,
+        };
+        return true;
+}
+
 int kegnet_message_parse(const void *frame, size_t size, KegnetMessage *ret, char **ret_error) {
         const char *p = frame;
         json_error_t jerr;
@@ -865,6 +923,8 @@ int kegnet_message_parse(const void *frame, size_t size, KegnetMessage *ret, cha
                 i++;
         if (i == size)
                 return -ENODATA;
+        if (parse_meter_update_fast(p, size, ret))
+                return 0;
 
         root = json_loadb(p, size, 0, &jerr);
         if (!root)

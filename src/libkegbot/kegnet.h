@@ -191,6 +191,8 @@ typedef struct KegnetRefused {
         const char *reason;             /* required */
 } KegnetRefused;
 
+#define KEGNET_FAST_TEXT_MAX 64
+
 typedef struct KegnetMessage {
         KegnetKind kind;
         /* The wire event name. Set by the parser whenever the frame had a string "event" (also for
@@ -211,6 +213,9 @@ typedef struct KegnetMessage {
                 KegnetRefused refused;
         };
         void *_doc;                     /* parser-owned document; released by kegnet_message_done() */
+        /* The parser's own copy of a short string (the meter name of a MeterUpdate as this
+         * project's producers write it: decoded without jansson and without allocating). */
+        char _text[KEGNET_FAST_TEXT_MAX];
 } KegnetMessage;
 
 #define KEGNET_MESSAGE_NULL ((KegnetMessage) { .kind = KEGNET_UNKNOWN })
@@ -239,7 +244,10 @@ KegnetRole kegnet_role_from_string(const char *s);
 int kegnet_message_encode(const KegnetMessage *m, char **ret, size_t *ret_size);
 
 /* Decodes one frame (without its terminator; it need not be NUL-terminated). *ret is always
- * initialised and must be released with kegnet_message_done(), whatever the result.
+ * initialised and must be released with kegnet_message_done(), whatever the result. A MeterUpdate
+ * exactly as kegnet_message_encode() writes it, with a meter name of printable ASCII shorter than
+ * KEGNET_FAST_TEXT_MAX, is decoded without allocating (its strings then live in *ret: do not move
+ * it before kegnet_message_done()); every other frame goes through jansson, with the same result.
  *   0          ok; ret->kind may be KEGNET_UNKNOWN (ret->event_name says which), data not checked
  *   -ENODATA   empty or whitespace-only frame: ignore silently
  *   -EBADMSG   not JSON, not an object, or no string "event" (ret->event_name NULL)
