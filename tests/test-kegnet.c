@@ -921,9 +921,10 @@ static void *counting_malloc(size_t n) {
         return malloc(n);
 }
 
-/* A MeterUpdate as our producers write it is decoded without jansson and without allocating
- * (the core's hot path); frames next to that form go through jansson and give what it gives. */
-static void test_meter_update_fast(void) {
+/* A MeterUpdate as our producers write it (the core's hot path) and an Ack as the core writes it
+ * (a producer's) are decoded without jansson and without allocating; frames next to those forms go
+ * through jansson and give what it gives. */
+static void test_parse_fast(void) {
         KegnetMessage m = KEGNET_MESSAGE_NULL;
         _cleanup_(freep) char *enc = NULL;
         char name[KEGNET_FAST_TEXT_MAX + 1];
@@ -978,6 +979,8 @@ static void test_meter_update_fast(void) {
                 { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"c\",\"reading\":5.0}}", 0, "c", 5 },
                 { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"d\",\"reading\":4294967295 }}", 0, "d", UINT32_MAX },
                 { " {\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"e\",\"reading\":1}}", 0, "e", 1 },
+                { "{\"event\":\"Ack\",\"data\":{\"acked\":12.0}}", 0, NULL, 12 },
+                { "{\"event\":\"Ack\",\"data\":{\"acked\":12,\"more\":true}}", 0, NULL, 12 },
                 { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"f\",\"reading\":4294967296}}", -EINVAL, NULL, 0 },
                 { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"g\",\"reading\":42949672950}}", -EINVAL, NULL, 0 },
                 { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"h\",\"reading\":-1}}", -EINVAL, NULL, 0 },
@@ -987,6 +990,10 @@ static void test_meter_update_fast(void) {
                 { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"l\tm\",\"reading\":1}}", -EBADMSG, NULL, 0 },
                 { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"\xff\",\"reading\":1}}", -EBADMSG, NULL, 0 },
                 { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"n\",\"reading\":}}", -EBADMSG, NULL, 0 },
+                { "{\"event\":\"Ack\",\"data\":{\"acked\":9223372036854775808}}", -EBADMSG, NULL, 0 },
+                { "{\"event\":\"Ack\",\"data\":{\"acked\":null}}", -EINVAL, NULL, 0 },
+                { "{\"event\":\"Ack\",\"data\":{\"acked\":-3}}", -EINVAL, NULL, 0 },
+                { "{\"event\":\"Ack\",\"data\":{\"acked\":00}}", -EBADMSG, NULL, 0 },
         };
         for (size_t i = 0; i < ELEMENTSOF(other); i++) {
                 jansson_allocs = 0;
@@ -995,14 +1002,49 @@ static void test_meter_update_fast(void) {
                         fprintf(stderr, "frame %zu: %d\n", i, r);
                 check(r == other[i].result);
                 check(jansson_allocs > 0);
-                if (r == 0) {
+                if (r == 0 && m.kind == KEGNET_ACK)
+                        check(m.ack.acked == other[i].reading);
+                else if (r == 0) {
                         check_streq(m.meter_update.meter_name, other[i].name);
                         check(m.meter_update.reading == other[i].reading);
                 }
                 kegnet_message_done(&m);
         }
 
+        /* Acks: the largest sequence number still the fast path. */
+        enc = mfree(enc);
+        check(kegnet_message_encode(&(KegnetMessage) { .kind = KEGNET_ACK, .ack.acked = KEGNET_SEQ_MAX }, &enc, &n) == 0);
+        jansson_allocs = 0;
+        check(kegnet_message_parse(enc, n, &m, NULL) == 0);
+        check(jansson_allocs == 0);
+        check(m.kind == KEGNET_ACK && m.ack.acked == KEGNET_SEQ_MAX);
+        check_streq(m.event_name, "Ack");
+        kegnet_message_done(&m);
+
         json_set_alloc_funcs(malloc, free);
+}
+
+/* A sender's buffer is reused: the second frame that fits costs no allocation; a refused message
+ * leaves the buffer empty. */
+static void test_encode_in(void) {
+        _cleanup_(strbuf_done) StrBuf b = STRBUF_INIT;
+        KegnetMessage u = { .kind = KEGNET_METER_UPDATE, .meter_update = { .meter_name = "kegboard.flow0", .reading = 1 } };
+        const char *first;
+
+        check(kegnet_message_encode_in(&u, &b) == 0);
+        check_streq(b.buf, "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"kegboard.flow0\",\"reading\":1}}\n\n");
+        check(b.len == strlen(b.buf));
+        first = b.buf;
+        u.meter_update.reading = 2;
+        check(kegnet_message_encode_in(&u, &b) == 0);
+        check(b.buf == first);
+        check_streq(b.buf, "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"kegboard.flow0\",\"reading\":2}}\n\n");
+
+        u.meter_update.meter_name = NULL;
+        check(kegnet_message_encode_in(&u, &b) == -EINVAL);
+        check(b.len == 0 && b.error == 0);
+        check(kegnet_message_encode_in(&(KegnetMessage) { .kind = KEGNET_ACK, .ack.acked = 5 }, &b) == 0);
+        check_streq(b.buf, "{\"event\":\"Ack\",\"data\":{\"acked\":5}}\n\n");
 }
 
 int main(void) {
@@ -1019,7 +1061,8 @@ int main(void) {
         test_run(test_address);
         test_run(test_preconditions);
         test_run(test_names);
-        test_run(test_meter_update_fast);
+        test_run(test_parse_fast);
+        test_run(test_encode_in);
 
         return test_result();
 }

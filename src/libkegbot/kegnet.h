@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util-strbuf.h"
+
 #define KEGNET_DEFAULT_PORT 9805
 #define KEGNET_DEFAULT_ADDR "127.0.0.1:9805"
 #define KEGNET_MAX_FRAME (64U * 1024U)        /* payload bytes, the "\n\n" terminator not counted */
@@ -242,12 +244,17 @@ KegnetRole kegnet_role_from_string(const char *s);
  * float, an enum, integer or timestamp out of range. -E2BIG: the payload would exceed
  * KEGNET_MAX_FRAME. */
 int kegnet_message_encode(const KegnetMessage *m, char **ret, size_t *ret_size);
+/* The same into a buffer the caller keeps (its content replaced, its memory reused: no allocation
+ * per message once it is big enough); on success buf->buf and buf->len are the frame. On error the
+ * buffer is left empty. */
+int kegnet_message_encode_in(const KegnetMessage *m, StrBuf *buf);
 
 /* Decodes one frame (without its terminator; it need not be NUL-terminated). *ret is always
  * initialised and must be released with kegnet_message_done(), whatever the result. A MeterUpdate
- * exactly as kegnet_message_encode() writes it, with a meter name of printable ASCII shorter than
- * KEGNET_FAST_TEXT_MAX, is decoded without allocating (its strings then live in *ret: do not move
- * it before kegnet_message_done()); every other frame goes through jansson, with the same result.
+ * or an Ack exactly as kegnet_message_encode() writes it (the hot paths), with a meter name of
+ * printable ASCII shorter than KEGNET_FAST_TEXT_MAX, is decoded without allocating (its strings then
+ * live in *ret: do not move it before kegnet_message_done()); every other frame goes through
+ * jansson, with the same result.
  *   0          ok; ret->kind may be KEGNET_UNKNOWN (ret->event_name says which), data not checked
  *   -ENODATA   empty or whitespace-only frame: ignore silently
  *   -EBADMSG   not JSON, not an object, or no string "event" (ret->event_name NULL)
