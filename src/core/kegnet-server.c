@@ -124,6 +124,7 @@ struct KegnetServer {
         sd_event_source *ack_source;    /* sends the Acks held back, when their interval is over */
         char address[ADDRESS_MAX];      /* of the TCP listener, "" if none */
         uid_t service_uid;
+        StrBuf encoded;                 /* the frame being sent, its memory kept for the next one */
 
         KegnetPeer *peers;
         size_t n_peers;
@@ -381,24 +382,23 @@ static int peer_queue(KegnetPeer *p, const char *data, size_t size) {
 
 /* A message for this peer only (Welcome, Ack). */
 static void peer_send(KegnetPeer *p, const KegnetMessage *m) {
-        _cleanup_(freep) char *frame = NULL;
-        size_t size;
+        StrBuf *b = &p->server->encoded;
         int r;
 
-        r = kegnet_message_encode(m, &frame, &size);
+        r = kegnet_message_encode_in(m, b);
         if (r < 0) {
                 log_warning_errno(r, "Failed to encode %s: %m", kegnet_kind_to_string(m->kind) ?: "?");
                 return;
         }
         if (p->server->options.debug_events && log_get_max_level() >= LOG_DEBUG)
-                log_debug("Sending to %s: %.*s", p->address, (int) (size - 2), frame);
-        (void) peer_queue(p, frame, size);
+                log_debug("Sending to %s: %.*s", p->address, (int) (b->len - 2), b->buf);
+        (void) peer_queue(p, b->buf, b->len);
 }
 
 int kegnet_server_broadcast(KegnetServer *s, const KegnetMessage *m) {
-        _cleanup_(freep) char *frame = NULL;
         unsigned bit = KEGNET_EVENT_BIT(m->kind);
-        size_t size, n = 0;
+        StrBuf *b = &s->encoded;
+        size_t n = 0;
         int r;
 
         assert_return(s, -EINVAL);
@@ -411,17 +411,17 @@ int kegnet_server_broadcast(KegnetServer *s, const KegnetMessage *m) {
         if (n == 0)
                 return 0;
 
-        r = kegnet_message_encode(m, &frame, &size);
+        r = kegnet_message_encode_in(m, b);
         if (r < 0)
                 return log_warning_errno(r, "Failed to encode %s: %m", kegnet_kind_to_string(m->kind) ?: "?");
 
         if (s->options.debug_events && log_get_max_level() >= LOG_DEBUG)
-                log_debug("Sending to %zu clients: %.*s", n, (int) (size - 2), frame);
+                log_debug("Sending to %zu clients: %.*s", n, (int) (b->len - 2), b->buf);
 
         for (KegnetPeer *p = s->peers, *next; p; p = next) {
                 next = p->peers_next;
                 if (p->events & bit)
-                        (void) peer_queue(p, frame, size);
+                        (void) peer_queue(p, b->buf, b->len);
         }
         return 0;
 }
@@ -1190,6 +1190,7 @@ KegnetServer *kegnet_server_free(KegnetServer *s) {
         s->idle_source = sd_event_source_disable_unref(s->idle_source);
         s->ack_source = sd_event_source_disable_unref(s->ack_source);
         free(s->sessions);
+        strbuf_done(&s->encoded);
         sd_event_unref(s->event);
         free(s);
         return NULL;
