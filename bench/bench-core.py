@@ -251,7 +251,7 @@ def bench_latency(tmp, samples=1000, hostile=False):
             board.write(frame)
             t1 = wait_marker(listener, marker, 5)
             if t1 is None:
-                raise SystemExit("latency: no FlowUpdate for %s reading %d" % (meter, reading))
+                raise SystemExit("latency: no FlowUpdate for %s reading %d" % (meters[k], reading))
             lat.append((t1 - t0) * 1000.0)
             time.sleep(0.030)
         hostile_count = 0
