@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Server-mode benchmarks of kegbot_core against the stand-in Kegbot Server:
 
-1. spool puts/s through the real core (kegnet pour -> fsync'd spool file) while the server refuses;
+1. spool puts/s through the real core (kegnet pour -> fsync'd spool file) while the server refuses
+   (target: every pour spooled, at least 20 drinks/s);
 2. time and peak RSS to drain N queued drinks (default 10,000) into the stand-in (target: RSS growth
    below 2 MB while draining: the spool keeps a bounded window, not the queue, in memory);
 3. core RSS with the server backend, idle after the first sync (target: below 12 MB).
@@ -21,6 +22,9 @@ import kbtest  # noqa: E402
 from standin import API_KEY, StandIn  # noqa: E402
 
 
+PUTS_TARGET = 20        # drinks/s spooled through the core (bench-spool's target for the spool alone)
+
+
 def rss_kb(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -33,7 +37,10 @@ def start_core(tmp, standin, state_dir):
     port = kbtest.free_port()
     c = kbtest.Proc([kbtest.binary("kegbot_core"), "--kb_core_bind_addr=127.0.0.1:%d" % port,
                      "--state_dir=" + state_dir, "--api_url=" + standin.url(), "--api_key=" + API_KEY,
-                     "--retry_interval=1", "--sync_interval=60", "--dbus=none"],
+                     "--retry_interval=1", "--sync_interval=60", "--dbus=none",
+                     # The stand-in's taps name relays and these pours are anonymous: no token opens
+                     # a valve, so the ghost filter's valve-closed gate would drop every one of them.
+                     "--novalve_closed_gate"],
                     env={"KEGBOT_API_URL": "", "STATE_DIRECTORY": "", "http_proxy": "", "no_proxy": "*"},
                     name="kegbot_core")
     c.wait_line(r"All services started", timeout=60)
@@ -81,8 +88,9 @@ def main():
             if m["event"] == "FlowUpdate" and m["data"]["state"] == "completed":
                 done += 1
         dt = time.monotonic() - t0
-        print("core: %d pours spooled (fsync'd before FlowUpdate completed) in %.2f s: %.0f drinks/s"
-              % (done, dt, done / dt))
+        puts = done / dt
+        print("core: %d of %d pours spooled (fsync'd before FlowUpdate completed) in %.2f s: %.0f drinks/s "
+              "(target all, >= %d drinks/s)" % (done, pours, dt, puts, PUTS_TARGET))
         conn.close()
         core.stop()
         standin.accept()
@@ -125,9 +133,11 @@ def main():
         print("core: RSS %.1f MB at start, peak %.1f MB while draining, growth %.2f MB (target < 2 MB)"
               % (base / 1024, peak[0] / 1024, (peak[0] - base) / 1024))
         print("core: RSS with the server backend, idle: %.1f MB (target < 12 MB)" % (idle / 1024))
-        ok = left == 0 and got >= n and (peak[0] - base) < 2048 and idle < 12 * 1024
-        print("result: %s" % ("PASS" if ok else "FAIL"))
-        return 0 if ok else 1
+        failed = [what for what, ok in (("spooled", done == pours and puts >= PUTS_TARGET),
+                                        ("drained", left == 0 and got >= n), ("RSS growth", (peak[0] - base) < 2048),
+                                        ("idle RSS", idle < 12 * 1024)) if not ok]
+        print("FAIL: " + ", ".join(failed) if failed else "PASS")
+        return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: install what is missing, build twice (normal, and with
-# AddressSanitizer + UndefinedBehaviorSanitizer), run every test suite in both, and print the
-# totals as the last line: "N passed, N failed, N flaky, N skipped".
+# The whole test suite, as CI runs it: install what is missing, build three times (normal; with
+# AddressSanitizer + UndefinedBehaviorSanitizer; and a release build with Debian's hardening flags
+# from dpkg-buildflags), run every test suite in the first two and the unit suite in the release
+# build, and print the totals as the last line: "N passed, N failed, N flaky, N skipped".
 #
 # Counts are of test cases (scripts/test-results.py; tests/meson.build says what a case is). A test
 # that failed is run once more on its own: a case that failed and then passed is FLAKY, and a flaky
@@ -26,8 +27,9 @@ bash scripts/setup-deps.sh || { echo "setup-deps failed"; totals 0 1 0 0; exit 1
 declare -A BUILDS=(
   [build]=""
   [build-asan]="-Db_sanitize=address,undefined -Db_lundef=false"
+  [build-release]="--buildtype=release -Dwerror=true"
 )
-ORDER=(build build-asan)
+ORDER=(build build-asan build-release)
 
 skip_suites=()
 for s in ${KEGBOT_TEST_SKIP_SUITES:-}; do
@@ -39,8 +41,13 @@ total_pass=0; total_fail=0; total_flaky=0; total_skip=0; total_unallowed=0
 for b in "${ORDER[@]}"; do
   echo "=== $b: configure and compile"
   if [ ! -f "$b/build.ninja" ]; then
+    # The release build is the one a distribution makes: Debian's default hardening flags
+    # (-O2 -D_FORTIFY_SOURCE=2 -fstack-protector-strong -Wformat -Werror=format-security, relro).
+    flags=()
+    [ "$b" = build-release ] && flags=(CFLAGS="$(dpkg-buildflags --get CFLAGS)"
+      CPPFLAGS="$(dpkg-buildflags --get CPPFLAGS)" LDFLAGS="$(dpkg-buildflags --get LDFLAGS)")
     # shellcheck disable=SC2086
-    meson setup "$b" ${BUILDS[$b]} >"$LOGDIR/kegbot-$b-setup.log" 2>&1 \
+    env "${flags[@]}" meson setup "$b" ${BUILDS[$b]} >"$LOGDIR/kegbot-$b-setup.log" 2>&1 \
       || { cat "$LOGDIR/kegbot-$b-setup.log"; echo "meson setup $b failed"; total_fail=$((total_fail+1)); continue; }
   fi
   if ! ninja -C "$b" >"$LOGDIR/kegbot-$b-build.log" 2>&1; then
@@ -52,9 +59,11 @@ for b in "${ORDER[@]}"; do
   export ASAN_OPTIONS="detect_leaks=1:abort_on_error=0:halt_on_error=1"
   export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1"
   slow=1; [ "$b" = build-asan ] && slow=3
-  # The system suite boots a container: once is enough, in the normal build.
+  # The system suite boots a container: once is enough, in the normal build. The release build
+  # proves that the optimised, fortified code still does what the unit tests say.
   suites=("${skip_suites[@]}")
   [ "$b" = build ] || suites+=(--no-suite system)
+  [ "$b" = build-release ] && suites=(--suite unit)
   rm -f "$b"/meson-logs/testlog-*.json
   KEGBOT_TEST_SLOW=$slow meson test -C "$b" --print-errorlogs --num-processes 2 "${suites[@]}" \
     --timeout-multiplier "$slow"

@@ -6,6 +6,8 @@ set -euo pipefail
 PKGS=(
   # build
   build-essential meson ninja-build pkg-config
+  # the release build takes its hardening flags from dpkg-buildflags
+  dpkg-dev
   libsystemd-dev libudev-dev libcurl4-openssl-dev libjansson-dev libmosquitto-dev
   # sound_server: ALSA playback, libsndfile decoding (WAV, FLAC, Ogg)
   libasound2-dev libsndfile1-dev

@@ -863,7 +863,6 @@ static void test_poison_rule(void) {
 }
 
 int main(void) {
-        char cmd[300];
 
         snprintf(tmpdir, sizeof(tmpdir), "/tmp/test-core-units-XXXXXX");
         if (!mkdtemp(tmpdir))
@@ -884,8 +883,6 @@ int main(void) {
         test_run(test_disk_reserve);
         test_run(test_poison_rule);
 
-        snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-        if (system(cmd) != 0)
-                fprintf(stderr, "could not remove %s\n", tmpdir);
+        test_rm_rf(tmpdir);
         return test_result();
 }

@@ -501,9 +501,6 @@ int main(void) {
         test_run(test_stop_signals);
         test_run(test_notify);
 
-        char cmd[PATH_MAX + 16];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
-        if (system(cmd) != 0)
-                fprintf(stderr, "# cannot remove %s\n", tmpdir);
+        test_rm_rf(tmpdir);
         return test_result();
 }

@@ -808,9 +808,6 @@ int main(void) {
         test_run(test_help_bounds_and_defaults);
         test_run(test_given);
 
-        _cleanup_(freep) char *cmd = NULL;
-        if (asprintf(&cmd, "rm -rf '%s'", tmpdir) > 0)
-                if (system(cmd) != 0)
-                        fprintf(stderr, "# cannot remove %s\n", tmpdir);
+        test_rm_rf(tmpdir);
         return test_result();
 }

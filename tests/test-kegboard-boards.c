@@ -55,12 +55,9 @@ static void test_unit_name(void) {
 }
 
 int main(void) {
-        char cmd[PATH_MAX + 16];
-
         check(mkdtemp(dir) != NULL);
         test_run(test_list);
         test_run(test_unit_name);
-        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-        check(system(cmd) == 0);
+        test_rm_rf(dir);
         return test_result();
 }

@@ -1,6 +1,7 @@
 /* Unit tests for the kegnet codec: the spec's example frames byte for byte, round trips of every
  * message, value-type rules, every decoder error, addresses and the frame splitter. */
 #include <errno.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -295,10 +296,17 @@ static void test_roundtrip(void) {
                   "{\"event\":\"SetRelayOutputEvent\",\"data\":{\"output_name\":\"kegboard.relay1\",\"output_mode\":\"disabled\"}}");
         roundtrip(&(KegnetMessage) { .kind = KEGNET_HELLO,
                                      .hello = { .role = KEGNET_ROLE_PRODUCER, .name = "kegboard_daemon",
-                                                .session = "0123456789abcdef0123456789abcdef", .has_seq = true, .seq = 42 } },
-                  "{\"event\":\"Hello\",\"data\":{\"role\":\"producer\",\"name\":\"kegboard_daemon\",\"session\":\"0123456789abcdef0123456789abcdef\",\"seq\":42}}");
+                                                .session = "0123456789abcdef0123456789abcdef", .has_seq = true, .seq = 42,
+                                                .has_events = true, .events = KEGNET_EVENT_BIT(KEGNET_SET_RELAY_OUTPUT_EVENT) } },
+                  "{\"event\":\"Hello\",\"data\":{\"role\":\"producer\",\"name\":\"kegboard_daemon\",\"session\":\"0123456789abcdef0123456789abcdef\",\"seq\":42,\"events\":[\"SetRelayOutputEvent\"]}}");
+        roundtrip(&(KegnetMessage) { .kind = KEGNET_HELLO,
+                                     .hello = { .role = KEGNET_ROLE_PRODUCER, .name = "rfid_daemon", .has_events = true } },
+                  "{\"event\":\"Hello\",\"data\":{\"role\":\"producer\",\"name\":\"rfid_daemon\",\"session\":null,\"seq\":null,\"events\":[]}}");
+        roundtrip(&(KegnetMessage) { .kind = KEGNET_HELLO,
+                                     .hello = { .role = KEGNET_ROLE_LISTENER, .has_events = true, .events = KEGNET_EVENTS_BROADCAST } },
+                  "{\"event\":\"Hello\",\"data\":{\"role\":\"listener\",\"name\":null,\"session\":null,\"seq\":null,\"events\":[\"FlowUpdate\",\"DrinkCreatedEvent\",\"SetRelayOutputEvent\"]}}");
         roundtrip(&(KegnetMessage) { .kind = KEGNET_HELLO, .hello = { .role = KEGNET_ROLE_LISTENER } },
-                  "{\"event\":\"Hello\",\"data\":{\"role\":\"listener\",\"name\":null,\"session\":null,\"seq\":null}}");
+                  "{\"event\":\"Hello\",\"data\":{\"role\":\"listener\",\"name\":null,\"session\":null,\"seq\":null,\"events\":null}}");
         roundtrip(&(KegnetMessage) { .kind = KEGNET_WELCOME,
                                      .welcome = { .role = KEGNET_ROLE_PRODUCER, .has_acked = true, .acked = 41 } },
                   "{\"event\":\"Welcome\",\"data\":{\"role\":\"producer\",\"acked\":41,\"reason\":null}}");
@@ -316,10 +324,29 @@ static void test_roundtrip(void) {
                 check(h.kind == KEGNET_HELLO && h.hello.role == KEGNET_ROLE_OTHER && !h.hello.has_seq && !h.hello.session);
                 check_streq(h.hello.role_name, "display");
                 char *again = encode(&h);           /* and it travels on under its own name */
-                check_streq(again, "{\"event\":\"Hello\",\"data\":{\"role\":\"display\",\"name\":null,\"session\":null,\"seq\":null}}");
+                check_streq(again, "{\"event\":\"Hello\",\"data\":{\"role\":\"display\",\"name\":null,\"session\":null,\"seq\":null,\"events\":null}}");
                 free(again);
                 kegnet_message_done(&h);
                 check(parse_str("{\"event\":\"Hello\",\"data\":{\"seq\":1}}", &h) == -EINVAL);
+                kegnet_message_done(&h);
+                /* Subscriptions: names of other kinds and unknown (later) names are ignored; a
+                 * list is required when the key is there. */
+                check(parse_str("{\"event\":\"Hello\",\"data\":{\"role\":\"listener\",\"events\":[\"DrinkCreatedEvent\",\"MeterUpdate\",\"TapChanged\"]}}", &h) == 0);
+                check(h.hello.has_events && h.hello.events == KEGNET_EVENT_BIT(KEGNET_DRINK_CREATED_EVENT));
+                kegnet_message_done(&h);
+                check(parse_str("{\"event\":\"Hello\",\"data\":{\"role\":\"listener\",\"events\":null}}", &h) == 0);
+                check(!h.hello.has_events);
+                kegnet_message_done(&h);
+                check(parse_str("{\"event\":\"Hello\",\"data\":{\"role\":\"listener\",\"events\":\"FlowUpdate\"}}", &h) == -EINVAL);
+                kegnet_message_done(&h);
+                check(parse_str("{\"event\":\"Hello\",\"data\":{\"role\":\"listener\",\"events\":[1]}}", &h) == -EINVAL);
+                kegnet_message_done(&h);
+                /* pycore 1.0's DrinkCreatedEvent: no ticks, no uuid, tap_name, pycore's separators. */
+                check(parse_str("{\"event\": \"DrinkCreatedEvent\", \"data\": {\"flow_id\": 3, \"drink_id\": 12, \"tap_name\": \"kegboard.flow0\", "
+                                "\"start_time\": \"2026-11-26T12:00:01Z\", \"end_time\": \"2026-11-26T12:00:09Z\", \"username\": \"mikey\"}}", &h) == 0);
+                check(h.kind == KEGNET_DRINK_CREATED_EVENT && h.drink_created_event.drink_id == 12);
+                check(!h.drink_created_event.has_ticks && !h.drink_created_event.uuid && !h.drink_created_event.has_volume_ml);
+                check_streq(h.drink_created_event.meter_name, "kegboard.flow0");
                 kegnet_message_done(&h);
                 check(encode_err(&(KegnetMessage) { .kind = KEGNET_HELLO, .hello = { .role = KEGNET_ROLE_OTHER } }) == -EINVAL);
                 check(encode_err(&(KegnetMessage) { .kind = KEGNET_ACK, .ack = { .acked = KEGNET_SEQ_MAX + 1 } }) == -EINVAL);
@@ -501,7 +528,7 @@ static void test_errors(void) {
                 { "{\"event\":\"FlowUpdate\",\"data\":{\"flow_id\":1,\"meter_name\":\"m\",\"state\":\"active\",\"start_time\":\"2026-11-26 12:00:00\",\"last_activity_time\":\"2026-11-26T12:00:00Z\",\"ticks\":1}}", -EINVAL, KEGNET_FLOW_UPDATE, KEGNET_INBOUND_DROP_DEBUG },
                 { "{\"event\":\"FlowUpdate\",\"data\":{\"flow_id\":1,\"meter_name\":\"m\",\"state\":\"active\",\"start_time\":\"2026-11-26T12:00:00Z\",\"last_activity_time\":\"2026-11-26T12:00:00Z\",\"ticks\":1,\"volume_ml\":\"1\"}}", -EINVAL, KEGNET_FLOW_UPDATE, KEGNET_INBOUND_DROP_DEBUG },
                 { "{\"event\":\"FlowUpdate\",\"data\":{\"flow_id\":1,\"meter_name\":\"m\",\"state\":\"active\",\"start_time\":\"2026-11-26T12:00:00Z\",\"last_activity_time\":\"2026-11-26T12:00:00Z\",\"ticks\":-1}}", -EINVAL, KEGNET_FLOW_UPDATE, KEGNET_INBOUND_DROP_DEBUG },
-                { "{\"event\":\"DrinkCreatedEvent\",\"data\":{\"flow_id\":1,\"meter_name\":\"m\",\"start_time\":\"2026-11-26T12:00:00Z\",\"end_time\":\"2026-11-26T12:00:00Z\",\"ticks\":1}}", -EINVAL, KEGNET_DRINK_CREATED_EVENT, KEGNET_INBOUND_DROP_DEBUG },
+                { "{\"event\":\"DrinkCreatedEvent\",\"data\":{\"flow_id\":1,\"meter_name\":\"m\",\"start_time\":\"2026-11-26T12:00:00Z\",\"end_time\":\"2026-11-26T12:00:00Z\",\"ticks\":1,\"uuid\":7}}", -EINVAL, KEGNET_DRINK_CREATED_EVENT, KEGNET_INBOUND_DROP_DEBUG },
                 { "{\"event\":\"DrinkCreatedEvent\",\"data\":{\"flow_id\":1,\"drink_id\":-2,\"meter_name\":\"m\",\"start_time\":\"2026-11-26T12:00:00Z\",\"end_time\":\"2026-11-26T12:00:00Z\",\"ticks\":1,\"uuid\":\"u\"}}", -EINVAL, KEGNET_DRINK_CREATED_EVENT, KEGNET_INBOUND_DROP_DEBUG },
                 { "{\"event\":\"SetRelayOutputEvent\",\"data\":{\"output_name\":\"r\",\"output_mode\":\"on\"}}", -EINVAL, KEGNET_SET_RELAY_OUTPUT_EVENT, KEGNET_INBOUND_DROP_DEBUG },
                 { "{\"event\":\"SetRelayOutputEvent\",\"data\":{\"output_mode\":\"enabled\"}}", -EINVAL, KEGNET_SET_RELAY_OUTPUT_EVENT, KEGNET_INBOUND_DROP_DEBUG },
@@ -886,6 +913,140 @@ static void test_names(void) {
         check(kegnet_inbound_verdict(-EBADMSG, NULL) == KEGNET_INBOUND_DROP_WARNING);
 }
 
+/* jansson's allocations, counted (json_set_alloc_funcs()). */
+static size_t jansson_allocs;
+
+static void *counting_malloc(size_t n) {
+        jansson_allocs++;
+        return malloc(n);
+}
+
+/* A MeterUpdate as our producers write it (the core's hot path) and an Ack as the core writes it
+ * (a producer's) are decoded without jansson and without allocating; frames next to those forms go
+ * through jansson and give what it gives. */
+static void test_parse_fast(void) {
+        KegnetMessage m = KEGNET_MESSAGE_NULL;
+        _cleanup_(freep) char *enc = NULL;
+        char name[KEGNET_FAST_TEXT_MAX + 1];
+        size_t n;
+
+        json_set_alloc_funcs(counting_malloc, free);
+
+        check(kegnet_message_encode(&(KegnetMessage) { .kind = KEGNET_METER_UPDATE,
+                .meter_update = { .meter_name = "kegboard-BENCH.flow0", .reading = UINT32_MAX } }, &enc, &n) == 0);
+        jansson_allocs = 0;
+        check(kegnet_message_parse(enc, n - 2, &m, NULL) == 0);
+        check(jansson_allocs == 0);
+        check(m.kind == KEGNET_METER_UPDATE);
+        check_streq(m.event_name, "MeterUpdate");
+        check_streq(m.meter_update.meter_name, "kegboard-BENCH.flow0");
+        check(m.meter_update.reading == UINT32_MAX);
+        kegnet_message_done(&m);
+        check(m.kind == KEGNET_UNKNOWN && !m.event_name);
+
+        /* Trailing JSON whitespace and the empty name are still the fast path. */
+        jansson_allocs = 0;
+        check(parse_str("{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"\",\"reading\":0}} \r\n", &m) == 0);
+        check(jansson_allocs == 0);
+        check_streq(m.meter_update.meter_name, "");
+        check(m.meter_update.reading == 0);
+        kegnet_message_done(&m);
+
+        /* The longest name the message holds itself; one more byte goes through jansson. */
+        memset(name, 'a', sizeof name);
+        for (size_t len = KEGNET_FAST_TEXT_MAX - 1; len <= KEGNET_FAST_TEXT_MAX; len++) {
+                _cleanup_(freep) char *f = NULL;
+                name[len] = 0;
+                check(asprintf(&f, "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"%s\",\"reading\":7}}", name) > 0);
+                jansson_allocs = 0;
+                check(parse_str(f, &m) == 0);
+                check((jansson_allocs == 0) == (len < KEGNET_FAST_TEXT_MAX));
+                check_streq(m.meter_update.meter_name, name);
+                check(m.meter_update.reading == 7);
+                kegnet_message_done(&m);
+                name[len] = 'a';
+        }
+
+        /* Not the fast form: jansson decides, as it always did. */
+        static const struct {
+                const char *frame;
+                int result;
+                const char *name;
+                uint32_t reading;
+        } other[] = {
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"a\\u00e9\",\"reading\":5}}", 0, "a\xc3\xa9", 5 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"b\",\"reading\":5,\"x\":1}}", 0, "b", 5 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"c\",\"reading\":5.0}}", 0, "c", 5 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"d\",\"reading\":4294967295 }}", 0, "d", UINT32_MAX },
+                { " {\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"e\",\"reading\":1}}", 0, "e", 1 },
+                { "{\"event\":\"Ack\",\"data\":{\"acked\":12.0}}", 0, NULL, 12 },
+                { "{\"event\":\"Ack\",\"data\":{\"acked\":12,\"more\":true}}", 0, NULL, 12 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"f\",\"reading\":4294967296}}", -EINVAL, NULL, 0 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"g\",\"reading\":42949672950}}", -EINVAL, NULL, 0 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"h\",\"reading\":-1}}", -EINVAL, NULL, 0 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"i\",\"reading\":01}}", -EBADMSG, NULL, 0 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"j\",\"reading\":1}}x", -EBADMSG, NULL, 0 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"k\",\"reading\":1}", -EBADMSG, NULL, 0 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"l\tm\",\"reading\":1}}", -EBADMSG, NULL, 0 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"\xff\",\"reading\":1}}", -EBADMSG, NULL, 0 },
+                { "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"n\",\"reading\":}}", -EBADMSG, NULL, 0 },
+                { "{\"event\":\"Ack\",\"data\":{\"acked\":9223372036854775808}}", -EBADMSG, NULL, 0 },
+                { "{\"event\":\"Ack\",\"data\":{\"acked\":null}}", -EINVAL, NULL, 0 },
+                { "{\"event\":\"Ack\",\"data\":{\"acked\":-3}}", -EINVAL, NULL, 0 },
+                { "{\"event\":\"Ack\",\"data\":{\"acked\":00}}", -EBADMSG, NULL, 0 },
+        };
+        for (size_t i = 0; i < ELEMENTSOF(other); i++) {
+                jansson_allocs = 0;
+                int r = parse_str(other[i].frame, &m);
+                if (r != other[i].result)
+                        fprintf(stderr, "frame %zu: %d\n", i, r);
+                check(r == other[i].result);
+                check(jansson_allocs > 0);
+                if (r == 0 && m.kind == KEGNET_ACK)
+                        check(m.ack.acked == other[i].reading);
+                else if (r == 0) {
+                        check_streq(m.meter_update.meter_name, other[i].name);
+                        check(m.meter_update.reading == other[i].reading);
+                }
+                kegnet_message_done(&m);
+        }
+
+        /* Acks: the largest sequence number still the fast path. */
+        enc = mfree(enc);
+        check(kegnet_message_encode(&(KegnetMessage) { .kind = KEGNET_ACK, .ack.acked = KEGNET_SEQ_MAX }, &enc, &n) == 0);
+        jansson_allocs = 0;
+        check(kegnet_message_parse(enc, n, &m, NULL) == 0);
+        check(jansson_allocs == 0);
+        check(m.kind == KEGNET_ACK && m.ack.acked == KEGNET_SEQ_MAX);
+        check_streq(m.event_name, "Ack");
+        kegnet_message_done(&m);
+
+        json_set_alloc_funcs(malloc, free);
+}
+
+/* A sender's buffer is reused: the second frame that fits costs no allocation; a refused message
+ * leaves the buffer empty. */
+static void test_encode_in(void) {
+        _cleanup_(strbuf_done) StrBuf b = STRBUF_INIT;
+        KegnetMessage u = { .kind = KEGNET_METER_UPDATE, .meter_update = { .meter_name = "kegboard.flow0", .reading = 1 } };
+        const char *first;
+
+        check(kegnet_message_encode_in(&u, &b) == 0);
+        check_streq(b.buf, "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"kegboard.flow0\",\"reading\":1}}\n\n");
+        check(b.len == strlen(b.buf));
+        first = b.buf;
+        u.meter_update.reading = 2;
+        check(kegnet_message_encode_in(&u, &b) == 0);
+        check(b.buf == first);
+        check_streq(b.buf, "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\"kegboard.flow0\",\"reading\":2}}\n\n");
+
+        u.meter_update.meter_name = NULL;
+        check(kegnet_message_encode_in(&u, &b) == -EINVAL);
+        check(b.len == 0 && b.error == 0);
+        check(kegnet_message_encode_in(&(KegnetMessage) { .kind = KEGNET_ACK, .ack.acked = 5 }, &b) == 0);
+        check_streq(b.buf, "{\"event\":\"Ack\",\"data\":{\"acked\":5}}\n\n");
+}
+
 int main(void) {
         test_run(test_examples);
         test_run(test_legacy_and_dropped);
@@ -900,6 +1061,8 @@ int main(void) {
         test_run(test_address);
         test_run(test_preconditions);
         test_run(test_names);
+        test_run(test_parse_fast);
+        test_run(test_encode_in);
 
         return test_result();
 }

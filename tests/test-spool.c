@@ -45,13 +45,6 @@ static char *mktemp_dir(void) {
         return p ? strdup(p) : NULL;
 }
 
-static void rm_rf(const char *path) {
-        char cmd[4200];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
-        if (system(cmd) != 0)
-                fprintf(stderr, "warning: could not remove %s\n", path);
-}
-
 static size_t count_files(const char *dir, const char *suffix) {
         DIR *d = opendir(dir);
         size_t n = 0;
@@ -341,7 +334,7 @@ static void test_reads_back_its_own_records(void) {
         }
         check(spool_n_pending(s) == 0);
         spool_free(s);
-        rm_rf(root);
+        test_rm_rf(root);
         free(root);
 }
 
@@ -424,7 +417,7 @@ static void test_in_doubt_update_contains(void) {
         check(spool_contains(s, u) == 0);
         check(spool_contains(s, "nope") == -EINVAL);
         spool_free(s);
-        rm_rf(root);
+        test_rm_rf(root);
         free(root);
 }
 
@@ -491,7 +484,7 @@ static void test_basic_queue(void) {
         check(spool_n_pending(s) == 0);
         check(count_files(dir, ".json") == 0);
         spool_free(s);
-        rm_rf(root);
+        test_rm_rf(root);
         free(root);
 }
 
@@ -549,7 +542,7 @@ static void test_corrupt(void) {
         drink_free(h);
         check(spool_n_pending(s) == 1);
         spool_free(s);
-        rm_rf(root);
+        test_rm_rf(root);
         free(root);
 }
 
@@ -638,7 +631,7 @@ static void test_failed_area(void) {
         check(h && strcmp(h->uuid, u) == 0 && h->seq == 6);
         drink_free(h);
         spool_free(s);
-        rm_rf(root);
+        test_rm_rf(root);
         free(root);
 }
 
@@ -740,7 +733,7 @@ static void test_interrupted_moves(void) {
         check(spool_n_pending(s) == 1);
         check(access(path, F_OK) == 0);
         spool_free(s);
-        rm_rf(root);
+        test_rm_rf(root);
         free(root);
 }
 
@@ -798,7 +791,7 @@ static void test_window(void) {
         check(spool_n_pending(s) == 0);
         check(spool_n_failed(s) == 1);
         spool_free(s);
-        rm_rf(root);
+        test_rm_rf(root);
         free(root);
 }
 
@@ -810,7 +803,7 @@ static void test_enospc(void) {
 
         if (mount("tmpfs", root, "tmpfs", 0, "size=64k") < 0) {
                 test_skip("cannot mount a tmpfs: %s", strerror(errno));
-                rm_rf(root);
+                test_rm_rf(root);
                 free(root);
                 return;
         }
@@ -872,7 +865,7 @@ static void test_enospc(void) {
         }
         spool_free(s);
         check(umount2(root, MNT_DETACH) == 0);
-        rm_rf(root);
+        test_rm_rf(root);
         free(root);
 }
 

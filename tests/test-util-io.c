@@ -161,8 +161,6 @@ int main(void) {
         test_run(test_write_file_atomic);
         test_run(test_secret);
         test_run(test_mkdir_p);
-        char cmd[PATH_MAX + 16];
-        snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-        check(system(cmd) == 0);
+        test_rm_rf(dir);
         return test_result();
 }

@@ -149,6 +149,17 @@ _printf_(3, 4) static inline void test_appendf(char *buf, size_t size, const cha
         va_end(ap);
 }
 
+/* Removes a test's temporary tree (rm -rf); a failure is a warning, not a failed check. */
+static inline void test_rm_rf(const char *path) {
+        char *cmd;
+
+        if (asprintf(&cmd, "rm -rf '%s'", path) < 0)
+                abort();
+        if (system(cmd) != 0)
+                fprintf(stderr, "# cannot remove %s\n", path);
+        free(cmd);
+}
+
 /* Writes a whole file; a failure is a failed check. */
 static inline void write_file(const char *path, const char *content) {
         FILE *f = fopen(path, "we");

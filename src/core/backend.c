@@ -99,6 +99,7 @@ struct Backend {
         char *api_url;
         char *state_dir;
         char *taps_cache;
+        char *taps_cache_written;       /* what this run last wrote there (NULL: nothing yet) */
         uint64_t sync_interval, retry_interval;
         sd_id128_t boot_id;             /* SD_ID128_NULL = unknown */
         bool stopping;
@@ -251,8 +252,10 @@ static void tap_kegs_update(Backend *b, json_t *taps) {
         }
 }
 
+/* Written when it differs from what this run wrote last: the sync repeats every minute, and an
+ * unchanged table costs no disk write (an SD card's wear) and no wait for the disk. */
 static void save_tap_cache(Backend *b, const TapTable *t) {
-        _cleanup_(freep) char *tmp = NULL;
+        _cleanup_(freep) char *tmp = NULL, *text = NULL;
         json_t *root = json_object(), *arr = json_array();
         int r = -ENOMEM;
 
@@ -267,6 +270,13 @@ static void save_tap_cache(Backend *b, const TapTable *t) {
         }
         if (json_object_set(root, "taps", arr) < 0)
                 goto out;
+        text = json_dumps(root, JSON_COMPACT);
+        if (!text)
+                goto out;
+        if (streq_ptr(text, b->taps_cache_written)) {
+                r = 0;
+                goto out;
+        }
         if (asprintf(&tmp, "%s.tmp", b->taps_cache) < 0) {
                 tmp = NULL;
                 goto out;
@@ -276,6 +286,10 @@ static void save_tap_cache(Backend *b, const TapTable *t) {
                 goto out;
         }
         r = rename(tmp, b->taps_cache) < 0 ? -errno : 0;
+        if (r >= 0) {
+                free(b->taps_cache_written);
+                b->taps_cache_written = TAKE_PTR(text);
+        }
 out:
         if (r < 0) {
                 log_warning_errno(r, "Failed to save the tap cache %s: %m", b->taps_cache);
@@ -1625,6 +1639,7 @@ Backend *backend_free(Backend *b) {
         free(b->api_url);
         free(b->state_dir);
         free(b->taps_cache);
+        free(b->taps_cache_written);
         free(b);
         return NULL;
 }

@@ -52,8 +52,9 @@ static int reserve_create(DiskReserve *r) {
                 return 0;       /* a previous run's reserve, complete */
         k = posix_fallocate(fd, 0, (off_t) r->size);
         if (k == EOPNOTSUPP || k == EINVAL) {
-                /* No fallocate here: zeros allocate the blocks as well. */
-                static const char zeros[65536];
+                /* No fallocate here: zeros allocate the blocks as well. A page of them on the stack,
+                 * not a static one: a large constant would be mapped in the binary of every run. */
+                char zeros[4096] = {};
                 k = 0;
                 if (ftruncate(fd, 0) < 0)
                         k = errno;

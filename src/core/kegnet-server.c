@@ -86,9 +86,13 @@ struct KegnetPeer {
         bool hello;                     /* said Hello */
         bool producer;                  /* announced itself as a producer and may produce */
         char *name;                     /* from the Hello */
+        unsigned events;                /* the broadcasts it gets (KEGNET_EVENT_BIT()s): every one
+                                         * unless its Hello said which */
         KegnetSession *session;
         uint64_t next_seq;              /* number of the next frame of the session */
         uint64_t acked_sent;            /* the last Ack (or Welcome) said this */
+        uint64_t acked_at;              /* monotonic time of the last Ack */
+        bool ack_due;                   /* frames handled, their Ack held back (ack timer) */
 
         char malformed_kind[ADDRESS_MAX + 32];
         LogRateLimit malformed_rl;      /* one warning per connection per minute (spec 2) */
@@ -117,8 +121,10 @@ struct KegnetServer {
         sd_event_source *flush_source;
         sd_event_source *reap_source;
         sd_event_source *idle_source;
+        sd_event_source *ack_source;    /* sends the Acks held back, when their interval is over */
         char address[ADDRESS_MAX];      /* of the TCP listener, "" if none */
         uid_t service_uid;
+        StrBuf encoded;                 /* the frame being sent, its memory kept for the next one */
 
         KegnetPeer *peers;
         size_t n_peers;
@@ -208,6 +214,11 @@ static KegnetPeer *anon_oldest(KegnetServer *s) {
 static bool server_crowded(const KegnetServer *s) {
         return s->n_peers * 2 >= s->options.max_peers;
 }
+
+/* Ack coalescing (peer_ack()). */
+#define ACK_INTERVAL (100 * USEC_PER_MSEC)
+#define ACK_ACCURACY (50 * USEC_PER_MSEC)     /* an Ack a little later only delays a release */
+#define ACK_BATCH_MAX 1024U                    /* a quarter of KEGNET_CLIENT_UNACKED_MAX */
 
 static int on_idle_timer(sd_event_source *source, uint64_t usec, void *userdata);
 
@@ -371,35 +382,46 @@ static int peer_queue(KegnetPeer *p, const char *data, size_t size) {
 
 /* A message for this peer only (Welcome, Ack). */
 static void peer_send(KegnetPeer *p, const KegnetMessage *m) {
-        _cleanup_(freep) char *frame = NULL;
-        size_t size;
+        StrBuf *b = &p->server->encoded;
         int r;
 
-        r = kegnet_message_encode(m, &frame, &size);
+        r = kegnet_message_encode_in(m, b);
         if (r < 0) {
                 log_warning_errno(r, "Failed to encode %s: %m", kegnet_kind_to_string(m->kind) ?: "?");
                 return;
         }
         if (p->server->options.debug_events && log_get_max_level() >= LOG_DEBUG)
-                log_debug("Sending to %s: %.*s", p->address, (int) (size - 2), frame);
-        (void) peer_queue(p, frame, size);
+                log_debug("Sending to %s: %.*s", p->address, (int) (b->len - 2), b->buf);
+        (void) peer_queue(p, b->buf, b->len);
 }
 
 int kegnet_server_broadcast(KegnetServer *s, const KegnetMessage *m) {
-        _cleanup_(freep) char *frame = NULL;
-        size_t size;
+        unsigned bit = KEGNET_EVENT_BIT(m->kind);
+        StrBuf *b = &s->encoded;
+        size_t n = 0;
         int r;
 
-        r = kegnet_message_encode(m, &frame, &size);
+        assert_return(s, -EINVAL);
+        assert_return(bit & KEGNET_EVENTS_BROADCAST, -EINVAL);
+
+        /* Nobody asked for it (no listener, only producers): not even encoded. */
+        for (KegnetPeer *p = s->peers; p; p = p->peers_next)
+                if (p->events & bit)
+                        n++;
+        if (n == 0)
+                return 0;
+
+        r = kegnet_message_encode_in(m, b);
         if (r < 0)
                 return log_warning_errno(r, "Failed to encode %s: %m", kegnet_kind_to_string(m->kind) ?: "?");
 
         if (s->options.debug_events && log_get_max_level() >= LOG_DEBUG)
-                log_debug("Sending to %zu clients: %.*s", s->n_peers, (int) (size - 2), frame);
+                log_debug("Sending to %zu clients: %.*s", n, (int) (b->len - 2), b->buf);
 
         for (KegnetPeer *p = s->peers, *next; p; p = next) {
                 next = p->peers_next;
-                (void) peer_queue(p, frame, size);
+                if (p->events & bit)
+                        (void) peer_queue(p, b->buf, b->len);
         }
         return 0;
 }
@@ -511,6 +533,8 @@ static void peer_hello(KegnetPeer *p, const KegnetHello *h) {
                 return;
         }
         p->hello = true;
+        if (h->has_events)
+                p->events = h->events;
         if (h->name) {
                 p->name = strndup(h->name, HELLO_NAME_MAX);
                 if (!p->name)
@@ -614,11 +638,71 @@ static void peer_handle_frame(KegnetPeer *p, const char *frame, size_t size) {
                 p->session->acked = seq;
 }
 
-static void peer_ack(KegnetPeer *p) {
+static void peer_ack_now(KegnetPeer *p) {
+        p->ack_due = false;
         if (p->dead || !p->session || p->session->acked <= p->acked_sent)
                 return;
         p->acked_sent = p->session->acked;
+        p->acked_at = server_now(p->server);
         peer_send(p, &(KegnetMessage) { .kind = KEGNET_ACK, .ack.acked = p->acked_sent });
+}
+
+static int on_ack_timer(sd_event_source *source, uint64_t usec, void *userdata);
+
+/* The ack timer runs only while an Ack is held back. */
+static void server_ack_rearm(KegnetServer *s) {
+        uint64_t next = UINT64_MAX;
+
+        LIST_FOREACH(peers, p, s->peers)
+                if (p->ack_due && p->acked_at + ACK_INTERVAL < next)
+                        next = p->acked_at + ACK_INTERVAL;
+        if (next == UINT64_MAX) {
+                event_timer_disarm(s->ack_source);
+                return;
+        }
+        if (event_timer_arm(s->event, &s->ack_source, next, ACK_ACCURACY, on_ack_timer, s) >= 0)
+                (void) sd_event_source_set_description(s->ack_source, "kegnet-ack");
+        else    /* without the timer nothing may wait */
+                LIST_FOREACH(peers, p, s->peers)
+                        if (p->ack_due)
+                                peer_ack_now(p);
+}
+
+static int on_ack_timer(sd_event_source *source, uint64_t usec, void *userdata) {
+        KegnetServer *s = userdata;
+        uint64_t now = server_now(s);
+
+        LIST_FOREACH(peers, p, s->peers)
+                if (p->ack_due && p->acked_at + ACK_INTERVAL <= now)
+                        peer_ack_now(p);
+        server_ack_rearm(s);
+        return 0;
+}
+
+/* After a batch of input: acknowledge what was handled. An Ack goes out at once when the last one
+ * is ACK_INTERVAL old or ACK_BATCH_MAX frames are waiting for one, and on shutdown; otherwise it is
+ * held back until the interval is over and covers everything handled meanwhile. So a board sending
+ * a reading every 10 ms wakes for an Ack ten times a second, not a hundred, and a flood is
+ * acknowledged long before the producer's limit of unacknowledged frames. Nothing is lost by the
+ * wait: a producer keeps what is not acknowledged, and the next Welcome tells what was handled. */
+static void peer_ack(KegnetPeer *p) {
+        KegnetServer *s = p->server;
+
+        if (p->dead || !p->session || p->session->acked <= p->acked_sent)
+                return;
+        if (s->shutting_down || p->session->acked - p->acked_sent >= ACK_BATCH_MAX ||
+            server_now(s) >= p->acked_at + ACK_INTERVAL) {
+                bool was_due = p->ack_due;
+
+                peer_ack_now(p);
+                if (was_due)
+                        server_ack_rearm(s);
+                return;
+        }
+        if (!p->ack_due) {
+                p->ack_due = true;
+                server_ack_rearm(s);
+        }
 }
 
 /* Reads one chunk and handles its frames. Returns 1 if there may be more to read, 0 if not (or the
@@ -652,7 +736,7 @@ static int peer_read(KegnetPeer *p) {
                         log_ratelimited(&rl_oversize, LOG_WARNING,
                                         "Frame from %s exceeds %u bytes without a terminator; closing the connection",
                                         p->address, KEGNET_MAX_FRAME);
-                        peer_ack(p);
+                        peer_ack_now(p);
                         peer_close(p);
                         return 0;
                 }
@@ -764,6 +848,7 @@ static void server_accept_one(KegnetServer *s, int fd, const struct sockaddr *sa
         p->id = ++s->next_peer_id;
         p->fd = -1;
         p->connected_at = p->last_frame_at = server_now(s);
+        p->events = KEGNET_EVENTS_BROADCAST;
         if (is_unix) {
                 struct ucred cred;
                 socklen_t l = sizeof cred;
@@ -1103,7 +1188,9 @@ KegnetServer *kegnet_server_free(KegnetServer *s) {
         s->flush_source = sd_event_source_disable_unref(s->flush_source);
         s->reap_source = sd_event_source_disable_unref(s->reap_source);
         s->idle_source = sd_event_source_disable_unref(s->idle_source);
+        s->ack_source = sd_event_source_disable_unref(s->ack_source);
         free(s->sessions);
+        strbuf_done(&s->encoded);
         sd_event_unref(s->event);
         free(s);
         return NULL;
@@ -1115,9 +1202,11 @@ void kegnet_server_shutdown(KegnetServer *s) {
         s->shutting_down = true;
         server_close_listeners(s);
         event_timer_disarm(s->idle_source);
+        event_timer_disarm(s->ack_source);
         for (KegnetPeer *p = s->peers, *next; p; p = next) {
                 next = p->peers_next;
-                if (peer_update_io_events(p) < 0)
+                peer_ack_now(p);        /* what was handled is acknowledged before the end */
+                if (!p->dead && peer_update_io_events(p) < 0)
                         peer_close(p);
         }
         (void) sd_event_source_set_enabled(s->flush_source, SD_EVENT_ONESHOT);

@@ -60,8 +60,9 @@ int kegnet_server_new(KegnetServer **ret, sd_event *event, const char *bind_addr
 KegnetServer *kegnet_server_free(KegnetServer *s);
 DEFINE_TRIVIAL_CLEANUP_FUNC(KegnetServer *, kegnet_server_free);
 
-/* Encodes once and queues the frame to every connected peer. Output is written at the next loop
- * iteration (frames produced by one batch of input go out together), never blocking. */
+/* Encodes once and queues the frame to every connected peer that wants it (every peer, unless its
+ * Hello named the events it wants). Output is written at the next loop iteration (frames produced
+ * by one batch of input go out together: one send() per peer), never blocking. */
 int kegnet_server_broadcast(KegnetServer *s, const KegnetMessage *m);
 
 /* Orderly stop: close the listening sockets, stop reading from peers, keep writing what is queued

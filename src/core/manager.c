@@ -13,6 +13,7 @@
 #include "daemon.h"
 #include "disk-reserve.h"
 #include "drinks-log.h"
+#include "flow-updates.h"
 #include "manager.h"
 #include "meters-state.h"
 #include "quarantine.h"
@@ -94,6 +95,7 @@ struct Manager {
         sd_event_source *shutdown_timer_source; /* bounds the final output flush */
 
         KegnetServer *kegnet;
+        FlowUpdates *flow_updates;      /* FlowUpdates to the kegnet listeners, coalesced per flow */
         FlowEngine *engine;
         TapRegistry *taps;
         ThermoManager *thermo;
@@ -183,7 +185,7 @@ static void broadcast_flow_update(Manager *m, const FlowInfo *f) {
                         .volume_ml = f->volume_ml,
                 },
         };
-        (void) kegnet_server_broadcast(m->kegnet, &msg);
+        flow_updates_push(m->flow_updates, &msg.flow_update);
 }
 
 static void broadcast_relay(Manager *m, const char *relay, bool enabled) {
@@ -210,6 +212,7 @@ static void announce_drink(Manager *m, const Drink *d) {
                         .start_time = d->start_realtime,
                         .end_time = d->pour_realtime,
                         .username = d->username,
+                        .has_ticks = true,
                         .ticks = d->ticks,
                         .has_volume_ml = d->volume_known,
                         .volume_ml = d->volume_ml,
@@ -1627,6 +1630,9 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
                               }, m);
         if (r < 0)
                 return r;
+        r = flow_updates_new(&m->flow_updates, m->event, m->kegnet, FLOW_UPDATES_INTERVAL_DEFAULT);
+        if (r < 0)
+                return log_error_errno(r, "%m");
 
         if (!config->standalone && !config->local_taps) {
                 /* The server gives the taps; the taps file still gives their ghost-filter settings. */
@@ -1681,6 +1687,7 @@ Manager *manager_free(Manager *m) {
         meters_state_free(m->meters);
         disk_reserve_free(m->reserve);
 
+        flow_updates_free(m->flow_updates);
         kegnet_server_free(m->kegnet);
         for (size_t i = 0; i < m->n_accepted; i++)
                 drink_free(m->accepted[i]);

@@ -178,9 +178,9 @@ static int parse_defaults(const Ini *ini, const char *path, const FlowSettings *
         return 0;
 }
 
-/* The controller of a meter "<controller>.<port>". */
+/* The controller of a meter "<controller>.<port>": the part before the first dot (as routes_lookup()). */
 static const char *meter_controller(const char *meter, char *buf, size_t size) {
-        const char *dot = strrchr(meter, '.');
+        const char *dot = strchr(meter, '.');
 
         snprintf(buf, size, "%.*s", dot ? (int) (dot - meter) : (int) strlen(meter), meter);
         return buf;

@@ -1,9 +1,13 @@
 /* kegboard_daemon: bridges one Kegboard (KBSP over serial) to kegbot_core over kegnet. */
 
+#define LOG_COMPONENT "kegboard"
+
+#include <errno.h>
 #include <limits.h>
 
 #include "app.h"
 #include "boards.h"
+#include "device-watch.h"
 #include "kegnet.h"
 #include "log.h"
 #include "manager.h"
@@ -35,7 +39,8 @@ static const FlagDef flags[] = {
                     .env = "RUNTIME_DIRECTORY", .env_mode = FLAG_ENV_FIRST_ENTRY),
         FLAG_BOOL("start_boards", &arg_start_boards,
                   "Do not bridge a board: have systemd start kegboard-daemon@<tty>.service for every board "
-                  "plugged in (the links udev keeps in " BOARDS_DIR "), then exit (kegbot-boards.service)."),
+                  "plugged in (the links udev keeps in " BOARDS_DIR ") and rfid-reader@<node>.service for "
+                  "every RFID reader udev nominated (KEGBOT_RFID=1), then exit (kegbot-boards.service)."),
         FLAG_END,
 };
 
@@ -47,6 +52,44 @@ static const AppInfo app_info = {
         .groups = APP_GROUP_KEGNET | APP_GROUP_KEGBOARD,
 };
 
+/* --start_boards: one start request per board and per RFID reader plugged in. What cannot be read
+ * is logged and fails the run (the unit tries again), after the starts of what could be. */
+static int start_boards(void) {
+        _cleanup_(udev_unrefp) struct udev *udev = NULL;
+        _cleanup_(strv_freep) char **ttys = NULL, **units = NULL;
+        size_t n = 0, n_boards;
+        int r, ret = 0;
+
+        r = boards_list(BOARDS_DIR, &ttys);
+        if (r < 0)
+                ret = log_error_errno(r, "Cannot read %s: %m", BOARDS_DIR);
+        STRV_FOREACH(t, ttys) {
+                char *unit = NULL;
+
+                r = boards_unit_name(*t, &unit);
+                if (r >= 0)
+                        r = strv_push(&units, &n, unit);
+                if (r < 0)
+                        return log_error_errno(r, "%m");
+        }
+        n_boards = n;
+        if (n_boards == 0 && ret == 0)
+                log_info("No Kegboard is plugged in (%s is empty)", BOARDS_DIR);
+
+        udev = udev_new();
+        r = udev ? boards_list_readers(udev, &units, &n) : -ENOMEM;
+        if (r < 0) {
+                log_error_errno(r, "Cannot list the RFID readers udev knows: %m");
+                if (ret == 0)
+                        ret = r;
+        } else if (n == n_boards)
+                log_info("No RFID reader is plugged in (no device with KEGBOT_RFID=1 wants an "
+                         BOARDS_READER_TEMPLATE " unit)");
+
+        r = boards_start(units);
+        return ret < 0 ? ret : r;
+}
+
 int main(int argc, char **argv) {
         _cleanup_(manager_freep) Manager *m = NULL;
         int r, status;
@@ -54,13 +97,7 @@ int main(int argc, char **argv) {
         app_init(argc, argv, &app_info, NULL);
 
         if (arg_start_boards) {
-                _cleanup_(strv_freep) char **ttys = NULL;
-
-                r = boards_list(BOARDS_DIR, &ttys);
-                if (r < 0)
-                        log_error_errno(r, "Cannot read %s: %m", BOARDS_DIR);
-                else
-                        r = boards_start(ttys);
+                r = start_boards();
                 app_finish();
                 return r < 0 ? 1 : 0;
         }

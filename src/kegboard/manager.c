@@ -651,6 +651,8 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         r = daemon_producer_new(config->kb_core_addr, &kegnet_callbacks, on_stop_signal, m, &m->event, &m->kegnet);
         if (r < 0)
                 return r;
+        /* Only the relay commands: not the FlowUpdate each of our readings causes. */
+        kegnet_client_set_events(m->kegnet, KEGNET_EVENT_BIT(KEGNET_SET_RELAY_OUTPUT_EVENT));
 
         *ret = TAKE_PTR(m);
         return 0;

@@ -28,17 +28,29 @@ DeviceAction device_action_from_string(const char *action) {
 
 int device_enumerate(struct udev *udev, const char *const *subsystems,
                      void (*each)(struct udev_device *d, void *userdata), void *userdata) {
+        return device_enumerate_property(udev, subsystems, NULL, NULL, each, userdata);
+}
+
+int device_enumerate_property(struct udev *udev, const char *const *subsystems, const char *property,
+                              const char *value, void (*each)(struct udev_device *d, void *userdata),
+                              void *userdata) {
         struct udev_enumerate *e;
         struct udev_list_entry *entry;
         int r;
 
         assert_return(udev && subsystems && each, -EINVAL);
+        assert_return(!property == !value, -EINVAL);
 
         e = udev_enumerate_new(udev);
         if (!e)
                 return -ENOMEM;
         for (const char *const *s = subsystems; *s; s++) {
                 r = udev_enumerate_add_match_subsystem(e, *s);
+                if (r < 0)
+                        goto finish;
+        }
+        if (property) {
+                r = udev_enumerate_add_match_property(e, property, value);
                 if (r < 0)
                         goto finish;
         }

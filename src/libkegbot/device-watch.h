@@ -29,6 +29,11 @@ DeviceAction device_action_from_string(const char *action);
  * that follows gives it a second chance. */
 int device_enumerate(struct udev *udev, const char *const *subsystems,
                      void (*each)(struct udev_device *d, void *userdata), void *userdata);
+/* The same, only for the devices whose udev property 'property' is 'value' (what a rule set with
+ * ENV{property}="value"). */
+int device_enumerate_property(struct udev *udev, const char *const *subsystems, const char *property,
+                              const char *value, void (*each)(struct udev_device *d, void *userdata),
+                              void *userdata);
 
 typedef struct DeviceWatch DeviceWatch;
 

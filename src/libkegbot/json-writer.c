@@ -249,19 +249,44 @@ size_t json_writer_length(const JsonWriter *w) {
         return w ? w->out.len : 0;
 }
 
-int json_writer_finish_with(JsonWriter *w, const char *suffix, char **ret, size_t *ret_len) {
+void json_writer_start_in(JsonWriter *w, StrBuf *buf) {
+        assert_return(w, );
+        assert_return(buf, );
+
+        *w = JSON_WRITER_INIT;
+        w->out = *buf;
+        *buf = STRBUF_INIT;
+        strbuf_reset(&w->out);
+}
+
+int json_writer_finish_in(JsonWriter *w, const char *suffix, StrBuf *buf) {
         int r;
 
         assert_return(w, -EINVAL);
         assert_return(suffix, -EINVAL);
-        assert_return(ret, -EINVAL);
+        assert_return(buf, -EINVAL);
 
         if (w->depth > 0 || w->after_key || w->out.len == 0)
                 json_writer_set_error(w, -EINVAL);
         strbuf_puts(&w->out, suffix);
-        r = strbuf_take(&w->out, ret, ret_len);
+        r = w->out.error;
+        *buf = w->out;
         *w = JSON_WRITER_INIT;
+        if (r < 0)
+                strbuf_reset(buf);
         return r;
+}
+
+int json_writer_finish_with(JsonWriter *w, const char *suffix, char **ret, size_t *ret_len) {
+        _cleanup_(strbuf_done) StrBuf b = STRBUF_INIT;
+        int r;
+
+        assert_return(ret, -EINVAL);
+
+        r = json_writer_finish_in(w, suffix, &b);
+        if (r < 0)
+                return r;
+        return strbuf_take(&b, ret, ret_len);
 }
 
 int json_writer_finish(JsonWriter *w, char **ret, size_t *ret_len) {

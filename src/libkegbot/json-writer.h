@@ -80,3 +80,11 @@ int json_writer_finish(JsonWriter *w, char **ret, size_t *ret_len);
  * *ret_len counts it. */
 int json_writer_finish_with(JsonWriter *w, const char *suffix, char **ret, size_t *ret_len);
 void json_writer_done(JsonWriter *w);
+
+/* Writing into a buffer the caller keeps for the next document (a sender's hot path): once it is
+ * big enough, a document costs no allocation. json_writer_start_in() moves *buf into the writer
+ * with its content dropped; json_writer_finish_in() checks the document as json_writer_finish_with()
+ * does and moves the buffer back, holding the document and 'suffix' (NUL-terminated). On error the
+ * buffer comes back empty (its memory kept) and the error is returned. */
+void json_writer_start_in(JsonWriter *w, StrBuf *buf);
+int json_writer_finish_in(JsonWriter *w, const char *suffix, StrBuf *buf);

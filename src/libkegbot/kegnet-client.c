@@ -36,15 +36,20 @@ static const unsigned backoff_seconds[] = { 5, 5, 10, 10, 20, 20, 60 };
 #define BAD_FRAME_WARN_INTERVAL (60 * USEC_PER_SEC)  /* and for the full outbox */
 #define READ_CHUNK 65536
 #define UNIX_PREFIX "unix:"
+/* Entries kept for reuse: more than are in flight between two Acks at a board's pace (one Ack per
+ * 100 ms, a frame per 10 ms); a burst beyond that allocates and frees the rest. */
+#define ENTRY_SPARE_MAX 64U
+#define ENTRY_SPARE_BUFFER_MAX 1024U    /* a spare keeps no bigger buffer (a frame may be 64 KiB) */
 
 typedef struct Entry Entry;
 struct Entry {
         Entry *prev, *next;
         KegnetKind kind;
-        char *key;              /* meter_name of a MeterUpdate, controller_name of a ControllerConnectedEvent */
+        /* The buffers of an entry are kept when it goes to the client's spares: a producer sending
+         * a reading per frame allocates nothing once it has as many entries as are in flight. */
+        StrBuf key;             /* meter_name of a MeterUpdate, controller_name of a ControllerConnectedEvent */
         bool board_reset;
-        char *frame;            /* encoded, with the terminator */
-        size_t size;
+        StrBuf frame;           /* encoded, with the terminator */
         size_t written;         /* bytes of it already sent on the current connection */
         uint64_t seq;           /* number in the session once it went to the send queue; 0 before */
 };
@@ -74,6 +79,8 @@ struct KegnetClient {
 
         bool producer, reconnect, debug_events;
         KegnetRole role;
+        bool has_events;                /* the Hello's "events"; false = null (every broadcast) */
+        unsigned events;
         uint64_t unit;
         uint64_t connect_timeout;
 
@@ -100,6 +107,8 @@ struct KegnetClient {
         EntryList sendq;        /* to write on this connection (numbered) */
         EntryList unacked;      /* written, not yet acknowledged */
         EntryList held;         /* unacknowledged when the last connection ended, numbered */
+        EntryList spare;        /* done with, buffers kept for the next message (ENTRY_SPARE_MAX) */
+        StrBuf encoded;         /* the message being queued, its memory kept for the next one */
         size_t sendq_bytes;
         int pending_error;      /* connection already judged lost; handled on the loop */
         bool finishing, shut_wr;
@@ -119,8 +128,8 @@ struct KegnetClient {
 static Entry *entry_free(Entry *e) {
         if (!e)
                 return NULL;
-        free(e->key);
-        free(e->frame);
+        strbuf_done(&e->key);
+        strbuf_done(&e->frame);
         free(e);
         return NULL;
 }
@@ -149,6 +158,19 @@ static void list_remove(EntryList *l, Entry *e) {
         l->n--;
 }
 
+/* Done with an entry: kept as a spare (with its buffers, unless big) while there are few. */
+static void entry_release(KegnetClient *c, Entry *e) {
+        if (c->spare.n >= ENTRY_SPARE_MAX) {
+                entry_free(e);
+                return;
+        }
+        if (e->frame.allocated > ENTRY_SPARE_BUFFER_MAX)
+                strbuf_done(&e->frame);
+        if (e->key.allocated > ENTRY_SPARE_BUFFER_MAX)
+                strbuf_done(&e->key);
+        list_append(&c->spare, e);
+}
+
 static void list_clear(EntryList *l) {
         while (l->head) {
                 Entry *e = l->head;
@@ -166,34 +188,45 @@ static void list_splice(EntryList *to, EntryList *from) {
         }
 }
 
-static int entry_new(const KegnetMessage *m, Entry **ret) {
-        _cleanup_(freep) char *frame = NULL;
+/* Encodes a message into an entry (a spare one if there is one). */
+static int entry_new(KegnetClient *c, const KegnetMessage *m, Entry **ret) {
         const char *key = NULL;
-        size_t size;
-        Entry *e;
+        Entry *e = c->spare.tail;
         int r;
 
-        r = kegnet_message_encode(m, &frame, &size);
-        if (r < 0)
+        if (e)
+                list_remove(&c->spare, e);
+        else {
+                e = calloc(1, sizeof(Entry));
+                if (!e)
+                        return -ENOMEM;
+        }
+        /* Encoded into the client's buffer and copied: an entry's buffer is the frame's size, not
+         * what doubling on the way there left (thousands may wait for an Ack in a flood). */
+        r = kegnet_message_encode_in(m, &c->encoded);
+        if (r >= 0) {
+                strbuf_reset(&e->frame);
+                r = strbuf_append(&e->frame, c->encoded.buf, c->encoded.len);
+        }
+        if (r < 0) {
+                entry_release(c, e);
                 return r;
-
-        e = calloc(1, sizeof(Entry));
-        if (!e)
-                return -ENOMEM;
+        }
         e->kind = m->kind;
+        e->board_reset = false;
+        e->written = 0;
+        e->seq = 0;
         if (m->kind == KEGNET_METER_UPDATE)
                 key = m->meter_update.meter_name;
         else if (m->kind == KEGNET_CONTROLLER_CONNECTED_EVENT) {
                 key = m->controller_connected_event.controller_name;
                 e->board_reset = m->controller_connected_event.board_reset;
         }
-        if (key) {
-                e->key = strdup(key);
-                if (!e->key)
-                        return entry_free(e), -ENOMEM;
+        strbuf_reset(&e->key);
+        if (key && strbuf_puts(&e->key, key) < 0) {
+                entry_release(c, e);
+                return -ENOMEM;
         }
-        e->frame = TAKE_PTR(frame);
-        e->size = size;
         *ret = e;
         return 0;
 }
@@ -218,13 +251,14 @@ static void outbox_add(KegnetClient *c, Entry *e) {
                 for (Entry *i = c->outbox.tail; i; i = i->prev) {
                         if (entry_is_reset(i))
                                 reset_after = true;
-                        else if (i->kind == KEGNET_METER_UPDATE && streq(i->key, e->key)) {
+                        else if (i->kind == KEGNET_METER_UPDATE && streq(strbuf_str(&i->key), strbuf_str(&e->key))) {
+                                StrBuf older = i->frame;
+
                                 if (reset_after)
                                         break;
-                                free(i->frame);
-                                i->frame = TAKE_PTR(e->frame);
-                                i->size = e->size;
-                                entry_free(e);
+                                i->frame = e->frame;
+                                e->frame = older;
+                                entry_release(c, e);
                                 return;
                         }
                 }
@@ -242,11 +276,11 @@ static void outbox_add(KegnetClient *c, Entry *e) {
                         break;
                 }
                 log_debug("Not queueing a ControllerConnectedEvent without board_reset while disconnected");
-                entry_free(e);
+                entry_release(c, e);
                 return;
         default:
                 log_debug("Not queueing %s while disconnected", kegnet_kind_to_string(e->kind));
-                entry_free(e);
+                entry_release(c, e);
                 return;
         }
 
@@ -265,7 +299,7 @@ static void outbox_add(KegnetClient *c, Entry *e) {
                                     KEGNET_CLIENT_OUTBOX_MAX, c->outbox_dropped);
                 else
                         log_debug("Outbox full: dropped a queued %s", kegnet_kind_to_string(victim->kind));
-                entry_free(victim);
+                entry_release(c, victim);
         }
 }
 
@@ -306,7 +340,7 @@ static void release_held(KegnetClient *c, uint64_t acked) {
                 list_remove(&older, e);
                 if (e->seq != 0 && e->seq <= acked) {
                         dropped++;
-                        entry_free(e);
+                        entry_release(c, e);
                 } else
                         outbox_add(c, e);
         }
@@ -449,7 +483,7 @@ static void sendq_push(KegnetClient *c, Entry *e) {
         e->written = 0;
         e->seq = c->next_seq++;
         list_append(&c->sendq, e);
-        c->sendq_bytes += e->size;
+        c->sendq_bytes += e->frame.len;
 }
 
 static int client_write_direct(KegnetClient *c);
@@ -464,21 +498,23 @@ static void client_send_hello(KegnetClient *c) {
                         .has_seq = true,
                         /* The oldest frame we still hold, or the next one. */
                         .seq = c->held.head ? c->held.head->seq : c->next_seq,
+                        .has_events = c->has_events,
+                        .events = c->events,
                 },
         };
         Entry *e = NULL;
         int r;
 
-        r = entry_new(&m, &e);
+        r = entry_new(c, &m, &e);
         if (r < 0) {
                 client_attempt_failed(c, r);
                 return;
         }
         if (c->debug_events)
-                log_debug("Sending: %.*s", (int) (e->size - 2), e->frame);
+                log_debug("Sending: %.*s", (int) (e->frame.len - 2), e->frame.buf);
         /* The Hello is no frame of the session: it is not numbered and never held. */
         list_append(&c->sendq, e);
-        c->sendq_bytes += e->size;
+        c->sendq_bytes += e->frame.len;
         (void) client_write_direct(c);
 }
 
@@ -616,7 +652,7 @@ static void client_acked(KegnetClient *c, uint64_t acked) {
         while (c->unacked.head && c->unacked.head->seq <= acked) {
                 Entry *e = c->unacked.head;
                 list_remove(&c->unacked, e);
-                entry_free(e);
+                entry_release(c, e);
         }
         if (had)
                 client_flushed_check(c);
@@ -720,7 +756,7 @@ static void entry_written(KegnetClient *c, Entry *e) {
         if (c->acked_mode && e->seq != 0)
                 list_append(&c->unacked, e);
         else
-                entry_free(e);
+                entry_release(c, e);
 }
 
 /* Writes what the socket takes. Returns 0, or a negative errno (the caller handles the loss;
@@ -728,7 +764,7 @@ static void entry_written(KegnetClient *c, Entry *e) {
 static int client_write_some(KegnetClient *c) {
         while (c->sendq.head) {
                 Entry *e = c->sendq.head;
-                ssize_t l = send(c->fd, e->frame + e->written, e->size - e->written, MSG_DONTWAIT | MSG_NOSIGNAL);
+                ssize_t l = send(c->fd, e->frame.buf + e->written, e->frame.len - e->written, MSG_DONTWAIT | MSG_NOSIGNAL);
                 if (l < 0) {
                         if (errno == EINTR)
                                 continue;
@@ -738,7 +774,7 @@ static int client_write_some(KegnetClient *c) {
                 }
                 e->written += (size_t) l;
                 c->sendq_bytes -= (size_t) l;
-                if (e->written == e->size)
+                if (e->written == e->frame.len)
                         entry_written(c, e);
         }
         if (c->unacked.n > KEGNET_CLIENT_UNACKED_MAX) {
@@ -879,12 +915,12 @@ int kegnet_client_send(KegnetClient *c, const KegnetMessage *m) {
         if (!up && (!c->producer || c->state == STATE_DONE))
                 return -ENOTCONN;
 
-        r = entry_new(m, &e);
+        r = entry_new(c, m, &e);
         if (r < 0)
                 return r;
 
         if (c->debug_events)
-                log_debug("Sending: %.*s", (int) (e->size - 2), e->frame);
+                log_debug("Sending: %.*s", (int) (e->frame.len - 2), e->frame.buf);
 
         if (!up) {
                 outbox_add(c, e);
@@ -1070,6 +1106,8 @@ KegnetClient *kegnet_client_free(KegnetClient *c) {
         list_clear(&c->unacked);
         list_clear(&c->held);
         list_clear(&c->outbox);
+        list_clear(&c->spare);
+        strbuf_done(&c->encoded);
         log_ratelimit_forget(&c->drop_rl);
         log_ratelimit_forget(&c->bad_rl);
         sd_event_unref(c->event);
@@ -1091,6 +1129,13 @@ void kegnet_client_set_role(KegnetClient *c, KegnetRole role) {
         assert_return(c, );
         assert_return(role == KEGNET_ROLE_LISTENER || role == KEGNET_ROLE_PRODUCER, );
         c->role = role;
+}
+
+void kegnet_client_set_events(KegnetClient *c, unsigned events) {
+        assert_return(c, );
+        assert_return(!(events & ~KEGNET_EVENTS_BROADCAST), );
+        c->has_events = true;
+        c->events = events;
 }
 
 void kegnet_client_set_reconnect(KegnetClient *c, bool reconnect) {
@@ -1148,7 +1193,7 @@ bool kegnet_client_reset_pending(const KegnetClient *c, const char *controller_n
         lists[3] = &c->unacked;
         for (size_t j = 0; j < ELEMENTSOF(lists); j++)
                 for (Entry *i = lists[j]->head; i; i = i->next)
-                        if (entry_is_reset(i) && streq_ptr(i->key, controller_name))
+                        if (entry_is_reset(i) && streq(strbuf_str(&i->key), controller_name))
                                 return true;
         return false;
 }

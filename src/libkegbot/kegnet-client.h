@@ -60,6 +60,10 @@ void kegnet_client_set_producer(KegnetClient *c, bool producer);
  * producer, so that the core acknowledges its messages and tells it if it may not produce (then
  * the attempt fails: connect_failed with -EPERM). */
 void kegnet_client_set_role(KegnetClient *c, KegnetRole role);
+/* The broadcasts this client wants (KEGNET_EVENT_BIT()s of KEGNET_EVENTS_BROADCAST), announced in
+ * the Hello's "events": the core sends it nothing else, so a producer is not woken for the
+ * FlowUpdates its own readings cause. Default: every broadcast ("events": null). */
+void kegnet_client_set_events(KegnetClient *c, unsigned events);
 /* Reconnect (default on). Off = one attempt only (test_flow); failure -> connect_failed. */
 void kegnet_client_set_reconnect(KegnetClient *c, bool reconnect);
 /* Log every message sent and received at DEBUG (--debug_events). */

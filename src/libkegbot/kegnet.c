@@ -1,6 +1,7 @@
 /* kegnet message codec (spec/kegnet-protocol.md sections 2-5, 8). Encoding goes through the JSON
  * writer, so that the field order, null handling and float spelling are exactly the spec's and no
- * string that is not UTF-8 leaves; decoding uses jansson, which refuses invalid UTF-8 on input. */
+ * string that is not UTF-8 leaves; decoding uses jansson, which refuses invalid UTF-8 on input,
+ * except for the two hot-path frames in their exact encoded form (parse_fast(): no allocation). */
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -242,6 +243,25 @@ static const char *role_wire_name(KegnetRole role, const char *role_name) {
         return role == KEGNET_ROLE_OTHER ? role_name : kegnet_role_to_string(role);
 }
 
+/* A list of broadcast event names, in KegnetKind order; bits outside KEGNET_EVENTS_BROADCAST
+ * are an error. */
+static void enc_events_or_null(JsonWriter *w, const char *key, bool known, unsigned events) {
+        if (!known) {
+                json_writer_field_null(w, key);
+                return;
+        }
+        if (events & ~KEGNET_EVENTS_BROADCAST) {
+                json_writer_set_error(w, -EINVAL);
+                return;
+        }
+        json_writer_key(w, key);
+        json_writer_array_begin(w);
+        for (KegnetKind k = 0; k < _KEGNET_KIND_MAX; k++)
+                if (events & KEGNET_EVENT_BIT(k))
+                        json_writer_string(w, kegnet_kind_to_string(k));
+        json_writer_array_end(w);
+}
+
 static void enc_seq_or_null(JsonWriter *w, const char *key, bool known, uint64_t v) {
         if (known)
                 enc_uint_max(w, key, v, KEGNET_SEQ_MAX);
@@ -256,142 +276,158 @@ static void enc_double_or_null(JsonWriter *w, const char *key, bool known, doubl
                 json_writer_field_null(w, key);
 }
 
+static void encode_message(JsonWriter *w, const KegnetMessage *m) {
+        const char *name = kegnet_kind_to_string(m->kind);
+
+        if (!name) {
+                json_writer_set_error(w, -EINVAL);
+                return;
+        }
+
+        json_writer_object_begin(w);
+        json_writer_field_string(w, "event", name);
+        json_writer_key(w, "data");
+        json_writer_object_begin(w);
+
+        switch (m->kind) {
+        case KEGNET_METER_UPDATE: {
+                const KegnetMeterUpdate *u = &m->meter_update;
+                enc_required(w, "meter_name", u->meter_name);
+                json_writer_field_uint(w, "reading", u->reading);
+                break;
+        }
+        case KEGNET_THERMO_EVENT: {
+                const KegnetThermoEvent *u = &m->thermo_event;
+                enc_required(w, "sensor_name", u->sensor_name);
+                json_writer_field_double(w, "sensor_value", u->sensor_value);
+                break;
+        }
+        case KEGNET_TOKEN_AUTH_EVENT: {
+                const KegnetTokenAuthEvent *u = &m->token_auth_event;
+                json_writer_field_string(w, "meter_name", u->meter_name);
+                enc_required(w, "auth_device_name", u->auth_device_name);
+                enc_required(w, "token_value", u->token_value);
+                enc_enum(w, "status", kegnet_token_status_to_string(u->status));
+                break;
+        }
+        case KEGNET_FLOW_REQUEST: {
+                const KegnetFlowRequest *u = &m->flow_request;
+                enc_required(w, "meter_name", u->meter_name);
+                enc_enum(w, "request", kegnet_flow_request_type_to_string(u->request));
+                break;
+        }
+        case KEGNET_CONTROLLER_CONNECTED_EVENT: {
+                const KegnetControllerConnectedEvent *u = &m->controller_connected_event;
+                enc_required(w, "controller_name", u->controller_name);
+                json_writer_field_string(w, "serial_number", u->serial_number);
+                if (u->has_firmware_version)
+                        enc_uint_max(w, "firmware_version", u->firmware_version, INT32_MAX);
+                else
+                        json_writer_field_null(w, "firmware_version");
+                if (u->has_uptime_ms)
+                        enc_uint_max(w, "uptime_ms", u->uptime_ms, INT64_MAX);
+                else
+                        json_writer_field_null(w, "uptime_ms");
+                json_writer_field_bool(w, "board_reset", u->board_reset);
+                json_writer_field_string(w, "device", u->device);
+                break;
+        }
+        case KEGNET_FLOW_UPDATE: {
+                const KegnetFlowUpdate *u = &m->flow_update;
+                enc_nonneg(w, "flow_id", u->flow_id);
+                enc_required(w, "meter_name", u->meter_name);
+                enc_enum(w, "state", kegnet_flow_state_to_string(u->state));
+                json_writer_field_string(w, "username", u->username);
+                json_writer_field_timestamp(w, "start_time", u->start_time);
+                json_writer_field_timestamp(w, "last_activity_time", u->last_activity_time);
+                enc_uint_max(w, "ticks", u->ticks, INT64_MAX);
+                enc_double_or_null(w, "volume_ml", u->has_volume_ml, u->volume_ml);
+                break;
+        }
+        case KEGNET_DRINK_CREATED_EVENT: {
+                const KegnetDrinkCreatedEvent *u = &m->drink_created_event;
+                enc_nonneg(w, "flow_id", u->flow_id);
+                if (u->has_drink_id)
+                        enc_nonneg(w, "drink_id", u->drink_id);
+                else
+                        json_writer_field_null(w, "drink_id");
+                enc_required(w, "meter_name", u->meter_name);
+                json_writer_field_timestamp(w, "start_time", u->start_time);
+                json_writer_field_timestamp(w, "end_time", u->end_time);
+                json_writer_field_string(w, "username", u->username);
+                enc_uint_max(w, "ticks", u->ticks, INT64_MAX);
+                enc_double_or_null(w, "volume_ml", u->has_volume_ml, u->volume_ml);
+                enc_required(w, "uuid", u->uuid);
+                break;
+        }
+        case KEGNET_SET_RELAY_OUTPUT_EVENT: {
+                const KegnetSetRelayOutputEvent *u = &m->set_relay_output_event;
+                enc_required(w, "output_name", u->output_name);
+                enc_enum(w, "output_mode", kegnet_output_mode_to_string(u->output_mode));
+                break;
+        }
+        case KEGNET_HELLO: {
+                const KegnetHello *u = &m->hello;
+                enc_enum(w, "role", role_wire_name(u->role, u->role_name));
+                json_writer_field_string(w, "name", u->name);
+                json_writer_field_string(w, "session", u->session);
+                enc_seq_or_null(w, "seq", u->has_seq, u->seq);
+                enc_events_or_null(w, "events", u->has_events, u->events);
+                break;
+        }
+        case KEGNET_WELCOME: {
+                const KegnetWelcome *u = &m->welcome;
+                enc_enum(w, "role", role_wire_name(u->role, u->role_name));
+                enc_seq_or_null(w, "acked", u->has_acked, u->acked);
+                json_writer_field_string(w, "reason", u->reason);
+                break;
+        }
+        case KEGNET_ACK:
+                enc_seq_or_null(w, "acked", true, m->ack.acked);
+                break;
+        case KEGNET_REFUSED:
+                enc_required(w, "reason", m->refused.reason);
+                break;
+        default:
+                json_writer_set_error(w, -EINVAL);
+        }
+        json_writer_object_end(w);
+        json_writer_object_end(w);
+}
+
+int kegnet_message_encode_in(const KegnetMessage *m, StrBuf *buf) {
+        JsonWriter w;
+        int r;
+
+        assert_return(m, -EINVAL);
+        assert_return(buf, -EINVAL);
+
+        json_writer_start_in(&w, buf);
+        encode_message(&w, m);
+        r = json_writer_finish_in(&w, "\n\n", buf);
+        /* Timestamps past year 9999 are the caller's bad value like any other. */
+        if (r == -ERANGE)
+                r = -EINVAL;
+        if (r >= 0 && buf->len - 2 > KEGNET_MAX_FRAME)
+                r = -E2BIG;
+        if (r < 0) {
+                strbuf_reset(buf);
+                return r;
+        }
+        return 0;
+}
+
 int kegnet_message_encode(const KegnetMessage *m, char **ret, size_t *ret_size) {
-        JsonWriter w = JSON_WRITER_INIT;
-        _cleanup_(freep) char *text = NULL;
-        const char *name;
-        size_t len;
+        _cleanup_(strbuf_done) StrBuf buf = STRBUF_INIT;
         int r;
 
         assert_return(m, -EINVAL);
         assert_return(ret, -EINVAL);
 
-        name = kegnet_kind_to_string(m->kind);
-        if (!name)
-                return -EINVAL;
-
-        json_writer_object_begin(&w);
-        json_writer_field_string(&w, "event", name);
-        json_writer_key(&w, "data");
-        json_writer_object_begin(&w);
-
-        switch (m->kind) {
-        case KEGNET_METER_UPDATE: {
-                const KegnetMeterUpdate *u = &m->meter_update;
-                enc_required(&w, "meter_name", u->meter_name);
-                json_writer_field_uint(&w, "reading", u->reading);
-                break;
-        }
-        case KEGNET_THERMO_EVENT: {
-                const KegnetThermoEvent *u = &m->thermo_event;
-                enc_required(&w, "sensor_name", u->sensor_name);
-                json_writer_field_double(&w, "sensor_value", u->sensor_value);
-                break;
-        }
-        case KEGNET_TOKEN_AUTH_EVENT: {
-                const KegnetTokenAuthEvent *u = &m->token_auth_event;
-                json_writer_field_string(&w, "meter_name", u->meter_name);
-                enc_required(&w, "auth_device_name", u->auth_device_name);
-                enc_required(&w, "token_value", u->token_value);
-                enc_enum(&w, "status", kegnet_token_status_to_string(u->status));
-                break;
-        }
-        case KEGNET_FLOW_REQUEST: {
-                const KegnetFlowRequest *u = &m->flow_request;
-                enc_required(&w, "meter_name", u->meter_name);
-                enc_enum(&w, "request", kegnet_flow_request_type_to_string(u->request));
-                break;
-        }
-        case KEGNET_CONTROLLER_CONNECTED_EVENT: {
-                const KegnetControllerConnectedEvent *u = &m->controller_connected_event;
-                enc_required(&w, "controller_name", u->controller_name);
-                json_writer_field_string(&w, "serial_number", u->serial_number);
-                if (u->has_firmware_version)
-                        enc_uint_max(&w, "firmware_version", u->firmware_version, INT32_MAX);
-                else
-                        json_writer_field_null(&w, "firmware_version");
-                if (u->has_uptime_ms)
-                        enc_uint_max(&w, "uptime_ms", u->uptime_ms, INT64_MAX);
-                else
-                        json_writer_field_null(&w, "uptime_ms");
-                json_writer_field_bool(&w, "board_reset", u->board_reset);
-                json_writer_field_string(&w, "device", u->device);
-                break;
-        }
-        case KEGNET_FLOW_UPDATE: {
-                const KegnetFlowUpdate *u = &m->flow_update;
-                enc_nonneg(&w, "flow_id", u->flow_id);
-                enc_required(&w, "meter_name", u->meter_name);
-                enc_enum(&w, "state", kegnet_flow_state_to_string(u->state));
-                json_writer_field_string(&w, "username", u->username);
-                json_writer_field_timestamp(&w, "start_time", u->start_time);
-                json_writer_field_timestamp(&w, "last_activity_time", u->last_activity_time);
-                enc_uint_max(&w, "ticks", u->ticks, INT64_MAX);
-                enc_double_or_null(&w, "volume_ml", u->has_volume_ml, u->volume_ml);
-                break;
-        }
-        case KEGNET_DRINK_CREATED_EVENT: {
-                const KegnetDrinkCreatedEvent *u = &m->drink_created_event;
-                enc_nonneg(&w, "flow_id", u->flow_id);
-                if (u->has_drink_id)
-                        enc_nonneg(&w, "drink_id", u->drink_id);
-                else
-                        json_writer_field_null(&w, "drink_id");
-                enc_required(&w, "meter_name", u->meter_name);
-                json_writer_field_timestamp(&w, "start_time", u->start_time);
-                json_writer_field_timestamp(&w, "end_time", u->end_time);
-                json_writer_field_string(&w, "username", u->username);
-                enc_uint_max(&w, "ticks", u->ticks, INT64_MAX);
-                enc_double_or_null(&w, "volume_ml", u->has_volume_ml, u->volume_ml);
-                enc_required(&w, "uuid", u->uuid);
-                break;
-        }
-        case KEGNET_SET_RELAY_OUTPUT_EVENT: {
-                const KegnetSetRelayOutputEvent *u = &m->set_relay_output_event;
-                enc_required(&w, "output_name", u->output_name);
-                enc_enum(&w, "output_mode", kegnet_output_mode_to_string(u->output_mode));
-                break;
-        }
-        case KEGNET_HELLO: {
-                const KegnetHello *u = &m->hello;
-                enc_enum(&w, "role", role_wire_name(u->role, u->role_name));
-                json_writer_field_string(&w, "name", u->name);
-                json_writer_field_string(&w, "session", u->session);
-                enc_seq_or_null(&w, "seq", u->has_seq, u->seq);
-                break;
-        }
-        case KEGNET_WELCOME: {
-                const KegnetWelcome *u = &m->welcome;
-                enc_enum(&w, "role", role_wire_name(u->role, u->role_name));
-                enc_seq_or_null(&w, "acked", u->has_acked, u->acked);
-                json_writer_field_string(&w, "reason", u->reason);
-                break;
-        }
-        case KEGNET_ACK:
-                enc_seq_or_null(&w, "acked", true, m->ack.acked);
-                break;
-        case KEGNET_REFUSED:
-                enc_required(&w, "reason", m->refused.reason);
-                break;
-        default:
-                json_writer_set_error(&w, -EINVAL);
-        }
-        json_writer_object_end(&w);
-        json_writer_object_end(&w);
-
-        /* Timestamps past year 9999 are the caller's bad value like any other. */
-        r = json_writer_finish_with(&w, "\n\n", &text, &len);
-        if (r == -ERANGE)
-                r = -EINVAL;
+        r = kegnet_message_encode_in(m, &buf);
         if (r < 0)
                 return r;
-        if (len - 2 > KEGNET_MAX_FRAME)
-                return -E2BIG;
-
-        *ret = TAKE_PTR(text);
-        if (ret_size)
-                *ret_size = len;
-        return 0;
+        return strbuf_take(&buf, ret, ret_size);
 }
 
 /* ---- decoder ---- */
@@ -655,6 +691,34 @@ static int dec_time(Dec *d, const char *key, kegnet_usec_t *ret) {
         return 0;
 }
 
+/* "events" of a Hello: null/absent = every broadcast; names of other kinds or unknown names are
+ * ignored (a later version's events). */
+static int dec_events(Dec *d, const char *key, bool *ret_present, unsigned *ret) {
+        json_t *v = dec_get(d, key), *e;
+        unsigned events = 0;
+        size_t i;
+
+        if (!v) {
+                *ret_present = false;
+                *ret = 0;
+                return 0;
+        }
+        if (!json_is_array(v))
+                return dec_type(d, key, "a list of event names");
+        json_array_foreach(v, i, e) {
+                KegnetKind k;
+
+                if (!json_is_string(e))
+                        return dec_type(d, key, "a list of event names");
+                k = kegnet_kind_from_string(json_string_value(e));
+                if (KEGNET_EVENT_BIT(k) & KEGNET_EVENTS_BROADCAST)
+                        events |= KEGNET_EVENT_BIT(k);
+        }
+        *ret_present = true;
+        *ret = events;
+        return 0;
+}
+
 static int decode_data(Dec *d, KegnetMessage *m) {
         int64_t i;
         int e, r;
@@ -738,9 +802,9 @@ static int decode_data(Dec *d, KegnetMessage *m) {
                     (r = dec_time(d, "start_time", &u.start_time)) < 0 ||
                     (r = dec_time(d, "end_time", &u.end_time)) < 0 ||
                     (r = dec_string(d, "username", false, &u.username)) < 0 ||
-                    (r = dec_int(d, "ticks", true, 0, INT64_MAX, NULL, &ticks)) < 0 ||
+                    (r = dec_int(d, "ticks", false, 0, INT64_MAX, &u.has_ticks, &ticks)) < 0 ||
                     (r = dec_double(d, "volume_ml", false, &u.has_volume_ml, &u.volume_ml)) < 0 ||
-                    (r = dec_string(d, "uuid", true, &u.uuid)) < 0)
+                    (r = dec_string(d, "uuid", false, &u.uuid)) < 0)
                         return r;
                 u.ticks = (uint64_t) ticks;
                 m->drink_created_event = u;
@@ -761,7 +825,8 @@ static int decode_data(Dec *d, KegnetMessage *m) {
                 if ((r = dec_string(d, "role", true, &role)) < 0 ||
                     (r = dec_string(d, "name", false, &u.name)) < 0 ||
                     (r = dec_string(d, "session", false, &u.session)) < 0 ||
-                    (r = dec_int(d, "seq", false, 0, (int64_t) KEGNET_SEQ_MAX, &u.has_seq, &i)) < 0)
+                    (r = dec_int(d, "seq", false, 0, (int64_t) KEGNET_SEQ_MAX, &u.has_seq, &i)) < 0 ||
+                    (r = dec_events(d, "events", &u.has_events, &u.events)) < 0)
                         return r;
                 u.role = kegnet_role_from_string(role);
                 u.role_name = role;
@@ -798,6 +863,91 @@ static bool is_json_space(char c) {
         return c == ' ' || c == '\t' || c == '\n' || c == '\r';
 }
 
+/* The hot paths: a MeterUpdate per meter frame of every board at the core, an Ack every 100 ms
+ * at a producer. As kegnet_message_encode() writes them, each is one fixed text with holes; a frame
+ * that is exactly that, with a meter name of printable ASCII (no escapes, so valid UTF-8 as it is)
+ * and plain decimal numbers in range, is decoded here without jansson and without allocating.
+ * Anything else (other spacing or order, escapes, other fields, leading zeros, a number out of
+ * range, ...) returns false and is left to jansson, so that the result of kegnet_message_parse()
+ * does not depend on the path taken. */
+#define LITERAL_LEN(s) (sizeof(s) - 1)
+
+static bool fast_literal(const char **q, const char *end, const char *literal, size_t len) {
+        if ((size_t) (end - *q) < len || memcmp(*q, literal, len) != 0)
+                return false;
+        *q += len;
+        return true;
+}
+
+/* JSON's integer syntax without sign, fraction or exponent, and no leading zeros; at most 'max'. */
+static bool fast_uint(const char **q, const char *end, uint64_t max, uint64_t *ret) {
+        const char *p = *q;
+        uint64_t v = 0;
+
+        if (p >= end || *p < '0' || *p > '9' || (*p == '0' && p + 1 < end && p[1] >= '0' && p[1] <= '9'))
+                return false;
+        for (; p < end && *p >= '0' && *p <= '9'; p++) {
+                uint64_t digit = (uint64_t) (*p - '0');
+                if (v > (max - digit) / 10)
+                        return false;
+                v = v * 10 + digit;
+        }
+        *q = p;
+        *ret = v;
+        return true;
+}
+
+/* The end of the frame: "}}" and JSON whitespace. */
+static bool fast_end(const char *q, const char *end) {
+        if (!fast_literal(&q, end, "}}", 2))
+                return false;
+        for (; q < end; q++)
+                if (!is_json_space(*q))
+                        return false;
+        return true;
+}
+
+#define FAST_METER_HEAD "{\"event\":\"MeterUpdate\",\"data\":{\"meter_name\":\""
+#define FAST_METER_MID "\",\"reading\":"
+#define FAST_ACK_HEAD "{\"event\":\"Ack\",\"data\":{\"acked\":"
+
+static bool parse_fast(const char *p, size_t size, KegnetMessage *ret) {
+        const char *end = p + size, *q = p, *name;
+        uint64_t v;
+
+        if (fast_literal(&q, end, FAST_ACK_HEAD, LITERAL_LEN(FAST_ACK_HEAD))) {
+                if (!fast_uint(&q, end, KEGNET_SEQ_MAX, &v) || !fast_end(q, end))
+                        return false;
+                ret->kind = KEGNET_ACK;
+                ret->event_name = kind_names[KEGNET_ACK];
+                ret->ack.acked = v;
+                return true;
+        }
+
+        if (!fast_literal(&q, end, FAST_METER_HEAD, LITERAL_LEN(FAST_METER_HEAD)))
+                return false;
+        for (name = q; q < end && *q != '"'; q++) {
+                unsigned char c = (unsigned char) *q;
+                if (c < 0x20 || c > 0x7e || c == '\\')
+                        return false;
+        }
+        size_t name_len = (size_t) (q - name);
+        if (name_len >= sizeof ret->_text ||
+            !fast_literal(&q, end, FAST_METER_MID, LITERAL_LEN(FAST_METER_MID)) ||
+            !fast_uint(&q, end, UINT32_MAX, &v) || !fast_end(q, end))
+                return false;
+
+        memcpy(ret->_text, name, name_len);
+        ret->_text[name_len] = 0;
+        ret->kind = KEGNET_METER_UPDATE;
+        ret->event_name = kind_names[KEGNET_METER_UPDATE];
+        ret->meter_update = (KegnetMeterUpdate) {
+                .meter_name = ret->_text,
+                .reading = (uint32_t) v,
+        };
+        return true;
+}
+
 int kegnet_message_parse(const void *frame, size_t size, KegnetMessage *ret, char **ret_error) {
         const char *p = frame;
         json_error_t jerr;
@@ -816,6 +966,8 @@ int kegnet_message_parse(const void *frame, size_t size, KegnetMessage *ret, cha
                 i++;
         if (i == size)
                 return -ENODATA;
+        if (parse_fast(p, size, ret))
+                return 0;
 
         root = json_loadb(p, size, 0, &jerr);
         if (!root)

@@ -9,6 +9,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "util-strbuf.h"
+
 #define KEGNET_DEFAULT_PORT 9805
 #define KEGNET_DEFAULT_ADDR "127.0.0.1:9805"
 #define KEGNET_MAX_FRAME (64U * 1024U)        /* payload bytes, the "\n\n" terminator not counted */
@@ -134,16 +136,26 @@ typedef struct KegnetDrinkCreatedEvent {
         kegnet_usec_t start_time;
         kegnet_usec_t end_time;
         const char *username;           /* NULL = anonymous */
+        /* ticks and uuid are required of our senders; pycore 1.0 sent neither, so a receiver
+         * takes their absence (has_ticks false, uuid NULL). */
+        bool has_ticks;
         uint64_t ticks;                 /* 0..INT64_MAX */
         bool has_volume_ml;             /* false = null */
         double volume_ml;
-        const char *uuid;               /* required */
+        const char *uuid;
 } KegnetDrinkCreatedEvent;
 
 typedef struct KegnetSetRelayOutputEvent {
         const char *output_name;        /* required, "<controller>.<port>" */
         KegnetOutputMode output_mode;
 } KegnetSetRelayOutputEvent;
+
+/* The core -> client broadcasts, one bit per kind, for the "events" a client asks for in its
+ * Hello (kegnet subscriptions: README, "kegnet: roles and subscriptions"). */
+#define KEGNET_EVENT_BIT(kind) (1U << (kind))
+#define KEGNET_EVENTS_BROADCAST                                                 \
+        (KEGNET_EVENT_BIT(KEGNET_FLOW_UPDATE) | KEGNET_EVENT_BIT(KEGNET_DRINK_CREATED_EVENT) | \
+         KEGNET_EVENT_BIT(KEGNET_SET_RELAY_OUTPUT_EVENT))
 
 /* Client -> core, the first frame of a client of this project. The frames that follow a producer's
  * Welcome are numbered Welcome.acked + 1, + 2, ...; 'seq' is the number of the oldest frame the
@@ -155,6 +167,11 @@ typedef struct KegnetHello {
         const char *session;            /* the producer's session (random, per process); NULL = null */
         bool has_seq;
         uint64_t seq;                   /* 0..KEGNET_SEQ_MAX */
+        /* "events": the broadcasts the client wants, a list of event names (KEGNET_EVENT_BIT()s
+         * of KEGNET_EVENTS_BROADCAST; names this version does not know are ignored). Absent or
+         * null (has_events false): every broadcast, as for a client that says no Hello. */
+        bool has_events;
+        unsigned events;
 } KegnetHello;
 
 /* Core -> the client that said Hello: the connection has a slot. */
@@ -176,6 +193,8 @@ typedef struct KegnetRefused {
         const char *reason;             /* required */
 } KegnetRefused;
 
+#define KEGNET_FAST_TEXT_MAX 64
+
 typedef struct KegnetMessage {
         KegnetKind kind;
         /* The wire event name. Set by the parser whenever the frame had a string "event" (also for
@@ -196,6 +215,9 @@ typedef struct KegnetMessage {
                 KegnetRefused refused;
         };
         void *_doc;                     /* parser-owned document; released by kegnet_message_done() */
+        /* The parser's own copy of a short string (the meter name of a MeterUpdate as this
+         * project's producers write it: decoded without jansson and without allocating). */
+        char _text[KEGNET_FAST_TEXT_MAX];
 } KegnetMessage;
 
 #define KEGNET_MESSAGE_NULL ((KegnetMessage) { .kind = KEGNET_UNKNOWN })
@@ -222,9 +244,17 @@ KegnetRole kegnet_role_from_string(const char *s);
  * float, an enum, integer or timestamp out of range. -E2BIG: the payload would exceed
  * KEGNET_MAX_FRAME. */
 int kegnet_message_encode(const KegnetMessage *m, char **ret, size_t *ret_size);
+/* The same into a buffer the caller keeps (its content replaced, its memory reused: no allocation
+ * per message once it is big enough); on success buf->buf and buf->len are the frame. On error the
+ * buffer is left empty. */
+int kegnet_message_encode_in(const KegnetMessage *m, StrBuf *buf);
 
 /* Decodes one frame (without its terminator; it need not be NUL-terminated). *ret is always
- * initialised and must be released with kegnet_message_done(), whatever the result.
+ * initialised and must be released with kegnet_message_done(), whatever the result. A MeterUpdate
+ * or an Ack exactly as kegnet_message_encode() writes it (the hot paths), with a meter name of
+ * printable ASCII shorter than KEGNET_FAST_TEXT_MAX, is decoded without allocating (its strings then
+ * live in *ret: do not move it before kegnet_message_done()); every other frame goes through
+ * jansson, with the same result.
  *   0          ok; ret->kind may be KEGNET_UNKNOWN (ret->event_name says which), data not checked
  *   -ENODATA   empty or whitespace-only frame: ignore silently
  *   -EBADMSG   not JSON, not an object, or no string "event" (ret->event_name NULL)

@@ -233,6 +233,7 @@ int main(int argc, char **argv) {
         /* So that the core acknowledges what we send (finish waits for it) and says so if it does
          * not accept producer messages from us. */
         kegnet_client_set_role(t.client, KEGNET_ROLE_PRODUCER);
+        kegnet_client_set_events(t.client, 0);
 
         r = kegnet_client_start(t.client);
         if (r < 0) {

@@ -304,10 +304,11 @@ class KegnetConn:
     def send(self, event, **data):
         self.sock.sendall(kegnet_frame(event, **data))
 
-    def hello(self, role="listener", name="test", session=None, seq=None, timeout=5.0):
+    def hello(self, role="listener", name="test", session=None, seq=None, timeout=5.0, events=None):
         """Say Hello as this project's clients do; returns the core's Welcome (its data), or None
-        if the connection closed first (a Refused frame's reason is then in self.refused)."""
-        self.send("Hello", role=role, name=name, session=session, seq=seq)
+        if the connection closed first (a Refused frame's reason is then in self.refused).
+        events: the broadcasts wanted (a list of event names), None = every one."""
+        self.send("Hello", role=role, name=name, session=session, seq=seq, events=events)
         self.refused = None
         while True:
             m = self.recv(timeout)
@@ -555,6 +556,16 @@ def cpu_seconds(pid):
     with open("/proc/%d/stat" % pid) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ns(pid):
+    """CPU time a process (all its threads) has used so far, in ns: schedstat's exact sum, for
+    figures too small for cpu_seconds()' clock ticks."""
+    total = 0
+    for tid in os.listdir("/proc/%d/task" % pid):
+        with open("/proc/%d/task/%s/schedstat" % (pid, tid)) as f:
+            total += int(f.read().split()[0])
+    return total
 
 
 def memory_kb(pid):

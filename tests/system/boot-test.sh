@@ -8,7 +8,8 @@
 #   at the start limit, a missing display is not retried -> a mutating call as nobody is denied ->
 #   systemctl reload keeps the core -> kegbot-mqtt.service against a broker in the container (ready,
 #   online, orderly stop, exit 2 not restarted) -> systemctl stop kegbot.target stops everything ->
-#   starting the target again brings up the daemon of the board still plugged in -> the core
+#   starting the target again brings up the daemons of the board and the RFID reader still plugged
+#   in (not of a device udev did not nominate) -> the core
 #   restarted and killed in the middle of a pour records it exactly -> poweroff.
 #
 # The base rootfs is debootstrapped once (DEFAULT mirror of debootstrap) into $KEGBOT_SYSTEST_CACHE
@@ -614,12 +615,40 @@ fi
 # 70-kegboard.rules makes for every port it nominates (here the test makes it, as it plays udev's
 # part for the port's group above).
 IN sh -c 'mkdir -p /dev/kegboard && ln -sfn ../ttyKB0 /dev/kegboard/SYSTEST-0001'
+# The RFID reader of step 5c likewise: kegbot-boards.service also starts the rfid-reader@ unit that
+# 70-kegbot-rfid.rules put into the SYSTEMD_WANTS of every device it nominated (KEGBOT_RFID=1), as
+# libudev finds them. The FIFO standing in for the reader has no sysfs device, so the test plays udev
+# with the database entries of two ttys the container's sysfs has: one with what the rule leaves for
+# the reader, one not nominated (no KEGBOT_RFID) whose rfid-reader@ttyNOTME must not be started.
+udev_entry() {  # udev_entry TTY PROPERTY...: the /run/udev/data entry of /sys/class/tty/TTY
+  local tty=$1 dev
+  shift
+  dev=$(IN cat "/sys/class/tty/$tty/dev") || return 1
+  { echo I:1; printf 'E:%s\n' "$@"; } | IN sh -c "mkdir -p /run/udev/data && cat >/run/udev/data/c$dev"
+}
+rfid_ttys=$(IN sh -c 'for t in ttyS0 ttyS1 ttyS2 ttyS3 tty63 tty62 tty1 tty2; do [ -r /sys/class/tty/$t/dev ] && echo $t; done' | head -2)
+set -- $rfid_ttys
+if [ $# = 2 ] && udev_entry "$1" KEGBOT_RFID=1 SYSTEMD_WANTS=rfid-reader@ttyRFID0.service \
+    && udev_entry "$2" SYSTEMD_WANTS=rfid-reader@ttyNOTME.service; then
+  say "udev database: $1 is the RFID reader ttyRFID0, $2 is not nominated"
+else
+  fail "no two ttys in the container's sysfs for the udev database entries (found: $rfid_ttys)"
+fi
+set --
 IN systemctl start kegbot.target
 if wait_for 30 "daemon active again" is_active kegboard-daemon@ttyKB0.service && is_active kegbot-boards.service; then
   pass "systemctl start kegbot.target started kegboard-daemon@ttyKB0 for the board still plugged in"
 else
   fail "after start kegbot.target: kegboard-daemon@ttyKB0 is $(state kegboard-daemon@ttyKB0.service), kegbot-boards is $(state kegbot-boards.service)"
   show_unit kegbot-boards.service kegboard-daemon@ttyKB0.service
+fi
+# (kegbot-boards is active once its run is over: every start request has gone out.)
+if wait_for 30 "reader active again" is_active rfid-reader@ttyRFID0.service \
+    && [ "$(state rfid-reader@ttyNOTME.service)" = inactive ]; then
+  pass "systemctl start kegbot.target started rfid-reader@ttyRFID0 for the reader still plugged in, not the device udev did not nominate ($(IN journalctl -b -u kegbot-boards.service --no-pager -o cat | grep -m1 'Started rfid-reader@'))"
+else
+  fail "after start kegbot.target: rfid-reader@ttyRFID0 is $(state rfid-reader@ttyRFID0.service), rfid-reader@ttyNOTME is $(state rfid-reader@ttyNOTME.service)"
+  show_unit kegbot-boards.service rfid-reader@ttyRFID0.service rfid-reader@ttyNOTME.service
 fi
 if wait_for 30 "board known to the core" controller_connected; then
   pass "the core knows the board again"

@@ -489,6 +489,8 @@ static int manager_new(Manager **ret, DisplayType type) {
         r = kegnet_client_new(&m->kegnet, m->event, app_kb_core_addr(), &kegnet_callbacks, m);
         if (r < 0)
                 return r;
+        kegnet_client_set_events(m->kegnet, KEGNET_EVENT_BIT(KEGNET_FLOW_UPDATE) |
+                                            KEGNET_EVENT_BIT(KEGNET_DRINK_CREATED_EVENT));
 
         if (!isempty(app_api_url())) {
                 _cleanup_(http_client_unrefp) HttpClient *http = NULL;

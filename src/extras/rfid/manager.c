@@ -453,6 +453,7 @@ int manager_new(Manager **ret, const ManagerConfig *config) {
         k = daemon_producer_new(config->kb_core_addr, &kegnet_callbacks, on_stop_signal, m, &m->event, &m->kegnet);
         if (k < 0)
                 return k;
+        kegnet_client_set_events(m->kegnet, 0);         /* a reader listens to nothing */
 
         *ret = TAKE_PTR(m);
         return 0;

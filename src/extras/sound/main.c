@@ -698,6 +698,7 @@ static int manager_new(Manager **ret) {
         r = kegnet_client_new(&m->kegnet, m->event, app_kb_core_addr(), &kegnet_callbacks, m);
         if (r < 0)
                 return r;
+        kegnet_client_set_events(m->kegnet, KEGNET_EVENT_BIT(KEGNET_FLOW_UPDATE));
 
         now = manager_now(m);
         r = event_timer_arm(m->event, &m->prune_timer, now + FLOW_FORGET_USEC, USEC_PER_SEC, on_prune, m);

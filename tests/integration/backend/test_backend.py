@@ -262,6 +262,27 @@ class BackendTest(unittest.TestCase):
         c.wait_line(r"WARNING .*Sync failed \(HTTP 500 with a non-JSON answer\); keeping 1 taps")
         self.assertTrue(c.alive())
 
+    def test_tap_cache_written_only_when_it_changes(self):
+        # The sync repeats every minute: an unchanged table must not be written again (a disk
+        # write and a wait for the disk a minute, for nothing).
+        c = self.core("--sync_interval=600", "--verbose")
+        c.wait_line(r"Adding tap: kegboard\.flow1")       # after the cache is written
+        cache = os.path.join(c.state_dir, "taps-cache.json")
+        first = os.stat(cache)
+        # Two syncs of the same table: once the second is logged, the first one is handled whole.
+        for n in (1, 2):
+            c.signal(signal.SIGHUP)
+            kbtest.wait_until(lambda: len([x for x in c.output("stderr") if "Sync: 2 taps" in x]) >= n,
+                              timeout=10, what="sync %d" % n)
+        again = os.stat(cache)
+        self.assertEqual((again.st_ino, again.st_mtime_ns), (first.st_ino, first.st_mtime_ns))
+        self.standin.remove_tap("kegboard.flow1")
+        c.signal(signal.SIGHUP)
+        c.wait_line(r"Removing tap: kegboard\.flow1")
+        self.assertNotEqual(os.stat(cache).st_ino, first.st_ino)
+        with open(cache) as f:
+            self.assertEqual([t["meter_name"] for t in json.load(f)["taps"]], ["kegboard.flow0"])
+
     # ------------------------------------------------------------------ outages and crashes
 
     def test_outage_20_pours_then_recovery(self):

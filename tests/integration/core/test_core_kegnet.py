@@ -4,6 +4,7 @@ import json
 import shutil
 import socket
 import threading
+import time
 import unittest
 
 import kbtest
@@ -12,12 +13,13 @@ from coretest import Core
 
 class Drainer:
     """A kegnet client that reads everything as fast as it comes (in a thread), keeping the highest
-    FlowUpdate tick count seen."""
+    FlowUpdate tick count seen and counting the completed ones."""
 
     def __init__(self, port):
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.max_ticks = -1
+        self.completed = 0
         self.closed = False
         self._stop = False
         self._t = threading.Thread(target=self._loop, daemon=True)
@@ -40,6 +42,7 @@ class Drainer:
                 if b'"FlowUpdate"' in f:
                     m = json.loads(f)
                     self.max_ticks = max(self.max_ticks, m["data"]["ticks"])
+                    self.completed += m["data"]["state"] == "completed"
 
     def close(self):
         self._stop = True
@@ -186,10 +189,12 @@ class LimitsTest(unittest.TestCase):
                 fast = Drainer(core.port)
                 producer = Drainer(core.port)
                 kbtest.wait_until(lambda: len(core.stderr_lines(r"Remote host connected")) == 3, what="3 clients")
-                # 20,000 FlowUpdates of ~250 bytes: MiBs for a client that never reads.
+                # 20,000 flows started and stopped: 40,000 FlowUpdates of ~250 bytes (state changes,
+                # never coalesced), MiBs for a client that never reads.
                 batch = []
-                for i in range(20001):
-                    batch.append(kbtest.kegnet_frame("MeterUpdate", meter_name="kegboard.flow0", reading=i))
+                for i in range(20000):
+                    batch.append(kbtest.kegnet_frame("FlowRequest", meter_name="kegboard.flow0", request="start_flow"))
+                    batch.append(kbtest.kegnet_frame("FlowRequest", meter_name="kegboard.flow0", request="stop_flow"))
                     if len(batch) == 500:
                         producer.sock.sendall(b"".join(batch))
                         batch = []
@@ -197,7 +202,7 @@ class LimitsTest(unittest.TestCase):
                     producer.sock.sendall(b"".join(batch))
                 core.wait_line(r"WARNING  \(kegnet\) Dropping slow client 127\.0\.0\.1:%d" % slow.getsockname()[1],
                                timeout=20)
-                kbtest.wait_until(lambda: fast.max_ticks == 20000, timeout=20, what="the last FlowUpdate")
+                kbtest.wait_until(lambda: fast.completed == 20000, timeout=20, what="the last FlowUpdate")
                 self.assertFalse(fast.closed)
                 self.assertFalse(producer.closed)
                 fast.close()
@@ -224,6 +229,110 @@ class LimitsTest(unittest.TestCase):
                 for c in conns:
                     c.close()
                 core.wait_line(r"Remote host closed: 127\.0\.0\.1:\d+")
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+
+class SubscriptionTest(unittest.TestCase):
+    """kegnet roles and subscriptions (README): a client's Hello names the broadcasts it wants; a
+    client that says nothing (pycore's, or an older one) gets every one; FlowUpdates to listeners are
+    coalesced per flow."""
+
+    def test_producers_get_only_what_they_ask_for(self):
+        with kbtest.TempDir() as tmp:
+            core = Core(tmp)
+            try:
+                listener = core.connect()
+                self.assertEqual(listener.hello("listener", "lcd_daemon")["role"], "listener")
+                pycore = core.connect()             # no Hello: every broadcast, as in pycore 1.0
+                reader = core.connect()             # rfid_daemon: nothing
+                self.assertEqual(reader.hello("producer", "rfid_daemon", session="r-1", seq=1, events=[])["role"],
+                                 "producer")
+                board = core.connect()              # kegboard_daemon: relay commands only
+                self.assertEqual(board.hello("producer", "kegboard_daemon", session="b-1", seq=1,
+                                             events=["SetRelayOutputEvent", "SomethingLater"])["role"], "producer")
+                for frame in range(1, 4):
+                    board.send("MeterUpdate", meter_name="kegboard.flow0", reading=[0, 40, 80][frame - 1])
+                board.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
+                reader.send("FlowRequest", meter_name="kegboard.flow1", request="start_flow")
+                reader.send("FlowRequest", meter_name="kegboard.flow1", request="stop_flow")
+                for c in (listener, pycore):
+                    done = set()
+
+                    def both_completed(m):
+                        if m["event"] == "FlowUpdate" and m["data"]["state"] == "completed":
+                            done.add(m["data"]["meter_name"])
+                        return done == {"kegboard.flow0", "kegboard.flow1"}
+                    c.recv_until(both_completed, timeout=10, what="both flows completed")
+                # The sentinel: each producer's last frame acknowledged (the Ack follows whatever
+                # its handling broadcast); nothing but Acks reached them.
+                _, seen = board.recv_until(lambda m: m["event"] == "Ack" and m["data"]["acked"] == 4, timeout=10)
+                self.assertEqual({m["event"] for m in seen}, {"Ack"})
+                _, seen = reader.recv_until(lambda m: m["event"] == "Ack" and m["data"]["acked"] == 2, timeout=10)
+                self.assertEqual({m["event"] for m in seen}, {"Ack"})
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+    def test_flow_updates_are_coalesced_per_flow(self):
+        with kbtest.TempDir() as tmp:
+            core = Core(tmp, "--ghost_filter=off")
+            try:
+                listener = core.connect()
+                self.assertEqual(listener.hello("listener", "lcd_daemon")["role"], "listener")
+                producer = core.connect()
+                producer.hello("producer", "test", session="c-1", seq=1, events=[])
+                producer.send("MeterUpdate", meter_name="kegboard.flow0", reading=0)
+                # A reading every 5 ms for a second: 200 readings, 400 ticks.
+                start = time.monotonic()
+                for i in range(1, 201):
+                    due = start + i * 0.005
+                    if due > time.monotonic():
+                        time.sleep(due - time.monotonic())
+                    producer.send("MeterUpdate", meter_name="kegboard.flow0", reading=2 * i)
+                pour_seconds = time.monotonic() - start
+                # Nothing more is sent: the last count still arrives, held back at most 150 ms.
+                _, seen = listener.recv_until(lambda m: m["event"] == "FlowUpdate" and m["data"]["ticks"] == 400,
+                                              timeout=5, what="the final count")
+                updates = [m["data"] for m in seen if m["event"] == "FlowUpdate"]
+                self.assertEqual({u["state"] for u in updates}, {"active"})
+                ticks = [u["ticks"] for u in updates]
+                self.assertEqual(ticks, sorted(ticks))
+                self.assertEqual(len(set(u["flow_id"] for u in updates)), 1)
+                # At most one per 100 ms (plus the first, at once), and still a running count.
+                self.assertLessEqual(len(updates), int(pour_seconds / 0.1) + 2, ticks)
+                self.assertGreaterEqual(len(updates), 4, ticks)
+                # The end goes out exactly, at once.
+                producer.send("FlowRequest", meter_name="kegboard.flow0", request="stop_flow")
+                m, _ = listener.recv_until(lambda m: m["event"] == "FlowUpdate", timeout=5)
+                self.assertEqual((m["data"]["state"], m["data"]["ticks"]), ("completed", 400))
+                self.assertEqual(core.stop(), 0)
+            finally:
+                core.kill()
+
+
+    def test_acks_are_coalesced(self):
+        with kbtest.TempDir() as tmp:
+            core = Core(tmp, "--ghost_filter=off")
+            try:
+                producer = core.connect()
+                producer.hello("producer", "kegboard_daemon", session="a-1", seq=1, events=[])
+                # A reading every 5 ms for half a second: 100 frames.
+                start = time.monotonic()
+                for i in range(100):
+                    due = start + i * 0.005
+                    if due > time.monotonic():
+                        time.sleep(due - time.monotonic())
+                    producer.send("MeterUpdate", meter_name="kegboard.flow0", reading=i)
+                seconds = time.monotonic() - start
+                # Every frame is acknowledged in the end (without further input) ...
+                _, seen = producer.recv_until(lambda m: m["event"] == "Ack" and m["data"]["acked"] == 100,
+                                              timeout=5, what="the Ack of the last frame")
+                acks = [m["data"]["acked"] for m in seen]
+                self.assertEqual(acks, sorted(acks))
+                # ... by at most one Ack per 100 ms (and the first at once), not one per frame.
+                self.assertLessEqual(len(acks), int(seconds / 0.1) + 2, acks)
                 self.assertEqual(core.stop(), 0)
             finally:
                 core.kill()

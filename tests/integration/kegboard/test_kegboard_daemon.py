@@ -360,6 +360,9 @@ class DaemonTest(unittest.TestCase):
         # The core's 0.3 s re-asserts must beat the watchdog even on a loaded machine.
         sim, core, d = self.start("--relay_watchdog_ms=%d" % (1500 * SLOW))
         core.wait_connected()
+        # It asks the core for the relay commands only: not for the FlowUpdate its readings cause.
+        kbtest.wait_until(lambda: core.hellos, what="the Hello")
+        self.assertEqual([(h["role"], h["events"]) for h in core.hellos], [("producer", ["SetRelayOutputEvent"])])
         core.broadcast("SetRelayOutputEvent", output_name=BOARD + ".relay1", output_mode="enabled")
         core.broadcast("SetRelayOutputEvent", output_name="otherboard.relay2", output_mode="enabled")
         core.broadcast("SetRelayOutputEvent", output_name=BOARD + ".relay9", output_mode="enabled")
