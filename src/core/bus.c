@@ -1022,22 +1022,25 @@ static void on_calibration_reply(int error, const char *message, const Calibrati
                 log_debug_errno(r, "Cannot answer a calibration call: %m");
 }
 
-static Calibrations *bus_calibrations(Bus *b, sd_bus_error *error) {
-        if (!b->calibrations)
+/* The prologue of every calibration method: calibration available, then the meter argument. */
+static int calibration_call_begin(sd_bus_message *m, Bus *b, sd_bus_error *error, Calibrations **ret,
+                                  const char **ret_meter) {
+        if (!b->calibrations) {
                 (void) sd_bus_error_set(error, BUS_ERROR_NOT_SUPPORTED, "Calibration is not available");
-        return b->calibrations;
+                return -EOPNOTSUPP;
+        }
+        *ret = b->calibrations;
+        return read_meter_arg(m, error, ret_meter);
 }
 
 static int method_start_calibration(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_(freep) char *message = NULL;
         Bus *b = userdata;
-        Calibrations *c = bus_calibrations(b, error);
+        Calibrations *c = NULL;
         const char *meter;
         int r;
 
-        if (!c)
-                return -EOPNOTSUPP;
-        r = read_meter_arg(m, error, &meter);
+        r = calibration_call_begin(m, b, error, &c, &meter);
         if (r < 0)
                 return r;
         log_info("StartCalibration(%s) requested over D-Bus", meter);
@@ -1050,14 +1053,12 @@ static int method_start_calibration(sd_bus_message *m, void *userdata, sd_bus_er
 /* Both finishes: the measured volume, or a weight and its specific gravity. */
 static int finish_calibration(sd_bus_message *m, Bus *b, bool by_weight, sd_bus_error *error) {
         _cleanup_(freep) char *message = NULL;
-        Calibrations *c = bus_calibrations(b, error);
+        Calibrations *c = NULL;
         const char *meter;
         double v, sg = 0;
         int r;
 
-        if (!c)
-                return -EOPNOTSUPP;
-        r = read_meter_arg(m, error, &meter);
+        r = calibration_call_begin(m, b, error, &c, &meter);
         if (r < 0)
                 return r;
         r = by_weight ? sd_bus_message_read(m, "dd", &v, &sg) : sd_bus_message_read(m, "d", &v);
@@ -1092,14 +1093,12 @@ static int method_finish_calibration_by_weight(sd_bus_message *m, void *userdata
 static int method_cancel_calibration(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_(freep) char *message = NULL;
         Bus *b = userdata;
-        Calibrations *c = bus_calibrations(b, error);
+        Calibrations *c = NULL;
         const char *meter;
         uint64_t ticks = 0;
         int r;
 
-        if (!c)
-                return -EOPNOTSUPP;
-        r = read_meter_arg(m, error, &meter);
+        r = calibration_call_begin(m, b, error, &c, &meter);
         if (r < 0)
                 return r;
         log_info("CancelCalibration(%s) requested over D-Bus", meter);
@@ -1112,14 +1111,12 @@ static int method_cancel_calibration(sd_bus_message *m, void *userdata, sd_bus_e
 static int method_set_calibration(sd_bus_message *m, void *userdata, sd_bus_error *error) {
         _cleanup_(freep) char *message = NULL;
         Bus *b = userdata;
-        Calibrations *c = bus_calibrations(b, error);
+        Calibrations *c = NULL;
         const char *meter;
         double v;
         int r;
 
-        if (!c)
-                return -EOPNOTSUPP;
-        r = read_meter_arg(m, error, &meter);
+        r = calibration_call_begin(m, b, error, &c, &meter);
         if (r < 0)
                 return r;
         r = sd_bus_message_read(m, "d", &v);
