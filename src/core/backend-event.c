@@ -18,6 +18,7 @@
 
 #include "backend-event.h"
 #include "calibration.h"
+#include "command-ledger.h"
 #include "drink-sink.h"
 #include "http.h"
 #include "kbevent.h"
@@ -34,7 +35,6 @@
 #define PAIRING_POLL_USEC (5 * USEC_PER_SEC)
 #define PAIRING_FAST_SPAN_USEC (60 * USEC_PER_SEC)
 #define RESPONSE_MAX (1024U * 1024U)
-#define LEDGER_MAX 256
 #define FILE_MAX (64U * 1024U)
 #define TIMESYNC_FLAG "/run/systemd/timesync/synchronized"
 /* Tests point this at a file of their own: then only that file counts, as under the service's
@@ -85,12 +85,6 @@ typedef struct Entry {
         bool unwritten;                 /* durable, but its spool file could not be written: held in
                                          * memory and sent from there (section 5.0) */
 } Entry;
-
-typedef struct LedgerItem {
-        char *id;
-        char *result;
-        char *message;                  /* NULL = none */
-} LedgerItem;
 
 typedef struct Device Device;
 
@@ -163,8 +157,7 @@ struct Device {
 
         sd_event_source *attempt_timer, *heartbeat_timer;
 
-        LedgerItem ledger[LEDGER_MAX];
-        size_t n_ledger, ledger_next;
+        CommandLedger *ledger;
 
         Presentment **presentments;
         size_t n_presentments;
@@ -589,11 +582,7 @@ static Device *device_free(Device *d) {
         for (size_t i = 0; i < d->n_waiting; i++)
                 entry_done(&d->waiting[i]);
         free(d->waiting);
-        for (size_t i = 0; i < d->n_ledger; i++) {
-                free(d->ledger[i].id);
-                free(d->ledger[i].result);
-                free(d->ledger[i].message);
-        }
+        command_ledger_free(d->ledger);
         kbevent_state_done(&d->st);
         safe_close(d->failed_fd);
         safe_close(d->spool_fd);
@@ -607,8 +596,6 @@ static Device *device_free(Device *d) {
 }
 
 DEFINE_TRIVIAL_CLEANUP_FUNC(Device *, device_free);
-
-static void ledger_add(Device *d, const char *id, const char *result, const char *message);
 
 /* Start-up recovery of section 2.6. */
 static int device_load(Device *d) {
@@ -721,15 +708,10 @@ static int device_load(Device *d) {
         if (r < 0)
                 return r;
         /* The ledger knows the commands whose acknowledgements are still queued. */
-        for (size_t i = 0; i < d->n_queue; i++) {
-                _cleanup_(json_decrefp) json_t *data = NULL;
-                if (d->queue[i].event->type != KBEVENT_COMMAND_RESULT)
-                        continue;
-                data = json_loads(d->queue[i].event->data, 0, NULL);
-                ledger_add(d, json_string_value(json_object_get(data, "command")),
-                           json_string_value(json_object_get(data, "result")),
-                           json_string_value(json_object_get(data, "message")));
-        }
+        for (size_t i = 0; i < d->n_queue; i++)
+                if (d->queue[i].event->type == KBEVENT_COMMAND_RESULT &&
+                    command_ledger_seed(d->ledger, d->queue[i].event->data) < 0)
+                        return oom();
         count_failed(d);
         device_read_token(d);
         if (d->n_queue > 0)
@@ -756,7 +738,7 @@ static int device_open(EventBackend *b, const char *name, Device **ret) {
         d->dir_fd = d->spool_fd = d->failed_fd = -1;
         d->max_events = KBEVENT_BATCH_MAX_EVENTS;
         d->name = strdup(name);
-        if (!d->name)
+        if (!d->name || command_ledger_new(&d->ledger) < 0)
                 return oom();
         d->dir_fd = io_mkdir_open_at(b->event_fd, name, 0750);
         if (d->dir_fd >= 0)
@@ -2103,39 +2085,14 @@ static void on_token_presented(Manager *m, const char *auth_device, const char *
 
 /* ---------------------------------------------------------------- commands (section 6) */
 
-static LedgerItem *ledger_find(Device *d, const char *id) {
-        for (size_t i = 0; i < d->n_ledger; i++)
-                if (streq(d->ledger[i].id, id))
-                        return &d->ledger[i];
-        return NULL;
-}
-
-static void ledger_add(Device *d, const char *id, const char *result, const char *message) {
-        LedgerItem *it;
-
-        if (!id || !result || ledger_find(d, id))
-                return;
-        if (d->n_ledger < LEDGER_MAX)
-                it = &d->ledger[d->n_ledger++];
-        else {
-                /* The oldest goes. */
-                it = &d->ledger[d->ledger_next];
-                d->ledger_next = (d->ledger_next + 1) % LEDGER_MAX;
-                free(it->id);
-                free(it->result);
-                free(it->message);
-        }
-        *it = (LedgerItem) { .id = strdup(id), .result = strdup(result), .message = message ? strdup(message) : NULL };
-}
-
 /* A command_result for 'id' is queued or in flight. */
 static bool ack_queued(Device *d, const char *id) {
         for (size_t i = 0; i < d->n_queue; i++) {
-                _cleanup_(json_decrefp) json_t *data = NULL;
+                _cleanup_(freep) char *acked = NULL;
                 if (d->queue[i].event->type != KBEVENT_COMMAND_RESULT)
                         continue;
-                data = json_loads(d->queue[i].event->data, 0, NULL);
-                if (streq_ptr(json_string_value(json_object_get(data, "command")), id))
+                acked = command_ledger_ack_id(d->queue[i].event->data);
+                if (streq_ptr(acked, id))
                         return true;
         }
         return false;
@@ -2174,13 +2131,18 @@ static void command_deny(Device *d, const json_t *data, const char **ret_result,
 static void device_command(Device *d, const KbCommand *c) {
         _cleanup_(freep) char *message = NULL, *eid = NULL, *etype = NULL;
         const char *result = "unsupported";
-        LedgerItem *known = ledger_find(d, c->id);
+        const CommandLedgerItem *known = command_ledger_find(d->ledger, c->id);
+        int r;
 
-        if (known) {
-                /* Applied before: acknowledged again unless an ack is on its way. */
-                if (!ack_queued(d, c->id))
-                        queue_ack(d, c->id, known->result, known->message);
+        /* Applied before: acknowledged again unless an ack is on its way (the queue is read only then). */
+        switch (command_ledger_decide(d->ledger, c->id, known && ack_queued(d, c->id), NULL)) {
+        case COMMAND_LEDGER_REACK:
+                queue_ack(d, c->id, known->result, known->message);
                 return;
+        case COMMAND_LEDGER_SKIP:
+                return;
+        case COMMAND_LEDGER_APPLY:
+                break;
         }
         if (c->type && streq(c->type, "authorize"))
                 command_authorize(d, c, &result, &message);
@@ -2202,7 +2164,9 @@ static void device_command(Device *d, const KbCommand *c) {
                 log_info("Device %s: command %s (%s) -> %s: %s", d->name, strempty(eid), strempty(etype), result, strempty(em));
         } else
                 log_info("Device %s: command %s (%s) -> %s", d->name, strempty(eid), strempty(etype), result);
-        ledger_add(d, c->id, result, message);
+        r = command_ledger_add(d->ledger, c->id, result, message);
+        if (r < 0)
+                log_error_errno(r, "Device %s: cannot record command %s in the ledger: %m", d->name, strempty(eid));
         queue_ack(d, c->id, result, message);
 }
 
