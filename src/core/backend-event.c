@@ -20,6 +20,7 @@
 #include "calibration.h"
 #include "command-ledger.h"
 #include "drink-sink.h"
+#include "grant-table.h"
 #include "http.h"
 #include "kbevent.h"
 #include "util-double.h"
@@ -110,21 +111,6 @@ typedef struct LiveFlow {
         uint64_t last_sent;             /* monotonic, 0 = never */
 } LiveFlow;
 
-/* A permission to pour from an authorize command (section 6.8). */
-typedef struct Grant {
-        Device *device;
-        char *id;
-        bool meters[KBEVENT_NUMBER_MAX + 1];
-        bool relays[KBEVENT_NUMBER_MAX + 1];
-        double max_volume_ml;           /* 0 = none */
-        uint64_t max_idle_usec;         /* 0 = none */
-        uint64_t created, deadline;     /* monotonic */
-        uint64_t last_tick;             /* monotonic: the idle limit runs from here */
-        double poured;
-        char *auth_device, *token;      /* the echo, NULL = none */
-        sd_event_source *timer;         /* lifetime and idle limits */
-} Grant;
-
 struct Device {
         EventBackend *backend;
         char *name;
@@ -161,16 +147,13 @@ struct Device {
 
         Presentment **presentments;
         size_t n_presentments;
-        Grant **grants;
-        size_t n_grants;
+        GrantTable *grants;             /* the grants of authorize commands (section 6.8) */
+        sd_event_source *grant_timer;   /* the next lifetime or idle limit of a grant */
         sd_event_source *relay_timer;   /* re-asserts granted relays every second */
         LiveFlow *live;
         size_t n_live;
         sd_event_source *update_timer;  /* --event_pour_update_ms while a flow has ticks */
         sd_event_source *volume_check;  /* ends grants whose volume limit a report reached */
-        /* Volume seen per flow on this device's meters, for the grants' accounting. */
-        uint64_t flow_ids[KBEVENT_NUMBER_MAX + 1];
-        double flow_volume[KBEVENT_NUMBER_MAX + 1];
 };
 
 typedef struct RouteSink {
@@ -203,8 +186,8 @@ struct EventBackend {
 };
 
 static const ManagerObserver event_observer;
+static const GrantTableOps grant_ops;
 static void device_schedule(Device *d);
-static void grant_free(Grant *g);
 static void presentment_free(Presentment *p);
 
 const char *event_device_state_to_string(EventDeviceState s) {
@@ -570,9 +553,8 @@ static Device *device_free(Device *d) {
         sd_event_source_disable_unref(d->update_timer);
         sd_event_source_disable_unref(d->write_timer);
         free(d->live);
-        for (size_t i = 0; i < d->n_grants; i++)
-                grant_free(d->grants[i]);
-        free(d->grants);
+        sd_event_source_disable_unref(d->grant_timer);
+        grant_table_free(d->grants);
         for (size_t i = 0; i < d->n_presentments; i++)
                 presentment_free(d->presentments[i]);
         free(d->presentments);
@@ -738,7 +720,7 @@ static int device_open(EventBackend *b, const char *name, Device **ret) {
         d->dir_fd = d->spool_fd = d->failed_fd = -1;
         d->max_events = KBEVENT_BATCH_MAX_EVENTS;
         d->name = strdup(name);
-        if (!d->name || command_ledger_new(&d->ledger) < 0)
+        if (!d->name || command_ledger_new(&d->ledger) < 0 || grant_table_new(&grant_ops, d, &d->grants) < 0)
                 return oom();
         d->dir_fd = io_mkdir_open_at(b->event_fd, name, 0750);
         if (d->dir_fd >= 0)
@@ -1423,16 +1405,6 @@ static void device_pairing(Device *d, const char *body, size_t len) {
 
 /* ---------------------------------------------------------------- grants (sections 6.3-6.8) */
 
-static void grant_free(Grant *g) {
-        if (!g)
-                return;
-        sd_event_source_disable_unref(g->timer);
-        free(g->id);
-        free(g->auth_device);
-        free(g->token);
-        free(g);
-}
-
 static void presentment_free(Presentment *p) {
         if (!p)
                 return;
@@ -1440,27 +1412,6 @@ static void presentment_free(Presentment *p) {
         free(p->auth_device);
         free(p->token);
         free(p);
-}
-
-static Grant *grant_find(Device *d, const char *id) {
-        for (size_t i = 0; i < d->n_grants; i++)
-                if (streq(d->grants[i]->id, id))
-                        return d->grants[i];
-        return NULL;
-}
-
-static Grant *grant_covering(Device *d, unsigned meter) {
-        for (size_t i = 0; i < d->n_grants; i++)
-                if (d->grants[i]->meters[meter])
-                        return d->grants[i];
-        return NULL;
-}
-
-static bool relay_granted(Device *d, unsigned relay) {
-        for (size_t i = 0; i < d->n_grants; i++)
-                if (d->grants[i]->relays[relay])
-                        return true;
-        return false;
 }
 
 static void device_set_relay(Device *d, unsigned relay, bool enabled) {
@@ -1475,7 +1426,7 @@ static int on_relay_timer(sd_event_source *s, uint64_t usec, void *userdata) {
 
         /* The board's watchdog closes a valve 10 s after the last command: every second while granted. */
         for (unsigned r = 0; r <= KBEVENT_NUMBER_MAX; r++)
-                if (relay_granted(d, r)) {
+                if (grant_table_relay_granted(d->grants, r)) {
                         device_set_relay(d, r, true);
                         any = true;
                 }
@@ -1527,8 +1478,6 @@ static void stop_flow_on(Device *d, unsigned n) {
                 (void) manager_stop_flow(d->backend->manager, meter);
 }
 
-static void grant_arm(Grant *g);
-
 /* The flows on the device's taps have the idle limit of the grant covering them (section 6.8):
  * the table of core-behaviour.md section 6.3 for the grant's echoed auth_device. */
 static void device_sync_flow_idle(Device *d) {
@@ -1555,49 +1504,51 @@ static void device_sync_flow_idle(Device *d) {
                 nums[n++] = num;
         }
         for (size_t i = 0; i < n; i++) {
-                Grant *g = grant_covering(d, nums[i]);
+                Grant *g = grant_table_covering(d->grants, nums[i]);
                 (void) manager_set_tap_grant(d->backend->manager, meters[i], !!g, g && g->token ? g->auth_device : NULL);
         }
 }
 
-/* One ending of a grant, whole or for some meters (section 6.8): flows first, then relays, then
- * the grant_end event. The grant is freed when no meter is left. */
-static void grant_end_flows(Grant *g, const bool release[static KBEVENT_NUMBER_MAX + 1], KbGrantEndReason reason,
-                            bool stop_flows) {
-        Device *d = g->device;
+static int on_grant_timer(sd_event_source *s, uint64_t usec, void *userdata);
+
+/* The one timer of the device's grants: at the next lifetime or idle limit, exact to 1 ms. */
+static void device_arm_grant_timer(Device *d) {
+        uint64_t at = grant_table_next_deadline(d->grants);
+
+        if (at == UINT64_MAX)
+                event_timer_disarm(d->grant_timer);
+        else
+                (void) event_timer_arm(d->backend->event, &d->grant_timer, at, USEC_PER_MSEC, on_grant_timer, d);
+}
+
+static int on_grant_timer(sd_event_source *s, uint64_t usec, void *userdata) {
+        Device *d = userdata;
+
+        (void) grant_table_expire(d->grants, usec);
+        device_arm_grant_timer(d);
+        return 0;
+}
+
+static void on_grant_stop_flow(unsigned meter, void *userdata) {
+        stop_flow_on(userdata, meter);
+}
+
+static void on_grant_relay(unsigned relay, bool enabled, void *userdata) {
+        device_set_relay(userdata, relay, enabled);
+}
+
+/* One ending of a grant, after its flows and relays (section 6.8): the grant_end event. */
+static void on_grant_ended(const GrantEnding *e, void *userdata) {
+        Device *d = userdata;
         EventBackend *b = d->backend;
-        unsigned meters[KBEVENT_NUMBER_MAX + 1];
+        const Grant *g = e->grant;
         _cleanup_(freep) char *data = NULL;
-        size_t n = 0, left = 0;
-        uint64_t now = now_mono(b);
-        bool all;
+        char vol[DOUBLE_STRING_MAX], list[4 * (KBEVENT_NUMBER_MAX + 1)] = "";
         int r;
 
-        for (unsigned m = 0; m <= KBEVENT_NUMBER_MAX; m++)
-                if (g->meters[m] && release[m]) {
-                        if (stop_flows)
-                                stop_flow_on(d, m);
-                        meters[n++] = m;
-                }
-        if (n == 0)
-                return;
-        for (unsigned m = 0; m <= KBEVENT_NUMBER_MAX; m++) {
-                if (g->meters[m] && release[m])
-                        g->meters[m] = false;
-                left += g->meters[m];
-        }
-        all = left == 0;
-        if (all) {
-                bool relays[KBEVENT_NUMBER_MAX + 1];
-                memcpy(relays, g->relays, sizeof relays);
-                memset(g->relays, 0, sizeof g->relays);
-                for (unsigned x = 0; x <= KBEVENT_NUMBER_MAX; x++)
-                        if (relays[x] && !relay_granted(d, x))
-                                device_set_relay(d, x, false);
-        }
         KbGrantEnd ge = {
-                .meter_numbers = meters, .n_meter_numbers = n, .reason = reason, .grant_id = g->id,
-                .volume_ml = g->poured, .duration_ms = (now - g->created) / USEC_PER_MSEC,
+                .meter_numbers = e->meters, .n_meter_numbers = e->n_meters, .reason = e->reason, .grant_id = g->id,
+                .volume_ml = g->poured, .duration_ms = e->duration_usec / USEC_PER_MSEC,
                 .auth_device = g->auth_device && g->token ? g->auth_device : NULL,
                 .auth_token = g->auth_device && g->token ? g->token : NULL,
         };
@@ -1606,58 +1557,24 @@ static void grant_end_flows(Grant *g, const bool release[static KBEVENT_NUMBER_M
                 r = device_add_new(d, KBEVENT_GRANT_END, data, NULL, NULL);
         if (r < 0)
                 log_error_errno(r, "Device %s: cannot queue the end of grant %s: %m", d->name, g->id);
-        {
-                char vol[DOUBLE_STRING_MAX], list[4 * (KBEVENT_NUMBER_MAX + 1)] = "";
-                double_format(double_round(g->poured, 3), vol);
-                for (size_t i = 0; i < n; i++)
-                        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%u", i ? "," : "", meters[i]);
-                log_info("Device %s: grant %s ended (%s): %s mL over %" PRIu64 " ms on meters %s", d->name, g->id,
-                         kbevent_grant_end_reason_to_string(reason), vol, ge.duration_ms, list);
-        }
+        double_format(double_round(g->poured, 3), vol);
+        for (size_t i = 0; i < e->n_meters; i++)
+                snprintf(list + strlen(list), sizeof list - strlen(list), "%s%u", i ? "," : "", e->meters[i]);
+        log_info("Device %s: grant %s ended (%s): %s mL over %" PRIu64 " ms on meters %s", d->name, g->id,
+                 kbevent_grant_end_reason_to_string(e->reason), vol, ge.duration_ms, list);
         if (b->signals && b->signals->grant_ended)
-                b->signals->grant_ended(d->name, g->id, kbevent_grant_end_reason_to_string(reason),
+                b->signals->grant_ended(d->name, g->id, kbevent_grant_end_reason_to_string(e->reason),
                                         double_round(g->poured, 3), ge.duration_ms, b->signals_userdata);
         device_sync_flow_idle(d);
-        if (!all)
-                return;
-        for (size_t i = 0; i < d->n_grants; i++)
-                if (d->grants[i] == g) {
-                        memmove(d->grants + i, d->grants + i + 1, (d->n_grants - i - 1) * sizeof *d->grants);
-                        d->n_grants--;
-                        break;
-                }
-        grant_free(g);
-        notify_changed(b);
+        if (e->whole)
+                notify_changed(b);
 }
 
-static void grant_end(Grant *g, const bool release[static KBEVENT_NUMBER_MAX + 1], KbGrantEndReason reason) {
-        grant_end_flows(g, release, reason, true);
-}
-
-static void grant_end_all(Grant *g, KbGrantEndReason reason) {
-        bool all[KBEVENT_NUMBER_MAX + 1];
-        memset(all, 1, sizeof all);
-        grant_end(g, all, reason);
-}
-
-static int on_grant_timer(sd_event_source *s, uint64_t usec, void *userdata) {
-        Grant *g = userdata;
-
-        if (usec >= g->deadline)
-                grant_end_all(g, KBEVENT_END_MAX_DURATION);
-        else if (g->max_idle_usec > 0 && usec >= g->last_tick + g->max_idle_usec)
-                grant_end_all(g, KBEVENT_END_MAX_IDLE);
-        else
-                grant_arm(g);
-        return 0;
-}
-
-static void grant_arm(Grant *g) {
-        uint64_t at = g->deadline;
-        if (g->max_idle_usec > 0)
-                at = MIN(at, g->last_tick + g->max_idle_usec);
-        (void) event_timer_arm(g->device->backend->event, &g->timer, at, USEC_PER_MSEC, on_grant_timer, g);
-}
+static const GrantTableOps grant_ops = {
+        .stop_flow = on_grant_stop_flow,
+        .set_relay = on_grant_relay,
+        .ended = on_grant_ended,
+};
 
 static Presentment *presentment_find(Device *d, const char *auth_device, const char *token) {
         for (size_t i = 0; i < d->n_presentments; i++)
@@ -1684,7 +1601,7 @@ static void command_authorize(Device *d, const KbCommand *c, const char **ret_re
         const char *msg = NULL;
         Grant *g;
         bool is_new;
-        uint64_t now = now_mono(b), clamp;
+        uint64_t now = now_mono(b);
         int r;
 
         *ret_result = "error";
@@ -1725,84 +1642,13 @@ static void command_authorize(Device *d, const KbCommand *c, const char **ret_re
                 }
         }
 
-        g = grant_find(d, a.grant_id);
-        is_new = !g;
-        if (is_new) {
-                g = calloc(1, sizeof *g);
-                if (!g) {
-                        oom();
-                        goto done;
-                }
-                g->device = d;
-                g->id = TAKE_PTR(a.grant_id);
-                g->created = g->last_tick = now;
-                g->auth_device = TAKE_PTR(a.auth_device);
-                g->token = TAKE_PTR(a.token);
-                Grant **n = realloc(d->grants, (d->n_grants + 1) * sizeof *n);
-                if (!n) {
-                        grant_free(g);
-                        oom();
-                        goto done;
-                }
-                d->grants = n;
-                d->grants[d->n_grants++] = g;
+        r = grant_table_apply(d->grants, &a, now, (uint64_t) b->config.max_grant_s * USEC_PER_SEC, &g);
+        if (r < 0) {
+                log_error_errno(r, "Device %s: cannot apply grant: %m", d->name);
+                goto done;
         }
-        /* Meters another grant covers leave it ("replaced"); the same person's flow continues. */
-        for (size_t i = 0; i < d->n_grants; i++) {
-                Grant *o = d->grants[i];
-                bool release[KBEVENT_NUMBER_MAX + 1] = {}, any = false;
-
-                if (o == g)
-                        continue;
-                for (size_t k = 0; k < a.n_meters; k++)
-                        if (o->meters[a.meters[k]]) {
-                                release[a.meters[k]] = true;
-                                any = true;
-                        }
-                if (!any)
-                        continue;
-                /* The same person swiped again: the flow continues under the new grant (our refinement). */
-                bool same = g->auth_device && g->token && streq_ptr(o->auth_device, g->auth_device) &&
-                            streq_ptr(o->token, g->token);
-                bool left = false;
-                for (unsigned m = 0; m <= KBEVENT_NUMBER_MAX; m++)
-                        left |= o->meters[m] && !release[m];
-                if (same)
-                        for (unsigned m = 0; m <= KBEVENT_NUMBER_MAX; m++)
-                                if (release[m])
-                                        g->meters[m] = true;
-                grant_end_flows(o, release, KBEVENT_END_REPLACED, !same);
-                if (!left)
-                        i = (size_t) -1;        /* the list changed: start over */
-        }
-        /* Meters leaving an updated grant end "replaced"; its relays it no longer names are released. */
-        if (!is_new) {
-                bool release[KBEVENT_NUMBER_MAX + 1] = {}, relays[KBEVENT_NUMBER_MAX + 1];
-                bool keep[KBEVENT_NUMBER_MAX + 1] = {};
-                for (size_t k = 0; k < a.n_meters; k++)
-                        keep[a.meters[k]] = true;
-                for (unsigned m = 0; m <= KBEVENT_NUMBER_MAX; m++)
-                        release[m] = g->meters[m] && !keep[m];
-                memcpy(relays, g->relays, sizeof relays);
-                memset(g->relays, 0, sizeof g->relays);
-                for (size_t k = 0; k < a.n_relays; k++)
-                        g->relays[a.relays[k]] = true;
-                for (unsigned x = 0; x <= KBEVENT_NUMBER_MAX; x++)
-                        if (relays[x] && !relay_granted(d, x))
-                                device_set_relay(d, x, false);
-                grant_end(g, release, KBEVENT_END_REPLACED);
-        } else
-                for (size_t k = 0; k < a.n_relays; k++)
-                        g->relays[a.relays[k]] = true;
-        for (size_t k = 0; k < a.n_meters; k++)
-                g->meters[a.meters[k]] = true;
-        g->max_volume_ml = a.max_volume_ml;
-        g->max_idle_usec = a.max_idle_ms * USEC_PER_MSEC;
-        clamp = (uint64_t) b->config.max_grant_s * USEC_PER_SEC;
-        g->deadline = g->created + (a.max_duration_ms > 0 ? MIN(a.max_duration_ms * USEC_PER_MSEC, clamp) : clamp);
-        grant_arm(g);
-        for (size_t k = 0; k < a.n_relays; k++)
-                device_set_relay(d, a.relays[k], true);
+        is_new = r > 0;
+        device_arm_grant_timer(d);
         if (a.n_relays > 0)
                 relay_timer_start(d);
         {
@@ -1847,14 +1693,15 @@ static void command_deauthorize(Device *d, const KbCommand *c, const char **ret_
                 return;
         }
         if (all)
-                while (d->n_grants > 0)
-                        grant_end_all(d->grants[0], KBEVENT_END_COMMAND);
+                while (grant_table_size(d->grants) > 0)
+                        grant_table_end(d->grants, grant_table_at(d->grants, 0), KBEVENT_END_COMMAND, now_mono(d->backend));
         else
                 for (char **id = ids; *id; id++) {
-                        Grant *g = grant_find(d, *id);
+                        Grant *g = grant_table_find(d->grants, *id);
                         if (g)
-                                grant_end_all(g, KBEVENT_END_COMMAND);
+                                grant_table_end(d->grants, g, KBEVENT_END_COMMAND, now_mono(d->backend));
                 }
+        device_arm_grant_timer(d);
         *ret_result = "ok";
 }
 
@@ -1944,13 +1791,8 @@ static const char *on_flow_uuid(Manager *m, uint64_t flow_id, const char *meter,
 static int on_volume_check(sd_event_source *s, uint64_t usec, void *userdata) {
         Device *d = userdata;
 
-        for (size_t i = 0; i < d->n_grants; i++) {
-                Grant *g = d->grants[i];
-                if (g->max_volume_ml > 0 && g->poured >= g->max_volume_ml) {
-                        grant_end_all(g, KBEVENT_END_MAX_VOLUME);
-                        i = (size_t) -1;
-                }
-        }
+        (void) grant_table_end_full(d->grants, now_mono(d->backend));
+        device_arm_grant_timer(d);
         return 0;
 }
 
@@ -1960,25 +1802,18 @@ static void on_flow_updated(Manager *m, const FlowInfo *f, void *userdata) {
         unsigned n;
         Device *d;
         Grant *g;
-        double delta;
+        uint64_t last_tick;
 
         if (kbevent_parse_port(f->meter_name, "flow", dev, &n) < 0 || !(d = find_device(b, dev)))
                 return;
         live_flow_update(d, f, n);
-        if (d->flow_ids[n] != f->flow_id) {
-                d->flow_ids[n] = f->flow_id;
-                d->flow_volume[n] = 0;
-        }
-        delta = f->volume_known ? f->volume_ml - d->flow_volume[n] : 0;
-        d->flow_volume[n] = f->volume_known ? f->volume_ml : 0;
-        g = grant_covering(d, n);
-        if (!g || !(delta > 0))
-                return;
-        g->poured += delta;
-        g->last_tick = now_mono(b);
-        grant_arm(g);
-        if (g->max_volume_ml > 0 && g->poured >= g->max_volume_ml)
+        g = grant_table_covering(d->grants, n);
+        last_tick = g ? g->last_tick : 0;
+        if (grant_table_flow_update(d->grants, n, f->flow_id, f->volume_known, f->volume_ml, now_mono(b)))
                 (void) event_timer_arm(b->event, &d->volume_check, 1, USEC_PER_MSEC, on_volume_check, d);
+        /* A counted delta restarted the grant's idle clock. */
+        if (g && g->last_tick != last_tick)
+                device_arm_grant_timer(d);
 }
 
 /* ---------------------------------------------------------------- tokens (section 5.5) */
@@ -2039,14 +1874,8 @@ static void device_token(Device *d, const char *auth_device, const char *token, 
                 return;
         }
         /* A captive token taken away ends the grants it opened (section 6.8). */
-        if (!added && !streq(auth_device, "core.rfid"))
-                for (size_t i = 0; i < d->n_grants; i++) {
-                        Grant *g = d->grants[i];
-                        if (streq_ptr(g->auth_device, auth_device) && streq_ptr(g->token, token)) {
-                                grant_end_all(g, KBEVENT_END_DETACH);
-                                i = (size_t) -1;
-                        }
-                }
+        if (!added && grant_table_token_removed(d->grants, auth_device, token, now_mono(b)) > 0)
+                device_arm_grant_timer(d);
 }
 
 static void on_token_presented(Manager *m, const char *auth_device, const char *value, const char *meter, bool added,
@@ -2323,7 +2152,7 @@ static int event_record(EventBackend *b, Drink *drink) {
                 .tick_series = drink->tick_series,
         };
         /* Attribution is decided when the flow ends: the grant covering the meter then (6.8). */
-        Grant *g = grant_covering(d, meter);
+        Grant *g = grant_table_covering(d->grants, meter);
         if (g) {
                 p.grant_id = g->id;
                 if (g->auth_device && g->token && *g->auth_device && *g->token) {
@@ -2518,12 +2347,8 @@ static void on_stopping(Manager *m, void *userdata) {
         for (size_t i = 0; i < b->n_devices; i++) {
                 Device *d = b->devices[i];
                 /* Grants are discarded without grant_end, as when a Kegboard reboots; valves close. */
-                for (unsigned x = 0; x <= KBEVENT_NUMBER_MAX; x++)
-                        if (relay_granted(d, x))
-                                device_set_relay(d, x, false);
-                for (size_t j = 0; j < d->n_grants; j++)
-                        grant_free(d->grants[j]);
-                d->n_grants = 0;
+                grant_table_clear(d->grants);
+                event_timer_disarm(d->grant_timer);
                 event_timer_disarm(d->relay_timer);
                 (void) device_save(d);
                 /* A last try; what is still held in memory is not durable and ends with the process. */
@@ -2832,7 +2657,7 @@ const char *event_backend_meter_grant(EventBackend *b, const char *meter) {
 
         if (!b || !meter || kbevent_parse_port(meter, "flow", dev, &n) < 0 || !(d = find_device(b, dev)))
                 return NULL;
-        g = grant_covering(d, n);
+        g = grant_table_covering(d->grants, n);
         return g ? g->id : NULL;
 }
 
@@ -2874,7 +2699,7 @@ int event_backend_device_info(EventBackend *b, const char *controller, EventDevi
                 .pending_events = d->n_queue,
                 .failed_events = d->n_failed,
                 .last_delivery = d->last_delivery,
-                .active_grants = d->n_grants,
+                .active_grants = grant_table_size(d->grants),
         };
         return 0;
 }

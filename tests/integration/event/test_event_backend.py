@@ -609,6 +609,36 @@ class EventBackendTest(Base):
         self.assertEqual((ends.get(a), ends.get(b)), ("replaced", "replaced"))
         self.assertEqual(len(self.standin.events("pour")), 2)
 
+    def test_update_moves_a_grant_to_other_meters(self):
+        """Section 6.3: an update of a grant_id to a meter set disjoint from its old one ends the old
+        meters "replaced" (a partial ending) and the grant lives on with the new set, its volume and
+        its relays (the old code freed the grant there and wrote to it afterwards)."""
+        c = self.core()
+        self.standin.wait_events(lambda e: e["type"] == "status", what="boot status")
+        g1 = self.standin.command("kegboard", "authorize", {"grant_id": "g_move", "meter_numbers": [0],
+                                                            "relay_numbers": [0]})
+        c.conn.send("ThermoEvent", sensor_name="kegboard.thermo-1", sensor_value=4.0)
+        c.wait_line(r"Device kegboard: command %s \(authorize\) -> ok" % g1)
+        c.pour("kegboard.flow0", 110)
+        self.standin.wait_event_drinks(1)
+        g2 = self.standin.command("kegboard", "authorize", {"grant_id": "g_move", "meter_numbers": [1],
+                                                            "relay_numbers": [0]})
+        c.pour("kegboard.flow1", 54)  # a guest pour: its batch's answer carries the update
+        c.wait_line(r"Device kegboard: command %s \(authorize\) -> ok" % g2)
+        c.wait_line(r"grant g_move ended \(replaced\): 50\.0 mL over [0-9]+ ms on meters 0(?![,0-9])")
+        c.pour("kegboard.flow1", 270)
+        drinks = self.standin.wait_event_drinks(3)
+        self.assertEqual([d["grant_id"] for d in drinks], ["g_move", None, "g_move"])
+        stop = self.standin.command("kegboard", "deauthorize", {})
+        c.pour("kegboard.flow0", 110)  # meter 0 is no longer granted: a guest pour
+        c.wait_line(r"command %s \(deauthorize\) -> ok" % stop)
+        c.wait_line(r"grant g_move ended \(command\): 100\.0 mL over [0-9]+ ms on meters 1(?![,0-9])")
+        ends = kbtest.wait_until(lambda: len(self.standin.events("grant_end")) >= 2 and self.standin.events("grant_end"),
+                                 what="two grant_end events")
+        self.assertEqual([(e["data"]["reason"], e["data"]["meter_numbers"]) for e in ends],
+                         [("replaced", [0]), ("command", [1])])
+        self.assertIsNone(self.standin.wait_event_drinks(4)[3]["grant_id"])
+
     def test_lifetime_clamp_ends_a_grant_mid_pour(self):
         """Scenario 21, second half: --event_max_grant_s=3 ends a grant asking for more (max_duration)
         even while its meter pours; the pour ends first and carries the grant_id."""
