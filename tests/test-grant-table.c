@@ -363,6 +363,14 @@ static void test_lifetime_clamp(void) {
         check(!grant_table_flow_update(r.t, 1, 1, true, 33, 1900 * MS));
         check_int(grant_table_expire(r.t, 2000 * MS), 1);
         check_streq(rig_log(&r), "stop 1 (A); end A max_duration 1 33.000 mL 2000 ms; ");
+        /* Limits far beyond the clamp (the receiver may send up to 2^63-1) never wrap around. */
+        check_int(apply(&r, (Auth) { "E", {5}, 1, .max_duration_ms = UINT64_C(1) << 62,
+                                     .max_idle_ms = (UINT64_C(1) << 62) + 1 }, 2000 * MS, &g), 1);
+        check_int(g->deadline, 2000 * MS + CLAMP);
+        check_int(grant_table_expire(r.t, 2001 * MS), 0);
+        check_streq(rig_log(&r), "");
+        grant_table_end(r.t, g, KBEVENT_END_COMMAND, 2001 * MS);
+        rig_log(&r);
         /* Two due at once both end. */
         check_int(grant_table_expire(r.t, 100 * MS + CLAMP), 2);
         check_streq(rig_log(&r), "stop 2 (B); end B max_duration 2 0.000 mL 3100 ms; "

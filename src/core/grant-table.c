@@ -244,8 +244,10 @@ int grant_table_apply(GrantTable *t, const KbAuthorize *a, uint64_t now, uint64_
                         g->meters[m] = true;
 
         g->max_volume_ml = a->max_volume_ml > 0 ? a->max_volume_ml : 0;
-        g->max_idle_usec = a->max_idle_ms * USEC_PER_MSEC;
-        lifetime = a->max_duration_ms > 0 ? MIN(a->max_duration_ms * USEC_PER_MSEC, clamp_usec) : clamp_usec;
+        /* The receiver may send any integer up to 2^63-1: saturate instead of wrapping around. */
+        g->max_idle_usec = a->max_idle_ms > UINT64_MAX / USEC_PER_MSEC ? UINT64_MAX : a->max_idle_ms * USEC_PER_MSEC;
+        lifetime = a->max_duration_ms > 0 && a->max_duration_ms < clamp_usec / USEC_PER_MSEC ?
+                a->max_duration_ms * USEC_PER_MSEC : clamp_usec;
         g->deadline = g->created + lifetime;
         for (unsigned x = 0; x <= GRANT_NUMBER_MAX; x++)
                 if (relays[x])
@@ -317,7 +319,7 @@ size_t grant_table_end_full(GrantTable *t, uint64_t now) {
 
 static uint64_t grant_deadline(const Grant *g) {
         uint64_t at = g->deadline;
-        if (g->max_idle_usec > 0)
+        if (g->max_idle_usec > 0 && g->max_idle_usec <= UINT64_MAX - g->last_tick)
                 at = MIN(at, g->last_tick + g->max_idle_usec);
         return at;
 }
